@@ -1,0 +1,101 @@
+//! Service configuration: flags of `quire serve`, each also a `QUIRE_*` environment variable.
+
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Interface to listen on.
+    #[arg(long, env = "QUIRE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (the start-up log line says which).
+    #[arg(long, env = "QUIRE_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Executor worker threads (default: the number of cores).
+    #[arg(long, env = "QUIRE_WORKERS")]
+    pub workers: Option<usize>,
+    /// Default requests per minute per API key; 0 disables rate limiting.
+    #[arg(long, env = "QUIRE_RATE_LIMIT", default_value_t = 6000)]
+    pub rate_limit: u32,
+    /// Largest request body in bytes (documents excepted).
+    #[arg(long, env = "QUIRE_MAX_BODY", default_value_t = 10 * 1024 * 1024)]
+    pub max_body: usize,
+    /// Largest decoded document in bytes on POST /v1/documents.
+    #[arg(long, env = "QUIRE_MAX_UPLOAD", default_value_t = 50 * 1024 * 1024)]
+    pub max_upload: usize,
+    /// Most documents in one pipeline.
+    #[arg(long, env = "QUIRE_MAX_PIPELINE_DOCUMENTS", default_value_t = 10_000)]
+    pub max_pipeline_documents: usize,
+    /// Seconds to wait for running steps on SIGTERM/SIGINT.
+    #[arg(long, env = "QUIRE_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+    /// Print one JSON line `{"url", "api_key"}` on stdout once ready, and nothing else there.
+    #[arg(long, env = "QUIRE_READY_JSON")]
+    pub ready_json: bool,
+    /// Expose diagnostic routes (GET /v1/_debug/panic) used by the black-box tests.
+    #[arg(long, env = "QUIRE_DEBUG_ROUTES", hide = true)]
+    pub debug_routes: bool,
+    /// Cap the database size in pages on every connection (fault-injection in tests).
+    #[arg(long, env = "QUIRE_MAX_DB_PAGES", hide = true)]
+    pub max_db_pages: Option<u64>,
+}
+
+/// Everything `Application::build` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: String,
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub http_workers: usize,
+    pub rate_limit: u32,
+    pub max_body: usize,
+    pub max_upload: usize,
+    pub max_pipeline_documents: usize,
+    pub shutdown_timeout: u64,
+    pub bootstrap_key: Option<String>,
+    pub debug_routes: bool,
+    pub max_db_pages: Option<u64>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+impl Config {
+    pub fn from_args(db: String, a: &ServeArgs) -> Self {
+        Config {
+            db,
+            host: a.host.clone(),
+            port: a.port,
+            workers: a.workers.unwrap_or_else(cores).max(1),
+            http_workers: cores().max(2),
+            rate_limit: a.rate_limit,
+            max_body: a.max_body,
+            max_upload: a.max_upload,
+            max_pipeline_documents: a.max_pipeline_documents,
+            shutdown_timeout: a.shutdown_timeout,
+            bootstrap_key: std::env::var("QUIRE_BOOTSTRAP_KEY").ok().filter(|k| !k.is_empty()),
+            debug_routes: a.debug_routes,
+            max_db_pages: a.max_db_pages,
+        }
+    }
+
+    /// A disposable configuration: temporary database, ephemeral port, given bootstrap key.
+    pub fn ephemeral(bootstrap_key: Option<String>) -> Self {
+        Config {
+            db: ":memory:".into(),
+            host: "127.0.0.1".into(),
+            port: 0,
+            workers: 2,
+            http_workers: 2,
+            rate_limit: 6000,
+            max_body: 10 * 1024 * 1024,
+            max_upload: 50 * 1024 * 1024,
+            max_pipeline_documents: 10_000,
+            shutdown_timeout: 10,
+            bootstrap_key,
+            debug_routes: false,
+            max_db_pages: None,
+        }
+    }
+}

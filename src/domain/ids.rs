@@ -1,0 +1,54 @@
+use uuid::Uuid;
+
+/// A new lower-case hyphenated UUID v7.
+pub fn new_id() -> String {
+    Uuid::now_v7().to_string()
+}
+
+/// Parses a path id: only the canonical lower-case hyphenated form is accepted.
+pub fn parse_id(raw: &str) -> Option<String> {
+    let u = Uuid::try_parse(raw).ok()?;
+    let canon = u.hyphenated().to_string();
+    (canon == raw.to_ascii_lowercase()).then_some(canon)
+}
+
+/// RFC 3339 UTC with milliseconds and `Z`.
+pub fn now_rfc3339() -> String {
+    format_time(chrono::Utc::now())
+}
+
+pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `SCH-` + 8 random upper-case hex digits.
+pub fn short_id(prefix: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{prefix}-{n:08X}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_v7_lowercase_and_parse_back() {
+        let id = new_id();
+        assert_eq!(id, id.to_ascii_lowercase());
+        assert_eq!(Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+        assert_eq!(parse_id(&id).as_deref(), Some(id.as_str()));
+        assert!(parse_id("not-a-uuid").is_none());
+        assert!(parse_id("0192f0c0e0b07c3a8d4e5f6a7b8c9d0e").is_none());
+    }
+
+    #[test]
+    fn times_have_milliseconds_and_z() {
+        let t = now_rfc3339();
+        assert!(t.ends_with('Z'));
+        assert_eq!(t.len(), "2026-11-28T20:07:27.123Z".len());
+    }
+}

@@ -1,0 +1,122 @@
+//! API key format, hashing and scopes.
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+        }
+    }
+}
+
+/// Parses a comma-separated scope list such as `read,write`.
+pub fn parse_scopes(raw: &str) -> Result<Vec<Scope>, String> {
+    let mut out = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let s = match part {
+            "read" => Scope::Read,
+            "write" => Scope::Write,
+            other => return Err(format!("unknown scope '{other}' (use read, write)")),
+        };
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err("at least one scope is required".into());
+    }
+    Ok(out)
+}
+
+pub fn scopes_to_string(scopes: &[Scope]) -> String {
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// A new plain key: `tlnc_<env>_` + 40 alphanumeric characters.
+pub fn generate_key(env: &str) -> String {
+    let body: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("tlnc_{env}_{body}")
+}
+
+/// True when `key` has the shape `tlnc_<env>_<32+ chars of [A-Za-z0-9]>`.
+pub fn is_well_formed(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("tlnc_") else {
+        return false;
+    };
+    let Some((env, secret)) = rest.split_once('_') else {
+        return false;
+    };
+    !env.is_empty()
+        && env.bytes().all(|b| b.is_ascii_alphanumeric())
+        && secret.len() >= 32
+        && secret.len() <= 256
+        && secret.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The part of a key that is safe to show in listings.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(14).collect()
+}
+
+/// Parses durations such as `30d`, `12h`, `45m`, `90s`.
+pub fn parse_duration_secs(raw: &str) -> Result<i64, String> {
+    let raw = raw.trim();
+    let (num, unit) = raw.split_at(raw.len().saturating_sub(1));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{raw}' (use e.g. 30d, 12h, 45m)"))?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("invalid duration '{raw}' (use e.g. 30d, 12h, 45m)")),
+    };
+    if n <= 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_well_formed() {
+        let k = generate_key("live");
+        assert!(is_well_formed(&k), "{k}");
+        assert!(!is_well_formed("tlnc_live_short"));
+        assert!(!is_well_formed("sk_live_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+        assert!(!is_well_formed("tlnc__aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+        assert!(!is_well_formed("tlnc_live_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!"));
+    }
+
+    #[test]
+    fn scopes_and_durations_parse() {
+        assert_eq!(parse_scopes("read, write").unwrap(), vec![Scope::Read, Scope::Write]);
+        assert!(parse_scopes("admin").is_err());
+        assert!(parse_scopes("").is_err());
+        assert_eq!(parse_duration_secs("30d").unwrap(), 30 * 86_400);
+        assert!(parse_duration_secs("30x").is_err());
+        assert!(parse_duration_secs("0d").is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! Schema normalization: the three input forms of `POST /v1/schemas` become one field list and
+//! one JSON Schema.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+
+pub const DATA_TYPES: [&str; 7] = ["string", "number", "integer", "boolean", "date", "array", "object"];
+pub const MAX_FIELDS: usize = 500;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FieldDef {
+    pub field_name: String,
+    pub display_name: String,
+    pub data_type: String,
+    pub description: Option<String>,
+    pub is_required: bool,
+    pub requires_review: bool,
+    pub synonyms: Vec<String>,
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "enum")]
+    pub enum_values: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+pub fn valid_field_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// `invoice_number` → `Invoice Number`.
+pub fn default_display_name(name: &str) -> String {
+    name.split('_')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn opt_string(v: Option<&Value>, what: &str) -> Result<Option<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{what} must be a string")),
+    }
+}
+
+fn opt_bool(v: Option<&Value>, what: &str) -> Result<bool, String> {
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(format!("{what} must be a boolean")),
+    }
+}
+
+fn string_list(v: Option<&Value>, what: &str) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{what} must be an array of strings"))
+            })
+            .collect(),
+        Some(_) => Err(format!("{what} must be an array of strings")),
+    }
+}
+
+fn check_type(t: &str, what: &str) -> Result<String, String> {
+    if DATA_TYPES.contains(&t) {
+        Ok(t.to_string())
+    } else {
+        Err(format!("{what} must be one of {}", DATA_TYPES.join(", ")))
+    }
+}
+
+/// Parses the `fields` input: a list of field objects or a flat `{ name: type }` map.
+pub fn fields_from_input(v: &Value) -> Result<Vec<FieldDef>, String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| field_from_object(item, &format!("fields[{i}]")))
+            .collect(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(name, t)| {
+                let t = t
+                    .as_str()
+                    .ok_or_else(|| format!("fields.{name} must be a data type string"))?;
+                Ok(FieldDef {
+                    field_name: name.clone(),
+                    display_name: default_display_name(name),
+                    data_type: check_type(t, &format!("fields.{name}"))?,
+                    description: None,
+                    is_required: false,
+                    requires_review: false,
+                    synonyms: Vec::new(),
+                    depends_on: Vec::new(),
+                    enum_values: None,
+                    format: None,
+                })
+            })
+            .collect(),
+        _ => Err("fields must be an array of field objects or an object of name: type".into()),
+    }
+}
+
+fn field_from_object(item: &Value, at: &str) -> Result<FieldDef, String> {
+    let obj = item.as_object().ok_or_else(|| format!("{at} must be an object"))?;
+    let name = opt_string(obj.get("field_name"), &format!("{at}.field_name"))?
+        .ok_or_else(|| format!("{at}.field_name is required"))?;
+    let data_type = match opt_string(obj.get("data_type"), &format!("{at}.data_type"))? {
+        Some(t) => check_type(&t, &format!("{at}.data_type"))?,
+        None => "string".to_string(),
+    };
+    let enum_values = match obj.get("enum") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a)) => Some(a.clone()),
+        Some(_) => return Err(format!("{at}.enum must be an array")),
+    };
+    Ok(FieldDef {
+        display_name: opt_string(obj.get("display_name"), &format!("{at}.display_name"))?
+            .unwrap_or_else(|| default_display_name(&name)),
+        data_type,
+        description: opt_string(obj.get("description"), &format!("{at}.description"))?,
+        is_required: opt_bool(obj.get("is_required"), &format!("{at}.is_required"))?,
+        requires_review: opt_bool(obj.get("requires_review"), &format!("{at}.requires_review"))?,
+        synonyms: string_list(obj.get("synonyms"), &format!("{at}.synonyms"))?,
+        depends_on: string_list(obj.get("depends_on"), &format!("{at}.depends_on"))?,
+        enum_values,
+        format: opt_string(obj.get("format"), &format!("{at}.format"))?,
+        field_name: name,
+    })
+}
+
+/// Parses a JSON Schema `definition` with the `x-` extensions.
+pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
+    let obj = def.as_object().ok_or("definition must be a JSON Schema object")?;
+    if let Some(t) = obj.get("type") {
+        if t != "object" {
+            return Err("definition.type must be \"object\"".into());
+        }
+    }
+    let required = string_list(obj.get("required"), "definition.required")?;
+    let props = match obj.get("properties") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err("definition.properties must be an object".into()),
+    };
+    let mut out = Vec::with_capacity(props.len());
+    for (name, prop) in props {
+        let at = format!("definition.properties.{name}");
+        let p = prop.as_object().ok_or_else(|| format!("{at} must be an object"))?;
+        let format = opt_string(p.get("format"), &format!("{at}.format"))?;
+        let json_type = opt_string(p.get("type"), &format!("{at}.type"))?.unwrap_or_else(|| "string".into());
+        let data_type = if json_type == "string" && format.as_deref() == Some("date") {
+            "date".to_string()
+        } else {
+            check_type(&json_type, &format!("{at}.type"))?
+        };
+        let enum_values = match p.get("enum") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(a.clone()),
+            Some(_) => return Err(format!("{at}.enum must be an array")),
+        };
+        out.push(FieldDef {
+            field_name: name.clone(),
+            display_name: opt_string(p.get("x-display-name"), &format!("{at}.x-display-name"))?
+                .unwrap_or_else(|| default_display_name(name)),
+            description: opt_string(p.get("description"), &format!("{at}.description"))?,
+            is_required: required.contains(name),
+            requires_review: opt_bool(p.get("x-requires-review"), &format!("{at}.x-requires-review"))?,
+            synonyms: string_list(p.get("x-synonyms"), &format!("{at}.x-synonyms"))?,
+            depends_on: string_list(p.get("x-depends-on"), &format!("{at}.x-depends-on"))?,
+            enum_values,
+            format: if data_type == "date" { None } else { format },
+            data_type,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks names, uniqueness, dependencies and cycles; returns the fields unchanged when valid.
+pub fn validate_fields(fields: Vec<FieldDef>) -> Result<Vec<FieldDef>, String> {
+    if fields.is_empty() {
+        return Err("Schema definition produced no fields".into());
+    }
+    if fields.len() > MAX_FIELDS {
+        return Err(format!("a schema has at most {MAX_FIELDS} fields"));
+    }
+    let mut seen = HashSet::new();
+    for f in &fields {
+        if !valid_field_name(&f.field_name) {
+            return Err(format!(
+                "field name '{}' must match ^[a-z][a-z0-9_]{{0,63}}$",
+                f.field_name
+            ));
+        }
+        if !seen.insert(f.field_name.as_str()) {
+            return Err(format!("field '{}' appears twice", f.field_name));
+        }
+        if f.display_name.trim().is_empty() || f.display_name.chars().count() > 200 {
+            return Err(format!("field '{}': display_name must be 1-200 characters", f.field_name));
+        }
+    }
+    for f in &fields {
+        for d in &f.depends_on {
+            if !seen.contains(d.as_str()) {
+                return Err(format!("field '{}' depends on unknown field '{d}'", f.field_name));
+            }
+            if d == &f.field_name {
+                return Err(format!("field '{}' depends on itself", f.field_name));
+            }
+        }
+    }
+    if let Some(cycle_at) = find_cycle(&fields) {
+        return Err(format!("depends_on forms a cycle through field '{cycle_at}'"));
+    }
+    Ok(fields)
+}
+
+fn find_cycle(fields: &[FieldDef]) -> Option<String> {
+    let deps: HashMap<&str, &Vec<String>> =
+        fields.iter().map(|f| (f.field_name.as_str(), &f.depends_on)).collect();
+    // 0 = unvisited, 1 = on stack, 2 = done
+    let mut mark: HashMap<&str, u8> = HashMap::new();
+    for f in fields {
+        let mut stack: Vec<(&str, usize)> = vec![(f.field_name.as_str(), 0)];
+        if mark.get(f.field_name.as_str()).copied().unwrap_or(0) == 2 {
+            continue;
+        }
+        mark.insert(f.field_name.as_str(), 1);
+        while let Some((node, i)) = stack.pop() {
+            let list = deps.get(node).map(|v| v.as_slice()).unwrap_or(&[]);
+            if i < list.len() {
+                stack.push((node, i + 1));
+                let next = list[i].as_str();
+                match mark.get(next).copied().unwrap_or(0) {
+                    1 => return Some(next.to_string()),
+                    0 => {
+                        mark.insert(next, 1);
+                        stack.push((next, 0));
+                    }
+                    _ => {}
+                }
+            } else {
+                mark.insert(node, 2);
+            }
+        }
+    }
+    None
+}
+
+/// Merges `patch` into `base` by field name: replaced fields keep their position, new ones go last.
+pub fn merge_fields(base: &[FieldDef], patch: Vec<FieldDef>) -> Vec<FieldDef> {
+    let mut out = base.to_vec();
+    for f in patch {
+        match out.iter_mut().find(|b| b.field_name == f.field_name) {
+            Some(slot) => *slot = f,
+            None => out.push(f),
+        }
+    }
+    out
+}
+
+/// The normalized JSON Schema of a field list.
+pub fn to_definition(fields: &[FieldDef]) -> Value {
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    for f in fields {
+        let mut p = Map::new();
+        let (t, fmt) = match f.data_type.as_str() {
+            "date" => ("string", Some("date".to_string())),
+            other => (other, f.format.clone()),
+        };
+        p.insert("type".into(), json!(t));
+        if let Some(d) = &f.description {
+            p.insert("description".into(), json!(d));
+        }
+        if let Some(e) = &f.enum_values {
+            p.insert("enum".into(), json!(e));
+        }
+        if let Some(fmt) = fmt {
+            p.insert("format".into(), json!(fmt));
+        }
+        p.insert("x-display-name".into(), json!(f.display_name));
+        if !f.synonyms.is_empty() {
+            p.insert("x-synonyms".into(), json!(f.synonyms));
+        }
+        if !f.depends_on.is_empty() {
+            p.insert("x-depends-on".into(), json!(f.depends_on));
+        }
+        if f.requires_review {
+            p.insert("x-requires-review".into(), json!(true));
+        }
+        if f.is_required {
+            required.push(f.field_name.clone());
+        }
+        props.insert(f.field_name.clone(), Value::Object(p));
+    }
+    json!({ "type": "object", "properties": props, "required": required })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_input_forms_agree() {
+        let map = fields_from_input(&json!({"invoice_number": "string", "total": "number"})).unwrap();
+        let list = fields_from_input(&json!([
+            {"field_name": "invoice_number", "data_type": "string"},
+            {"field_name": "total", "data_type": "number"}
+        ]))
+        .unwrap();
+        let def = fields_from_definition(&json!({"type": "object", "properties": {
+            "invoice_number": {"type": "string"}, "total": {"type": "number"}}}))
+        .unwrap();
+        assert_eq!(map, list);
+        assert_eq!(list, def);
+        assert_eq!(map[0].display_name, "Invoice Number");
+    }
+
+    #[test]
+    fn definition_round_trips_with_extensions() {
+        let input = json!({"type": "object", "properties": {
+            "net": {"type": "number", "x-synonyms": ["subtotal"]},
+            "issued": {"type": "string", "format": "date", "x-requires-review": true},
+            "total": {"type": "number", "x-depends-on": ["net"], "x-display-name": "Grand total"}},
+            "required": ["total"]});
+        let fields = validate_fields(fields_from_definition(&input).unwrap()).unwrap();
+        assert_eq!(fields[1].data_type, "date");
+        assert!(fields[1].requires_review);
+        assert!(fields[2].is_required);
+        let again = fields_from_definition(&to_definition(&fields)).unwrap();
+        assert_eq!(again, fields);
+    }
+
+    #[test]
+    fn invalid_fields_are_refused() {
+        let bad = |v: Value| validate_fields(fields_from_input(&v).unwrap_or_default());
+        assert!(bad(json!({})).unwrap_err().contains("no fields"));
+        assert!(bad(json!({"Total": "number"})).unwrap_err().contains("must match"));
+        assert!(fields_from_input(&json!({"a": "money"})).is_err());
+        assert!(bad(json!([{"field_name": "a", "depends_on": ["b"]}])).unwrap_err().contains("unknown"));
+        let cyc = json!([{"field_name": "a", "depends_on": ["b"]}, {"field_name": "b", "depends_on": ["a"]}]);
+        assert!(bad(cyc).unwrap_err().contains("cycle"));
+        let dup = json!([{"field_name": "a"}, {"field_name": "a"}]);
+        assert!(bad(dup).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn merge_replaces_in_place_and_appends() {
+        let base = fields_from_input(&json!({"a": "string", "b": "string"})).unwrap();
+        let merged = merge_fields(&base, fields_from_input(&json!({"b": "number", "c": "date"})).unwrap());
+        let names: Vec<_> = merged.iter().map(|f| (f.field_name.as_str(), f.data_type.as_str())).collect();
+        assert_eq!(names, vec![("a", "string"), ("b", "number"), ("c", "date")]);
+    }
+}

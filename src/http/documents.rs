@@ -1,0 +1,201 @@
+use super::body::{media_type, parse_value, read_limited, too_large, typed};
+use super::error::ApiError;
+use super::idempotency::{write, Reply};
+use super::pagination::{self, query_map};
+use super::{blocking, path_id, AppState};
+use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::documents::{check_metadata, detect_mime};
+use crate::domain::keys::Scope;
+use crate::store::documents::{self as dstore, DocumentRow, NewDocument};
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub fn render(d: &DocumentRow) -> Value {
+    json!({
+        "id": d.id, "filename": d.filename, "mime_type": d.mime_type, "size_bytes": d.size_bytes,
+        "sha256": d.sha256, "metadata": d.metadata, "created_at": d.created_at,
+        "links": { "self": format!("/v1/documents/{}", d.id) }
+    })
+}
+
+/// A document as received, before storage.
+pub struct Upload {
+    pub filename: String,
+    pub declared_type: Option<String>,
+    pub content: Vec<u8>,
+    pub metadata: Value,
+}
+
+#[derive(Deserialize)]
+pub struct InlineDocument {
+    pub filename: Option<String>,
+    pub content: Option<String>,
+    pub content_base64: Option<String>,
+    pub mime_type: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// Turns an inline JSON document into an upload (also used by inline pipeline documents).
+pub fn inline_upload(d: InlineDocument, at: &str) -> Result<Upload, ApiError> {
+    let filename = d.filename.ok_or_else(|| ApiError::bad(format!("{at}filename is required")))?;
+    let content = match (d.content, d.content_base64) {
+        (Some(_), Some(_)) => return Err(ApiError::bad(format!("{at}give content or content_base64, not both"))),
+        (Some(c), None) => c.into_bytes(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|e| ApiError::bad(format!("{at}content_base64 is not valid base64: {e}")))?,
+        (None, None) => Vec::new(),
+    };
+    Ok(Upload { filename, declared_type: d.mime_type, content, metadata: d.metadata.unwrap_or(json!({})) })
+}
+
+/// Checks an upload's name, type, size and metadata: 400/413/415, or its media type.
+pub fn check_upload(u: &Upload, max_upload: usize) -> Result<String, ApiError> {
+    let n = u.filename.chars().count();
+    if n == 0 || n > 255 {
+        return Err(ApiError::bad("filename must be 1-255 characters"));
+    }
+    if u.content.is_empty() {
+        return Err(ApiError::MissingDocument("The document is empty".into()));
+    }
+    if u.content.len() > max_upload {
+        return Err(ApiError::PayloadTooLarge(format!("The document exceeds the upload limit of {max_upload} bytes")));
+    }
+    check_metadata(&u.metadata).map_err(ApiError::BadRequest)?;
+    detect_mime(u.declared_type.as_deref(), &u.filename).map_err(ApiError::UnsupportedMediaType)
+}
+
+async fn read_multipart(req: &HttpRequest, payload: web::Payload, max_upload: usize) -> Result<(Upload, String), ApiError> {
+    let mut mp = Multipart::new(req.headers(), payload);
+    let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
+    let mut metadata = json!({});
+    let mut fp = Sha256::new();
+    while let Some(part) = mp.next().await {
+        let mut part = part.map_err(|e| ApiError::bad(format!("Malformed multipart body: {e}")))?;
+        let name = part.name().unwrap_or("").to_string();
+        let filename = part.content_disposition().and_then(|cd| cd.get_filename()).map(str::to_string);
+        let ctype = part.content_type().map(|m| m.essence_str().to_string());
+        let limit = if name == "file" { max_upload } else { 1024 * 1024 };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = part.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad(format!("Malformed multipart body: {e}")))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        for piece in [name.as_bytes(), filename.as_deref().unwrap_or("").as_bytes(), ctype.as_deref().unwrap_or("").as_bytes(), &bytes] {
+            fp.update((piece.len() as u64).to_le_bytes());
+            fp.update(piece);
+        }
+        match name.as_str() {
+            "file" => file = Some((filename.unwrap_or_default(), ctype, bytes)),
+            "metadata" => {
+                metadata = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad(format!("metadata part is not valid JSON: {e}")))?;
+            }
+            _ => {}
+        }
+    }
+    let (filename, ctype, content) = file.ok_or_else(|| ApiError::MissingDocument("No 'file' part in the upload".into()))?;
+    let declared = ctype.filter(|t| t != "application/octet-stream");
+    Ok((Upload { filename, declared_type: declared, content, metadata }, hex::encode(fp.finalize())))
+}
+
+pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let max_upload = state.config.max_upload;
+    let (upload, body_hash) = match media_type(&req).as_deref() {
+        Some("multipart/form-data") => read_multipart(&req, payload, max_upload).await?,
+        Some("application/json") => {
+            let limit = max_upload / 3 * 4 + 64 * 1024;
+            let raw = parse_value(&read_limited(payload, limit).await?)?;
+            let doc: InlineDocument = typed(&raw)?;
+            (inline_upload(doc, "")?, sha256_hex(canonical_json(&raw).as_bytes()))
+        }
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "Content-Type must be application/json or multipart/form-data".into(),
+            ))
+        }
+    };
+    let mime = check_upload(&upload, max_upload)?;
+    let org = auth.org_id.clone();
+    write(&state, &req, &auth, &body_hash, move |tx| {
+        let sha = sha256_hex(&upload.content);
+        let (doc, dup) = dstore::insert_or_find(
+            tx,
+            &org,
+            NewDocument { filename: &upload.filename, mime_type: &mime, sha256: &sha, metadata: &upload.metadata, content: &upload.content },
+        )?;
+        let mut body = render(&doc);
+        if dup {
+            body["duplicate"] = json!(true);
+            Ok(Reply::ok(body))
+        } else {
+            Ok(Reply::created(body))
+        }
+    })
+    .await
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "documents", 100)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (rows, total) = st.db.read(|c| dstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "documents", |d| d.seq, render))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let q = query_map(req.query_string())?;
+    let with_text = q.get("include").is_some_and(|v| v.split(',').any(|p| p.trim() == "text"));
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let d = dstore::get(c, &auth.org_id, &id)?.ok_or_else(|| ApiError::not_found("Document"))?;
+            let mut body = render(&d);
+            if with_text {
+                let bytes = dstore::content(c, &d.id)?;
+                body["text"] = match String::from_utf8(bytes) {
+                    Ok(s) => json!(s),
+                    Err(_) => Value::Null,
+                };
+            }
+            Ok(body)
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.write(true, |tx| {
+            let d = dstore::get(tx, &auth.org_id, &id)?.ok_or_else(|| ApiError::not_found("Document"))?;
+            let uses = dstore::active_uses(tx, &d.id)?;
+            if uses > 0 {
+                return Err(ApiError::Conflict(format!("The document is used by {uses} active pipeline(s)")));
+            }
+            dstore::soft_delete(tx, &d.id)?;
+            Ok(json!({ "deleted": true, "id": d.id }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}

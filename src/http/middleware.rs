@@ -1,0 +1,138 @@
+//! The outermost middleware: request ids, panics turned into 500s, the error envelope for every
+//! non-2xx answer, rate-limit headers, and the access log.
+
+use super::error::{ApiError, EnvelopeParts};
+use super::rate_limit::RateInfo;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+fn valid_request_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub fn new_request_id() -> String {
+    format!("req_{:016x}", rand::random::<u64>())
+}
+
+pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let rid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+
+    // The request cannot be cloned before routing (the router needs it unshared), so answers
+    // for errors that escape as `Err` or as a panic are finished here without it.
+    let outcome = AssertUnwindSafe(next.call(req)).catch_unwind().await;
+    let res: ServiceResponse<BoxBody> = match outcome {
+        Ok(Ok(r)) => r.map_into_boxed_body(),
+        Ok(Err(e)) => {
+            let status = e.as_response_error().status_code();
+            let parts = EnvelopeParts::from_status(status, Some(e.to_string()));
+            log::info!(target: "quire::access", "{rid} {method} <unmatched> {} {}ms", status.as_u16(), started.elapsed().as_millis());
+            return Err(Finished { status, body: parts.into_body(status, &rid, &path), rid }.into());
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            log::error!("request {rid} {method} {path} panicked: {what}");
+            let status = actix_web::http::StatusCode::INTERNAL_SERVER_ERROR;
+            let parts = EnvelopeParts::from_api(&ApiError::Internal(what));
+            log::info!(target: "quire::access", "{rid} {method} <panic> 500 {}ms", started.elapsed().as_millis());
+            return Err(Finished { status, body: parts.into_body(status, &rid, &path), rid }.into());
+        }
+    };
+
+    let status = res.status();
+    let mut res = if status.is_client_error() || status.is_server_error() {
+        let parts = match res.response().error() {
+            Some(err) => match err.as_error::<ApiError>() {
+                Some(api) => {
+                    if let ApiError::Internal(detail) = api {
+                        log::error!("request {rid} {method} {path} failed: {detail}");
+                    }
+                    EnvelopeParts::from_api(api)
+                }
+                None => {
+                    let detail = err.to_string();
+                    if status.is_server_error() {
+                        log::error!("request {rid} {method} {path} failed: {detail}");
+                    }
+                    EnvelopeParts::from_status(status, Some(detail))
+                }
+            },
+            None => EnvelopeParts::from_status(status, None),
+        };
+        let body = parts.into_body(status, &rid, &path);
+        let (req, old) = res.into_parts();
+        let mut fresh = HttpResponse::build(status);
+        for (name, value) in old.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                fresh.append_header((name.clone(), value.clone()));
+            }
+        }
+        ServiceResponse::new(req, fresh.json(body))
+    } else {
+        res
+    };
+
+    let rate = res.request().extensions().get::<RateInfo>().cloned();
+    let route = res.request().match_pattern().unwrap_or_else(|| "<unmatched>".into());
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if let Some(r) = rate {
+        h.insert(HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(r.limit));
+        h.insert(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(r.remaining));
+        h.insert(HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(r.reset));
+    }
+    log::info!(
+        target: "quire::access",
+        "{rid} {method} {route} {} {}ms",
+        res.status().as_u16(),
+        started.elapsed().as_millis()
+    );
+    Ok(res)
+}
+
+/// A complete envelope answer for errors that leave the middleware as `Err`.
+#[derive(Debug)]
+struct Finished {
+    status: actix_web::http::StatusCode,
+    body: serde_json::Value,
+    rid: String,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.body)
+    }
+}
+
+impl actix_web::ResponseError for Finished {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).insert_header(("x-request-id", self.rid.as_str())).json(&self.body)
+    }
+}

@@ -1,0 +1,144 @@
+//! The HTTP surface (actix only): routes, one file per resource, and the shared conventions.
+
+pub mod auth;
+pub mod body;
+pub mod documents;
+pub mod error;
+pub mod health;
+pub mod idempotency;
+pub mod middleware;
+pub mod pagination;
+pub mod rate_limit;
+pub mod schemas;
+
+use crate::config::Config;
+use crate::store::{Db, StoreError};
+use actix_web::dev::Server;
+use actix_web::{middleware::from_fn, web, App, HttpRequest, HttpResponse, HttpServer};
+use error::ApiError;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub struct AppState {
+    pub db: Db,
+    pub config: Config,
+    pub keys: auth::KeyCache,
+    pub limiter: rate_limit::RateLimiter,
+    pub started_ms: i64,
+    pub cursor_secret: Vec<u8>,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(db: Db, config: Config) -> Result<Self, StoreError> {
+        let keys = auth::KeyCache::new(db.dedicated()?)?;
+        let cursor_secret = db.write(false, |tx| {
+            let existing: Option<String> = crate::store::optional(tx.query_row(
+                "SELECT value FROM settings WHERE key = 'cursor_secret'",
+                [],
+                |r| r.get(0),
+            ))?;
+            match existing {
+                Some(s) => Ok::<_, StoreError>(s),
+                None => {
+                    let s = hex::encode(rand::random::<[u8; 32]>());
+                    tx.execute("INSERT INTO settings(key, value) VALUES ('cursor_secret', ?1)", [&s])?;
+                    Ok(s)
+                }
+            }
+        })?;
+        Ok(AppState {
+            db,
+            config,
+            keys,
+            limiter: Default::default(),
+            started_ms: crate::domain::ids::now_ms(),
+            cursor_secret: cursor_secret.into_bytes(),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Parses a path id: 400 when it is not a UUID.
+pub fn path_id(req: &HttpRequest, name: &str) -> Result<String, ApiError> {
+    let raw = req.match_info().get(name).unwrap_or("");
+    crate::domain::ids::parse_id(raw).ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
+}
+
+/// Runs blocking database work off the actix worker.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    web::block(f).await?
+}
+
+async fn not_found_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("No such route".into()))
+}
+
+/// A resource whose other methods answer 405 with `Allow`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow.to_string()))
+    }))
+}
+
+async fn debug_panic() -> HttpResponse {
+    panic!("deliberate panic from the debug route")
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
+    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+        .service(
+            resource("/v1/schemas", "GET, POST")
+                .route(web::get().to(schemas::list))
+                .route(web::post().to(schemas::create)),
+        )
+        .service(
+            resource("/v1/schemas/{id}", "GET, PUT, PATCH, DELETE")
+                .route(web::get().to(schemas::get))
+                .route(web::put().to(schemas::replace))
+                .route(web::patch().to(schemas::patch))
+                .route(web::delete().to(schemas::delete)),
+        )
+        .service(resource("/v1/fields", "GET").route(web::get().to(schemas::list_fields)))
+        .service(
+            resource("/v1/documents", "GET, POST")
+                .route(web::get().to(documents::list))
+                .route(web::post().to(documents::create)),
+        )
+        .service(
+            resource("/v1/documents/{id}", "GET, DELETE")
+                .route(web::get().to(documents::get))
+                .route(web::delete().to(documents::delete)),
+        );
+    if debug {
+        cfg.service(resource("/v1/_debug/panic", "GET").route(web::get().to(debug_panic)));
+    }
+}
+
+pub fn server(state: web::Data<AppState>, listener: TcpListener, config: &Config) -> std::io::Result<Server> {
+    let debug = config.debug_routes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(middleware::envelope))
+            .configure(|c| routes(c, debug))
+            .default_service(web::to(not_found_route))
+    })
+    .workers(config.http_workers)
+    .client_request_timeout(Duration::from_secs(10))
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .shutdown_timeout(config.shutdown_timeout)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

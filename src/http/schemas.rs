@@ -1,0 +1,171 @@
+use super::body::{json_body, typed};
+use super::error::ApiError;
+use super::idempotency::{write, Reply};
+use super::pagination::{self, query_map};
+use super::{blocking, path_id, AppState};
+use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::keys::Scope;
+use crate::domain::schema::{self as dschema, FieldDef};
+use crate::store::schemas::{self as sstore, RegistryField, SchemaRow};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct SchemaBody {
+    name: Option<String>,
+    description: Option<String>,
+    definition: Option<Value>,
+    fields: Option<Value>,
+}
+
+pub fn render(s: &SchemaRow) -> Value {
+    json!({
+        "id": s.id, "short_id": s.short_id, "name": s.name, "description": s.description,
+        "definition": s.definition, "fields": s.fields, "field_count": s.fields.len(),
+        "version": s.version, "rail": s.rail, "created_at": s.created_at, "updated_at": s.updated_at,
+        "links": { "self": format!("/v1/schemas/{}", s.id) }
+    })
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let n = name.trim().chars().count();
+    if n == 0 || n > 100 {
+        return Err(ApiError::bad("name must be 1-100 characters"));
+    }
+    Ok(())
+}
+
+/// The fields given by `definition` or `fields` (exactly one), or `None` when neither is.
+fn input_fields(b: &SchemaBody) -> Result<Option<Vec<FieldDef>>, ApiError> {
+    match (&b.definition, &b.fields) {
+        (Some(_), Some(_)) => Err(ApiError::bad("Give either definition or fields, not both")),
+        (Some(d), None) => Ok(Some(dschema::fields_from_definition(d).map_err(ApiError::BadRequest)?)),
+        (None, Some(f)) => Ok(Some(dschema::fields_from_input(f).map_err(ApiError::BadRequest)?)),
+        (None, None) => Ok(None),
+    }
+}
+
+pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: SchemaBody = typed(&raw)?;
+    let name = b.name.clone().ok_or_else(|| ApiError::bad("name is required"))?;
+    check_name(&name)?;
+    let fields = input_fields(&b)?.ok_or_else(|| ApiError::bad("Give a definition or fields"))?;
+    let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
+    let org = auth.org_id.clone();
+    write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+        let s = sstore::insert(tx, &org, name.trim(), b.description.as_deref(), &fields)?;
+        Ok(Reply::created(render(&s)))
+    })
+    .await
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "schemas", 100)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (rows, total) = st.db.read(|c| sstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "schemas", |s| s.seq, render))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let s = blocking(move || {
+        st.db
+            .read(|c| sstore::get(c, &auth.org_id, &id, false))?
+            .ok_or_else(|| ApiError::not_found("Schema"))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(render(&s)))
+}
+
+async fn update(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload, merge: bool) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
+    blocking(move || {
+        st.db
+            .read(|c| sstore::get(c, &org, &lookup, false))?
+            .ok_or_else(|| ApiError::not_found("Schema"))
+    })
+    .await?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: SchemaBody = typed(&raw)?;
+    if let Some(n) = &b.name {
+        check_name(n)?;
+    } else if !merge {
+        return Err(ApiError::bad("name is required"));
+    }
+    let given = input_fields(&b)?;
+    if given.is_none() && !merge {
+        return Err(ApiError::bad("Give a definition or fields"));
+    }
+    let org = auth.org_id.clone();
+    write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+        let current = sstore::get(tx, &org, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
+        let fields = match given {
+            Some(g) if merge => dschema::merge_fields(&current.fields, g),
+            Some(g) => g,
+            None => current.fields.clone(),
+        };
+        let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
+        let name = b.name.as_deref().map(str::trim).unwrap_or(&current.name).to_string();
+        let description = if merge && b.description.is_none() { current.description.clone() } else { b.description.clone() };
+        let s = sstore::update(tx, &org, &current, &name, description.as_deref(), &fields)?;
+        Ok(Reply::ok(render(&s)))
+    })
+    .await
+}
+
+pub async fn replace(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    update(state, req, payload, false).await
+}
+
+pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    update(state, req, payload, true).await
+}
+
+pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.write(true, |tx| {
+            let s = sstore::get(tx, &auth.org_id, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
+            sstore::soft_delete(tx, &auth.org_id, &s)?;
+            Ok(json!({ "deleted": true, "id": s.id }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn render_field(f: &RegistryField) -> Value {
+    json!({
+        "id": f.id, "canonical_name": f.canonical_name, "display_name": f.display_name,
+        "data_type": f.data_type, "synonyms": f.synonyms, "occurrence_count": f.occurrence_count,
+        "created_at": f.created_at
+    })
+}
+
+pub async fn list_fields(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "fields", 100)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (rows, total) = st.db.read(|c| sstore::list_registry(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "fields", |f| f.seq, render_field))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}

@@ -1,0 +1,67 @@
+//! Quire: a self-hosted document structuring pipeline.
+
+pub mod admin;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod store;
+pub mod testing;
+
+use actix_web::dev::Server;
+use actix_web::web;
+use config::Config;
+use http::AppState;
+use std::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Admin(#[from] admin::AdminError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// A built, listening service. `build` must run inside an actix system.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    /// The key created on the first start of an empty database, to be shown once.
+    pub first_key: Option<String>,
+}
+
+impl Application {
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        let db = store::Db::open(
+            &config.db,
+            store::OpenOptions { max_connections: 16, max_db_pages: config.max_db_pages },
+        )?;
+        let first_key = admin::ensure_bootstrap(&db, config.bootstrap_key.as_deref())?;
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&addr).map_err(|e| StartError::Bind(addr.clone(), e))?;
+        let port = listener.local_addr().map_err(|e| StartError::Bind(addr.clone(), e))?.port();
+        let state = web::Data::new(AppState::new(db, config.clone())?);
+        let server = http::server(state.clone(), listener, &config).map_err(|e| StartError::Bind(addr, e))?;
+        state.mark_ready();
+        log::info!("quire listening on http://{}:{port} (database {})", config.host, state.db.path().display());
+        Ok(Application { port, server, state, first_key })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

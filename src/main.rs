@@ -1,0 +1,213 @@
+use clap::{CommandFactory, Parser, Subcommand};
+use quire::admin::{self, KeySpec};
+use quire::config::{Config, ServeArgs};
+use quire::domain::keys::{parse_duration_secs, parse_scopes};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "quire", version, about = "Self-hosted document structuring pipeline")]
+struct Cli {
+    /// SQLite database file (`:memory:` = a temporary file deleted at exit).
+    #[arg(long, global = true, env = "QUIRE_DB", default_value = "quire.db")]
+    db: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Manage organizations.
+    Orgs {
+        #[command(subcommand)]
+        cmd: OrgsCmd,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum OrgsCmd {
+    /// Create an organization (names are unique).
+    Create { name: String },
+    /// List organizations.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key and print it once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "read,write")]
+        scopes: String,
+        #[arg(long, default_value = "cli key")]
+        name: String,
+        /// Lifetime such as 30d, 12h, 45m.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Requests per minute for this key (overrides the service default; 0 = unlimited).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(Config::from_args(cli.db, &args), args.ready_json),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "quire", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Orgs { cmd } => {
+            let db = match admin::open(&cli.db) {
+                Ok(db) => db,
+                Err(e) => return fail(e),
+            };
+            match cmd {
+                OrgsCmd::Create { name } => match admin::create_org(&db, &name) {
+                    Ok(o) => {
+                        println!("created organization {} ({})", o.name, o.id);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                },
+                OrgsCmd::List => match db.read(|c| quire::store::orgs::list(c)) {
+                    Ok(list) => {
+                        for o in list {
+                            println!("{}\t{}\t{}", o.id, o.name, o.created_at);
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                },
+            }
+        }
+        Command::Keys { cmd } => {
+            let db = match admin::open(&cli.db) {
+                Ok(db) => db,
+                Err(e) => return fail(e),
+            };
+            keys(&db, cmd)
+        }
+    }
+}
+
+fn keys(db: &quire::store::Db, cmd: KeysCmd) -> ExitCode {
+    match cmd {
+        KeysCmd::Create { org, scopes, name, expires_in, rate_limit } => {
+            let scopes = match parse_scopes(&scopes) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let expires = match expires_in.as_deref().map(parse_duration_secs).transpose() {
+                Ok(e) => e,
+                Err(e) => return fail(e),
+            };
+            let spec = KeySpec { org: &org, name: &name, scopes: &scopes, expires_in_secs: expires, rate_limit };
+            match admin::create_key(db, spec) {
+                Ok(k) => {
+                    println!("{}", k.plain);
+                    eprintln!("created key {} for organization {} (shown once)", k.id, k.org_name);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        KeysCmd::List => match db.read(|c| quire::store::keys::list(c)) {
+            Ok(list) => {
+                println!("id\torganization\tname\tprefix\tscopes\trate_limit\texpires_at\trevoked_at");
+                for k in list {
+                    let scopes: Vec<_> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    println!(
+                        "{}\t{}\t{}\t{}…\t{}\t{}\t{}\t{}",
+                        k.id,
+                        k.org_name,
+                        k.name,
+                        k.prefix,
+                        scopes.join(","),
+                        k.rate_limit.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
+                        k.expires_at.unwrap_or_else(|| "-".into()),
+                        k.revoked_at.unwrap_or_else(|| "-".into())
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        KeysCmd::Revoke { id } => match db.write(true, |tx| quire::store::keys::revoke(tx, &id)) {
+            Ok(true) => {
+                println!("revoked {id}");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => fail(format!("no active key with id {id}")),
+            Err(e) => fail(e),
+        },
+    }
+}
+
+fn serve(config: Config, ready_json: bool) -> ExitCode {
+    let sys = actix_web::rt::System::new();
+    sys.block_on(async move {
+        let app = match quire::Application::build(config.clone()) {
+            Ok(app) => app,
+            Err(e) => return fail(format!("cannot start: {e}")),
+        };
+        let url = format!("http://{}:{}", config.host, app.port());
+        if ready_json {
+            let key = match (&config.bootstrap_key, &app.first_key) {
+                (Some(k), _) => k.clone(),
+                (None, Some(k)) => k.clone(),
+                (None, None) => {
+                    let spec = KeySpec {
+                        org: admin::DEFAULT_ORG,
+                        name: "fixture key",
+                        scopes: &[quire::domain::keys::Scope::Read, quire::domain::keys::Scope::Write],
+                        expires_in_secs: None,
+                        rate_limit: None,
+                    };
+                    let db = app.state().db.clone();
+                    let made = admin::create_org(&db, admin::DEFAULT_ORG)
+                        .map(|_| ())
+                        .or(Ok::<_, admin::AdminError>(()))
+                        .and_then(|_| admin::create_key(&db, spec));
+                    match made {
+                        Ok(k) => k.plain,
+                        Err(e) => return fail(format!("cannot create a fixture key: {e}")),
+                    }
+                }
+            };
+            println!("{}", serde_json::json!({ "url": url, "api_key": key }));
+        } else if let Some(k) = &app.first_key {
+            println!("Created organization 'default' and its first API key (read, write). It is shown only once:");
+            println!();
+            println!("    {k}");
+            println!();
+            println!("Try: curl -H 'Authorization: Bearer {k}' {url}/v1/schemas");
+        }
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        }
+    })
+}

@@ -1,0 +1,119 @@
+use super::{optional, StoreError};
+use crate::domain::ids::{new_id, now_rfc3339};
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct DocumentRow {
+    pub seq: i64,
+    pub id: String,
+    pub filename: String,
+    pub mime_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub metadata: Value,
+    pub created_at: String,
+}
+
+const COLS: &str = "seq, id, filename, mime_type, size_bytes, sha256, metadata, created_at";
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<DocumentRow> {
+    let meta: String = r.get(6)?;
+    Ok(DocumentRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        filename: r.get(2)?,
+        mime_type: r.get(3)?,
+        size_bytes: r.get(4)?,
+        sha256: r.get(5)?,
+        metadata: serde_json::from_str(&meta).unwrap_or(Value::Null),
+        created_at: r.get(7)?,
+    })
+}
+
+pub struct NewDocument<'a> {
+    pub filename: &'a str,
+    pub mime_type: &'a str,
+    pub sha256: &'a str,
+    pub metadata: &'a Value,
+    pub content: &'a [u8],
+}
+
+/// Stores a document, or finds the live one with the same bytes and metadata:
+/// `(row, true)` when it already existed.
+pub fn insert_or_find(c: &Connection, org_id: &str, d: NewDocument) -> Result<(DocumentRow, bool), StoreError> {
+    let meta = crate::domain::canonical::canonical_json(d.metadata);
+    let sql = format!(
+        "SELECT {COLS} FROM documents WHERE org_id = ?1 AND sha256 = ?2 AND deleted_at IS NULL ORDER BY seq"
+    );
+    let existing = c
+        .prepare_cached(&sql)?
+        .query_map(params![org_id, d.sha256], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(found) = existing
+        .into_iter()
+        .find(|e| crate::domain::canonical::canonical_json(&e.metadata) == meta)
+    {
+        return Ok((found, true));
+    }
+    let id = new_id();
+    c.prepare_cached(
+        "INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, metadata, content, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        id,
+        org_id,
+        d.filename,
+        d.mime_type,
+        d.content.len() as i64,
+        d.sha256,
+        d.metadata.to_string(),
+        d.content,
+        now_rfc3339()
+    ])?;
+    let doc = get(c, org_id, &id)?.ok_or_else(|| StoreError::Refused("document vanished".into()))?;
+    Ok((doc, false))
+}
+
+/// A live (not deleted) document of the organization.
+pub fn get(c: &Connection, org_id: &str, id: &str) -> Result<Option<DocumentRow>, StoreError> {
+    let sql = format!("SELECT {COLS} FROM documents WHERE id = ?1 AND org_id = ?2 AND deleted_at IS NULL");
+    optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], row))
+}
+
+pub fn content(c: &Connection, id: &str) -> Result<Vec<u8>, StoreError> {
+    Ok(c.prepare_cached("SELECT content FROM documents WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?)
+}
+
+pub fn list(c: &Connection, org_id: &str, before_seq: Option<i64>, limit: i64) -> Result<(Vec<DocumentRow>, i64), StoreError> {
+    let sql = format!(
+        "SELECT {COLS} FROM documents WHERE org_id = ?1 AND deleted_at IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(params![org_id, before_seq.unwrap_or(i64::MAX), limit], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        "SELECT count(*) FROM documents WHERE org_id = ?1 AND deleted_at IS NULL",
+        [org_id],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// How many active pipelines use the document.
+pub fn active_uses(c: &Connection, id: &str) -> Result<i64, StoreError> {
+    Ok(c.query_row(
+        "SELECT count(DISTINCT p.id) FROM pipeline_documents pd JOIN pipelines p ON p.id = pd.pipeline_id
+         WHERE pd.document_id = ?1 AND p.status = 'active'",
+        [id],
+        |r| r.get(0),
+    )?)
+}
+
+pub fn soft_delete(c: &Connection, id: &str) -> Result<(), StoreError> {
+    c.execute("UPDATE documents SET deleted_at = ?2 WHERE id = ?1", params![id, now_rfc3339()])?;
+    Ok(())
+}

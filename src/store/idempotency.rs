@@ -1,0 +1,82 @@
+//! Stored responses of POSTs made with an `Idempotency-Key`.
+
+use super::StoreError;
+use crate::domain::ids::{now_ms, now_rfc3339};
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub const TTL_MS: i64 = 24 * 3600 * 1000;
+pub const IN_FLIGHT_MS: i64 = 60 * 1000;
+
+pub enum Claim {
+    /// No usable record: a running marker was written; do the work.
+    Proceed,
+    /// A completed response with the same fingerprint.
+    Replay { status: u16, content_type: String, body: Vec<u8> },
+    /// Same key, other request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InFlight,
+}
+
+/// Looks the key up and, when it is free, marks it running. `process_start_ms` makes markers of
+/// a previous process count as absent.
+pub fn claim(c: &Connection, org_id: &str, key: &str, fingerprint: &str, process_start_ms: i64) -> Result<Claim, StoreError> {
+    let now = now_ms();
+    let row: Option<(String, String, Option<i64>, Option<String>, Option<Vec<u8>>, i64)> = c
+        .query_row(
+            "SELECT fingerprint, state, response_status, content_type, body, started_ms FROM idempotency_keys
+             WHERE org_id = ?1 AND key = ?2",
+            params![org_id, key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .optional()?;
+    if let Some((fp, state, status, ct, body, started)) = row {
+        let expired = now - started > TTL_MS;
+        let stale_marker = state == "running" && (now - started > IN_FLIGHT_MS || started < process_start_ms);
+        if !expired && !stale_marker {
+            if fp != fingerprint {
+                return Ok(Claim::Mismatch);
+            }
+            if state == "running" {
+                return Ok(Claim::InFlight);
+            }
+            return Ok(Claim::Replay {
+                status: status.unwrap_or(200) as u16,
+                content_type: ct.unwrap_or_else(|| "application/json".into()),
+                body: body.unwrap_or_default(),
+            });
+        }
+    }
+    c.execute(
+        "INSERT INTO idempotency_keys(org_id, key, fingerprint, state, started_at, started_ms)
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5)
+         ON CONFLICT(org_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, state = 'running',
+           response_status = NULL, content_type = NULL, body = NULL,
+           started_at = excluded.started_at, started_ms = excluded.started_ms",
+        params![org_id, key, fingerprint, now_rfc3339(), now],
+    )?;
+    Ok(Claim::Proceed)
+}
+
+/// Stores the response; called inside the transaction of the request's effect.
+pub fn complete(c: &Connection, org_id: &str, key: &str, status: u16, content_type: &str, body: &[u8]) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE idempotency_keys SET state = 'complete', response_status = ?3, content_type = ?4, body = ?5
+         WHERE org_id = ?1 AND key = ?2",
+        params![org_id, key, status as i64, content_type, body],
+    )?;
+    Ok(())
+}
+
+/// Forgets a running marker after a failed attempt, so a retry does the work.
+pub fn release(c: &Connection, org_id: &str, key: &str) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM idempotency_keys WHERE org_id = ?1 AND key = ?2 AND state = 'running'",
+        params![org_id, key],
+    )?;
+    Ok(())
+}
+
+pub fn purge_expired(c: &Connection) -> Result<usize, StoreError> {
+    Ok(c.execute("DELETE FROM idempotency_keys WHERE started_ms < ?1", [now_ms() - TTL_MS])?)
+}

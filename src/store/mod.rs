@@ -1,0 +1,300 @@
+//! SQLite storage: the pool and its pragmas, migrations, and one module per aggregate.
+//! All SQL of the service lives below this module.
+
+pub mod documents;
+pub mod idempotency;
+pub mod keys;
+pub mod orgs;
+pub mod schemas;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
+/// "QUIR" as a big-endian integer, written to the database header.
+pub const APPLICATION_ID: i64 = 0x5155_4952;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database is busy")]
+    Busy,
+    #[error("database is full")]
+    Full,
+    #[error("database is read-only")]
+    ReadOnly,
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error("pool error: {0}")]
+    Pool(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// Storage faults that a retry later can get past (503 to clients, requeue for the executor).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Busy | StoreError::Full | StoreError::ReadOnly | StoreError::Pool(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            match f.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => return StoreError::Busy,
+                ErrorCode::DiskFull => return StoreError::Full,
+                ErrorCode::ReadOnly => return StoreError::ReadOnly,
+                ErrorCode::SystemIoFailure => return StoreError::Full,
+                _ => {}
+            }
+        }
+        StoreError::Sqlite(e)
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+pub type Conn = PooledConnection<SqliteConnectionManager>;
+
+/// Where the database lives. `:memory:` is a file in a private temporary directory that is
+/// removed when the `Db` is dropped: WAL needs a real file.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<SqliteConnectionManager>,
+    path: PathBuf,
+    _tmp: Option<std::sync::Arc<tempfile::TempDir>>,
+}
+
+fn apply_pragmas(c: &Connection, max_pages: Option<u64>) -> rusqlite::Result<()> {
+    c.busy_timeout(Duration::from_millis(5000))?;
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=NORMAL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA cache_size=-16384;
+         PRAGMA journal_size_limit=67108864;
+         PRAGMA temp_store=MEMORY;",
+    )?;
+    if let Some(p) = max_pages {
+        c.pragma_update(None, "max_page_count", p as i64)?;
+    }
+    Ok(())
+}
+
+/// Splits schema.sql into its numbered migrations.
+fn migrations() -> Vec<(i64, String)> {
+    let mut out: Vec<(i64, String)> = Vec::new();
+    for line in SCHEMA_SQL.lines() {
+        if let Some(n) = line.trim().strip_prefix("-- migration:") {
+            if let Ok(n) = n.trim().parse() {
+                out.push((n, String::new()));
+                continue;
+            }
+        }
+        if let Some(last) = out.last_mut() {
+            last.1.push_str(line);
+            last.1.push('\n');
+        }
+    }
+    out
+}
+
+pub fn latest_version() -> i64 {
+    migrations().last().map(|m| m.0).unwrap_or(0)
+}
+
+/// Refuses files that are not Quire databases, or come from a newer Quire, without touching them.
+fn check_existing(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() || std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
+        return Ok(());
+    }
+    let shown = path.display();
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| StoreError::Refused(format!("cannot open {shown}: {e}")))?;
+    let not_db = |e: rusqlite::Error| StoreError::Refused(format!("{shown} is not a Quire database ({e})"));
+    let app_id: i64 = c.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(not_db)?;
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(not_db)?;
+    let tables: i64 = c
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(not_db)?;
+    if app_id != 0 && app_id != APPLICATION_ID {
+        return Err(StoreError::Refused(format!(
+            "{shown} is not a Quire database (application_id {app_id:#x})"
+        )));
+    }
+    if version == 0 && tables > 0 {
+        return Err(StoreError::Refused(format!(
+            "{shown} is not a Quire database: it has tables but no Quire schema version; refusing to touch it"
+        )));
+    }
+    if version > latest_version() {
+        return Err(StoreError::Refused(format!(
+            "{shown} was written by a newer Quire (schema version {version}, this binary knows {}); refusing to touch it",
+            latest_version()
+        )));
+    }
+    Ok(())
+}
+
+pub struct OpenOptions {
+    pub max_connections: u32,
+    pub max_db_pages: Option<u64>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { max_connections: 16, max_db_pages: None }
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path` (`:memory:` for a temporary one).
+    pub fn open(path: &str, opts: OpenOptions) -> Result<Db, StoreError> {
+        let (path, tmp) = if path == ":memory:" {
+            let dir = tempfile::Builder::new()
+                .prefix("quire-")
+                .tempdir()
+                .map_err(|e| StoreError::Refused(format!("cannot create a temporary directory: {e}")))?;
+            (dir.path().join("quire.db"), Some(std::sync::Arc::new(dir)))
+        } else {
+            (PathBuf::from(path), None)
+        };
+        check_existing(&path)?;
+        let max_pages = opts.max_db_pages;
+        let manager = SqliteConnectionManager::file(&path).with_init(move |c| apply_pragmas(c, max_pages));
+        let pool = Pool::builder()
+            .max_size(opts.max_connections)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .map_err(|e| StoreError::Refused(format!("cannot open {}: {e}", path.display())))?;
+        let db = Db { pool, path, _tmp: tmp };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let current: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let pending: Vec<_> = migrations().into_iter().filter(|(n, _)| *n > current).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (n, sql) in &pending {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", n)?;
+            log::info!("applied database migration {n}");
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn conn(&self) -> Result<Conn, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// A read on a pooled connection.
+    pub fn read<T, E: From<StoreError>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
+        let c = self.conn()?;
+        f(&c)
+    }
+
+    /// A short `BEGIN IMMEDIATE` transaction. `durable` commits with `synchronous=FULL`, for
+    /// transactions that acknowledge a client's write.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut c = self.conn()?;
+        if durable {
+            c.pragma_update(None, "synchronous", "FULL").map_err(StoreError::from)?;
+        }
+        let result = (|| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(StoreError::from)?;
+            Ok(out)
+        })();
+        if durable {
+            let _ = c.pragma_update(None, "synchronous", "NORMAL");
+        }
+        result
+    }
+
+    /// A plain connection outside the pool, for long-lived single users (key cache, writer).
+    pub fn dedicated(&self) -> Result<Connection, StoreError> {
+        let c = Connection::open(&self.path)?;
+        apply_pragmas(&c, None)?;
+        Ok(c)
+    }
+}
+
+/// Reads an optional row: `Ok(None)` when no row matched.
+pub fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_from_one() {
+        let m = migrations();
+        assert_eq!(m[0].0, 1);
+        assert!(m[0].1.contains("CREATE TABLE cells"));
+    }
+
+    #[test]
+    fn foreign_and_newer_files_are_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, b"this is not sqlite at all, not even close........").unwrap();
+        let before = std::fs::read(&junk).unwrap();
+        assert!(Db::open(junk.to_str().unwrap(), OpenOptions::default()).is_err());
+        assert_eq!(std::fs::read(&junk).unwrap(), before);
+
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
+        let err = Db::open(foreign.to_str().unwrap(), OpenOptions::default()).err().unwrap();
+        assert!(err.to_string().contains("not a Quire database"), "{err}");
+
+        let newer = dir.path().join("newer.db");
+        let db = Db::open(newer.to_str().unwrap(), OpenOptions::default()).unwrap();
+        db.conn().unwrap().pragma_update(None, "user_version", 999).unwrap();
+        drop(db);
+        let err = Db::open(newer.to_str().unwrap(), OpenOptions::default()).err().unwrap();
+        assert!(err.to_string().contains("newer Quire"), "{err}");
+    }
+
+    #[test]
+    fn memory_database_is_a_real_file_removed_on_drop() {
+        let db = Db::open(":memory:", OpenOptions::default()).unwrap();
+        let p = db.path().to_path_buf();
+        assert!(p.exists());
+        let mode: String = db.conn().unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        drop(db);
+        assert!(!p.exists());
+    }
+}

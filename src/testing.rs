@@ -1,0 +1,81 @@
+//! `TestServer`: a real, disposable Quire for test suites — its own temporary database, an
+//! ephemeral port, a read+write key — running on a background thread until dropped.
+
+use crate::config::Config;
+use crate::domain::keys::generate_key;
+use crate::Application;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+pub struct TestServer {
+    pub url: String,
+    pub api_key: String,
+    pub db_path: PathBuf,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts with a configuration adjusted by `tune` (database path, key and port are set first).
+    pub fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db_path = dir.path().join("quire.db");
+        let key = generate_key("test");
+        let mut config = Config::ephemeral(Some(key.clone()));
+        config.db = db_path.to_string_lossy().into_owned();
+        tune(&mut config);
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let sys = actix_web::rt::System::new();
+            sys.block_on(async move {
+                match Application::build(config) {
+                    Ok(app) => {
+                        let _ = tx.send(Ok((app.port(), app.server_handle())));
+                        if let Err(e) = app.run_until_stopped().await {
+                            log::error!("test server stopped with an error: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        });
+        let (port, handle) = match rx.recv() {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => panic!("test server failed to start: {e}"),
+            Err(_) => panic!("test server thread died during start-up"),
+        };
+        TestServer {
+            url: format!("http://127.0.0.1:{port}"),
+            api_key: key,
+            db_path,
+            handle,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    pub fn db_arg(&self) -> String {
+        self.db_path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        let stopper = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(handle.stop(false));
+        });
+        let _ = stopper.join();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
