@@ -31,18 +31,22 @@ pub struct KeySpec<'a> {
 pub fn create_org(db: &Db, name: &str) -> Result<orgs::Org, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(AdminError::Invalid("organization names are 1-100 characters".into()));
+        return Err(AdminError::Invalid(
+            "organization names are 1-100 characters".into(),
+        ));
     }
     db.write(true, |tx| {
-        orgs::create(tx, name)?.ok_or_else(|| AdminError::Invalid(format!("organization '{name}' already exists")))
+        orgs::create(tx, name)?
+            .ok_or_else(|| AdminError::Invalid(format!("organization '{name}' already exists")))
     })
 }
 
 pub fn create_key(db: &Db, spec: KeySpec) -> Result<CreatedKey, AdminError> {
     let plain = generate_key("live");
     db.write(true, |tx| {
-        let org = orgs::find_by_name(tx, spec.org)?
-            .ok_or_else(|| AdminError::Invalid(format!("organization '{}' does not exist", spec.org)))?;
+        let org = orgs::find_by_name(tx, spec.org)?.ok_or_else(|| {
+            AdminError::Invalid(format!("organization '{}' does not exist", spec.org))
+        })?;
         let expires_at = spec
             .expires_in_secs
             .map(|s| format_time(chrono::Utc::now() + chrono::Duration::seconds(s)));
@@ -58,7 +62,11 @@ pub fn create_key(db: &Db, spec: KeySpec) -> Result<CreatedKey, AdminError> {
                 bootstrap: false,
             },
         )?;
-        Ok(CreatedKey { id, plain: plain.clone(), org_name: org.name })
+        Ok(CreatedKey {
+            id,
+            plain: plain.clone(),
+            org_name: org.name,
+        })
     })
 }
 

@@ -58,7 +58,9 @@ pub struct Config {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 impl Config {
@@ -74,7 +76,9 @@ impl Config {
             max_upload: a.max_upload,
             max_pipeline_documents: a.max_pipeline_documents,
             shutdown_timeout: a.shutdown_timeout,
-            bootstrap_key: std::env::var("QUIRE_BOOTSTRAP_KEY").ok().filter(|k| !k.is_empty()),
+            bootstrap_key: std::env::var("QUIRE_BOOTSTRAP_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
             debug_routes: a.debug_routes,
             max_db_pages: a.max_db_pages,
         }

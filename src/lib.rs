@@ -36,17 +36,33 @@ impl Application {
     pub fn build(config: Config) -> Result<Self, StartError> {
         let db = store::Db::open(
             &config.db,
-            store::OpenOptions { max_connections: 16, max_db_pages: config.max_db_pages },
+            store::OpenOptions {
+                max_connections: 16,
+                max_db_pages: config.max_db_pages,
+            },
         )?;
         let first_key = admin::ensure_bootstrap(&db, config.bootstrap_key.as_deref())?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr).map_err(|e| StartError::Bind(addr.clone(), e))?;
-        let port = listener.local_addr().map_err(|e| StartError::Bind(addr.clone(), e))?.port();
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(addr.clone(), e))?
+            .port();
         let state = web::Data::new(AppState::new(db, config.clone())?);
-        let server = http::server(state.clone(), listener, &config).map_err(|e| StartError::Bind(addr, e))?;
+        let server = http::server(state.clone(), listener, &config)
+            .map_err(|e| StartError::Bind(addr, e))?;
         state.mark_ready();
-        log::info!("quire listening on http://{}:{port} (database {})", config.host, state.db.path().display());
-        Ok(Application { port, server, state, first_key })
+        log::info!(
+            "quire listening on http://{}:{port} (database {})",
+            config.host,
+            state.db.path().display()
+        );
+        Ok(Application {
+            port,
+            server,
+            state,
+            first_key,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -5,7 +5,11 @@ use quire::domain::keys::{parse_duration_secs, parse_scopes};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "quire", version, about = "Self-hosted document structuring pipeline")]
+#[command(
+    name = "quire",
+    version,
+    about = "Self-hosted document structuring pipeline"
+)]
 struct Cli {
     /// SQLite database file (`:memory:` = a temporary file deleted at exit).
     #[arg(long, global = true, env = "QUIRE_DB", default_value = "quire.db")]
@@ -92,7 +96,7 @@ fn main() -> ExitCode {
                     }
                     Err(e) => fail(e),
                 },
-                OrgsCmd::List => match db.read(|c| quire::store::orgs::list(c)) {
+                OrgsCmd::List => match db.read(quire::store::orgs::list) {
                     Ok(list) => {
                         for o in list {
                             println!("{}\t{}\t{}", o.id, o.name, o.created_at);
@@ -115,7 +119,13 @@ fn main() -> ExitCode {
 
 fn keys(db: &quire::store::Db, cmd: KeysCmd) -> ExitCode {
     match cmd {
-        KeysCmd::Create { org, scopes, name, expires_in, rate_limit } => {
+        KeysCmd::Create {
+            org,
+            scopes,
+            name,
+            expires_in,
+            rate_limit,
+        } => {
             let scopes = match parse_scopes(&scopes) {
                 Ok(s) => s,
                 Err(e) => return fail(e),
@@ -124,37 +134,50 @@ fn keys(db: &quire::store::Db, cmd: KeysCmd) -> ExitCode {
                 Ok(e) => e,
                 Err(e) => return fail(e),
             };
-            let spec = KeySpec { org: &org, name: &name, scopes: &scopes, expires_in_secs: expires, rate_limit };
+            let spec = KeySpec {
+                org: &org,
+                name: &name,
+                scopes: &scopes,
+                expires_in_secs: expires,
+                rate_limit,
+            };
             match admin::create_key(db, spec) {
                 Ok(k) => {
                     println!("{}", k.plain);
-                    eprintln!("created key {} for organization {} (shown once)", k.id, k.org_name);
+                    eprintln!(
+                        "created key {} for organization {} (shown once)",
+                        k.id, k.org_name
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
             }
         }
-        KeysCmd::List => match db.read(|c| quire::store::keys::list(c)) {
-            Ok(list) => {
-                println!("id\torganization\tname\tprefix\tscopes\trate_limit\texpires_at\trevoked_at");
-                for k in list {
-                    let scopes: Vec<_> = k.scopes.iter().map(|s| s.as_str()).collect();
-                    println!(
-                        "{}\t{}\t{}\t{}…\t{}\t{}\t{}\t{}",
-                        k.id,
-                        k.org_name,
-                        k.name,
-                        k.prefix,
-                        scopes.join(","),
-                        k.rate_limit.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
-                        k.expires_at.unwrap_or_else(|| "-".into()),
-                        k.revoked_at.unwrap_or_else(|| "-".into())
-                    );
+        KeysCmd::List => {
+            match db.read(quire::store::keys::list) {
+                Ok(list) => {
+                    println!("id\torganization\tname\tprefix\tscopes\trate_limit\texpires_at\trevoked_at");
+                    for k in list {
+                        let scopes: Vec<_> = k.scopes.iter().map(|s| s.as_str()).collect();
+                        println!(
+                            "{}\t{}\t{}\t{}…\t{}\t{}\t{}\t{}",
+                            k.id,
+                            k.org_name,
+                            k.name,
+                            k.prefix,
+                            scopes.join(","),
+                            k.rate_limit
+                                .map(|r| r.to_string())
+                                .unwrap_or_else(|| "default".into()),
+                            k.expires_at.unwrap_or_else(|| "-".into()),
+                            k.revoked_at.unwrap_or_else(|| "-".into())
+                        );
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
         KeysCmd::Revoke { id } => match db.write(true, |tx| quire::store::keys::revoke(tx, &id)) {
             Ok(true) => {
                 println!("revoked {id}");

@@ -39,7 +39,11 @@ pub fn parse_scopes(raw: &str) -> Result<Vec<Scope>, String> {
 }
 
 pub fn scopes_to_string(scopes: &[Scope]) -> String {
-    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A new plain key: `tlnc_<env>_` + 40 alphanumeric characters.
@@ -105,14 +109,23 @@ mod tests {
         let k = generate_key("live");
         assert!(is_well_formed(&k), "{k}");
         assert!(!is_well_formed("tlnc_live_short"));
-        assert!(!is_well_formed("sk_live_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
-        assert!(!is_well_formed("tlnc__aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
-        assert!(!is_well_formed("tlnc_live_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!"));
+        assert!(!is_well_formed(
+            "sk_live_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        ));
+        assert!(!is_well_formed(
+            "tlnc__aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        ));
+        assert!(!is_well_formed(
+            "tlnc_live_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!"
+        ));
     }
 
     #[test]
     fn scopes_and_durations_parse() {
-        assert_eq!(parse_scopes("read, write").unwrap(), vec![Scope::Read, Scope::Write]);
+        assert_eq!(
+            parse_scopes("read, write").unwrap(),
+            vec![Scope::Read, Scope::Write]
+        );
         assert!(parse_scopes("admin").is_err());
         assert!(parse_scopes("").is_err());
         assert_eq!(parse_duration_secs("30d").unwrap(), 30 * 86_400);

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
-pub const DATA_TYPES: [&str; 7] = ["string", "number", "integer", "boolean", "date", "array", "object"];
+pub const DATA_TYPES: [&str; 7] = [
+    "string", "number", "integer", "boolean", "date", "array", "object",
+];
 pub const MAX_FIELDS: usize = 500;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -29,7 +31,8 @@ pub fn valid_field_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 /// `invoice_number` → `Invoice Number`.
@@ -119,7 +122,9 @@ pub fn fields_from_input(v: &Value) -> Result<Vec<FieldDef>, String> {
 }
 
 fn field_from_object(item: &Value, at: &str) -> Result<FieldDef, String> {
-    let obj = item.as_object().ok_or_else(|| format!("{at} must be an object"))?;
+    let obj = item
+        .as_object()
+        .ok_or_else(|| format!("{at} must be an object"))?;
     let name = opt_string(obj.get("field_name"), &format!("{at}.field_name"))?
         .ok_or_else(|| format!("{at}.field_name is required"))?;
     let data_type = match opt_string(obj.get("data_type"), &format!("{at}.data_type"))? {
@@ -148,7 +153,9 @@ fn field_from_object(item: &Value, at: &str) -> Result<FieldDef, String> {
 
 /// Parses a JSON Schema `definition` with the `x-` extensions.
 pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
-    let obj = def.as_object().ok_or("definition must be a JSON Schema object")?;
+    let obj = def
+        .as_object()
+        .ok_or("definition must be a JSON Schema object")?;
     if let Some(t) = obj.get("type") {
         if t != "object" {
             return Err("definition.type must be \"object\"".into());
@@ -163,9 +170,12 @@ pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
     let mut out = Vec::with_capacity(props.len());
     for (name, prop) in props {
         let at = format!("definition.properties.{name}");
-        let p = prop.as_object().ok_or_else(|| format!("{at} must be an object"))?;
+        let p = prop
+            .as_object()
+            .ok_or_else(|| format!("{at} must be an object"))?;
         let format = opt_string(p.get("format"), &format!("{at}.format"))?;
-        let json_type = opt_string(p.get("type"), &format!("{at}.type"))?.unwrap_or_else(|| "string".into());
+        let json_type =
+            opt_string(p.get("type"), &format!("{at}.type"))?.unwrap_or_else(|| "string".into());
         let data_type = if json_type == "string" && format.as_deref() == Some("date") {
             "date".to_string()
         } else {
@@ -182,7 +192,10 @@ pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
                 .unwrap_or_else(|| default_display_name(name)),
             description: opt_string(p.get("description"), &format!("{at}.description"))?,
             is_required: required.contains(name),
-            requires_review: opt_bool(p.get("x-requires-review"), &format!("{at}.x-requires-review"))?,
+            requires_review: opt_bool(
+                p.get("x-requires-review"),
+                &format!("{at}.x-requires-review"),
+            )?,
             synonyms: string_list(p.get("x-synonyms"), &format!("{at}.x-synonyms"))?,
             depends_on: string_list(p.get("x-depends-on"), &format!("{at}.x-depends-on"))?,
             enum_values,
@@ -213,13 +226,19 @@ pub fn validate_fields(fields: Vec<FieldDef>) -> Result<Vec<FieldDef>, String> {
             return Err(format!("field '{}' appears twice", f.field_name));
         }
         if f.display_name.trim().is_empty() || f.display_name.chars().count() > 200 {
-            return Err(format!("field '{}': display_name must be 1-200 characters", f.field_name));
+            return Err(format!(
+                "field '{}': display_name must be 1-200 characters",
+                f.field_name
+            ));
         }
     }
     for f in &fields {
         for d in &f.depends_on {
             if !seen.contains(d.as_str()) {
-                return Err(format!("field '{}' depends on unknown field '{d}'", f.field_name));
+                return Err(format!(
+                    "field '{}' depends on unknown field '{d}'",
+                    f.field_name
+                ));
             }
             if d == &f.field_name {
                 return Err(format!("field '{}' depends on itself", f.field_name));
@@ -227,14 +246,18 @@ pub fn validate_fields(fields: Vec<FieldDef>) -> Result<Vec<FieldDef>, String> {
         }
     }
     if let Some(cycle_at) = find_cycle(&fields) {
-        return Err(format!("depends_on forms a cycle through field '{cycle_at}'"));
+        return Err(format!(
+            "depends_on forms a cycle through field '{cycle_at}'"
+        ));
     }
     Ok(fields)
 }
 
 fn find_cycle(fields: &[FieldDef]) -> Option<String> {
-    let deps: HashMap<&str, &Vec<String>> =
-        fields.iter().map(|f| (f.field_name.as_str(), &f.depends_on)).collect();
+    let deps: HashMap<&str, &Vec<String>> = fields
+        .iter()
+        .map(|f| (f.field_name.as_str(), &f.depends_on))
+        .collect();
     // 0 = unvisited, 1 = on stack, 2 = done
     let mut mark: HashMap<&str, u8> = HashMap::new();
     for f in fields {
@@ -320,7 +343,8 @@ mod tests {
 
     #[test]
     fn three_input_forms_agree() {
-        let map = fields_from_input(&json!({"invoice_number": "string", "total": "number"})).unwrap();
+        let map =
+            fields_from_input(&json!({"invoice_number": "string", "total": "number"})).unwrap();
         let list = fields_from_input(&json!([
             {"field_name": "invoice_number", "data_type": "string"},
             {"field_name": "total", "data_type": "number"}
@@ -353,9 +377,13 @@ mod tests {
     fn invalid_fields_are_refused() {
         let bad = |v: Value| validate_fields(fields_from_input(&v).unwrap_or_default());
         assert!(bad(json!({})).unwrap_err().contains("no fields"));
-        assert!(bad(json!({"Total": "number"})).unwrap_err().contains("must match"));
+        assert!(bad(json!({"Total": "number"}))
+            .unwrap_err()
+            .contains("must match"));
         assert!(fields_from_input(&json!({"a": "money"})).is_err());
-        assert!(bad(json!([{"field_name": "a", "depends_on": ["b"]}])).unwrap_err().contains("unknown"));
+        assert!(bad(json!([{"field_name": "a", "depends_on": ["b"]}]))
+            .unwrap_err()
+            .contains("unknown"));
         let cyc = json!([{"field_name": "a", "depends_on": ["b"]}, {"field_name": "b", "depends_on": ["a"]}]);
         assert!(bad(cyc).unwrap_err().contains("cycle"));
         let dup = json!([{"field_name": "a"}, {"field_name": "a"}]);
@@ -365,8 +393,14 @@ mod tests {
     #[test]
     fn merge_replaces_in_place_and_appends() {
         let base = fields_from_input(&json!({"a": "string", "b": "string"})).unwrap();
-        let merged = merge_fields(&base, fields_from_input(&json!({"b": "number", "c": "date"})).unwrap());
-        let names: Vec<_> = merged.iter().map(|f| (f.field_name.as_str(), f.data_type.as_str())).collect();
+        let merged = merge_fields(
+            &base,
+            fields_from_input(&json!({"b": "number", "c": "date"})).unwrap(),
+        );
+        let names: Vec<_> = merged
+            .iter()
+            .map(|f| (f.field_name.as_str(), f.data_type.as_str()))
+            .collect();
         assert_eq!(names, vec![("a", "string"), ("b", "number"), ("c", "date")]);
     }
 }

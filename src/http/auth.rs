@@ -38,7 +38,14 @@ impl KeyCache {
     pub fn new(conn: Connection) -> Result<Self, StoreError> {
         let epoch = keys_epoch(&conn)?;
         let data_version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        Ok(KeyCache { inner: Mutex::new(CacheState { conn, data_version, epoch, map: HashMap::new() }) })
+        Ok(KeyCache {
+            inner: Mutex::new(CacheState {
+                conn,
+                data_version,
+                epoch,
+                map: HashMap::new(),
+            }),
+        })
     }
 
     pub fn lookup(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
@@ -116,6 +123,10 @@ impl AppState {
             }
             None => {}
         }
-        Ok(AuthContext { key_id: rec.id, key_name: rec.name, org_id: rec.org_id })
+        Ok(AuthContext {
+            key_id: rec.id,
+            key_name: rec.name,
+            org_id: rec.org_id,
+        })
     }
 }

@@ -12,7 +12,13 @@ pub fn media_type(req: &HttpRequest) -> Option<String> {
     req.headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .filter(|v| !v.is_empty())
 }
 
@@ -20,7 +26,8 @@ pub fn media_type(req: &HttpRequest) -> Option<String> {
 pub async fn read_limited(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad(format!("could not read the request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad(format!("could not read the request body: {e}")))?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }
@@ -30,12 +37,19 @@ pub async fn read_limited(mut payload: Payload, limit: usize) -> Result<Bytes, A
 }
 
 pub fn too_large(limit: usize) -> ApiError {
-    ApiError::PayloadTooLarge(format!("The request body exceeds the limit of {limit} bytes"))
+    ApiError::PayloadTooLarge(format!(
+        "The request body exceeds the limit of {limit} bytes"
+    ))
 }
 
 /// Checks the content type (415) and reads the body (413). `None` for an empty body without a
 /// content type, which `allow_empty` endpoints take as `{}`.
-pub async fn json_body(req: &HttpRequest, payload: Payload, limit: usize, allow_empty: bool) -> Result<Value, ApiError> {
+pub async fn json_body(
+    req: &HttpRequest,
+    payload: Payload,
+    limit: usize,
+    allow_empty: bool,
+) -> Result<Value, ApiError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -48,9 +62,15 @@ pub async fn json_body(req: &HttpRequest, payload: Payload, limit: usize, allow_
             if bytes.is_empty() {
                 return Ok(Value::Object(Default::default()));
             }
-            return Err(ApiError::UnsupportedMediaType("Content-Type must be application/json".into()));
+            return Err(ApiError::UnsupportedMediaType(
+                "Content-Type must be application/json".into(),
+            ));
         }
-        _ => return Err(ApiError::UnsupportedMediaType("Content-Type must be application/json".into())),
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "Content-Type must be application/json".into(),
+            ))
+        }
     }
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
@@ -60,13 +80,16 @@ pub async fn json_body(req: &HttpRequest, payload: Payload, limit: usize, allow_
         if allow_empty {
             return Ok(Value::Object(Default::default()));
         }
-        return Err(ApiError::bad("The request body is empty; a JSON object is required"));
+        return Err(ApiError::bad(
+            "The request body is empty; a JSON object is required",
+        ));
     }
     parse_value(&bytes)
 }
 
 pub fn parse_value(bytes: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("Malformed JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("Malformed JSON: {e}")))?;
     if !v.is_object() {
         return Err(ApiError::bad("The request body must be a JSON object"));
     }
@@ -90,7 +113,10 @@ pub fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
 pub fn deny_unknown(v: &Value, allowed: &[&str]) -> Result<(), ApiError> {
     if let Some(obj) = v.as_object() {
         if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(ApiError::bad(format!("Unknown field '{k}' (allowed: {})", allowed.join(", "))));
+            return Err(ApiError::bad(format!(
+                "Unknown field '{k}' (allowed: {})",
+                allowed.join(", ")
+            )));
         }
     }
     Ok(())

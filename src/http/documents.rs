@@ -42,16 +42,27 @@ pub struct InlineDocument {
 
 /// Turns an inline JSON document into an upload (also used by inline pipeline documents).
 pub fn inline_upload(d: InlineDocument, at: &str) -> Result<Upload, ApiError> {
-    let filename = d.filename.ok_or_else(|| ApiError::bad(format!("{at}filename is required")))?;
+    let filename = d
+        .filename
+        .ok_or_else(|| ApiError::bad(format!("{at}filename is required")))?;
     let content = match (d.content, d.content_base64) {
-        (Some(_), Some(_)) => return Err(ApiError::bad(format!("{at}give content or content_base64, not both"))),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(format!(
+                "{at}give content or content_base64, not both"
+            )))
+        }
         (Some(c), None) => c.into_bytes(),
         (None, Some(b)) => base64::engine::general_purpose::STANDARD
             .decode(b.trim())
             .map_err(|e| ApiError::bad(format!("{at}content_base64 is not valid base64: {e}")))?,
         (None, None) => Vec::new(),
     };
-    Ok(Upload { filename, declared_type: d.mime_type, content, metadata: d.metadata.unwrap_or(json!({})) })
+    Ok(Upload {
+        filename,
+        declared_type: d.mime_type,
+        content,
+        metadata: d.metadata.unwrap_or(json!({})),
+    })
 }
 
 /// Checks an upload's name, type, size and metadata: 400/413/415, or its media type.
@@ -64,13 +75,19 @@ pub fn check_upload(u: &Upload, max_upload: usize) -> Result<String, ApiError> {
         return Err(ApiError::MissingDocument("The document is empty".into()));
     }
     if u.content.len() > max_upload {
-        return Err(ApiError::PayloadTooLarge(format!("The document exceeds the upload limit of {max_upload} bytes")));
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The document exceeds the upload limit of {max_upload} bytes"
+        )));
     }
     check_metadata(&u.metadata).map_err(ApiError::BadRequest)?;
     detect_mime(u.declared_type.as_deref(), &u.filename).map_err(ApiError::UnsupportedMediaType)
 }
 
-async fn read_multipart(req: &HttpRequest, payload: web::Payload, max_upload: usize) -> Result<(Upload, String), ApiError> {
+async fn read_multipart(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max_upload: usize,
+) -> Result<(Upload, String), ApiError> {
     let mut mp = Multipart::new(req.headers(), payload);
     let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
     let mut metadata = json!({});
@@ -78,18 +95,31 @@ async fn read_multipart(req: &HttpRequest, payload: web::Payload, max_upload: us
     while let Some(part) = mp.next().await {
         let mut part = part.map_err(|e| ApiError::bad(format!("Malformed multipart body: {e}")))?;
         let name = part.name().unwrap_or("").to_string();
-        let filename = part.content_disposition().and_then(|cd| cd.get_filename()).map(str::to_string);
+        let filename = part
+            .content_disposition()
+            .and_then(|cd| cd.get_filename())
+            .map(str::to_string);
         let ctype = part.content_type().map(|m| m.essence_str().to_string());
-        let limit = if name == "file" { max_upload } else { 1024 * 1024 };
+        let limit = if name == "file" {
+            max_upload
+        } else {
+            1024 * 1024
+        };
         let mut bytes = Vec::new();
         while let Some(chunk) = part.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad(format!("Malformed multipart body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::bad(format!("Malformed multipart body: {e}")))?;
             if bytes.len() + chunk.len() > limit {
                 return Err(too_large(limit));
             }
             bytes.extend_from_slice(&chunk);
         }
-        for piece in [name.as_bytes(), filename.as_deref().unwrap_or("").as_bytes(), ctype.as_deref().unwrap_or("").as_bytes(), &bytes] {
+        for piece in [
+            name.as_bytes(),
+            filename.as_deref().unwrap_or("").as_bytes(),
+            ctype.as_deref().unwrap_or("").as_bytes(),
+            &bytes,
+        ] {
             fp.update((piece.len() as u64).to_le_bytes());
             fp.update(piece);
         }
@@ -102,12 +132,25 @@ async fn read_multipart(req: &HttpRequest, payload: web::Payload, max_upload: us
             _ => {}
         }
     }
-    let (filename, ctype, content) = file.ok_or_else(|| ApiError::MissingDocument("No 'file' part in the upload".into()))?;
+    let (filename, ctype, content) =
+        file.ok_or_else(|| ApiError::MissingDocument("No 'file' part in the upload".into()))?;
     let declared = ctype.filter(|t| t != "application/octet-stream");
-    Ok((Upload { filename, declared_type: declared, content, metadata }, hex::encode(fp.finalize())))
+    Ok((
+        Upload {
+            filename,
+            declared_type: declared,
+            content,
+            metadata,
+        },
+        hex::encode(fp.finalize()),
+    ))
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let max_upload = state.config.max_upload;
     let (upload, body_hash) = match media_type(&req).as_deref() {
@@ -116,7 +159,10 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
             let limit = max_upload / 3 * 4 + 64 * 1024;
             let raw = parse_value(&read_limited(payload, limit).await?)?;
             let doc: InlineDocument = typed(&raw)?;
-            (inline_upload(doc, "")?, sha256_hex(canonical_json(&raw).as_bytes()))
+            (
+                inline_upload(doc, "")?,
+                sha256_hex(canonical_json(&raw).as_bytes()),
+            )
         }
         _ => {
             return Err(ApiError::UnsupportedMediaType(
@@ -131,7 +177,13 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
         let (doc, dup) = dstore::insert_or_find(
             tx,
             &org,
-            NewDocument { filename: &upload.filename, mime_type: &mime, sha256: &sha, metadata: &upload.metadata, content: &upload.content },
+            NewDocument {
+                filename: &upload.filename,
+                mime_type: &mime,
+                sha256: &sha,
+                metadata: &upload.metadata,
+                content: &upload.content,
+            },
         )?;
         let mut body = render(&doc);
         if dup {
@@ -150,8 +202,18 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let page = pagination::parse(&q, &state.cursor_secret, "documents", 100)?;
     let st = state.clone();
     let body = blocking(move || {
-        let (rows, total) = st.db.read(|c| dstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "documents", |d| d.seq, render))
+        let (rows, total) = st
+            .db
+            .read(|c| dstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            "documents",
+            |d| d.seq,
+            render,
+        ))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -161,11 +223,14 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
-    let with_text = q.get("include").is_some_and(|v| v.split(',').any(|p| p.trim() == "text"));
+    let with_text = q
+        .get("include")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "text"));
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
-            let d = dstore::get(c, &auth.org_id, &id)?.ok_or_else(|| ApiError::not_found("Document"))?;
+            let d = dstore::get(c, &auth.org_id, &id)?
+                .ok_or_else(|| ApiError::not_found("Document"))?;
             let mut body = render(&d);
             if with_text {
                 let bytes = dstore::content(c, &d.id)?;
@@ -181,16 +246,22 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
-            let d = dstore::get(tx, &auth.org_id, &id)?.ok_or_else(|| ApiError::not_found("Document"))?;
+            let d = dstore::get(tx, &auth.org_id, &id)?
+                .ok_or_else(|| ApiError::not_found("Document"))?;
             let uses = dstore::active_uses(tx, &d.id)?;
             if uses > 0 {
-                return Err(ApiError::Conflict(format!("The document is used by {uses} active pipeline(s)")));
+                return Err(ApiError::Conflict(format!(
+                    "The document is used by {uses} active pipeline(s)"
+                )));
             }
             dstore::soft_delete(tx, &d.id)?;
             Ok(json!({ "deleted": true, "id": d.id }))

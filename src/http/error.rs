@@ -63,14 +63,19 @@ impl ApiError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            ApiError::InFlight | ApiError::RateLimited(_) | ApiError::Internal(_) | ApiError::Unavailable(_)
+            ApiError::InFlight
+                | ApiError::RateLimited(_)
+                | ApiError::Internal(_)
+                | ApiError::Unavailable(_)
         )
     }
 
     /// The message shown to clients: internal details never leave the process.
     pub fn public_message(&self) -> String {
         match self {
-            ApiError::Internal(_) => "An internal error occurred; it has been logged with this request id".into(),
+            ApiError::Internal(_) => {
+                "An internal error occurred; it has been logged with this request id".into()
+            }
             other => other.to_string(),
         }
     }
@@ -88,9 +93,15 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Busy => ApiError::Unavailable("The database is busy; retry shortly".into()),
-            StoreError::Full => ApiError::Unavailable("The database is full; writes are refused until space returns".into()),
-            StoreError::ReadOnly => ApiError::Unavailable("The database is read-only; writes are refused".into()),
-            StoreError::Pool(_) => ApiError::Unavailable("No database connection is available; retry shortly".into()),
+            StoreError::Full => ApiError::Unavailable(
+                "The database is full; writes are refused until space returns".into(),
+            ),
+            StoreError::ReadOnly => {
+                ApiError::Unavailable("The database is read-only; writes are refused".into())
+            }
+            StoreError::Pool(_) => {
+                ApiError::Unavailable("No database connection is available; retry shortly".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -152,7 +163,12 @@ pub struct EnvelopeParts {
 
 impl EnvelopeParts {
     pub fn from_api(e: &ApiError) -> Self {
-        EnvelopeParts { code: e.code(), message: e.public_message(), retryable: e.retryable(), extra: e.extra() }
+        EnvelopeParts {
+            code: e.code(),
+            message: e.public_message(),
+            retryable: e.retryable(),
+            extra: e.extra(),
+        }
     }
 
     /// For errors raised by actix itself (extractors, routing, payload limits).
@@ -168,7 +184,10 @@ impl EnvelopeParts {
             415 => ("unsupported_media_type", "Unsupported content type"),
             429 => ("rate_limited", "Rate limit exceeded"),
             503 => ("service_unavailable", "Service unavailable"),
-            s if s >= 500 => ("internal_error", "An internal error occurred; it has been logged with this request id"),
+            s if s >= 500 => (
+                "internal_error",
+                "An internal error occurred; it has been logged with this request id",
+            ),
             _ => ("bad_request", "Bad request"),
         };
         let message = match detail {
@@ -176,14 +195,22 @@ impl EnvelopeParts {
             _ => default_msg.to_string(),
         };
         let retryable = matches!(status.as_u16(), 429 | 500..=599);
-        EnvelopeParts { code, message, retryable, extra: Map::new() }
+        EnvelopeParts {
+            code,
+            message,
+            retryable,
+            extra: Map::new(),
+        }
     }
 
     pub fn into_body(self, status: StatusCode, request_id: &str, path: &str) -> Value {
         let mut m = Map::new();
         m.insert("statusCode".into(), json!(status.as_u16()));
         m.insert("code".into(), json!(self.code));
-        m.insert("error".into(), json!(status.canonical_reason().unwrap_or("Error")));
+        m.insert(
+            "error".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
         m.insert("message".into(), json!(self.message));
         m.insert("retryable".into(), json!(self.retryable));
         m.insert("request_id".into(), json!(request_id));

@@ -1,8 +1,8 @@
+use super::error::ApiError;
 use super::AppState;
+use actix_web::ResponseError;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
-use super::error::ApiError;
-use actix_web::ResponseError;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
@@ -12,6 +12,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.is_ready() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
-        ApiError::Unavailable("Not ready: start-up (migrations, recovery, executor) has not finished".into()).error_response()
+        ApiError::Unavailable(
+            "Not ready: start-up (migrations, recovery, executor) has not finished".into(),
+        )
+        .error_response()
     }
 }

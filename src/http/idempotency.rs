@@ -19,10 +19,16 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(body: Value) -> Self {
-        Reply { status: StatusCode::OK, body }
+        Reply {
+            status: StatusCode::OK,
+            body,
+        }
     }
     pub fn created(body: Value) -> Self {
-        Reply { status: StatusCode::CREATED, body }
+        Reply {
+            status: StatusCode::CREATED,
+            body,
+        }
     }
 }
 
@@ -40,7 +46,13 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 
 /// Runs `op` in one durable immediate transaction, with idempotency when the header is present.
 /// `body_hash` is the SHA-256 of the canonical body.
-pub async fn write<F>(state: &web::Data<AppState>, req: &HttpRequest, auth: &AuthContext, body_hash: &str, op: F) -> Result<HttpResponse, ApiError>
+pub async fn write<F>(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    auth: &AuthContext,
+    body_hash: &str,
+    op: F,
+) -> Result<HttpResponse, ApiError>
 where
     F: FnOnce(&Transaction) -> Result<Reply, ApiError> + Send + 'static,
 {
@@ -51,12 +63,21 @@ where
         return Ok(respond(reply));
     };
     let fingerprint = sha256_hex(
-        format!("{}\n{}\n{}\n{}", req.method(), req.path(), req.query_string(), body_hash).as_bytes(),
+        format!(
+            "{}\n{}\n{}\n{}",
+            req.method(),
+            req.path(),
+            req.query_string(),
+            body_hash
+        )
+        .as_bytes(),
     );
     let org = auth.org_id.clone();
     let (k, fp, started) = (key.clone(), fingerprint.clone(), state.started_ms);
     let claim = web::block(move || {
-        st.db.write(false, |tx| idempotency::claim(tx, &org, &k, &fp, started).map_err(ApiError::from))
+        st.db.write(false, |tx| {
+            idempotency::claim(tx, &org, &k, &fp, started).map_err(ApiError::from)
+        })
     })
     .await??;
     match claim {
@@ -66,11 +87,17 @@ where
             ))
         }
         Claim::InFlight => return Err(ApiError::InFlight),
-        Claim::Replay { status, content_type, body } => {
-            return Ok(HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
-                .insert_header(("Idempotent-Replayed", "true"))
-                .content_type(content_type)
-                .body(body))
+        Claim::Replay {
+            status,
+            content_type,
+            body,
+        } => {
+            return Ok(
+                HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+                    .insert_header(("Idempotent-Replayed", "true"))
+                    .content_type(content_type)
+                    .body(body),
+            )
         }
         Claim::Proceed => {}
     }
@@ -80,9 +107,17 @@ where
     let result = web::block(move || {
         st.db.write(true, |tx| {
             let reply = op(tx)?;
-            let bytes = serde_json::to_vec(&reply.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(&reply.body).map_err(|e| ApiError::Internal(e.to_string()))?;
             if reply.status.is_success() {
-                idempotency::complete(tx, &org, &k, reply.status.as_u16(), "application/json", &bytes)?;
+                idempotency::complete(
+                    tx,
+                    &org,
+                    &k,
+                    reply.status.as_u16(),
+                    "application/json",
+                    &bytes,
+                )?;
             }
             Ok(reply)
         })
@@ -93,7 +128,11 @@ where
         Err(e) => {
             let st = state.clone();
             let org = auth.org_id.clone();
-            let released = web::block(move || st.db.write(false, |tx| idempotency::release(tx, &org, &key))).await;
+            let released = web::block(move || {
+                st.db
+                    .write(false, |tx| idempotency::release(tx, &org, &key))
+            })
+            .await;
             if let Ok(Err(err)) = released {
                 log::warn!("could not release an idempotency marker: {err}");
             }

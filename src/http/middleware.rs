@@ -16,14 +16,19 @@ use std::time::Instant;
 pub struct RequestId(pub String);
 
 fn valid_request_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 pub fn new_request_id() -> String {
     format!("req_{:016x}", rand::random::<u64>())
 }
 
-pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+pub async fn envelope(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let rid = req
         .headers()
@@ -45,7 +50,12 @@ pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static
             let status = e.as_response_error().status_code();
             let parts = EnvelopeParts::from_status(status, Some(e.to_string()));
             log::info!(target: "quire::access", "{rid} {method} <unmatched> {} {}ms", status.as_u16(), started.elapsed().as_millis());
-            return Err(Finished { status, body: parts.into_body(status, &rid, &path), rid }.into());
+            return Err(Finished {
+                status,
+                body: parts.into_body(status, &rid, &path),
+                rid,
+            }
+            .into());
         }
         Err(panic) => {
             let what = panic
@@ -57,7 +67,12 @@ pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static
             let status = actix_web::http::StatusCode::INTERNAL_SERVER_ERROR;
             let parts = EnvelopeParts::from_api(&ApiError::Internal(what));
             log::info!(target: "quire::access", "{rid} {method} <panic> 500 {}ms", started.elapsed().as_millis());
-            return Err(Finished { status, body: parts.into_body(status, &rid, &path), rid }.into());
+            return Err(Finished {
+                status,
+                body: parts.into_body(status, &rid, &path),
+                rid,
+            }
+            .into());
         }
     };
 
@@ -95,15 +110,27 @@ pub async fn envelope(req: ServiceRequest, next: Next<impl MessageBody + 'static
     };
 
     let rate = res.request().extensions().get::<RateInfo>().cloned();
-    let route = res.request().match_pattern().unwrap_or_else(|| "<unmatched>".into());
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "<unmatched>".into());
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&rid) {
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
     if let Some(r) = rate {
-        h.insert(HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(r.limit));
-        h.insert(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(r.remaining));
-        h.insert(HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(r.reset));
+        h.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(r.limit),
+        );
+        h.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(r.remaining),
+        );
+        h.insert(
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(r.reset),
+        );
     }
     log::info!(
         target: "quire::access",
@@ -133,6 +160,8 @@ impl actix_web::ResponseError for Finished {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).insert_header(("x-request-id", self.rid.as_str())).json(&self.body)
+        HttpResponse::build(self.status)
+            .insert_header(("x-request-id", self.rid.as_str()))
+            .json(&self.body)
     }
 }

@@ -43,7 +43,10 @@ impl AppState {
                 Some(s) => Ok::<_, StoreError>(s),
                 None => {
                     let s = hex::encode(rand::random::<[u8; 32]>());
-                    tx.execute("INSERT INTO settings(key, value) VALUES ('cursor_secret', ?1)", [&s])?;
+                    tx.execute(
+                        "INSERT INTO settings(key, value) VALUES ('cursor_secret', ?1)",
+                        [&s],
+                    )?;
                     Ok(s)
                 }
             }
@@ -71,11 +74,14 @@ impl AppState {
 /// Parses a path id: 400 when it is not a UUID.
 pub fn path_id(req: &HttpRequest, name: &str) -> Result<String, ApiError> {
     let raw = req.match_info().get(name).unwrap_or("");
-    crate::domain::ids::parse_id(raw).ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
+    crate::domain::ids::parse_id(raw)
+        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
 }
 
 /// Runs blocking database work off the actix worker.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     web::block(f).await?
 }
 
@@ -125,7 +131,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
     }
 }
 
-pub fn server(state: web::Data<AppState>, listener: TcpListener, config: &Config) -> std::io::Result<Server> {
+pub fn server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    config: &Config,
+) -> std::io::Result<Server> {
     let debug = config.debug_routes;
     let server = HttpServer::new(move || {
         App::new()

@@ -43,12 +43,21 @@ pub fn query_map(qs: &str) -> Result<HashMap<String, String>, ApiError> {
         .map_err(|e| ApiError::bad(format!("Invalid query string: {e}")))
 }
 
-pub fn parse(q: &HashMap<String, String>, secret: &[u8], list: &str, max: i64) -> Result<PageRequest, ApiError> {
+pub fn parse(
+    q: &HashMap<String, String>,
+    secret: &[u8],
+    list: &str,
+    max: i64,
+) -> Result<PageRequest, ApiError> {
     let limit = match q.get("limit") {
         None => 20.min(max),
         Some(l) => match l.parse::<i64>() {
             Ok(n) if (1..=max).contains(&n) => n,
-            _ => return Err(ApiError::bad(format!("limit must be an integer from 1 to {max}"))),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "limit must be an integer from 1 to {max}"
+                )))
+            }
         },
     };
     let after = match q.get("cursor") {
@@ -71,7 +80,11 @@ pub fn page<T>(
 ) -> Value {
     let has_more = rows.len() as i64 > req.limit;
     rows.truncate(req.limit as usize);
-    let next = if has_more { rows.last().map(|r| encode_cursor(secret, list, pos(r))) } else { None };
+    let next = if has_more {
+        rows.last().map(|r| encode_cursor(secret, list, pos(r)))
+    } else {
+        None
+    };
     json!({
         "data": rows.iter().map(render).collect::<Vec<_>>(),
         "pagination": { "total": total, "limit": req.limit, "has_more": has_more, "next_cursor": next }

@@ -36,16 +36,20 @@ impl RateLimiter {
         let rate = cap / 60.0;
         let now = Instant::now();
         let mut map = self.buckets.lock();
-        let b = map
-            .entry(key_id.to_string())
-            .or_insert(Bucket { tokens: cap, last: now });
+        let b = map.entry(key_id.to_string()).or_insert(Bucket {
+            tokens: cap,
+            last: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(cap);
         b.last = now;
         let allowed = b.tokens >= 1.0;
         if allowed {
             b.tokens -= 1.0;
         }
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         let info = RateInfo {
             limit: u64::from(per_minute),
             remaining: b.tokens.floor().max(0.0) as u64,
@@ -68,7 +72,10 @@ mod tests {
     fn a_bucket_of_three_refuses_the_fourth_call() {
         let rl = RateLimiter::default();
         for i in 0..3 {
-            assert!(matches!(rl.check("k", 3), Some(Decision::Allowed(_))), "call {i}");
+            assert!(
+                matches!(rl.check("k", 3), Some(Decision::Allowed(_))),
+                "call {i}"
+            );
         }
         match rl.check("k", 3) {
             Some(Decision::Limited { retry_after, info }) => {

@@ -40,25 +40,42 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 fn input_fields(b: &SchemaBody) -> Result<Option<Vec<FieldDef>>, ApiError> {
     match (&b.definition, &b.fields) {
         (Some(_), Some(_)) => Err(ApiError::bad("Give either definition or fields, not both")),
-        (Some(d), None) => Ok(Some(dschema::fields_from_definition(d).map_err(ApiError::BadRequest)?)),
-        (None, Some(f)) => Ok(Some(dschema::fields_from_input(f).map_err(ApiError::BadRequest)?)),
+        (Some(d), None) => Ok(Some(
+            dschema::fields_from_definition(d).map_err(ApiError::BadRequest)?,
+        )),
+        (None, Some(f)) => Ok(Some(
+            dschema::fields_from_input(f).map_err(ApiError::BadRequest)?,
+        )),
         (None, None) => Ok(None),
     }
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: SchemaBody = typed(&raw)?;
-    let name = b.name.clone().ok_or_else(|| ApiError::bad("name is required"))?;
+    let name = b
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::bad("name is required"))?;
     check_name(&name)?;
     let fields = input_fields(&b)?.ok_or_else(|| ApiError::bad("Give a definition or fields"))?;
     let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        let s = sstore::insert(tx, &org, name.trim(), b.description.as_deref(), &fields)?;
-        Ok(Reply::created(render(&s)))
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let s = sstore::insert(tx, &org, name.trim(), b.description.as_deref(), &fields)?;
+            Ok(Reply::created(render(&s)))
+        },
+    )
     .await
 }
 
@@ -68,8 +85,18 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let page = pagination::parse(&q, &state.cursor_secret, "schemas", 100)?;
     let st = state.clone();
     let body = blocking(move || {
-        let (rows, total) = st.db.read(|c| sstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "schemas", |s| s.seq, render))
+        let (rows, total) = st
+            .db
+            .read(|c| sstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            "schemas",
+            |s| s.seq,
+            render,
+        ))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -88,7 +115,12 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(render(&s)))
 }
 
-async fn update(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload, merge: bool) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    merge: bool,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
@@ -110,37 +142,65 @@ async fn update(state: web::Data<AppState>, req: HttpRequest, payload: web::Payl
         return Err(ApiError::bad("Give a definition or fields"));
     }
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        let current = sstore::get(tx, &org, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
-        let fields = match given {
-            Some(g) if merge => dschema::merge_fields(&current.fields, g),
-            Some(g) => g,
-            None => current.fields.clone(),
-        };
-        let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
-        let name = b.name.as_deref().map(str::trim).unwrap_or(&current.name).to_string();
-        let description = if merge && b.description.is_none() { current.description.clone() } else { b.description.clone() };
-        let s = sstore::update(tx, &org, &current, &name, description.as_deref(), &fields)?;
-        Ok(Reply::ok(render(&s)))
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let current =
+                sstore::get(tx, &org, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
+            let fields = match given {
+                Some(g) if merge => dschema::merge_fields(&current.fields, g),
+                Some(g) => g,
+                None => current.fields.clone(),
+            };
+            let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
+            let name = b
+                .name
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or(&current.name)
+                .to_string();
+            let description = if merge && b.description.is_none() {
+                current.description.clone()
+            } else {
+                b.description.clone()
+            };
+            let s = sstore::update(tx, &org, &current, &name, description.as_deref(), &fields)?;
+            Ok(Reply::ok(render(&s)))
+        },
+    )
     .await
 }
 
-pub async fn replace(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn replace(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     update(state, req, payload, false).await
 }
 
-pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn patch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     update(state, req, payload, true).await
 }
 
-pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
-            let s = sstore::get(tx, &auth.org_id, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
+            let s = sstore::get(tx, &auth.org_id, &id, false)?
+                .ok_or_else(|| ApiError::not_found("Schema"))?;
             sstore::soft_delete(tx, &auth.org_id, &s)?;
             Ok(json!({ "deleted": true, "id": s.id }))
         })
@@ -157,14 +217,27 @@ fn render_field(f: &RegistryField) -> Value {
     })
 }
 
-pub async fn list_fields(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn list_fields(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let q = query_map(req.query_string())?;
     let page = pagination::parse(&q, &state.cursor_secret, "fields", 100)?;
     let st = state.clone();
     let body = blocking(move || {
-        let (rows, total) = st.db.read(|c| sstore::list_registry(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "fields", |f| f.seq, render_field))
+        let (rows, total) = st
+            .db
+            .read(|c| sstore::list_registry(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            "fields",
+            |f| f.seq,
+            render_field,
+        ))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

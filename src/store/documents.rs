@@ -41,7 +41,11 @@ pub struct NewDocument<'a> {
 
 /// Stores a document, or finds the live one with the same bytes and metadata:
 /// `(row, true)` when it already existed.
-pub fn insert_or_find(c: &Connection, org_id: &str, d: NewDocument) -> Result<(DocumentRow, bool), StoreError> {
+pub fn insert_or_find(
+    c: &Connection,
+    org_id: &str,
+    d: NewDocument,
+) -> Result<(DocumentRow, bool), StoreError> {
     let meta = crate::domain::canonical::canonical_json(d.metadata);
     let sql = format!(
         "SELECT {COLS} FROM documents WHERE org_id = ?1 AND sha256 = ?2 AND deleted_at IS NULL ORDER BY seq"
@@ -72,22 +76,32 @@ pub fn insert_or_find(c: &Connection, org_id: &str, d: NewDocument) -> Result<(D
         d.content,
         now_rfc3339()
     ])?;
-    let doc = get(c, org_id, &id)?.ok_or_else(|| StoreError::Refused("document vanished".into()))?;
+    let doc =
+        get(c, org_id, &id)?.ok_or_else(|| StoreError::Refused("document vanished".into()))?;
     Ok((doc, false))
 }
 
 /// A live (not deleted) document of the organization.
 pub fn get(c: &Connection, org_id: &str, id: &str) -> Result<Option<DocumentRow>, StoreError> {
-    let sql = format!("SELECT {COLS} FROM documents WHERE id = ?1 AND org_id = ?2 AND deleted_at IS NULL");
+    let sql = format!(
+        "SELECT {COLS} FROM documents WHERE id = ?1 AND org_id = ?2 AND deleted_at IS NULL"
+    );
     optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], row))
 }
 
 pub fn content(c: &Connection, id: &str) -> Result<Vec<u8>, StoreError> {
-    Ok(c.prepare_cached("SELECT content FROM documents WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT content FROM documents WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?,
+    )
 }
 
-pub fn list(c: &Connection, org_id: &str, before_seq: Option<i64>, limit: i64) -> Result<(Vec<DocumentRow>, i64), StoreError> {
+pub fn list(
+    c: &Connection,
+    org_id: &str,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<DocumentRow>, i64), StoreError> {
     let sql = format!(
         "SELECT {COLS} FROM documents WHERE org_id = ?1 AND deleted_at IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     );
@@ -114,6 +128,9 @@ pub fn active_uses(c: &Connection, id: &str) -> Result<i64, StoreError> {
 }
 
 pub fn soft_delete(c: &Connection, id: &str) -> Result<(), StoreError> {
-    c.execute("UPDATE documents SET deleted_at = ?2 WHERE id = ?1", params![id, now_rfc3339()])?;
+    c.execute(
+        "UPDATE documents SET deleted_at = ?2 WHERE id = ?1",
+        params![id, now_rfc3339()],
+    )?;
     Ok(())
 }

@@ -11,18 +11,38 @@ pub enum Claim {
     /// No usable record: a running marker was written; do the work.
     Proceed,
     /// A completed response with the same fingerprint.
-    Replay { status: u16, content_type: String, body: Vec<u8> },
+    Replay {
+        status: u16,
+        content_type: String,
+        body: Vec<u8>,
+    },
     /// Same key, other request.
     Mismatch,
     /// The first request with this key is still running.
     InFlight,
 }
 
+/// A stored row: fingerprint, state, status, content type, body, start time.
+type StoredRow = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+    i64,
+);
+
 /// Looks the key up and, when it is free, marks it running. `process_start_ms` makes markers of
 /// a previous process count as absent.
-pub fn claim(c: &Connection, org_id: &str, key: &str, fingerprint: &str, process_start_ms: i64) -> Result<Claim, StoreError> {
+pub fn claim(
+    c: &Connection,
+    org_id: &str,
+    key: &str,
+    fingerprint: &str,
+    process_start_ms: i64,
+) -> Result<Claim, StoreError> {
     let now = now_ms();
-    let row: Option<(String, String, Option<i64>, Option<String>, Option<Vec<u8>>, i64)> = c
+    let row: Option<StoredRow> = c
         .query_row(
             "SELECT fingerprint, state, response_status, content_type, body, started_ms FROM idempotency_keys
              WHERE org_id = ?1 AND key = ?2",
@@ -32,7 +52,8 @@ pub fn claim(c: &Connection, org_id: &str, key: &str, fingerprint: &str, process
         .optional()?;
     if let Some((fp, state, status, ct, body, started)) = row {
         let expired = now - started > TTL_MS;
-        let stale_marker = state == "running" && (now - started > IN_FLIGHT_MS || started < process_start_ms);
+        let stale_marker =
+            state == "running" && (now - started > IN_FLIGHT_MS || started < process_start_ms);
         if !expired && !stale_marker {
             if fp != fingerprint {
                 return Ok(Claim::Mismatch);
@@ -59,7 +80,14 @@ pub fn claim(c: &Connection, org_id: &str, key: &str, fingerprint: &str, process
 }
 
 /// Stores the response; called inside the transaction of the request's effect.
-pub fn complete(c: &Connection, org_id: &str, key: &str, status: u16, content_type: &str, body: &[u8]) -> Result<(), StoreError> {
+pub fn complete(
+    c: &Connection,
+    org_id: &str,
+    key: &str,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), StoreError> {
     c.execute(
         "UPDATE idempotency_keys SET state = 'complete', response_status = ?3, content_type = ?4, body = ?5
          WHERE org_id = ?1 AND key = ?2",
@@ -78,5 +106,63 @@ pub fn release(c: &Connection, org_id: &str, key: &str) -> Result<(), StoreError
 }
 
 pub fn purge_expired(c: &Connection) -> Result<usize, StoreError> {
-    Ok(c.execute("DELETE FROM idempotency_keys WHERE started_ms < ?1", [now_ms() - TTL_MS])?)
+    Ok(c.execute(
+        "DELETE FROM idempotency_keys WHERE started_ms < ?1",
+        [now_ms() - TTL_MS],
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, OpenOptions};
+
+    #[test]
+    fn in_flight_markers_conflict_until_stale_or_from_an_older_process() {
+        let db = Db::open(":memory:", OpenOptions::default()).unwrap();
+        let c = db.conn().unwrap();
+        let start = now_ms() - 1000;
+        assert!(matches!(
+            claim(&c, "o", "k", "fp", start).unwrap(),
+            Claim::Proceed
+        ));
+        assert!(matches!(
+            claim(&c, "o", "k", "fp", start).unwrap(),
+            Claim::InFlight
+        ));
+        assert!(matches!(
+            claim(&c, "o", "k", "other", start).unwrap(),
+            Claim::Mismatch
+        ));
+        // A process that started after the marker was written treats it as absent.
+        assert!(matches!(
+            claim(&c, "o", "k", "fp", now_ms() + 1000).unwrap(),
+            Claim::Proceed
+        ));
+        complete(&c, "o", "k", 201, "application/json", b"{}").unwrap();
+        assert!(matches!(
+            claim(&c, "o", "k", "fp", start).unwrap(),
+            Claim::Replay { status: 201, .. }
+        ));
+        // Keys are per organization.
+        assert!(matches!(
+            claim(&c, "o2", "k", "other", start).unwrap(),
+            Claim::Proceed
+        ));
+        // A marker older than 60 s counts as absent.
+        c.execute(
+            "UPDATE idempotency_keys SET started_ms = started_ms - 61000 WHERE org_id = 'o2'",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(
+            claim(&c, "o2", "k", "third", start - 120_000).unwrap(),
+            Claim::Proceed
+        ));
+        release(&c, "o2", "k").unwrap();
+        assert!(matches!(
+            claim(&c, "o2", "k", "fourth", start).unwrap(),
+            Claim::Proceed
+        ));
+    }
 }

@@ -36,7 +36,10 @@ pub enum StoreError {
 impl StoreError {
     /// Storage faults that a retry later can get past (503 to clients, requeue for the executor).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Busy | StoreError::Full | StoreError::ReadOnly | StoreError::Pool(_))
+        matches!(
+            self,
+            StoreError::Busy | StoreError::Full | StoreError::ReadOnly | StoreError::Pool(_)
+        )
     }
 }
 
@@ -112,15 +115,24 @@ pub fn latest_version() -> i64 {
 
 /// Refuses files that are not Quire databases, or come from a newer Quire, without touching them.
 fn check_existing(path: &Path) -> Result<(), StoreError> {
-    if !path.exists() || std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
+    if !path.exists()
+        || std::fs::metadata(path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(false)
+    {
         return Ok(());
     }
     let shown = path.display();
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| StoreError::Refused(format!("cannot open {shown}: {e}")))?;
-    let not_db = |e: rusqlite::Error| StoreError::Refused(format!("{shown} is not a Quire database ({e})"));
-    let app_id: i64 = c.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(not_db)?;
-    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(not_db)?;
+    let not_db =
+        |e: rusqlite::Error| StoreError::Refused(format!("{shown} is not a Quire database ({e})"));
+    let app_id: i64 = c
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(not_db)?;
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(not_db)?;
     let tables: i64 = c
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(not_db)?;
@@ -150,7 +162,10 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { max_connections: 16, max_db_pages: None }
+        OpenOptions {
+            max_connections: 16,
+            max_db_pages: None,
+        }
     }
 }
 
@@ -161,21 +176,28 @@ impl Db {
             let dir = tempfile::Builder::new()
                 .prefix("quire-")
                 .tempdir()
-                .map_err(|e| StoreError::Refused(format!("cannot create a temporary directory: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Refused(format!("cannot create a temporary directory: {e}"))
+                })?;
             (dir.path().join("quire.db"), Some(std::sync::Arc::new(dir)))
         } else {
             (PathBuf::from(path), None)
         };
         check_existing(&path)?;
         let max_pages = opts.max_db_pages;
-        let manager = SqliteConnectionManager::file(&path).with_init(move |c| apply_pragmas(c, max_pages));
+        let manager =
+            SqliteConnectionManager::file(&path).with_init(move |c| apply_pragmas(c, max_pages));
         let pool = Pool::builder()
             .max_size(opts.max_connections)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| StoreError::Refused(format!("cannot open {}: {e}", path.display())))?;
-        let db = Db { pool, path, _tmp: tmp };
+        let db = Db {
+            pool,
+            path,
+            _tmp: tmp,
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -183,7 +205,10 @@ impl Db {
     fn migrate(&self) -> Result<(), StoreError> {
         let mut c = self.conn()?;
         let current: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let pending: Vec<_> = migrations().into_iter().filter(|(n, _)| *n > current).collect();
+        let pending: Vec<_> = migrations()
+            .into_iter()
+            .filter(|(n, _)| *n > current)
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
@@ -207,7 +232,10 @@ impl Db {
     }
 
     /// A read on a pooled connection.
-    pub fn read<T, E: From<StoreError>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let c = self.conn()?;
         f(&c)
     }
@@ -221,7 +249,8 @@ impl Db {
     ) -> Result<T, E> {
         let mut c = self.conn()?;
         if durable {
-            c.pragma_update(None, "synchronous", "FULL").map_err(StoreError::from)?;
+            c.pragma_update(None, "synchronous", "FULL")
+                .map_err(StoreError::from)?;
         }
         let result = (|| {
             let tx = c
@@ -275,15 +304,25 @@ mod tests {
         assert_eq!(std::fs::read(&junk).unwrap(), before);
 
         let foreign = dir.path().join("foreign.db");
-        Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
-        let err = Db::open(foreign.to_str().unwrap(), OpenOptions::default()).err().unwrap();
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
+        let err = Db::open(foreign.to_str().unwrap(), OpenOptions::default())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("not a Quire database"), "{err}");
 
         let newer = dir.path().join("newer.db");
         let db = Db::open(newer.to_str().unwrap(), OpenOptions::default()).unwrap();
-        db.conn().unwrap().pragma_update(None, "user_version", 999).unwrap();
+        db.conn()
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
         drop(db);
-        let err = Db::open(newer.to_str().unwrap(), OpenOptions::default()).err().unwrap();
+        let err = Db::open(newer.to_str().unwrap(), OpenOptions::default())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("newer Quire"), "{err}");
     }
 
@@ -292,7 +331,11 @@ mod tests {
         let db = Db::open(":memory:", OpenOptions::default()).unwrap();
         let p = db.path().to_path_buf();
         assert!(p.exists());
-        let mode: String = db.conn().unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = db
+            .conn()
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         drop(db);
         assert!(!p.exists());

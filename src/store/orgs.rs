@@ -13,7 +13,13 @@ pub fn find_by_name(c: &Connection, name: &str) -> Result<Option<Org>, StoreErro
     optional(c.query_row(
         "SELECT id, name, created_at FROM organizations WHERE name = ?1",
         [name],
-        |r| Ok(Org { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? }),
+        |r| {
+            Ok(Org {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        },
     ))
 }
 
@@ -22,7 +28,11 @@ pub fn create(c: &Connection, name: &str) -> Result<Option<Org>, StoreError> {
     if find_by_name(c, name)?.is_some() {
         return Ok(None);
     }
-    let org = Org { id: new_id(), name: name.to_string(), created_at: now_rfc3339() };
+    let org = Org {
+        id: new_id(),
+        name: name.to_string(),
+        created_at: now_rfc3339(),
+    };
     c.execute(
         "INSERT INTO organizations(id, name, created_at) VALUES (?1, ?2, ?3)",
         params![org.id, org.name, org.created_at],
@@ -33,7 +43,13 @@ pub fn create(c: &Connection, name: &str) -> Result<Option<Org>, StoreError> {
 pub fn list(c: &Connection) -> Result<Vec<Org>, StoreError> {
     let mut st = c.prepare("SELECT id, name, created_at FROM organizations ORDER BY seq")?;
     let rows = st
-        .query_map([], |r| Ok(Org { id: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? }))?
+        .query_map([], |r| {
+            Ok(Org {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }

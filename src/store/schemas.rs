@@ -71,13 +71,23 @@ pub fn insert(
 }
 
 /// One schema of the organization; deleted ones only when `include_deleted`.
-pub fn get(c: &Connection, org_id: &str, id: &str, include_deleted: bool) -> Result<Option<SchemaRow>, StoreError> {
+pub fn get(
+    c: &Connection,
+    org_id: &str,
+    id: &str,
+    include_deleted: bool,
+) -> Result<Option<SchemaRow>, StoreError> {
     let sql = format!("SELECT {COLS} FROM schemas WHERE id = ?1 AND org_id = ?2");
     let found = optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], row))?;
     Ok(found.filter(|s| include_deleted || s.deleted_at.is_none()))
 }
 
-pub fn list(c: &Connection, org_id: &str, before_seq: Option<i64>, limit: i64) -> Result<(Vec<SchemaRow>, i64), StoreError> {
+pub fn list(
+    c: &Connection,
+    org_id: &str,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<SchemaRow>, i64), StoreError> {
     let sql = format!(
         "SELECT {COLS} FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     );
@@ -136,7 +146,12 @@ pub fn soft_delete(c: &Connection, org_id: &str, s: &SchemaRow) -> Result<(), St
 }
 
 /// Keeps the Field Registry in step: fields that appear gain an occurrence, fields that go lose one.
-fn register_fields(c: &Connection, org_id: &str, before: &[FieldDef], after: &[FieldDef]) -> Result<(), StoreError> {
+fn register_fields(
+    c: &Connection,
+    org_id: &str,
+    before: &[FieldDef],
+    after: &[FieldDef],
+) -> Result<(), StoreError> {
     for f in after {
         let existing: Option<(i64, String)> = c
             .query_row(
@@ -225,17 +240,27 @@ pub fn list_registry(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let total = c.query_row("SELECT count(*) FROM registry_fields WHERE org_id = ?1", [org_id], |r| r.get(0))?;
+    let total = c.query_row(
+        "SELECT count(*) FROM registry_fields WHERE org_id = ?1",
+        [org_id],
+        |r| r.get(0),
+    )?;
     Ok((rows, total))
 }
 
 /// Registry synonyms of the organization by canonical name (used by transfer and extraction).
-pub fn registry_synonyms(c: &Connection, org_id: &str) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+pub fn registry_synonyms(
+    c: &Connection,
+    org_id: &str,
+) -> Result<Vec<(String, Vec<String>)>, StoreError> {
     let rows = c
         .prepare_cached("SELECT canonical_name, synonyms FROM registry_fields WHERE org_id = ?1")?
         .query_map([org_id], |r| {
             let s: String = r.get(1)?;
-            Ok((r.get::<_, String>(0)?, serde_json::from_str(&s).unwrap_or_default()))
+            Ok((
+                r.get::<_, String>(0)?,
+                serde_json::from_str(&s).unwrap_or_default(),
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)

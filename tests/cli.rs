@@ -1,0 +1,196 @@
+//! The binary itself: first start, bootstrap keys, the CLI subcommands.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn quire(db: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_quire"));
+    c.arg("--db").arg(db);
+    c
+}
+
+/// Starts `quire serve --port 0`, returning the child, its port and what it printed on stdout.
+fn serve(
+    db: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (std::process::Child, u16, Vec<String>) {
+    let mut cmd = quire(db);
+    cmd.args(["serve", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env_remove("QUIRE_BOOTSTRAP_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn quire");
+    let stderr = child.stderr.take().unwrap();
+    let mut port = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        assert!(!line.contains("tlnc_"), "a key reached the log: {line}");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            port = rest
+                .split(' ')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
+            break;
+        }
+        if line.contains("cannot start") {
+            break;
+        }
+    }
+    let Some(port) = port else {
+        let _ = child.kill();
+        panic!("server did not start");
+    };
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first-start banner is printed right after start-up; collect what comes promptly.
+    let mut out = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(700)) {
+        out.push(line);
+    }
+    (child, port, out)
+}
+
+fn get(port: u16, path: &str, key: Option<&str>) -> u16 {
+    let c = reqwest::blocking::Client::new();
+    let mut rb = c.get(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(k) = key {
+        rb = rb.bearer_auth(k);
+    }
+    rb.send().map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+#[test]
+fn first_start_prints_one_key_that_works_and_later_starts_print_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    let (mut child, port, out) = serve(&db, &[], &[]);
+    let key = out
+        .iter()
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("tlnc_")))
+        .expect("a key on stdout")
+        .to_string();
+    assert_eq!(get(port, "/healthz", None), 200);
+    assert_eq!(get(port, "/v1/schemas", Some(&key)), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, port, out) = serve(&db, &[], &[]);
+    assert!(out.iter().all(|l| !l.contains("tlnc_")), "{out:?}");
+    assert_eq!(get(port, "/v1/schemas", Some(&key)), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn the_bootstrap_key_is_ensured_idempotently_and_never_resurrected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    let key = "tlnc_test_abcdefghijklmnopqrstuvwxyz0123456789";
+    for _ in 0..2 {
+        let (mut child, port, out) = serve(&db, &[("QUIRE_BOOTSTRAP_KEY", key)], &[]);
+        assert!(out.iter().all(|l| !l.contains("tlnc_")), "{out:?}");
+        assert_eq!(get(port, "/v1/schemas", Some(key)), 200);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let list = quire(&db).args(["keys", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    assert_eq!(
+        text.lines().filter(|l| l.contains("bootstrap")).count(),
+        1,
+        "{text}"
+    );
+    let id = text
+        .lines()
+        .find(|l| l.contains("bootstrap"))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(quire(&db)
+        .args(["keys", "revoke", &id])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let out = quire(&db)
+        .args(["serve", "--port", "0"])
+        .env("QUIRE_BOOTSTRAP_KEY", key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
+}
+
+#[test]
+fn organization_names_are_unique_and_keys_need_a_known_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    assert!(quire(&db)
+        .args(["orgs", "create", "acme"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let again = quire(&db)
+        .args(["orgs", "create", "acme"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = quire(&db)
+        .args(["keys", "create", "--org", "nope", "--scopes", "read"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let bad_scope = quire(&db)
+        .args(["keys", "create", "--org", "acme", "--scopes", "admin"])
+        .output()
+        .unwrap();
+    assert!(!bad_scope.status.success());
+    let ok = quire(&db)
+        .args(["keys", "create", "--org", "acme", "--scopes", "read"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout)
+        .trim()
+        .starts_with("tlnc_live_"));
+}
+
+#[test]
+fn a_foreign_file_is_refused_at_start_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.db");
+    std::fs::write(
+        &path,
+        b"just some text, definitely not a database file.....",
+    )
+    .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let out = quire(path.to_str().unwrap())
+        .args(["serve", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a Quire database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
