@@ -218,6 +218,7 @@ CREATE TABLE cells (
     confidence     REAL,
     source_text    TEXT,
     config_version INTEGER,
+    rule_type      TEXT,
     note           TEXT,
     created_at     TEXT NOT NULL
 );

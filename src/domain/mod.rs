@@ -2,6 +2,11 @@
 
 pub mod canonical;
 pub mod documents;
+pub mod expr;
+pub mod extract;
+pub mod gate;
+pub mod policy;
+pub mod rail;
 pub mod ids;
 pub mod keys;
 pub mod schema;

@@ -1,0 +1,304 @@
+//! The small, safe arithmetic language of `compute` rules: numbers, field names, `+ - * /`,
+//! parentheses, unary minus, and `round(x, n)`, `min(...)`, `max(...)`, `abs(x)`.
+
+use std::collections::BTreeSet;
+
+pub const MAX_LEN: usize = 1000;
+pub const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Num(f64),
+    Var(String),
+    Neg(Box<Expr>),
+    Bin(char, Box<Expr>, Box<Expr>),
+    Call(Func, Vec<Expr>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Func {
+    Round,
+    Min,
+    Max,
+    Abs,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Ident(String),
+    Op(char),
+}
+
+fn lex(src: &str) -> Result<Vec<Tok>, String> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = src.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                i += 1;
+            }
+            let s: String = chars[start..i].iter().collect();
+            out.push(Tok::Num(s.parse().map_err(|_| format!("bad number '{s}'"))?));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(Tok::Ident(chars[start..i].iter().collect()));
+        } else if "+-*/(),".contains(c) {
+            out.push(Tok::Op(c));
+            i += 1;
+        } else {
+            return Err(format!("unexpected character '{c}'"));
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<Tok>,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos)
+    }
+    fn eat(&mut self, c: char) -> bool {
+        if self.peek() == Some(&Tok::Op(c)) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("expression nests deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(())
+    }
+    fn expr(&mut self) -> Result<Expr, String> {
+        self.enter()?;
+        let mut left = self.term()?;
+        loop {
+            let op = if self.eat('+') {
+                '+'
+            } else if self.eat('-') {
+                '-'
+            } else {
+                break;
+            };
+            let right = self.term()?;
+            left = Expr::Bin(op, Box::new(left), Box::new(right));
+        }
+        self.depth -= 1;
+        Ok(left)
+    }
+    fn term(&mut self) -> Result<Expr, String> {
+        let mut left = self.unary()?;
+        loop {
+            let op = if self.eat('*') {
+                '*'
+            } else if self.eat('/') {
+                '/'
+            } else {
+                break;
+            };
+            let right = self.unary()?;
+            left = Expr::Bin(op, Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+    fn unary(&mut self) -> Result<Expr, String> {
+        if self.eat('-') {
+            self.enter()?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Neg(Box::new(inner)));
+        }
+        if self.eat('+') {
+            return self.unary();
+        }
+        self.atom()
+    }
+    fn atom(&mut self) -> Result<Expr, String> {
+        match self.toks.get(self.pos).cloned() {
+            Some(Tok::Num(n)) => {
+                self.pos += 1;
+                Ok(Expr::Num(n))
+            }
+            Some(Tok::Ident(name)) => {
+                self.pos += 1;
+                if self.eat('(') {
+                    let f = match name.as_str() {
+                        "round" => Func::Round,
+                        "min" => Func::Min,
+                        "max" => Func::Max,
+                        "abs" => Func::Abs,
+                        other => return Err(format!("unknown function '{other}'")),
+                    };
+                    let mut args = Vec::new();
+                    if !self.eat(')') {
+                        loop {
+                            args.push(self.expr()?);
+                            if self.eat(')') {
+                                break;
+                            }
+                            if !self.eat(',') {
+                                return Err("expected ',' or ')'".into());
+                            }
+                        }
+                    }
+                    let ok = match f {
+                        Func::Round => args.len() == 1 || args.len() == 2,
+                        Func::Abs => args.len() == 1,
+                        Func::Min | Func::Max => !args.is_empty(),
+                    };
+                    if !ok {
+                        return Err(format!("wrong number of arguments to '{name}'"));
+                    }
+                    Ok(Expr::Call(f, args))
+                } else {
+                    Ok(Expr::Var(name))
+                }
+            }
+            Some(Tok::Op('(')) => {
+                self.pos += 1;
+                let e = self.expr()?;
+                if !self.eat(')') {
+                    return Err("missing ')'".into());
+                }
+                Ok(e)
+            }
+            Some(Tok::Op(c)) => Err(format!("unexpected '{c}'")),
+            None => Err("unexpected end of expression".into()),
+        }
+    }
+}
+
+pub fn parse(src: &str) -> Result<Expr, String> {
+    if src.len() > MAX_LEN {
+        return Err(format!("expression longer than {MAX_LEN} characters"));
+    }
+    let toks = lex(src)?;
+    if toks.is_empty() {
+        return Err("empty expression".into());
+    }
+    let mut p = Parser { toks, pos: 0, depth: 0 };
+    let e = p.expr()?;
+    if p.pos != p.toks.len() {
+        return Err("unexpected input after the expression".into());
+    }
+    Ok(e)
+}
+
+impl Expr {
+    pub fn vars(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        self.collect(&mut out);
+        out
+    }
+    fn collect(&self, out: &mut BTreeSet<String>) {
+        match self {
+            Expr::Num(_) => {}
+            Expr::Var(v) => {
+                out.insert(v.clone());
+            }
+            Expr::Neg(e) => e.collect(out),
+            Expr::Bin(_, a, b) => {
+                a.collect(out);
+                b.collect(out);
+            }
+            Expr::Call(_, args) => args.iter().for_each(|a| a.collect(out)),
+        }
+    }
+
+    pub fn eval(&self, var: &dyn Fn(&str) -> Result<f64, String>) -> Result<f64, String> {
+        let v = match self {
+            Expr::Num(n) => *n,
+            Expr::Var(name) => var(name)?,
+            Expr::Neg(e) => -e.eval(var)?,
+            Expr::Bin(op, a, b) => {
+                let (x, y) = (a.eval(var)?, b.eval(var)?);
+                match op {
+                    '+' => x + y,
+                    '-' => x - y,
+                    '*' => x * y,
+                    _ => {
+                        if y == 0.0 {
+                            return Err("division by zero".into());
+                        }
+                        x / y
+                    }
+                }
+            }
+            Expr::Call(f, args) => {
+                let vals = args.iter().map(|a| a.eval(var)).collect::<Result<Vec<_>, _>>()?;
+                match f {
+                    Func::Abs => vals[0].abs(),
+                    Func::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+                    Func::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    Func::Round => round_to(vals[0], vals.get(1).copied().unwrap_or(0.0) as i32),
+                }
+            }
+        };
+        if !v.is_finite() {
+            return Err("the result is not a finite number".into());
+        }
+        Ok(v)
+    }
+}
+
+/// Rounds half away from zero to `digits` decimals.
+pub fn round_to(x: f64, digits: i32) -> f64 {
+    let digits = digits.clamp(0, 12);
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(src: &str) -> Result<f64, String> {
+        parse(src)?.eval(&|v| match v {
+            "net" => Ok(100.0),
+            "tax" => Ok(19.0),
+            "zero" => Ok(0.0),
+            other => Err(format!("unknown {other}")),
+        })
+    }
+
+    #[test]
+    fn precedence_parentheses_and_unary_minus() {
+        assert_eq!(ev("net + tax * 2").unwrap(), 138.0);
+        assert_eq!(ev("(net + tax) * 2").unwrap(), 238.0);
+        assert_eq!(ev("-net + 1").unwrap(), -99.0);
+        assert_eq!(ev("net - tax - 1").unwrap(), 80.0);
+        assert_eq!(ev("net / 4 / 5").unwrap(), 5.0);
+        assert_eq!(ev("round(net * 1.19 / 3, 2)").unwrap(), 39.67);
+        assert_eq!(ev("max(net, tax, 500) + min(1, 2) + abs(-3)").unwrap(), 504.0);
+    }
+
+    #[test]
+    fn errors_are_reported_not_panicked() {
+        assert_eq!(ev("net / zero").unwrap_err(), "division by zero");
+        for bad in ["", "net +", "(net", "net tax", "foo(1)", "round()", "net $ 2", "1..2"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+        assert!(parse(&deep).unwrap_err().contains("deeper"));
+        let minus = format!("{}1", "-".repeat(100));
+        assert!(parse(&minus).is_err());
+        assert_eq!(parse("net + tax * net").unwrap().vars().into_iter().collect::<Vec<_>>(), vec!["net", "tax"]);
+    }
+}

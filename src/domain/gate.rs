@@ -1,0 +1,609 @@
+//! Validation gates: configuration, checks and verdicts.
+
+use super::policy::as_number;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Blocking,
+}
+
+impl Severity {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "blocking" => Severity::Blocking,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Blocking => "blocking",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Operand {
+    Field(String),
+    Literal(f64),
+}
+
+#[derive(Debug, Clone)]
+pub enum Check {
+    Required { field: String },
+    Enum { field: String, values: Vec<Value> },
+    Regex { field: String, re: Regex },
+    Range { field: String, min: Option<Value>, max: Option<Value> },
+    Length { field: String, min: Option<usize>, max: Option<usize> },
+    Compare { left: String, op: String, right: Operand },
+    Sum { fields: Vec<String>, equals: Operand, tolerance: f64 },
+}
+
+impl Check {
+    pub fn failing_field(&self) -> &str {
+        match self {
+            Check::Required { field }
+            | Check::Enum { field, .. }
+            | Check::Regex { field, .. }
+            | Check::Range { field, .. }
+            | Check::Length { field, .. } => field,
+            Check::Compare { left, .. } => left,
+            Check::Sum { equals: Operand::Field(f), .. } => f,
+            Check::Sum { fields, .. } => fields.first().map(String::as_str).unwrap_or(""),
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            Check::Required { .. } => "required",
+            Check::Enum { .. } => "enum",
+            Check::Regex { .. } => "regex",
+            Check::Range { .. } => "range",
+            Check::Length { .. } => "length",
+            Check::Compare { .. } => "compare",
+            Check::Sum { .. } => "sum",
+        }
+    }
+    fn referenced(&self) -> Vec<&str> {
+        match self {
+            Check::Compare { left, right, .. } => {
+                let mut v = vec![left.as_str()];
+                if let Operand::Field(f) = right {
+                    v.push(f);
+                }
+                v
+            }
+            Check::Sum { fields, equals, .. } => {
+                let mut v: Vec<&str> = fields.iter().map(String::as_str).collect();
+                if let Operand::Field(f) = equals {
+                    v.push(f);
+                }
+                v
+            }
+            other => vec![other.failing_field()],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Mechanism {
+    BusinessRules(Vec<Check>),
+    Evidence,
+    MinConfidence(f64),
+    NShot(u32),
+}
+
+/// A gate compiled from its stored configuration.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub severity: Severity,
+    pub field_scope: Vec<String>,
+    pub mechanisms: Vec<Mechanism>,
+}
+
+fn operand(v: Option<&Value>, what: &str) -> Result<Operand, String> {
+    match v {
+        Some(Value::String(s)) => Ok(Operand::Field(s.clone())),
+        Some(Value::Number(n)) => Ok(Operand::Literal(n.as_f64().unwrap_or(0.0))),
+        _ => Err(format!("{what} must be a field name or a number")),
+    }
+}
+
+fn field_of(r: &Map<String, Value>, at: &str) -> Result<String, String> {
+    r.get("field").and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("{at}.field is required"))
+}
+
+fn bound(r: &Map<String, Value>, k: &str, at: &str) -> Result<Option<Value>, String> {
+    match r.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
+        Some(Value::String(s)) if super::policy::parse_date(s, false).is_ok() && s.len() == 10 => Ok(Some(json!(s))),
+        Some(_) => Err(format!("{at}.{k} must be a number or an ISO date")),
+    }
+}
+
+fn size(r: &Map<String, Value>, k: &str, at: &str) -> Result<Option<usize>, String> {
+    match r.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| format!("{at}.{k} must be a non-negative integer")),
+    }
+}
+
+fn parse_check(v: &Value, at: &str) -> Result<Check, String> {
+    let r = v.as_object().ok_or_else(|| format!("{at} must be an object"))?;
+    let kind = r.get("check").and_then(Value::as_str).ok_or_else(|| format!("{at}.check is required"))?;
+    Ok(match kind {
+        "required" => Check::Required { field: field_of(r, at)? },
+        "enum" => Check::Enum {
+            field: field_of(r, at)?,
+            values: r.get("values").and_then(Value::as_array).cloned().ok_or_else(|| format!("{at}.values must be an array"))?,
+        },
+        "regex" => {
+            let p = r.get("pattern").and_then(Value::as_str).ok_or_else(|| format!("{at}.pattern is required"))?;
+            let re = regex::RegexBuilder::new(p)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("{at}.pattern is not a valid regular expression: {e}"))?;
+            Check::Regex { field: field_of(r, at)?, re }
+        }
+        "range" => {
+            let (min, max) = (bound(r, "min", at)?, bound(r, "max", at)?);
+            if min.is_none() && max.is_none() {
+                return Err(format!("{at} needs min and/or max"));
+            }
+            Check::Range { field: field_of(r, at)?, min, max }
+        }
+        "length" => {
+            let (min, max) = (size(r, "min", at)?, size(r, "max", at)?);
+            if min.is_none() && max.is_none() {
+                return Err(format!("{at} needs min and/or max"));
+            }
+            Check::Length { field: field_of(r, at)?, min, max }
+        }
+        "compare" => {
+            let op = r.get("op").and_then(Value::as_str).unwrap_or("");
+            if !["<", "<=", ">", ">=", "==", "!="].contains(&op) {
+                return Err(format!("{at}.op must be one of <, <=, >, >=, ==, !="));
+            }
+            Check::Compare {
+                left: r.get("left").and_then(Value::as_str).ok_or_else(|| format!("{at}.left is required"))?.to_string(),
+                op: op.to_string(),
+                right: operand(r.get("right"), &format!("{at}.right"))?,
+            }
+        }
+        "sum" => {
+            let fields: Vec<String> = r
+                .get("fields")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+                .filter(|f: &Vec<String>| !f.is_empty())
+                .ok_or_else(|| format!("{at}.fields must be a non-empty array of field names"))?;
+            let tolerance = match r.get("tolerance") {
+                None | Some(Value::Null) => 0.01,
+                Some(t) => t.as_f64().filter(|t| *t >= 0.0).ok_or_else(|| format!("{at}.tolerance must be a non-negative number"))?,
+            };
+            Check::Sum { fields, equals: operand(r.get("equals"), &format!("{at}.equals"))?, tolerance }
+        }
+        other => return Err(format!("{at}.check '{other}' is unknown (use required, enum, regex, range, length, compare, sum)")),
+    })
+}
+
+/// Compiles and validates a gate's mechanisms against the schema's fields and the scope.
+pub fn compile(severity: &str, field_scope: &[String], mechanisms: &Value, schema_fields: &[String]) -> Result<Gate, String> {
+    let severity = Severity::parse(severity).ok_or("severity must be one of info, warning, blocking")?;
+    for f in field_scope {
+        if !schema_fields.contains(f) {
+            return Err(format!("field_scope names '{f}', which is not a field of the schema"));
+        }
+    }
+    let list = mechanisms.as_array().ok_or("mechanisms must be an array")?;
+    let mut out = Vec::new();
+    for (i, m) in list.iter().enumerate() {
+        let at = format!("mechanisms[{i}]");
+        let obj = m.as_object().ok_or_else(|| format!("{at} must be an object"))?;
+        let t = obj.get("type").and_then(Value::as_str).ok_or_else(|| format!("{at}.type is required"))?;
+        out.push(match t {
+            "business_rules" => {
+                let rules = obj.get("rules").and_then(Value::as_array).ok_or_else(|| format!("{at}.rules must be an array"))?;
+                let mut checks = Vec::new();
+                for (j, r) in rules.iter().enumerate() {
+                    let rat = format!("{at}.rules[{j}]");
+                    let c = parse_check(r, &rat)?;
+                    for f in c.referenced() {
+                        if !schema_fields.iter().any(|s| s == f) {
+                            return Err(format!("{rat} names '{f}', which is not a field of the schema"));
+                        }
+                    }
+                    let ff = c.failing_field();
+                    if !field_scope.is_empty() && !field_scope.iter().any(|s| s == ff) {
+                        return Err(format!("{rat}: its failing field '{ff}' is outside the field_scope"));
+                    }
+                    checks.push(c);
+                }
+                Mechanism::BusinessRules(checks)
+            }
+            "evidence" => Mechanism::Evidence,
+            "min_confidence" => {
+                let th = obj
+                    .get("threshold")
+                    .and_then(Value::as_f64)
+                    .filter(|t| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| format!("{at}.threshold must be a number from 0 to 1"))?;
+                Mechanism::MinConfidence(th)
+            }
+            "n_shot" => {
+                let n = obj.get("n").and_then(Value::as_u64).filter(|n| (1..=10).contains(n)).ok_or_else(|| format!("{at}.n must be an integer from 1 to 10"))?;
+                Mechanism::NShot(n as u32)
+            }
+            other => return Err(format!("{at}.type '{other}' is unknown (use business_rules, evidence, min_confidence, n_shot)")),
+        });
+    }
+    Ok(Gate { severity, field_scope: field_scope.to_vec(), mechanisms: out })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Skip,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Skip => "skip",
+        }
+    }
+}
+
+/// What a gate sees of one field's canonical version.
+pub struct Evidence<'a> {
+    pub value: &'a Value,
+    pub source: Option<&'a str>,
+    pub rule_type: Option<&'a str>,
+    pub confidence: Option<f64>,
+    /// The value as extraction found it, when one exists.
+    pub extracted: Option<&'a Value>,
+}
+
+pub struct Judgement {
+    pub outcome: Outcome,
+    pub reason: Option<&'static str>,
+    /// `[{ validatorType, verdict, confidence, reasoning }]`
+    pub mechanisms: Vec<Value>,
+}
+
+fn fold(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// Folds the document text once per document for the evidence check.
+pub fn fold_text(text: &str) -> String {
+    fold(text)
+}
+
+fn display(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn compare_values(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    if let (Some(x), Some(y)) = (as_number(a), as_number(b)) {
+        return x.partial_cmp(&y);
+    }
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// `lookup(name)` gives a field's canonical value and whether it is held.
+fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, String) {
+    let get = |f: &str| -> Option<Value> {
+        let (v, held) = lookup(f);
+        (!held && !v.is_null()).then_some(v)
+    };
+    let name = c.name();
+    let verdict = |ok: bool, msg: String| (if ok { Outcome::Pass } else { Outcome::Fail }, format!("{name}: {msg}"));
+    let skip = |why: &str| (Outcome::Skip, format!("{name}: {why}"));
+    match c {
+        Check::Required { field } => {
+            let (v, held) = lookup(field);
+            if held {
+                return skip("input held");
+            }
+            let present = !(v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()));
+            verdict(present, if present { "present".into() } else { "no value".into() })
+        }
+        Check::Enum { field, values } => match get(field) {
+            None => skip("no value"),
+            Some(v) => {
+                let ok = values.iter().any(|a| super::policy::same_value(a, &v));
+                verdict(ok, format!("{} {} allowed", display(&v), if ok { "is" } else { "is not" }))
+            }
+        },
+        Check::Regex { field, re } => match get(field) {
+            None => skip("no value"),
+            Some(v) => {
+                let ok = re.is_match(&display(&v));
+                verdict(ok, format!("{} {} the pattern", display(&v), if ok { "matches" } else { "does not match" }))
+            }
+        },
+        Check::Range { field, min, max } => match get(field) {
+            None => skip("no value"),
+            Some(v) => {
+                let dates = [min, max].iter().any(|b| b.as_ref().is_some_and(Value::is_string));
+                let ok = if dates {
+                    v.is_string()
+                        && min.as_ref().is_none_or(|m| compare_values(&v, m).is_some_and(|o| o.is_ge()))
+                        && max.as_ref().is_none_or(|m| compare_values(&v, m).is_some_and(|o| o.is_le()))
+                } else {
+                    match as_number(&v) {
+                        None => false,
+                        Some(n) => {
+                            min.as_ref().and_then(Value::as_f64).is_none_or(|m| n >= m)
+                                && max.as_ref().and_then(Value::as_f64).is_none_or(|m| n <= m)
+                        }
+                    }
+                };
+                verdict(ok, format!("{} {} in range", display(&v), if ok { "is" } else { "is not" }))
+            }
+        },
+        Check::Length { field, min, max } => match get(field) {
+            None => skip("no value"),
+            Some(v) => {
+                let len = match &v {
+                    Value::String(s) => Some(s.chars().count()),
+                    Value::Number(_) => Some(v.to_string().len()),
+                    _ => None,
+                };
+                let ok = len.is_some_and(|l| min.is_none_or(|m| l >= m) && max.is_none_or(|m| l <= m));
+                verdict(ok, format!("length {} {} allowed", len.map(|l| l.to_string()).unwrap_or("-".into()), if ok { "is" } else { "is not" }))
+            }
+        },
+        Check::Compare { left, op, right } => {
+            let Some(l) = get(left) else { return skip("no value") };
+            let r = match right {
+                Operand::Literal(n) => json!(n),
+                Operand::Field(f) => match get(f) {
+                    Some(v) => v,
+                    None => return skip("no value to compare with"),
+                },
+            };
+            let ord = compare_values(&l, &r);
+            let ok = match (op.as_str(), ord) {
+                ("==", _) => ord.is_some_and(|o| o.is_eq()) || l == r,
+                ("!=", _) => !(ord.is_some_and(|o| o.is_eq()) || l == r),
+                (_, None) => false,
+                ("<", Some(o)) => o.is_lt(),
+                ("<=", Some(o)) => o.is_le(),
+                (">", Some(o)) => o.is_gt(),
+                (_, Some(o)) => o.is_ge(),
+            };
+            verdict(ok, format!("{} {op} {}", display(&l), display(&r)))
+        }
+        Check::Sum { fields, equals, tolerance } => {
+            let mut total = 0.0;
+            for f in fields {
+                match get(f) {
+                    None => return skip("an input has no value"),
+                    Some(v) => match as_number(&v) {
+                        Some(n) => total += n,
+                        None => return verdict(false, format!("{} is not a number", display(&v))),
+                    },
+                }
+            }
+            let target = match equals {
+                Operand::Literal(n) => *n,
+                Operand::Field(f) => match get(f) {
+                    None => return skip("no value to compare with"),
+                    Some(v) => match as_number(&v) {
+                        Some(n) => n,
+                        None => return verdict(false, format!("{} is not a number", display(&v))),
+                    },
+                },
+            };
+            let ok = (total - target).abs() <= *tolerance + 1e-9;
+            verdict(ok, format!("sum {total} vs {target}"))
+        }
+    }
+}
+
+fn mech(kind: &str, outcome: Outcome, confidence: Option<f64>, reasoning: String) -> Value {
+    json!({ "validatorType": kind, "verdict": outcome.as_str(), "confidence": confidence, "reasoning": reasoning })
+}
+
+/// Judges one field at a gate.
+pub fn judge(gate: &Gate, field: &str, ev: &Evidence, lookup: &dyn Fn(&str) -> (Value, bool), folded_text: &str) -> Judgement {
+    let mut mechanisms = Vec::new();
+    let mut failed_required = false;
+    let mut low_conf = false;
+    let mut any_fail = false;
+    let mut any_pass = false;
+    for m in &gate.mechanisms {
+        let (outcome, confidence, reasoning, kind) = match m {
+            Mechanism::BusinessRules(checks) => {
+                let mine: Vec<&Check> = checks.iter().filter(|c| c.failing_field() == field).collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let mut out = Outcome::Skip;
+                let mut notes = Vec::new();
+                for c in mine {
+                    let (o, note) = run_check(c, lookup);
+                    if o == Outcome::Fail {
+                        out = Outcome::Fail;
+                        if matches!(c, Check::Required { .. }) {
+                            failed_required = true;
+                        }
+                    } else if o == Outcome::Pass && out == Outcome::Skip {
+                        out = Outcome::Pass;
+                    }
+                    notes.push(note);
+                }
+                (out, None, notes.join("; "), "business_rules")
+            }
+            Mechanism::Evidence => {
+                let exempt = matches!(ev.source, Some("registry_transfer") | Some("human_review"))
+                    || ev.rule_type.is_some_and(super::policy::Rule::not_from_text);
+                if ev.value.is_null() {
+                    (Outcome::Skip, None, "no value".into(), "evidence")
+                } else if exempt {
+                    (Outcome::Skip, None, "value does not come from the document text".into(), "evidence")
+                } else {
+                    let found = [Some(ev.value), ev.extracted]
+                        .into_iter()
+                        .flatten()
+                        .any(|v| !v.is_null() && folded_text.contains(&fold(&display(v))));
+                    let o = if found { Outcome::Pass } else { Outcome::Fail };
+                    (o, None, if found { "found in the document".into() } else { "not found in the document".into() }, "evidence")
+                }
+            }
+            Mechanism::MinConfidence(th) => match ev.confidence {
+                None => (Outcome::Skip, None, "no confidence".into(), "min_confidence"),
+                Some(c) => {
+                    let ok = c >= *th;
+                    if !ok {
+                        low_conf = true;
+                    }
+                    (if ok { Outcome::Pass } else { Outcome::Fail }, Some(c), format!("confidence {c} vs threshold {th}"), "min_confidence")
+                }
+            },
+            Mechanism::NShot(n) => (Outcome::Pass, Some(1.0), format!("deterministic extractor: {n} runs agree"), "n_shot"),
+        };
+        match outcome {
+            Outcome::Fail => any_fail = true,
+            Outcome::Pass => any_pass = true,
+            Outcome::Skip => {}
+        }
+        mechanisms.push(mech(kind, outcome, confidence, reasoning));
+    }
+    let outcome = if any_fail {
+        Outcome::Fail
+    } else if any_pass {
+        Outcome::Pass
+    } else {
+        Outcome::Skip
+    };
+    let reason = if outcome != Outcome::Fail {
+        None
+    } else if failed_required {
+        Some("missing_value")
+    } else if low_conf {
+        Some("low_confidence")
+    } else {
+        Some("failed_check")
+    };
+    Judgement { outcome, reason, mechanisms }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> Vec<String> {
+        ["total", "net", "tax", "currency", "invoice_number", "supplier", "issued"].iter().map(|s| s.to_string()).collect()
+    }
+
+    fn gate(rules: Value) -> Gate {
+        compile("blocking", &[], &json!([{ "type": "business_rules", "rules": rules }]), &fields()).unwrap()
+    }
+
+    fn judge_with(g: &Gate, field: &str, vals: &[(&str, Value)], held: &[&str]) -> Judgement {
+        let lookup = |f: &str| -> (Value, bool) {
+            (vals.iter().find(|(k, _)| *k == f).map(|(_, v)| v.clone()).unwrap_or(Value::Null), held.contains(&f))
+        };
+        let v = lookup(field).0;
+        let ev = Evidence { value: &v, source: Some("rules_extraction"), rule_type: None, confidence: Some(0.95), extracted: None };
+        judge(g, field, &ev, &lookup, "")
+    }
+
+    #[test]
+    fn each_check_passes_fails_and_skips_on_null() {
+        let g = gate(json!([
+            {"field": "total", "check": "required"},
+            {"field": "currency", "check": "enum", "values": ["EUR", "USD"]},
+            {"field": "invoice_number", "check": "regex", "pattern": "^INV-\\d+$"},
+            {"field": "net", "check": "range", "min": 0, "max": 100},
+            {"field": "supplier", "check": "length", "min": 2, "max": 5},
+            {"field": "issued", "check": "range", "min": "2024-01-01", "max": "2024-12-31"},
+            {"check": "compare", "left": "tax", "op": "<=", "right": "net"},
+        ]));
+        let j = judge_with(&g, "total", &[], &[]);
+        assert_eq!((j.outcome, j.reason), (Outcome::Fail, Some("missing_value")));
+        assert_eq!(judge_with(&g, "total", &[("total", json!(5))], &[]).outcome, Outcome::Pass);
+        for (f, good, bad) in [
+            ("currency", json!("EUR"), json!("GBP")),
+            ("invoice_number", json!("INV-12"), json!("X-12")),
+            ("net", json!(50), json!(150)),
+            ("supplier", json!("Acme"), json!("A")),
+            ("issued", json!("2024-06-01"), json!("2025-01-01")),
+        ] {
+            assert_eq!(judge_with(&g, f, &[(f, good)], &[]).outcome, Outcome::Pass, "{f}");
+            let j = judge_with(&g, f, &[(f, bad)], &[]);
+            assert_eq!((j.outcome, j.reason), (Outcome::Fail, Some("failed_check")), "{f}");
+            assert_eq!(judge_with(&g, f, &[], &[]).outcome, Outcome::Skip, "{f} on null");
+        }
+        assert_eq!(judge_with(&g, "net", &[("net", json!("abc"))], &[]).outcome, Outcome::Fail, "non-number in a numeric check");
+        assert_eq!(judge_with(&g, "tax", &[("tax", json!(5)), ("net", json!(10))], &[]).outcome, Outcome::Pass);
+        assert_eq!(judge_with(&g, "tax", &[("tax", json!(50)), ("net", json!(10))], &[]).outcome, Outcome::Fail);
+        assert_eq!(judge_with(&g, "tax", &[("tax", json!(50)), ("net", json!(10))], &["net"]).outcome, Outcome::Skip, "held input");
+    }
+
+    #[test]
+    fn sum_with_tolerance() {
+        let g = gate(json!([{"check": "sum", "fields": ["net", "tax"], "equals": "total", "tolerance": 0.01}]));
+        let ok = judge_with(&g, "total", &[("net", json!(100)), ("tax", json!(19)), ("total", json!(119.005))], &[]);
+        assert_eq!(ok.outcome, Outcome::Pass);
+        let bad = judge_with(&g, "total", &[("net", json!(100)), ("tax", json!(19)), ("total", json!(120))], &[]);
+        assert_eq!(bad.outcome, Outcome::Fail);
+        let skip = judge_with(&g, "total", &[("net", json!(100)), ("total", json!(120))], &[]);
+        assert_eq!(skip.outcome, Outcome::Skip);
+    }
+
+    #[test]
+    fn evidence_and_confidence_mechanisms() {
+        let g = compile("warning", &[], &json!([{"type": "evidence"}, {"type": "min_confidence", "threshold": 0.8}, {"type": "n_shot", "n": 3}]), &fields()).unwrap();
+        let v = json!(1000.5);
+        let raw = json!("1.000,50");
+        let lookup = |_: &str| (Value::Null, false);
+        let text = fold_text("Total:   1.000,50 EUR");
+        let ev = Evidence { value: &v, source: Some("policy_resolution"), rule_type: Some("number"), confidence: Some(0.6), extracted: Some(&raw) };
+        let j = judge(&g, "total", &ev, &lookup, &text);
+        assert_eq!((j.outcome, j.reason), (Outcome::Fail, Some("low_confidence")));
+        assert_eq!(j.mechanisms[0]["verdict"], "pass");
+        assert_eq!(j.mechanisms[2]["verdict"], "pass");
+        let ev = Evidence { value: &v, source: Some("policy_resolution"), rule_type: Some("compute"), confidence: Some(0.9), extracted: None };
+        assert_eq!(judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"], "skip");
+        let s = json!("Globex");
+        let ev = Evidence { value: &s, source: Some("rules_extraction"), rule_type: None, confidence: Some(0.9), extracted: Some(&s) };
+        assert_eq!(judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"], "fail");
+    }
+
+    #[test]
+    fn configuration_errors_name_the_problem() {
+        let f = fields();
+        assert!(compile("fatal", &[], &json!([]), &f).is_err());
+        assert!(compile("info", &["nope".into()], &json!([]), &f).unwrap_err().contains("nope"));
+        let out_of_scope = json!([{"type": "business_rules", "rules": [{"field": "net", "check": "required"}]}]);
+        assert!(compile("info", &["total".into()], &out_of_scope, &f).unwrap_err().contains("outside"));
+        let unknown = json!([{"type": "business_rules", "rules": [{"field": "ghost", "check": "required"}]}]);
+        assert!(compile("info", &[], &unknown, &f).unwrap_err().contains("ghost"));
+        let bad_re = json!([{"type": "business_rules", "rules": [{"field": "net", "check": "regex", "pattern": "("}]}]);
+        assert!(compile("info", &[], &bad_re, &f).is_err());
+        assert!(compile("info", &[], &json!([{"type": "magic"}]), &f).is_err());
+        assert!(compile("info", &[], &json!([{"type": "min_confidence", "threshold": 2}]), &f).is_err());
+    }
+}

@@ -1,0 +1,602 @@
+//! Data-policy rules: validation of their configuration, compiled order, and application.
+
+use super::expr::{self, round_to, Expr};
+use chrono::NaiveDate;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeSet, HashMap};
+
+pub const RULE_TYPES: [&str; 10] =
+    ["direct", "format", "date", "number", "currency", "lookup", "regex_replace", "default", "compute", "unit"];
+
+/// A rule as stored: the raw configuration is kept, the compiled form is rebuilt when needed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RuleDef {
+    pub id: String,
+    pub field_key: String,
+    pub rule_type: String,
+    pub config: Value,
+    pub order: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Rule {
+    Direct { from: String },
+    Format { op: String },
+    Date { day_first: bool, output: String },
+    Number { decimal: char, round: Option<i32> },
+    Currency { default: Option<String> },
+    Lookup { table: Vec<(String, Value)>, case_insensitive: bool, null_fallback: bool },
+    RegexReplace { re: Regex, replacement: String },
+    Default { value: Value },
+    Compute { expr: Expr },
+    Unit { factor: f64 },
+}
+
+fn cfg_str<'a>(c: &'a Map<String, Value>, k: &str) -> Result<Option<&'a str>, String> {
+    match c.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("config.{k} must be a string")),
+    }
+}
+
+fn cfg_bool(c: &Map<String, Value>, k: &str, default: bool) -> Result<bool, String> {
+    match c.get(k) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(format!("config.{k} must be a boolean")),
+    }
+}
+
+/// Units by dimension, as a factor to the dimension's base unit.
+fn unit_factor(u: &str) -> Option<(&'static str, f64)> {
+    Some(match u.to_ascii_lowercase().as_str() {
+        "mg" => ("mass", 1e-6),
+        "g" => ("mass", 1e-3),
+        "kg" => ("mass", 1.0),
+        "t" => ("mass", 1000.0),
+        "lb" => ("mass", 0.453_592_37),
+        "oz" => ("mass", 0.028_349_523_125),
+        "mm" => ("length", 1e-3),
+        "cm" => ("length", 1e-2),
+        "m" => ("length", 1.0),
+        "km" => ("length", 1000.0),
+        "in" => ("length", 0.0254),
+        "ft" => ("length", 0.3048),
+        "yd" => ("length", 0.9144),
+        "mi" => ("length", 1609.344),
+        "ml" => ("volume", 1e-3),
+        "cl" => ("volume", 1e-2),
+        "dl" => ("volume", 0.1),
+        "l" => ("volume", 1.0),
+        "m3" => ("volume", 1000.0),
+        "gal" => ("volume", 3.785_411_784),
+        _ => return None,
+    })
+}
+
+fn check_strftime(fmt: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    if fmt.is_empty() || StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+        return Err(format!("config.output '{fmt}' is not a valid strftime format"));
+    }
+    Ok(())
+}
+
+/// Compiles a rule's configuration; the error names what is wrong (the caller names the rule).
+pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
+    let empty = Map::new();
+    let c = match config {
+        Value::Object(m) => m,
+        Value::Null => &empty,
+        _ => return Err("config must be an object".into()),
+    };
+    Ok(match rule_type {
+        "direct" => Rule::Direct { from: cfg_str(c, "from")?.ok_or("config.from is required")?.to_string() },
+        "format" => {
+            let op = cfg_str(c, "op")?.ok_or("config.op is required")?;
+            if !["trim", "lowercase", "uppercase", "titlecase", "collapse_whitespace"].contains(&op) {
+                return Err("config.op must be one of trim, lowercase, uppercase, titlecase, collapse_whitespace".into());
+            }
+            Rule::Format { op: op.to_string() }
+        }
+        "date" => {
+            let output = cfg_str(c, "output")?.unwrap_or("%Y-%m-%d").to_string();
+            check_strftime(&output)?;
+            Rule::Date { day_first: cfg_bool(c, "day_first", false)?, output }
+        }
+        "number" => {
+            let decimal = match cfg_str(c, "decimal_separator")? {
+                None | Some(".") => '.',
+                Some(",") => ',',
+                Some(_) => return Err("config.decimal_separator must be \".\" or \",\"".into()),
+            };
+            let round = match c.get("round") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_i64() {
+                    Some(n) if (0..=12).contains(&n) => Some(n as i32),
+                    _ => return Err("config.round must be an integer from 0 to 12".into()),
+                },
+            };
+            Rule::Number { decimal, round }
+        }
+        "currency" => {
+            let default = cfg_str(c, "default")?.map(|d| d.to_ascii_uppercase());
+            if let Some(d) = &default {
+                if d.len() != 3 || !d.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err("config.default must be a three-letter currency code".into());
+                }
+            }
+            Rule::Currency { default }
+        }
+        "lookup" => {
+            let table = match c.get("table") {
+                Some(Value::Object(t)) => t.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                _ => return Err("config.table must be an object of raw: canonical".into()),
+            };
+            let null_fallback = match cfg_str(c, "fallback")? {
+                None | Some("keep") => false,
+                Some("null") => true,
+                Some(_) => return Err("config.fallback must be \"keep\" or \"null\"".into()),
+            };
+            Rule::Lookup { table, case_insensitive: cfg_bool(c, "case_insensitive", false)?, null_fallback }
+        }
+        "regex_replace" => {
+            let pattern = cfg_str(c, "pattern")?.ok_or("config.pattern is required")?;
+            let re = regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("config.pattern is not a valid regular expression: {e}"))?;
+            let replacement = cfg_str(c, "replacement")?.ok_or("config.replacement is required")?.to_string();
+            Rule::RegexReplace { re, replacement }
+        }
+        "default" => Rule::Default { value: c.get("value").cloned().ok_or("config.value is required")? },
+        "compute" => {
+            let src = cfg_str(c, "expr")?.ok_or("config.expr is required")?;
+            Rule::Compute { expr: expr::parse(src).map_err(|e| format!("config.expr: {e}"))? }
+        }
+        "unit" => {
+            let from = cfg_str(c, "from")?.ok_or("config.from is required")?;
+            let to = cfg_str(c, "to")?.ok_or("config.to is required")?;
+            let (df, ff) = unit_factor(from).ok_or_else(|| format!("unknown unit '{from}'"))?;
+            let (dt, ft) = unit_factor(to).ok_or_else(|| format!("unknown unit '{to}'"))?;
+            if df != dt {
+                return Err(format!("cannot convert {df} ('{from}') to {dt} ('{to}')"));
+            }
+            Rule::Unit { factor: ff / ft }
+        }
+        other => return Err(format!("rule_type '{other}' is unknown (use one of {})", RULE_TYPES.join(", "))),
+    })
+}
+
+impl Rule {
+    /// The fields this rule reads besides the chain's own value.
+    pub fn inputs(&self) -> BTreeSet<String> {
+        match self {
+            Rule::Direct { from } => BTreeSet::from([from.clone()]),
+            Rule::Compute { expr } => expr.vars(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Whether values written by this rule are exempt from the evidence check.
+    pub fn not_from_text(rule_type: &str) -> bool {
+        matches!(rule_type, "default" | "compute" | "lookup" | "direct")
+    }
+}
+
+/// Validates a policy's whole rule set against its fields and returns the rule ids in compiled
+/// order: fields topologically (a field's chain after the chains it reads), each chain by `order`.
+pub fn compiled_order(fields: &[String], rules: &[RuleDef]) -> Result<Vec<String>, String> {
+    let mut by_field: Vec<(String, Vec<&RuleDef>)> = Vec::new();
+    let mut reads: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut sorted: Vec<&RuleDef> = rules.iter().collect();
+    sorted.sort_by_key(|r| r.order);
+    for r in &sorted {
+        let name = format!("rule {} ({} on {})", r.id, r.rule_type, r.field_key);
+        if !fields.contains(&r.field_key) {
+            return Err(format!("{name}: field '{}' is not a field of this policy", r.field_key));
+        }
+        let compiled = compile(&r.rule_type, &r.config).map_err(|e| format!("{name}: {e}"))?;
+        for input in compiled.inputs() {
+            if !fields.contains(&input) {
+                return Err(format!("{name}: input '{input}' is not a field of this policy"));
+            }
+            if input != r.field_key {
+                reads.entry(r.field_key.clone()).or_default().insert(input);
+            }
+        }
+        match by_field.iter_mut().find(|(f, _)| f == &r.field_key) {
+            Some((_, list)) => list.push(r),
+            None => by_field.push((r.field_key.clone(), vec![r])),
+        }
+    }
+    // Depth-first topological sort over the fields that have rules, in first-rule order.
+    let mut out = Vec::new();
+    let mut state: HashMap<String, u8> = HashMap::new();
+    fn visit(
+        f: &str,
+        by_field: &[(String, Vec<&RuleDef>)],
+        reads: &HashMap<String, BTreeSet<String>>,
+        state: &mut HashMap<String, u8>,
+        out: &mut Vec<String>,
+    ) -> Result<(), String> {
+        match state.get(f).copied() {
+            Some(2) => return Ok(()),
+            Some(1) => return Err(f.to_string()),
+            _ => {}
+        }
+        state.insert(f.to_string(), 1);
+        if let Some(deps) = reads.get(f) {
+            for d in deps {
+                visit(d, by_field, reads, state, out)?;
+            }
+        }
+        state.insert(f.to_string(), 2);
+        if let Some((_, list)) = by_field.iter().find(|(name, _)| name == f) {
+            out.extend(list.iter().map(|r| r.id.clone()));
+        }
+        Ok(())
+    }
+    for (f, _) in &by_field {
+        visit(f, &by_field, &reads, &mut state, &mut out).map_err(|at| {
+            let rule = by_field
+                .iter()
+                .find(|(name, _)| name == &at)
+                .and_then(|(_, l)| l.first())
+                .map(|r| format!("rule {} ({} on {})", r.id, r.rule_type, r.field_key))
+                .unwrap_or_else(|| format!("field '{at}'"));
+            format!("{rule}: its inputs form a cycle through field '{at}'")
+        })?;
+    }
+    Ok(out)
+}
+
+/// A value as numbers are read: JSON numbers, or strings that are plain decimal numbers.
+pub fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+') {
+                return None;
+            }
+            t.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// A JSON number from an f64, as an integer when it is one.
+pub fn number_value(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+/// Whether two values are the same for "did the rule change it" (numbers compare numerically).
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+fn titlecase(s: &str) -> String {
+    s.split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn parse_number(s: &str, decimal: char) -> Result<f64, String> {
+    let group = if decimal == '.' { ',' } else { '.' };
+    let mut cleaned = String::new();
+    let mut neg = false;
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            cleaned.push(ch);
+        } else if ch == decimal {
+            cleaned.push('.');
+        } else if ch == '-' && cleaned.is_empty() {
+            neg = true;
+        } else if ch == group || ch.is_whitespace() || ch == '\'' || ch == '+' {
+        } else if ch.is_alphabetic() || "€$£¥".contains(ch) {
+            // currency marks and unit letters around the number
+        } else {
+            return Err(format!("'{s}' is not a number"));
+        }
+    }
+    if cleaned.is_empty() || cleaned.matches('.').count() > 1 {
+        return Err(format!("'{s}' is not a number"));
+    }
+    let n: f64 = cleaned.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    Ok(if neg { -n } else { n })
+}
+
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+
+fn month_of(word: &str) -> Option<u32> {
+    let w = word.to_ascii_lowercase();
+    if w.len() < 3 {
+        return None;
+    }
+    MONTHS.iter().position(|m| w.starts_with(m)).map(|i| i as u32 + 1)
+}
+
+/// Parses the common written date forms. Ambiguous day/month order follows `day_first`, unless
+/// one of the two numbers is above 12.
+pub fn parse_date(s: &str, day_first: bool) -> Result<NaiveDate, String> {
+    let bad = || format!("'{s}' is not a recognizable date");
+    let t = s.trim();
+    let parts: Vec<&str> = t
+        .split(|c: char| c == '-' || c == '.' || c == '/' || c == ' ' || c == ',')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let num = |p: &str| p.parse::<i64>().ok();
+    let (y, m, d) = if let (Some(a), Some(b), Some(c)) = (num(parts[0]), num(parts[1]), num(parts[2])) {
+        if parts[0].len() == 4 {
+            (a, b, c)
+        } else {
+            let year = if parts[2].len() == 2 { 2000 + c } else { c };
+            let (day, month) = if a > 12 {
+                (a, b)
+            } else if b > 12 {
+                (b, a)
+            } else if day_first {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            (year, month, day)
+        }
+    } else if let Some(m) = month_of(parts[1]) {
+        // 14 September 2024
+        (num(parts[2]).ok_or_else(bad)?, m as i64, num(parts[0]).ok_or_else(bad)?)
+    } else if let Some(m) = month_of(parts[0]) {
+        // September 14, 2024
+        (num(parts[2]).ok_or_else(bad)?, m as i64, num(parts[1]).ok_or_else(bad)?)
+    } else {
+        return Err(bad());
+    };
+    let in_range = |v: i64, lo: i64, hi: i64| (lo..=hi).contains(&v);
+    if !in_range(y, 1, 9999) || !in_range(m, 1, 12) || !in_range(d, 1, 31) {
+        return Err(bad());
+    }
+    NaiveDate::from_ymd_opt(y as i32, m as u32, d as u32).ok_or_else(bad)
+}
+
+fn is_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
+fn currency_code(s: &str) -> Option<&'static str> {
+    let t = s.trim().to_lowercase();
+    Some(match t.as_str() {
+        "€" | "eur" | "euro" | "euros" => "EUR",
+        "$" | "usd" | "us$" | "dollar" | "dollars" | "us dollar" => "USD",
+        "£" | "gbp" | "pound" | "pounds" | "sterling" => "GBP",
+        "¥" | "jpy" | "yen" => "JPY",
+        "chf" | "fr." | "franc" | "francs" => "CHF",
+        "sek" | "kr" => "SEK",
+        "pln" | "zł" | "zloty" => "PLN",
+        "cad" | "c$" => "CAD",
+        "aud" | "a$" => "AUD",
+        _ => return None,
+    })
+}
+
+/// Applies one rule. `current` is the chain's value so far; `input` reads other fields.
+/// An `Err` is a note: the rule could not produce a value for this document.
+pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Result<Value, String> {
+    match rule {
+        Rule::Direct { from } => Ok(input(from)),
+        Rule::Format { op } => Ok(match current {
+            Value::String(s) => Value::String(match op.as_str() {
+                "trim" => s.trim().to_string(),
+                "lowercase" => s.to_lowercase(),
+                "uppercase" => s.to_uppercase(),
+                "titlecase" => titlecase(s),
+                _ => s.split_whitespace().collect::<Vec<_>>().join(" "),
+            }),
+            other => other.clone(),
+        }),
+        Rule::Date { day_first, output } => match current {
+            Value::Null => Ok(Value::Null),
+            Value::String(s) if is_iso_date(s.trim()) && output == "%Y-%m-%d" => Ok(Value::String(s.trim().into())),
+            Value::String(s) => {
+                let d = parse_date(s, *day_first)?;
+                Ok(Value::String(d.format(output).to_string()))
+            }
+            other => Err(format!("{other} is not a date")),
+        },
+        Rule::Number { decimal, round } => match current {
+            Value::Null => Ok(Value::Null),
+            Value::Number(_) => Ok(current.clone()),
+            Value::String(s) => {
+                let mut n = parse_number(s, *decimal)?;
+                if let Some(r) = round {
+                    n = round_to(n, *r);
+                }
+                Ok(number_value(n))
+            }
+            other => Err(format!("{other} is not a number")),
+        },
+        Rule::Currency { default } => match current {
+            Value::Null => Ok(default.as_ref().map(|d| json!(d)).unwrap_or(Value::Null)),
+            Value::String(s) if s.trim().is_empty() => Ok(default.as_ref().map(|d| json!(d)).unwrap_or(Value::Null)),
+            Value::String(s) => {
+                if let Some(code) = currency_code(s) {
+                    return Ok(json!(code));
+                }
+                let t = s.trim();
+                if t.len() == 3 && t.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Ok(json!(t.to_ascii_uppercase()));
+                }
+                match default {
+                    Some(d) => Ok(json!(d)),
+                    None => Err(format!("'{s}' is not a known currency")),
+                }
+            }
+            other => Err(format!("{other} is not a currency")),
+        },
+        Rule::Lookup { table, case_insensitive, null_fallback } => {
+            let key = match current {
+                Value::String(s) => s.clone(),
+                Value::Null => return Ok(Value::Null),
+                other => other.to_string(),
+            };
+            let hit = table.iter().find(|(k, _)| if *case_insensitive { k.to_lowercase() == key.to_lowercase() } else { *k == key });
+            Ok(match hit {
+                Some((_, v)) => v.clone(),
+                None if *null_fallback => Value::Null,
+                None => current.clone(),
+            })
+        }
+        Rule::RegexReplace { re, replacement } => Ok(match current {
+            Value::String(s) => Value::String(re.replace_all(s, replacement.as_str()).into_owned()),
+            other => other.clone(),
+        }),
+        Rule::Default { value } => Ok(match current {
+            Value::Null => value.clone(),
+            Value::String(s) if s.trim().is_empty() => value.clone(),
+            other => other.clone(),
+        }),
+        Rule::Compute { expr } => {
+            let v = expr.eval(&|name| {
+                let val = input(name);
+                if val.is_null() {
+                    return Err(format!("input '{name}' has no value"));
+                }
+                as_number(&val).ok_or_else(|| format!("input '{name}' is not a number ({val})"))
+            })?;
+            Ok(number_value(round_to(v, 10)))
+        }
+        Rule::Unit { factor } => match current {
+            Value::Null => Ok(Value::Null),
+            other => {
+                let n = as_number(other).ok_or_else(|| format!("{other} is not a number"))?;
+                Ok(number_value(round_to(n * factor, 10)))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rule_type: &str, config: Value, current: Value) -> Result<Value, String> {
+        let r = compile(rule_type, &config)?;
+        apply(&r, &current, &|f| match f {
+            "net" => json!(100),
+            "tax" => json!("19.5"),
+            "zero" => json!(0),
+            "name" => json!("Acme"),
+            _ => Value::Null,
+        })
+    }
+
+    #[test]
+    fn numbers_with_either_separator() {
+        assert_eq!(run("number", json!({"decimal_separator": ","}), json!("1.000,50")).unwrap(), json!(1000.5));
+        assert_eq!(run("number", json!({}), json!("1,000.50")).unwrap(), json!(1000.5));
+        assert_eq!(run("number", json!({}), json!("€ 12 345")).unwrap(), json!(12345));
+        assert_eq!(run("number", json!({"round": 1}), json!("2.25")).unwrap(), json!(2.3));
+        // A typed number passes through unchanged, even when it looks like the other convention.
+        assert_eq!(run("number", json!({"decimal_separator": ","}), json!(1000.5)).unwrap(), json!(1000.5));
+        assert!(run("number", json!({}), json!("n/a")).is_err());
+        assert!(run("number", json!({"decimal_separator": ";"}), json!("1")).is_err());
+    }
+
+    #[test]
+    fn dates_in_common_forms_and_ambiguity() {
+        assert_eq!(run("date", json!({}), json!("14.09.2024")).unwrap(), json!("2024-09-14"));
+        assert_eq!(run("date", json!({"day_first": true}), json!("03/04/2024")).unwrap(), json!("2024-04-03"));
+        assert_eq!(run("date", json!({"day_first": false}), json!("03/04/2024")).unwrap(), json!("2024-03-04"));
+        assert_eq!(run("date", json!({}), json!("September 14, 2024")).unwrap(), json!("2024-09-14"));
+        assert_eq!(run("date", json!({}), json!("14 Sep 2024")).unwrap(), json!("2024-09-14"));
+        assert_eq!(run("date", json!({}), json!("2024-09-14")).unwrap(), json!("2024-09-14"));
+        assert_eq!(run("date", json!({"output": "%d/%m/%Y"}), json!("2024-09-14")).unwrap(), json!("14/09/2024"));
+        assert!(run("date", json!({}), json!("31.02.2024")).is_err());
+        assert!(run("date", json!({}), json!("soon")).is_err());
+        assert!(compile("date", &json!({"output": "%Q"})).is_err());
+    }
+
+    #[test]
+    fn currencies_known_unknown_and_defaulted() {
+        assert_eq!(run("currency", json!({}), json!("€")).unwrap(), json!("EUR"));
+        assert_eq!(run("currency", json!({}), json!("eur")).unwrap(), json!("EUR"));
+        assert_eq!(run("currency", json!({}), json!("Euro")).unwrap(), json!("EUR"));
+        assert_eq!(run("currency", json!({}), json!("nok")).unwrap(), json!("NOK"));
+        assert!(run("currency", json!({}), json!("shells")).is_err());
+        assert_eq!(run("currency", json!({"default": "usd"}), json!("shells")).unwrap(), json!("USD"));
+        assert_eq!(run("currency", json!({"default": "EUR"}), Value::Null).unwrap(), json!("EUR"));
+    }
+
+    #[test]
+    fn compute_lookup_format_default_unit_regex_direct() {
+        assert_eq!(run("compute", json!({"expr": "net + tax"}), Value::Null).unwrap(), json!(119.5));
+        assert_eq!(run("compute", json!({"expr": "net / zero"}), Value::Null).unwrap_err(), "division by zero");
+        assert!(run("compute", json!({"expr": "net + missing"}), Value::Null).unwrap_err().contains("no value"));
+        assert!(compile("compute", &json!({"expr": "net +"})).is_err());
+        let table = json!({"table": {"ACME GmbH": "Acme"}, "case_insensitive": true});
+        assert_eq!(run("lookup", table.clone(), json!("acme gmbh")).unwrap(), json!("Acme"));
+        assert_eq!(run("lookup", table, json!("Other")).unwrap(), json!("Other"));
+        assert_eq!(run("lookup", json!({"table": {}, "fallback": "null"}), json!("x")).unwrap(), Value::Null);
+        assert_eq!(run("format", json!({"op": "titlecase"}), json!("hello WORLD")).unwrap(), json!("Hello World"));
+        assert_eq!(run("format", json!({"op": "collapse_whitespace"}), json!(" a  b ")).unwrap(), json!("a b"));
+        assert_eq!(run("default", json!({"value": "EUR"}), json!("")).unwrap(), json!("EUR"));
+        assert_eq!(run("default", json!({"value": "EUR"}), json!("USD")).unwrap(), json!("USD"));
+        assert_eq!(run("unit", json!({"from": "g", "to": "kg"}), json!(1500)).unwrap(), json!(1.5));
+        assert!(compile("unit", &json!({"from": "g", "to": "m"})).is_err());
+        assert_eq!(run("regex_replace", json!({"pattern": "^INV", "replacement": "R"}), json!("INV-1")).unwrap(), json!("R-1"));
+        assert!(compile("regex_replace", &json!({"pattern": "(", "replacement": ""})).is_err());
+        assert_eq!(run("direct", json!({"from": "name"}), Value::Null).unwrap(), json!("Acme"));
+    }
+
+    fn rule(id: &str, field: &str, t: &str, config: Value, order: i64) -> RuleDef {
+        RuleDef { id: id.into(), field_key: field.into(), rule_type: t.into(), config, order }
+    }
+
+    #[test]
+    fn compiled_order_is_topological_and_cycles_name_the_rule() {
+        let fields: Vec<String> = ["net", "tax", "total"].iter().map(|s| s.to_string()).collect();
+        let rules = vec![
+            rule("r1", "total", "compute", json!({"expr": "net + tax"}), 1),
+            rule("r2", "net", "number", json!({}), 2),
+            rule("r3", "tax", "number", json!({}), 3),
+            rule("r4", "total", "number", json!({"round": 2}), 4),
+        ];
+        assert_eq!(compiled_order(&fields, &rules).unwrap(), vec!["r2", "r3", "r1", "r4"]);
+        let cyc = vec![
+            rule("a", "net", "compute", json!({"expr": "tax * 2"}), 1),
+            rule("b", "tax", "compute", json!({"expr": "net / 2"}), 2),
+        ];
+        assert!(compiled_order(&fields, &cyc).unwrap_err().contains("cycle"));
+        let unknown = vec![rule("c", "net", "compute", json!({"expr": "gross"}), 1)];
+        let err = compiled_order(&fields, &unknown).unwrap_err();
+        assert!(err.contains("rule c") && err.contains("gross"), "{err}");
+        // A field may read its own input.
+        let own = vec![rule("d", "net", "compute", json!({"expr": "net * 1.19"}), 1)];
+        assert!(compiled_order(&fields, &own).is_ok());
+    }
+}
