@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod engine;
 pub mod domain;
 pub mod http;
 pub mod store;

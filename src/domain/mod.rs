@@ -10,3 +10,4 @@ pub mod rail;
 pub mod ids;
 pub mod keys;
 pub mod schema;
+pub mod state;

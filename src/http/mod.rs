@@ -4,6 +4,8 @@ pub mod auth;
 pub mod body;
 pub mod documents;
 pub mod error;
+pub mod gates;
+pub mod policies;
 pub mod health;
 pub mod idempotency;
 pub mod middleware;
@@ -114,6 +116,46 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
                 .route(web::put().to(schemas::replace))
                 .route(web::patch().to(schemas::patch))
                 .route(web::delete().to(schemas::delete)),
+        )
+        .service(
+            resource("/v1/schemas/{id}/rail", "GET, PUT")
+                .route(web::get().to(schemas::get_rail))
+                .route(web::put().to(schemas::put_rail)),
+        )
+        .service(
+            resource("/v1/schemas/{id}/validation-stages", "GET, POST")
+                .route(web::get().to(gates::list))
+                .route(web::post().to(gates::create)),
+        )
+        .service(resource("/v1/schemas/{id}/validation-stages/reorder", "POST").route(web::post().to(gates::reorder)))
+        .service(
+            resource("/v1/schemas/{id}/validation-stages/{stage_id}", "GET, PATCH, DELETE")
+                .route(web::get().to(gates::get))
+                .route(web::patch().to(gates::patch))
+                .route(web::delete().to(gates::delete)),
+        )
+        .service(
+            resource("/v1/data-policies", "GET, POST")
+                .route(web::get().to(policies::list))
+                .route(web::post().to(policies::create)),
+        )
+        .service(
+            resource("/v1/data-policies/{id}", "GET, PATCH, DELETE")
+                .route(web::get().to(policies::get))
+                .route(web::patch().to(policies::patch))
+                .route(web::delete().to(policies::delete)),
+        )
+        .service(resource("/v1/data-policies/{id}/fields", "POST").route(web::post().to(policies::add_field)))
+        .service(resource("/v1/data-policies/{id}/fields/{field_key}", "DELETE").route(web::delete().to(policies::delete_field)))
+        .service(
+            resource("/v1/data-policies/{id}/rules", "GET, POST")
+                .route(web::get().to(policies::list_rules))
+                .route(web::post().to(policies::add_rule)),
+        )
+        .service(
+            resource("/v1/data-policies/{id}/rules/{rule_id}", "PATCH, DELETE")
+                .route(web::patch().to(policies::patch_rule))
+                .route(web::delete().to(policies::delete_rule)),
         )
         .service(resource("/v1/fields", "GET").route(web::get().to(schemas::list_fields)))
         .service(

@@ -2,6 +2,8 @@
 //! All SQL of the service lives below this module.
 
 pub mod documents;
+pub mod gates;
+pub mod policies;
 pub mod idempotency;
 pub mod keys;
 pub mod orgs;

@@ -1,0 +1,25 @@
+//! The engine: phase semantics, the executor, pipelines, rerun and review.
+
+pub mod runner;
+pub mod spec;
+
+use crate::store::StoreError;
+
+/// What engine operations report; the HTTP layer maps it to answers in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for EngineError {
+    fn from(e: rusqlite::Error) -> Self {
+        EngineError::Store(e.into())
+    }
+}

@@ -1,0 +1,413 @@
+//! The document runner: one document from its cursor to the last phase, computed in memory
+//! without I/O. Each phase yields one `Step` that the writer commits on its own.
+
+use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::extract::{self, Extracted, FieldSpec};
+use crate::domain::gate::{self, Evidence, Gate, Outcome, Severity};
+use crate::domain::policy::{self, Rule, RuleDef};
+use crate::domain::rail::PhaseType;
+use crate::domain::schema::FieldDef;
+use crate::domain::state::{apply_waiting, Deps, Flag, States, Status};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeSet, HashMap};
+
+/// A stored or new cell version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub field: String,
+    pub version: i64,
+    pub value: Value,
+    pub source: String,
+    pub phase_index: usize,
+    pub generation: i64,
+    pub pass: i64,
+    pub confidence: Option<f64>,
+    pub source_text: Option<String>,
+    pub config_version: Option<i64>,
+    pub rule_type: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewVerdict {
+    pub field: String,
+    pub phase_index: usize,
+    pub stage_id: String,
+    pub outcome: Outcome,
+    pub suppressed: bool,
+    pub reason: Option<&'static str>,
+    pub mechanisms: Vec<Value>,
+    pub value_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum PhaseConfig {
+    Transfer,
+    Extraction,
+    Resolution { rules: Vec<(RuleDef, Rule)> },
+    Validation { stage_id: String, gate: Gate, routing: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunPhase {
+    pub index: usize,
+    pub phase_id: String,
+    pub kind: PhaseType,
+    pub config_version: i64,
+    pub config: PhaseConfig,
+}
+
+/// Everything about a run (at one generation) that a document needs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub fields: Vec<FieldDef>,
+    pub order: Vec<String>,
+    pub phases: Vec<RunPhase>,
+    pub deps: Deps,
+    pub extract_specs: Vec<FieldSpec>,
+}
+
+impl RunSpec {
+    pub fn new(fields: Vec<FieldDef>, phases: Vec<RunPhase>) -> Self {
+        let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
+        let mut deps = Deps::default();
+        for f in &fields {
+            if !f.depends_on.is_empty() {
+                deps.declared.insert(f.field_name.clone(), f.depends_on.iter().cloned().collect());
+            }
+        }
+        for p in &phases {
+            if let PhaseConfig::Resolution { rules } = &p.config {
+                for (def, rule) in rules {
+                    let reads: BTreeSet<String> = rule.inputs().into_iter().filter(|i| i != &def.field_key).collect();
+                    deps.computed.entry(def.field_key.clone()).or_default().extend(reads);
+                }
+            }
+        }
+        let extract_specs = fields
+            .iter()
+            .map(|f| FieldSpec {
+                name: f.field_name.clone(),
+                display_name: f.display_name.clone(),
+                data_type: f.data_type.clone(),
+                synonyms: f.synonyms.clone(),
+            })
+            .collect();
+        RunSpec { fields, order, phases, deps, extract_specs }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&FieldDef> {
+        self.fields.iter().find(|f| f.field_name == name)
+    }
+}
+
+/// One document's stored situation when a worker picks it up.
+pub struct DocCtx {
+    pub content: Vec<u8>,
+    pub mime: String,
+    pub metadata: Map<String, Value>,
+    pub cells: Vec<Cell>,
+    /// `(generation, restart index)` of each rerun that restarted this document.
+    pub restarts: Vec<(i64, usize)>,
+    pub states: States,
+    pub generation: i64,
+    pub pass: i64,
+    pub cursor: usize,
+    /// Final values of decisions since each field's latest reopen.
+    pub decisions: Vec<(String, Value)>,
+    pub now: String,
+}
+
+impl DocCtx {
+    pub fn is_live(&self, c: &Cell) -> bool {
+        c.source == "human_review" || !self.restarts.iter().any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+    }
+
+    /// The newest live version written by a phase before `phase`.
+    pub fn newest_before(&self, field: &str, phase: usize) -> Option<&Cell> {
+        self.cells.iter().rev().find(|c| c.field == field && c.phase_index < phase && self.is_live(c))
+    }
+
+    /// Input of a phase: the pin, else the newest live earlier version, else null.
+    pub fn input(&self, field: &str, phase: usize) -> (Value, Option<&Cell>) {
+        if let Some(st) = self.states.get(field) {
+            if st.pinned {
+                let human = self.cells.iter().rev().find(|c| c.field == field && c.source == "human_review");
+                return (st.pin.clone(), human);
+            }
+        }
+        match self.newest_before(field, phase) {
+            Some(c) => (c.value.clone(), Some(c)),
+            None => (Value::Null, None),
+        }
+    }
+
+    fn next_version(&self, field: &str) -> i64 {
+        self.cells.iter().filter(|c| c.field == field).map(|c| c.version).max().unwrap_or(0) + 1
+    }
+}
+
+pub struct Step {
+    pub phase_index: usize,
+    pub cells: Vec<Cell>,
+    pub verdicts: Vec<NewVerdict>,
+    pub states_before: States,
+    pub states_after: States,
+}
+
+pub struct RunResult {
+    pub steps: Vec<Step>,
+    /// `(phase index, message)` when a phase failed for the whole document.
+    pub error: Option<(usize, String)>,
+}
+
+pub fn value_hash(v: &Value) -> String {
+    sha256_hex(canonical_json(v).as_bytes())[..16].to_string()
+}
+
+fn fold_key(s: &str) -> String {
+    extract::fold_label(s)
+}
+
+/// Runs the document from its cursor through the last phase.
+pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
+    let mut steps = Vec::new();
+    let mut extracted: Option<HashMap<String, Extracted>> = None;
+    let mut folded_text: Option<String> = None;
+    let last = spec.phases.len().saturating_sub(1);
+    for phase in spec.phases.iter().skip(ctx.cursor) {
+        let i = phase.index;
+        let before = ctx.states.clone();
+        let mut new_cells: Vec<Cell> = Vec::new();
+        let mut verdicts = Vec::new();
+        let in_play = |ctx: &DocCtx, f: &str, judge: bool| {
+            ctx.states.get(f).is_some_and(|s| s.in_play_at(i) && (judge || !s.pinned))
+        };
+        match &phase.config {
+            PhaseConfig::Transfer => {
+                for f in &spec.fields {
+                    if !in_play(ctx, &f.field_name, false) {
+                        continue;
+                    }
+                    let mut names: Vec<String> = vec![fold_key(&f.field_name), fold_key(&f.display_name)];
+                    names.extend(f.synonyms.iter().map(|s| fold_key(s)));
+                    let hit = ctx.metadata.iter().find(|(k, v)| !v.is_null() && names.contains(&fold_key(k)));
+                    if let Some((k, v)) = hit {
+                        let (input, _) = ctx.input(&f.field_name, i);
+                        if !policy::same_value(&input, v) {
+                            new_cells.push(cell(ctx, &f.field_name, v.clone(), "registry_transfer", phase, Some(1.0), Some(format!("metadata.{k}")), None));
+                        }
+                    }
+                }
+            }
+            PhaseConfig::Extraction => {
+                if extracted.is_none() {
+                    match extract::extract(&ctx.content, &ctx.mime, &spec.extract_specs) {
+                        Ok(map) => extracted = Some(map),
+                        Err(msg) => return RunResult { steps, error: Some((i, msg)) },
+                    }
+                }
+                let found = extracted.as_ref().expect("just set");
+                for f in &spec.fields {
+                    if !in_play(ctx, &f.field_name, false) || !ctx.input(&f.field_name, i).0.is_null() {
+                        continue;
+                    }
+                    if let Some(x) = found.get(&f.field_name) {
+                        new_cells.push(cell(ctx, &f.field_name, x.value.clone(), "rules_extraction", phase, Some(x.confidence), Some(x.source_text.clone()), None));
+                    }
+                }
+            }
+            PhaseConfig::Resolution { rules } => {
+                resolve(spec, ctx, phase, rules, &mut new_cells);
+            }
+            PhaseConfig::Validation { stage_id, gate, routing } => {
+                let text = folded_text.get_or_insert_with(|| gate::fold_text(&String::from_utf8_lossy(&ctx.content)));
+                verdicts = validate(spec, ctx, phase, stage_id, gate, routing, text);
+            }
+        }
+        // Versions written in this phase count for later phases of this run.
+        for c in &new_cells {
+            ctx.cells.push(c.clone());
+        }
+        for st in ctx.states.values_mut() {
+            if st.in_play_at(i) {
+                st.next = i + 1;
+            }
+        }
+        if i == last {
+            finish(spec, ctx);
+        }
+        steps.push(Step { phase_index: i, cells: new_cells, verdicts, states_before: before, states_after: ctx.states.clone() });
+    }
+    RunResult { steps, error: None }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cell(ctx: &DocCtx, field: &str, value: Value, source: &str, phase: &RunPhase, confidence: Option<f64>, source_text: Option<String>, rule_type: Option<String>) -> Cell {
+    Cell {
+        field: field.to_string(),
+        version: ctx.next_version(field),
+        value,
+        source: source.to_string(),
+        phase_index: phase.index,
+        generation: ctx.generation,
+        pass: ctx.pass,
+        confidence,
+        source_text,
+        config_version: Some(phase.config_version),
+        rule_type,
+        note: None,
+    }
+}
+
+fn resolve(spec: &RunSpec, ctx: &mut DocCtx, phase: &RunPhase, rules: &[(RuleDef, Rule)], out: &mut Vec<Cell>) {
+    let i = phase.index;
+    // Working values: what each field holds as this phase goes, with its confidence.
+    let mut work: HashMap<String, (Value, Option<f64>)> = HashMap::new();
+    for f in &spec.order {
+        let (v, c) = ctx.input(f, i);
+        let conf = c.and_then(|c| c.confidence).or(if ctx.states.get(f).is_some_and(|s| s.pinned) { Some(1.0) } else { None });
+        work.insert(f.clone(), (v, conf));
+    }
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut k = 0;
+    while k < rules.len() {
+        let field = rules[k].0.field_key.clone();
+        let chain_end = rules[k..].iter().position(|(d, _)| d.field_key != field).map(|p| k + p).unwrap_or(rules.len());
+        let chain = &rules[k..chain_end];
+        k = chain_end;
+        let playing = ctx.states.get(&field).is_some_and(|s| s.in_play_at(i) && !s.pinned);
+        if !playing || done.contains(&field) {
+            continue;
+        }
+        done.insert(field.clone());
+        let (input, input_conf) = work.get(&field).cloned().unwrap_or((Value::Null, None));
+        let mut current = input.clone();
+        let mut confs: Vec<f64> = input_conf.into_iter().collect();
+        let mut last_changer: Option<String> = None;
+        let mut failed: Option<String> = None;
+        for (def, rule) in chain {
+            for read in rule.inputs() {
+                if let Some(c) = work.get(&read).and_then(|w| w.1) {
+                    confs.push(c);
+                }
+            }
+            let lookup = |name: &str| work.get(name).map(|w| w.0.clone()).unwrap_or(Value::Null);
+            match policy::apply(rule, &current, &lookup) {
+                Ok(v) => {
+                    if !policy::same_value(&v, &current) {
+                        last_changer = Some(def.rule_type.clone());
+                    }
+                    current = v;
+                }
+                Err(note) => {
+                    failed = Some(format!("{} rule {}: {note}", def.rule_type, def.id));
+                    break;
+                }
+            }
+        }
+        if let Some(note) = failed {
+            if let Some(st) = ctx.states.get_mut(&field) {
+                st.note = Some(note);
+            }
+            continue;
+        }
+        if let Some(st) = ctx.states.get_mut(&field) {
+            st.note = None;
+        }
+        if !policy::same_value(&current, &input) {
+            let conf = confs.iter().copied().fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.min(c)))).or(Some(1.0));
+            let mut c = cell(ctx, &field, current.clone(), "policy_resolution", phase, conf, None, last_changer);
+            c.version += out.iter().filter(|o| o.field == field).count() as i64;
+            out.push(c);
+            work.insert(field, (current, conf));
+        }
+    }
+}
+
+fn validate(spec: &RunSpec, ctx: &mut DocCtx, phase: &RunPhase, stage_id: &str, g: &Gate, routing: &str, text: &str) -> Vec<NewVerdict> {
+    let i = phase.index;
+    let canonical = |ctx: &DocCtx, f: &str| -> Value { ctx.input(f, i + 1).0 };
+    let scope: Vec<&String> = if g.field_scope.is_empty() { spec.order.iter().collect() } else { g.field_scope.iter().collect() };
+    let mut verdicts = Vec::new();
+    for f in scope {
+        if !ctx.states.get(f).is_some_and(|s| s.in_play_at(i)) {
+            continue;
+        }
+        let (value, version) = ctx.input(f, i + 1);
+        let extracted = ctx.cells.iter().rev().find(|c| &c.field == f && c.source == "rules_extraction" && ctx.is_live(c)).map(|c| c.value.clone());
+        let ev = Evidence {
+            value: &value,
+            source: version.map(|c| c.source.as_str()),
+            rule_type: version.and_then(|c| c.rule_type.as_deref()),
+            confidence: version.and_then(|c| c.confidence),
+            extracted: extracted.as_ref(),
+        };
+        let lookup = |name: &str| -> (Value, bool) {
+            let held = ctx.states.get(name).is_some_and(|s| s.status.is_held());
+            (canonical(ctx, name), held)
+        };
+        let j = gate::judge(g, f, &ev, &lookup, text);
+        verdicts.push(NewVerdict {
+            field: f.clone(),
+            phase_index: i,
+            stage_id: stage_id.to_string(),
+            outcome: j.outcome,
+            suppressed: false,
+            reason: j.reason,
+            mechanisms: j.mechanisms,
+            value_hash: value_hash(&value),
+        });
+    }
+    let now = ctx.now.clone();
+    for v in verdicts.iter_mut() {
+        if v.outcome != Outcome::Fail {
+            continue;
+        }
+        let st = ctx.states.get_mut(&v.field).expect("judged fields exist");
+        let reason = v.reason.unwrap_or("failed_check").to_string();
+        match g.severity {
+            Severity::Info => {}
+            Severity::Warning => st.flags.push(Flag { stage_id: stage_id.into(), severity: "warning".into(), reason }),
+            Severity::Blocking if st.guards.contains(&i) => {
+                v.suppressed = true;
+                st.flags.push(Flag { stage_id: stage_id.into(), severity: "warning".into(), reason });
+            }
+            Severity::Blocking => st.block(i, stage_id, routing, v.reason, &now),
+        }
+    }
+    apply_waiting(&mut ctx.states, &spec.order, &spec.deps);
+    verdicts
+}
+
+fn finish(spec: &RunSpec, ctx: &mut DocCtx) {
+    let now = ctx.now.clone();
+    for f in &spec.fields {
+        let canonical = ctx.input(&f.field_name, usize::MAX).0;
+        let decided = ctx.decisions.iter().any(|(field, v)| field == &f.field_name && policy::same_value(v, &canonical));
+        let Some(st) = ctx.states.get_mut(&f.field_name) else { continue };
+        if st.status != Status::Progressing {
+            continue;
+        }
+        if f.requires_review && !decided {
+            st.status = Status::PendingReview;
+            st.trigger = Some("declarative".into());
+            st.routing = Some("declarative".into());
+            st.reason = Some("requires_review".into());
+            st.requested_at = Some(now.clone());
+            st.blocked_at = None;
+        } else {
+            st.complete(&now);
+        }
+    }
+    apply_waiting(&mut ctx.states, &spec.order, &spec.deps);
+}
+
+/// A verdict as the API shows it.
+pub fn verdict_json(field: &str, phase_id: &str, stage_id: &str, stage_name: &str, generation: i64, pass: i64, outcome: &str, suppressed: bool, reason: Option<&str>, mechanisms: &Value) -> Value {
+    json!({
+        "fieldKey": field, "phaseId": phase_id, "stageId": stage_id, "stageName": stage_name,
+        "generation": generation, "pass": pass, "outcome": outcome, "suppressed": suppressed,
+        "reason": reason, "mechanisms": mechanisms
+    })
+}

@@ -1,0 +1,169 @@
+//! From stored configuration to runnable phases: rails compiled against the organization's
+//! policies and the schema's gates, frozen into snapshots, and snapshots back into a `RunSpec`.
+
+use super::runner::{PhaseConfig, RunPhase};
+use super::EngineError;
+use crate::domain::gate;
+use crate::domain::policy::{self, RuleDef};
+use crate::domain::rail::{self, GateInfo, Phase, PhaseType, PolicyInfo, Stage};
+use crate::domain::schema::FieldDef;
+use crate::store::gates::GateRow;
+use crate::store::policies::{self as pstore, PolicyRow};
+use crate::store::schemas::SchemaRow;
+use crate::store::{gates as gstore, StoreError};
+use rusqlite::Connection;
+use serde_json::{json, Value};
+
+fn policy_info(p: &PolicyRow) -> PolicyInfo {
+    let mut fields = p.field_keys();
+    for r in &p.rules {
+        if let Ok(rule) = policy::compile(&r.rule_type, &r.config) {
+            for i in rule.inputs() {
+                if !fields.contains(&i) {
+                    fields.push(i);
+                }
+            }
+        }
+        if !fields.contains(&r.field_key) {
+            fields.push(r.field_key.clone());
+        }
+    }
+    PolicyInfo { name: p.name.clone(), active: p.active(), fields }
+}
+
+/// The snapshot of a policy as a resolution phase runs it: its rules in compiled order.
+pub fn policy_snapshot(p: &PolicyRow) -> Result<Value, String> {
+    let order = policy::compiled_order(&p.field_keys(), &p.rules)?;
+    let rules: Vec<&RuleDef> = order.iter().filter_map(|id| p.rules.iter().find(|r| &r.id == id)).collect();
+    Ok(json!({ "policy_id": p.id, "name": p.name, "version": p.version, "rules": rules }))
+}
+
+pub fn gate_snapshot(g: &GateRow) -> Value {
+    json!({
+        "stage_id": g.id, "name": g.name, "version": g.version, "severity": g.severity,
+        "on_block": g.on_block(), "field_scope": g.field_scope, "mechanisms": g.mechanisms
+    })
+}
+
+/// Compiles a schema's rail with the current policies and gates; each phase comes with the
+/// snapshot of what it runs.
+pub fn compile_rail(c: &Connection, org_id: &str, schema: &SchemaRow, stages: &[Stage]) -> Result<Vec<(Phase, Value)>, EngineError> {
+    let field_names: Vec<String> = schema.fields.iter().map(|f| f.field_name.clone()).collect();
+    let gates = gstore::list(c, &schema.id)?;
+    let gate_infos: Vec<GateInfo> = gates.iter().map(|g| GateInfo { id: g.id.clone(), name: g.name.clone() }).collect();
+    let lookup_err: std::cell::RefCell<Option<StoreError>> = Default::default();
+    let lookup = |id: &str| -> Option<PolicyInfo> {
+        match pstore::get(c, org_id, id) {
+            Ok(p) => p.map(|p| policy_info(&p)),
+            Err(e) => {
+                *lookup_err.borrow_mut() = Some(e);
+                None
+            }
+        }
+    };
+    let phases = rail::compile(stages, &field_names, &lookup, &gate_infos);
+    if let Some(e) = lookup_err.into_inner() {
+        return Err(e.into());
+    }
+    let phases = phases.map_err(EngineError::BadRequest)?;
+    let mut out = Vec::with_capacity(phases.len());
+    for p in phases {
+        let snap = match p.kind {
+            PhaseType::Transfer => json!({}),
+            PhaseType::Extraction => json!({ "extractor": "rules" }),
+            PhaseType::Resolution => {
+                let id = p.ref_id.clone().unwrap_or_default();
+                let pol = pstore::get(c, org_id, &id)?.ok_or_else(|| EngineError::BadRequest(format!("phase {} ({}): policy {id} not found", p.index, p.name)))?;
+                policy_snapshot(&pol).map_err(|e| EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name)))?
+            }
+            PhaseType::Validation => {
+                let g = gates.iter().find(|g| Some(&g.id) == p.ref_id.as_ref()).ok_or_else(|| EngineError::BadRequest(format!("phase {}: gate not found", p.index)))?;
+                gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &field_names)
+                    .map_err(|e| EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name)))?;
+                gate_snapshot(g)
+            }
+        };
+        out.push((p, snap));
+    }
+    Ok(out)
+}
+
+/// The fields that the rail's policies and gates use (for refusing their removal).
+pub fn fields_used_by_rail(c: &Connection, org_id: &str, schema: &SchemaRow) -> Result<Vec<String>, EngineError> {
+    let stages: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
+    let mut used: Vec<String> = Vec::new();
+    let mut add = |f: &str| {
+        if !used.iter().any(|u| u == f) {
+            used.push(f.to_string());
+        }
+    };
+    let gates = gstore::list(c, &schema.id)?;
+    for s in &stages {
+        let ids = |key: &str| -> Option<Vec<String>> {
+            s.json.as_ref()?.get(key)?.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        };
+        match s.kind.as_str() {
+            "resolve" => {
+                for id in ids("policy_ids").unwrap_or_default() {
+                    if let Some(p) = pstore::get(c, org_id, &id)? {
+                        policy_info(&p).fields.iter().for_each(|f| add(f));
+                    }
+                }
+            }
+            "valid" => {
+                let chosen: Vec<&GateRow> = match ids("stage_ids") {
+                    Some(list) => gates.iter().filter(|g| list.contains(&g.id)).collect(),
+                    None => gates.iter().collect(),
+                };
+                for g in chosen {
+                    g.field_scope.iter().for_each(|f| add(f));
+                    for m in g.mechanisms.as_array().into_iter().flatten() {
+                        for r in m.get("rules").and_then(Value::as_array).into_iter().flatten() {
+                            for k in ["field", "left", "right", "equals"] {
+                                if let Some(f) = r.get(k).and_then(Value::as_str) {
+                                    add(f);
+                                }
+                            }
+                            for f in r.get("fields").and_then(Value::as_array).into_iter().flatten() {
+                                if let Some(f) = f.as_str() {
+                                    add(f);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(used)
+}
+
+/// Rebuilds a runnable phase from its stored snapshot.
+pub fn run_phase(index: usize, phase_id: &str, kind: PhaseType, config_version: i64, snap: &Value, fields: &[FieldDef]) -> Result<RunPhase, String> {
+    let config = match kind {
+        PhaseType::Transfer => PhaseConfig::Transfer,
+        PhaseType::Extraction => PhaseConfig::Extraction,
+        PhaseType::Resolution => {
+            let defs: Vec<RuleDef> = serde_json::from_value(snap.get("rules").cloned().unwrap_or(Value::Null)).map_err(|e| e.to_string())?;
+            let rules = defs
+                .into_iter()
+                .map(|d| policy::compile(&d.rule_type, &d.config).map(|r| (d, r)))
+                .collect::<Result<Vec<_>, _>>()?;
+            PhaseConfig::Resolution { rules }
+        }
+        PhaseType::Validation => {
+            let names: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
+            let scope: Vec<String> = serde_json::from_value(snap.get("field_scope").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+            let severity = snap.get("severity").and_then(Value::as_str).unwrap_or("info");
+            let mechanisms = snap.get("mechanisms").cloned().unwrap_or(Value::Array(vec![]));
+            let gate = gate::compile(severity, &scope, &mechanisms, &names)?;
+            PhaseConfig::Validation {
+                stage_id: snap.get("stage_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                gate,
+                routing: snap.get("on_block").and_then(Value::as_str).unwrap_or("review_queue").to_string(),
+            }
+        }
+    };
+    Ok(RunPhase { index, phase_id: phase_id.to_string(), kind, config_version, config })
+}

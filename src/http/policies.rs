@@ -1,0 +1,275 @@
+use super::body::{json_body, typed};
+use super::error::ApiError;
+use super::idempotency::{write, Reply};
+use super::pagination::{self, query_map};
+use super::{blocking, path_id, AppState};
+use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::ids::new_id;
+use crate::domain::keys::Scope;
+use crate::domain::policy::{self, RuleDef};
+use crate::domain::schema::{valid_field_name, DATA_TYPES};
+use crate::store::policies::{self as pstore, PolicyRow};
+use actix_web::{web, HttpRequest, HttpResponse};
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn rule_json(r: &RuleDef) -> Value {
+    json!({ "id": r.id, "field_key": r.field_key, "rule_type": r.rule_type, "config": r.config, "order": r.order })
+}
+
+/// Rules in compiled order (stored order when the set does not compile, which validation prevents).
+fn compiled_rules(p: &PolicyRow) -> Vec<Value> {
+    match policy::compiled_order(&p.field_keys(), &p.rules) {
+        Ok(order) => order.iter().filter_map(|id| p.rules.iter().find(|r| &r.id == id)).map(rule_json).collect(),
+        Err(_) => p.rules.iter().map(rule_json).collect(),
+    }
+}
+
+pub fn render(p: &PolicyRow) -> Value {
+    json!({
+        "id": p.id, "name": p.name, "description": p.description, "version": p.version,
+        "status": if p.active() { "active" } else { "inactive" },
+        "fields": p.fields.iter().map(|f| json!({"field_key": f.field_key, "type": f.data_type, "created_at": f.created_at})).collect::<Vec<_>>(),
+        "rules": compiled_rules(p), "created_at": p.created_at, "updated_at": p.updated_at
+    })
+}
+
+#[derive(Deserialize)]
+struct PolicyBody {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+fn check_name(n: &str) -> Result<String, ApiError> {
+    let t = n.trim();
+    if t.is_empty() || t.chars().count() > 100 {
+        return Err(ApiError::bad("name must be 1-100 characters"));
+    }
+    Ok(t.to_string())
+}
+
+fn hash(v: &Value) -> String {
+    sha256_hex(canonical_json(v).as_bytes())
+}
+
+fn load(c: &Connection, org: &str, id: &str) -> Result<PolicyRow, ApiError> {
+    pstore::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data policy"))
+}
+
+/// Checks the policy exists before the body is read (404 before 415/413/400).
+async fn exists(state: &web::Data<AppState>, org: &str, id: &str) -> Result<(), ApiError> {
+    let (st, org, id) = (state.clone(), org.to_string(), id.to_string());
+    blocking(move || st.db.read(|c| load(c, &org, &id).map(|_| ()))).await
+}
+
+pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: PolicyBody = typed(&raw)?;
+    let name = check_name(b.name.as_deref().ok_or_else(|| ApiError::bad("name is required"))?)?;
+    let org = auth.org_id.clone();
+    write(&state, &req, &auth, &hash(&raw), move |tx| {
+        let p = pstore::create(tx, &org, &name, b.description.as_deref())?;
+        Ok(Reply::created(render(&p)))
+    })
+    .await
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "policies", 100)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (rows, total) = st.db.read(|c| pstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "policies", |p| p.seq, render))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    Ok(HttpResponse::Ok().json(render(&p)))
+}
+
+pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    exists(&state, &auth.org_id, &id).await?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: PolicyBody = typed(&raw)?;
+    let name = b.name.as_deref().map(check_name).transpose()?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.write(true, |tx| {
+            let p = load(tx, &auth.org_id, &id)?;
+            let description = if raw.get("description").is_some() { b.description.clone() } else { p.description.clone() };
+            pstore::rename(tx, &id, name.as_deref().unwrap_or(&p.name), description.as_deref())?;
+            Ok(render(&load(tx, &auth.org_id, &id)?))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.write(true, |tx| {
+            load(tx, &auth.org_id, &id)?;
+            let users = pstore::rails_referencing(tx, &auth.org_id, &id)?;
+            if !users.is_empty() {
+                return Err(ApiError::bad(format!("The policy is referenced by the rail of schema '{}'", users.join("', '"))));
+            }
+            pstore::soft_delete(tx, &id)?;
+            Ok(json!({ "deleted": true, "id": id }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Deserialize)]
+struct FieldBody {
+    field_key: Option<String>,
+    #[serde(rename = "type")]
+    data_type: Option<String>,
+}
+
+pub async fn add_field(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    exists(&state, &auth.org_id, &id).await?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: FieldBody = typed(&raw)?;
+    let key = b.field_key.ok_or_else(|| ApiError::bad("field_key is required"))?;
+    if !valid_field_name(&key) {
+        return Err(ApiError::bad("field_key must match ^[a-z][a-z0-9_]{0,63}$"));
+    }
+    let data_type = b.data_type.unwrap_or_else(|| "string".into());
+    if !DATA_TYPES.contains(&data_type.as_str()) {
+        return Err(ApiError::bad(format!("type must be one of {}", DATA_TYPES.join(", "))));
+    }
+    let org = auth.org_id.clone();
+    write(&state, &req, &auth, &hash(&raw), move |tx| {
+        load(tx, &org, &id)?;
+        pstore::add_field(tx, &id, &key, &data_type)?;
+        Ok(Reply::created(render(&load(tx, &org, &id)?)))
+    })
+    .await
+}
+
+pub async fn delete_field(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let key = req.match_info().get("field_key").unwrap_or("").to_string();
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.write(true, |tx| {
+            let p = load(tx, &auth.org_id, &id)?;
+            if !p.fields.iter().any(|f| f.field_key == key) {
+                return Err(ApiError::not_found("Policy field"));
+            }
+            let remaining: Vec<String> = p.field_keys().into_iter().filter(|f| f != &key).collect();
+            policy::compiled_order(&remaining, &p.rules).map_err(|e| ApiError::bad(format!("Cannot remove field '{key}': {e}")))?;
+            pstore::delete_field(tx, &id, &key)?;
+            Ok(render(&load(tx, &auth.org_id, &id)?))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Deserialize)]
+struct RuleBody {
+    field_key: Option<String>,
+    rule_type: Option<String>,
+    config: Option<Value>,
+}
+
+pub async fn add_rule(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    exists(&state, &auth.org_id, &id).await?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: RuleBody = typed(&raw)?;
+    let field_key = b.field_key.ok_or_else(|| ApiError::bad("field_key is required"))?;
+    let rule_type = b.rule_type.ok_or_else(|| ApiError::bad("rule_type is required"))?;
+    let config = b.config.unwrap_or_else(|| json!({}));
+    let org = auth.org_id.clone();
+    write(&state, &req, &auth, &hash(&raw), move |tx| {
+        let p = load(tx, &org, &id)?;
+        let order = p.rules.iter().map(|r| r.order).max().unwrap_or(0) + 1;
+        let rule = RuleDef { id: new_id(), field_key, rule_type, config, order };
+        let mut all = p.rules.clone();
+        all.push(rule.clone());
+        policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
+        pstore::add_rule(tx, &id, &rule)?;
+        Ok(Reply::created(rule_json(&rule)))
+    })
+    .await
+}
+
+pub async fn list_rules(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    Ok(HttpResponse::Ok().json(json!({ "data": compiled_rules(&p) })))
+}
+
+fn rule_id(req: &HttpRequest) -> Result<String, ApiError> {
+    let raw = req.match_info().get("rule_id").unwrap_or("");
+    crate::domain::ids::parse_id(raw).ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
+}
+
+pub async fn patch_rule(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let rid = rule_id(&req)?;
+    exists(&state, &auth.org_id, &id).await?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: RuleBody = typed(&raw)?;
+    let config = b.config.ok_or_else(|| ApiError::bad("config is required"))?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.write(true, |tx| {
+            let p = load(tx, &auth.org_id, &id)?;
+            let mut all = p.rules.clone();
+            let r = all.iter_mut().find(|r| r.id == rid).ok_or_else(|| ApiError::not_found("Rule"))?;
+            r.config = config.clone();
+            let updated = r.clone();
+            policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
+            pstore::update_rule(tx, &id, &rid, &config)?;
+            Ok(rule_json(&updated))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn delete_rule(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let rid = rule_id(&req)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.write(true, |tx| {
+            let p = load(tx, &auth.org_id, &id)?;
+            if !p.rules.iter().any(|r| r.id == rid) {
+                return Err(ApiError::not_found("Rule"));
+            }
+            pstore::delete_rule(tx, &id, &rid)?;
+            Ok(json!({ "deleted": true, "id": rid }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
