@@ -274,6 +274,7 @@ CREATE TRIGGER review_decisions_no_delete BEFORE DELETE ON review_decisions BEGI
 
 -- Held fields (blocked or pending review), kept in step with field_states for the review queue.
 CREATE TABLE held_fields (
+    seq          INTEGER PRIMARY KEY,
     pd_seq       INTEGER NOT NULL REFERENCES pipeline_documents(seq),
     field_key    TEXT NOT NULL,
     org_id       TEXT NOT NULL,
@@ -282,9 +283,8 @@ CREATE TABLE held_fields (
     trigger_type TEXT NOT NULL,
     routing      TEXT NOT NULL,
     requested_at TEXT NOT NULL,
-    seq          INTEGER NOT NULL,
-    PRIMARY KEY (pd_seq, field_key)
-) WITHOUT ROWID;
+    UNIQUE (pd_seq, field_key)
+);
 CREATE INDEX held_fields_org ON held_fields(org_id, seq);
 CREATE INDEX held_fields_pipeline ON held_fields(pipeline_id);
 

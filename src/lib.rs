@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod fixtures;
 pub mod domain;
 pub mod http;
 pub mod store;
@@ -49,7 +50,12 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Bind(addr.clone(), e))?
             .port();
-        let state = web::Data::new(AppState::new(db, config.clone())?);
+        let executor = std::sync::Arc::new(engine::executor::Executor::start(
+            db.clone(),
+            config.workers,
+            std::time::Duration::from_secs(config.shutdown_timeout),
+        )?);
+        let state = web::Data::new(AppState::new(db, config.clone(), executor)?);
         let server = http::server(state.clone(), listener, &config)
             .map_err(|e| StartError::Bind(addr, e))?;
         state.mark_ready();
@@ -78,7 +84,12 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until the server stops (SIGTERM/SIGINT or a handle), then stops the executor:
+    /// no new claims, running steps finish and commit, the rest returns to the queue.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        let executor = self.state.executor.clone();
+        let _ = actix_web::rt::task::spawn_blocking(move || executor.shutdown()).await;
+        result
     }
 }

@@ -1,7 +1,10 @@
 //! The engine: phase semantics, the executor, pipelines, rerun and review.
 
+pub mod executor;
+pub mod pipelines;
 pub mod runner;
 pub mod spec;
+pub mod views;
 
 use crate::store::StoreError;
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod idempotency;
 pub mod middleware;
 pub mod pagination;
+pub mod pipelines;
 pub mod rate_limit;
 pub mod schemas;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 pub struct AppState {
     pub db: Db,
+    pub executor: std::sync::Arc<crate::engine::executor::Executor>,
     pub config: Config,
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
@@ -33,7 +35,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config) -> Result<Self, StoreError> {
+    pub fn new(db: Db, config: Config, executor: std::sync::Arc<crate::engine::executor::Executor>) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
         let cursor_secret = db.write(false, |tx| {
             let existing: Option<String> = crate::store::optional(tx.query_row(
@@ -55,6 +57,7 @@ impl AppState {
         })?;
         Ok(AppState {
             db,
+            executor,
             config,
             keys,
             limiter: Default::default(),
@@ -157,6 +160,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
                 .route(web::patch().to(policies::patch_rule))
                 .route(web::delete().to(policies::delete_rule)),
         )
+        .service(
+            resource("/v1/pipelines", "GET, POST")
+                .route(web::get().to(pipelines::list))
+                .route(web::post().to(pipelines::create)),
+        )
+        .service(resource("/v1/pipelines/{id}", "GET").route(web::get().to(pipelines::get)))
+        .service(resource("/v1/pipelines/{id}/cancel", "POST").route(web::post().to(pipelines::cancel)))
+        .service(resource("/v1/pipelines/{id}/progress", "GET").route(web::get().to(pipelines::progress)))
+        .service(resource("/v1/pipelines/{id}/documents", "GET").route(web::get().to(pipelines::documents)))
+        .service(resource("/v1/pipelines/{id}/results", "GET").route(web::get().to(pipelines::results)))
+        .service(resource("/v1/pipelines/{id}/documents/{pd_id}/cells", "GET").route(web::get().to(pipelines::cells)))
+        .service(resource("/v1/pipelines/{id}/documents/{pd_id}/verdicts", "GET").route(web::get().to(pipelines::verdicts)))
         .service(resource("/v1/fields", "GET").route(web::get().to(schemas::list_fields)))
         .service(
             resource("/v1/documents", "GET, POST")

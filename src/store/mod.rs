@@ -7,6 +7,8 @@ pub mod policies;
 pub mod idempotency;
 pub mod keys;
 pub mod orgs;
+pub mod pipelines;
+pub mod executor;
 pub mod schemas;
 
 use r2d2::{Pool, PooledConnection};

@@ -1,0 +1,381 @@
+//! The executor: worker threads compute documents, one writer thread commits their steps in
+//! group transactions (a SAVEPOINT per document) and claims the next documents.
+
+use super::runner::{self, DocCtx, RunResult, RunSpec};
+use super::spec::run_phase;
+use crate::domain::ids::now_rfc3339;
+use crate::domain::state::{document_status, load_states, States, Status};
+use crate::store::executor::{self as xstore, Claim};
+use crate::store::{pipelines as pstore, Db, StoreError};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const MAX_BATCH: usize = 512;
+const BATCH_WINDOW: Duration = Duration::from_millis(25);
+
+enum Outcome {
+    Ran(RunResult),
+    /// Nothing to commit: storage trouble while loading, or a panic in computation.
+    Requeue(String),
+}
+
+struct WorkResult {
+    claim: Claim,
+    outcome: Outcome,
+}
+
+type SpecCache = Mutex<HashMap<(String, i64), Arc<RunSpec>>>;
+
+pub struct Executor {
+    wake_tx: Sender<()>,
+    stop: Arc<AtomicBool>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    shutdown_timeout: Duration,
+}
+
+impl Executor {
+    /// Recovers interrupted work, then starts the writer and `workers` worker threads.
+    pub fn start(db: Db, workers: usize, shutdown_timeout: Duration) -> Result<Self, StoreError> {
+        let recovered = db.write(false, |tx| xstore::recover(tx))?;
+        if recovered > 0 {
+            log::info!("recovered {recovered} interrupted document(s) into the queue");
+        }
+        let (wake_tx, wake_rx) = bounded::<()>(1);
+        let (work_tx, work_rx) = bounded::<Claim>(workers * 64);
+        let (result_tx, result_rx) = unbounded::<WorkResult>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
+        let mut handles = Vec::new();
+        for n in 0..workers.max(1) {
+            let (db, rx, tx, cache) = (db.clone(), work_rx.clone(), result_tx.clone(), cache.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("quire-worker-{n}"))
+                    .spawn(move || worker(db, rx, tx, cache))
+                    .map_err(|e| StoreError::Refused(format!("cannot start a worker: {e}")))?,
+            );
+        }
+        drop(result_tx);
+        let conn = db.dedicated()?;
+        let stop2 = stop.clone();
+        let capacity = workers.max(1) * 48;
+        let writer = std::thread::Builder::new()
+            .name("quire-writer".into())
+            .spawn(move || Writer { conn, work_tx, result_rx, wake_rx, stop: stop2, in_flight: HashSet::new(), capacity, shutdown_timeout }.run())
+            .map_err(|e| StoreError::Refused(format!("cannot start the writer: {e}")))?;
+        let _ = wake_tx.try_send(());
+        Ok(Executor { wake_tx, stop, writer: Mutex::new(Some(writer)), workers: Mutex::new(handles), shutdown_timeout })
+    }
+
+    /// Tells the writer there may be queued work.
+    pub fn wake(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+
+    /// Stops claiming, lets running steps finish (bounded by the shutdown timeout), commits them,
+    /// and returns what is left to the queue.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+        for h in self.workers.lock().drain(..) {
+            let _ = h.join();
+        }
+        log::info!("executor stopped (timeout {:?})", self.shutdown_timeout);
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn load_spec(c: &Connection, pipeline_id: &str, generation: i64) -> Result<RunSpec, String> {
+    let p = pstore::get_any(c, pipeline_id).map_err(|e| e.to_string())?.ok_or("pipeline vanished")?;
+    let phases = pstore::phases(c, pipeline_id).map_err(|e| e.to_string())?;
+    let snaps = pstore::snapshots(c, pipeline_id, generation).map_err(|e| e.to_string())?;
+    let mut run_phases = Vec::with_capacity(phases.len());
+    for ph in &phases {
+        let (_, version, cfg) = snaps.iter().find(|(i, _, _)| *i == ph.index).ok_or("a phase has no snapshot")?;
+        run_phases.push(run_phase(ph.index, &ph.phase_id, ph.kind, *version, cfg, &p.fields)?);
+    }
+    Ok(RunSpec::new(p.fields, run_phases))
+}
+
+fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
+    let key = (claim.pipeline_id.clone(), claim.generation);
+    let cached = cache.lock().get(&key).cloned();
+    let spec = match cached {
+        Some(s) => s,
+        None => match load_spec(c, &claim.pipeline_id, claim.generation) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                let mut m = cache.lock();
+                if m.len() > 256 {
+                    m.clear();
+                }
+                m.insert(key, s.clone());
+                s
+            }
+            Err(e) => return Outcome::Requeue(format!("cannot load the run: {e}")),
+        },
+    };
+    let load = match xstore::load(c, claim.seq) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Outcome::Requeue("document vanished".into()),
+        Err(e) => return Outcome::Requeue(format!("cannot load the document: {e}")),
+    };
+    let mut ctx = DocCtx {
+        content: load.content,
+        mime: load.mime,
+        metadata: load.metadata,
+        cells: load.cells,
+        restarts: load.restarts,
+        states: load_states(&load.field_states, &spec.order),
+        generation: claim.generation,
+        pass: claim.pass,
+        cursor: claim.cursor,
+        decisions: load.decisions,
+        now: now_rfc3339(),
+    };
+    match catch_unwind(AssertUnwindSafe(|| runner::run(&spec, &mut ctx))) {
+        Ok(r) => Outcome::Ran(r),
+        Err(p) => {
+            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            Outcome::Requeue(format!("computation panicked: {what}"))
+        }
+    }
+}
+
+fn worker(db: Db, rx: Receiver<Claim>, tx: Sender<WorkResult>, cache: Arc<SpecCache>) {
+    let conn = match db.dedicated() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("worker cannot open the database: {e}");
+            return;
+        }
+    };
+    while let Ok(claim) = rx.recv() {
+        let outcome = process(&conn, &cache, &claim);
+        if tx.send(WorkResult { claim, outcome }).is_err() {
+            break;
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    work_tx: Sender<Claim>,
+    result_rx: Receiver<WorkResult>,
+    wake_rx: Receiver<()>,
+    stop: Arc<AtomicBool>,
+    in_flight: HashSet<i64>,
+    capacity: usize,
+    shutdown_timeout: Duration,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut backoff = Duration::ZERO;
+        let mut stopping_since: Option<Instant> = None;
+        let mut last_checkpoint = Instant::now();
+        let mut idle_checkpointed = false;
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            if stopping {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                if self.in_flight.is_empty() || since.elapsed() > self.shutdown_timeout {
+                    break;
+                }
+            }
+            let mut batch = Vec::new();
+            let wait = if self.in_flight.is_empty() { Duration::from_millis(500) } else { BATCH_WINDOW };
+            select! {
+                recv(self.result_rx) -> r => if let Ok(r) = r { batch.push(r) },
+                recv(self.wake_rx) -> _ => {},
+                default(wait) => {},
+            }
+            let deadline = Instant::now() + BATCH_WINDOW;
+            while batch.len() < MAX_BATCH && !self.in_flight.is_empty() && batch.len() < self.in_flight.len() {
+                match self.result_rx.recv_deadline(deadline) {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if !backoff.is_zero() {
+                std::thread::sleep(backoff);
+            }
+            match self.commit(&mut batch, !stopping) {
+                Ok(claims) => {
+                    backoff = Duration::ZERO;
+                    for c in claims {
+                        self.in_flight.insert(c.seq);
+                        if self.work_tx.send(c).is_err() {
+                            break;
+                        }
+                    }
+                    if last_checkpoint.elapsed() > Duration::from_secs(1) {
+                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+                        last_checkpoint = Instant::now();
+                    }
+                    if self.in_flight.is_empty() && !idle_checkpointed {
+                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+                        idle_checkpointed = true;
+                    } else if !self.in_flight.is_empty() {
+                        idle_checkpointed = false;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("executor commit failed ({e}); documents go back to the queue");
+                    backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+                    // The results are lost with the rolled-back transaction: send them round again.
+                    for r in batch {
+                        self.in_flight.remove(&r.claim.seq);
+                        let _ = xstore::requeue(&self.conn, &r.claim);
+                    }
+                }
+            }
+        }
+        // Whatever did not finish goes back to the queue for the next start.
+        match xstore::recover(&self.conn) {
+            Ok(n) if n > 0 => log::info!("returned {n} unfinished document(s) to the queue"),
+            Ok(_) => {}
+            Err(e) => log::warn!("could not return unfinished documents to the queue: {e}"),
+        }
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+
+    /// One transaction: apply the results, then claim more work.
+    fn commit(&mut self, batch: &mut Vec<WorkResult>, claim_more: bool) -> Result<Vec<Claim>, StoreError> {
+        let free = self.capacity.saturating_sub(self.in_flight.len() - batch.len().min(self.in_flight.len()));
+        if batch.is_empty() && (!claim_more || free == 0) {
+            return Ok(Vec::new());
+        }
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_rfc3339();
+        let mut touched: HashSet<String> = HashSet::new();
+        let mut orgs: HashMap<String, String> = HashMap::new();
+        for r in batch.iter() {
+            let sp = tx.unchecked_transaction_savepoint()?;
+            match apply_result(&tx, r, &now, &mut orgs) {
+                Ok(settle) => {
+                    sp.commit()?;
+                    if settle {
+                        touched.insert(r.claim.pipeline_id.clone());
+                    }
+                }
+                Err(e) if e.is_unavailable() => return Err(e),
+                Err(e) => {
+                    log::error!("result for document {} rolled back: {e}", r.claim.seq);
+                    drop(sp);
+                    xstore::requeue(&tx, &r.claim)?;
+                }
+            }
+        }
+        let mut claims = Vec::new();
+        if claim_more {
+            let free = self.capacity.saturating_sub(self.in_flight.len().saturating_sub(batch.len()));
+            if free > 0 {
+                let (c, gave_up) = xstore::claim(&tx, free, &self.in_flight)?;
+                claims = c;
+                touched.extend(gave_up);
+            }
+        }
+        for p in &touched {
+            pstore::settle(&tx, p)?;
+        }
+        tx.commit()?;
+        for r in batch.drain(..) {
+            self.in_flight.remove(&r.claim.seq);
+        }
+        Ok(claims)
+    }
+}
+
+/// Savepoints on a shared `&Transaction` (rusqlite's `savepoint` needs `&mut`).
+trait SavepointExt {
+    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError>;
+}
+
+struct Savepoint<'a> {
+    conn: &'a Connection,
+    done: bool,
+}
+
+impl SavepointExt for rusqlite::Transaction<'_> {
+    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError> {
+        self.execute_batch("SAVEPOINT step")?;
+        Ok(Savepoint { conn: self, done: false })
+    }
+}
+
+impl Savepoint<'_> {
+    fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("RELEASE step")?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Savepoint<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK TO step; RELEASE step");
+        }
+    }
+}
+
+/// Applies one document's result; true when the document left the active set.
+fn apply_result(c: &Connection, r: &WorkResult, now: &str, orgs: &mut HashMap<String, String>) -> Result<bool, StoreError> {
+    let claim = &r.claim;
+    let run = match &r.outcome {
+        Outcome::Requeue(why) => {
+            log::warn!("document {} goes back to the queue: {why}", claim.seq);
+            xstore::requeue(c, claim)?;
+            return Ok(false);
+        }
+        Outcome::Ran(run) => run,
+    };
+    let org = match orgs.get(&claim.pipeline_id) {
+        Some(o) => o.clone(),
+        None => {
+            let o = xstore::org_of(c, &claim.pipeline_id)?;
+            orgs.insert(claim.pipeline_id.clone(), o.clone());
+            o
+        }
+    };
+    let fields: Vec<String> = run.steps.first().map(|s| s.states_before.keys().cloned().collect()).unwrap_or_default();
+    let mut current: States = load_states(&xstore::current_states(c, claim.seq)?, &fields);
+    for step in &run.steps {
+        let merged = xstore::merge(&current, &step.states_before, &step.states_after);
+        if !xstore::apply_step(c, claim, step, &xstore::encode_states(&merged), now)? {
+            // Cancelled, reclaimed or rerun meanwhile: this result no longer counts.
+            return Ok(false);
+        }
+        xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
+        current = merged;
+    }
+    if let Some((phase, message)) = &run.error {
+        return xstore::finish(c, claim, "error", Some((*phase, message)), now);
+    }
+    // A field released meanwhile (a resolve during processing) still has work to do.
+    let phase_count = run.steps.last().map(|s| s.phase_index + 1).unwrap_or(claim.cursor);
+    let pending = current.values().filter(|s| s.status == Status::Progressing && s.next < phase_count).map(|s| s.next).min();
+    if let Some(cursor) = pending {
+        xstore::continue_later(c, claim, cursor, now)?;
+        return Ok(false);
+    }
+    let status = document_status(&current).unwrap_or("complete");
+    xstore::finish(c, claim, status, None, now)
+}

@@ -1,0 +1,168 @@
+//! Read models: canonical values, results rows and progress, computed from stored cells and
+//! states with the liveness rules of the runner.
+
+use super::runner::Cell;
+use crate::domain::state::{load_states, States, Status};
+use crate::store::pipelines::{PhaseRow, PipelineDoc};
+use serde_json::{json, Map, Value};
+
+/// One pipeline document's stored cells and states, ready to answer "which value counts".
+pub struct DocView {
+    pub cells: Vec<(i64, Cell, String)>,
+    pub restarts: Vec<(i64, usize)>,
+    pub states: States,
+}
+
+impl DocView {
+    pub fn new(pd: &PipelineDoc, cells: Vec<(i64, Cell, String)>, order: &[String]) -> Self {
+        DocView { cells, restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(), states: load_states(&pd.field_states, order) }
+    }
+
+    pub fn is_live(&self, c: &Cell) -> bool {
+        c.source == "human_review" || !self.restarts.iter().any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+    }
+
+    /// The canonical version: the pin's human version, else the newest live version.
+    pub fn canonical(&self, field: &str) -> (Value, Option<&Cell>) {
+        let pinned = self.states.get(field).filter(|s| s.pinned);
+        if let Some(st) = pinned {
+            let human = self.cells.iter().rev().map(|(_, c, _)| c).find(|c| c.field == field && c.source == "human_review");
+            return (st.pin.clone(), human);
+        }
+        match self.cells.iter().rev().map(|(_, c, _)| c).find(|c| c.field == field && self.is_live(c)) {
+            Some(c) => (c.value.clone(), Some(c)),
+            None => (Value::Null, None),
+        }
+    }
+
+    /// What results show: null for held fields and for fields still in play in an active document.
+    pub fn shown(&self, field: &str, doc_status: &str) -> Value {
+        let st = self.states.get(field).cloned().unwrap_or_default();
+        if doc_status == "error" || st.status.is_held() || (st.status == Status::Progressing && matches!(doc_status, "queued" | "processing")) {
+            return Value::Null;
+        }
+        self.canonical(field).0
+    }
+}
+
+pub fn phase_id(phases: &[PhaseRow], index: usize) -> Value {
+    phases.iter().find(|p| p.index == index).map(|p| json!(p.phase_id)).unwrap_or(Value::Null)
+}
+
+pub fn cell_summary(v: &DocView, field: &str, phases: &[PhaseRow]) -> Value {
+    let st = v.states.get(field).cloned().unwrap_or_default();
+    let (_, c) = v.canonical(field);
+    json!({
+        "status": st.status.as_str(),
+        "version": c.map(|c| c.version),
+        "source": c.map(|c| c.source.clone()),
+        "confidence": c.and_then(|c| c.confidence),
+        "phase_id": c.map(|c| phase_id(phases, c.phase_index)).unwrap_or(Value::Null),
+        "flags": st.flags.iter().map(|f| json!({"stage_id": f.stage_id, "severity": f.severity, "reason": f.reason})).collect::<Vec<_>>()
+    })
+}
+
+pub fn version_json(v: &DocView, c: &Cell, created_at: &str, canonical: bool, phases: &[PhaseRow]) -> Value {
+    json!({
+        "version": c.version, "value": c.value, "source": c.source, "phase_id": phase_id(phases, c.phase_index),
+        "phase_index": c.phase_index, "generation": c.generation, "pass": c.pass, "confidence": c.confidence,
+        "source_text": c.source_text, "config_version": c.config_version, "live": v.is_live(c), "canonical": canonical,
+        "note": c.note, "created_at": created_at
+    })
+}
+
+/// `GET …/cells`: every field with its versions, oldest first.
+pub fn cells_json(v: &DocView, order: &[String], phases: &[PhaseRow]) -> Value {
+    let fields: Vec<Value> = order
+        .iter()
+        .map(|f| {
+            let st = v.states.get(f).cloned().unwrap_or_default();
+            let (_, canon) = v.canonical(f);
+            let canon_version = canon.map(|c| c.version);
+            let versions: Vec<Value> = v
+                .cells
+                .iter()
+                .filter(|(_, c, _)| &c.field == f)
+                .map(|(_, c, at)| version_json(v, c, at, Some(c.version) == canon_version, phases))
+                .collect();
+            json!({
+                "field_key": f, "status": st.status.as_str(), "pinned": st.pinned,
+                "canonical_version": canon_version, "note": st.note, "versions": versions
+            })
+        })
+        .collect();
+    json!({ "fields": fields })
+}
+
+/// Per-phase and per-run counts from `(status, cursor, error_phase_index, count)` groups.
+pub fn progress(pipeline_id: &str, status: &str, generation: i64, total: i64, phases: &[PhaseRow], groups: &[(String, i64, Option<i64>, i64)], errors: Value) -> Value {
+    let done: i64 = groups.iter().filter(|g| g.0 == "complete" || g.0 == "partial").map(|g| g.3).sum();
+    let errored: i64 = groups.iter().filter(|g| g.0 == "error").map(|g| g.3).sum();
+    let per_phase: Vec<Value> = phases
+        .iter()
+        .map(|p| {
+            let i = p.index as i64;
+            let (mut completed, mut running, mut errs, mut errored_before) = (0, 0, 0, 0);
+            for (st, cursor, err_at, n) in groups {
+                match st.as_str() {
+                    "complete" | "partial" => completed += n,
+                    "error" => {
+                        let at = err_at.unwrap_or(*cursor);
+                        if at > i {
+                            completed += n;
+                        } else if at == i {
+                            errs += n;
+                        } else {
+                            errored_before += n;
+                        }
+                    }
+                    "processing" if *cursor == i => running += n,
+                    _ if *cursor > i => completed += n,
+                    _ => {}
+                }
+            }
+            json!({
+                "phaseId": p.phase_id, "index": p.index, "name": p.name, "type": p.kind.as_str(),
+                "completed": completed, "running": running, "errors": errs,
+                "pending": total - completed - running - errs - errored_before
+            })
+        })
+        .collect();
+    json!({
+        "pipelineId": pipeline_id, "status": status, "generation": generation, "totalDocuments": total,
+        "completedDocuments": done, "errorDocuments": errored, "phases": per_phase, "errors": errors
+    })
+}
+
+/// One row of `GET …/results`.
+pub fn result_row(pd: &PipelineDoc, v: &DocView, order: &[String], phases: &[PhaseRow], with_cells: bool, with_provenance: bool) -> Value {
+    let mut fields = Map::new();
+    for f in order {
+        fields.insert(f.clone(), v.shown(f, &pd.status));
+    }
+    let mut row = json!({
+        "pipeline_document_id": pd.id, "document_id": pd.document_id, "filename": pd.filename,
+        "status": pd.status, "error": pd.error, "completed_at": pd.completed_at, "fields": fields
+    });
+    if with_cells {
+        let cells: Map<String, Value> = order.iter().map(|f| (f.clone(), cell_summary(v, f, phases))).collect();
+        row["cells"] = Value::Object(cells);
+    }
+    if with_provenance {
+        let prov: Map<String, Value> = order
+            .iter()
+            .map(|f| {
+                let canon = v.canonical(f).1.map(|c| c.version);
+                let versions: Vec<Value> = v
+                    .cells
+                    .iter()
+                    .filter(|(_, c, _)| &c.field == f)
+                    .map(|(_, c, at)| version_json(v, c, at, Some(c.version) == canon, phases))
+                    .collect();
+                (f.clone(), Value::Array(versions))
+            })
+            .collect();
+        row["provenance"] = Value::Object(prov);
+    }
+    row
+}

@@ -1,0 +1,312 @@
+use super::body::{json_body, typed};
+use super::documents::{check_upload, inline_upload, InlineDocument};
+use super::error::ApiError;
+use super::idempotency::{write, Reply};
+use super::pagination::{self, query_map};
+use super::{blocking, path_id, AppState};
+use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::keys::Scope;
+use crate::engine::runner::verdict_json;
+use crate::engine::views::{self, DocView};
+use crate::store::documents::{self as dstore, NewDocument};
+use crate::store::pipelines::{self as pstore, PipelineDoc, PipelineRow};
+use actix_web::{web, HttpRequest, HttpResponse};
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub fn links(id: &str) -> Value {
+    json!({
+        "self": format!("/v1/pipelines/{id}"),
+        "progress": format!("/v1/pipelines/{id}/progress"),
+        "results": format!("/v1/pipelines/{id}/results")
+    })
+}
+
+pub fn render(p: &PipelineRow) -> Value {
+    json!({
+        "id": p.id, "name": p.name, "status": p.status, "schema": { "id": p.schema_id, "name": p.schema_name },
+        "phase_count": p.phase_count, "document_count": p.document_count, "generation": p.generation,
+        "created_at": p.created_at, "updated_at": p.updated_at, "completed_at": p.completed_at, "links": links(&p.id)
+    })
+}
+
+pub fn load(c: &Connection, org: &str, id: &str) -> Result<PipelineRow, ApiError> {
+    pstore::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    schema_id: Option<String>,
+    document_ids: Option<Vec<String>>,
+    documents: Option<Vec<InlineDocument>>,
+    name: Option<String>,
+}
+
+pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    let b: CreateBody = typed(&raw)?;
+    let schema_raw = b.schema_id.ok_or_else(|| ApiError::bad("schema_id is required"))?;
+    let schema_id = crate::domain::ids::parse_id(&schema_raw).ok_or_else(|| ApiError::bad("schema_id must be a UUID"))?;
+    let ids: Vec<String> = b
+        .document_ids
+        .unwrap_or_default()
+        .iter()
+        .map(|d| crate::domain::ids::parse_id(d).ok_or_else(|| ApiError::bad(format!("document_ids: '{d}' is not a UUID"))))
+        .collect::<Result<_, _>>()?;
+    let max_docs = state.config.max_pipeline_documents;
+    let inline = b.documents.unwrap_or_default();
+    if ids.len() + inline.len() > max_docs {
+        return Err(ApiError::bad(format!("A pipeline takes 1 to {max_docs} documents (got {})", ids.len() + inline.len())));
+    }
+    let mut uploads = Vec::with_capacity(inline.len());
+    for (i, d) in inline.into_iter().enumerate() {
+        let u = inline_upload(d, &format!("documents[{i}].")).map_err(|e| match e {
+            ApiError::MissingDocument(m) => ApiError::bad(format!("documents[{i}]: {m}")),
+            other => other,
+        })?;
+        let mime = check_upload(&u, state.config.max_upload).map_err(|e| match e {
+            ApiError::MissingDocument(m) => ApiError::bad(format!("documents[{i}]: {m}")),
+            other => other,
+        })?;
+        uploads.push((u, mime));
+    }
+    if let Some(n) = b.name.as_deref() {
+        if n.trim().is_empty() || n.chars().count() > 200 {
+            return Err(ApiError::bad("name must be 1-200 characters"));
+        }
+    }
+    let org = auth.org_id.clone();
+    let name = b.name.clone();
+    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+        let mut all = Vec::with_capacity(ids.len() + uploads.len());
+        for id in &ids {
+            dstore::get(tx, &org, id)?.ok_or_else(|| ApiError::NotFound(format!("Document {id} not found")))?;
+            all.push(id.clone());
+        }
+        for (u, mime) in &uploads {
+            let sha = sha256_hex(&u.content);
+            let (d, _) = dstore::insert_or_find(tx, &org, NewDocument { filename: &u.filename, mime_type: mime, sha256: &sha, metadata: &u.metadata, content: &u.content })?;
+            all.push(d.id);
+        }
+        let p = crate::engine::pipelines::create(tx, &org, &schema_id, name.as_deref(), &all, max_docs)?;
+        let mut body = render(&p);
+        body["enqueued_documents"] = json!(p.document_count);
+        Ok(Reply::created(body))
+    })
+    .await?;
+    state.executor.wake();
+    Ok(resp)
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "pipelines", 100)?;
+    let status = q.get("status").cloned();
+    if let Some(s) = &status {
+        if !["active", "completed", "failed", "cancelled"].contains(&s.as_str()) {
+            return Err(ApiError::bad("status must be one of active, completed, failed, cancelled"));
+        }
+    }
+    let schema = q.get("schema_id").map(|s| crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("schema_id must be a UUID"))).transpose()?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (rows, total) = st.db.read(|c| pstore::list(c, &auth.org_id, status.as_deref(), schema.as_deref(), page.after, page.limit + 1))?;
+        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "pipelines", |p| p.seq, render))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    Ok(HttpResponse::Ok().json(render(&p)))
+}
+
+pub async fn cancel(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let org = auth.org_id.clone();
+    write(&state, &req, &auth, "", move |tx| {
+        load(tx, &org, &id)?;
+        if pstore::active_count(tx, &id)? == 0 {
+            return Err(ApiError::bad("Nothing to cancel: no document of this pipeline is queued or processing"));
+        }
+        pstore::cancel(tx, &id)?;
+        Ok(Reply::ok(render(&load(tx, &org, &id)?)))
+    })
+    .await
+}
+
+pub async fn progress(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let p = load(c, &auth.org_id, &id)?;
+            let phases = pstore::phases(c, &id)?;
+            let groups = pstore::status_counts(c, &id)?;
+            let has_errors = groups.iter().any(|g| g.0 == "error");
+            let errors: Vec<Value> = if has_errors {
+                pstore::errors(c, &id, 100)?
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "pipelineDocumentId": e.pd_id, "documentId": e.document_id, "filename": e.filename,
+                            "phaseId": e.phase_index.map(|i| views::phase_id(&phases, i as usize)).unwrap_or(Value::Null),
+                            "message": e.message
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(views::progress(&p.id, &p.status, p.generation, p.document_count, &phases, &groups, Value::Array(errors)))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> Value {
+    let current = if matches!(pd.status.as_str(), "queued" | "processing") { views::phase_id(phases, pd.cursor as usize) } else { Value::Null };
+    json!({
+        "id": pd.id, "document_id": pd.document_id, "filename": pd.filename, "status": pd.status,
+        "current_phase_id": current, "generation": pd.generation, "error": pd.error, "updated_at": pd.updated_at
+    })
+}
+
+pub async fn documents(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, &format!("pd:{id}"), 100)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let p = load(c, &auth.org_id, &id)?;
+            let phases = pstore::phases(c, &id)?;
+            let rows = pstore::documents(c, &id, page.after, page.limit + 1, None)?;
+            Ok(pagination::page(rows, p.document_count, &page, &st.cursor_secret, &format!("pd:{id}"), |d| d.ordinal, |d| doc_json(d, &phases)))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn views_for(c: &Connection, rows: &[PipelineDoc], order: &[String]) -> Result<Vec<DocView>, ApiError> {
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let mut by_doc: std::collections::HashMap<i64, Vec<_>> = std::collections::HashMap::new();
+    for r in pstore::cells(c, &seqs)? {
+        by_doc.entry(r.pd_seq).or_default().push((r.seq, r.cell, r.created_at));
+    }
+    Ok(rows.iter().map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order)).collect())
+}
+
+pub async fn results(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let q = query_map(req.query_string())?;
+    let list = format!("results:{id}");
+    let page = pagination::parse(&q, &state.cursor_secret, &list, 200)?;
+    let doc_filter = q.get("document_id").map(|d| crate::domain::ids::parse_id(d).ok_or_else(|| ApiError::bad("document_id must be a UUID"))).transpose()?;
+    let include: Vec<String> = q.get("include").map(|s| s.split(',').map(|p| p.trim().to_string()).collect()).unwrap_or_default();
+    let (with_cells, with_prov) = (include.iter().any(|i| i == "cells"), include.iter().any(|i| i == "provenance"));
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let p = load(c, &auth.org_id, &id)?;
+            let phases = pstore::phases(c, &id)?;
+            let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
+            let rows = pstore::documents(c, &id, page.after, page.limit + 1, doc_filter.as_deref())?;
+            let views = views_for(c, &rows, &order)?;
+            let pending: i64 = c.query_row(
+                "SELECT count(*) FROM held_fields WHERE pipeline_id = ?1 AND (routing <> 'hold')",
+                [&id],
+                |r| r.get(0),
+            ).map_err(crate::store::StoreError::from)?;
+            let total = if doc_filter.is_some() { rows.len() as i64 } else { p.document_count };
+            let indexed: Vec<(usize, &PipelineDoc)> = rows.iter().enumerate().collect();
+            let mut body = pagination::page(indexed, total, &page, &st.cursor_secret, &list, |(_, d)| d.ordinal, |(i, d)| {
+                views::result_row(d, &views[*i], &order, &phases, with_cells, with_prov)
+            });
+            let columns: Vec<Value> = p.fields.iter().map(|f| json!({"field_key": f.field_name, "display_name": f.display_name, "data_type": f.data_type})).collect();
+            body["pipeline_id"] = json!(p.id);
+            body["spec_id"] = json!(p.schema_id);
+            body["status"] = json!(p.status);
+            body["view"] = json!("documents");
+            body["generated_at"] = json!(crate::domain::ids::now_rfc3339());
+            body["columns"] = Value::Array(columns);
+            body["pending_review_count"] = json!(pending);
+            body["links"] = links(&p.id);
+            Ok(body)
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn pd_path(req: &HttpRequest) -> Result<(String, String), ApiError> {
+    let id = path_id(req, "id")?;
+    let pd = path_id(req, "pd_id")?;
+    Ok((id, pd))
+}
+
+pub async fn cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let (id, pd_id) = pd_path(&req)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let p = load(c, &auth.org_id, &id)?;
+            let pd = pstore::document(c, &id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+            let phases = pstore::phases(c, &id)?;
+            let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
+            let views = views_for(c, std::slice::from_ref(&pd), &order)?;
+            Ok(views::cells_json(&views[0], &order, &phases))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn verdicts(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let (id, pd_id) = pd_path(&req)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            load(c, &auth.org_id, &id)?;
+            let pd = pstore::document(c, &id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+            let phases = pstore::phases(c, &id)?;
+            let rows = pstore::verdicts(c, pd.seq)?;
+            let data: Vec<Value> = rows
+                .iter()
+                .map(|v| {
+                    let ph = phases.iter().find(|p| p.index == v.phase_index);
+                    verdict_json(
+                        &v.field,
+                        ph.map(|p| p.phase_id.as_str()).unwrap_or(""),
+                        &v.stage_id,
+                        ph.map(|p| p.name.as_str()).unwrap_or(""),
+                        v.generation,
+                        v.pass,
+                        &v.outcome,
+                        v.suppressed,
+                        v.reason.as_deref(),
+                        &v.mechanisms,
+                    )
+                })
+                .collect();
+            Ok(json!({ "data": data }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}

@@ -1,0 +1,276 @@
+//! The executor's storage: claims, loading a document's situation, and fenced step commits.
+
+use super::StoreError;
+use crate::domain::ids::now_rfc3339;
+use crate::domain::state::{FieldState, States, Status};
+use crate::engine::runner::{Cell, Step};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub seq: i64,
+    pub pipeline_id: String,
+    pub token: String,
+    pub generation: i64,
+    pub pass: i64,
+    pub cursor: usize,
+}
+
+pub const MAX_ATTEMPTS: i64 = 3;
+
+/// At start-up: every document that was processing is queued again.
+pub fn recover(c: &Connection) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "UPDATE pipeline_documents SET status = 'queued', claim_token = NULL WHERE status = 'processing'",
+        [],
+    )?)
+}
+
+/// Claims up to `limit` queued documents not already in flight. Documents claimed
+/// `MAX_ATTEMPTS` times without a commit end `error`; their pipelines are returned to settle.
+pub fn claim(c: &Connection, limit: usize, in_flight: &std::collections::HashSet<i64>) -> Result<(Vec<Claim>, Vec<String>), StoreError> {
+    let mut out = Vec::new();
+    let mut gave_up = Vec::new();
+    let candidates: Vec<(i64, String, i64, i64, i64, i64)> = c
+        .prepare_cached(
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
+             WHERE status = 'queued' ORDER BY seq LIMIT ?1",
+        )?
+        .query_map([(limit + in_flight.len()) as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .collect::<Result<_, _>>()?;
+    let now = now_rfc3339();
+    for (seq, pipeline_id, generation, pass, cursor, attempts) in candidates {
+        if out.len() >= limit {
+            break;
+        }
+        if in_flight.contains(&seq) {
+            continue;
+        }
+        if attempts >= MAX_ATTEMPTS {
+            c.prepare_cached(
+                "UPDATE pipeline_documents SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
+                 updated_at = ?3, completed_at = ?3 WHERE seq = ?1 AND status = 'queued'",
+            )?
+            .execute(params![seq, format!("gave up after {MAX_ATTEMPTS} attempts"), now])?;
+            gave_up.push(pipeline_id);
+            continue;
+        }
+        let token = format!("{:016x}", rand::random::<u64>());
+        let n = c
+            .prepare_cached(
+                "UPDATE pipeline_documents SET status = 'processing', claim_token = ?2, attempts = attempts + 1, updated_at = ?3
+                 WHERE seq = ?1 AND status = 'queued'",
+            )?
+            .execute(params![seq, token, now])?;
+        if n == 1 {
+            out.push(Claim { seq, pipeline_id, token, generation, pass, cursor: cursor as usize });
+        }
+    }
+    Ok((out, gave_up))
+}
+
+/// Puts a claimed document back in the queue (storage trouble or a failed computation).
+pub fn requeue(c: &Connection, claim: &Claim) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE pipeline_documents SET status = 'queued', claim_token = NULL WHERE seq = ?1 AND claim_token = ?2")?
+        .execute(params![claim.seq, claim.token])?;
+    Ok(())
+}
+
+pub struct DocLoad {
+    pub content: Vec<u8>,
+    pub mime: String,
+    pub metadata: Map<String, Value>,
+    pub restarts: Vec<(i64, usize)>,
+    pub field_states: String,
+    pub cells: Vec<Cell>,
+    /// `(field, final value)` of decisions since each field's latest reopen.
+    pub decisions: Vec<(String, Value)>,
+}
+
+pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
+    let head: Option<(String, String, Vec<u8>, String, String)> = c
+        .prepare_cached(
+            "SELECT pd.restarts, pd.field_states, d.content, d.mime_type, d.metadata FROM pipeline_documents pd
+             JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
+        )?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    let Some((restarts, field_states, content, mime, metadata)) = head else {
+        return Ok(None);
+    };
+    let cells = super::pipelines::cells(c, &[seq])?.into_iter().map(|r| r.cell).collect();
+    let mut decisions: Vec<(String, Value)> = Vec::new();
+    let rows = c
+        .prepare_cached("SELECT field_key, action, final_value FROM review_decisions WHERE pd_seq = ?1 ORDER BY seq")?
+        .query_map([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (field, action, fv) in rows {
+        if action == "reopen" {
+            decisions.retain(|(f, _)| f != &field);
+        } else {
+            decisions.push((field, fv.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)));
+        }
+    }
+    let restarts: Vec<(i64, usize)> = serde_json::from_str(&restarts).unwrap_or_default();
+    Ok(Some(DocLoad {
+        content,
+        mime,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        restarts,
+        field_states,
+        cells,
+        decisions,
+    }))
+}
+
+/// Applies the step's changes to the fields whose stored state is still what the step saw.
+pub fn merge(current: &States, before: &States, after: &States) -> States {
+    let mut out = current.clone();
+    for (f, a) in after {
+        let seen = before.get(f).cloned().unwrap_or_default();
+        let now = current.get(f).cloned().unwrap_or_default();
+        if now == seen {
+            out.insert(f.clone(), a.clone());
+        }
+    }
+    out
+}
+
+pub fn encode_states(s: &States) -> String {
+    // Absent fields read as progressing at phase 0; storing them all keeps reads simple.
+    serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
+}
+
+/// Applies one step under the claim's fence; false when the fence no longer holds.
+pub fn apply_step(c: &Connection, claim: &Claim, step: &Step, states: &str, now: &str) -> Result<bool, StoreError> {
+    let n = c
+        .prepare_cached(
+            "UPDATE pipeline_documents SET cursor = ?2, field_states = ?3, attempts = 0, updated_at = ?4
+             WHERE seq = ?1 AND status = 'processing' AND generation = ?5 AND pass = ?6 AND claim_token = ?7 AND cursor = ?8",
+        )?
+        .execute(params![
+            claim.seq,
+            step.phase_index as i64 + 1,
+            states,
+            now,
+            claim.generation,
+            claim.pass,
+            claim.token,
+            step.phase_index as i64
+        ])?;
+    if n != 1 {
+        return Ok(false);
+    }
+    {
+        let mut ins = c.prepare_cached(
+            "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence,
+             source_text, config_version, rule_type, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        for cell in &step.cells {
+            ins.execute(params![
+                claim.seq,
+                cell.field,
+                cell.version,
+                cell.value.to_string(),
+                cell.source,
+                cell.phase_index as i64,
+                cell.generation,
+                cell.pass,
+                cell.confidence,
+                cell.source_text,
+                cell.config_version,
+                cell.rule_type,
+                cell.note,
+                now
+            ])?;
+        }
+    }
+    {
+        // A later pass at the same field and phase replaces the earlier verdict.
+        let mut del = c.prepare_cached("DELETE FROM verdicts WHERE pd_seq = ?1 AND field_key = ?2 AND phase_index = ?3 AND generation = ?4")?;
+        let mut ins = c.prepare_cached(
+            "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
+             mechanisms, value_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        for v in &step.verdicts {
+            if claim.pass > 1 {
+                del.execute(params![claim.seq, v.field, v.phase_index as i64, claim.generation])?;
+            }
+            ins.execute(params![
+                claim.seq,
+                v.field,
+                v.phase_index as i64,
+                v.stage_id,
+                claim.generation,
+                claim.pass,
+                v.outcome.as_str(),
+                v.suppressed as i64,
+                v.reason,
+                Value::Array(v.mechanisms.clone()).to_string(),
+                v.value_hash,
+                now
+            ])?;
+        }
+    }
+    Ok(true)
+}
+
+/// Keeps `held_fields` (the review queue's index) in step with a document's field states.
+pub fn sync_held(c: &Connection, pd_seq: i64, pipeline_id: &str, org_id: &str, before: &States, after: &States) -> Result<(), StoreError> {
+    for (f, a) in after {
+        let b = before.get(f).cloned().unwrap_or_default();
+        let held = |s: &FieldState| matches!(s.status, Status::Blocked | Status::PendingReview);
+        if held(&b) == held(a) && b.status == a.status && b.requested_at == a.requested_at {
+            continue;
+        }
+        c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1 AND field_key = ?2")?.execute(params![pd_seq, f])?;
+        if held(a) {
+            c.prepare_cached(
+                "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                pd_seq,
+                f,
+                org_id,
+                pipeline_id,
+                a.status.as_str(),
+                a.trigger.as_deref().unwrap_or("gate"),
+                a.routing.as_deref().unwrap_or("review_queue"),
+                a.requested_at.clone().unwrap_or_else(now_rfc3339)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+pub fn current_states(c: &Connection, seq: i64) -> Result<String, StoreError> {
+    Ok(c.prepare_cached("SELECT field_states FROM pipeline_documents WHERE seq = ?1")?.query_row([seq], |r| r.get(0))?)
+}
+
+pub fn org_of(c: &Connection, pipeline_id: &str) -> Result<String, StoreError> {
+    Ok(c.prepare_cached("SELECT org_id FROM pipelines WHERE id = ?1")?.query_row([pipeline_id], |r| r.get(0))?)
+}
+
+/// Ends the claimed document in a terminal status, fenced on the claim.
+pub fn finish(c: &Connection, claim: &Claim, status: &str, error: Option<(usize, &str)>, now: &str) -> Result<bool, StoreError> {
+    let n = c
+        .prepare_cached(
+            "UPDATE pipeline_documents SET status = ?2, error = ?3, error_phase_index = ?4, claim_token = NULL, attempts = 0,
+             updated_at = ?5, completed_at = ?5 WHERE seq = ?1 AND status = 'processing' AND claim_token = ?6",
+        )?
+        .execute(params![claim.seq, status, error.map(|e| e.1), error.map(|e| e.0 as i64), now, claim.token])?;
+    Ok(n == 1)
+}
+
+/// Sends the claimed document back to the queue for more work at `cursor`, in a new pass.
+pub fn continue_later(c: &Connection, claim: &Claim, cursor: usize, now: &str) -> Result<bool, StoreError> {
+    let n = c
+        .prepare_cached(
+            "UPDATE pipeline_documents SET status = 'queued', cursor = ?2, pass = pass + 1, claim_token = NULL, attempts = 0,
+             updated_at = ?3 WHERE seq = ?1 AND status = 'processing' AND claim_token = ?4",
+        )?
+        .execute(params![claim.seq, cursor as i64, now, claim.token])?;
+    Ok(n == 1)
+}

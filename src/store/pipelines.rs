@@ -1,0 +1,393 @@
+use super::{optional, StoreError};
+use crate::domain::ids::{new_id, now_rfc3339};
+use crate::domain::rail::{Phase, PhaseType};
+use crate::domain::schema::FieldDef;
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct PipelineRow {
+    pub seq: i64,
+    pub id: String,
+    pub schema_id: String,
+    pub schema_name: String,
+    pub name: String,
+    pub status: String,
+    pub generation: i64,
+    pub fields: Vec<FieldDef>,
+    pub phase_count: i64,
+    pub document_count: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub completed_at: Option<String>,
+}
+
+const COLS: &str = "seq, id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at, completed_at";
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<PipelineRow> {
+    let fields: String = r.get(7)?;
+    Ok(PipelineRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        schema_id: r.get(2)?,
+        schema_name: r.get(3)?,
+        name: r.get(4)?,
+        status: r.get(5)?,
+        generation: r.get(6)?,
+        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        phase_count: r.get(8)?,
+        document_count: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        completed_at: r.get(12)?,
+    })
+}
+
+pub struct NewPipeline<'a> {
+    pub org_id: &'a str,
+    pub schema_id: &'a str,
+    pub schema_name: &'a str,
+    pub name: &'a str,
+    pub fields: &'a [FieldDef],
+    pub phases: &'a [(Phase, Value)],
+    pub document_ids: &'a [String],
+}
+
+pub fn insert(c: &Connection, p: NewPipeline) -> Result<PipelineRow, StoreError> {
+    let id = new_id();
+    let now = now_rfc3339();
+    c.execute(
+        "INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'active', 1, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            id,
+            p.org_id,
+            p.schema_id,
+            p.schema_name,
+            p.name,
+            serde_json::to_string(p.fields).unwrap_or_default(),
+            p.phases.len() as i64,
+            p.document_ids.len() as i64,
+            now
+        ],
+    )?;
+    {
+        let mut ph = c.prepare_cached("INSERT INTO pipeline_phases(pipeline_id, idx, phase_id, type, name, ref_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut sn = c.prepare_cached("INSERT INTO phase_snapshots(pipeline_id, idx, config_version, generation, config) VALUES (?1, ?2, 1, 1, ?3)")?;
+        for (phase, snap) in p.phases {
+            ph.execute(params![id, phase.index as i64, phase.phase_id, phase.kind.as_str(), phase.name, phase.ref_id])?;
+            sn.execute(params![id, phase.index as i64, snap.to_string()])?;
+        }
+        let mut pd = c.prepare_cached(
+            "INSERT INTO pipeline_documents(id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
+        )?;
+        for (i, d) in p.document_ids.iter().enumerate() {
+            pd.execute(params![new_id(), id, d, i as i64, now])?;
+        }
+    }
+    get_any(c, &id)?.ok_or_else(|| StoreError::Refused("pipeline vanished".into()))
+}
+
+pub fn get(c: &Connection, org_id: &str, id: &str) -> Result<Option<PipelineRow>, StoreError> {
+    let sql = format!("SELECT {COLS} FROM pipelines WHERE id = ?1 AND org_id = ?2");
+    optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], row))
+}
+
+pub fn get_any(c: &Connection, id: &str) -> Result<Option<PipelineRow>, StoreError> {
+    let sql = format!("SELECT {COLS} FROM pipelines WHERE id = ?1");
+    optional(c.prepare_cached(&sql)?.query_row(params![id], row))
+}
+
+pub fn list(
+    c: &Connection,
+    org_id: &str,
+    status: Option<&str>,
+    schema_id: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<PipelineRow>, i64), StoreError> {
+    let filter = "org_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR schema_id = ?3)";
+    let sql = format!("SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5");
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(params![org_id, status, schema_id, before.unwrap_or(i64::MAX), limit], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(&format!("SELECT count(*) FROM pipelines WHERE {filter}"), params![org_id, status, schema_id], |r| r.get(0))?;
+    Ok((rows, total))
+}
+
+#[derive(Debug, Clone)]
+pub struct PhaseRow {
+    pub index: usize,
+    pub phase_id: String,
+    pub kind: PhaseType,
+    pub name: String,
+    pub ref_id: Option<String>,
+}
+
+pub fn phases(c: &Connection, pipeline_id: &str) -> Result<Vec<PhaseRow>, StoreError> {
+    let rows = c
+        .prepare_cached("SELECT idx, phase_id, type, name, ref_id FROM pipeline_phases WHERE pipeline_id = ?1 ORDER BY idx")?
+        .query_map([pipeline_id], |r| {
+            let t: String = r.get(2)?;
+            Ok(PhaseRow {
+                index: r.get::<_, i64>(0)? as usize,
+                phase_id: r.get(1)?,
+                kind: PhaseType::parse(&t).unwrap_or(PhaseType::Extraction),
+                name: r.get(3)?,
+                ref_id: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Each phase's newest snapshot taken at a generation <= `generation`: `(config_version, config)`.
+pub fn snapshots(c: &Connection, pipeline_id: &str, generation: i64) -> Result<Vec<(usize, i64, Value)>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT s.idx, s.config_version, s.config FROM phase_snapshots s
+             WHERE s.pipeline_id = ?1 AND s.config_version = (
+               SELECT max(config_version) FROM phase_snapshots x WHERE x.pipeline_id = s.pipeline_id AND x.idx = s.idx AND x.generation <= ?2)
+             ORDER BY s.idx",
+        )?
+        .query_map(params![pipeline_id, generation], |r| {
+            let cfg: String = r.get(2)?;
+            Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, serde_json::from_str(&cfg).unwrap_or(Value::Null)))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// `(status, cursor, error_phase_index, count)` over the run's documents.
+pub fn status_counts(c: &Connection, pipeline_id: &str) -> Result<Vec<(String, i64, Option<i64>, i64)>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT status, cursor, error_phase_index, count(*) FROM pipeline_documents WHERE pipeline_id = ?1
+             GROUP BY status, cursor, error_phase_index",
+        )?
+        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone)]
+pub struct DocError {
+    pub pd_id: String,
+    pub document_id: String,
+    pub filename: String,
+    pub phase_index: Option<i64>,
+    pub message: Option<String>,
+}
+
+pub fn errors(c: &Connection, pipeline_id: &str, limit: i64) -> Result<Vec<DocError>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT pd.id, pd.document_id, d.filename, pd.error_phase_index, pd.error FROM pipeline_documents pd
+             JOIN documents d ON d.id = pd.document_id
+             WHERE pd.pipeline_id = ?1 AND pd.status = 'error' ORDER BY pd.ordinal LIMIT ?2",
+        )?
+        .query_map(params![pipeline_id, limit], |r| {
+            Ok(DocError { pd_id: r.get(0)?, document_id: r.get(1)?, filename: r.get(2)?, phase_index: r.get(3)?, message: r.get(4)? })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineDoc {
+    pub seq: i64,
+    pub id: String,
+    pub document_id: String,
+    pub filename: String,
+    pub ordinal: i64,
+    pub status: String,
+    pub cursor: i64,
+    pub generation: i64,
+    pub pass: i64,
+    pub error: Option<String>,
+    pub error_phase_index: Option<i64>,
+    pub field_states: String,
+    pub restarts: String,
+    pub updated_at: String,
+    pub completed_at: Option<String>,
+}
+
+const PD_COLS: &str = "pd.seq, pd.id, pd.document_id, d.filename, pd.ordinal, pd.status, pd.cursor, pd.generation, pd.pass,
+    pd.error, pd.error_phase_index, pd.field_states, pd.restarts, pd.updated_at, pd.completed_at";
+
+fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
+    Ok(PipelineDoc {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        document_id: r.get(2)?,
+        filename: r.get(3)?,
+        ordinal: r.get(4)?,
+        status: r.get(5)?,
+        cursor: r.get(6)?,
+        generation: r.get(7)?,
+        pass: r.get(8)?,
+        error: r.get(9)?,
+        error_phase_index: r.get(10)?,
+        field_states: r.get(11)?,
+        restarts: r.get(12)?,
+        updated_at: r.get(13)?,
+        completed_at: r.get(14)?,
+    })
+}
+
+/// A page of the run's documents in input order, optionally only one document.
+pub fn documents(c: &Connection, pipeline_id: &str, after: Option<i64>, limit: i64, document_id: Option<&str>) -> Result<Vec<PipelineDoc>, StoreError> {
+    let sql = format!(
+        "SELECT {PD_COLS} FROM pipeline_documents pd JOIN documents d ON d.id = pd.document_id
+         WHERE pd.pipeline_id = ?1 AND pd.ordinal > ?2 AND (?3 IS NULL OR pd.document_id = ?3) ORDER BY pd.ordinal LIMIT ?4"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(params![pipeline_id, after.unwrap_or(-1), document_id, limit], pd_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn document(c: &Connection, pipeline_id: &str, pd_id: &str) -> Result<Option<PipelineDoc>, StoreError> {
+    let sql = format!(
+        "SELECT {PD_COLS} FROM pipeline_documents pd JOIN documents d ON d.id = pd.document_id
+         WHERE pd.pipeline_id = ?1 AND pd.id = ?2"
+    );
+    optional(c.prepare_cached(&sql)?.query_row(params![pipeline_id, pd_id], pd_row))
+}
+
+#[derive(Debug, Clone)]
+pub struct CellRow {
+    pub seq: i64,
+    pub pd_seq: i64,
+    pub cell: crate::engine::runner::Cell,
+    pub created_at: String,
+}
+
+/// Cells of the given pipeline documents, oldest first.
+pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError> {
+    if pd_seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = pd_seqs.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
+         config_version, rule_type, note, created_at FROM cells WHERE pd_seq IN ({list}) ORDER BY pd_seq, seq"
+    );
+    let mut st = c.prepare(&sql)?;
+    let rows = st
+        .query_map([], |r| {
+            let v: Option<String> = r.get(4)?;
+            Ok(CellRow {
+                seq: r.get(0)?,
+                pd_seq: r.get(1)?,
+                cell: crate::engine::runner::Cell {
+                    field: r.get(2)?,
+                    version: r.get(3)?,
+                    value: v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null),
+                    source: r.get(5)?,
+                    phase_index: r.get::<_, i64>(6)? as usize,
+                    generation: r.get(7)?,
+                    pass: r.get(8)?,
+                    confidence: r.get(9)?,
+                    source_text: r.get(10)?,
+                    config_version: r.get(11)?,
+                    rule_type: r.get(12)?,
+                    note: r.get(13)?,
+                },
+                created_at: r.get(14)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone)]
+pub struct VerdictRow {
+    pub field: String,
+    pub phase_index: usize,
+    pub stage_id: String,
+    pub generation: i64,
+    pub pass: i64,
+    pub outcome: String,
+    pub suppressed: bool,
+    pub reason: Option<String>,
+    pub mechanisms: Value,
+    pub value_hash: String,
+}
+
+pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason, mechanisms, value_hash
+             FROM verdicts WHERE pd_seq = ?1 ORDER BY seq",
+        )?
+        .query_map([pd_seq], |r| {
+            let m: String = r.get(8)?;
+            Ok(VerdictRow {
+                field: r.get(0)?,
+                phase_index: r.get::<_, i64>(1)? as usize,
+                stage_id: r.get(2)?,
+                generation: r.get(3)?,
+                pass: r.get(4)?,
+                outcome: r.get(5)?,
+                suppressed: r.get::<_, i64>(6)? != 0,
+                reason: r.get(7)?,
+                mechanisms: serde_json::from_str(&m).unwrap_or(Value::Null),
+                value_hash: r.get(9)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Ends every queued or processing document with `error` ("cancelled"); the run becomes `cancelled`.
+pub fn cancel(c: &Connection, pipeline_id: &str) -> Result<usize, StoreError> {
+    let now = now_rfc3339();
+    let n = c.execute(
+        "UPDATE pipeline_documents SET status = 'error', error = 'cancelled', error_phase_index = cursor,
+         claim_token = NULL, updated_at = ?2, completed_at = ?2
+         WHERE pipeline_id = ?1 AND status IN ('queued', 'processing')",
+        params![pipeline_id, now],
+    )?;
+    c.execute(
+        "UPDATE pipelines SET status = 'cancelled', updated_at = ?2, completed_at = ?2 WHERE id = ?1",
+        params![pipeline_id, now],
+    )?;
+    ensure_record_set(c, pipeline_id)?;
+    Ok(n)
+}
+
+pub fn active_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
+    Ok(c
+        .prepare_cached("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('queued', 'processing')")?
+        .query_row([pipeline_id], |r| r.get(0))?)
+}
+
+/// Creates the record set when the run has a complete or partial document and none yet.
+pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT OR IGNORE INTO record_sets(pipeline_id, created_at)
+         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial'))",
+        params![pipeline_id, now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+/// After documents became terminal: when nothing is left to do, the run leaves `active`.
+pub fn settle(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
+    if active_count(c, pipeline_id)? > 0 {
+        return Ok(());
+    }
+    let done: i64 = c
+        .prepare_cached("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')")?
+        .query_row([pipeline_id], |r| r.get(0))?;
+    let now = now_rfc3339();
+    c.prepare_cached(
+        "UPDATE pipelines SET status = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1 AND status = 'active'",
+    )?
+    .execute(params![pipeline_id, if done > 0 { "completed" } else { "failed" }, now])?;
+    ensure_record_set(c, pipeline_id)
+}
