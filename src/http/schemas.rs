@@ -156,6 +156,12 @@ async fn update(
                 None => current.fields.clone(),
             };
             let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
+            let used = crate::engine::spec::fields_used_by_rail(tx, &org, &current)?;
+            if let Some(f) = used.iter().find(|u| !fields.iter().any(|f| &f.field_name == *u)) {
+                return Err(ApiError::bad(format!(
+                    "Field '{f}' is used by a policy or gate of the rail and cannot be removed"
+                )));
+            }
             let name = b
                 .name
                 .as_deref()

@@ -168,3 +168,58 @@ pub fn assert_envelope(r: &Resp, status: u16, code: &str) {
         b["request_id"].as_str()
     );
 }
+
+/// The real binary serving `db` on an ephemeral port with a bootstrap key; returns it and its port.
+pub fn spawn_server(db: &str, key: &str, extra: &[&str]) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["--db", db, "serve", "--port", "0"])
+        .args(extra)
+        .env("QUIRE_BOOTSTRAP_KEY", key)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn quire");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut port = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            port = rest.split(' ').next().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok());
+            break;
+        }
+    }
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    match port {
+        Some(p) => (child, p),
+        None => {
+            let _ = child.kill();
+            panic!("quire did not start");
+        }
+    }
+}
+
+/// An `Api`-like client for a server started with `spawn_server`.
+pub struct Remote {
+    pub base: String,
+    pub key: String,
+    pub http: Client,
+}
+
+impl Remote {
+    pub fn new(port: u16, key: &str) -> Self {
+        Remote { base: format!("http://127.0.0.1:{port}"), key: key.to_string(), http: Client::builder().timeout(Duration::from_secs(60)).build().expect("client") }
+    }
+    pub fn get(&self, path: &str) -> Resp {
+        send(self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.key))
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        send(self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.key).json(body))
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        send(self.http.put(format!("{}{path}", self.base)).bearer_auth(&self.key).json(body))
+    }
+}

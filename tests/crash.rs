@@ -1,0 +1,114 @@
+//! SIGKILL in the middle of a run: after a restart every document finishes with exactly one
+//! set of versions per (phase, generation, pass).
+
+mod common;
+
+use common::*;
+use quire::fixtures;
+use serde_json::{json, Value};
+
+const KEY: &str = "tlnc_test_crashcrashcrashcrashcrashcrash01";
+
+fn spec(api: &Remote) -> String {
+    let s = api.post("/v1/schemas", &json!({"name": "Invoices", "fields": fixtures::schema_fields()}));
+    assert_eq!(s.status, 201, "{}", s.text);
+    let sid = s.body["id"].as_str().unwrap().to_string();
+    let p = api.post("/v1/data-policies", &json!({"name": "Normalize"}));
+    let pid = p.body["id"].as_str().unwrap().to_string();
+    for (field, rule, config) in fixtures::policy_rules() {
+        assert_eq!(api.post(&format!("/v1/data-policies/{pid}/fields"), &json!({"field_key": field, "type": "string"})).status, 201);
+        assert_eq!(api.post(&format!("/v1/data-policies/{pid}/rules"), &json!({"field_key": field, "rule_type": rule, "config": config})).status, 201);
+    }
+    let g = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": "Sum", "severity": "blocking",
+        "mechanisms": [{"type": "business_rules", "rules": [{"check": "sum", "fields": ["net", "tax"], "equals": "total"}]}]}));
+    assert_eq!(g.status, 201, "{}", g.text);
+    let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [pid]}}, {"type": "valid"}]});
+    assert_eq!(api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status, 200);
+    sid
+}
+
+#[test]
+fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db").to_string_lossy().into_owned();
+    let (mut child, port) = spawn_server(&db, KEY, &["--workers", "2"]);
+    let api = Remote::new(port, KEY);
+    let sid = spec(&api);
+    let n = 2000;
+    let docs: Vec<Value> = (0..n)
+        .map(|i| {
+            let f = fixtures::invoice(9, i);
+            json!({"filename": f.filename, "content": f.content, "mime_type": f.mime_type})
+        })
+        .collect();
+    let expected: Vec<Value> = (0..n).map(|i| fixtures::invoice(9, i).expected).collect();
+    let r = api.post("/v1/pipelines", &json!({"schema_id": sid, "documents": docs}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    // Kill as soon as some documents are done and others are not.
+    let done_at_kill = wait_for(60, || {
+        let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
+        let done = p["completedDocuments"].as_i64().unwrap_or(0);
+        (done > 0).then_some(done)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!("killed with {done_at_kill} of {n} documents done");
+    assert!(done_at_kill < n as i64, "the run finished before the kill; nothing was tested");
+
+    let (mut child, port) = spawn_server(&db, KEY, &[]);
+    let api = Remote::new(port, KEY);
+    let progress = wait_for(120, || {
+        let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
+        (p["status"] != "active").then_some(p)
+    });
+    assert_eq!(progress["completedDocuments"], n, "{progress}");
+    assert_eq!(progress["errorDocuments"], 0, "{progress}");
+    // Every value is right after the restart.
+    let mut rows = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = api.get(&format!("/v1/pipelines/{pid}/results?limit=200&cursor={cursor}"));
+        rows.extend(r.body["data"].as_array().unwrap().iter().cloned());
+        match r.body["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(rows.len(), n as usize);
+    for (row, want) in rows.iter().zip(&expected) {
+        assert_eq!(&row["fields"], want, "{}", row["filename"]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let dups: i64 = c
+        .query_row(
+            "SELECT count(*) FROM (SELECT pd_seq, field_key, phase_index, generation, pass FROM cells
+             GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(dups, 0, "duplicate versions");
+    let vdups: i64 = c
+        .query_row(
+            "SELECT count(*) FROM (SELECT pd_seq, field_key, phase_index, generation, pass FROM verdicts
+             GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(vdups, 0, "duplicate verdicts");
+    let full: i64 = c
+        .query_row(
+            "SELECT count(*) FROM (SELECT pd_seq FROM cells WHERE phase_index = 1 GROUP BY pd_seq HAVING count(*) = 7)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(full, n as i64, "every document has its seven extraction versions");
+    let verdicts: i64 = c.query_row("SELECT count(DISTINCT pd_seq) FROM verdicts", [], |r| r.get(0)).unwrap();
+    assert_eq!(verdicts, n as i64, "every document was judged once");
+}
