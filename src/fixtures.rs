@@ -12,8 +12,28 @@ pub struct Fixture {
     pub expected: Value,
 }
 
-const SUPPLIERS: [&str; 6] = ["Acme GmbH", "Globex Ltd", "Initech AG", "Umbrella SA", "Stark Industries", "Wayne Enterprises"];
-const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const SUPPLIERS: [&str; 6] = [
+    "Acme GmbH",
+    "Globex Ltd",
+    "Initech AG",
+    "Umbrella SA",
+    "Stark Industries",
+    "Wayne Enterprises",
+];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 /// A small deterministic generator (SplitMix64), so fixtures need no seeded RNG crate.
 struct Mix(u64);
@@ -51,7 +71,11 @@ pub fn invoice(seed: u64, n: u64) -> Fixture {
     let mut r = Mix(seed.wrapping_mul(1_000_003).wrapping_add(n));
     let number = format!("INV-{}", 10_000 + n);
     let supplier = SUPPLIERS[r.below(SUPPLIERS.len() as u64) as usize];
-    let (year, month, day) = (2023 + r.below(3) as i32, 1 + r.below(12) as u32, 1 + r.below(28) as u32);
+    let (year, month, day) = (
+        2023 + r.below(3) as i32,
+        1 + r.below(12) as u32,
+        1 + r.below(28) as u32,
+    );
     let iso = format!("{year:04}-{month:02}-{day:02}");
     let usd = r.below(4) == 0;
     let net = 1_000 + r.below(2_000_000) as i64;
@@ -106,7 +130,13 @@ pub fn invoice(seed: u64, n: u64) -> Fixture {
             .to_string(),
         ),
     };
-    Fixture { filename, mime_type, content, metadata: json!({ "batch": format!("seed-{seed}") }), expected }
+    Fixture {
+        filename,
+        mime_type,
+        content,
+        metadata: json!({ "batch": format!("seed-{seed}") }),
+        expected,
+    }
 }
 
 /// The schema fields the fixtures fill.
@@ -141,7 +171,15 @@ mod tests {
     fn fixtures_are_deterministic_and_cover_four_formats() {
         assert_eq!(invoice(7, 3).content, invoice(7, 3).content);
         let kinds: Vec<_> = (0..4).map(|n| invoice(1, n).mime_type).collect();
-        assert_eq!(kinds, vec!["text/plain", "text/markdown", "text/csv", "application/json"]);
+        assert_eq!(
+            kinds,
+            vec![
+                "text/plain",
+                "text/markdown",
+                "text/csv",
+                "application/json"
+            ]
+        );
         assert_eq!(grouped(123_456_789), "1,234,567.89");
         assert_eq!(grouped(1_005), "10.05");
     }

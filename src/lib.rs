@@ -2,9 +2,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod fixtures;
-pub mod domain;
 pub mod http;
 pub mod store;
 pub mod testing;

@@ -8,17 +8,30 @@ use serde_json::{json, Value};
 
 /// Schema + fixture policy + rail (registry, schema, resolve, valid with the given gates).
 pub fn fixture_spec(api: &Api, gates: &[Value]) -> (String, String) {
-    let schema = api.create_schema(&json!({"name": "Invoices", "fields": fixtures::schema_fields()}));
+    let schema =
+        api.create_schema(&json!({"name": "Invoices", "fields": fixtures::schema_fields()}));
     let sid = schema["id"].as_str().unwrap().to_string();
     let p = api.post("/v1/data-policies", &json!({"name": "Normalize"}));
     assert_eq!(p.status, 201, "{}", p.text);
     let pid = p.body["id"].as_str().unwrap().to_string();
-    for (field, t) in [("issue_date", "date"), ("currency", "string"), ("net", "number"), ("tax", "number"), ("total", "number")] {
-        let r = api.post(&format!("/v1/data-policies/{pid}/fields"), &json!({"field_key": field, "type": t}));
+    for (field, t) in [
+        ("issue_date", "date"),
+        ("currency", "string"),
+        ("net", "number"),
+        ("tax", "number"),
+        ("total", "number"),
+    ] {
+        let r = api.post(
+            &format!("/v1/data-policies/{pid}/fields"),
+            &json!({"field_key": field, "type": t}),
+        );
         assert_eq!(r.status, 201, "{}", r.text);
     }
     for (field, rule, config) in fixtures::policy_rules() {
-        let r = api.post(&format!("/v1/data-policies/{pid}/rules"), &json!({"field_key": field, "rule_type": rule, "config": config}));
+        let r = api.post(
+            &format!("/v1/data-policies/{pid}/rules"),
+            &json!({"field_key": field, "rule_type": rule, "config": config}),
+        );
         assert_eq!(r.status, 201, "{}", r.text);
     }
     let mut gate_ids = Vec::new();
@@ -27,7 +40,11 @@ pub fn fixture_spec(api: &Api, gates: &[Value]) -> (String, String) {
         assert_eq!(r.status, 201, "{}", r.text);
         gate_ids.push(r.body["id"].clone());
     }
-    let mut rail = vec![json!({"type": "registry", "name": "Field Registry"}), json!({"type": "schema", "name": "Extraction"}), json!({"type": "resolve", "name": "Normalize", "json": {"policy_ids": [pid]}})];
+    let mut rail = vec![
+        json!({"type": "registry", "name": "Field Registry"}),
+        json!({"type": "schema", "name": "Extraction"}),
+        json!({"type": "resolve", "name": "Normalize", "json": {"policy_ids": [pid]}}),
+    ];
     if !gate_ids.is_empty() {
         rail.push(json!({"type": "valid", "name": "Checks", "json": {"stage_ids": gate_ids}}));
     }
@@ -56,11 +73,18 @@ pub fn wait_terminal(api: &Api, pid: &str, secs: u64) -> Value {
         let total = p["totalDocuments"].as_i64().unwrap();
         for ph in p["phases"].as_array().unwrap() {
             let errored_before: i64 = 0;
-            let sum = ph["completed"].as_i64().unwrap() + ph["running"].as_i64().unwrap() + ph["pending"].as_i64().unwrap() + ph["errors"].as_i64().unwrap();
-            assert!(sum + errored_before <= total && sum >= 0, "phase counts exceed the total: {p}");
+            let sum = ph["completed"].as_i64().unwrap()
+                + ph["running"].as_i64().unwrap()
+                + ph["pending"].as_i64().unwrap()
+                + ph["errors"].as_i64().unwrap();
+            assert!(
+                sum + errored_before <= total && sum >= 0,
+                "phase counts exceed the total: {p}"
+            );
             assert!(ph["pending"].as_i64().unwrap() >= 0, "{p}");
         }
-        let done = p["completedDocuments"].as_i64().unwrap() + p["errorDocuments"].as_i64().unwrap();
+        let done =
+            p["completedDocuments"].as_i64().unwrap() + p["errorDocuments"].as_i64().unwrap();
         assert!(done <= total);
         (done == total && p["status"] != "active").then_some(p)
     })
@@ -89,7 +113,10 @@ fn a_run_of_generated_documents_ends_with_every_value_right() {
     let api = start();
     let (sid, _) = fixture_spec(&api, &[]);
     let (docs, expected) = inline_docs(42, 48);
-    let r = api.post("/v1/pipelines", &json!({"schema_id": sid, "documents": docs, "name": "batch"}));
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs, "name": "batch"}),
+    );
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["status"], "active");
     assert_eq!(r.body["phase_count"], 3);
@@ -115,7 +142,10 @@ fn a_run_of_generated_documents_ends_with_every_value_right() {
             }
         }
     }
-    println!("rules extractor accuracy on generated documents: {right}/{cells} = {:.1}%", 100.0 * right as f64 / cells as f64);
+    println!(
+        "rules extractor accuracy on generated documents: {right}/{cells} = {:.1}%",
+        100.0 * right as f64 / cells as f64
+    );
     assert_eq!(right, cells);
     let p = api.get(&format!("/v1/pipelines/{pid}"));
     assert_eq!(p.body["status"], "completed");
@@ -123,7 +153,10 @@ fn a_run_of_generated_documents_ends_with_every_value_right() {
 }
 
 fn upload(api: &Api, filename: &str, content: &str) -> String {
-    let r = api.post("/v1/documents", &json!({"filename": filename, "content": content}));
+    let r = api.post(
+        "/v1/documents",
+        &json!({"filename": filename, "content": content}),
+    );
     assert!(r.status == 201 || r.status == 200, "{}", r.text);
     r.body["id"].as_str().unwrap().to_string()
 }
@@ -140,7 +173,10 @@ fn a_blocking_gate_holds_failing_fields_and_their_dependents() {
         "name": "Net is small", "severity": "blocking",
         "mechanisms": [{"type": "business_rules", "rules": [{"field": "net", "check": "range", "max": 100}]}]}));
     assert_eq!(g.status, 201, "{}", g.text);
-    assert_eq!(g.body["blocking_config"], json!({"on_block": "review_queue"}));
+    assert_eq!(
+        g.body["blocking_config"],
+        json!({"on_block": "review_queue"})
+    );
     assert_eq!(g.body["ordinal"], 1);
     let w = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({
         "name": "Vendor known", "severity": "warning",
@@ -151,29 +187,53 @@ fn a_blocking_gate_holds_failing_fields_and_their_dependents() {
     assert_eq!(r.body["phases"].as_array().unwrap().len(), 3);
     let ok = upload(&api, "ok.txt", "Net: 50\nTotal: 60\nVendor: Acme");
     let bad = upload(&api, "bad.txt", "Net: 500\nTotal: 600\nVendor: Other");
-    let p = api.post("/v1/pipelines", &json!({"schema_id": sid, "document_ids": [ok, bad]}));
+    let p = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": [ok, bad]}),
+    );
     assert_eq!(p.status, 201, "{}", p.text);
     let pid = p.body["id"].as_str().unwrap().to_string();
     let progress = wait_terminal(&api, &pid, 30);
     assert_eq!(progress["completedDocuments"], 2);
-    let r = api.get(&format!("/v1/pipelines/{pid}/results?include=cells,provenance"));
+    let r = api.get(&format!(
+        "/v1/pipelines/{pid}/results?include=cells,provenance"
+    ));
     let rows = r.body["data"].as_array().unwrap();
     assert_eq!(rows[0]["status"], "complete");
-    assert_eq!(rows[0]["fields"], json!({"net": 50, "total": 60, "vendor": "Acme"}));
+    assert_eq!(
+        rows[0]["fields"],
+        json!({"net": 50, "total": 60, "vendor": "Acme"})
+    );
     assert_eq!(rows[1]["status"], "partial");
-    assert_eq!(rows[1]["fields"], json!({"net": null, "total": null, "vendor": "Other"}), "held cells read null, warnings ship");
+    assert_eq!(
+        rows[1]["fields"],
+        json!({"net": null, "total": null, "vendor": "Other"}),
+        "held cells read null, warnings ship"
+    );
     assert_eq!(rows[1]["cells"]["net"]["status"], "blocked");
     assert_eq!(rows[1]["cells"]["total"]["status"], "waiting");
-    assert_eq!(rows[1]["cells"]["vendor"]["flags"][0]["severity"], "warning");
-    assert_eq!(rows[1]["cells"]["vendor"]["flags"][0]["stage_id"], w.body["id"]);
+    assert_eq!(
+        rows[1]["cells"]["vendor"]["flags"][0]["severity"],
+        "warning"
+    );
+    assert_eq!(
+        rows[1]["cells"]["vendor"]["flags"][0]["stage_id"],
+        w.body["id"]
+    );
     assert_eq!(rows[1]["provenance"]["net"][0]["value"], 500);
     assert_eq!(r.body["pending_review_count"], 1);
-    assert_eq!(r.body["columns"][0], json!({"field_key": "net", "display_name": "Net", "data_type": "number"}));
+    assert_eq!(
+        r.body["columns"][0],
+        json!({"field_key": "net", "display_name": "Net", "data_type": "number"})
+    );
 
     let pd = rows[1]["pipeline_document_id"].as_str().unwrap();
     let v = api.get(&format!("/v1/pipelines/{pid}/documents/{pd}/verdicts"));
     let verdicts = v.body["data"].as_array().unwrap();
-    let net = verdicts.iter().find(|v| v["fieldKey"] == "net" && v["stageId"] == g.body["id"]).unwrap();
+    let net = verdicts
+        .iter()
+        .find(|v| v["fieldKey"] == "net" && v["stageId"] == g.body["id"])
+        .unwrap();
     assert_eq!(net["outcome"], "fail");
     assert_eq!(net["reason"], "failed_check");
     assert_eq!(net["phaseId"], "validation");
@@ -186,7 +246,20 @@ fn a_blocking_gate_holds_failing_fields_and_their_dependents() {
     assert_eq!(fields[0]["field_key"], "net");
     assert_eq!(fields[0]["status"], "blocked");
     let v0 = &fields[0]["versions"][0];
-    assert_eq!((v0["source"].clone(), v0["phase_id"].clone(), v0["live"].clone(), v0["canonical"].clone()), (json!("rules_extraction"), json!("extraction"), json!(true), json!(true)));
+    assert_eq!(
+        (
+            v0["source"].clone(),
+            v0["phase_id"].clone(),
+            v0["live"].clone(),
+            v0["canonical"].clone()
+        ),
+        (
+            json!("rules_extraction"),
+            json!("extraction"),
+            json!(true),
+            json!(true)
+        )
+    );
     assert_eq!(v0["source_text"], "Net: 500");
     assert_eq!(v0["confidence"], 0.95);
 }
@@ -197,7 +270,10 @@ fn an_unreadable_document_ends_error_and_is_listed_in_progress() {
     let (sid, _) = fixture_spec(&api, &[]);
     let (mut docs, _) = inline_docs(1, 3);
     docs.push(json!({"filename": "broken.json", "content": "{\"total\": 12,"}));
-    let p = api.post("/v1/pipelines", &json!({"schema_id": sid, "documents": docs}));
+    let p = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs}),
+    );
     assert_eq!(p.status, 201, "{}", p.text);
     let pid = p.body["id"].as_str().unwrap().to_string();
     let progress = wait_terminal(&api, &pid, 30);
@@ -206,19 +282,47 @@ fn an_unreadable_document_ends_error_and_is_listed_in_progress() {
     let err = &progress["errors"][0];
     assert_eq!(err["filename"], "broken.json");
     assert_eq!(err["phaseId"], "extraction");
-    assert!(err["message"].as_str().unwrap().contains("not valid JSON"), "{err}");
-    let ext = progress["phases"].as_array().unwrap().iter().find(|p| p["phaseId"] == "extraction").unwrap().clone();
-    assert_eq!((ext["completed"].clone(), ext["errors"].clone()), (json!(3), json!(1)));
+    assert!(
+        err["message"].as_str().unwrap().contains("not valid JSON"),
+        "{err}"
+    );
+    let ext = progress["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phaseId"] == "extraction")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (ext["completed"].clone(), ext["errors"].clone()),
+        (json!(3), json!(1))
+    );
     let transfer = &progress["phases"][0];
-    assert_eq!(transfer["completed"], 4, "an error at extraction is past transfer");
+    assert_eq!(
+        transfer["completed"], 4,
+        "an error at extraction is past transfer"
+    );
     let resolution = &progress["phases"][2];
-    assert_eq!((resolution["completed"].clone(), resolution["pending"].clone()), (json!(3), json!(0)));
+    assert_eq!(
+        (
+            resolution["completed"].clone(),
+            resolution["pending"].clone()
+        ),
+        (json!(3), json!(0))
+    );
     let rows = all_results(&api, &pid);
     assert_eq!(rows[3]["status"], "error");
-    assert!(rows[3]["fields"].as_object().unwrap().values().all(Value::is_null));
+    assert!(rows[3]["fields"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(Value::is_null));
     let docs = api.get(&format!("/v1/pipelines/{pid}/documents"));
     assert_eq!(docs.body["data"][3]["status"], "error");
-    assert_eq!(api.get(&format!("/v1/pipelines/{pid}")).body["status"], "completed");
+    assert_eq!(
+        api.get(&format!("/v1/pipelines/{pid}")).body["status"],
+        "completed"
+    );
 }
 
 #[test]
@@ -226,7 +330,10 @@ fn cancel_stops_a_large_run() {
     let api = start_with(|c| c.workers = 1);
     let (sid, _) = fixture_spec(&api, &[]);
     let (docs, _) = inline_docs(3, 1500);
-    let p = api.post("/v1/pipelines", &json!({"schema_id": sid, "documents": docs}));
+    let p = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs}),
+    );
     assert_eq!(p.status, 201, "{}", p.text);
     let pid = p.body["id"].as_str().unwrap().to_string();
     let r = api.post(&format!("/v1/pipelines/{pid}/cancel"), &json!({}));
@@ -235,7 +342,10 @@ fn cancel_stops_a_large_run() {
     let progress = wait_terminal(&api, &pid, 30);
     let errors = progress["errorDocuments"].as_i64().unwrap();
     assert!(errors > 0, "{progress}");
-    assert_eq!(progress["completedDocuments"].as_i64().unwrap() + errors, 1500);
+    assert_eq!(
+        progress["completedDocuments"].as_i64().unwrap() + errors,
+        1500
+    );
     // Nothing moves afterwards.
     let again = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
     assert_eq!(again["completedDocuments"], progress["completedDocuments"]);
@@ -248,27 +358,79 @@ fn pipeline_creation_refuses_bad_requests() {
     let api = start();
     let bare = api.create_schema(&json!({"name": "no rail", "fields": {"a": "string"}}));
     let doc = upload(&api, "a.txt", "A: 1");
-    let r = api.post("/v1/pipelines", &json!({"schema_id": bare["id"], "document_ids": [doc]}));
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": bare["id"], "document_ids": [doc]}),
+    );
     assert_envelope(&r, 400, "bad_request");
     assert!(r.body["message"].as_str().unwrap().contains("rail"));
     let (sid, _) = fixture_spec(&api, &[]);
     let missing = "0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d0e";
-    let r = api.post("/v1/pipelines", &json!({"schema_id": sid, "document_ids": [missing]}));
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": [missing]}),
+    );
     assert_envelope(&r, 404, "not_found");
     assert!(r.body["message"].as_str().unwrap().contains(missing));
-    assert_envelope(&api.post("/v1/pipelines", &json!({"schema_id": missing, "document_ids": [doc]})), 404, "not_found");
-    assert_envelope(&api.post("/v1/pipelines", &json!({"schema_id": sid, "document_ids": [doc, doc]})), 400, "bad_request");
-    assert_envelope(&api.post("/v1/pipelines", &json!({"schema_id": sid, "document_ids": []})), 400, "bad_request");
-    assert_envelope(&api.post("/v1/pipelines", &json!({"schema_id": sid, "document_ids": ["nope"]})), 400, "bad_request");
-    assert_envelope(&api.post("/v1/pipelines", &json!({"document_ids": [doc]})), 400, "bad_request");
+    assert_envelope(
+        &api.post(
+            "/v1/pipelines",
+            &json!({"schema_id": missing, "document_ids": [doc]}),
+        ),
+        404,
+        "not_found",
+    );
+    assert_envelope(
+        &api.post(
+            "/v1/pipelines",
+            &json!({"schema_id": sid, "document_ids": [doc, doc]}),
+        ),
+        400,
+        "bad_request",
+    );
+    assert_envelope(
+        &api.post(
+            "/v1/pipelines",
+            &json!({"schema_id": sid, "document_ids": []}),
+        ),
+        400,
+        "bad_request",
+    );
+    assert_envelope(
+        &api.post(
+            "/v1/pipelines",
+            &json!({"schema_id": sid, "document_ids": ["nope"]}),
+        ),
+        400,
+        "bad_request",
+    );
+    assert_envelope(
+        &api.post("/v1/pipelines", &json!({"document_ids": [doc]})),
+        400,
+        "bad_request",
+    );
     api.delete(&format!("/v1/schemas/{sid}"));
-    assert_envelope(&api.post("/v1/pipelines", &json!({"schema_id": sid, "document_ids": [doc]})), 404, "not_found");
+    assert_envelope(
+        &api.post(
+            "/v1/pipelines",
+            &json!({"schema_id": sid, "document_ids": [doc]}),
+        ),
+        404,
+        "not_found",
+    );
     assert_eq!(api.get("/v1/pipelines").body["pagination"]["total"], 0);
 
     let small = start_with(|c| c.max_pipeline_documents = 2);
     let (sid, _) = fixture_spec(&small, &[]);
     let (docs, _) = inline_docs(1, 3);
-    assert_envelope(&small.post("/v1/pipelines", &json!({"schema_id": sid, "documents": docs})), 400, "bad_request");
+    assert_envelope(
+        &small.post(
+            "/v1/pipelines",
+            &json!({"schema_id": sid, "documents": docs}),
+        ),
+        400,
+        "bad_request",
+    );
 }
 
 #[test]
@@ -277,17 +439,39 @@ fn rail_policy_and_gate_endpoints_validate_and_round_trip() {
     let (sid, pid) = fixture_spec(&api, &[]);
     let rail = api.get(&format!("/v1/schemas/{sid}/rail"));
     assert_eq!(rail.status, 200);
-    let ids: Vec<_> = rail.body["phases"].as_array().unwrap().iter().map(|p| p["phase_id"].clone()).collect();
-    assert_eq!(ids, vec![json!("transfer"), json!("extraction"), json!("resolution")]);
+    let ids: Vec<_> = rail.body["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase_id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![json!("transfer"), json!("extraction"), json!("resolution")]
+    );
     // GET answers in a form PUT accepts back unchanged.
-    let again = api.put(&format!("/v1/schemas/{sid}/rail"), &json!({"rail": rail.body["rail"]}));
+    let again = api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": rail.body["rail"]}),
+    );
     assert_eq!(again.body, rail.body);
     let inactive = api.post("/v1/data-policies", &json!({"name": "empty"}));
     assert_eq!(inactive.body["status"], "inactive");
     let r = api.put(&format!("/v1/schemas/{sid}/rail"), &json!({"rail": [{"type": "schema"}, {"type": "resolve", "name": "R", "json": {"policy_ids": [inactive.body["id"]]}}]}));
     assert_envelope(&r, 400, "bad_request");
-    assert!(r.body["message"].as_str().unwrap().contains("stage 1"), "{}", r.text);
-    assert_envelope(&api.put(&format!("/v1/schemas/{sid}/rail"), &json!({"rail": [{"type": "valid"}]})), 400, "bad_request");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("stage 1"),
+        "{}",
+        r.text
+    );
+    assert_envelope(
+        &api.put(
+            &format!("/v1/schemas/{sid}/rail"),
+            &json!({"rail": [{"type": "valid"}]}),
+        ),
+        400,
+        "bad_request",
+    );
     // The policy: versioned, active, rules in compiled order, bad rules named.
     let p = api.get(&format!("/v1/data-policies/{pid}"));
     assert_eq!(p.body["status"], "active");
@@ -297,44 +481,120 @@ fn rail_policy_and_gate_endpoints_validate_and_round_trip() {
     for (cfg, rule_type, want) in [
         (json!({"expr": "net +"}), "compute", "config.expr"),
         (json!({"expr": "ghost * 2"}), "compute", "ghost"),
-        (json!({"pattern": "(", "replacement": ""}), "regex_replace", "regular expression"),
+        (
+            json!({"pattern": "(", "replacement": ""}),
+            "regex_replace",
+            "regular expression",
+        ),
         (json!({}), "teleport", "unknown"),
     ] {
-        let r = api.post(&format!("/v1/data-policies/{pid}/rules"), &json!({"field_key": "total", "rule_type": rule_type, "config": cfg}));
+        let r = api.post(
+            &format!("/v1/data-policies/{pid}/rules"),
+            &json!({"field_key": "total", "rule_type": rule_type, "config": cfg}),
+        );
         assert_envelope(&r, 400, "bad_request");
-        assert!(r.body["message"].as_str().unwrap().contains(want), "{}", r.text);
+        assert!(
+            r.body["message"].as_str().unwrap().contains(want),
+            "{}",
+            r.text
+        );
     }
-    let c1 = api.post(&format!("/v1/data-policies/{pid}/rules"), &json!({"field_key": "net", "rule_type": "compute", "config": {"expr": "total - tax"}}));
+    let c1 = api.post(
+        &format!("/v1/data-policies/{pid}/rules"),
+        &json!({"field_key": "net", "rule_type": "compute", "config": {"expr": "total - tax"}}),
+    );
     assert_eq!(c1.status, 201);
-    let cyc = api.post(&format!("/v1/data-policies/{pid}/rules"), &json!({"field_key": "total", "rule_type": "compute", "config": {"expr": "net + tax"}}));
+    let cyc = api.post(
+        &format!("/v1/data-policies/{pid}/rules"),
+        &json!({"field_key": "total", "rule_type": "compute", "config": {"expr": "net + tax"}}),
+    );
     assert_envelope(&cyc, 400, "bad_request");
-    assert!(cyc.body["message"].as_str().unwrap().contains("cycle"), "{}", cyc.text);
+    assert!(
+        cyc.body["message"].as_str().unwrap().contains("cycle"),
+        "{}",
+        cyc.text
+    );
     let rid = c1.body["id"].as_str().unwrap();
-    let patched = send(api.http.patch(api.url(&format!("/v1/data-policies/{pid}/rules/{rid}"))).bearer_auth(api.key()).json(&json!({"config": {"expr": "total - tax - 1"}})));
+    let patched = send(
+        api.http
+            .patch(api.url(&format!("/v1/data-policies/{pid}/rules/{rid}")))
+            .bearer_auth(api.key())
+            .json(&json!({"config": {"expr": "total - tax - 1"}})),
+    );
     assert_eq!(patched.body["config"]["expr"], "total - tax - 1");
-    assert_eq!(api.delete(&format!("/v1/data-policies/{pid}/rules/{rid}")).status, 200);
+    assert_eq!(
+        api.delete(&format!("/v1/data-policies/{pid}/rules/{rid}"))
+            .status,
+        200
+    );
     // Referenced by a rail: cannot be deleted.
-    assert_envelope(&api.delete(&format!("/v1/data-policies/{pid}")), 400, "bad_request");
+    assert_envelope(
+        &api.delete(&format!("/v1/data-policies/{pid}")),
+        400,
+        "bad_request",
+    );
     // Gates: validation, reorder, delete refused while referenced.
     let bad_scope = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": "x", "severity": "blocking", "fieldScope": ["total"],
         "mechanisms": [{"type": "business_rules", "rules": [{"field": "net", "check": "required"}]}]}));
     assert_envelope(&bad_scope, 400, "bad_request");
     let g1 = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": "a", "severity": "info", "blockingConfig": {"on_block": "hold"}, "mechanisms": []}));
     assert_eq!(g1.body["blocking_config"], json!({"on_block": "hold"}));
-    let g2 = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": "b", "severity": "warning", "mechanisms": [{"type": "evidence"}]}));
-    let r = api.post(&format!("/v1/schemas/{sid}/validation-stages/reorder"), &json!({"stage_ids": [g2.body["id"], g1.body["id"]]}));
+    let g2 = api.post(
+        &format!("/v1/schemas/{sid}/validation-stages"),
+        &json!({"name": "b", "severity": "warning", "mechanisms": [{"type": "evidence"}]}),
+    );
+    let r = api.post(
+        &format!("/v1/schemas/{sid}/validation-stages/reorder"),
+        &json!({"stage_ids": [g2.body["id"], g1.body["id"]]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["data"][0]["name"], "b");
-    let patched = api.patch(&format!("/v1/schemas/{sid}/validation-stages/{}", g1.body["id"].as_str().unwrap()), &json!({"severity": "blocking"}));
-    assert_eq!((patched.body["severity"].clone(), patched.body["version"].clone()), (json!("blocking"), json!(2)));
+    let patched = api.patch(
+        &format!(
+            "/v1/schemas/{sid}/validation-stages/{}",
+            g1.body["id"].as_str().unwrap()
+        ),
+        &json!({"severity": "blocking"}),
+    );
+    assert_eq!(
+        (
+            patched.body["severity"].clone(),
+            patched.body["version"].clone()
+        ),
+        (json!("blocking"), json!(2))
+    );
     let r = api.put(&format!("/v1/schemas/{sid}/rail"), &json!({"rail": [{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [g1.body["id"]]}}]}));
     assert_eq!(r.status, 200);
-    assert_envelope(&api.delete(&format!("/v1/schemas/{sid}/validation-stages/{}", g1.body["id"].as_str().unwrap())), 400, "bad_request");
-    assert_eq!(api.delete(&format!("/v1/schemas/{sid}/validation-stages/{}", g2.body["id"].as_str().unwrap())).status, 200);
+    assert_envelope(
+        &api.delete(&format!(
+            "/v1/schemas/{sid}/validation-stages/{}",
+            g1.body["id"].as_str().unwrap()
+        )),
+        400,
+        "bad_request",
+    );
+    assert_eq!(
+        api.delete(&format!(
+            "/v1/schemas/{sid}/validation-stages/{}",
+            g2.body["id"].as_str().unwrap()
+        ))
+        .status,
+        200
+    );
     // A field the rail's gate uses cannot be removed from the schema.
-    let r = api.put(&format!("/v1/schemas/{sid}/rail"), &json!({"rail": [{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [pid]}}]}));
+    let r = api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [pid]}}]}),
+    );
     assert_eq!(r.status, 200);
-    let r = api.put(&format!("/v1/schemas/{sid}"), &json!({"name": "Invoices", "fields": {"invoice_number": "string"}}));
+    let r = api.put(
+        &format!("/v1/schemas/{sid}"),
+        &json!({"name": "Invoices", "fields": {"invoice_number": "string"}}),
+    );
     assert_envelope(&r, 400, "bad_request");
-    assert!(r.body["message"].as_str().unwrap().contains("issue_date"), "{}", r.text);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("issue_date"),
+        "{}",
+        r.text
+    );
 }

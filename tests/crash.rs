@@ -10,20 +10,40 @@ use serde_json::{json, Value};
 const KEY: &str = "tlnc_test_crashcrashcrashcrashcrashcrash01";
 
 fn spec(api: &Remote) -> String {
-    let s = api.post("/v1/schemas", &json!({"name": "Invoices", "fields": fixtures::schema_fields()}));
+    let s = api.post(
+        "/v1/schemas",
+        &json!({"name": "Invoices", "fields": fixtures::schema_fields()}),
+    );
     assert_eq!(s.status, 201, "{}", s.text);
     let sid = s.body["id"].as_str().unwrap().to_string();
     let p = api.post("/v1/data-policies", &json!({"name": "Normalize"}));
     let pid = p.body["id"].as_str().unwrap().to_string();
     for (field, rule, config) in fixtures::policy_rules() {
-        assert_eq!(api.post(&format!("/v1/data-policies/{pid}/fields"), &json!({"field_key": field, "type": "string"})).status, 201);
-        assert_eq!(api.post(&format!("/v1/data-policies/{pid}/rules"), &json!({"field_key": field, "rule_type": rule, "config": config})).status, 201);
+        assert_eq!(
+            api.post(
+                &format!("/v1/data-policies/{pid}/fields"),
+                &json!({"field_key": field, "type": "string"})
+            )
+            .status,
+            201
+        );
+        assert_eq!(
+            api.post(
+                &format!("/v1/data-policies/{pid}/rules"),
+                &json!({"field_key": field, "rule_type": rule, "config": config})
+            )
+            .status,
+            201
+        );
     }
     let g = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": "Sum", "severity": "blocking",
         "mechanisms": [{"type": "business_rules", "rules": [{"check": "sum", "fields": ["net", "tax"], "equals": "total"}]}]}));
     assert_eq!(g.status, 201, "{}", g.text);
     let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [pid]}}, {"type": "valid"}]});
-    assert_eq!(api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status, 200);
+    assert_eq!(
+        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
+        200
+    );
     sid
 }
 
@@ -42,7 +62,10 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
         })
         .collect();
     let expected: Vec<Value> = (0..n).map(|i| fixtures::invoice(9, i).expected).collect();
-    let r = api.post("/v1/pipelines", &json!({"schema_id": sid, "documents": docs}));
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs}),
+    );
     assert_eq!(r.status, 201, "{}", r.text);
     let pid = r.body["id"].as_str().unwrap().to_string();
     // Kill as soon as some documents are done and others are not.
@@ -54,7 +77,10 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
     child.kill().unwrap();
     child.wait().unwrap();
     println!("killed with {done_at_kill} of {n} documents done");
-    assert!(done_at_kill < n as i64, "the run finished before the kill; nothing was tested");
+    assert!(
+        done_at_kill < n as i64,
+        "the run finished before the kill; nothing was tested"
+    );
 
     let (mut child, port) = spawn_server(&db, KEY, &[]);
     let api = Remote::new(port, KEY);
@@ -68,7 +94,9 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
     let mut rows = Vec::new();
     let mut cursor = String::new();
     loop {
-        let r = api.get(&format!("/v1/pipelines/{pid}/results?limit=200&cursor={cursor}"));
+        let r = api.get(&format!(
+            "/v1/pipelines/{pid}/results?limit=200&cursor={cursor}"
+        ));
         rows.extend(r.body["data"].as_array().unwrap().iter().cloned());
         match r.body["pagination"]["next_cursor"].as_str() {
             Some(c) => cursor = c.to_string(),
@@ -108,7 +136,14 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(full, n as i64, "every document has its seven extraction versions");
-    let verdicts: i64 = c.query_row("SELECT count(DISTINCT pd_seq) FROM verdicts", [], |r| r.get(0)).unwrap();
+    assert_eq!(
+        full, n as i64,
+        "every document has its seven extraction versions"
+    );
+    let verdicts: i64 = c
+        .query_row("SELECT count(DISTINCT pd_seq) FROM verdicts", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(verdicts, n as i64, "every document was judged once");
 }

@@ -38,13 +38,17 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
         let c = chars[i];
         if c.is_whitespace() {
             i += 1;
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
                 i += 1;
             }
             let s: String = chars[start..i].iter().collect();
-            out.push(Tok::Num(s.parse().map_err(|_| format!("bad number '{s}'"))?));
+            out.push(Tok::Num(
+                s.parse().map_err(|_| format!("bad number '{s}'"))?,
+            ));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
@@ -193,7 +197,11 @@ pub fn parse(src: &str) -> Result<Expr, String> {
     if toks.is_empty() {
         return Err("empty expression".into());
     }
-    let mut p = Parser { toks, pos: 0, depth: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let e = p.expr()?;
     if p.pos != p.toks.len() {
         return Err("unexpected input after the expression".into());
@@ -242,7 +250,10 @@ impl Expr {
                 }
             }
             Expr::Call(f, args) => {
-                let vals = args.iter().map(|a| a.eval(var)).collect::<Result<Vec<_>, _>>()?;
+                let vals = args
+                    .iter()
+                    .map(|a| a.eval(var))
+                    .collect::<Result<Vec<_>, _>>()?;
                 match f {
                     Func::Abs => vals[0].abs(),
                     Func::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
@@ -286,19 +297,31 @@ mod tests {
         assert_eq!(ev("net - tax - 1").unwrap(), 80.0);
         assert_eq!(ev("net / 4 / 5").unwrap(), 5.0);
         assert_eq!(ev("round(net * 1.19 / 3, 2)").unwrap(), 39.67);
-        assert_eq!(ev("max(net, tax, 500) + min(1, 2) + abs(-3)").unwrap(), 504.0);
+        assert_eq!(
+            ev("max(net, tax, 500) + min(1, 2) + abs(-3)").unwrap(),
+            504.0
+        );
     }
 
     #[test]
     fn errors_are_reported_not_panicked() {
         assert_eq!(ev("net / zero").unwrap_err(), "division by zero");
-        for bad in ["", "net +", "(net", "net tax", "foo(1)", "round()", "net $ 2", "1..2"] {
+        for bad in [
+            "", "net +", "(net", "net tax", "foo(1)", "round()", "net $ 2", "1..2",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
         assert!(parse(&deep).unwrap_err().contains("deeper"));
         let minus = format!("{}1", "-".repeat(100));
         assert!(parse(&minus).is_err());
-        assert_eq!(parse("net + tax * net").unwrap().vars().into_iter().collect::<Vec<_>>(), vec!["net", "tax"]);
+        assert_eq!(
+            parse("net + tax * net")
+                .unwrap()
+                .vars()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec!["net", "tax"]
+        );
     }
 }

@@ -23,7 +23,10 @@ const MAX_LABEL: usize = 80;
 
 /// Lower case, only `[a-z0-9]`.
 pub fn fold_label(s: &str) -> String {
-    s.chars().flat_map(char::to_lowercase).filter(|c| c.is_ascii_alphanumeric()).collect()
+    s.chars()
+        .flat_map(char::to_lowercase)
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
 }
 
 fn similarity(a: &str, b: &str) -> f64 {
@@ -101,8 +104,15 @@ pub fn typed_value(raw: &str, data_type: &str) -> Value {
             && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
     };
     match data_type {
-        "number" if plain_number(t) => t.parse::<f64>().ok().map(super::policy::number_value).unwrap_or_else(|| Value::String(t.into())),
-        "integer" if plain_number(t) && !t.contains('.') => t.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(t.into())),
+        "number" if plain_number(t) => t
+            .parse::<f64>()
+            .ok()
+            .map(super::policy::number_value)
+            .unwrap_or_else(|| Value::String(t.into())),
+        "integer" if plain_number(t) && !t.contains('.') => t
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(t.into())),
         "boolean" if t.eq_ignore_ascii_case("true") => Value::Bool(true),
         "boolean" if t.eq_ignore_ascii_case("false") => Value::Bool(false),
         _ => Value::String(t.to_string()),
@@ -110,7 +120,9 @@ pub fn typed_value(raw: &str, data_type: &str) -> Value {
 }
 
 fn clean_label(s: &str) -> &str {
-    s.trim().trim_start_matches(['#', '-', '*', '>', ' ']).trim_matches(['*', '_', ' ', '\t'])
+    s.trim()
+        .trim_start_matches(['#', '-', '*', '>', ' '])
+        .trim_matches(['*', '_', ' ', '\t'])
 }
 
 fn clean_value(s: &str) -> &str {
@@ -122,7 +134,10 @@ fn labelled(line: &str) -> Option<(&str, &str)> {
     let t = line.trim();
     if t.starts_with('|') {
         let cells: Vec<&str> = t.trim_matches('|').split('|').map(str::trim).collect();
-        if cells.len() >= 2 && !cells[0].is_empty() && !cells[0].chars().all(|c| c == '-' || c == ':') {
+        if cells.len() >= 2
+            && !cells[0].is_empty()
+            && !cells[0].chars().all(|c| c == '-' || c == ':')
+        {
             return Some((clean_label(cells[0]), clean_value(cells[1])));
         }
         return None;
@@ -157,18 +172,35 @@ impl Collector<'_> {
                 other => other,
             };
             let source_text: String = line.trim().chars().take(500).collect();
-            self.out.insert(f.name.clone(), Extracted { value, confidence: conf, source_text });
+            self.out.insert(
+                f.name.clone(),
+                Extracted {
+                    value,
+                    confidence: conf,
+                    source_text,
+                },
+            );
         }
     }
 }
 
 /// Extracts what it can; `Err` when the document cannot be read at all.
-pub fn extract(content: &[u8], mime: &str, fields: &[FieldSpec]) -> Result<HashMap<String, Extracted>, String> {
-    let text = std::str::from_utf8(content).map_err(|e| format!("the document is not valid UTF-8 ({e})"))?;
-    let mut c = Collector { fields, matcher: Matcher::new(fields), out: HashMap::new() };
+pub fn extract(
+    content: &[u8],
+    mime: &str,
+    fields: &[FieldSpec],
+) -> Result<HashMap<String, Extracted>, String> {
+    let text = std::str::from_utf8(content)
+        .map_err(|e| format!("the document is not valid UTF-8 ({e})"))?;
+    let mut c = Collector {
+        fields,
+        matcher: Matcher::new(fields),
+        out: HashMap::new(),
+    };
     match mime {
         "application/json" => {
-            let v: Value = serde_json::from_str(text).map_err(|e| format!("the document is not valid JSON ({e})"))?;
+            let v: Value = serde_json::from_str(text)
+                .map_err(|e| format!("the document is not valid JSON ({e})"))?;
             let obj = match &v {
                 Value::Object(o) => o,
                 Value::Array(a) => match a.first() {
@@ -192,7 +224,9 @@ pub fn extract(content: &[u8], mime: &str, fields: &[FieldSpec]) -> Result<HashM
                     for (k, v) in inner {
                         let line = format!("\"{k}\": {v}");
                         match v {
-                            Value::String(s) => c.offer(k, Value::String(s.trim().to_string()), &line),
+                            Value::String(s) => {
+                                c.offer(k, Value::String(s.trim().to_string()), &line)
+                            }
                             Value::Number(_) | Value::Bool(_) => c.offer(k, v.clone(), &line),
                             _ => {}
                         }
@@ -206,13 +240,19 @@ pub fn extract(content: &[u8], mime: &str, fields: &[FieldSpec]) -> Result<HashM
             if text.bytes().filter(|b| *b == b'"').count() % 2 == 1 {
                 return Err("the document is not valid CSV (an unterminated quoted field)".into());
             }
-            let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(text.as_bytes());
             let mut rows = Vec::new();
             for rec in rdr.records().take(100_000) {
                 let rec = rec.map_err(|e| format!("the document is not valid CSV ({e})"))?;
                 rows.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
             }
-            let key_value = rows.iter().all(|r| r.len() <= 2) && rows.iter().any(|r| r.len() == 2 && c.matcher.best(&r[0]).is_some());
+            let key_value = rows.iter().all(|r| r.len() <= 2)
+                && rows
+                    .iter()
+                    .any(|r| r.len() == 2 && c.matcher.best(&r[0]).is_some());
             if key_value {
                 for r in &rows {
                     if r.len() == 2 {
@@ -251,7 +291,12 @@ mod tests {
             synonyms: syn.iter().map(|s| s.to_string()).collect(),
         };
         vec![
-            f("invoice_number", "Invoice Number", "string", &["Invoice No"]),
+            f(
+                "invoice_number",
+                "Invoice Number",
+                "string",
+                &["Invoice No"],
+            ),
             f("total", "Total", "number", &["Amount due"]),
             f("issue_date", "Issue Date", "date", &[]),
             f("paid", "Paid", "boolean", &[]),
@@ -265,7 +310,11 @@ mod tests {
         assert_eq!(out["invoice_number"].value, json!("INV-42"));
         assert_eq!(out["invoice_number"].confidence, 0.95);
         assert_eq!(out["invoice_number"].source_text, "Invoice Number: INV-42");
-        assert_eq!(out["total"].value, json!("1,234.50"), "grouped numbers stay strings");
+        assert_eq!(
+            out["total"].value,
+            json!("1,234.50"),
+            "grouped numbers stay strings"
+        );
         assert_eq!(out["paid"].value, json!(true));
     }
 

@@ -39,13 +39,37 @@ pub enum Operand {
 
 #[derive(Debug, Clone)]
 pub enum Check {
-    Required { field: String },
-    Enum { field: String, values: Vec<Value> },
-    Regex { field: String, re: Regex },
-    Range { field: String, min: Option<Value>, max: Option<Value> },
-    Length { field: String, min: Option<usize>, max: Option<usize> },
-    Compare { left: String, op: String, right: Operand },
-    Sum { fields: Vec<String>, equals: Operand, tolerance: f64 },
+    Required {
+        field: String,
+    },
+    Enum {
+        field: String,
+        values: Vec<Value>,
+    },
+    Regex {
+        field: String,
+        re: Regex,
+    },
+    Range {
+        field: String,
+        min: Option<Value>,
+        max: Option<Value>,
+    },
+    Length {
+        field: String,
+        min: Option<usize>,
+        max: Option<usize>,
+    },
+    Compare {
+        left: String,
+        op: String,
+        right: Operand,
+    },
+    Sum {
+        fields: Vec<String>,
+        equals: Operand,
+        tolerance: f64,
+    },
 }
 
 impl Check {
@@ -57,7 +81,10 @@ impl Check {
             | Check::Range { field, .. }
             | Check::Length { field, .. } => field,
             Check::Compare { left, .. } => left,
-            Check::Sum { equals: Operand::Field(f), .. } => f,
+            Check::Sum {
+                equals: Operand::Field(f),
+                ..
+            } => f,
             Check::Sum { fields, .. } => fields.first().map(String::as_str).unwrap_or(""),
         }
     }
@@ -118,14 +145,19 @@ fn operand(v: Option<&Value>, what: &str) -> Result<Operand, String> {
 }
 
 fn field_of(r: &Map<String, Value>, at: &str) -> Result<String, String> {
-    r.get("field").and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("{at}.field is required"))
+    r.get("field")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("{at}.field is required"))
 }
 
 fn bound(r: &Map<String, Value>, k: &str, at: &str) -> Result<Option<Value>, String> {
     match r.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
-        Some(Value::String(s)) if super::policy::parse_date(s, false).is_ok() && s.len() == 10 => Ok(Some(json!(s))),
+        Some(Value::String(s)) if super::policy::parse_date(s, false).is_ok() && s.len() == 10 => {
+            Ok(Some(json!(s)))
+        }
         Some(_) => Err(format!("{at}.{k} must be a number or an ISO date")),
     }
 }
@@ -133,13 +165,21 @@ fn bound(r: &Map<String, Value>, k: &str, at: &str) -> Result<Option<Value>, Str
 fn size(r: &Map<String, Value>, k: &str, at: &str) -> Result<Option<usize>, String> {
     match r.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| format!("{at}.{k} must be a non-negative integer")),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| format!("{at}.{k} must be a non-negative integer")),
     }
 }
 
 fn parse_check(v: &Value, at: &str) -> Result<Check, String> {
-    let r = v.as_object().ok_or_else(|| format!("{at} must be an object"))?;
-    let kind = r.get("check").and_then(Value::as_str).ok_or_else(|| format!("{at}.check is required"))?;
+    let r = v
+        .as_object()
+        .ok_or_else(|| format!("{at} must be an object"))?;
+    let kind = r
+        .get("check")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{at}.check is required"))?;
     Ok(match kind {
         "required" => Check::Required { field: field_of(r, at)? },
         "enum" => Check::Enum {
@@ -197,19 +237,32 @@ fn parse_check(v: &Value, at: &str) -> Result<Check, String> {
 }
 
 /// Compiles and validates a gate's mechanisms against the schema's fields and the scope.
-pub fn compile(severity: &str, field_scope: &[String], mechanisms: &Value, schema_fields: &[String]) -> Result<Gate, String> {
-    let severity = Severity::parse(severity).ok_or("severity must be one of info, warning, blocking")?;
+pub fn compile(
+    severity: &str,
+    field_scope: &[String],
+    mechanisms: &Value,
+    schema_fields: &[String],
+) -> Result<Gate, String> {
+    let severity =
+        Severity::parse(severity).ok_or("severity must be one of info, warning, blocking")?;
     for f in field_scope {
         if !schema_fields.contains(f) {
-            return Err(format!("field_scope names '{f}', which is not a field of the schema"));
+            return Err(format!(
+                "field_scope names '{f}', which is not a field of the schema"
+            ));
         }
     }
     let list = mechanisms.as_array().ok_or("mechanisms must be an array")?;
     let mut out = Vec::new();
     for (i, m) in list.iter().enumerate() {
         let at = format!("mechanisms[{i}]");
-        let obj = m.as_object().ok_or_else(|| format!("{at} must be an object"))?;
-        let t = obj.get("type").and_then(Value::as_str).ok_or_else(|| format!("{at}.type is required"))?;
+        let obj = m
+            .as_object()
+            .ok_or_else(|| format!("{at} must be an object"))?;
+        let t = obj
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{at}.type is required"))?;
         out.push(match t {
             "business_rules" => {
                 let rules = obj.get("rules").and_then(Value::as_array).ok_or_else(|| format!("{at}.rules must be an array"))?;
@@ -246,7 +299,11 @@ pub fn compile(severity: &str, field_scope: &[String], mechanisms: &Value, schem
             other => return Err(format!("{at}.type '{other}' is unknown (use business_rules, evidence, min_confidence, n_shot)")),
         });
     }
-    Ok(Gate { severity, field_scope: field_scope.to_vec(), mechanisms: out })
+    Ok(Gate {
+        severity,
+        field_scope: field_scope.to_vec(),
+        mechanisms: out,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +341,10 @@ pub struct Judgement {
 }
 
 fn fold(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Folds the document text once per document for the evidence check.
@@ -316,7 +376,12 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
         (!held && !v.is_null()).then_some(v)
     };
     let name = c.name();
-    let verdict = |ok: bool, msg: String| (if ok { Outcome::Pass } else { Outcome::Fail }, format!("{name}: {msg}"));
+    let verdict = |ok: bool, msg: String| {
+        (
+            if ok { Outcome::Pass } else { Outcome::Fail },
+            format!("{name}: {msg}"),
+        )
+    };
     let skip = |why: &str| (Outcome::Skip, format!("{name}: {why}"));
     match c {
         Check::Required { field } => {
@@ -325,30 +390,57 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                 return skip("input held");
             }
             let present = !(v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()));
-            verdict(present, if present { "present".into() } else { "no value".into() })
+            verdict(
+                present,
+                if present {
+                    "present".into()
+                } else {
+                    "no value".into()
+                },
+            )
         }
         Check::Enum { field, values } => match get(field) {
             None => skip("no value"),
             Some(v) => {
                 let ok = values.iter().any(|a| super::policy::same_value(a, &v));
-                verdict(ok, format!("{} {} allowed", display(&v), if ok { "is" } else { "is not" }))
+                verdict(
+                    ok,
+                    format!(
+                        "{} {} allowed",
+                        display(&v),
+                        if ok { "is" } else { "is not" }
+                    ),
+                )
             }
         },
         Check::Regex { field, re } => match get(field) {
             None => skip("no value"),
             Some(v) => {
                 let ok = re.is_match(&display(&v));
-                verdict(ok, format!("{} {} the pattern", display(&v), if ok { "matches" } else { "does not match" }))
+                verdict(
+                    ok,
+                    format!(
+                        "{} {} the pattern",
+                        display(&v),
+                        if ok { "matches" } else { "does not match" }
+                    ),
+                )
             }
         },
         Check::Range { field, min, max } => match get(field) {
             None => skip("no value"),
             Some(v) => {
-                let dates = [min, max].iter().any(|b| b.as_ref().is_some_and(Value::is_string));
+                let dates = [min, max]
+                    .iter()
+                    .any(|b| b.as_ref().is_some_and(Value::is_string));
                 let ok = if dates {
                     v.is_string()
-                        && min.as_ref().is_none_or(|m| compare_values(&v, m).is_some_and(|o| o.is_ge()))
-                        && max.as_ref().is_none_or(|m| compare_values(&v, m).is_some_and(|o| o.is_le()))
+                        && min
+                            .as_ref()
+                            .is_none_or(|m| compare_values(&v, m).is_some_and(|o| o.is_ge()))
+                        && max
+                            .as_ref()
+                            .is_none_or(|m| compare_values(&v, m).is_some_and(|o| o.is_le()))
                 } else {
                     match as_number(&v) {
                         None => false,
@@ -358,7 +450,14 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                         }
                     }
                 };
-                verdict(ok, format!("{} {} in range", display(&v), if ok { "is" } else { "is not" }))
+                verdict(
+                    ok,
+                    format!(
+                        "{} {} in range",
+                        display(&v),
+                        if ok { "is" } else { "is not" }
+                    ),
+                )
             }
         },
         Check::Length { field, min, max } => match get(field) {
@@ -369,12 +468,22 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                     Value::Number(_) => Some(v.to_string().len()),
                     _ => None,
                 };
-                let ok = len.is_some_and(|l| min.is_none_or(|m| l >= m) && max.is_none_or(|m| l <= m));
-                verdict(ok, format!("length {} {} allowed", len.map(|l| l.to_string()).unwrap_or("-".into()), if ok { "is" } else { "is not" }))
+                let ok =
+                    len.is_some_and(|l| min.is_none_or(|m| l >= m) && max.is_none_or(|m| l <= m));
+                verdict(
+                    ok,
+                    format!(
+                        "length {} {} allowed",
+                        len.map(|l| l.to_string()).unwrap_or("-".into()),
+                        if ok { "is" } else { "is not" }
+                    ),
+                )
             }
         },
         Check::Compare { left, op, right } => {
-            let Some(l) = get(left) else { return skip("no value") };
+            let Some(l) = get(left) else {
+                return skip("no value");
+            };
             let r = match right {
                 Operand::Literal(n) => json!(n),
                 Operand::Field(f) => match get(f) {
@@ -394,7 +503,11 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
             };
             verdict(ok, format!("{} {op} {}", display(&l), display(&r)))
         }
-        Check::Sum { fields, equals, tolerance } => {
+        Check::Sum {
+            fields,
+            equals,
+            tolerance,
+        } => {
             let mut total = 0.0;
             for f in fields {
                 match get(f) {
@@ -426,7 +539,13 @@ fn mech(kind: &str, outcome: Outcome, confidence: Option<f64>, reasoning: String
 }
 
 /// Judges one field at a gate.
-pub fn judge(gate: &Gate, field: &str, ev: &Evidence, lookup: &dyn Fn(&str) -> (Value, bool), folded_text: &str) -> Judgement {
+pub fn judge(
+    gate: &Gate,
+    field: &str,
+    ev: &Evidence,
+    lookup: &dyn Fn(&str) -> (Value, bool),
+    folded_text: &str,
+) -> Judgement {
     let mut mechanisms = Vec::new();
     let mut failed_required = false;
     let mut low_conf = false;
@@ -435,7 +554,10 @@ pub fn judge(gate: &Gate, field: &str, ev: &Evidence, lookup: &dyn Fn(&str) -> (
     for m in &gate.mechanisms {
         let (outcome, confidence, reasoning, kind) = match m {
             Mechanism::BusinessRules(checks) => {
-                let mine: Vec<&Check> = checks.iter().filter(|c| c.failing_field() == field).collect();
+                let mine: Vec<&Check> = checks
+                    .iter()
+                    .filter(|c| c.failing_field() == field)
+                    .collect();
                 if mine.is_empty() {
                     continue;
                 }
@@ -461,27 +583,56 @@ pub fn judge(gate: &Gate, field: &str, ev: &Evidence, lookup: &dyn Fn(&str) -> (
                 if ev.value.is_null() {
                     (Outcome::Skip, None, "no value".into(), "evidence")
                 } else if exempt {
-                    (Outcome::Skip, None, "value does not come from the document text".into(), "evidence")
+                    (
+                        Outcome::Skip,
+                        None,
+                        "value does not come from the document text".into(),
+                        "evidence",
+                    )
                 } else {
                     let found = [Some(ev.value), ev.extracted]
                         .into_iter()
                         .flatten()
                         .any(|v| !v.is_null() && folded_text.contains(&fold(&display(v))));
                     let o = if found { Outcome::Pass } else { Outcome::Fail };
-                    (o, None, if found { "found in the document".into() } else { "not found in the document".into() }, "evidence")
+                    (
+                        o,
+                        None,
+                        if found {
+                            "found in the document".into()
+                        } else {
+                            "not found in the document".into()
+                        },
+                        "evidence",
+                    )
                 }
             }
             Mechanism::MinConfidence(th) => match ev.confidence {
-                None => (Outcome::Skip, None, "no confidence".into(), "min_confidence"),
+                None => (
+                    Outcome::Skip,
+                    None,
+                    "no confidence".into(),
+                    "min_confidence",
+                ),
                 Some(c) => {
                     let ok = c >= *th;
                     if !ok {
                         low_conf = true;
                     }
-                    (if ok { Outcome::Pass } else { Outcome::Fail }, Some(c), format!("confidence {c} vs threshold {th}"), "min_confidence")
+                    (
+                        if ok { Outcome::Pass } else { Outcome::Fail },
+                        Some(c),
+                        format!("confidence {c} vs threshold {th}"),
+                        "min_confidence",
+                    )
                 }
             },
-            Mechanism::NShot(n) => (Outcome::Pass, Some(1.0), format!("deterministic extractor: {n} runs agree"), "n_shot"),
+            Mechanism::NShot(n) => (
+                Outcome::Pass,
+                Some(1.0),
+                format!("deterministic extractor: {n} runs agree"),
+                "n_shot",
+            ),
         };
         match outcome {
             Outcome::Fail => any_fail = true,
@@ -506,7 +657,11 @@ pub fn judge(gate: &Gate, field: &str, ev: &Evidence, lookup: &dyn Fn(&str) -> (
     } else {
         Some("failed_check")
     };
-    Judgement { outcome, reason, mechanisms }
+    Judgement {
+        outcome,
+        reason,
+        mechanisms,
+    }
 }
 
 #[cfg(test)]
@@ -514,19 +669,48 @@ mod tests {
     use super::*;
 
     fn fields() -> Vec<String> {
-        ["total", "net", "tax", "currency", "invoice_number", "supplier", "issued"].iter().map(|s| s.to_string()).collect()
+        [
+            "total",
+            "net",
+            "tax",
+            "currency",
+            "invoice_number",
+            "supplier",
+            "issued",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     fn gate(rules: Value) -> Gate {
-        compile("blocking", &[], &json!([{ "type": "business_rules", "rules": rules }]), &fields()).unwrap()
+        compile(
+            "blocking",
+            &[],
+            &json!([{ "type": "business_rules", "rules": rules }]),
+            &fields(),
+        )
+        .unwrap()
     }
 
     fn judge_with(g: &Gate, field: &str, vals: &[(&str, Value)], held: &[&str]) -> Judgement {
         let lookup = |f: &str| -> (Value, bool) {
-            (vals.iter().find(|(k, _)| *k == f).map(|(_, v)| v.clone()).unwrap_or(Value::Null), held.contains(&f))
+            (
+                vals.iter()
+                    .find(|(k, _)| *k == f)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or(Value::Null),
+                held.contains(&f),
+            )
         };
         let v = lookup(field).0;
-        let ev = Evidence { value: &v, source: Some("rules_extraction"), rule_type: None, confidence: Some(0.95), extracted: None };
+        let ev = Evidence {
+            value: &v,
+            source: Some("rules_extraction"),
+            rule_type: None,
+            confidence: Some(0.95),
+            extracted: None,
+        };
         judge(g, field, &ev, &lookup, "")
     }
 
@@ -542,8 +726,14 @@ mod tests {
             {"check": "compare", "left": "tax", "op": "<=", "right": "net"},
         ]));
         let j = judge_with(&g, "total", &[], &[]);
-        assert_eq!((j.outcome, j.reason), (Outcome::Fail, Some("missing_value")));
-        assert_eq!(judge_with(&g, "total", &[("total", json!(5))], &[]).outcome, Outcome::Pass);
+        assert_eq!(
+            (j.outcome, j.reason),
+            (Outcome::Fail, Some("missing_value"))
+        );
+        assert_eq!(
+            judge_with(&g, "total", &[("total", json!(5))], &[]).outcome,
+            Outcome::Pass
+        );
         for (f, good, bad) in [
             ("currency", json!("EUR"), json!("GBP")),
             ("invoice_number", json!("INV-12"), json!("X-12")),
@@ -551,25 +741,82 @@ mod tests {
             ("supplier", json!("Acme"), json!("A")),
             ("issued", json!("2024-06-01"), json!("2025-01-01")),
         ] {
-            assert_eq!(judge_with(&g, f, &[(f, good)], &[]).outcome, Outcome::Pass, "{f}");
+            assert_eq!(
+                judge_with(&g, f, &[(f, good)], &[]).outcome,
+                Outcome::Pass,
+                "{f}"
+            );
             let j = judge_with(&g, f, &[(f, bad)], &[]);
-            assert_eq!((j.outcome, j.reason), (Outcome::Fail, Some("failed_check")), "{f}");
-            assert_eq!(judge_with(&g, f, &[], &[]).outcome, Outcome::Skip, "{f} on null");
+            assert_eq!(
+                (j.outcome, j.reason),
+                (Outcome::Fail, Some("failed_check")),
+                "{f}"
+            );
+            assert_eq!(
+                judge_with(&g, f, &[], &[]).outcome,
+                Outcome::Skip,
+                "{f} on null"
+            );
         }
-        assert_eq!(judge_with(&g, "net", &[("net", json!("abc"))], &[]).outcome, Outcome::Fail, "non-number in a numeric check");
-        assert_eq!(judge_with(&g, "tax", &[("tax", json!(5)), ("net", json!(10))], &[]).outcome, Outcome::Pass);
-        assert_eq!(judge_with(&g, "tax", &[("tax", json!(50)), ("net", json!(10))], &[]).outcome, Outcome::Fail);
-        assert_eq!(judge_with(&g, "tax", &[("tax", json!(50)), ("net", json!(10))], &["net"]).outcome, Outcome::Skip, "held input");
+        assert_eq!(
+            judge_with(&g, "net", &[("net", json!("abc"))], &[]).outcome,
+            Outcome::Fail,
+            "non-number in a numeric check"
+        );
+        assert_eq!(
+            judge_with(&g, "tax", &[("tax", json!(5)), ("net", json!(10))], &[]).outcome,
+            Outcome::Pass
+        );
+        assert_eq!(
+            judge_with(&g, "tax", &[("tax", json!(50)), ("net", json!(10))], &[]).outcome,
+            Outcome::Fail
+        );
+        assert_eq!(
+            judge_with(
+                &g,
+                "tax",
+                &[("tax", json!(50)), ("net", json!(10))],
+                &["net"]
+            )
+            .outcome,
+            Outcome::Skip,
+            "held input"
+        );
     }
 
     #[test]
     fn sum_with_tolerance() {
-        let g = gate(json!([{"check": "sum", "fields": ["net", "tax"], "equals": "total", "tolerance": 0.01}]));
-        let ok = judge_with(&g, "total", &[("net", json!(100)), ("tax", json!(19)), ("total", json!(119.005))], &[]);
+        let g = gate(
+            json!([{"check": "sum", "fields": ["net", "tax"], "equals": "total", "tolerance": 0.01}]),
+        );
+        let ok = judge_with(
+            &g,
+            "total",
+            &[
+                ("net", json!(100)),
+                ("tax", json!(19)),
+                ("total", json!(119.005)),
+            ],
+            &[],
+        );
         assert_eq!(ok.outcome, Outcome::Pass);
-        let bad = judge_with(&g, "total", &[("net", json!(100)), ("tax", json!(19)), ("total", json!(120))], &[]);
+        let bad = judge_with(
+            &g,
+            "total",
+            &[
+                ("net", json!(100)),
+                ("tax", json!(19)),
+                ("total", json!(120)),
+            ],
+            &[],
+        );
         assert_eq!(bad.outcome, Outcome::Fail);
-        let skip = judge_with(&g, "total", &[("net", json!(100)), ("total", json!(120))], &[]);
+        let skip = judge_with(
+            &g,
+            "total",
+            &[("net", json!(100)), ("total", json!(120))],
+            &[],
+        );
         assert_eq!(skip.outcome, Outcome::Skip);
     }
 
@@ -580,30 +827,71 @@ mod tests {
         let raw = json!("1.000,50");
         let lookup = |_: &str| (Value::Null, false);
         let text = fold_text("Total:   1.000,50 EUR");
-        let ev = Evidence { value: &v, source: Some("policy_resolution"), rule_type: Some("number"), confidence: Some(0.6), extracted: Some(&raw) };
+        let ev = Evidence {
+            value: &v,
+            source: Some("policy_resolution"),
+            rule_type: Some("number"),
+            confidence: Some(0.6),
+            extracted: Some(&raw),
+        };
         let j = judge(&g, "total", &ev, &lookup, &text);
-        assert_eq!((j.outcome, j.reason), (Outcome::Fail, Some("low_confidence")));
+        assert_eq!(
+            (j.outcome, j.reason),
+            (Outcome::Fail, Some("low_confidence"))
+        );
         assert_eq!(j.mechanisms[0]["verdict"], "pass");
         assert_eq!(j.mechanisms[2]["verdict"], "pass");
-        let ev = Evidence { value: &v, source: Some("policy_resolution"), rule_type: Some("compute"), confidence: Some(0.9), extracted: None };
-        assert_eq!(judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"], "skip");
+        let ev = Evidence {
+            value: &v,
+            source: Some("policy_resolution"),
+            rule_type: Some("compute"),
+            confidence: Some(0.9),
+            extracted: None,
+        };
+        assert_eq!(
+            judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"],
+            "skip"
+        );
         let s = json!("Globex");
-        let ev = Evidence { value: &s, source: Some("rules_extraction"), rule_type: None, confidence: Some(0.9), extracted: Some(&s) };
-        assert_eq!(judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"], "fail");
+        let ev = Evidence {
+            value: &s,
+            source: Some("rules_extraction"),
+            rule_type: None,
+            confidence: Some(0.9),
+            extracted: Some(&s),
+        };
+        assert_eq!(
+            judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"],
+            "fail"
+        );
     }
 
     #[test]
     fn configuration_errors_name_the_problem() {
         let f = fields();
         assert!(compile("fatal", &[], &json!([]), &f).is_err());
-        assert!(compile("info", &["nope".into()], &json!([]), &f).unwrap_err().contains("nope"));
-        let out_of_scope = json!([{"type": "business_rules", "rules": [{"field": "net", "check": "required"}]}]);
-        assert!(compile("info", &["total".into()], &out_of_scope, &f).unwrap_err().contains("outside"));
-        let unknown = json!([{"type": "business_rules", "rules": [{"field": "ghost", "check": "required"}]}]);
-        assert!(compile("info", &[], &unknown, &f).unwrap_err().contains("ghost"));
+        assert!(compile("info", &["nope".into()], &json!([]), &f)
+            .unwrap_err()
+            .contains("nope"));
+        let out_of_scope =
+            json!([{"type": "business_rules", "rules": [{"field": "net", "check": "required"}]}]);
+        assert!(compile("info", &["total".into()], &out_of_scope, &f)
+            .unwrap_err()
+            .contains("outside"));
+        let unknown =
+            json!([{"type": "business_rules", "rules": [{"field": "ghost", "check": "required"}]}]);
+        assert!(compile("info", &[], &unknown, &f)
+            .unwrap_err()
+            .contains("ghost"));
         let bad_re = json!([{"type": "business_rules", "rules": [{"field": "net", "check": "regex", "pattern": "("}]}]);
         assert!(compile("info", &[], &bad_re, &f).is_err());
         assert!(compile("info", &[], &json!([{"type": "magic"}]), &f).is_err());
-        assert!(compile("info", &[], &json!([{"type": "min_confidence", "threshold": 2}]), &f).is_err());
+        assert!(compile(
+            "info",
+            &[],
+            &json!([{"type": "min_confidence", "threshold": 2}]),
+            &f
+        )
+        .is_err());
     }
 }

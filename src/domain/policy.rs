@@ -7,8 +7,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
 
-pub const RULE_TYPES: [&str; 10] =
-    ["direct", "format", "date", "number", "currency", "lookup", "regex_replace", "default", "compute", "unit"];
+pub const RULE_TYPES: [&str; 10] = [
+    "direct",
+    "format",
+    "date",
+    "number",
+    "currency",
+    "lookup",
+    "regex_replace",
+    "default",
+    "compute",
+    "unit",
+];
 
 /// A rule as stored: the raw configuration is kept, the compiled form is rebuilt when needed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -22,16 +32,41 @@ pub struct RuleDef {
 
 #[derive(Debug, Clone)]
 pub enum Rule {
-    Direct { from: String },
-    Format { op: String },
-    Date { day_first: bool, output: String },
-    Number { decimal: char, round: Option<i32> },
-    Currency { default: Option<String> },
-    Lookup { table: Vec<(String, Value)>, case_insensitive: bool, null_fallback: bool },
-    RegexReplace { re: Regex, replacement: String },
-    Default { value: Value },
-    Compute { expr: Expr },
-    Unit { factor: f64 },
+    Direct {
+        from: String,
+    },
+    Format {
+        op: String,
+    },
+    Date {
+        day_first: bool,
+        output: String,
+    },
+    Number {
+        decimal: char,
+        round: Option<i32>,
+    },
+    Currency {
+        default: Option<String>,
+    },
+    Lookup {
+        table: Vec<(String, Value)>,
+        case_insensitive: bool,
+        null_fallback: bool,
+    },
+    RegexReplace {
+        re: Regex,
+        replacement: String,
+    },
+    Default {
+        value: Value,
+    },
+    Compute {
+        expr: Expr,
+    },
+    Unit {
+        factor: f64,
+    },
 }
 
 fn cfg_str<'a>(c: &'a Map<String, Value>, k: &str) -> Result<Option<&'a str>, String> {
@@ -80,7 +115,9 @@ fn unit_factor(u: &str) -> Option<(&'static str, f64)> {
 fn check_strftime(fmt: &str) -> Result<(), String> {
     use chrono::format::{Item, StrftimeItems};
     if fmt.is_empty() || StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
-        return Err(format!("config.output '{fmt}' is not a valid strftime format"));
+        return Err(format!(
+            "config.output '{fmt}' is not a valid strftime format"
+        ));
     }
     Ok(())
 }
@@ -94,10 +131,22 @@ pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
         _ => return Err("config must be an object".into()),
     };
     Ok(match rule_type {
-        "direct" => Rule::Direct { from: cfg_str(c, "from")?.ok_or("config.from is required")?.to_string() },
+        "direct" => Rule::Direct {
+            from: cfg_str(c, "from")?
+                .ok_or("config.from is required")?
+                .to_string(),
+        },
         "format" => {
             let op = cfg_str(c, "op")?.ok_or("config.op is required")?;
-            if !["trim", "lowercase", "uppercase", "titlecase", "collapse_whitespace"].contains(&op) {
+            if ![
+                "trim",
+                "lowercase",
+                "uppercase",
+                "titlecase",
+                "collapse_whitespace",
+            ]
+            .contains(&op)
+            {
                 return Err("config.op must be one of trim, lowercase, uppercase, titlecase, collapse_whitespace".into());
             }
             Rule::Format { op: op.to_string() }
@@ -105,7 +154,10 @@ pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
         "date" => {
             let output = cfg_str(c, "output")?.unwrap_or("%Y-%m-%d").to_string();
             check_strftime(&output)?;
-            Rule::Date { day_first: cfg_bool(c, "day_first", false)?, output }
+            Rule::Date {
+                day_first: cfg_bool(c, "day_first", false)?,
+                output,
+            }
         }
         "number" => {
             let decimal = match cfg_str(c, "decimal_separator")? {
@@ -141,7 +193,11 @@ pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
                 Some("null") => true,
                 Some(_) => return Err("config.fallback must be \"keep\" or \"null\"".into()),
             };
-            Rule::Lookup { table, case_insensitive: cfg_bool(c, "case_insensitive", false)?, null_fallback }
+            Rule::Lookup {
+                table,
+                case_insensitive: cfg_bool(c, "case_insensitive", false)?,
+                null_fallback,
+            }
         }
         "regex_replace" => {
             let pattern = cfg_str(c, "pattern")?.ok_or("config.pattern is required")?;
@@ -149,13 +205,19 @@ pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
                 .size_limit(1 << 20)
                 .build()
                 .map_err(|e| format!("config.pattern is not a valid regular expression: {e}"))?;
-            let replacement = cfg_str(c, "replacement")?.ok_or("config.replacement is required")?.to_string();
+            let replacement = cfg_str(c, "replacement")?
+                .ok_or("config.replacement is required")?
+                .to_string();
             Rule::RegexReplace { re, replacement }
         }
-        "default" => Rule::Default { value: c.get("value").cloned().ok_or("config.value is required")? },
+        "default" => Rule::Default {
+            value: c.get("value").cloned().ok_or("config.value is required")?,
+        },
         "compute" => {
             let src = cfg_str(c, "expr")?.ok_or("config.expr is required")?;
-            Rule::Compute { expr: expr::parse(src).map_err(|e| format!("config.expr: {e}"))? }
+            Rule::Compute {
+                expr: expr::parse(src).map_err(|e| format!("config.expr: {e}"))?,
+            }
         }
         "unit" => {
             let from = cfg_str(c, "from")?.ok_or("config.from is required")?;
@@ -167,7 +229,12 @@ pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
             }
             Rule::Unit { factor: ff / ft }
         }
-        other => return Err(format!("rule_type '{other}' is unknown (use one of {})", RULE_TYPES.join(", "))),
+        other => {
+            return Err(format!(
+                "rule_type '{other}' is unknown (use one of {})",
+                RULE_TYPES.join(", ")
+            ))
+        }
     })
 }
 
@@ -197,12 +264,17 @@ pub fn compiled_order(fields: &[String], rules: &[RuleDef]) -> Result<Vec<String
     for r in &sorted {
         let name = format!("rule {} ({} on {})", r.id, r.rule_type, r.field_key);
         if !fields.contains(&r.field_key) {
-            return Err(format!("{name}: field '{}' is not a field of this policy", r.field_key));
+            return Err(format!(
+                "{name}: field '{}' is not a field of this policy",
+                r.field_key
+            ));
         }
         let compiled = compile(&r.rule_type, &r.config).map_err(|e| format!("{name}: {e}"))?;
         for input in compiled.inputs() {
             if !fields.contains(&input) {
-                return Err(format!("{name}: input '{input}' is not a field of this policy"));
+                return Err(format!(
+                    "{name}: input '{input}' is not a field of this policy"
+                ));
             }
             if input != r.field_key {
                 reads.entry(r.field_key.clone()).or_default().insert(input);
@@ -260,7 +332,11 @@ pub fn as_number(v: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => {
             let t = s.trim();
-            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+') {
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+            {
                 return None;
             }
             t.parse().ok()
@@ -320,18 +396,25 @@ fn parse_number(s: &str, decimal: char) -> Result<f64, String> {
     if cleaned.is_empty() || cleaned.matches('.').count() > 1 {
         return Err(format!("'{s}' is not a number"));
     }
-    let n: f64 = cleaned.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    let n: f64 = cleaned
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
     Ok(if neg { -n } else { n })
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 
 fn month_of(word: &str) -> Option<u32> {
     let w = word.to_ascii_lowercase();
     if w.len() < 3 {
         return None;
     }
-    MONTHS.iter().position(|m| w.starts_with(m)).map(|i| i as u32 + 1)
+    MONTHS
+        .iter()
+        .position(|m| w.starts_with(m))
+        .map(|i| i as u32 + 1)
 }
 
 /// Parses the common written date forms. Ambiguous day/month order follows `day_first`, unless
@@ -340,38 +423,47 @@ pub fn parse_date(s: &str, day_first: bool) -> Result<NaiveDate, String> {
     let bad = || format!("'{s}' is not a recognizable date");
     let t = s.trim();
     let parts: Vec<&str> = t
-        .split(|c: char| c == '-' || c == '.' || c == '/' || c == ' ' || c == ',')
+        .split(['-', '.', '/', ' ', ','])
         .filter(|p| !p.is_empty())
         .collect();
     if parts.len() != 3 {
         return Err(bad());
     }
     let num = |p: &str| p.parse::<i64>().ok();
-    let (y, m, d) = if let (Some(a), Some(b), Some(c)) = (num(parts[0]), num(parts[1]), num(parts[2])) {
-        if parts[0].len() == 4 {
-            (a, b, c)
-        } else {
-            let year = if parts[2].len() == 2 { 2000 + c } else { c };
-            let (day, month) = if a > 12 {
-                (a, b)
-            } else if b > 12 {
-                (b, a)
-            } else if day_first {
-                (a, b)
+    let (y, m, d) =
+        if let (Some(a), Some(b), Some(c)) = (num(parts[0]), num(parts[1]), num(parts[2])) {
+            if parts[0].len() == 4 {
+                (a, b, c)
             } else {
-                (b, a)
-            };
-            (year, month, day)
-        }
-    } else if let Some(m) = month_of(parts[1]) {
-        // 14 September 2024
-        (num(parts[2]).ok_or_else(bad)?, m as i64, num(parts[0]).ok_or_else(bad)?)
-    } else if let Some(m) = month_of(parts[0]) {
-        // September 14, 2024
-        (num(parts[2]).ok_or_else(bad)?, m as i64, num(parts[1]).ok_or_else(bad)?)
-    } else {
-        return Err(bad());
-    };
+                let year = if parts[2].len() == 2 { 2000 + c } else { c };
+                let (day, month) = if a > 12 {
+                    (a, b)
+                } else if b > 12 {
+                    (b, a)
+                } else if day_first {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                (year, month, day)
+            }
+        } else if let Some(m) = month_of(parts[1]) {
+            // 14 September 2024
+            (
+                num(parts[2]).ok_or_else(bad)?,
+                m as i64,
+                num(parts[0]).ok_or_else(bad)?,
+            )
+        } else if let Some(m) = month_of(parts[0]) {
+            // September 14, 2024
+            (
+                num(parts[2]).ok_or_else(bad)?,
+                m as i64,
+                num(parts[1]).ok_or_else(bad)?,
+            )
+        } else {
+            return Err(bad());
+        };
     let in_range = |v: i64, lo: i64, hi: i64| (lo..=hi).contains(&v);
     if !in_range(y, 1, 9999) || !in_range(m, 1, 12) || !in_range(d, 1, 31) {
         return Err(bad());
@@ -384,7 +476,9 @@ fn is_iso_date(s: &str) -> bool {
     b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
         && NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
 }
 
@@ -421,7 +515,9 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
         }),
         Rule::Date { day_first, output } => match current {
             Value::Null => Ok(Value::Null),
-            Value::String(s) if is_iso_date(s.trim()) && output == "%Y-%m-%d" => Ok(Value::String(s.trim().into())),
+            Value::String(s) if is_iso_date(s.trim()) && output == "%Y-%m-%d" => {
+                Ok(Value::String(s.trim().into()))
+            }
             Value::String(s) => {
                 let d = parse_date(s, *day_first)?;
                 Ok(Value::String(d.format(output).to_string()))
@@ -442,7 +538,9 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
         },
         Rule::Currency { default } => match current {
             Value::Null => Ok(default.as_ref().map(|d| json!(d)).unwrap_or(Value::Null)),
-            Value::String(s) if s.trim().is_empty() => Ok(default.as_ref().map(|d| json!(d)).unwrap_or(Value::Null)),
+            Value::String(s) if s.trim().is_empty() => {
+                Ok(default.as_ref().map(|d| json!(d)).unwrap_or(Value::Null))
+            }
             Value::String(s) => {
                 if let Some(code) = currency_code(s) {
                     return Ok(json!(code));
@@ -458,13 +556,23 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
             }
             other => Err(format!("{other} is not a currency")),
         },
-        Rule::Lookup { table, case_insensitive, null_fallback } => {
+        Rule::Lookup {
+            table,
+            case_insensitive,
+            null_fallback,
+        } => {
             let key = match current {
                 Value::String(s) => s.clone(),
                 Value::Null => return Ok(Value::Null),
                 other => other.to_string(),
             };
-            let hit = table.iter().find(|(k, _)| if *case_insensitive { k.to_lowercase() == key.to_lowercase() } else { *k == key });
+            let hit = table.iter().find(|(k, _)| {
+                if *case_insensitive {
+                    k.to_lowercase() == key.to_lowercase()
+                } else {
+                    *k == key
+                }
+            });
             Ok(match hit {
                 Some((_, v)) => v.clone(),
                 None if *null_fallback => Value::Null,
@@ -517,25 +625,66 @@ mod tests {
 
     #[test]
     fn numbers_with_either_separator() {
-        assert_eq!(run("number", json!({"decimal_separator": ","}), json!("1.000,50")).unwrap(), json!(1000.5));
-        assert_eq!(run("number", json!({}), json!("1,000.50")).unwrap(), json!(1000.5));
-        assert_eq!(run("number", json!({}), json!("€ 12 345")).unwrap(), json!(12345));
-        assert_eq!(run("number", json!({"round": 1}), json!("2.25")).unwrap(), json!(2.3));
+        assert_eq!(
+            run(
+                "number",
+                json!({"decimal_separator": ","}),
+                json!("1.000,50")
+            )
+            .unwrap(),
+            json!(1000.5)
+        );
+        assert_eq!(
+            run("number", json!({}), json!("1,000.50")).unwrap(),
+            json!(1000.5)
+        );
+        assert_eq!(
+            run("number", json!({}), json!("€ 12 345")).unwrap(),
+            json!(12345)
+        );
+        assert_eq!(
+            run("number", json!({"round": 1}), json!("2.25")).unwrap(),
+            json!(2.3)
+        );
         // A typed number passes through unchanged, even when it looks like the other convention.
-        assert_eq!(run("number", json!({"decimal_separator": ","}), json!(1000.5)).unwrap(), json!(1000.5));
+        assert_eq!(
+            run("number", json!({"decimal_separator": ","}), json!(1000.5)).unwrap(),
+            json!(1000.5)
+        );
         assert!(run("number", json!({}), json!("n/a")).is_err());
         assert!(run("number", json!({"decimal_separator": ";"}), json!("1")).is_err());
     }
 
     #[test]
     fn dates_in_common_forms_and_ambiguity() {
-        assert_eq!(run("date", json!({}), json!("14.09.2024")).unwrap(), json!("2024-09-14"));
-        assert_eq!(run("date", json!({"day_first": true}), json!("03/04/2024")).unwrap(), json!("2024-04-03"));
-        assert_eq!(run("date", json!({"day_first": false}), json!("03/04/2024")).unwrap(), json!("2024-03-04"));
-        assert_eq!(run("date", json!({}), json!("September 14, 2024")).unwrap(), json!("2024-09-14"));
-        assert_eq!(run("date", json!({}), json!("14 Sep 2024")).unwrap(), json!("2024-09-14"));
-        assert_eq!(run("date", json!({}), json!("2024-09-14")).unwrap(), json!("2024-09-14"));
-        assert_eq!(run("date", json!({"output": "%d/%m/%Y"}), json!("2024-09-14")).unwrap(), json!("14/09/2024"));
+        assert_eq!(
+            run("date", json!({}), json!("14.09.2024")).unwrap(),
+            json!("2024-09-14")
+        );
+        assert_eq!(
+            run("date", json!({"day_first": true}), json!("03/04/2024")).unwrap(),
+            json!("2024-04-03")
+        );
+        assert_eq!(
+            run("date", json!({"day_first": false}), json!("03/04/2024")).unwrap(),
+            json!("2024-03-04")
+        );
+        assert_eq!(
+            run("date", json!({}), json!("September 14, 2024")).unwrap(),
+            json!("2024-09-14")
+        );
+        assert_eq!(
+            run("date", json!({}), json!("14 Sep 2024")).unwrap(),
+            json!("2024-09-14")
+        );
+        assert_eq!(
+            run("date", json!({}), json!("2024-09-14")).unwrap(),
+            json!("2024-09-14")
+        );
+        assert_eq!(
+            run("date", json!({"output": "%d/%m/%Y"}), json!("2024-09-14")).unwrap(),
+            json!("14/09/2024")
+        );
         assert!(run("date", json!({}), json!("31.02.2024")).is_err());
         assert!(run("date", json!({}), json!("soon")).is_err());
         assert!(compile("date", &json!({"output": "%Q"})).is_err());
@@ -543,50 +692,135 @@ mod tests {
 
     #[test]
     fn currencies_known_unknown_and_defaulted() {
-        assert_eq!(run("currency", json!({}), json!("€")).unwrap(), json!("EUR"));
-        assert_eq!(run("currency", json!({}), json!("eur")).unwrap(), json!("EUR"));
-        assert_eq!(run("currency", json!({}), json!("Euro")).unwrap(), json!("EUR"));
-        assert_eq!(run("currency", json!({}), json!("nok")).unwrap(), json!("NOK"));
+        assert_eq!(
+            run("currency", json!({}), json!("€")).unwrap(),
+            json!("EUR")
+        );
+        assert_eq!(
+            run("currency", json!({}), json!("eur")).unwrap(),
+            json!("EUR")
+        );
+        assert_eq!(
+            run("currency", json!({}), json!("Euro")).unwrap(),
+            json!("EUR")
+        );
+        assert_eq!(
+            run("currency", json!({}), json!("nok")).unwrap(),
+            json!("NOK")
+        );
         assert!(run("currency", json!({}), json!("shells")).is_err());
-        assert_eq!(run("currency", json!({"default": "usd"}), json!("shells")).unwrap(), json!("USD"));
-        assert_eq!(run("currency", json!({"default": "EUR"}), Value::Null).unwrap(), json!("EUR"));
+        assert_eq!(
+            run("currency", json!({"default": "usd"}), json!("shells")).unwrap(),
+            json!("USD")
+        );
+        assert_eq!(
+            run("currency", json!({"default": "EUR"}), Value::Null).unwrap(),
+            json!("EUR")
+        );
     }
 
     #[test]
     fn compute_lookup_format_default_unit_regex_direct() {
-        assert_eq!(run("compute", json!({"expr": "net + tax"}), Value::Null).unwrap(), json!(119.5));
-        assert_eq!(run("compute", json!({"expr": "net / zero"}), Value::Null).unwrap_err(), "division by zero");
-        assert!(run("compute", json!({"expr": "net + missing"}), Value::Null).unwrap_err().contains("no value"));
+        assert_eq!(
+            run("compute", json!({"expr": "net + tax"}), Value::Null).unwrap(),
+            json!(119.5)
+        );
+        assert_eq!(
+            run("compute", json!({"expr": "net / zero"}), Value::Null).unwrap_err(),
+            "division by zero"
+        );
+        assert!(
+            run("compute", json!({"expr": "net + missing"}), Value::Null)
+                .unwrap_err()
+                .contains("no value")
+        );
         assert!(compile("compute", &json!({"expr": "net +"})).is_err());
         let table = json!({"table": {"ACME GmbH": "Acme"}, "case_insensitive": true});
-        assert_eq!(run("lookup", table.clone(), json!("acme gmbh")).unwrap(), json!("Acme"));
-        assert_eq!(run("lookup", table, json!("Other")).unwrap(), json!("Other"));
-        assert_eq!(run("lookup", json!({"table": {}, "fallback": "null"}), json!("x")).unwrap(), Value::Null);
-        assert_eq!(run("format", json!({"op": "titlecase"}), json!("hello WORLD")).unwrap(), json!("Hello World"));
-        assert_eq!(run("format", json!({"op": "collapse_whitespace"}), json!(" a  b ")).unwrap(), json!("a b"));
-        assert_eq!(run("default", json!({"value": "EUR"}), json!("")).unwrap(), json!("EUR"));
-        assert_eq!(run("default", json!({"value": "EUR"}), json!("USD")).unwrap(), json!("USD"));
-        assert_eq!(run("unit", json!({"from": "g", "to": "kg"}), json!(1500)).unwrap(), json!(1.5));
+        assert_eq!(
+            run("lookup", table.clone(), json!("acme gmbh")).unwrap(),
+            json!("Acme")
+        );
+        assert_eq!(
+            run("lookup", table, json!("Other")).unwrap(),
+            json!("Other")
+        );
+        assert_eq!(
+            run(
+                "lookup",
+                json!({"table": {}, "fallback": "null"}),
+                json!("x")
+            )
+            .unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            run("format", json!({"op": "titlecase"}), json!("hello WORLD")).unwrap(),
+            json!("Hello World")
+        );
+        assert_eq!(
+            run(
+                "format",
+                json!({"op": "collapse_whitespace"}),
+                json!(" a  b ")
+            )
+            .unwrap(),
+            json!("a b")
+        );
+        assert_eq!(
+            run("default", json!({"value": "EUR"}), json!("")).unwrap(),
+            json!("EUR")
+        );
+        assert_eq!(
+            run("default", json!({"value": "EUR"}), json!("USD")).unwrap(),
+            json!("USD")
+        );
+        assert_eq!(
+            run("unit", json!({"from": "g", "to": "kg"}), json!(1500)).unwrap(),
+            json!(1.5)
+        );
         assert!(compile("unit", &json!({"from": "g", "to": "m"})).is_err());
-        assert_eq!(run("regex_replace", json!({"pattern": "^INV", "replacement": "R"}), json!("INV-1")).unwrap(), json!("R-1"));
+        assert_eq!(
+            run(
+                "regex_replace",
+                json!({"pattern": "^INV", "replacement": "R"}),
+                json!("INV-1")
+            )
+            .unwrap(),
+            json!("R-1")
+        );
         assert!(compile("regex_replace", &json!({"pattern": "(", "replacement": ""})).is_err());
-        assert_eq!(run("direct", json!({"from": "name"}), Value::Null).unwrap(), json!("Acme"));
+        assert_eq!(
+            run("direct", json!({"from": "name"}), Value::Null).unwrap(),
+            json!("Acme")
+        );
     }
 
     fn rule(id: &str, field: &str, t: &str, config: Value, order: i64) -> RuleDef {
-        RuleDef { id: id.into(), field_key: field.into(), rule_type: t.into(), config, order }
+        RuleDef {
+            id: id.into(),
+            field_key: field.into(),
+            rule_type: t.into(),
+            config,
+            order,
+        }
     }
 
     #[test]
     fn compiled_order_is_topological_and_cycles_name_the_rule() {
-        let fields: Vec<String> = ["net", "tax", "total"].iter().map(|s| s.to_string()).collect();
+        let fields: Vec<String> = ["net", "tax", "total"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let rules = vec![
             rule("r1", "total", "compute", json!({"expr": "net + tax"}), 1),
             rule("r2", "net", "number", json!({}), 2),
             rule("r3", "tax", "number", json!({}), 3),
             rule("r4", "total", "number", json!({"round": 2}), 4),
         ];
-        assert_eq!(compiled_order(&fields, &rules).unwrap(), vec!["r2", "r3", "r1", "r4"]);
+        assert_eq!(
+            compiled_order(&fields, &rules).unwrap(),
+            vec!["r2", "r3", "r1", "r4"]
+        );
         let cyc = vec![
             rule("a", "net", "compute", json!({"expr": "tax * 2"}), 1),
             rule("b", "tax", "compute", json!({"expr": "net / 2"}), 2),
@@ -596,7 +830,13 @@ mod tests {
         let err = compiled_order(&fields, &unknown).unwrap_err();
         assert!(err.contains("rule c") && err.contains("gross"), "{err}");
         // A field may read its own input.
-        let own = vec![rule("d", "net", "compute", json!({"expr": "net * 1.19"}), 1)];
+        let own = vec![rule(
+            "d",
+            "net",
+            "compute",
+            json!({"expr": "net * 1.19"}),
+            1,
+        )];
         assert!(compiled_order(&fields, &own).is_ok());
     }
 }

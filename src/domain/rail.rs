@@ -83,19 +83,34 @@ pub fn parse_stages(v: &Value) -> Result<Vec<Stage>, String> {
     }
     let mut out = Vec::new();
     for (i, s) in list.iter().enumerate() {
-        let o = s.as_object().ok_or_else(|| format!("stage {i} must be an object"))?;
-        let kind = o.get("type").and_then(Value::as_str).ok_or_else(|| format!("stage {i}: type is required"))?;
+        let o = s
+            .as_object()
+            .ok_or_else(|| format!("stage {i} must be an object"))?;
+        let kind = o
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("stage {i}: type is required"))?;
         let name = match o.get("name") {
             None | Some(Value::Null) => default_name(kind).to_string(),
-            Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 100 => n.trim().to_string(),
-            Some(_) => return Err(format!("stage {i}: name must be a string of 1-100 characters")),
+            Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= 100 => {
+                n.trim().to_string()
+            }
+            Some(_) => {
+                return Err(format!(
+                    "stage {i}: name must be a string of 1-100 characters"
+                ))
+            }
         };
         let json = match o.get("json") {
             None | Some(Value::Null) => None,
             Some(j @ Value::Object(_)) => Some(j.clone()),
             Some(_) => return Err(format!("stage {i} ('{name}'): json must be an object")),
         };
-        out.push(Stage { kind: kind.to_string(), name, json });
+        out.push(Stage {
+            kind: kind.to_string(),
+            name,
+            json,
+        });
     }
     Ok(out)
 }
@@ -119,7 +134,9 @@ fn id_list(json: Option<&Value>, key: &str, at: &str) -> Result<Option<Vec<Strin
     if v.is_null() {
         return Ok(None);
     }
-    let arr = v.as_array().ok_or_else(|| format!("{at}: json.{key} must be an array of ids"))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| format!("{at}: json.{key} must be an array of ids"))?;
     arr.iter()
         .map(|x| {
             x.as_str()
@@ -145,8 +162,18 @@ pub fn compile(
     let mut used_gates = HashSet::new();
     let push = |phases: &mut Vec<Phase>, kind: PhaseType, name: String, ref_id: Option<String>| {
         let n = phases.iter().filter(|p| p.kind == kind).count();
-        let phase_id = if n == 0 { kind.as_str().to_string() } else { format!("{}_{}", kind.as_str(), n + 1) };
-        phases.push(Phase { index: phases.len(), phase_id, kind, name, ref_id });
+        let phase_id = if n == 0 {
+            kind.as_str().to_string()
+        } else {
+            format!("{}_{}", kind.as_str(), n + 1)
+        };
+        phases.push(Phase {
+            index: phases.len(),
+            phase_id,
+            kind,
+            name,
+            ref_id,
+        });
     };
     for (i, s) in stages.iter().enumerate() {
         let at = format!("stage {i} ({} '{}')", s.kind, s.name);
@@ -254,7 +281,16 @@ mod tests {
     }
 
     fn gates() -> Vec<GateInfo> {
-        vec![GateInfo { id: G1.into(), name: "Totals".into() }, GateInfo { id: G2.into(), name: "Format".into() }]
+        vec![
+            GateInfo {
+                id: G1.into(),
+                name: "Totals".into(),
+            },
+            GateInfo {
+                id: G2.into(),
+                name: "Format".into(),
+            },
+        ]
     }
 
     fn run(rail: Value) -> Result<Vec<Phase>, String> {
@@ -274,41 +310,104 @@ mod tests {
             {"type": "deliver", "name": "Out"}]))
         .unwrap();
         let ids: Vec<_> = phases.iter().map(|p| p.phase_id.as_str()).collect();
-        assert_eq!(ids, vec!["transfer", "extraction", "validation", "resolution", "resolution_2", "validation_2"]);
+        assert_eq!(
+            ids,
+            vec![
+                "transfer",
+                "extraction",
+                "validation",
+                "resolution",
+                "resolution_2",
+                "validation_2"
+            ]
+        );
         assert_eq!(phases[3].name, "Normalize");
         assert_eq!(phases[2].name, "Format");
         assert_eq!(phases[5].index, 5);
         let all = run(json!([{"type": "schema"}, {"type": "valid"}])).unwrap();
-        assert_eq!(all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["Extraction", "Totals", "Format"]);
+        assert_eq!(
+            all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            vec!["Extraction", "Totals", "Format"]
+        );
         assert!(run(json!([])).unwrap().is_empty());
     }
 
     #[test]
     fn every_rule_violation_names_the_stage() {
         let cases = [
-            (json!([{"type": "schema", "name": "S"}, {"type": "magic", "name": "M"}]), "stage 1 (magic 'M')"),
-            (json!([{"type": "registry"}, {"type": "registry"}, {"type": "schema"}]), "at most one registry"),
-            (json!([{"type": "schema"}, {"type": "registry"}]), "before the schema"),
+            (
+                json!([{"type": "schema", "name": "S"}, {"type": "magic", "name": "M"}]),
+                "stage 1 (magic 'M')",
+            ),
+            (
+                json!([{"type": "registry"}, {"type": "registry"}, {"type": "schema"}]),
+                "at most one registry",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "registry"}]),
+                "before the schema",
+            ),
             (json!([{"type": "registry"}]), "exactly one schema"),
-            (json!([{"type": "schema"}, {"type": "schema"}]), "exactly one schema"),
-            (json!([{"type": "resolve", "json": {"policy_ids": [P1]}}, {"type": "schema"}]), "after the schema"),
-            (json!([{"type": "valid"}, {"type": "schema"}]), "after the schema"),
-            (json!([{"type": "schema"}, {"type": "resolve"}]), "policy_ids is required"),
-            (json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": []}}]), "policy_ids is required"),
-            (json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": ["x"]}}]), "UUIDs"),
-            (json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [INACTIVE]}}]), "not active"),
-            (json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [FOREIGN_FIELD]}}]), "ghost"),
-            (json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": ["0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d99"]}}]), "not found"),
-            (json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [P1]}}, {"type": "resolve", "json": {"policy_ids": [P1]}}]), "twice"),
-            (json!([{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [G1, G1]}}]), "twice"),
-            (json!([{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [P1]}}]), "not a validation stage"),
-            (json!([{"type": "schema", "json": {"extractor": "gpt"}}]), "extractor"),
+            (
+                json!([{"type": "schema"}, {"type": "schema"}]),
+                "exactly one schema",
+            ),
+            (
+                json!([{"type": "resolve", "json": {"policy_ids": [P1]}}, {"type": "schema"}]),
+                "after the schema",
+            ),
+            (
+                json!([{"type": "valid"}, {"type": "schema"}]),
+                "after the schema",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "resolve"}]),
+                "policy_ids is required",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": []}}]),
+                "policy_ids is required",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": ["x"]}}]),
+                "UUIDs",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [INACTIVE]}}]),
+                "not active",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [FOREIGN_FIELD]}}]),
+                "ghost",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": ["0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d99"]}}]),
+                "not found",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [P1]}}, {"type": "resolve", "json": {"policy_ids": [P1]}}]),
+                "twice",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [G1, G1]}}]),
+                "twice",
+            ),
+            (
+                json!([{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [P1]}}]),
+                "not a validation stage",
+            ),
+            (
+                json!([{"type": "schema", "json": {"extractor": "gpt"}}]),
+                "extractor",
+            ),
         ];
         for (rail, expected) in cases {
             let err = run(rail.clone()).unwrap_err();
             assert!(err.contains(expected), "{rail}: {err}");
         }
         let too_many: Vec<Value> = (0..51).map(|_| json!({"type": "source"})).collect();
-        assert!(run(Value::Array(too_many)).unwrap_err().contains("at most 50"));
+        assert!(run(Value::Array(too_many))
+            .unwrap_err()
+            .contains("at most 50"));
     }
 }

@@ -26,7 +26,10 @@ impl Status {
         }
     }
     pub fn is_held(self) -> bool {
-        matches!(self, Status::Blocked | Status::Waiting | Status::PendingReview)
+        matches!(
+            self,
+            Status::Blocked | Status::Waiting | Status::PendingReview
+        )
     }
 }
 
@@ -87,7 +90,14 @@ impl FieldState {
         self.status == Status::Progressing && self.next <= phase
     }
 
-    pub fn block(&mut self, gate_phase: usize, stage_id: &str, routing: &str, reason: Option<&str>, now: &str) {
+    pub fn block(
+        &mut self,
+        gate_phase: usize,
+        stage_id: &str,
+        routing: &str,
+        reason: Option<&str>,
+        now: &str,
+    ) {
         self.status = Status::Blocked;
         self.blocked_at = Some(gate_phase);
         self.stage_id = Some(stage_id.to_string());
@@ -133,7 +143,11 @@ impl Deps {
     fn direct<'a>(&'a self, f: &str, states: &States) -> impl Iterator<Item = &'a String> {
         let pinned = states.get(f).is_some_and(|s| s.pinned);
         let declared = self.declared.get(f).into_iter().flatten();
-        let computed = (!pinned).then(|| self.computed.get(f)).flatten().into_iter().flatten();
+        let computed = (!pinned)
+            .then(|| self.computed.get(f))
+            .flatten()
+            .into_iter()
+            .flatten();
         declared.chain(computed)
     }
 
@@ -158,7 +172,11 @@ impl Deps {
 pub fn apply_waiting(states: &mut States, order: &[String], deps: &Deps) -> Vec<String> {
     let roots: Vec<String> = order
         .iter()
-        .filter(|f| states.get(*f).is_some_and(|s| matches!(s.status, Status::Blocked | Status::PendingReview)))
+        .filter(|f| {
+            states
+                .get(*f)
+                .is_some_and(|s| matches!(s.status, Status::Blocked | Status::PendingReview))
+        })
         .cloned()
         .collect();
     let mut started = Vec::new();
@@ -188,10 +206,11 @@ pub fn released_waiters(states: &States, order: &[String], deps: &Deps) -> Vec<S
         .iter()
         .filter(|f| states.get(*f).is_some_and(|s| s.status == Status::Waiting))
         .filter(|f| {
-            !deps
-                .closure(f, states)
-                .iter()
-                .any(|d| states.get(d).is_some_and(|s| matches!(s.status, Status::Blocked | Status::PendingReview)))
+            !deps.closure(f, states).iter().any(|d| {
+                states
+                    .get(d)
+                    .is_some_and(|s| matches!(s.status, Status::Blocked | Status::PendingReview))
+            })
         })
         .cloned()
         .collect()
@@ -214,22 +233,33 @@ mod tests {
     use super::*;
 
     fn setup() -> (States, Vec<String>, Deps) {
-        let order: Vec<String> = ["net", "tax", "total", "grand", "note"].iter().map(|s| s.to_string()).collect();
+        let order: Vec<String> = ["net", "tax", "total", "grand", "note"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let states = load_states("{}", &order);
         let mut deps = Deps::default();
-        deps.computed.insert("total".into(), BTreeSet::from(["net".into(), "tax".into()]));
-        deps.declared.insert("grand".into(), BTreeSet::from(["total".into()]));
+        deps.computed
+            .insert("total".into(), BTreeSet::from(["net".into(), "tax".into()]));
+        deps.declared
+            .insert("grand".into(), BTreeSet::from(["total".into()]));
         (states, order, deps)
     }
 
     #[test]
     fn a_blocked_field_holds_its_transitive_dependents() {
         let (mut s, order, deps) = setup();
-        s.get_mut("net").unwrap().block(3, "g", "review_queue", None, "t");
+        s.get_mut("net")
+            .unwrap()
+            .block(3, "g", "review_queue", None, "t");
         let started = apply_waiting(&mut s, &order, &deps);
         assert_eq!(started, vec!["total", "grand"]);
         assert_eq!(s["total"].blocked_by.as_deref(), Some("net"));
-        assert_eq!(s["grand"].blocked_by.as_deref(), Some("net"), "the root, not the waiting middle");
+        assert_eq!(
+            s["grand"].blocked_by.as_deref(),
+            Some("net"),
+            "the root, not the waiting middle"
+        );
         assert_eq!(s["note"].status, Status::Progressing);
         assert_eq!(document_status(&s), None);
     }
@@ -237,8 +267,12 @@ mod tests {
     #[test]
     fn blocked_wins_over_waiting() {
         let (mut s, order, deps) = setup();
-        s.get_mut("net").unwrap().block(3, "g", "review_queue", None, "t");
-        s.get_mut("total").unwrap().block(3, "g", "review_queue", None, "t");
+        s.get_mut("net")
+            .unwrap()
+            .block(3, "g", "review_queue", None, "t");
+        s.get_mut("total")
+            .unwrap()
+            .block(3, "g", "review_queue", None, "t");
         apply_waiting(&mut s, &order, &deps);
         assert_eq!(s["total"].status, Status::Blocked);
         assert_eq!(s["grand"].blocked_by.as_deref(), Some("net"));
@@ -247,8 +281,12 @@ mod tests {
     #[test]
     fn two_held_upstream_fields_release_only_when_both_are_released() {
         let (mut s, order, deps) = setup();
-        s.get_mut("net").unwrap().block(3, "g", "review_queue", None, "t");
-        s.get_mut("tax").unwrap().block(3, "g", "review_queue", None, "t");
+        s.get_mut("net")
+            .unwrap()
+            .block(3, "g", "review_queue", None, "t");
+        s.get_mut("tax")
+            .unwrap()
+            .block(3, "g", "review_queue", None, "t");
         apply_waiting(&mut s, &order, &deps);
         assert_eq!(s["total"].status, Status::Waiting);
         s.get_mut("net").unwrap().complete("t");
@@ -263,7 +301,9 @@ mod tests {
     fn a_pinned_field_depends_only_through_depends_on() {
         let (mut s, order, deps) = setup();
         s.get_mut("total").unwrap().pinned = true;
-        s.get_mut("net").unwrap().block(3, "g", "review_queue", None, "t");
+        s.get_mut("net")
+            .unwrap()
+            .block(3, "g", "review_queue", None, "t");
         apply_waiting(&mut s, &order, &deps);
         assert_eq!(s["total"].status, Status::Progressing);
         assert_eq!(s["grand"].status, Status::Progressing);
@@ -272,7 +312,10 @@ mod tests {
     #[test]
     fn statuses_serialize_compactly_and_documents_end_complete_or_partial() {
         let (mut s, _, _) = setup();
-        assert_eq!(serde_json::to_string(&s["net"]).unwrap(), r#"{"status":"progressing","pinned":false}"#);
+        assert_eq!(
+            serde_json::to_string(&s["net"]).unwrap(),
+            r#"{"status":"progressing","pinned":false}"#
+        );
         for st in s.values_mut() {
             st.complete("t");
         }

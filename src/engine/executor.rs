@@ -55,7 +55,12 @@ impl Executor {
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
         let mut handles = Vec::new();
         for n in 0..workers.max(1) {
-            let (db, rx, tx, cache) = (db.clone(), work_rx.clone(), result_tx.clone(), cache.clone());
+            let (db, rx, tx, cache) = (
+                db.clone(),
+                work_rx.clone(),
+                result_tx.clone(),
+                cache.clone(),
+            );
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("quire-worker-{n}"))
@@ -69,10 +74,28 @@ impl Executor {
         let capacity = workers.max(1) * 48;
         let writer = std::thread::Builder::new()
             .name("quire-writer".into())
-            .spawn(move || Writer { conn, work_tx, result_rx, wake_rx, stop: stop2, in_flight: HashSet::new(), capacity, shutdown_timeout }.run())
+            .spawn(move || {
+                Writer {
+                    conn,
+                    work_tx,
+                    result_rx,
+                    wake_rx,
+                    stop: stop2,
+                    in_flight: HashSet::new(),
+                    capacity,
+                    shutdown_timeout,
+                }
+                .run()
+            })
             .map_err(|e| StoreError::Refused(format!("cannot start the writer: {e}")))?;
         let _ = wake_tx.try_send(());
-        Ok(Executor { wake_tx, stop, writer: Mutex::new(Some(writer)), workers: Mutex::new(handles), shutdown_timeout })
+        Ok(Executor {
+            wake_tx,
+            stop,
+            writer: Mutex::new(Some(writer)),
+            workers: Mutex::new(handles),
+            shutdown_timeout,
+        })
     }
 
     /// Tells the writer there may be queued work.
@@ -102,13 +125,25 @@ impl Drop for Executor {
 }
 
 fn load_spec(c: &Connection, pipeline_id: &str, generation: i64) -> Result<RunSpec, String> {
-    let p = pstore::get_any(c, pipeline_id).map_err(|e| e.to_string())?.ok_or("pipeline vanished")?;
+    let p = pstore::get_any(c, pipeline_id)
+        .map_err(|e| e.to_string())?
+        .ok_or("pipeline vanished")?;
     let phases = pstore::phases(c, pipeline_id).map_err(|e| e.to_string())?;
     let snaps = pstore::snapshots(c, pipeline_id, generation).map_err(|e| e.to_string())?;
     let mut run_phases = Vec::with_capacity(phases.len());
     for ph in &phases {
-        let (_, version, cfg) = snaps.iter().find(|(i, _, _)| *i == ph.index).ok_or("a phase has no snapshot")?;
-        run_phases.push(run_phase(ph.index, &ph.phase_id, ph.kind, *version, cfg, &p.fields)?);
+        let (_, version, cfg) = snaps
+            .iter()
+            .find(|(i, _, _)| *i == ph.index)
+            .ok_or("a phase has no snapshot")?;
+        run_phases.push(run_phase(
+            ph.index,
+            &ph.phase_id,
+            ph.kind,
+            *version,
+            cfg,
+            &p.fields,
+        )?);
     }
     Ok(RunSpec::new(p.fields, run_phases))
 }
@@ -152,7 +187,11 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| runner::run(&spec, &mut ctx))) {
         Ok(r) => Outcome::Ran(r),
         Err(p) => {
-            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             Outcome::Requeue(format!("computation panicked: {what}"))
         }
     }
@@ -200,14 +239,21 @@ impl Writer {
                 }
             }
             let mut batch = Vec::new();
-            let wait = if self.in_flight.is_empty() { Duration::from_millis(500) } else { BATCH_WINDOW };
+            let wait = if self.in_flight.is_empty() {
+                Duration::from_millis(500)
+            } else {
+                BATCH_WINDOW
+            };
             select! {
                 recv(self.result_rx) -> r => if let Ok(r) = r { batch.push(r) },
                 recv(self.wake_rx) -> _ => {},
                 default(wait) => {},
             }
             let deadline = Instant::now() + BATCH_WINDOW;
-            while batch.len() < MAX_BATCH && !self.in_flight.is_empty() && batch.len() < self.in_flight.len() {
+            while batch.len() < MAX_BATCH
+                && !self.in_flight.is_empty()
+                && batch.len() < self.in_flight.len()
+            {
                 match self.result_rx.recv_deadline(deadline) {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
@@ -238,7 +284,8 @@ impl Writer {
                 }
                 Err(e) => {
                     log::warn!("executor commit failed ({e}); documents go back to the queue");
-                    backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
                     // The results are lost with the rolled-back transaction: send them round again.
                     for r in batch {
                         self.in_flight.remove(&r.claim.seq);
@@ -257,12 +304,20 @@ impl Writer {
     }
 
     /// One transaction: apply the results, then claim more work.
-    fn commit(&mut self, batch: &mut Vec<WorkResult>, claim_more: bool) -> Result<Vec<Claim>, StoreError> {
-        let free = self.capacity.saturating_sub(self.in_flight.len() - batch.len().min(self.in_flight.len()));
+    fn commit(
+        &mut self,
+        batch: &mut Vec<WorkResult>,
+        claim_more: bool,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let free = self
+            .capacity
+            .saturating_sub(self.in_flight.len() - batch.len().min(self.in_flight.len()));
         if batch.is_empty() && (!claim_more || free == 0) {
             return Ok(Vec::new());
         }
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_rfc3339();
         let mut touched: HashSet<String> = HashSet::new();
         let mut orgs: HashMap<String, String> = HashMap::new();
@@ -285,7 +340,9 @@ impl Writer {
         }
         let mut claims = Vec::new();
         if claim_more {
-            let free = self.capacity.saturating_sub(self.in_flight.len().saturating_sub(batch.len()));
+            let free = self
+                .capacity
+                .saturating_sub(self.in_flight.len().saturating_sub(batch.len()));
             if free > 0 {
                 let (c, gave_up) = xstore::claim(&tx, free, &self.in_flight)?;
                 claims = c;
@@ -316,7 +373,10 @@ struct Savepoint<'a> {
 impl SavepointExt for rusqlite::Transaction<'_> {
     fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError> {
         self.execute_batch("SAVEPOINT step")?;
-        Ok(Savepoint { conn: self, done: false })
+        Ok(Savepoint {
+            conn: self,
+            done: false,
+        })
     }
 }
 
@@ -337,7 +397,12 @@ impl Drop for Savepoint<'_> {
 }
 
 /// Applies one document's result; true when the document left the active set.
-fn apply_result(c: &Connection, r: &WorkResult, now: &str, orgs: &mut HashMap<String, String>) -> Result<bool, StoreError> {
+fn apply_result(
+    c: &Connection,
+    r: &WorkResult,
+    now: &str,
+    orgs: &mut HashMap<String, String>,
+) -> Result<bool, StoreError> {
     let claim = &r.claim;
     let run = match &r.outcome {
         Outcome::Requeue(why) => {
@@ -355,7 +420,11 @@ fn apply_result(c: &Connection, r: &WorkResult, now: &str, orgs: &mut HashMap<St
             o
         }
     };
-    let fields: Vec<String> = run.steps.first().map(|s| s.states_before.keys().cloned().collect()).unwrap_or_default();
+    let fields: Vec<String> = run
+        .steps
+        .first()
+        .map(|s| s.states_before.keys().cloned().collect())
+        .unwrap_or_default();
     let mut current: States = load_states(&xstore::current_states(c, claim.seq)?, &fields);
     for step in &run.steps {
         let merged = xstore::merge(&current, &step.states_before, &step.states_after);
@@ -370,8 +439,16 @@ fn apply_result(c: &Connection, r: &WorkResult, now: &str, orgs: &mut HashMap<St
         return xstore::finish(c, claim, "error", Some((*phase, message)), now);
     }
     // A field released meanwhile (a resolve during processing) still has work to do.
-    let phase_count = run.steps.last().map(|s| s.phase_index + 1).unwrap_or(claim.cursor);
-    let pending = current.values().filter(|s| s.status == Status::Progressing && s.next < phase_count).map(|s| s.next).min();
+    let phase_count = run
+        .steps
+        .last()
+        .map(|s| s.phase_index + 1)
+        .unwrap_or(claim.cursor);
+    let pending = current
+        .values()
+        .filter(|s| s.status == Status::Progressing && s.next < phase_count)
+        .map(|s| s.next)
+        .min();
     if let Some(cursor) = pending {
         xstore::continue_later(c, claim, cursor, now)?;
         return Ok(false);

@@ -11,7 +11,11 @@ use std::collections::HashSet;
 
 /// The schema's fields with the organization's Field Registry synonyms merged in, frozen with
 /// the run so that transfer and extraction see what the registry knew when it started.
-fn frozen_fields(c: &Connection, org_id: &str, fields: &[FieldDef]) -> Result<Vec<FieldDef>, StoreError> {
+fn frozen_fields(
+    c: &Connection,
+    org_id: &str,
+    fields: &[FieldDef],
+) -> Result<Vec<FieldDef>, StoreError> {
     let registry = sstore::registry_synonyms(c, org_id)?;
     Ok(fields
         .iter()
@@ -30,27 +34,55 @@ fn frozen_fields(c: &Connection, org_id: &str, fields: &[FieldDef]) -> Result<Ve
 }
 
 /// Creates a run over `document_ids` (already checked to be the organization's live documents).
-pub fn create(c: &Connection, org_id: &str, schema_id: &str, name: Option<&str>, document_ids: &[String], max_docs: usize) -> Result<PipelineRow, EngineError> {
-    let schema = sstore::get(c, org_id, schema_id, false)?.ok_or_else(|| EngineError::NotFound(format!("Schema {schema_id} not found")))?;
+pub fn create(
+    c: &Connection,
+    org_id: &str,
+    schema_id: &str,
+    name: Option<&str>,
+    document_ids: &[String],
+    max_docs: usize,
+) -> Result<PipelineRow, EngineError> {
+    let schema = sstore::get(c, org_id, schema_id, false)?
+        .ok_or_else(|| EngineError::NotFound(format!("Schema {schema_id} not found")))?;
     let stages: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
     if stages.is_empty() {
-        return Err(EngineError::BadRequest(format!("Schema '{}' has no rail: PUT /v1/schemas/{}/rail first", schema.name, schema.id)));
+        return Err(EngineError::BadRequest(format!(
+            "Schema '{}' has no rail: PUT /v1/schemas/{}/rail first",
+            schema.name, schema.id
+        )));
     }
     if document_ids.is_empty() || document_ids.len() > max_docs {
-        return Err(EngineError::BadRequest(format!("A pipeline takes 1 to {max_docs} documents (got {})", document_ids.len())));
+        return Err(EngineError::BadRequest(format!(
+            "A pipeline takes 1 to {max_docs} documents (got {})",
+            document_ids.len()
+        )));
     }
     let mut seen = HashSet::new();
     if let Some(d) = document_ids.iter().find(|d| !seen.insert(d.as_str())) {
-        return Err(EngineError::BadRequest(format!("Document {d} appears twice")));
+        return Err(EngineError::BadRequest(format!(
+            "Document {d} appears twice"
+        )));
     }
     let phases = compile_rail(c, org_id, &schema, &stages)?;
     if phases.is_empty() {
-        return Err(EngineError::BadRequest("The rail compiles to no phases".into()));
+        return Err(EngineError::BadRequest(
+            "The rail compiles to no phases".into(),
+        ));
     }
     let fields = frozen_fields(c, org_id, &schema.fields)?;
-    let name = name.map(str::to_string).unwrap_or_else(|| format!("{} run", schema.name));
+    let name = name
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{} run", schema.name));
     Ok(pstore::insert(
         c,
-        NewPipeline { org_id, schema_id: &schema.id, schema_name: &schema.name, name: &name, fields: &fields, phases: &phases, document_ids },
+        NewPipeline {
+            org_id,
+            schema_id: &schema.id,
+            schema_name: &schema.name,
+            name: &name,
+            fields: &fields,
+            phases: &phases,
+            document_ids,
+        },
     )?)
 }

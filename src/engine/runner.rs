@@ -8,7 +8,7 @@ use crate::domain::policy::{self, Rule, RuleDef};
 use crate::domain::rail::PhaseType;
 use crate::domain::schema::FieldDef;
 use crate::domain::state::{apply_waiting, Deps, Flag, States, Status};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 
 /// A stored or new cell version.
@@ -44,8 +44,14 @@ pub struct NewVerdict {
 pub enum PhaseConfig {
     Transfer,
     Extraction,
-    Resolution { rules: Vec<(RuleDef, Rule)> },
-    Validation { stage_id: String, gate: Gate, routing: String },
+    Resolution {
+        rules: Vec<(RuleDef, Rule)>,
+    },
+    Validation {
+        stage_id: String,
+        gate: Gate,
+        routing: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -73,14 +79,22 @@ impl RunSpec {
         let mut deps = Deps::default();
         for f in &fields {
             if !f.depends_on.is_empty() {
-                deps.declared.insert(f.field_name.clone(), f.depends_on.iter().cloned().collect());
+                deps.declared
+                    .insert(f.field_name.clone(), f.depends_on.iter().cloned().collect());
             }
         }
         for p in &phases {
             if let PhaseConfig::Resolution { rules } = &p.config {
                 for (def, rule) in rules {
-                    let reads: BTreeSet<String> = rule.inputs().into_iter().filter(|i| i != &def.field_key).collect();
-                    deps.computed.entry(def.field_key.clone()).or_default().extend(reads);
+                    let reads: BTreeSet<String> = rule
+                        .inputs()
+                        .into_iter()
+                        .filter(|i| i != &def.field_key)
+                        .collect();
+                    deps.computed
+                        .entry(def.field_key.clone())
+                        .or_default()
+                        .extend(reads);
                 }
             }
         }
@@ -93,7 +107,13 @@ impl RunSpec {
                 synonyms: f.synonyms.clone(),
             })
             .collect();
-        RunSpec { fields, order, phases, deps, extract_specs }
+        RunSpec {
+            fields,
+            order,
+            phases,
+            deps,
+            extract_specs,
+        }
     }
 
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
@@ -120,19 +140,30 @@ pub struct DocCtx {
 
 impl DocCtx {
     pub fn is_live(&self, c: &Cell) -> bool {
-        c.source == "human_review" || !self.restarts.iter().any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+        c.source == "human_review"
+            || !self
+                .restarts
+                .iter()
+                .any(|(g, s)| *g > c.generation && c.phase_index >= *s)
     }
 
     /// The newest live version written by a phase before `phase`.
     pub fn newest_before(&self, field: &str, phase: usize) -> Option<&Cell> {
-        self.cells.iter().rev().find(|c| c.field == field && c.phase_index < phase && self.is_live(c))
+        self.cells
+            .iter()
+            .rev()
+            .find(|c| c.field == field && c.phase_index < phase && self.is_live(c))
     }
 
     /// Input of a phase: the pin, else the newest live earlier version, else null.
     pub fn input(&self, field: &str, phase: usize) -> (Value, Option<&Cell>) {
         if let Some(st) = self.states.get(field) {
             if st.pinned {
-                let human = self.cells.iter().rev().find(|c| c.field == field && c.source == "human_review");
+                let human = self
+                    .cells
+                    .iter()
+                    .rev()
+                    .find(|c| c.field == field && c.source == "human_review");
                 return (st.pin.clone(), human);
             }
         }
@@ -143,7 +174,13 @@ impl DocCtx {
     }
 
     fn next_version(&self, field: &str) -> i64 {
-        self.cells.iter().filter(|c| c.field == field).map(|c| c.version).max().unwrap_or(0) + 1
+        self.cells
+            .iter()
+            .filter(|c| c.field == field)
+            .map(|c| c.version)
+            .max()
+            .unwrap_or(0)
+            + 1
     }
 }
 
@@ -181,7 +218,9 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
         let mut new_cells: Vec<Cell> = Vec::new();
         let mut verdicts = Vec::new();
         let in_play = |ctx: &DocCtx, f: &str, judge: bool| {
-            ctx.states.get(f).is_some_and(|s| s.in_play_at(i) && (judge || !s.pinned))
+            ctx.states
+                .get(f)
+                .is_some_and(|s| s.in_play_at(i) && (judge || !s.pinned))
         };
         match &phase.config {
             PhaseConfig::Transfer => {
@@ -189,13 +228,26 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                     if !in_play(ctx, &f.field_name, false) {
                         continue;
                     }
-                    let mut names: Vec<String> = vec![fold_key(&f.field_name), fold_key(&f.display_name)];
+                    let mut names: Vec<String> =
+                        vec![fold_key(&f.field_name), fold_key(&f.display_name)];
                     names.extend(f.synonyms.iter().map(|s| fold_key(s)));
-                    let hit = ctx.metadata.iter().find(|(k, v)| !v.is_null() && names.contains(&fold_key(k)));
+                    let hit = ctx
+                        .metadata
+                        .iter()
+                        .find(|(k, v)| !v.is_null() && names.contains(&fold_key(k)));
                     if let Some((k, v)) = hit {
                         let (input, _) = ctx.input(&f.field_name, i);
                         if !policy::same_value(&input, v) {
-                            new_cells.push(cell(ctx, &f.field_name, v.clone(), "registry_transfer", phase, Some(1.0), Some(format!("metadata.{k}")), None));
+                            new_cells.push(cell(
+                                ctx,
+                                &f.field_name,
+                                v.clone(),
+                                "registry_transfer",
+                                phase,
+                                Some(1.0),
+                                Some(format!("metadata.{k}")),
+                                None,
+                            ));
                         }
                     }
                 }
@@ -204,24 +256,45 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                 if extracted.is_none() {
                     match extract::extract(&ctx.content, &ctx.mime, &spec.extract_specs) {
                         Ok(map) => extracted = Some(map),
-                        Err(msg) => return RunResult { steps, error: Some((i, msg)) },
+                        Err(msg) => {
+                            return RunResult {
+                                steps,
+                                error: Some((i, msg)),
+                            }
+                        }
                     }
                 }
                 let found = extracted.as_ref().expect("just set");
                 for f in &spec.fields {
-                    if !in_play(ctx, &f.field_name, false) || !ctx.input(&f.field_name, i).0.is_null() {
+                    if !in_play(ctx, &f.field_name, false)
+                        || !ctx.input(&f.field_name, i).0.is_null()
+                    {
                         continue;
                     }
                     if let Some(x) = found.get(&f.field_name) {
-                        new_cells.push(cell(ctx, &f.field_name, x.value.clone(), "rules_extraction", phase, Some(x.confidence), Some(x.source_text.clone()), None));
+                        new_cells.push(cell(
+                            ctx,
+                            &f.field_name,
+                            x.value.clone(),
+                            "rules_extraction",
+                            phase,
+                            Some(x.confidence),
+                            Some(x.source_text.clone()),
+                            None,
+                        ));
                     }
                 }
             }
             PhaseConfig::Resolution { rules } => {
                 resolve(spec, ctx, phase, rules, &mut new_cells);
             }
-            PhaseConfig::Validation { stage_id, gate, routing } => {
-                let text = folded_text.get_or_insert_with(|| gate::fold_text(&String::from_utf8_lossy(&ctx.content)));
+            PhaseConfig::Validation {
+                stage_id,
+                gate,
+                routing,
+            } => {
+                let text = folded_text
+                    .get_or_insert_with(|| gate::fold_text(&String::from_utf8_lossy(&ctx.content)));
                 verdicts = validate(spec, ctx, phase, stage_id, gate, routing, text);
             }
         }
@@ -237,13 +310,28 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
         if i == last {
             finish(spec, ctx);
         }
-        steps.push(Step { phase_index: i, cells: new_cells, verdicts, states_before: before, states_after: ctx.states.clone() });
+        steps.push(Step {
+            phase_index: i,
+            cells: new_cells,
+            verdicts,
+            states_before: before,
+            states_after: ctx.states.clone(),
+        });
     }
     RunResult { steps, error: None }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cell(ctx: &DocCtx, field: &str, value: Value, source: &str, phase: &RunPhase, confidence: Option<f64>, source_text: Option<String>, rule_type: Option<String>) -> Cell {
+fn cell(
+    ctx: &DocCtx,
+    field: &str,
+    value: Value,
+    source: &str,
+    phase: &RunPhase,
+    confidence: Option<f64>,
+    source_text: Option<String>,
+    rule_type: Option<String>,
+) -> Cell {
     Cell {
         field: field.to_string(),
         version: ctx.next_version(field),
@@ -260,23 +348,42 @@ fn cell(ctx: &DocCtx, field: &str, value: Value, source: &str, phase: &RunPhase,
     }
 }
 
-fn resolve(spec: &RunSpec, ctx: &mut DocCtx, phase: &RunPhase, rules: &[(RuleDef, Rule)], out: &mut Vec<Cell>) {
+fn resolve(
+    spec: &RunSpec,
+    ctx: &mut DocCtx,
+    phase: &RunPhase,
+    rules: &[(RuleDef, Rule)],
+    out: &mut Vec<Cell>,
+) {
     let i = phase.index;
     // Working values: what each field holds as this phase goes, with its confidence.
     let mut work: HashMap<String, (Value, Option<f64>)> = HashMap::new();
     for f in &spec.order {
         let (v, c) = ctx.input(f, i);
-        let conf = c.and_then(|c| c.confidence).or(if ctx.states.get(f).is_some_and(|s| s.pinned) { Some(1.0) } else { None });
+        let conf =
+            c.and_then(|c| c.confidence)
+                .or(if ctx.states.get(f).is_some_and(|s| s.pinned) {
+                    Some(1.0)
+                } else {
+                    None
+                });
         work.insert(f.clone(), (v, conf));
     }
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut k = 0;
     while k < rules.len() {
         let field = rules[k].0.field_key.clone();
-        let chain_end = rules[k..].iter().position(|(d, _)| d.field_key != field).map(|p| k + p).unwrap_or(rules.len());
+        let chain_end = rules[k..]
+            .iter()
+            .position(|(d, _)| d.field_key != field)
+            .map(|p| k + p)
+            .unwrap_or(rules.len());
         let chain = &rules[k..chain_end];
         k = chain_end;
-        let playing = ctx.states.get(&field).is_some_and(|s| s.in_play_at(i) && !s.pinned);
+        let playing = ctx
+            .states
+            .get(&field)
+            .is_some_and(|s| s.in_play_at(i) && !s.pinned);
         if !playing || done.contains(&field) {
             continue;
         }
@@ -316,8 +423,21 @@ fn resolve(spec: &RunSpec, ctx: &mut DocCtx, phase: &RunPhase, rules: &[(RuleDef
             st.note = None;
         }
         if !policy::same_value(&current, &input) {
-            let conf = confs.iter().copied().fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.min(c)))).or(Some(1.0));
-            let mut c = cell(ctx, &field, current.clone(), "policy_resolution", phase, conf, None, last_changer);
+            let conf = confs
+                .iter()
+                .copied()
+                .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.min(c))))
+                .or(Some(1.0));
+            let mut c = cell(
+                ctx,
+                &field,
+                current.clone(),
+                "policy_resolution",
+                phase,
+                conf,
+                None,
+                last_changer,
+            );
             c.version += out.iter().filter(|o| o.field == field).count() as i64;
             out.push(c);
             work.insert(field, (current, conf));
@@ -325,17 +445,34 @@ fn resolve(spec: &RunSpec, ctx: &mut DocCtx, phase: &RunPhase, rules: &[(RuleDef
     }
 }
 
-fn validate(spec: &RunSpec, ctx: &mut DocCtx, phase: &RunPhase, stage_id: &str, g: &Gate, routing: &str, text: &str) -> Vec<NewVerdict> {
+fn validate(
+    spec: &RunSpec,
+    ctx: &mut DocCtx,
+    phase: &RunPhase,
+    stage_id: &str,
+    g: &Gate,
+    routing: &str,
+    text: &str,
+) -> Vec<NewVerdict> {
     let i = phase.index;
     let canonical = |ctx: &DocCtx, f: &str| -> Value { ctx.input(f, i + 1).0 };
-    let scope: Vec<&String> = if g.field_scope.is_empty() { spec.order.iter().collect() } else { g.field_scope.iter().collect() };
+    let scope: Vec<&String> = if g.field_scope.is_empty() {
+        spec.order.iter().collect()
+    } else {
+        g.field_scope.iter().collect()
+    };
     let mut verdicts = Vec::new();
     for f in scope {
         if !ctx.states.get(f).is_some_and(|s| s.in_play_at(i)) {
             continue;
         }
         let (value, version) = ctx.input(f, i + 1);
-        let extracted = ctx.cells.iter().rev().find(|c| &c.field == f && c.source == "rules_extraction" && ctx.is_live(c)).map(|c| c.value.clone());
+        let extracted = ctx
+            .cells
+            .iter()
+            .rev()
+            .find(|c| &c.field == f && c.source == "rules_extraction" && ctx.is_live(c))
+            .map(|c| c.value.clone());
         let ev = Evidence {
             value: &value,
             source: version.map(|c| c.source.as_str()),
@@ -368,10 +505,18 @@ fn validate(spec: &RunSpec, ctx: &mut DocCtx, phase: &RunPhase, stage_id: &str, 
         let reason = v.reason.unwrap_or("failed_check").to_string();
         match g.severity {
             Severity::Info => {}
-            Severity::Warning => st.flags.push(Flag { stage_id: stage_id.into(), severity: "warning".into(), reason }),
+            Severity::Warning => st.flags.push(Flag {
+                stage_id: stage_id.into(),
+                severity: "warning".into(),
+                reason,
+            }),
             Severity::Blocking if st.guards.contains(&i) => {
                 v.suppressed = true;
-                st.flags.push(Flag { stage_id: stage_id.into(), severity: "warning".into(), reason });
+                st.flags.push(Flag {
+                    stage_id: stage_id.into(),
+                    severity: "warning".into(),
+                    reason,
+                });
             }
             Severity::Blocking => st.block(i, stage_id, routing, v.reason, &now),
         }
@@ -384,8 +529,13 @@ fn finish(spec: &RunSpec, ctx: &mut DocCtx) {
     let now = ctx.now.clone();
     for f in &spec.fields {
         let canonical = ctx.input(&f.field_name, usize::MAX).0;
-        let decided = ctx.decisions.iter().any(|(field, v)| field == &f.field_name && policy::same_value(v, &canonical));
-        let Some(st) = ctx.states.get_mut(&f.field_name) else { continue };
+        let decided = ctx
+            .decisions
+            .iter()
+            .any(|(field, v)| field == &f.field_name && policy::same_value(v, &canonical));
+        let Some(st) = ctx.states.get_mut(&f.field_name) else {
+            continue;
+        };
         if st.status != Status::Progressing {
             continue;
         }
@@ -403,11 +553,260 @@ fn finish(spec: &RunSpec, ctx: &mut DocCtx) {
     apply_waiting(&mut ctx.states, &spec.order, &spec.deps);
 }
 
-/// A verdict as the API shows it.
-pub fn verdict_json(field: &str, phase_id: &str, stage_id: &str, stage_name: &str, generation: i64, pass: i64, outcome: &str, suppressed: bool, reason: Option<&str>, mechanisms: &Value) -> Value {
-    json!({
-        "fieldKey": field, "phaseId": phase_id, "stageId": stage_id, "stageName": stage_name,
-        "generation": generation, "pass": pass, "outcome": outcome, "suppressed": suppressed,
-        "reason": reason, "mechanisms": mechanisms
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::schema::{fields_from_input, validate_fields};
+    use crate::domain::state::load_states;
+    use serde_json::json;
+
+    fn rule(id: &str, field: &str, t: &str, config: Value, order: i64) -> (RuleDef, Rule) {
+        let def = RuleDef {
+            id: id.into(),
+            field_key: field.into(),
+            rule_type: t.into(),
+            config: config.clone(),
+            order,
+        };
+        (def, policy::compile(t, &config).unwrap())
+    }
+
+    fn spec(
+        fields: Value,
+        rules: Vec<(RuleDef, Rule)>,
+        gate_rules: Value,
+        severity: &str,
+    ) -> RunSpec {
+        let fields = validate_fields(fields_from_input(&fields).unwrap()).unwrap();
+        let names: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
+        let gate = gate::compile(
+            severity,
+            &[],
+            &json!([{"type": "business_rules", "rules": gate_rules}]),
+            &names,
+        )
+        .unwrap();
+        let phases = vec![
+            RunPhase {
+                index: 0,
+                phase_id: "transfer".into(),
+                kind: PhaseType::Transfer,
+                config_version: 1,
+                config: PhaseConfig::Transfer,
+            },
+            RunPhase {
+                index: 1,
+                phase_id: "extraction".into(),
+                kind: PhaseType::Extraction,
+                config_version: 1,
+                config: PhaseConfig::Extraction,
+            },
+            RunPhase {
+                index: 2,
+                phase_id: "resolution".into(),
+                kind: PhaseType::Resolution,
+                config_version: 1,
+                config: PhaseConfig::Resolution { rules },
+            },
+            RunPhase {
+                index: 3,
+                phase_id: "validation".into(),
+                kind: PhaseType::Validation,
+                config_version: 1,
+                config: PhaseConfig::Validation {
+                    stage_id: "gate-1".into(),
+                    gate,
+                    routing: "review_queue".into(),
+                },
+            },
+        ];
+        RunSpec::new(fields, phases)
+    }
+
+    fn ctx(spec: &RunSpec, text: &str, metadata: Value) -> DocCtx {
+        DocCtx {
+            content: text.as_bytes().to_vec(),
+            mime: "text/plain".into(),
+            metadata: metadata.as_object().cloned().unwrap_or_default(),
+            cells: Vec::new(),
+            restarts: Vec::new(),
+            states: load_states("{}", &spec.order),
+            generation: 1,
+            pass: 1,
+            cursor: 0,
+            decisions: Vec::new(),
+            now: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    fn fields() -> Value {
+        json!([{"field_name": "net", "data_type": "number"}, {"field_name": "tax", "data_type": "number"},
+               {"field_name": "total", "data_type": "number"}, {"field_name": "vendor"}])
+    }
+
+    #[test]
+    fn phases_write_versions_only_when_values_change() {
+        let s = spec(
+            fields(),
+            vec![
+                rule("r1", "net", "number", json!({}), 1),
+                rule("r2", "total", "compute", json!({"expr": "net + tax"}), 2),
+            ],
+            json!([]),
+            "info",
+        );
+        let mut c = ctx(
+            &s,
+            "Net: 1,000.50\nTax: 190\nVendor: Acme",
+            json!({"vendor": "Acme Corp"}),
+        );
+        let r = run(&s, &mut c);
+        assert!(r.error.is_none());
+        assert_eq!(r.steps.len(), 4);
+        let transfer = &r.steps[0].cells;
+        assert_eq!(
+            (
+                transfer.len(),
+                transfer[0].value.clone(),
+                transfer[0].source.as_str()
+            ),
+            (1, json!("Acme Corp"), "registry_transfer")
+        );
+        let extraction: Vec<&str> = r.steps[1].cells.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            extraction,
+            vec!["net", "tax"],
+            "vendor already had a value from transfer"
+        );
+        let resolution = &r.steps[2].cells;
+        assert_eq!(
+            resolution.len(),
+            2,
+            "tax was already a number and is not rewritten"
+        );
+        assert_eq!(
+            (resolution[0].field.as_str(), resolution[0].value.clone()),
+            ("net", json!(1000.5))
+        );
+        assert_eq!(
+            (resolution[1].field.as_str(), resolution[1].value.clone()),
+            ("total", json!(1190.5))
+        );
+        assert_eq!(resolution[1].confidence, Some(0.95));
+        assert_eq!(resolution[1].rule_type.as_deref(), Some("compute"));
+        assert_eq!(resolution[0].version, 2);
+        assert!(c.states.values().all(|s| s.status == Status::Completed));
+    }
+
+    #[test]
+    fn a_rule_that_cannot_produce_a_value_leaves_a_note_not_an_error() {
+        let s = spec(
+            fields(),
+            vec![rule(
+                "r1",
+                "total",
+                "compute",
+                json!({"expr": "net / tax"}),
+                1,
+            )],
+            json!([]),
+            "info",
+        );
+        let mut c = ctx(&s, "Net: 5\nTax: 0", json!({}));
+        let r = run(&s, &mut c);
+        assert!(r.error.is_none());
+        assert!(r.steps[2].cells.is_empty());
+        assert!(c.states["total"]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("division by zero"));
+        assert_eq!(c.states["total"].status, Status::Completed);
+    }
+
+    #[test]
+    fn a_blocking_failure_holds_the_field_and_a_guard_lets_it_through() {
+        let gate_rules = json!([{"check": "sum", "fields": ["net", "tax"], "equals": "total"}]);
+        let s = spec(fields(), vec![], gate_rules.clone(), "blocking");
+        let mut c = ctx(&s, "Net: 5\nTax: 1\nTotal: 7", json!({}));
+        run(&s, &mut c);
+        assert_eq!(c.states["total"].status, Status::Blocked);
+        assert_eq!(c.states["total"].blocked_at, Some(3));
+        assert_eq!(c.states["net"].status, Status::Completed);
+        let mut guarded = ctx(&s, "Net: 5\nTax: 1\nTotal: 7", json!({}));
+        guarded.states.get_mut("total").unwrap().guards.push(3);
+        let r = run(&s, &mut guarded);
+        let v = r.steps[3]
+            .verdicts
+            .iter()
+            .find(|v| v.field == "total")
+            .unwrap();
+        assert!(v.suppressed && v.outcome == Outcome::Fail);
+        assert_eq!(guarded.states["total"].status, Status::Completed);
+        assert_eq!(guarded.states["total"].flags[0].severity, "warning");
+    }
+
+    #[test]
+    fn requires_review_holds_until_a_decision_matches_the_value() {
+        let f = json!([{"field_name": "vendor", "requires_review": true}, {"field_name": "note", "depends_on": ["vendor"]}]);
+        let s = spec(f, vec![], json!([]), "info");
+        let mut c = ctx(&s, "Vendor: Acme\nNote: hi", json!({}));
+        run(&s, &mut c);
+        assert_eq!(c.states["vendor"].status, Status::PendingReview);
+        assert_eq!(c.states["note"].status, Status::Waiting);
+        let mut decided = ctx(&s, "Vendor: Acme\nNote: hi", json!({}));
+        decided.decisions.push(("vendor".into(), json!("Acme")));
+        run(&s, &mut decided);
+        assert_eq!(decided.states["vendor"].status, Status::Completed);
+        assert_eq!(decided.states["note"].status, Status::Completed);
+    }
+
+    #[test]
+    fn an_unreadable_document_errors_at_extraction_after_committing_transfer() {
+        let s = spec(fields(), vec![], json!([]), "info");
+        let mut c = ctx(&s, "", json!({}));
+        c.content = vec![0xff, 0xfe];
+        let r = run(&s, &mut c);
+        assert_eq!(r.steps.len(), 1);
+        assert_eq!(r.error.as_ref().map(|e| e.0), Some(1));
+    }
+
+    #[test]
+    fn inputs_are_pins_or_live_earlier_versions_so_reruns_never_stack_rules() {
+        let s = spec(
+            fields(),
+            vec![rule("r1", "net", "compute", json!({"expr": "net * 2"}), 1)],
+            json!([]),
+            "info",
+        );
+        let mut c = ctx(&s, "Net: 10", json!({}));
+        run(&s, &mut c);
+        assert_eq!(c.input("net", 4).0, json!(20));
+        // A rerun from resolution: generation 2 restarts at index 2; the phase reads extraction's 10.
+        c.restarts.push((2, 2));
+        c.generation = 2;
+        c.cursor = 2;
+        c.states = load_states("{}", &s.order);
+        for st in c.states.values_mut() {
+            st.next = 2;
+        }
+        let r = run(&s, &mut c);
+        assert_eq!(
+            r.steps[0].cells[0].value,
+            json!(20),
+            "the first run's result, not 40"
+        );
+        assert_eq!(c.input("net", 4).0, json!(20));
+        assert_eq!(
+            c.cells
+                .iter()
+                .filter(|x| c.is_live(x) && x.field == "net")
+                .count(),
+            2
+        );
+        // A pinned field is never recomputed.
+        c.states.get_mut("net").unwrap().pinned = true;
+        c.states.get_mut("net").unwrap().pin = json!(99);
+        assert_eq!(c.input("net", 2).0, json!(99));
+    }
 }

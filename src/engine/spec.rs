@@ -28,13 +28,20 @@ fn policy_info(p: &PolicyRow) -> PolicyInfo {
             fields.push(r.field_key.clone());
         }
     }
-    PolicyInfo { name: p.name.clone(), active: p.active(), fields }
+    PolicyInfo {
+        name: p.name.clone(),
+        active: p.active(),
+        fields,
+    }
 }
 
 /// The snapshot of a policy as a resolution phase runs it: its rules in compiled order.
 pub fn policy_snapshot(p: &PolicyRow) -> Result<Value, String> {
     let order = policy::compiled_order(&p.field_keys(), &p.rules)?;
-    let rules: Vec<&RuleDef> = order.iter().filter_map(|id| p.rules.iter().find(|r| &r.id == id)).collect();
+    let rules: Vec<&RuleDef> = order
+        .iter()
+        .filter_map(|id| p.rules.iter().find(|r| &r.id == id))
+        .collect();
     Ok(json!({ "policy_id": p.id, "name": p.name, "version": p.version, "rules": rules }))
 }
 
@@ -47,10 +54,21 @@ pub fn gate_snapshot(g: &GateRow) -> Value {
 
 /// Compiles a schema's rail with the current policies and gates; each phase comes with the
 /// snapshot of what it runs.
-pub fn compile_rail(c: &Connection, org_id: &str, schema: &SchemaRow, stages: &[Stage]) -> Result<Vec<(Phase, Value)>, EngineError> {
+pub fn compile_rail(
+    c: &Connection,
+    org_id: &str,
+    schema: &SchemaRow,
+    stages: &[Stage],
+) -> Result<Vec<(Phase, Value)>, EngineError> {
     let field_names: Vec<String> = schema.fields.iter().map(|f| f.field_name.clone()).collect();
     let gates = gstore::list(c, &schema.id)?;
-    let gate_infos: Vec<GateInfo> = gates.iter().map(|g| GateInfo { id: g.id.clone(), name: g.name.clone() }).collect();
+    let gate_infos: Vec<GateInfo> = gates
+        .iter()
+        .map(|g| GateInfo {
+            id: g.id.clone(),
+            name: g.name.clone(),
+        })
+        .collect();
     let lookup_err: std::cell::RefCell<Option<StoreError>> = Default::default();
     let lookup = |id: &str| -> Option<PolicyInfo> {
         match pstore::get(c, org_id, id) {
@@ -73,13 +91,26 @@ pub fn compile_rail(c: &Connection, org_id: &str, schema: &SchemaRow, stages: &[
             PhaseType::Extraction => json!({ "extractor": "rules" }),
             PhaseType::Resolution => {
                 let id = p.ref_id.clone().unwrap_or_default();
-                let pol = pstore::get(c, org_id, &id)?.ok_or_else(|| EngineError::BadRequest(format!("phase {} ({}): policy {id} not found", p.index, p.name)))?;
-                policy_snapshot(&pol).map_err(|e| EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name)))?
+                let pol = pstore::get(c, org_id, &id)?.ok_or_else(|| {
+                    EngineError::BadRequest(format!(
+                        "phase {} ({}): policy {id} not found",
+                        p.index, p.name
+                    ))
+                })?;
+                policy_snapshot(&pol).map_err(|e| {
+                    EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name))
+                })?
             }
             PhaseType::Validation => {
-                let g = gates.iter().find(|g| Some(&g.id) == p.ref_id.as_ref()).ok_or_else(|| EngineError::BadRequest(format!("phase {}: gate not found", p.index)))?;
-                gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &field_names)
-                    .map_err(|e| EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name)))?;
+                let g = gates
+                    .iter()
+                    .find(|g| Some(&g.id) == p.ref_id.as_ref())
+                    .ok_or_else(|| {
+                        EngineError::BadRequest(format!("phase {}: gate not found", p.index))
+                    })?;
+                gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &field_names).map_err(
+                    |e| EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name)),
+                )?;
                 gate_snapshot(g)
             }
         };
@@ -89,7 +120,11 @@ pub fn compile_rail(c: &Connection, org_id: &str, schema: &SchemaRow, stages: &[
 }
 
 /// The fields that the rail's policies and gates use (for refusing their removal).
-pub fn fields_used_by_rail(c: &Connection, org_id: &str, schema: &SchemaRow) -> Result<Vec<String>, EngineError> {
+pub fn fields_used_by_rail(
+    c: &Connection,
+    org_id: &str,
+    schema: &SchemaRow,
+) -> Result<Vec<String>, EngineError> {
     let stages: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
     let mut used: Vec<String> = Vec::new();
     let mut add = |f: &str| {
@@ -100,7 +135,11 @@ pub fn fields_used_by_rail(c: &Connection, org_id: &str, schema: &SchemaRow) -> 
     let gates = gstore::list(c, &schema.id)?;
     for s in &stages {
         let ids = |key: &str| -> Option<Vec<String>> {
-            s.json.as_ref()?.get(key)?.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            s.json.as_ref()?.get(key)?.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
         };
         match s.kind.as_str() {
             "resolve" => {
@@ -118,13 +157,23 @@ pub fn fields_used_by_rail(c: &Connection, org_id: &str, schema: &SchemaRow) -> 
                 for g in chosen {
                     g.field_scope.iter().for_each(|f| add(f));
                     for m in g.mechanisms.as_array().into_iter().flatten() {
-                        for r in m.get("rules").and_then(Value::as_array).into_iter().flatten() {
+                        for r in m
+                            .get("rules")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
                             for k in ["field", "left", "right", "equals"] {
                                 if let Some(f) = r.get(k).and_then(Value::as_str) {
                                     add(f);
                                 }
                             }
-                            for f in r.get("fields").and_then(Value::as_array).into_iter().flatten() {
+                            for f in r
+                                .get("fields")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                            {
                                 if let Some(f) = f.as_str() {
                                     add(f);
                                 }
@@ -140,12 +189,21 @@ pub fn fields_used_by_rail(c: &Connection, org_id: &str, schema: &SchemaRow) -> 
 }
 
 /// Rebuilds a runnable phase from its stored snapshot.
-pub fn run_phase(index: usize, phase_id: &str, kind: PhaseType, config_version: i64, snap: &Value, fields: &[FieldDef]) -> Result<RunPhase, String> {
+pub fn run_phase(
+    index: usize,
+    phase_id: &str,
+    kind: PhaseType,
+    config_version: i64,
+    snap: &Value,
+    fields: &[FieldDef],
+) -> Result<RunPhase, String> {
     let config = match kind {
         PhaseType::Transfer => PhaseConfig::Transfer,
         PhaseType::Extraction => PhaseConfig::Extraction,
         PhaseType::Resolution => {
-            let defs: Vec<RuleDef> = serde_json::from_value(snap.get("rules").cloned().unwrap_or(Value::Null)).map_err(|e| e.to_string())?;
+            let defs: Vec<RuleDef> =
+                serde_json::from_value(snap.get("rules").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| e.to_string())?;
             let rules = defs
                 .into_iter()
                 .map(|d| policy::compile(&d.rule_type, &d.config).map(|r| (d, r)))
@@ -154,16 +212,38 @@ pub fn run_phase(index: usize, phase_id: &str, kind: PhaseType, config_version: 
         }
         PhaseType::Validation => {
             let names: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
-            let scope: Vec<String> = serde_json::from_value(snap.get("field_scope").cloned().unwrap_or(Value::Null)).unwrap_or_default();
-            let severity = snap.get("severity").and_then(Value::as_str).unwrap_or("info");
-            let mechanisms = snap.get("mechanisms").cloned().unwrap_or(Value::Array(vec![]));
+            let scope: Vec<String> =
+                serde_json::from_value(snap.get("field_scope").cloned().unwrap_or(Value::Null))
+                    .unwrap_or_default();
+            let severity = snap
+                .get("severity")
+                .and_then(Value::as_str)
+                .unwrap_or("info");
+            let mechanisms = snap
+                .get("mechanisms")
+                .cloned()
+                .unwrap_or(Value::Array(vec![]));
             let gate = gate::compile(severity, &scope, &mechanisms, &names)?;
             PhaseConfig::Validation {
-                stage_id: snap.get("stage_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                stage_id: snap
+                    .get("stage_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 gate,
-                routing: snap.get("on_block").and_then(Value::as_str).unwrap_or("review_queue").to_string(),
+                routing: snap
+                    .get("on_block")
+                    .and_then(Value::as_str)
+                    .unwrap_or("review_queue")
+                    .to_string(),
             }
         }
     };
-    Ok(RunPhase { index, phase_id: phase_id.to_string(), kind, config_version, config })
+    Ok(RunPhase {
+        index,
+        phase_id: phase_id.to_string(),
+        kind,
+        config_version,
+        config,
+    })
 }

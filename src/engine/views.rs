@@ -3,7 +3,7 @@
 
 use super::runner::Cell;
 use crate::domain::state::{load_states, States, Status};
-use crate::store::pipelines::{PhaseRow, PipelineDoc};
+use crate::store::pipelines::{PhaseRow, PipelineDoc, StatusGroup, VerdictRow};
 use serde_json::{json, Map, Value};
 
 /// One pipeline document's stored cells and states, ready to answer "which value counts".
@@ -15,21 +15,40 @@ pub struct DocView {
 
 impl DocView {
     pub fn new(pd: &PipelineDoc, cells: Vec<(i64, Cell, String)>, order: &[String]) -> Self {
-        DocView { cells, restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(), states: load_states(&pd.field_states, order) }
+        DocView {
+            cells,
+            restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(),
+            states: load_states(&pd.field_states, order),
+        }
     }
 
     pub fn is_live(&self, c: &Cell) -> bool {
-        c.source == "human_review" || !self.restarts.iter().any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+        c.source == "human_review"
+            || !self
+                .restarts
+                .iter()
+                .any(|(g, s)| *g > c.generation && c.phase_index >= *s)
     }
 
     /// The canonical version: the pin's human version, else the newest live version.
     pub fn canonical(&self, field: &str) -> (Value, Option<&Cell>) {
         let pinned = self.states.get(field).filter(|s| s.pinned);
         if let Some(st) = pinned {
-            let human = self.cells.iter().rev().map(|(_, c, _)| c).find(|c| c.field == field && c.source == "human_review");
+            let human = self
+                .cells
+                .iter()
+                .rev()
+                .map(|(_, c, _)| c)
+                .find(|c| c.field == field && c.source == "human_review");
             return (st.pin.clone(), human);
         }
-        match self.cells.iter().rev().map(|(_, c, _)| c).find(|c| c.field == field && self.is_live(c)) {
+        match self
+            .cells
+            .iter()
+            .rev()
+            .map(|(_, c, _)| c)
+            .find(|c| c.field == field && self.is_live(c))
+        {
             Some(c) => (c.value.clone(), Some(c)),
             None => (Value::Null, None),
         }
@@ -38,7 +57,10 @@ impl DocView {
     /// What results show: null for held fields and for fields still in play in an active document.
     pub fn shown(&self, field: &str, doc_status: &str) -> Value {
         let st = self.states.get(field).cloned().unwrap_or_default();
-        if doc_status == "error" || st.status.is_held() || (st.status == Status::Progressing && matches!(doc_status, "queued" | "processing")) {
+        if doc_status == "error"
+            || st.status.is_held()
+            || (st.status == Status::Progressing && matches!(doc_status, "queued" | "processing"))
+        {
             return Value::Null;
         }
         self.canonical(field).0
@@ -46,7 +68,11 @@ impl DocView {
 }
 
 pub fn phase_id(phases: &[PhaseRow], index: usize) -> Value {
-    phases.iter().find(|p| p.index == index).map(|p| json!(p.phase_id)).unwrap_or(Value::Null)
+    phases
+        .iter()
+        .find(|p| p.index == index)
+        .map(|p| json!(p.phase_id))
+        .unwrap_or(Value::Null)
 }
 
 pub fn cell_summary(v: &DocView, field: &str, phases: &[PhaseRow]) -> Value {
@@ -62,7 +88,13 @@ pub fn cell_summary(v: &DocView, field: &str, phases: &[PhaseRow]) -> Value {
     })
 }
 
-pub fn version_json(v: &DocView, c: &Cell, created_at: &str, canonical: bool, phases: &[PhaseRow]) -> Value {
+pub fn version_json(
+    v: &DocView,
+    c: &Cell,
+    created_at: &str,
+    canonical: bool,
+    phases: &[PhaseRow],
+) -> Value {
     json!({
         "version": c.version, "value": c.value, "source": c.source, "phase_id": phase_id(phases, c.phase_index),
         "phase_index": c.phase_index, "generation": c.generation, "pass": c.pass, "confidence": c.confidence,
@@ -95,16 +127,33 @@ pub fn cells_json(v: &DocView, order: &[String], phases: &[PhaseRow]) -> Value {
 }
 
 /// Per-phase and per-run counts from `(status, cursor, error_phase_index, count)` groups.
-pub fn progress(pipeline_id: &str, status: &str, generation: i64, total: i64, phases: &[PhaseRow], groups: &[(String, i64, Option<i64>, i64)], errors: Value) -> Value {
-    let done: i64 = groups.iter().filter(|g| g.0 == "complete" || g.0 == "partial").map(|g| g.3).sum();
-    let errored: i64 = groups.iter().filter(|g| g.0 == "error").map(|g| g.3).sum();
+pub fn progress(
+    pipeline_id: &str,
+    status: &str,
+    generation: i64,
+    total: i64,
+    phases: &[PhaseRow],
+    groups: &[StatusGroup],
+    errors: Value,
+) -> Value {
+    let done: i64 = groups
+        .iter()
+        .filter(|g| g.status == "complete" || g.status == "partial")
+        .map(|g| g.count)
+        .sum();
+    let errored: i64 = groups
+        .iter()
+        .filter(|g| g.status == "error")
+        .map(|g| g.count)
+        .sum();
     let per_phase: Vec<Value> = phases
         .iter()
         .map(|p| {
             let i = p.index as i64;
             let (mut completed, mut running, mut errs, mut errored_before) = (0, 0, 0, 0);
-            for (st, cursor, err_at, n) in groups {
-                match st.as_str() {
+            for g in groups {
+                let (cursor, err_at, n) = (&g.cursor, &g.error_phase_index, &g.count);
+                match g.status.as_str() {
                     "complete" | "partial" => completed += n,
                     "error" => {
                         let at = err_at.unwrap_or(*cursor);
@@ -135,7 +184,14 @@ pub fn progress(pipeline_id: &str, status: &str, generation: i64, total: i64, ph
 }
 
 /// One row of `GET …/results`.
-pub fn result_row(pd: &PipelineDoc, v: &DocView, order: &[String], phases: &[PhaseRow], with_cells: bool, with_provenance: bool) -> Value {
+pub fn result_row(
+    pd: &PipelineDoc,
+    v: &DocView,
+    order: &[String],
+    phases: &[PhaseRow],
+    with_cells: bool,
+    with_provenance: bool,
+) -> Value {
     let mut fields = Map::new();
     for f in order {
         fields.insert(f.clone(), v.shown(f, &pd.status));
@@ -145,7 +201,10 @@ pub fn result_row(pd: &PipelineDoc, v: &DocView, order: &[String], phases: &[Pha
         "status": pd.status, "error": pd.error, "completed_at": pd.completed_at, "fields": fields
     });
     if with_cells {
-        let cells: Map<String, Value> = order.iter().map(|f| (f.clone(), cell_summary(v, f, phases))).collect();
+        let cells: Map<String, Value> = order
+            .iter()
+            .map(|f| (f.clone(), cell_summary(v, f, phases)))
+            .collect();
         row["cells"] = Value::Object(cells);
     }
     if with_provenance {
@@ -165,4 +224,14 @@ pub fn result_row(pd: &PipelineDoc, v: &DocView, order: &[String], phases: &[Pha
         row["provenance"] = Value::Object(prov);
     }
     row
+}
+
+/// A verdict as the API shows it.
+pub fn verdict_json(v: &VerdictRow, phases: &[PhaseRow]) -> Value {
+    let ph = phases.iter().find(|p| p.index == v.phase_index);
+    json!({
+        "fieldKey": v.field, "phaseId": ph.map(|p| p.phase_id.clone()), "stageId": v.stage_id,
+        "stageName": ph.map(|p| p.name.clone()), "generation": v.generation, "pass": v.pass,
+        "outcome": v.outcome, "suppressed": v.suppressed, "reason": v.reason, "mechanisms": v.mechanisms
+    })
 }

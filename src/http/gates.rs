@@ -38,14 +38,22 @@ fn schema(c: &Connection, org: &str, id: &str) -> Result<SchemaRow, ApiError> {
 
 fn stage_id(req: &HttpRequest) -> Result<String, ApiError> {
     let raw = req.match_info().get("stage_id").unwrap_or("");
-    crate::domain::ids::parse_id(raw).ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
+    crate::domain::ids::parse_id(raw)
+        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
 }
 
 fn blocking_config(v: Option<Value>) -> Result<Value, ApiError> {
-    let on_block = match v.as_ref().and_then(|b| b.get("on_block").or_else(|| b.get("onBlock"))) {
+    let on_block = match v
+        .as_ref()
+        .and_then(|b| b.get("on_block").or_else(|| b.get("onBlock")))
+    {
         None | Some(Value::Null) => "review_queue",
         Some(Value::String(s)) if s == "review_queue" || s == "hold" => s.as_str(),
-        Some(_) => return Err(ApiError::bad("blocking_config.on_block must be \"review_queue\" or \"hold\"")),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "blocking_config.on_block must be \"review_queue\" or \"hold\"",
+            ))
+        }
     };
     if v.as_ref().is_some_and(|b| !b.is_object() && !b.is_null()) {
         return Err(ApiError::bad("blocking_config must be an object"));
@@ -54,15 +62,35 @@ fn blocking_config(v: Option<Value>) -> Result<Value, ApiError> {
 }
 
 /// The gate as it would be stored, validated against the schema's fields.
-fn validated(s: &SchemaRow, b: &GateBody, base: Option<&GateRow>) -> Result<(String, String, Vec<String>, Value, Value), ApiError> {
-    let name = b.name.clone().or_else(|| base.map(|g| g.name.clone())).ok_or_else(|| ApiError::bad("name is required"))?;
+fn validated(
+    s: &SchemaRow,
+    b: &GateBody,
+    base: Option<&GateRow>,
+) -> Result<(String, String, Vec<String>, Value, Value), ApiError> {
+    let name = b
+        .name
+        .clone()
+        .or_else(|| base.map(|g| g.name.clone()))
+        .ok_or_else(|| ApiError::bad("name is required"))?;
     let name = name.trim().to_string();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::bad("name must be 1-100 characters"));
     }
-    let severity = b.severity.clone().or_else(|| base.map(|g| g.severity.clone())).ok_or_else(|| ApiError::bad("severity is required"))?;
-    let scope = b.field_scope.clone().or_else(|| base.map(|g| g.field_scope.clone())).unwrap_or_default();
-    let mechanisms = b.mechanisms.clone().or_else(|| base.map(|g| g.mechanisms.clone())).unwrap_or_else(|| json!([]));
+    let severity = b
+        .severity
+        .clone()
+        .or_else(|| base.map(|g| g.severity.clone()))
+        .ok_or_else(|| ApiError::bad("severity is required"))?;
+    let scope = b
+        .field_scope
+        .clone()
+        .or_else(|| base.map(|g| g.field_scope.clone()))
+        .unwrap_or_default();
+    let mechanisms = b
+        .mechanisms
+        .clone()
+        .or_else(|| base.map(|g| g.mechanisms.clone()))
+        .unwrap_or_else(|| json!([]));
     let bc = match (&b.blocking_config, base) {
         (None, Some(g)) => g.blocking_config.clone(),
         (v, _) => blocking_config(v.clone())?,
@@ -72,7 +100,11 @@ fn validated(s: &SchemaRow, b: &GateBody, base: Option<&GateRow>) -> Result<(Str
     Ok((name, severity, scope, mechanisms, bc))
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let sid = path_id(&req, "id")?;
     let (st, org, s2) = (state.clone(), auth.org_id.clone(), sid.clone());
@@ -80,17 +112,29 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: GateBody = typed(&raw)?;
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        let s = schema(tx, &org, &sid)?;
-        let (name, severity, scope, mechanisms, bc) = validated(&s, &b, None)?;
-        let g = gstore::create(
-            tx,
-            &org,
-            &sid,
-            GateInput { name: &name, severity: &severity, field_scope: &scope, mechanisms: &mechanisms, blocking_config: &bc },
-        )?;
-        Ok(Reply::created(render(&g)))
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let s = schema(tx, &org, &sid)?;
+            let (name, severity, scope, mechanisms, bc) = validated(&s, &b, None)?;
+            let g = gstore::create(
+                tx,
+                &org,
+                &sid,
+                GateInput {
+                    name: &name,
+                    severity: &severity,
+                    field_scope: &scope,
+                    mechanisms: &mechanisms,
+                    blocking_config: &bc,
+                },
+            )?;
+            Ok(Reply::created(render(&g)))
+        },
+    )
     .await
 }
 
@@ -117,7 +161,8 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let body = blocking(move || {
         st.db.read(|c| {
             schema(c, &auth.org_id, &sid)?;
-            let g = gstore::get(c, &sid, &gid)?.ok_or_else(|| ApiError::not_found("Validation stage"))?;
+            let g = gstore::get(c, &sid, &gid)?
+                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
             Ok(render(&g))
         })
     })
@@ -125,7 +170,11 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn patch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let sid = path_id(&req, "id")?;
     let gid = stage_id(&req)?;
@@ -133,7 +182,9 @@ pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::P
     blocking(move || {
         st.db.read(|c| {
             schema(c, &org, &s2)?;
-            gstore::get(c, &s2, &g2)?.ok_or_else(|| ApiError::not_found("Validation stage")).map(|_| ())
+            gstore::get(c, &s2, &g2)?
+                .ok_or_else(|| ApiError::not_found("Validation stage"))
+                .map(|_| ())
         })
     })
     .await?;
@@ -143,10 +194,22 @@ pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::P
     let body = blocking(move || {
         st.db.write(true, |tx| {
             let s = schema(tx, &auth.org_id, &sid)?;
-            let current = gstore::get(tx, &sid, &gid)?.ok_or_else(|| ApiError::not_found("Validation stage"))?;
+            let current = gstore::get(tx, &sid, &gid)?
+                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
             let (name, severity, scope, mechanisms, bc) = validated(&s, &b, Some(&current))?;
-            gstore::update(tx, &gid, GateInput { name: &name, severity: &severity, field_scope: &scope, mechanisms: &mechanisms, blocking_config: &bc })?;
-            let g = gstore::get(tx, &sid, &gid)?.ok_or_else(|| ApiError::not_found("Validation stage"))?;
+            gstore::update(
+                tx,
+                &gid,
+                GateInput {
+                    name: &name,
+                    severity: &severity,
+                    field_scope: &scope,
+                    mechanisms: &mechanisms,
+                    blocking_config: &bc,
+                },
+            )?;
+            let g = gstore::get(tx, &sid, &gid)?
+                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
             Ok(render(&g))
         })
     })
@@ -154,7 +217,10 @@ pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::P
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let sid = path_id(&req, "id")?;
     let gid = stage_id(&req)?;
@@ -165,7 +231,10 @@ pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
             gstore::get(tx, &sid, &gid)?.ok_or_else(|| ApiError::not_found("Validation stage"))?;
             let users = rails_referencing(tx, &auth.org_id, &gid)?;
             if !users.is_empty() {
-                return Err(ApiError::bad(format!("The validation stage is referenced by the rail of schema '{}'", users.join("', '"))));
+                return Err(ApiError::bad(format!(
+                    "The validation stage is referenced by the rail of schema '{}'",
+                    users.join("', '")
+                )));
             }
             gstore::soft_delete(tx, &gid)?;
             Ok(json!({ "deleted": true, "id": gid }))
@@ -181,31 +250,47 @@ struct ReorderBody {
     stage_ids: Option<Vec<String>>,
 }
 
-pub async fn reorder(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn reorder(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let sid = path_id(&req, "id")?;
     let (st, org, s2) = (state.clone(), auth.org_id.clone(), sid.clone());
     blocking(move || st.db.read(|c| schema(c, &org, &s2).map(|_| ()))).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: ReorderBody = typed(&raw)?;
-    let ids = b.stage_ids.ok_or_else(|| ApiError::bad("stage_ids is required"))?;
+    let ids = b
+        .stage_ids
+        .ok_or_else(|| ApiError::bad("stage_ids is required"))?;
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        schema(tx, &org, &sid)?;
-        let current = gstore::list(tx, &sid)?;
-        let mut sorted_ids = ids.clone();
-        sorted_ids.sort();
-        sorted_ids.dedup();
-        let mut existing: Vec<String> = current.iter().map(|g| g.id.clone()).collect();
-        existing.sort();
-        if sorted_ids.len() != ids.len() || sorted_ids != existing {
-            return Err(ApiError::bad("stage_ids must list every validation stage of the schema exactly once"));
-        }
-        for (i, id) in ids.iter().enumerate() {
-            gstore::set_ordinal(tx, id, i as i64 + 1)?;
-        }
-        let rows = gstore::list(tx, &sid)?;
-        Ok(Reply::ok(json!({ "data": rows.iter().map(render).collect::<Vec<_>>() })))
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            schema(tx, &org, &sid)?;
+            let current = gstore::list(tx, &sid)?;
+            let mut sorted_ids = ids.clone();
+            sorted_ids.sort();
+            sorted_ids.dedup();
+            let mut existing: Vec<String> = current.iter().map(|g| g.id.clone()).collect();
+            existing.sort();
+            if sorted_ids.len() != ids.len() || sorted_ids != existing {
+                return Err(ApiError::bad(
+                    "stage_ids must list every validation stage of the schema exactly once",
+                ));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                gstore::set_ordinal(tx, id, i as i64 + 1)?;
+            }
+            let rows = gstore::list(tx, &sid)?;
+            Ok(Reply::ok(
+                json!({ "data": rows.iter().map(render).collect::<Vec<_>>() }),
+            ))
+        },
+    )
     .await
 }

@@ -5,12 +5,12 @@ pub mod body;
 pub mod documents;
 pub mod error;
 pub mod gates;
-pub mod policies;
 pub mod health;
 pub mod idempotency;
 pub mod middleware;
 pub mod pagination;
 pub mod pipelines;
+pub mod policies;
 pub mod rate_limit;
 pub mod schemas;
 
@@ -35,7 +35,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config, executor: std::sync::Arc<crate::engine::executor::Executor>) -> Result<Self, StoreError> {
+    pub fn new(
+        db: Db,
+        config: Config,
+        executor: std::sync::Arc<crate::engine::executor::Executor>,
+    ) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
         let cursor_secret = db.write(false, |tx| {
             let existing: Option<String> = crate::store::optional(tx.query_row(
@@ -130,12 +134,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
                 .route(web::get().to(gates::list))
                 .route(web::post().to(gates::create)),
         )
-        .service(resource("/v1/schemas/{id}/validation-stages/reorder", "POST").route(web::post().to(gates::reorder)))
         .service(
-            resource("/v1/schemas/{id}/validation-stages/{stage_id}", "GET, PATCH, DELETE")
-                .route(web::get().to(gates::get))
-                .route(web::patch().to(gates::patch))
-                .route(web::delete().to(gates::delete)),
+            resource("/v1/schemas/{id}/validation-stages/reorder", "POST")
+                .route(web::post().to(gates::reorder)),
+        )
+        .service(
+            resource(
+                "/v1/schemas/{id}/validation-stages/{stage_id}",
+                "GET, PATCH, DELETE",
+            )
+            .route(web::get().to(gates::get))
+            .route(web::patch().to(gates::patch))
+            .route(web::delete().to(gates::delete)),
         )
         .service(
             resource("/v1/data-policies", "GET, POST")
@@ -148,8 +158,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
                 .route(web::patch().to(policies::patch))
                 .route(web::delete().to(policies::delete)),
         )
-        .service(resource("/v1/data-policies/{id}/fields", "POST").route(web::post().to(policies::add_field)))
-        .service(resource("/v1/data-policies/{id}/fields/{field_key}", "DELETE").route(web::delete().to(policies::delete_field)))
+        .service(
+            resource("/v1/data-policies/{id}/fields", "POST")
+                .route(web::post().to(policies::add_field)),
+        )
+        .service(
+            resource("/v1/data-policies/{id}/fields/{field_key}", "DELETE")
+                .route(web::delete().to(policies::delete_field)),
+        )
         .service(
             resource("/v1/data-policies/{id}/rules", "GET, POST")
                 .route(web::get().to(policies::list_rules))
@@ -166,12 +182,28 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
                 .route(web::post().to(pipelines::create)),
         )
         .service(resource("/v1/pipelines/{id}", "GET").route(web::get().to(pipelines::get)))
-        .service(resource("/v1/pipelines/{id}/cancel", "POST").route(web::post().to(pipelines::cancel)))
-        .service(resource("/v1/pipelines/{id}/progress", "GET").route(web::get().to(pipelines::progress)))
-        .service(resource("/v1/pipelines/{id}/documents", "GET").route(web::get().to(pipelines::documents)))
-        .service(resource("/v1/pipelines/{id}/results", "GET").route(web::get().to(pipelines::results)))
-        .service(resource("/v1/pipelines/{id}/documents/{pd_id}/cells", "GET").route(web::get().to(pipelines::cells)))
-        .service(resource("/v1/pipelines/{id}/documents/{pd_id}/verdicts", "GET").route(web::get().to(pipelines::verdicts)))
+        .service(
+            resource("/v1/pipelines/{id}/cancel", "POST").route(web::post().to(pipelines::cancel)),
+        )
+        .service(
+            resource("/v1/pipelines/{id}/progress", "GET")
+                .route(web::get().to(pipelines::progress)),
+        )
+        .service(
+            resource("/v1/pipelines/{id}/documents", "GET")
+                .route(web::get().to(pipelines::documents)),
+        )
+        .service(
+            resource("/v1/pipelines/{id}/results", "GET").route(web::get().to(pipelines::results)),
+        )
+        .service(
+            resource("/v1/pipelines/{id}/documents/{pd_id}/cells", "GET")
+                .route(web::get().to(pipelines::cells)),
+        )
+        .service(
+            resource("/v1/pipelines/{id}/documents/{pd_id}/verdicts", "GET")
+                .route(web::get().to(pipelines::verdicts)),
+        )
         .service(resource("/v1/fields", "GET").route(web::get().to(schemas::list_fields)))
         .service(
             resource("/v1/documents", "GET, POST")

@@ -6,7 +6,6 @@ use super::pagination::{self, query_map};
 use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::keys::Scope;
-use crate::engine::runner::verdict_json;
 use crate::engine::views::{self, DocView};
 use crate::store::documents::{self as dstore, NewDocument};
 use crate::store::pipelines::{self as pstore, PipelineDoc, PipelineRow};
@@ -43,22 +42,35 @@ struct CreateBody {
     name: Option<String>,
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: CreateBody = typed(&raw)?;
-    let schema_raw = b.schema_id.ok_or_else(|| ApiError::bad("schema_id is required"))?;
-    let schema_id = crate::domain::ids::parse_id(&schema_raw).ok_or_else(|| ApiError::bad("schema_id must be a UUID"))?;
+    let schema_raw = b
+        .schema_id
+        .ok_or_else(|| ApiError::bad("schema_id is required"))?;
+    let schema_id = crate::domain::ids::parse_id(&schema_raw)
+        .ok_or_else(|| ApiError::bad("schema_id must be a UUID"))?;
     let ids: Vec<String> = b
         .document_ids
         .unwrap_or_default()
         .iter()
-        .map(|d| crate::domain::ids::parse_id(d).ok_or_else(|| ApiError::bad(format!("document_ids: '{d}' is not a UUID"))))
+        .map(|d| {
+            crate::domain::ids::parse_id(d)
+                .ok_or_else(|| ApiError::bad(format!("document_ids: '{d}' is not a UUID")))
+        })
         .collect::<Result<_, _>>()?;
     let max_docs = state.config.max_pipeline_documents;
     let inline = b.documents.unwrap_or_default();
     if ids.len() + inline.len() > max_docs {
-        return Err(ApiError::bad(format!("A pipeline takes 1 to {max_docs} documents (got {})", ids.len() + inline.len())));
+        return Err(ApiError::bad(format!(
+            "A pipeline takes 1 to {max_docs} documents (got {})",
+            ids.len() + inline.len()
+        )));
     }
     let mut uploads = Vec::with_capacity(inline.len());
     for (i, d) in inline.into_iter().enumerate() {
@@ -79,22 +91,46 @@ pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::
     }
     let org = auth.org_id.clone();
     let name = b.name.clone();
-    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        let mut all = Vec::with_capacity(ids.len() + uploads.len());
-        for id in &ids {
-            dstore::get(tx, &org, id)?.ok_or_else(|| ApiError::NotFound(format!("Document {id} not found")))?;
-            all.push(id.clone());
-        }
-        for (u, mime) in &uploads {
-            let sha = sha256_hex(&u.content);
-            let (d, _) = dstore::insert_or_find(tx, &org, NewDocument { filename: &u.filename, mime_type: mime, sha256: &sha, metadata: &u.metadata, content: &u.content })?;
-            all.push(d.id);
-        }
-        let p = crate::engine::pipelines::create(tx, &org, &schema_id, name.as_deref(), &all, max_docs)?;
-        let mut body = render(&p);
-        body["enqueued_documents"] = json!(p.document_count);
-        Ok(Reply::created(body))
-    })
+    let resp = write(
+        &state,
+        &req,
+        &auth,
+        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let mut all = Vec::with_capacity(ids.len() + uploads.len());
+            for id in &ids {
+                dstore::get(tx, &org, id)?
+                    .ok_or_else(|| ApiError::NotFound(format!("Document {id} not found")))?;
+                all.push(id.clone());
+            }
+            for (u, mime) in &uploads {
+                let sha = sha256_hex(&u.content);
+                let (d, _) = dstore::insert_or_find(
+                    tx,
+                    &org,
+                    NewDocument {
+                        filename: &u.filename,
+                        mime_type: mime,
+                        sha256: &sha,
+                        metadata: &u.metadata,
+                        content: &u.content,
+                    },
+                )?;
+                all.push(d.id);
+            }
+            let p = crate::engine::pipelines::create(
+                tx,
+                &org,
+                &schema_id,
+                name.as_deref(),
+                &all,
+                max_docs,
+            )?;
+            let mut body = render(&p);
+            body["enqueued_documents"] = json!(p.document_count);
+            Ok(Reply::created(body))
+        },
+    )
     .await?;
     state.executor.wake();
     Ok(resp)
@@ -107,14 +143,38 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let status = q.get("status").cloned();
     if let Some(s) = &status {
         if !["active", "completed", "failed", "cancelled"].contains(&s.as_str()) {
-            return Err(ApiError::bad("status must be one of active, completed, failed, cancelled"));
+            return Err(ApiError::bad(
+                "status must be one of active, completed, failed, cancelled",
+            ));
         }
     }
-    let schema = q.get("schema_id").map(|s| crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("schema_id must be a UUID"))).transpose()?;
+    let schema = q
+        .get("schema_id")
+        .map(|s| {
+            crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("schema_id must be a UUID"))
+        })
+        .transpose()?;
     let st = state.clone();
     let body = blocking(move || {
-        let (rows, total) = st.db.read(|c| pstore::list(c, &auth.org_id, status.as_deref(), schema.as_deref(), page.after, page.limit + 1))?;
-        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "pipelines", |p| p.seq, render))
+        let (rows, total) = st.db.read(|c| {
+            pstore::list(
+                c,
+                &auth.org_id,
+                status.as_deref(),
+                schema.as_deref(),
+                page.after,
+                page.limit + 1,
+            )
+        })?;
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            "pipelines",
+            |p| p.seq,
+            render,
+        ))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -128,14 +188,19 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(render(&p)))
 }
 
-pub async fn cancel(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let org = auth.org_id.clone();
     write(&state, &req, &auth, "", move |tx| {
         load(tx, &org, &id)?;
         if pstore::active_count(tx, &id)? == 0 {
-            return Err(ApiError::bad("Nothing to cancel: no document of this pipeline is queued or processing"));
+            return Err(ApiError::bad(
+                "Nothing to cancel: no document of this pipeline is queued or processing",
+            ));
         }
         pstore::cancel(tx, &id)?;
         Ok(Reply::ok(render(&load(tx, &org, &id)?)))
@@ -143,7 +208,10 @@ pub async fn cancel(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
     .await
 }
 
-pub async fn progress(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn progress(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let st = state.clone();
@@ -152,7 +220,7 @@ pub async fn progress(state: web::Data<AppState>, req: HttpRequest) -> Result<Ht
             let p = load(c, &auth.org_id, &id)?;
             let phases = pstore::phases(c, &id)?;
             let groups = pstore::status_counts(c, &id)?;
-            let has_errors = groups.iter().any(|g| g.0 == "error");
+            let has_errors = groups.iter().any(|g| g.status == "error");
             let errors: Vec<Value> = if has_errors {
                 pstore::errors(c, &id, 100)?
                     .iter()
@@ -175,14 +243,21 @@ pub async fn progress(state: web::Data<AppState>, req: HttpRequest) -> Result<Ht
 }
 
 fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> Value {
-    let current = if matches!(pd.status.as_str(), "queued" | "processing") { views::phase_id(phases, pd.cursor as usize) } else { Value::Null };
+    let current = if matches!(pd.status.as_str(), "queued" | "processing") {
+        views::phase_id(phases, pd.cursor as usize)
+    } else {
+        Value::Null
+    };
     json!({
         "id": pd.id, "document_id": pd.document_id, "filename": pd.filename, "status": pd.status,
         "current_phase_id": current, "generation": pd.generation, "error": pd.error, "updated_at": pd.updated_at
     })
 }
 
-pub async fn documents(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn documents(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
@@ -193,31 +268,64 @@ pub async fn documents(state: web::Data<AppState>, req: HttpRequest) -> Result<H
             let p = load(c, &auth.org_id, &id)?;
             let phases = pstore::phases(c, &id)?;
             let rows = pstore::documents(c, &id, page.after, page.limit + 1, None)?;
-            Ok(pagination::page(rows, p.document_count, &page, &st.cursor_secret, &format!("pd:{id}"), |d| d.ordinal, |d| doc_json(d, &phases)))
+            Ok(pagination::page(
+                rows,
+                p.document_count,
+                &page,
+                &st.cursor_secret,
+                &format!("pd:{id}"),
+                |d| d.ordinal,
+                |d| doc_json(d, &phases),
+            ))
         })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
-fn views_for(c: &Connection, rows: &[PipelineDoc], order: &[String]) -> Result<Vec<DocView>, ApiError> {
+fn views_for(
+    c: &Connection,
+    rows: &[PipelineDoc],
+    order: &[String],
+) -> Result<Vec<DocView>, ApiError> {
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let mut by_doc: std::collections::HashMap<i64, Vec<_>> = std::collections::HashMap::new();
     for r in pstore::cells(c, &seqs)? {
-        by_doc.entry(r.pd_seq).or_default().push((r.seq, r.cell, r.created_at));
+        by_doc
+            .entry(r.pd_seq)
+            .or_default()
+            .push((r.seq, r.cell, r.created_at));
     }
-    Ok(rows.iter().map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order)).collect())
+    Ok(rows
+        .iter()
+        .map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order))
+        .collect())
 }
 
-pub async fn results(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn results(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
     let list = format!("results:{id}");
     let page = pagination::parse(&q, &state.cursor_secret, &list, 200)?;
-    let doc_filter = q.get("document_id").map(|d| crate::domain::ids::parse_id(d).ok_or_else(|| ApiError::bad("document_id must be a UUID"))).transpose()?;
-    let include: Vec<String> = q.get("include").map(|s| s.split(',').map(|p| p.trim().to_string()).collect()).unwrap_or_default();
-    let (with_cells, with_prov) = (include.iter().any(|i| i == "cells"), include.iter().any(|i| i == "provenance"));
+    let doc_filter = q
+        .get("document_id")
+        .map(|d| {
+            crate::domain::ids::parse_id(d)
+                .ok_or_else(|| ApiError::bad("document_id must be a UUID"))
+        })
+        .transpose()?;
+    let include: Vec<String> = q
+        .get("include")
+        .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
+        .unwrap_or_default();
+    let (with_cells, with_prov) = (
+        include.iter().any(|i| i == "cells"),
+        include.iter().any(|i| i == "provenance"),
+    );
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
@@ -265,7 +373,8 @@ pub async fn cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
     let body = blocking(move || {
         st.db.read(|c| {
             let p = load(c, &auth.org_id, &id)?;
-            let pd = pstore::document(c, &id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+            let pd = pstore::document(c, &id, &pd_id)?
+                .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
             let phases = pstore::phases(c, &id)?;
             let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
             let views = views_for(c, std::slice::from_ref(&pd), &order)?;
@@ -276,33 +385,23 @@ pub async fn cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn verdicts(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn verdicts(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let (id, pd_id) = pd_path(&req)?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
             load(c, &auth.org_id, &id)?;
-            let pd = pstore::document(c, &id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+            let pd = pstore::document(c, &id, &pd_id)?
+                .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
             let phases = pstore::phases(c, &id)?;
             let rows = pstore::verdicts(c, pd.seq)?;
             let data: Vec<Value> = rows
                 .iter()
-                .map(|v| {
-                    let ph = phases.iter().find(|p| p.index == v.phase_index);
-                    verdict_json(
-                        &v.field,
-                        ph.map(|p| p.phase_id.as_str()).unwrap_or(""),
-                        &v.stage_id,
-                        ph.map(|p| p.name.as_str()).unwrap_or(""),
-                        v.generation,
-                        v.pass,
-                        &v.outcome,
-                        v.suppressed,
-                        v.reason.as_deref(),
-                        &v.mechanisms,
-                    )
-                })
+                .map(|v| views::verdict_json(v, &phases))
                 .collect();
             Ok(json!({ "data": data }))
         })

@@ -21,7 +21,11 @@ fn rule_json(r: &RuleDef) -> Value {
 /// Rules in compiled order (stored order when the set does not compile, which validation prevents).
 fn compiled_rules(p: &PolicyRow) -> Vec<Value> {
     match policy::compiled_order(&p.field_keys(), &p.rules) {
-        Ok(order) => order.iter().filter_map(|id| p.rules.iter().find(|r| &r.id == id)).map(rule_json).collect(),
+        Ok(order) => order
+            .iter()
+            .filter_map(|id| p.rules.iter().find(|r| &r.id == id))
+            .map(rule_json)
+            .collect(),
         Err(_) => p.rules.iter().map(rule_json).collect(),
     }
 }
@@ -63,11 +67,19 @@ async fn exists(state: &web::Data<AppState>, org: &str, id: &str) -> Result<(), 
     blocking(move || st.db.read(|c| load(c, &org, &id).map(|_| ()))).await
 }
 
-pub async fn create(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: PolicyBody = typed(&raw)?;
-    let name = check_name(b.name.as_deref().ok_or_else(|| ApiError::bad("name is required"))?)?;
+    let name = check_name(
+        b.name
+            .as_deref()
+            .ok_or_else(|| ApiError::bad("name is required"))?,
+    )?;
     let org = auth.org_id.clone();
     write(&state, &req, &auth, &hash(&raw), move |tx| {
         let p = pstore::create(tx, &org, &name, b.description.as_deref())?;
@@ -82,8 +94,18 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let page = pagination::parse(&q, &state.cursor_secret, "policies", 100)?;
     let st = state.clone();
     let body = blocking(move || {
-        let (rows, total) = st.db.read(|c| pstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(rows, total, &page, &st.cursor_secret, "policies", |p| p.seq, render))
+        let (rows, total) = st
+            .db
+            .read(|c| pstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            "policies",
+            |p| p.seq,
+            render,
+        ))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -97,7 +119,11 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(render(&p)))
 }
 
-pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn patch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     exists(&state, &auth.org_id, &id).await?;
@@ -108,8 +134,17 @@ pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::P
     let body = blocking(move || {
         st.db.write(true, |tx| {
             let p = load(tx, &auth.org_id, &id)?;
-            let description = if raw.get("description").is_some() { b.description.clone() } else { p.description.clone() };
-            pstore::rename(tx, &id, name.as_deref().unwrap_or(&p.name), description.as_deref())?;
+            let description = if raw.get("description").is_some() {
+                b.description.clone()
+            } else {
+                p.description.clone()
+            };
+            pstore::rename(
+                tx,
+                &id,
+                name.as_deref().unwrap_or(&p.name),
+                description.as_deref(),
+            )?;
             Ok(render(&load(tx, &auth.org_id, &id)?))
         })
     })
@@ -117,7 +152,10 @@ pub async fn patch(state: web::Data<AppState>, req: HttpRequest, payload: web::P
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let st = state.clone();
@@ -126,7 +164,10 @@ pub async fn delete(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
             load(tx, &auth.org_id, &id)?;
             let users = pstore::rails_referencing(tx, &auth.org_id, &id)?;
             if !users.is_empty() {
-                return Err(ApiError::bad(format!("The policy is referenced by the rail of schema '{}'", users.join("', '"))));
+                return Err(ApiError::bad(format!(
+                    "The policy is referenced by the rail of schema '{}'",
+                    users.join("', '")
+                )));
             }
             pstore::soft_delete(tx, &id)?;
             Ok(json!({ "deleted": true, "id": id }))
@@ -143,19 +184,28 @@ struct FieldBody {
     data_type: Option<String>,
 }
 
-pub async fn add_field(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn add_field(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: FieldBody = typed(&raw)?;
-    let key = b.field_key.ok_or_else(|| ApiError::bad("field_key is required"))?;
+    let key = b
+        .field_key
+        .ok_or_else(|| ApiError::bad("field_key is required"))?;
     if !valid_field_name(&key) {
         return Err(ApiError::bad("field_key must match ^[a-z][a-z0-9_]{0,63}$"));
     }
     let data_type = b.data_type.unwrap_or_else(|| "string".into());
     if !DATA_TYPES.contains(&data_type.as_str()) {
-        return Err(ApiError::bad(format!("type must be one of {}", DATA_TYPES.join(", "))));
+        return Err(ApiError::bad(format!(
+            "type must be one of {}",
+            DATA_TYPES.join(", ")
+        )));
     }
     let org = auth.org_id.clone();
     write(&state, &req, &auth, &hash(&raw), move |tx| {
@@ -166,7 +216,10 @@ pub async fn add_field(state: web::Data<AppState>, req: HttpRequest, payload: we
     .await
 }
 
-pub async fn delete_field(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete_field(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let key = req.match_info().get("field_key").unwrap_or("").to_string();
@@ -178,7 +231,8 @@ pub async fn delete_field(state: web::Data<AppState>, req: HttpRequest) -> Resul
                 return Err(ApiError::not_found("Policy field"));
             }
             let remaining: Vec<String> = p.field_keys().into_iter().filter(|f| f != &key).collect();
-            policy::compiled_order(&remaining, &p.rules).map_err(|e| ApiError::bad(format!("Cannot remove field '{key}': {e}")))?;
+            policy::compiled_order(&remaining, &p.rules)
+                .map_err(|e| ApiError::bad(format!("Cannot remove field '{key}': {e}")))?;
             pstore::delete_field(tx, &id, &key)?;
             Ok(render(&load(tx, &auth.org_id, &id)?))
         })
@@ -194,20 +248,34 @@ struct RuleBody {
     config: Option<Value>,
 }
 
-pub async fn add_rule(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn add_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: RuleBody = typed(&raw)?;
-    let field_key = b.field_key.ok_or_else(|| ApiError::bad("field_key is required"))?;
-    let rule_type = b.rule_type.ok_or_else(|| ApiError::bad("rule_type is required"))?;
+    let field_key = b
+        .field_key
+        .ok_or_else(|| ApiError::bad("field_key is required"))?;
+    let rule_type = b
+        .rule_type
+        .ok_or_else(|| ApiError::bad("rule_type is required"))?;
     let config = b.config.unwrap_or_else(|| json!({}));
     let org = auth.org_id.clone();
     write(&state, &req, &auth, &hash(&raw), move |tx| {
         let p = load(tx, &org, &id)?;
         let order = p.rules.iter().map(|r| r.order).max().unwrap_or(0) + 1;
-        let rule = RuleDef { id: new_id(), field_key, rule_type, config, order };
+        let rule = RuleDef {
+            id: new_id(),
+            field_key,
+            rule_type,
+            config,
+            order,
+        };
         let mut all = p.rules.clone();
         all.push(rule.clone());
         policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
@@ -217,7 +285,10 @@ pub async fn add_rule(state: web::Data<AppState>, req: HttpRequest, payload: web
     .await
 }
 
-pub async fn list_rules(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn list_rules(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let st = state.clone();
@@ -227,23 +298,33 @@ pub async fn list_rules(state: web::Data<AppState>, req: HttpRequest) -> Result<
 
 fn rule_id(req: &HttpRequest) -> Result<String, ApiError> {
     let raw = req.match_info().get("rule_id").unwrap_or("");
-    crate::domain::ids::parse_id(raw).ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
+    crate::domain::ids::parse_id(raw)
+        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
 }
 
-pub async fn patch_rule(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn patch_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let rid = rule_id(&req)?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: RuleBody = typed(&raw)?;
-    let config = b.config.ok_or_else(|| ApiError::bad("config is required"))?;
+    let config = b
+        .config
+        .ok_or_else(|| ApiError::bad("config is required"))?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
             let p = load(tx, &auth.org_id, &id)?;
             let mut all = p.rules.clone();
-            let r = all.iter_mut().find(|r| r.id == rid).ok_or_else(|| ApiError::not_found("Rule"))?;
+            let r = all
+                .iter_mut()
+                .find(|r| r.id == rid)
+                .ok_or_else(|| ApiError::not_found("Rule"))?;
             r.config = config.clone();
             let updated = r.clone();
             policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
@@ -255,7 +336,10 @@ pub async fn patch_rule(state: web::Data<AppState>, req: HttpRequest, payload: w
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn delete_rule(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let rid = rule_id(&req)?;

@@ -157,7 +157,10 @@ async fn update(
             };
             let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
             let used = crate::engine::spec::fields_used_by_rail(tx, &org, &current)?;
-            if let Some(f) = used.iter().find(|u| !fields.iter().any(|f| &f.field_name == *u)) {
+            if let Some(f) = used
+                .iter()
+                .find(|u| !fields.iter().any(|f| &f.field_name == *u))
+            {
                 return Err(ApiError::bad(format!(
                     "Field '{f}' is used by a policy or gate of the rail and cannot be removed"
                 )));
@@ -249,24 +252,44 @@ pub async fn list_fields(
     Ok(HttpResponse::Ok().json(body))
 }
 
-fn rail_answer(rail: &[crate::domain::rail::Stage], phases: &[(crate::domain::rail::Phase, Value)]) -> Value {
+fn rail_answer(
+    rail: &[crate::domain::rail::Stage],
+    phases: &[(crate::domain::rail::Phase, Value)],
+) -> Value {
     json!({ "rail": rail, "phases": phases.iter().map(|(p, _)| p.preview()).collect::<Vec<_>>() })
 }
 
-pub async fn put_rail(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn put_rail(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
-    blocking(move || st.db.read(|c| sstore::get(c, &org, &lookup, false))?.ok_or_else(|| ApiError::not_found("Schema")).map(|_| ())).await?;
+    blocking(move || {
+        st.db
+            .read(|c| sstore::get(c, &org, &lookup, false))?
+            .ok_or_else(|| ApiError::not_found("Schema"))
+            .map(|_| ())
+    })
+    .await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let rail_v = raw.get("rail").ok_or_else(|| ApiError::bad("rail is required"))?;
+    let rail_v = raw
+        .get("rail")
+        .ok_or_else(|| ApiError::bad("rail is required"))?;
     let stages = crate::domain::rail::parse_stages(rail_v).map_err(ApiError::BadRequest)?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
-            let s = sstore::get(tx, &auth.org_id, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
+            let s = sstore::get(tx, &auth.org_id, &id, false)?
+                .ok_or_else(|| ApiError::not_found("Schema"))?;
             let phases = crate::engine::spec::compile_rail(tx, &auth.org_id, &s, &stages)?;
-            sstore::set_rail(tx, &id, &serde_json::to_value(&stages).unwrap_or(Value::Null))?;
+            sstore::set_rail(
+                tx,
+                &id,
+                &serde_json::to_value(&stages).unwrap_or(Value::Null),
+            )?;
             Ok(rail_answer(&stages, &phases))
         })
     })
@@ -274,16 +297,22 @@ pub async fn put_rail(state: web::Data<AppState>, req: HttpRequest, payload: web
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn get_rail(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn get_rail(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
-            let s = sstore::get(c, &auth.org_id, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
-            let stages: Vec<crate::domain::rail::Stage> = serde_json::from_value(s.rail.clone()).unwrap_or_default();
+            let s = sstore::get(c, &auth.org_id, &id, false)?
+                .ok_or_else(|| ApiError::not_found("Schema"))?;
+            let stages: Vec<crate::domain::rail::Stage> =
+                serde_json::from_value(s.rail.clone()).unwrap_or_default();
             // A rail whose policies changed since it was saved may no longer compile; show it anyway.
-            let phases = crate::engine::spec::compile_rail(c, &auth.org_id, &s, &stages).unwrap_or_default();
+            let phases =
+                crate::engine::spec::compile_rail(c, &auth.org_id, &s, &stages).unwrap_or_default();
             Ok(rail_answer(&stages, &phases))
         })
     })

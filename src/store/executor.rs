@@ -29,7 +29,11 @@ pub fn recover(c: &Connection) -> Result<usize, StoreError> {
 
 /// Claims up to `limit` queued documents not already in flight. Documents claimed
 /// `MAX_ATTEMPTS` times without a commit end `error`; their pipelines are returned to settle.
-pub fn claim(c: &Connection, limit: usize, in_flight: &std::collections::HashSet<i64>) -> Result<(Vec<Claim>, Vec<String>), StoreError> {
+pub fn claim(
+    c: &Connection,
+    limit: usize,
+    in_flight: &std::collections::HashSet<i64>,
+) -> Result<(Vec<Claim>, Vec<String>), StoreError> {
     let mut out = Vec::new();
     let mut gave_up = Vec::new();
     let candidates: Vec<(i64, String, i64, i64, i64, i64)> = c
@@ -37,7 +41,16 @@ pub fn claim(c: &Connection, limit: usize, in_flight: &std::collections::HashSet
             "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
              WHERE status = 'queued' ORDER BY seq LIMIT ?1",
         )?
-        .query_map([(limit + in_flight.len()) as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .query_map([(limit + in_flight.len()) as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
         .collect::<Result<_, _>>()?;
     let now = now_rfc3339();
     for (seq, pipeline_id, generation, pass, cursor, attempts) in candidates {
@@ -64,7 +77,14 @@ pub fn claim(c: &Connection, limit: usize, in_flight: &std::collections::HashSet
             )?
             .execute(params![seq, token, now])?;
         if n == 1 {
-            out.push(Claim { seq, pipeline_id, token, generation, pass, cursor: cursor as usize });
+            out.push(Claim {
+                seq,
+                pipeline_id,
+                token,
+                generation,
+                pass,
+                cursor: cursor as usize,
+            });
         }
     }
     Ok((out, gave_up))
@@ -99,7 +119,10 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
     let Some((restarts, field_states, content, mime, metadata)) = head else {
         return Ok(None);
     };
-    let cells = super::pipelines::cells(c, &[seq])?.into_iter().map(|r| r.cell).collect();
+    let cells = super::pipelines::cells(c, &[seq])?
+        .into_iter()
+        .map(|r| r.cell)
+        .collect();
     let mut decisions: Vec<(String, Value)> = Vec::new();
     let rows = c
         .prepare_cached("SELECT field_key, action, final_value FROM review_decisions WHERE pd_seq = ?1 ORDER BY seq")?
@@ -109,7 +132,11 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         if action == "reopen" {
             decisions.retain(|(f, _)| f != &field);
         } else {
-            decisions.push((field, fv.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)));
+            decisions.push((
+                field,
+                fv.and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(Value::Null),
+            ));
         }
     }
     let restarts: Vec<(i64, usize)> = serde_json::from_str(&restarts).unwrap_or_default();
@@ -143,7 +170,13 @@ pub fn encode_states(s: &States) -> String {
 }
 
 /// Applies one step under the claim's fence; false when the fence no longer holds.
-pub fn apply_step(c: &Connection, claim: &Claim, step: &Step, states: &str, now: &str) -> Result<bool, StoreError> {
+pub fn apply_step(
+    c: &Connection,
+    claim: &Claim,
+    step: &Step,
+    states: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     let n = c
         .prepare_cached(
             "UPDATE pipeline_documents SET cursor = ?2, field_states = ?3, attempts = 0, updated_at = ?4
@@ -195,7 +228,12 @@ pub fn apply_step(c: &Connection, claim: &Claim, step: &Step, states: &str, now:
         )?;
         for v in &step.verdicts {
             if claim.pass > 1 {
-                del.execute(params![claim.seq, v.field, v.phase_index as i64, claim.generation])?;
+                del.execute(params![
+                    claim.seq,
+                    v.field,
+                    v.phase_index as i64,
+                    claim.generation
+                ])?;
             }
             ins.execute(params![
                 claim.seq,
@@ -217,14 +255,22 @@ pub fn apply_step(c: &Connection, claim: &Claim, step: &Step, states: &str, now:
 }
 
 /// Keeps `held_fields` (the review queue's index) in step with a document's field states.
-pub fn sync_held(c: &Connection, pd_seq: i64, pipeline_id: &str, org_id: &str, before: &States, after: &States) -> Result<(), StoreError> {
+pub fn sync_held(
+    c: &Connection,
+    pd_seq: i64,
+    pipeline_id: &str,
+    org_id: &str,
+    before: &States,
+    after: &States,
+) -> Result<(), StoreError> {
     for (f, a) in after {
         let b = before.get(f).cloned().unwrap_or_default();
         let held = |s: &FieldState| matches!(s.status, Status::Blocked | Status::PendingReview);
         if held(&b) == held(a) && b.status == a.status && b.requested_at == a.requested_at {
             continue;
         }
-        c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1 AND field_key = ?2")?.execute(params![pd_seq, f])?;
+        c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1 AND field_key = ?2")?
+            .execute(params![pd_seq, f])?;
         if held(a) {
             c.prepare_cached(
                 "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at)
@@ -246,15 +292,27 @@ pub fn sync_held(c: &Connection, pd_seq: i64, pipeline_id: &str, org_id: &str, b
 }
 
 pub fn current_states(c: &Connection, seq: i64) -> Result<String, StoreError> {
-    Ok(c.prepare_cached("SELECT field_states FROM pipeline_documents WHERE seq = ?1")?.query_row([seq], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT field_states FROM pipeline_documents WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?,
+    )
 }
 
 pub fn org_of(c: &Connection, pipeline_id: &str) -> Result<String, StoreError> {
-    Ok(c.prepare_cached("SELECT org_id FROM pipelines WHERE id = ?1")?.query_row([pipeline_id], |r| r.get(0))?)
+    Ok(
+        c.prepare_cached("SELECT org_id FROM pipelines WHERE id = ?1")?
+            .query_row([pipeline_id], |r| r.get(0))?,
+    )
 }
 
 /// Ends the claimed document in a terminal status, fenced on the claim.
-pub fn finish(c: &Connection, claim: &Claim, status: &str, error: Option<(usize, &str)>, now: &str) -> Result<bool, StoreError> {
+pub fn finish(
+    c: &Connection,
+    claim: &Claim,
+    status: &str,
+    error: Option<(usize, &str)>,
+    now: &str,
+) -> Result<bool, StoreError> {
     let n = c
         .prepare_cached(
             "UPDATE pipeline_documents SET status = ?2, error = ?3, error_phase_index = ?4, claim_token = NULL, attempts = 0,
@@ -265,7 +323,12 @@ pub fn finish(c: &Connection, claim: &Claim, status: &str, error: Option<(usize,
 }
 
 /// Sends the claimed document back to the queue for more work at `cursor`, in a new pass.
-pub fn continue_later(c: &Connection, claim: &Claim, cursor: usize, now: &str) -> Result<bool, StoreError> {
+pub fn continue_later(
+    c: &Connection,
+    claim: &Claim,
+    cursor: usize,
+    now: &str,
+) -> Result<bool, StoreError> {
     let n = c
         .prepare_cached(
             "UPDATE pipeline_documents SET status = 'queued', cursor = ?2, pass = pass + 1, claim_token = NULL, attempts = 0,

@@ -20,7 +20,11 @@ pub struct GateRow {
 
 impl GateRow {
     pub fn on_block(&self) -> String {
-        self.blocking_config.get("on_block").and_then(Value::as_str).unwrap_or("review_queue").to_string()
+        self.blocking_config
+            .get("on_block")
+            .and_then(Value::as_str)
+            .unwrap_or("review_queue")
+            .to_string()
     }
 }
 
@@ -47,12 +51,17 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<GateRow> {
 
 pub fn list(c: &Connection, schema_id: &str) -> Result<Vec<GateRow>, StoreError> {
     let sql = format!("SELECT {COLS} FROM validation_stages WHERE schema_id = ?1 AND deleted_at IS NULL ORDER BY ordinal, seq");
-    Ok(c.prepare_cached(&sql)?.query_map([schema_id], row)?.collect::<Result<_, _>>()?)
+    Ok(c.prepare_cached(&sql)?
+        .query_map([schema_id], row)?
+        .collect::<Result<_, _>>()?)
 }
 
 pub fn get(c: &Connection, schema_id: &str, id: &str) -> Result<Option<GateRow>, StoreError> {
     let sql = format!("SELECT {COLS} FROM validation_stages WHERE id = ?1 AND schema_id = ?2 AND deleted_at IS NULL");
-    optional(c.prepare_cached(&sql)?.query_row(params![id, schema_id], row))
+    optional(
+        c.prepare_cached(&sql)?
+            .query_row(params![id, schema_id], row),
+    )
 }
 
 pub struct GateInput<'a> {
@@ -63,7 +72,12 @@ pub struct GateInput<'a> {
     pub blocking_config: &'a Value,
 }
 
-pub fn create(c: &Connection, org_id: &str, schema_id: &str, g: GateInput) -> Result<GateRow, StoreError> {
+pub fn create(
+    c: &Connection,
+    org_id: &str,
+    schema_id: &str,
+    g: GateInput,
+) -> Result<GateRow, StoreError> {
     let id = new_id();
     let now = now_rfc3339();
     let ordinal: i64 = c.query_row(
@@ -108,11 +122,17 @@ pub fn update(c: &Connection, id: &str, g: GateInput) -> Result<(), StoreError> 
 }
 
 pub fn soft_delete(c: &Connection, id: &str) -> Result<(), StoreError> {
-    c.execute("UPDATE validation_stages SET deleted_at = ?2 WHERE id = ?1", params![id, now_rfc3339()])?;
+    c.execute(
+        "UPDATE validation_stages SET deleted_at = ?2 WHERE id = ?1",
+        params![id, now_rfc3339()],
+    )?;
     Ok(())
 }
 
 pub fn set_ordinal(c: &Connection, id: &str, ordinal: i64) -> Result<(), StoreError> {
-    c.execute("UPDATE validation_stages SET ordinal = ?2, updated_at = ?3 WHERE id = ?1", params![id, ordinal, now_rfc3339()])?;
+    c.execute(
+        "UPDATE validation_stages SET ordinal = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, ordinal, now_rfc3339()],
+    )?;
     Ok(())
 }

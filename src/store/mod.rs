@@ -2,13 +2,13 @@
 //! All SQL of the service lives below this module.
 
 pub mod documents;
+pub mod executor;
 pub mod gates;
-pub mod policies;
 pub mod idempotency;
 pub mod keys;
 pub mod orgs;
 pub mod pipelines;
-pub mod executor;
+pub mod policies;
 pub mod schemas;
 
 use r2d2::{Pool, PooledConnection};

@@ -75,7 +75,14 @@ pub fn insert(c: &Connection, p: NewPipeline) -> Result<PipelineRow, StoreError>
         let mut ph = c.prepare_cached("INSERT INTO pipeline_phases(pipeline_id, idx, phase_id, type, name, ref_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         let mut sn = c.prepare_cached("INSERT INTO phase_snapshots(pipeline_id, idx, config_version, generation, config) VALUES (?1, ?2, 1, 1, ?3)")?;
         for (phase, snap) in p.phases {
-            ph.execute(params![id, phase.index as i64, phase.phase_id, phase.kind.as_str(), phase.name, phase.ref_id])?;
+            ph.execute(params![
+                id,
+                phase.index as i64,
+                phase.phase_id,
+                phase.kind.as_str(),
+                phase.name,
+                phase.ref_id
+            ])?;
             sn.execute(params![id, phase.index as i64, snap.to_string()])?;
         }
         let mut pd = c.prepare_cached(
@@ -108,12 +115,21 @@ pub fn list(
     limit: i64,
 ) -> Result<(Vec<PipelineRow>, i64), StoreError> {
     let filter = "org_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR schema_id = ?3)";
-    let sql = format!("SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5");
+    let sql = format!(
+        "SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5"
+    );
     let rows = c
         .prepare_cached(&sql)?
-        .query_map(params![org_id, status, schema_id, before.unwrap_or(i64::MAX), limit], row)?
+        .query_map(
+            params![org_id, status, schema_id, before.unwrap_or(i64::MAX), limit],
+            row,
+        )?
         .collect::<Result<Vec<_>, _>>()?;
-    let total = c.query_row(&format!("SELECT count(*) FROM pipelines WHERE {filter}"), params![org_id, status, schema_id], |r| r.get(0))?;
+    let total = c.query_row(
+        &format!("SELECT count(*) FROM pipelines WHERE {filter}"),
+        params![org_id, status, schema_id],
+        |r| r.get(0),
+    )?;
     Ok((rows, total))
 }
 
@@ -144,7 +160,11 @@ pub fn phases(c: &Connection, pipeline_id: &str) -> Result<Vec<PhaseRow>, StoreE
 }
 
 /// Each phase's newest snapshot taken at a generation <= `generation`: `(config_version, config)`.
-pub fn snapshots(c: &Connection, pipeline_id: &str, generation: i64) -> Result<Vec<(usize, i64, Value)>, StoreError> {
+pub fn snapshots(
+    c: &Connection,
+    pipeline_id: &str,
+    generation: i64,
+) -> Result<Vec<(usize, i64, Value)>, StoreError> {
     let rows = c
         .prepare_cached(
             "SELECT s.idx, s.config_version, s.config FROM phase_snapshots s
@@ -160,14 +180,24 @@ pub fn snapshots(c: &Connection, pipeline_id: &str, generation: i64) -> Result<V
     Ok(rows)
 }
 
-/// `(status, cursor, error_phase_index, count)` over the run's documents.
-pub fn status_counts(c: &Connection, pipeline_id: &str) -> Result<Vec<(String, i64, Option<i64>, i64)>, StoreError> {
+/// How many of the run's documents share a status, cursor and error phase.
+#[derive(Debug, Clone)]
+pub struct StatusGroup {
+    pub status: String,
+    pub cursor: i64,
+    pub error_phase_index: Option<i64>,
+    pub count: i64,
+}
+
+pub fn status_counts(c: &Connection, pipeline_id: &str) -> Result<Vec<StatusGroup>, StoreError> {
     let rows = c
         .prepare_cached(
             "SELECT status, cursor, error_phase_index, count(*) FROM pipeline_documents WHERE pipeline_id = ?1
              GROUP BY status, cursor, error_phase_index",
         )?
-        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([pipeline_id], |r| {
+            Ok(StatusGroup { status: r.get(0)?, cursor: r.get(1)?, error_phase_index: r.get(2)?, count: r.get(3)? })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -238,24 +268,40 @@ fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
 }
 
 /// A page of the run's documents in input order, optionally only one document.
-pub fn documents(c: &Connection, pipeline_id: &str, after: Option<i64>, limit: i64, document_id: Option<&str>) -> Result<Vec<PipelineDoc>, StoreError> {
+pub fn documents(
+    c: &Connection,
+    pipeline_id: &str,
+    after: Option<i64>,
+    limit: i64,
+    document_id: Option<&str>,
+) -> Result<Vec<PipelineDoc>, StoreError> {
     let sql = format!(
         "SELECT {PD_COLS} FROM pipeline_documents pd JOIN documents d ON d.id = pd.document_id
          WHERE pd.pipeline_id = ?1 AND pd.ordinal > ?2 AND (?3 IS NULL OR pd.document_id = ?3) ORDER BY pd.ordinal LIMIT ?4"
     );
     let rows = c
         .prepare_cached(&sql)?
-        .query_map(params![pipeline_id, after.unwrap_or(-1), document_id, limit], pd_row)?
+        .query_map(
+            params![pipeline_id, after.unwrap_or(-1), document_id, limit],
+            pd_row,
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
-pub fn document(c: &Connection, pipeline_id: &str, pd_id: &str) -> Result<Option<PipelineDoc>, StoreError> {
+pub fn document(
+    c: &Connection,
+    pipeline_id: &str,
+    pd_id: &str,
+) -> Result<Option<PipelineDoc>, StoreError> {
     let sql = format!(
         "SELECT {PD_COLS} FROM pipeline_documents pd JOIN documents d ON d.id = pd.document_id
          WHERE pd.pipeline_id = ?1 AND pd.id = ?2"
     );
-    optional(c.prepare_cached(&sql)?.query_row(params![pipeline_id, pd_id], pd_row))
+    optional(
+        c.prepare_cached(&sql)?
+            .query_row(params![pipeline_id, pd_id], pd_row),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -271,7 +317,11 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
     if pd_seqs.is_empty() {
         return Ok(Vec::new());
     }
-    let list = pd_seqs.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+    let list = pd_seqs
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let sql = format!(
         "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
          config_version, rule_type, note, created_at FROM cells WHERE pd_seq IN ({list}) ORDER BY pd_seq, seq"
@@ -286,7 +336,9 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
                 cell: crate::engine::runner::Cell {
                     field: r.get(2)?,
                     version: r.get(3)?,
-                    value: v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null),
+                    value: v
+                        .and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or(Value::Null),
                     source: r.get(5)?,
                     phase_index: r.get::<_, i64>(6)? as usize,
                     generation: r.get(7)?,

@@ -72,14 +72,21 @@ fn head(r: &rusqlite::Row) -> rusqlite::Result<PolicyRow> {
 const COLS: &str = "seq, id, name, description, version, created_at, updated_at";
 
 pub fn get(c: &Connection, org_id: &str, id: &str) -> Result<Option<PolicyRow>, StoreError> {
-    let sql = format!("SELECT {COLS} FROM data_policies WHERE id = ?1 AND org_id = ?2 AND deleted_at IS NULL");
+    let sql = format!(
+        "SELECT {COLS} FROM data_policies WHERE id = ?1 AND org_id = ?2 AND deleted_at IS NULL"
+    );
     match optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], head))? {
         Some(p) => Ok(Some(load_parts(c, p)?)),
         None => Ok(None),
     }
 }
 
-pub fn create(c: &Connection, org_id: &str, name: &str, description: Option<&str>) -> Result<PolicyRow, StoreError> {
+pub fn create(
+    c: &Connection,
+    org_id: &str,
+    name: &str,
+    description: Option<&str>,
+) -> Result<PolicyRow, StoreError> {
     let id = new_id();
     let now = now_rfc3339();
     c.execute(
@@ -89,44 +96,81 @@ pub fn create(c: &Connection, org_id: &str, name: &str, description: Option<&str
     get(c, org_id, &id)?.ok_or_else(|| StoreError::Refused("policy vanished".into()))
 }
 
-pub fn list(c: &Connection, org_id: &str, before: Option<i64>, limit: i64) -> Result<(Vec<PolicyRow>, i64), StoreError> {
+pub fn list(
+    c: &Connection,
+    org_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<PolicyRow>, i64), StoreError> {
     let sql = format!("SELECT {COLS} FROM data_policies WHERE org_id = ?1 AND deleted_at IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
     let heads = c
         .prepare_cached(&sql)?
         .query_map(params![org_id, before.unwrap_or(i64::MAX), limit], head)?
         .collect::<Result<Vec<_>, _>>()?;
-    let rows = heads.into_iter().map(|p| load_parts(c, p)).collect::<Result<Vec<_>, _>>()?;
-    let total = c.query_row("SELECT count(*) FROM data_policies WHERE org_id = ?1 AND deleted_at IS NULL", [org_id], |r| r.get(0))?;
+    let rows = heads
+        .into_iter()
+        .map(|p| load_parts(c, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        "SELECT count(*) FROM data_policies WHERE org_id = ?1 AND deleted_at IS NULL",
+        [org_id],
+        |r| r.get(0),
+    )?;
     Ok((rows, total))
 }
 
 /// Bumps the version after any change.
 pub fn touch(c: &Connection, id: &str) -> Result<(), StoreError> {
-    c.execute("UPDATE data_policies SET version = version + 1, updated_at = ?2 WHERE id = ?1", params![id, now_rfc3339()])?;
+    c.execute(
+        "UPDATE data_policies SET version = version + 1, updated_at = ?2 WHERE id = ?1",
+        params![id, now_rfc3339()],
+    )?;
     Ok(())
 }
 
-pub fn rename(c: &Connection, id: &str, name: &str, description: Option<&str>) -> Result<(), StoreError> {
-    c.execute("UPDATE data_policies SET name = ?2, description = ?3 WHERE id = ?1", params![id, name, description])?;
+pub fn rename(
+    c: &Connection,
+    id: &str,
+    name: &str,
+    description: Option<&str>,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE data_policies SET name = ?2, description = ?3 WHERE id = ?1",
+        params![id, name, description],
+    )?;
     touch(c, id)
 }
 
 pub fn soft_delete(c: &Connection, id: &str) -> Result<(), StoreError> {
-    c.execute("UPDATE data_policies SET deleted_at = ?2 WHERE id = ?1", params![id, now_rfc3339()])?;
+    c.execute(
+        "UPDATE data_policies SET deleted_at = ?2 WHERE id = ?1",
+        params![id, now_rfc3339()],
+    )?;
     Ok(())
 }
 
 /// Live schemas of the organization whose rail names this id (policies and gates alike).
-pub fn rails_referencing(c: &Connection, org_id: &str, id: &str) -> Result<Vec<String>, StoreError> {
+pub fn rails_referencing(
+    c: &Connection,
+    org_id: &str,
+    id: &str,
+) -> Result<Vec<String>, StoreError> {
     let pattern = format!("%{id}%");
     let rows = c
-        .prepare_cached("SELECT name FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND rail LIKE ?2")?
+        .prepare_cached(
+            "SELECT name FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND rail LIKE ?2",
+        )?
         .query_map(params![org_id, pattern], |r| r.get(0))?
         .collect::<Result<Vec<String>, _>>()?;
     Ok(rows)
 }
 
-pub fn add_field(c: &Connection, id: &str, field_key: &str, data_type: &str) -> Result<(), StoreError> {
+pub fn add_field(
+    c: &Connection,
+    id: &str,
+    field_key: &str,
+    data_type: &str,
+) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO policy_fields(policy_id, field_key, type, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(policy_id, field_key) DO UPDATE SET type = excluded.type",
@@ -136,7 +180,10 @@ pub fn add_field(c: &Connection, id: &str, field_key: &str, data_type: &str) -> 
 }
 
 pub fn delete_field(c: &Connection, id: &str, field_key: &str) -> Result<bool, StoreError> {
-    let n = c.execute("DELETE FROM policy_fields WHERE policy_id = ?1 AND field_key = ?2", params![id, field_key])?;
+    let n = c.execute(
+        "DELETE FROM policy_fields WHERE policy_id = ?1 AND field_key = ?2",
+        params![id, field_key],
+    )?;
     if n > 0 {
         touch(c, id)?;
     }
@@ -151,12 +198,23 @@ pub fn add_rule(c: &Connection, policy_id: &str, rule: &RuleDef) -> Result<(), S
     touch(c, policy_id)
 }
 
-pub fn update_rule(c: &Connection, policy_id: &str, rule_id: &str, config: &Value) -> Result<(), StoreError> {
-    c.execute("UPDATE policy_rules SET config = ?3 WHERE id = ?1 AND policy_id = ?2", params![rule_id, policy_id, config.to_string()])?;
+pub fn update_rule(
+    c: &Connection,
+    policy_id: &str,
+    rule_id: &str,
+    config: &Value,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE policy_rules SET config = ?3 WHERE id = ?1 AND policy_id = ?2",
+        params![rule_id, policy_id, config.to_string()],
+    )?;
     touch(c, policy_id)
 }
 
 pub fn delete_rule(c: &Connection, policy_id: &str, rule_id: &str) -> Result<(), StoreError> {
-    c.execute("DELETE FROM policy_rules WHERE id = ?1 AND policy_id = ?2", params![rule_id, policy_id])?;
+    c.execute(
+        "DELETE FROM policy_rules WHERE id = ?1 AND policy_id = ?2",
+        params![rule_id, policy_id],
+    )?;
     touch(c, policy_id)
 }

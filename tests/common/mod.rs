@@ -187,7 +187,11 @@ pub fn spawn_server(db: &str, key: &str, extra: &[&str]) -> (std::process::Child
     for line in lines.by_ref() {
         let line = line.unwrap_or_default();
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            port = rest.split(' ').next().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok());
+            port = rest
+                .split(' ')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
             break;
         }
     }
@@ -211,15 +215,36 @@ pub struct Remote {
 
 impl Remote {
     pub fn new(port: u16, key: &str) -> Self {
-        Remote { base: format!("http://127.0.0.1:{port}"), key: key.to_string(), http: Client::builder().timeout(Duration::from_secs(60)).build().expect("client") }
+        Remote {
+            base: format!("http://127.0.0.1:{port}"),
+            key: key.to_string(),
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
     }
     pub fn get(&self, path: &str) -> Resp {
-        send(self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.key))
+        send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.key),
+        )
     }
     pub fn post(&self, path: &str, body: &Value) -> Resp {
-        send(self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.key).json(body))
+        send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.key)
+                .json(body),
+        )
     }
     pub fn put(&self, path: &str, body: &Value) -> Resp {
-        send(self.http.put(format!("{}{path}", self.base)).bearer_auth(&self.key).json(body))
+        send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .bearer_auth(&self.key)
+                .json(body),
+        )
     }
 }
