@@ -35,6 +35,9 @@ impl Status {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flag {
+    /// Phase index of the gate that raised it.
+    #[serde(default)]
+    pub phase: usize,
     pub stage_id: String,
     pub severity: String,
     pub reason: String,

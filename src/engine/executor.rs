@@ -2,7 +2,6 @@
 //! group transactions (a SAVEPOINT per document) and claims the next documents.
 
 use super::runner::{self, DocCtx, RunResult, RunSpec};
-use super::spec::run_phase;
 use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{document_status, load_states, States, Status};
 use crate::store::executor::{self as xstore, Claim};
@@ -124,36 +123,12 @@ impl Drop for Executor {
     }
 }
 
-fn load_spec(c: &Connection, pipeline_id: &str, generation: i64) -> Result<RunSpec, String> {
-    let p = pstore::get_any(c, pipeline_id)
-        .map_err(|e| e.to_string())?
-        .ok_or("pipeline vanished")?;
-    let phases = pstore::phases(c, pipeline_id).map_err(|e| e.to_string())?;
-    let snaps = pstore::snapshots(c, pipeline_id, generation).map_err(|e| e.to_string())?;
-    let mut run_phases = Vec::with_capacity(phases.len());
-    for ph in &phases {
-        let (_, version, cfg) = snaps
-            .iter()
-            .find(|(i, _, _)| *i == ph.index)
-            .ok_or("a phase has no snapshot")?;
-        run_phases.push(run_phase(
-            ph.index,
-            &ph.phase_id,
-            ph.kind,
-            *version,
-            cfg,
-            &p.fields,
-        )?);
-    }
-    Ok(RunSpec::new(p.fields, run_phases))
-}
-
 fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
     let key = (claim.pipeline_id.clone(), claim.generation);
     let cached = cache.lock().get(&key).cloned();
     let spec = match cached {
         Some(s) => s,
-        None => match load_spec(c, &claim.pipeline_id, claim.generation) {
+        None => match super::spec::load_run_spec(c, &claim.pipeline_id, claim.generation) {
             Ok(s) => {
                 let s = Arc::new(s);
                 let mut m = cache.lock();

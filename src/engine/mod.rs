@@ -2,6 +2,7 @@
 
 pub mod executor;
 pub mod pipelines;
+pub mod rerun;
 pub mod runner;
 pub mod spec;
 pub mod views;

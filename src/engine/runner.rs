@@ -506,6 +506,7 @@ fn validate(
         match g.severity {
             Severity::Info => {}
             Severity::Warning => st.flags.push(Flag {
+                phase: i,
                 stage_id: stage_id.into(),
                 severity: "warning".into(),
                 reason,
@@ -513,6 +514,7 @@ fn validate(
             Severity::Blocking if st.guards.contains(&i) => {
                 v.suppressed = true;
                 st.flags.push(Flag {
+                    phase: i,
                     stage_id: stage_id.into(),
                     severity: "warning".into(),
                     reason,

@@ -247,3 +247,34 @@ pub fn run_phase(
         config,
     })
 }
+
+/// The run as a document of `generation` runs it: each phase with its newest snapshot taken at
+/// a generation <= `generation`.
+pub fn load_run_spec(
+    c: &Connection,
+    pipeline_id: &str,
+    generation: i64,
+) -> Result<super::runner::RunSpec, String> {
+    use crate::store::pipelines as pstore;
+    let p = pstore::get_any(c, pipeline_id)
+        .map_err(|e| e.to_string())?
+        .ok_or("pipeline vanished")?;
+    let phases = pstore::phases(c, pipeline_id).map_err(|e| e.to_string())?;
+    let snaps = pstore::snapshots(c, pipeline_id, generation).map_err(|e| e.to_string())?;
+    let mut run_phases = Vec::with_capacity(phases.len());
+    for ph in &phases {
+        let (_, version, cfg) = snaps
+            .iter()
+            .find(|(i, _, _)| *i == ph.index)
+            .ok_or("a phase has no snapshot")?;
+        run_phases.push(run_phase(
+            ph.index,
+            &ph.phase_id,
+            ph.kind,
+            *version,
+            cfg,
+            &p.fields,
+        )?);
+    }
+    Ok(super::runner::RunSpec::new(p.fields, run_phases))
+}

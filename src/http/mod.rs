@@ -186,6 +186,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
             resource("/v1/pipelines/{id}/cancel", "POST").route(web::post().to(pipelines::cancel)),
         )
         .service(
+            resource("/v1/pipelines/{id}/rerun", "POST").route(web::post().to(pipelines::rerun)),
+        )
+        .service(
+            resource("/v1/pipelines/{id}/reruns", "GET").route(web::get().to(pipelines::reruns)),
+        )
+        .service(
             resource("/v1/pipelines/{id}/progress", "GET")
                 .route(web::get().to(pipelines::progress)),
         )

@@ -409,3 +409,113 @@ pub async fn verdicts(
     .await?;
     Ok(HttpResponse::Ok().json(body))
 }
+
+/// Parses the rerun body strictly: unknown fields are refused, so a mistyped `dry_run` never
+/// runs a real rerun.
+fn rerun_request(
+    raw: &Value,
+    requested_by: String,
+) -> Result<crate::engine::rerun::RerunRequest, ApiError> {
+    use crate::domain::rail::PhaseType;
+    let obj = raw
+        .as_object()
+        .ok_or_else(|| ApiError::bad("The body must be a JSON object"))?;
+    super::body::deny_unknown(
+        raw,
+        &[
+            "from_phase",
+            "document_ids",
+            "documentIds",
+            "dry_run",
+            "dryRun",
+        ],
+    )?;
+    let pick = |a: &str, b: &str| -> Result<Option<&Value>, ApiError> {
+        match (obj.get(a), obj.get(b)) {
+            (Some(_), Some(_)) => Err(ApiError::bad(format!("Give {a} or {b}, not both"))),
+            (x, y) => Ok(x.or(y)),
+        }
+    };
+    let phases = "from_phase must be one of transfer, extraction, resolution, validation";
+    let from_phase = match obj.get("from_phase") {
+        Some(Value::String(s)) => PhaseType::parse(s).ok_or_else(|| ApiError::bad(phases))?,
+        _ => return Err(ApiError::bad(phases)),
+    };
+    let document_ids = match pick("document_ids", "documentIds")? {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .and_then(crate::domain::ids::parse_id)
+                        .ok_or_else(|| {
+                            ApiError::bad("document_ids must hold pipeline document ids (UUIDs)")
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "document_ids must be an array of pipeline document ids",
+            ))
+        }
+    };
+    let dry_run = match pick("dry_run", "dryRun")? {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad("dry_run must be a boolean")),
+    };
+    Ok(crate::engine::rerun::RerunRequest {
+        from_phase,
+        document_ids,
+        dry_run,
+        requested_by,
+    })
+}
+
+pub async fn rerun(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
+    blocking(move || st.db.read(|c| load(c, &org, &lookup).map(|_| ()))).await?;
+    let raw = json_body(&req, payload, state.config.max_body, true).await?;
+    let request = rerun_request(&raw, auth.key_id.clone())?;
+    let org = auth.org_id.clone();
+    let resp = write(
+        &state,
+        &req,
+        &auth,
+        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            Ok(Reply::ok(crate::engine::rerun::rerun(
+                tx, &org, &id, request,
+            )?))
+        },
+    )
+    .await?;
+    state.executor.wake();
+    Ok(resp)
+}
+
+pub async fn reruns(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            load(c, &auth.org_id, &id)?;
+            let rows = crate::store::reruns::list(c, &id)?;
+            Ok(json!({ "data": rows.iter().map(crate::engine::rerun::rerun_json).collect::<Vec<_>>() }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}

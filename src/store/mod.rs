@@ -9,6 +9,7 @@ pub mod keys;
 pub mod orgs;
 pub mod pipelines;
 pub mod policies;
+pub mod reruns;
 pub mod schemas;
 
 use r2d2::{Pool, PooledConnection};

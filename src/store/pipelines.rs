@@ -441,5 +441,6 @@ pub fn settle(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
         "UPDATE pipelines SET status = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1 AND status = 'active'",
     )?
     .execute(params![pipeline_id, if done > 0 { "completed" } else { "failed" }, now])?;
+    super::reruns::finish_open(c, pipeline_id)?;
     ensure_record_set(c, pipeline_id)
 }

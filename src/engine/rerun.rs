@@ -1,0 +1,230 @@
+//! Rerun a finished run from a chosen phase (DESIGN.md §7), in one immediate transaction.
+
+use super::spec::{gate_snapshot, load_run_spec, policy_snapshot};
+use super::EngineError;
+use crate::domain::gate;
+use crate::domain::rail::PhaseType;
+use crate::domain::state::{apply_waiting, load_states, FieldState, States, Status};
+use crate::store::executor::{encode_states, sync_held};
+use crate::store::pipelines::{self as pstore, PhaseRow, PipelineRow};
+use crate::store::reruns::{self as rstore, NewRerun};
+use crate::store::{gates as gstore, policies as polstore};
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+
+pub struct RerunRequest {
+    pub from_phase: PhaseType,
+    /// Pipeline document ids; `None` reruns every document.
+    pub document_ids: Option<Vec<String>>,
+    pub dry_run: bool,
+    pub requested_by: String,
+}
+
+/// A field's state at its document's restart: progressing from the restart, keeping what a
+/// rerun never touches (pin, guards), unless a gate before the restart holds it.
+fn reset_state(st: &FieldState, restart: usize) -> FieldState {
+    if st.status == Status::Blocked && st.blocked_at.is_some_and(|b| b < restart) {
+        return st.clone();
+    }
+    FieldState {
+        pinned: st.pinned,
+        pin: st.pin.clone(),
+        guards: st.guards.clone(),
+        // Flags from gates before the restart still describe live verdicts.
+        flags: st
+            .flags
+            .iter()
+            .filter(|f| f.phase < restart)
+            .cloned()
+            .collect(),
+        ..FieldState::default()
+    }
+}
+
+fn fresh_snapshots(
+    c: &Connection,
+    org: &str,
+    p: &PipelineRow,
+    phases: &[PhaseRow],
+    from: usize,
+) -> Result<Vec<(usize, Value)>, EngineError> {
+    let names: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
+    let mut out = Vec::new();
+    for ph in phases.iter().filter(|ph| ph.index >= from) {
+        let at = format!("phase {} ({} '{}')", ph.index, ph.phase_id, ph.name);
+        let id = ph.ref_id.clone().unwrap_or_default();
+        match ph.kind {
+            PhaseType::Resolution => {
+                // A policy deleted since keeps its old snapshot.
+                let Some(pol) = polstore::get(c, org, &id)? else {
+                    continue;
+                };
+                if !pol.active() {
+                    return Err(EngineError::BadRequest(format!(
+                        "{at}: policy '{}' is no longer active",
+                        pol.name
+                    )));
+                }
+                let snap = policy_snapshot(&pol)
+                    .map_err(|e| EngineError::BadRequest(format!("{at}: {e}")))?;
+                let rules: Vec<crate::domain::policy::RuleDef> =
+                    serde_json::from_value(snap["rules"].clone()).unwrap_or_default();
+                let mut used: Vec<String> = pol.field_keys();
+                for r in &rules {
+                    used.push(r.field_key.clone());
+                    if let Ok(rule) = crate::domain::policy::compile(&r.rule_type, &r.config) {
+                        used.extend(rule.inputs());
+                    }
+                }
+                if let Some(f) = used.iter().find(|f| !names.contains(f)) {
+                    return Err(EngineError::BadRequest(format!("{at}: policy '{}' uses field '{f}', which is not a field of the run's schema", pol.name)));
+                }
+                out.push((ph.index, snap));
+            }
+            PhaseType::Validation => {
+                let Some(g) = gstore::get(c, &p.schema_id, &id)? else {
+                    continue;
+                };
+                gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &names)
+                    .map_err(|e| EngineError::BadRequest(format!("{at}: {e}")))?;
+                out.push((ph.index, gate_snapshot(&g)));
+            }
+            PhaseType::Transfer | PhaseType::Extraction => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn rerun(
+    c: &Connection,
+    org: &str,
+    pipeline_id: &str,
+    req: RerunRequest,
+) -> Result<Value, EngineError> {
+    let p = pstore::get(c, org, pipeline_id)?
+        .ok_or_else(|| EngineError::NotFound("Pipeline not found".into()))?;
+    let active = pstore::active_count(c, pipeline_id)?;
+    if active > 0 {
+        return Err(EngineError::BadRequest(format!("{active} document(s) of this pipeline are queued or processing; wait until every document is terminal")));
+    }
+    let phases = pstore::phases(c, pipeline_id)?;
+    let from = phases
+        .iter()
+        .find(|ph| ph.kind == req.from_phase)
+        .map(|ph| ph.index)
+        .ok_or_else(|| {
+            EngineError::BadRequest(format!(
+                "This pipeline has no {} phase",
+                req.from_phase.as_str()
+            ))
+        })?;
+    if !rstore::has_record_set(c, pipeline_id)? {
+        return Err(EngineError::BadRequest("This pipeline has no record set: no document ever completed, so there is nothing to rerun".into()));
+    }
+    let docs = rstore::doc_states(c, pipeline_id)?;
+    let targets: Vec<&rstore::DocState> = match &req.document_ids {
+        None => docs.iter().collect(),
+        Some(ids) => {
+            if ids.is_empty() {
+                return Err(EngineError::BadRequest(
+                    "document_ids must not be empty".into(),
+                ));
+            }
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for id in ids {
+                if !seen.insert(id.as_str()) {
+                    return Err(EngineError::BadRequest(format!(
+                        "document_ids: {id} appears twice"
+                    )));
+                }
+                out.push(docs.iter().find(|d| &d.id == id).ok_or_else(|| {
+                    EngineError::BadRequest(format!(
+                        "document_ids: {id} is not a pipeline document of this run"
+                    ))
+                })?);
+            }
+            out
+        }
+    };
+    let snaps = fresh_snapshots(c, org, &p, &phases, from)?;
+    let restart_of = |d: &rstore::DocState| -> usize {
+        match (d.status.as_str(), d.error_phase_index) {
+            ("error", Some(e)) => from.min(e.max(0) as usize),
+            ("error", None) => 0,
+            _ => from,
+        }
+    };
+    let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
+    let kept = |d: &rstore::DocState| -> usize {
+        let restart = restart_of(d);
+        load_states(&d.field_states, &order)
+            .values()
+            .filter(|s| s.status == Status::Blocked && s.blocked_at.is_some_and(|b| b < restart))
+            .count()
+    };
+    if req.dry_run {
+        let earliest = targets.iter().map(|d| restart_of(d)).min().unwrap_or(from);
+        let seqs: Vec<i64> = targets.iter().map(|d| d.seq).collect();
+        return Ok(json!({
+            "enqueued": targets.len(), "fromPhaseIndex": from, "dryRun": true,
+            "plan": {
+                "phases": phases.iter().filter(|ph| ph.index >= earliest).map(|ph| ph.phase_id.clone()).collect::<Vec<_>>(),
+                "documents": targets.len(),
+                "keptBlockedFields": targets.iter().map(|d| kept(d)).sum::<usize>(),
+                "preservedDecisions": rstore::decision_count(c, &seqs)?
+            }
+        }));
+    }
+    let generation = p.generation + 1;
+    for (idx, snap) in &snaps {
+        let (version, _) = rstore::latest_snapshot(c, pipeline_id, *idx)?;
+        rstore::add_snapshot(c, pipeline_id, *idx, version + 1, generation, snap)?;
+    }
+    rstore::start_generation(c, pipeline_id, generation)?;
+    // Dependencies come from the fresh snapshots.
+    let spec = load_run_spec(c, pipeline_id, generation).map_err(EngineError::BadRequest)?;
+    for d in &targets {
+        let restart = restart_of(d);
+        let before: States = load_states(&d.field_states, &order);
+        let mut after: States = before
+            .iter()
+            .map(|(f, s)| (f.clone(), reset_state(s, restart)))
+            .collect();
+        apply_waiting(&mut after, &spec.order, &spec.deps);
+        let mut restarts: Vec<(i64, usize)> = serde_json::from_str(&d.restarts).unwrap_or_default();
+        restarts.push((generation, restart));
+        rstore::restart_document(
+            c,
+            d.seq,
+            generation,
+            restart,
+            &encode_states(&after),
+            &serde_json::to_string(&restarts).unwrap_or_default(),
+        )?;
+        sync_held(c, d.seq, pipeline_id, org, &before, &after)?;
+    }
+    let doc_ids: Option<Vec<String>> = req.document_ids.clone();
+    rstore::insert(
+        c,
+        NewRerun {
+            pipeline_id,
+            generation,
+            from_phase: req.from_phase.as_str(),
+            from_phase_index: from,
+            enqueued: targets.len(),
+            document_ids: doc_ids.as_deref(),
+            requested_by: &req.requested_by,
+        },
+    )?;
+    Ok(json!({ "enqueued": targets.len(), "fromPhaseIndex": from }))
+}
+
+pub fn rerun_json(r: &rstore::RerunRow) -> Value {
+    json!({
+        "id": r.id, "generation": r.generation, "from_phase": r.from_phase, "from_phase_index": r.from_phase_index,
+        "enqueued": r.enqueued, "document_ids": r.document_ids, "requested_at": r.requested_at,
+        "requested_by": r.requested_by, "finished_at": r.finished_at, "outcome": r.outcome
+    })
+}

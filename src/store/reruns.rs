@@ -1,0 +1,221 @@
+use super::StoreError;
+use crate::domain::ids::{new_id, now_rfc3339};
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+/// What a rerun needs of each of the run's documents.
+#[derive(Debug, Clone)]
+pub struct DocState {
+    pub seq: i64,
+    pub id: String,
+    pub status: String,
+    pub error_phase_index: Option<i64>,
+    pub field_states: String,
+    pub restarts: String,
+}
+
+pub fn doc_states(c: &Connection, pipeline_id: &str) -> Result<Vec<DocState>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_documents
+             WHERE pipeline_id = ?1 ORDER BY ordinal",
+        )?
+        .query_map([pipeline_id], |r| {
+            Ok(DocState {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                status: r.get(2)?,
+                error_phase_index: r.get(3)?,
+                field_states: r.get(4)?,
+                restarts: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn has_record_set(c: &Connection, pipeline_id: &str) -> Result<bool, StoreError> {
+    Ok(c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM record_sets WHERE pipeline_id = ?1)",
+        [pipeline_id],
+        |r| r.get(0),
+    )?)
+}
+
+pub fn latest_snapshot(
+    c: &Connection,
+    pipeline_id: &str,
+    idx: usize,
+) -> Result<(i64, Value), StoreError> {
+    let (v, cfg): (i64, String) = c.query_row(
+        "SELECT config_version, config FROM phase_snapshots WHERE pipeline_id = ?1 AND idx = ?2 ORDER BY config_version DESC LIMIT 1",
+        params![pipeline_id, idx as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((v, serde_json::from_str(&cfg).unwrap_or(Value::Null)))
+}
+
+pub fn add_snapshot(
+    c: &Connection,
+    pipeline_id: &str,
+    idx: usize,
+    version: i64,
+    generation: i64,
+    config: &Value,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO phase_snapshots(pipeline_id, idx, config_version, generation, config) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![pipeline_id, idx as i64, version, generation, config.to_string()],
+    )?;
+    Ok(())
+}
+
+pub fn decision_count(c: &Connection, pd_seqs: &[i64]) -> Result<i64, StoreError> {
+    if pd_seqs.is_empty() {
+        return Ok(0);
+    }
+    let list = pd_seqs
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(c.query_row(
+        &format!("SELECT count(*) FROM review_decisions WHERE pd_seq IN ({list})"),
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Restarts one document at `restart` in `generation`, with its new field states.
+pub fn restart_document(
+    c: &Connection,
+    seq: i64,
+    generation: i64,
+    restart: usize,
+    states: &str,
+    restarts: &str,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE pipeline_documents SET status = 'queued', cursor = ?2, generation = ?3, pass = 1, attempts = 0,
+         claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = ?4, restarts = ?5,
+         updated_at = ?6, completed_at = NULL WHERE seq = ?1",
+    )?
+    .execute(params![seq, restart as i64, generation, states, restarts, now_rfc3339()])?;
+    Ok(())
+}
+
+pub fn start_generation(
+    c: &Connection,
+    pipeline_id: &str,
+    generation: i64,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE pipelines SET generation = ?2, status = 'active', completed_at = NULL, updated_at = ?3 WHERE id = ?1",
+        params![pipeline_id, generation, now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+pub struct NewRerun<'a> {
+    pub pipeline_id: &'a str,
+    pub generation: i64,
+    pub from_phase: &'a str,
+    pub from_phase_index: usize,
+    pub enqueued: usize,
+    pub document_ids: Option<&'a [String]>,
+    pub requested_by: &'a str,
+}
+
+pub fn insert(c: &Connection, r: NewRerun) -> Result<String, StoreError> {
+    let id = new_id();
+    c.execute(
+        "INSERT INTO reruns(id, pipeline_id, generation, from_phase, from_phase_index, enqueued, document_ids, requested_at, requested_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            id,
+            r.pipeline_id,
+            r.generation,
+            r.from_phase,
+            r.from_phase_index as i64,
+            r.enqueued as i64,
+            r.document_ids.map(|d| serde_json::to_string(d).unwrap_or_default()),
+            now_rfc3339(),
+            r.requested_by
+        ],
+    )?;
+    Ok(id)
+}
+
+#[derive(Debug, Clone)]
+pub struct RerunRow {
+    pub id: String,
+    pub generation: i64,
+    pub from_phase: String,
+    pub from_phase_index: i64,
+    pub enqueued: i64,
+    pub document_ids: Option<Value>,
+    pub requested_at: String,
+    pub requested_by: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<Value>,
+}
+
+pub fn list(c: &Connection, pipeline_id: &str) -> Result<Vec<RerunRow>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT id, generation, from_phase, from_phase_index, enqueued, document_ids, requested_at, requested_by, finished_at, outcome
+             FROM reruns WHERE pipeline_id = ?1 ORDER BY seq DESC",
+        )?
+        .query_map([pipeline_id], |r| {
+            let docs: Option<String> = r.get(5)?;
+            let outcome: Option<String> = r.get(9)?;
+            Ok(RerunRow {
+                id: r.get(0)?,
+                generation: r.get(1)?,
+                from_phase: r.get(2)?,
+                from_phase_index: r.get(3)?,
+                enqueued: r.get(4)?,
+                document_ids: docs.and_then(|d| serde_json::from_str(&d).ok()),
+                requested_at: r.get(6)?,
+                requested_by: r.get(7)?,
+                finished_at: r.get(8)?,
+                outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// When the run settles: every open rerun gets its outcome, counted over its generation.
+pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
+    let open: Vec<(i64, i64)> = c
+        .prepare_cached(
+            "SELECT seq, generation FROM reruns WHERE pipeline_id = ?1 AND finished_at IS NULL",
+        )?
+        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (seq, generation) in open {
+        let versions: i64 = c.query_row(
+            "SELECT count(*) FROM cells WHERE generation = ?2 AND pd_seq IN (SELECT seq FROM pipeline_documents WHERE pipeline_id = ?1)",
+            params![pipeline_id, generation],
+            |r| r.get(0),
+        )?;
+        let blocked: i64 = c.query_row(
+            "SELECT count(*) FROM held_fields h JOIN pipeline_documents pd ON pd.seq = h.pd_seq
+             WHERE h.pipeline_id = ?1 AND h.status = 'blocked' AND pd.generation = ?2",
+            params![pipeline_id, generation],
+            |r| r.get(0),
+        )?;
+        let errors: i64 = c.query_row(
+            "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND generation = ?2 AND status = 'error'",
+            params![pipeline_id, generation],
+            |r| r.get(0),
+        )?;
+        let outcome = serde_json::json!({ "versions_written": versions, "blocked": blocked, "errors": errors });
+        c.execute(
+            "UPDATE reruns SET finished_at = ?2, outcome = ?3 WHERE seq = ?1",
+            params![seq, now_rfc3339(), outcome.to_string()],
+        )?;
+    }
+    Ok(())
+}
