@@ -86,6 +86,9 @@ pub struct FieldState {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
+    /// Human versions stored up to this cell sequence were ended by a reopen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopened_after: Option<i64>,
 }
 
 impl FieldState {

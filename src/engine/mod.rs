@@ -3,6 +3,7 @@
 pub mod executor;
 pub mod pipelines;
 pub mod rerun;
+pub mod review;
 pub mod runner;
 pub mod spec;
 pub mod views;

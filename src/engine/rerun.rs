@@ -31,6 +31,7 @@ fn reset_state(st: &FieldState, restart: usize) -> FieldState {
         pinned: st.pinned,
         pin: st.pin.clone(),
         guards: st.guards.clone(),
+        reopened_after: st.reopened_after,
         // Flags from gates before the restart still describe live verdicts.
         flags: st
             .flags

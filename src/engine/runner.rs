@@ -11,9 +11,25 @@ use crate::domain::state::{apply_waiting, Deps, Flag, States, Status};
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 
-/// A stored or new cell version.
+/// Whether a version still counts. A rerun that restarted the document at index s ends the
+/// liveness of earlier generations' versions at s and after; human versions stay live until a
+/// reopen of their field ends them.
+pub fn is_live(c: &Cell, restarts: &[(i64, usize)], states: &States) -> bool {
+    if c.source == "human_review" {
+        return states
+            .get(&c.field)
+            .and_then(|s| s.reopened_after)
+            .is_none_or(|cut| c.seq > cut);
+    }
+    !restarts
+        .iter()
+        .any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+}
+
+/// A stored or new cell version (`seq` is 0 until stored).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
+    pub seq: i64,
     pub field: String,
     pub version: i64,
     pub value: Value,
@@ -140,11 +156,7 @@ pub struct DocCtx {
 
 impl DocCtx {
     pub fn is_live(&self, c: &Cell) -> bool {
-        c.source == "human_review"
-            || !self
-                .restarts
-                .iter()
-                .any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+        is_live(c, &self.restarts, &self.states)
     }
 
     /// The newest live version written by a phase before `phase`.
@@ -333,6 +345,7 @@ fn cell(
     rule_type: Option<String>,
 ) -> Cell {
     Cell {
+        seq: 0,
         field: field.to_string(),
         version: ctx.next_version(field),
         value,

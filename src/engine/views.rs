@@ -23,11 +23,7 @@ impl DocView {
     }
 
     pub fn is_live(&self, c: &Cell) -> bool {
-        c.source == "human_review"
-            || !self
-                .restarts
-                .iter()
-                .any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+        super::runner::is_live(c, &self.restarts, &self.states)
     }
 
     /// The canonical version: the pin's human version, else the newest live version.

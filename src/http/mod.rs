@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod data_products;
 pub mod documents;
 pub mod error;
 pub mod gates;
@@ -12,6 +13,7 @@ pub mod pagination;
 pub mod pipelines;
 pub mod policies;
 pub mod rate_limit;
+pub mod reviews;
 pub mod schemas;
 
 use crate::config::Config;
@@ -209,6 +211,54 @@ pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
         .service(
             resource("/v1/pipelines/{id}/documents/{pd_id}/verdicts", "GET")
                 .route(web::get().to(pipelines::verdicts)),
+        )
+        .service(
+            resource("/v1/pipelines/{id}/data-product", "POST")
+                .route(web::post().to(data_products::create)),
+        )
+        .service(resource("/v1/data-products", "GET").route(web::get().to(data_products::list)))
+        .service(resource("/v1/data-products/{id}", "GET").route(web::get().to(data_products::get)))
+        .service(
+            resource("/v1/data-products/{id}/results", "GET")
+                .route(web::get().to(data_products::results)),
+        )
+        .service(
+            resource("/v1/data-products/{id}/export/plain", "GET")
+                .route(web::get().to(data_products::export_plain)),
+        )
+        .service(
+            resource("/v1/data-products/{id}/export/audit", "GET")
+                .route(web::get().to(data_products::export_audit)),
+        )
+        .service(
+            resource(
+                "/v1/schemas/{id}/validation-stages/{stage_id}/replay-blocking",
+                "POST",
+            )
+            .route(web::post().to(data_products::replay_blocking)),
+        )
+        .service(resource("/v1/field-reviews", "GET").route(web::get().to(reviews::list)))
+        .service(
+            resource("/v1/field-reviews/summary", "GET").route(web::get().to(reviews::summary)),
+        )
+        .service(
+            resource("/v1/field-reviews/bulk-resolve", "POST")
+                .route(web::post().to(reviews::bulk_resolve)),
+        )
+        .service(
+            resource("/v1/field-reviews/decisions", "GET").route(web::get().to(reviews::decisions)),
+        )
+        .service(
+            resource("/v1/field-reviews/decisions/export", "GET")
+                .route(web::get().to(reviews::decisions_export)),
+        )
+        .service(
+            resource("/v1/field-reviews/{pd_id}/{field_key}", "GET")
+                .route(web::get().to(reviews::detail)),
+        )
+        .service(
+            resource("/v1/field-reviews/{pd_id}/{field_key}/resolve", "POST")
+                .route(web::post().to(reviews::resolve)),
         )
         .service(resource("/v1/fields", "GET").route(web::get().to(schemas::list_fields)))
         .service(

@@ -10,6 +10,7 @@ pub mod orgs;
 pub mod pipelines;
 pub mod policies;
 pub mod reruns;
+pub mod review;
 pub mod schemas;
 
 use r2d2::{Pool, PooledConnection};

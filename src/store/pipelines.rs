@@ -334,6 +334,7 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
                 seq: r.get(0)?,
                 pd_seq: r.get(1)?,
                 cell: crate::engine::runner::Cell {
+                    seq: r.get(0)?,
                     field: r.get(2)?,
                     version: r.get(3)?,
                     value: v

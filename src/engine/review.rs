@@ -1,0 +1,602 @@
+//! Human review (DESIGN.md §6): resolve, reopen, and the replay of gates over stored verdicts.
+
+use super::runner::{value_hash, Cell, RunSpec};
+use super::spec::load_run_spec;
+use super::views::DocView;
+use super::EngineError;
+use crate::domain::rail::PhaseType;
+use crate::domain::schema::FieldDef;
+use crate::domain::state::{
+    apply_waiting, document_status, load_states, released_waiters, FieldState, States, Status,
+};
+use crate::store::executor::{encode_states, sync_held};
+use crate::store::review::{self as rv, NewDecision, PdRef};
+use crate::store::{gates as gstore, pipelines as pstore};
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Approve,
+    Correct,
+    Override,
+    Reopen,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "approve" => Action::Approve,
+            "correct" => Action::Correct,
+            "override" => Action::Override,
+            "reopen" => Action::Reopen,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Correct => "correct",
+            Action::Override => "override",
+            Action::Reopen => "reopen",
+        }
+    }
+}
+
+pub struct ResolveRequest {
+    pub action: Action,
+    pub corrected_value: Option<Value>,
+    pub reason: Option<String>,
+    pub key_id: String,
+    pub reviewer: String,
+}
+
+/// Checks a corrected value against the field's data type.
+pub fn check_type(f: &FieldDef, v: &Value) -> Result<(), String> {
+    let ok = match f.data_type.as_str() {
+        "string" => v.is_string(),
+        "number" => v.is_number(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "boolean" => v.is_boolean(),
+        "date" => v.as_str().is_some_and(|s| {
+            s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+        }),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let want = if f.data_type == "date" {
+            "a date as YYYY-MM-DD".to_string()
+        } else {
+            format!("JSON of type {}", f.data_type)
+        };
+        Err(format!(
+            "corrected_value for '{}' must be {want}",
+            f.field_name
+        ))
+    }
+}
+
+/// One document loaded for review work.
+pub struct Doc {
+    pub pd: PdRef,
+    pub spec: RunSpec,
+    pub view: DocView,
+}
+
+impl Doc {
+    pub fn load(c: &Connection, pd: PdRef) -> Result<Self, EngineError> {
+        let spec =
+            load_run_spec(c, &pd.pipeline_id, pd.generation).map_err(EngineError::BadRequest)?;
+        let cells = pstore::cells(c, &[pd.seq])?
+            .into_iter()
+            .map(|r| (r.seq, r.cell, r.created_at))
+            .collect();
+        let view = DocView {
+            cells,
+            restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(),
+            states: load_states(&pd.field_states, &spec.order),
+        };
+        Ok(Doc { pd, spec, view })
+    }
+
+    fn field(&self, name: &str) -> Option<&FieldDef> {
+        self.spec.field(name)
+    }
+
+    fn next_version(&self, field: &str) -> i64 {
+        self.view
+            .cells
+            .iter()
+            .filter(|(_, c, _)| c.field == field)
+            .map(|(_, c, _)| c.version)
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    fn phase_id(&self, idx: usize) -> Option<String> {
+        self.spec
+            .phases
+            .iter()
+            .find(|p| p.index == idx)
+            .map(|p| p.phase_id.clone())
+    }
+}
+
+/// The first resolution phase that computes `d` from `f` (directly or through fields that depend on `f`).
+fn first_compute(spec: &RunSpec, states: &States, d: &str, f: &str) -> Option<usize> {
+    for p in &spec.phases {
+        if let super::runner::PhaseConfig::Resolution { rules } = &p.config {
+            for (def, rule) in rules {
+                if def.field_key != d {
+                    continue;
+                }
+                if rule
+                    .inputs()
+                    .iter()
+                    .any(|i| i == f || spec.deps.closure(i, states).contains(f))
+                {
+                    return Some(p.index);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Resumes the fields that were waiting only on `f`: at the first phase that computes them
+/// from `f` when that is earlier than `resume_at` (the gate), else at `resume_at`; with no
+/// gate (a declarative hold) they complete when nothing computes them from `f`.
+fn release_waiters(
+    spec: &RunSpec,
+    states: &mut States,
+    f: &str,
+    resume_at: Option<usize>,
+    now: &str,
+) {
+    for d in released_waiters(states, &spec.order, &spec.deps) {
+        let computed = first_compute(spec, states, &d, f);
+        let st = states.get_mut(&d).expect("listed");
+        st.blocked_by = None;
+        match (computed, resume_at) {
+            (Some(p), Some(g)) => {
+                st.status = Status::Progressing;
+                st.next = p.min(g);
+            }
+            (None, Some(g)) => {
+                st.status = Status::Progressing;
+                st.next = g;
+            }
+            (Some(p), None) => {
+                st.status = Status::Progressing;
+                st.next = p;
+            }
+            (None, None) => st.complete(now),
+        }
+    }
+    apply_waiting(states, &spec.order, &spec.deps);
+}
+
+fn clear_hold(st: &mut FieldState) {
+    st.blocked_at = None;
+    st.stage_id = None;
+    st.blocked_by = None;
+    st.trigger = None;
+    st.routing = None;
+    st.reason = None;
+    st.requested_at = None;
+}
+
+/// Persists a document's new states: a terminal document with work to do goes back to the
+/// queue in a new pass; otherwise its terminal status follows its fields. Returns true when
+/// the executor has work.
+fn persist(
+    c: &Connection,
+    doc: &Doc,
+    before: &States,
+    after: &States,
+    org: &str,
+) -> Result<bool, EngineError> {
+    sync_held(c, doc.pd.seq, &doc.pd.pipeline_id, org, before, after)?;
+    let encoded = encode_states(after);
+    let pd = &doc.pd;
+    if matches!(pd.status.as_str(), "queued" | "processing") {
+        // Never touch an active document's status: the writer sees the released field and
+        // continues in a new pass.
+        rv::update_pd(c, pd.seq, &pd.status, pd.cursor, pd.pass, &encoded)?;
+        return Ok(false);
+    }
+    let next = after
+        .values()
+        .filter(|s| s.status == Status::Progressing)
+        .map(|s| s.next)
+        .min();
+    match next {
+        Some(cursor) => {
+            rv::update_pd(c, pd.seq, "queued", cursor as i64, pd.pass + 1, &encoded)?;
+            rv::reactivate_pipeline(c, &pd.pipeline_id)?;
+            Ok(true)
+        }
+        None => {
+            let status = document_status(after).unwrap_or("partial");
+            rv::update_pd(c, pd.seq, status, pd.cursor, pd.pass, &encoded)?;
+            pstore::settle(c, &pd.pipeline_id)?;
+            Ok(false)
+        }
+    }
+}
+
+/// The answer of a resolve.
+fn answer(doc: &Doc, states: &States, field: &str, action: Action, at: &str) -> Value {
+    let st = states.get(field).cloned().unwrap_or_default();
+    json!({
+        "fieldKey": field,
+        "status": st.status.as_str(),
+        "currentPhaseId": if st.status == Status::Progressing { doc.phase_id(st.next) } else { None },
+        "blockedAtStageId": if st.status == Status::Blocked { st.stage_id.clone() } else { None },
+        "blockedByField": st.blocked_by,
+        "reviewTrigger": st.trigger,
+        "reviewRouting": st.routing,
+        "reviewRequestedAt": st.requested_at,
+        "resolveAction": action.as_str(),
+        "resolvedAt": at,
+        "deliveredAt": if st.status == Status::Completed { st.completed_at.clone() } else { None }
+    })
+}
+
+/// Resolves one held field in one transaction. Returns the answer and whether the executor has work.
+pub fn resolve(
+    c: &Connection,
+    org: &str,
+    pd_id: &str,
+    field: &str,
+    req: &ResolveRequest,
+) -> Result<(Value, bool), EngineError> {
+    let pd = rv::find_pd(c, org, pd_id)?
+        .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
+    let doc = Doc::load(c, pd)?;
+    let fdef = doc.field(field).cloned().ok_or_else(|| {
+        EngineError::NotFound(format!("Field '{field}' is not a field of this run"))
+    })?;
+    if doc.pd.status == "error" {
+        return Err(EngineError::BadRequest(
+            "The document errored; its fields cannot be reviewed".into(),
+        ));
+    }
+    let before = doc.view.states.clone();
+    let mut states = before.clone();
+    let st = states.get(field).cloned().unwrap_or_default();
+    let (canonical, _) = doc.view.canonical(field);
+    let now = crate::domain::ids::now_rfc3339();
+    if req.action == Action::Reopen {
+        if !matches!(doc.pd.status.as_str(), "complete" | "partial") {
+            return Err(EngineError::BadRequest(
+                "Only a field of a terminal document can be reopened".into(),
+            ));
+        }
+        let decisions = rv::decisions_for(c, doc.pd.seq, field)?;
+        let since: Vec<_> = decisions
+            .iter()
+            .rev()
+            .take_while(|d| d.action != "reopen")
+            .collect();
+        let last = since.first().ok_or_else(|| {
+            EngineError::BadRequest(format!(
+                "Field '{field}' has no decision since its last reopen"
+            ))
+        })?;
+        rv::insert_decision(
+            c,
+            NewDecision {
+                org_id: org,
+                pipeline_id: &doc.pd.pipeline_id,
+                pd_seq: doc.pd.seq,
+                field_key: field,
+                trigger_type: &last.trigger_type,
+                stage_id: last.stage_id.as_deref(),
+                stage_name: last.stage_name.as_deref(),
+                phase_index: last.phase_index,
+                action: "reopen",
+                prior_value: &canonical,
+                final_value: None,
+                reason: req.reason.as_deref(),
+                decided_by: &req.key_id,
+                decided_by_name: &req.reviewer,
+            },
+        )?;
+        let cut = rv::max_cell_seq(c, doc.pd.seq)?;
+        let s = states.get_mut(field).expect("field exists");
+        s.pinned = false;
+        s.pin = Value::Null;
+        s.guards.clear();
+        s.reopened_after = Some(cut);
+        s.status = Status::PendingReview;
+        s.trigger = Some(last.trigger_type.clone());
+        s.routing = Some(if last.trigger_type == "gate" {
+            "review_queue".into()
+        } else {
+            "declarative".into()
+        });
+        s.blocked_at = if last.trigger_type == "gate" {
+            last.phase_index.map(|p| p as usize)
+        } else {
+            None
+        };
+        s.stage_id = last.stage_id.clone();
+        s.reason = Some("reopened".into());
+        s.requested_at = Some(now.clone());
+        s.completed_at = None;
+        apply_waiting(&mut states, &doc.spec.order, &doc.spec.deps);
+        let wake = persist(c, &doc, &before, &states, org)?;
+        return Ok((answer(&doc, &states, field, req.action, &now), wake));
+    }
+    if !matches!(st.status, Status::Blocked | Status::PendingReview) {
+        return Err(EngineError::BadRequest(format!(
+            "Field '{field}' is not held (it is {})",
+            st.status.as_str()
+        )));
+    }
+    let final_value = match req.action {
+        Action::Approve => {
+            if req.corrected_value.is_some() {
+                return Err(EngineError::BadRequest(
+                    "approve keeps the held value: corrected_value is not allowed".into(),
+                ));
+            }
+            canonical.clone()
+        }
+        Action::Correct => {
+            let v = req
+                .corrected_value
+                .clone()
+                .ok_or_else(|| EngineError::BadRequest("correct needs corrected_value".into()))?;
+            check_type(&fdef, &v).map_err(EngineError::BadRequest)?;
+            v
+        }
+        Action::Override => match &req.corrected_value {
+            Some(v) => {
+                check_type(&fdef, v).map_err(EngineError::BadRequest)?;
+                v.clone()
+            }
+            None => canonical.clone(),
+        },
+        Action::Reopen => unreachable!("handled above"),
+    };
+    let trigger = st.trigger.clone().unwrap_or_else(|| "gate".into());
+    let gate_phase = if trigger == "gate" {
+        st.blocked_at
+    } else {
+        None
+    };
+    let human_phase = gate_phase.unwrap_or(doc.spec.phases.len());
+    if matches!(req.action, Action::Correct | Action::Override)
+        && !crate::domain::policy::same_value(&final_value, &canonical)
+    {
+        let cell = Cell {
+            seq: 0,
+            field: field.to_string(),
+            version: doc.next_version(field),
+            value: final_value.clone(),
+            source: "human_review".into(),
+            phase_index: human_phase,
+            generation: doc.pd.generation,
+            pass: doc.pd.pass,
+            confidence: Some(1.0),
+            source_text: None,
+            config_version: None,
+            rule_type: None,
+            note: req.reason.clone(),
+        };
+        rv::insert_human_cell(c, doc.pd.seq, &cell)?;
+    }
+    // The gate's name as it reads now (its phase id if it was deleted since).
+    let stage_display = match (gate_phase, &st.stage_id) {
+        (Some(g), Some(sid)) => gstore_name(c, sid).or_else(|| doc.phase_id(g)),
+        _ => None,
+    };
+    rv::insert_decision(
+        c,
+        NewDecision {
+            org_id: org,
+            pipeline_id: &doc.pd.pipeline_id,
+            pd_seq: doc.pd.seq,
+            field_key: field,
+            trigger_type: &trigger,
+            stage_id: st.stage_id.as_deref(),
+            stage_name: stage_display.as_deref(),
+            phase_index: gate_phase.map(|g| g as i64),
+            action: req.action.as_str(),
+            prior_value: &canonical,
+            final_value: Some(&final_value),
+            reason: req.reason.as_deref(),
+            decided_by: &req.key_id,
+            decided_by_name: &req.reviewer,
+        },
+    )?;
+    {
+        let s = states.get_mut(field).expect("field exists");
+        if matches!(req.action, Action::Correct | Action::Override) {
+            s.pinned = true;
+            s.pin = final_value.clone();
+        }
+        if let (Some(g), Action::Approve | Action::Override) = (gate_phase, req.action) {
+            if !s.guards.contains(&g) {
+                s.guards.push(g);
+            }
+        }
+        clear_hold(s);
+        match gate_phase {
+            Some(g) => {
+                s.status = Status::Progressing;
+                s.next = g;
+            }
+            None => s.complete(&now),
+        }
+    }
+    release_waiters(&doc.spec, &mut states, field, gate_phase, &now);
+    let wake = persist(c, &doc, &before, &states, org)?;
+    Ok((answer(&doc, &states, field, req.action, &now), wake))
+}
+
+fn gstore_name(c: &Connection, stage_id: &str) -> Option<String> {
+    c.query_row(
+        "SELECT name FROM validation_stages WHERE id = ?1",
+        [stage_id],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReplayCounts {
+    pub replayed: usize,
+    pub newly_blocked: usize,
+    pub released: usize,
+}
+
+struct GateNow {
+    phase: usize,
+    stage_id: String,
+    blocking: bool,
+    routing: String,
+}
+
+/// Replays the run's gates (or one gate) over stored verdicts. The run must not be active.
+pub fn replay(
+    c: &Connection,
+    org: &str,
+    pipeline_id: &str,
+    only_stage: Option<&str>,
+) -> Result<(ReplayCounts, bool), EngineError> {
+    let p = pstore::get(c, org, pipeline_id)?
+        .ok_or_else(|| EngineError::NotFound("Pipeline not found".into()))?;
+    let mut counts = ReplayCounts::default();
+    let mut wake = false;
+    let pds = rv::pds_of_pipeline(c, pipeline_id)?;
+    let seqs: Vec<i64> = pds.iter().map(|d| d.seq).collect();
+    let decisions = rv::decisions_of_docs(c, &seqs)?;
+    let mut gates_by_gen: HashMap<i64, Vec<GateNow>> = HashMap::new();
+    for pd in pds {
+        if pd.status == "error" {
+            continue;
+        }
+        let doc = Doc::load(c, pd)?;
+        if !gates_by_gen.contains_key(&doc.pd.generation) {
+            let mut gates = Vec::new();
+            for ph in doc
+                .spec
+                .phases
+                .iter()
+                .filter(|ph| ph.kind == PhaseType::Validation)
+            {
+                let super::runner::PhaseConfig::Validation {
+                    stage_id,
+                    gate,
+                    routing,
+                } = &ph.config
+                else {
+                    continue;
+                };
+                if only_stage.is_some_and(|s| s != stage_id) {
+                    continue;
+                }
+                // The gate's current severity and routing apply; a deleted gate keeps its snapshot.
+                let (blocking, routing) = match gstore::get(c, &p.schema_id, stage_id)? {
+                    Some(g) => (g.severity == "blocking", g.on_block()),
+                    None => (
+                        gate.severity == crate::domain::gate::Severity::Blocking,
+                        routing.clone(),
+                    ),
+                };
+                gates.push(GateNow {
+                    phase: ph.index,
+                    stage_id: stage_id.clone(),
+                    blocking,
+                    routing,
+                });
+            }
+            gates_by_gen.insert(doc.pd.generation, gates);
+        }
+        let gates = &gates_by_gen[&doc.pd.generation];
+        let verdicts = rv::verdict_keys(c, doc.pd.seq)?;
+        let before = doc.view.states.clone();
+        let mut states = before.clone();
+        let now = crate::domain::ids::now_rfc3339();
+        let live = |gen: i64, phase: usize| {
+            !doc.view
+                .restarts
+                .iter()
+                .any(|(g, s)| *g > gen && phase >= *s)
+        };
+        for f in &doc.spec.order {
+            let st = states.get(f).cloned().unwrap_or_default();
+            if st.status == Status::Blocked {
+                if let Some(g) = gates
+                    .iter()
+                    .find(|g| Some(g.phase) == st.blocked_at && !g.blocking)
+                {
+                    let s = states.get_mut(f).expect("field exists");
+                    clear_hold(s);
+                    s.status = Status::Progressing;
+                    s.next = g.phase + 1;
+                    release_waiters(&doc.spec, &mut states, f, Some(g.phase + 1), &now);
+                    counts.released += 1;
+                }
+                continue;
+            }
+            if st.status.is_held() {
+                continue;
+            }
+            counts.replayed += 1;
+            let hash = value_hash(&doc.view.canonical(f).0);
+            for g in gates {
+                let counted = verdicts
+                    .iter()
+                    .filter(|v| &v.1 == f && v.2 == g.phase && live(v.3, v.2) && v.5 == hash)
+                    .last();
+                let Some(v) = counted else { continue };
+                if v.4 != "fail" || !g.blocking {
+                    continue;
+                }
+                let guarded = st.guards.contains(&g.phase);
+                let decided_after = decisions.iter().any(|d| {
+                    d.pd_id == doc.pd.id
+                        && &d.field_key == f
+                        && d.phase_index == Some(g.phase as i64)
+                        && d.decided_at.as_str() >= verdict_time(c, v.0).as_str()
+                });
+                if guarded || decided_after {
+                    continue;
+                }
+                states.get_mut(f).expect("field exists").block(
+                    g.phase,
+                    &g.stage_id,
+                    &g.routing,
+                    Some("failed_check"),
+                    &now,
+                );
+                counts.newly_blocked += 1;
+                break;
+            }
+        }
+        apply_waiting(&mut states, &doc.spec.order, &doc.spec.deps);
+        if states != before {
+            wake |= persist(c, &doc, &before, &states, org)?;
+        }
+    }
+    Ok((counts, wake))
+}
+
+fn verdict_time(c: &Connection, seq: i64) -> String {
+    c.query_row(
+        "SELECT created_at FROM verdicts WHERE seq = ?1",
+        [seq],
+        |r| r.get(0),
+    )
+    .unwrap_or_default()
+}

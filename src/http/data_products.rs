@@ -1,0 +1,395 @@
+use super::body::{json_body, typed};
+use super::error::ApiError;
+use super::idempotency::{write, Reply};
+use super::pagination::{self, query_map};
+use super::{blocking, path_id, AppState};
+use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::csv_out;
+use crate::domain::keys::Scope;
+use crate::domain::schema::FieldDef;
+use crate::engine::review;
+use crate::engine::views::DocView;
+use crate::store::review::{self as rv, DataProduct};
+use crate::store::{gates as gstore, pipelines as pstore};
+use actix_web::{web, HttpRequest, HttpResponse};
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+pub fn render(d: &DataProduct) -> Value {
+    json!({ "id": d.id, "name": d.name, "pipeline_id": d.pipeline_id, "status": d.status, "created_at": d.created_at, "updated_at": d.updated_at })
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    name: Option<String>,
+}
+
+/// 400 unless the run is settled with something to deliver.
+fn check_replayable(c: &Connection, pipeline_id: &str) -> Result<(), ApiError> {
+    let active = pstore::active_count(c, pipeline_id)?;
+    if active > 0 {
+        return Err(ApiError::bad(format!(
+            "{active} document(s) of this pipeline are queued or processing"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let id = path_id(&req, "id")?;
+    let (st, org, p2) = (state.clone(), auth.org_id.clone(), id.clone());
+    blocking(move || {
+        st.db
+            .read(|c| super::pipelines::load(c, &org, &p2).map(|_| ()))
+    })
+    .await?;
+    let raw = json_body(&req, payload, state.config.max_body, true).await?;
+    let b: CreateBody = typed(&raw)?;
+    if let Some(n) = &b.name {
+        if n.trim().is_empty() || n.chars().count() > 200 {
+            return Err(ApiError::bad("name must be 1-200 characters"));
+        }
+    }
+    let org = auth.org_id.clone();
+    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = woke.clone();
+    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+        let p = super::pipelines::load(tx, &org, &id)?;
+        check_replayable(tx, &id)?;
+        let delivered: i64 = tx
+            .query_row("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')", [&id], |r| r.get(0))
+            .map_err(crate::store::StoreError::from)?;
+        if delivered == 0 {
+            return Err(ApiError::bad("No document of this pipeline is complete or partial"));
+        }
+        let name = b.name.clone().unwrap_or_else(|| format!("{} — Data Product", p.name));
+        let (dp, created) = rv::upsert_data_product(tx, &org, &id, name.trim())?;
+        let (_, wake) = review::replay(tx, &org, &id, None)?;
+        flag.store(wake, std::sync::atomic::Ordering::SeqCst);
+        let body = json!({ "dataProduct": render(&dp), "shareToken": null });
+        Ok(if created { Reply::created(body) } else { Reply::ok(body) })
+    })
+    .await?;
+    if woke.load(std::sync::atomic::Ordering::SeqCst) {
+        state.executor.wake();
+    }
+    Ok(resp)
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "data-products", 100)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (rows, total) = st
+            .db
+            .read(|c| rv::list_data_products(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            "data-products",
+            |d| d.seq,
+            render,
+        ))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn load(c: &Connection, org: &str, id: &str) -> Result<DataProduct, ApiError> {
+    rv::get_data_product(c, org, id)?.ok_or_else(|| ApiError::not_found("Data product"))
+}
+
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let st = state.clone();
+    let d = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    Ok(HttpResponse::Ok().json(render(&d)))
+}
+
+/// One delivered row: values, with held fields empty, and what a row needs for the audit export.
+struct Row {
+    ordinal: i64,
+    pd_id: String,
+    document_id: String,
+    filename: String,
+    view: DocView,
+}
+
+fn rows(
+    c: &Connection,
+    docs: Vec<crate::store::pipelines::PipelineDoc>,
+    fields: &[FieldDef],
+) -> Result<Vec<Row>, ApiError> {
+    let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
+    let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
+    let mut cells: std::collections::HashMap<i64, Vec<_>> = Default::default();
+    for r in pstore::cells(c, &seqs)? {
+        cells
+            .entry(r.pd_seq)
+            .or_default()
+            .push((r.seq, r.cell, r.created_at));
+    }
+    Ok(docs
+        .into_iter()
+        .filter(|d| d.status != "error")
+        .map(|d| Row {
+            ordinal: d.ordinal,
+            view: DocView::new(&d, cells.remove(&d.seq).unwrap_or_default(), &order),
+            pd_id: d.id,
+            document_id: d.document_id,
+            filename: d.filename,
+        })
+        .collect())
+}
+
+fn held(v: &DocView, f: &str) -> bool {
+    v.states.get(f).is_some_and(|s| s.status.is_held())
+}
+
+pub async fn results(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let q = query_map(req.query_string())?;
+    let list = format!("dp:{id}");
+    let page = pagination::parse(&q, &state.cursor_secret, &list, 100)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let d = load(c, &auth.org_id, &id)?;
+            let p = pstore::get(c, &auth.org_id, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))?;
+            let total: i64 = c
+                .query_row("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status <> 'error'", [&p.id], |r| r.get(0))
+                .map_err(crate::store::StoreError::from)?;
+            // Error documents are skipped, so read pages until one is full.
+            let mut out = Vec::new();
+            let mut after = page.after;
+            loop {
+                let raw = pstore::documents(c, &p.id, after, page.limit + 1, None)?;
+                let n = raw.len() as i64;
+                after = raw.last().map(|d| d.ordinal);
+                out.extend(rows(c, raw, &p.fields)?);
+                if out.len() as i64 > page.limit || n <= page.limit {
+                    break;
+                }
+            }
+            Ok(pagination::page(out, total, &page, &st.cursor_secret, &list, |r| r.ordinal, |r| {
+                let mut fields = Map::new();
+                let mut held_list = Vec::new();
+                for f in &p.fields {
+                    let name = &f.field_name;
+                    if held(&r.view, name) {
+                        held_list.push(json!(name));
+                        fields.insert(name.clone(), Value::Null);
+                    } else {
+                        fields.insert(name.clone(), r.view.canonical(name).0);
+                    }
+                }
+                json!({ "pipeline_document_id": r.pd_id, "document_id": r.document_id, "filename": r.filename, "fields": fields, "held": held_list })
+            }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn export(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    audit: bool,
+) -> impl std::future::Future<Output = Result<HttpResponse, ApiError>> {
+    async move {
+        let auth = state.authorize(&req, Scope::Read)?;
+        let id = path_id(&req, "id")?;
+        let st = state.clone();
+        let text = blocking(move || {
+            st.db.read(|c| {
+                let d = load(c, &auth.org_id, &id)?;
+                let p = pstore::get(c, &auth.org_id, &d.pipeline_id)?
+                    .ok_or_else(|| ApiError::not_found("Pipeline"))?;
+                let all = rows(
+                    c,
+                    pstore::documents(c, &p.id, None, i64::MAX, None)?,
+                    &p.fields,
+                )?;
+                let seqs: Vec<i64> = c
+                    .prepare("SELECT seq FROM pipeline_documents WHERE pipeline_id = ?1")
+                    .and_then(|mut s| s.query_map([&p.id], |r| r.get(0))?.collect())
+                    .map_err(crate::store::StoreError::from)?;
+                let decisions = if audit {
+                    rv::decisions_of_docs(c, &seqs)?
+                } else {
+                    Vec::new()
+                };
+                let mut header = Vec::new();
+                for f in &p.fields {
+                    header.push(f.field_name.clone());
+                    if audit {
+                        for suffix in ["source", "confidence", "reviewer"] {
+                            header.push(format!("{}__{suffix}", f.field_name));
+                        }
+                    }
+                }
+                let body: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|r| {
+                        let mut line = Vec::new();
+                        for f in &p.fields {
+                            let name = &f.field_name;
+                            let is_held = held(&r.view, name);
+                            let (value, version) = r.view.canonical(name);
+                            if !audit {
+                                line.push(if is_held {
+                                    String::new()
+                                } else {
+                                    csv_out::cell(&value)
+                                });
+                                continue;
+                            }
+                            if is_held {
+                                line.extend([
+                                    "PENDING_REVIEW".to_string(),
+                                    String::new(),
+                                    String::new(),
+                                    String::new(),
+                                ]);
+                                continue;
+                            }
+                            let reviewer = decisions
+                                .iter()
+                                .rev()
+                                .find(|d| {
+                                    d.pd_id == r.pd_id
+                                        && &d.field_key == name
+                                        && d.action != "reopen"
+                                })
+                                .map(|d| csv_out::neutralize(&d.decided_by_name))
+                                .unwrap_or_default();
+                            line.push(csv_out::cell(&value));
+                            line.push(version.map(|c| c.source.clone()).unwrap_or_default());
+                            line.push(
+                                version
+                                    .and_then(|c| c.confidence)
+                                    .map(|x| x.to_string())
+                                    .unwrap_or_default(),
+                            );
+                            line.push(reviewer);
+                        }
+                        line
+                    })
+                    .collect();
+                csv_out::render(&header, &body).map_err(ApiError::Internal)
+            })
+        })
+        .await?;
+        Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .body(text))
+    }
+}
+
+pub async fn export_plain(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    export(state, req, false).await
+}
+
+pub async fn export_audit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    export(state, req, true).await
+}
+
+#[derive(Deserialize)]
+struct ReplayBody {
+    #[serde(alias = "pipelineId")]
+    pipeline_id: Option<String>,
+}
+
+pub async fn replay_blocking(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let sid = path_id(&req, "id")?;
+    let raw_stage = req.match_info().get("stage_id").unwrap_or("").to_string();
+    let gid = crate::domain::ids::parse_id(&raw_stage).ok_or_else(|| {
+        ApiError::bad(format!("'{raw_stage}' is not a valid id (expected a UUID)"))
+    })?;
+    let (st, org, s2, g2) = (state.clone(), auth.org_id.clone(), sid.clone(), gid.clone());
+    blocking(move || {
+        st.db.read(|c| {
+            crate::store::schemas::get(c, &org, &s2, true)?
+                .ok_or_else(|| ApiError::not_found("Schema"))?;
+            gstore::get(c, &s2, &g2)?
+                .ok_or_else(|| ApiError::not_found("Validation stage"))
+                .map(|_| ())
+        })
+    })
+    .await?;
+    let raw = json_body(&req, payload, state.config.max_body, true).await?;
+    let b: ReplayBody = typed(&raw)?;
+    let only = b
+        .pipeline_id
+        .map(|p| {
+            crate::domain::ids::parse_id(&p)
+                .ok_or_else(|| ApiError::bad("pipeline_id must be a UUID"))
+        })
+        .transpose()?;
+    let org = auth.org_id.clone();
+    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = woke.clone();
+    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+        let runs: Vec<String> = match &only {
+            Some(p) => {
+                let run = super::pipelines::load(tx, &org, p)?;
+                let has: bool = tx
+                    .query_row("SELECT EXISTS(SELECT 1 FROM pipeline_phases WHERE pipeline_id = ?1 AND ref_id = ?2)", [&run.id, &gid], |r| r.get(0))
+                    .map_err(crate::store::StoreError::from)?;
+                if !has {
+                    return Err(ApiError::bad("That pipeline does not run this validation stage"));
+                }
+                vec![run.id]
+            }
+            None => tx
+                .prepare("SELECT DISTINCT pp.pipeline_id FROM pipeline_phases pp JOIN pipelines p ON p.id = pp.pipeline_id WHERE pp.ref_id = ?1 AND p.org_id = ?2")
+                .and_then(|mut s| s.query_map([&gid, &org], |r| r.get(0))?.collect())
+                .map_err(crate::store::StoreError::from)?,
+        };
+        for r in &runs {
+            check_replayable(tx, r)?;
+        }
+        let mut total = review::ReplayCounts::default();
+        for r in &runs {
+            let (n, wake) = review::replay(tx, &org, r, Some(&gid))?;
+            total.replayed += n.replayed;
+            total.newly_blocked += n.newly_blocked;
+            total.released += n.released;
+            if wake {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Ok(Reply::ok(json!({ "replayed": total.replayed, "newlyBlocked": total.newly_blocked, "released": total.released })))
+    })
+    .await?;
+    if woke.load(std::sync::atomic::Ordering::SeqCst) {
+        state.executor.wake();
+    }
+    Ok(resp)
+}

@@ -1,0 +1,537 @@
+use super::body::{deny_unknown, json_body};
+use super::error::ApiError;
+use super::idempotency::{write, Reply};
+use super::pagination::{self, query_map};
+use super::{blocking, AppState};
+use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::csv_out;
+use crate::domain::keys::Scope;
+use crate::domain::schema::FieldDef;
+use crate::domain::state::load_states;
+use crate::engine::review::{self, Action, ResolveRequest};
+use crate::engine::views::{self, DocView};
+use crate::store::review::{self as rv, Decision, PdRef, QueueFilter};
+use crate::store::{pipelines as pstore, StoreError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use rusqlite::Connection;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// A pipeline document's fields and view, for rendering queue items.
+struct Loaded {
+    pd: PdRef,
+    fields: Vec<FieldDef>,
+    view: DocView,
+}
+
+fn load_docs(c: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Loaded>, ApiError> {
+    let mut out = HashMap::new();
+    let mut cells: HashMap<i64, Vec<_>> = HashMap::new();
+    for r in pstore::cells(c, seqs)? {
+        cells
+            .entry(r.pd_seq)
+            .or_default()
+            .push((r.seq, r.cell, r.created_at));
+    }
+    for seq in seqs {
+        if out.contains_key(seq) {
+            continue;
+        }
+        let Some(pd) = rv::pd_by_seq(c, *seq)? else {
+            continue;
+        };
+        let fields: Vec<FieldDef> = serde_json::from_str(&pd.fields).unwrap_or_default();
+        let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
+        let view = DocView {
+            cells: cells.remove(seq).unwrap_or_default(),
+            restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(),
+            states: load_states(&pd.field_states, &order),
+        };
+        out.insert(*seq, Loaded { pd, fields, view });
+    }
+    Ok(out)
+}
+
+fn item_json(l: &Loaded, field: &str) -> Value {
+    let st = l.view.states.get(field).cloned().unwrap_or_default();
+    let (value, version) = l.view.canonical(field);
+    let display = l
+        .fields
+        .iter()
+        .find(|f| f.field_name == field)
+        .map(|f| f.display_name.clone())
+        .unwrap_or_else(|| field.to_string());
+    let base = format!("/v1/field-reviews/{}/{}", l.pd.id, field);
+    json!({
+        "pipeline_document_id": l.pd.id, "field_key": field, "field_display_name": display,
+        "status": st.status.as_str(), "trigger": st.trigger, "reason": st.reason,
+        "current_value": value, "confidence": version.and_then(|c| c.confidence),
+        "requested_at": st.requested_at,
+        "pipeline": { "id": l.pd.pipeline_id, "name": l.pd.pipeline_name },
+        "document": { "id": l.pd.document_id, "name": l.pd.filename },
+        "links": { "self": base, "resolve": format!("{base}/resolve") }
+    })
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "reviews", 100)?;
+    let pipeline = q
+        .get("pipeline_id")
+        .map(|p| {
+            crate::domain::ids::parse_id(p)
+                .ok_or_else(|| ApiError::bad("pipeline_id must be a UUID"))
+        })
+        .transpose()?;
+    let trigger = q.get("trigger").cloned();
+    if trigger
+        .as_deref()
+        .is_some_and(|t| t != "gate" && t != "declarative")
+    {
+        return Err(ApiError::bad("trigger must be gate or declarative"));
+    }
+    let status = q.get("status").cloned();
+    if status
+        .as_deref()
+        .is_some_and(|s| s != "blocked" && s != "pending_review")
+    {
+        return Err(ApiError::bad("status must be blocked or pending_review"));
+    }
+    let hold = match q.get("routing").map(String::as_str) {
+        None | Some("review_queue") => false,
+        Some("hold") => true,
+        Some(_) => return Err(ApiError::bad("routing must be review_queue or hold")),
+    };
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let f = QueueFilter {
+                org_id: &auth.org_id,
+                pipeline_id: pipeline.as_deref(),
+                trigger: trigger.as_deref(),
+                status: status.as_deref(),
+                hold,
+            };
+            let (rows, total) = rv::queue(c, &f, page.after, page.limit + 1)?;
+            let seqs: Vec<i64> = rows.iter().map(|r| r.pd_seq).collect();
+            let docs = load_docs(c, &seqs)?;
+            Ok(pagination::page(
+                rows,
+                total,
+                &page,
+                &st.cursor_secret,
+                "reviews",
+                |r| r.seq,
+                |r| match docs.get(&r.pd_seq) {
+                    Some(l) => item_json(l, &r.field_key),
+                    None => Value::Null,
+                },
+            ))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn summary(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let rows = st.db.read(|c| rv::queue_summary(c, &auth.org_id))?;
+        let total: i64 = rows.iter().map(|r| r.3).sum();
+        let by = |t: &str| rows.iter().filter(|r| r.0 == t).map(|r| r.3).sum::<i64>();
+        let mut per: Vec<(String, String, i64)> = Vec::new();
+        for (_, pid, name, n) in &rows {
+            match per.iter_mut().find(|p| &p.0 == pid) {
+                Some(p) => p.2 += n,
+                None => per.push((pid.clone(), name.clone(), *n)),
+            }
+        }
+        Ok::<_, ApiError>(json!({
+            "total": total,
+            "byTrigger": { "gate": by("gate"), "declarative": by("declarative") },
+            "byPipeline": per.iter().map(|(id, name, n)| json!({"pipelineId": id, "pipelineName": name, "count": n})).collect::<Vec<_>>()
+        }))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn pd_field(req: &HttpRequest) -> Result<(String, String), ApiError> {
+    let pd = super::path_id(req, "pd_id")?;
+    let field = req.match_info().get("field_key").unwrap_or("").to_string();
+    Ok((pd, field))
+}
+
+pub fn decision_json(d: &Decision) -> Value {
+    json!({
+        "id": d.id, "pipelineId": d.pipeline_id, "pipelineDocumentId": d.pd_id, "documentId": d.document_id,
+        "documentName": d.document_name, "fieldKey": d.field_key, "triggerType": d.trigger_type,
+        "stageId": d.stage_id, "stageName": d.stage_name, "action": d.action, "priorValue": d.prior_value,
+        "finalValue": d.final_value, "reason": d.reason, "decidedBy": d.decided_by,
+        "decidedByName": d.decided_by_name, "decidedAt": d.decided_at
+    })
+}
+
+/// Finds the value's text in the document when no span was stored (case and whitespace folded).
+fn find_span(text: &str, value: &Value) -> Option<String> {
+    let needle = match value {
+        Value::String(s) => s.clone(),
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    let fold = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let n = fold(&needle);
+    if n.is_empty() {
+        return None;
+    }
+    text.lines()
+        .find(|l| fold(l).contains(&n))
+        .map(|l| l.trim().to_string())
+}
+
+pub async fn detail(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let (pd_id, field) = pd_field(&req)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        st.db.read(|c| {
+            let pd = rv::find_pd(c, &auth.org_id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+            let docs = load_docs(c, &[pd.seq])?;
+            let l = docs.get(&pd.seq).ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+            let fdef = l.fields.iter().find(|f| f.field_name == field).ok_or_else(|| ApiError::not_found("Field"))?;
+            let history: Vec<Value> = l
+                .view
+                .cells
+                .iter()
+                .filter(|(_, c, _)| c.field == field)
+                .map(|(_, c, _)| json!({"cellVersion": c.version, "source": c.source, "value": c.value, "sourceText": c.source_text}))
+                .collect();
+            let (value, version) = l.view.canonical(&field);
+            let stored = version.and_then(|c| c.source_text.clone()).filter(|_| version.is_some_and(|c| c.source == "rules_extraction"));
+            let extracted_span = l.view.cells.iter().rev().find(|(_, c, _)| c.field == field && c.source == "rules_extraction").and_then(|(_, c, _)| c.source_text.clone());
+            let span = match stored.or(extracted_span) {
+                Some(t) => json!({"text": t, "approximate": false}),
+                None => {
+                    let text = String::from_utf8(crate::store::documents::content(c, &l.pd.document_id)?).unwrap_or_default();
+                    match find_span(&text, &value) {
+                        Some(t) => json!({"text": t, "approximate": true}),
+                        None => Value::Null,
+                    }
+                }
+            };
+            let phases = pstore::phases(c, &l.pd.pipeline_id)?;
+            let verdicts: Vec<Value> = pstore::verdicts(c, l.pd.seq)?.iter().filter(|v| v.field == field).map(|v| views::verdict_json(v, &phases)).collect();
+            let decisions: Vec<Value> = rv::decisions_for(c, l.pd.seq, &field)?.iter().map(decision_json).collect();
+            Ok(json!({
+                "item": item_json(l, &field), "field": fdef, "cellHistory": history, "matchedSpan": span,
+                "verdicts": verdicts, "priorDecisions": decisions
+            }))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn reviewer(req: &HttpRequest, key_name: &str) -> Result<String, ApiError> {
+    match req.headers().get("x-reviewer") {
+        None => Ok(key_name.to_string()),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::bad("X-Reviewer must be 1-100 printable characters"))?
+                .trim()
+                .to_string();
+            if s.is_empty() || s.chars().count() > 100 || s.chars().any(|c| c.is_control()) {
+                return Err(ApiError::bad(
+                    "X-Reviewer must be 1-100 printable characters",
+                ));
+            }
+            Ok(s)
+        }
+    }
+}
+
+fn parse_action(raw: &Value, key_id: &str, name: String) -> Result<ResolveRequest, ApiError> {
+    let action = raw
+        .get("action")
+        .and_then(Value::as_str)
+        .and_then(Action::parse)
+        .ok_or_else(|| ApiError::bad("action must be one of approve, correct, override, reopen"))?;
+    let corrected_value = raw
+        .get("corrected_value")
+        .cloned()
+        .or_else(|| raw.get("correctedValue").cloned());
+    let reason = match raw.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= 2000 => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "reason must be a string of at most 2000 characters",
+            ))
+        }
+    };
+    Ok(ResolveRequest {
+        action,
+        corrected_value,
+        reason,
+        key_id: key_id.to_string(),
+        reviewer: name,
+    })
+}
+
+pub async fn resolve(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let (pd_id, field) = pd_field(&req)?;
+    let (st, org, p2) = (state.clone(), auth.org_id.clone(), pd_id.clone());
+    blocking(move || {
+        st.db.read(|c| {
+            rv::find_pd(c, &org, &p2)?
+                .ok_or_else(|| ApiError::not_found("Pipeline document"))
+                .map(|_| ())
+        })
+    })
+    .await?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    deny_unknown(
+        &raw,
+        &["action", "corrected_value", "correctedValue", "reason"],
+    )?;
+    let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
+    let org = auth.org_id.clone();
+    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = woke.clone();
+    let resp = write(
+        &state,
+        &req,
+        &auth,
+        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let (answer, wake) = review::resolve(tx, &org, &pd_id, &field, &request)?;
+            flag.store(wake, std::sync::atomic::Ordering::SeqCst);
+            Ok(Reply::ok(answer))
+        },
+    )
+    .await?;
+    if woke.load(std::sync::atomic::Ordering::SeqCst) {
+        state.executor.wake();
+    }
+    Ok(resp)
+}
+
+pub async fn bulk_resolve(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Write)?;
+    let raw = json_body(&req, payload, state.config.max_body, false).await?;
+    deny_unknown(
+        &raw,
+        &[
+            "items",
+            "action",
+            "corrected_value",
+            "correctedValue",
+            "reason",
+        ],
+    )?;
+    let items = raw
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::bad("items must be an array of { pipeline_document_id, field_key }")
+        })?;
+    if items.is_empty() || items.len() > 500 {
+        return Err(ApiError::bad("items must hold 1 to 500 entries"));
+    }
+    let mut targets = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let pd = it
+            .get("pipeline_document_id")
+            .or_else(|| it.get("pipelineDocumentId"))
+            .and_then(Value::as_str);
+        let field = it
+            .get("field_key")
+            .or_else(|| it.get("fieldKey"))
+            .and_then(Value::as_str);
+        match (pd, field) {
+            (Some(p), Some(f)) => targets.push((p.to_string(), f.to_string())),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "items[{i}] needs pipeline_document_id and field_key"
+                )))
+            }
+        }
+    }
+    let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
+    let org = auth.org_id.clone();
+    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = woke.clone();
+    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+        let mut results = Vec::with_capacity(targets.len());
+        let mut resolved = 0;
+        for (pd, field) in &targets {
+            tx.execute_batch("SAVEPOINT item").map_err(StoreError::from)?;
+            let outcome = match crate::domain::ids::parse_id(pd) {
+                None => Err(crate::engine::EngineError::NotFound("Pipeline document not found".into())),
+                Some(id) => review::resolve(tx, &org, &id, field, &request),
+            };
+            match outcome {
+                Ok((_, wake)) => {
+                    tx.execute_batch("RELEASE item").map_err(StoreError::from)?;
+                    if wake {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    resolved += 1;
+                    results.push(json!({"pipeline_document_id": pd, "field_key": field, "ok": true}));
+                }
+                Err(crate::engine::EngineError::Store(e)) if e.is_unavailable() => return Err(e.into()),
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO item; RELEASE item").map_err(StoreError::from)?;
+                    results.push(json!({"pipeline_document_id": pd, "field_key": field, "ok": false, "error": e.to_string()}));
+                }
+            }
+        }
+        Ok(Reply::ok(json!({ "resolved": resolved, "failed": targets.len() - resolved, "results": results })))
+    })
+    .await?;
+    if woke.load(std::sync::atomic::Ordering::SeqCst) {
+        state.executor.wake();
+    }
+    Ok(resp)
+}
+
+pub async fn decisions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = pagination::parse(&q, &state.cursor_secret, "decisions", 100)?;
+    let pipeline = q
+        .get("pipeline_id")
+        .map(|p| {
+            crate::domain::ids::parse_id(p)
+                .ok_or_else(|| ApiError::bad("pipeline_id must be a UUID"))
+        })
+        .transpose()?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let (rows, total) = st.db.read(|c| {
+            rv::list_decisions(
+                c,
+                &auth.org_id,
+                pipeline.as_deref(),
+                page.after,
+                page.limit + 1,
+            )
+        })?;
+        let mut body = pagination::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            "decisions",
+            |d| d.seq,
+            decision_json,
+        );
+        let obj = body.as_object_mut().expect("page is an object");
+        let entries = obj.remove("data").unwrap_or(Value::Array(vec![]));
+        let mut out = Map::new();
+        out.insert("total".into(), json!(total));
+        out.insert("entries".into(), entries);
+        out.insert(
+            "pagination".into(),
+            obj.remove("pagination").unwrap_or(Value::Null),
+        );
+        Ok::<_, ApiError>(Value::Object(out))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn decisions_export(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let st = state.clone();
+    let text = blocking(move || {
+        let (rows, _) = st
+            .db
+            .read(|c| rv::list_decisions(c, &auth.org_id, None, None, i64::MAX))?;
+        let header: Vec<String> = [
+            "id",
+            "pipelineId",
+            "pipelineDocumentId",
+            "documentId",
+            "documentName",
+            "fieldKey",
+            "triggerType",
+            "stageId",
+            "stageName",
+            "action",
+            "priorValue",
+            "finalValue",
+            "reason",
+            "decidedBy",
+            "decidedByName",
+            "decidedAt",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let opt = |v: &Option<Value>| v.as_ref().map(csv_out::cell).unwrap_or_default();
+        let s = |v: &Option<String>| v.as_deref().map(csv_out::neutralize).unwrap_or_default();
+        let body: Vec<Vec<String>> = rows
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.clone(),
+                    d.pipeline_id.clone(),
+                    d.pd_id.clone(),
+                    d.document_id.clone(),
+                    csv_out::neutralize(&d.document_name),
+                    d.field_key.clone(),
+                    d.trigger_type.clone(),
+                    s(&d.stage_id),
+                    s(&d.stage_name),
+                    d.action.clone(),
+                    opt(&d.prior_value),
+                    opt(&d.final_value),
+                    s(&d.reason),
+                    d.decided_by.clone(),
+                    csv_out::neutralize(&d.decided_by_name),
+                    d.decided_at.clone(),
+                ]
+            })
+            .collect();
+        csv_out::render(&header, &body).map_err(ApiError::Internal)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            "Content-Disposition",
+            "attachment; filename=\"field-review-decisions.csv\"",
+        ))
+        .body(text))
+}

@@ -1,0 +1,438 @@
+//! The review queue's index, the append-only decision log, and data products.
+
+use super::{optional, StoreError};
+use crate::domain::ids::{new_id, now_rfc3339};
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+/// A pipeline document located by its id within an organization.
+#[derive(Debug, Clone)]
+pub struct PdRef {
+    pub seq: i64,
+    pub id: String,
+    pub pipeline_id: String,
+    pub pipeline_name: String,
+    pub document_id: String,
+    pub filename: String,
+    pub status: String,
+    pub cursor: i64,
+    pub generation: i64,
+    pub pass: i64,
+    pub field_states: String,
+    pub restarts: String,
+    pub phase_count: i64,
+    pub fields: String,
+}
+
+const PD_SELECT: &str = "SELECT pd.seq, pd.id, pd.pipeline_id, p.name, pd.document_id, d.filename, pd.status, pd.cursor,
+    pd.generation, pd.pass, pd.field_states, pd.restarts, p.phase_count, p.fields
+    FROM pipeline_documents pd JOIN pipelines p ON p.id = pd.pipeline_id JOIN documents d ON d.id = pd.document_id";
+
+fn pd_ref(r: &rusqlite::Row) -> rusqlite::Result<PdRef> {
+    Ok(PdRef {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        pipeline_id: r.get(2)?,
+        pipeline_name: r.get(3)?,
+        document_id: r.get(4)?,
+        filename: r.get(5)?,
+        status: r.get(6)?,
+        cursor: r.get(7)?,
+        generation: r.get(8)?,
+        pass: r.get(9)?,
+        field_states: r.get(10)?,
+        restarts: r.get(11)?,
+        phase_count: r.get(12)?,
+        fields: r.get(13)?,
+    })
+}
+
+pub fn find_pd(c: &Connection, org_id: &str, pd_id: &str) -> Result<Option<PdRef>, StoreError> {
+    let sql = format!("{PD_SELECT} WHERE pd.id = ?1 AND p.org_id = ?2");
+    optional(
+        c.prepare_cached(&sql)?
+            .query_row(params![pd_id, org_id], pd_ref),
+    )
+}
+
+pub fn pd_by_seq(c: &Connection, seq: i64) -> Result<Option<PdRef>, StoreError> {
+    let sql = format!("{PD_SELECT} WHERE pd.seq = ?1");
+    optional(c.prepare_cached(&sql)?.query_row(params![seq], pd_ref))
+}
+
+pub fn pds_of_pipeline(c: &Connection, pipeline_id: &str) -> Result<Vec<PdRef>, StoreError> {
+    let sql = format!("{PD_SELECT} WHERE pd.pipeline_id = ?1 ORDER BY pd.ordinal");
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map([pipeline_id], pd_ref)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Writes a document's new field states (and status/cursor/pass when it goes back to work or
+/// changes terminal status).
+pub fn update_pd(
+    c: &Connection,
+    seq: i64,
+    status: &str,
+    cursor: i64,
+    pass: i64,
+    states: &str,
+) -> Result<(), StoreError> {
+    let now = now_rfc3339();
+    let terminal = matches!(status, "complete" | "partial");
+    c.prepare_cached(
+        "UPDATE pipeline_documents SET status = ?2, cursor = ?3, pass = ?4, field_states = ?5, updated_at = ?6,
+         completed_at = CASE WHEN ?7 THEN ?6 ELSE NULL END, attempts = CASE WHEN ?2 = 'queued' THEN 0 ELSE attempts END
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, status, cursor, pass, states, now, terminal])?;
+    Ok(())
+}
+
+pub fn reactivate_pipeline(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE pipelines SET status = 'active', completed_at = NULL, updated_at = ?2 WHERE id = ?1",
+        params![pipeline_id, now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+pub fn max_cell_seq(c: &Connection, pd_seq: i64) -> Result<i64, StoreError> {
+    Ok(c.query_row(
+        "SELECT coalesce(max(seq), 0) FROM cells WHERE pd_seq = ?1",
+        [pd_seq],
+        |r| r.get(0),
+    )?)
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub seq: i64,
+    pub id: String,
+    pub pipeline_id: String,
+    pub pd_id: String,
+    pub document_id: String,
+    pub document_name: String,
+    pub field_key: String,
+    pub trigger_type: String,
+    pub stage_id: Option<String>,
+    pub stage_name: Option<String>,
+    pub phase_index: Option<i64>,
+    pub action: String,
+    pub prior_value: Option<Value>,
+    pub final_value: Option<Value>,
+    pub reason: Option<String>,
+    pub decided_by: String,
+    pub decided_by_name: String,
+    pub decided_at: String,
+}
+
+pub struct NewDecision<'a> {
+    pub org_id: &'a str,
+    pub pipeline_id: &'a str,
+    pub pd_seq: i64,
+    pub field_key: &'a str,
+    pub trigger_type: &'a str,
+    pub stage_id: Option<&'a str>,
+    pub stage_name: Option<&'a str>,
+    pub phase_index: Option<i64>,
+    pub action: &'a str,
+    pub prior_value: &'a Value,
+    pub final_value: Option<&'a Value>,
+    pub reason: Option<&'a str>,
+    pub decided_by: &'a str,
+    pub decided_by_name: &'a str,
+}
+
+pub fn insert_decision(c: &Connection, d: NewDecision) -> Result<(i64, String), StoreError> {
+    let now = now_rfc3339();
+    c.prepare_cached(
+        "INSERT INTO review_decisions(id, org_id, pipeline_id, pd_seq, field_key, trigger_type, stage_id, stage_name, phase_index,
+         action, prior_value, final_value, reason, decided_by, decided_by_name, decided_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        new_id(),
+        d.org_id,
+        d.pipeline_id,
+        d.pd_seq,
+        d.field_key,
+        d.trigger_type,
+        d.stage_id,
+        d.stage_name,
+        d.phase_index,
+        d.action,
+        d.prior_value.to_string(),
+        d.final_value.map(|v| v.to_string()),
+        d.reason,
+        d.decided_by,
+        d.decided_by_name,
+        now
+    ])?;
+    Ok((c.last_insert_rowid(), now))
+}
+
+const DEC_SELECT: &str = "SELECT r.seq, r.id, r.pipeline_id, pd.id, pd.document_id, d.filename, r.field_key, r.trigger_type,
+    r.stage_id, r.stage_name, r.phase_index, r.action, r.prior_value, r.final_value, r.reason, r.decided_by, r.decided_by_name,
+    r.decided_at FROM review_decisions r JOIN pipeline_documents pd ON pd.seq = r.pd_seq JOIN documents d ON d.id = pd.document_id";
+
+fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
+    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    Ok(Decision {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        pipeline_id: r.get(2)?,
+        pd_id: r.get(3)?,
+        document_id: r.get(4)?,
+        document_name: r.get(5)?,
+        field_key: r.get(6)?,
+        trigger_type: r.get(7)?,
+        stage_id: r.get(8)?,
+        stage_name: r.get(9)?,
+        phase_index: r.get(10)?,
+        action: r.get(11)?,
+        prior_value: json(r.get(12)?),
+        final_value: json(r.get(13)?),
+        reason: r.get(14)?,
+        decided_by: r.get(15)?,
+        decided_by_name: r.get(16)?,
+        decided_at: r.get(17)?,
+    })
+}
+
+/// Decisions on one field of one document, oldest first.
+pub fn decisions_for(
+    c: &Connection,
+    pd_seq: i64,
+    field: &str,
+) -> Result<Vec<Decision>, StoreError> {
+    let sql = format!("{DEC_SELECT} WHERE r.pd_seq = ?1 AND r.field_key = ?2 ORDER BY r.seq");
+    Ok(c.prepare_cached(&sql)?
+        .query_map(params![pd_seq, field], decision)?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Decisions on any field of these documents, oldest first.
+pub fn decisions_of_docs(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<Decision>, StoreError> {
+    if pd_seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = pd_seqs
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!("{DEC_SELECT} WHERE r.pd_seq IN ({list}) ORDER BY r.seq");
+    Ok(c.prepare(&sql)?
+        .query_map([], decision)?
+        .collect::<Result<_, _>>()?)
+}
+
+pub fn list_decisions(
+    c: &Connection,
+    org_id: &str,
+    pipeline_id: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<Decision>, i64), StoreError> {
+    let filter = "r.org_id = ?1 AND (?2 IS NULL OR r.pipeline_id = ?2)";
+    let sql = format!("{DEC_SELECT} WHERE {filter} AND r.seq < ?3 ORDER BY r.seq DESC LIMIT ?4");
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![org_id, pipeline_id, before.unwrap_or(i64::MAX), limit],
+            decision,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        &format!("SELECT count(*) FROM review_decisions r WHERE {filter}"),
+        params![org_id, pipeline_id],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+#[derive(Debug, Clone)]
+pub struct HeldRow {
+    pub seq: i64,
+    pub pd_seq: i64,
+    pub field_key: String,
+}
+
+pub struct QueueFilter<'a> {
+    pub org_id: &'a str,
+    pub pipeline_id: Option<&'a str>,
+    pub trigger: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub hold: bool,
+}
+
+const QUEUE_WHERE: &str = "h.org_id = ?1 AND (?2 IS NULL OR h.pipeline_id = ?2) AND (?3 IS NULL OR h.trigger_type = ?3)
+    AND (?4 IS NULL OR h.status = ?4) AND ((?5 AND h.routing = 'hold') OR (NOT ?5 AND h.routing <> 'hold'))
+    AND EXISTS (SELECT 1 FROM pipeline_documents pd WHERE pd.seq = h.pd_seq AND pd.status <> 'error')";
+
+pub fn queue(
+    c: &Connection,
+    f: &QueueFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<HeldRow>, i64), StoreError> {
+    let sql = format!("SELECT h.seq, h.pd_seq, h.field_key FROM held_fields h WHERE {QUEUE_WHERE} AND h.seq < ?6 ORDER BY h.seq DESC LIMIT ?7");
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![
+                f.org_id,
+                f.pipeline_id,
+                f.trigger,
+                f.status,
+                f.hold,
+                before.unwrap_or(i64::MAX),
+                limit
+            ],
+            |r| {
+                Ok(HeldRow {
+                    seq: r.get(0)?,
+                    pd_seq: r.get(1)?,
+                    field_key: r.get(2)?,
+                })
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
+        params![f.org_id, f.pipeline_id, f.trigger, f.status, f.hold],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// `(trigger, pipeline id, pipeline name, count)` over the review queue.
+pub fn queue_summary(
+    c: &Connection,
+    org_id: &str,
+) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT h.trigger_type, h.pipeline_id, p.name, count(*) FROM held_fields h JOIN pipelines p ON p.id = h.pipeline_id
+             JOIN pipeline_documents pd ON pd.seq = h.pd_seq
+             WHERE h.org_id = ?1 AND h.routing <> 'hold' AND pd.status <> 'error' GROUP BY 1, 2, 3",
+        )?
+        .query_map([org_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone)]
+pub struct DataProduct {
+    pub seq: i64,
+    pub id: String,
+    pub name: String,
+    pub pipeline_id: String,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const DP_COLS: &str = "seq, id, name, pipeline_id, status, created_at, updated_at";
+
+fn dp(r: &rusqlite::Row) -> rusqlite::Result<DataProduct> {
+    Ok(DataProduct {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        name: r.get(2)?,
+        pipeline_id: r.get(3)?,
+        status: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+/// Creates the run's data product or reactivates it; true when created.
+pub fn upsert_data_product(
+    c: &Connection,
+    org_id: &str,
+    pipeline_id: &str,
+    name: &str,
+) -> Result<(DataProduct, bool), StoreError> {
+    let now = now_rfc3339();
+    let existing = optional(c.query_row(
+        &format!("SELECT {DP_COLS} FROM data_products WHERE pipeline_id = ?1"),
+        [pipeline_id],
+        dp,
+    ))?;
+    let created = existing.is_none();
+    match existing {
+        Some(d) => {
+            c.execute("UPDATE data_products SET name = ?2, status = 'active', updated_at = ?3 WHERE id = ?1", params![d.id, name, now])?;
+        }
+        None => {
+            c.execute(
+                "INSERT INTO data_products(id, org_id, pipeline_id, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5)",
+                params![new_id(), org_id, pipeline_id, name, now],
+            )?;
+        }
+    }
+    let d = c.query_row(
+        &format!("SELECT {DP_COLS} FROM data_products WHERE pipeline_id = ?1"),
+        [pipeline_id],
+        dp,
+    )?;
+    Ok((d, created))
+}
+
+pub fn get_data_product(
+    c: &Connection,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<DataProduct>, StoreError> {
+    optional(c.query_row(
+        &format!("SELECT {DP_COLS} FROM data_products WHERE id = ?1 AND org_id = ?2"),
+        params![id, org_id],
+        dp,
+    ))
+}
+
+pub fn list_data_products(
+    c: &Connection,
+    org_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<DataProduct>, i64), StoreError> {
+    let rows = c
+        .prepare_cached(&format!("SELECT {DP_COLS} FROM data_products WHERE org_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"))?
+        .query_map(params![org_id, before.unwrap_or(i64::MAX), limit], dp)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        "SELECT count(*) FROM data_products WHERE org_id = ?1",
+        [org_id],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// `(seq, field, phase_index, generation, outcome, value_hash)` of a document's verdicts.
+pub fn verdict_keys(
+    c: &Connection,
+    pd_seq: i64,
+) -> Result<Vec<(i64, String, usize, i64, String, String)>, StoreError> {
+    let rows = c
+        .prepare_cached("SELECT seq, field_key, phase_index, generation, outcome, value_hash FROM verdicts WHERE pd_seq = ?1 ORDER BY seq")?
+        .query_map([pd_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn insert_human_cell(
+    c: &Connection,
+    pd_seq: i64,
+    cell: &crate::engine::runner::Cell,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
+         config_version, rule_type, note, created_at) VALUES (?1, ?2, ?3, ?4, 'human_review', ?5, ?6, ?7, 1.0, NULL, NULL, NULL, ?8, ?9)",
+    )?
+    .execute(params![pd_seq, cell.field, cell.version, cell.value.to_string(), cell.phase_index as i64, cell.generation, cell.pass, cell.note, now_rfc3339()])?;
+    Ok(())
+}
