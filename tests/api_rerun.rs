@@ -745,3 +745,127 @@ fn a_field_blocked_by_a_gate_before_the_start_stays_blocked_with_its_waiting_dep
     assert_eq!(after["data"][1]["fields"]["total"], 55);
     assert_eq!(after["pending_review_count"], 1, "the review item stands");
 }
+
+/// schema → valid(blocking: net <= 100) with docs of net 500 (a), 600 (b), 700 (c).
+fn reviewed_run(api: &Api) -> (String, Vec<String>) {
+    let s = api.create_schema(&json!({"name": "rv", "fields": [{"field_name": "net", "data_type": "number"}, {"field_name": "tax", "data_type": "number"}]}));
+    let sid = s["id"].as_str().unwrap().to_string();
+    let g = gate(
+        api,
+        &sid,
+        "net small",
+        "blocking",
+        json!([{"field": "net", "check": "range", "max": 100}]),
+    );
+    api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [g]}}]}),
+    );
+    let docs: Vec<String> = [500, 600, 700]
+        .iter()
+        .map(|n| upload(api, &format!("{n}.txt"), &format!("Net: {n}\nTax: 1")))
+        .collect();
+    let pid = start_run(api, &sid, &docs);
+    let pds: Vec<String> = results(api, &pid)
+        .iter()
+        .map(|r| r["pipeline_document_id"].as_str().unwrap().to_string())
+        .collect();
+    (pid, pds)
+}
+
+fn resolve(api: &Api, pd: &str, body: Value) -> Resp {
+    api.post(&format!("/v1/field-reviews/{pd}/net/resolve"), &body)
+}
+
+#[test]
+fn prior_human_decisions_survive_a_rerun() {
+    let api = start();
+    let (pid, pds) = reviewed_run(&api);
+    assert_eq!(
+        resolve(&api, &pds[0], json!({"action": "approve"})).status,
+        200
+    );
+    assert_eq!(
+        resolve(
+            &api,
+            &pds[1],
+            json!({"action": "override", "corrected_value": 650})
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        resolve(
+            &api,
+            &pds[2],
+            json!({"action": "correct", "corrected_value": 300})
+        )
+        .status,
+        200
+    );
+    wait_done(&api, &pid);
+    let log_before = api
+        .get(&format!("/v1/field-reviews/decisions?pipeline_id={pid}"))
+        .body["entries"]
+        .clone();
+    let dry = rerun(
+        &api,
+        &pid,
+        json!({"from_phase": "validation", "dry_run": true}),
+    );
+    assert_eq!(dry.body["plan"]["preservedDecisions"], 3);
+    assert_eq!(
+        rerun(&api, &pid, json!({"from_phase": "validation"})).status,
+        200
+    );
+    wait_done(&api, &pid);
+    let rows = api
+        .get(&format!("/v1/pipelines/{pid}/results?include=cells"))
+        .body["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // An approved or overridden field is not re-blocked by that gate.
+    assert_eq!(rows[0]["status"], "complete");
+    assert_eq!(rows[0]["fields"]["net"], 500);
+    assert_eq!(rows[1]["status"], "complete");
+    assert_eq!(rows[1]["fields"]["net"], 650);
+    // A corrected (not overridden) value that still fails is blocked again as a new review item.
+    assert_eq!(rows[2]["status"], "partial");
+    assert_eq!(rows[2]["cells"]["net"]["status"], "blocked");
+    let items = api.get("/v1/field-reviews").body["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["current_value"], 300);
+    // A corrected value stays the canonical value after a rerun from extraction.
+    assert_eq!(
+        rerun(&api, &pid, json!({"from_phase": "extraction"})).status,
+        200
+    );
+    wait_done(&api, &pid);
+    let cells = api
+        .get(&format!("/v1/pipelines/{pid}/documents/{}/cells", pds[1]))
+        .body;
+    let net = cells["fields"][0].clone();
+    assert_eq!(net["pinned"], true);
+    let canon = net["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["canonical"] == true)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (canon["value"].clone(), canon["source"].clone()),
+        (json!(650), json!("human_review"))
+    );
+    assert_eq!(results(&api, &pid)[1]["fields"]["net"], 650);
+    // The decision log is unchanged, row for row.
+    let log_after = api
+        .get(&format!("/v1/field-reviews/decisions?pipeline_id={pid}"))
+        .body["entries"]
+        .clone();
+    assert_eq!(log_before, log_after);
+}
