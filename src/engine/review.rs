@@ -486,7 +486,9 @@ pub fn replay(
             continue;
         }
         let doc = Doc::load(c, pd)?;
-        if !gates_by_gen.contains_key(&doc.pd.generation) {
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            gates_by_gen.entry(doc.pd.generation)
+        {
             let mut gates = Vec::new();
             for ph in doc
                 .spec
@@ -520,7 +522,7 @@ pub fn replay(
                     routing,
                 });
             }
-            gates_by_gen.insert(doc.pd.generation, gates);
+            slot.insert(gates);
         }
         let gates = &gates_by_gen[&doc.pd.generation];
         let verdicts = rv::verdict_keys(c, doc.pd.seq)?;
@@ -555,12 +557,14 @@ pub fn replay(
             counts.replayed += 1;
             let hash = value_hash(&doc.view.canonical(f).0);
             for g in gates {
-                let counted = verdicts
-                    .iter()
-                    .filter(|v| &v.1 == f && v.2 == g.phase && live(v.3, v.2) && v.5 == hash)
-                    .last();
+                let counted = verdicts.iter().rev().find(|v| {
+                    &v.field == f
+                        && v.phase_index == g.phase
+                        && live(v.generation, v.phase_index)
+                        && v.value_hash == hash
+                });
                 let Some(v) = counted else { continue };
-                if v.4 != "fail" || !g.blocking {
+                if v.outcome != "fail" || !g.blocking {
                     continue;
                 }
                 let guarded = st.guards.contains(&g.phase);
@@ -568,7 +572,7 @@ pub fn replay(
                     d.pd_id == doc.pd.id
                         && &d.field_key == f
                         && d.phase_index == Some(g.phase as i64)
-                        && d.decided_at.as_str() >= verdict_time(c, v.0).as_str()
+                        && d.decided_at >= v.created_at
                 });
                 if guarded || decided_after {
                     continue;
@@ -590,13 +594,4 @@ pub fn replay(
         }
     }
     Ok((counts, wake))
-}
-
-fn verdict_time(c: &Connection, seq: i64) -> String {
-    c.query_row(
-        "SELECT created_at FROM verdicts WHERE seq = ?1",
-        [seq],
-        |r| r.get(0),
-    )
-    .unwrap_or_default()
 }

@@ -206,12 +206,12 @@ pub async fn results(
     Ok(HttpResponse::Ok().json(body))
 }
 
-fn export(
+async fn export(
     state: web::Data<AppState>,
     req: HttpRequest,
     audit: bool,
-) -> impl std::future::Future<Output = Result<HttpResponse, ApiError>> {
-    async move {
+) -> Result<HttpResponse, ApiError> {
+    {
         let auth = state.authorize(&req, Scope::Read)?;
         let id = path_id(&req, "id")?;
         let st = state.clone();

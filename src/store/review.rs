@@ -412,14 +412,32 @@ pub fn list_data_products(
     Ok((rows, total))
 }
 
-/// `(seq, field, phase_index, generation, outcome, value_hash)` of a document's verdicts.
-pub fn verdict_keys(
-    c: &Connection,
-    pd_seq: i64,
-) -> Result<Vec<(i64, String, usize, i64, String, String)>, StoreError> {
+/// What replay needs of a stored verdict.
+#[derive(Debug, Clone)]
+pub struct VerdictKey {
+    pub field: String,
+    pub phase_index: usize,
+    pub generation: i64,
+    pub outcome: String,
+    pub value_hash: String,
+    pub created_at: String,
+}
+
+pub fn verdict_keys(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictKey>, StoreError> {
     let rows = c
-        .prepare_cached("SELECT seq, field_key, phase_index, generation, outcome, value_hash FROM verdicts WHERE pd_seq = ?1 ORDER BY seq")?
-        .query_map([pd_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .prepare_cached(
+            "SELECT field_key, phase_index, generation, outcome, value_hash, created_at FROM verdicts WHERE pd_seq = ?1 ORDER BY seq",
+        )?
+        .query_map([pd_seq], |r| {
+            Ok(VerdictKey {
+                field: r.get(0)?,
+                phase_index: r.get::<_, i64>(1)? as usize,
+                generation: r.get(2)?,
+                outcome: r.get(3)?,
+                value_hash: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
