@@ -1,6 +1,7 @@
 //! Quire: a self-hosted document structuring pipeline.
 
 pub mod admin;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod engine;

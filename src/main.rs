@@ -32,6 +32,13 @@ enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Measure throughput, rerun latency, progress under load and memory (see README).
+    Bench {
+        #[arg(long, default_value_t = 10_000)]
+        docs: usize,
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -79,6 +86,16 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => serve(Config::from_args(cli.db, &args), args.ready_json),
+        Command::Bench { docs, workers } => {
+            let db = (cli.db != "quire.db").then(|| cli.db.clone());
+            match quire::bench::run(quire::bench::BenchArgs { docs, workers, db }) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "quire", &mut std::io::stdout());
             ExitCode::SUCCESS

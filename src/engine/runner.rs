@@ -412,7 +412,14 @@ fn resolve(
                     confs.push(c);
                 }
             }
-            let lookup = |name: &str| work.get(name).map(|w| w.0.clone()).unwrap_or(Value::Null);
+            // The chain's own field reads its value so far; other fields read the phase's work.
+            let lookup = |name: &str| {
+                if name == field {
+                    current.clone()
+                } else {
+                    work.get(name).map(|w| w.0.clone()).unwrap_or(Value::Null)
+                }
+            };
             match policy::apply(rule, &current, &lookup) {
                 Ok(v) => {
                     if !policy::same_value(&v, &current) {
@@ -711,6 +718,25 @@ mod tests {
         assert_eq!(resolution[1].rule_type.as_deref(), Some("compute"));
         assert_eq!(resolution[0].version, 2);
         assert!(c.states.values().all(|s| s.status == Status::Completed));
+    }
+
+    #[test]
+    fn a_chain_reads_its_own_value_as_the_earlier_rules_left_it() {
+        let rules = vec![
+            rule("r1", "total", "number", json!({}), 1),
+            rule(
+                "r2",
+                "total",
+                "compute",
+                json!({"expr": "round(total * 2, 2)"}),
+                2,
+            ),
+        ];
+        let s = spec(fields(), rules, json!([]), "info");
+        let mut c = ctx(&s, "Total: 1,000.25", json!({}));
+        let r = run(&s, &mut c);
+        assert_eq!(r.steps[2].cells[0].value, json!(2000.5));
+        assert!(c.states["total"].note.is_none());
     }
 
     #[test]
