@@ -4,7 +4,7 @@
 use super::runner::{self, DocCtx, RunResult, RunSpec};
 use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{document_status, load_states, States, Status};
-use crate::store::executor::{self as xstore, Claim};
+use crate::store::executor::{self as xstore, Claim, Final};
 use crate::store::{pipelines as pstore, Db, StoreError};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
@@ -395,39 +395,44 @@ fn apply_result(
             o
         }
     };
-    let fields: Vec<String> = run
-        .steps
-        .first()
-        .map(|s| s.states_before.keys().cloned().collect())
-        .unwrap_or_default();
-    let mut current: States = load_states(&xstore::current_states(c, claim.seq)?, &fields);
-    for step in &run.steps {
-        let merged = xstore::merge(&current, &step.states_before, &step.states_after);
-        if !xstore::apply_step(c, claim, step, &xstore::encode_states(&merged), now)? {
-            // Cancelled, reclaimed or rerun meanwhile: this result no longer counts.
-            return Ok(false);
-        }
-        xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
-        current = merged;
-    }
-    if let Some((phase, message)) = &run.error {
-        return xstore::finish(c, claim, "error", Some((*phase, message)), now);
-    }
-    // A field released meanwhile (a resolve during processing) still has work to do.
-    let phase_count = run
-        .steps
-        .last()
-        .map(|s| s.phase_index + 1)
-        .unwrap_or(claim.cursor);
-    let pending = current
-        .values()
-        .filter(|s| s.status == Status::Progressing && s.next < phase_count)
-        .map(|s| s.next)
-        .min();
-    if let Some(cursor) = pending {
-        xstore::continue_later(c, claim, cursor, now)?;
+    let (Some(first), Some(last)) = (run.steps.first(), run.steps.last()) else {
+        // Failed before committing any phase: only the error is recorded.
+        return match &run.error {
+            Some((phase, message)) => {
+                let current = xstore::current_states(c, claim.seq)?;
+                xstore::commit_document(c, claim, *phase, &current, Final::Error(*phase, message), now)
+            }
+            None => {
+                xstore::requeue(c, claim)?;
+                Ok(false)
+            }
+        };
+    };
+    let fields: Vec<String> = first.states_before.keys().cloned().collect();
+    let current: States = load_states(&xstore::current_states(c, claim.seq)?, &fields);
+    // Fields changed meanwhile (a resolve during processing) keep their new state.
+    let merged = xstore::merge(&current, &first.states_before, &last.states_after);
+    let encoded = xstore::encode_states(&merged);
+    let phase_count = last.phase_index + 1;
+    let fin = match &run.error {
+        Some((phase, message)) => Final::Error(*phase, message),
+        None => match merged.values().filter(|s| s.status == Status::Progressing && s.next < phase_count).map(|s| s.next).min() {
+            Some(cursor) => Final::Continue(cursor),
+            None => Final::Terminal(document_status(&merged).unwrap_or("complete")),
+        },
+    };
+    let cursor = match &fin {
+        Final::Error(phase, _) => *phase,
+        Final::Continue(next) => *next,
+        Final::Terminal(_) => phase_count,
+    };
+    let leaves = !matches!(fin, Final::Continue(_));
+    if !xstore::commit_document(c, claim, cursor, &encoded, fin, now)? {
         return Ok(false);
     }
-    let status = document_status(&current).unwrap_or("complete");
-    xstore::finish(c, claim, status, None, now)
+    for step in &run.steps {
+        xstore::insert_step_rows(c, claim, step, now)?;
+    }
+    xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
+    Ok(leaves)
 }

@@ -214,6 +214,11 @@ pub async fn progress(
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
+    // A settled run's progress only changes with a commit: answer from the cache when none came.
+    let (cached, version) = state.progress_cache.get(&auth.org_id, &id);
+    if let Some(body) = cached {
+        return Ok(HttpResponse::Ok().json(body));
+    }
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
@@ -235,7 +240,11 @@ pub async fn progress(
             } else {
                 Vec::new()
             };
-            Ok(views::progress(&p.id, &p.status, p.generation, p.document_count, &phases, &groups, Value::Array(errors)))
+            let body = views::progress(&p.id, &p.status, p.generation, p.document_count, &phases, &groups, Value::Array(errors));
+            if p.status != "active" {
+                st.progress_cache.put(&auth.org_id, &id, version, body.clone());
+            }
+            Ok(body)
         })
     })
     .await?;

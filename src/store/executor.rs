@@ -169,32 +169,8 @@ pub fn encode_states(s: &States) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
 }
 
-/// Applies one step under the claim's fence; false when the fence no longer holds.
-pub fn apply_step(
-    c: &Connection,
-    claim: &Claim,
-    step: &Step,
-    states: &str,
-    now: &str,
-) -> Result<bool, StoreError> {
-    let n = c
-        .prepare_cached(
-            "UPDATE pipeline_documents SET cursor = ?2, field_states = ?3, attempts = 0, updated_at = ?4
-             WHERE seq = ?1 AND status = 'processing' AND generation = ?5 AND pass = ?6 AND claim_token = ?7 AND cursor = ?8",
-        )?
-        .execute(params![
-            claim.seq,
-            step.phase_index as i64 + 1,
-            states,
-            now,
-            claim.generation,
-            claim.pass,
-            claim.token,
-            step.phase_index as i64
-        ])?;
-    if n != 1 {
-        return Ok(false);
-    }
+/// Inserts a step's versions and verdicts; the caller has already passed the claim's fence.
+pub fn insert_step_rows(c: &Connection, claim: &Claim, step: &Step, now: &str) -> Result<(), StoreError> {
     {
         let mut ins = c.prepare_cached(
             "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence,
@@ -219,39 +195,71 @@ pub fn apply_step(
             ])?;
         }
     }
-    {
-        // A later pass at the same field and phase replaces the earlier verdict.
-        let mut del = c.prepare_cached("DELETE FROM verdicts WHERE pd_seq = ?1 AND field_key = ?2 AND phase_index = ?3 AND generation = ?4")?;
-        let mut ins = c.prepare_cached(
-            "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
-             mechanisms, value_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
-        for v in &step.verdicts {
-            if claim.pass > 1 {
-                del.execute(params![
-                    claim.seq,
-                    v.field,
-                    v.phase_index as i64,
-                    claim.generation
-                ])?;
-            }
-            ins.execute(params![
-                claim.seq,
-                v.field,
-                v.phase_index as i64,
-                v.stage_id,
-                claim.generation,
-                claim.pass,
-                v.outcome.as_str(),
-                v.suppressed as i64,
-                v.reason,
-                Value::Array(v.mechanisms.clone()).to_string(),
-                v.value_hash,
-                now
-            ])?;
+    // A later pass at the same field and phase replaces the earlier verdict.
+    let mut del = c.prepare_cached("DELETE FROM verdicts WHERE pd_seq = ?1 AND field_key = ?2 AND phase_index = ?3 AND generation = ?4")?;
+    let mut ins = c.prepare_cached(
+        "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
+         mechanisms, value_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    for v in &step.verdicts {
+        if claim.pass > 1 {
+            del.execute(params![claim.seq, v.field, v.phase_index as i64, claim.generation])?;
         }
+        ins.execute(params![
+            claim.seq,
+            v.field,
+            v.phase_index as i64,
+            v.stage_id,
+            claim.generation,
+            claim.pass,
+            v.outcome.as_str(),
+            v.suppressed as i64,
+            v.reason,
+            Value::Array(v.mechanisms.clone()).to_string(),
+            v.value_hash,
+            now
+        ])?;
     }
-    Ok(true)
+    Ok(())
+}
+
+/// How a claimed document leaves the executor.
+pub enum Final<'a> {
+    /// `complete` or `partial`.
+    Terminal(&'a str),
+    /// The phase failed for the whole document.
+    Error(usize, &'a str),
+    /// A field still has work before the end (released meanwhile): back to the queue at this
+    /// cursor, in a new pass.
+    Continue(usize),
+}
+
+/// The one fenced update of a claimed document: cursor, field states and what comes next.
+/// False when the fence no longer holds (cancelled, reclaimed or rerun meanwhile).
+pub fn commit_document(c: &Connection, claim: &Claim, cursor: usize, states: &str, fin: Final, now: &str) -> Result<bool, StoreError> {
+    const FENCE: &str = "WHERE seq = ?1 AND status = 'processing' AND generation = ?2 AND pass = ?3 AND claim_token = ?4 AND cursor = ?5";
+    let fence = params![claim.seq, claim.generation, claim.pass, claim.token, claim.cursor as i64];
+    let n = match fin {
+        Final::Terminal(status) => c
+            .prepare_cached(&format!(
+                "UPDATE pipeline_documents SET status = ?6, cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0,
+                 error = NULL, error_phase_index = NULL, updated_at = ?9, completed_at = ?9 {FENCE}"
+            ))?
+            .execute(params![fence[0], fence[1], fence[2], fence[3], fence[4], status, cursor as i64, states, now])?,
+        Final::Error(phase, message) => c
+            .prepare_cached(&format!(
+                "UPDATE pipeline_documents SET status = 'error', cursor = ?6, field_states = ?7, claim_token = NULL, attempts = 0,
+                 error = ?8, error_phase_index = ?6, updated_at = ?9, completed_at = ?9 {FENCE}"
+            ))?
+            .execute(params![fence[0], fence[1], fence[2], fence[3], fence[4], phase as i64, states, message, now])?,
+        Final::Continue(next) => c
+            .prepare_cached(&format!(
+                "UPDATE pipeline_documents SET status = 'queued', cursor = ?6, pass = pass + 1, field_states = ?7, claim_token = NULL,
+                 attempts = 0, updated_at = ?8 {FENCE}"
+            ))?
+            .execute(params![fence[0], fence[1], fence[2], fence[3], fence[4], next as i64, states, now])?,
+    };
+    Ok(n == 1)
 }
 
 /// Keeps `held_fields` (the review queue's index) in step with a document's field states.
@@ -303,37 +311,4 @@ pub fn org_of(c: &Connection, pipeline_id: &str) -> Result<String, StoreError> {
         c.prepare_cached("SELECT org_id FROM pipelines WHERE id = ?1")?
             .query_row([pipeline_id], |r| r.get(0))?,
     )
-}
-
-/// Ends the claimed document in a terminal status, fenced on the claim.
-pub fn finish(
-    c: &Connection,
-    claim: &Claim,
-    status: &str,
-    error: Option<(usize, &str)>,
-    now: &str,
-) -> Result<bool, StoreError> {
-    let n = c
-        .prepare_cached(
-            "UPDATE pipeline_documents SET status = ?2, error = ?3, error_phase_index = ?4, claim_token = NULL, attempts = 0,
-             updated_at = ?5, completed_at = ?5 WHERE seq = ?1 AND status = 'processing' AND claim_token = ?6",
-        )?
-        .execute(params![claim.seq, status, error.map(|e| e.1), error.map(|e| e.0 as i64), now, claim.token])?;
-    Ok(n == 1)
-}
-
-/// Sends the claimed document back to the queue for more work at `cursor`, in a new pass.
-pub fn continue_later(
-    c: &Connection,
-    claim: &Claim,
-    cursor: usize,
-    now: &str,
-) -> Result<bool, StoreError> {
-    let n = c
-        .prepare_cached(
-            "UPDATE pipeline_documents SET status = 'queued', cursor = ?2, pass = pass + 1, claim_token = NULL, attempts = 0,
-             updated_at = ?3 WHERE seq = ?1 AND status = 'processing' AND claim_token = ?4",
-        )?
-        .execute(params![claim.seq, cursor as i64, now, claim.token])?;
-    Ok(n == 1)
 }

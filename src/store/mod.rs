@@ -347,3 +347,19 @@ mod tests {
         assert!(!p.exists());
     }
 }
+
+/// A read-only watcher of `PRAGMA data_version`: it changes whenever another connection
+/// commits, so caches of derived answers can tell when they may be stale.
+pub struct ChangeWatch {
+    conn: parking_lot::Mutex<Connection>,
+}
+
+impl ChangeWatch {
+    pub fn new(db: &Db) -> Result<Self, StoreError> {
+        Ok(ChangeWatch { conn: parking_lot::Mutex::new(db.dedicated()?) })
+    }
+
+    pub fn version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.lock().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+}
