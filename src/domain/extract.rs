@@ -48,14 +48,16 @@ fn similarity(a: &str, b: &str) -> f64 {
     1.0 - prev[b.len()] as f64 / longest as f64
 }
 
-struct Matcher {
+/// Label lookup for a field list, built once per run.
+#[derive(Debug, Clone)]
+pub struct Matcher {
     /// (folded label, field index, confidence)
     exact: HashMap<String, (usize, f64)>,
     names: Vec<(String, usize)>,
 }
 
 impl Matcher {
-    fn new(fields: &[FieldSpec]) -> Self {
+    pub fn new(fields: &[FieldSpec]) -> Self {
         let mut exact = HashMap::new();
         let mut names = Vec::new();
         for (i, f) in fields.iter().enumerate() {
@@ -153,7 +155,7 @@ fn labelled(line: &str) -> Option<(&str, &str)> {
 
 struct Collector<'a> {
     fields: &'a [FieldSpec],
-    matcher: Matcher,
+    matcher: &'a Matcher,
     out: HashMap<String, Extracted>,
 }
 
@@ -190,11 +192,21 @@ pub fn extract(
     mime: &str,
     fields: &[FieldSpec],
 ) -> Result<HashMap<String, Extracted>, String> {
+    extract_with(content, mime, fields, &Matcher::new(fields))
+}
+
+/// `extract` with a matcher built beforehand for these fields.
+pub fn extract_with(
+    content: &[u8],
+    mime: &str,
+    fields: &[FieldSpec],
+    matcher: &Matcher,
+) -> Result<HashMap<String, Extracted>, String> {
     let text = std::str::from_utf8(content)
         .map_err(|e| format!("the document is not valid UTF-8 ({e})"))?;
     let mut c = Collector {
         fields,
-        matcher: Matcher::new(fields),
+        matcher,
         out: HashMap::new(),
     };
     match mime {

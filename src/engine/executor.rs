@@ -19,8 +19,18 @@ use std::time::{Duration, Instant};
 const MAX_BATCH: usize = 512;
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
 
+/// A run with what the writer binds already serialized, so the one writer thread does as
+/// little as possible.
+struct Ran {
+    run: RunResult,
+    /// The stored field states the run started from, as read.
+    before_raw: String,
+    after_json: String,
+    rows: Vec<xstore::StepRows>,
+}
+
 enum Outcome {
-    Ran(RunResult),
+    Ran(Box<Ran>),
     /// Nothing to commit: storage trouble while loading, or a panic in computation.
     Requeue(String),
 }
@@ -146,6 +156,7 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
         Ok(None) => return Outcome::Requeue("document vanished".into()),
         Err(e) => return Outcome::Requeue(format!("cannot load the document: {e}")),
     };
+    let before_raw = load.field_states.clone();
     let mut ctx = DocCtx {
         content: load.content,
         mime: load.mime,
@@ -160,7 +171,11 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
         now: now_rfc3339(),
     };
     match catch_unwind(AssertUnwindSafe(|| runner::run(&spec, &mut ctx))) {
-        Ok(r) => Outcome::Ran(r),
+        Ok(run) => {
+            let rows = run.steps.iter().map(xstore::StepRows::of).collect();
+            let after_json = xstore::encode_states(&run.states_after);
+            Outcome::Ran(Box::new(Ran { run, before_raw, after_json, rows }))
+        }
         Err(p) => {
             let what = p
                 .downcast_ref::<&str>()
@@ -379,14 +394,15 @@ fn apply_result(
     orgs: &mut HashMap<String, String>,
 ) -> Result<bool, StoreError> {
     let claim = &r.claim;
-    let run = match &r.outcome {
+    let ran = match &r.outcome {
         Outcome::Requeue(why) => {
             log::warn!("document {} goes back to the queue: {why}", claim.seq);
             xstore::requeue(c, claim)?;
             return Ok(false);
         }
-        Outcome::Ran(run) => run,
+        Outcome::Ran(ran) => ran,
     };
+    let run = &ran.run;
     let org = match orgs.get(&claim.pipeline_id) {
         Some(o) => o.clone(),
         None => {
@@ -395,7 +411,7 @@ fn apply_result(
             o
         }
     };
-    let (Some(first), Some(last)) = (run.steps.first(), run.steps.last()) else {
+    let (Some(_), Some(last)) = (run.steps.first(), run.steps.last()) else {
         // Failed before committing any phase: only the error is recorded.
         return match &run.error {
             Some((phase, message)) => {
@@ -408,11 +424,18 @@ fn apply_result(
             }
         };
     };
-    let fields: Vec<String> = first.states_before.keys().cloned().collect();
-    let current: States = load_states(&xstore::current_states(c, claim.seq)?, &fields);
-    // Fields changed meanwhile (a resolve during processing) keep their new state.
-    let merged = xstore::merge(&current, &first.states_before, &last.states_after);
-    let encoded = xstore::encode_states(&merged);
+    let stored = xstore::current_states(c, claim.seq)?;
+    let fields: Vec<String> = run.states_before.keys().cloned().collect();
+    // Fields changed meanwhile (a resolve during processing) keep their new state; when
+    // nothing changed, the worker's encoding is used as it is.
+    let (current, merged, encoded) = if stored == ran.before_raw {
+        (run.states_before.clone(), run.states_after.clone(), ran.after_json.clone())
+    } else {
+        let current: States = load_states(&stored, &fields);
+        let merged = xstore::merge(&current, &run.states_before, &run.states_after);
+        let encoded = xstore::encode_states(&merged);
+        (current, merged, encoded)
+    };
     let phase_count = last.phase_index + 1;
     let fin = match &run.error {
         Some((phase, message)) => Final::Error(*phase, message),
@@ -430,8 +453,8 @@ fn apply_result(
     if !xstore::commit_document(c, claim, cursor, &encoded, fin, now)? {
         return Ok(false);
     }
-    for step in &run.steps {
-        xstore::insert_step_rows(c, claim, step, now)?;
+    for rows in &ran.rows {
+        xstore::insert_step_rows(c, claim, rows, now)?;
     }
     xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
     Ok(leaves)

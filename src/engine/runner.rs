@@ -87,6 +87,9 @@ pub struct RunSpec {
     pub phases: Vec<RunPhase>,
     pub deps: Deps,
     pub extract_specs: Vec<FieldSpec>,
+    pub matcher: extract::Matcher,
+    /// Each field's folded name, display name and synonyms, for transfer.
+    pub folded_names: HashMap<String, Vec<String>>,
 }
 
 impl RunSpec {
@@ -114,7 +117,7 @@ impl RunSpec {
                 }
             }
         }
-        let extract_specs = fields
+        let extract_specs: Vec<FieldSpec> = fields
             .iter()
             .map(|f| FieldSpec {
                 name: f.field_name.clone(),
@@ -123,12 +126,23 @@ impl RunSpec {
                 synonyms: f.synonyms.clone(),
             })
             .collect();
+        let matcher = extract::Matcher::new(&extract_specs);
+        let folded_names = fields
+            .iter()
+            .map(|f| {
+                let mut names = vec![fold_key(&f.field_name), fold_key(&f.display_name)];
+                names.extend(f.synonyms.iter().map(|s| fold_key(s)));
+                (f.field_name.clone(), names)
+            })
+            .collect();
         RunSpec {
             fields,
             order,
             phases,
             deps,
             extract_specs,
+            matcher,
+            folded_names,
         }
     }
 
@@ -200,12 +214,13 @@ pub struct Step {
     pub phase_index: usize,
     pub cells: Vec<Cell>,
     pub verdicts: Vec<NewVerdict>,
-    pub states_before: States,
-    pub states_after: States,
 }
 
 pub struct RunResult {
     pub steps: Vec<Step>,
+    /// Field states as the run found them, and as it left them.
+    pub states_before: States,
+    pub states_after: States,
     /// `(phase index, message)` when a phase failed for the whole document.
     pub error: Option<(usize, String)>,
 }
@@ -220,13 +235,13 @@ fn fold_key(s: &str) -> String {
 
 /// Runs the document from its cursor through the last phase.
 pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
+    let states_before = ctx.states.clone();
     let mut steps = Vec::new();
     let mut extracted: Option<HashMap<String, Extracted>> = None;
     let mut folded_text: Option<String> = None;
     let last = spec.phases.len().saturating_sub(1);
     for phase in spec.phases.iter().skip(ctx.cursor) {
         let i = phase.index;
-        let before = ctx.states.clone();
         let mut new_cells: Vec<Cell> = Vec::new();
         let mut verdicts = Vec::new();
         let in_play = |ctx: &DocCtx, f: &str, judge: bool| {
@@ -240,9 +255,7 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                     if !in_play(ctx, &f.field_name, false) {
                         continue;
                     }
-                    let mut names: Vec<String> =
-                        vec![fold_key(&f.field_name), fold_key(&f.display_name)];
-                    names.extend(f.synonyms.iter().map(|s| fold_key(s)));
+                    let names = &spec.folded_names[&f.field_name];
                     let hit = ctx
                         .metadata
                         .iter()
@@ -266,13 +279,16 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
             }
             PhaseConfig::Extraction => {
                 if extracted.is_none() {
-                    match extract::extract(&ctx.content, &ctx.mime, &spec.extract_specs) {
+                    match extract::extract_with(&ctx.content, &ctx.mime, &spec.extract_specs, &spec.matcher) {
                         Ok(map) => extracted = Some(map),
                         Err(msg) => {
+                            let states_after = ctx.states.clone();
                             return RunResult {
                                 steps,
+                                states_before,
+                                states_after,
                                 error: Some((i, msg)),
-                            }
+                            };
                         }
                     }
                 }
@@ -326,11 +342,15 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
             phase_index: i,
             cells: new_cells,
             verdicts,
-            states_before: before,
-            states_after: ctx.states.clone(),
         });
     }
-    RunResult { steps, error: None }
+    let states_after = ctx.states.clone();
+    RunResult {
+        steps,
+        states_before,
+        states_after,
+        error: None,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,7 @@
 use super::StoreError;
 use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{FieldState, States, Status};
-use crate::engine::runner::{Cell, Step};
+use crate::engine::runner::{Cell, NewVerdict, Step};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
@@ -169,19 +169,38 @@ pub fn encode_states(s: &States) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
 }
 
+/// A step's rows with their JSON already rendered (by a worker, off the writer thread).
+pub struct StepRows {
+    cells: Vec<(Cell, String)>,
+    verdicts: Vec<(NewVerdict, String)>,
+}
+
+impl StepRows {
+    pub fn of(step: &Step) -> Self {
+        StepRows {
+            cells: step.cells.iter().map(|c| (c.clone(), c.value.to_string())).collect(),
+            verdicts: step
+                .verdicts
+                .iter()
+                .map(|v| (v.clone(), serde_json::to_string(&v.mechanisms).unwrap_or_else(|_| "[]".into())))
+                .collect(),
+        }
+    }
+}
+
 /// Inserts a step's versions and verdicts; the caller has already passed the claim's fence.
-pub fn insert_step_rows(c: &Connection, claim: &Claim, step: &Step, now: &str) -> Result<(), StoreError> {
+pub fn insert_step_rows(c: &Connection, claim: &Claim, rows: &StepRows, now: &str) -> Result<(), StoreError> {
     {
         let mut ins = c.prepare_cached(
             "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence,
              source_text, config_version, rule_type, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        for cell in &step.cells {
+        for (cell, value) in &rows.cells {
             ins.execute(params![
                 claim.seq,
                 cell.field,
                 cell.version,
-                cell.value.to_string(),
+                value,
                 cell.source,
                 cell.phase_index as i64,
                 cell.generation,
@@ -201,7 +220,7 @@ pub fn insert_step_rows(c: &Connection, claim: &Claim, step: &Step, now: &str) -
         "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
          mechanisms, value_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
-    for v in &step.verdicts {
+    for (v, mechanisms) in &rows.verdicts {
         if claim.pass > 1 {
             del.execute(params![claim.seq, v.field, v.phase_index as i64, claim.generation])?;
         }
@@ -215,7 +234,7 @@ pub fn insert_step_rows(c: &Connection, claim: &Claim, step: &Step, now: &str) -
             v.outcome.as_str(),
             v.suppressed as i64,
             v.reason,
-            Value::Array(v.mechanisms.clone()).to_string(),
+            mechanisms,
             v.value_hash,
             now
         ])?;
