@@ -337,7 +337,7 @@ pub struct Judgement {
     pub outcome: Outcome,
     pub reason: Option<&'static str>,
     /// `[{ validatorType, verdict, confidence, reasoning }]`
-    pub mechanisms: Vec<Value>,
+    pub mechanisms: Vec<MechanismResult>,
 }
 
 fn fold(s: &str) -> String {
@@ -534,8 +534,49 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
     }
 }
 
-fn mech(kind: &str, outcome: Outcome, confidence: Option<f64>, reasoning: String) -> Value {
-    json!({ "validatorType": kind, "verdict": outcome.as_str(), "confidence": confidence, "reasoning": reasoning })
+/// One mechanism's result: `{ validatorType, verdict, confidence, reasoning }` on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MechanismResult {
+    pub kind: &'static str,
+    pub outcome: Outcome,
+    pub confidence: Option<f64>,
+    pub reasoning: String,
+}
+
+impl MechanismResult {
+    pub fn verdict(&self) -> &'static str {
+        self.outcome.as_str()
+    }
+}
+
+/// The stored and answered JSON of a verdict's mechanisms, written directly (verdicts are the
+/// executor's most frequent rows).
+pub fn mechanisms_json(list: &[MechanismResult]) -> String {
+    let mut out = String::with_capacity(64 * list.len() + 2);
+    out.push('[');
+    for (i, m) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"validatorType\":\"");
+        out.push_str(m.kind);
+        out.push_str("\",\"verdict\":\"");
+        out.push_str(m.outcome.as_str());
+        out.push_str("\",\"confidence\":");
+        match m.confidence {
+            Some(c) if c.is_finite() => out.push_str(&c.to_string()),
+            _ => out.push_str("null"),
+        }
+        out.push_str(",\"reasoning\":");
+        out.push_str(&Value::String(m.reasoning.clone()).to_string());
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+fn mech(kind: &'static str, outcome: Outcome, confidence: Option<f64>, reasoning: String) -> MechanismResult {
+    MechanismResult { kind, outcome, confidence, reasoning }
 }
 
 /// Judges one field at a gate.
@@ -839,8 +880,10 @@ mod tests {
             (j.outcome, j.reason),
             (Outcome::Fail, Some("low_confidence"))
         );
-        assert_eq!(j.mechanisms[0]["verdict"], "pass");
-        assert_eq!(j.mechanisms[2]["verdict"], "pass");
+        assert_eq!(j.mechanisms[0].verdict(), "pass");
+        assert_eq!(j.mechanisms[2].verdict(), "pass");
+        let wire: Value = serde_json::from_str(&mechanisms_json(&j.mechanisms)).unwrap();
+        assert_eq!(wire[1], json!({"validatorType": "min_confidence", "verdict": "fail", "confidence": 0.6, "reasoning": "confidence 0.6 vs threshold 0.8"}));
         let ev = Evidence {
             value: &v,
             source: Some("policy_resolution"),
@@ -849,7 +892,7 @@ mod tests {
             extracted: None,
         };
         assert_eq!(
-            judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"],
+            judge(&g, "total", &ev, &lookup, &text).mechanisms[0].verdict(),
             "skip"
         );
         let s = json!("Globex");
@@ -861,7 +904,7 @@ mod tests {
             extracted: Some(&s),
         };
         assert_eq!(
-            judge(&g, "total", &ev, &lookup, &text).mechanisms[0]["verdict"],
+            judge(&g, "total", &ev, &lookup, &text).mechanisms[0].verdict(),
             "fail"
         );
     }

@@ -58,7 +58,9 @@ impl Executor {
             log::info!("recovered {recovered} interrupted document(s) into the queue");
         }
         let (wake_tx, wake_rx) = bounded::<()>(1);
-        let (work_tx, work_rx) = bounded::<Claim>(workers * 64);
+        // Enough claimed work that workers never wait for the writer's commit.
+        let capacity = 1024;
+        let (work_tx, work_rx) = bounded::<Claim>(capacity);
         let (result_tx, result_rx) = unbounded::<WorkResult>();
         let stop = Arc::new(AtomicBool::new(false));
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
@@ -80,7 +82,6 @@ impl Executor {
         drop(result_tx);
         let conn = db.dedicated()?;
         let stop2 = stop.clone();
-        let capacity = workers.max(1) * 48;
         let writer = std::thread::Builder::new()
             .name("quire-writer".into())
             .spawn(move || {
@@ -151,7 +152,13 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
             Err(e) => return Outcome::Requeue(format!("cannot load the run: {e}")),
         },
     };
-    let load = match xstore::load(c, claim.seq) {
+    // One read transaction: one snapshot, and one round of WAL locking for the three reads.
+    let loaded = c.unchecked_transaction().map_err(StoreError::from).and_then(|tx| {
+        let l = xstore::load(&tx, claim.seq)?;
+        tx.commit()?;
+        Ok(l)
+    });
+    let load = match loaded {
         Ok(Some(l)) => l,
         Ok(None) => return Outcome::Requeue("document vanished".into()),
         Err(e) => return Outcome::Requeue(format!("cannot load the document: {e}")),
@@ -171,8 +178,8 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
         now: now_rfc3339(),
     };
     match catch_unwind(AssertUnwindSafe(|| runner::run(&spec, &mut ctx))) {
-        Ok(run) => {
-            let rows = run.steps.iter().map(xstore::StepRows::of).collect();
+        Ok(mut run) => {
+            let rows = run.steps.drain(..).map(xstore::StepRows::of).collect();
             let after_json = xstore::encode_states(&run.states_after);
             Outcome::Ran(Box::new(Ran { run, before_raw, after_json, rows }))
         }
@@ -240,10 +247,9 @@ impl Writer {
                 default(wait) => {},
             }
             let deadline = Instant::now() + BATCH_WINDOW;
-            while batch.len() < MAX_BATCH
-                && !self.in_flight.is_empty()
-                && batch.len() < self.in_flight.len()
-            {
+            // Gather what arrives within the window; workers keep computing the claimed
+            // backlog meanwhile, so commits and computation overlap.
+            while batch.len() < MAX_BATCH && batch.len() < self.in_flight.len() {
                 match self.result_rx.recv_deadline(deadline) {
                     Ok(r) => batch.push(r),
                     Err(_) => break,
@@ -411,7 +417,7 @@ fn apply_result(
             o
         }
     };
-    let (Some(_), Some(last)) = (run.steps.first(), run.steps.last()) else {
+    let Some(last) = ran.rows.last() else {
         // Failed before committing any phase: only the error is recorded.
         return match &run.error {
             Some((phase, message)) => {
@@ -425,16 +431,18 @@ fn apply_result(
         };
     };
     let stored = xstore::current_states(c, claim.seq)?;
-    let fields: Vec<String> = run.states_before.keys().cloned().collect();
     // Fields changed meanwhile (a resolve during processing) keep their new state; when
-    // nothing changed, the worker's encoding is used as it is.
-    let (current, merged, encoded) = if stored == ran.before_raw {
-        (run.states_before.clone(), run.states_after.clone(), ran.after_json.clone())
+    // nothing changed, the worker's states and encoding are used as they are.
+    let slow;
+    let (current, merged, encoded): (&States, &States, &str) = if stored == ran.before_raw {
+        (&run.states_before, &run.states_after, &ran.after_json)
     } else {
+        let fields: Vec<String> = run.states_before.keys().cloned().collect();
         let current: States = load_states(&stored, &fields);
         let merged = xstore::merge(&current, &run.states_before, &run.states_after);
         let encoded = xstore::encode_states(&merged);
-        (current, merged, encoded)
+        slow = (current, merged, encoded);
+        (&slow.0, &slow.1, &slow.2)
     };
     let phase_count = last.phase_index + 1;
     let fin = match &run.error {
@@ -450,12 +458,12 @@ fn apply_result(
         Final::Terminal(_) => phase_count,
     };
     let leaves = !matches!(fin, Final::Continue(_));
-    if !xstore::commit_document(c, claim, cursor, &encoded, fin, now)? {
+    if !xstore::commit_document(c, claim, cursor, encoded, fin, now)? {
         return Ok(false);
     }
     for rows in &ran.rows {
         xstore::insert_step_rows(c, claim, rows, now)?;
     }
-    xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
+    xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, current, merged)?;
     Ok(leaves)
 }

@@ -52,7 +52,7 @@ pub struct NewVerdict {
     pub outcome: Outcome,
     pub suppressed: bool,
     pub reason: Option<&'static str>,
-    pub mechanisms: Vec<Value>,
+    pub mechanisms: Vec<gate::MechanismResult>,
     pub value_hash: String,
 }
 

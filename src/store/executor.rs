@@ -41,7 +41,7 @@ pub fn claim(
             "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
              WHERE status = 'queued' ORDER BY seq LIMIT ?1",
         )?
-        .query_map([(limit + in_flight.len()) as i64], |r| {
+        .query_map([limit as i64], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -171,18 +171,26 @@ pub fn encode_states(s: &States) -> String {
 
 /// A step's rows with their JSON already rendered (by a worker, off the writer thread).
 pub struct StepRows {
+    pub phase_index: usize,
     cells: Vec<(Cell, String)>,
     verdicts: Vec<(NewVerdict, String)>,
 }
 
 impl StepRows {
-    pub fn of(step: &Step) -> Self {
+    pub fn of(step: Step) -> Self {
         StepRows {
-            cells: step.cells.iter().map(|c| (c.clone(), c.value.to_string())).collect(),
+            phase_index: step.phase_index,
+            cells: step.cells.into_iter().map(|c| {
+                let v = c.value.to_string();
+                (c, v)
+            }).collect(),
             verdicts: step
                 .verdicts
-                .iter()
-                .map(|v| (v.clone(), serde_json::to_string(&v.mechanisms).unwrap_or_else(|_| "[]".into())))
+                .into_iter()
+                .map(|v| {
+                    let m = crate::domain::gate::mechanisms_json(&v.mechanisms);
+                    (v, m)
+                })
                 .collect(),
         }
     }
