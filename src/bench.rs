@@ -431,17 +431,29 @@ fn load(base: &str, key: &str, path: &str) -> Load {
     }
 }
 
-fn peak_rss_mb() -> f64 {
+fn status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|k| k.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+fn note(stage: &str) {
+    eprintln!(
+        "bench: {stage} (resident {:.0} MB, peak {:.0} MB)",
+        status_mb("VmRSS:"),
+        peak_rss_mb()
+    );
 }
 
 fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
@@ -513,7 +525,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let t = Instant::now();
     let ids = upload_all(&srv.url, &srv.api_key, n)?;
     let upload_s = t.elapsed().as_secs_f64();
-    eprintln!("bench: uploaded in {upload_s:.1} s");
+    note(&format!("uploaded in {upload_s:.1} s"));
     let p = h.post(
         "/v1/pipelines",
         &json!({"schema_id": schema, "document_ids": ids, "name": "bench"}),
@@ -524,6 +536,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         done["created_at"].as_str().unwrap_or(""),
         done["completed_at"].as_str().unwrap_or(""),
     )?;
+    note("first run done");
     let db = Connection::open_with_flags(
         args.db.clone().unwrap_or_else(|| srv.db_arg()),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -576,6 +589,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let first_rows = (cells + verdicts) as f64;
     let ceiling_rps = ceiling(&db, cells, verdicts, n)?;
+    note("ceiling measured");
 
     let (val_call, val_dps, val_rps) = timed_rerun(&h, &pid, "validation", &db, 2, n)?;
     let (res_call, res_dps, res_rps) = timed_rerun(&h, &pid, "resolution", &db, 3, n)?;
@@ -591,6 +605,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         format!("{after_reruns} partial documents after the reruns, expected {expected_partial}"),
     )?;
 
+    note("reruns done");
     let progress_load = load(
         &srv.url,
         &srv.api_key,

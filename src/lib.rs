@@ -40,7 +40,7 @@ impl Application {
         let db = store::Db::open(
             &config.db,
             store::OpenOptions {
-                max_connections: 16,
+                max_connections: 8,
                 max_db_pages: config.max_db_pages,
             },
         )?;

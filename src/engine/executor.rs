@@ -6,7 +6,7 @@ use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{document_status, load_states, States, Status};
 use crate::store::executor::{self as xstore, Claim, Final};
 use crate::store::{pipelines as pstore, Db, StoreError};
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
 use rusqlite::Connection;
 use std::collections::{HashMap, HashSet};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 256;
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
 
 /// A run with what the writer binds already serialized, so the one writer thread does as
@@ -61,7 +61,8 @@ impl Executor {
         // Enough claimed work that workers never wait for the writer's commit.
         let capacity = 1024;
         let (work_tx, work_rx) = bounded::<Claim>(capacity);
-        let (result_tx, result_rx) = unbounded::<WorkResult>();
+        // Bounded: when the writer is behind, workers wait instead of piling up results.
+        let (result_tx, result_rx) = bounded::<WorkResult>(128);
         let stop = Arc::new(AtomicBool::new(false));
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
         let mut handles = Vec::new();
@@ -417,19 +418,6 @@ fn apply_result(
             o
         }
     };
-    let Some(last) = ran.rows.last() else {
-        // Failed before committing any phase: only the error is recorded.
-        return match &run.error {
-            Some((phase, message)) => {
-                let current = xstore::current_states(c, claim.seq)?;
-                xstore::commit_document(c, claim, *phase, &current, Final::Error(*phase, message), now)
-            }
-            None => {
-                xstore::requeue(c, claim)?;
-                Ok(false)
-            }
-        };
-    };
     let stored = xstore::current_states(c, claim.seq)?;
     // Fields changed meanwhile (a resolve during processing) keep their new state; when
     // nothing changed, the worker's states and encoding are used as they are.
@@ -444,7 +432,8 @@ fn apply_result(
         slow = (current, merged, encoded);
         (&slow.0, &slow.1, &slow.2)
     };
-    let phase_count = last.phase_index + 1;
+    // With no phase left to run (a field released after the last gate), the run only finished.
+    let phase_count = ran.rows.last().map(|r| r.phase_index + 1).unwrap_or(claim.cursor);
     let fin = match &run.error {
         Some((phase, message)) => Final::Error(*phase, message),
         None => match merged.values().filter(|s| s.status == Status::Progressing && s.next < phase_count).map(|s| s.next).min() {

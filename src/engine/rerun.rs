@@ -123,32 +123,25 @@ pub fn rerun(
     if !rstore::has_record_set(c, pipeline_id)? {
         return Err(EngineError::BadRequest("This pipeline has no record set: no document ever completed, so there is nothing to rerun".into()));
     }
-    let docs = rstore::doc_states(c, pipeline_id)?;
-    let targets: Vec<&rstore::DocState> = match &req.document_ids {
-        None => docs.iter().collect(),
+    let ids_json: Option<String> = match &req.document_ids {
+        None => None,
         Some(ids) => {
             if ids.is_empty() {
-                return Err(EngineError::BadRequest(
-                    "document_ids must not be empty".into(),
-                ));
+                return Err(EngineError::BadRequest("document_ids must not be empty".into()));
             }
             let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            for id in ids {
-                if !seen.insert(id.as_str()) {
-                    return Err(EngineError::BadRequest(format!(
-                        "document_ids: {id} appears twice"
-                    )));
-                }
-                out.push(docs.iter().find(|d| &d.id == id).ok_or_else(|| {
-                    EngineError::BadRequest(format!(
-                        "document_ids: {id} is not a pipeline document of this run"
-                    ))
-                })?);
+            if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+                return Err(EngineError::BadRequest(format!("document_ids: {dup} appears twice")));
             }
-            out
+            let json = serde_json::to_string(ids).unwrap_or_default();
+            if rstore::target_count(c, pipeline_id, Some(&json))? != ids.len() as i64 {
+                return Err(EngineError::BadRequest("document_ids: every id must be a pipeline document of this run".into()));
+            }
+            Some(json)
         }
     };
+    let ids = ids_json.as_deref();
+    let targets = rstore::target_count(c, pipeline_id, ids)? as usize;
     let snaps = fresh_snapshots(c, org, &p, &phases, from)?;
     let restart_of = |d: &rstore::DocState| -> usize {
         match (d.status.as_str(), d.error_phase_index) {
@@ -158,23 +151,34 @@ pub fn rerun(
         }
     };
     let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-    let kept = |d: &rstore::DocState| -> usize {
-        let restart = restart_of(d);
-        load_states(&d.field_states, &order)
-            .values()
-            .filter(|s| s.status == Status::Blocked && s.blocked_at.is_some_and(|b| b < restart))
-            .count()
-    };
+    // Documents whose states keep something (a block before the restart, a pin, a guard) are
+    // reset one by one; all others reset in one statement.
+    const CHUNK: i64 = 1000;
     if req.dry_run {
-        let earliest = targets.iter().map(|d| restart_of(d)).min().unwrap_or(from);
-        let seqs: Vec<i64> = targets.iter().map(|d| d.seq).collect();
+        let earliest = rstore::earliest_restart(c, pipeline_id, ids, from)?.map(|e| e.max(0) as usize).unwrap_or(from);
+        let mut kept = 0usize;
+        let mut after = 0i64;
+        loop {
+            let chunk = rstore::keeping_docs(c, pipeline_id, ids, after, CHUNK)?;
+            for d in &chunk {
+                let restart = restart_of(d);
+                kept += load_states(&d.field_states, &order)
+                    .values()
+                    .filter(|s| s.status == Status::Blocked && s.blocked_at.is_some_and(|b| b < restart))
+                    .count();
+            }
+            match chunk.last() {
+                Some(d) => after = d.seq,
+                None => break,
+            }
+        }
         return Ok(json!({
-            "enqueued": targets.len(), "fromPhaseIndex": from, "dryRun": true,
+            "enqueued": targets, "fromPhaseIndex": from, "dryRun": true,
             "plan": {
                 "phases": phases.iter().filter(|ph| ph.index >= earliest).map(|ph| ph.phase_id.clone()).collect::<Vec<_>>(),
-                "documents": targets.len(),
-                "keptBlockedFields": targets.iter().map(|d| kept(d)).sum::<usize>(),
-                "preservedDecisions": rstore::decision_count(c, &seqs)?
+                "documents": targets,
+                "keptBlockedFields": kept,
+                "preservedDecisions": rstore::target_decisions(c, pipeline_id, ids)?
             }
         }));
     }
@@ -186,26 +190,25 @@ pub fn rerun(
     rstore::start_generation(c, pipeline_id, generation)?;
     // Dependencies come from the fresh snapshots.
     let spec = load_run_spec(c, pipeline_id, generation).map_err(EngineError::BadRequest)?;
-    for d in &targets {
-        let restart = restart_of(d);
-        let before: States = load_states(&d.field_states, &order);
-        let mut after: States = before
-            .iter()
-            .map(|(f, s)| (f.clone(), reset_state(s, restart)))
-            .collect();
-        apply_waiting(&mut after, &spec.order, &spec.deps);
-        let mut restarts: Vec<(i64, usize)> = serde_json::from_str(&d.restarts).unwrap_or_default();
-        restarts.push((generation, restart));
-        rstore::restart_document(
-            c,
-            d.seq,
-            generation,
-            restart,
-            &encode_states(&after),
-            &serde_json::to_string(&restarts).unwrap_or_default(),
-        )?;
-        sync_held(c, d.seq, pipeline_id, org, &before, &after)?;
+    let mut after_seq = 0i64;
+    loop {
+        let chunk = rstore::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;
+        for d in &chunk {
+            let restart = restart_of(d);
+            let before: States = load_states(&d.field_states, &order);
+            let mut after: States = before.iter().map(|(f, s)| (f.clone(), reset_state(s, restart))).collect();
+            apply_waiting(&mut after, &spec.order, &spec.deps);
+            let mut restarts: Vec<(i64, usize)> = serde_json::from_str(&d.restarts).unwrap_or_default();
+            restarts.push((generation, restart));
+            rstore::restart_document(c, d.seq, generation, restart, &encode_states(&after), &serde_json::to_string(&restarts).unwrap_or_default())?;
+            sync_held(c, d.seq, pipeline_id, org, &before, &after)?;
+        }
+        match chunk.last() {
+            Some(d) => after_seq = d.seq,
+            None => break,
+        }
     }
+    rstore::restart_rest(c, pipeline_id, ids, from, generation)?;
     let doc_ids: Option<Vec<String>> = req.document_ids.clone();
     rstore::insert(
         c,
@@ -214,12 +217,12 @@ pub fn rerun(
             generation,
             from_phase: req.from_phase.as_str(),
             from_phase_index: from,
-            enqueued: targets.len(),
+            enqueued: targets,
             document_ids: doc_ids.as_deref(),
             requested_by: &req.requested_by,
         },
     )?;
-    Ok(json!({ "enqueued": targets.len(), "fromPhaseIndex": from }))
+    Ok(json!({ "enqueued": targets, "fromPhaseIndex": from }))
 }
 
 pub fn rerun_json(r: &rstore::RerunRow) -> Value {

@@ -344,6 +344,10 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
             verdicts,
         });
     }
+    if ctx.cursor >= spec.phases.len() {
+        // Resumed past the last phase: the fields that were released complete now.
+        finish(spec, ctx);
+    }
     let states_after = ctx.states.clone();
     RunResult {
         steps,

@@ -78,19 +78,24 @@ pub type Conn = PooledConnection<SqliteConnectionManager>;
 pub struct Db {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
+    max_pages: Option<u64>,
     _tmp: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
-fn apply_pragmas(c: &Connection, max_pages: Option<u64>) -> rusqlite::Result<()> {
+/// Page cache per pooled connection, in KiB; the executor's own connections get more.
+const POOL_CACHE_KIB: i64 = 2048;
+const DEDICATED_CACHE_KIB: i64 = 2048;
+
+fn apply_pragmas(c: &Connection, max_pages: Option<u64>, cache_kib: i64) -> rusqlite::Result<()> {
     c.busy_timeout(Duration::from_millis(5000))?;
     c.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=NORMAL;
          PRAGMA foreign_keys=ON;
-         PRAGMA cache_size=-16384;
          PRAGMA journal_size_limit=67108864;
          PRAGMA temp_store=MEMORY;",
     )?;
+    c.pragma_update(None, "cache_size", -cache_kib)?;
     if let Some(p) = max_pages {
         c.pragma_update(None, "max_page_count", p as i64)?;
     }
@@ -192,7 +197,7 @@ impl Db {
         check_existing(&path)?;
         let max_pages = opts.max_db_pages;
         let manager =
-            SqliteConnectionManager::file(&path).with_init(move |c| apply_pragmas(c, max_pages));
+            SqliteConnectionManager::file(&path).with_init(move |c| apply_pragmas(c, max_pages, POOL_CACHE_KIB));
         let pool = Pool::builder()
             .max_size(opts.max_connections)
             .min_idle(Some(1))
@@ -202,6 +207,7 @@ impl Db {
         let db = Db {
             pool,
             path,
+            max_pages,
             _tmp: tmp,
         };
         db.migrate()?;
@@ -275,7 +281,7 @@ impl Db {
     /// A plain connection outside the pool, for long-lived single users (key cache, writer).
     pub fn dedicated(&self) -> Result<Connection, StoreError> {
         let c = Connection::open(&self.path)?;
-        apply_pragmas(&c, None)?;
+        apply_pragmas(&c, self.max_pages, DEDICATED_CACHE_KIB)?;
         Ok(c)
     }
 }
