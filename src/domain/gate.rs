@@ -575,8 +575,18 @@ pub fn mechanisms_json(list: &[MechanismResult]) -> String {
     out
 }
 
-fn mech(kind: &'static str, outcome: Outcome, confidence: Option<f64>, reasoning: String) -> MechanismResult {
-    MechanismResult { kind, outcome, confidence, reasoning }
+fn mech(
+    kind: &'static str,
+    outcome: Outcome,
+    confidence: Option<f64>,
+    reasoning: String,
+) -> MechanismResult {
+    MechanismResult {
+        kind,
+        outcome,
+        confidence,
+        reasoning,
+    }
 }
 
 /// Judges one field at a gate.
@@ -883,7 +893,10 @@ mod tests {
         assert_eq!(j.mechanisms[0].verdict(), "pass");
         assert_eq!(j.mechanisms[2].verdict(), "pass");
         let wire: Value = serde_json::from_str(&mechanisms_json(&j.mechanisms)).unwrap();
-        assert_eq!(wire[1], json!({"validatorType": "min_confidence", "verdict": "fail", "confidence": 0.6, "reasoning": "confidence 0.6 vs threshold 0.8"}));
+        assert_eq!(
+            wire[1],
+            json!({"validatorType": "min_confidence", "verdict": "fail", "confidence": 0.6, "reasoning": "confidence 0.6 vs threshold 0.8"})
+        );
         let ev = Evidence {
             value: &v,
             source: Some("policy_resolution"),

@@ -17,6 +17,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const MAX_BATCH: usize = 256;
+/// Below this many results the writer waits (up to the window) for more before committing.
+const MIN_BATCH: usize = 32;
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
 
 /// A run with what the writer binds already serialized, so the one writer thread does as
@@ -62,7 +64,7 @@ impl Executor {
         let capacity = 1024;
         let (work_tx, work_rx) = bounded::<Claim>(capacity);
         // Bounded: when the writer is behind, workers wait instead of piling up results.
-        let (result_tx, result_rx) = bounded::<WorkResult>(128);
+        let (result_tx, result_rx) = bounded::<WorkResult>(MAX_BATCH);
         let stop = Arc::new(AtomicBool::new(false));
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
         let mut handles = Vec::new();
@@ -154,11 +156,14 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
         },
     };
     // One read transaction: one snapshot, and one round of WAL locking for the three reads.
-    let loaded = c.unchecked_transaction().map_err(StoreError::from).and_then(|tx| {
-        let l = xstore::load(&tx, claim.seq)?;
-        tx.commit()?;
-        Ok(l)
-    });
+    let loaded = c
+        .unchecked_transaction()
+        .map_err(StoreError::from)
+        .and_then(|tx| {
+            let l = xstore::load(&tx, claim.seq)?;
+            tx.commit()?;
+            Ok(l)
+        });
     let load = match loaded {
         Ok(Some(l)) => l,
         Ok(None) => return Outcome::Requeue("document vanished".into()),
@@ -182,7 +187,12 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
         Ok(mut run) => {
             let rows = run.steps.drain(..).map(xstore::StepRows::of).collect();
             let after_json = xstore::encode_states(&run.states_after);
-            Outcome::Ran(Box::new(Ran { run, before_raw, after_json, rows }))
+            Outcome::Ran(Box::new(Ran {
+                run,
+                before_raw,
+                after_json,
+                rows,
+            }))
         }
         Err(p) => {
             let what = p
@@ -248,12 +258,16 @@ impl Writer {
                 default(wait) => {},
             }
             let deadline = Instant::now() + BATCH_WINDOW;
-            // Gather what arrives within the window; workers keep computing the claimed
-            // backlog meanwhile, so commits and computation overlap.
+            // Take what is ready; wait (up to the window) only while the batch is small. Workers
+            // keep computing the claimed backlog meanwhile, so commits and computation overlap.
             while batch.len() < MAX_BATCH && batch.len() < self.in_flight.len() {
-                match self.result_rx.recv_deadline(deadline) {
+                match self.result_rx.try_recv() {
                     Ok(r) => batch.push(r),
-                    Err(_) => break,
+                    Err(_) if batch.len() >= MIN_BATCH => break,
+                    Err(_) => match self.result_rx.recv_deadline(deadline) {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    },
                 }
             }
             if !backoff.is_zero() {
@@ -433,10 +447,19 @@ fn apply_result(
         (&slow.0, &slow.1, &slow.2)
     };
     // With no phase left to run (a field released after the last gate), the run only finished.
-    let phase_count = ran.rows.last().map(|r| r.phase_index + 1).unwrap_or(claim.cursor);
+    let phase_count = ran
+        .rows
+        .last()
+        .map(|r| r.phase_index + 1)
+        .unwrap_or(claim.cursor);
     let fin = match &run.error {
         Some((phase, message)) => Final::Error(*phase, message),
-        None => match merged.values().filter(|s| s.status == Status::Progressing && s.next < phase_count).map(|s| s.next).min() {
+        None => match merged
+            .values()
+            .filter(|s| s.status == Status::Progressing && s.next < phase_count)
+            .map(|s| s.next)
+            .min()
+        {
             Some(cursor) => Final::Continue(cursor),
             None => Final::Terminal(document_status(&merged).unwrap_or("complete")),
         },

@@ -127,15 +127,21 @@ pub fn rerun(
         None => None,
         Some(ids) => {
             if ids.is_empty() {
-                return Err(EngineError::BadRequest("document_ids must not be empty".into()));
+                return Err(EngineError::BadRequest(
+                    "document_ids must not be empty".into(),
+                ));
             }
             let mut seen = HashSet::new();
             if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
-                return Err(EngineError::BadRequest(format!("document_ids: {dup} appears twice")));
+                return Err(EngineError::BadRequest(format!(
+                    "document_ids: {dup} appears twice"
+                )));
             }
             let json = serde_json::to_string(ids).unwrap_or_default();
             if rstore::target_count(c, pipeline_id, Some(&json))? != ids.len() as i64 {
-                return Err(EngineError::BadRequest("document_ids: every id must be a pipeline document of this run".into()));
+                return Err(EngineError::BadRequest(
+                    "document_ids: every id must be a pipeline document of this run".into(),
+                ));
             }
             Some(json)
         }
@@ -155,7 +161,9 @@ pub fn rerun(
     // reset one by one; all others reset in one statement.
     const CHUNK: i64 = 1000;
     if req.dry_run {
-        let earliest = rstore::earliest_restart(c, pipeline_id, ids, from)?.map(|e| e.max(0) as usize).unwrap_or(from);
+        let earliest = rstore::earliest_restart(c, pipeline_id, ids, from)?
+            .map(|e| e.max(0) as usize)
+            .unwrap_or(from);
         let mut kept = 0usize;
         let mut after = 0i64;
         loop {
@@ -164,7 +172,9 @@ pub fn rerun(
                 let restart = restart_of(d);
                 kept += load_states(&d.field_states, &order)
                     .values()
-                    .filter(|s| s.status == Status::Blocked && s.blocked_at.is_some_and(|b| b < restart))
+                    .filter(|s| {
+                        s.status == Status::Blocked && s.blocked_at.is_some_and(|b| b < restart)
+                    })
                     .count();
             }
             match chunk.last() {
@@ -196,11 +206,22 @@ pub fn rerun(
         for d in &chunk {
             let restart = restart_of(d);
             let before: States = load_states(&d.field_states, &order);
-            let mut after: States = before.iter().map(|(f, s)| (f.clone(), reset_state(s, restart))).collect();
+            let mut after: States = before
+                .iter()
+                .map(|(f, s)| (f.clone(), reset_state(s, restart)))
+                .collect();
             apply_waiting(&mut after, &spec.order, &spec.deps);
-            let mut restarts: Vec<(i64, usize)> = serde_json::from_str(&d.restarts).unwrap_or_default();
+            let mut restarts: Vec<(i64, usize)> =
+                serde_json::from_str(&d.restarts).unwrap_or_default();
             restarts.push((generation, restart));
-            rstore::restart_document(c, d.seq, generation, restart, &encode_states(&after), &serde_json::to_string(&restarts).unwrap_or_default())?;
+            rstore::restart_document(
+                c,
+                d.seq,
+                generation,
+                restart,
+                &encode_states(&after),
+                &serde_json::to_string(&restarts).unwrap_or_default(),
+            )?;
             sync_held(c, d.seq, pipeline_id, org, &before, &after)?;
         }
         match chunk.last() {

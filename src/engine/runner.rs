@@ -1,7 +1,7 @@
 //! The document runner: one document from its cursor to the last phase, computed in memory
 //! without I/O. Each phase yields one `Step` that the writer commits on its own.
 
-use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::canonical::canonical_json;
 use crate::domain::extract::{self, Extracted, FieldSpec};
 use crate::domain::gate::{self, Evidence, Gate, Outcome, Severity};
 use crate::domain::policy::{self, Rule, RuleDef};
@@ -226,7 +226,8 @@ pub struct RunResult {
 }
 
 pub fn value_hash(v: &Value) -> String {
-    sha256_hex(canonical_json(v).as_bytes())[..16].to_string()
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(canonical_json(v).as_bytes())[..8])
 }
 
 fn fold_key(s: &str) -> String {
@@ -279,7 +280,12 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
             }
             PhaseConfig::Extraction => {
                 if extracted.is_none() {
-                    match extract::extract_with(&ctx.content, &ctx.mime, &spec.extract_specs, &spec.matcher) {
+                    match extract::extract_with(
+                        &ctx.content,
+                        &ctx.mime,
+                        &spec.extract_specs,
+                        &spec.matcher,
+                    ) {
                         Ok(map) => extracted = Some(map),
                         Err(msg) => {
                             let states_after = ctx.states.clone();

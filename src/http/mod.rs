@@ -41,28 +41,41 @@ pub struct AppState {
 /// Progress of settled runs, keyed by (organization, pipeline), dropped on any commit.
 pub struct ProgressCache {
     watch: crate::store::ChangeWatch,
-    inner: parking_lot::Mutex<(i64, std::collections::HashMap<(String, String), serde_json::Value>)>,
+    inner: parking_lot::Mutex<(
+        i64,
+        std::collections::HashMap<(String, String), serde_json::Value>,
+    )>,
 }
 
 impl ProgressCache {
     fn new(db: &Db) -> Result<Self, StoreError> {
-        Ok(ProgressCache { watch: crate::store::ChangeWatch::new(db)?, inner: parking_lot::Mutex::new((-1, Default::default())) })
+        Ok(ProgressCache {
+            watch: crate::store::ChangeWatch::new(db)?,
+            inner: parking_lot::Mutex::new((-1, Default::default())),
+        })
     }
 
     /// The cached answer, and the data version it was looked up at.
     pub fn get(&self, org: &str, pipeline: &str) -> (Option<serde_json::Value>, i64) {
-        let Ok(version) = self.watch.version() else { return (None, -1) };
+        let Ok(version) = self.watch.version() else {
+            return (None, -1);
+        };
         let mut g = self.inner.lock();
         if g.0 != version {
             g.0 = version;
             g.1.clear();
         }
-        (g.1.get(&(org.to_string(), pipeline.to_string())).cloned(), version)
+        (
+            g.1.get(&(org.to_string(), pipeline.to_string())).cloned(),
+            version,
+        )
     }
 
     /// Keeps an answer computed at `version` if nothing was committed since.
     pub fn put(&self, org: &str, pipeline: &str, version: i64, value: serde_json::Value) {
-        let Ok(now) = self.watch.version() else { return };
+        let Ok(now) = self.watch.version() else {
+            return;
+        };
         let mut g = self.inner.lock();
         if now == version && g.0 == version && g.1.len() < 10_000 {
             g.1.insert((org.to_string(), pipeline.to_string()), value);

@@ -180,15 +180,21 @@ impl StepRows {
     pub fn of(step: Step) -> Self {
         StepRows {
             phase_index: step.phase_index,
-            cells: step.cells.into_iter().map(|c| {
-                let v = c.value.to_string();
-                (c, v)
-            }).collect(),
+            cells: step
+                .cells
+                .into_iter()
+                .map(|c| {
+                    let v = c.value.to_string();
+                    (c, v)
+                })
+                .collect(),
             verdicts: step
                 .verdicts
                 .into_iter()
-                .map(|v| {
+                .map(|mut v| {
                     let m = crate::domain::gate::mechanisms_json(&v.mechanisms);
+                    // Only the rendered JSON travels to the writer.
+                    v.mechanisms = Vec::new();
                     (v, m)
                 })
                 .collect(),
@@ -197,55 +203,93 @@ impl StepRows {
 }
 
 /// Inserts a step's versions and verdicts; the caller has already passed the claim's fence.
-pub fn insert_step_rows(c: &Connection, claim: &Claim, rows: &StepRows, now: &str) -> Result<(), StoreError> {
-    {
-        let mut ins = c.prepare_cached(
+pub fn insert_step_rows(
+    c: &Connection,
+    claim: &Claim,
+    rows: &StepRows,
+    now: &str,
+) -> Result<(), StoreError> {
+    use rusqlite::ToSql;
+    // Multi-row INSERTs: one statement step per chunk instead of per row (the writer thread
+    // is the executor's bottleneck).
+    const CHUNK: usize = 24;
+    let (seq, generation, pass) = (claim.seq, claim.generation, claim.pass);
+    for chunk in rows.cells.chunks(CHUNK) {
+        let mut sql = String::from(
             "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence,
-             source_text, config_version, rule_type, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
-        for (cell, value) in &rows.cells {
-            ins.execute(params![
-                claim.seq,
-                cell.field,
-                cell.version,
+             source_text, config_version, rule_type, note, created_at) VALUES ",
+        );
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 14);
+        let mut phases: Vec<i64> = Vec::with_capacity(chunk.len());
+        phases.extend(chunk.iter().map(|(cell, _)| cell.phase_index as i64));
+        for (k, (cell, value)) in chunk.iter().enumerate() {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+            args.extend_from_slice(&[
+                &seq as &dyn ToSql,
+                &cell.field,
+                &cell.version,
                 value,
-                cell.source,
-                cell.phase_index as i64,
-                cell.generation,
-                cell.pass,
-                cell.confidence,
-                cell.source_text,
-                cell.config_version,
-                cell.rule_type,
-                cell.note,
-                now
-            ])?;
+                &cell.source,
+                &phases[k],
+                &cell.generation,
+                &cell.pass,
+                &cell.confidence,
+                &cell.source_text,
+                &cell.config_version,
+                &cell.rule_type,
+                &cell.note,
+                &now,
+            ]);
+        }
+        c.prepare_cached(&sql)?.execute(args.as_slice())?;
+    }
+    if pass > 1 {
+        // A later pass at the same field and phase replaces the earlier verdict.
+        let mut del = c.prepare_cached("DELETE FROM verdicts WHERE pd_seq = ?1 AND field_key = ?2 AND phase_index = ?3 AND generation = ?4")?;
+        for (v, _) in &rows.verdicts {
+            del.execute(params![seq, v.field, v.phase_index as i64, generation])?;
         }
     }
-    // A later pass at the same field and phase replaces the earlier verdict.
-    let mut del = c.prepare_cached("DELETE FROM verdicts WHERE pd_seq = ?1 AND field_key = ?2 AND phase_index = ?3 AND generation = ?4")?;
-    let mut ins = c.prepare_cached(
-        "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
-         mechanisms, value_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
-    for (v, mechanisms) in &rows.verdicts {
-        if claim.pass > 1 {
-            del.execute(params![claim.seq, v.field, v.phase_index as i64, claim.generation])?;
+    for chunk in rows.verdicts.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
+             mechanisms, value_hash, created_at) VALUES ",
+        );
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 12);
+        let nums: Vec<(i64, &str, i64)> = chunk
+            .iter()
+            .map(|(v, _)| {
+                (
+                    v.phase_index as i64,
+                    v.outcome.as_str(),
+                    v.suppressed as i64,
+                )
+            })
+            .collect();
+        for (k, (v, mechanisms)) in chunk.iter().enumerate() {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?)");
+            args.extend_from_slice(&[
+                &seq as &dyn ToSql,
+                &v.field,
+                &nums[k].0,
+                &v.stage_id,
+                &generation,
+                &pass,
+                &nums[k].1,
+                &nums[k].2,
+                &v.reason,
+                mechanisms,
+                &v.value_hash,
+                &now,
+            ]);
         }
-        ins.execute(params![
-            claim.seq,
-            v.field,
-            v.phase_index as i64,
-            v.stage_id,
-            claim.generation,
-            claim.pass,
-            v.outcome.as_str(),
-            v.suppressed as i64,
-            v.reason,
-            mechanisms,
-            v.value_hash,
-            now
-        ])?;
+        c.prepare_cached(&sql)?.execute(args.as_slice())?;
     }
     Ok(())
 }
@@ -263,9 +307,22 @@ pub enum Final<'a> {
 
 /// The one fenced update of a claimed document: cursor, field states and what comes next.
 /// False when the fence no longer holds (cancelled, reclaimed or rerun meanwhile).
-pub fn commit_document(c: &Connection, claim: &Claim, cursor: usize, states: &str, fin: Final, now: &str) -> Result<bool, StoreError> {
+pub fn commit_document(
+    c: &Connection,
+    claim: &Claim,
+    cursor: usize,
+    states: &str,
+    fin: Final,
+    now: &str,
+) -> Result<bool, StoreError> {
     const FENCE: &str = "WHERE seq = ?1 AND status = 'processing' AND generation = ?2 AND pass = ?3 AND claim_token = ?4 AND cursor = ?5";
-    let fence = params![claim.seq, claim.generation, claim.pass, claim.token, claim.cursor as i64];
+    let fence = params![
+        claim.seq,
+        claim.generation,
+        claim.pass,
+        claim.token,
+        claim.cursor as i64
+    ];
     let n = match fin {
         Final::Terminal(status) => c
             .prepare_cached(&format!(
@@ -299,9 +356,10 @@ pub fn sync_held(
     after: &States,
 ) -> Result<(), StoreError> {
     for (f, a) in after {
-        let b = before.get(f).cloned().unwrap_or_default();
+        let fresh = FieldState::default();
+        let b = before.get(f).unwrap_or(&fresh);
         let held = |s: &FieldState| matches!(s.status, Status::Blocked | Status::PendingReview);
-        if held(&b) == held(a) && b.status == a.status && b.requested_at == a.requested_at {
+        if held(b) == held(a) && b.status == a.status && b.requested_at == a.requested_at {
             continue;
         }
         c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1 AND field_key = ?2")?

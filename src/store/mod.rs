@@ -196,8 +196,8 @@ impl Db {
         };
         check_existing(&path)?;
         let max_pages = opts.max_db_pages;
-        let manager =
-            SqliteConnectionManager::file(&path).with_init(move |c| apply_pragmas(c, max_pages, POOL_CACHE_KIB));
+        let manager = SqliteConnectionManager::file(&path)
+            .with_init(move |c| apply_pragmas(c, max_pages, POOL_CACHE_KIB));
         let pool = Pool::builder()
             .max_size(opts.max_connections)
             .min_idle(Some(1))
@@ -282,6 +282,7 @@ impl Db {
     pub fn dedicated(&self) -> Result<Connection, StoreError> {
         let c = Connection::open(&self.path)?;
         apply_pragmas(&c, self.max_pages, DEDICATED_CACHE_KIB)?;
+        c.set_prepared_statement_cache_capacity(128);
         Ok(c)
     }
 }
@@ -362,10 +363,15 @@ pub struct ChangeWatch {
 
 impl ChangeWatch {
     pub fn new(db: &Db) -> Result<Self, StoreError> {
-        Ok(ChangeWatch { conn: parking_lot::Mutex::new(db.dedicated()?) })
+        Ok(ChangeWatch {
+            conn: parking_lot::Mutex::new(db.dedicated()?),
+        })
     }
 
     pub fn version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.lock().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 }

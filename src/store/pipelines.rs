@@ -317,18 +317,16 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
     if pd_seqs.is_empty() {
         return Ok(Vec::new());
     }
-    let list = pd_seqs
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let sql = format!(
+    // One document (the executor's case) uses a cached statement; pages of documents pass a
+    // JSON list, also through one cached statement.
+    let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
+    let mut st = c.prepare_cached(
         "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
-         config_version, rule_type, note, created_at FROM cells WHERE pd_seq IN ({list}) ORDER BY pd_seq, seq"
-    );
-    let mut st = c.prepare(&sql)?;
+         config_version, rule_type, note, created_at FROM cells
+         WHERE pd_seq IN (SELECT value FROM json_each(?1)) ORDER BY pd_seq, seq",
+    )?;
     let rows = st
-        .query_map([], |r| {
+        .query_map([list], |r| {
             let v: Option<String> = r.get(4)?;
             Ok(CellRow {
                 seq: r.get(0)?,
@@ -431,7 +429,10 @@ pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreE
 
 /// After documents became terminal: when nothing is left to do, the run leaves `active`.
 pub fn settle(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
-    if active_count(c, pipeline_id)? > 0 {
+    let busy: bool = c
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))")?
+        .query_row([pipeline_id], |r| r.get(0))?;
+    if busy {
         return Ok(());
     }
     let done: i64 = c

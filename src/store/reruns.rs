@@ -223,17 +223,31 @@ pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> 
 /// The targeted documents of a run: all, or the pipeline document ids in a JSON array.
 const TARGET: &str = "pipeline_id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
 /// A document's restart index: the start, or earlier for an error document.
-const RESTART: &str = "CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END";
+const RESTART: &str =
+    "CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END";
 /// Field states that hold something a rerun keeps (a block, a pin, guards, flags, a reopen);
 /// every other document's states simply reset.
 const KEEPS: &str = "(instr(field_states, '\"blocked\"') > 0 OR instr(field_states, '\"pinned\":true') > 0
     OR instr(field_states, '\"guards\"') > 0 OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0)";
 
-pub fn target_count(c: &Connection, pipeline_id: &str, ids: Option<&str>) -> Result<i64, StoreError> {
-    Ok(c.query_row(&format!("SELECT count(*) FROM pipeline_documents WHERE {TARGET}"), params![pipeline_id, ids], |r| r.get(0))?)
+pub fn target_count(
+    c: &Connection,
+    pipeline_id: &str,
+    ids: Option<&str>,
+) -> Result<i64, StoreError> {
+    Ok(c.query_row(
+        &format!("SELECT count(*) FROM pipeline_documents WHERE {TARGET}"),
+        params![pipeline_id, ids],
+        |r| r.get(0),
+    )?)
 }
 
-pub fn earliest_restart(c: &Connection, pipeline_id: &str, ids: Option<&str>, from: usize) -> Result<Option<i64>, StoreError> {
+pub fn earliest_restart(
+    c: &Connection,
+    pipeline_id: &str,
+    ids: Option<&str>,
+    from: usize,
+) -> Result<Option<i64>, StoreError> {
     Ok(c.query_row(
         &format!("SELECT min({RESTART}) FROM pipeline_documents WHERE {TARGET}"),
         params![pipeline_id, ids, from as i64],
@@ -241,7 +255,11 @@ pub fn earliest_restart(c: &Connection, pipeline_id: &str, ids: Option<&str>, fr
     )?)
 }
 
-pub fn target_decisions(c: &Connection, pipeline_id: &str, ids: Option<&str>) -> Result<i64, StoreError> {
+pub fn target_decisions(
+    c: &Connection,
+    pipeline_id: &str,
+    ids: Option<&str>,
+) -> Result<i64, StoreError> {
     Ok(c.query_row(
         &format!("SELECT count(*) FROM review_decisions WHERE pd_seq IN (SELECT seq FROM pipeline_documents WHERE {TARGET})"),
         params![pipeline_id, ids],
@@ -250,7 +268,13 @@ pub fn target_decisions(c: &Connection, pipeline_id: &str, ids: Option<&str>) ->
 }
 
 /// The next chunk (by `seq`) of targeted documents whose states keep something.
-pub fn keeping_docs(c: &Connection, pipeline_id: &str, ids: Option<&str>, after_seq: i64, limit: i64) -> Result<Vec<DocState>, StoreError> {
+pub fn keeping_docs(
+    c: &Connection,
+    pipeline_id: &str,
+    ids: Option<&str>,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<DocState>, StoreError> {
     let sql = format!(
         "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_documents
          WHERE {TARGET} AND {KEEPS} AND seq > ?3 ORDER BY seq LIMIT ?4"
@@ -273,7 +297,13 @@ pub fn keeping_docs(c: &Connection, pipeline_id: &str, ids: Option<&str>, after_
 
 /// Restarts, set-based, every targeted document not yet in `generation`: states reset to
 /// "every field progressing", held rows cleared, restart recorded. Returns how many.
-pub fn restart_rest(c: &Connection, pipeline_id: &str, ids: Option<&str>, from: usize, generation: i64) -> Result<usize, StoreError> {
+pub fn restart_rest(
+    c: &Connection,
+    pipeline_id: &str,
+    ids: Option<&str>,
+    from: usize,
+    generation: i64,
+) -> Result<usize, StoreError> {
     c.execute(
         &format!(
             "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_documents WHERE {TARGET} AND generation < ?3)"
