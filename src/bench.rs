@@ -68,7 +68,7 @@ fn document(i: usize) -> Value {
          Customer: Customer {c}\nIBAN: DE89370400440532013{i:03}\nBIC: COBADEFFXXX\nPayment Terms: 30 days net\n\
          Country: Germany\nCity: Berlin\nPostal Code: {pc}\nVAT ID: DE{vat}\n",
         s = i % 97,
-        cur = if i % 3 == 0 { "$" } else { "€" },
+        cur = if i.is_multiple_of(3) { "$" } else { "€" },
         net = grouped(net),
         tax = grouped(tax),
         total = grouped(total),
@@ -115,6 +115,25 @@ impl Http {
                 r.into_string().unwrap_or_default()
             )),
             Err(e) => Err(format!("{method} {path}: {e}")),
+        }
+    }
+    /// POST of an already rendered JSON body (the pipeline of N ids, without an N-sized tree).
+    fn post_raw(&self, path: &str, body: &str) -> Result<Value, String> {
+        let res = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.key))
+            .set("Content-Type", "application/json")
+            .send_string(body);
+        match res {
+            Ok(r) => r
+                .into_json::<Value>()
+                .map_err(|e| format!("POST {path}: {e}")),
+            Err(ureq::Error::Status(code, r)) => Err(format!(
+                "POST {path}: {code} {}",
+                r.into_string().unwrap_or_default()
+            )),
+            Err(e) => Err(format!("POST {path}: {e}")),
         }
     }
     fn get(&self, path: &str) -> Result<Value, String> {
@@ -285,6 +304,30 @@ fn rows_of(db: &Connection, generation: i64) -> Result<(i64, i64), String> {
     ))
 }
 
+/// A stored version's columns, to insert again in the ceiling database.
+type CellTemplate = (
+    String,
+    i64,
+    Option<String>,
+    String,
+    i64,
+    Option<f64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+/// A stored verdict's columns.
+type VerdictTemplate = (
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    String,
+);
+
 /// The same rows (same tables, count and shape) inserted by a bare prepared-statement loop in
 /// one transaction into a fresh database made from the same schema.sql.
 fn ceiling(bench_db: &Connection, cells: i64, verdicts: i64, docs: usize) -> Result<f64, String> {
@@ -298,11 +341,11 @@ fn ceiling(bench_db: &Connection, cells: i64, verdicts: i64, docs: usize) -> Res
     )
     .map_err(|e| e.to_string())?;
     let mut c = db.conn().map_err(|e| e.to_string())?;
-    let cell_tpl: Vec<(String, i64, Option<String>, String, i64, Option<f64>, Option<String>, Option<i64>, Option<String>)> = bench_db
+    let cell_tpl: Vec<CellTemplate> = bench_db
         .prepare("SELECT field_key, version, value, source, phase_index, confidence, source_text, config_version, rule_type FROM cells WHERE pd_seq = (SELECT min(pd_seq) FROM cells) AND generation = 1")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?.collect())
         .map_err(|e| e.to_string())?;
-    let verdict_tpl: Vec<(String, i64, String, String, i64, Option<String>, String, String)> = bench_db
+    let verdict_tpl: Vec<VerdictTemplate> = bench_db
         .prepare("SELECT field_key, phase_index, stage_id, outcome, suppressed, reason, mechanisms, value_hash FROM verdicts WHERE pd_seq = (SELECT min(pd_seq) FROM verdicts) AND generation = 1")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?.collect())
         .map_err(|e| e.to_string())?;
@@ -479,6 +522,7 @@ fn timed_rerun(
         &json!({"from_phase": phase}),
     )?;
     let call_ms = t.elapsed().as_secs_f64() * 1000.0;
+    note(&format!("rerun from {phase} called"));
     check(
         r["enqueued"] == n,
         format!("rerun enqueued {} of {n}", r["enqueued"]),
@@ -526,10 +570,19 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let ids = upload_all(&srv.url, &srv.api_key, n)?;
     let upload_s = t.elapsed().as_secs_f64();
     note(&format!("uploaded in {upload_s:.1} s"));
-    let p = h.post(
-        "/v1/pipelines",
-        &json!({"schema_id": schema, "document_ids": ids, "name": "bench"}),
-    )?;
+    let mut body = format!("{{\"schema_id\":\"{schema}\",\"name\":\"bench\",\"document_ids\":[");
+    for (i, d) in ids.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('"');
+        body.push_str(d);
+        body.push('"');
+    }
+    body.push_str("]}");
+    drop(ids);
+    let p = h.post_raw("/v1/pipelines", &body)?;
+    drop(body);
     let pid = id(&p)?;
     let done = wait_settled(&h, &pid)?;
     let first_s = seconds_between(

@@ -71,17 +71,20 @@ pub fn wait_terminal(api: &Api, pid: &str, secs: u64) -> Value {
         assert_eq!(r.status, 200, "{}", r.text);
         let p = r.body;
         let total = p["totalDocuments"].as_i64().unwrap();
+        // Per phase: completed + running + pending + errors + (errored at earlier phases) = total.
+        let mut errored_before = 0;
         for ph in p["phases"].as_array().unwrap() {
-            let errored_before: i64 = 0;
-            let sum = ph["completed"].as_i64().unwrap()
-                + ph["running"].as_i64().unwrap()
-                + ph["pending"].as_i64().unwrap()
-                + ph["errors"].as_i64().unwrap();
+            let n = |k: &str| ph[k].as_i64().unwrap();
             assert!(
-                sum + errored_before <= total && sum >= 0,
-                "phase counts exceed the total: {p}"
+                n("completed") >= 0 && n("running") >= 0 && n("pending") >= 0 && n("errors") >= 0,
+                "{p}"
             );
-            assert!(ph["pending"].as_i64().unwrap() >= 0, "{p}");
+            assert_eq!(
+                n("completed") + n("running") + n("pending") + n("errors") + errored_before,
+                total,
+                "counts add up: {p}"
+            );
+            errored_before += n("errors");
         }
         let done =
             p["completedDocuments"].as_i64().unwrap() + p["errorDocuments"].as_i64().unwrap();

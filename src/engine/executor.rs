@@ -461,7 +461,7 @@ fn apply_result(
             .min()
         {
             Some(cursor) => Final::Continue(cursor),
-            None => Final::Terminal(document_status(&merged).unwrap_or("complete")),
+            None => Final::Terminal(document_status(merged).unwrap_or("complete")),
         },
     };
     let cursor = match &fin {

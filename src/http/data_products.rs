@@ -59,7 +59,7 @@ pub async fn create(
     let org = auth.org_id.clone();
     let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = woke.clone();
-    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+    let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
         let p = super::pipelines::load(tx, &org, &id)?;
         check_replayable(tx, &id)?;
         let delivered: i64 = tx
@@ -355,7 +355,7 @@ pub async fn replay_blocking(
     let org = auth.org_id.clone();
     let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = woke.clone();
-    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+    let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
         let runs: Vec<String> = match &only {
             Some(p) => {
                 let run = super::pipelines::load(tx, &org, p)?;

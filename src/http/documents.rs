@@ -172,27 +172,33 @@ pub async fn create(
     };
     let mime = check_upload(&upload, max_upload)?;
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &body_hash, move |tx| {
-        let sha = sha256_hex(&upload.content);
-        let (doc, dup) = dstore::insert_or_find(
-            tx,
-            &org,
-            NewDocument {
-                filename: &upload.filename,
-                mime_type: &mime,
-                sha256: &sha,
-                metadata: &upload.metadata,
-                content: &upload.content,
-            },
-        )?;
-        let mut body = render(&doc);
-        if dup {
-            body["duplicate"] = json!(true);
-            Ok(Reply::ok(body))
-        } else {
-            Ok(Reply::created(body))
-        }
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        move || body_hash,
+        move |tx| {
+            let sha = sha256_hex(&upload.content);
+            let (doc, dup) = dstore::insert_or_find(
+                tx,
+                &org,
+                NewDocument {
+                    filename: &upload.filename,
+                    mime_type: &mime,
+                    sha256: &sha,
+                    metadata: &upload.metadata,
+                    content: &upload.content,
+                },
+            )?;
+            let mut body = render(&doc);
+            if dup {
+                body["duplicate"] = json!(true);
+                Ok(Reply::ok(body))
+            } else {
+                Ok(Reply::created(body))
+            }
+        },
+    )
     .await
 }
 

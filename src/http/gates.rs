@@ -116,7 +116,7 @@ pub async fn create(
         &state,
         &req,
         &auth,
-        &sha256_hex(canonical_json(&raw).as_bytes()),
+        || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let s = schema(tx, &org, &sid)?;
             let (name, severity, scope, mechanisms, bc) = validated(&s, &b, None)?;
@@ -269,7 +269,7 @@ pub async fn reorder(
         &state,
         &req,
         &auth,
-        &sha256_hex(canonical_json(&raw).as_bytes()),
+        || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             schema(tx, &org, &sid)?;
             let current = gstore::list(tx, &sid)?;

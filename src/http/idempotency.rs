@@ -45,12 +45,13 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// Runs `op` in one durable immediate transaction, with idempotency when the header is present.
-/// `body_hash` is the SHA-256 of the canonical body.
+/// `body_hash` gives the SHA-256 of the canonical body; it is only computed when the request
+/// carries an `Idempotency-Key`.
 pub async fn write<F>(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     auth: &AuthContext,
-    body_hash: &str,
+    body_hash: impl FnOnce() -> String,
     op: F,
 ) -> Result<HttpResponse, ApiError>
 where
@@ -68,7 +69,7 @@ where
             req.method(),
             req.path(),
             req.query_string(),
-            body_hash
+            body_hash()
         )
         .as_bytes(),
     );

@@ -38,13 +38,14 @@ pub struct AppState {
     ready: AtomicBool,
 }
 
+/// Cached answers by (organization, pipeline).
+type ProgressMap = std::collections::HashMap<(String, String), serde_json::Value>;
+
 /// Progress of settled runs, keyed by (organization, pipeline), dropped on any commit.
 pub struct ProgressCache {
     watch: crate::store::ChangeWatch,
-    inner: parking_lot::Mutex<(
-        i64,
-        std::collections::HashMap<(String, String), serde_json::Value>,
-    )>,
+    /// The data version the map was filled at, and the map.
+    inner: parking_lot::Mutex<(i64, ProgressMap)>,
 }
 
 impl ProgressCache {

@@ -1,4 +1,4 @@
-use super::body::{json_body, typed};
+use super::body::json_body;
 use super::documents::{check_upload, inline_upload, InlineDocument};
 use super::error::ApiError;
 use super::idempotency::{write, Reply};
@@ -48,8 +48,8 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: CreateBody = typed(&raw)?;
+    let (b, raw): (CreateBody, _) =
+        super::body::json_typed(&req, payload, state.config.max_body).await?;
     let schema_raw = b
         .schema_id
         .ok_or_else(|| ApiError::bad("schema_id is required"))?;
@@ -95,7 +95,11 @@ pub async fn create(
         &state,
         &req,
         &auth,
-        &sha256_hex(canonical_json(&raw).as_bytes()),
+        move || {
+            sha256_hex(
+                canonical_json(&super::body::parse_value(&raw).unwrap_or_default()).as_bytes(),
+            )
+        },
         move |tx| {
             let mut all = Vec::with_capacity(ids.len() + uploads.len());
             for id in &ids {
@@ -195,7 +199,7 @@ pub async fn cancel(
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, "", move |tx| {
+    write(&state, &req, &auth, String::new, move |tx| {
         load(tx, &org, &id)?;
         if pstore::active_count(tx, &id)? == 0 {
             return Err(ApiError::bad(
@@ -499,7 +503,7 @@ pub async fn rerun(
         &state,
         &req,
         &auth,
-        &sha256_hex(canonical_json(&raw).as_bytes()),
+        || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             Ok(Reply::ok(crate::engine::rerun::rerun(
                 tx, &org, &id, request,

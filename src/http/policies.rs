@@ -81,10 +81,16 @@ pub async fn create(
             .ok_or_else(|| ApiError::bad("name is required"))?,
     )?;
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &hash(&raw), move |tx| {
-        let p = pstore::create(tx, &org, &name, b.description.as_deref())?;
-        Ok(Reply::created(render(&p)))
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        || hash(&raw),
+        move |tx| {
+            let p = pstore::create(tx, &org, &name, b.description.as_deref())?;
+            Ok(Reply::created(render(&p)))
+        },
+    )
     .await
 }
 
@@ -208,11 +214,17 @@ pub async fn add_field(
         )));
     }
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &hash(&raw), move |tx| {
-        load(tx, &org, &id)?;
-        pstore::add_field(tx, &id, &key, &data_type)?;
-        Ok(Reply::created(render(&load(tx, &org, &id)?)))
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        || hash(&raw),
+        move |tx| {
+            load(tx, &org, &id)?;
+            pstore::add_field(tx, &id, &key, &data_type)?;
+            Ok(Reply::created(render(&load(tx, &org, &id)?)))
+        },
+    )
     .await
 }
 
@@ -266,22 +278,28 @@ pub async fn add_rule(
         .ok_or_else(|| ApiError::bad("rule_type is required"))?;
     let config = b.config.unwrap_or_else(|| json!({}));
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, &hash(&raw), move |tx| {
-        let p = load(tx, &org, &id)?;
-        let order = p.rules.iter().map(|r| r.order).max().unwrap_or(0) + 1;
-        let rule = RuleDef {
-            id: new_id(),
-            field_key,
-            rule_type,
-            config,
-            order,
-        };
-        let mut all = p.rules.clone();
-        all.push(rule.clone());
-        policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
-        pstore::add_rule(tx, &id, &rule)?;
-        Ok(Reply::created(rule_json(&rule)))
-    })
+    write(
+        &state,
+        &req,
+        &auth,
+        || hash(&raw),
+        move |tx| {
+            let p = load(tx, &org, &id)?;
+            let order = p.rules.iter().map(|r| r.order).max().unwrap_or(0) + 1;
+            let rule = RuleDef {
+                id: new_id(),
+                field_key,
+                rule_type,
+                config,
+                order,
+            };
+            let mut all = p.rules.clone();
+            all.push(rule.clone());
+            policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
+            pstore::add_rule(tx, &id, &rule)?;
+            Ok(Reply::created(rule_json(&rule)))
+        },
+    )
     .await
 }
 

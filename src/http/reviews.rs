@@ -321,7 +321,7 @@ pub async fn resolve(
         &state,
         &req,
         &auth,
-        &sha256_hex(canonical_json(&raw).as_bytes()),
+        || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let (answer, wake) = review::resolve(tx, &org, &pd_id, &field, &request)?;
             flag.store(wake, std::sync::atomic::Ordering::SeqCst);
@@ -385,7 +385,7 @@ pub async fn bulk_resolve(
     let org = auth.org_id.clone();
     let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = woke.clone();
-    let resp = write(&state, &req, &auth, &sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+    let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
         let mut results = Vec::with_capacity(targets.len());
         let mut resolved = 0;
         for (pd, field) in &targets {

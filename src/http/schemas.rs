@@ -70,7 +70,7 @@ pub async fn create(
         &state,
         &req,
         &auth,
-        &sha256_hex(canonical_json(&raw).as_bytes()),
+        || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let s = sstore::insert(tx, &org, name.trim(), b.description.as_deref(), &fields)?;
             Ok(Reply::created(render(&s)))
@@ -146,7 +146,7 @@ async fn update(
         &state,
         &req,
         &auth,
-        &sha256_hex(canonical_json(&raw).as_bytes()),
+        || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let current =
                 sstore::get(tx, &org, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;

@@ -92,8 +92,7 @@ fn apply_pragmas(c: &Connection, max_pages: Option<u64>, cache_kib: i64) -> rusq
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=NORMAL;
          PRAGMA foreign_keys=ON;
-         PRAGMA journal_size_limit=67108864;
-         PRAGMA temp_store=MEMORY;",
+         PRAGMA journal_size_limit=67108864;",
     )?;
     c.pragma_update(None, "cache_size", -cache_kib)?;
     if let Some(p) = max_pages {
@@ -296,6 +295,27 @@ pub fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
     }
 }
 
+/// A read-only watcher of `PRAGMA data_version`: it changes whenever another connection
+/// commits, so caches of derived answers can tell when they may be stale.
+pub struct ChangeWatch {
+    conn: parking_lot::Mutex<Connection>,
+}
+
+impl ChangeWatch {
+    pub fn new(db: &Db) -> Result<Self, StoreError> {
+        Ok(ChangeWatch {
+            conn: parking_lot::Mutex::new(db.dedicated()?),
+        })
+    }
+
+    pub fn version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,26 +372,5 @@ mod tests {
         assert_eq!(mode, "wal");
         drop(db);
         assert!(!p.exists());
-    }
-}
-
-/// A read-only watcher of `PRAGMA data_version`: it changes whenever another connection
-/// commits, so caches of derived answers can tell when they may be stale.
-pub struct ChangeWatch {
-    conn: parking_lot::Mutex<Connection>,
-}
-
-impl ChangeWatch {
-    pub fn new(db: &Db) -> Result<Self, StoreError> {
-        Ok(ChangeWatch {
-            conn: parking_lot::Mutex::new(db.dedicated()?),
-        })
-    }
-
-    pub fn version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .lock()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 }
