@@ -294,7 +294,13 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    log::warn!("executor commit failed ({e}); documents go back to the queue");
+                    // Busy is expected while a large API transaction (a rerun of 100,000
+                    // documents) holds the write lock; anything else is worth a warning.
+                    if matches!(e, StoreError::Busy) {
+                        log::info!("executor commit waited past the busy timeout; retrying");
+                    } else {
+                        log::warn!("executor commit failed ({e}); documents go back to the queue");
+                    }
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
                     // The results are lost with the rolled-back transaction: send them round again.
