@@ -83,26 +83,15 @@ pub async fn create(
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "data-products", 100)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (rows, total) = st
-            .db
-            .read(|c| rv::list_data_products(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(
-            rows,
-            total,
-            &page,
-            &st.cursor_secret,
-            "data-products",
-            |d| d.seq,
-            render,
-        ))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    pagination::newest_first(
+        &state,
+        &req,
+        "data-products",
+        rv::list_data_products,
+        |d| d.seq,
+        render,
+    )
+    .await
 }
 
 fn load(c: &Connection, org: &str, id: &str) -> Result<DataProduct, ApiError> {

@@ -203,26 +203,7 @@ pub async fn create(
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "documents", 100)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (rows, total) = st
-            .db
-            .read(|c| dstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(
-            rows,
-            total,
-            &page,
-            &st.cursor_secret,
-            "documents",
-            |d| d.seq,
-            render,
-        ))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    pagination::newest_first(&state, &req, "documents", dstore::list, |d| d.seq, render).await
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

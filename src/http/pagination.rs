@@ -91,6 +91,46 @@ pub fn page<T>(
     })
 }
 
+/// Reads one page of an organization's rows before a keyset position: `(rows, total)`.
+pub type PageFetch<T> = fn(
+    &rusqlite::Connection,
+    &str,
+    Option<i64>,
+    i64,
+) -> Result<(Vec<T>, i64), crate::store::StoreError>;
+
+/// The organization's newest-first listings (schemas, fields, documents, policies, data
+/// products): authorize a read, parse the page, fetch `limit + 1` rows before the cursor, render.
+pub async fn newest_first<T: Send + 'static>(
+    state: &actix_web::web::Data<super::AppState>,
+    req: &actix_web::HttpRequest,
+    list: &'static str,
+    fetch: PageFetch<T>,
+    pos: fn(&T) -> i64,
+    render: fn(&T) -> Value,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    let auth = state.authorize(req, crate::domain::keys::Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let page = parse(&q, &state.cursor_secret, list, 100)?;
+    let st = state.clone();
+    let body = super::blocking(move || {
+        let (rows, total) = st
+            .db
+            .read(|c| fetch(c, &auth.org_id, page.after, page.limit + 1))?;
+        Ok(self::page(
+            rows,
+            total,
+            &page,
+            &st.cursor_secret,
+            list,
+            pos,
+            render,
+        ))
+    })
+    .await?;
+    Ok(actix_web::HttpResponse::Ok().json(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 use super::body::{json_body, typed};
 use super::error::ApiError;
 use super::idempotency::{write, Reply};
-use super::pagination::{self, query_map};
+use super::pagination;
 use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::ids::new_id;
@@ -95,26 +95,7 @@ pub async fn create(
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "policies", 100)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (rows, total) = st
-            .db
-            .read(|c| pstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(
-            rows,
-            total,
-            &page,
-            &st.cursor_secret,
-            "policies",
-            |p| p.seq,
-            render,
-        ))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    pagination::newest_first(&state, &req, "policies", pstore::list, |p| p.seq, render).await
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -1,7 +1,7 @@
 use super::body::{json_body, typed};
 use super::error::ApiError;
 use super::idempotency::{write, Reply};
-use super::pagination::{self, query_map};
+use super::pagination;
 use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::keys::Scope;
@@ -80,26 +80,7 @@ pub async fn create(
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "schemas", 100)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (rows, total) = st
-            .db
-            .read(|c| sstore::list(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(
-            rows,
-            total,
-            &page,
-            &st.cursor_secret,
-            "schemas",
-            |s| s.seq,
-            render,
-        ))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    pagination::newest_first(&state, &req, "schemas", sstore::list, |s| s.seq, render).await
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -230,26 +211,15 @@ pub async fn list_fields(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "fields", 100)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (rows, total) = st
-            .db
-            .read(|c| sstore::list_registry(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(pagination::page(
-            rows,
-            total,
-            &page,
-            &st.cursor_secret,
-            "fields",
-            |f| f.seq,
-            render_field,
-        ))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    pagination::newest_first(
+        &state,
+        &req,
+        "fields",
+        sstore::list_registry,
+        |f| f.seq,
+        render_field,
+    )
+    .await
 }
 
 fn rail_answer(
