@@ -47,6 +47,10 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// One field of one pipeline document. A field absent from the stored map is progressing at
 /// phase 0, which is how a new document starts.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -73,7 +77,7 @@ pub struct FieldState {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub pinned: bool,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub pin: Value,
@@ -119,10 +123,13 @@ impl FieldState {
         self.blocked_by = Some(upstream.to_string());
     }
 
-    pub fn complete(&mut self, now: &str) {
+    /// Completes the field. `now` is recorded for completions outside a document's run (a
+    /// resolve); fields completed by the run itself share the document's `completed_at`, which
+    /// keeps every document row small.
+    pub fn complete(&mut self, now: Option<&str>) {
         self.status = Status::Completed;
         self.blocked_by = None;
-        self.completed_at = Some(now.to_string());
+        self.completed_at = now.map(str::to_string);
     }
 }
 
@@ -295,11 +302,11 @@ mod tests {
             .block(3, "g", "review_queue", None, "t");
         apply_waiting(&mut s, &order, &deps);
         assert_eq!(s["total"].status, Status::Waiting);
-        s.get_mut("net").unwrap().complete("t");
+        s.get_mut("net").unwrap().complete(None);
         assert!(released_waiters(&s, &order, &deps).is_empty());
         apply_waiting(&mut s, &order, &deps);
         assert_eq!(s["total"].blocked_by.as_deref(), Some("tax"));
-        s.get_mut("tax").unwrap().complete("t");
+        s.get_mut("tax").unwrap().complete(None);
         assert_eq!(released_waiters(&s, &order, &deps), vec!["total", "grand"]);
     }
 
@@ -320,10 +327,10 @@ mod tests {
         let (mut s, _, _) = setup();
         assert_eq!(
             serde_json::to_string(&s["net"]).unwrap(),
-            r#"{"status":"progressing","pinned":false}"#
+            r#"{"status":"progressing"}"#
         );
         for st in s.values_mut() {
-            st.complete("t");
+            st.complete(None);
         }
         assert_eq!(document_status(&s), Some("complete"));
         s.get_mut("note").unwrap().status = Status::PendingReview;

@@ -176,7 +176,7 @@ fn release_waiters(
                 st.status = Status::Progressing;
                 st.next = p;
             }
-            (None, None) => st.complete(now),
+            (None, None) => st.complete(Some(now)),
         }
     }
     apply_waiting(states, &spec.order, &spec.deps);
@@ -435,7 +435,7 @@ pub fn resolve(
                 s.status = Status::Progressing;
                 s.next = g;
             }
-            None => s.complete(&now),
+            None => s.complete(Some(&now)),
         }
     }
     release_waiters(&doc.spec, &mut states, field, gate_phase, &now);

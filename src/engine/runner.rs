@@ -599,7 +599,7 @@ fn finish(spec: &RunSpec, ctx: &mut DocCtx) {
             st.requested_at = Some(now.clone());
             st.blocked_at = None;
         } else {
-            st.complete(&now);
+            st.complete(None);
         }
     }
     apply_waiting(&mut ctx.states, &spec.order, &spec.deps);
