@@ -438,50 +438,83 @@ fn apply_result(
             o
         }
     };
-    let stored = xstore::current_states(c, claim.seq)?;
-    // Fields changed meanwhile (a resolve during processing) keep their new state; when
-    // nothing changed, the worker's states and encoding are used as they are.
-    let slow;
-    let (current, merged, encoded): (&States, &States, &str) = if stored == ran.before_raw {
-        (&run.states_before, &run.states_after, &ran.after_json)
-    } else {
-        let fields: Vec<String> = run.states_before.keys().cloned().collect();
-        let current: States = load_states(&stored, &fields);
-        let merged = xstore::merge(&current, &run.states_before, &run.states_after);
-        let encoded = xstore::encode_states(&merged);
-        slow = (current, merged, encoded);
-        (&slow.0, &slow.1, &slow.2)
-    };
     // With no phase left to run (a field released after the last gate), the run only finished.
     let phase_count = ran
         .rows
         .last()
         .map(|r| r.phase_index + 1)
         .unwrap_or(claim.cursor);
-    let fin = match &run.error {
-        Some((phase, message)) => Final::Error(*phase, message),
-        None => match merged
-            .values()
-            .filter(|s| s.status == Status::Progressing && s.next < phase_count)
-            .map(|s| s.next)
-            .min()
-        {
-            Some(cursor) => Final::Continue(cursor),
-            None => Final::Terminal(document_status(merged).unwrap_or("complete")),
-        },
+    let decide = |merged: &States| -> (Final, usize) {
+        let fin = match &run.error {
+            Some((phase, message)) => Final::Error(*phase, message),
+            None => match merged
+                .values()
+                .filter(|s| s.status == Status::Progressing && s.next < phase_count)
+                .map(|s| s.next)
+                .min()
+            {
+                Some(cursor) => Final::Continue(cursor),
+                None => Final::Terminal(document_status(merged).unwrap_or("complete")),
+            },
+        };
+        let cursor = match &fin {
+            Final::Error(phase, _) => *phase,
+            Final::Continue(next) => *next,
+            Final::Terminal(_) => phase_count,
+        };
+        (fin, cursor)
     };
-    let cursor = match &fin {
-        Final::Error(phase, _) => *phase,
-        Final::Continue(next) => *next,
-        Final::Terminal(_) => phase_count,
-    };
+    // Usually nobody touched the document meanwhile: the update expects the states the worker
+    // read and writes the worker's encoding as it is.
+    let (fin, cursor) = decide(&run.states_after);
     let leaves = !matches!(fin, Final::Continue(_));
-    if !xstore::commit_document(c, claim, cursor, encoded, fin, now)? {
+    if xstore::commit_document(
+        c,
+        claim,
+        cursor,
+        &ran.after_json,
+        fin,
+        now,
+        Some(&ran.before_raw),
+    )? {
+        for rows in &ran.rows {
+            xstore::insert_step_rows(c, claim, rows, now)?;
+        }
+        xstore::sync_held(
+            c,
+            claim.seq,
+            &claim.pipeline_id,
+            &org,
+            &run.states_before,
+            &run.states_after,
+        )?;
+        return Ok(leaves);
+    }
+    // Either the fence no longer holds, or a field changed meanwhile (a resolve during
+    // processing): such fields keep their new state.
+    let stored = xstore::current_states(c, claim.seq)?;
+    if stored == ran.before_raw {
+        return Ok(false);
+    }
+    let fields: Vec<String> = run.states_before.keys().cloned().collect();
+    let current: States = load_states(&stored, &fields);
+    let merged = xstore::merge(&current, &run.states_before, &run.states_after);
+    let (fin, cursor) = decide(&merged);
+    let leaves = !matches!(fin, Final::Continue(_));
+    if !xstore::commit_document(
+        c,
+        claim,
+        cursor,
+        &xstore::encode_states(&merged),
+        fin,
+        now,
+        None,
+    )? {
         return Ok(false);
     }
     for rows in &ran.rows {
         xstore::insert_step_rows(c, claim, rows, now)?;
     }
-    xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, current, merged)?;
+    xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
     Ok(leaves)
 }

@@ -314,34 +314,37 @@ pub fn commit_document(
     states: &str,
     fin: Final,
     now: &str,
+    expect_states: Option<&str>,
 ) -> Result<bool, StoreError> {
-    const FENCE: &str = "WHERE seq = ?1 AND status = 'processing' AND generation = ?2 AND pass = ?3 AND claim_token = ?4 AND cursor = ?5";
-    let fence = params![
+    // `?6` is the field states the caller expects to find (NULL: any).
+    const FENCE: &str = "WHERE seq = ?1 AND status = 'processing' AND generation = ?2 AND pass = ?3 AND claim_token = ?4
+        AND cursor = ?5 AND (?6 IS NULL OR field_states = ?6)";
+    let (seq, generation, pass, token, start) = (
         claim.seq,
         claim.generation,
         claim.pass,
-        claim.token,
-        claim.cursor as i64
-    ];
+        &claim.token,
+        claim.cursor as i64,
+    );
     let n = match fin {
         Final::Terminal(status) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = ?6, cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0,
-                 error = NULL, error_phase_index = NULL, updated_at = ?9, completed_at = ?9 {FENCE}"
+                "UPDATE pipeline_documents SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0,
+                 error = NULL, error_phase_index = NULL, updated_at = ?10, completed_at = ?10 {FENCE}"
             ))?
-            .execute(params![fence[0], fence[1], fence[2], fence[3], fence[4], status, cursor as i64, states, now])?,
+            .execute(params![seq, generation, pass, token, start, expect_states, status, cursor as i64, states, now])?,
         Final::Error(phase, message) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = 'error', cursor = ?6, field_states = ?7, claim_token = NULL, attempts = 0,
-                 error = ?8, error_phase_index = ?6, updated_at = ?9, completed_at = ?9 {FENCE}"
+                "UPDATE pipeline_documents SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0,
+                 error = ?9, error_phase_index = ?7, updated_at = ?10, completed_at = ?10 {FENCE}"
             ))?
-            .execute(params![fence[0], fence[1], fence[2], fence[3], fence[4], phase as i64, states, message, now])?,
+            .execute(params![seq, generation, pass, token, start, expect_states, phase as i64, states, message, now])?,
         Final::Continue(next) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = 'queued', cursor = ?6, pass = pass + 1, field_states = ?7, claim_token = NULL,
-                 attempts = 0, updated_at = ?8 {FENCE}"
+                "UPDATE pipeline_documents SET status = 'queued', cursor = ?7, pass = pass + 1, field_states = ?8, claim_token = NULL,
+                 attempts = 0, updated_at = ?9 {FENCE}"
             ))?
-            .execute(params![fence[0], fence[1], fence[2], fence[3], fence[4], next as i64, states, now])?,
+            .execute(params![seq, generation, pass, token, start, expect_states, next as i64, states, now])?,
     };
     Ok(n == 1)
 }
