@@ -718,3 +718,82 @@ fn csv_exports_survive_awkward_text_and_keep_negative_numbers_numeric() {
     assert_eq!(&recs[0][1], "-12.5", "negative numbers stay numbers");
     assert_eq!(recs[5][1].parse::<f64>().unwrap(), -17.5);
 }
+
+#[test]
+fn a_hold_gate_keeps_fields_out_of_the_queue_unless_asked_and_they_resolve_the_same() {
+    let api = start();
+    let s = api.create_schema(
+        &json!({"name": "h", "fields": [{"field_name": "net", "data_type": "number"}]}),
+    );
+    let sid = s["id"].as_str().unwrap();
+    let g = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": "Hold big", "severity": "blocking",
+        "blocking_config": {"on_block": "hold"},
+        "mechanisms": [{"type": "business_rules", "rules": [{"field": "net", "check": "range", "max": 100}]}]}));
+    assert_eq!(g.status, 201, "{}", g.text);
+    api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}, {"type": "valid"}]}),
+    );
+    let pid = run(&api, sid, &[("big.txt", "Net: 500")]);
+    assert!(
+        queue(&api, "").is_empty(),
+        "held fields are not listed by default"
+    );
+    assert_eq!(api.get("/v1/field-reviews/summary").body["total"], 0);
+    let held = queue(&api, "?routing=hold");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0]["status"], "blocked");
+    let pd = held[0]["pipeline_document_id"].as_str().unwrap();
+    let r = resolve(
+        &api,
+        pd,
+        "net",
+        json!({"action": "override", "corrected_value": 90}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["fieldKey"], "net");
+    settle(&api, &pid);
+    assert_eq!(results(&api, &pid)[0]["fields"]["net"], 90);
+    assert!(queue(&api, "?routing=hold").is_empty());
+}
+
+#[test]
+fn a_requires_review_field_waits_in_the_queue_as_pending_review_until_approved() {
+    let api = start();
+    let s = api.create_schema(&json!({"name": "rr", "fields": [{"field_name": "vendor", "requires_review": true}, {"field_name": "note"}]}));
+    let sid = s["id"].as_str().unwrap();
+    api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}]}),
+    );
+    let pid = run(&api, sid, &[("v.txt", "Vendor: Acme\nNote: hi")]);
+    let items = queue(&api, "?trigger=declarative");
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (
+            items[0]["status"].clone(),
+            items[0]["current_value"].clone()
+        ),
+        (json!("pending_review"), json!("Acme"))
+    );
+    assert_eq!(results(&api, &pid)[0]["status"], "partial");
+    let pd = items[0]["pipeline_document_id"].as_str().unwrap();
+    let r = resolve(&api, pd, "vendor", json!({"action": "approve"}));
+    assert_eq!(r.body["status"], "completed");
+    assert!(r.body["deliveredAt"].is_string());
+    let rows = results(&api, &pid);
+    assert_eq!(rows[0]["status"], "complete");
+    assert_eq!(rows[0]["fields"]["vendor"], "Acme");
+    // A rerun keeps the decision: the value still matches it, so no new review item.
+    assert_eq!(
+        api.post(
+            &format!("/v1/pipelines/{pid}/rerun"),
+            &json!({"from_phase": "extraction"})
+        )
+        .status,
+        200
+    );
+    settle(&api, &pid);
+    assert_eq!(results(&api, &pid)[0]["status"], "complete");
+    assert!(queue(&api, "").is_empty());
+}
