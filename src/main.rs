@@ -39,6 +39,11 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Copy the database consistently while the service runs (SQLite online backup).
+    Backup {
+        /// Destination file (must not exist).
+        path: std::path::PathBuf,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -91,6 +96,19 @@ fn main() -> ExitCode {
             match quire::bench::run(quire::bench::BenchArgs { docs, workers, db }) {
                 Ok(summary) => {
                     println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Backup { path } => {
+            let db = match admin::open(&cli.db) {
+                Ok(db) => db,
+                Err(e) => return fail(e),
+            };
+            match quire::store::backup(&db, &path) {
+                Ok(()) => {
+                    eprintln!("backed up {} to {}", cli.db, path.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

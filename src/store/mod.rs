@@ -295,6 +295,25 @@ pub fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
     }
 }
 
+/// Copies the live database at `db` to `dest` with SQLite's online backup API: a consistent
+/// snapshot while the service keeps running. `dest` must not exist.
+pub fn backup(db: &Db, dest: &Path) -> Result<(), StoreError> {
+    if dest.exists() {
+        return Err(StoreError::Refused(format!(
+            "{} exists; choose a new file",
+            dest.display()
+        )));
+    }
+    let src = db.dedicated()?;
+    let mut out = Connection::open(dest)?;
+    {
+        let b = rusqlite::backup::Backup::new(&src, &mut out)?;
+        b.run_to_completion(256, Duration::from_millis(5), None)?;
+    }
+    out.pragma_update(None, "journal_mode", "WAL")?;
+    Ok(())
+}
+
 /// A read-only watcher of `PRAGMA data_version`: it changes whenever another connection
 /// commits, so caches of derived answers can tell when they may be stale.
 pub struct ChangeWatch {
