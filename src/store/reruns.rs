@@ -14,26 +14,6 @@ pub struct DocState {
     pub restarts: String,
 }
 
-pub fn doc_states(c: &Connection, pipeline_id: &str) -> Result<Vec<DocState>, StoreError> {
-    let rows = c
-        .prepare_cached(
-            "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_documents
-             WHERE pipeline_id = ?1 ORDER BY ordinal",
-        )?
-        .query_map([pipeline_id], |r| {
-            Ok(DocState {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                status: r.get(2)?,
-                error_phase_index: r.get(3)?,
-                field_states: r.get(4)?,
-                restarts: r.get(5)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
-}
-
 pub fn has_record_set(c: &Connection, pipeline_id: &str) -> Result<bool, StoreError> {
     Ok(c.query_row(
         "SELECT EXISTS(SELECT 1 FROM record_sets WHERE pipeline_id = ?1)",
@@ -70,23 +50,6 @@ pub fn add_snapshot(
     Ok(())
 }
 
-pub fn decision_count(c: &Connection, pd_seqs: &[i64]) -> Result<i64, StoreError> {
-    if pd_seqs.is_empty() {
-        return Ok(0);
-    }
-    let list = pd_seqs
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok(c.query_row(
-        &format!("SELECT count(*) FROM review_decisions WHERE pd_seq IN ({list})"),
-        [],
-        |r| r.get(0),
-    )?)
-}
-
-/// Restarts one document at `restart` in `generation`, with its new field states.
 pub fn restart_document(
     c: &Connection,
     seq: i64,
