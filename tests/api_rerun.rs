@@ -546,10 +546,17 @@ fn eight_concurrent_reruns_exactly_one_succeeds_and_access_rules_hold() {
     // Enough documents on one worker that the winning rerun is still running while the
     // seven others arrive.
     let api = start_with(|c| c.workers = 1);
-    let run = standard(&api, 400);
+    let run = standard(&api, 800);
+    // All eight leave together, so they overlap the winner's run rather than follow it.
+    let start_line = std::sync::Barrier::new(8);
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| rerun(&api, &run.pid, json!({"from_phase": "resolution"})).status))
+            .map(|_| {
+                s.spawn(|| {
+                    start_line.wait();
+                    rerun(&api, &run.pid, json!({"from_phase": "resolution"})).status
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });

@@ -122,13 +122,7 @@ fn rows(
 ) -> Result<Vec<Row>, ApiError> {
     let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
     let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
-    let mut cells: std::collections::HashMap<i64, Vec<_>> = Default::default();
-    for r in pstore::cells(c, &seqs)? {
-        cells
-            .entry(r.pd_seq)
-            .or_default()
-            .push((r.seq, r.cell, r.created_at));
-    }
+    let mut cells = pstore::cells_by_doc(c, &seqs)?;
     Ok(docs
         .into_iter()
         .filter(|d| d.status != "error")
@@ -317,10 +311,7 @@ pub async fn replay_blocking(
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let sid = path_id(&req, "id")?;
-    let raw_stage = req.match_info().get("stage_id").unwrap_or("").to_string();
-    let gid = crate::domain::ids::parse_id(&raw_stage).ok_or_else(|| {
-        ApiError::bad(format!("'{raw_stage}' is not a valid id (expected a UUID)"))
-    })?;
+    let gid = path_id(&req, "stage_id")?;
     let (st, org, s2, g2) = (state.clone(), auth.org_id.clone(), sid.clone(), gid.clone());
     blocking(move || {
         st.db.read(|c| {

@@ -36,12 +36,6 @@ fn schema(c: &Connection, org: &str, id: &str) -> Result<SchemaRow, ApiError> {
     sstore::get(c, org, id, false)?.ok_or_else(|| ApiError::not_found("Schema"))
 }
 
-fn stage_id(req: &HttpRequest) -> Result<String, ApiError> {
-    let raw = req.match_info().get("stage_id").unwrap_or("");
-    crate::domain::ids::parse_id(raw)
-        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
-}
-
 fn blocking_config(v: Option<Value>) -> Result<Value, ApiError> {
     let on_block = match v
         .as_ref()
@@ -156,7 +150,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let sid = path_id(&req, "id")?;
-    let gid = stage_id(&req)?;
+    let gid = path_id(&req, "stage_id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
@@ -177,7 +171,7 @@ pub async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let sid = path_id(&req, "id")?;
-    let gid = stage_id(&req)?;
+    let gid = path_id(&req, "stage_id")?;
     let (st, org, s2, g2) = (state.clone(), auth.org_id.clone(), sid.clone(), gid.clone());
     blocking(move || {
         st.db.read(|c| {
@@ -223,7 +217,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let sid = path_id(&req, "id")?;
-    let gid = stage_id(&req)?;
+    let gid = path_id(&req, "stage_id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {

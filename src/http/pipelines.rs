@@ -302,13 +302,7 @@ fn views_for(
     order: &[String],
 ) -> Result<Vec<DocView>, ApiError> {
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let mut by_doc: std::collections::HashMap<i64, Vec<_>> = std::collections::HashMap::new();
-    for r in pstore::cells(c, &seqs)? {
-        by_doc
-            .entry(r.pd_seq)
-            .or_default()
-            .push((r.seq, r.cell, r.created_at));
-    }
+    let mut by_doc = pstore::cells_by_doc(c, &seqs)?;
     Ok(rows
         .iter()
         .map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order))

@@ -295,12 +295,6 @@ pub async fn list_rules(
     Ok(HttpResponse::Ok().json(json!({ "data": compiled_rules(&p) })))
 }
 
-fn rule_id(req: &HttpRequest) -> Result<String, ApiError> {
-    let raw = req.match_info().get("rule_id").unwrap_or("");
-    crate::domain::ids::parse_id(raw)
-        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
-}
-
 pub async fn patch_rule(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -308,7 +302,7 @@ pub async fn patch_rule(
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
-    let rid = rule_id(&req)?;
+    let rid = path_id(&req, "rule_id")?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: RuleBody = typed(&raw)?;
@@ -341,7 +335,7 @@ pub async fn delete_rule(
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
-    let rid = rule_id(&req)?;
+    let rid = path_id(&req, "rule_id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {

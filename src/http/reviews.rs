@@ -26,13 +26,7 @@ struct Loaded {
 
 fn load_docs(c: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Loaded>, ApiError> {
     let mut out = HashMap::new();
-    let mut cells: HashMap<i64, Vec<_>> = HashMap::new();
-    for r in pstore::cells(c, seqs)? {
-        cells
-            .entry(r.pd_seq)
-            .or_default()
-            .push((r.seq, r.cell, r.created_at));
-    }
+    let mut cells = pstore::cells_by_doc(c, seqs)?;
     for seq in seqs {
         if out.contains_key(seq) {
             continue;

@@ -312,6 +312,20 @@ pub struct CellRow {
     pub created_at: String,
 }
 
+/// Each document's cells as `(seq, cell, created_at)`, oldest first, keyed by document seq.
+pub type CellsByDoc =
+    std::collections::HashMap<i64, Vec<(i64, crate::engine::runner::Cell, String)>>;
+
+pub fn cells_by_doc(c: &Connection, pd_seqs: &[i64]) -> Result<CellsByDoc, StoreError> {
+    let mut out = CellsByDoc::new();
+    for r in cells(c, pd_seqs)? {
+        out.entry(r.pd_seq)
+            .or_default()
+            .push((r.seq, r.cell, r.created_at));
+    }
+    Ok(out)
+}
+
 /// Cells of the given pipeline documents, oldest first.
 pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError> {
     if pd_seqs.is_empty() {
