@@ -13,6 +13,7 @@ pub struct TestServer {
     pub api_key: String,
     pub db_path: PathBuf,
     handle: actix_web::dev::ServerHandle,
+    executor: std::sync::Arc<crate::engine::executor::Executor>,
     thread: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
@@ -36,7 +37,11 @@ impl TestServer {
             sys.block_on(async move {
                 match Application::build(config) {
                     Ok(app) => {
-                        let _ = tx.send(Ok((app.port(), app.server_handle())));
+                        let _ = tx.send(Ok((
+                            app.port(),
+                            app.server_handle(),
+                            app.state().executor.clone(),
+                        )));
                         if let Err(e) = app.run_until_stopped().await {
                             log::error!("test server stopped with an error: {e}");
                         }
@@ -47,7 +52,7 @@ impl TestServer {
                 }
             });
         });
-        let (port, handle) = match rx.recv() {
+        let (port, handle, executor) = match rx.recv() {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => panic!("test server failed to start: {e}"),
             Err(_) => panic!("test server thread died during start-up"),
@@ -57,9 +62,20 @@ impl TestServer {
             api_key: key,
             db_path,
             handle,
+            executor,
             thread: Some(thread),
             _dir: dir,
         }
+    }
+
+    /// Holds queued documents in `queued` (claimed ones finish) until `resume_executor`, so a
+    /// test can act on a run that is certainly not finished.
+    pub fn pause_executor(&self) {
+        self.executor.pause();
+    }
+
+    pub fn resume_executor(&self) {
+        self.executor.resume();
     }
 
     pub fn db_arg(&self) -> String {

@@ -347,14 +347,16 @@ fn invalid_rerun_bodies_are_400() {
 
 #[test]
 fn rerun_while_documents_are_queued_or_processing_is_400_and_changes_nothing() {
-    let api = start_with(|c| c.workers = 1);
+    let api = start();
+    // Held in `queued` so the rerun certainly meets unfinished documents.
+    api.srv.pause_executor();
     let s = api.create_schema(&json!({"name": "big", "fields": {"net": "number"}}));
     let sid = s["id"].as_str().unwrap().to_string();
     api.put(
         &format!("/v1/schemas/{sid}/rail"),
         &json!({"rail": [{"type": "schema"}]}),
     );
-    let docs: Vec<Value> = (0..1500)
+    let docs: Vec<Value> = (0..50)
         .map(|i| json!({"filename": format!("{i}.txt"), "content": format!("Net: {i}")}))
         .collect();
     let r = api.post(
@@ -380,8 +382,9 @@ fn rerun_while_documents_are_queued_or_processing_is_400_and_changes_nothing() {
         .as_array()
         .unwrap()
         .is_empty());
+    api.srv.resume_executor();
     let p = wait_done(&api, &pid);
-    assert_eq!(p["completedDocuments"], 1500);
+    assert_eq!(p["completedDocuments"], 50);
     let docs = api
         .get(&format!("/v1/pipelines/{pid}/documents?limit=100"))
         .body;
@@ -543,11 +546,11 @@ fn a_run_whose_documents_all_errored_has_no_record_set() {
 
 #[test]
 fn eight_concurrent_reruns_exactly_one_succeeds_and_access_rules_hold() {
-    // Enough documents on one worker that the winning rerun is still running while the
-    // seven others arrive.
-    let api = start_with(|c| c.workers = 1);
-    let run = standard(&api, 800);
-    // All eight leave together, so they overlap the winner's run rather than follow it.
+    let api = start();
+    let run = standard(&api, 40);
+    // The winner's rerun must still be unfinished when the seven others are decided, whatever
+    // the scheduling: hold its documents in `queued` until all eight have answered.
+    api.srv.pause_executor();
     let start_line = std::sync::Barrier::new(8);
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -560,6 +563,11 @@ fn eight_concurrent_reruns_exactly_one_succeeds_and_access_rules_hold() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    assert_eq!(
+        api.get(&format!("/v1/pipelines/{}", run.pid)).body["status"],
+        "active"
+    );
+    api.srv.resume_executor();
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         1,

@@ -47,6 +47,7 @@ type SpecCache = Mutex<HashMap<(String, i64), Arc<RunSpec>>>;
 pub struct Executor {
     wake_tx: Sender<()>,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     shutdown_timeout: Duration,
@@ -66,6 +67,7 @@ impl Executor {
         // Bounded: when the writer is behind, workers wait instead of piling up results.
         let (result_tx, result_rx) = bounded::<WorkResult>(MAX_BATCH);
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
         let mut handles = Vec::new();
         for n in 0..workers.max(1) {
@@ -85,6 +87,7 @@ impl Executor {
         drop(result_tx);
         let conn = db.dedicated()?;
         let stop2 = stop.clone();
+        let paused2 = paused.clone();
         // Committed results are freed on their own thread: freeing what workers allocated was a
         // tenth of the writer's time, and the writer is the executor's bottleneck.
         let (reclaim_tx, reclaim_rx) = bounded::<Vec<WorkResult>>(8);
@@ -107,6 +110,7 @@ impl Executor {
                     result_rx,
                     wake_rx,
                     stop: stop2,
+                    paused: paused2,
                     in_flight: HashSet::new(),
                     capacity,
                     shutdown_timeout,
@@ -118,6 +122,7 @@ impl Executor {
         Ok(Executor {
             wake_tx,
             stop,
+            paused,
             writer: Mutex::new(Some(writer)),
             workers: Mutex::new(handles),
             shutdown_timeout,
@@ -127,6 +132,17 @@ impl Executor {
     /// Tells the writer there may be queued work.
     pub fn wake(&self) {
         let _ = self.wake_tx.try_send(());
+    }
+
+    /// Stops claiming new documents until `resume`; claimed ones still finish. Test suites use
+    /// it to hold a run in `queued` while they race requests against it.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.wake();
     }
 
     /// Stops claiming, lets running steps finish (bounded by the shutdown timeout), commits them,
@@ -241,6 +257,7 @@ struct Writer {
     result_rx: Receiver<WorkResult>,
     wake_rx: Receiver<()>,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     in_flight: HashSet<i64>,
     capacity: usize,
     shutdown_timeout: Duration,
@@ -287,7 +304,8 @@ impl Writer {
             if !backoff.is_zero() {
                 std::thread::sleep(backoff);
             }
-            match self.commit(&mut batch, !stopping) {
+            let claim_more = !stopping && !self.paused.load(Ordering::SeqCst);
+            match self.commit(&mut batch, claim_more) {
                 Ok(claims) => {
                     backoff = Duration::ZERO;
                     for c in claims {
