@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Expose diagnostic routes (GET /v1/_debug/panic) used by the black-box tests.
     #[arg(long, env = "QUIRE_DEBUG_ROUTES", hide = true)]
     pub debug_routes: bool,
+    /// Require `Authorization: Bearer TOKEN` on GET /metrics (open when unset).
+    #[arg(long, env = "QUIRE_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
     /// Cap the database size in pages on every connection (fault-injection in tests).
     #[arg(long, env = "QUIRE_MAX_DB_PAGES", hide = true)]
     pub max_db_pages: Option<u64>,
@@ -55,6 +58,7 @@ pub struct Config {
     pub bootstrap_key: Option<String>,
     pub debug_routes: bool,
     pub max_db_pages: Option<u64>,
+    pub metrics_token: Option<String>,
 }
 
 fn cores() -> usize {
@@ -81,6 +85,7 @@ impl Config {
                 .filter(|k| !k.is_empty()),
             debug_routes: a.debug_routes,
             max_db_pages: a.max_db_pages,
+            metrics_token: a.metrics_token.clone().filter(|t| !t.is_empty()),
         }
     }
 
@@ -100,6 +105,7 @@ impl Config {
             bootstrap_key,
             debug_routes: false,
             max_db_pages: None,
+            metrics_token: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod engine;
 pub mod fixtures;
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod testing;
 
@@ -51,12 +52,14 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Bind(addr.clone(), e))?
             .port();
+        let metrics = std::sync::Arc::new(metrics::Metrics::default());
         let executor = std::sync::Arc::new(engine::executor::Executor::start(
             db.clone(),
+            metrics.clone(),
             config.workers,
             std::time::Duration::from_secs(config.shutdown_timeout),
         )?);
-        let state = web::Data::new(AppState::new(db, config.clone(), executor)?);
+        let state = web::Data::new(AppState::new(db, config.clone(), executor, metrics)?);
         let server = http::server(state.clone(), listener, &config)
             .map_err(|e| StartError::Bind(addr, e))?;
         state.mark_ready();

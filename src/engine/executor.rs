@@ -4,6 +4,7 @@
 use super::runner::{self, DocCtx, RunResult, RunSpec};
 use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{document_status, load_states, States, Status};
+use crate::metrics::Metrics;
 use crate::store::executor::{self as xstore, Claim, Final};
 use crate::store::{pipelines as pstore, Db, StoreError};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
@@ -55,7 +56,12 @@ pub struct Executor {
 
 impl Executor {
     /// Recovers interrupted work, then starts the writer and `workers` worker threads.
-    pub fn start(db: Db, workers: usize, shutdown_timeout: Duration) -> Result<Self, StoreError> {
+    pub fn start(
+        db: Db,
+        metrics: Arc<Metrics>,
+        workers: usize,
+        shutdown_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let recovered = db.write(false, |tx| xstore::recover(tx))?;
         if recovered > 0 {
             log::info!("recovered {recovered} interrupted document(s) into the queue");
@@ -71,16 +77,17 @@ impl Executor {
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
         let mut handles = Vec::new();
         for n in 0..workers.max(1) {
-            let (db, rx, tx, cache) = (
+            let (db, rx, tx, cache, metrics) = (
                 db.clone(),
                 work_rx.clone(),
                 result_tx.clone(),
                 cache.clone(),
+                metrics.clone(),
             );
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("quire-worker-{n}"))
-                    .spawn(move || worker(db, rx, tx, cache))
+                    .spawn(move || worker(db, rx, tx, cache, metrics))
                     .map_err(|e| StoreError::Refused(format!("cannot start a worker: {e}")))?,
             );
         }
@@ -111,6 +118,7 @@ impl Executor {
                     wake_rx,
                     stop: stop2,
                     paused: paused2,
+                    metrics,
                     in_flight: HashSet::new(),
                     capacity,
                     shutdown_timeout,
@@ -166,7 +174,7 @@ impl Drop for Executor {
     }
 }
 
-fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
+fn process(c: &Connection, cache: &SpecCache, metrics: &Metrics, claim: &Claim) -> Outcome {
     let key = (claim.pipeline_id.clone(), claim.generation);
     let cached = cache.lock().get(&key).cloned();
     let spec = match cached {
@@ -214,6 +222,9 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
     };
     match catch_unwind(AssertUnwindSafe(|| runner::run(&spec, &mut ctx))) {
         Ok(mut run) => {
+            for s in &run.steps {
+                metrics.phase(s.kind, s.elapsed);
+            }
             let rows = run.steps.drain(..).map(xstore::StepRows::of).collect();
             let after_json = xstore::encode_states(&run.states_after);
             Outcome::Ran(Box::new(Ran {
@@ -234,7 +245,13 @@ fn process(c: &Connection, cache: &SpecCache, claim: &Claim) -> Outcome {
     }
 }
 
-fn worker(db: Db, rx: Receiver<Claim>, tx: Sender<WorkResult>, cache: Arc<SpecCache>) {
+fn worker(
+    db: Db,
+    rx: Receiver<Claim>,
+    tx: Sender<WorkResult>,
+    cache: Arc<SpecCache>,
+    metrics: Arc<Metrics>,
+) {
     let conn = match db.dedicated() {
         Ok(c) => c,
         Err(e) => {
@@ -243,7 +260,7 @@ fn worker(db: Db, rx: Receiver<Claim>, tx: Sender<WorkResult>, cache: Arc<SpecCa
         }
     };
     while let Ok(claim) = rx.recv() {
-        let outcome = process(&conn, &cache, &claim);
+        let outcome = process(&conn, &cache, &metrics, &claim);
         if tx.send(WorkResult { claim, outcome }).is_err() {
             break;
         }
@@ -258,6 +275,7 @@ struct Writer {
     wake_rx: Receiver<()>,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
     in_flight: HashSet<i64>,
     capacity: usize,
     shutdown_timeout: Duration,
@@ -402,9 +420,21 @@ impl Writer {
             pstore::settle(&tx, p)?;
         }
         tx.commit()?;
+        let (mut finished, mut versions, mut verdicts) = (0, 0, 0);
         for r in batch.iter() {
             self.in_flight.remove(&r.claim.seq);
+            if let Outcome::Ran(ran) = &r.outcome {
+                finished += 1;
+                for s in &ran.rows {
+                    let (c, v) = s.counts();
+                    versions += c as u64;
+                    verdicts += v as u64;
+                }
+            }
         }
+        self.metrics.committed(finished, versions, verdicts);
+        self.metrics
+            .set_in_flight(self.in_flight.len() + claims.len());
         let garbage = std::mem::take(batch);
         if let Err(e) = self.reclaim_tx.try_send(garbage) {
             // The reclaimer is behind (or gone): free here rather than wait.

@@ -212,6 +212,9 @@ impl DocCtx {
 
 pub struct Step {
     pub phase_index: usize,
+    pub kind: crate::domain::rail::PhaseType,
+    /// Computation time of the phase, for the metrics.
+    pub elapsed: std::time::Duration,
     pub cells: Vec<Cell>,
     pub verdicts: Vec<NewVerdict>,
 }
@@ -243,6 +246,7 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
     let last = spec.phases.len().saturating_sub(1);
     for phase in spec.phases.iter().skip(ctx.cursor) {
         let i = phase.index;
+        let started = std::time::Instant::now();
         let mut new_cells: Vec<Cell> = Vec::new();
         let mut verdicts = Vec::new();
         let in_play = |ctx: &DocCtx, f: &str, judge: bool| {
@@ -346,6 +350,8 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
         }
         steps.push(Step {
             phase_index: i,
+            kind: phase.kind,
+            elapsed: started.elapsed(),
             cells: new_cells,
             verdicts,
         });

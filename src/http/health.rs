@@ -18,3 +18,33 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .error_response()
     }
 }
+
+/// Prometheus text; guarded by `--metrics-token` when one is set.
+pub async fn metrics(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &state.config.metrics_token {
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq;
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(ApiError::Unauthorized(
+                "GET /metrics needs the metrics token: Authorization: Bearer <token>".into(),
+            ));
+        }
+    }
+    let st = state.clone();
+    let gauges = super::blocking(move || {
+        st.db
+            .read(|c| Ok(crate::store::pipelines::metric_gauges(c)?))
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&gauges)))
+}

@@ -132,11 +132,20 @@ pub async fn envelope(
             HeaderValue::from(r.reset),
         );
     }
+    let took = started.elapsed();
+    if let Some(state) = res
+        .request()
+        .app_data::<actix_web::web::Data<super::AppState>>()
+    {
+        state
+            .metrics
+            .request(&route, &method, res.status().as_u16(), took);
+    }
     log::info!(
         target: "quire::access",
         "{rid} {method} {route} {} {}ms",
         res.status().as_u16(),
-        started.elapsed().as_millis()
+        took.as_millis()
     );
     Ok(res)
 }

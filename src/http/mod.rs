@@ -28,6 +28,7 @@ use std::time::Duration;
 pub struct AppState {
     pub db: Db,
     pub executor: std::sync::Arc<crate::engine::executor::Executor>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub config: Config,
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
@@ -89,6 +90,7 @@ impl AppState {
         db: Db,
         config: Config,
         executor: std::sync::Arc<crate::engine::executor::Executor>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
         let cursor_secret = db.write(false, |tx| {
@@ -114,6 +116,7 @@ impl AppState {
             progress_cache,
             db,
             executor,
+            metrics,
             config,
             keys,
             limiter: Default::default(),
@@ -151,9 +154,11 @@ async fn not_found_route() -> Result<HttpResponse, ApiError> {
 }
 
 /// A resource whose other methods answer 405 with `Allow`.
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move || async move {
-        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow.to_string()))
+fn resource(path: &str, methods: &[&str]) -> actix_web::Resource {
+    let allow = methods.join(", ");
+    web::resource(path).default_service(web::to(move || {
+        let allow = allow.clone();
+        async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) }
     }))
 }
 
@@ -161,168 +166,92 @@ async fn debug_panic() -> HttpResponse {
     panic!("deliberate panic from the debug route")
 }
 
+/// The route table: registration, the OpenAPI completeness test and the isolation matrix all
+/// read it, so a route cannot exist in one and be missing from another.
+macro_rules! route_table {
+    ($($path:literal => { $($method:ident => $handler:path),+ $(,)? }),+ $(,)?) => {
+        /// Every route: its path template and its methods (upper case).
+        pub const ROUTES: &[(&str, &[&str])] = &[$(($path, &[$(route_method!($method)),+])),+];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(resource($path, &[$(route_method!($method)),+])
+                $(.route(web::$method().to($handler)))+);)+
+        }
+    };
+}
+
+macro_rules! route_method {
+    (get) => {
+        "GET"
+    };
+    (post) => {
+        "POST"
+    };
+    (put) => {
+        "PUT"
+    };
+    (patch) => {
+        "PATCH"
+    };
+    (delete) => {
+        "DELETE"
+    };
+}
+
+// Order matters where a literal segment shares a position with a parameter
+// (`/v1/field-reviews/summary` before `/v1/field-reviews/{pd_id}/{field_key}`).
+route_table! {
+    "/healthz" => { get => health::healthz },
+    "/readyz" => { get => health::readyz },
+    "/metrics" => { get => health::metrics },
+    "/v1/schemas" => { get => schemas::list, post => schemas::create },
+    "/v1/schemas/{id}" => { get => schemas::get, put => schemas::replace, patch => schemas::patch, delete => schemas::delete },
+    "/v1/schemas/{id}/rail" => { get => schemas::get_rail, put => schemas::put_rail },
+    "/v1/schemas/{id}/validation-stages" => { get => gates::list, post => gates::create },
+    "/v1/schemas/{id}/validation-stages/reorder" => { post => gates::reorder },
+    "/v1/schemas/{id}/validation-stages/{stage_id}" => { get => gates::get, patch => gates::patch, delete => gates::delete },
+    "/v1/data-policies" => { get => policies::list, post => policies::create },
+    "/v1/data-policies/{id}" => { get => policies::get, patch => policies::patch, delete => policies::delete },
+    "/v1/data-policies/{id}/fields" => { post => policies::add_field },
+    "/v1/data-policies/{id}/fields/{field_key}" => { delete => policies::delete_field },
+    "/v1/data-policies/{id}/rules" => { get => policies::list_rules, post => policies::add_rule },
+    "/v1/data-policies/{id}/rules/{rule_id}" => { patch => policies::patch_rule, delete => policies::delete_rule },
+    "/v1/pipelines" => { get => pipelines::list, post => pipelines::create },
+    "/v1/pipelines/{id}" => { get => pipelines::get },
+    "/v1/pipelines/{id}/cancel" => { post => pipelines::cancel },
+    "/v1/pipelines/{id}/rerun" => { post => pipelines::rerun },
+    "/v1/pipelines/{id}/reruns" => { get => pipelines::reruns },
+    "/v1/pipelines/{id}/progress" => { get => pipelines::progress },
+    "/v1/pipelines/{id}/documents" => { get => pipelines::documents },
+    "/v1/pipelines/{id}/results" => { get => pipelines::results },
+    "/v1/pipelines/{id}/documents/{pd_id}/cells" => { get => pipelines::cells },
+    "/v1/pipelines/{id}/documents/{pd_id}/verdicts" => { get => pipelines::verdicts },
+    "/v1/pipelines/{id}/data-product" => { post => data_products::create },
+    "/v1/data-products" => { get => data_products::list },
+    "/v1/data-products/{id}" => { get => data_products::get },
+    "/v1/data-products/{id}/results" => { get => data_products::results },
+    "/v1/data-products/{id}/export/plain" => { get => data_products::export_plain },
+    "/v1/data-products/{id}/export/audit" => { get => data_products::export_audit },
+    "/v1/schemas/{id}/validation-stages/{stage_id}/replay-blocking" => { post => data_products::replay_blocking },
+    "/v1/field-reviews" => { get => reviews::list },
+    "/v1/field-reviews/summary" => { get => reviews::summary },
+    "/v1/field-reviews/bulk-resolve" => { post => reviews::bulk_resolve },
+    "/v1/field-reviews/decisions" => { get => reviews::decisions },
+    "/v1/field-reviews/decisions/export" => { get => reviews::decisions_export },
+    "/v1/field-reviews/{pd_id}/{field_key}" => { get => reviews::detail },
+    "/v1/field-reviews/{pd_id}/{field_key}/resolve" => { post => reviews::resolve },
+    "/v1/fields" => { get => schemas::list_fields },
+    "/v1/documents" => { get => documents::list, post => documents::create },
+    "/v1/documents/{id}" => { get => documents::get, delete => documents::delete },
+}
+
+/// Routes that answer without a key.
+pub const PUBLIC_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
 pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
-    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
-        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
-        .service(
-            resource("/v1/schemas", "GET, POST")
-                .route(web::get().to(schemas::list))
-                .route(web::post().to(schemas::create)),
-        )
-        .service(
-            resource("/v1/schemas/{id}", "GET, PUT, PATCH, DELETE")
-                .route(web::get().to(schemas::get))
-                .route(web::put().to(schemas::replace))
-                .route(web::patch().to(schemas::patch))
-                .route(web::delete().to(schemas::delete)),
-        )
-        .service(
-            resource("/v1/schemas/{id}/rail", "GET, PUT")
-                .route(web::get().to(schemas::get_rail))
-                .route(web::put().to(schemas::put_rail)),
-        )
-        .service(
-            resource("/v1/schemas/{id}/validation-stages", "GET, POST")
-                .route(web::get().to(gates::list))
-                .route(web::post().to(gates::create)),
-        )
-        .service(
-            resource("/v1/schemas/{id}/validation-stages/reorder", "POST")
-                .route(web::post().to(gates::reorder)),
-        )
-        .service(
-            resource(
-                "/v1/schemas/{id}/validation-stages/{stage_id}",
-                "GET, PATCH, DELETE",
-            )
-            .route(web::get().to(gates::get))
-            .route(web::patch().to(gates::patch))
-            .route(web::delete().to(gates::delete)),
-        )
-        .service(
-            resource("/v1/data-policies", "GET, POST")
-                .route(web::get().to(policies::list))
-                .route(web::post().to(policies::create)),
-        )
-        .service(
-            resource("/v1/data-policies/{id}", "GET, PATCH, DELETE")
-                .route(web::get().to(policies::get))
-                .route(web::patch().to(policies::patch))
-                .route(web::delete().to(policies::delete)),
-        )
-        .service(
-            resource("/v1/data-policies/{id}/fields", "POST")
-                .route(web::post().to(policies::add_field)),
-        )
-        .service(
-            resource("/v1/data-policies/{id}/fields/{field_key}", "DELETE")
-                .route(web::delete().to(policies::delete_field)),
-        )
-        .service(
-            resource("/v1/data-policies/{id}/rules", "GET, POST")
-                .route(web::get().to(policies::list_rules))
-                .route(web::post().to(policies::add_rule)),
-        )
-        .service(
-            resource("/v1/data-policies/{id}/rules/{rule_id}", "PATCH, DELETE")
-                .route(web::patch().to(policies::patch_rule))
-                .route(web::delete().to(policies::delete_rule)),
-        )
-        .service(
-            resource("/v1/pipelines", "GET, POST")
-                .route(web::get().to(pipelines::list))
-                .route(web::post().to(pipelines::create)),
-        )
-        .service(resource("/v1/pipelines/{id}", "GET").route(web::get().to(pipelines::get)))
-        .service(
-            resource("/v1/pipelines/{id}/cancel", "POST").route(web::post().to(pipelines::cancel)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/rerun", "POST").route(web::post().to(pipelines::rerun)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/reruns", "GET").route(web::get().to(pipelines::reruns)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/progress", "GET")
-                .route(web::get().to(pipelines::progress)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/documents", "GET")
-                .route(web::get().to(pipelines::documents)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/results", "GET").route(web::get().to(pipelines::results)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/documents/{pd_id}/cells", "GET")
-                .route(web::get().to(pipelines::cells)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/documents/{pd_id}/verdicts", "GET")
-                .route(web::get().to(pipelines::verdicts)),
-        )
-        .service(
-            resource("/v1/pipelines/{id}/data-product", "POST")
-                .route(web::post().to(data_products::create)),
-        )
-        .service(resource("/v1/data-products", "GET").route(web::get().to(data_products::list)))
-        .service(resource("/v1/data-products/{id}", "GET").route(web::get().to(data_products::get)))
-        .service(
-            resource("/v1/data-products/{id}/results", "GET")
-                .route(web::get().to(data_products::results)),
-        )
-        .service(
-            resource("/v1/data-products/{id}/export/plain", "GET")
-                .route(web::get().to(data_products::export_plain)),
-        )
-        .service(
-            resource("/v1/data-products/{id}/export/audit", "GET")
-                .route(web::get().to(data_products::export_audit)),
-        )
-        .service(
-            resource(
-                "/v1/schemas/{id}/validation-stages/{stage_id}/replay-blocking",
-                "POST",
-            )
-            .route(web::post().to(data_products::replay_blocking)),
-        )
-        .service(resource("/v1/field-reviews", "GET").route(web::get().to(reviews::list)))
-        .service(
-            resource("/v1/field-reviews/summary", "GET").route(web::get().to(reviews::summary)),
-        )
-        .service(
-            resource("/v1/field-reviews/bulk-resolve", "POST")
-                .route(web::post().to(reviews::bulk_resolve)),
-        )
-        .service(
-            resource("/v1/field-reviews/decisions", "GET").route(web::get().to(reviews::decisions)),
-        )
-        .service(
-            resource("/v1/field-reviews/decisions/export", "GET")
-                .route(web::get().to(reviews::decisions_export)),
-        )
-        .service(
-            resource("/v1/field-reviews/{pd_id}/{field_key}", "GET")
-                .route(web::get().to(reviews::detail)),
-        )
-        .service(
-            resource("/v1/field-reviews/{pd_id}/{field_key}/resolve", "POST")
-                .route(web::post().to(reviews::resolve)),
-        )
-        .service(resource("/v1/fields", "GET").route(web::get().to(schemas::list_fields)))
-        .service(
-            resource("/v1/documents", "GET, POST")
-                .route(web::get().to(documents::list))
-                .route(web::post().to(documents::create)),
-        )
-        .service(
-            resource("/v1/documents/{id}", "GET, DELETE")
-                .route(web::get().to(documents::get))
-                .route(web::delete().to(documents::delete)),
-        );
+    register(cfg);
     if debug {
-        cfg.service(resource("/v1/_debug/panic", "GET").route(web::get().to(debug_panic)));
+        cfg.service(resource("/v1/_debug/panic", &["GET"]).route(web::get().to(debug_panic)));
     }
 }
 

@@ -493,18 +493,25 @@ pub async fn rerun(
     let raw = json_body(&req, payload, state.config.max_body, true).await?;
     let request = rerun_request(&raw, auth.key_id.clone())?;
     let org = auth.org_id.clone();
+    let counts = !request.dry_run;
+    // Set only when the rerun itself ran (an idempotent replay does not).
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
     let resp = write(
         &state,
         &req,
         &auth,
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
-            Ok(Reply::ok(crate::engine::rerun::rerun(
-                tx, &org, &id, request,
-            )?))
+            let answer = crate::engine::rerun::rerun(tx, &org, &id, request)?;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(Reply::ok(answer))
         },
     )
     .await?;
+    if counts && ran.load(std::sync::atomic::Ordering::SeqCst) {
+        state.metrics.rerun();
+    }
     state.executor.wake();
     Ok(resp)
 }

@@ -308,9 +308,12 @@ pub async fn resolve(
         &["action", "corrected_value", "correctedValue", "reason"],
     )?;
     let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
+    let action = request.action.as_str();
     let org = auth.org_id.clone();
     let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = woke.clone();
+    let recorded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorded_flag = recorded.clone();
     let resp = write(
         &state,
         &req,
@@ -319,10 +322,14 @@ pub async fn resolve(
         move |tx| {
             let (answer, wake) = review::resolve(tx, &org, &pd_id, &field, &request)?;
             flag.store(wake, std::sync::atomic::Ordering::SeqCst);
+            recorded_flag.store(true, std::sync::atomic::Ordering::SeqCst);
             Ok(Reply::ok(answer))
         },
     )
     .await?;
+    if recorded.load(std::sync::atomic::Ordering::SeqCst) {
+        state.metrics.decision(action);
+    }
     if woke.load(std::sync::atomic::Ordering::SeqCst) {
         state.executor.wake();
     }
@@ -376,9 +383,12 @@ pub async fn bulk_resolve(
         }
     }
     let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
+    let action = request.action.as_str();
     let org = auth.org_id.clone();
     let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = woke.clone();
+    let recorded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let recorded_count = recorded.clone();
     let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
         let mut results = Vec::with_capacity(targets.len());
         let mut resolved = 0;
@@ -404,9 +414,13 @@ pub async fn bulk_resolve(
                 }
             }
         }
+        recorded_count.store(resolved, std::sync::atomic::Ordering::SeqCst);
         Ok(Reply::ok(json!({ "resolved": resolved, "failed": targets.len() - resolved, "results": results })))
     })
     .await?;
+    for _ in 0..recorded.load(std::sync::atomic::Ordering::SeqCst) {
+        state.metrics.decision(action);
+    }
     if woke.load(std::sync::atomic::Ordering::SeqCst) {
         state.executor.wake();
     }

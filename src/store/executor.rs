@@ -177,6 +177,11 @@ pub struct StepRows {
 }
 
 impl StepRows {
+    /// (cell versions, verdicts) this step writes.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.cells.len(), self.verdicts.len())
+    }
+
     pub fn of(step: Step) -> Self {
         StepRows {
             phase_index: step.phase_index,

@@ -460,3 +460,19 @@ pub fn settle(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
     super::reruns::finish_open(c, pipeline_id)?;
     ensure_record_set(c, pipeline_id)
 }
+
+/// What `/metrics` reads from the database: documents by status across all runs, and the
+/// fields waiting for a reviewer.
+pub fn metric_gauges(c: &Connection) -> Result<crate::metrics::StoreGauges, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT status, COUNT(*) FROM pipeline_documents GROUP BY status ORDER BY status",
+    )?;
+    let documents = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let review_queue = c.query_row("SELECT COUNT(*) FROM held_fields", [], |r| r.get(0))?;
+    Ok(crate::metrics::StoreGauges {
+        documents,
+        review_queue,
+    })
+}

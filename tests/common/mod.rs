@@ -9,6 +9,8 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod world;
+
 pub struct Resp {
     pub status: u16,
     pub headers: HeaderMap,

@@ -1,0 +1,239 @@
+//! Prometheus metrics, kept in process and rendered as text at `GET /metrics`.
+//!
+//! Labels are closed sets (route templates, methods, statuses, phase types, decision actions):
+//! no organization, pipeline, document or key ever becomes a label, so the series count stays
+//! bounded and a scrape leaks nothing about tenants.
+
+use crate::domain::rail::PhaseType;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds in seconds, from a cached read to a large rerun.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += s;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, n) in BUCKETS.iter().zip(self.counts) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// Gauges read from the database at scrape time.
+#[derive(Default)]
+pub struct StoreGauges {
+    /// Pipeline documents by status.
+    pub documents: Vec<(String, i64)>,
+    /// Fields waiting for a reviewer.
+    pub review_queue: i64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    phases: Mutex<BTreeMap<&'static str, Histogram>>,
+    versions: AtomicU64,
+    verdicts: AtomicU64,
+    documents_finished: AtomicU64,
+    reruns: AtomicU64,
+    decisions: Mutex<BTreeMap<String, u64>>,
+    in_flight: AtomicU64,
+}
+
+impl Metrics {
+    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        *self
+            .requests
+            .lock()
+            .entry((route.to_string(), method.to_string(), status))
+            .or_default() += 1;
+        self.latency
+            .lock()
+            .entry(route.to_string())
+            .or_default()
+            .observe(took);
+    }
+
+    pub fn phase(&self, kind: PhaseType, took: Duration) {
+        self.phases
+            .lock()
+            .entry(kind.as_str())
+            .or_default()
+            .observe(took);
+    }
+
+    /// What one writer commit made durable.
+    pub fn committed(&self, documents_finished: u64, versions: u64, verdicts: u64) {
+        self.documents_finished
+            .fetch_add(documents_finished, Ordering::Relaxed);
+        self.versions.fetch_add(versions, Ordering::Relaxed);
+        self.verdicts.fetch_add(verdicts, Ordering::Relaxed);
+    }
+
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn rerun(&self) {
+        self.reruns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn decision(&self, action: &str) {
+        *self.decisions.lock().entry(action.to_string()).or_default() += 1;
+    }
+
+    pub fn render(&self, gauges: &StoreGauges) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        out.push_str("# HELP quire_http_requests_total HTTP requests answered, by route template, method and status.\n# TYPE quire_http_requests_total counter\n");
+        for ((route, method, status), n) in self.requests.lock().iter() {
+            let _ = writeln!(
+                out,
+                "quire_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        out.push_str("# HELP quire_http_request_duration_seconds Time to answer, by route template.\n# TYPE quire_http_request_duration_seconds histogram\n");
+        for (route, h) in self.latency.lock().iter() {
+            h.render(
+                &mut out,
+                "quire_http_request_duration_seconds",
+                &format!("route=\"{}\"", escape(route)),
+            );
+        }
+        out.push_str("# HELP quire_phase_duration_seconds Computation time of one phase for one document, by phase type.\n# TYPE quire_phase_duration_seconds histogram\n");
+        for (kind, h) in self.phases.lock().iter() {
+            h.render(
+                &mut out,
+                "quire_phase_duration_seconds",
+                &format!("phase=\"{kind}\""),
+            );
+        }
+        out.push_str(
+            "# HELP quire_documents Pipeline documents by status.\n# TYPE quire_documents gauge\n",
+        );
+        for (status, n) in &gauges.documents {
+            let _ = writeln!(out, "quire_documents{{status=\"{}\"}} {n}", escape(status));
+        }
+        let queued = gauges
+            .documents
+            .iter()
+            .filter(|(s, _)| s == "queued")
+            .map(|(_, n)| n)
+            .sum::<i64>();
+        let _ = writeln!(out, "# HELP quire_executor_queue_depth Documents waiting to be claimed.\n# TYPE quire_executor_queue_depth gauge\nquire_executor_queue_depth {queued}");
+        let _ = writeln!(out, "# HELP quire_executor_in_flight Documents claimed by the executor and not yet committed.\n# TYPE quire_executor_in_flight gauge\nquire_executor_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP quire_review_queue_fields Fields waiting for a reviewer.\n# TYPE quire_review_queue_fields gauge\nquire_review_queue_fields {}", gauges.review_queue);
+        counter(
+            &mut out,
+            "quire_documents_finished_total",
+            "Document runs committed by the executor.",
+            self.documents_finished.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_cell_versions_written_total",
+            "Cell versions written by the executor.",
+            self.versions.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_verdicts_written_total",
+            "Gate verdicts written by the executor.",
+            self.verdicts.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "quire_reruns_total",
+            "Reruns accepted (dry runs excluded).",
+            self.reruns.load(Ordering::Relaxed),
+        );
+        out.push_str("# HELP quire_review_decisions_total Reviewer decisions recorded, by action.\n# TYPE quire_review_decisions_total counter\n");
+        for (action, n) in self.decisions.lock().iter() {
+            let _ = writeln!(
+                out,
+                "quire_review_decisions_total{{action=\"{}\"}} {n}",
+                escape(action)
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_counters_render() {
+        let m = Metrics::default();
+        m.request("/v1/x/{id}", "GET", 200, Duration::from_millis(2));
+        m.request("/v1/x/{id}", "GET", 200, Duration::from_millis(700));
+        m.decision("approve");
+        m.committed(3, 84, 60);
+        let text = m.render(&StoreGauges {
+            documents: vec![("queued".into(), 5), ("completed".into(), 2)],
+            review_queue: 1,
+        });
+        assert!(text.contains(
+            "quire_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0025\"} 1"
+        ));
+        assert!(text.contains(
+            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"1\"} 2"
+        ));
+        assert!(text.contains("quire_executor_queue_depth 5"));
+        assert!(text.contains("quire_cell_versions_written_total 84"));
+        assert!(text.contains("quire_review_decisions_total{action=\"approve\"} 1"));
+    }
+}
