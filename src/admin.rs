@@ -73,6 +73,18 @@ pub fn create_key(db: &Db, spec: KeySpec) -> Result<CreatedKey, AdminError> {
 /// Start-up: with `bootstrap` set, makes sure that exact key exists (read+write, organization
 /// `default`); otherwise, on an empty database, creates `default` and a first key to print.
 pub fn ensure_bootstrap(db: &Db, bootstrap: Option<&str>) -> Result<Option<String>, AdminError> {
+    if db.read_only() {
+        // Nothing can be created; a bootstrap key must already be there to be of use.
+        return db.read(|c| match bootstrap {
+            Some(plain) => match keys::find_by_hash(c, &hash_key(plain))? {
+                Some(k) if k.revoked_at.is_none() => Ok(None),
+                _ => Err(AdminError::Invalid(
+                    "the database is read-only and does not hold QUIRE_BOOTSTRAP_KEY".into(),
+                )),
+            },
+            None => Ok(None),
+        });
+    }
     db.write(true, |tx| {
         if let Some(plain) = bootstrap {
             if !is_well_formed(plain) {

@@ -75,6 +75,7 @@ pub struct Metrics {
     reruns: AtomicU64,
     decisions: Mutex<BTreeMap<String, u64>>,
     in_flight: AtomicU64,
+    commit_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -105,6 +106,11 @@ impl Metrics {
             .fetch_add(documents_finished, Ordering::Relaxed);
         self.versions.fetch_add(versions, Ordering::Relaxed);
         self.verdicts.fetch_add(verdicts, Ordering::Relaxed);
+    }
+
+    /// A writer commit that rolled back: `storage` (full, read-only), `busy`, or `other`.
+    pub fn commit_failed(&self, reason: &'static str) {
+        *self.commit_failures.lock().entry(reason).or_default() += 1;
     }
 
     pub fn set_in_flight(&self, n: usize) {
@@ -190,6 +196,13 @@ impl Metrics {
             "Reruns accepted (dry runs excluded).",
             self.reruns.load(Ordering::Relaxed),
         );
+        out.push_str("# HELP quire_executor_commit_failures_total Executor commits rolled back, by reason; their results are kept or requeued.\n# TYPE quire_executor_commit_failures_total counter\n");
+        for (reason, n) in self.commit_failures.lock().iter() {
+            let _ = writeln!(
+                out,
+                "quire_executor_commit_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         out.push_str("# HELP quire_review_decisions_total Reviewer decisions recorded, by action.\n# TYPE quire_review_decisions_total counter\n");
         for (action, n) in self.decisions.lock().iter() {
             let _ = writeln!(

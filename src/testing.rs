@@ -13,7 +13,7 @@ pub struct TestServer {
     pub api_key: String,
     pub db_path: PathBuf,
     handle: actix_web::dev::ServerHandle,
-    executor: std::sync::Arc<crate::engine::executor::Executor>,
+    state: actix_web::web::Data<crate::http::AppState>,
     thread: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
@@ -31,17 +31,16 @@ impl TestServer {
         let mut config = Config::ephemeral(Some(key.clone()));
         config.db = db_path.to_string_lossy().into_owned();
         tune(&mut config);
+        // A tuned configuration may point at an existing database and its key.
+        let db_path = PathBuf::from(&config.db);
+        let key = config.bootstrap_key.clone().unwrap_or(key);
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
                 match Application::build(config) {
                     Ok(app) => {
-                        let _ = tx.send(Ok((
-                            app.port(),
-                            app.server_handle(),
-                            app.state().executor.clone(),
-                        )));
+                        let _ = tx.send(Ok((app.port(), app.server_handle(), app.state())));
                         if let Err(e) = app.run_until_stopped().await {
                             log::error!("test server stopped with an error: {e}");
                         }
@@ -52,7 +51,7 @@ impl TestServer {
                 }
             });
         });
-        let (port, handle, executor) = match rx.recv() {
+        let (port, handle, state) = match rx.recv() {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => panic!("test server failed to start: {e}"),
             Err(_) => panic!("test server thread died during start-up"),
@@ -62,7 +61,7 @@ impl TestServer {
             api_key: key,
             db_path,
             handle,
-            executor,
+            state,
             thread: Some(thread),
             _dir: dir,
         }
@@ -71,11 +70,16 @@ impl TestServer {
     /// Holds queued documents in `queued` (claimed ones finish) until `resume_executor`, so a
     /// test can act on a run that is certainly not finished.
     pub fn pause_executor(&self) {
-        self.executor.pause();
+        self.state.executor.pause();
     }
 
     pub fn resume_executor(&self) {
-        self.executor.resume();
+        self.state.executor.resume();
+    }
+
+    /// The running service's state, for fault injection (`state().db.set_max_pages(…)`).
+    pub fn state(&self) -> &crate::http::AppState {
+        &self.state
     }
 
     pub fn db_arg(&self) -> String {

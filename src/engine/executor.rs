@@ -62,6 +62,9 @@ impl Executor {
         workers: usize,
         shutdown_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        if db.read_only() {
+            return Ok(Self::idle(shutdown_timeout));
+        }
         let recovered = db.write(false, |tx| xstore::recover(tx))?;
         if recovered > 0 {
             log::info!("recovered {recovered} interrupted document(s) into the queue");
@@ -93,6 +96,7 @@ impl Executor {
         }
         drop(result_tx);
         let conn = db.dedicated()?;
+        let writer_db = db.clone();
         let stop2 = stop.clone();
         let paused2 = paused.clone();
         // Committed results are freed on their own thread: freeing what workers allocated was a
@@ -111,6 +115,7 @@ impl Executor {
             .name("quire-writer".into())
             .spawn(move || {
                 Writer {
+                    db: writer_db,
                     conn,
                     reclaim_tx,
                     work_tx,
@@ -135,6 +140,19 @@ impl Executor {
             workers: Mutex::new(handles),
             shutdown_timeout,
         })
+    }
+
+    /// An executor that never runs anything: the database is read-only.
+    fn idle(shutdown_timeout: Duration) -> Self {
+        let (wake_tx, _) = bounded::<()>(1);
+        Executor {
+            wake_tx,
+            stop: Arc::new(AtomicBool::new(true)),
+            paused: Arc::new(AtomicBool::new(true)),
+            writer: Mutex::new(None),
+            workers: Mutex::new(Vec::new()),
+            shutdown_timeout,
+        }
     }
 
     /// Tells the writer there may be queued work.
@@ -268,6 +286,7 @@ fn worker(
 }
 
 struct Writer {
+    db: Db,
     conn: Connection,
     reclaim_tx: Sender<Vec<WorkResult>>,
     work_tx: Sender<Claim>,
@@ -287,6 +306,9 @@ impl Writer {
         let mut stopping_since: Option<Instant> = None;
         let mut last_checkpoint = Instant::now();
         let mut idle_checkpointed = false;
+        // Results whose commit failed for want of storage: kept and committed again once
+        // storage returns, rather than sent round the queue (which would need a write too).
+        let mut carried: Vec<WorkResult> = Vec::new();
         loop {
             let stopping = self.stop.load(Ordering::SeqCst);
             if stopping {
@@ -295,7 +317,7 @@ impl Writer {
                     break;
                 }
             }
-            let mut batch = Vec::new();
+            let mut batch = std::mem::take(&mut carried);
             let wait = if self.in_flight.is_empty() {
                 Duration::from_millis(500)
             } else {
@@ -346,17 +368,34 @@ impl Writer {
                 Err(e) => {
                     // Busy is expected while a large API transaction (a rerun of 100,000
                     // documents) holds the write lock; anything else is worth a warning.
-                    if matches!(e, StoreError::Busy) {
-                        log::info!("executor commit waited past the busy timeout; retrying");
-                    } else {
-                        log::warn!("executor commit failed ({e}); documents go back to the queue");
+                    self.metrics.commit_failed(match &e {
+                        StoreError::Busy => "busy",
+                        e if e.is_unavailable() => "storage",
+                        _ => "other",
+                    });
+                    match &e {
+                        StoreError::Busy => {
+                            log::info!("executor commit waited past the busy timeout; retrying")
+                        }
+                        e if e.is_unavailable() => log::warn!(
+                            "executor cannot commit ({e}); {} result(s) kept until storage returns",
+                            batch.len()
+                        ),
+                        e => log::warn!(
+                            "executor commit failed ({e}); documents go back to the queue"
+                        ),
                     }
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
-                    // The results are lost with the rolled-back transaction: send them round again.
-                    for r in batch {
-                        self.in_flight.remove(&r.claim.seq);
-                        let _ = xstore::requeue(&self.conn, &r.claim);
+                    if e.is_unavailable() {
+                        carried = batch;
+                    } else {
+                        // The results are lost with the rolled-back transaction: send them
+                        // round again.
+                        for r in batch {
+                            self.in_flight.remove(&r.claim.seq);
+                            let _ = xstore::requeue(&self.conn, &r.claim);
+                        }
                     }
                 }
             }
@@ -382,6 +421,7 @@ impl Writer {
         if batch.is_empty() && (!claim_more || free == 0) {
             return Ok(Vec::new());
         }
+        self.db.cap_pages(&self.conn)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

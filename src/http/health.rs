@@ -1,6 +1,5 @@
 use super::error::ApiError;
 use super::AppState;
-use actix_web::ResponseError;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -8,15 +7,23 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.is_ready() {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
-    } else {
-        ApiError::Unavailable(
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::Unavailable(
             "Not ready: start-up (migrations, recovery, executor) has not finished".into(),
-        )
-        .error_response()
+        ));
     }
+    let st = state.clone();
+    let writable = super::blocking(move || Ok(st.db.writable()?)).await?;
+    if !writable {
+        let why = if state.db.read_only() {
+            "The database file is read-only: reads are served, writes answer 503"
+        } else {
+            "The database is full: reads are served, writes answer 503 and documents wait in the queue until space returns"
+        };
+        return Err(ApiError::Unavailable(why.into()));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }
 
 /// Prometheus text; guarded by `--metrics-token` when one is set.

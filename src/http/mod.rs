@@ -93,24 +93,35 @@ impl AppState {
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
-        let cursor_secret = db.write(false, |tx| {
-            let existing: Option<String> = crate::store::optional(tx.query_row(
-                "SELECT value FROM settings WHERE key = 'cursor_secret'",
-                [],
-                |r| r.get(0),
-            ))?;
-            match existing {
-                Some(s) => Ok::<_, StoreError>(s),
-                None => {
-                    let s = hex::encode(rand::random::<[u8; 32]>());
-                    tx.execute(
-                        "INSERT INTO settings(key, value) VALUES ('cursor_secret', ?1)",
-                        [&s],
-                    )?;
-                    Ok(s)
+        let cursor_secret = if db.read_only() {
+            db.read(|c| {
+                crate::store::optional(c.query_row(
+                    "SELECT value FROM settings WHERE key = 'cursor_secret'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                ))
+            })?
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 32]>()))
+        } else {
+            db.write(false, |tx| {
+                let existing: Option<String> = crate::store::optional(tx.query_row(
+                    "SELECT value FROM settings WHERE key = 'cursor_secret'",
+                    [],
+                    |r| r.get(0),
+                ))?;
+                match existing {
+                    Some(s) => Ok::<_, StoreError>(s),
+                    None => {
+                        let s = hex::encode(rand::random::<[u8; 32]>());
+                        tx.execute(
+                            "INSERT INTO settings(key, value) VALUES ('cursor_secret', ?1)",
+                            [&s],
+                        )?;
+                        Ok(s)
+                    }
                 }
-            }
-        })?;
+            })?
+        };
         let progress_cache = ProgressCache::new(&db)?;
         Ok(AppState {
             progress_cache,

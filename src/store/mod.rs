@@ -78,7 +78,10 @@ pub type Conn = PooledConnection<SqliteConnectionManager>;
 pub struct Db {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
-    max_pages: Option<u64>,
+    /// The page cap applied before every write (`--max-db-pages`); 0 when never configured.
+    page_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Opened on a file without write permission: reads are served, writes refused.
+    read_only: bool,
     _tmp: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
@@ -86,19 +89,49 @@ pub struct Db {
 const POOL_CACHE_KIB: i64 = 2048;
 const DEDICATED_CACHE_KIB: i64 = 2048;
 
-fn apply_pragmas(c: &Connection, max_pages: Option<u64>, cache_kib: i64) -> rusqlite::Result<()> {
+/// SQLite's own ceiling for `max_page_count`: what "no cap" means once a cap was set.
+const NO_PAGE_CAP: u64 = 4_294_967_294;
+
+fn apply_pragmas(
+    c: &Connection,
+    max_pages: u64,
+    cache_kib: i64,
+    read_only: bool,
+) -> rusqlite::Result<()> {
     c.busy_timeout(Duration::from_millis(5000))?;
+    if !read_only {
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA journal_size_limit=67108864;",
+        )?;
+    }
     c.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         PRAGMA synchronous=NORMAL;
-         PRAGMA foreign_keys=ON;
-         PRAGMA journal_size_limit=67108864;",
+        "PRAGMA synchronous=NORMAL;
+         PRAGMA foreign_keys=ON;",
     )?;
     c.pragma_update(None, "cache_size", -cache_kib)?;
-    if let Some(p) = max_pages {
-        c.pragma_update(None, "max_page_count", p as i64)?;
+    if max_pages != 0 {
+        c.pragma_update(None, "max_page_count", max_pages as i64)?;
     }
     Ok(())
+}
+
+fn open_flags(read_only: bool) -> OpenFlags {
+    if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
+    } else {
+        OpenFlags::default()
+    }
+}
+
+/// A file whose permissions forbid writing. Checked by mode rather than by trying, because a
+/// privileged user could write anyway, and the operator's intent is what the mode says.
+fn is_read_only_file(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.permissions().readonly())
+        .unwrap_or(false)
 }
 
 /// Splits schema.sql into its numbered migrations.
@@ -156,6 +189,19 @@ fn check_existing(path: &Path) -> Result<(), StoreError> {
             "{shown} is not a Quire database: it has tables but no Quire schema version; refusing to touch it"
         )));
     }
+    // A damaged page anywhere would surface later as errors mid-request; find it now instead.
+    let check: String = c
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| {
+            StoreError::Refused(format!(
+                "{shown} is damaged: {e}; restore it from a backup (quire backup)"
+            ))
+        })?;
+    if check != "ok" {
+        return Err(StoreError::Refused(format!(
+            "{shown} is damaged ({check}); refusing to start on it — restore it from a backup (quire backup)"
+        )));
+    }
     if version > latest_version() {
         return Err(StoreError::Refused(format!(
             "{shown} was written by a newer Quire (schema version {version}, this binary knows {}); refusing to touch it",
@@ -194,9 +240,21 @@ impl Db {
             (PathBuf::from(path), None)
         };
         check_existing(&path)?;
-        let max_pages = opts.max_db_pages;
+        let read_only = is_read_only_file(&path);
+        let page_limit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            opts.max_db_pages.unwrap_or(0),
+        ));
+        let limit = page_limit.clone();
         let manager = SqliteConnectionManager::file(&path)
-            .with_init(move |c| apply_pragmas(c, max_pages, POOL_CACHE_KIB));
+            .with_flags(open_flags(read_only))
+            .with_init(move |c| {
+                apply_pragmas(
+                    c,
+                    limit.load(std::sync::atomic::Ordering::SeqCst),
+                    POOL_CACHE_KIB,
+                    read_only,
+                )
+            });
         let pool = Pool::builder()
             .max_size(opts.max_connections)
             .min_idle(Some(1))
@@ -206,16 +264,76 @@ impl Db {
         let db = Db {
             pool,
             path,
-            max_pages,
+            page_limit,
+            read_only,
             _tmp: tmp,
         };
         db.migrate()?;
+        if read_only {
+            log::warn!(
+                "{} is read-only: serving reads, refusing writes with 503",
+                db.path.display()
+            );
+        }
         Ok(db)
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Changes the page cap on every connection from the next write on (`None` lifts it).
+    /// Fault-injection for tests: a cap below the current size fills the database at once.
+    pub fn set_max_pages(&self, pages: Option<u64>) {
+        let v = match pages {
+            Some(p) => p.max(1),
+            None if self.page_limit.load(std::sync::atomic::Ordering::SeqCst) == 0 => 0,
+            None => NO_PAGE_CAP,
+        };
+        self.page_limit
+            .store(v, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Applies the current page cap to a connection about to write; nothing when none was set.
+    pub fn cap_pages(&self, c: &Connection) -> Result<(), StoreError> {
+        let v = self.page_limit.load(std::sync::atomic::Ordering::SeqCst);
+        if v != 0 {
+            c.pragma_update(None, "max_page_count", v as i64)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a write could allocate pages now: false when read-only, at the page cap, or
+    /// when the file system has less than a few MiB free.
+    pub fn writable(&self) -> Result<bool, StoreError> {
+        if self.read_only {
+            return Ok(false);
+        }
+        let c = self.conn()?;
+        self.cap_pages(&c)?;
+        let max: i64 = c.query_row("PRAGMA max_page_count", [], |r| r.get(0))?;
+        let count: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        if max - count + free < 8 {
+            return Ok(false);
+        }
+        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
+        Ok(fs4::available_space(dir).map_or(true, |b| b >= 4 << 20))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut c = self.conn()?;
         let current: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if self.read_only {
+            if current < latest_version() {
+                return Err(StoreError::Refused(format!(
+                    "{} is read-only and needs schema migration {} first; make it writable once",
+                    self.path.display(),
+                    latest_version()
+                )));
+            }
+            return Ok(());
+        }
         let pending: Vec<_> = migrations()
             .into_iter()
             .filter(|(n, _)| *n > current)
@@ -259,6 +377,7 @@ impl Db {
         f: impl FnOnce(&Transaction) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut c = self.conn()?;
+        self.cap_pages(&c)?;
         if durable {
             c.pragma_update(None, "synchronous", "FULL")
                 .map_err(StoreError::from)?;
@@ -279,8 +398,13 @@ impl Db {
 
     /// A plain connection outside the pool, for long-lived single users (key cache, writer).
     pub fn dedicated(&self) -> Result<Connection, StoreError> {
-        let c = Connection::open(&self.path)?;
-        apply_pragmas(&c, self.max_pages, DEDICATED_CACHE_KIB)?;
+        let c = Connection::open_with_flags(&self.path, open_flags(self.read_only))?;
+        apply_pragmas(
+            &c,
+            self.page_limit.load(std::sync::atomic::Ordering::SeqCst),
+            DEDICATED_CACHE_KIB,
+            self.read_only,
+        )?;
         c.set_prepared_statement_cache_capacity(128);
         Ok(c)
     }
