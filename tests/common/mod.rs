@@ -186,8 +186,10 @@ pub fn spawn_server(db: &str, key: &str, extra: &[&str]) -> (std::process::Child
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let mut port = None;
+    let mut seen = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap_or_default();
+        seen.push(line.clone());
         if let Some(rest) = line.split("listening on http://").nth(1) {
             port = rest
                 .split(' ')
@@ -203,7 +205,7 @@ pub fn spawn_server(db: &str, key: &str, extra: &[&str]) -> (std::process::Child
         Some(p) => (child, p),
         None => {
             let _ = child.kill();
-            panic!("quire did not start");
+            panic!("quire did not start:\n{}", seen.join("\n"));
         }
     }
 }
