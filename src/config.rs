@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Seconds to wait for running steps on SIGTERM/SIGINT.
     #[arg(long, env = "QUIRE_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// Seconds a client has to send its request head; slower clients get 408 and are dropped.
+    #[arg(long, env = "QUIRE_REQUEST_TIMEOUT", default_value_t = 10)]
+    pub request_timeout: u64,
     /// Print one JSON line `{"url", "api_key"}` on stdout once ready, and nothing else there.
     #[arg(long, env = "QUIRE_READY_JSON")]
     pub ready_json: bool,
@@ -55,6 +58,7 @@ pub struct Config {
     pub max_upload: usize,
     pub max_pipeline_documents: usize,
     pub shutdown_timeout: u64,
+    pub request_timeout: u64,
     pub bootstrap_key: Option<String>,
     pub debug_routes: bool,
     pub max_db_pages: Option<u64>,
@@ -80,6 +84,7 @@ impl Config {
             max_upload: a.max_upload,
             max_pipeline_documents: a.max_pipeline_documents,
             shutdown_timeout: a.shutdown_timeout,
+            request_timeout: a.request_timeout.max(1),
             bootstrap_key: std::env::var("QUIRE_BOOTSTRAP_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
@@ -102,6 +107,7 @@ impl Config {
             max_upload: 50 * 1024 * 1024,
             max_pipeline_documents: 10_000,
             shutdown_timeout: 10,
+            request_timeout: 10,
             bootstrap_key,
             debug_routes: false,
             max_db_pages: None,

@@ -66,6 +66,12 @@ pub fn inline_upload(d: InlineDocument, at: &str) -> Result<Upload, ApiError> {
 }
 
 /// Checks an upload's name, type, size and metadata: 400/413/415, or its media type.
+/// The largest request body that can carry a document of `max_upload` bytes (base64 in JSON,
+/// or a multipart part, with room for the rest of the body).
+pub fn upload_body_limit(max_upload: usize) -> usize {
+    max_upload / 3 * 4 + 64 * 1024
+}
+
 pub fn check_upload(u: &Upload, max_upload: usize) -> Result<String, ApiError> {
     let n = u.filename.chars().count();
     if n == 0 || n > 255 {
@@ -156,7 +162,7 @@ pub async fn create(
     let (upload, body_hash) = match media_type(&req).as_deref() {
         Some("multipart/form-data") => read_multipart(&req, payload, max_upload).await?,
         Some("application/json") => {
-            let limit = max_upload / 3 * 4 + 64 * 1024;
+            let limit = upload_body_limit(max_upload);
             let raw = parse_value(&read_limited(payload, limit).await?)?;
             let doc: InlineDocument = typed(&raw)?;
             (

@@ -12,6 +12,9 @@ use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
+/// The most header bytes (names, values, separators) a request may carry.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 #[derive(Clone)]
 pub struct RequestId(pub String);
 
@@ -40,6 +43,52 @@ pub async fn envelope(
     req.extensions_mut().insert(RequestId(rid.clone()));
     let method = req.method().to_string();
     let path = req.path().to_string();
+
+    // actix bounds the count of headers but not their size; a client sending megabytes of
+    // header would otherwise be read in full before any handler could refuse it.
+    let head_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if head_bytes > MAX_HEAD_BYTES {
+        let status = actix_web::http::StatusCode::BAD_REQUEST;
+        let err = ApiError::bad(format!(
+            "request headers take {head_bytes} bytes; at most {MAX_HEAD_BYTES} are accepted"
+        ));
+        let body = EnvelopeParts::from_api(&err).into_body(status, &rid, &path);
+        log::info!(target: "quire::access", "{rid} {method} <oversized head> 400 {}ms", started.elapsed().as_millis());
+        let res = HttpResponse::build(status)
+            .insert_header(("x-request-id", rid.as_str()))
+            .json(body);
+        return Ok(req.into_response(res));
+    }
+    // A declared length over the route's limit is refused before anything is read, on every
+    // route alike, including those that ignore their body.
+    if let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let limit = if path == "/v1/documents" {
+            super::documents::upload_body_limit(state.config.max_upload)
+        } else {
+            state.config.max_body
+        };
+        if let Some(n) = declared.filter(|n| *n > limit) {
+            let status = actix_web::http::StatusCode::PAYLOAD_TOO_LARGE;
+            let err = ApiError::PayloadTooLarge(format!(
+                "The request body is {n} bytes; this route accepts at most {limit}"
+            ));
+            let body = EnvelopeParts::from_api(&err).into_body(status, &rid, &path);
+            log::info!(target: "quire::access", "{rid} {method} <oversized body> 413 {}ms", started.elapsed().as_millis());
+            let res = HttpResponse::build(status)
+                .insert_header(("x-request-id", rid.as_str()))
+                .json(body);
+            return Ok(req.into_response(res));
+        }
+    }
 
     // The request cannot be cloned before routing (the router needs it unshared), so answers
     // for errors that escape as `Err` or as a panic are finished here without it.

@@ -280,7 +280,7 @@ pub fn server(
             .default_service(web::to(not_found_route))
     })
     .workers(config.http_workers)
-    .client_request_timeout(Duration::from_secs(10))
+    .client_request_timeout(Duration::from_secs(config.request_timeout))
     .client_disconnect_timeout(Duration::from_secs(5))
     .shutdown_timeout(config.shutdown_timeout)
     .listen(listener)?
