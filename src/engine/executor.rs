@@ -421,6 +421,8 @@ impl Writer {
         if batch.is_empty() && (!claim_more || free == 0) {
             return Ok(Vec::new());
         }
+        let db = self.db.clone();
+        let _turn = db.write_gate();
         self.db.cap_pages(&self.conn)?;
         let tx = self
             .conn
