@@ -93,6 +93,7 @@ fn every_route_keeps_organizations_apart_and_read_keys_read_only() {
         }
     }
     assert!(checked >= 50, "only {checked} route/method pairs checked");
+    println!("isolation: {checked} route/method pairs checked");
     // Nothing the other organization tried changed the owner's resources.
     for (template, methods) in ROUTES {
         if methods.contains(&"GET") && template.contains('{') {

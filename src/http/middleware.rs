@@ -63,32 +63,6 @@ pub async fn envelope(
             .json(body);
         return Ok(req.into_response(res));
     }
-    // A declared length over the route's limit is refused before anything is read, on every
-    // route alike, including those that ignore their body.
-    if let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let limit = if path == "/v1/documents" {
-            super::documents::upload_body_limit(state.config.max_upload)
-        } else {
-            state.config.max_body
-        };
-        if let Some(n) = declared.filter(|n| *n > limit) {
-            let status = actix_web::http::StatusCode::PAYLOAD_TOO_LARGE;
-            let err = ApiError::PayloadTooLarge(format!(
-                "The request body is {n} bytes; this route accepts at most {limit}"
-            ));
-            let body = EnvelopeParts::from_api(&err).into_body(status, &rid, &path);
-            log::info!(target: "quire::access", "{rid} {method} <oversized body> 413 {}ms", started.elapsed().as_millis());
-            let res = HttpResponse::build(status)
-                .insert_header(("x-request-id", rid.as_str()))
-                .json(body);
-            return Ok(req.into_response(res));
-        }
-    }
 
     // The request cannot be cloned before routing (the router needs it unshared), so answers
     // for errors that escape as `Err` or as a panic are finished here without it.

@@ -195,9 +195,14 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 pub async fn cancel(
     state: web::Data<AppState>,
     req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Write)?;
     let id = path_id(&req, "id")?;
+    let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
+    blocking(move || st.db.read(|c| load(c, &org, &lookup).map(|_| ()))).await?;
+    // Cancel takes no options, but a body is still held to the limits every route keeps.
+    json_body(&req, payload, state.config.max_body, true).await?;
     let org = auth.org_id.clone();
     write(&state, &req, &auth, String::new, move |tx| {
         load(tx, &org, &id)?;
