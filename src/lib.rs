@@ -1,5 +1,8 @@
 //! Quire: a self-hosted document structuring pipeline.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "512"]
+
 pub mod admin;
 pub mod bench;
 pub mod config;

@@ -9,6 +9,7 @@ pub mod gates;
 pub mod health;
 pub mod idempotency;
 pub mod middleware;
+pub mod openapi;
 pub mod pagination;
 pub mod pipelines;
 pub mod policies;
@@ -215,6 +216,7 @@ route_table! {
     "/healthz" => { get => health::healthz },
     "/readyz" => { get => health::readyz },
     "/metrics" => { get => health::metrics },
+    "/openapi.json" => { get => openapi::serve },
     "/v1/schemas" => { get => schemas::list, post => schemas::create },
     "/v1/schemas/{id}" => { get => schemas::get, put => schemas::replace, patch => schemas::patch, delete => schemas::delete },
     "/v1/schemas/{id}/rail" => { get => schemas::get_rail, put => schemas::put_rail },
@@ -257,7 +259,7 @@ route_table! {
 }
 
 /// Routes that answer without a key.
-pub const PUBLIC_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+pub const PUBLIC_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
     register(cfg);
