@@ -2,6 +2,7 @@
 //! documents through the API, throughput from server timestamps, and the raw SQLite ceiling
 //! measured in the same process. It checks its own results and fails loudly when they are wrong.
 
+use crate::client::{id, Client as Http};
 use crate::testing::TestServer;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
@@ -79,76 +80,6 @@ fn document(i: usize) -> Value {
         vat = 100_000_000 + i,
     );
     json!({ "filename": format!("bench-{i}.txt"), "content": text, "metadata": { "customer_id": format!("C-{}", i % 5000) } })
-}
-
-struct Http {
-    base: String,
-    key: String,
-    agent: ureq::Agent,
-}
-
-impl Http {
-    fn new(base: &str, key: &str) -> Self {
-        Http {
-            base: base.into(),
-            key: key.into(),
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(120))
-                .build(),
-        }
-    }
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        let req = self
-            .agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.key));
-        let res = match body {
-            Some(b) => req.send_json(b.clone()),
-            None => req.call(),
-        };
-        match res {
-            Ok(r) => r
-                .into_json::<Value>()
-                .map_err(|e| format!("{method} {path}: {e}")),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "{method} {path}: {code} {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("{method} {path}: {e}")),
-        }
-    }
-    /// POST of an already rendered JSON body (the pipeline of N ids, without an N-sized tree).
-    fn post_raw(&self, path: &str, body: &str) -> Result<Value, String> {
-        let res = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.key))
-            .set("Content-Type", "application/json")
-            .send_string(body);
-        match res {
-            Ok(r) => r
-                .into_json::<Value>()
-                .map_err(|e| format!("POST {path}: {e}")),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "POST {path}: {code} {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("POST {path}: {e}")),
-        }
-    }
-    fn get(&self, path: &str) -> Result<Value, String> {
-        self.call("GET", path, None)
-    }
-    fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        self.call("POST", path, Some(body))
-    }
-}
-
-fn id(v: &Value) -> Result<String, String> {
-    v["id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("no id in {v}"))
 }
 
 fn setup_spec(h: &Http) -> Result<String, String> {

@@ -5,7 +5,9 @@
 
 pub mod admin;
 pub mod bench;
+pub mod client;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod fixtures;

@@ -39,6 +39,8 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// A guided tour on a live, disposable instance that stays up until Ctrl-C.
+    Demo,
     /// Copy the database consistently while the service runs (SQLite online backup).
     Backup {
         /// Destination file (must not exist).
@@ -101,6 +103,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Demo => match quire::demo::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
         Command::Backup { path } => {
             let db = match admin::open(&cli.db) {
                 Ok(db) => db,

@@ -82,6 +82,13 @@ impl TestServer {
         &self.state
     }
 
+    /// Blocks until the service stops by itself (SIGINT or SIGTERM, which actix handles).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
     pub fn db_arg(&self) -> String {
         self.db_path.to_string_lossy().into_owned()
     }

@@ -194,3 +194,59 @@ fn a_foreign_file_is_refused_at_start_and_left_untouched() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+#[test]
+fn the_demo_runs_the_whole_tour_and_stays_up_until_interrupted() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .arg("demo")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("openapi.json")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("the demo did not finish its tour:\n{}", seen.join("\n")),
+        }
+    }
+    let text = seen.join("\n");
+    for expected in [
+        "200/200 documents",
+        "Review queue:",
+        "Resolved 5 item(s)",
+        "rerun from resolution: 200 documents",
+        "decisions kept   5",
+        "generation 2",
+        "Keep exploring",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // Still serving: the URL it printed answers.
+    let url = text
+        .split("QUIRE=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let up = reqwest::blocking::get(format!("{url}/healthz")).unwrap();
+    assert_eq!(up.status().as_u16(), 200);
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
