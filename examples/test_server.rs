@@ -9,13 +9,20 @@ use serde_json::json;
 
 fn main() -> Result<(), String> {
     let srv = TestServer::start();
-    println!("a fresh Quire at {} (database {})", srv.url, srv.db_path.display());
+    println!(
+        "a fresh Quire at {} (database {})",
+        srv.url,
+        srv.db_path.display()
+    );
     let api = Client::new(&srv.url, &srv.api_key);
     let schema = api.post(
         "/v1/schemas",
         &json!({"name": "Fixture", "fields": {"invoice_number": "string", "total": "number"}}),
     )?;
-    println!("created schema {} with {} fields", schema["id"], schema["field_count"]);
+    println!(
+        "created schema {} with {} fields",
+        schema["id"], schema["field_count"]
+    );
     let listed = api.get("/v1/schemas")?;
     assert_eq!(listed["pagination"]["total"], 1);
     // Dropping the server stops it and deletes the database.

@@ -34,14 +34,29 @@ fn keys_never_reach_the_logs_even_at_trace_level() {
     let api = Remote::new(port, KEY);
     let base = format!("http://127.0.0.1:{port}");
     let wrong = "tlnc_test_wrongwrongwrongwrongwrongwrong0001";
+    let s = api.post(
+        "/v1/schemas",
+        &json!({"name": "s", "fields": {"a": "string"}}),
+    );
+    assert_eq!(s.status, 201);
+    let sid = s.body["id"].as_str().unwrap().to_string();
     assert_eq!(
-        api.post(
-            "/v1/schemas",
-            &json!({"name": "s", "fields": {"a": "string"}})
+        api.put(
+            &format!("/v1/schemas/{sid}/rail"),
+            &json!({"rail": [{"type": "schema"}]})
         )
         .status,
-        201
+        200
     );
+    let p = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": [{"filename": "a.txt", "content": "A: 1"}]}),
+    );
+    assert_eq!(p.status, 201, "{}", p.text);
+    let pid = p.body["id"].as_str().unwrap().to_string();
+    wait_for(30, || {
+        (api.get(&format!("/v1/pipelines/{pid}")).body["status"] == "completed").then_some(())
+    });
     assert_eq!(api.get("/v1/schemas").status, 200);
     let c = &api.http;
     for (k, expect) in [(wrong, 401), ("tlnc_short", 401), ("not-a-key", 401)] {
@@ -79,6 +94,16 @@ fn keys_never_reach_the_logs_even_at_trace_level() {
         text.contains("quire::access"),
         "no access lines at all?\n{text}"
     );
+    // Engine events at info, and the access line names the route template, not the path.
+    assert!(
+        text.contains(&format!("pipeline {pid} started: 1 documents")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pipeline {pid} settled: completed")),
+        "{text}"
+    );
+    assert!(text.contains("GET /v1/pipelines/{id} 200"), "{text}");
     for secret in [KEY, wrong, &KEY[10..]] {
         assert!(!text.contains(secret), "a key reached the log");
     }

@@ -458,10 +458,16 @@ impl Writer {
                 touched.extend(gave_up);
             }
         }
+        let mut settled = Vec::new();
         for p in &touched {
-            pstore::settle(&tx, p)?;
+            if let Some(status) = pstore::settle(&tx, p)? {
+                settled.push((p, status));
+            }
         }
         tx.commit()?;
+        for (p, status) in settled {
+            log::info!("pipeline {p} settled: {status}");
+        }
         let (mut finished, mut versions, mut verdicts) = (0, 0, 0);
         for r in batch.iter() {
             self.in_flight.remove(&r.claim.seq);

@@ -147,6 +147,26 @@ impl AppState {
     }
 }
 
+/// Engine events noted inside a write transaction, logged only once it committed (a replayed
+/// idempotent request runs no transaction and notes nothing).
+#[derive(Clone, Default)]
+pub struct AfterCommit(std::sync::Arc<parking_lot::Mutex<Vec<String>>>);
+
+impl AfterCommit {
+    pub fn note(&self, line: String) {
+        self.0.lock().push(line);
+    }
+
+    /// Logs what was noted; answers how many events there were.
+    pub fn log(&self) -> usize {
+        let lines: Vec<String> = self.0.lock().drain(..).collect();
+        for l in &lines {
+            log::info!(target: "quire::engine", "{l}");
+        }
+        lines.len()
+    }
+}
+
 /// Parses a path id: 400 when it is not a UUID.
 pub fn path_id(req: &HttpRequest, name: &str) -> Result<String, ApiError> {
     let raw = req.match_info().get(name).unwrap_or("");

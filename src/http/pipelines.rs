@@ -91,6 +91,8 @@ pub async fn create(
     }
     let org = auth.org_id.clone();
     let name = b.name.clone();
+    let events = super::AfterCommit::default();
+    let noted = events.clone();
     let resp = write(
         &state,
         &req,
@@ -130,12 +132,17 @@ pub async fn create(
                 &all,
                 max_docs,
             )?;
+            noted.note(format!(
+                "pipeline {} started: {} documents, {} phases",
+                p.id, p.document_count, p.phase_count
+            ));
             let mut body = render(&p);
             body["enqueued_documents"] = json!(p.document_count);
             Ok(Reply::created(body))
         },
     )
     .await?;
+    events.log();
     state.executor.wake();
     Ok(resp)
 }
@@ -498,10 +505,10 @@ pub async fn rerun(
     let raw = json_body(&req, payload, state.config.max_body, true).await?;
     let request = rerun_request(&raw, auth.key_id.clone())?;
     let org = auth.org_id.clone();
-    let counts = !request.dry_run;
-    // Set only when the rerun itself ran (an idempotent replay does not).
-    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = ran.clone();
+    let dry = request.dry_run;
+    let phase = request.from_phase.as_str();
+    let events = super::AfterCommit::default();
+    let noted = events.clone();
     let resp = write(
         &state,
         &req,
@@ -509,12 +516,17 @@ pub async fn rerun(
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let answer = crate::engine::rerun::rerun(tx, &org, &id, request)?;
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            if !dry {
+                noted.note(format!(
+                    "pipeline {id} rerun from {phase} (phase {}): {} documents enqueued",
+                    answer["fromPhaseIndex"], answer["enqueued"]
+                ));
+            }
             Ok(Reply::ok(answer))
         },
     )
     .await?;
-    if counts && ran.load(std::sync::atomic::Ordering::SeqCst) {
+    if events.log() > 0 {
         state.metrics.rerun();
     }
     state.executor.wake();

@@ -312,8 +312,8 @@ pub async fn resolve(
     let org = auth.org_id.clone();
     let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = woke.clone();
-    let recorded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let recorded_flag = recorded.clone();
+    let events = super::AfterCommit::default();
+    let noted = events.clone();
     let resp = write(
         &state,
         &req,
@@ -322,12 +322,12 @@ pub async fn resolve(
         move |tx| {
             let (answer, wake) = review::resolve(tx, &org, &pd_id, &field, &request)?;
             flag.store(wake, std::sync::atomic::Ordering::SeqCst);
-            recorded_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            noted.note(format!("review decision {action} on {pd_id}/{field}"));
             Ok(Reply::ok(answer))
         },
     )
     .await?;
-    if recorded.load(std::sync::atomic::Ordering::SeqCst) {
+    if events.log() > 0 {
         state.metrics.decision(action);
     }
     if woke.load(std::sync::atomic::Ordering::SeqCst) {
@@ -389,6 +389,8 @@ pub async fn bulk_resolve(
     let flag = woke.clone();
     let recorded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let recorded_count = recorded.clone();
+    let events = super::AfterCommit::default();
+    let noted = events.clone();
     let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
         let mut results = Vec::with_capacity(targets.len());
         let mut resolved = 0;
@@ -415,11 +417,14 @@ pub async fn bulk_resolve(
             }
         }
         recorded_count.store(resolved, std::sync::atomic::Ordering::SeqCst);
+        noted.note(format!("bulk review {action}: {resolved} resolved, {} failed", targets.len() - resolved));
         Ok(Reply::ok(json!({ "resolved": resolved, "failed": targets.len() - resolved, "results": results })))
     })
     .await?;
-    for _ in 0..recorded.load(std::sync::atomic::Ordering::SeqCst) {
-        state.metrics.decision(action);
+    if events.log() > 0 {
+        for _ in 0..recorded.load(std::sync::atomic::Ordering::SeqCst) {
+            state.metrics.decision(action);
+        }
     }
     if woke.load(std::sync::atomic::Ordering::SeqCst) {
         state.executor.wake();

@@ -442,23 +442,28 @@ pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreE
 }
 
 /// After documents became terminal: when nothing is left to do, the run leaves `active`.
-pub fn settle(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
+/// Moves a run out of `active` once none of its documents is queued or processing; answers the
+/// new status when this call made the move.
+pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Option<&'static str>, StoreError> {
     let busy: bool = c
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))")?
         .query_row([pipeline_id], |r| r.get(0))?;
     if busy {
-        return Ok(());
+        return Ok(None);
     }
     let done: i64 = c
         .prepare_cached("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')")?
         .query_row([pipeline_id], |r| r.get(0))?;
     let now = now_rfc3339();
-    c.prepare_cached(
-        "UPDATE pipelines SET status = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1 AND status = 'active'",
-    )?
-    .execute(params![pipeline_id, if done > 0 { "completed" } else { "failed" }, now])?;
+    let status = if done > 0 { "completed" } else { "failed" };
+    let moved = c
+        .prepare_cached(
+            "UPDATE pipelines SET status = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1 AND status = 'active'",
+        )?
+        .execute(params![pipeline_id, status, now])?;
     super::reruns::finish_open(c, pipeline_id)?;
-    ensure_record_set(c, pipeline_id)
+    ensure_record_set(c, pipeline_id)?;
+    Ok((moved > 0).then_some(status))
 }
 
 /// What `/metrics` reads from the database: documents by status across all runs, and the
