@@ -18,10 +18,13 @@ trap 'kill "$QUIRE_PID" 2>/dev/null || true' EXIT
 read -r -t 60 ready <&"${QUIRE[0]}"
 url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$ready")
 key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["api_key"])' "$ready")
-# positive_data_acceptance is left out by default: it expects every schema-valid request to
-# succeed, but some rules cannot be written in a schema (opaque cursors the server must have
-# issued, rule inputs that must be fields of the policy, a type told by the file's extension).
-exclude="${SCHEMATHESIS_EXCLUDE-positive_data_acceptance}"
+# Two checks are left out by default. positive_data_acceptance expects every schema-valid
+# request to succeed, but some rules cannot be written in a schema (opaque cursors the server
+# must have issued, rule inputs that must be fields of the policy, a type told by the file's
+# extension). ensure_resource_availability expects a created resource to be readable right
+# after its POST, but schemathesis reuses generated Idempotency-Key values, and a repeated key
+# replays the first answer by contract, naming a resource that may have been deleted since.
+exclude="${SCHEMATHESIS_EXCLUDE-positive_data_acceptance,ensure_resource_availability}"
 "$venv/bin/schemathesis" run "$url/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks "${SCHEMATHESIS_CHECKS:-all}" \
