@@ -363,10 +363,15 @@ pub fn sync_held(
     before: &States,
     after: &States,
 ) -> Result<(), StoreError> {
+    let held = |s: &FieldState| matches!(s.status, Status::Blocked | Status::PendingReview);
     for (f, a) in after {
         let fresh = FieldState::default();
         let b = before.get(f).unwrap_or(&fresh);
-        let held = |s: &FieldState| matches!(s.status, Status::Blocked | Status::PendingReview);
+        // Only held fields have a row: a field held neither before nor after has nothing to
+        // change (this used to cost a DELETE per field per document).
+        if !held(b) && !held(a) {
+            continue;
+        }
         if held(b) == held(a) && b.status == a.status && b.requested_at == a.requested_at {
             continue;
         }
