@@ -111,6 +111,13 @@ impl Executor {
             })
             .map_err(|e| StoreError::Refused(format!("cannot start a thread: {e}")))?;
         handles.push(reclaimer);
+        let (cdb, cstop) = (db.clone(), stop.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name("quire-checkpoint".into())
+                .spawn(move || crate::store::checkpointer(cdb, cstop))
+                .map_err(|e| StoreError::Refused(format!("cannot start a thread: {e}")))?,
+        );
         let writer = std::thread::Builder::new()
             .name("quire-writer".into())
             .spawn(move || {
@@ -304,8 +311,6 @@ impl Writer {
     fn run(mut self) {
         let mut backoff = Duration::ZERO;
         let mut stopping_since: Option<Instant> = None;
-        let mut last_checkpoint = Instant::now();
-        let mut idle_checkpointed = false;
         // Results whose commit failed for want of storage: kept and committed again once
         // storage returns, rather than sent round the queue (which would need a write too).
         let mut carried: Vec<WorkResult> = Vec::new();
@@ -353,16 +358,6 @@ impl Writer {
                         if self.work_tx.send(c).is_err() {
                             break;
                         }
-                    }
-                    if last_checkpoint.elapsed() > Duration::from_secs(1) {
-                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
-                        last_checkpoint = Instant::now();
-                    }
-                    if self.in_flight.is_empty() && !idle_checkpointed {
-                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
-                        idle_checkpointed = true;
-                    } else if !self.in_flight.is_empty() {
-                        idle_checkpointed = false;
                     }
                 }
                 Err(e) => {
@@ -415,11 +410,34 @@ impl Writer {
         batch: &mut Vec<WorkResult>,
         claim_more: bool,
     ) -> Result<Vec<Claim>, StoreError> {
+        match self.commit_with(batch, claim_more, false)? {
+            Some(claims) => Ok(claims),
+            None => {
+                log::warn!(
+                    "a result failed inside a group commit; committing the batch again one document at a time"
+                );
+                Ok(self
+                    .commit_with(batch, claim_more, true)?
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// One group transaction. Without `isolate`, the batch commits as a whole and any failing
+    /// result answers `None` (the transaction rolls back, nothing is lost: the batch is still
+    /// here); with it, each document gets a SAVEPOINT so a failing one is requeued alone.
+    /// Savepoints cost a statement journal per document, so they are only paid when needed.
+    fn commit_with(
+        &mut self,
+        batch: &mut Vec<WorkResult>,
+        claim_more: bool,
+        isolate: bool,
+    ) -> Result<Option<Vec<Claim>>, StoreError> {
         let free = self
             .capacity
             .saturating_sub(self.in_flight.len() - batch.len().min(self.in_flight.len()));
         if batch.is_empty() && (!claim_more || free == 0) {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let db = self.db.clone();
         let _turn = db.write_gate();
@@ -431,6 +449,18 @@ impl Writer {
         let mut touched: HashSet<String> = HashSet::new();
         let mut orgs: HashMap<String, String> = HashMap::new();
         for r in batch.iter() {
+            if !isolate {
+                match apply_result(&tx, r, &now, &mut orgs) {
+                    Ok(settle) => {
+                        if settle {
+                            touched.insert(r.claim.pipeline_id.clone());
+                        }
+                    }
+                    Err(e) if e.is_unavailable() => return Err(e),
+                    Err(_) => return Ok(None),
+                }
+                continue;
+            }
             let sp = tx.unchecked_transaction_savepoint()?;
             match apply_result(&tx, r, &now, &mut orgs) {
                 Ok(settle) => {
@@ -488,7 +518,7 @@ impl Writer {
             // The reclaimer is behind (or gone): free here rather than wait.
             drop(e.into_inner());
         }
-        Ok(claims)
+        Ok(Some(claims))
     }
 }
 

@@ -53,10 +53,10 @@ pub fn claim(
         })?
         .collect::<Result<_, _>>()?;
     let now = now_rfc3339();
+    // One token per claim round: with the document's seq it fences a result to this claim.
+    let token = format!("{:016x}", rand::random::<u64>());
+    let mut seqs = String::from("[");
     for (seq, pipeline_id, generation, pass, cursor, attempts) in candidates {
-        if out.len() >= limit {
-            break;
-        }
         if in_flight.contains(&seq) {
             continue;
         }
@@ -69,22 +69,34 @@ pub fn claim(
             gave_up.push(pipeline_id);
             continue;
         }
-        let token = format!("{:016x}", rand::random::<u64>());
+        if seqs.len() > 1 {
+            seqs.push(',');
+        }
+        seqs.push_str(&seq.to_string());
+        out.push(Claim {
+            seq,
+            pipeline_id,
+            token: token.clone(),
+            generation,
+            pass,
+            cursor: cursor as usize,
+        });
+    }
+    seqs.push(']');
+    if !out.is_empty() {
+        // One statement for the whole round; the rows were read in this same transaction, so
+        // every one of them is still queued.
         let n = c
             .prepare_cached(
-                "UPDATE pipeline_documents SET status = 'processing', claim_token = ?2, attempts = attempts + 1, updated_at = ?3
-                 WHERE seq = ?1 AND status = 'queued'",
+                "UPDATE pipeline_documents SET status = 'processing', claim_token = ?1, attempts = attempts + 1, updated_at = ?2
+                 WHERE seq IN (SELECT value FROM json_each(?3)) AND status = 'queued'",
             )?
-            .execute(params![seq, token, now])?;
-        if n == 1 {
-            out.push(Claim {
-                seq,
-                pipeline_id,
-                token,
-                generation,
-                pass,
-                cursor: cursor as usize,
-            });
+            .execute(params![token, now, seqs])?;
+        if n != out.len() {
+            return Err(StoreError::Refused(format!(
+                "claimed {n} of {} queued documents",
+                out.len()
+            )));
         }
     }
     Ok((out, gave_up))
