@@ -341,3 +341,5 @@ CREATE TABLE idempotency_keys (
 DROP INDEX pipeline_documents_queue;
 CREATE INDEX pipeline_documents_queued ON pipeline_documents(seq) WHERE status = 'queued';
 CREATE INDEX pipeline_documents_processing ON pipeline_documents(seq) WHERE status = 'processing';
+-- Versions written by an open rerun, counted as the executor commits them.
+ALTER TABLE reruns ADD COLUMN versions_written INTEGER NOT NULL DEFAULT 0;

@@ -96,6 +96,10 @@ impl Executor {
         }
         drop(result_tx);
         let conn = db.dedicated()?;
+        // Multi-row statements keep a statement journal; the writer's transactions are bounded
+        // (a batch), so it can live in memory. API transactions keep theirs on file: a rerun of
+        // 100,000 documents would journal hundreds of MB.
+        conn.execute_batch("PRAGMA temp_store=MEMORY")?;
         let writer_db = db.clone();
         let stop2 = stop.clone();
         let paused2 = paused.clone();
@@ -448,12 +452,19 @@ impl Writer {
         let now = now_rfc3339();
         let mut touched: HashSet<String> = HashSet::new();
         let mut orgs: HashMap<String, String> = HashMap::new();
+        // Versions written per (run, generation), for the open rerun's outcome.
+        let mut versions: HashMap<(String, i64), u64> = HashMap::new();
         for r in batch.iter() {
             if !isolate {
                 match apply_result(&tx, r, &now, &mut orgs) {
-                    Ok(settle) => {
+                    Ok((settle, cells)) => {
                         if settle {
                             touched.insert(r.claim.pipeline_id.clone());
+                        }
+                        if cells > 0 {
+                            *versions
+                                .entry((r.claim.pipeline_id.clone(), r.claim.generation))
+                                .or_default() += cells;
                         }
                     }
                     Err(e) if e.is_unavailable() => return Err(e),
@@ -463,10 +474,15 @@ impl Writer {
             }
             let sp = tx.unchecked_transaction_savepoint()?;
             match apply_result(&tx, r, &now, &mut orgs) {
-                Ok(settle) => {
+                Ok((settle, cells)) => {
                     sp.commit()?;
                     if settle {
                         touched.insert(r.claim.pipeline_id.clone());
+                    }
+                    if cells > 0 {
+                        *versions
+                            .entry((r.claim.pipeline_id.clone(), r.claim.generation))
+                            .or_default() += cells;
                     }
                 }
                 Err(e) if e.is_unavailable() => return Err(e),
@@ -487,6 +503,9 @@ impl Writer {
                 claims = c;
                 touched.extend(gave_up);
             }
+        }
+        for ((p, generation), n) in &versions {
+            crate::store::reruns::add_versions(&tx, p, *generation, *n)?;
         }
         let mut settled = Vec::new();
         for p in &touched {
@@ -564,17 +583,18 @@ fn apply_result(
     r: &WorkResult,
     now: &str,
     orgs: &mut HashMap<String, String>,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, u64), StoreError> {
     let claim = &r.claim;
     let ran = match &r.outcome {
         Outcome::Requeue(why) => {
             log::warn!("document {} goes back to the queue: {why}", claim.seq);
             xstore::requeue(c, claim)?;
-            return Ok(false);
+            return Ok((false, 0));
         }
         Outcome::Ran(ran) => ran,
     };
     let run = &ran.run;
+    let cells: u64 = ran.rows.iter().map(|r| r.counts().0 as u64).sum();
     let org = match orgs.get(&claim.pipeline_id) {
         Some(o) => o.clone(),
         None => {
@@ -633,13 +653,13 @@ fn apply_result(
             &run.states_before,
             &run.states_after,
         )?;
-        return Ok(leaves);
+        return Ok((leaves, cells));
     }
     // Either the fence no longer holds, or a field changed meanwhile (a resolve during
     // processing): such fields keep their new state.
     let stored = xstore::current_states(c, claim.seq)?;
     if stored == ran.before_raw {
-        return Ok(false);
+        return Ok((false, 0));
     }
     let fields: Vec<String> = run.states_before.keys().cloned().collect();
     let current: States = load_states(&stored, &fields);
@@ -655,11 +675,11 @@ fn apply_result(
         now,
         None,
     )? {
-        return Ok(false);
+        return Ok((false, 0));
     }
     for rows in &ran.rows {
         xstore::insert_step_rows(c, claim, rows, now)?;
     }
     xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
-    Ok(leaves)
+    Ok((leaves, cells))
 }

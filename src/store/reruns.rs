@@ -151,18 +151,13 @@ pub fn list(c: &Connection, pipeline_id: &str) -> Result<Vec<RerunRow>, StoreErr
 
 /// When the run settles: every open rerun gets its outcome, counted over its generation.
 pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
-    let open: Vec<(i64, i64)> = c
+    let open: Vec<(i64, i64, i64)> = c
         .prepare_cached(
-            "SELECT seq, generation FROM reruns WHERE pipeline_id = ?1 AND finished_at IS NULL",
+            "SELECT seq, generation, versions_written FROM reruns WHERE pipeline_id = ?1 AND finished_at IS NULL",
         )?
-        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (seq, generation) in open {
-        let versions: i64 = c.query_row(
-            "SELECT count(*) FROM cells WHERE generation = ?2 AND pd_seq IN (SELECT seq FROM pipeline_documents WHERE pipeline_id = ?1)",
-            params![pipeline_id, generation],
-            |r| r.get(0),
-        )?;
+    for (seq, generation, versions) in open {
         let blocked: i64 = c.query_row(
             "SELECT count(*) FROM held_fields h JOIN pipeline_documents pd ON pd.seq = h.pd_seq
              WHERE h.pipeline_id = ?1 AND h.status = 'blocked' AND pd.generation = ?2",
@@ -180,6 +175,22 @@ pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> 
             params![seq, now_rfc3339(), outcome.to_string()],
         )?;
     }
+    Ok(())
+}
+
+/// Counts versions the executor committed for an open rerun as they are written: counting them
+/// at the end meant visiting every version of the run inside the writer's last transaction.
+pub fn add_versions(
+    c: &Connection,
+    pipeline_id: &str,
+    generation: i64,
+    n: u64,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE reruns SET versions_written = versions_written + ?3
+         WHERE pipeline_id = ?1 AND generation = ?2 AND finished_at IS NULL",
+    )?
+    .execute(params![pipeline_id, generation, n as i64])?;
     Ok(())
 }
 
