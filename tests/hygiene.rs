@@ -160,17 +160,7 @@ fn oversized_heads_and_bodies_are_refused_at_every_write_route() {
             .iter()
             .filter(|m| matches!(**m, "POST" | "PUT" | "PATCH"))
         {
-            let url = api.url(&world.fill(template));
-            let rb = match *m {
-                "POST" => api.http.post(url),
-                "PUT" => api.http.put(url),
-                _ => api.http.patch(url),
-            };
-            let r = send(
-                rb.bearer_auth(api.key())
-                    .header("content-type", "application/json")
-                    .body(big.clone()),
-            );
+            let r = api.send_json_bytes(m, &world.fill(template), big.clone());
             assert_envelope(&r, 413, "payload_too_large");
         }
     }

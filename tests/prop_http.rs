@@ -147,17 +147,7 @@ fn arbitrary_bodies_at_every_write_route_never_5xx_and_refusals_write_nothing() 
         .run(&body_bytes(), |body| {
             for (method, template) in &routes {
                 let before = fingerprint(&db);
-                let url = api.url(&world.fill(template));
-                let rb = match *method {
-                    "POST" => api.http.post(url),
-                    "PUT" => api.http.put(url),
-                    _ => api.http.patch(url),
-                };
-                let r = send(
-                    rb.bearer_auth(api.key())
-                        .header("content-type", "application/json")
-                        .body(body.clone()),
-                );
+                let r = api.send_json_bytes(method, &world.fill(template), body.clone());
                 prop_assert!(
                     r.status < 500,
                     "{method} {template} → {}: {}",

@@ -36,6 +36,14 @@ fn names(api: &Api, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// A configuration on a database file of the test's own, kept across restarts, with its key.
+fn on_file<'a>(path: &'a std::path::Path, key: &'a str) -> impl Fn(&mut Config) + Copy + 'a {
+    move |c: &mut Config| {
+        c.db = path.to_string_lossy().into_owned();
+        c.bootstrap_key = Some(key.to_string());
+    }
+}
+
 fn without_clock(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("generated_at");
@@ -136,10 +144,7 @@ fn a_read_only_file_serves_reads_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("quire.db");
     let key = quire::domain::keys::generate_key("test");
-    let tune = |c: &mut Config| {
-        c.db = path.to_string_lossy().into_owned();
-        c.bootstrap_key = Some(key.clone());
-    };
+    let tune = on_file(&path, &key);
     let (world, results, schemas) = {
         let api = start_with(tune);
         let world = World::build(&api);
@@ -208,10 +213,7 @@ fn a_damaged_file_is_refused_at_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("quire.db");
     let key = quire::domain::keys::generate_key("test");
-    let tune = |c: &mut Config| {
-        c.db = path.to_string_lossy().into_owned();
-        c.bootstrap_key = Some(key.clone());
-    };
+    let tune = on_file(&path, &key);
     {
         let api = start_with(tune);
         World::build(&api);

@@ -455,27 +455,16 @@ impl Writer {
         // Versions written per (run, generation), for the open rerun's outcome.
         let mut versions: HashMap<(String, i64), u64> = HashMap::new();
         for r in batch.iter() {
-            if !isolate {
-                match apply_result(&tx, r, &now, &mut orgs) {
-                    Ok((settle, cells)) => {
-                        if settle {
-                            touched.insert(r.claim.pipeline_id.clone());
-                        }
-                        if cells > 0 {
-                            *versions
-                                .entry((r.claim.pipeline_id.clone(), r.claim.generation))
-                                .or_default() += cells;
-                        }
-                    }
-                    Err(e) if e.is_unavailable() => return Err(e),
-                    Err(_) => return Ok(None),
-                }
-                continue;
-            }
-            let sp = tx.unchecked_transaction_savepoint()?;
+            let sp = if isolate {
+                Some(tx.unchecked_transaction_savepoint()?)
+            } else {
+                None
+            };
             match apply_result(&tx, r, &now, &mut orgs) {
                 Ok((settle, cells)) => {
-                    sp.commit()?;
+                    if let Some(sp) = sp {
+                        sp.commit()?;
+                    }
                     if settle {
                         touched.insert(r.claim.pipeline_id.clone());
                     }
@@ -486,11 +475,14 @@ impl Writer {
                     }
                 }
                 Err(e) if e.is_unavailable() => return Err(e),
-                Err(e) => {
-                    log::error!("result for document {} rolled back: {e}", r.claim.seq);
-                    drop(sp);
-                    xstore::requeue(&tx, &r.claim)?;
-                }
+                Err(e) => match sp {
+                    None => return Ok(None),
+                    Some(sp) => {
+                        log::error!("result for document {} rolled back: {e}", r.claim.seq);
+                        drop(sp);
+                        xstore::requeue(&tx, &r.claim)?;
+                    }
+                },
             }
         }
         let mut claims = Vec::new();

@@ -113,6 +113,23 @@ impl Api {
     }
 
     /// A new organization with a key of the given scopes, made through the CLI.
+    /// A write with a raw JSON body (any bytes) and this server's key.
+    pub fn send_json_bytes(&self, method: &str, path: &str, body: impl Into<Vec<u8>>) -> Resp {
+        let url = self.url(path);
+        let rb = match method {
+            "POST" => self.http.post(url),
+            "PUT" => self.http.put(url),
+            "PATCH" => self.http.patch(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.get(url),
+        };
+        send(
+            rb.bearer_auth(self.key())
+                .header("content-type", "application/json")
+                .body(body.into()),
+        )
+    }
+
     pub fn new_org_key(&self, org: &str, scopes: &str, extra: &[&str]) -> String {
         let out = self.cli(&["orgs", "create", org]);
         assert!(
