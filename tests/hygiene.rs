@@ -87,6 +87,13 @@ fn keys_never_reach_the_logs_even_at_trace_level() {
         .get(format!("{base}/v1/_debug/panic"))
         .bearer_auth(KEY)
         .send();
+    // The writer logs a settled run just after its commit; let that line reach the file.
+    let settled = format!("pipeline {pid} settled: completed");
+    wait_for(10, || {
+        std::fs::read_to_string(&log_path)
+            .ok()
+            .filter(|t| t.contains(&settled))
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let text = std::fs::read_to_string(&log_path).unwrap();

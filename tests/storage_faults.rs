@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 fn big_doc(name: &str) -> Value {
     // Far more than the free space of any page: storing it needs new pages.
-    json!({"filename": name, "content": format!("Net: 1\n{}", "x".repeat(300_000))})
+    json!({"filename": name, "content": format!("Net: 1\n{}", "x".repeat(2_000_000))})
 }
 
 fn invoices(n: usize) -> Vec<Value> {

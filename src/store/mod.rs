@@ -316,8 +316,8 @@ impl Db {
         Ok(())
     }
 
-    /// Whether a write could allocate pages now: false when read-only, at the page cap, or
-    /// when the file system has less than a few MiB free.
+    /// Whether writes can go on: false when read-only, within 64 pages of the page cap, or when
+    /// the file system has less than 4 MiB free.
     pub fn writable(&self) -> Result<bool, StoreError> {
         if self.read_only {
             return Ok(false);
@@ -327,7 +327,7 @@ impl Db {
         let max: i64 = c.query_row("PRAGMA max_page_count", [], |r| r.get(0))?;
         let count: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-        if max - count + free < 8 {
+        if max - count + free < 64 {
             return Ok(false);
         }
         let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
