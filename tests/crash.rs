@@ -147,3 +147,52 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
         .unwrap();
     assert_eq!(verdicts, n as i64, "every document was judged once");
 }
+
+#[test]
+fn a_document_claimed_three_times_without_a_commit_ends_error_and_the_run_settles() {
+    // What three crashes in a row while processing one document leave behind: attempts at the
+    // limit. The next claim gives up on it instead of crashing a fourth time.
+    let api = start();
+    let s = api.create_schema(&json!({"name": "p", "fields": {"a": "string"}}));
+    let sid = s["id"].as_str().unwrap().to_string();
+    api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}]}),
+    );
+    api.srv.pause_executor();
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": [
+            {"filename": "poison.txt", "content": "A: 1"}, {"filename": "fine.txt", "content": "A: 2"}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    let db = rusqlite::Connection::open(&api.srv.db_path).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let n = db
+        .execute(
+            "UPDATE pipeline_documents SET attempts = 3 WHERE pipeline_id = ?1 AND ordinal = 0",
+            [&pid],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    api.srv.resume_executor();
+    let progress = wait_for(30, || {
+        let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
+        (p["status"] != "active").then_some(p)
+    });
+    assert_eq!(progress["completedDocuments"], 1, "{progress}");
+    assert_eq!(progress["errorDocuments"], 1, "{progress}");
+    let docs = api.get(&format!("/v1/pipelines/{pid}/documents")).body;
+    let poison = &docs["data"][0];
+    assert_eq!(poison["filename"], "poison.txt");
+    assert_eq!(poison["status"], "error");
+    assert!(
+        poison["error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts"),
+        "{poison}"
+    );
+    assert_eq!(docs["data"][1]["status"], "complete");
+}
