@@ -187,9 +187,11 @@ impl Executor {
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake();
-        if let Some(w) = self.writer.lock().take() {
-            let _ = w.join();
-        }
+        // Called by the server's stop and again on drop: only the first call has work to do.
+        let Some(w) = self.writer.lock().take() else {
+            return;
+        };
+        let _ = w.join();
         for h in self.workers.lock().drain(..) {
             let _ = h.join();
         }
