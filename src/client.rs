@@ -29,16 +29,7 @@ impl Client {
             Some(b) => req.send_json(b.clone()),
             None => req.call(),
         };
-        match res {
-            Ok(r) => r
-                .into_json::<Value>()
-                .map_err(|e| format!("{method} {path}: {e}")),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "{method} {path}: {code} {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("{method} {path}: {e}")),
-        }
+        answer(res, method, path)
     }
     /// POST of an already rendered JSON body (the pipeline of N ids, without an N-sized tree).
     pub fn post_raw(&self, path: &str, body: &str) -> Result<Value, String> {
@@ -48,16 +39,7 @@ impl Client {
             .set("Authorization", &format!("Bearer {}", self.key))
             .set("Content-Type", "application/json")
             .send_string(body);
-        match res {
-            Ok(r) => r
-                .into_json::<Value>()
-                .map_err(|e| format!("POST {path}: {e}")),
-            Err(ureq::Error::Status(code, r)) => Err(format!(
-                "POST {path}: {code} {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => Err(format!("POST {path}: {e}")),
-        }
+        answer(res, "POST", path)
     }
     pub fn get(&self, path: &str) -> Result<Value, String> {
         self.call("GET", path, None)
@@ -70,6 +52,24 @@ impl Client {
     }
     pub fn put(&self, path: &str, body: &Value) -> Result<Value, String> {
         self.call("PUT", path, Some(body))
+    }
+}
+
+/// The JSON of a 2xx answer; anything else as an error naming the request.
+fn answer(
+    res: Result<ureq::Response, ureq::Error>,
+    method: &str,
+    path: &str,
+) -> Result<Value, String> {
+    match res {
+        Ok(r) => r
+            .into_json::<Value>()
+            .map_err(|e| format!("{method} {path}: {e}")),
+        Err(ureq::Error::Status(code, r)) => Err(format!(
+            "{method} {path}: {code} {}",
+            r.into_string().unwrap_or_default()
+        )),
+        Err(e) => Err(format!("{method} {path}: {e}")),
     }
 }
 

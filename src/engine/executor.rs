@@ -87,12 +87,9 @@ impl Executor {
                 cache.clone(),
                 metrics.clone(),
             );
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("quire-worker-{n}"))
-                    .spawn(move || worker(db, rx, tx, cache, metrics))
-                    .map_err(|e| StoreError::Refused(format!("cannot start a worker: {e}")))?,
-            );
+            handles.push(spawn(format!("quire-worker-{n}"), move || {
+                worker(db, rx, tx, cache, metrics)
+            })?);
         }
         drop(result_tx);
         let conn = db.dedicated()?;
@@ -106,42 +103,32 @@ impl Executor {
         // Committed results are freed on their own thread: freeing what workers allocated was a
         // tenth of the writer's time, and the writer is the executor's bottleneck.
         let (reclaim_tx, reclaim_rx) = bounded::<Vec<WorkResult>>(8);
-        let reclaimer = std::thread::Builder::new()
-            .name("quire-reclaim".into())
-            .spawn(move || {
-                for garbage in reclaim_rx {
-                    drop(garbage)
-                }
-            })
-            .map_err(|e| StoreError::Refused(format!("cannot start a thread: {e}")))?;
-        handles.push(reclaimer);
+        handles.push(spawn("quire-reclaim".into(), move || {
+            for garbage in reclaim_rx {
+                drop(garbage)
+            }
+        })?);
         let (cdb, cstop) = (db.clone(), stop.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name("quire-checkpoint".into())
-                .spawn(move || crate::store::checkpointer(cdb, cstop))
-                .map_err(|e| StoreError::Refused(format!("cannot start a thread: {e}")))?,
-        );
-        let writer = std::thread::Builder::new()
-            .name("quire-writer".into())
-            .spawn(move || {
-                Writer {
-                    db: writer_db,
-                    conn,
-                    reclaim_tx,
-                    work_tx,
-                    result_rx,
-                    wake_rx,
-                    stop: stop2,
-                    paused: paused2,
-                    metrics,
-                    in_flight: HashSet::new(),
-                    capacity,
-                    shutdown_timeout,
-                }
-                .run()
-            })
-            .map_err(|e| StoreError::Refused(format!("cannot start the writer: {e}")))?;
+        handles.push(spawn("quire-checkpoint".into(), move || {
+            crate::store::checkpointer(cdb, cstop)
+        })?);
+        let writer = spawn("quire-writer".into(), move || {
+            Writer {
+                db: writer_db,
+                conn,
+                reclaim_tx,
+                work_tx,
+                result_rx,
+                wake_rx,
+                stop: stop2,
+                paused: paused2,
+                metrics,
+                in_flight: HashSet::new(),
+                capacity,
+                shutdown_timeout,
+            }
+            .run()
+        })?;
         let _ = wake_tx.try_send(());
         Ok(Executor {
             wake_tx,
@@ -203,6 +190,14 @@ impl Drop for Executor {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A named thread of the executor; failing to start one refuses the start.
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| StoreError::Refused(format!("cannot start thread {name}: {e}")))
 }
 
 fn process(c: &Connection, cache: &SpecCache, metrics: &Metrics, claim: &Claim) -> Outcome {
@@ -445,8 +440,7 @@ impl Writer {
         if batch.is_empty() && (!claim_more || free == 0) {
             return Ok(Some(Vec::new()));
         }
-        let db = self.db.clone();
-        let _turn = db.write_gate();
+        let _turn = self.db.write_gate();
         self.db.cap_pages(&self.conn)?;
         let tx = self
             .conn
