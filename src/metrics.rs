@@ -65,9 +65,16 @@ pub struct StoreGauges {
 }
 
 #[derive(Default)]
+struct RouteStats {
+    /// (method, status, count); a route sees only a handful of pairs.
+    answers: Vec<(String, u16, u64)>,
+    latency: Histogram,
+}
+
+#[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Per route template: answers by (method, status), and latency.
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     phases: Mutex<BTreeMap<&'static str, Histogram>>,
     versions: AtomicU64,
     verdicts: AtomicU64,
@@ -79,17 +86,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Called for every request: one lock, and no allocation once the route and its
+    /// (method, status) pair have been seen.
     pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
-        *self
-            .requests
-            .lock()
-            .entry((route.to_string(), method.to_string(), status))
-            .or_default() += 1;
-        self.latency
-            .lock()
-            .entry(route.to_string())
-            .or_default()
-            .observe(took);
+        let mut routes = self.routes.lock();
+        let stats = match routes.get_mut(route) {
+            Some(s) => s,
+            None => routes.entry(route.to_string()).or_default(),
+        };
+        match stats
+            .answers
+            .iter_mut()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some(a) => a.2 += 1,
+            None => stats.answers.push((method.to_string(), status, 1)),
+        }
+        stats.latency.observe(took);
     }
 
     pub fn phase(&self, kind: PhaseType, took: Duration) {
@@ -134,21 +147,27 @@ impl Metrics {
             );
         };
         out.push_str("# HELP quire_http_requests_total HTTP requests answered, by route template, method and status.\n# TYPE quire_http_requests_total counter\n");
-        for ((route, method, status), n) in self.requests.lock().iter() {
-            let _ = writeln!(
-                out,
-                "quire_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        let routes = self.routes.lock();
+        for (route, stats) in routes.iter() {
+            let mut answers = stats.answers.clone();
+            answers.sort();
+            for (method, status, n) in answers {
+                let _ = writeln!(
+                    out,
+                    "quire_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                    escape(route)
+                );
+            }
         }
         out.push_str("# HELP quire_http_request_duration_seconds Time to answer, by route template.\n# TYPE quire_http_request_duration_seconds histogram\n");
-        for (route, h) in self.latency.lock().iter() {
-            h.render(
+        for (route, stats) in routes.iter() {
+            stats.latency.render(
                 &mut out,
                 "quire_http_request_duration_seconds",
                 &format!("route=\"{}\"", escape(route)),
             );
         }
+        drop(routes);
         out.push_str("# HELP quire_phase_duration_seconds Computation time of one phase for one document, by phase type.\n# TYPE quire_phase_duration_seconds histogram\n");
         for (kind, h) in self.phases.lock().iter() {
             h.render(
