@@ -56,12 +56,13 @@ pub async fn envelope(
         let err = ApiError::bad(format!(
             "request headers take {head_bytes} bytes; at most {MAX_HEAD_BYTES} are accepted"
         ));
-        let body = EnvelopeParts::from_api(&err).into_body(status, &rid, &path);
         log::info!(target: "quire::access", "{rid} {method} <oversized head> 400 {}ms", started.elapsed().as_millis());
-        let res = HttpResponse::build(status)
-            .insert_header(("x-request-id", rid.as_str()))
-            .json(body);
-        return Ok(req.into_response(res));
+        return Err(Finished {
+            status,
+            body: EnvelopeParts::from_api(&err).into_body(status, &rid, &path),
+            rid,
+        }
+        .into());
     }
 
     // The request cannot be cloned before routing (the router needs it unshared), so answers
