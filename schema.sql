@@ -343,3 +343,9 @@ CREATE INDEX pipeline_documents_queued ON pipeline_documents(seq) WHERE status =
 CREATE INDEX pipeline_documents_processing ON pipeline_documents(seq) WHERE status = 'processing';
 -- Versions written by an open rerun, counted as the executor commits them.
 ALTER TABLE reruns ADD COLUMN versions_written INTEGER NOT NULL DEFAULT 0;
+
+-- migration: 3
+-- The (generation, pass) of the document's first run after a decision: replay tells a verdict
+-- judged before a decision from one judged after by this order, not by millisecond times.
+ALTER TABLE review_decisions ADD COLUMN judged_generation INTEGER;
+ALTER TABLE review_decisions ADD COLUMN judged_pass INTEGER;

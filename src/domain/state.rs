@@ -93,6 +93,11 @@ pub struct FieldState {
     /// Human versions stored up to this cell sequence were ended by a reopen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reopened_after: Option<i64>,
+    /// `(cell sequence, phase index)` of each time the field resumed in a later pass: its
+    /// non-human versions stored up to that sequence at that phase or later stopped being live
+    /// (DESIGN.md §3, passes). Kept across reruns, since they decide earlier generations' cells.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed: Vec<(i64, usize)>,
 }
 
 impl FieldState {
@@ -116,6 +121,30 @@ impl FieldState {
         self.routing = Some(routing.to_string());
         self.reason = reason.map(str::to_string);
         self.requested_at = Some(now.to_string());
+    }
+
+    /// Puts the field back in play at `phase` in a later pass. What earlier passes wrote at that
+    /// phase or later (cells stored up to `cut`) no longer counts, and neither do the warning
+    /// flags of gates it will pass again: they judged a value that is being recomputed.
+    pub fn resume(&mut self, phase: usize, cut: i64) {
+        self.status = Status::Progressing;
+        self.next = phase;
+        self.blocked_by = None;
+        self.completed_at = None;
+        self.flags.retain(|f| f.phase < phase);
+        // A later cut at an earlier or equal phase covers an earlier cut entirely.
+        self.resumed.retain(|(c, p)| !(*c <= cut && *p >= phase));
+        self.resumed.push((cut, phase));
+    }
+
+    /// Whether a non-human version of this field, stored at `seq` (0: not stored yet) by
+    /// `phase`, was superseded by a later pass that resumed the field at or before that phase.
+    pub fn superseded(&self, seq: i64, phase: usize) -> bool {
+        seq != 0
+            && self
+                .resumed
+                .iter()
+                .any(|(cut, from)| seq <= *cut && phase >= *from)
     }
 
     pub fn wait_on(&mut self, upstream: &str) {

@@ -24,7 +24,7 @@ pub struct RerunRequest {
 /// A field's state at its document's restart: progressing from the restart, keeping what a
 /// rerun never touches (pin, guards), unless a gate before the restart holds it.
 fn reset_state(st: &FieldState, restart: usize) -> FieldState {
-    if st.status == Status::Blocked && st.blocked_at.is_some_and(|b| b < restart) {
+    if held_before(st, restart) {
         return st.clone();
     }
     FieldState {
@@ -32,6 +32,7 @@ fn reset_state(st: &FieldState, restart: usize) -> FieldState {
         pin: st.pin.clone(),
         guards: st.guards.clone(),
         reopened_after: st.reopened_after,
+        resumed: st.resumed.clone(),
         // Flags from gates before the restart still describe live verdicts.
         flags: st
             .flags
@@ -41,6 +42,17 @@ fn reset_state(st: &FieldState, restart: usize) -> FieldState {
             .collect(),
         ..FieldState::default()
     }
+}
+
+/// Held by a gate that lies before the restart, which is not re-executed: blocked there, or
+/// reopened after a decision at that gate (§6: a reopened field is back in review at its gate).
+fn held_before(st: &FieldState, restart: usize) -> bool {
+    let at_gate = match st.status {
+        Status::Blocked => true,
+        Status::PendingReview => st.trigger.as_deref() == Some("gate"),
+        _ => false,
+    };
+    at_gate && st.blocked_at.is_some_and(|b| b < restart)
 }
 
 fn fresh_snapshots(
@@ -172,9 +184,7 @@ pub fn rerun(
                 let restart = restart_of(d);
                 kept += load_states(&d.field_states, &order)
                     .values()
-                    .filter(|s| {
-                        s.status == Status::Blocked && s.blocked_at.is_some_and(|b| b < restart)
-                    })
+                    .filter(|s| held_before(s, restart))
                     .count();
             }
             match chunk.last() {

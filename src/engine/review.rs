@@ -119,6 +119,27 @@ impl Doc {
             + 1
     }
 
+    /// The newest stored cell: a field resuming now supersedes its versions up to here.
+    fn cut(&self) -> i64 {
+        self.view
+            .cells
+            .iter()
+            .map(|(seq, _, _)| *seq)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `(generation, pass)` of the next run of this document: a queued one runs in its pass,
+    /// a claimed or terminal one continues in the next.
+    fn next_run(&self) -> (i64, i64) {
+        let pass = if self.pd.status == "queued" {
+            self.pd.pass
+        } else {
+            self.pd.pass + 1
+        };
+        (self.pd.generation, pass)
+    }
+
     fn phase_id(&self, idx: usize) -> Option<String> {
         self.spec
             .phases
@@ -152,11 +173,12 @@ fn first_compute(spec: &RunSpec, states: &States, d: &str, f: &str) -> Option<us
 /// Resumes the fields that were waiting only on `f`: at the first phase that computes them
 /// from `f` when that is earlier than `resume_at` (the gate), else at `resume_at`; with no
 /// gate (a declarative hold) they complete when nothing computes them from `f`.
-fn release_waiters(
+pub(crate) fn release_waiters(
     spec: &RunSpec,
     states: &mut States,
     f: &str,
     resume_at: Option<usize>,
+    cut: i64,
     now: &str,
 ) {
     for d in released_waiters(states, &spec.order, &spec.deps) {
@@ -164,18 +186,8 @@ fn release_waiters(
         let st = states.get_mut(&d).expect("listed");
         st.blocked_by = None;
         match (computed, resume_at) {
-            (Some(p), Some(g)) => {
-                st.status = Status::Progressing;
-                st.next = p.min(g);
-            }
-            (None, Some(g)) => {
-                st.status = Status::Progressing;
-                st.next = g;
-            }
-            (Some(p), None) => {
-                st.status = Status::Progressing;
-                st.next = p;
-            }
+            (Some(p), Some(g)) => st.resume(p.min(g), cut),
+            (None, Some(g)) | (Some(g), None) => st.resume(g, cut),
             (None, None) => st.complete(Some(now)),
         }
     }
@@ -205,17 +217,24 @@ fn persist(
     sync_held(c, doc.pd.seq, &doc.pd.pipeline_id, org, before, after)?;
     let encoded = encode_states(after);
     let pd = &doc.pd;
-    if matches!(pd.status.as_str(), "queued" | "processing") {
-        // Never touch an active document's status: the writer sees the released field and
-        // continues in a new pass.
-        rv::update_pd(c, pd.seq, &pd.status, pd.cursor, pd.pass, &encoded)?;
-        return Ok(false);
-    }
     let next = after
         .values()
         .filter(|s| s.status == Status::Progressing)
         .map(|s| s.next)
         .min();
+    if pd.status == "processing" {
+        // Never touch a claimed document: the writer merges the released fields into its
+        // commit and continues from the earliest of them in a new pass.
+        rv::update_pd(c, pd.seq, &pd.status, pd.cursor, pd.pass, &encoded)?;
+        return Ok(false);
+    }
+    if pd.status == "queued" {
+        // Not yet claimed: it starts from the earliest phase where any field has work, so a
+        // field released before its cursor is never skipped past its own phases.
+        let cursor = next.map_or(pd.cursor, |n| pd.cursor.min(n as i64));
+        rv::update_pd(c, pd.seq, &pd.status, cursor, pd.pass, &encoded)?;
+        return Ok(false);
+    }
     match next {
         Some(cursor) => {
             rv::update_pd(c, pd.seq, "queued", cursor as i64, pd.pass + 1, &encoded)?;
@@ -273,6 +292,7 @@ pub fn resolve(
     let st = states.get(field).cloned().unwrap_or_default();
     let (canonical, _) = doc.view.canonical(field);
     let now = crate::domain::ids::now_rfc3339();
+    let cut = doc.cut();
     if req.action == Action::Reopen {
         if !matches!(doc.pd.status.as_str(), "complete" | "partial") {
             return Err(EngineError::BadRequest(
@@ -307,6 +327,7 @@ pub fn resolve(
                 reason: req.reason.as_deref(),
                 decided_by: &req.key_id,
                 decided_by_name: &req.reviewer,
+                judged_from: doc.next_run(),
             },
         )?;
         let cut = rv::max_cell_seq(c, doc.pd.seq)?;
@@ -416,6 +437,7 @@ pub fn resolve(
             reason: req.reason.as_deref(),
             decided_by: &req.key_id,
             decided_by_name: &req.reviewer,
+            judged_from: doc.next_run(),
         },
     )?;
     {
@@ -429,16 +451,17 @@ pub fn resolve(
                 s.guards.push(g);
             }
         }
+        if !crate::domain::policy::same_value(&final_value, &canonical) {
+            // Warnings judged the value the human replaced; the gates judge the new one again.
+            s.flags.clear();
+        }
         clear_hold(s);
         match gate_phase {
-            Some(g) => {
-                s.status = Status::Progressing;
-                s.next = g;
-            }
+            Some(g) => s.resume(g, cut),
             None => s.complete(Some(&now)),
         }
     }
-    release_waiters(&doc.spec, &mut states, field, gate_phase, &now);
+    release_waiters(&doc.spec, &mut states, field, gate_phase, cut, &now);
     let wake = persist(c, &doc, &before, &states, org)?;
     Ok((answer(&doc, &states, field, req.action, &now), wake))
 }
@@ -544,9 +567,15 @@ pub fn replay(
                 {
                     let s = states.get_mut(f).expect("field exists");
                     clear_hold(s);
-                    s.status = Status::Progressing;
-                    s.next = g.phase + 1;
-                    release_waiters(&doc.spec, &mut states, f, Some(g.phase + 1), &now);
+                    s.resume(g.phase + 1, doc.cut());
+                    release_waiters(
+                        &doc.spec,
+                        &mut states,
+                        f,
+                        Some(g.phase + 1),
+                        doc.cut(),
+                        &now,
+                    );
                     counts.released += 1;
                 }
                 continue;
@@ -572,7 +601,10 @@ pub fn replay(
                     d.pd_id == doc.pd.id
                         && &d.field_key == f
                         && d.phase_index == Some(g.phase as i64)
-                        && d.decided_at >= v.created_at
+                        && match d.judged_from {
+                            Some(next) => next > (v.generation, v.pass),
+                            None => d.decided_at >= v.created_at,
+                        }
                 });
                 if guarded || decided_after {
                     continue;

@@ -12,18 +12,20 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
 
 /// Whether a version still counts. A rerun that restarted the document at index s ends the
-/// liveness of earlier generations' versions at s and after; human versions stay live until a
-/// reopen of their field ends them.
+/// liveness of earlier generations' versions at s and after; a later pass that resumed the
+/// field at r ends its earlier passes' versions at r and after; human versions stay live until
+/// a reopen of their field ends them.
 pub fn is_live(c: &Cell, restarts: &[(i64, usize)], states: &States) -> bool {
+    let st = states.get(&c.field);
     if c.source == "human_review" {
-        return states
-            .get(&c.field)
+        return st
             .and_then(|s| s.reopened_after)
             .is_none_or(|cut| c.seq > cut);
     }
     !restarts
         .iter()
         .any(|(g, s)| *g > c.generation && c.phase_index >= *s)
+        && !st.is_some_and(|s| s.superseded(c.seq, c.phase_index))
 }
 
 /// A stored or new cell version (`seq` is 0 until stored).
@@ -433,10 +435,20 @@ fn resolve(
             .states
             .get(&field)
             .is_some_and(|s| s.in_play_at(i) && !s.pinned);
-        if !playing || done.contains(&field) {
+        if done.contains(&field) {
             continue;
         }
         done.insert(field.clone());
+        if !playing {
+            // A field not in play keeps what this phase made of it in an earlier pass; the
+            // rules after its chain read that, as they did then.
+            let (v, c) = ctx.input(&field, i + 1);
+            let conf = c
+                .and_then(|c| c.confidence)
+                .or(work.get(&field).and_then(|w| w.1));
+            work.insert(field, (v, conf));
+            continue;
+        }
         let (input, input_conf) = work.get(&field).cloned().unwrap_or((Value::Null, None));
         let mut current = input.clone();
         let mut confs: Vec<f64> = input_conf.into_iter().collect();

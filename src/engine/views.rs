@@ -50,17 +50,37 @@ impl DocView {
         }
     }
 
-    /// What results show: null for held fields and for fields still in play in an active document.
-    pub fn shown(&self, field: &str, doc_status: &str) -> Value {
-        let st = self.states.get(field).cloned().unwrap_or_default();
-        if doc_status == "error"
-            || st.status.is_held()
-            || (st.status == Status::Progressing && matches!(doc_status, "queued" | "processing"))
-        {
-            return Value::Null;
+    /// The one rule for what every reader of canonical values shows (results, data products,
+    /// CSV exports, cells): a held field shows as held; a field of an errored document, or one
+    /// still in play in a queued or processing document, has no value to show yet.
+    pub fn show(&self, field: &str, doc_status: &str) -> Shown<'_> {
+        let status = self.states.get(field).map(|s| s.status).unwrap_or_default();
+        if status.is_held() {
+            return Shown::Held;
         }
-        self.canonical(field).0
+        if doc_status == "error"
+            || (status == Status::Progressing && matches!(doc_status, "queued" | "processing"))
+        {
+            return Shown::NotYet;
+        }
+        let (v, c) = self.canonical(field);
+        Shown::Value(v, c)
     }
+
+    /// What `show` gives as one JSON value: null unless there is a value to show.
+    pub fn shown(&self, field: &str, doc_status: &str) -> Value {
+        match self.show(field, doc_status) {
+            Shown::Value(v, _) => v,
+            Shown::Held | Shown::NotYet => Value::Null,
+        }
+    }
+}
+
+/// A field as readers show it (see `DocView::show`).
+pub enum Shown<'a> {
+    Value(Value, Option<&'a Cell>),
+    Held,
+    NotYet,
 }
 
 pub fn phase_id(phases: &[PhaseRow], index: usize) -> Value {
@@ -71,9 +91,9 @@ pub fn phase_id(phases: &[PhaseRow], index: usize) -> Value {
         .unwrap_or(Value::Null)
 }
 
-pub fn cell_summary(v: &DocView, field: &str, phases: &[PhaseRow]) -> Value {
+pub fn cell_summary(v: &DocView, field: &str, doc_status: &str, phases: &[PhaseRow]) -> Value {
     let st = v.states.get(field).cloned().unwrap_or_default();
-    let (_, c) = v.canonical(field);
+    let c = shown_cell(v, field, doc_status);
     json!({
         "status": st.status.as_str(),
         "version": c.map(|c| c.version),
@@ -100,13 +120,12 @@ pub fn version_json(
 }
 
 /// `GET …/cells`: every field with its versions, oldest first.
-pub fn cells_json(v: &DocView, order: &[String], phases: &[PhaseRow]) -> Value {
+pub fn cells_json(v: &DocView, order: &[String], doc_status: &str, phases: &[PhaseRow]) -> Value {
     let fields: Vec<Value> = order
         .iter()
         .map(|f| {
             let st = v.states.get(f).cloned().unwrap_or_default();
-            let (_, canon) = v.canonical(f);
-            let canon_version = canon.map(|c| c.version);
+            let canon_version = shown_version(v, f, doc_status);
             let versions: Vec<Value> = v
                 .cells
                 .iter()
@@ -120,6 +139,20 @@ pub fn cells_json(v: &DocView, order: &[String], phases: &[PhaseRow]) -> Value {
         })
         .collect();
     json!({ "fields": fields })
+}
+
+/// The version provenance views mark canonical: a held field's is the value under review;
+/// a field not settled yet has none.
+fn shown_cell<'a>(v: &'a DocView, field: &str, doc_status: &str) -> Option<&'a Cell> {
+    match v.show(field, doc_status) {
+        Shown::Value(_, c) => c,
+        Shown::Held => v.canonical(field).1,
+        Shown::NotYet => None,
+    }
+}
+
+fn shown_version(v: &DocView, field: &str, doc_status: &str) -> Option<i64> {
+    shown_cell(v, field, doc_status).map(|c| c.version)
 }
 
 /// Per-phase and per-run counts from `(status, cursor, error_phase_index, count)` groups.
@@ -199,7 +232,7 @@ pub fn result_row(
     if with_cells {
         let cells: Map<String, Value> = order
             .iter()
-            .map(|f| (f.clone(), cell_summary(v, f, phases)))
+            .map(|f| (f.clone(), cell_summary(v, f, &pd.status, phases)))
             .collect();
         row["cells"] = Value::Object(cells);
     }
@@ -207,7 +240,7 @@ pub fn result_row(
         let prov: Map<String, Value> = order
             .iter()
             .map(|f| {
-                let canon = v.canonical(f).1.map(|c| c.version);
+                let canon = shown_version(v, f, &pd.status);
                 let versions: Vec<Value> = v
                     .cells
                     .iter()

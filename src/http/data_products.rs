@@ -8,7 +8,7 @@ use crate::domain::csv_out;
 use crate::domain::keys::Scope;
 use crate::domain::schema::FieldDef;
 use crate::engine::review;
-use crate::engine::views::DocView;
+use crate::engine::views::{DocView, Shown};
 use crate::store::review::{self as rv, DataProduct};
 use crate::store::{gates as gstore, pipelines as pstore};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -68,8 +68,8 @@ pub async fn create(
         if delivered == 0 {
             return Err(ApiError::bad("No document of this pipeline is complete or partial"));
         }
-        let name = b.name.clone().unwrap_or_else(|| format!("{} — Data Product", p.name));
-        let (dp, created) = rv::upsert_data_product(tx, &org, &id, name.trim())?;
+        let default_name = format!("{} — Data Product", p.name);
+        let (dp, created) = rv::upsert_data_product(tx, &org, &id, b.name.as_deref().map(str::trim), &default_name)?;
         let (_, wake) = review::replay(tx, &org, &id, None)?;
         flag.store(wake, std::sync::atomic::Ordering::SeqCst);
         let body = json!({ "dataProduct": render(&dp), "shareToken": null });
@@ -109,6 +109,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 /// One delivered row: values, with held fields empty, and what a row needs for the audit export.
 struct Row {
     ordinal: i64,
+    status: String,
     pd_id: String,
     document_id: String,
     filename: String,
@@ -128,16 +129,13 @@ fn rows(
         .filter(|d| d.status != "error")
         .map(|d| Row {
             ordinal: d.ordinal,
+            status: d.status.clone(),
             view: DocView::new(&d, cells.remove(&d.seq).unwrap_or_default(), &order),
             pd_id: d.id,
             document_id: d.document_id,
             filename: d.filename,
         })
         .collect())
-}
-
-fn held(v: &DocView, f: &str) -> bool {
-    v.states.get(f).is_some_and(|s| s.status.is_held())
 }
 
 pub async fn results(
@@ -174,12 +172,10 @@ pub async fn results(
                 let mut held_list = Vec::new();
                 for f in &p.fields {
                     let name = &f.field_name;
-                    if held(&r.view, name) {
+                    if matches!(r.view.show(name, &r.status), Shown::Held) {
                         held_list.push(json!(name));
-                        fields.insert(name.clone(), Value::Null);
-                    } else {
-                        fields.insert(name.clone(), r.view.canonical(name).0);
                     }
+                    fields.insert(name.clone(), r.view.shown(name, &r.status));
                 }
                 json!({ "pipeline_document_id": r.pd_id, "document_id": r.document_id, "filename": r.filename, "fields": fields, "held": held_list })
             }))
@@ -232,23 +228,22 @@ async fn export(
                         let mut line = Vec::new();
                         for f in &p.fields {
                             let name = &f.field_name;
-                            let is_held = held(&r.view, name);
-                            let (value, version) = r.view.canonical(name);
+                            let (value, version) = match r.view.show(name, &r.status) {
+                                Shown::Value(v, c) => (v, c),
+                                shown => {
+                                    let first = match (audit, shown) {
+                                        (true, Shown::Held) => "PENDING_REVIEW".to_string(),
+                                        _ => String::new(),
+                                    };
+                                    line.push(first);
+                                    if audit {
+                                        line.extend([String::new(), String::new(), String::new()]);
+                                    }
+                                    continue;
+                                }
+                            };
                             if !audit {
-                                line.push(if is_held {
-                                    String::new()
-                                } else {
-                                    csv_out::cell(&value)
-                                });
-                                continue;
-                            }
-                            if is_held {
-                                line.extend([
-                                    "PENDING_REVIEW".to_string(),
-                                    String::new(),
-                                    String::new(),
-                                    String::new(),
-                                ]);
+                                line.push(csv_out::cell(&value));
                                 continue;
                             }
                             let reviewer = decisions

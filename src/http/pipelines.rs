@@ -354,7 +354,8 @@ pub async fn results(
             let rows = pstore::documents(c, &id, page.after, page.limit + 1, doc_filter.as_deref())?;
             let views = views_for(c, &rows, &order)?;
             let pending: i64 = c.query_row(
-                "SELECT count(*) FROM held_fields WHERE pipeline_id = ?1 AND (routing <> 'hold')",
+                "SELECT count(*) FROM held_fields h JOIN pipeline_documents pd ON pd.seq = h.pd_seq
+                 WHERE h.pipeline_id = ?1 AND h.routing <> 'hold' AND pd.status <> 'error'",
                 [&id],
                 |r| r.get(0),
             ).map_err(crate::store::StoreError::from)?;
@@ -397,7 +398,7 @@ pub async fn cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
             let phases = pstore::phases(c, &id)?;
             let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
             let views = views_for(c, std::slice::from_ref(&pd), &order)?;
-            Ok(views::cells_json(&views[0], &order, &phases))
+            Ok(views::cells_json(&views[0], &order, &pd.status, &phases))
         })
     })
     .await?;

@@ -92,7 +92,8 @@ pub fn update_pd(
 
 pub fn reactivate_pipeline(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
     c.execute(
-        "UPDATE pipelines SET status = 'active', completed_at = NULL, updated_at = ?2 WHERE id = ?1",
+        // A cancelled run stays cancelled: a resolve finishes its document, only a rerun revives the run.
+        "UPDATE pipelines SET status = 'active', completed_at = NULL, updated_at = ?2 WHERE id = ?1 AND status <> 'cancelled'",
         params![pipeline_id, now_rfc3339()],
     )?;
     Ok(())
@@ -126,6 +127,9 @@ pub struct Decision {
     pub decided_by: String,
     pub decided_by_name: String,
     pub decided_at: String,
+    /// `(generation, pass)` of the document's first run to follow the decision (NULL on rows
+    /// older than migration 3): a verdict of an earlier pass judged before the decision.
+    pub judged_from: Option<(i64, i64)>,
 }
 
 pub struct NewDecision<'a> {
@@ -143,14 +147,15 @@ pub struct NewDecision<'a> {
     pub reason: Option<&'a str>,
     pub decided_by: &'a str,
     pub decided_by_name: &'a str,
+    pub judged_from: (i64, i64),
 }
 
 pub fn insert_decision(c: &Connection, d: NewDecision) -> Result<(i64, String), StoreError> {
     let now = now_rfc3339();
     c.prepare_cached(
         "INSERT INTO review_decisions(id, org_id, pipeline_id, pd_seq, field_key, trigger_type, stage_id, stage_name, phase_index,
-         action, prior_value, final_value, reason, decided_by, decided_by_name, decided_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         action, prior_value, final_value, reason, decided_by, decided_by_name, decided_at, judged_generation, judged_pass)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         new_id(),
@@ -168,14 +173,16 @@ pub fn insert_decision(c: &Connection, d: NewDecision) -> Result<(i64, String), 
         d.reason,
         d.decided_by,
         d.decided_by_name,
-        now
+        now,
+        d.judged_from.0,
+        d.judged_from.1
     ])?;
     Ok((c.last_insert_rowid(), now))
 }
 
 const DEC_SELECT: &str = "SELECT r.seq, r.id, r.pipeline_id, pd.id, pd.document_id, d.filename, r.field_key, r.trigger_type,
     r.stage_id, r.stage_name, r.phase_index, r.action, r.prior_value, r.final_value, r.reason, r.decided_by, r.decided_by_name,
-    r.decided_at FROM review_decisions r JOIN pipeline_documents pd ON pd.seq = r.pd_seq JOIN documents d ON d.id = pd.document_id";
+    r.decided_at, r.judged_generation, r.judged_pass FROM review_decisions r JOIN pipeline_documents pd ON pd.seq = r.pd_seq JOIN documents d ON d.id = pd.document_id";
 
 fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
     let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
@@ -198,6 +205,10 @@ fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
         decided_by: r.get(15)?,
         decided_by_name: r.get(16)?,
         decided_at: r.get(17)?,
+        judged_from: match (r.get(18)?, r.get(19)?) {
+            (Some(g), Some(p)) => Some((g, p)),
+            _ => None,
+        },
     })
 }
 
@@ -354,7 +365,8 @@ pub fn upsert_data_product(
     c: &Connection,
     org_id: &str,
     pipeline_id: &str,
-    name: &str,
+    name: Option<&str>,
+    default_name: &str,
 ) -> Result<(DataProduct, bool), StoreError> {
     let now = now_rfc3339();
     let existing = optional(c.query_row(
@@ -365,12 +377,13 @@ pub fn upsert_data_product(
     let created = existing.is_none();
     match existing {
         Some(d) => {
-            c.execute("UPDATE data_products SET name = ?2, status = 'active', updated_at = ?3 WHERE id = ?1", params![d.id, name, now])?;
+            // An absent name keeps the one it has.
+            c.execute("UPDATE data_products SET name = coalesce(?2, name), status = 'active', updated_at = ?3 WHERE id = ?1", params![d.id, name, now])?;
         }
         None => {
             c.execute(
                 "INSERT INTO data_products(id, org_id, pipeline_id, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5)",
-                params![new_id(), org_id, pipeline_id, name, now],
+                params![new_id(), org_id, pipeline_id, name.unwrap_or(default_name), now],
             )?;
         }
     }
@@ -418,6 +431,7 @@ pub struct VerdictKey {
     pub field: String,
     pub phase_index: usize,
     pub generation: i64,
+    pub pass: i64,
     pub outcome: String,
     pub value_hash: String,
     pub created_at: String,
@@ -426,7 +440,7 @@ pub struct VerdictKey {
 pub fn verdict_keys(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictKey>, StoreError> {
     let rows = c
         .prepare_cached(
-            "SELECT field_key, phase_index, generation, outcome, value_hash, created_at FROM verdicts WHERE pd_seq = ?1 ORDER BY seq",
+            "SELECT field_key, phase_index, generation, outcome, value_hash, created_at, pass FROM verdicts WHERE pd_seq = ?1 ORDER BY seq",
         )?
         .query_map([pd_seq], |r| {
             Ok(VerdictKey {
@@ -436,6 +450,7 @@ pub fn verdict_keys(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictKey>, Stor
                 outcome: r.get(3)?,
                 value_hash: r.get(4)?,
                 created_at: r.get(5)?,
+                pass: r.get(6)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
