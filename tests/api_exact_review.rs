@@ -627,3 +627,34 @@ fn results_count_pending_reviews_as_the_queue_does_without_errored_documents() {
     assert_eq!(queue["data"].as_array().unwrap().len(), 0, "{queue}");
     assert_eq!(pending(&api), json!(0));
 }
+
+#[test]
+fn a_field_held_on_a_value_computed_from_a_corrected_input_is_computed_again_and_judged_again() {
+    let api = start();
+    let sid = schema(&api, numbers(&["net", "tax", "gross"]));
+    let pol = policy(&api, &[("gross", "compute", json!({"expr": "net + tax"}))]);
+    let g = gate(
+        &api,
+        &sid,
+        "Limits",
+        "blocking",
+        json!([{"field": "tax", "check": "range", "max": 40}, {"field": "gross", "check": "range", "max": 250}]),
+    );
+    rail(&api, &sid, vec![resolve_stage(&pol), valid_stage(&g)]);
+    let pid = run(&api, &sid, &[("a.txt", "Net: 300\nTax: 60")]);
+    let pd = pd(&api, &pid, "a.txt");
+    let item = |api: &Api| api.get(&format!("/v1/field-reviews/{pd}/gross")).body["item"].clone();
+    assert_eq!(item(&api)["status"], "blocked");
+    assert_eq!(item(&api)["current_value"], json!(360));
+    correct(&api, &pd, "tax", json!(10));
+    settle(&api, &pid);
+    let held = item(&api);
+    assert_eq!(held["status"], "blocked", "310 fails again: {held}");
+    assert_eq!(held["current_value"], json!(310), "judged on the new value: {held}");
+    let r = resolve(&api, &pd, "gross", json!({"action": "approve"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    settle(&api, &pid);
+    let r = row(&api, &pid, "a.txt");
+    assert_eq!(r["status"], "complete", "{r}");
+    assert_eq!(r["fields"], json!({"net": 300, "tax": 10, "gross": 310}));
+}

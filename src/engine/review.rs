@@ -194,6 +194,41 @@ pub(crate) fn release_waiters(
     apply_waiting(states, &spec.order, &spec.deps);
 }
 
+/// When a human changes `f`'s value, a field held on a value computed from the old one is held
+/// on something nobody would compute now: a field blocked at a gate after the phase that
+/// computes it from `f`, or a declarative hold, goes back to that phase to be computed from the
+/// new value and judged again (it can be held again, as a new review item). A field held before
+/// that phase, or reopened by a person, keeps its hold.
+fn release_held_dependents(spec: &RunSpec, states: &mut States, f: &str, cut: i64) {
+    let held: Vec<String> = spec
+        .order
+        .iter()
+        .filter(|d| d.as_str() != f)
+        .filter(|d| {
+            states.get(d.as_str()).is_some_and(|s| {
+                !s.pinned
+                    && s.reason.as_deref() != Some("reopened")
+                    && matches!(s.status, Status::Blocked | Status::PendingReview)
+            })
+        })
+        .cloned()
+        .collect();
+    for d in held {
+        let Some(p) = first_compute(spec, states, &d, f) else {
+            continue;
+        };
+        let st = states.get_mut(&d).expect("listed");
+        let recomputable = match st.status {
+            Status::Blocked => st.blocked_at.is_some_and(|g| p < g),
+            _ => st.trigger.as_deref() == Some("declarative"),
+        };
+        if recomputable {
+            clear_hold(st);
+            st.resume(p, cut);
+        }
+    }
+}
+
 fn clear_hold(st: &mut FieldState) {
     st.blocked_at = None;
     st.stage_id = None;
@@ -460,6 +495,9 @@ pub fn resolve(
             Some(g) => s.resume(g, cut),
             None => s.complete(Some(&now)),
         }
+    }
+    if !crate::domain::policy::same_value(&final_value, &canonical) {
+        release_held_dependents(&doc.spec, &mut states, field, cut);
     }
     release_waiters(&doc.spec, &mut states, field, gate_phase, cut, &now);
     let wake = persist(c, &doc, &before, &states, org)?;
