@@ -650,7 +650,58 @@ fn a_field_held_on_a_value_computed_from_a_corrected_input_is_computed_again_and
     settle(&api, &pid);
     let held = item(&api);
     assert_eq!(held["status"], "blocked", "310 fails again: {held}");
-    assert_eq!(held["current_value"], json!(310), "judged on the new value: {held}");
+    assert_eq!(
+        held["current_value"],
+        json!(310),
+        "judged on the new value: {held}"
+    );
+    let r = resolve(&api, &pd, "gross", json!({"action": "approve"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    settle(&api, &pid);
+    let r = row(&api, &pid, "a.txt");
+    assert_eq!(r["status"], "complete", "{r}");
+    assert_eq!(r["fields"], json!({"net": 300, "tax": 10, "gross": 310}));
+}
+
+#[test]
+fn a_reopened_computed_field_is_computed_again_from_todays_inputs_before_it_is_reviewed() {
+    let api = start();
+    let sid = schema(&api, numbers(&["net", "tax", "gross"]));
+    let pol = policy(&api, &[("gross", "compute", json!({"expr": "net + tax"}))]);
+    let g = gate(
+        &api,
+        &sid,
+        "Limits",
+        "blocking",
+        json!([{"field": "tax", "check": "range", "max": 40}, {"field": "gross", "check": "range", "max": 250}]),
+    );
+    let phases = rail(&api, &sid, vec![resolve_stage(&pol), valid_stage(&g)]);
+    let pid = run(&api, &sid, &[("a.txt", "Net: 300\nTax: 60")]);
+    let pd = pd(&api, &pid, "a.txt");
+    // The human fixes gross first (pinned), then tax: gross, pinned, is not recomputed.
+    correct(&api, &pd, "gross", json!(100));
+    settle(&api, &pid);
+    correct(&api, &pd, "tax", json!(10));
+    settle(&api, &pid);
+    assert_eq!(
+        row(&api, &pid, "a.txt")["fields"],
+        json!({"net": 300, "tax": 10, "gross": 100})
+    );
+    let r = resolve(&api, &pd, "gross", json!({"action": "reopen"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "progressing", "{}", r.text);
+    assert_eq!(
+        r.body["currentPhaseId"],
+        phases.iter().find(|p| p["type"] == "resolution").unwrap()["phase_id"]
+    );
+    settle(&api, &pid);
+    let item = api.get(&format!("/v1/field-reviews/{pd}/gross")).body["item"].clone();
+    assert_eq!(item["status"], "pending_review", "{item}");
+    assert_eq!(
+        item["current_value"],
+        json!(310),
+        "not the 360 of the old tax: {item}"
+    );
     let r = resolve(&api, &pd, "gross", json!({"action": "approve"}));
     assert_eq!(r.status, 200, "{}", r.text);
     settle(&api, &pid);

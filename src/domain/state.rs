@@ -98,6 +98,9 @@ pub struct FieldState {
     /// (DESIGN.md §3, passes). Kept across reruns, since they decide earlier generations' cells.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed: Vec<(i64, usize)>,
+    /// A reopened field being computed again: the gate where it goes back to review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_at: Option<usize>,
 }
 
 impl FieldState {
@@ -145,6 +148,28 @@ impl FieldState {
                 .resumed
                 .iter()
                 .any(|(cut, from)| seq <= *cut && phase >= *from)
+    }
+
+    /// Back in review after a reopen, at the gate of its last decision (or declaratively).
+    pub fn await_review(&mut self, gate: Option<(usize, String)>, now: &str) {
+        self.status = Status::PendingReview;
+        self.review_at = None;
+        self.blocked_by = None;
+        self.reason = Some("reopened".into());
+        self.requested_at = Some(now.to_string());
+        match gate {
+            Some((phase, stage_id)) => {
+                self.trigger = Some("gate".into());
+                self.routing = Some("review_queue".into());
+                self.blocked_at = Some(phase);
+                self.stage_id = Some(stage_id);
+            }
+            None => {
+                self.trigger = Some("declarative".into());
+                self.routing = Some("declarative".into());
+                self.blocked_at = None;
+            }
+        }
     }
 
     pub fn wait_on(&mut self, upstream: &str) {

@@ -33,6 +33,7 @@ fn reset_state(st: &FieldState, restart: usize) -> FieldState {
         guards: st.guards.clone(),
         reopened_after: st.reopened_after,
         resumed: st.resumed.clone(),
+        review_at: st.review_at,
         // Flags from gates before the restart still describe live verdicts.
         flags: st
             .flags

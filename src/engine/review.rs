@@ -149,6 +149,18 @@ impl Doc {
     }
 }
 
+/// The first resolution phase with a rule for `field`.
+fn first_rule_phase(spec: &RunSpec, field: &str) -> Option<usize> {
+    spec.phases.iter().find_map(|p| match &p.config {
+        super::runner::PhaseConfig::Resolution { rules }
+            if rules.iter().any(|(def, _)| def.field_key == field) =>
+        {
+            Some(p.index)
+        }
+        _ => None,
+    })
+}
+
 /// The first resolution phase that computes `d` from `f` (directly or through fields that depend on `f`).
 fn first_compute(spec: &RunSpec, states: &States, d: &str, f: &str) -> Option<usize> {
     for p in &spec.phases {
@@ -387,6 +399,15 @@ pub fn resolve(
         s.reason = Some("reopened".into());
         s.requested_at = Some(now.clone());
         s.completed_at = None;
+        // While pinned the field was not computed; its last computed value may rest on inputs
+        // that changed since. A field a policy computes before its hold point is computed again
+        // from today's inputs first, and goes back to review when it reaches that point.
+        let hold_at = s.blocked_at.unwrap_or(doc.spec.phases.len());
+        if let Some(p) = first_rule_phase(&doc.spec, field).filter(|p| *p < hold_at) {
+            s.review_at = s.blocked_at;
+            clear_hold(s);
+            s.resume(p, cut);
+        }
         apply_waiting(&mut states, &doc.spec.order, &doc.spec.deps);
         let wake = persist(c, &doc, &before, &states, org)?;
         return Ok((answer(&doc, &states, field, req.action, &now), wake));

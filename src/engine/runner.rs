@@ -591,6 +591,12 @@ fn validate(
             Severity::Blocking => st.block(i, stage_id, routing, v.reason, &now),
         }
     }
+    for v in &verdicts {
+        let st = ctx.states.get_mut(&v.field).expect("judged fields exist");
+        if st.review_at == Some(i) {
+            st.await_review(Some((i, stage_id.to_string())), &now);
+        }
+    }
     apply_waiting(&mut ctx.states, &spec.order, &spec.deps);
     verdicts
 }
@@ -607,6 +613,15 @@ fn finish(spec: &RunSpec, ctx: &mut DocCtx) {
             continue;
         };
         if st.status != Status::Progressing {
+            continue;
+        }
+        if let Some(g) = st.review_at {
+            // A reopened field whose gate was not on its way this time still goes back to review.
+            let stage = spec.phases.iter().find_map(|p| match &p.config {
+                PhaseConfig::Validation { stage_id, .. } if p.index == g => Some(stage_id.clone()),
+                _ => None,
+            });
+            st.await_review(stage.map(|s| (g, s)), &now);
             continue;
         }
         if f.requires_review && !decided {

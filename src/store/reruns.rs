@@ -202,7 +202,7 @@ const RESTART: &str =
 /// Field states that hold something a rerun keeps (a block, a pin, guards, flags, a reopen);
 /// every other document's states simply reset.
 const KEEPS: &str = "(instr(field_states, '\"blocked\"') > 0 OR instr(field_states, '\"pinned\":true') > 0
-    OR instr(field_states, '\"guards\"') > 0 OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0)";
+    OR instr(field_states, '\"guards\"') > 0 OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0)";
 
 pub fn target_count(
     c: &Connection,
