@@ -377,6 +377,37 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_supersedes_stored_versions_from_its_phase_and_the_flags_it_will_judge_again() {
+        let mut st = FieldState::default();
+        for phase in [1, 3] {
+            st.flags.push(Flag {
+                phase,
+                stage_id: "g".into(),
+                severity: "warning".into(),
+                reason: "failed_check".into(),
+            });
+        }
+        st.block(3, "g", "review_queue", None, "t");
+        st.resume(2, 40);
+        assert_eq!((st.status, st.next), (Status::Progressing, 2));
+        assert!(st.superseded(40, 2) && st.superseded(12, 5));
+        assert!(!st.superseded(40, 1), "earlier phases stand");
+        assert!(!st.superseded(41, 2), "later versions are this pass's own");
+        assert!(!st.superseded(0, 2), "a version not stored yet is new");
+        assert_eq!(
+            st.flags.len(),
+            1,
+            "the flag of the gate before the resume stays"
+        );
+        // A later resume at an earlier phase covers the earlier one; at a later phase it adds.
+        st.resume(1, 50);
+        assert_eq!(st.resumed, vec![(50, 1)]);
+        st.resume(3, 60);
+        assert_eq!(st.resumed, vec![(50, 1), (60, 3)]);
+        assert!(st.superseded(45, 1) && !st.superseded(55, 2) && st.superseded(55, 3));
+    }
+
+    #[test]
     fn statuses_serialize_compactly_and_documents_end_complete_or_partial() {
         let (mut s, _, _) = setup();
         assert_eq!(

@@ -264,3 +264,46 @@ pub fn rerun_json(r: &rstore::RerunRow) -> Value {
         "requested_by": r.requested_by, "finished_at": r.finished_at, "outcome": r.outcome
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(status: Status, trigger: &str, at: Option<usize>) -> FieldState {
+        FieldState {
+            status,
+            trigger: Some(trigger.into()),
+            blocked_at: at,
+            pinned: true,
+            pin: serde_json::json!(40),
+            resumed: vec![(9, 2)],
+            ..FieldState::default()
+        }
+    }
+
+    #[test]
+    fn holds_at_gates_before_the_restart_stand_reopened_ones_included() {
+        for st in [
+            held(Status::Blocked, "gate", Some(1)),
+            held(Status::PendingReview, "gate", Some(1)),
+        ] {
+            assert_eq!(reset_state(&st, 2), st, "{:?} is kept whole", st.status);
+        }
+    }
+
+    #[test]
+    fn everything_else_restarts_keeping_pins_guards_and_superseded_passes() {
+        for st in [
+            held(Status::Blocked, "gate", Some(2)),
+            held(Status::PendingReview, "gate", Some(3)),
+            held(Status::PendingReview, "declarative", None),
+            held(Status::Completed, "gate", None),
+        ] {
+            let r = reset_state(&st, 2);
+            assert_eq!((r.status, r.next), (Status::Progressing, 0));
+            assert_eq!((r.pinned, r.pin.clone()), (true, serde_json::json!(40)));
+            assert_eq!(r.resumed, vec![(9, 2)], "earlier passes stay superseded");
+            assert_eq!(r.blocked_at, None);
+        }
+    }
+}

@@ -264,36 +264,54 @@ fn persist(
     sync_held(c, doc.pd.seq, &doc.pd.pipeline_id, org, before, after)?;
     let encoded = encode_states(after);
     let pd = &doc.pd;
-    let next = after
-        .values()
-        .filter(|s| s.status == Status::Progressing)
-        .map(|s| s.next)
-        .min();
-    if pd.status == "processing" {
-        // Never touch a claimed document: the writer merges the released fields into its
-        // commit and continues from the earliest of them in a new pass.
-        rv::update_pd(c, pd.seq, &pd.status, pd.cursor, pd.pass, &encoded)?;
-        return Ok(false);
-    }
-    if pd.status == "queued" {
-        // Not yet claimed: it starts from the earliest phase where any field has work, so a
-        // field released before its cursor is never skipped past its own phases.
-        let cursor = next.map_or(pd.cursor, |n| pd.cursor.min(n as i64));
-        rv::update_pd(c, pd.seq, &pd.status, cursor, pd.pass, &encoded)?;
-        return Ok(false);
-    }
-    match next {
-        Some(cursor) => {
-            rv::update_pd(c, pd.seq, "queued", cursor as i64, pd.pass + 1, &encoded)?;
+    match placement(&pd.status, pd.cursor, after) {
+        Placement::Keep { cursor } => {
+            rv::update_pd(c, pd.seq, &pd.status, cursor, pd.pass, &encoded)?;
+            Ok(false)
+        }
+        Placement::Queue { cursor } => {
+            rv::update_pd(c, pd.seq, "queued", cursor, pd.pass + 1, &encoded)?;
             rv::reactivate_pipeline(c, &pd.pipeline_id)?;
             Ok(true)
         }
-        None => {
-            let status = document_status(after).unwrap_or("partial");
+        Placement::Settle { status } => {
             rv::update_pd(c, pd.seq, status, pd.cursor, pd.pass, &encoded)?;
             pstore::settle(c, &pd.pipeline_id)?;
             Ok(false)
         }
+    }
+}
+
+/// Where a document goes after a review action changed its field states.
+#[derive(Debug, PartialEq, Eq)]
+enum Placement {
+    /// Stays queued or processing, with this cursor.
+    Keep { cursor: i64 },
+    /// Back to the queue in a new pass, from this phase.
+    Queue { cursor: i64 },
+    /// Stays terminal, with this status.
+    Settle { status: &'static str },
+}
+
+fn placement(status: &str, cursor: i64, after: &States) -> Placement {
+    let next = after
+        .values()
+        .filter(|s| s.status == Status::Progressing)
+        .map(|s| s.next as i64)
+        .min();
+    match (status, next) {
+        // A claimed document is never touched: the writer merges the released fields into
+        // its commit and continues from the earliest of them in a new pass.
+        ("processing", _) => Placement::Keep { cursor },
+        // Not claimed yet: it starts from the earliest phase where any field has work, so a
+        // field released before its cursor is never carried past its own phases.
+        ("queued", n) => Placement::Keep {
+            cursor: n.map_or(cursor, |n| cursor.min(n)),
+        },
+        (_, Some(n)) => Placement::Queue { cursor: n },
+        (_, None) => Placement::Settle {
+            status: document_status(after).unwrap_or("partial"),
+        },
     }
 }
 
@@ -534,6 +552,16 @@ fn gstore_name(c: &Connection, stage_id: &str) -> Option<String> {
     .ok()
 }
 
+/// Whether a decision came after a verdict: by the document's run order, `(generation, pass)`,
+/// which two events in one millisecond cannot confuse; by time only for decisions recorded
+/// before that order was kept.
+fn decided_after(d: &rv::Decision, v: &rv::VerdictKey) -> bool {
+    match d.judged_from {
+        Some(next) => next > (v.generation, v.pass),
+        None => d.decided_at >= v.created_at,
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReplayCounts {
     pub replayed: usize,
@@ -660,10 +688,7 @@ pub fn replay(
                     d.pd_id == doc.pd.id
                         && &d.field_key == f
                         && d.phase_index == Some(g.phase as i64)
-                        && match d.judged_from {
-                            Some(next) => next > (v.generation, v.pass),
-                            None => d.decided_at >= v.created_at,
-                        }
+                        && decided_after(d, v)
                 });
                 if guarded || decided_after {
                     continue;
@@ -685,4 +710,108 @@ pub fn replay(
         }
     }
     Ok((counts, wake))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(list: &[(&str, Status, usize)]) -> States {
+        list.iter()
+            .map(|(f, status, next)| {
+                let st = FieldState {
+                    status: *status,
+                    next: *next,
+                    ..FieldState::default()
+                };
+                (f.to_string(), st)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_queued_document_moves_back_to_the_earliest_phase_with_work() {
+        let s = states(&[
+            ("net", Status::Progressing, 2),
+            ("tax", Status::Progressing, 4),
+        ]);
+        assert_eq!(placement("queued", 4, &s), Placement::Keep { cursor: 2 });
+        assert_eq!(placement("queued", 1, &s), Placement::Keep { cursor: 1 });
+        assert_eq!(
+            placement("processing", 4, &s),
+            Placement::Keep { cursor: 4 }
+        );
+        assert_eq!(placement("partial", 5, &s), Placement::Queue { cursor: 2 });
+    }
+
+    #[test]
+    fn a_terminal_document_without_work_settles_by_its_fields() {
+        let done = states(&[("net", Status::Completed, 0)]);
+        assert_eq!(
+            placement("partial", 5, &done),
+            Placement::Settle { status: "complete" }
+        );
+        let held = states(&[
+            ("net", Status::Completed, 0),
+            ("tax", Status::PendingReview, 0),
+        ]);
+        assert_eq!(
+            placement("complete", 5, &held),
+            Placement::Settle { status: "partial" }
+        );
+    }
+
+    fn decision(judged_from: Option<(i64, i64)>, at: &str) -> rv::Decision {
+        rv::Decision {
+            seq: 1,
+            id: "d".into(),
+            pipeline_id: "p".into(),
+            pd_id: "pd".into(),
+            document_id: "doc".into(),
+            document_name: "a.txt".into(),
+            field_key: "net".into(),
+            trigger_type: "gate".into(),
+            stage_id: None,
+            stage_name: None,
+            phase_index: Some(3),
+            action: "correct".into(),
+            prior_value: None,
+            final_value: None,
+            reason: None,
+            decided_by: "k".into(),
+            decided_by_name: "Ada".into(),
+            decided_at: at.into(),
+            judged_from,
+        }
+    }
+
+    fn verdict(generation: i64, pass: i64, at: &str) -> rv::VerdictKey {
+        rv::VerdictKey {
+            field: "net".into(),
+            phase_index: 3,
+            generation,
+            pass,
+            outcome: "fail".into(),
+            value_hash: "h".into(),
+            created_at: at.into(),
+        }
+    }
+
+    #[test]
+    fn replay_orders_decisions_and_verdicts_by_run_not_by_millisecond() {
+        let t = "2026-01-01T00:00:00.000Z";
+        // Decided in pass 1 of a terminal document (next run: pass 2); judged in the same
+        // millisecond by that next pass: the verdict is the newer of the two.
+        assert!(!decided_after(
+            &decision(Some((1, 2)), t),
+            &verdict(1, 2, t)
+        ));
+        assert!(decided_after(&decision(Some((1, 2)), t), &verdict(1, 1, t)));
+        assert!(!decided_after(
+            &decision(Some((1, 5)), t),
+            &verdict(2, 1, t)
+        ));
+        // Rows from before the order was kept fall back to time.
+        assert!(decided_after(&decision(None, t), &verdict(1, 9, t)));
+    }
 }

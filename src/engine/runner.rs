@@ -875,6 +875,150 @@ mod tests {
         assert_eq!(r.error.as_ref().map(|e| e.0), Some(1));
     }
 
+    /// Stores the run's new versions (gives them sequences) and answers the newest sequence.
+    fn store(c: &mut DocCtx) -> i64 {
+        for (k, cell) in c.cells.iter_mut().enumerate() {
+            cell.seq = k as i64 + 1;
+        }
+        c.cells.len() as i64
+    }
+
+    /// What a resolve does to a held `field` at the gate (phase 3) whose dependent `total`
+    /// waits on it: pin the human value, resume the field at the gate and `total` at the
+    /// resolution phase, in a new pass.
+    fn correct_at_gate(c: &mut DocCtx, field: &str, value: Value) {
+        let cut = store(c);
+        let st = c.states.get_mut(field).unwrap();
+        st.pinned = true;
+        st.pin = value;
+        st.resume(3, cut);
+        c.states.get_mut("total").unwrap().resume(2, cut);
+        c.pass += 1;
+        c.cursor = 2;
+    }
+
+    fn tax_gate() -> Value {
+        json!([{"field": "tax", "check": "range", "max": 50}])
+    }
+
+    #[test]
+    fn a_later_pass_that_writes_nothing_leaves_the_input_not_the_earlier_pass_output() {
+        let s = spec(
+            fields(),
+            vec![rule(
+                "r1",
+                "total",
+                "compute",
+                json!({"expr": "net + tax"}),
+                1,
+            )],
+            tax_gate(),
+            "blocking",
+        );
+        let mut c = ctx(&s, "Net: 100\nTax: 99\nTotal: 119", json!({}));
+        run(&s, &mut c);
+        assert_eq!(c.states["tax"].status, Status::Blocked);
+        assert_eq!(c.states["total"].status, Status::Waiting);
+        assert_eq!(c.input("total", usize::MAX).0, json!(199));
+        correct_at_gate(&mut c, "tax", json!(19));
+        let r = run(&s, &mut c);
+        assert!(
+            r.steps[0].cells.is_empty(),
+            "119 equals the phase's input: nothing is written"
+        );
+        assert_eq!(
+            c.input("total", usize::MAX).0,
+            json!(119),
+            "the stated 119, not the first pass's 199"
+        );
+        let first = c.cells.iter().find(|x| x.value == json!(199)).unwrap();
+        assert!(!c.is_live(first));
+        assert_eq!(c.states["total"].status, Status::Completed);
+    }
+
+    #[test]
+    fn a_later_pass_whose_rule_fails_leaves_no_value_and_a_note() {
+        let s = spec(
+            fields(),
+            vec![rule(
+                "r1",
+                "total",
+                "compute",
+                json!({"expr": "net / tax"}),
+                1,
+            )],
+            tax_gate(),
+            "blocking",
+        );
+        let mut c = ctx(&s, "Net: 100\nTax: 99", json!({}));
+        run(&s, &mut c);
+        assert!(c.input("total", usize::MAX).0.is_number());
+        correct_at_gate(&mut c, "tax", json!(0));
+        run(&s, &mut c);
+        assert_eq!(c.input("total", usize::MAX).0, Value::Null);
+        assert!(c.states["total"]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("division by zero"));
+    }
+
+    #[test]
+    fn a_rule_reads_what_earlier_rules_of_its_phase_made_of_fields_not_in_play() {
+        let f = json!([{"field_name": "net"}, {"field_name": "tax", "data_type": "number"},
+                       {"field_name": "total", "data_type": "number"}, {"field_name": "vendor"}]);
+        let s = spec(
+            f,
+            vec![
+                rule("r1", "net", "number", json!({}), 1),
+                rule("r2", "total", "compute", json!({"expr": "net + tax"}), 2),
+            ],
+            tax_gate(),
+            "blocking",
+        );
+        let mut c = ctx(&s, "Net: 1,000.50\nTax: 99", json!({}));
+        run(&s, &mut c);
+        assert_eq!(c.input("net", usize::MAX).0, json!(1000.5));
+        correct_at_gate(&mut c, "tax", json!(19));
+        run(&s, &mut c);
+        assert_eq!(c.input("total", usize::MAX).0, json!(1019.5));
+        assert!(c.states["total"].note.is_none());
+    }
+
+    #[test]
+    fn a_reopened_field_computed_again_goes_back_to_review_at_its_gate() {
+        let s = spec(
+            fields(),
+            vec![rule(
+                "r1",
+                "total",
+                "compute",
+                json!({"expr": "net + tax"}),
+                1,
+            )],
+            json!([]),
+            "blocking",
+        );
+        let mut c = ctx(&s, "Net: 1\nTax: 2", json!({}));
+        run(&s, &mut c);
+        assert_eq!(c.states["total"].status, Status::Completed);
+        let cut = store(&mut c);
+        let st = c.states.get_mut("total").unwrap();
+        st.review_at = Some(3);
+        st.resume(2, cut);
+        c.pass += 1;
+        c.cursor = 2;
+        c.metadata.clear();
+        run(&s, &mut c);
+        let st = &c.states["total"];
+        assert_eq!(st.status, Status::PendingReview);
+        assert_eq!(
+            (st.blocked_at, st.trigger.as_deref(), st.reason.as_deref()),
+            (Some(3), Some("gate"), Some("reopened"))
+        );
+        assert_eq!(st.review_at, None);
+    }
+
     #[test]
     fn inputs_are_pins_or_live_earlier_versions_so_reruns_never_stack_rules() {
         let s = spec(
