@@ -349,3 +349,10 @@ ALTER TABLE reruns ADD COLUMN versions_written INTEGER NOT NULL DEFAULT 0;
 -- judged before a decision from one judged after by this order, not by millisecond times.
 ALTER TABLE review_decisions ADD COLUMN judged_generation INTEGER;
 ALTER TABLE review_decisions ADD COLUMN judged_pass INTEGER;
+
+-- migration: 4
+-- Crash accounting: how many consecutive unclean exits a document was in flight for, and the
+-- cause a worker recorded before it took the process down. Suspects run alone.
+ALTER TABLE pipeline_documents ADD COLUMN unclean_exits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pipeline_documents ADD COLUMN abort_cause TEXT;
+CREATE INDEX pipeline_documents_suspects ON pipeline_documents(seq) WHERE unclean_exits > 0;

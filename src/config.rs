@@ -40,6 +40,18 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on GET /metrics (open when unset).
     #[arg(long, env = "QUIRE_METRICS_TOKEN")]
     pub metrics_token: Option<String>,
+    /// Largest value in bytes a rule, the extractor or a transfer may produce (else a note).
+    #[arg(long, env = "QUIRE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+    /// Largest total of new values in bytes one document may write in one run (else `error`).
+    #[arg(long, env = "QUIRE_MAX_DOCUMENT_OUTPUT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_document_output_bytes: usize,
+    /// Abort the process when a worker picks up a document containing this text (crash tests).
+    #[arg(long, env = "QUIRE_FAULT_ABORT_ON", hide = true)]
+    pub fault_abort_on: Option<String>,
+    /// With --fault-abort-on: abort without recording why first.
+    #[arg(long, env = "QUIRE_FAULT_ABORT_UNRECORDED", hide = true)]
+    pub fault_abort_unrecorded: bool,
     /// Cap the database size in pages on every connection (fault-injection in tests).
     #[arg(long, env = "QUIRE_MAX_DB_PAGES", hide = true)]
     pub max_db_pages: Option<u64>,
@@ -63,6 +75,7 @@ pub struct Config {
     pub debug_routes: bool,
     pub max_db_pages: Option<u64>,
     pub metrics_token: Option<String>,
+    pub limits: crate::engine::executor::Limits,
 }
 
 fn cores() -> usize {
@@ -91,6 +104,14 @@ impl Config {
             debug_routes: a.debug_routes,
             max_db_pages: a.max_db_pages,
             metrics_token: a.metrics_token.clone().filter(|t| !t.is_empty()),
+            limits: crate::engine::executor::Limits {
+                budget: crate::engine::runner::Budget {
+                    value: a.max_value_bytes.max(1024),
+                    document: a.max_document_output_bytes.max(1024),
+                },
+                abort_on: a.fault_abort_on.clone().filter(|m| !m.is_empty()),
+                abort_unrecorded: a.fault_abort_unrecorded,
+            },
         }
     }
 
@@ -112,6 +133,7 @@ impl Config {
             debug_routes: false,
             max_db_pages: None,
             metrics_token: None,
+            limits: Default::default(),
         }
     }
 }

@@ -63,6 +63,7 @@ impl Application {
             metrics.clone(),
             config.workers,
             std::time::Duration::from_secs(config.shutdown_timeout),
+            config.limits.clone(),
         )?);
         let state = web::Data::new(AppState::new(db, config.clone(), executor, metrics)?);
         let server = http::server(state.clone(), listener, &config)

@@ -196,3 +196,111 @@ fn a_document_claimed_three_times_without_a_commit_ends_error_and_the_run_settle
     );
     assert_eq!(docs["data"][1]["status"], "complete");
 }
+
+const POISON: &str = "POISON-7f3a-worker-killer";
+
+/// A run of `n` good documents with one poison document among them, on a server that aborts
+/// whenever a worker picks the poison up.
+fn poison_run(db: &str, flags: &[&str], n: usize) -> (std::process::Child, String) {
+    let (child, port) = spawn_server(db, KEY, flags);
+    let api = Remote::new(port, KEY);
+    let s = api.post(
+        "/v1/schemas",
+        &json!({"name": "p", "fields": [{"field_name": "a"}]}),
+    );
+    let sid = s.body["id"].as_str().unwrap().to_string();
+    api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}]}),
+    );
+    let mut docs: Vec<Value> = (0..n)
+        .map(|i| json!({"filename": format!("d{i}.txt"), "content": format!("A: {i}")}))
+        .collect();
+    docs.insert(
+        n / 2,
+        json!({"filename": "poison.txt", "content": format!("A: {POISON}")}),
+    );
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    (child, r.body["id"].as_str().unwrap().to_string())
+}
+
+/// Waits for the process to die on its own.
+fn dies(child: &mut std::process::Child) {
+    wait_for(60, || child.try_wait().unwrap().map(|_| ()));
+}
+
+fn settled_with_one_quarantined(port: u16, pid: &str, n: usize, why: &str) {
+    let api = Remote::new(port, KEY);
+    let progress = wait_for(120, || {
+        let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
+        (p["status"] != "active").then_some(p)
+    });
+    assert_eq!(progress["completedDocuments"], n, "{progress}");
+    assert_eq!(progress["errorDocuments"], 1, "{progress}");
+    let docs = api
+        .get(&format!(
+            "/v1/pipelines/{pid}/documents?limit=100&status=error"
+        ))
+        .body;
+    let poison = docs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["status"] == "error")
+        .cloned()
+        .unwrap_or_else(|| panic!("no errored document in {docs}"));
+    assert_eq!(poison["filename"], "poison.txt", "{docs}");
+    assert!(poison["error"].as_str().unwrap().contains(why), "{poison}");
+}
+
+#[test]
+fn a_document_whose_worker_recorded_its_abort_is_quarantined_after_one_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("poison.db").to_string_lossy().into_owned();
+    let flags = ["--workers", "2", "--fault-abort-on", POISON];
+    let (mut child, pid) = poison_run(&db, &flags, 60);
+    dies(&mut child);
+    let (mut child, port) = spawn_server(&db, KEY, &flags);
+    settled_with_one_quarantined(
+        port,
+        &pid,
+        60,
+        "quarantined: the worker aborted the process",
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the service stays up");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_document_in_flight_at_two_consecutive_unclean_exits_is_quarantined_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("poison.db").to_string_lossy().into_owned();
+    let flags = [
+        "--workers",
+        "2",
+        "--fault-abort-on",
+        POISON,
+        "--fault-abort-unrecorded",
+    ];
+    let (mut child, pid) = poison_run(&db, &flags, 60);
+    dies(&mut child);
+    // Every document in flight at the first exit is a suspect and runs alone: the poison takes
+    // the process down once more, alone, and the next start sets it aside.
+    let (mut child, _) = spawn_server(&db, KEY, &flags);
+    dies(&mut child);
+    let (mut child, port) = spawn_server(&db, KEY, &flags);
+    settled_with_one_quarantined(
+        port,
+        &pid,
+        60,
+        "quarantined: in flight at 2 consecutive unclean exits",
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the service stays up");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

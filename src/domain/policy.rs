@@ -500,6 +500,60 @@ fn currency_code(s: &str) -> Option<&'static str> {
 
 /// Applies one rule. `current` is the chain's value so far; `input` reads other fields.
 /// An `Err` is a note: the rule could not produce a value for this document.
+/// The approximate size of a value as stored: its strings' bytes plus a little per scalar,
+/// container and key. Cheap enough to take for every cell.
+pub fn value_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(value_size).sum::<usize>(),
+        Value::Object(m) => {
+            2 + m
+                .iter()
+                .map(|(k, x)| k.len() + 3 + value_size(x))
+                .sum::<usize>()
+        }
+        _ => 8,
+    }
+}
+
+/// A rule's output past `limit` bytes is refused with a note, and a `regex_replace` stops
+/// building it as soon as it passes the limit: an empty pattern with a long replacement would
+/// otherwise multiply a value's size before anything could look at it.
+pub fn apply_within(
+    rule: &Rule,
+    current: &Value,
+    input: &dyn Fn(&str) -> Value,
+    limit: usize,
+) -> Result<Value, String> {
+    let out = match (rule, current) {
+        (Rule::RegexReplace { re, replacement }, Value::String(s)) => {
+            let mut out = String::new();
+            let mut last = 0;
+            for caps in re.captures_iter(s) {
+                let m = caps.get(0).expect("group 0 is the match");
+                out.push_str(&s[last..m.start()]);
+                caps.expand(replacement, &mut out);
+                last = m.end();
+                if out.len() > limit {
+                    return Err(over_budget(out.len(), limit));
+                }
+            }
+            out.push_str(&s[last..]);
+            Value::String(out)
+        }
+        _ => apply(rule, current, input)?,
+    };
+    let size = value_size(&out);
+    if size > limit {
+        return Err(over_budget(size, limit));
+    }
+    Ok(out)
+}
+
+pub fn over_budget(size: usize, limit: usize) -> String {
+    format!("the value would be {size} bytes, over the budget of {limit} bytes per value")
+}
+
 pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Result<Value, String> {
     match rule {
         Rule::Direct { from } => Ok(input(from)),

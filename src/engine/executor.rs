@@ -45,6 +45,18 @@ struct WorkResult {
 
 type SpecCache = Mutex<HashMap<(String, i64), Arc<RunSpec>>>;
 
+/// What the executor's workers are held to.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub budget: runner::Budget,
+    /// Fault injection for the crash tests: a worker that picks up a document containing this
+    /// text aborts the process, as an allocation failure or a fault in a C library would.
+    pub abort_on: Option<String>,
+    /// Whether the worker records why before it aborts (an abort the process can see coming)
+    /// or not (one it cannot: only two consecutive unclean exits reveal the document).
+    pub abort_unrecorded: bool,
+}
+
 pub struct Executor {
     wake_tx: Sender<()>,
     stop: Arc<AtomicBool>,
@@ -61,14 +73,28 @@ impl Executor {
         metrics: Arc<Metrics>,
         workers: usize,
         shutdown_timeout: Duration,
+        limits: Limits,
     ) -> Result<Self, StoreError> {
         if db.read_only() {
             return Ok(Self::idle(shutdown_timeout));
         }
-        let recovered = db.write(false, |tx| xstore::recover(tx))?;
-        if recovered > 0 {
-            log::info!("recovered {recovered} interrupted document(s) into the queue");
+        let r = db.write(false, |tx| {
+            let r = xstore::recover_after_exit(tx)?;
+            for p in &r.pipelines {
+                pstore::settle(tx, p)?;
+            }
+            Ok::<_, StoreError>(r)
+        })?;
+        if r.requeued > 0 {
+            log::info!(
+                "recovered {} interrupted document(s) into the queue",
+                r.requeued
+            );
         }
+        for (seq, why) in &r.quarantined {
+            log::warn!("document {seq} quarantined: {why}");
+        }
+        let limits = Arc::new(limits);
         let (wake_tx, wake_rx) = bounded::<()>(1);
         // Enough claimed work that workers never wait for the writer's commit.
         let capacity = 1024;
@@ -80,15 +106,16 @@ impl Executor {
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
         let mut handles = Vec::new();
         for n in 0..workers.max(1) {
-            let (db, rx, tx, cache, metrics) = (
+            let (db, rx, tx, cache, metrics, limits) = (
                 db.clone(),
                 work_rx.clone(),
                 result_tx.clone(),
                 cache.clone(),
                 metrics.clone(),
+                limits.clone(),
             );
             handles.push(spawn(format!("quire-worker-{n}"), move || {
-                worker(db, rx, tx, cache, metrics)
+                worker(db, rx, tx, cache, metrics, limits)
             })?);
         }
         drop(result_tx);
@@ -200,7 +227,13 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
         .map_err(|e| StoreError::Refused(format!("cannot start thread {name}: {e}")))
 }
 
-fn process(c: &Connection, cache: &SpecCache, metrics: &Metrics, claim: &Claim) -> Outcome {
+fn process(
+    c: &Connection,
+    cache: &SpecCache,
+    metrics: &Metrics,
+    limits: &Limits,
+    claim: &Claim,
+) -> Outcome {
     let key = (claim.pipeline_id.clone(), claim.generation);
     let cached = cache.lock().get(&key).cloned();
     let spec = match cached {
@@ -232,6 +265,19 @@ fn process(c: &Connection, cache: &SpecCache, metrics: &Metrics, claim: &Claim) 
         Ok(None) => return Outcome::Requeue("document vanished".into()),
         Err(e) => return Outcome::Requeue(format!("cannot load the document: {e}")),
     };
+    if let Some(marker) = &limits.abort_on {
+        if load
+            .content
+            .windows(marker.len().max(1))
+            .any(|w| w == marker.as_bytes())
+        {
+            if !limits.abort_unrecorded {
+                let _ = xstore::record_abort(c, claim.seq, "the worker aborted the process");
+            }
+            log::error!("fault injection: aborting on document {}", claim.seq);
+            std::process::abort();
+        }
+    }
     let before_raw = load.field_states.clone();
     let mut ctx = DocCtx {
         content: load.content,
@@ -245,6 +291,7 @@ fn process(c: &Connection, cache: &SpecCache, metrics: &Metrics, claim: &Claim) 
         cursor: claim.cursor,
         decisions: load.decisions,
         now: now_rfc3339(),
+        budget: limits.budget,
     };
     match catch_unwind(AssertUnwindSafe(|| runner::run(&spec, &mut ctx))) {
         Ok(mut run) => {
@@ -277,6 +324,7 @@ fn worker(
     tx: Sender<WorkResult>,
     cache: Arc<SpecCache>,
     metrics: Arc<Metrics>,
+    limits: Arc<Limits>,
 ) {
     let conn = match db.dedicated() {
         Ok(c) => c,
@@ -286,7 +334,7 @@ fn worker(
         }
     };
     while let Ok(claim) = rx.recv() {
-        let outcome = process(&conn, &cache, &metrics, &claim);
+        let outcome = process(&conn, &cache, &metrics, &limits, &claim);
         if tx.send(WorkResult { claim, outcome }).is_err() {
             break;
         }
@@ -397,7 +445,7 @@ impl Writer {
             }
         }
         // Whatever did not finish goes back to the queue for the next start.
-        match xstore::recover(&self.conn) {
+        match xstore::return_unfinished(&self.conn) {
             Ok(n) if n > 0 => log::info!("returned {n} unfinished document(s) to the queue"),
             Ok(_) => {}
             Err(e) => log::warn!("could not return unfinished documents to the queue: {e}"),
@@ -487,7 +535,8 @@ impl Writer {
                 .capacity
                 .saturating_sub(self.in_flight.len().saturating_sub(batch.len()));
             if free > 0 {
-                let (c, gave_up) = xstore::claim(&tx, free, &self.in_flight)?;
+                let others = self.in_flight.len() > batch.len();
+                let (c, gave_up) = xstore::claim(&tx, free, &self.in_flight, others)?;
                 claims = c;
                 touched.extend(gave_up);
             }

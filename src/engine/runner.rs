@@ -153,6 +153,22 @@ impl RunSpec {
     }
 }
 
+/// Output budgets: no value and no document's new versions may grow past these (bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub value: usize,
+    pub document: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            value: 1024 * 1024,
+            document: 16 * 1024 * 1024,
+        }
+    }
+}
+
 /// One document's stored situation when a worker picks it up.
 pub struct DocCtx {
     pub content: Vec<u8>,
@@ -168,6 +184,7 @@ pub struct DocCtx {
     /// Final values of decisions since each field's latest reopen.
     pub decisions: Vec<(String, Value)>,
     pub now: String,
+    pub budget: Budget,
 }
 
 impl DocCtx {
@@ -246,6 +263,7 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
     let mut extracted: Option<HashMap<String, Extracted>> = None;
     let mut folded_text: Option<String> = None;
     let last = spec.phases.len().saturating_sub(1);
+    let mut written = 0usize;
     for phase in spec.phases.iter().skip(ctx.cursor) {
         let i = phase.index;
         let started = std::time::Instant::now();
@@ -267,13 +285,16 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                         .metadata
                         .iter()
                         .find(|(k, v)| !v.is_null() && names.contains(&fold_key(k)));
-                    if let Some((k, v)) = hit {
-                        let (input, _) = ctx.input(&f.field_name, i);
-                        if !policy::same_value(&input, v) {
+                    if let Some((k, v)) = hit.map(|(k, v)| (k.clone(), v.clone())) {
+                        if over_value_budget(ctx, &f.field_name, &v) {
+                            continue;
+                        }
+                        let input = ctx.input(&f.field_name, i).0;
+                        if !policy::same_value(&input, &v) {
                             new_cells.push(cell(
                                 ctx,
                                 &f.field_name,
-                                v.clone(),
+                                v,
                                 "registry_transfer",
                                 phase,
                                 Some(1.0),
@@ -312,6 +333,9 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                         continue;
                     }
                     if let Some(x) = found.get(&f.field_name) {
+                        if over_value_budget(ctx, &f.field_name, &x.value) {
+                            continue;
+                        }
                         new_cells.push(cell(
                             ctx,
                             &f.field_name,
@@ -337,6 +361,25 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                     .get_or_insert_with(|| gate::fold_text(&String::from_utf8_lossy(&ctx.content)));
                 verdicts = validate(spec, ctx, phase, stage_id, gate, routing, text);
             }
+        }
+        written += new_cells
+            .iter()
+            .map(|c| policy::value_size(&c.value))
+            .sum::<usize>();
+        if written > ctx.budget.document {
+            let states_after = ctx.states.clone();
+            return RunResult {
+                steps,
+                states_before,
+                states_after,
+                error: Some((
+                    i,
+                    format!(
+                        "the document's new values reached {written} bytes, over the budget of {} bytes per document",
+                        ctx.budget.document
+                    ),
+                )),
+            };
         }
         // Versions written in this phase count for later phases of this run.
         for c in &new_cells {
@@ -369,6 +412,18 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
         states_after,
         error: None,
     }
+}
+
+/// A value over the per-value budget is not written: the field keeps a note saying why.
+fn over_value_budget(ctx: &mut DocCtx, field: &str, v: &Value) -> bool {
+    let size = policy::value_size(v);
+    if size <= ctx.budget.value {
+        return false;
+    }
+    if let Some(st) = ctx.states.get_mut(field) {
+        st.note = Some(policy::over_budget(size, ctx.budget.value));
+    }
+    true
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -468,7 +523,7 @@ fn resolve(
                     work.get(name).map(|w| w.0.clone()).unwrap_or(Value::Null)
                 }
             };
-            match policy::apply(rule, &current, &lookup) {
+            match policy::apply_within(rule, &current, &lookup, ctx.budget.value) {
                 Ok(v) => {
                     if !policy::same_value(&v, &current) {
                         last_changer = Some(def.rule_type.clone());
@@ -721,6 +776,7 @@ mod tests {
             cursor: 0,
             decisions: Vec::new(),
             now: "2026-01-01T00:00:00.000Z".into(),
+            budget: Budget::default(),
         }
     }
 

@@ -20,11 +20,88 @@ pub struct Claim {
 pub const MAX_ATTEMPTS: i64 = 3;
 
 /// At start-up: every document that was processing is queued again.
-pub fn recover(c: &Connection) -> Result<usize, StoreError> {
+/// At a clean stop: documents still in flight go back to the queue, no questions asked.
+pub fn return_unfinished(c: &Connection) -> Result<usize, StoreError> {
     Ok(c.execute(
         "UPDATE pipeline_documents SET status = 'queued', claim_token = NULL WHERE status = 'processing'",
         [],
     )?)
+}
+
+/// What a start found of the previous process's work.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub requeued: usize,
+    /// `(document seq, reason)` of each document ended `error` as the likely cause.
+    pub quarantined: Vec<(i64, String)>,
+    /// Runs to settle: a quarantined document may have been their last active one.
+    pub pipelines: Vec<String>,
+}
+
+/// How many consecutive unclean exits a document may be in flight for before it is set aside.
+pub const QUARANTINE_AFTER: i64 = 2;
+
+/// At start: a clean stop leaves nothing `processing`, so what is still `processing` was in
+/// flight when the process died. A document whose worker recorded why it was dying, or that
+/// was in flight at two consecutive unclean exits, ends `error` (quarantined); every other one
+/// goes back to the queue, a suspect until it commits.
+pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
+    let now = now_rfc3339();
+    let mut r = Recovered::default();
+    let dying: Vec<(i64, String, String)> = c
+        .prepare(
+            "SELECT seq, pipeline_id, abort_cause FROM pipeline_documents
+             WHERE status = 'processing' AND abort_cause IS NOT NULL",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (seq, pipeline, cause) in dying {
+        r.quarantined.push((seq, format!("quarantined: {cause}")));
+        r.pipelines.push(pipeline);
+    }
+    // Suspects of an earlier exit that were not in flight at this one are cleared: the exits
+    // they saw were not consecutive.
+    c.execute(
+        "UPDATE pipeline_documents SET unclean_exits = 0 WHERE unclean_exits > 0 AND status <> 'processing'",
+        [],
+    )?;
+    c.execute(
+        "UPDATE pipeline_documents SET unclean_exits = unclean_exits + 1 WHERE status = 'processing' AND abort_cause IS NULL",
+        [],
+    )?;
+    let repeat: Vec<(i64, String)> = c
+        .prepare(
+            "SELECT seq, pipeline_id FROM pipeline_documents WHERE status = 'processing' AND unclean_exits >= ?1",
+        )?
+        .query_map([QUARANTINE_AFTER], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (seq, pipeline) in repeat {
+        r.quarantined.push((
+            seq,
+            format!("quarantined: in flight at {QUARANTINE_AFTER} consecutive unclean exits"),
+        ));
+        r.pipelines.push(pipeline);
+    }
+    let mut end = c.prepare(
+        "UPDATE pipeline_documents SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
+         abort_cause = NULL, unclean_exits = 0, updated_at = ?3, completed_at = ?3 WHERE seq = ?1",
+    )?;
+    for (seq, why) in &r.quarantined {
+        end.execute(params![seq, why, now])?;
+    }
+    r.requeued = return_unfinished(c)?;
+    r.pipelines.sort();
+    r.pipelines.dedup();
+    Ok(r)
+}
+
+/// A worker about to take the process down says which document it was on, and why.
+pub fn record_abort(c: &Connection, seq: i64, cause: &str) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE pipeline_documents SET abort_cause = ?2 WHERE seq = ?1",
+        params![seq, cause],
+    )?;
+    Ok(())
 }
 
 /// Claims up to `limit` queued documents not already in flight. Documents claimed
@@ -33,15 +110,40 @@ pub fn claim(
     c: &Connection,
     limit: usize,
     in_flight: &std::collections::HashSet<i64>,
+    others_in_flight: bool,
 ) -> Result<(Vec<Claim>, Vec<String>), StoreError> {
     let mut out = Vec::new();
     let mut gave_up = Vec::new();
-    let candidates: Vec<(i64, String, i64, i64, i64, i64)> = c
+    // A suspect of an unclean exit runs alone, so that if it takes the process down again it is
+    // the only document in flight and nothing innocent is blamed with it.
+    let suspect: Option<i64> = c
         .prepare_cached(
+            "SELECT seq FROM pipeline_documents WHERE unclean_exits > 0 AND status = 'queued' ORDER BY seq LIMIT 1",
+        )?
+        .query_row([], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if suspect.is_some() && others_in_flight {
+        return Ok((out, gave_up));
+    }
+    let (sql, arg) = match suspect {
+        Some(seq) => (
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
+             WHERE seq = ?1",
+            seq,
+        ),
+        None => (
             "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
              WHERE status = 'queued' ORDER BY seq LIMIT ?1",
-        )?
-        .query_map([limit as i64], |r| {
+            limit as i64,
+        ),
+    };
+    let candidates: Vec<(i64, String, i64, i64, i64, i64)> = c
+        .prepare_cached(sql)?
+        .query_map([arg], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -346,20 +448,20 @@ pub fn commit_document(
     let n = match fin {
         Final::Terminal(status) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0,
+                "UPDATE pipeline_documents SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0, unclean_exits = 0,
                  error = NULL, error_phase_index = NULL, updated_at = ?10, completed_at = ?10 {FENCE}"
             ))?
             .execute(params![seq, generation, pass, token, start, expect_states, status, cursor as i64, states, now])?,
         Final::Error(phase, message) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0,
+                "UPDATE pipeline_documents SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0, unclean_exits = 0,
                  error = ?9, error_phase_index = ?7, updated_at = ?10, completed_at = ?10 {FENCE}"
             ))?
             .execute(params![seq, generation, pass, token, start, expect_states, phase as i64, states, message, now])?,
         Final::Continue(next) => c
             .prepare_cached(&format!(
                 "UPDATE pipeline_documents SET status = 'queued', cursor = ?7, pass = pass + 1, field_states = ?8, claim_token = NULL,
-                 attempts = 0, updated_at = ?9 {FENCE}"
+                 attempts = 0, unclean_exits = 0, updated_at = ?9 {FENCE}"
             ))?
             .execute(params![seq, generation, pass, token, start, expect_states, next as i64, states, now])?,
     };
