@@ -613,10 +613,10 @@ impl Run<'_> {
         self.pins.remove(&(doc, f));
         self.decided.remove(&(doc, f));
         self.settle();
+        // Back in review; a field computed again first waits while an input it reads is held.
         let item = self.item(&self.pds[doc], f);
-        prop_assert_eq!(
-            &item["status"],
-            "pending_review",
+        prop_assert!(
+            matches!(item["status"].as_str(), Some("pending_review" | "waiting")),
             "a reopened field is back in review: {}",
             item
         );

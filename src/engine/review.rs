@@ -421,7 +421,21 @@ pub fn resolve(
         // that changed since. A field a policy computes before its hold point is computed again
         // from today's inputs first, and goes back to review when it reaches that point.
         let hold_at = s.blocked_at.unwrap_or(doc.spec.phases.len());
-        if let Some(p) = first_rule_phase(&doc.spec, field).filter(|p| *p < hold_at) {
+        // A pin that outlived a rerun kept the field out of every phase the rerun re-executed,
+        // so nothing of its own is live there any more: it is computed again from the start.
+        let pinned_before_rerun = doc
+            .view
+            .cells
+            .iter()
+            .rev()
+            .find(|(_, c, _)| c.field == field && c.source == "human_review")
+            .is_some_and(|(_, c, _)| c.generation < doc.pd.generation);
+        let computed = first_rule_phase(&doc.spec, field).filter(|p| *p < hold_at);
+        let from = match (pinned_before_rerun, computed) {
+            (true, _) => Some(0),
+            (false, c) => c,
+        };
+        if let Some(p) = from {
             s.review_at = s.blocked_at;
             clear_hold(s);
             s.resume(p, cut);
