@@ -16,6 +16,10 @@ pub struct ServeArgs {
     /// Default requests per minute per API key; 0 disables rate limiting.
     #[arg(long, env = "QUIRE_RATE_LIMIT", default_value_t = 6000)]
     pub rate_limit: u32,
+    /// Requests per minute per organization, shared by all its keys, on top of each key's own
+    /// limit; 0 (the default) turns it off.
+    #[arg(long, env = "QUIRE_ORG_RATE_LIMIT", default_value_t = 0)]
+    pub org_rate_limit: u32,
     /// Largest request body in bytes (documents excepted).
     #[arg(long, env = "QUIRE_MAX_BODY", default_value_t = 10 * 1024 * 1024)]
     pub max_body: usize,
@@ -66,6 +70,8 @@ pub struct Config {
     pub workers: usize,
     pub http_workers: usize,
     pub rate_limit: u32,
+    /// Per organization, on top of the per-key limit; 0 = off.
+    pub org_rate_limit: u32,
     pub max_body: usize,
     pub max_upload: usize,
     pub max_pipeline_documents: usize,
@@ -93,6 +99,7 @@ impl Config {
             workers: a.workers.unwrap_or_else(cores).max(1),
             http_workers: cores().max(2),
             rate_limit: a.rate_limit,
+            org_rate_limit: a.org_rate_limit,
             max_body: a.max_body,
             max_upload: a.max_upload,
             max_pipeline_documents: a.max_pipeline_documents,
@@ -124,6 +131,7 @@ impl Config {
             workers: 2,
             http_workers: 2,
             rate_limit: 6000,
+            org_rate_limit: 0,
             max_body: 10 * 1024 * 1024,
             max_upload: 50 * 1024 * 1024,
             max_pipeline_documents: 10_000,

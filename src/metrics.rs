@@ -2,7 +2,9 @@
 //!
 //! Labels are closed sets (route templates, methods, statuses, phase types, decision actions):
 //! no organization, pipeline, document or key ever becomes a label, so the series count stays
-//! bounded and a scrape leaks nothing about tenants.
+//! bounded and a scrape leaks nothing about tenants. Labels are `&'static str` so that nothing a
+//! client sent (a custom method, an unknown path) can be stored as one: a request without a key
+//! must not be able to grow this process's memory.
 
 use crate::domain::rail::PhaseType;
 use parking_lot::Mutex;
@@ -67,40 +69,53 @@ pub struct StoreGauges {
 #[derive(Default)]
 struct RouteStats {
     /// (method, status, count); a route sees only a handful of pairs.
-    answers: Vec<(String, u16, u64)>,
+    answers: Vec<(&'static str, u16, u64)>,
     latency: Histogram,
+}
+
+/// The methods that get a label of their own; any other method string a client sends is `OTHER`.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// The label for a request method: one of [`METHODS`] or `OTHER`.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 #[derive(Default)]
 pub struct Metrics {
     /// Per route template: answers by (method, status), and latency.
-    routes: Mutex<BTreeMap<String, RouteStats>>,
+    routes: Mutex<BTreeMap<&'static str, RouteStats>>,
     phases: Mutex<BTreeMap<&'static str, Histogram>>,
     versions: AtomicU64,
     verdicts: AtomicU64,
     documents_finished: AtomicU64,
     reruns: AtomicU64,
-    decisions: Mutex<BTreeMap<String, u64>>,
+    decisions: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
     commit_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
     /// Called for every request: one lock, and no allocation once the route and its
-    /// (method, status) pair have been seen.
-    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+    /// (method, status) pair have been seen. `route` is a template of the route table (or the
+    /// one value for unmatched requests), never a path.
+    pub fn request(&self, route: &'static str, method: &str, status: u16, took: Duration) {
+        let method = method_label(method);
         let mut routes = self.routes.lock();
-        let stats = match routes.get_mut(route) {
-            Some(s) => s,
-            None => routes.entry(route.to_string()).or_default(),
-        };
+        let stats = routes.entry(route).or_default();
         match stats
             .answers
             .iter_mut()
-            .find(|(m, s, _)| m == method && *s == status)
+            .find(|(m, s, _)| *m == method && *s == status)
         {
             Some(a) => a.2 += 1,
-            None => stats.answers.push((method.to_string(), status, 1)),
+            None => stats.answers.push((method, status, 1)),
         }
         stats.latency.observe(took);
     }
@@ -134,8 +149,8 @@ impl Metrics {
         self.reruns.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn decision(&self, action: &str) {
-        *self.decisions.lock().entry(action.to_string()).or_default() += 1;
+    pub fn decision(&self, action: &'static str) {
+        *self.decisions.lock().entry(action).or_default() += 1;
     }
 
     pub fn render(&self, gauges: &StoreGauges) -> String {
@@ -267,5 +282,12 @@ mod tests {
         assert!(text.contains("quire_executor_queue_depth 5"));
         assert!(text.contains("quire_cell_versions_written_total 84"));
         assert!(text.contains("quire_review_decisions_total{action=\"approve\"} 1"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("patch"), "OTHER");
+        assert_eq!(method_label(&"X".repeat(15_000)), "OTHER");
     }
 }

@@ -1,7 +1,7 @@
 //! Bearer keys: a cached lookup by SHA-256, scopes, expiry, revocation, then the rate limit.
 
 use super::error::ApiError;
-use super::rate_limit::Decision;
+use super::rate_limit::{Charge, Decision};
 use super::AppState;
 use crate::domain::keys::{hash_key, is_well_formed, Scope};
 use crate::store::keys::{find_by_hash, keys_epoch, KeyRecord};
@@ -76,18 +76,31 @@ impl KeyCache {
     }
 }
 
+/// The request's one `Authorization` value, if any. Two are refused rather than one picked:
+/// proxies and clients disagree on which would win, and a request must not be served under a
+/// key other than the one its sender meant.
+pub fn authorization(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let mut values = req
+        .headers()
+        .get_all(actix_web::http::header::AUTHORIZATION);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::bad(
+            "more than one Authorization header: send exactly one",
+        ));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()))
+}
+
 fn unauthorized() -> ApiError {
     ApiError::Unauthorized("Missing, malformed, unknown, revoked or expired API key".into())
 }
 
 impl AppState {
-    /// 401 → 403 → 429, in that order. Records the rate-limit figures for the response headers.
+    /// 401 → 403 → 429, in that order (two `Authorization` headers: 400 before all of them, as
+    /// no key can be named). Records the rate-limit figures for the response headers.
     pub fn authorize(&self, req: &HttpRequest, scope: Scope) -> Result<AuthContext, ApiError> {
-        let raw = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
+        let raw = authorization(req)?.ok_or_else(unauthorized)?;
         let key = raw
             .strip_prefix("Bearer ")
             .or_else(|| raw.strip_prefix("bearer "))
@@ -109,19 +122,26 @@ impl AppState {
                 return Err(unauthorized());
             }
         }
+        let charge = Charge {
+            key_id: &rec.id,
+            key_per_minute: rec.rate_limit.unwrap_or(self.config.rate_limit),
+            org_id: &rec.org_id,
+            org_per_minute: self.config.org_rate_limit,
+        };
+        // A 403 comes before the rate limit and costs no token, but it answers a known key, and
+        // every authenticated answer carries the figures.
         if !rec.scopes.contains(&scope) {
+            req.extensions_mut().insert(self.limiter.peek(charge));
             return Err(ApiError::InsufficientScope(scope.as_str()));
         }
-        let per_minute = rec.rate_limit.unwrap_or(self.config.rate_limit);
-        match self.limiter.check(&rec.id, per_minute) {
-            Some(Decision::Allowed(info)) => {
+        match self.limiter.check(charge) {
+            Decision::Allowed(info) => {
                 req.extensions_mut().insert(info);
             }
-            Some(Decision::Limited { info, retry_after }) => {
+            Decision::Limited { info, retry_after } => {
                 req.extensions_mut().insert(info);
                 return Err(ApiError::RateLimited(retry_after));
             }
-            None => {}
         }
         Ok(AuthContext {
             key_id: rec.id,

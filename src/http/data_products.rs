@@ -145,8 +145,8 @@ pub async fn results(
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
-    let list = format!("dp:{id}");
-    let page = pagination::parse(&q, &state.cursor_secret, &list, 100)?;
+    let cursors = state.cursors.scope(&auth.org_id, &format!("dp:{id}"));
+    let page = pagination::parse(&q, &cursors, 100)?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
@@ -167,7 +167,7 @@ pub async fn results(
                     break;
                 }
             }
-            Ok(pagination::page(out, total, &page, &st.cursor_secret, &list, |r| r.ordinal, |r| {
+            Ok(pagination::page(out, total, &page, &cursors, |r| r.ordinal, |r| {
                 let mut fields = Map::new();
                 let mut held_list = Vec::new();
                 for f in &p.fields {

@@ -32,10 +32,7 @@ pub async fn metrics(
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(token) = &state.config.metrics_token {
-        let given = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let given = super::auth::authorization(&req)?
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         use subtle::ConstantTimeEq;

@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, EnvelopeParts};
 use super::rate_limit::RateInfo;
+use super::{route_label, UNMATCHED_ROUTE};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -28,6 +29,25 @@ pub fn new_request_id() -> String {
     format!("req_{:016x}", rand::random::<u64>())
 }
 
+/// Longest method and path, in bytes, that a log line repeats: both come from the client, and a
+/// request with a 15 KB method must not write 15 KB of log.
+const LOGGED_METHOD_BYTES: usize = 16;
+const LOGGED_PATH_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes (at a character boundary, the cut marked with `…`), control
+/// characters replaced, so a client cannot forge or flood log lines.
+pub fn for_log(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 3);
+    for c in s.chars() {
+        if out.len() + c.len_utf8() > max {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { '?' } else { c });
+    }
+    out
+}
+
 pub async fn envelope(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -41,8 +61,11 @@ pub async fn envelope(
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(rid.clone()));
-    let method = req.method().to_string();
+    // Only bounded forms of the method are kept: a closed label for metrics, a prefix for logs.
+    let method = crate::metrics::method_label(req.method().as_str());
+    let m = for_log(req.method().as_str(), LOGGED_METHOD_BYTES);
     let path = req.path().to_string();
+    let logged = format!("{m} {}", for_log(&path, LOGGED_PATH_BYTES));
 
     // actix bounds the count of headers but not their size; a client sending megabytes of
     // header would otherwise be read in full before any handler could refuse it.
@@ -56,7 +79,7 @@ pub async fn envelope(
         let err = ApiError::bad(format!(
             "request headers take {head_bytes} bytes; at most {MAX_HEAD_BYTES} are accepted"
         ));
-        log::info!(target: "quire::access", "{rid} {method} <oversized head> 400 {}ms", started.elapsed().as_millis());
+        log::info!(target: "quire::access", "{rid} {m} <oversized head> 400 {}ms", started.elapsed().as_millis());
         return Err(Finished {
             status,
             body: EnvelopeParts::from_api(&err).into_body(status, &rid, &path),
@@ -73,7 +96,7 @@ pub async fn envelope(
         Ok(Err(e)) => {
             let status = e.as_response_error().status_code();
             let parts = EnvelopeParts::from_status(status, Some(e.to_string()));
-            log::info!(target: "quire::access", "{rid} {method} <unmatched> {} {}ms", status.as_u16(), started.elapsed().as_millis());
+            log::info!(target: "quire::access", "{rid} {m} {UNMATCHED_ROUTE} {} {}ms", status.as_u16(), started.elapsed().as_millis());
             return Err(Finished {
                 status,
                 body: parts.into_body(status, &rid, &path),
@@ -87,10 +110,10 @@ pub async fn envelope(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            log::error!("request {rid} {method} {path} panicked: {what}");
+            log::error!("request {rid} {logged} panicked: {what}");
             let status = actix_web::http::StatusCode::INTERNAL_SERVER_ERROR;
             let parts = EnvelopeParts::from_api(&ApiError::Internal(what));
-            log::info!(target: "quire::access", "{rid} {method} <panic> 500 {}ms", started.elapsed().as_millis());
+            log::info!(target: "quire::access", "{rid} {m} <panic> 500 {}ms", started.elapsed().as_millis());
             return Err(Finished {
                 status,
                 body: parts.into_body(status, &rid, &path),
@@ -106,14 +129,14 @@ pub async fn envelope(
             Some(err) => match err.as_error::<ApiError>() {
                 Some(api) => {
                     if let ApiError::Internal(detail) = api {
-                        log::error!("request {rid} {method} {path} failed: {detail}");
+                        log::error!("request {rid} {logged} failed: {detail}");
                     }
                     EnvelopeParts::from_api(api)
                 }
                 None => {
                     let detail = err.to_string();
                     if status.is_server_error() {
-                        log::error!("request {rid} {method} {path} failed: {detail}");
+                        log::error!("request {rid} {logged} failed: {detail}");
                     }
                     EnvelopeParts::from_status(status, Some(detail))
                 }
@@ -134,10 +157,7 @@ pub async fn envelope(
     };
 
     let rate = res.request().extensions().get::<RateInfo>().cloned();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "<unmatched>".into());
+    let route = route_label(res.request().match_pattern().as_deref());
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&rid) {
         h.insert(HeaderName::from_static("x-request-id"), v);
@@ -163,11 +183,11 @@ pub async fn envelope(
     {
         state
             .metrics
-            .request(&route, &method, res.status().as_u16(), took);
+            .request(route, method, res.status().as_u16(), took);
     }
     log::info!(
         target: "quire::access",
-        "{rid} {method} {route} {} {}ms",
+        "{rid} {m} {route} {} {}ms",
         res.status().as_u16(),
         took.as_millis()
     );

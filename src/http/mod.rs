@@ -34,7 +34,8 @@ pub struct AppState {
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
     pub started_ms: i64,
-    pub cursor_secret: Vec<u8>,
+    /// Seals and opens pagination cursors.
+    pub cursors: pagination::CursorKey,
     /// Progress answers of settled runs, valid until the database changes.
     pub progress_cache: ProgressCache,
     ready: AtomicBool,
@@ -94,35 +95,8 @@ impl AppState {
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
-        let cursor_secret = if db.read_only() {
-            db.read(|c| {
-                crate::store::optional(c.query_row(
-                    "SELECT value FROM settings WHERE key = 'cursor_secret'",
-                    [],
-                    |r| r.get::<_, String>(0),
-                ))
-            })?
-            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 32]>()))
-        } else {
-            db.write(false, |tx| {
-                let existing: Option<String> = crate::store::optional(tx.query_row(
-                    "SELECT value FROM settings WHERE key = 'cursor_secret'",
-                    [],
-                    |r| r.get(0),
-                ))?;
-                match existing {
-                    Some(s) => Ok::<_, StoreError>(s),
-                    None => {
-                        let s = hex::encode(rand::random::<[u8; 32]>());
-                        tx.execute(
-                            "INSERT INTO settings(key, value) VALUES ('cursor_secret', ?1)",
-                            [&s],
-                        )?;
-                        Ok(s)
-                    }
-                }
-            })?
-        };
+        let cursors =
+            pagination::CursorKey::new(crate::store::settings::cursor_secret(&db)?.as_bytes());
         let progress_cache = ProgressCache::new(&db)?;
         Ok(AppState {
             progress_cache,
@@ -133,7 +107,7 @@ impl AppState {
             keys,
             limiter: Default::default(),
             started_ms: crate::domain::ids::now_ms(),
-            cursor_secret: cursor_secret.into_bytes(),
+            cursors,
             ready: AtomicBool::new(false),
         })
     }
@@ -281,10 +255,29 @@ route_table! {
 /// Routes that answer without a key.
 pub const PUBLIC_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
+const DEBUG_PANIC_ROUTE: &str = "/v1/_debug/panic";
+
+/// The route label of a request that matched no route (metrics and the access log).
+pub const UNMATCHED_ROUTE: &str = "<unmatched>";
+
+/// The route template a request matched, as a label taken from the route table itself, so that
+/// a label can only ever be one of these constants.
+pub fn route_label(pattern: Option<&str>) -> &'static str {
+    let Some(pattern) = pattern else {
+        return UNMATCHED_ROUTE;
+    };
+    ROUTES
+        .iter()
+        .map(|(template, _)| *template)
+        .chain([DEBUG_PANIC_ROUTE])
+        .find(|template| *template == pattern)
+        .unwrap_or(UNMATCHED_ROUTE)
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
     register(cfg);
     if debug {
-        cfg.service(resource("/v1/_debug/panic", &["GET"]).route(web::get().to(debug_panic)));
+        cfg.service(resource(DEBUG_PANIC_ROUTE, &["GET"]).route(web::get().to(debug_panic)));
     }
 }
 

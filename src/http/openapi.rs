@@ -723,12 +723,15 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 vec![ok(200, "DecisionList", "a page")],
             )
         },
-        ("GET", "/v1/field-reviews/decisions/export") => op(
-            "The decision log as CSV",
-            "reviews",
-            None,
-            vec![csv("CSV, UTF-8 with BOM")],
-        ),
+        ("GET", "/v1/field-reviews/decisions/export") => Op {
+            query: vec![q("pipeline_id", uuid(), "one run")],
+            ..op(
+                "The decision log as CSV",
+                "reviews",
+                None,
+                vec![csv("CSV, UTF-8 with BOM")],
+            )
+        },
         ("GET", "/v1/field-reviews/{pd_id}/{field_key}") => op(
             "One review item in detail",
             "reviews",

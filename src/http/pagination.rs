@@ -1,11 +1,27 @@
-//! Keyset pagination with opaque, tamper-evident cursors.
+//! Keyset pagination with opaque, sealed cursors.
+//!
+//! A cursor is the keyset position sealed with XChaCha20-Poly1305 under a per-database key, with
+//! the organization and the list it was issued for as associated data, and a random nonce:
+//! - the position is encrypted, so a caller cannot read the global row sequence inside it and
+//!   count what other organizations inserted between two of its own rows;
+//! - the tag covers the organization, the list and every byte, so a cursor replayed by another
+//!   organization, on another list or re-encoded in any way is refused (400), never read as an
+//!   empty or shifted page.
 
 use super::error::ApiError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+
+/// First byte of every cursor: a later format can refuse older cursors cleanly.
+const VERSION: u8 = 1;
+const NONCE_BYTES: usize = 24;
+const TAG_BYTES: usize = 16;
+const SEALED_BYTES: usize = 1 + NONCE_BYTES + 8 + TAG_BYTES;
 
 pub struct PageRequest {
     pub limit: i64,
@@ -13,28 +29,88 @@ pub struct PageRequest {
     pub after: Option<i64>,
 }
 
-fn tag(secret: &[u8], list: &str, pos: i64) -> String {
-    let mut h = Sha256::new();
-    h.update(secret);
-    h.update(list.as_bytes());
-    h.update(pos.to_le_bytes());
-    hex::encode(&h.finalize()[..8])
-}
+/// The database's cursor key, derived from the secret kept in `settings`.
+pub struct CursorKey(XChaCha20Poly1305);
 
-pub fn encode_cursor(secret: &[u8], list: &str, pos: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{pos}.{}", tag(secret, list, pos)))
-}
-
-pub fn decode_cursor(secret: &[u8], list: &str, raw: &str) -> Result<i64, ApiError> {
-    let bad = || ApiError::bad("cursor is not valid: use the next_cursor of a previous page");
-    let text = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
-    let text = String::from_utf8(text).map_err(|_| bad())?;
-    let (pos, t) = text.split_once('.').ok_or_else(bad)?;
-    let pos: i64 = pos.parse().map_err(|_| bad())?;
-    if t != tag(secret, list, pos) {
-        return Err(bad());
+impl CursorKey {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        // Domain separation: the same stored secret must never key anything else the same way.
+        h.update(b"quire cursor key v1\0");
+        h.update(secret);
+        CursorKey(XChaCha20Poly1305::new(&h.finalize()))
     }
-    Ok(pos)
+
+    /// The cursors of one organization's view of one list (`list` names the route and, for
+    /// nested lists, the parent: `pd:{pipeline id}`).
+    pub fn scope(&self, org: &str, list: &str) -> CursorScope {
+        let mut aad = Vec::with_capacity(1 + 8 + org.len() + list.len());
+        aad.push(VERSION);
+        // Length-prefixed so that no (org, list) pair can be re-split into another.
+        for part in [org, list] {
+            aad.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            aad.extend_from_slice(part.as_bytes());
+        }
+        CursorScope {
+            cipher: self.0.clone(),
+            aad,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CursorScope {
+    cipher: XChaCha20Poly1305,
+    aad: Vec<u8>,
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::bad("cursor is not valid: use the next_cursor of a previous page")
+}
+
+impl CursorScope {
+    pub fn encode(&self, pos: i64) -> String {
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        let payload = Payload {
+            msg: &pos.to_le_bytes(),
+            aad: &self.aad,
+        };
+        // Encryption with a valid key and an 8-byte message cannot fail; an empty cursor would
+        // only be refused later, never misread.
+        let sealed = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), payload)
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(SEALED_BYTES);
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    pub fn decode(&self, raw: &str) -> Result<i64, ApiError> {
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad_cursor())?;
+        // Only the exact text this server wrote: no second spelling of the same bytes.
+        if bytes.len() != SEALED_BYTES
+            || bytes[0] != VERSION
+            || URL_SAFE_NO_PAD.encode(&bytes) != raw
+        {
+            return Err(bad_cursor());
+        }
+        let (nonce, sealed) = bytes[1..].split_at(NONCE_BYTES);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &self.aad,
+                },
+            )
+            .map_err(|_| bad_cursor())?;
+        let pos: [u8; 8] = plain.as_slice().try_into().map_err(|_| bad_cursor())?;
+        Ok(i64::from_le_bytes(pos))
+    }
 }
 
 pub fn query_map(qs: &str) -> Result<HashMap<String, String>, ApiError> {
@@ -45,8 +121,7 @@ pub fn query_map(qs: &str) -> Result<HashMap<String, String>, ApiError> {
 
 pub fn parse(
     q: &HashMap<String, String>,
-    secret: &[u8],
-    list: &str,
+    cursors: &CursorScope,
     max: i64,
 ) -> Result<PageRequest, ApiError> {
     let limit = match q.get("limit") {
@@ -63,7 +138,7 @@ pub fn parse(
     let after = match q.get("cursor") {
         None => None,
         Some(c) if c.is_empty() => None,
-        Some(c) => Some(decode_cursor(secret, list, c)?),
+        Some(c) => Some(cursors.decode(c)?),
     };
     Ok(PageRequest { limit, after })
 }
@@ -73,15 +148,14 @@ pub fn page<T>(
     mut rows: Vec<T>,
     total: i64,
     req: &PageRequest,
-    secret: &[u8],
-    list: &str,
+    cursors: &CursorScope,
     pos: impl Fn(&T) -> i64,
     render: impl Fn(&T) -> Value,
 ) -> Value {
     let has_more = rows.len() as i64 > req.limit;
     rows.truncate(req.limit as usize);
     let next = if has_more {
-        rows.last().map(|r| encode_cursor(secret, list, pos(r)))
+        rows.last().map(|r| cursors.encode(pos(r)))
     } else {
         None
     };
@@ -111,21 +185,14 @@ pub async fn newest_first<T: Send + 'static>(
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let auth = state.authorize(req, crate::domain::keys::Scope::Read)?;
     let q = query_map(req.query_string())?;
-    let page = parse(&q, &state.cursor_secret, list, 100)?;
+    let cursors = state.cursors.scope(&auth.org_id, list);
+    let page = parse(&q, &cursors, 100)?;
     let st = state.clone();
     let body = super::blocking(move || {
         let (rows, total) = st
             .db
             .read(|c| fetch(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(self::page(
-            rows,
-            total,
-            &page,
-            &st.cursor_secret,
-            list,
-            pos,
-            render,
-        ))
+        Ok(self::page(rows, total, &page, &cursors, pos, render))
     })
     .await?;
     Ok(actix_web::HttpResponse::Ok().json(body))
@@ -135,14 +202,69 @@ pub async fn newest_first<T: Send + 'static>(
 mod tests {
     use super::*;
 
+    fn decoded(c: &str) -> Vec<u8> {
+        URL_SAFE_NO_PAD.decode(c).unwrap()
+    }
+
     #[test]
-    fn cursors_round_trip_and_forgeries_fail() {
-        let c = encode_cursor(b"s", "schemas", 42);
-        assert_eq!(decode_cursor(b"s", "schemas", &c).unwrap(), 42);
-        assert!(decode_cursor(b"other", "schemas", &c).is_err());
-        assert!(decode_cursor(b"s", "documents", &c).is_err());
-        let forged = URL_SAFE_NO_PAD.encode("41.0000000000000000");
-        assert!(decode_cursor(b"s", "schemas", &forged).is_err());
-        assert!(decode_cursor(b"s", "schemas", "!!!").is_err());
+    fn cursors_round_trip_only_for_their_key_organization_and_list() {
+        let key = CursorKey::new(b"s");
+        let c = key.scope("org-a", "schemas").encode(42);
+        assert_eq!(key.scope("org-a", "schemas").decode(&c).unwrap(), 42);
+        assert!(CursorKey::new(b"other")
+            .scope("org-a", "schemas")
+            .decode(&c)
+            .is_err());
+        assert!(key.scope("org-b", "schemas").decode(&c).is_err());
+        assert!(key.scope("org-a", "documents").decode(&c).is_err());
+        // The length prefixes keep ("org-a", "schemas") apart from ("org-as", "chemas").
+        assert!(key.scope("org-as", "chemas").decode(&c).is_err());
+        assert!(key.scope("org-a", "schemas").decode("!!!").is_err());
+        assert!(key.scope("org-a", "schemas").decode("").is_err());
+    }
+
+    #[test]
+    fn every_altered_byte_and_every_other_spelling_is_refused() {
+        let scope = CursorKey::new(b"s").scope("o", "l");
+        let c = scope.encode(7);
+        let bytes = decoded(&c);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 1;
+            assert!(
+                scope.decode(&URL_SAFE_NO_PAD.encode(&b)).is_err(),
+                "byte {i}"
+            );
+        }
+        let mut longer = vec![b'0'];
+        longer.extend_from_slice(&bytes);
+        assert!(scope.decode(&URL_SAFE_NO_PAD.encode(&longer)).is_err());
+        assert!(scope.decode(&format!("{c}=")).is_err());
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(&bytes);
+        assert_ne!(padded, c);
+        assert!(scope.decode(&padded).is_err());
+        // 49 bytes leave four spare bits in the last character: setting one spells the same
+        // bytes differently, and is refused too.
+        let last = c.chars().last().unwrap();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let idx = alphabet.find(last).unwrap();
+        let sibling = alphabet.as_bytes()[idx ^ 1] as char;
+        let respelled = format!("{}{sibling}", &c[..c.len() - 1]);
+        assert!(scope.decode(&respelled).is_err());
+    }
+
+    #[test]
+    fn the_position_cannot_be_read_from_a_cursor() {
+        let scope = CursorKey::new(b"s").scope("o", "l");
+        let pos: i64 = 1_234_567_890;
+        let a = scope.encode(pos);
+        let b = scope.encode(pos);
+        assert_ne!(a, b, "the same position must not give the same cursor");
+        for c in [&a, &b] {
+            let raw = decoded(c);
+            assert!(!c.contains("1234567890"));
+            assert!(!raw.windows(8).any(|w| w == pos.to_le_bytes()));
+            assert!(!raw.windows(10).any(|w| w == b"1234567890"));
+        }
     }
 }

@@ -150,7 +150,8 @@ pub async fn create(
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "pipelines", 100)?;
+    let cursors = state.cursors.scope(&auth.org_id, "pipelines");
+    let page = pagination::parse(&q, &cursors, 100)?;
     let status = q.get("status").cloned();
     if let Some(s) = &status {
         if !["active", "completed", "failed", "cancelled"].contains(&s.as_str()) {
@@ -181,8 +182,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
             rows,
             total,
             &page,
-            &st.cursor_secret,
-            "pipelines",
+            &cursors,
             |p| p.seq,
             render,
         ))
@@ -286,7 +286,8 @@ pub async fn documents(
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, &format!("pd:{id}"), 100)?;
+    let cursors = state.cursors.scope(&auth.org_id, &format!("pd:{id}"));
+    let page = pagination::parse(&q, &cursors, 100)?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
@@ -297,8 +298,7 @@ pub async fn documents(
                 rows,
                 p.document_count,
                 &page,
-                &st.cursor_secret,
-                &format!("pd:{id}"),
+                &cursors,
                 |d| d.ordinal,
                 |d| doc_json(d, &phases),
             ))
@@ -328,8 +328,8 @@ pub async fn results(
     let auth = state.authorize(&req, Scope::Read)?;
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
-    let list = format!("results:{id}");
-    let page = pagination::parse(&q, &state.cursor_secret, &list, 200)?;
+    let cursors = state.cursors.scope(&auth.org_id, &format!("results:{id}"));
+    let page = pagination::parse(&q, &cursors, 200)?;
     let doc_filter = q
         .get("document_id")
         .map(|d| {
@@ -361,7 +361,7 @@ pub async fn results(
             ).map_err(crate::store::StoreError::from)?;
             let total = if doc_filter.is_some() { rows.len() as i64 } else { p.document_count };
             let indexed: Vec<(usize, &PipelineDoc)> = rows.iter().enumerate().collect();
-            let mut body = pagination::page(indexed, total, &page, &st.cursor_secret, &list, |(_, d)| d.ordinal, |(i, d)| {
+            let mut body = pagination::page(indexed, total, &page, &cursors, |(_, d)| d.ordinal, |(i, d)| {
                 views::result_row(d, &views[*i], &order, &phases, with_cells, with_prov)
             });
             let columns: Vec<Value> = p.fields.iter().map(|f| json!({"field_key": f.field_name, "display_name": f.display_name, "data_type": f.data_type})).collect();

@@ -67,17 +67,22 @@ fn item_json(l: &Loaded, field: &str) -> Value {
     })
 }
 
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "reviews", 100)?;
-    let pipeline = q
-        .get("pipeline_id")
+/// The optional `pipeline_id` query filter: 400 unless it is a UUID.
+fn pipeline_filter(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    q.get("pipeline_id")
         .map(|p| {
             crate::domain::ids::parse_id(p)
                 .ok_or_else(|| ApiError::bad("pipeline_id must be a UUID"))
         })
-        .transpose()?;
+        .transpose()
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = state.authorize(&req, Scope::Read)?;
+    let q = query_map(req.query_string())?;
+    let cursors = state.cursors.scope(&auth.org_id, "reviews");
+    let page = pagination::parse(&q, &cursors, 100)?;
+    let pipeline = pipeline_filter(&q)?;
     let trigger = q.get("trigger").cloned();
     if trigger
         .as_deref()
@@ -114,8 +119,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
                 rows,
                 total,
                 &page,
-                &st.cursor_secret,
-                "reviews",
+                &cursors,
                 |r| r.seq,
                 |r| match docs.get(&r.pd_seq) {
                     Some(l) => item_json(l, &r.field_key),
@@ -438,14 +442,9 @@ pub async fn decisions(
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
     let q = query_map(req.query_string())?;
-    let page = pagination::parse(&q, &state.cursor_secret, "decisions", 100)?;
-    let pipeline = q
-        .get("pipeline_id")
-        .map(|p| {
-            crate::domain::ids::parse_id(p)
-                .ok_or_else(|| ApiError::bad("pipeline_id must be a UUID"))
-        })
-        .transpose()?;
+    let cursors = state.cursors.scope(&auth.org_id, "decisions");
+    let page = pagination::parse(&q, &cursors, 100)?;
+    let pipeline = pipeline_filter(&q)?;
     let st = state.clone();
     let body = blocking(move || {
         let (rows, total) = st.db.read(|c| {
@@ -457,15 +456,7 @@ pub async fn decisions(
                 page.limit + 1,
             )
         })?;
-        let mut body = pagination::page(
-            rows,
-            total,
-            &page,
-            &st.cursor_secret,
-            "decisions",
-            |d| d.seq,
-            decision_json,
-        );
+        let mut body = pagination::page(rows, total, &page, &cursors, |d| d.seq, decision_json);
         let obj = body.as_object_mut().expect("page is an object");
         let entries = obj.remove("data").unwrap_or(Value::Array(vec![]));
         let mut out = Map::new();
@@ -486,11 +477,12 @@ pub async fn decisions_export(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let auth = state.authorize(&req, Scope::Read)?;
+    let pipeline = pipeline_filter(&query_map(req.query_string())?)?;
     let st = state.clone();
     let text = blocking(move || {
         let (rows, _) = st
             .db
-            .read(|c| rv::list_decisions(c, &auth.org_id, None, None, i64::MAX))?;
+            .read(|c| rv::list_decisions(c, &auth.org_id, pipeline.as_deref(), None, i64::MAX))?;
         let header: Vec<String> = [
             "id",
             "pipelineId",

@@ -12,6 +12,7 @@ pub mod policies;
 pub mod reruns;
 pub mod review;
 pub mod schemas;
+pub mod settings;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
