@@ -44,6 +44,15 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on GET /metrics (open when unset).
     #[arg(long, env = "QUIRE_METRICS_TOKEN")]
     pub metrics_token: Option<String>,
+    /// Seconds a client has to send a whole request body once its head arrived (else 400).
+    #[arg(long, env = "QUIRE_BODY_TIMEOUT", default_value_t = 30)]
+    pub body_timeout: u64,
+    /// Requests one client address may have in progress at once (beyond: 503, retryable).
+    #[arg(long, env = "QUIRE_MAX_CLIENT_REQUESTS", default_value_t = 256)]
+    pub max_client_requests: usize,
+    /// Heavy reads (results with cells or provenance, exports, document text) at once (beyond: 503).
+    #[arg(long, env = "QUIRE_MAX_HEAVY_READS", default_value_t = 4)]
+    pub max_heavy_reads: usize,
     /// Largest value in bytes a rule, the extractor or a transfer may produce (else a note).
     #[arg(long, env = "QUIRE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     pub max_value_bytes: usize,
@@ -82,6 +91,9 @@ pub struct Config {
     pub max_db_pages: Option<u64>,
     pub metrics_token: Option<String>,
     pub limits: crate::engine::executor::Limits,
+    pub body_timeout: u64,
+    pub max_client_requests: usize,
+    pub max_heavy_reads: usize,
 }
 
 fn cores() -> usize {
@@ -111,6 +123,9 @@ impl Config {
             debug_routes: a.debug_routes,
             max_db_pages: a.max_db_pages,
             metrics_token: a.metrics_token.clone().filter(|t| !t.is_empty()),
+            body_timeout: a.body_timeout.max(1),
+            max_client_requests: a.max_client_requests.max(1),
+            max_heavy_reads: a.max_heavy_reads.max(1),
             limits: crate::engine::executor::Limits {
                 budget: crate::engine::runner::Budget {
                     value: a.max_value_bytes.max(1024),
@@ -142,6 +157,9 @@ impl Config {
             max_db_pages: None,
             metrics_token: None,
             limits: Default::default(),
+            body_timeout: 30,
+            max_client_requests: 256,
+            max_heavy_reads: 4,
         }
     }
 }

@@ -22,6 +22,17 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
+/// Renders rows as CSV lines (no BOM): a streamed export writes the header, then page after page.
+pub fn lines(rows: &[Vec<String>]) -> Result<Vec<u8>, String> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    for r in rows {
+        w.write_record(r).map_err(|e| e.to_string())?;
+    }
+    w.into_inner().map_err(|e| e.to_string())
+}
+
 /// Renders rows as CSV text with a BOM.
 pub fn render(header: &[String], rows: &[Vec<String>]) -> Result<String, String> {
     let mut w = csv::WriterBuilder::new()

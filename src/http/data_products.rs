@@ -146,12 +146,13 @@ pub async fn results(
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, &format!("dp:{id}"));
-    let page = pagination::parse(&q, &cursors, 100)?;
+    let mut page = pagination::parse(&q, &cursors, 100)?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
             let d = load(c, &auth.org_id, &id)?;
             let p = pstore::get(c, &auth.org_id, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))?;
+            page.limit = pagination::within_budget(page.limit, p.fields.len(), 64);
             let total: i64 = c
                 .query_row("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status <> 'error'", [&p.id], |r| r.get(0))
                 .map_err(crate::store::StoreError::from)?;
@@ -185,98 +186,114 @@ pub async fn results(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// Rows of documents read per page while an export streams.
+const EXPORT_PAGE: i64 = 200;
+
 async fn export(
     state: web::Data<AppState>,
     req: HttpRequest,
     audit: bool,
 ) -> Result<HttpResponse, ApiError> {
-    {
-        let auth = state.authorize(&req, Scope::Read)?;
-        let id = path_id(&req, "id")?;
-        let st = state.clone();
-        let text = blocking(move || {
-            st.db.read(|c| {
-                let d = load(c, &auth.org_id, &id)?;
-                let p = pstore::get(c, &auth.org_id, &d.pipeline_id)?
-                    .ok_or_else(|| ApiError::not_found("Pipeline"))?;
-                let all = rows(
-                    c,
-                    pstore::documents(c, &p.id, None, i64::MAX, None)?,
-                    &p.fields,
-                )?;
-                let seqs: Vec<i64> = c
-                    .prepare("SELECT seq FROM pipeline_documents WHERE pipeline_id = ?1")
-                    .and_then(|mut s| s.query_map([&p.id], |r| r.get(0))?.collect())
-                    .map_err(crate::store::StoreError::from)?;
+    let auth = state.authorize(&req, Scope::Read)?;
+    let id = path_id(&req, "id")?;
+    let permit = state.heavy.try_enter()?;
+    // Everything that can refuse the request is checked before the first byte goes out.
+    let (st, org) = (state.clone(), auth.org_id.clone());
+    let p = blocking(move || {
+        st.db.read(|c| {
+            let d = load(c, &org, &id)?;
+            pstore::get(c, &org, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
+        })
+    })
+    .await?;
+    let st = state.clone();
+    let body = super::limits::stream_blocking(permit, move |sink| {
+        let mut header = Vec::new();
+        for f in &p.fields {
+            header.push(f.field_name.clone());
+            if audit {
+                for suffix in ["source", "confidence", "reviewer"] {
+                    header.push(format!("{}__{suffix}", f.field_name));
+                }
+            }
+        }
+        sink.write(csv_out::BOM.as_bytes())?;
+        sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
+        st.db.read_snapshot(|c| {
+            let mut after = None;
+            loop {
+                let docs = pstore::documents(c, &p.id, after, EXPORT_PAGE, None)?;
+                let n = docs.len() as i64;
+                after = docs.last().map(|d| d.ordinal);
                 let decisions = if audit {
+                    let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
                     rv::decisions_of_docs(c, &seqs)?
                 } else {
                     Vec::new()
                 };
-                let mut header = Vec::new();
-                for f in &p.fields {
-                    header.push(f.field_name.clone());
-                    if audit {
-                        for suffix in ["source", "confidence", "reviewer"] {
-                            header.push(format!("{}__{suffix}", f.field_name));
-                        }
-                    }
-                }
-                let body: Vec<Vec<String>> = all
+                let page = rows(c, docs, &p.fields)?;
+                let lines: Vec<Vec<String>> = page
                     .iter()
-                    .map(|r| {
-                        let mut line = Vec::new();
-                        for f in &p.fields {
-                            let name = &f.field_name;
-                            let (value, version) = match r.view.show(name, &r.status) {
-                                Shown::Value(v, c) => (v, c),
-                                shown => {
-                                    let first = match (audit, shown) {
-                                        (true, Shown::Held) => "PENDING_REVIEW".to_string(),
-                                        _ => String::new(),
-                                    };
-                                    line.push(first);
-                                    if audit {
-                                        line.extend([String::new(), String::new(), String::new()]);
-                                    }
-                                    continue;
-                                }
-                            };
-                            if !audit {
-                                line.push(csv_out::cell(&value));
-                                continue;
-                            }
-                            let reviewer = decisions
-                                .iter()
-                                .rev()
-                                .find(|d| {
-                                    d.pd_id == r.pd_id
-                                        && &d.field_key == name
-                                        && d.action != "reopen"
-                                })
-                                .map(|d| csv_out::neutralize(&d.decided_by_name))
-                                .unwrap_or_default();
-                            line.push(csv_out::cell(&value));
-                            line.push(version.map(|c| c.source.clone()).unwrap_or_default());
-                            line.push(
-                                version
-                                    .and_then(|c| c.confidence)
-                                    .map(|x| x.to_string())
-                                    .unwrap_or_default(),
-                            );
-                            line.push(reviewer);
-                        }
-                        line
-                    })
+                    .map(|r| export_line(r, &p.fields, audit, &decisions))
                     .collect();
-                csv_out::render(&header, &body).map_err(ApiError::Internal)
-            })
+                sink.write(&csv_out::lines(&lines).map_err(ApiError::Internal)?)?;
+                if n < EXPORT_PAGE {
+                    return Ok(());
+                }
+            }
         })
-        .await?;
-        Ok(HttpResponse::Ok()
-            .content_type("text/csv; charset=utf-8")
-            .body(text))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .streaming(body))
+}
+
+/// One CSV line of a delivered row: values (and, for the audit export, each value's source,
+/// confidence and reviewer), through the readers' one rule for what is shown.
+fn export_line(
+    r: &Row,
+    fields: &[FieldDef],
+    audit: bool,
+    decisions: &[rv::Decision],
+) -> Vec<String> {
+    let mut line = Vec::new();
+    for f in fields {
+        let name = &f.field_name;
+        let (value, version) = match r.view.show(name, &r.status) {
+            Shown::Value(v, c) => (v, c),
+            shown => {
+                let first = match (audit, shown) {
+                    (true, Shown::Held) => "PENDING_REVIEW".to_string(),
+                    _ => String::new(),
+                };
+                line.push(first);
+                if audit {
+                    line.extend([String::new(), String::new(), String::new()]);
+                }
+                continue;
+            }
+        };
+        if !audit {
+            line.push(csv_out::cell(&value));
+            continue;
+        }
+        let reviewer = decisions
+            .iter()
+            .rev()
+            .find(|d| d.pd_id == r.pd_id && &d.field_key == name && d.action != "reopen")
+            .map(|d| csv_out::neutralize(&d.decided_by_name))
+            .unwrap_or_default();
+        line.push(csv_out::cell(&value));
+        line.push(version.map(|c| c.source.clone()).unwrap_or_default());
+        line.push(
+            version
+                .and_then(|c| c.confidence)
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
+        );
+        line.push(reviewer);
     }
+    line
 }
 
 pub async fn export_plain(

@@ -219,24 +219,59 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let with_text = q
         .get("include")
         .is_some_and(|v| v.split(',').any(|p| p.trim() == "text"));
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            let d = dstore::get(c, &auth.org_id, &id)?
-                .ok_or_else(|| ApiError::not_found("Document"))?;
-            let mut body = render(&d);
-            if with_text {
-                let bytes = dstore::content(c, &d.id)?;
-                body["text"] = match String::from_utf8(bytes) {
-                    Ok(s) => json!(s),
-                    Err(_) => Value::Null,
-                };
-            }
-            Ok(body)
-        })
+    let permit = if with_text {
+        Some(state.heavy.try_enter()?)
+    } else {
+        None
+    };
+    let (st, org) = (state.clone(), auth.org_id.clone());
+    let d = blocking(move || {
+        st.db
+            .read(|c| dstore::get(c, &org, &id)?.ok_or_else(|| ApiError::not_found("Document")))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(body))
+    let Some(permit) = permit else {
+        return Ok(HttpResponse::Ok().json(render(&d)));
+    };
+    // The text can be as large as an upload: it is escaped and written piece by piece after
+    // the document's other members, never held as a second copy or a JSON tree.
+    let head = serde_json::to_string(&render(&d)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let st = state.clone();
+    let body = super::limits::stream_blocking(permit, move |sink| {
+        let bytes = st.db.read(|c| dstore::content(c, &d.id))?;
+        sink.write(head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
+        sink.write(if head.len() > 2 {
+            b",\"text\":"
+        } else {
+            b"\"text\":"
+        })?;
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => write_json_string(sink, text)?,
+            Err(_) => sink.write(b"null")?,
+        }
+        sink.write(b"}")
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body))
+}
+
+/// Writes `text` as one JSON string, escaping it a slice at a time.
+fn write_json_string(sink: &mut super::limits::ChunkSink, text: &str) -> Result<(), ApiError> {
+    const SLICE: usize = 32 * 1024;
+    sink.write(b"\"")?;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(SLICE);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        let quoted = serde_json::to_string(piece).map_err(|e| ApiError::Internal(e.to_string()))?;
+        sink.write(&quoted.as_bytes()[1..quoted.len() - 1])?;
+        rest = tail;
+    }
+    sink.write(b"\"")
 }
 
 pub async fn delete(

@@ -8,6 +8,7 @@ pub mod error;
 pub mod gates;
 pub mod health;
 pub mod idempotency;
+pub mod limits;
 pub mod middleware;
 pub mod openapi;
 pub mod pagination;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub cursors: pagination::CursorKey,
     /// Progress answers of settled runs, valid until the database changes.
     pub progress_cache: ProgressCache,
+    /// Requests in progress per client address.
+    pub clients: std::sync::Arc<limits::ClientSlots>,
+    /// Heavy reads running at once.
+    pub heavy: std::sync::Arc<limits::HeavyReads>,
     ready: AtomicBool,
 }
 
@@ -100,6 +105,7 @@ impl AppState {
         let progress_cache = ProgressCache::new(&db)?;
         Ok(AppState {
             progress_cache,
+            heavy: limits::HeavyReads::new(config.max_heavy_reads),
             db,
             executor,
             metrics,
@@ -108,6 +114,7 @@ impl AppState {
             limiter: Default::default(),
             started_ms: crate::domain::ids::now_ms(),
             cursors,
+            clients: Default::default(),
             ready: AtomicBool::new(false),
         })
     }
@@ -290,6 +297,7 @@ pub fn server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(limits::per_client))
             .wrap(from_fn(middleware::envelope))
             .configure(|c| routes(c, debug))
             .default_service(web::to(not_found_route))

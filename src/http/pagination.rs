@@ -268,3 +268,29 @@ mod tests {
         }
     }
 }
+
+/// What one page may weigh, about: a page of wide rows gets fewer rows, so no page of any list
+/// costs more than this to build, whatever the client asked for (the cursor gives the rest).
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The page size within `PAGE_BYTES` for rows of `fields` fields costing `per_field` bytes each.
+pub fn within_budget(limit: i64, fields: usize, per_field: usize) -> i64 {
+    let per_row = (fields.max(1) * per_field).max(1);
+    limit.min((PAGE_BYTES / per_row).max(1) as i64)
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn wide_rows_make_short_pages_and_narrow_rows_keep_the_asked_limit() {
+        assert_eq!(within_budget(200, 5, 100), 200);
+        assert_eq!(within_budget(200, 500, 1024), 8);
+        assert_eq!(
+            within_budget(200, 1_000_000, 1024),
+            1,
+            "never an empty page"
+        );
+    }
+}

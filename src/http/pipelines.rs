@@ -345,10 +345,19 @@ pub async fn results(
         include.iter().any(|i| i == "cells"),
         include.iter().any(|i| i == "provenance"),
     );
+    let _permit = if with_cells || with_prov {
+        Some(state.heavy.try_enter()?)
+    } else {
+        None
+    };
+    // Bytes a field costs in a row: its value, its cell summary, its version history.
+    let per_field = 64 + if with_cells { 256 } else { 0 } + if with_prov { 1024 } else { 0 };
+    let mut page = page;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
             let p = load(c, &auth.org_id, &id)?;
+            page.limit = pagination::within_budget(page.limit, p.fields.len(), per_field);
             let phases = pstore::phases(c, &id)?;
             let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
             let rows = pstore::documents(c, &id, page.after, page.limit + 1, doc_filter.as_deref())?;

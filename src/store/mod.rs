@@ -383,6 +383,19 @@ impl Db {
         f(&c)
     }
 
+    /// Reads inside one deferred transaction: every statement sees the same snapshot, however
+    /// long the reader takes (a streamed export reads page after page).
+    pub fn read_snapshot<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let c = self.conn()?;
+        let tx = c.unchecked_transaction().map_err(StoreError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
     /// A short `BEGIN IMMEDIATE` transaction. `durable` commits with `synchronous=FULL`, for
     /// transactions that acknowledge a client's write.
     pub fn write<T, E: From<StoreError>>(
