@@ -47,9 +47,16 @@ pub fn create_key(db: &Db, spec: KeySpec) -> Result<CreatedKey, AdminError> {
         let org = orgs::find_by_name(tx, spec.org)?.ok_or_else(|| {
             AdminError::Invalid(format!("organization '{}' does not exist", spec.org))
         })?;
-        let expires_at = spec
-            .expires_in_secs
-            .map(|s| format_time(chrono::Utc::now() + chrono::Duration::seconds(s)));
+        let expires_at = match spec.expires_in_secs {
+            None => None,
+            Some(s) => Some(format_time(
+                chrono::TimeDelta::try_seconds(s)
+                    .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+                    .ok_or_else(|| {
+                        AdminError::Invalid(format!("an expiry {s} seconds ahead is out of range"))
+                    })?,
+            )),
+        };
         let id = keys::insert(
             tx,
             keys::NewKey {

@@ -604,3 +604,52 @@ fn rail_policy_and_gate_endpoints_validate_and_round_trip() {
         r.text
     );
 }
+
+#[test]
+fn rules_that_would_fail_every_document_are_refused_when_saved() {
+    let api = start();
+    let p = api.post("/v1/data-policies", &json!({"name": "Dates"}));
+    let pid = p.body["id"].as_str().unwrap().to_string();
+    for (field, t) in [("when", "date"), ("net", "number")] {
+        let r = api.post(
+            &format!("/v1/data-policies/{pid}/fields"),
+            &json!({"field_key": field, "type": t}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let rules = format!("/v1/data-policies/{pid}/rules");
+    for (field, rule_type, config, named) in [
+        ("when", "date", json!({"output": "%d.%m.%Y %H:%M"}), "'%H'"),
+        ("when", "date", json!({"output": "%s"}), "'%s'"),
+        ("when", "date", json!({"output": "%Y-%m-%d%z"}), "'%z'"),
+        ("when", "date", json!({"output": "%c"}), "'%c'"),
+        (
+            "net",
+            "compute",
+            json!({"expr": "round(net, -1000)"}),
+            "-15 to 15",
+        ),
+    ] {
+        let r = api.post(
+            &rules,
+            &json!({"field_key": field, "rule_type": rule_type, "config": config}),
+        );
+        assert_envelope(&r, 400, "bad_request");
+        let msg = r.body["message"].as_str().unwrap();
+        assert!(msg.contains(named) && msg.contains("rule "), "{msg}");
+    }
+    let ok = api.post(
+        &rules,
+        &json!({"field_key": "when", "rule_type": "date", "config": {"output": "%d %B %Y"}}),
+    );
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    let rid = ok.body["id"].as_str().unwrap();
+    let patched = api.patch(
+        &format!("{rules}/{rid}"),
+        &json!({"config": {"output": "%+"}}),
+    );
+    assert_envelope(&patched, 400, "bad_request");
+    let listed = api.get(&rules);
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["data"][0]["config"]["output"], "%d %B %Y");
+}

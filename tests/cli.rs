@@ -250,3 +250,43 @@ fn the_demo_runs_the_whole_tour_and_stays_up_until_interrupted() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn an_expiry_out_of_range_is_refused_with_a_message_and_creates_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    assert!(quire(&db)
+        .args(["orgs", "create", "acme"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    for bad in ["999999999d", "99999999999999999999d", "36501d", "3é"] {
+        let out = quire(&db)
+            .args(["keys", "create", "--org", "acme", "--expires-in", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("error:")
+                && stderr.contains("duration")
+                && !stderr.contains("panicked"),
+            "{bad}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{bad}");
+    }
+    let list = quire(&db).args(["keys", "list"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 1);
+    let longest = quire(&db)
+        .args(["keys", "create", "--org", "acme", "--expires-in", "36500d"])
+        .output()
+        .unwrap();
+    assert!(longest.status.success());
+    let list = quire(&db).args(["keys", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    let year: i32 = text.lines().nth(1).unwrap().split('\t').nth(6).unwrap()[..4]
+        .parse()
+        .unwrap();
+    assert!(year > 2100 && year <= 9999, "{text}");
+}

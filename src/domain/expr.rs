@@ -46,9 +46,11 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
             }
             let s: String = chars[start..i].iter().collect();
-            out.push(Tok::Num(
-                s.parse().map_err(|_| format!("bad number '{s}'"))?,
-            ));
+            let n: f64 = s.parse().map_err(|_| format!("bad number '{s}'"))?;
+            if !n.is_finite() {
+                return Err(format!("number '{s}' is beyond the range of a number"));
+            }
+            out.push(Tok::Num(n));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
@@ -230,6 +232,26 @@ impl Expr {
         }
     }
 
+    /// Checks what can be known without inputs: a `round` whose digits use no field must have
+    /// valid digits, or every document would fail on it.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Expr::Num(_) | Expr::Var(_) => Ok(()),
+            Expr::Neg(e) => e.check(),
+            Expr::Bin(_, a, b) => a.check().and(b.check()),
+            Expr::Call(f, args) => {
+                args.iter().try_for_each(Expr::check)?;
+                match (f, args.get(1)) {
+                    (Func::Round, Some(digits)) if digits.vars().is_empty() => {
+                        let d = digits.eval(&|name| Err(format!("'{name}' has no value")))?;
+                        round_digits(Some(d)).map(|_| ())
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
     pub fn eval(&self, var: &dyn Fn(&str) -> Result<f64, String>) -> Result<f64, String> {
         let v = match self {
             Expr::Num(n) => *n,
@@ -258,7 +280,7 @@ impl Expr {
                     Func::Abs => vals[0].abs(),
                     Func::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
                     Func::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    Func::Round => round_to(vals[0], vals.get(1).copied().unwrap_or(0.0) as i32),
+                    Func::Round => round_to(vals[0], round_digits(vals.get(1).copied())?)?,
                 }
             }
         };
@@ -269,11 +291,43 @@ impl Expr {
     }
 }
 
-/// Rounds half away from zero to `digits` decimals.
-pub fn round_to(x: f64, digits: i32) -> f64 {
-    let digits = digits.clamp(0, 12);
-    let m = 10f64.powi(digits);
-    (x * m).round() / m
+/// The digits `round` accepts. An f64 holds about 15 significant decimal digits, so a count
+/// beyond these rounds nothing that matters, and more likely comes from a mistake.
+pub const ROUND_DIGITS: std::ops::RangeInclusive<i32> = -15..=15;
+
+/// The second argument of `round` (0 when absent) as a digit count: an integer in `ROUND_DIGITS`.
+fn round_digits(arg: Option<f64>) -> Result<i32, String> {
+    let d = arg.unwrap_or(0.0);
+    let (lo, hi) = (*ROUND_DIGITS.start(), *ROUND_DIGITS.end());
+    if d.fract() != 0.0 || !(f64::from(lo)..=f64::from(hi)).contains(&d) {
+        return Err(format!(
+            "round: digits must be an integer from {lo} to {hi}, not {d}"
+        ));
+    }
+    Ok(d as i32)
+}
+
+/// Rounds half away from zero to `digits` decimals; negative digits round to tens, hundreds, ...
+pub fn round_to(x: f64, digits: i32) -> Result<f64, String> {
+    if !ROUND_DIGITS.contains(&digits) {
+        return Err(format!(
+            "round: digits must be an integer from {} to {}, not {digits}",
+            ROUND_DIGITS.start(),
+            ROUND_DIGITS.end()
+        ));
+    }
+    if !x.is_finite() {
+        return Err("the result is not a finite number".into());
+    }
+    let p = 10f64.powi(digits.abs());
+    let scaled = if digits >= 0 { x * p } else { x / p };
+    // From 2^52 up an f64 is a whole number: nothing is left to round, and scaling back could
+    // overflow or move the value.
+    if scaled.abs() >= 4_503_599_627_370_496.0 {
+        return Ok(x);
+    }
+    let r = scaled.round();
+    Ok(if digits >= 0 { r / p } else { r * p })
 }
 
 #[cfg(test)]
@@ -301,6 +355,30 @@ mod tests {
             ev("max(net, tax, 500) + min(1, 2) + abs(-3)").unwrap(),
             504.0
         );
+    }
+
+    #[test]
+    fn round_digits_outside_minus_15_to_15_or_fractional_are_errors() {
+        for bad in [
+            "round(net, -1000)",
+            "round(net, 1000)",
+            "round(net, 16)",
+            "round(net, -16)",
+            "round(net, 0.5)",
+            "round(net, tax)",
+        ] {
+            assert!(ev(bad).unwrap_err().contains("digits"), "{bad}");
+        }
+        assert_eq!(ev("round(1234.5, -2)").unwrap(), 1200.0);
+        assert_eq!(ev("round(-1250, -2)").unwrap(), -1300.0);
+        assert_eq!(ev("round(net / 3, 15)").unwrap(), 33.333_333_333_333_336);
+        assert_eq!(ev("round(2.5)").unwrap(), 3.0);
+    }
+
+    #[test]
+    fn number_literals_beyond_f64_are_refused() {
+        let huge = format!("net + {}", "9".repeat(400));
+        assert!(parse(&huge).unwrap_err().contains("range"));
     }
 
     #[test]

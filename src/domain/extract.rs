@@ -106,9 +106,11 @@ pub fn typed_value(raw: &str, data_type: &str) -> Value {
             && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
     };
     match data_type {
+        // Enough digits read as infinity, which JSON cannot hold: such text stays text.
         "number" if plain_number(t) => t
             .parse::<f64>()
             .ok()
+            .filter(|x| x.is_finite())
             .map(super::policy::number_value)
             .unwrap_or_else(|| Value::String(t.into())),
         "integer" if plain_number(t) && !t.contains('.') => t
@@ -375,5 +377,14 @@ mod tests {
         assert_eq!(typed_value("1,5", "number"), json!("1,5"));
         assert_eq!(typed_value("yes", "boolean"), json!("yes"));
         assert_eq!(typed_value("12", "string"), json!("12"));
+    }
+
+    #[test]
+    fn numbers_too_large_for_f64_stay_text_instead_of_null() {
+        let huge = "9".repeat(400);
+        assert_eq!(typed_value(&huge, "number"), json!(huge));
+        let doc = format!("Total: {huge}\n");
+        let out = extract(doc.as_bytes(), "text/plain", &specs()).unwrap();
+        assert_eq!(out["total"].value, json!(huge));
     }
 }

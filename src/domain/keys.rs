@@ -80,24 +80,35 @@ pub fn key_prefix(key: &str) -> String {
     key.chars().take(14).collect()
 }
 
-/// Parses durations such as `30d`, `12h`, `45m`, `90s`.
+/// The longest key lifetime: a century keeps an expiry within four-digit years, where times
+/// written as text still sort as times.
+pub const MAX_LIFETIME_DAYS: i64 = 36_500;
+
+/// Parses durations such as `30d`, `12h`, `45m`, `90s`, up to `MAX_LIFETIME_DAYS`.
 pub fn parse_duration_secs(raw: &str) -> Result<i64, String> {
     let raw = raw.trim();
-    let (num, unit) = raw.split_at(raw.len().saturating_sub(1));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{raw}' (use e.g. 30d, 12h, 45m)"))?;
-    let mult = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
-        _ => return Err(format!("invalid duration '{raw}' (use e.g. 30d, 12h, 45m)")),
+    let invalid = || format!("invalid duration '{raw}' (use e.g. 30d, 12h, 45m)");
+    let mut chars = raw.chars();
+    let unit = chars.next_back().ok_or_else(invalid)?;
+    let num = chars.as_str();
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let mult: i64 = match unit {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return Err(invalid()),
     };
-    if n <= 0 {
+    let too_long = || format!("duration '{raw}' is longer than the limit of {MAX_LIFETIME_DAYS}d");
+    let n: i64 = num.parse().map_err(|_| too_long())?;
+    if n == 0 {
         return Err("duration must be positive".into());
     }
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .filter(|s| *s <= MAX_LIFETIME_DAYS * 86_400)
+        .ok_or_else(too_long)
 }
 
 #[cfg(test)]
@@ -131,5 +142,27 @@ mod tests {
         assert_eq!(parse_duration_secs("30d").unwrap(), 30 * 86_400);
         assert!(parse_duration_secs("30x").is_err());
         assert!(parse_duration_secs("0d").is_err());
+    }
+
+    #[test]
+    fn durations_beyond_a_century_or_not_ascii_are_refused_not_panicked() {
+        assert_eq!(parse_duration_secs("36500d").unwrap(), 36_500 * 86_400);
+        for bad in [
+            "36501d",
+            "999999999d",
+            "106751991167301d",
+            "99999999999999999999999d",
+            "3é",
+            "é",
+            "-5d",
+            "+5d",
+            "d",
+            "",
+        ] {
+            assert!(parse_duration_secs(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration_secs("999999999d")
+            .unwrap_err()
+            .contains("36500d"));
     }
 }

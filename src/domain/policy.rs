@@ -122,6 +122,59 @@ fn check_strftime(fmt: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The directives of a format chrono accepts, each as written (`%d`, `%-d`, `%.3f`, `%::z`).
+/// chrono reads a directive as far as it must, so the shortest prefix it accepts is the one.
+fn directives(fmt: &str) -> Vec<&str> {
+    use chrono::format::{Item, StrftimeItems};
+    let mut out = Vec::new();
+    let mut rest = fmt;
+    while let Some(at) = rest.find('%') {
+        rest = &rest[at..];
+        let ends: Vec<usize> = rest
+            .char_indices()
+            .skip(1)
+            .map(|(i, c)| i + c.len_utf8())
+            .take(5)
+            .collect();
+        let Some(end) = ends
+            .into_iter()
+            .find(|&e| !StrftimeItems::new(&rest[..e]).any(|i| matches!(i, Item::Error)))
+        else {
+            break;
+        };
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Checks a date rule's output as it is saved: chrono formats a date alone only with date
+/// directives, and any other (`%H`, `%z`, `%s`, `%c`, `%+`, ...) fails every document.
+fn check_date_output(fmt: &str) -> Result<(), String> {
+    check_strftime(fmt)?;
+    let sample = NaiveDate::from_ymd_opt(2024, 9, 14).ok_or("no sample date")?;
+    for d in directives(fmt) {
+        if format_date(sample, d).is_err() {
+            return Err(format!(
+                "config.output: '{d}' needs a time or a time zone, and a date rule formats dates only"
+            ));
+        }
+    }
+    format_date(sample, fmt)
+        .map(|_| ())
+        .map_err(|_| format!("config.output '{fmt}' cannot format a date"))
+}
+
+/// Formats a date; a directive that needs what a date does not have is an error, not a panic
+/// (`to_string` on chrono's formatter panics on it).
+fn format_date(d: NaiveDate, fmt: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", d.format(fmt))
+        .map_err(|_| format!("output format '{fmt}' cannot format a date alone"))?;
+    Ok(out)
+}
+
 /// Compiles a rule's configuration; the error names what is wrong (the caller names the rule).
 pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
     let empty = Map::new();
@@ -238,6 +291,19 @@ pub fn compile(rule_type: &str, config: &Value) -> Result<Rule, String> {
     })
 }
 
+/// Compiles a rule as it is saved: `compile`, and the checks that refuse a configuration that
+/// could only fail at run time. `compile` alone stays lenient about these so that a rule stored
+/// before a check existed still runs (and writes a note per document) instead of failing the run.
+pub fn validate(rule_type: &str, config: &Value) -> Result<Rule, String> {
+    let rule = compile(rule_type, config)?;
+    match &rule {
+        Rule::Date { output, .. } => check_date_output(output)?,
+        Rule::Compute { expr } => expr.check().map_err(|e| format!("config.expr: {e}"))?,
+        _ => {}
+    }
+    Ok(rule)
+}
+
 impl Rule {
     /// The fields this rule reads besides the chain's own value.
     pub fn inputs(&self) -> BTreeSet<String> {
@@ -254,8 +320,9 @@ impl Rule {
     }
 }
 
-/// Validates a policy's whole rule set against its fields and returns the rule ids in compiled
-/// order: fields topologically (a field's chain after the chains it reads), each chain by `order`.
+/// Validates a policy's whole rule set against its fields (each rule with `validate`, as it is
+/// saved) and returns the rule ids in compiled order: fields topologically (a field's chain after
+/// the chains it reads), each chain by `order`.
 pub fn compiled_order(fields: &[String], rules: &[RuleDef]) -> Result<Vec<String>, String> {
     let mut by_field: Vec<(String, Vec<&RuleDef>)> = Vec::new();
     let mut reads: HashMap<String, BTreeSet<String>> = HashMap::new();
@@ -269,7 +336,7 @@ pub fn compiled_order(fields: &[String], rules: &[RuleDef]) -> Result<Vec<String
                 r.field_key
             ));
         }
-        let compiled = compile(&r.rule_type, &r.config).map_err(|e| format!("{name}: {e}"))?;
+        let compiled = validate(&r.rule_type, &r.config).map_err(|e| format!("{name}: {e}"))?;
         for input in compiled.inputs() {
             if !fields.contains(&input) {
                 return Err(format!(
@@ -339,7 +406,8 @@ pub fn as_number(v: &Value) -> Option<f64> {
             {
                 return None;
             }
-            t.parse().ok()
+            // Digits enough to overflow would read as infinity, which JSON cannot hold.
+            t.parse().ok().filter(|x: &f64| x.is_finite())
         }
         _ => None,
     }
@@ -375,31 +443,87 @@ fn titlecase(s: &str) -> String {
         .join(" ")
 }
 
+const CURRENCY_MARKS: &str = "€$£¥";
+
+/// Reads a written number: digits with the decimal separator, grouping (the other separator, a
+/// space or an apostrophe) only between digits of the integer part, an optional exponent
+/// (`1.5e-3`), and around them only words, currency marks, spaces, a dot ending a word (`Fr.`)
+/// and one sign before the digits (`EUR -1.234,50`, `12 kg`). Anything else is refused, never
+/// skipped: a character dropped from a number changes it (`1e308` is not 1308).
 fn parse_number(s: &str, decimal: char) -> Result<f64, String> {
+    let bad = || format!("'{s}' is not a number");
     let group = if decimal == '.' { ',' } else { '.' };
-    let mut cleaned = String::new();
-    let mut neg = false;
-    for ch in s.chars() {
-        if ch.is_ascii_digit() {
-            cleaned.push(ch);
-        } else if ch == decimal {
-            cleaned.push('.');
-        } else if ch == '-' && cleaned.is_empty() {
-            neg = true;
-        } else if ch == group || ch.is_whitespace() || ch == '\'' || ch == '+' {
-        } else if ch.is_alphabetic() || "€$£¥".contains(ch) {
-            // currency marks and unit letters around the number
-        } else {
-            return Err(format!("'{s}' is not a number"));
+    let chars: Vec<char> = s.trim().chars().collect();
+    let digit_at = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
+    let after_letter = |i: usize| i > 0 && chars[i - 1].is_alphabetic();
+    let around = |i: usize| {
+        let c = chars[i];
+        c.is_alphabetic()
+            || c.is_whitespace()
+            || CURRENCY_MARKS.contains(c)
+            || (c == '.' && after_letter(i))
+    };
+    let mut i = 0;
+    let mut signs = 0;
+    let mut num = String::new();
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_digit() || (c == decimal && digit_at(i + 1) && !after_letter(i)) {
+            break;
         }
+        if c == '-' || c == '+' {
+            signs += 1;
+            if c == '-' {
+                num.push('-');
+            }
+        } else if !around(i) {
+            return Err(bad());
+        }
+        i += 1;
     }
-    if cleaned.is_empty() || cleaned.matches('.').count() > 1 {
-        return Err(format!("'{s}' is not a number"));
+    if signs > 1 || i == chars.len() {
+        return Err(bad());
     }
-    let n: f64 = cleaned
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
-    Ok(if neg { -n } else { n })
+    let mut seen_decimal = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else if c == decimal {
+            if seen_decimal {
+                return Err(bad());
+            }
+            seen_decimal = true;
+            num.push('.');
+        } else if !seen_decimal && (c == group || c == '\'' || c.is_whitespace()) && digit_at(i + 1)
+        {
+            // grouping between digits
+        } else if c == 'e' || c == 'E' {
+            let sign = usize::from(matches!(chars.get(i + 1), Some('-' | '+')));
+            if !digit_at(i + 1 + sign) {
+                break;
+            }
+            num.push('e');
+            num.extend(chars[i + 1..i + 1 + sign].iter());
+            i += 1 + sign;
+            while digit_at(i) {
+                num.push(chars[i]);
+                i += 1;
+            }
+            break;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    if (i..chars.len()).any(|j| !around(j)) {
+        return Err(bad());
+    }
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if !n.is_finite() {
+        return Err(format!("'{s}' is beyond the range of a number"));
+    }
+    Ok(n)
 }
 
 const MONTHS: [&str; 12] = [
@@ -418,10 +542,16 @@ fn month_of(word: &str) -> Option<u32> {
 }
 
 /// Parses the common written date forms. Ambiguous day/month order follows `day_first`, unless
-/// one of the two numbers is above 12.
+/// one of the two numbers is above 12. A year is four digits (1000 to 9999) or two (20yy); a day
+/// or month one or two digits. The text starts and ends with a letter or a digit, so a sign is
+/// never read as a separator (`-0001-01-01` is refused, not read as year 1).
 pub fn parse_date(s: &str, day_first: bool) -> Result<NaiveDate, String> {
     let bad = || format!("'{s}' is not a recognizable date");
     let t = s.trim();
+    let edge_ok = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    if !edge_ok(t.chars().next()) || !edge_ok(t.chars().next_back()) {
+        return Err(bad());
+    }
     let parts: Vec<&str> = t
         .split(['-', '.', '/', ' ', ','])
         .filter(|p| !p.is_empty())
@@ -429,57 +559,57 @@ pub fn parse_date(s: &str, day_first: bool) -> Result<NaiveDate, String> {
     if parts.len() != 3 {
         return Err(bad());
     }
-    let num = |p: &str| p.parse::<i64>().ok();
-    let (y, m, d) =
-        if let (Some(a), Some(b), Some(c)) = (num(parts[0]), num(parts[1]), num(parts[2])) {
-            if parts[0].len() == 4 {
-                (a, b, c)
-            } else {
-                let year = if parts[2].len() == 2 { 2000 + c } else { c };
-                let (day, month) = if a > 12 {
-                    (a, b)
-                } else if b > 12 {
-                    (b, a)
-                } else if day_first {
-                    (a, b)
-                } else {
-                    (b, a)
-                };
-                (year, month, day)
-            }
-        } else if let Some(m) = month_of(parts[1]) {
-            // 14 September 2024
-            (
-                num(parts[2]).ok_or_else(bad)?,
-                m as i64,
-                num(parts[0]).ok_or_else(bad)?,
-            )
-        } else if let Some(m) = month_of(parts[0]) {
-            // September 14, 2024
-            (
-                num(parts[2]).ok_or_else(bad)?,
-                m as i64,
-                num(parts[1]).ok_or_else(bad)?,
-            )
+    let digits = |p: &str, lens: &[usize]| -> Option<i64> {
+        if lens.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) {
+            p.parse().ok()
         } else {
-            return Err(bad());
+            None
+        }
+    };
+    let day_or_month = |p: &str| digits(p, &[1, 2]);
+    let year = |p: &str| match p.len() {
+        2 => digits(p, &[2]).map(|y| 2000 + y),
+        _ => digits(p, &[4]).filter(|y| (1000..=9999).contains(y)),
+    };
+    let (y, m, d) = if parts[0].len() == 4 && parts[0].bytes().all(|b| b.is_ascii_digit()) {
+        (
+            year(parts[0]).ok_or_else(bad)?,
+            day_or_month(parts[1]).ok_or_else(bad)?,
+            day_or_month(parts[2]).ok_or_else(bad)?,
+        )
+    } else if let (Some(a), Some(b)) = (day_or_month(parts[0]), day_or_month(parts[1])) {
+        let year = year(parts[2]).ok_or_else(bad)?;
+        let (day, month) = if a > 12 {
+            (a, b)
+        } else if b > 12 {
+            (b, a)
+        } else if day_first {
+            (a, b)
+        } else {
+            (b, a)
         };
-    let in_range = |v: i64, lo: i64, hi: i64| (lo..=hi).contains(&v);
-    if !in_range(y, 1, 9999) || !in_range(m, 1, 12) || !in_range(d, 1, 31) {
+        (year, month, day)
+    } else if let Some(m) = month_of(parts[1]) {
+        // 14 September 2024
+        (
+            year(parts[2]).ok_or_else(bad)?,
+            m as i64,
+            day_or_month(parts[0]).ok_or_else(bad)?,
+        )
+    } else if let Some(m) = month_of(parts[0]) {
+        // September 14, 2024
+        (
+            year(parts[2]).ok_or_else(bad)?,
+            m as i64,
+            day_or_month(parts[1]).ok_or_else(bad)?,
+        )
+    } else {
+        return Err(bad());
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(bad());
     }
     NaiveDate::from_ymd_opt(y as i32, m as u32, d as u32).ok_or_else(bad)
-}
-
-fn is_iso_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
 }
 
 fn currency_code(s: &str) -> Option<&'static str> {
@@ -569,13 +699,10 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
         }),
         Rule::Date { day_first, output } => match current {
             Value::Null => Ok(Value::Null),
-            Value::String(s) if is_iso_date(s.trim()) && output == "%Y-%m-%d" => {
-                Ok(Value::String(s.trim().into()))
-            }
-            Value::String(s) => {
-                let d = parse_date(s, *day_first)?;
-                Ok(Value::String(d.format(output).to_string()))
-            }
+            Value::String(s) => Ok(Value::String(format_date(
+                parse_date(s, *day_first)?,
+                output,
+            )?)),
             other => Err(format!("{other} is not a date")),
         },
         Rule::Number { decimal, round } => match current {
@@ -584,7 +711,7 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
             Value::String(s) => {
                 let mut n = parse_number(s, *decimal)?;
                 if let Some(r) = round {
-                    n = round_to(n, *r);
+                    n = round_to(n, *r)?;
                 }
                 Ok(number_value(n))
             }
@@ -650,13 +777,17 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
                 }
                 as_number(&val).ok_or_else(|| format!("input '{name}' is not a number ({val})"))
             })?;
-            Ok(number_value(round_to(v, 10)))
+            Ok(number_value(round_to(v, 10)?))
         }
         Rule::Unit { factor } => match current {
             Value::Null => Ok(Value::Null),
             other => {
                 let n = as_number(other).ok_or_else(|| format!("{other} is not a number"))?;
-                Ok(number_value(round_to(n * factor, 10)))
+                let converted = n * factor;
+                if !converted.is_finite() {
+                    return Err(format!("{other} converted is beyond the range of a number"));
+                }
+                Ok(number_value(round_to(converted, 10)?))
             }
         },
     }
@@ -846,6 +977,177 @@ mod tests {
         assert_eq!(
             run("direct", json!({"from": "name"}), Value::Null).unwrap(),
             json!("Acme")
+        );
+    }
+
+    #[test]
+    fn scientific_notation_is_read_exactly_or_refused() {
+        let num = |s: &str| run("number", json!({}), json!(s));
+        assert_eq!(num("1e308").unwrap(), json!(1e308));
+        assert_eq!(num("2.5E-3").unwrap(), json!(0.0025));
+        assert_eq!(num("-1.5e+3 kg").unwrap(), json!(-1500));
+        assert_eq!(
+            run(
+                "number",
+                json!({"decimal_separator": ","}),
+                json!("1.234,5e2")
+            )
+            .unwrap(),
+            json!(123450)
+        );
+        // Rounding a number too large to have decimals leaves it as it is.
+        assert_eq!(
+            run(
+                "number",
+                json!({"round": 2}),
+                json!("1.7976931348623157e308")
+            )
+            .unwrap(),
+            json!(f64::MAX)
+        );
+        // Beyond f64: a note, not infinity (which JSON writes as null).
+        for s in ["1e309", "-1e309", &"9".repeat(400)] {
+            assert!(num(s).unwrap_err().contains("range"), "{s}");
+        }
+        // An 'e' that does not start an exponent is a word around the number, as before.
+        assert_eq!(num("12 EUR").unwrap(), json!(12));
+        assert_eq!(num("12EUR").unwrap(), json!(12));
+    }
+
+    #[test]
+    fn characters_inside_a_number_are_refused_not_dropped() {
+        for s in [
+            "12abc34", "1+2", "12 kg 5", "--5", "-+5", "1.5 e3", "1e5e5", "1e5.5", "1.2.3",
+            "1.5,3", "Nr 1/2", "12%",
+        ] {
+            assert!(run("number", json!({}), json!(s)).is_err(), "{s}");
+        }
+        // Words, currency marks, abbreviations and one sign around the digits are still read.
+        for (s, want) in [
+            ("EUR -1,234.50", json!(-1234.5)),
+            ("- € 12", json!(-12)),
+            ("Fr. 12.50", json!(12.5)),
+            ("1'000", json!(1000)),
+            (".5", json!(0.5)),
+        ] {
+            assert_eq!(run("number", json!({}), json!(s)).unwrap(), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn conversions_and_numbers_beyond_f64_are_notes_not_nulls() {
+        let huge = "9".repeat(400);
+        assert_eq!(as_number(&json!(huge)), None);
+        assert!(run("unit", json!({"from": "g", "to": "kg"}), json!(huge)).is_err());
+        assert!(run("unit", json!({"from": "t", "to": "mg"}), json!(1e300)).is_err());
+    }
+
+    #[test]
+    fn dates_need_a_four_or_two_digit_year_and_no_sign() {
+        for (s, day_first) in [
+            ("-0001-01-01", false),
+            ("1.1.1", true),
+            ("0001-01-01", false),
+            ("0999-12-31", false),
+            ("+2024-01-01", false),
+            ("2024-01-01-", false),
+            ("2024-+1-01", false),
+            ("01.01.001", true),
+            ("1.1.12345", true),
+            ("14 Sep 202", false),
+            ("001.01.2024", true),
+        ] {
+            assert!(parse_date(s, day_first).is_err(), "{s}");
+            assert!(
+                run("date", json!({"day_first": day_first}), json!(s)).is_err(),
+                "{s}"
+            );
+        }
+        for (s, want) in [
+            ("1000-01-01", "1000-01-01"),
+            ("9999-12-31", "9999-12-31"),
+            ("14.09.24", "2024-09-14"),
+            ("14 Sep 24", "2024-09-14"),
+            ("1.2.2024", "2024-02-01"),
+        ] {
+            assert_eq!(
+                run("date", json!({"day_first": true}), json!(s)).unwrap(),
+                json!(want),
+                "{s}"
+            );
+        }
+    }
+
+    fn save(rule_type: &str, config: Value) -> Result<Vec<String>, String> {
+        let fields = vec!["net".to_string(), "when".to_string()];
+        compiled_order(&fields, &[rule("r", "when", rule_type, config, 1)])
+    }
+
+    #[test]
+    fn date_outputs_that_need_a_time_or_zone_are_refused_when_saved() {
+        for d in [
+            "%H", "%M", "%S", "%z", "%Z", "%s", "%T", "%R", "%c", "%+", "%I", "%p", "%P", "%f",
+            "%.3f", "%3f", "%:z", "%::z", "%#z", "%r", "%X", "%-H", "%k", "%l",
+        ] {
+            let err = save("date", json!({"output": format!("%d.%m.%Y {d}!")})).unwrap_err();
+            assert!(
+                err.contains("rule r") && err.contains(&format!("'{d}'")),
+                "{d}: {err}"
+            );
+        }
+        for ok in [
+            "%Y-%m-%d",
+            "%d %B %Y",
+            "%a, %e %b %y",
+            "%F",
+            "%D",
+            "%x",
+            "%v",
+            "%j %U %W %V %G %g %u %w %C %q",
+            "%-d.%-m.%Y %%",
+            "week %V",
+        ] {
+            assert!(save("date", json!({"output": ok})).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_stored_date_output_that_cannot_format_a_date_writes_a_note() {
+        // Saved before the check existed: it still compiles, and formats to an error.
+        let stored = compile("date", &json!({"output": "%Y-%m-%d %H:%M"})).unwrap();
+        let err = apply(&stored, &json!("14.09.2024"), &|_| Value::Null).unwrap_err();
+        assert!(err.contains("%H:%M"), "{err}");
+        for f in ["%s", "%c", "%+", "%z"] {
+            let r = compile("date", &json!({ "output": f })).unwrap();
+            assert!(apply(&r, &json!("2024-09-14"), &|_| Value::Null).is_err());
+        }
+    }
+
+    #[test]
+    fn round_digits_given_as_literals_are_checked_when_saved() {
+        for expr in [
+            "round(net, -1000)",
+            "round(net, 16)",
+            "round(net, 2.5)",
+            "round(net, 1 / 0)",
+            "abs(round(net, -16))",
+        ] {
+            let err = save("compute", json!({ "expr": expr })).unwrap_err();
+            assert!(err.contains("config.expr"), "{expr}: {err}");
+        }
+        for expr in [
+            "round(net, -2)",
+            "round(net, 15)",
+            "round(net, net)",
+            "round(net)",
+        ] {
+            assert!(save("compute", json!({ "expr": expr })).is_ok(), "{expr}");
+        }
+        // Digits read from a field are checked per document.
+        assert!(
+            run("compute", json!({"expr": "round(tax, net)"}), Value::Null)
+                .unwrap_err()
+                .contains("digits")
         );
     }
 
