@@ -149,9 +149,9 @@ fn metrics_name_no_tenant_and_the_token_guards_them() {
     // The approved document resumes on the executor; wait until its commit is counted.
     let m = wait_for(30, || {
         let m = send(api.http.get(api.url("/metrics")).bearer_auth("scrape-me"));
-        m.text
-            .contains("quire_documents_finished_total 4\n")
-            .then_some(m)
+        (m.text.contains("quire_documents_finished_total 4\n")
+            && m.text.contains("quire_documents{status=\"complete\"} 3"))
+        .then_some(m)
     });
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
