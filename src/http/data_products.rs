@@ -219,10 +219,12 @@ async fn export(
         }
         sink.write(csv_out::BOM.as_bytes())?;
         sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
+        // Wide rows make short pages, so one page's cells and lines stay small.
+        let per_page = pagination::within_budget(EXPORT_PAGE, p.fields.len(), 1024);
         st.db.read_snapshot(|c| {
             let mut after = None;
             loop {
-                let docs = pstore::documents(c, &p.id, after, EXPORT_PAGE, None)?;
+                let docs = pstore::documents(c, &p.id, after, per_page, None)?;
                 let n = docs.len() as i64;
                 after = docs.last().map(|d| d.ordinal);
                 let decisions = if audit {
@@ -237,7 +239,7 @@ async fn export(
                     .map(|r| export_line(r, &p.fields, audit, &decisions))
                     .collect();
                 sink.write(&csv_out::lines(&lines).map_err(ApiError::Internal)?)?;
-                if n < EXPORT_PAGE {
+                if n < per_page {
                     return Ok(());
                 }
             }

@@ -196,6 +196,8 @@ pub fn stream_blocking(
 }
 
 const CHUNK: usize = 64 * 1024;
+/// How long a streamed answer waits for a client that reads nothing before giving up.
+const STALL: Duration = Duration::from_secs(30);
 
 /// Where a streamed answer's producer writes; bytes leave in chunks of about 64 KiB.
 pub struct ChunkSink {
@@ -216,9 +218,27 @@ impl ChunkSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| ApiError::Unavailable("the client went away".into()))
+        let mut chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        // A client that stops reading would otherwise hold its permit, its thread and its read
+        // snapshot (which keeps the WAL from being checkpointed) for as long as it likes.
+        let deadline = std::time::Instant::now() + STALL;
+        loop {
+            match self.tx.try_send(chunk) {
+                Ok(()) => return Ok(()),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(c)) => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(ApiError::Unavailable(format!(
+                            "the client read nothing for {} s",
+                            STALL.as_secs()
+                        )));
+                    }
+                    chunk = c;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(ApiError::Unavailable("the client went away".into()))
+                }
+            }
+        }
     }
 }

@@ -96,6 +96,34 @@ pub fn content(c: &Connection, id: &str) -> Result<Vec<u8>, StoreError> {
     )
 }
 
+/// Reads a document's content a piece at a time (SQLite's incremental blob I/O), so a large
+/// document is never held whole; `f` gets each piece in order.
+pub fn read_content<E: From<StoreError>>(
+    c: &Connection,
+    id: &str,
+    piece: usize,
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    use std::io::Read;
+    let rowid: i64 = c
+        .prepare_cached("SELECT seq FROM documents WHERE id = ?1")
+        .and_then(|mut st| st.query_row([id], |r| r.get(0)))
+        .map_err(StoreError::from)?;
+    let mut blob = c
+        .blob_open(rusqlite::MAIN_DB, "documents", "content", rowid, true)
+        .map_err(StoreError::from)?;
+    let mut buf = vec![0u8; piece.max(1)];
+    loop {
+        let n = blob
+            .read(&mut buf)
+            .map_err(|e| StoreError::Refused(format!("cannot read the document: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        f(&buf[..n])?;
+    }
+}
+
 pub fn list(
     c: &Connection,
     org_id: &str,
