@@ -238,40 +238,79 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let head = serde_json::to_string(&render(&d)).map_err(|e| ApiError::Internal(e.to_string()))?;
     let st = state.clone();
     let body = super::limits::stream_blocking(permit, move |sink| {
-        let bytes = st.db.read(|c| dstore::content(c, &d.id))?;
-        sink.write(head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
-        sink.write(if head.len() > 2 {
-            b",\"text\":"
-        } else {
-            b"\"text\":"
-        })?;
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => write_json_string(sink, text)?,
-            Err(_) => sink.write(b"null")?,
-        }
-        sink.write(b"}")
+        st.db.read_snapshot(|c| {
+            sink.write(head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
+            sink.write(if head.len() > 2 {
+                b",\"text\":"
+            } else {
+                b"\"text\":"
+            })?;
+            // The whole text is checked before its first byte goes out: bytes that are not
+            // UTF-8 give `null`, and a status already sent cannot change its mind.
+            let mut check = Utf8Pieces::default();
+            dstore::read_content(c, &d.id, TEXT_PIECE, |b| check.feed(b, |_| Ok(())))?;
+            if !check.finish() {
+                return sink.write(b"null}");
+            }
+            sink.write(b"\"")?;
+            let mut pieces = Utf8Pieces::default();
+            dstore::read_content(c, &d.id, TEXT_PIECE, |b| {
+                pieces.feed(b, |text| {
+                    let quoted = serde_json::to_string(text)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    sink.write(&quoted.as_bytes()[1..quoted.len() - 1])
+                })
+            })?;
+            sink.write(b"\"}")
+        })
     });
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(body))
 }
 
-/// Writes `text` as one JSON string, escaping it a slice at a time.
-fn write_json_string(sink: &mut super::limits::ChunkSink, text: &str) -> Result<(), ApiError> {
-    const SLICE: usize = 32 * 1024;
-    sink.write(b"\"")?;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let mut cut = rest.len().min(SLICE);
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
+const TEXT_PIECE: usize = 32 * 1024;
+
+/// Cuts a byte stream into valid UTF-8 pieces, carrying a character split between two reads
+/// over to the next; remembers whether anything was not UTF-8.
+#[derive(Default)]
+struct Utf8Pieces {
+    carry: Vec<u8>,
+    invalid: bool,
+}
+
+impl Utf8Pieces {
+    fn feed(
+        &mut self,
+        bytes: &[u8],
+        mut out: impl FnMut(&str) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        if self.invalid {
+            return Ok(());
         }
-        let (piece, tail) = rest.split_at(cut);
-        let quoted = serde_json::to_string(piece).map_err(|e| ApiError::Internal(e.to_string()))?;
-        sink.write(&quoted.as_bytes()[1..quoted.len() - 1])?;
-        rest = tail;
+        self.carry.extend_from_slice(bytes);
+        let data = std::mem::take(&mut self.carry);
+        let valid = match std::str::from_utf8(&data) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => {
+                self.invalid = true;
+                return Ok(());
+            }
+        };
+        let text =
+            std::str::from_utf8(&data[..valid]).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !text.is_empty() {
+            out(text)?;
+        }
+        self.carry = data[valid..].to_vec();
+        Ok(())
     }
-    sink.write(b"\"")
+
+    /// True when everything fed was UTF-8, with no character left unfinished.
+    fn finish(&self) -> bool {
+        !self.invalid && self.carry.is_empty()
+    }
 }
 
 pub async fn delete(
@@ -297,4 +336,33 @@ pub async fn delete(
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(chunks: &[&[u8]]) -> (String, bool) {
+        let mut p = Utf8Pieces::default();
+        let mut out = String::new();
+        for c in chunks {
+            p.feed(c, |t| {
+                out.push_str(t);
+                Ok(())
+            })
+            .unwrap();
+        }
+        (out, p.finish())
+    }
+
+    #[test]
+    fn characters_split_between_reads_come_out_whole_and_bad_bytes_are_noticed() {
+        let euro = "€".as_bytes();
+        assert_eq!(
+            pieces(&[b"a", &euro[..1], &euro[1..], b"b"]),
+            ("a€b".to_string(), true)
+        );
+        assert!(!pieces(&[b"a", &euro[..2]]).1, "an unfinished character");
+        assert!(!pieces(&[b"a\xff", b"b"]).1);
+    }
 }
