@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on GET /metrics (open when unset).
     #[arg(long, env = "QUIRE_METRICS_TOKEN")]
     pub metrics_token: Option<String>,
+    /// Start even when another `quire serve` holds this database's lock file.
+    #[arg(long, env = "QUIRE_ALLOW_SHARED")]
+    pub allow_shared: bool,
     /// Seconds a client has to send a whole request body once its head arrived (else 400).
     #[arg(long, env = "QUIRE_BODY_TIMEOUT", default_value_t = 30)]
     pub body_timeout: u64,
@@ -94,6 +97,7 @@ pub struct Config {
     pub body_timeout: u64,
     pub max_client_requests: usize,
     pub max_heavy_reads: usize,
+    pub allow_shared: bool,
 }
 
 fn cores() -> usize {
@@ -123,6 +127,7 @@ impl Config {
             debug_routes: a.debug_routes,
             max_db_pages: a.max_db_pages,
             metrics_token: a.metrics_token.clone().filter(|t| !t.is_empty()),
+            allow_shared: a.allow_shared,
             body_timeout: a.body_timeout.max(1),
             max_client_requests: a.max_client_requests.max(1),
             max_heavy_reads: a.max_heavy_reads.max(1),
@@ -157,6 +162,7 @@ impl Config {
             max_db_pages: None,
             metrics_token: None,
             limits: Default::default(),
+            allow_shared: false,
             body_timeout: 30,
             max_client_requests: 256,
             max_heavy_reads: 4,

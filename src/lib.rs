@@ -30,6 +30,43 @@ pub enum StartError {
     Admin(#[from] admin::AdminError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("{0}")]
+    InUse(String),
+}
+
+/// One `quire serve` per database file: an advisory lock on `<db>.lock`, holding the pid of the
+/// process that has it. SQLite itself would let two services share the file, and two executors
+/// claiming the same queue is not a supported setup.
+fn lock_database(db: &str, allow_shared: bool) -> Result<Option<std::fs::File>, StartError> {
+    use std::io::{Read, Seek, Write};
+    if db == ":memory:" || allow_shared {
+        return Ok(None);
+    }
+    let path = format!("{db}.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StartError::InUse(format!("cannot open the lock file {path}: {e}")))?;
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.set_len(0);
+            let _ = f.rewind();
+            let _ = write!(f, "{}", std::process::id());
+            let _ = f.flush();
+            Ok(Some(f))
+        }
+        Err(_) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            Err(StartError::InUse(format!(
+                "the database {db} is in use by another quire serve (pid {}); stop it, or pass --allow-shared to start anyway",
+                holder.trim()
+            )))
+        }
+    }
 }
 
 /// A built, listening service. `build` must run inside an actix system.
@@ -39,10 +76,13 @@ pub struct Application {
     state: web::Data<AppState>,
     /// The key created on the first start of an empty database, to be shown once.
     pub first_key: Option<String>,
+    /// The database's lock, held while the service runs.
+    _lock: Option<std::fs::File>,
 }
 
 impl Application {
     pub fn build(config: Config) -> Result<Self, StartError> {
+        let lock = lock_database(&config.db, config.allow_shared)?;
         let db = store::Db::open(
             &config.db,
             store::OpenOptions {
@@ -79,6 +119,7 @@ impl Application {
             server,
             state,
             first_key,
+            _lock: lock,
         })
     }
 

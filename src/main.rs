@@ -34,8 +34,10 @@ enum Command {
     },
     /// Measure throughput, rerun latency, progress under load and memory (see README).
     Bench {
+        /// Documents in the measured run.
         #[arg(long, default_value_t = 10_000)]
         docs: usize,
+        /// Executor worker threads (default: the number of cores).
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -47,13 +49,19 @@ enum Command {
         path: std::path::PathBuf,
     },
     /// Print a shell completion script.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
 enum OrgsCmd {
     /// Create an organization (names are unique).
-    Create { name: String },
+    Create {
+        /// The organization's name.
+        name: String,
+    },
     /// List organizations.
     List,
 }
@@ -62,10 +70,13 @@ enum OrgsCmd {
 enum KeysCmd {
     /// Create a key and print it once.
     Create {
+        /// The organization the key acts for (see `quire orgs list`).
         #[arg(long)]
         org: String,
+        /// Comma-separated scopes: read, write, extract.
         #[arg(long, default_value = "read,write")]
         scopes: String,
+        /// A name for the key; reviewers' decisions carry it unless X-Reviewer is sent.
         #[arg(long, default_value = "cli key")]
         name: String,
         /// Lifetime such as 30d, 12h, 45m.
@@ -78,7 +89,10 @@ enum KeysCmd {
     /// List keys (never their secrets).
     List,
     /// Revoke a key by id.
-    Revoke { id: String },
+    Revoke {
+        /// The key's id (see `quire keys list`).
+        id: String,
+    },
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -133,8 +147,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "quire", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            // Written whole and then copied out, so a reader that closes early (`| head`) ends
+            // the copy quietly instead of a panic inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "quire", &mut script);
+            use std::io::Write;
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
         }
         Command::Orgs { cmd } => {
             let db = match admin::open(&cli.db) {
@@ -151,6 +173,10 @@ fn main() -> ExitCode {
                 },
                 OrgsCmd::List => match db.read(quire::store::orgs::list) {
                     Ok(list) => {
+                        println!("id\tname\tcreated_at");
+                        if list.is_empty() {
+                            eprintln!("no organizations yet: quire orgs create NAME");
+                        }
                         for o in list {
                             println!("{}\t{}\t{}", o.id, o.name, o.created_at);
                         }
@@ -280,10 +306,40 @@ fn serve(config: Config, ready_json: bool) -> ExitCode {
             println!("    {k}");
             println!();
             println!("Try: curl -H 'Authorization: Bearer {k}' {url}/v1/schemas");
+        } else {
+            // A second start shows no key (keys are shown once): say how to get one.
+            println!(
+                "No new key was made: this database already has one. To make another:\n    quire --db {} keys create --org {} --name 'my key'",
+                config.db,
+                admin::DEFAULT_ORG
+            );
         }
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_and_argument_of_every_subcommand_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "quire", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

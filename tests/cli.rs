@@ -10,6 +10,13 @@ fn quire(db: &str) -> Command {
     c
 }
 
+/// Only `serve` creates a database: start it once on `db` and stop it.
+fn created_by_serve(db: &str) {
+    let (mut child, _, _) = serve(db, &[], &[]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Starts `quire serve --port 0`, returning the child, its port and what it printed on stdout.
 fn serve(
     db: &str,
@@ -140,6 +147,7 @@ fn the_bootstrap_key_is_ensured_idempotently_and_never_resurrected() {
 fn organization_names_are_unique_and_keys_need_a_known_org() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    created_by_serve(&db);
     assert!(quire(&db)
         .args(["orgs", "create", "acme"])
         .output()
@@ -255,6 +263,7 @@ fn the_demo_runs_the_whole_tour_and_stays_up_until_interrupted() {
 fn an_expiry_out_of_range_is_refused_with_a_message_and_creates_no_key() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    created_by_serve(&db);
     assert!(quire(&db)
         .args(["orgs", "create", "acme"])
         .output()
@@ -276,8 +285,9 @@ fn an_expiry_out_of_range_is_refused_with_a_message_and_creates_no_key() {
         );
         assert!(out.stdout.is_empty(), "{bad}");
     }
+    // Only the first start's own key (and the header).
     let list = quire(&db).args(["keys", "list"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 1);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 2);
     let longest = quire(&db)
         .args(["keys", "create", "--org", "acme", "--expires-in", "36500d"])
         .output()
@@ -285,8 +295,102 @@ fn an_expiry_out_of_range_is_refused_with_a_message_and_creates_no_key() {
     assert!(longest.status.success());
     let list = quire(&db).args(["keys", "list"]).output().unwrap();
     let text = String::from_utf8_lossy(&list.stdout).to_string();
-    let year: i32 = text.lines().nth(1).unwrap().split('\t').nth(6).unwrap()[..4]
-        .parse()
-        .unwrap();
+    let line = text.lines().find(|l| l.contains("\tacme\t")).unwrap();
+    let year: i32 = line.split('\t').nth(6).unwrap()[..4].parse().unwrap();
     assert!(year > 2100 && year <= 9999, "{text}");
+}
+
+#[test]
+fn operator_commands_refuse_a_database_that_does_not_exist_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexist.db");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        vec!["backup", dir.path().join("b.db").to_str().unwrap()],
+        vec!["keys", "create", "--org", "default"],
+        vec!["keys", "list"],
+        vec!["orgs", "list"],
+    ] {
+        let out = quire(missing).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("no database at") && err.contains("nonexist.db"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        !std::path::Path::new(missing).exists(),
+        "nothing was created"
+    );
+    assert!(!dir.path().join("b.db").exists());
+}
+
+#[test]
+fn a_second_start_says_how_to_make_a_key_and_a_second_server_on_one_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let db = db.to_str().unwrap();
+    let (mut first, _, _) = serve(db, &[], &[]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut again, _, out) = serve(db, &[], &[]);
+    let text = out.join("\n");
+    assert!(
+        text.contains("keys create --org default"),
+        "second start: {text}"
+    );
+    // A second server on the same file while the first runs.
+    let out = quire(db)
+        .args(["serve", "--port", "0"])
+        .env_remove("QUIRE_BOOTSTRAP_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("in use by another quire serve")
+            && err.contains(&format!("pid {}", again.id())),
+        "{err}"
+    );
+    let (mut shared, _, _) = serve(db, &[], &["--allow-shared"]);
+    shared.kill().unwrap();
+    shared.wait().unwrap();
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+#[test]
+fn completions_into_a_closed_pipe_exit_quietly() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
+            .args(["completions", shell])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one line, like `| head -1`, then close the pipe.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{shell}: {err}");
+        assert!(out.status.success(), "{shell}: {:?} {err}", out.status);
+    }
+}
+
+#[test]
+fn orgs_list_has_a_header_and_says_so_when_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o.db");
+    let db = db.to_str().unwrap();
+    let (mut srv, _, _) = serve(db, &[], &[]);
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    let out = quire(db).args(["orgs", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().next(), Some("id\tname\tcreated_at"));
+    assert!(text.contains("\tdefault\t"), "{text}");
 }
