@@ -394,3 +394,35 @@ fn orgs_list_has_a_header_and_says_so_when_empty() {
     assert_eq!(text.lines().next(), Some("id\tname\tcreated_at"));
     assert!(text.contains("\tdefault\t"), "{text}");
 }
+
+#[test]
+fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let db = db.to_str().unwrap();
+    created_by_serve(db);
+    // What the previous version (schema 3) left: migration 4 undone.
+    {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch(
+            "DROP INDEX pipeline_documents_suspects;
+             ALTER TABLE pipeline_documents DROP COLUMN abort_cause;
+             ALTER TABLE pipeline_documents DROP COLUMN unclean_exits;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let (mut srv, _, _) = serve(db, &[], &[]);
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    let version = |path: &str| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let backup = format!("{db}.bak-3");
+    assert!(std::path::Path::new(&backup).exists(), "no {backup}");
+    assert_eq!(version(&backup), 3, "the backup is the database as it was");
+    assert!(version(db) > 3, "the database itself was migrated");
+}

@@ -355,6 +355,24 @@ impl Db {
         if pending.is_empty() {
             return Ok(());
         }
+        if current > 0 && self._tmp.is_none() {
+            // An upgrade: keep the database as the older version left it, next to it.
+            let dest = PathBuf::from(format!("{}.bak-{current}", self.path.display()));
+            if !dest.exists() {
+                let mut out = Connection::open(&dest)?;
+                rusqlite::backup::Backup::new(&c, &mut out)?.run_to_completion(
+                    256,
+                    Duration::from_millis(5),
+                    None,
+                )?;
+                log::info!(
+                    "backed up {} to {} before migrating it from schema version {current} to {}",
+                    self.path.display(),
+                    dest.display(),
+                    latest_version()
+                );
+            }
+        }
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (n, sql) in &pending {
             tx.execute_batch(sql)?;
