@@ -1,9 +1,38 @@
 //! Service configuration: flags of `quire serve`, each also a `QUIRE_*` environment variable.
 
 use clap::Args;
+use serde::Serialize;
 
-#[derive(Args, Debug, Clone)]
+/// A size such as `10MiB`, `512KB` or `1048576` (bytes).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|e| format!("'{s}': {e}"));
+    }
+    let b: bytesize::ByteSize = t
+        .parse()
+        .map_err(|e| format!("'{s}' is not a size such as 10MiB: {e}"))?;
+    usize::try_from(b.as_u64()).map_err(|_| format!("'{s}' is too large"))
+}
+
+/// A duration such as `30s`, `2m` or `1h30m`; a bare number is seconds. Answers whole seconds.
+pub fn parse_secs(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|e| format!("'{s}': {e}"));
+    }
+    humantime::parse_duration(t)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("'{s}' is not a duration such as 30s: {e}"))
+}
+
+#[derive(Args, Debug, Clone, Serialize)]
 pub struct ServeArgs {
+    /// A TOML file with any of these settings as keys (`max-body = "10MiB"`); flags and
+    /// QUIRE_* variables override it, and an unknown key is refused.
+    #[arg(long, env = "QUIRE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<std::path::PathBuf>,
     /// Interface to listen on.
     #[arg(long, env = "QUIRE_HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -20,35 +49,37 @@ pub struct ServeArgs {
     /// limit; 0 (the default) turns it off.
     #[arg(long, env = "QUIRE_ORG_RATE_LIMIT", default_value_t = 0)]
     pub org_rate_limit: u32,
-    /// Largest request body in bytes (documents excepted).
-    #[arg(long, env = "QUIRE_MAX_BODY", default_value_t = 10 * 1024 * 1024)]
+    /// Largest request body (documents excepted), e.g. 10MiB.
+    #[arg(long, env = "QUIRE_MAX_BODY", default_value = "10MiB", value_parser = parse_size)]
     pub max_body: usize,
-    /// Largest decoded document in bytes on POST /v1/documents.
-    #[arg(long, env = "QUIRE_MAX_UPLOAD", default_value_t = 50 * 1024 * 1024)]
+    /// Largest decoded document on POST /v1/documents, e.g. 50MiB.
+    #[arg(long, env = "QUIRE_MAX_UPLOAD", default_value = "50MiB", value_parser = parse_size)]
     pub max_upload: usize,
     /// Most documents in one pipeline.
     #[arg(long, env = "QUIRE_MAX_PIPELINE_DOCUMENTS", default_value_t = 10_000)]
     pub max_pipeline_documents: usize,
-    /// Seconds to wait for running steps on SIGTERM/SIGINT.
-    #[arg(long, env = "QUIRE_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    /// How long SIGTERM/SIGINT waits for running steps, e.g. 10s.
+    #[arg(long, env = "QUIRE_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = parse_secs)]
     pub shutdown_timeout: u64,
-    /// Seconds a client has to send its request head; slower clients get 408 and are dropped.
-    #[arg(long, env = "QUIRE_REQUEST_TIMEOUT", default_value_t = 10)]
+    /// Time a client has to send its request head, e.g. 10s; slower clients get 408.
+    #[arg(long, env = "QUIRE_REQUEST_TIMEOUT", default_value = "10", value_parser = parse_secs)]
     pub request_timeout: u64,
     /// Print one JSON line `{"url", "api_key"}` on stdout once ready, and nothing else there.
     #[arg(long, env = "QUIRE_READY_JSON")]
+    #[serde(skip)]
     pub ready_json: bool,
     /// Expose diagnostic routes (GET /v1/_debug/panic) used by the black-box tests.
     #[arg(long, env = "QUIRE_DEBUG_ROUTES", hide = true)]
     pub debug_routes: bool,
     /// Require `Authorization: Bearer TOKEN` on GET /metrics (open when unset).
     #[arg(long, env = "QUIRE_METRICS_TOKEN")]
+    #[serde(serialize_with = "masked")]
     pub metrics_token: Option<String>,
     /// Start even when another `quire serve` holds this database's lock file.
     #[arg(long, env = "QUIRE_ALLOW_SHARED")]
     pub allow_shared: bool,
-    /// Seconds a client has to send a whole request body once its head arrived (else 400).
-    #[arg(long, env = "QUIRE_BODY_TIMEOUT", default_value_t = 30)]
+    /// Time a client has to send a whole request body once its head arrived, e.g. 30s (else 400).
+    #[arg(long, env = "QUIRE_BODY_TIMEOUT", default_value = "30", value_parser = parse_secs)]
     pub body_timeout: u64,
     /// Requests one client address may have in progress at once (beyond: 503, retryable).
     #[arg(long, env = "QUIRE_MAX_CLIENT_REQUESTS", default_value_t = 256)]
@@ -56,11 +87,11 @@ pub struct ServeArgs {
     /// Heavy reads (results with cells or provenance, exports, document text) at once (beyond: 503).
     #[arg(long, env = "QUIRE_MAX_HEAVY_READS", default_value_t = 4)]
     pub max_heavy_reads: usize,
-    /// Largest value in bytes a rule, the extractor or a transfer may produce (else a note).
-    #[arg(long, env = "QUIRE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    /// Largest value a rule, the extractor or a transfer may produce, e.g. 1MiB (else a note).
+    #[arg(long, env = "QUIRE_MAX_VALUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
     pub max_value_bytes: usize,
-    /// Largest total of new values in bytes one document may write in one run (else `error`).
-    #[arg(long, env = "QUIRE_MAX_DOCUMENT_OUTPUT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// Largest total of new values one document may write in one run, e.g. 16MiB (else `error`).
+    #[arg(long, env = "QUIRE_MAX_DOCUMENT_OUTPUT_BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_document_output_bytes: usize,
     /// Abort the process when a worker picks up a document containing this text (crash tests).
     #[arg(long, env = "QUIRE_FAULT_ABORT_ON", hide = true)]
@@ -71,6 +102,64 @@ pub struct ServeArgs {
     /// Cap the database size in pages on every connection (fault-injection in tests).
     #[arg(long, env = "QUIRE_MAX_DB_PAGES", hide = true)]
     pub max_db_pages: Option<u64>,
+}
+
+fn masked<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("********"),
+        None => s.serialize_none(),
+    }
+}
+
+/// Reads a `--config` TOML file into the `QUIRE_*` variables clap reads, for every key not set
+/// in the environment already: so a flag beats a variable, which beats the file, which beats the
+/// default. Keys are the long flag names (`max-body` or `max_body`) of `serve`, plus `db`.
+pub fn load_file(path: &std::path::Path) -> Result<(), String> {
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    struct Probe {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+    let cmd = Probe::command();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let env = if long == "db" {
+            Some("QUIRE_DB".to_string())
+        } else {
+            cmd.get_arguments()
+                .filter(|a| a.get_long() == Some(long.as_str()) && long != "config")
+                .find_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        };
+        let Some(env) = env else {
+            return Err(format!(
+                "{}: unknown key '{key}' (keys are the long flags of `quire serve`, and db)",
+                path.display()
+            ));
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(format!(
+                    "{}: '{key}' must be a string, a number or a boolean, not {}",
+                    path.display(),
+                    other.type_str()
+                ))
+            }
+        };
+        if std::env::var_os(&env).is_none() {
+            // SAFETY: called from `main` before any thread is started.
+            unsafe { std::env::set_var(&env, value) };
+        }
+    }
+    Ok(())
 }
 
 /// Everything `Application::build` needs.

@@ -48,11 +48,23 @@ enum Command {
         /// Destination file (must not exist).
         path: std::path::PathBuf,
     },
+    /// Show the configuration `serve` would run with.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration (flags, QUIRE_* variables, --config file, defaults) as
+    /// TOML that `--config` reads back; secrets are masked.
+    Print(ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -111,8 +123,28 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// The `--config` file named on the command line or in QUIRE_CONFIG, if any.
+fn config_file() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy().into_owned();
+        if a == "--config" {
+            return args.next().map(Into::into);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(p.into());
+        }
+    }
+    std::env::var_os("QUIRE_CONFIG").map(Into::into)
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    if let Some(path) = config_file() {
+        if let Err(e) = quire::config::load_file(&path) {
+            return fail(e);
+        }
+    }
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -145,6 +177,17 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+        Command::Config {
+            cmd: ConfigCmd::Print(args),
+        } => {
+            let mut out = format!("db = {}\n", toml::Value::String(cli.db.clone()));
+            match toml::to_string(&args) {
+                Ok(t) => out.push_str(&t),
+                Err(e) => return fail(e),
+            }
+            print!("{out}");
+            ExitCode::SUCCESS
         }
         Command::Completions { shell } => {
             // Written whole and then copied out, so a reader that closes early (`| head`) ends

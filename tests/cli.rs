@@ -426,3 +426,61 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     assert_eq!(version(&backup), 3, "the backup is the database as it was");
     assert!(version(db) > 3, "the database itself was migrated");
 }
+
+#[test]
+fn a_config_file_sets_every_flag_below_variables_and_flags_and_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quire.toml");
+    std::fs::write(
+        &file,
+        "max-body = \"2MiB\"\nbody_timeout = \"1m\"\nport = 9999\nrate-limit = 50\nmetrics-token = \"s3cret\"\n",
+    )
+    .unwrap();
+    let print = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_quire"));
+        c.args(["config", "print", "--config", file.to_str().unwrap()])
+            .args(extra);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let t = print(&[("QUIRE_RATE_LIMIT", "70")], &["--port", "8081"]);
+    assert!(t.contains("max_body = 2097152"), "units: {t}");
+    assert!(t.contains("body_timeout = 60"), "durations: {t}");
+    assert!(t.contains("port = 8081"), "a flag beats the file: {t}");
+    assert!(
+        t.contains("rate_limit = 70"),
+        "a variable beats the file: {t}"
+    );
+    assert!(
+        t.contains("metrics_token = \"********\"") && !t.contains("s3cret"),
+        "{t}"
+    );
+    // What it prints reads back as a configuration file.
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, &t).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["config", "print", "--config", again.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&file, "max-bodi = \"2MiB\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("unknown key 'max-bodi'"), "{err}");
+}
