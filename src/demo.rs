@@ -130,9 +130,22 @@ fn show_queue(c: &Client, pid: &str) -> Result<Vec<Value>, String> {
     Ok(items)
 }
 
-pub fn run() -> Result<(), String> {
-    say("Quire demo: a live instance on an ephemeral port with a temporary database.\n");
-    let srv = TestServer::start_with(|c| c.rate_limit = 0);
+/// Runs the demo on `db` (a file of its own, created if missing), or on a temporary database.
+pub fn run(db: Option<String>) -> Result<(), String> {
+    match &db {
+        Some(path) => say(&format!(
+            "Quire demo: a live instance on an ephemeral port with the database {path}.\n"
+        )),
+        None => {
+            say("Quire demo: a live instance on an ephemeral port with a temporary database.\n")
+        }
+    }
+    let srv = TestServer::start_with(|c| {
+        c.rate_limit = 0;
+        if let Some(path) = db {
+            c.db = path;
+        }
+    });
     let c = Client::new(&srv.url, &srv.api_key);
 
     let spec = build_spec(&c)?;
@@ -280,7 +293,8 @@ pub fn run() -> Result<(), String> {
     ] {
         say(&format!("  {auth} {path}"));
     }
-    say("  curl -s $QUIRE/openapi.json    curl -s $QUIRE/metrics");
+    say("  curl -s $QUIRE/openapi.json");
+    say("  curl -s $QUIRE/metrics");
     let _ = std::io::stdout().flush();
     srv.wait();
     Ok(())

@@ -41,7 +41,8 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// A guided tour on a live, disposable instance that stays up until Ctrl-C.
+    /// A guided tour on a live instance that stays up until Ctrl-C (a temporary database
+    /// unless --db names one; logs at warn unless RUST_LOG says otherwise).
     Demo,
     /// Copy the database consistently while the service runs (SQLite online backup).
     Backup {
@@ -146,7 +147,14 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // The demo talks to a person in a terminal: its service's access log would bury the tour,
+    // so it logs warnings only unless RUST_LOG asks for more.
+    let default_level = if matches!(cli.command, Command::Demo) {
+        "warn"
+    } else {
+        "info"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .target(env_logger::Target::Stderr)
         .init();
     match cli.command {
@@ -161,7 +169,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Demo => match quire::demo::run() {
+        Command::Demo => match quire::demo::run((cli.db != "quire.db").then(|| cli.db.clone())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },

@@ -484,3 +484,39 @@ fn a_config_file_sets_every_flag_below_variables_and_flags_and_refuses_unknown_k
     assert!(!out.status.success());
     assert!(err.contains("unknown key 'max-bodi'"), "{err}");
 }
+
+#[test]
+fn the_demo_is_not_buried_under_its_logs_honours_db_and_prints_one_command_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args(["--db", db.to_str().unwrap(), "demo"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let last = line.contains("$QUIRE/metrics");
+        lines.push(line);
+        if last {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains(" INFO "),
+        "the tour's terminal shows no access log: {err}"
+    );
+    assert!(db.exists(), "--db is honoured");
+    let commands: Vec<&String> = lines.iter().filter(|l| l.contains("curl ")).collect();
+    assert!(commands.len() >= 5, "{lines:?}");
+    for c in commands {
+        assert_eq!(c.matches("curl ").count(), 1, "one command per line: {c}");
+    }
+}
