@@ -393,3 +393,26 @@ fn pagination_loses_and_repeats_nothing_while_rows_are_inserted() {
     assert_envelope(&api.get("/v1/schemas?limit=101"), 400, "bad_request");
     assert_envelope(&api.get("/v1/schemas?limit=ten"), 400, "bad_request");
 }
+
+#[test]
+fn json_answers_end_with_a_newline_errors_included() {
+    let api = start();
+    for (path, status) in [
+        ("/v1/schemas", 200),
+        ("/v1/schemas/nope", 400),
+        ("/healthz", 200),
+    ] {
+        let r = api.get(path);
+        assert_eq!(r.status, status, "{path}: {}", r.text);
+        assert!(r.text.ends_with("}\n"), "{path}: {:?}", r.text);
+        assert!(r.body.is_object(), "{path}: still one JSON value");
+    }
+    let oversized = send(
+        api.http
+            .get(api.url("/v1/schemas"))
+            .bearer_auth(api.key())
+            .header("x-big", "a".repeat(20_000)),
+    );
+    assert_eq!(oversized.status, 400);
+    assert!(oversized.text.ends_with("}\n"), "{:?}", oversized.text);
+}

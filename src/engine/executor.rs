@@ -205,11 +205,23 @@ impl Executor {
         let Some(w) = self.writer.lock().take() else {
             return;
         };
+        let started = Instant::now();
         let _ = w.join();
         for h in self.workers.lock().drain(..) {
             let _ = h.join();
         }
-        log::info!("executor stopped (timeout {:?})", self.shutdown_timeout);
+        let took = started.elapsed();
+        if took >= self.shutdown_timeout {
+            log::warn!(
+                "executor stopped after the {}s shutdown limit: steps still running were left to the next start",
+                self.shutdown_timeout.as_secs()
+            );
+        } else {
+            log::info!(
+                "executor stopped cleanly in {:.1}s: running steps finished and committed",
+                took.as_secs_f64()
+            );
+        }
     }
 }
 

@@ -124,7 +124,7 @@ pub async fn envelope(
     };
 
     let status = res.status();
-    let mut res = if status.is_client_error() || status.is_server_error() {
+    let res = if status.is_client_error() || status.is_server_error() {
         let parts = match res.response().error() {
             Some(err) => match err.as_error::<ApiError>() {
                 Some(api) => {
@@ -156,6 +156,7 @@ pub async fn envelope(
         res
     };
 
+    let mut res = with_trailing_newline(res);
     let rate = res.request().extensions().get::<RateInfo>().cloned();
     let route = route_label(res.request().match_pattern().as_deref());
     let h = res.headers_mut();
@@ -215,6 +216,30 @@ impl actix_web::ResponseError for Finished {
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status)
             .insert_header(("x-request-id", self.rid.as_str()))
-            .json(&self.body)
+            .content_type("application/json")
+            .body(format!("{}\n", self.body))
     }
+}
+
+/// JSON answers end with a newline, as terminal users and line-oriented tools expect. Streamed
+/// answers (of unknown size) are left as they are.
+fn with_trailing_newline(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return res;
+    }
+    res.map_body(|_, body| match body.try_into_bytes() {
+        Ok(b) if !b.is_empty() && !b.ends_with(b"\n") => {
+            let mut v = Vec::with_capacity(b.len() + 1);
+            v.extend_from_slice(&b);
+            v.push(b'\n');
+            BoxBody::new(v)
+        }
+        Ok(b) => BoxBody::new(b),
+        Err(body) => body,
+    })
 }
