@@ -13,22 +13,56 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds in seconds, from a cached read to a large rerun.
+/// Upper bounds in seconds of request latency, from a cached read to a large rerun.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Default, Clone)]
+/// Upper bounds in seconds of one phase for one document: most take microseconds.
+const PHASE_BUCKETS: [f64; 14] = [
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.005,
+    0.025,
+    0.1,
+    1.0,
+];
+
+#[derive(Clone)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
+    bounds: &'static [f64],
+    counts: Vec<u64>,
     sum: f64,
     count: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::with(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    fn with(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     fn observe(&mut self, d: Duration) {
         let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| s <= *b) {
             self.counts[i] += 1;
         }
         self.sum += s;
@@ -38,7 +72,7 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
-        for (b, n) in BUCKETS.iter().zip(self.counts) {
+        for (b, n) in self.bounds.iter().zip(&self.counts) {
             cumulative += n;
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }
@@ -70,7 +104,19 @@ pub struct StoreGauges {
 struct RouteStats {
     /// (method, status, count); a route sees only a handful of pairs.
     answers: Vec<(&'static str, u16, u64)>,
-    latency: Histogram,
+    /// Latency by (method, status class).
+    latency: Vec<(&'static str, &'static str, Histogram)>,
+}
+
+/// `2xx` … `5xx`: a closed set, unlike the status itself.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// The methods that get a label of their own; any other method string a client sends is `OTHER`.
@@ -117,14 +163,26 @@ impl Metrics {
             Some(a) => a.2 += 1,
             None => stats.answers.push((method, status, 1)),
         }
-        stats.latency.observe(took);
+        let class = status_class(status);
+        match stats
+            .latency
+            .iter_mut()
+            .find(|(m, c, _)| *m == method && *c == class)
+        {
+            Some(l) => l.2.observe(took),
+            None => {
+                let mut h = Histogram::default();
+                h.observe(took);
+                stats.latency.push((method, class, h));
+            }
+        }
     }
 
     pub fn phase(&self, kind: PhaseType, took: Duration) {
         self.phases
             .lock()
             .entry(kind.as_str())
-            .or_default()
+            .or_insert_with(|| Histogram::with(&PHASE_BUCKETS))
             .observe(took);
     }
 
@@ -174,13 +232,20 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP quire_http_request_duration_seconds Time to answer, by route template.\n# TYPE quire_http_request_duration_seconds histogram\n");
+        out.push_str("# HELP quire_http_request_duration_seconds Time to answer, by route template, method and status class.\n# TYPE quire_http_request_duration_seconds histogram\n");
         for (route, stats) in routes.iter() {
-            stats.latency.render(
-                &mut out,
-                "quire_http_request_duration_seconds",
-                &format!("route=\"{}\"", escape(route)),
-            );
+            let mut latency: Vec<_> = stats.latency.iter().collect();
+            latency.sort_by_key(|(m, c, _)| (*m, *c));
+            for (method, class, h) in latency {
+                h.render(
+                    &mut out,
+                    "quire_http_request_duration_seconds",
+                    &format!(
+                        "route=\"{}\",method=\"{method}\",status_class=\"{class}\"",
+                        escape(route)
+                    ),
+                );
+            }
         }
         drop(routes);
         out.push_str("# HELP quire_phase_duration_seconds Computation time of one phase for one document, by phase type.\n# TYPE quire_phase_duration_seconds histogram\n");
@@ -206,6 +271,12 @@ impl Metrics {
         let _ = writeln!(out, "# HELP quire_executor_queue_depth Documents waiting to be claimed.\n# TYPE quire_executor_queue_depth gauge\nquire_executor_queue_depth {queued}");
         let _ = writeln!(out, "# HELP quire_executor_in_flight Documents claimed by the executor and not yet committed.\n# TYPE quire_executor_in_flight gauge\nquire_executor_in_flight {}", self.in_flight.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP quire_review_queue_fields Fields waiting for a reviewer.\n# TYPE quire_review_queue_fields gauge\nquire_review_queue_fields {}", gauges.review_queue);
+        let _ = writeln!(
+            out,
+            "# HELP quire_build_info The running build.\n# TYPE quire_build_info gauge\nquire_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        render_process(&mut out);
         counter(
             &mut out,
             "quire_documents_finished_total",
@@ -290,4 +361,54 @@ mod tests {
         assert_eq!(method_label("patch"), "OTHER");
         assert_eq!(method_label(&"X".repeat(15_000)), "OTHER");
     }
+}
+
+/// The process metrics every Prometheus client exports, read from `/proc/self` (nothing is
+/// written where `/proc` is missing).
+fn render_process(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime, stime: fields 14, 15 of stat (index 11, 12 after the name); starttime 22; rss 24.
+    let cpu = (num(11) + num(12)) / ticks;
+    let rss = num(21) * page;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("btime ")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+        })
+        .unwrap_or(0.0);
+    let start = boot + num(19) / ticks;
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP process_cpu_seconds_total CPU time of the process.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {fds}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP process_start_time_seconds Start time, in seconds since the epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {start}"
+    );
 }

@@ -8,7 +8,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpMessage, ResponseError};
+use actix_web::HttpMessage;
 use futures_util::Stream;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -108,7 +108,7 @@ pub async fn per_client(
                     "This address already has {} requests in progress; retry shortly",
                     state.config.max_client_requests
                 ));
-                return Ok(req.into_response(refusal.error_response()));
+                return Err(refusal.into());
             }
         },
         None => None,

@@ -95,7 +95,10 @@ pub async fn envelope(
         Ok(Ok(r)) => r.map_into_boxed_body(),
         Ok(Err(e)) => {
             let status = e.as_response_error().status_code();
-            let parts = EnvelopeParts::from_status(status, Some(e.to_string()));
+            let parts = match e.as_error::<ApiError>() {
+                Some(api) => EnvelopeParts::from_api(api),
+                None => EnvelopeParts::from_status(status, Some(e.to_string())),
+            };
             log::info!(target: "quire::access", "{rid} {m} {UNMATCHED_ROUTE} {} {}ms", status.as_u16(), started.elapsed().as_millis());
             return Err(Finished {
                 status,
@@ -214,8 +217,12 @@ impl actix_web::ResponseError for Finished {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .insert_header(("x-request-id", self.rid.as_str()))
+        let mut b = HttpResponse::build(self.status);
+        if self.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 is retryable and says when to come back, as the contract's do.
+            b.insert_header((header::RETRY_AFTER, "1"));
+        }
+        b.insert_header(("x-request-id", self.rid.as_str()))
             .content_type("application/json")
             .body(format!("{}\n", self.body))
     }
