@@ -326,43 +326,6 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histograms_are_cumulative_and_counters_render() {
-        let m = Metrics::default();
-        m.request("/v1/x/{id}", "GET", 200, Duration::from_millis(2));
-        m.request("/v1/x/{id}", "GET", 200, Duration::from_millis(700));
-        m.decision("approve");
-        m.committed(3, 84, 60);
-        let text = m.render(&StoreGauges {
-            documents: vec![("queued".into(), 5), ("completed".into(), 2)],
-            review_queue: 1,
-        });
-        assert!(text.contains(
-            "quire_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2"
-        ));
-        assert!(text.contains(
-            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0025\"} 1"
-        ));
-        assert!(text.contains(
-            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"1\"} 2"
-        ));
-        assert!(text.contains("quire_executor_queue_depth 5"));
-        assert!(text.contains("quire_cell_versions_written_total 84"));
-        assert!(text.contains("quire_review_decisions_total{action=\"approve\"} 1"));
-    }
-
-    #[test]
-    fn methods_outside_the_standard_set_share_one_label() {
-        assert_eq!(method_label("PATCH"), "PATCH");
-        assert_eq!(method_label("patch"), "OTHER");
-        assert_eq!(method_label(&"X".repeat(15_000)), "OTHER");
-    }
-}
-
 /// The process metrics every Prometheus client exports, read from `/proc/self` (nothing is
 /// written where `/proc` is missing).
 fn render_process(out: &mut String) {
@@ -411,4 +374,41 @@ fn render_process(out: &mut String) {
         out,
         "# HELP process_start_time_seconds Start time, in seconds since the epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {start}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_counters_render() {
+        let m = Metrics::default();
+        m.request("/v1/x/{id}", "GET", 200, Duration::from_millis(2));
+        m.request("/v1/x/{id}", "GET", 200, Duration::from_millis(700));
+        m.decision("approve");
+        m.committed(3, 84, 60);
+        let text = m.render(&StoreGauges {
+            documents: vec![("queued".into(), 5), ("completed".into(), 2)],
+            review_queue: 1,
+        });
+        assert!(text.contains(
+            "quire_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0025\"} 1"
+        ));
+        assert!(text.contains(
+            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"1\"} 2"
+        ));
+        assert!(text.contains("quire_executor_queue_depth 5"));
+        assert!(text.contains("quire_cell_versions_written_total 84"));
+        assert!(text.contains("quire_review_decisions_total{action=\"approve\"} 1"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("patch"), "OTHER");
+        assert_eq!(method_label(&"X".repeat(15_000)), "OTHER");
+    }
 }

@@ -416,3 +416,29 @@ fn json_answers_end_with_a_newline_errors_included() {
     assert_eq!(oversized.status, 400);
     assert!(oversized.text.ends_with("}\n"), "{:?}", oversized.text);
 }
+
+#[test]
+fn metrics_carry_process_figures_build_info_status_classes_and_microsecond_phase_buckets() {
+    let api = start();
+    api.get("/v1/schemas");
+    api.get("/v1/schemas/nope");
+    let m = api.get("/metrics").text;
+    for needle in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "quire_build_info{version=\"",
+        "quire_http_request_duration_seconds_count{route=\"/v1/schemas\",method=\"GET\",status_class=\"2xx\"} 1",
+        "quire_http_request_duration_seconds_count{route=\"/v1/schemas/{id}\",method=\"GET\",status_class=\"4xx\"} 1",
+    ] {
+        assert!(m.contains(needle), "missing {needle}:\n{m}");
+    }
+    let rss: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rss > 1e6, "{rss}");
+}
