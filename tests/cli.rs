@@ -520,3 +520,98 @@ fn the_demo_is_not_buried_under_its_logs_honours_db_and_prints_one_command_per_l
         assert_eq!(c.matches("curl ").count(), 1, "one command per line: {c}");
     }
 }
+
+#[test]
+fn json_logs_carry_the_access_fields_error_codes_and_the_request_id_of_engine_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let key = "tlnc_test_jsonjsonjsonjsonjsonjsonjsonjson01";
+    let mut child = quire(db.to_str().unwrap())
+        .args(["--log-format", "json", "serve", "--port", "0"])
+        .env("QUIRE_BOOTSTRAP_KEY", key)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let mut next = |want: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = seen.iter().find(|v| want(v)) {
+                return v.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx.recv_timeout(left).expect("a log line in time");
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line: {line:?}: {e}"));
+            seen.push(v);
+        }
+    };
+    let listening = next(&|v| v["message"].as_str().unwrap_or("").contains("listening on"));
+    let url = listening["message"]
+        .as_str()
+        .unwrap()
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .get(format!("{url}/v1/schemas/nope"))
+        .bearer_auth(key)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let miss = next(&|v| v["target"] == "quire::access" && v["status"] == 400);
+    assert_eq!(miss["code"], "bad_request", "{miss}");
+    for f in [
+        "request_id",
+        "route",
+        "ms",
+        "client",
+        "bytes",
+        "time",
+        "level",
+    ] {
+        assert!(!miss[f].is_null(), "{f} in {miss}");
+    }
+    let s = http
+        .post(format!("{url}/v1/schemas"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"name": "s", "fields": [{"field_name": "a"}]}))
+        .send()
+        .unwrap();
+    let sid = s.json::<serde_json::Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    http.put(format!("{url}/v1/schemas/{sid}/rail"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"rail": [{"type": "schema"}]}))
+        .send()
+        .unwrap();
+    let p = http
+        .post(format!("{url}/v1/pipelines"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"schema_id": sid, "documents": [{"filename": "a.txt", "content": "A: 1"}]}))
+        .send()
+        .unwrap();
+    let rid = p.headers()["x-request-id"].to_str().unwrap().to_string();
+    let started = next(&|v| v["target"] == "quire::engine");
+    assert_eq!(started["request_id"], rid.as_str(), "{started}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

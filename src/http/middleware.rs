@@ -127,6 +127,7 @@ pub async fn envelope(
     };
 
     let status = res.status();
+    let mut code = "";
     let res = if status.is_client_error() || status.is_server_error() {
         let parts = match res.response().error() {
             Some(err) => match err.as_error::<ApiError>() {
@@ -146,6 +147,7 @@ pub async fn envelope(
             },
             None => EnvelopeParts::from_status(status, None),
         };
+        code = parts.code;
         let body = parts.into_body(status, &rid, &path);
         let (req, old) = res.into_parts();
         let mut fresh = HttpResponse::build(status);
@@ -189,11 +191,23 @@ pub async fn envelope(
             .metrics
             .request(route, method, res.status().as_u16(), took);
     }
+    let client = res
+        .request()
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let bytes = match actix_web::body::MessageBody::size(res.response().body()) {
+        actix_web::body::BodySize::Sized(n) => n.to_string(),
+        _ => "stream".to_string(),
+    };
+    let (status, ms) = (res.status().as_u16(), took.as_millis() as u64);
+    // A 4xx or 5xx names its error code, so a log search finds refusals by kind.
+    let sep = if code.is_empty() { "" } else { " " };
     log::info!(
         target: "quire::access",
-        "{rid} {m} {route} {} {}ms",
-        res.status().as_u16(),
-        took.as_millis()
+        request_id = rid.as_str(), method = m.as_str(), route = route, status = status,
+        code = code, ms = ms, client = client.as_str(), bytes = bytes.as_str();
+        "{rid} {m} {route} {status}{sep}{code} {ms}ms {client} {bytes}"
     );
     Ok(res)
 }

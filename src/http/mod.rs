@@ -138,11 +138,18 @@ impl AfterCommit {
         self.0.lock().push(line);
     }
 
-    /// Logs what was noted; answers how many events there were.
-    pub fn log(&self) -> usize {
+    /// Logs what was noted, with the id of the request that caused it; answers how many
+    /// events there were.
+    pub fn log(&self, req: &HttpRequest) -> usize {
+        use actix_web::HttpMessage;
+        let rid = req
+            .extensions()
+            .get::<middleware::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
         let lines: Vec<String> = self.0.lock().drain(..).collect();
         for l in &lines {
-            log::info!(target: "quire::engine", "{l}");
+            log::info!(target: "quire::engine", request_id = rid.as_str(); "{rid} {l}");
         }
         lines.len()
     }

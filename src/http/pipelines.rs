@@ -142,7 +142,7 @@ pub async fn create(
         },
     )
     .await?;
-    events.log();
+    events.log(&req);
     state.executor.wake();
     Ok(resp)
 }
@@ -536,7 +536,7 @@ pub async fn rerun(
         },
     )
     .await?;
-    if events.log() > 0 {
+    if events.log(&req) > 0 {
         state.metrics.rerun();
     }
     state.executor.wake();

@@ -331,7 +331,7 @@ pub async fn resolve(
         },
     )
     .await?;
-    if events.log() > 0 {
+    if events.log(&req) > 0 {
         state.metrics.decision(action);
     }
     if woke.load(std::sync::atomic::Ordering::SeqCst) {
@@ -425,7 +425,7 @@ pub async fn bulk_resolve(
         Ok(Reply::ok(json!({ "resolved": resolved, "failed": targets.len() - resolved, "results": results })))
     })
     .await?;
-    if events.log() > 0 {
+    if events.log(&req) > 0 {
         for _ in 0..recorded.load(std::sync::atomic::Ordering::SeqCst) {
             state.metrics.decision(action);
         }
