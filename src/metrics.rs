@@ -395,14 +395,34 @@ mod tests {
             "quire_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2"
         ));
         assert!(text.contains(
-            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0025\"} 1"
+            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",method=\"GET\",status_class=\"2xx\",le=\"0.0025\"} 1"
         ));
         assert!(text.contains(
-            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"1\"} 2"
+            "quire_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",method=\"GET\",status_class=\"2xx\",le=\"1\"} 2"
         ));
         assert!(text.contains("quire_executor_queue_depth 5"));
         assert!(text.contains("quire_cell_versions_written_total 84"));
         assert!(text.contains("quire_review_decisions_total{action=\"approve\"} 1"));
+    }
+
+    #[test]
+    fn phase_buckets_tell_microseconds_apart() {
+        let m = Metrics::default();
+        m.phase(PhaseType::Extraction, Duration::from_micros(3));
+        m.phase(PhaseType::Extraction, Duration::from_micros(40));
+        let text = m.render(&StoreGauges::default());
+        assert!(
+            text.contains(
+                "quire_phase_duration_seconds_bucket{phase=\"extraction\",le=\"0.0000025\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "quire_phase_duration_seconds_bucket{phase=\"extraction\",le=\"0.000005\"} 1"
+        ));
+        assert!(text.contains(
+            "quire_phase_duration_seconds_bucket{phase=\"extraction\",le=\"0.00005\"} 2"
+        ));
     }
 
     #[test]
