@@ -1,0 +1,71 @@
+#![no_main]
+//! The `rules` extractor over arbitrary bytes, read as each of the four text formats it knows.
+//! Whatever arrives, it answers `Ok` or a message, and what it extracts is well formed.
+
+use libfuzzer_sys::fuzz_target;
+use quire::domain::extract::{extract_with, FieldSpec, Matcher};
+use std::sync::OnceLock;
+
+const MIMES: [&str; 4] = [
+    "text/plain",
+    "text/markdown",
+    "text/csv",
+    "application/json",
+];
+
+fn spec(name: &str, display: &str, data_type: &str, synonyms: &[&str]) -> FieldSpec {
+    FieldSpec {
+        name: name.into(),
+        display_name: display.into(),
+        data_type: data_type.into(),
+        synonyms: synonyms.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn fields() -> &'static (Vec<FieldSpec>, Matcher) {
+    static FIELDS: OnceLock<(Vec<FieldSpec>, Matcher)> = OnceLock::new();
+    FIELDS.get_or_init(|| {
+        let fields = vec![
+            spec(
+                "invoice_number",
+                "Invoice Number",
+                "string",
+                &["Invoice No", "Rechnungsnummer"],
+            ),
+            spec("total", "Total", "number", &["Amount due", "Summe"]),
+            spec("quantity", "Quantity", "integer", &["Qty"]),
+            spec("paid", "Paid", "boolean", &[]),
+            spec("issue_date", "Issue Date", "date", &["Datum"]),
+            spec("notes", "Notes", "string", &["Größe", ""]),
+        ];
+        let matcher = Matcher::new(&fields);
+        (fields, matcher)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (fields, matcher) = fields();
+    let utf8 = std::str::from_utf8(data).is_ok();
+    for mime in MIMES {
+        let Ok(out) = extract_with(data, mime, fields, matcher) else {
+            continue;
+        };
+        assert!(utf8, "{mime}: bytes that are not UTF-8 were read");
+        for (name, got) in &out {
+            assert!(
+                fields.iter().any(|f| &f.name == name),
+                "{mime}: '{name}' is not a field"
+            );
+            assert!(
+                [0.95, 0.85, 0.6].contains(&got.confidence),
+                "{mime}: confidence {}",
+                got.confidence
+            );
+            assert!(!got.value.is_null(), "{mime}: '{name}' extracted as null");
+            assert!(
+                got.source_text.chars().count() <= 500,
+                "{mime}: long source"
+            );
+        }
+    }
+});
