@@ -83,7 +83,8 @@ fn metrics_labels_stay_closed_under_custom_methods_and_unknown_paths() {
     // The second batch added no series: the text grew by digits of counters at most.
     let series = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
     assert_eq!(series(&after_first), series(&after_second));
-    assert!(after_second.len() - after_first.len() < 256);
+    // (Process figures such as CPU seconds may even print shorter the second time.)
+    assert!(after_second.len().abs_diff(after_first.len()) < 512);
 }
 
 #[test]
