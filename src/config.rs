@@ -131,6 +131,8 @@ pub fn load_file(path: &std::path::Path) -> Result<(), String> {
         let long = key.replace('_', "-");
         let env = if long == "db" {
             Some("QUIRE_DB".to_string())
+        } else if long == "log-format" {
+            Some("QUIRE_LOG_FORMAT".to_string())
         } else {
             cmd.get_arguments()
                 .filter(|a| a.get_long() == Some(long.as_str()) && long != "config")
@@ -138,7 +140,7 @@ pub fn load_file(path: &std::path::Path) -> Result<(), String> {
         };
         let Some(env) = env else {
             return Err(format!(
-                "{}: unknown key '{key}' (keys are the long flags of `quire serve`, and db)",
+                "{}: unknown key '{key}' (keys are the long flags of `quire serve`, db and log-format)",
                 path.display()
             ));
         };

@@ -1,4 +1,4 @@
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use quire::admin::{self, KeySpec};
 use quire::config::{Config, ServeArgs};
 use quire::domain::keys::{parse_duration_secs, parse_scopes};
@@ -200,7 +200,17 @@ fn main() -> ExitCode {
             return fail(e);
         }
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // Whether --db (or QUIRE_DB) was given at all: `demo` and `bench` use a database of their
+    // own unless one is named, even when it is named `quire.db`.
+    let db_given = !matches!(
+        matches.value_source("db"),
+        Some(clap::parser::ValueSource::DefaultValue) | None
+    );
     // The demo talks to a person in a terminal: its service's access log would bury the tour,
     // so it logs warnings only unless RUST_LOG asks for more.
     let default_level = if matches!(cli.command, Command::Demo) {
@@ -218,7 +228,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(Config::from_args(cli.db, &args), args.ready_json),
         Command::Bench { docs, workers } => {
-            let db = (cli.db != "quire.db").then(|| cli.db.clone());
+            let db = db_given.then(|| cli.db.clone());
             match quire::bench::run(quire::bench::BenchArgs { docs, workers, db }) {
                 Ok(summary) => {
                     println!("{summary}");
@@ -227,7 +237,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Demo => match quire::demo::run((cli.db != "quire.db").then(|| cli.db.clone())) {
+        Command::Demo => match quire::demo::run(db_given.then(|| cli.db.clone())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },

@@ -290,15 +290,17 @@ fn a_document_in_flight_at_two_consecutive_unclean_exits_is_quarantined_and_no_o
     let (mut child, pid) = poison_run(&db, &flags, 60);
     dies(&mut child);
     // Every document in flight at the first exit is a suspect and runs alone: the poison takes
-    // the process down once more, alone, and the next start sets it aside.
-    let (mut child, _) = spawn_server(&db, KEY, &flags);
-    dies(&mut child);
+    // the process down twice more, alone each time, and the next start sets it aside.
+    for _ in 0..2 {
+        let (mut child, _) = spawn_server(&db, KEY, &flags);
+        dies(&mut child);
+    }
     let (mut child, port) = spawn_server(&db, KEY, &flags);
     settled_with_one_quarantined(
         port,
         &pid,
         60,
-        "quarantined: in flight at 2 consecutive unclean exits",
+        "quarantined: in flight alone at 2 consecutive unclean exits",
     );
     assert!(child.try_wait().unwrap().is_none(), "the service stays up");
     child.kill().unwrap();

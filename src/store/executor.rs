@@ -38,13 +38,16 @@ pub struct Recovered {
     pub pipelines: Vec<String>,
 }
 
-/// How many consecutive unclean exits a document may be in flight for before it is set aside.
+/// How many consecutive unclean exits a document may be in flight for, alone, before it is set
+/// aside.
 pub const QUARANTINE_AFTER: i64 = 2;
 
 /// At start: a clean stop leaves nothing `processing`, so what is still `processing` was in
 /// flight when the process died. A document whose worker recorded why it was dying, or that
-/// was in flight at two consecutive unclean exits, ends `error` (quarantined); every other one
-/// goes back to the queue, a suspect until it commits.
+/// was in flight alone at two consecutive unclean exits, ends `error` (quarantined); every
+/// other one goes back to the queue, a suspect until it commits. Suspects run alone, so a
+/// document killed with a crowd is never blamed, and an innocent one would have to be the one
+/// running at two random kills in a row.
 pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     let now = now_rfc3339();
     let mut r = Recovered::default();
@@ -65,20 +68,30 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
         "UPDATE pipeline_documents SET unclean_exits = 0 WHERE unclean_exits > 0 AND status <> 'processing'",
         [],
     )?;
-    c.execute(
-        "UPDATE pipeline_documents SET unclean_exits = unclean_exits + 1 WHERE status = 'processing' AND abort_cause IS NULL",
+    // In a crowd, a document only becomes a suspect (1): the exit may have had nothing to do
+    // with it (a SIGKILL, an out-of-memory kill of the whole process). Alone in flight, which is
+    // how suspects run, the exit counts against it (+1).
+    let in_flight: i64 = c.query_row(
+        "SELECT count(*) FROM pipeline_documents WHERE status = 'processing' AND abort_cause IS NULL",
         [],
+        |r| r.get(0),
+    )?;
+    let step = if in_flight == 1 { 1 } else { 0 };
+    c.execute(
+        "UPDATE pipeline_documents SET unclean_exits = max(unclean_exits, 1) + ?1
+         WHERE status = 'processing' AND abort_cause IS NULL",
+        [step],
     )?;
     let repeat: Vec<(i64, String)> = c
         .prepare(
             "SELECT seq, pipeline_id FROM pipeline_documents WHERE status = 'processing' AND unclean_exits >= ?1",
         )?
-        .query_map([QUARANTINE_AFTER], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map([QUARANTINE_AFTER + 1], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (seq, pipeline) in repeat {
         r.quarantined.push((
             seq,
-            format!("quarantined: in flight at {QUARANTINE_AFTER} consecutive unclean exits"),
+            format!("quarantined: in flight alone at {QUARANTINE_AFTER} consecutive unclean exits"),
         ));
         r.pipelines.push(pipeline);
     }
