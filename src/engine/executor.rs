@@ -626,6 +626,34 @@ impl Drop for Savepoint<'_> {
     }
 }
 
+/// What becomes of a document after its run: the phase that failed for the whole document, or
+/// back to the queue at the earliest field still in play before the end (released meanwhile by
+/// a resolve), or its terminal status; with the cursor to store.
+fn decide<'a>(
+    error: Option<&'a (usize, String)>,
+    merged: &'a States,
+    phase_count: usize,
+) -> (Final<'a>, usize) {
+    let fin = match error {
+        Some((phase, message)) => Final::Error(*phase, message),
+        None => match merged
+            .values()
+            .filter(|s| s.status == Status::Progressing && s.next < phase_count)
+            .map(|s| s.next)
+            .min()
+        {
+            Some(cursor) => Final::Continue(cursor),
+            None => Final::Terminal(document_status(merged).unwrap_or("complete")),
+        },
+    };
+    let cursor = match &fin {
+        Final::Error(phase, _) => *phase,
+        Final::Continue(next) => *next,
+        Final::Terminal(_) => phase_count,
+    };
+    (fin, cursor)
+}
+
 /// Applies one document's result; true when the document left the active set.
 fn apply_result(
     c: &Connection,
@@ -658,29 +686,9 @@ fn apply_result(
         .last()
         .map(|r| r.phase_index + 1)
         .unwrap_or(claim.cursor);
-    let decide = |merged: &States| -> (Final, usize) {
-        let fin = match &run.error {
-            Some((phase, message)) => Final::Error(*phase, message),
-            None => match merged
-                .values()
-                .filter(|s| s.status == Status::Progressing && s.next < phase_count)
-                .map(|s| s.next)
-                .min()
-            {
-                Some(cursor) => Final::Continue(cursor),
-                None => Final::Terminal(document_status(merged).unwrap_or("complete")),
-            },
-        };
-        let cursor = match &fin {
-            Final::Error(phase, _) => *phase,
-            Final::Continue(next) => *next,
-            Final::Terminal(_) => phase_count,
-        };
-        (fin, cursor)
-    };
     // Usually nobody touched the document meanwhile: the update expects the states the worker
     // read and writes the worker's encoding as it is.
-    let (fin, cursor) = decide(&run.states_after);
+    let (fin, cursor) = decide(run.error.as_ref(), &run.states_after, phase_count);
     let leaves = !matches!(fin, Final::Continue(_));
     if xstore::commit_document(
         c,
@@ -713,7 +721,7 @@ fn apply_result(
     let fields: Vec<String> = run.states_before.keys().cloned().collect();
     let current: States = load_states(&stored, &fields);
     let merged = xstore::merge(&current, &run.states_before, &run.states_after);
-    let (fin, cursor) = decide(&merged);
+    let (fin, cursor) = decide(run.error.as_ref(), &merged, phase_count);
     let leaves = !matches!(fin, Final::Continue(_));
     if !xstore::commit_document(
         c,
@@ -731,4 +739,58 @@ fn apply_result(
     }
     xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
     Ok((leaves, cells))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::state::FieldState;
+
+    fn states(list: &[(&str, Status, usize)]) -> States {
+        list.iter()
+            .map(|(f, status, next)| {
+                let st = FieldState {
+                    status: *status,
+                    next: *next,
+                    ..FieldState::default()
+                };
+                (f.to_string(), st)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_field_released_during_the_run_sends_the_document_back_from_its_phase() {
+        let s = states(&[
+            ("net", Status::Completed, 0),
+            ("tax", Status::Progressing, 3),
+            ("total", Status::Progressing, 2),
+        ]);
+        let (fin, cursor) = decide(None, &s, 5);
+        assert!(matches!(fin, Final::Continue(2)));
+        assert_eq!(cursor, 2);
+    }
+
+    #[test]
+    fn a_run_ends_terminal_by_its_fields_or_error_at_the_failed_phase() {
+        let done = states(&[
+            ("net", Status::Completed, 0),
+            ("tax", Status::Progressing, 5),
+        ]);
+        let (fin, cursor) = decide(None, &done, 5);
+        assert!(
+            matches!(fin, Final::Terminal("complete")),
+            "past the end is done"
+        );
+        assert_eq!(cursor, 5);
+        let held = states(&[("net", Status::Blocked, 0)]);
+        assert!(matches!(
+            decide(None, &held, 5).0,
+            Final::Terminal("partial")
+        ));
+        let failed = (1, "unreadable".to_string());
+        let (fin, cursor) = decide(Some(&failed), &done, 5);
+        assert!(matches!(fin, Final::Error(1, "unreadable")));
+        assert_eq!(cursor, 1);
+    }
 }
