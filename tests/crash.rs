@@ -220,12 +220,27 @@ fn poison_run(db: &str, flags: &[&str], n: usize) -> (std::process::Child, Strin
         n / 2,
         json!({"filename": "poison.txt", "content": format!("A: {POISON}")}),
     );
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "documents": docs}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    (child, r.body["id"].as_str().unwrap().to_string())
+    // The poison can take the process down before the answer is written: the run's id is then
+    // read from the database (the run was committed before any document could be claimed).
+    let sent = api
+        .http
+        .post(format!("{}/v1/pipelines", api.base))
+        .bearer_auth(KEY)
+        .json(&json!({"schema_id": sid, "documents": docs}))
+        .send();
+    let id = match sent.ok().and_then(|r| r.json::<Value>().ok()) {
+        Some(body) if body["id"].is_string() => body["id"].as_str().unwrap().to_string(),
+        _ => {
+            let mut child = child;
+            dies(&mut child);
+            let c = rusqlite::Connection::open(db).unwrap();
+            let id: String = c
+                .query_row("SELECT id FROM pipelines", [], |r| r.get(0))
+                .unwrap();
+            return (child, id);
+        }
+    };
+    (child, id)
 }
 
 /// Waits for the process to die on its own.
@@ -292,7 +307,17 @@ fn a_document_in_flight_at_two_consecutive_unclean_exits_is_quarantined_and_no_o
     // Every document in flight at the first exit is a suspect and runs alone: the poison takes
     // the process down twice more, alone each time, and the next start sets it aside.
     for _ in 0..2 {
-        let (mut child, _) = spawn_server(&db, KEY, &flags);
+        // The poison may be claimed before the server even says it is listening.
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_quire"));
+        die_with_test(&mut cmd);
+        let mut child = cmd
+            .args(["--db", &db, "serve", "--port", "0"])
+            .args(flags)
+            .env("QUIRE_BOOTSTRAP_KEY", KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         dies(&mut child);
     }
     let (mut child, port) = spawn_server(&db, KEY, &flags);

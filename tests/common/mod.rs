@@ -189,9 +189,27 @@ pub fn assert_envelope(r: &Resp, status: u16, code: &str) {
 }
 
 /// The real binary serving `db` on an ephemeral port with a bootstrap key; returns it and its port.
+/// A server started by a test dies with the test's thread, even when the test panics before it
+/// could kill it (Linux: the parent-death signal is tied to the spawning thread).
+pub fn die_with_test(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl only sets a flag of the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+}
+
 pub fn spawn_server(db: &str, key: &str, extra: &[&str]) -> (std::process::Child, u16) {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quire"));
+    die_with_test(&mut cmd);
+    let mut child = cmd
         .args(["--db", db, "serve", "--port", "0"])
         .args(extra)
         .env("QUIRE_BOOTSTRAP_KEY", key)
