@@ -197,7 +197,7 @@ pub fn stream_blocking(
 
 const CHUNK: usize = 64 * 1024;
 /// How long a streamed answer waits for a client that reads nothing before giving up.
-const STALL: Duration = Duration::from_secs(30);
+const STALL: Duration = Duration::from_secs(120);
 
 /// Where a streamed answer's producer writes; bytes leave in chunks of about 64 KiB.
 pub struct ChunkSink {
