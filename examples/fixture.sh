@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bin=./target/debug/quire
 [ -x "$bin" ] || cargo build --quiet
 coproc QUIRE { exec "$bin" --db :memory: serve --port 0 --ready-json 2>/dev/null; }
-trap 'kill "$QUIRE_PID" 2>/dev/null || true' EXIT
+# Kill the server and wait for it, so nothing outlives the script.
+trap 'kill "$QUIRE_PID" 2>/dev/null || true; wait "$QUIRE_PID" 2>/dev/null || true' EXIT
 read -r -t 60 ready <&"${QUIRE[0]}"
 url=$(jq -r .url <<<"$ready")
 key=$(jq -r .api_key <<<"$ready")

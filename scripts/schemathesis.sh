@@ -14,7 +14,8 @@ fi
 bin=./target/debug/quire
 [ -x "$bin" ] || cargo build --quiet
 coproc QUIRE { exec "$bin" --db :memory: serve --port 0 --ready-json --rate-limit 0 2>/tmp/quire-schemathesis.log; }
-trap 'kill "$QUIRE_PID" 2>/dev/null || true' EXIT
+# Kill the server and wait for it, so nothing outlives the script.
+trap 'kill "$QUIRE_PID" 2>/dev/null || true; wait "$QUIRE_PID" 2>/dev/null || true' EXIT
 read -r -t 60 ready <&"${QUIRE[0]}"
 url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$ready")
 key=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["api_key"])' "$ready")
