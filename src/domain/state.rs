@@ -198,6 +198,21 @@ pub fn load_states(raw: &str, fields: &[String]) -> States {
     map
 }
 
+/// Field states of `(field, status, next phase)`, for tests of what decides from states.
+#[cfg(test)]
+pub fn states_at(list: &[(&str, Status, usize)]) -> States {
+    list.iter()
+        .map(|(f, status, next)| {
+            let st = FieldState {
+                status: *status,
+                next: *next,
+                ..FieldState::default()
+            };
+            (f.to_string(), st)
+        })
+        .collect()
+}
+
 /// Which fields each field reads directly: its `depends_on`, plus the inputs of the rules that
 /// compute it (dropped for a pinned field).
 #[derive(Debug, Clone, Default)]

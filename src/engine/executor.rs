@@ -744,20 +744,8 @@ fn apply_result(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::state::FieldState;
 
-    fn states(list: &[(&str, Status, usize)]) -> States {
-        list.iter()
-            .map(|(f, status, next)| {
-                let st = FieldState {
-                    status: *status,
-                    next: *next,
-                    ..FieldState::default()
-                };
-                (f.to_string(), st)
-            })
-            .collect()
-    }
+    use crate::domain::state::states_at as states;
 
     #[test]
     fn a_field_released_during_the_run_sends_the_document_back_from_its_phase() {

@@ -730,18 +730,7 @@ pub fn replay(
 mod tests {
     use super::*;
 
-    fn states(list: &[(&str, Status, usize)]) -> States {
-        list.iter()
-            .map(|(f, status, next)| {
-                let st = FieldState {
-                    status: *status,
-                    next: *next,
-                    ..FieldState::default()
-                };
-                (f.to_string(), st)
-            })
-            .collect()
-    }
+    use crate::domain::state::states_at as states;
 
     #[test]
     fn a_queued_document_moves_back_to_the_earliest_phase_with_work() {
