@@ -99,6 +99,14 @@ pub struct ServeArgs {
     /// With --fault-abort-on: abort without recording why first.
     #[arg(long, env = "QUIRE_FAULT_ABORT_UNRECORDED", hide = true)]
     pub fault_abort_unrecorded: bool,
+    /// With --fault-abort-on: abort through an allocation that fails (the allocation journal records it).
+    #[arg(
+        long,
+        env = "QUIRE_FAULT_ABORT_BY_ALLOCATION",
+        hide = true,
+        conflicts_with = "fault_abort_unrecorded"
+    )]
+    pub fault_abort_by_allocation: bool,
     /// Cap the database size in pages on every connection (fault-injection in tests).
     #[arg(long, env = "QUIRE_MAX_DB_PAGES", hide = true)]
     pub max_db_pages: Option<u64>,
@@ -228,7 +236,13 @@ impl Config {
                     document: a.max_document_output_bytes.max(1024),
                 },
                 abort_on: a.fault_abort_on.clone().filter(|m| !m.is_empty()),
-                abort_unrecorded: a.fault_abort_unrecorded,
+                abort_how: if a.fault_abort_by_allocation {
+                    crate::engine::executor::AbortHow::Allocation
+                } else if a.fault_abort_unrecorded {
+                    crate::engine::executor::AbortHow::Unrecorded
+                } else {
+                    crate::engine::executor::AbortHow::Recorded
+                },
             },
         }
     }

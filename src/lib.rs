@@ -4,6 +4,7 @@
 #![recursion_limit = "512"]
 
 pub mod admin;
+pub mod alloc_journal;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -4,6 +4,11 @@ use quire::config::{Config, ServeArgs};
 use quire::domain::keys::{parse_duration_secs, parse_scopes};
 use std::process::ExitCode;
 
+/// The system allocator, journaling the document a worker was on when an allocation failed
+/// (the process aborts then; the next start quarantines that document).
+#[global_allocator]
+static ALLOC: quire::alloc_journal::Recording = quire::alloc_journal::Recording;
+
 #[derive(Parser)]
 #[command(
     name = "quire",
@@ -195,6 +200,7 @@ fn config_file() -> Option<std::path::PathBuf> {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    quire::alloc_journal::enable();
     if let Some(path) = config_file() {
         if let Err(e) = quire::config::load_file(&path) {
             return fail(e);

@@ -292,6 +292,44 @@ fn a_document_whose_worker_recorded_its_abort_is_quarantined_after_one_restart()
 }
 
 #[test]
+fn a_document_whose_allocation_failed_is_quarantined_after_one_restart_by_the_journal() {
+    // The worker itself records nothing: the process dies of a failed allocation, and only the
+    // binary's allocator, writing to the allocation journal before Rust aborts, can tell which
+    // document it was on. Without the journal the poison would need two more exits alone.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("poison.db").to_string_lossy().into_owned();
+    let flags = [
+        "--workers",
+        "2",
+        "--fault-abort-on",
+        POISON,
+        "--fault-abort-by-allocation",
+    ];
+    let (mut child, pid) = poison_run(&db, &flags, 60);
+    dies(&mut child);
+    let journal = std::fs::read_to_string(format!("{db}.alloc-journal")).unwrap();
+    assert!(
+        journal.lines().any(|l| l.ends_with(" 4611686018427387904")),
+        "the failed allocation is journaled: {journal:?}"
+    );
+    let (mut child, port) = spawn_server(&db, KEY, &flags);
+    settled_with_one_quarantined(
+        port,
+        &pid,
+        60,
+        "quarantined: an allocation of 4611686018427387904 bytes failed",
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the service stays up");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{db}.alloc-journal")).unwrap(),
+        "",
+        "a new process starts an empty journal"
+    );
+}
+
+#[test]
 fn a_document_in_flight_at_two_consecutive_unclean_exits_is_quarantined_and_no_other() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("poison.db").to_string_lossy().into_owned();

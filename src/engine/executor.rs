@@ -52,9 +52,21 @@ pub struct Limits {
     /// Fault injection for the crash tests: a worker that picks up a document containing this
     /// text aborts the process, as an allocation failure or a fault in a C library would.
     pub abort_on: Option<String>,
-    /// Whether the worker records why before it aborts (an abort the process can see coming)
-    /// or not (one it cannot: only two consecutive unclean exits reveal the document).
-    pub abort_unrecorded: bool,
+    pub abort_how: AbortHow,
+}
+
+/// How a fault-injected worker takes the process down.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum AbortHow {
+    /// It records why first (an abort the process can see coming).
+    #[default]
+    Recorded,
+    /// It records nothing (as a fault in a C library would): only two consecutive unclean
+    /// exits reveal the document.
+    Unrecorded,
+    /// By an allocation that fails, as a runaway allocation would: the allocation journal
+    /// (`alloc_journal`) is what records it.
+    Allocation,
 }
 
 pub struct Executor {
@@ -78,7 +90,12 @@ impl Executor {
         if db.read_only() {
             return Ok(Self::idle(shutdown_timeout));
         }
+        let failed_allocations = crate::alloc_journal::read(db.path());
         let r = db.write(false, |tx| {
+            for e in &failed_allocations {
+                let cause = format!("an allocation of {} bytes failed", e.bytes);
+                xstore::record_abort_of_claim(tx, e.seq, &e.token, &cause)?;
+            }
             let r = xstore::recover_after_exit(tx)?;
             for p in &r.pipelines {
                 pstore::settle(tx, p)?;
@@ -93,6 +110,9 @@ impl Executor {
         }
         for (seq, why) in &r.quarantined {
             log::warn!("document {seq} quarantined: {why}");
+        }
+        if let Err(e) = crate::alloc_journal::open(db.path()) {
+            log::warn!("no allocation journal (a failed allocation will need two unclean exits to quarantine its document): {e}");
         }
         let limits = Arc::new(limits);
         let (wake_tx, wake_rx) = bounded::<()>(1);
@@ -246,6 +266,7 @@ fn process(
     limits: &Limits,
     claim: &Claim,
 ) -> Outcome {
+    let _working = crate::alloc_journal::working_on(claim.seq, &claim.token);
     let key = (claim.pipeline_id.clone(), claim.generation);
     let cached = cache.lock().get(&key).cloned();
     let spec = match cached {
@@ -283,11 +304,19 @@ fn process(
             .windows(marker.len().max(1))
             .any(|w| w == marker.as_bytes())
         {
-            if !limits.abort_unrecorded {
-                let _ = xstore::record_abort(c, claim.seq, "the worker aborted the process");
-            }
             log::error!("fault injection: aborting on document {}", claim.seq);
-            std::process::abort();
+            match limits.abort_how {
+                AbortHow::Recorded => {
+                    let _ = xstore::record_abort(c, claim.seq, "the worker aborted the process");
+                    std::process::abort();
+                }
+                AbortHow::Unrecorded => std::process::abort(),
+                AbortHow::Allocation => {
+                    // More than any machine has: the allocator answers null and Rust aborts.
+                    let v: Vec<u8> = Vec::with_capacity(1 << 62);
+                    std::hint::black_box(v);
+                }
+            }
         }
     }
     let before_raw = load.field_states.clone();

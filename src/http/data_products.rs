@@ -146,44 +146,53 @@ pub async fn results(
     let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, &format!("dp:{id}"));
-    let mut page = pagination::parse(&q, &cursors, 100)?;
-    let st = state.clone();
-    let body = blocking(move || {
+    let page = pagination::parse(&q, &cursors, 100)?;
+    // Everything that can refuse the request is checked before the first byte goes out.
+    let (st, org) = (state.clone(), auth.org_id.clone());
+    let p = blocking(move || {
         st.db.read(|c| {
-            let d = load(c, &auth.org_id, &id)?;
-            let p = pstore::get(c, &auth.org_id, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))?;
-            page.limit = pagination::within_budget(page.limit, p.fields.len(), 64);
-            let total: i64 = c
-                .query_row("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status <> 'error'", [&p.id], |r| r.get(0))
-                .map_err(crate::store::StoreError::from)?;
-            // Error documents are skipped, so read pages until one is full.
-            let mut out = Vec::new();
-            let mut after = page.after;
-            loop {
-                let raw = pstore::documents(c, &p.id, after, page.limit + 1, None)?;
-                let n = raw.len() as i64;
-                after = raw.last().map(|d| d.ordinal);
-                out.extend(rows(c, raw, &p.fields)?);
-                if out.len() as i64 > page.limit || n <= page.limit {
-                    break;
-                }
-            }
-            Ok(pagination::page(out, total, &page, &cursors, |r| r.ordinal, |r| {
-                let mut fields = Map::new();
-                let mut held_list = Vec::new();
-                for f in &p.fields {
-                    let name = &f.field_name;
-                    if matches!(r.view.show(name, &r.status), Shown::Held) {
-                        held_list.push(json!(name));
-                    }
-                    fields.insert(name.clone(), r.view.shown(name, &r.status));
-                }
-                json!({ "pipeline_document_id": r.pd_id, "document_id": r.document_id, "filename": r.filename, "fields": fields, "held": held_list })
-            }))
+            let d = load(c, &org, &id)?;
+            pstore::get(c, &org, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
         })
     })
     .await?;
-    Ok(HttpResponse::Ok().json(body))
+    let st = state.clone();
+    let body = super::limits::stream_blocking(None, move |sink| {
+        st.db.read_snapshot(|c| {
+            let total = pstore::delivered_count(c, &p.id)?;
+            let w = pagination::PageWriter::begin(sink, Map::new(), page.limit)?;
+            w.rows(page.after, total, &cursors, |after, n| {
+                let raw = pstore::documents(c, &p.id, after, n, None)?;
+                let positions: Vec<i64> = raw.iter().map(|d| d.ordinal).collect();
+                let mut kept = rows(c, raw, &p.fields)?.into_iter().peekable();
+                // Error documents are not delivered: their positions pass without a row.
+                Ok(positions
+                    .into_iter()
+                    .map(|pos| match kept.next_if(|r| r.ordinal == pos) {
+                        Some(r) => (pos, Some(delivered_row(&r, &p.fields))),
+                        None => (pos, None),
+                    })
+                    .collect())
+            })
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body))
+}
+
+/// A delivered row as the results list shows it: values, with held fields empty and named.
+fn delivered_row(r: &Row, fields: &[FieldDef]) -> Value {
+    let mut values = Map::new();
+    let mut held_list = Vec::new();
+    for f in fields {
+        let name = &f.field_name;
+        if matches!(r.view.show(name, &r.status), Shown::Held) {
+            held_list.push(json!(name));
+        }
+        values.insert(name.clone(), r.view.shown(name, &r.status));
+    }
+    json!({ "pipeline_document_id": r.pd_id, "document_id": r.document_id, "filename": r.filename, "fields": values, "held": held_list })
 }
 
 /// Rows of documents read per page while an export streams.
@@ -207,7 +216,7 @@ async fn export(
     })
     .await?;
     let st = state.clone();
-    let body = super::limits::stream_blocking(permit, move |sink| {
+    let body = super::limits::stream_blocking(Some(permit), move |sink| {
         let mut header = Vec::new();
         for f in &p.fields {
             header.push(f.field_name.clone());

@@ -237,7 +237,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     // the document's other members, never held as a second copy or a JSON tree.
     let head = serde_json::to_string(&render(&d)).map_err(|e| ApiError::Internal(e.to_string()))?;
     let st = state.clone();
-    let body = super::limits::stream_blocking(permit, move |sink| {
+    let body = super::limits::stream_blocking(Some(permit), move |sink| {
         st.db.read_snapshot(|c| {
             sink.write(head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
             sink.write(if head.len() > 2 {

@@ -174,7 +174,7 @@ impl Drop for HeavyPermit {
 /// waits while the client reads. Errors before the first chunk are the caller's to check first;
 /// an error while streaming ends the answer early (logged).
 pub fn stream_blocking(
-    permit: HeavyPermit,
+    permit: Option<HeavyPermit>,
     produce: impl FnOnce(&mut ChunkSink) -> Result<(), ApiError> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);

@@ -294,3 +294,99 @@ mod budget_tests {
         );
     }
 }
+
+/// Rows read and rendered at a time while a page streams.
+const STREAM_BATCH: i64 = 16;
+
+/// Writes one page of a list as its rows are rendered: `{<head>, "data": [..], "pagination":
+/// {..}}`. The page ends at `limit` rows or once `PAGE_BYTES` of rows are written, measured on
+/// the bytes themselves, so a page of large values stays small whatever the rows hold and the
+/// cursor gives the rest. `pagination.limit` is the limit asked; a page may hold fewer rows.
+pub struct PageWriter<'a> {
+    sink: &'a mut super::limits::ChunkSink,
+    limit: i64,
+    rows: i64,
+    bytes: usize,
+    last: Option<i64>,
+}
+
+impl<'a> PageWriter<'a> {
+    pub fn begin(
+        sink: &'a mut super::limits::ChunkSink,
+        head: serde_json::Map<String, Value>,
+        limit: i64,
+    ) -> Result<Self, ApiError> {
+        let mut opening = serde_json::to_vec(&Value::Object(head))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // `{...}` becomes `{...,"data":[`; an empty head `{}` becomes `{"data":[`.
+        opening.pop();
+        if opening.len() > 1 {
+            opening.push(b',');
+        }
+        opening.extend_from_slice(br#""data":["#);
+        sink.write(&opening)?;
+        Ok(PageWriter {
+            sink,
+            limit,
+            rows: 0,
+            bytes: 0,
+            last: None,
+        })
+    }
+
+    fn full(&self) -> bool {
+        self.rows >= self.limit || self.bytes >= PAGE_BYTES
+    }
+
+    fn push(&mut self, pos: i64, row: &Value) -> Result<(), ApiError> {
+        let mut out = serde_json::to_vec(row).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if self.rows > 0 {
+            out.insert(0, b',');
+        }
+        self.sink.write(&out)?;
+        self.rows += 1;
+        self.bytes += out.len();
+        self.last = Some(pos);
+        Ok(())
+    }
+
+    /// Streams rows from `after` on: `fetch(after, n)` reads up to `n` rows in order and renders
+    /// each as `(position, row)`, or `(position, None)` for a row this list skips. Then closes
+    /// the page with its pagination.
+    pub fn rows(
+        mut self,
+        after: Option<i64>,
+        total: i64,
+        cursors: &CursorScope,
+        mut fetch: impl FnMut(Option<i64>, i64) -> Result<Vec<(i64, Option<Value>)>, ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut after = after;
+        let has_more = 'scan: loop {
+            // One row past the limit tells whether there is more.
+            let want = (self.limit - self.rows + 1).clamp(1, STREAM_BATCH);
+            let batch = fetch(after, want)?;
+            let n = batch.len() as i64;
+            for (pos, row) in batch {
+                after = Some(pos);
+                let Some(row) = row else { continue };
+                if self.full() {
+                    break 'scan true;
+                }
+                self.push(pos, &row)?;
+            }
+            if n < want {
+                break false;
+            }
+        };
+        let next = if has_more {
+            self.last.map(|p| cursors.encode(p))
+        } else {
+            None
+        };
+        let closing = json!({ "total": total, "limit": self.limit, "has_more": has_more, "next_cursor": next });
+        self.sink.write(b"],\"pagination\":")?;
+        self.sink
+            .write(&serde_json::to_vec(&closing).map_err(|e| ApiError::Internal(e.to_string()))?)?;
+        self.sink.write(b"}")
+    }
+}

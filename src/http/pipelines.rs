@@ -12,7 +12,7 @@ use crate::store::pipelines::{self as pstore, PipelineDoc, PipelineRow};
 use actix_web::{web, HttpRequest, HttpResponse};
 use rusqlite::Connection;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 pub fn links(id: &str) -> Value {
     json!({
@@ -345,48 +345,53 @@ pub async fn results(
         include.iter().any(|i| i == "cells"),
         include.iter().any(|i| i == "provenance"),
     );
-    let _permit = if with_cells || with_prov {
+    let permit = if with_cells || with_prov {
         Some(state.heavy.try_enter()?)
     } else {
         None
     };
-    // Bytes a field costs in a row: its value, its cell summary, its version history.
-    let per_field = 64 + if with_cells { 256 } else { 0 } + if with_prov { 1024 } else { 0 };
-    let mut page = page;
+    // Everything that can refuse the request is checked before the first byte goes out.
+    let (st, org, pid) = (state.clone(), auth.org_id.clone(), id.clone());
+    blocking(move || st.db.read(|c| load(c, &org, &pid).map(|_| ()))).await?;
     let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
+    let body = super::limits::stream_blocking(permit, move |sink| {
+        st.db.read_snapshot(|c| {
             let p = load(c, &auth.org_id, &id)?;
-            page.limit = pagination::within_budget(page.limit, p.fields.len(), per_field);
             let phases = pstore::phases(c, &id)?;
             let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-            let rows = pstore::documents(c, &id, page.after, page.limit + 1, doc_filter.as_deref())?;
-            let views = views_for(c, &rows, &order)?;
-            let pending: i64 = c.query_row(
-                "SELECT count(*) FROM held_fields h JOIN pipeline_documents pd ON pd.seq = h.pd_seq
-                 WHERE h.pipeline_id = ?1 AND h.routing <> 'hold' AND pd.status <> 'error'",
-                [&id],
-                |r| r.get(0),
-            ).map_err(crate::store::StoreError::from)?;
-            let total = if doc_filter.is_some() { rows.len() as i64 } else { p.document_count };
-            let indexed: Vec<(usize, &PipelineDoc)> = rows.iter().enumerate().collect();
-            let mut body = pagination::page(indexed, total, &page, &cursors, |(_, d)| d.ordinal, |(i, d)| {
-                views::result_row(d, &views[*i], &order, &phases, with_cells, with_prov)
-            });
+            let pending = pstore::pending_review_count(c, &id)?;
+            let total = match &doc_filter {
+                Some(d) => pstore::documents(c, &id, None, 1, Some(d))?.len() as i64,
+                None => p.document_count,
+            };
             let columns: Vec<Value> = p.fields.iter().map(|f| json!({"field_key": f.field_name, "display_name": f.display_name, "data_type": f.data_type})).collect();
-            body["pipeline_id"] = json!(p.id);
-            body["spec_id"] = json!(p.schema_id);
-            body["status"] = json!(p.status);
-            body["view"] = json!("documents");
-            body["generated_at"] = json!(crate::domain::ids::now_rfc3339());
-            body["columns"] = Value::Array(columns);
-            body["pending_review_count"] = json!(pending);
-            body["links"] = links(&p.id);
-            Ok(body)
+            let mut head = Map::new();
+            head.insert("pipeline_id".into(), json!(p.id));
+            head.insert("spec_id".into(), json!(p.schema_id));
+            head.insert("status".into(), json!(p.status));
+            head.insert("view".into(), json!("documents"));
+            head.insert("generated_at".into(), json!(crate::domain::ids::now_rfc3339()));
+            head.insert("columns".into(), Value::Array(columns));
+            head.insert("pending_review_count".into(), json!(pending));
+            head.insert("links".into(), links(&p.id));
+            let w = pagination::PageWriter::begin(sink, head, page.limit)?;
+            w.rows(page.after, total, &cursors, |after, n| {
+                let rows = pstore::documents(c, &id, after, n, doc_filter.as_deref())?;
+                let views = views_for(c, &rows, &order)?;
+                Ok(rows
+                    .iter()
+                    .zip(&views)
+                    .map(|(d, v)| {
+                        let row = views::result_row(d, v, &order, &phases, with_cells, with_prov);
+                        (d.ordinal, Some(row))
+                    })
+                    .collect())
+            })
         })
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body))
 }
 
 fn pd_path(req: &HttpRequest) -> Result<(String, String), ApiError> {

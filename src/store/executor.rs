@@ -117,6 +117,22 @@ pub fn record_abort(c: &Connection, seq: i64, cause: &str) -> Result<(), StoreEr
     Ok(())
 }
 
+/// The allocation journal's word, at start, for a document that may still be claimed by the
+/// claim that was running when an allocation failed (a later claim of it is not blamed).
+pub fn record_abort_of_claim(
+    c: &Connection,
+    seq: i64,
+    token: &str,
+    cause: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE pipeline_documents SET abort_cause = ?3
+         WHERE seq = ?1 AND claim_token = ?2 AND status = 'processing'",
+        params![seq, token, cause],
+    )?;
+    Ok(())
+}
+
 /// Claims up to `limit` queued documents not already in flight. Documents claimed
 /// `MAX_ATTEMPTS` times without a commit end `error`; their pipelines are returned to settle.
 pub fn claim(

@@ -481,3 +481,22 @@ pub fn metric_gauges(c: &Connection) -> Result<crate::metrics::StoreGauges, Stor
         review_queue,
     })
 }
+
+/// Held fields of a run that still wait for a person (error documents are not waited on).
+pub fn pending_review_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
+    Ok(c.query_row(
+        "SELECT count(*) FROM held_fields h JOIN pipeline_documents pd ON pd.seq = h.pd_seq
+         WHERE h.pipeline_id = ?1 AND h.routing <> 'hold' AND pd.status <> 'error'",
+        [pipeline_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Documents a run delivers (every one but those that ended in error).
+pub fn delivered_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
+    Ok(c.query_row(
+        "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status <> 'error'",
+        [pipeline_id],
+        |r| r.get(0),
+    )?)
+}

@@ -1,0 +1,211 @@
+//! The allocation journal: which document a worker was on when an allocation failed.
+//!
+//! A failed allocation aborts the process, and on stable Rust no code of ours runs after it
+//! (`std::alloc::set_alloc_error_hook` is unstable). The binary's global allocator is the system
+//! allocator with one addition: when it is about to return null (the failure that makes Rust
+//! abort), it appends `seq token bytes` of the failing thread's document to a journal file
+//! beside the database, with one `write(2)` from a stack buffer, allocating nothing. At the next
+//! start the executor reads the journal and quarantines the document that was still claimed by
+//! that claim, after one restart instead of two (DESIGN: poison documents).
+//!
+//! An out-of-memory kill by the kernel (SIGKILL) cannot be seen at all; that case is left to
+//! the rule of two consecutive unclean exits.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::Read;
+use std::os::fd::IntoRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+/// The system allocator, noting in the journal an allocation that fails.
+pub struct Recording;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static FD: AtomicI32 = AtomicI32::new(-1);
+
+thread_local! {
+    /// The document (seq, claim token) this thread is working on; (0, 0) for none.
+    static WORK: Cell<(i64, u64)> = const { Cell::new((0, 0)) };
+}
+
+// SAFETY: every call is passed to `System` unchanged; the only addition runs after `System`
+// answered null and neither allocates nor unwinds.
+unsafe impl GlobalAlloc for Recording {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if p.is_null() {
+            failed(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if p.is_null() {
+            failed(layout.size());
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if p.is_null() {
+            failed(new_size);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Called by the binary that installs `Recording` as its global allocator: only then does the
+/// executor keep a journal (an in-process test server would otherwise write one it never needs).
+pub fn enable() {
+    ENABLED.store(true, Ordering::SeqCst);
+}
+
+fn failed(bytes: usize) {
+    let fd = FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let Ok((seq, token)) = WORK.try_with(|w| w.get()) else {
+        return;
+    };
+    if seq <= 0 {
+        return;
+    }
+    let mut line = [0u8; 64];
+    let mut n = 0;
+    for (i, v) in [seq as u64, token, bytes as u64].into_iter().enumerate() {
+        if i > 0 {
+            line[n] = b' ';
+            n += 1;
+        }
+        n += write_decimal(&mut line[n..], v);
+    }
+    line[n] = b'\n';
+    // SAFETY: `fd` was opened for appending by `open` and is never closed; the buffer is ours.
+    unsafe { libc::write(fd, line.as_ptr().cast(), n + 1) };
+}
+
+/// Writes `v` in decimal at the start of `out` (at least 20 bytes): how many bytes it took.
+fn write_decimal(out: &mut [u8], mut v: u64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        out[i] = digits[len - 1 - i];
+    }
+    len
+}
+
+/// While alive, a failed allocation on this thread is journaled against this claim.
+pub struct Working(());
+
+pub fn working_on(seq: i64, token: &str) -> Working {
+    let token = u64::from_str_radix(token, 16).unwrap_or(0);
+    let _ = WORK.try_with(|w| w.set((seq, token)));
+    Working(())
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        let _ = WORK.try_with(|w| w.set((0, 0)));
+    }
+}
+
+/// One failed allocation: the document, its claim token (as the store writes it) and the size.
+#[derive(Debug, PartialEq)]
+pub struct Entry {
+    pub seq: i64,
+    pub token: String,
+    pub bytes: u64,
+}
+
+pub fn journal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".alloc-journal");
+    PathBuf::from(p)
+}
+
+/// The entries a previous process left, if the journal is enabled and has any.
+pub fn read(db: &Path) -> Vec<Entry> {
+    if !ENABLED.load(Ordering::SeqCst) {
+        return Vec::new();
+    }
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(journal_path(db)) {
+        // A line cut short by the abort is skipped, not guessed at.
+        let _ = f.read_to_string(&mut text);
+    }
+    parse(&text)
+}
+
+fn parse(text: &str) -> Vec<Entry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let seq = parts.next()?.parse().ok()?;
+            let token: u64 = parts.next()?.parse().ok()?;
+            let bytes = parts.next()?.parse().ok()?;
+            parts.next().is_none().then(|| Entry {
+                seq,
+                token: format!("{token:016x}"),
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// Starts an empty journal for this process (once the previous one's entries are applied).
+pub fn open(db: &Path) -> std::io::Result<()> {
+    if !ENABLED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(journal_path(db))?;
+    let fd = f.into_raw_fd();
+    let old = FD.swap(fd, Ordering::SeqCst);
+    if old >= 0 {
+        // SAFETY: `old` came from an earlier `open` and no one else holds it.
+        unsafe { libc::close(old) };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_read_back_as_written_and_a_cut_line_is_skipped() {
+        let mut buf = [0u8; 20];
+        let n = write_decimal(&mut buf, u64::MAX);
+        assert_eq!(&buf[..n], u64::MAX.to_string().as_bytes());
+        let n = write_decimal(&mut buf, 0);
+        assert_eq!(&buf[..n], b"0");
+        let text = format!("7 {} 4611686018427387904\n9 12", 0xabcdu64);
+        assert_eq!(
+            parse(&text),
+            vec![Entry {
+                seq: 7,
+                token: "000000000000abcd".into(),
+                bytes: 1 << 62
+            }]
+        );
+    }
+}
