@@ -1,7 +1,9 @@
 //! Crash soak: the real binary is SIGKILLed at random moments while a client uploads, runs
 //! pipelines, reruns them, resolves review items in bulk and creates data products. After the
 //! last restart everything the service acknowledged must be there, every document must reach a
-//! terminal state, and no version may be duplicated or missing.
+//! terminal state, and no version may be duplicated or missing. One poison document (its
+//! worker takes the process down) is among them: it ends `error`, quarantined with its reason,
+//! after one restart, and no other document errs.
 //!
 //! `cargo test --test soak` runs a short soak; `QUIRE_SOAK_KILLS=200 cargo test --release --test
 //! soak -- --ignored --nocapture` runs a long one.
@@ -253,19 +255,43 @@ fn settled(c: &Client, pid: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Every server of the soak takes the process down when a worker picks up this text.
+const POISON: &str = "POISON-soak-worker-killer";
+const FLAGS: &[&str] = &["--workers", "2", "--fault-abort-on", POISON];
+
+/// A run with one poison document among good ones. The poison may take the server down before
+/// the answer is written, so nothing is asked of the answer: the end state is what is checked.
+fn poison(c: &Client, sid: &str) {
+    let mut docs: Vec<Value> = (0..6)
+        .map(|i| {
+            let f = fixtures::invoice(97, i);
+            json!({"filename": f.filename, "content": f.content, "mime_type": f.mime_type})
+        })
+        .collect();
+    docs.insert(
+        3,
+        json!({"filename": "poison.txt", "content": format!("Invoice number: {POISON}")}),
+    );
+    let _ = c.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs}),
+    );
+}
+
 fn soak(kills: usize, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("soak.db").to_string_lossy().into_owned();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut ledger = Ledger::default();
     let mut serial = 0;
-    let mut server = Some(spawn_server(&db, KEY, &["--workers", "2"]));
+    let mut server = Some(spawn_server(&db, KEY, FLAGS));
     let sid = setup(&Client::new(server.as_ref().unwrap().1));
+    poison(&Client::new(server.as_ref().unwrap().1), &sid);
     let mut survived = 0;
     for _ in 0..kills {
         let (mut child, port) = match server.take() {
             Some(s) => s,
-            None => spawn_server(&db, KEY, &["--workers", "2"]),
+            None => spawn_server(&db, KEY, FLAGS),
         };
         let c = Client::new(port);
         let pid = child.id();
@@ -284,7 +310,7 @@ fn soak(kills: usize, seed: u64) {
         survived += 1;
     }
 
-    let (mut child, port) = spawn_server(&db, KEY, &["--workers", "2"]);
+    let (mut child, port) = spawn_server(&db, KEY, FLAGS);
     let c = Client::new(port);
     let deadline = Instant::now() + Duration::from_secs(120);
     for p in &ledger.pipelines {
@@ -336,9 +362,20 @@ fn soak(kills: usize, seed: u64) {
         0,
         "documents left unfinished"
     );
+    // The poison, and only the poison, ended in error, quarantined with its reason.
+    let errors: Vec<(String, String)> = db
+        .prepare("SELECT d.filename, coalesce(pd.error, '') FROM pipeline_documents pd JOIN documents d ON d.id = pd.document_id WHERE pd.status = 'error'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(
-        count("SELECT count(*) FROM pipeline_documents WHERE status = 'error'"),
-        0
+        errors,
+        vec![(
+            "poison.txt".to_string(),
+            "quarantined: the worker aborted the process".to_string()
+        )]
     );
     assert_eq!(
         count("SELECT count(*) FROM (SELECT 1 FROM cells GROUP BY pd_seq, field_key, phase_index, generation, pass HAVING count(*) > 1)"),
@@ -354,13 +391,13 @@ fn soak(kills: usize, seed: u64) {
     // generation it reached. (Resolution writes a version only when a rule changes a value,
     // so its count is not fixed.)
     assert_eq!(
-        count("SELECT count(*) FROM pipeline_documents pd WHERE (SELECT count(*) FROM cells c WHERE c.pd_seq = pd.seq AND c.phase_index = 1) != 7"),
+        count("SELECT count(*) FROM pipeline_documents pd WHERE pd.status <> 'error' AND (SELECT count(*) FROM cells c WHERE c.pd_seq = pd.seq AND c.phase_index = 1) != 7"),
         0,
         "missing extraction versions"
     );
     assert_eq!(
         count("SELECT count(*) FROM pipeline_documents pd, (SELECT DISTINCT generation AS g FROM pipelines UNION SELECT 1) gens
-               WHERE gens.g <= pd.generation
+               WHERE gens.g <= pd.generation AND pd.status <> 'error'
                  AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.pd_seq = pd.seq AND v.phase_index = 3 AND v.generation = gens.g)"),
         0,
         "a generation without its verdicts"
