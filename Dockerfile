@@ -3,7 +3,8 @@
 #   docker build -t quire . && docker run -p 8080:8080 -v quire-data:/data quire
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock schema.sql ./
+COPY Cargo.toml Cargo.lock ./
+COPY migrations ./migrations
 COPY src ./src
 COPY examples ./examples
 RUN cargo build --release --locked --bin quire

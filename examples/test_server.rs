@@ -3,8 +3,8 @@
 //!
 //!     cargo run --example test_server
 
-use quire::client::Client;
 use quire::testing::TestServer;
+use quire::tools::client::Client;
 use serde_json::json;
 
 fn main() -> Result<(), String> {

@@ -14,7 +14,7 @@ esac
 toolchain="${QUIRE_FUZZ_TOOLCHAIN:-nightly}"
 
 skip() {
-  echo "fuzz: $1; skipped (the property tests in tests/prop_parsers.rs stand in)"
+  echo "fuzz: $1; skipped (the property tests in tests/it/prop_parsers.rs stand in)"
   if [ "${QUIRE_REQUIRE_ALL:-}" = "1" ]; then
     exit 1
   fi

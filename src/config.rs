@@ -99,13 +99,9 @@ pub struct ServeArgs {
     /// With --fault-abort-on: abort without recording why first.
     #[arg(long, env = "QUIRE_FAULT_ABORT_UNRECORDED", hide = true)]
     pub fault_abort_unrecorded: bool,
-    /// With --fault-abort-on: abort through an allocation that fails (the allocation journal records it).
-    #[arg(
-        long,
-        env = "QUIRE_FAULT_ABORT_BY_ALLOCATION",
-        hide = true,
-        conflicts_with = "fault_abort_unrecorded"
-    )]
+    /// With --fault-abort-on: abort through an allocation that fails (the allocation journal
+    /// records it); wins over --fault-abort-unrecorded.
+    #[arg(long, env = "QUIRE_FAULT_ABORT_BY_ALLOCATION", hide = true)]
     pub fault_abort_by_allocation: bool,
     /// Cap the database size in pages on every connection (fault-injection in tests).
     #[arg(long, env = "QUIRE_MAX_DB_PAGES", hide = true)]

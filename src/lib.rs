@@ -5,17 +5,14 @@
 
 pub mod admin;
 pub mod alloc_journal;
-pub mod bench;
-pub mod client;
 pub mod config;
-pub mod demo;
 pub mod domain;
 pub mod engine;
-pub mod fixtures;
 pub mod http;
 pub mod metrics;
 pub mod store;
 pub mod testing;
+pub mod tools;
 
 use actix_web::dev::Server;
 use actix_web::web;

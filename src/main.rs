@@ -235,7 +235,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(Config::from_args(cli.db, &args), args.ready_json),
         Command::Bench { docs, workers } => {
             let db = db_given.then(|| cli.db.clone());
-            match quire::bench::run(quire::bench::BenchArgs { docs, workers, db }) {
+            match quire::tools::bench::run(quire::tools::bench::BenchArgs { docs, workers, db }) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS
@@ -243,7 +243,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Demo => match quire::demo::run(db_given.then(|| cli.db.clone())) {
+        Command::Demo => match quire::tools::demo::run(db_given.then(|| cli.db.clone())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },

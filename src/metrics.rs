@@ -7,6 +7,7 @@
 //! must not be able to grow this process's memory.
 
 use crate::domain::rail::PhaseType;
+use crate::store::pipelines::Gauges;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -89,15 +90,6 @@ impl Histogram {
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
-}
-
-/// Gauges read from the database at scrape time.
-#[derive(Default)]
-pub struct StoreGauges {
-    /// Pipeline documents by status.
-    pub documents: Vec<(String, i64)>,
-    /// Fields waiting for a reviewer.
-    pub review_queue: i64,
 }
 
 #[derive(Default)]
@@ -211,7 +203,7 @@ impl Metrics {
         *self.decisions.lock().entry(action).or_default() += 1;
     }
 
-    pub fn render(&self, gauges: &StoreGauges) -> String {
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -387,7 +379,7 @@ mod tests {
         m.request("/v1/x/{id}", "GET", 200, Duration::from_millis(700));
         m.decision("approve");
         m.committed(3, 84, 60);
-        let text = m.render(&StoreGauges {
+        let text = m.render(&Gauges {
             documents: vec![("queued".into(), 5), ("completed".into(), 2)],
             review_queue: 1,
         });
@@ -410,7 +402,7 @@ mod tests {
         let m = Metrics::default();
         m.phase(PhaseType::Extraction, Duration::from_micros(3));
         m.phase(PhaseType::Extraction, Duration::from_micros(40));
-        let text = m.render(&StoreGauges::default());
+        let text = m.render(&Gauges::default());
         assert!(
             text.contains(
                 "quire_phase_duration_seconds_bucket{phase=\"extraction\",le=\"0.0000025\"} 0"

@@ -1,6 +1,7 @@
 //! Pure types and rules: no I/O, no HTTP, no SQL.
 
 pub mod canonical;
+pub mod cells;
 pub mod csv_out;
 pub mod documents;
 pub mod expr;

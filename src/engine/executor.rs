@@ -5,11 +5,11 @@ use super::runner::{self, DocCtx, RunResult, RunSpec};
 use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{document_status, load_states, States, Status};
 use crate::metrics::Metrics;
-use crate::store::executor::{self as xstore, Claim, Final};
-use crate::store::{pipelines as pstore, Db, StoreError};
+use crate::store;
+use crate::store::queue::{Claim, Final};
+use crate::store::{Connection, Db, StoreError};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
-use rusqlite::Connection;
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,7 @@ struct Ran {
     /// The stored field states the run started from, as read.
     before_raw: String,
     after_json: String,
-    rows: Vec<xstore::StepRows>,
+    rows: Vec<store::queue::StepRows>,
 }
 
 enum Outcome {
@@ -94,11 +94,11 @@ impl Executor {
         let r = db.write(false, |tx| {
             for e in &failed_allocations {
                 let cause = format!("an allocation of {} bytes failed", e.bytes);
-                xstore::record_abort_of_claim(tx, e.seq, &e.token, &cause)?;
+                store::queue::record_abort_of_claim(tx, e.seq, &e.token, &cause)?;
             }
-            let r = xstore::recover_after_exit(tx)?;
+            let r = store::queue::recover_after_exit(tx)?;
             for p in &r.pipelines {
-                pstore::settle(tx, p)?;
+                store::pipelines::settle(tx, p)?;
             }
             Ok::<_, StoreError>(r)
         })?;
@@ -140,10 +140,7 @@ impl Executor {
         }
         drop(result_tx);
         let conn = db.dedicated()?;
-        // Multi-row statements keep a statement journal; the writer's transactions are bounded
-        // (a batch), so it can live in memory. API transactions keep theirs on file: a rerun of
-        // 100,000 documents would journal hundreds of MB.
-        conn.execute_batch("PRAGMA temp_store=MEMORY")?;
+        store::queue::writer_pragmas(&conn)?;
         let writer_db = db.clone();
         let stop2 = stop.clone();
         let paused2 = paused.clone();
@@ -289,7 +286,7 @@ fn process(
         .unchecked_transaction()
         .map_err(StoreError::from)
         .and_then(|tx| {
-            let l = xstore::load(&tx, claim.seq)?;
+            let l = store::queue::load(&tx, claim.seq)?;
             tx.commit()?;
             Ok(l)
         });
@@ -307,7 +304,8 @@ fn process(
             log::error!("fault injection: aborting on document {}", claim.seq);
             match limits.abort_how {
                 AbortHow::Recorded => {
-                    let _ = xstore::record_abort(c, claim.seq, "the worker aborted the process");
+                    let _ =
+                        store::queue::record_abort(c, claim.seq, "the worker aborted the process");
                     std::process::abort();
                 }
                 AbortHow::Unrecorded => std::process::abort(),
@@ -339,8 +337,12 @@ fn process(
             for s in &run.steps {
                 metrics.phase(s.kind, s.elapsed);
             }
-            let rows = run.steps.drain(..).map(xstore::StepRows::of).collect();
-            let after_json = xstore::encode_states(&run.states_after);
+            let rows = run
+                .steps
+                .drain(..)
+                .map(store::queue::StepRows::of)
+                .collect();
+            let after_json = store::queue::encode_states(&run.states_after);
             Outcome::Ran(Box::new(Ran {
                 run,
                 before_raw,
@@ -479,19 +481,19 @@ impl Writer {
                         // round again.
                         for r in batch {
                             self.in_flight.remove(&r.claim.seq);
-                            let _ = xstore::requeue(&self.conn, &r.claim);
+                            let _ = store::queue::requeue(&self.conn, &r.claim);
                         }
                     }
                 }
             }
         }
         // Whatever did not finish goes back to the queue for the next start.
-        match xstore::return_unfinished(&self.conn) {
+        match store::queue::return_unfinished(&self.conn) {
             Ok(n) if n > 0 => log::info!("returned {n} unfinished document(s) to the queue"),
             Ok(_) => {}
             Err(e) => log::warn!("could not return unfinished documents to the queue: {e}"),
         }
-        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        let _ = store::checkpoint_truncate(&self.conn);
     }
 
     /// One transaction: apply the results, then claim more work.
@@ -531,9 +533,7 @@ impl Writer {
         }
         let _turn = self.db.write_gate();
         self.db.cap_pages(&self.conn)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = store::begin_immediate(&mut self.conn)?;
         let now = now_rfc3339();
         let mut touched: HashSet<String> = HashSet::new();
         let mut orgs: HashMap<String, String> = HashMap::new();
@@ -541,7 +541,7 @@ impl Writer {
         let mut versions: HashMap<(String, i64), u64> = HashMap::new();
         for r in batch.iter() {
             let sp = if isolate {
-                Some(tx.unchecked_transaction_savepoint()?)
+                Some(store::Savepoint::begin(&tx)?)
             } else {
                 None
             };
@@ -565,7 +565,7 @@ impl Writer {
                     Some(sp) => {
                         log::error!("result for document {} rolled back: {e}", r.claim.seq);
                         drop(sp);
-                        xstore::requeue(&tx, &r.claim)?;
+                        store::queue::requeue(&tx, &r.claim)?;
                     }
                 },
             }
@@ -577,7 +577,7 @@ impl Writer {
                 .saturating_sub(self.in_flight.len().saturating_sub(batch.len()));
             if free > 0 {
                 let others = self.in_flight.len() > batch.len();
-                let (c, gave_up) = xstore::claim(&tx, free, &self.in_flight, others)?;
+                let (c, gave_up) = store::queue::claim(&tx, free, &self.in_flight, others)?;
                 claims = c;
                 touched.extend(gave_up);
             }
@@ -587,7 +587,7 @@ impl Writer {
         }
         let mut settled = Vec::new();
         for p in &touched {
-            if let Some(status) = pstore::settle(&tx, p)? {
+            if let Some(status) = store::pipelines::settle(&tx, p)? {
                 settled.push((p, status));
             }
         }
@@ -616,42 +616,6 @@ impl Writer {
             drop(e.into_inner());
         }
         Ok(Some(claims))
-    }
-}
-
-/// Savepoints on a shared `&Transaction` (rusqlite's `savepoint` needs `&mut`).
-trait SavepointExt {
-    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError>;
-}
-
-struct Savepoint<'a> {
-    conn: &'a Connection,
-    done: bool,
-}
-
-impl SavepointExt for rusqlite::Transaction<'_> {
-    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError> {
-        self.execute_batch("SAVEPOINT step")?;
-        Ok(Savepoint {
-            conn: self,
-            done: false,
-        })
-    }
-}
-
-impl Savepoint<'_> {
-    fn commit(mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("RELEASE step")?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for Savepoint<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.conn.execute_batch("ROLLBACK TO step; RELEASE step");
-        }
     }
 }
 
@@ -694,7 +658,7 @@ fn apply_result(
     let ran = match &r.outcome {
         Outcome::Requeue(why) => {
             log::warn!("document {} goes back to the queue: {why}", claim.seq);
-            xstore::requeue(c, claim)?;
+            store::queue::requeue(c, claim)?;
             return Ok((false, 0));
         }
         Outcome::Ran(ran) => ran,
@@ -704,7 +668,7 @@ fn apply_result(
     let org = match orgs.get(&claim.pipeline_id) {
         Some(o) => o.clone(),
         None => {
-            let o = xstore::org_of(c, &claim.pipeline_id)?;
+            let o = store::queue::org_of(c, &claim.pipeline_id)?;
             orgs.insert(claim.pipeline_id.clone(), o.clone());
             o
         }
@@ -719,7 +683,7 @@ fn apply_result(
     // read and writes the worker's encoding as it is.
     let (fin, cursor) = decide(run.error.as_ref(), &run.states_after, phase_count);
     let leaves = !matches!(fin, Final::Continue(_));
-    if xstore::commit_document(
+    if store::queue::commit_document(
         c,
         claim,
         cursor,
@@ -729,9 +693,9 @@ fn apply_result(
         Some(&ran.before_raw),
     )? {
         for rows in &ran.rows {
-            xstore::insert_step_rows(c, claim, rows, now)?;
+            store::queue::insert_step_rows(c, claim, rows, now)?;
         }
-        xstore::sync_held(
+        store::queue::sync_held(
             c,
             claim.seq,
             &claim.pipeline_id,
@@ -743,20 +707,20 @@ fn apply_result(
     }
     // Either the fence no longer holds, or a field changed meanwhile (a resolve during
     // processing): such fields keep their new state.
-    let stored = xstore::current_states(c, claim.seq)?;
+    let stored = store::queue::current_states(c, claim.seq)?;
     if stored == ran.before_raw {
         return Ok((false, 0));
     }
     let fields: Vec<String> = run.states_before.keys().cloned().collect();
     let current: States = load_states(&stored, &fields);
-    let merged = xstore::merge(&current, &run.states_before, &run.states_after);
+    let merged = store::queue::merge(&current, &run.states_before, &run.states_after);
     let (fin, cursor) = decide(run.error.as_ref(), &merged, phase_count);
     let leaves = !matches!(fin, Final::Continue(_));
-    if !xstore::commit_document(
+    if !store::queue::commit_document(
         c,
         claim,
         cursor,
-        &xstore::encode_states(&merged),
+        &store::queue::encode_states(&merged),
         fin,
         now,
         None,
@@ -764,9 +728,9 @@ fn apply_result(
         return Ok((false, 0));
     }
     for rows in &ran.rows {
-        xstore::insert_step_rows(c, claim, rows, now)?;
+        store::queue::insert_step_rows(c, claim, rows, now)?;
     }
-    xstore::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
+    store::queue::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
     Ok((leaves, cells))
 }
 

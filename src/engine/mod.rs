@@ -22,9 +22,3 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-
-impl From<rusqlite::Error> for EngineError {
-    fn from(e: rusqlite::Error) -> Self {
-        EngineError::Store(e.into())
-    }
-}

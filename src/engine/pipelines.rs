@@ -4,9 +4,10 @@ use super::spec::compile_rail;
 use super::EngineError;
 use crate::domain::rail::Stage;
 use crate::domain::schema::FieldDef;
-use crate::store::pipelines::{self as pstore, NewPipeline, PipelineRow};
-use crate::store::{schemas as sstore, StoreError};
-use rusqlite::Connection;
+use crate::store;
+use crate::store::pipelines::{NewPipeline, PipelineRow};
+use crate::store::Connection;
+use crate::store::StoreError;
 use std::collections::HashSet;
 
 /// The schema's fields with the organization's Field Registry synonyms merged in, frozen with
@@ -16,7 +17,7 @@ fn frozen_fields(
     org_id: &str,
     fields: &[FieldDef],
 ) -> Result<Vec<FieldDef>, StoreError> {
-    let registry = sstore::registry_synonyms(c, org_id)?;
+    let registry = store::schemas::registry_synonyms(c, org_id)?;
     Ok(fields
         .iter()
         .map(|f| {
@@ -42,7 +43,7 @@ pub fn create(
     document_ids: &[String],
     max_docs: usize,
 ) -> Result<PipelineRow, EngineError> {
-    let schema = sstore::get(c, org_id, schema_id, false)?
+    let schema = store::schemas::get(c, org_id, schema_id, false)?
         .ok_or_else(|| EngineError::NotFound(format!("Schema {schema_id} not found")))?;
     let stages: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
     if stages.is_empty() {
@@ -73,7 +74,7 @@ pub fn create(
     let name = name
         .map(str::to_string)
         .unwrap_or_else(|| format!("{} run", schema.name));
-    Ok(pstore::insert(
+    Ok(store::pipelines::insert(
         c,
         NewPipeline {
             org_id,

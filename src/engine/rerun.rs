@@ -5,11 +5,11 @@ use super::EngineError;
 use crate::domain::gate;
 use crate::domain::rail::PhaseType;
 use crate::domain::state::{apply_waiting, load_states, FieldState, States, Status};
-use crate::store::executor::{encode_states, sync_held};
-use crate::store::pipelines::{self as pstore, PhaseRow, PipelineRow};
-use crate::store::reruns::{self as rstore, NewRerun};
-use crate::store::{gates as gstore, policies as polstore};
-use rusqlite::Connection;
+use crate::store;
+use crate::store::pipelines::{PhaseRow, PipelineRow};
+use crate::store::queue::{encode_states, sync_held};
+use crate::store::reruns::NewRerun;
+use crate::store::Connection;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
@@ -71,7 +71,7 @@ fn fresh_snapshots(
         match ph.kind {
             PhaseType::Resolution => {
                 // A policy deleted since keeps its old snapshot.
-                let Some(pol) = polstore::get(c, org, &id)? else {
+                let Some(pol) = store::policies::get(c, org, &id)? else {
                     continue;
                 };
                 if !pol.active() {
@@ -97,7 +97,7 @@ fn fresh_snapshots(
                 out.push((ph.index, snap));
             }
             PhaseType::Validation => {
-                let Some(g) = gstore::get(c, &p.schema_id, &id)? else {
+                let Some(g) = store::gates::get(c, &p.schema_id, &id)? else {
                     continue;
                 };
                 gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &names)
@@ -116,13 +116,13 @@ pub fn rerun(
     pipeline_id: &str,
     req: RerunRequest,
 ) -> Result<Value, EngineError> {
-    let p = pstore::get(c, org, pipeline_id)?
+    let p = store::pipelines::get(c, org, pipeline_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline not found".into()))?;
-    let active = pstore::active_count(c, pipeline_id)?;
+    let active = store::pipelines::active_count(c, pipeline_id)?;
     if active > 0 {
         return Err(EngineError::BadRequest(format!("{active} document(s) of this pipeline are queued or processing; wait until every document is terminal")));
     }
-    let phases = pstore::phases(c, pipeline_id)?;
+    let phases = store::pipelines::phases(c, pipeline_id)?;
     let from = phases
         .iter()
         .find(|ph| ph.kind == req.from_phase)
@@ -133,7 +133,7 @@ pub fn rerun(
                 req.from_phase.as_str()
             ))
         })?;
-    if !rstore::has_record_set(c, pipeline_id)? {
+    if !store::reruns::has_record_set(c, pipeline_id)? {
         return Err(EngineError::BadRequest("This pipeline has no record set: no document ever completed, so there is nothing to rerun".into()));
     }
     let ids_json: Option<String> = match &req.document_ids {
@@ -151,7 +151,7 @@ pub fn rerun(
                 )));
             }
             let json = serde_json::to_string(ids).unwrap_or_default();
-            if rstore::target_count(c, pipeline_id, Some(&json))? != ids.len() as i64 {
+            if store::reruns::target_count(c, pipeline_id, Some(&json))? != ids.len() as i64 {
                 return Err(EngineError::BadRequest(
                     "document_ids: every id must be a pipeline document of this run".into(),
                 ));
@@ -160,9 +160,9 @@ pub fn rerun(
         }
     };
     let ids = ids_json.as_deref();
-    let targets = rstore::target_count(c, pipeline_id, ids)? as usize;
+    let targets = store::reruns::target_count(c, pipeline_id, ids)? as usize;
     let snaps = fresh_snapshots(c, org, &p, &phases, from)?;
-    let restart_of = |d: &rstore::DocState| -> usize {
+    let restart_of = |d: &store::reruns::DocState| -> usize {
         match (d.status.as_str(), d.error_phase_index) {
             ("error", Some(e)) => from.min(e.max(0) as usize),
             ("error", None) => 0,
@@ -174,13 +174,13 @@ pub fn rerun(
     // reset one by one; all others reset in one statement.
     const CHUNK: i64 = 1000;
     if req.dry_run {
-        let earliest = rstore::earliest_restart(c, pipeline_id, ids, from)?
+        let earliest = store::reruns::earliest_restart(c, pipeline_id, ids, from)?
             .map(|e| e.max(0) as usize)
             .unwrap_or(from);
         let mut kept = 0usize;
         let mut after = 0i64;
         loop {
-            let chunk = rstore::keeping_docs(c, pipeline_id, ids, after, CHUNK)?;
+            let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after, CHUNK)?;
             for d in &chunk {
                 let restart = restart_of(d);
                 kept += load_states(&d.field_states, &order)
@@ -199,21 +199,21 @@ pub fn rerun(
                 "phases": phases.iter().filter(|ph| ph.index >= earliest).map(|ph| ph.phase_id.clone()).collect::<Vec<_>>(),
                 "documents": targets,
                 "keptBlockedFields": kept,
-                "preservedDecisions": rstore::target_decisions(c, pipeline_id, ids)?
+                "preservedDecisions": store::reruns::target_decisions(c, pipeline_id, ids)?
             }
         }));
     }
     let generation = p.generation + 1;
     for (idx, snap) in &snaps {
-        let (version, _) = rstore::latest_snapshot(c, pipeline_id, *idx)?;
-        rstore::add_snapshot(c, pipeline_id, *idx, version + 1, generation, snap)?;
+        let (version, _) = store::reruns::latest_snapshot(c, pipeline_id, *idx)?;
+        store::reruns::add_snapshot(c, pipeline_id, *idx, version + 1, generation, snap)?;
     }
-    rstore::start_generation(c, pipeline_id, generation)?;
+    store::reruns::start_generation(c, pipeline_id, generation)?;
     // Dependencies come from the fresh snapshots.
     let spec = load_run_spec(c, pipeline_id, generation).map_err(EngineError::BadRequest)?;
     let mut after_seq = 0i64;
     loop {
-        let chunk = rstore::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;
+        let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;
         for d in &chunk {
             let restart = restart_of(d);
             let before: States = load_states(&d.field_states, &order);
@@ -225,7 +225,7 @@ pub fn rerun(
             let mut restarts: Vec<(i64, usize)> =
                 serde_json::from_str(&d.restarts).unwrap_or_default();
             restarts.push((generation, restart));
-            rstore::restart_document(
+            store::reruns::restart_document(
                 c,
                 d.seq,
                 generation,
@@ -240,9 +240,9 @@ pub fn rerun(
             None => break,
         }
     }
-    rstore::restart_rest(c, pipeline_id, ids, from, generation)?;
+    store::reruns::restart_rest(c, pipeline_id, ids, from, generation)?;
     let doc_ids: Option<Vec<String>> = req.document_ids.clone();
-    rstore::insert(
+    store::reruns::insert(
         c,
         NewRerun {
             pipeline_id,
@@ -257,7 +257,7 @@ pub fn rerun(
     Ok(json!({ "enqueued": targets, "fromPhaseIndex": from }))
 }
 
-pub fn rerun_json(r: &rstore::RerunRow) -> Value {
+pub fn rerun_json(r: &store::reruns::RerunRow) -> Value {
     json!({
         "id": r.id, "generation": r.generation, "from_phase": r.from_phase, "from_phase_index": r.from_phase_index,
         "enqueued": r.enqueued, "document_ids": r.document_ids, "requested_at": r.requested_at,

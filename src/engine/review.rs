@@ -9,10 +9,10 @@ use crate::domain::schema::FieldDef;
 use crate::domain::state::{
     apply_waiting, document_status, load_states, released_waiters, FieldState, States, Status,
 };
-use crate::store::executor::{encode_states, sync_held};
-use crate::store::review::{self as rv, NewDecision, PdRef};
-use crate::store::{gates as gstore, pipelines as pstore};
-use rusqlite::Connection;
+use crate::store;
+use crate::store::queue::{encode_states, sync_held};
+use crate::store::review::{NewDecision, PdRef};
+use crate::store::Connection;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -92,7 +92,7 @@ impl Doc {
     pub fn load(c: &Connection, pd: PdRef) -> Result<Self, EngineError> {
         let spec =
             load_run_spec(c, &pd.pipeline_id, pd.generation).map_err(EngineError::BadRequest)?;
-        let cells = pstore::cells(c, &[pd.seq])?
+        let cells = store::pipelines::cells(c, &[pd.seq])?
             .into_iter()
             .map(|r| (r.seq, r.cell, r.created_at))
             .collect();
@@ -266,17 +266,17 @@ fn persist(
     let pd = &doc.pd;
     match placement(&pd.status, pd.cursor, after) {
         Placement::Keep { cursor } => {
-            rv::update_pd(c, pd.seq, &pd.status, cursor, pd.pass, &encoded)?;
+            store::review::update_pd(c, pd.seq, &pd.status, cursor, pd.pass, &encoded)?;
             Ok(false)
         }
         Placement::Queue { cursor } => {
-            rv::update_pd(c, pd.seq, "queued", cursor, pd.pass + 1, &encoded)?;
-            rv::reactivate_pipeline(c, &pd.pipeline_id)?;
+            store::review::update_pd(c, pd.seq, "queued", cursor, pd.pass + 1, &encoded)?;
+            store::review::reactivate_pipeline(c, &pd.pipeline_id)?;
             Ok(true)
         }
         Placement::Settle { status } => {
-            rv::update_pd(c, pd.seq, status, pd.cursor, pd.pass, &encoded)?;
-            pstore::settle(c, &pd.pipeline_id)?;
+            store::review::update_pd(c, pd.seq, status, pd.cursor, pd.pass, &encoded)?;
+            store::pipelines::settle(c, &pd.pipeline_id)?;
             Ok(false)
         }
     }
@@ -341,7 +341,7 @@ pub fn resolve(
     field: &str,
     req: &ResolveRequest,
 ) -> Result<(Value, bool), EngineError> {
-    let pd = rv::find_pd(c, org, pd_id)?
+    let pd = store::review::find_pd(c, org, pd_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
     let doc = Doc::load(c, pd)?;
     let fdef = doc.field(field).cloned().ok_or_else(|| {
@@ -364,7 +364,7 @@ pub fn resolve(
                 "Only a field of a terminal document can be reopened".into(),
             ));
         }
-        let decisions = rv::decisions_for(c, doc.pd.seq, field)?;
+        let decisions = store::review::decisions_for(c, doc.pd.seq, field)?;
         let since: Vec<_> = decisions
             .iter()
             .rev()
@@ -375,7 +375,7 @@ pub fn resolve(
                 "Field '{field}' has no decision since its last reopen"
             ))
         })?;
-        rv::insert_decision(
+        store::review::insert_decision(
             c,
             NewDecision {
                 org_id: org,
@@ -395,7 +395,7 @@ pub fn resolve(
                 judged_from: doc.next_run(),
             },
         )?;
-        let cut = rv::max_cell_seq(c, doc.pd.seq)?;
+        let cut = store::review::max_cell_seq(c, doc.pd.seq)?;
         let s = states.get_mut(field).expect("field exists");
         s.pinned = false;
         s.pin = Value::Null;
@@ -501,14 +501,17 @@ pub fn resolve(
             rule_type: None,
             note: req.reason.clone(),
         };
-        rv::insert_human_cell(c, doc.pd.seq, &cell)?;
+        store::review::insert_human_cell(c, doc.pd.seq, &cell)?;
     }
     // The gate's name as it reads now (its phase id if it was deleted since).
     let stage_display = match (gate_phase, &st.stage_id) {
-        (Some(g), Some(sid)) => gstore_name(c, sid).or_else(|| doc.phase_id(g)),
+        (Some(g), Some(sid)) => store::gates::name(c, sid)
+            .ok()
+            .flatten()
+            .or_else(|| doc.phase_id(g)),
         _ => None,
     };
-    rv::insert_decision(
+    store::review::insert_decision(
         c,
         NewDecision {
             org_id: org,
@@ -557,19 +560,10 @@ pub fn resolve(
     Ok((answer(&doc, &states, field, req.action, &now), wake))
 }
 
-fn gstore_name(c: &Connection, stage_id: &str) -> Option<String> {
-    c.query_row(
-        "SELECT name FROM validation_stages WHERE id = ?1",
-        [stage_id],
-        |r| r.get(0),
-    )
-    .ok()
-}
-
 /// Whether a decision came after a verdict: by the document's run order, `(generation, pass)`,
 /// which two events in one millisecond cannot confuse; by time only for decisions recorded
 /// before that order was kept.
-fn decided_after(d: &rv::Decision, v: &rv::VerdictKey) -> bool {
+fn decided_after(d: &store::review::Decision, v: &store::review::VerdictKey) -> bool {
     match d.judged_from {
         Some(next) => next > (v.generation, v.pass),
         None => d.decided_at >= v.created_at,
@@ -597,13 +591,13 @@ pub fn replay(
     pipeline_id: &str,
     only_stage: Option<&str>,
 ) -> Result<(ReplayCounts, bool), EngineError> {
-    let p = pstore::get(c, org, pipeline_id)?
+    let p = store::pipelines::get(c, org, pipeline_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline not found".into()))?;
     let mut counts = ReplayCounts::default();
     let mut wake = false;
-    let pds = rv::pds_of_pipeline(c, pipeline_id)?;
+    let pds = store::review::pds_of_pipeline(c, pipeline_id)?;
     let seqs: Vec<i64> = pds.iter().map(|d| d.seq).collect();
-    let decisions = rv::decisions_of_docs(c, &seqs)?;
+    let decisions = store::review::decisions_of_docs(c, &seqs)?;
     let mut gates_by_gen: HashMap<i64, Vec<GateNow>> = HashMap::new();
     for pd in pds {
         if pd.status == "error" {
@@ -632,7 +626,7 @@ pub fn replay(
                     continue;
                 }
                 // The gate's current severity and routing apply; a deleted gate keeps its snapshot.
-                let (blocking, routing) = match gstore::get(c, &p.schema_id, stage_id)? {
+                let (blocking, routing) = match store::gates::get(c, &p.schema_id, stage_id)? {
                     Some(g) => (g.severity == "blocking", g.on_block()),
                     None => (
                         gate.severity == crate::domain::gate::Severity::Blocking,
@@ -649,7 +643,7 @@ pub fn replay(
             slot.insert(gates);
         }
         let gates = &gates_by_gen[&doc.pd.generation];
-        let verdicts = rv::verdict_keys(c, doc.pd.seq)?;
+        let verdicts = store::review::verdict_keys(c, doc.pd.seq)?;
         let before = doc.view.states.clone();
         let mut states = before.clone();
         let now = crate::domain::ids::now_rfc3339();
@@ -764,8 +758,8 @@ mod tests {
         );
     }
 
-    fn decision(judged_from: Option<(i64, i64)>, at: &str) -> rv::Decision {
-        rv::Decision {
+    fn decision(judged_from: Option<(i64, i64)>, at: &str) -> store::review::Decision {
+        store::review::Decision {
             seq: 1,
             id: "d".into(),
             pipeline_id: "p".into(),
@@ -788,8 +782,8 @@ mod tests {
         }
     }
 
-    fn verdict(generation: i64, pass: i64, at: &str) -> rv::VerdictKey {
-        rv::VerdictKey {
+    fn verdict(generation: i64, pass: i64, at: &str) -> store::review::VerdictKey {
+        store::review::VerdictKey {
             field: "net".into(),
             phase_index: 3,
             generation,

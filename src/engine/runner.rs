@@ -2,6 +2,7 @@
 //! without I/O. Each phase yields one `Step` that the writer commits on its own.
 
 use crate::domain::canonical::canonical_json;
+pub use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::extract::{self, Extracted, FieldSpec};
 use crate::domain::gate::{self, Evidence, Gate, Outcome, Severity};
 use crate::domain::policy::{self, Rule, RuleDef};
@@ -26,36 +27,6 @@ pub fn is_live(c: &Cell, restarts: &[(i64, usize)], states: &States) -> bool {
         .iter()
         .any(|(g, s)| *g > c.generation && c.phase_index >= *s)
         && !st.is_some_and(|s| s.superseded(c.seq, c.phase_index))
-}
-
-/// A stored or new cell version (`seq` is 0 until stored).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cell {
-    pub seq: i64,
-    pub field: String,
-    pub version: i64,
-    pub value: Value,
-    pub source: String,
-    pub phase_index: usize,
-    pub generation: i64,
-    pub pass: i64,
-    pub confidence: Option<f64>,
-    pub source_text: Option<String>,
-    pub config_version: Option<i64>,
-    pub rule_type: Option<String>,
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewVerdict {
-    pub field: String,
-    pub phase_index: usize,
-    pub stage_id: String,
-    pub outcome: Outcome,
-    pub suppressed: bool,
-    pub reason: Option<&'static str>,
-    pub mechanisms: Vec<gate::MechanismResult>,
-    pub value_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -227,15 +198,6 @@ impl DocCtx {
             .unwrap_or(0)
             + 1
     }
-}
-
-pub struct Step {
-    pub phase_index: usize,
-    pub kind: crate::domain::rail::PhaseType,
-    /// Computation time of the phase, for the metrics.
-    pub elapsed: std::time::Duration,
-    pub cells: Vec<Cell>,
-    pub verdicts: Vec<NewVerdict>,
 }
 
 pub struct RunResult {

@@ -7,11 +7,12 @@ use crate::domain::gate;
 use crate::domain::policy::{self, RuleDef};
 use crate::domain::rail::{self, GateInfo, Phase, PhaseType, PolicyInfo, Stage};
 use crate::domain::schema::FieldDef;
+use crate::store;
 use crate::store::gates::GateRow;
-use crate::store::policies::{self as pstore, PolicyRow};
+use crate::store::policies::PolicyRow;
 use crate::store::schemas::SchemaRow;
-use crate::store::{gates as gstore, StoreError};
-use rusqlite::Connection;
+use crate::store::Connection;
+use crate::store::StoreError;
 use serde_json::{json, Value};
 
 fn policy_info(p: &PolicyRow) -> PolicyInfo {
@@ -61,7 +62,7 @@ pub fn compile_rail(
     stages: &[Stage],
 ) -> Result<Vec<(Phase, Value)>, EngineError> {
     let field_names: Vec<String> = schema.fields.iter().map(|f| f.field_name.clone()).collect();
-    let gates = gstore::list(c, &schema.id)?;
+    let gates = store::gates::list(c, &schema.id)?;
     let gate_infos: Vec<GateInfo> = gates
         .iter()
         .map(|g| GateInfo {
@@ -71,7 +72,7 @@ pub fn compile_rail(
         .collect();
     let lookup_err: std::cell::RefCell<Option<StoreError>> = Default::default();
     let lookup = |id: &str| -> Option<PolicyInfo> {
-        match pstore::get(c, org_id, id) {
+        match store::policies::get(c, org_id, id) {
             Ok(p) => p.map(|p| policy_info(&p)),
             Err(e) => {
                 *lookup_err.borrow_mut() = Some(e);
@@ -91,7 +92,7 @@ pub fn compile_rail(
             PhaseType::Extraction => json!({ "extractor": "rules" }),
             PhaseType::Resolution => {
                 let id = p.ref_id.clone().unwrap_or_default();
-                let pol = pstore::get(c, org_id, &id)?.ok_or_else(|| {
+                let pol = store::policies::get(c, org_id, &id)?.ok_or_else(|| {
                     EngineError::BadRequest(format!(
                         "phase {} ({}): policy {id} not found",
                         p.index, p.name
@@ -132,7 +133,7 @@ pub fn fields_used_by_rail(
             used.push(f.to_string());
         }
     };
-    let gates = gstore::list(c, &schema.id)?;
+    let gates = store::gates::list(c, &schema.id)?;
     for s in &stages {
         let ids = |key: &str| -> Option<Vec<String>> {
             s.json.as_ref()?.get(key)?.as_array().map(|a| {
@@ -144,7 +145,7 @@ pub fn fields_used_by_rail(
         match s.kind.as_str() {
             "resolve" => {
                 for id in ids("policy_ids").unwrap_or_default() {
-                    if let Some(p) = pstore::get(c, org_id, &id)? {
+                    if let Some(p) = store::policies::get(c, org_id, &id)? {
                         policy_info(&p).fields.iter().for_each(|f| add(f));
                     }
                 }
@@ -255,12 +256,12 @@ pub fn load_run_spec(
     pipeline_id: &str,
     generation: i64,
 ) -> Result<super::runner::RunSpec, String> {
-    use crate::store::pipelines as pstore;
-    let p = pstore::get_any(c, pipeline_id)
+    let p = store::pipelines::get_any(c, pipeline_id)
         .map_err(|e| e.to_string())?
         .ok_or("pipeline vanished")?;
-    let phases = pstore::phases(c, pipeline_id).map_err(|e| e.to_string())?;
-    let snaps = pstore::snapshots(c, pipeline_id, generation).map_err(|e| e.to_string())?;
+    let phases = store::pipelines::phases(c, pipeline_id).map_err(|e| e.to_string())?;
+    let snaps =
+        store::pipelines::snapshots(c, pipeline_id, generation).map_err(|e| e.to_string())?;
     let mut run_phases = Vec::with_capacity(phases.len());
     for ph in &phases {
         let (_, version, cfg) = snaps

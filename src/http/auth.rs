@@ -5,10 +5,10 @@ use super::rate_limit::{Charge, Decision};
 use super::AppState;
 use crate::domain::keys::{hash_key, is_well_formed, Scope};
 use crate::store::keys::{find_by_hash, keys_epoch, KeyRecord};
+use crate::store::Connection;
 use crate::store::StoreError;
 use actix_web::{HttpMessage, HttpRequest};
 use parking_lot::Mutex;
-use rusqlite::Connection;
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
 
@@ -37,7 +37,7 @@ const CACHE_LIMIT: usize = 10_000;
 impl KeyCache {
     pub fn new(conn: Connection) -> Result<Self, StoreError> {
         let epoch = keys_epoch(&conn)?;
-        let data_version = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let data_version = crate::store::data_version(&conn)?;
         Ok(KeyCache {
             inner: Mutex::new(CacheState {
                 conn,
@@ -50,7 +50,7 @@ impl KeyCache {
 
     pub fn lookup(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
         let mut st = self.inner.lock();
-        let dv: i64 = st.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let dv: i64 = crate::store::data_version(&st.conn)?;
         if dv != st.data_version {
             st.data_version = dv;
             let epoch = keys_epoch(&st.conn)?;

@@ -9,10 +9,10 @@ use crate::domain::keys::Scope;
 use crate::domain::schema::FieldDef;
 use crate::engine::review;
 use crate::engine::views::{DocView, Shown};
-use crate::store::review::{self as rv, DataProduct};
-use crate::store::{gates as gstore, pipelines as pstore};
+use crate::store;
+use crate::store::data_products::DataProduct;
+use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -27,7 +27,7 @@ struct CreateBody {
 
 /// 400 unless the run is settled with something to deliver.
 fn check_replayable(c: &Connection, pipeline_id: &str) -> Result<(), ApiError> {
-    let active = pstore::active_count(c, pipeline_id)?;
+    let active = store::pipelines::active_count(c, pipeline_id)?;
     if active > 0 {
         return Err(ApiError::bad(format!(
             "{active} document(s) of this pipeline are queued or processing"
@@ -59,22 +59,38 @@ pub async fn create(
     let org = auth.org_id.clone();
     let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = woke.clone();
-    let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        let p = super::pipelines::load(tx, &org, &id)?;
-        check_replayable(tx, &id)?;
-        let delivered: i64 = tx
-            .query_row("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')", [&id], |r| r.get(0))
-            .map_err(crate::store::StoreError::from)?;
-        if delivered == 0 {
-            return Err(ApiError::bad("No document of this pipeline is complete or partial"));
-        }
-        let default_name = format!("{} — Data Product", p.name);
-        let (dp, created) = rv::upsert_data_product(tx, &org, &id, b.name.as_deref().map(str::trim), &default_name)?;
-        let (_, wake) = review::replay(tx, &org, &id, None)?;
-        flag.store(wake, std::sync::atomic::Ordering::SeqCst);
-        let body = json!({ "dataProduct": render(&dp), "shareToken": null });
-        Ok(if created { Reply::created(body) } else { Reply::ok(body) })
-    })
+    let resp = write(
+        &state,
+        &req,
+        &auth,
+        || sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let p = super::pipelines::load(tx, &org, &id)?;
+            check_replayable(tx, &id)?;
+            let delivered = store::pipelines::finished_count(tx, &id)?;
+            if delivered == 0 {
+                return Err(ApiError::bad(
+                    "No document of this pipeline is complete or partial",
+                ));
+            }
+            let default_name = format!("{} — Data Product", p.name);
+            let (dp, created) = store::data_products::upsert(
+                tx,
+                &org,
+                &id,
+                b.name.as_deref().map(str::trim),
+                &default_name,
+            )?;
+            let (_, wake) = review::replay(tx, &org, &id, None)?;
+            flag.store(wake, std::sync::atomic::Ordering::SeqCst);
+            let body = json!({ "dataProduct": render(&dp), "shareToken": null });
+            Ok(if created {
+                Reply::created(body)
+            } else {
+                Reply::ok(body)
+            })
+        },
+    )
     .await?;
     if woke.load(std::sync::atomic::Ordering::SeqCst) {
         state.executor.wake();
@@ -87,7 +103,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         &state,
         &req,
         "data-products",
-        rv::list_data_products,
+        store::data_products::list,
         |d| d.seq,
         render,
     )
@@ -95,7 +111,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 }
 
 fn load(c: &Connection, org: &str, id: &str) -> Result<DataProduct, ApiError> {
-    rv::get_data_product(c, org, id)?.ok_or_else(|| ApiError::not_found("Data product"))
+    store::data_products::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data product"))
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -123,7 +139,7 @@ fn rows(
 ) -> Result<Vec<Row>, ApiError> {
     let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
     let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
-    let mut cells = pstore::cells_by_doc(c, &seqs)?;
+    let mut cells = store::pipelines::cells_by_doc(c, &seqs)?;
     Ok(docs
         .into_iter()
         .filter(|d| d.status != "error")
@@ -152,17 +168,18 @@ pub async fn results(
     let p = blocking(move || {
         st.db.read(|c| {
             let d = load(c, &org, &id)?;
-            pstore::get(c, &org, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
+            store::pipelines::get(c, &org, &d.pipeline_id)?
+                .ok_or_else(|| ApiError::not_found("Pipeline"))
         })
     })
     .await?;
     let st = state.clone();
     let body = super::limits::stream_blocking(None, move |sink| {
         st.db.read_snapshot(|c| {
-            let total = pstore::delivered_count(c, &p.id)?;
+            let total = store::pipelines::delivered_count(c, &p.id)?;
             let w = pagination::PageWriter::begin(sink, Map::new(), page.limit)?;
             w.rows(page.after, total, &cursors, |after, n| {
-                let raw = pstore::documents(c, &p.id, after, n, None)?;
+                let raw = store::pipelines::documents(c, &p.id, after, n, None)?;
                 let positions: Vec<i64> = raw.iter().map(|d| d.ordinal).collect();
                 let mut kept = rows(c, raw, &p.fields)?.into_iter().peekable();
                 // Error documents are not delivered: their positions pass without a row.
@@ -211,7 +228,8 @@ async fn export(
     let p = blocking(move || {
         st.db.read(|c| {
             let d = load(c, &org, &id)?;
-            pstore::get(c, &org, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
+            store::pipelines::get(c, &org, &d.pipeline_id)?
+                .ok_or_else(|| ApiError::not_found("Pipeline"))
         })
     })
     .await?;
@@ -233,12 +251,12 @@ async fn export(
         st.db.read_snapshot(|c| {
             let mut after = None;
             loop {
-                let docs = pstore::documents(c, &p.id, after, per_page, None)?;
+                let docs = store::pipelines::documents(c, &p.id, after, per_page, None)?;
                 let n = docs.len() as i64;
                 after = docs.last().map(|d| d.ordinal);
                 let decisions = if audit {
                     let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
-                    rv::decisions_of_docs(c, &seqs)?
+                    store::review::decisions_of_docs(c, &seqs)?
                 } else {
                     Vec::new()
                 };
@@ -265,7 +283,7 @@ fn export_line(
     r: &Row,
     fields: &[FieldDef],
     audit: bool,
-    decisions: &[rv::Decision],
+    decisions: &[store::review::Decision],
 ) -> Vec<String> {
     let mut line = Vec::new();
     for f in fields {
@@ -340,7 +358,7 @@ pub async fn replay_blocking(
         st.db.read(|c| {
             crate::store::schemas::get(c, &org, &s2, true)?
                 .ok_or_else(|| ApiError::not_found("Schema"))?;
-            gstore::get(c, &s2, &g2)?
+            store::gates::get(c, &s2, &g2)?
                 .ok_or_else(|| ApiError::not_found("Validation stage"))
                 .map(|_| ())
         })
@@ -362,18 +380,12 @@ pub async fn replay_blocking(
         let runs: Vec<String> = match &only {
             Some(p) => {
                 let run = super::pipelines::load(tx, &org, p)?;
-                let has: bool = tx
-                    .query_row("SELECT EXISTS(SELECT 1 FROM pipeline_phases WHERE pipeline_id = ?1 AND ref_id = ?2)", [&run.id, &gid], |r| r.get(0))
-                    .map_err(crate::store::StoreError::from)?;
-                if !has {
+                if !store::pipelines::runs_phase(tx, &run.id, &gid)? {
                     return Err(ApiError::bad("That pipeline does not run this validation stage"));
                 }
                 vec![run.id]
             }
-            None => tx
-                .prepare("SELECT DISTINCT pp.pipeline_id FROM pipeline_phases pp JOIN pipelines p ON p.id = pp.pipeline_id WHERE pp.ref_id = ?1 AND p.org_id = ?2")
-                .and_then(|mut s| s.query_map([&gid, &org], |r| r.get(0))?.collect())
-                .map_err(crate::store::StoreError::from)?,
+            None => store::pipelines::running_phase(tx, &org, &gid)?,
         };
         for r in &runs {
             check_replayable(tx, r)?;

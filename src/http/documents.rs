@@ -6,7 +6,8 @@ use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::documents::{check_metadata, detect_mime};
 use crate::domain::keys::Scope;
-use crate::store::documents::{self as dstore, DocumentRow, NewDocument};
+use crate::store;
+use crate::store::documents::{DocumentRow, NewDocument};
 use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -185,7 +186,7 @@ pub async fn create(
         move || body_hash,
         move |tx| {
             let sha = sha256_hex(&upload.content);
-            let (doc, dup) = dstore::insert_or_find(
+            let (doc, dup) = store::documents::insert_or_find(
                 tx,
                 &org,
                 NewDocument {
@@ -209,7 +210,15 @@ pub async fn create(
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(&state, &req, "documents", dstore::list, |d| d.seq, render).await
+    pagination::newest_first(
+        &state,
+        &req,
+        "documents",
+        store::documents::list,
+        |d| d.seq,
+        render,
+    )
+    .await
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -226,8 +235,9 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     };
     let (st, org) = (state.clone(), auth.org_id.clone());
     let d = blocking(move || {
-        st.db
-            .read(|c| dstore::get(c, &org, &id)?.ok_or_else(|| ApiError::not_found("Document")))
+        st.db.read(|c| {
+            store::documents::get(c, &org, &id)?.ok_or_else(|| ApiError::not_found("Document"))
+        })
     })
     .await?;
     let Some(permit) = permit else {
@@ -248,13 +258,13 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
             // The whole text is checked before its first byte goes out: bytes that are not
             // UTF-8 give `null`, and a status already sent cannot change its mind.
             let mut check = Utf8Pieces::default();
-            dstore::read_content(c, &d.id, TEXT_PIECE, |b| check.feed(b, |_| Ok(())))?;
+            store::documents::read_content(c, &d.id, TEXT_PIECE, |b| check.feed(b, |_| Ok(())))?;
             if !check.finish() {
                 return sink.write(b"null}");
             }
             sink.write(b"\"")?;
             let mut pieces = Utf8Pieces::default();
-            dstore::read_content(c, &d.id, TEXT_PIECE, |b| {
+            store::documents::read_content(c, &d.id, TEXT_PIECE, |b| {
                 pieces.feed(b, |text| {
                     let quoted = serde_json::to_string(text)
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -322,15 +332,15 @@ pub async fn delete(
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
-            let d = dstore::get(tx, &auth.org_id, &id)?
+            let d = store::documents::get(tx, &auth.org_id, &id)?
                 .ok_or_else(|| ApiError::not_found("Document"))?;
-            let uses = dstore::active_uses(tx, &d.id)?;
+            let uses = store::documents::active_uses(tx, &d.id)?;
             if uses > 0 {
                 return Err(ApiError::Conflict(format!(
                     "The document is used by {uses} active pipeline(s)"
                 )));
             }
-            dstore::soft_delete(tx, &d.id)?;
+            store::documents::soft_delete(tx, &d.id)?;
             Ok(json!({ "deleted": true, "id": d.id }))
         })
     })

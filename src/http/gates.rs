@@ -5,11 +5,12 @@ use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::gate;
 use crate::domain::keys::Scope;
-use crate::store::gates::{self as gstore, GateInput, GateRow};
+use crate::store;
+use crate::store::gates::{GateInput, GateRow};
 use crate::store::policies::rails_referencing;
-use crate::store::schemas::{self as sstore, SchemaRow};
+use crate::store::schemas::SchemaRow;
+use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -33,7 +34,7 @@ struct GateBody {
 }
 
 fn schema(c: &Connection, org: &str, id: &str) -> Result<SchemaRow, ApiError> {
-    sstore::get(c, org, id, false)?.ok_or_else(|| ApiError::not_found("Schema"))
+    store::schemas::get(c, org, id, false)?.ok_or_else(|| ApiError::not_found("Schema"))
 }
 
 fn blocking_config(v: Option<Value>) -> Result<Value, ApiError> {
@@ -114,7 +115,7 @@ pub async fn create(
         move |tx| {
             let s = schema(tx, &org, &sid)?;
             let (name, severity, scope, mechanisms, bc) = validated(&s, &b, None)?;
-            let g = gstore::create(
+            let g = store::gates::create(
                 tx,
                 &org,
                 &sid,
@@ -139,7 +140,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let body = blocking(move || {
         st.db.read(|c| {
             schema(c, &auth.org_id, &sid)?;
-            let rows = gstore::list(c, &sid)?;
+            let rows = store::gates::list(c, &sid)?;
             Ok(json!({ "data": rows.iter().map(render).collect::<Vec<_>>() }))
         })
     })
@@ -155,7 +156,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let body = blocking(move || {
         st.db.read(|c| {
             schema(c, &auth.org_id, &sid)?;
-            let g = gstore::get(c, &sid, &gid)?
+            let g = store::gates::get(c, &sid, &gid)?
                 .ok_or_else(|| ApiError::not_found("Validation stage"))?;
             Ok(render(&g))
         })
@@ -176,7 +177,7 @@ pub async fn patch(
     blocking(move || {
         st.db.read(|c| {
             schema(c, &org, &s2)?;
-            gstore::get(c, &s2, &g2)?
+            store::gates::get(c, &s2, &g2)?
                 .ok_or_else(|| ApiError::not_found("Validation stage"))
                 .map(|_| ())
         })
@@ -188,10 +189,10 @@ pub async fn patch(
     let body = blocking(move || {
         st.db.write(true, |tx| {
             let s = schema(tx, &auth.org_id, &sid)?;
-            let current = gstore::get(tx, &sid, &gid)?
+            let current = store::gates::get(tx, &sid, &gid)?
                 .ok_or_else(|| ApiError::not_found("Validation stage"))?;
             let (name, severity, scope, mechanisms, bc) = validated(&s, &b, Some(&current))?;
-            gstore::update(
+            store::gates::update(
                 tx,
                 &gid,
                 GateInput {
@@ -202,7 +203,7 @@ pub async fn patch(
                     blocking_config: &bc,
                 },
             )?;
-            let g = gstore::get(tx, &sid, &gid)?
+            let g = store::gates::get(tx, &sid, &gid)?
                 .ok_or_else(|| ApiError::not_found("Validation stage"))?;
             Ok(render(&g))
         })
@@ -222,7 +223,8 @@ pub async fn delete(
     let body = blocking(move || {
         st.db.write(true, |tx| {
             schema(tx, &auth.org_id, &sid)?;
-            gstore::get(tx, &sid, &gid)?.ok_or_else(|| ApiError::not_found("Validation stage"))?;
+            store::gates::get(tx, &sid, &gid)?
+                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
             let users = rails_referencing(tx, &auth.org_id, &gid)?;
             if !users.is_empty() {
                 return Err(ApiError::bad(format!(
@@ -230,7 +232,7 @@ pub async fn delete(
                     users.join("', '")
                 )));
             }
-            gstore::soft_delete(tx, &gid)?;
+            store::gates::soft_delete(tx, &gid)?;
             Ok(json!({ "deleted": true, "id": gid }))
         })
     })
@@ -266,7 +268,7 @@ pub async fn reorder(
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             schema(tx, &org, &sid)?;
-            let current = gstore::list(tx, &sid)?;
+            let current = store::gates::list(tx, &sid)?;
             let mut sorted_ids = ids.clone();
             sorted_ids.sort();
             sorted_ids.dedup();
@@ -278,9 +280,9 @@ pub async fn reorder(
                 ));
             }
             for (i, id) in ids.iter().enumerate() {
-                gstore::set_ordinal(tx, id, i as i64 + 1)?;
+                store::gates::set_ordinal(tx, id, i as i64 + 1)?;
             }
-            let rows = gstore::list(tx, &sid)?;
+            let rows = store::gates::list(tx, &sid)?;
             Ok(Reply::ok(
                 json!({ "data": rows.iter().map(render).collect::<Vec<_>>() }),
             ))

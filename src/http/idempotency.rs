@@ -6,9 +6,9 @@ use super::error::ApiError;
 use super::AppState;
 use crate::domain::canonical::sha256_hex;
 use crate::store::idempotency::{self, Claim};
+use crate::store::Transaction;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rusqlite::Transaction;
 use serde_json::Value;
 
 /// A successful write's answer.

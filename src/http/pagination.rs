@@ -167,7 +167,7 @@ pub fn page<T>(
 
 /// Reads one page of an organization's rows before a keyset position: `(rows, total)`.
 pub type PageFetch<T> = fn(
-    &rusqlite::Connection,
+    &crate::store::Connection,
     &str,
     Option<i64>,
     i64,

@@ -7,10 +7,11 @@ use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::keys::Scope;
 use crate::engine::views::{self, DocView};
-use crate::store::documents::{self as dstore, NewDocument};
-use crate::store::pipelines::{self as pstore, PipelineDoc, PipelineRow};
+use crate::store;
+use crate::store::documents::NewDocument;
+use crate::store::pipelines::{PipelineDoc, PipelineRow};
+use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -31,7 +32,7 @@ pub fn render(p: &PipelineRow) -> Value {
 }
 
 pub fn load(c: &Connection, org: &str, id: &str) -> Result<PipelineRow, ApiError> {
-    pstore::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
+    store::pipelines::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
 }
 
 #[derive(Deserialize)]
@@ -105,13 +106,13 @@ pub async fn create(
         move |tx| {
             let mut all = Vec::with_capacity(ids.len() + uploads.len());
             for id in &ids {
-                dstore::get(tx, &org, id)?
+                store::documents::get(tx, &org, id)?
                     .ok_or_else(|| ApiError::NotFound(format!("Document {id} not found")))?;
                 all.push(id.clone());
             }
             for (u, mime) in &uploads {
                 let sha = sha256_hex(&u.content);
-                let (d, _) = dstore::insert_or_find(
+                let (d, _) = store::documents::insert_or_find(
                     tx,
                     &org,
                     NewDocument {
@@ -169,7 +170,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let st = state.clone();
     let body = blocking(move || {
         let (rows, total) = st.db.read(|c| {
-            pstore::list(
+            store::pipelines::list(
                 c,
                 &auth.org_id,
                 status.as_deref(),
@@ -213,12 +214,12 @@ pub async fn cancel(
     let org = auth.org_id.clone();
     write(&state, &req, &auth, String::new, move |tx| {
         load(tx, &org, &id)?;
-        if pstore::active_count(tx, &id)? == 0 {
+        if store::pipelines::active_count(tx, &id)? == 0 {
             return Err(ApiError::bad(
                 "Nothing to cancel: no document of this pipeline is queued or processing",
             ));
         }
-        pstore::cancel(tx, &id)?;
+        store::pipelines::cancel(tx, &id)?;
         Ok(Reply::ok(render(&load(tx, &org, &id)?)))
     })
     .await
@@ -239,11 +240,11 @@ pub async fn progress(
     let body = blocking(move || {
         st.db.read(|c| {
             let p = load(c, &auth.org_id, &id)?;
-            let phases = pstore::phases(c, &id)?;
-            let groups = pstore::status_counts(c, &id)?;
+            let phases = store::pipelines::phases(c, &id)?;
+            let groups = store::pipelines::status_counts(c, &id)?;
             let has_errors = groups.iter().any(|g| g.status == "error");
             let errors: Vec<Value> = if has_errors {
-                pstore::errors(c, &id, 100)?
+                store::pipelines::errors(c, &id, 100)?
                     .iter()
                     .map(|e| {
                         json!({
@@ -292,8 +293,8 @@ pub async fn documents(
     let body = blocking(move || {
         st.db.read(|c| {
             let p = load(c, &auth.org_id, &id)?;
-            let phases = pstore::phases(c, &id)?;
-            let rows = pstore::documents(c, &id, page.after, page.limit + 1, None)?;
+            let phases = store::pipelines::phases(c, &id)?;
+            let rows = store::pipelines::documents(c, &id, page.after, page.limit + 1, None)?;
             Ok(pagination::page(
                 rows,
                 p.document_count,
@@ -314,7 +315,7 @@ fn views_for(
     order: &[String],
 ) -> Result<Vec<DocView>, ApiError> {
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let mut by_doc = pstore::cells_by_doc(c, &seqs)?;
+    let mut by_doc = store::pipelines::cells_by_doc(c, &seqs)?;
     Ok(rows
         .iter()
         .map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order))
@@ -357,11 +358,11 @@ pub async fn results(
     let body = super::limits::stream_blocking(permit, move |sink| {
         st.db.read_snapshot(|c| {
             let p = load(c, &auth.org_id, &id)?;
-            let phases = pstore::phases(c, &id)?;
+            let phases = store::pipelines::phases(c, &id)?;
             let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-            let pending = pstore::pending_review_count(c, &id)?;
+            let pending = store::pipelines::pending_review_count(c, &id)?;
             let total = match &doc_filter {
-                Some(d) => pstore::documents(c, &id, None, 1, Some(d))?.len() as i64,
+                Some(d) => store::pipelines::documents(c, &id, None, 1, Some(d))?.len() as i64,
                 None => p.document_count,
             };
             let columns: Vec<Value> = p.fields.iter().map(|f| json!({"field_key": f.field_name, "display_name": f.display_name, "data_type": f.data_type})).collect();
@@ -376,7 +377,7 @@ pub async fn results(
             head.insert("links".into(), links(&p.id));
             let w = pagination::PageWriter::begin(sink, head, page.limit)?;
             w.rows(page.after, total, &cursors, |after, n| {
-                let rows = pstore::documents(c, &id, after, n, doc_filter.as_deref())?;
+                let rows = store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
                 let views = views_for(c, &rows, &order)?;
                 Ok(rows
                     .iter()
@@ -407,9 +408,9 @@ pub async fn cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
     let body = blocking(move || {
         st.db.read(|c| {
             let p = load(c, &auth.org_id, &id)?;
-            let pd = pstore::document(c, &id, &pd_id)?
+            let pd = store::pipelines::document(c, &id, &pd_id)?
                 .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
-            let phases = pstore::phases(c, &id)?;
+            let phases = store::pipelines::phases(c, &id)?;
             let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
             let views = views_for(c, std::slice::from_ref(&pd), &order)?;
             Ok(views::cells_json(&views[0], &order, &pd.status, &phases))
@@ -429,10 +430,10 @@ pub async fn verdicts(
     let body = blocking(move || {
         st.db.read(|c| {
             load(c, &auth.org_id, &id)?;
-            let pd = pstore::document(c, &id, &pd_id)?
+            let pd = store::pipelines::document(c, &id, &pd_id)?
                 .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
-            let phases = pstore::phases(c, &id)?;
-            let rows = pstore::verdicts(c, pd.seq)?;
+            let phases = store::pipelines::phases(c, &id)?;
+            let rows = store::pipelines::verdicts(c, pd.seq)?;
             let data: Vec<Value> = rows
                 .iter()
                 .map(|v| views::verdict_json(v, &phases))

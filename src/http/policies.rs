@@ -8,9 +8,10 @@ use crate::domain::ids::new_id;
 use crate::domain::keys::Scope;
 use crate::domain::policy::{self, RuleDef};
 use crate::domain::schema::{valid_field_name, DATA_TYPES};
-use crate::store::policies::{self as pstore, PolicyRow};
+use crate::store;
+use crate::store::policies::PolicyRow;
+use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -58,7 +59,7 @@ fn hash(v: &Value) -> String {
 }
 
 fn load(c: &Connection, org: &str, id: &str) -> Result<PolicyRow, ApiError> {
-    pstore::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data policy"))
+    store::policies::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data policy"))
 }
 
 /// Checks the policy exists before the body is read (404 before 415/413/400).
@@ -87,7 +88,7 @@ pub async fn create(
         &auth,
         || hash(&raw),
         move |tx| {
-            let p = pstore::create(tx, &org, &name, b.description.as_deref())?;
+            let p = store::policies::create(tx, &org, &name, b.description.as_deref())?;
             Ok(Reply::created(render(&p)))
         },
     )
@@ -95,7 +96,15 @@ pub async fn create(
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(&state, &req, "policies", pstore::list, |p| p.seq, render).await
+    pagination::newest_first(
+        &state,
+        &req,
+        "policies",
+        store::policies::list,
+        |p| p.seq,
+        render,
+    )
+    .await
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -126,7 +135,7 @@ pub async fn patch(
             } else {
                 p.description.clone()
             };
-            pstore::rename(
+            store::policies::rename(
                 tx,
                 &id,
                 name.as_deref().unwrap_or(&p.name),
@@ -149,14 +158,14 @@ pub async fn delete(
     let body = blocking(move || {
         st.db.write(true, |tx| {
             load(tx, &auth.org_id, &id)?;
-            let users = pstore::rails_referencing(tx, &auth.org_id, &id)?;
+            let users = store::policies::rails_referencing(tx, &auth.org_id, &id)?;
             if !users.is_empty() {
                 return Err(ApiError::bad(format!(
                     "The policy is referenced by the rail of schema '{}'",
                     users.join("', '")
                 )));
             }
-            pstore::soft_delete(tx, &id)?;
+            store::policies::soft_delete(tx, &id)?;
             Ok(json!({ "deleted": true, "id": id }))
         })
     })
@@ -202,7 +211,7 @@ pub async fn add_field(
         || hash(&raw),
         move |tx| {
             load(tx, &org, &id)?;
-            pstore::add_field(tx, &id, &key, &data_type)?;
+            store::policies::add_field(tx, &id, &key, &data_type)?;
             Ok(Reply::created(render(&load(tx, &org, &id)?)))
         },
     )
@@ -226,7 +235,7 @@ pub async fn delete_field(
             let remaining: Vec<String> = p.field_keys().into_iter().filter(|f| f != &key).collect();
             policy::compiled_order(&remaining, &p.rules)
                 .map_err(|e| ApiError::bad(format!("Cannot remove field '{key}': {e}")))?;
-            pstore::delete_field(tx, &id, &key)?;
+            store::policies::delete_field(tx, &id, &key)?;
             Ok(render(&load(tx, &auth.org_id, &id)?))
         })
     })
@@ -277,7 +286,7 @@ pub async fn add_rule(
             let mut all = p.rules.clone();
             all.push(rule.clone());
             policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
-            pstore::add_rule(tx, &id, &rule)?;
+            store::policies::add_rule(tx, &id, &rule)?;
             Ok(Reply::created(rule_json(&rule)))
         },
     )
@@ -321,7 +330,7 @@ pub async fn patch_rule(
             r.config = config.clone();
             let updated = r.clone();
             policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
-            pstore::update_rule(tx, &id, &rid, &config)?;
+            store::policies::update_rule(tx, &id, &rid, &config)?;
             Ok(rule_json(&updated))
         })
     })
@@ -343,7 +352,7 @@ pub async fn delete_rule(
             if !p.rules.iter().any(|r| r.id == rid) {
                 return Err(ApiError::not_found("Rule"));
             }
-            pstore::delete_rule(tx, &id, &rid)?;
+            store::policies::delete_rule(tx, &id, &rid)?;
             Ok(json!({ "deleted": true, "id": rid }))
         })
     })

@@ -10,10 +10,10 @@ use crate::domain::schema::FieldDef;
 use crate::domain::state::load_states;
 use crate::engine::review::{self, Action, ResolveRequest};
 use crate::engine::views::{self, DocView};
-use crate::store::review::{self as rv, Decision, PdRef, QueueFilter};
-use crate::store::{pipelines as pstore, StoreError};
+use crate::store;
+use crate::store::review::{Decision, PdRef, QueueFilter};
+use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -26,12 +26,12 @@ struct Loaded {
 
 fn load_docs(c: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Loaded>, ApiError> {
     let mut out = HashMap::new();
-    let mut cells = pstore::cells_by_doc(c, seqs)?;
+    let mut cells = store::pipelines::cells_by_doc(c, seqs)?;
     for seq in seqs {
         if out.contains_key(seq) {
             continue;
         }
-        let Some(pd) = rv::pd_by_seq(c, *seq)? else {
+        let Some(pd) = store::review::pd_by_seq(c, *seq)? else {
             continue;
         };
         let fields: Vec<FieldDef> = serde_json::from_str(&pd.fields).unwrap_or_default();
@@ -112,7 +112,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
                 status: status.as_deref(),
                 hold,
             };
-            let (rows, total) = rv::queue(c, &f, page.after, page.limit + 1)?;
+            let (rows, total) = store::review::queue(c, &f, page.after, page.limit + 1)?;
             let seqs: Vec<i64> = rows.iter().map(|r| r.pd_seq).collect();
             let docs = load_docs(c, &seqs)?;
             Ok(pagination::page(
@@ -139,7 +139,7 @@ pub async fn summary(
     let auth = state.authorize(&req, Scope::Read)?;
     let st = state.clone();
     let body = blocking(move || {
-        let rows = st.db.read(|c| rv::queue_summary(c, &auth.org_id))?;
+        let rows = st.db.read(|c| store::review::queue_summary(c, &auth.org_id))?;
         let total: i64 = rows.iter().map(|r| r.3).sum();
         let by = |t: &str| rows.iter().filter(|r| r.0 == t).map(|r| r.3).sum::<i64>();
         let mut per: Vec<(String, String, i64)> = Vec::new();
@@ -206,7 +206,7 @@ pub async fn detail(
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
-            let pd = rv::find_pd(c, &auth.org_id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+            let pd = store::review::find_pd(c, &auth.org_id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
             let docs = load_docs(c, &[pd.seq])?;
             let l = docs.get(&pd.seq).ok_or_else(|| ApiError::not_found("Pipeline document"))?;
             let fdef = l.fields.iter().find(|f| f.field_name == field).ok_or_else(|| ApiError::not_found("Field"))?;
@@ -230,9 +230,9 @@ pub async fn detail(
                     }
                 }
             };
-            let phases = pstore::phases(c, &l.pd.pipeline_id)?;
-            let verdicts: Vec<Value> = pstore::verdicts(c, l.pd.seq)?.iter().filter(|v| v.field == field).map(|v| views::verdict_json(v, &phases)).collect();
-            let decisions: Vec<Value> = rv::decisions_for(c, l.pd.seq, &field)?.iter().map(decision_json).collect();
+            let phases = store::pipelines::phases(c, &l.pd.pipeline_id)?;
+            let verdicts: Vec<Value> = store::pipelines::verdicts(c, l.pd.seq)?.iter().filter(|v| v.field == field).map(|v| views::verdict_json(v, &phases)).collect();
+            let decisions: Vec<Value> = store::review::decisions_for(c, l.pd.seq, &field)?.iter().map(decision_json).collect();
             Ok(json!({
                 "item": item_json(l, &field), "field": fdef, "cellHistory": history, "matchedSpan": span,
                 "verdicts": verdicts, "priorDecisions": decisions
@@ -300,7 +300,7 @@ pub async fn resolve(
     let (st, org, p2) = (state.clone(), auth.org_id.clone(), pd_id.clone());
     blocking(move || {
         st.db.read(|c| {
-            rv::find_pd(c, &org, &p2)?
+            store::review::find_pd(c, &org, &p2)?
                 .ok_or_else(|| ApiError::not_found("Pipeline document"))
                 .map(|_| ())
         })
@@ -399,14 +399,14 @@ pub async fn bulk_resolve(
         let mut results = Vec::with_capacity(targets.len());
         let mut resolved = 0;
         for (pd, field) in &targets {
-            tx.execute_batch("SAVEPOINT item").map_err(StoreError::from)?;
+            let item = store::Savepoint::begin(tx)?;
             let outcome = match crate::domain::ids::parse_id(pd) {
                 None => Err(crate::engine::EngineError::NotFound("Pipeline document not found".into())),
                 Some(id) => review::resolve(tx, &org, &id, field, &request),
             };
             match outcome {
                 Ok((_, wake)) => {
-                    tx.execute_batch("RELEASE item").map_err(StoreError::from)?;
+                    item.commit()?;
                     if wake {
                         flag.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
@@ -415,7 +415,7 @@ pub async fn bulk_resolve(
                 }
                 Err(crate::engine::EngineError::Store(e)) if e.is_unavailable() => return Err(e.into()),
                 Err(e) => {
-                    tx.execute_batch("ROLLBACK TO item; RELEASE item").map_err(StoreError::from)?;
+                    drop(item);
                     results.push(json!({"pipeline_document_id": pd, "field_key": field, "ok": false, "error": e.to_string()}));
                 }
             }
@@ -448,7 +448,7 @@ pub async fn decisions(
     let st = state.clone();
     let body = blocking(move || {
         let (rows, total) = st.db.read(|c| {
-            rv::list_decisions(
+            store::review::list_decisions(
                 c,
                 &auth.org_id,
                 pipeline.as_deref(),
@@ -480,9 +480,9 @@ pub async fn decisions_export(
     let pipeline = pipeline_filter(&query_map(req.query_string())?)?;
     let st = state.clone();
     let text = blocking(move || {
-        let (rows, _) = st
-            .db
-            .read(|c| rv::list_decisions(c, &auth.org_id, pipeline.as_deref(), None, i64::MAX))?;
+        let (rows, _) = st.db.read(|c| {
+            store::review::list_decisions(c, &auth.org_id, pipeline.as_deref(), None, i64::MAX)
+        })?;
         let header: Vec<String> = [
             "id",
             "pipelineId",

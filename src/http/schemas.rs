@@ -6,7 +6,8 @@ use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::keys::Scope;
 use crate::domain::schema::{self as dschema, FieldDef};
-use crate::store::schemas::{self as sstore, RegistryField, SchemaRow};
+use crate::store;
+use crate::store::schemas::{RegistryField, SchemaRow};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -72,7 +73,8 @@ pub async fn create(
         &auth,
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
-            let s = sstore::insert(tx, &org, name.trim(), b.description.as_deref(), &fields)?;
+            let s =
+                store::schemas::insert(tx, &org, name.trim(), b.description.as_deref(), &fields)?;
             Ok(Reply::created(render(&s)))
         },
     )
@@ -80,7 +82,15 @@ pub async fn create(
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(&state, &req, "schemas", sstore::list, |s| s.seq, render).await
+    pagination::newest_first(
+        &state,
+        &req,
+        "schemas",
+        store::schemas::list,
+        |s| s.seq,
+        render,
+    )
+    .await
 }
 
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -89,7 +99,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let st = state.clone();
     let s = blocking(move || {
         st.db
-            .read(|c| sstore::get(c, &auth.org_id, &id, false))?
+            .read(|c| store::schemas::get(c, &auth.org_id, &id, false))?
             .ok_or_else(|| ApiError::not_found("Schema"))
     })
     .await?;
@@ -107,7 +117,7 @@ async fn update(
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || {
         st.db
-            .read(|c| sstore::get(c, &org, &lookup, false))?
+            .read(|c| store::schemas::get(c, &org, &lookup, false))?
             .ok_or_else(|| ApiError::not_found("Schema"))
     })
     .await?;
@@ -129,8 +139,8 @@ async fn update(
         &auth,
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
-            let current =
-                sstore::get(tx, &org, &id, false)?.ok_or_else(|| ApiError::not_found("Schema"))?;
+            let current = store::schemas::get(tx, &org, &id, false)?
+                .ok_or_else(|| ApiError::not_found("Schema"))?;
             let fields = match given {
                 Some(g) if merge => dschema::merge_fields(&current.fields, g),
                 Some(g) => g,
@@ -157,7 +167,8 @@ async fn update(
             } else {
                 b.description.clone()
             };
-            let s = sstore::update(tx, &org, &current, &name, description.as_deref(), &fields)?;
+            let s =
+                store::schemas::update(tx, &org, &current, &name, description.as_deref(), &fields)?;
             Ok(Reply::ok(render(&s)))
         },
     )
@@ -189,9 +200,9 @@ pub async fn delete(
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
-            let s = sstore::get(tx, &auth.org_id, &id, false)?
+            let s = store::schemas::get(tx, &auth.org_id, &id, false)?
                 .ok_or_else(|| ApiError::not_found("Schema"))?;
-            sstore::soft_delete(tx, &auth.org_id, &s)?;
+            store::schemas::soft_delete(tx, &auth.org_id, &s)?;
             Ok(json!({ "deleted": true, "id": s.id }))
         })
     })
@@ -215,7 +226,7 @@ pub async fn list_fields(
         &state,
         &req,
         "fields",
-        sstore::list_registry,
+        store::schemas::list_registry,
         |f| f.seq,
         render_field,
     )
@@ -239,7 +250,7 @@ pub async fn put_rail(
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || {
         st.db
-            .read(|c| sstore::get(c, &org, &lookup, false))?
+            .read(|c| store::schemas::get(c, &org, &lookup, false))?
             .ok_or_else(|| ApiError::not_found("Schema"))
             .map(|_| ())
     })
@@ -252,10 +263,10 @@ pub async fn put_rail(
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
-            let s = sstore::get(tx, &auth.org_id, &id, false)?
+            let s = store::schemas::get(tx, &auth.org_id, &id, false)?
                 .ok_or_else(|| ApiError::not_found("Schema"))?;
             let phases = crate::engine::spec::compile_rail(tx, &auth.org_id, &s, &stages)?;
-            sstore::set_rail(
+            store::schemas::set_rail(
                 tx,
                 &id,
                 &serde_json::to_value(&stages).unwrap_or(Value::Null),
@@ -276,7 +287,7 @@ pub async fn get_rail(
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
-            let s = sstore::get(c, &auth.org_id, &id, false)?
+            let s = store::schemas::get(c, &auth.org_id, &id, false)?
                 .ok_or_else(|| ApiError::not_found("Schema"))?;
             let stages: Vec<crate::domain::rail::Stage> =
                 serde_json::from_value(s.rail.clone()).unwrap_or_default();

@@ -136,3 +136,12 @@ pub fn set_ordinal(c: &Connection, id: &str, ordinal: i64) -> Result<(), StoreEr
     )?;
     Ok(())
 }
+
+/// A validation stage's name, deleted ones included (decisions name the stage they were made at).
+pub fn name(c: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+    optional(c.query_row(
+        "SELECT name FROM validation_stages WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    ))
+}

@@ -1,14 +1,17 @@
 //! SQLite storage: the pool and its pragmas, migrations, and one module per aggregate.
 //! All SQL of the service lives below this module.
 
+pub mod bench;
+pub mod data_products;
 pub mod documents;
-pub mod executor;
 pub mod gates;
 pub mod idempotency;
 pub mod keys;
+pub mod migrate;
 pub mod orgs;
 pub mod pipelines;
 pub mod policies;
+pub mod queue;
 pub mod reruns;
 pub mod review;
 pub mod schemas;
@@ -16,11 +19,13 @@ pub mod settings;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+/// The connection and transaction types the layers above pass back into the store: they hold
+/// one, never use it themselves (`tests/it/layering.rs` keeps SQL below `src/store`).
+pub use rusqlite::{Connection, Transaction};
+use rusqlite::{ErrorCode, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 /// "QUIR" as a big-endian integer, written to the database header.
 pub const APPLICATION_ID: i64 = 0x5155_4952;
 
@@ -142,27 +147,7 @@ fn is_read_only_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Splits schema.sql into its numbered migrations.
-fn migrations() -> Vec<(i64, String)> {
-    let mut out: Vec<(i64, String)> = Vec::new();
-    for line in SCHEMA_SQL.lines() {
-        if let Some(n) = line.trim().strip_prefix("-- migration:") {
-            if let Ok(n) = n.trim().parse() {
-                out.push((n, String::new()));
-                continue;
-            }
-        }
-        if let Some(last) = out.last_mut() {
-            last.1.push_str(line);
-            last.1.push('\n');
-        }
-    }
-    out
-}
-
-pub fn latest_version() -> i64 {
-    migrations().last().map(|m| m.0).unwrap_or(0)
-}
+pub use migrate::latest_version;
 
 /// Refuses files that are not Quire databases, or come from a newer Quire, without touching them.
 fn check_existing(path: &Path) -> Result<(), StoreError> {
@@ -348,14 +333,11 @@ impl Db {
             }
             return Ok(());
         }
-        let pending: Vec<_> = migrations()
-            .into_iter()
-            .filter(|(n, _)| *n > current)
-            .collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if current > 0 && self._tmp.is_none() {
+        let shown = self.path.display().to_string();
+        // Checked before anything is written, the backup included: a refused file is untouched.
+        migrate::verify(&c, current, false, &shown)?;
+        let pending = current < latest_version();
+        if pending && current > 0 && self._tmp.is_none() {
             // An upgrade: keep the database as the older version left it, next to it.
             let dest = PathBuf::from(format!("{}.bak-{current}", self.path.display()));
             if !dest.exists() {
@@ -374,12 +356,11 @@ impl Db {
             }
         }
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (n, sql) in &pending {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", n)?;
-            log::info!("applied database migration {n}");
+        migrate::verify(&tx, current, true, &shown)?;
+        migrate::apply_after(&tx, current)?;
+        if pending {
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         }
-        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.commit()?;
         Ok(())
     }
@@ -500,6 +481,52 @@ pub fn checkpointer(db: Db, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
 }
 
 /// Reads an optional row: `Ok(None)` when no row matched.
+/// A savepoint inside a transaction, rolled back unless committed: one item of a batch fails
+/// alone. Works on a shared `&Connection` (rusqlite's own `savepoint` needs `&mut`). Savepoints
+/// of one name nest: each `ROLLBACK TO`/`RELEASE` ends the innermost of that name.
+pub struct Savepoint<'a> {
+    conn: &'a Connection,
+    done: bool,
+}
+
+impl<'a> Savepoint<'a> {
+    pub fn begin(conn: &'a Connection) -> Result<Self, StoreError> {
+        conn.execute_batch("SAVEPOINT item")?;
+        Ok(Savepoint { conn, done: false })
+    }
+
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("RELEASE item")?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Savepoint<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK TO item; RELEASE item");
+        }
+    }
+}
+
+/// A write transaction on a connection of one's own (the executor's writer), under the
+/// process's write gate like every other writer.
+pub fn begin_immediate(c: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    Ok(c.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// Folds the whole WAL back into the database file (at a clean stop).
+pub fn checkpoint_truncate(c: &Connection) -> Result<(), StoreError> {
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    Ok(())
+}
+
+/// A counter that changes whenever another connection commits (SQLite's `data_version`).
+pub fn data_version(c: &Connection) -> Result<i64, StoreError> {
+    Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
 pub fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -551,13 +578,6 @@ impl ChangeWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn migrations_are_numbered_from_one() {
-        let m = migrations();
-        assert_eq!(m[0].0, 1);
-        assert!(m[0].1.contains("CREATE TABLE cells"));
-    }
 
     #[test]
     fn foreign_and_newer_files_are_refused_untouched() {

@@ -308,13 +308,13 @@ pub fn document(
 pub struct CellRow {
     pub seq: i64,
     pub pd_seq: i64,
-    pub cell: crate::engine::runner::Cell,
+    pub cell: crate::domain::cells::Cell,
     pub created_at: String,
 }
 
 /// Each document's cells as `(seq, cell, created_at)`, oldest first, keyed by document seq.
 pub type CellsByDoc =
-    std::collections::HashMap<i64, Vec<(i64, crate::engine::runner::Cell, String)>>;
+    std::collections::HashMap<i64, Vec<(i64, crate::domain::cells::Cell, String)>>;
 
 pub fn cells_by_doc(c: &Connection, pd_seqs: &[i64]) -> Result<CellsByDoc, StoreError> {
     let mut out = CellsByDoc::new();
@@ -345,7 +345,7 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
             Ok(CellRow {
                 seq: r.get(0)?,
                 pd_seq: r.get(1)?,
-                cell: crate::engine::runner::Cell {
+                cell: crate::domain::cells::Cell {
                     seq: r.get(0)?,
                     field: r.get(2)?,
                     version: r.get(3)?,
@@ -468,7 +468,7 @@ pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Option<&'static str>,
 
 /// What `/metrics` reads from the database: documents by status across all runs, and the
 /// fields waiting for a reviewer.
-pub fn metric_gauges(c: &Connection) -> Result<crate::metrics::StoreGauges, StoreError> {
+pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
     let mut st = c.prepare_cached(
         "SELECT status, COUNT(*) FROM pipeline_documents GROUP BY status ORDER BY status",
     )?;
@@ -476,7 +476,7 @@ pub fn metric_gauges(c: &Connection) -> Result<crate::metrics::StoreGauges, Stor
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     let review_queue = c.query_row("SELECT COUNT(*) FROM held_fields", [], |r| r.get(0))?;
-    Ok(crate::metrics::StoreGauges {
+    Ok(Gauges {
         documents,
         review_queue,
     })
@@ -499,4 +499,46 @@ pub fn delivered_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreEr
         [pipeline_id],
         |r| r.get(0),
     )?)
+}
+
+/// Gauges read from the database at scrape time.
+#[derive(Default)]
+pub struct Gauges {
+    /// Pipeline documents by status.
+    pub documents: Vec<(String, i64)>,
+    /// Fields waiting for a reviewer.
+    pub review_queue: i64,
+}
+
+/// Documents of a run that ended `complete` or `partial`: what a data product can deliver.
+pub fn finished_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
+    Ok(c.query_row(
+        "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')",
+        [pipeline_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether a run's rail has a phase made from this gate or policy.
+pub fn runs_phase(c: &Connection, pipeline_id: &str, ref_id: &str) -> Result<bool, StoreError> {
+    Ok(c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pipeline_phases WHERE pipeline_id = ?1 AND ref_id = ?2)",
+        [pipeline_id, ref_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// The organization's runs with a phase made from this gate or policy.
+pub fn running_phase(
+    c: &Connection,
+    org_id: &str,
+    ref_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    Ok(c
+        .prepare(
+            "SELECT DISTINCT pp.pipeline_id FROM pipeline_phases pp JOIN pipelines p ON p.id = pp.pipeline_id
+             WHERE pp.ref_id = ?1 AND p.org_id = ?2",
+        )?
+        .query_map([ref_id, org_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
 }

@@ -335,96 +335,6 @@ pub fn queue_summary(
     Ok(rows)
 }
 
-#[derive(Debug, Clone)]
-pub struct DataProduct {
-    pub seq: i64,
-    pub id: String,
-    pub name: String,
-    pub pipeline_id: String,
-    pub status: String,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-const DP_COLS: &str = "seq, id, name, pipeline_id, status, created_at, updated_at";
-
-fn dp(r: &rusqlite::Row) -> rusqlite::Result<DataProduct> {
-    Ok(DataProduct {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        name: r.get(2)?,
-        pipeline_id: r.get(3)?,
-        status: r.get(4)?,
-        created_at: r.get(5)?,
-        updated_at: r.get(6)?,
-    })
-}
-
-/// Creates the run's data product or reactivates it; true when created.
-pub fn upsert_data_product(
-    c: &Connection,
-    org_id: &str,
-    pipeline_id: &str,
-    name: Option<&str>,
-    default_name: &str,
-) -> Result<(DataProduct, bool), StoreError> {
-    let now = now_rfc3339();
-    let existing = optional(c.query_row(
-        &format!("SELECT {DP_COLS} FROM data_products WHERE pipeline_id = ?1"),
-        [pipeline_id],
-        dp,
-    ))?;
-    let created = existing.is_none();
-    match existing {
-        Some(d) => {
-            // An absent name keeps the one it has.
-            c.execute("UPDATE data_products SET name = coalesce(?2, name), status = 'active', updated_at = ?3 WHERE id = ?1", params![d.id, name, now])?;
-        }
-        None => {
-            c.execute(
-                "INSERT INTO data_products(id, org_id, pipeline_id, name, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5)",
-                params![new_id(), org_id, pipeline_id, name.unwrap_or(default_name), now],
-            )?;
-        }
-    }
-    let d = c.query_row(
-        &format!("SELECT {DP_COLS} FROM data_products WHERE pipeline_id = ?1"),
-        [pipeline_id],
-        dp,
-    )?;
-    Ok((d, created))
-}
-
-pub fn get_data_product(
-    c: &Connection,
-    org_id: &str,
-    id: &str,
-) -> Result<Option<DataProduct>, StoreError> {
-    optional(c.query_row(
-        &format!("SELECT {DP_COLS} FROM data_products WHERE id = ?1 AND org_id = ?2"),
-        params![id, org_id],
-        dp,
-    ))
-}
-
-pub fn list_data_products(
-    c: &Connection,
-    org_id: &str,
-    before: Option<i64>,
-    limit: i64,
-) -> Result<(Vec<DataProduct>, i64), StoreError> {
-    let rows = c
-        .prepare_cached(&format!("SELECT {DP_COLS} FROM data_products WHERE org_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"))?
-        .query_map(params![org_id, before.unwrap_or(i64::MAX), limit], dp)?
-        .collect::<Result<Vec<_>, _>>()?;
-    let total = c.query_row(
-        "SELECT count(*) FROM data_products WHERE org_id = ?1",
-        [org_id],
-        |r| r.get(0),
-    )?;
-    Ok((rows, total))
-}
-
 /// What replay needs of a stored verdict.
 #[derive(Debug, Clone)]
 pub struct VerdictKey {
@@ -460,7 +370,7 @@ pub fn verdict_keys(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictKey>, Stor
 pub fn insert_human_cell(
     c: &Connection,
     pd_seq: i64,
-    cell: &crate::engine::runner::Cell,
+    cell: &crate::domain::cells::Cell,
 ) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,

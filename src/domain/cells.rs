@@ -1,0 +1,44 @@
+//! What a document's run writes: cell versions and verdicts, grouped by phase into steps. The
+//! runner computes them and the store persists them; both speak these types.
+
+use crate::domain::gate::{self, Outcome};
+use serde_json::Value;
+
+/// A stored or new cell version (`seq` is 0 until stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub seq: i64,
+    pub field: String,
+    pub version: i64,
+    pub value: Value,
+    pub source: String,
+    pub phase_index: usize,
+    pub generation: i64,
+    pub pass: i64,
+    pub confidence: Option<f64>,
+    pub source_text: Option<String>,
+    pub config_version: Option<i64>,
+    pub rule_type: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewVerdict {
+    pub field: String,
+    pub phase_index: usize,
+    pub stage_id: String,
+    pub outcome: Outcome,
+    pub suppressed: bool,
+    pub reason: Option<&'static str>,
+    pub mechanisms: Vec<gate::MechanismResult>,
+    pub value_hash: String,
+}
+
+pub struct Step {
+    pub phase_index: usize,
+    pub kind: crate::domain::rail::PhaseType,
+    /// Computation time of the phase, for the metrics.
+    pub elapsed: std::time::Duration,
+    pub cells: Vec<Cell>,
+    pub verdicts: Vec<NewVerdict>,
+}

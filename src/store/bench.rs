@@ -1,0 +1,174 @@
+//! What `quire bench` reads of the run it measured, and the ceiling it compares against: the
+//! same rows inserted by a bare prepared-statement loop, the fastest this SQLite can store them.
+
+use rusqlite::{params, Connection, OpenFlags};
+use std::time::Instant;
+
+/// A stored version's columns, to insert again in the ceiling database.
+type CellTemplate = (
+    String,
+    i64,
+    Option<String>,
+    String,
+    i64,
+    Option<f64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+/// A stored verdict's columns.
+type VerdictTemplate = (
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    String,
+);
+
+/// The benchmark's database, read-only beside the running service.
+pub struct BenchDb(Connection);
+
+impl BenchDb {
+    pub fn open(path: &str) -> Result<Self, String> {
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map(BenchDb)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Documents of a run that ended `partial`.
+    pub fn partial_count(&self, pipeline_id: &str) -> Result<i64, String> {
+        self.0
+            .query_row(
+                "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status = 'partial'",
+                [pipeline_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    /// Versions written in a generation, by phase.
+    pub fn cells_per_phase(&self, generation: i64) -> Result<Vec<(i64, i64)>, String> {
+        self.0
+            .prepare("SELECT phase_index, count(*) FROM cells WHERE generation = ?1 GROUP BY phase_index ORDER BY phase_index")
+            .and_then(|mut s| s.query_map([generation], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| e.to_string())
+    }
+
+    /// (cells, verdicts) written in a generation.
+    pub fn rows_of(&self, generation: i64) -> Result<(i64, i64), String> {
+        let q = |sql: &str| {
+            self.0
+                .query_row(sql, [generation], |r| r.get::<_, i64>(0))
+                .map_err(|e| e.to_string())
+        };
+        Ok((
+            q("SELECT count(*) FROM cells WHERE generation = ?1")?,
+            q("SELECT count(*) FROM verdicts WHERE generation = ?1")?,
+        ))
+    }
+
+    /// The same rows (same tables, count and shape) inserted by a bare prepared-statement loop in
+    /// one transaction into a fresh database made from the same migrations.
+    pub fn ceiling(&self, cells: i64, verdicts: i64, docs: usize) -> Result<f64, String> {
+        let bench_db = &self.0;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let db = super::Db::open(
+            dir.path()
+                .join("ceiling.db")
+                .to_str()
+                .unwrap_or("ceiling.db"),
+            Default::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut c = db.conn().map_err(|e| e.to_string())?;
+        let cell_tpl: Vec<CellTemplate> = bench_db
+        .prepare("SELECT field_key, version, value, source, phase_index, confidence, source_text, config_version, rule_type FROM cells WHERE pd_seq = (SELECT min(pd_seq) FROM cells) AND generation = 1")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?.collect())
+        .map_err(|e| e.to_string())?;
+        let verdict_tpl: Vec<VerdictTemplate> = bench_db
+        .prepare("SELECT field_key, phase_index, stage_id, outcome, suppressed, reason, mechanisms, value_hash FROM verdicts WHERE pd_seq = (SELECT min(pd_seq) FROM verdicts) AND generation = 1")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?.collect())
+        .map_err(|e| e.to_string())?;
+        if cell_tpl.is_empty() || verdict_tpl.is_empty() {
+            return Err("no rows to model the ceiling on".into());
+        }
+        let now = crate::domain::ids::now_rfc3339();
+        {
+            // Parents, not timed.
+            let tx = c.transaction().map_err(|e| e.to_string())?;
+            tx.execute(
+                "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', ?1)",
+                [&now],
+            )
+            .map_err(|e| e.to_string())?;
+            tx.execute(
+            "INSERT INTO schemas(id, short_id, org_id, name, definition, fields, created_at, updated_at) VALUES ('s', 'SCH-0', 'o', 's', '{}', '[]', ?1, ?1)",
+            [&now],
+        )
+        .map_err(|e| e.to_string())?;
+            tx.execute(
+            "INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count, document_count, created_at, updated_at)
+             VALUES ('p', 'o', 's', 's', 'p', 'completed', '[]', 4, ?2, ?1, ?1)",
+            params![now, docs as i64],
+        )
+        .map_err(|e| e.to_string())?;
+            let mut d = tx.prepare("INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at) VALUES (?1, 'o', 'f', 'text/plain', 1, 'x', x'00', ?2)").map_err(|e| e.to_string())?;
+            let mut pd = tx.prepare("INSERT INTO pipeline_documents(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at) VALUES (?1, ?2, 'p', ?2, ?1, 'complete', ?3, ?3)").map_err(|e| e.to_string())?;
+            for i in 0..docs {
+                let did = format!("d{i}");
+                d.execute(params![did, now]).map_err(|e| e.to_string())?;
+                pd.execute(params![i as i64 + 1, did, now])
+                    .map_err(|e| e.to_string())?;
+            }
+            drop(d);
+            drop(pd);
+            tx.commit().map_err(|e| e.to_string())?;
+        }
+        let started = Instant::now();
+        let tx = c.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut ins_c = tx
+            .prepare(
+                "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text, config_version, rule_type, note, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, 1, ?7, ?8, ?9, ?10, NULL, ?11)",
+            )
+            .map_err(|e| e.to_string())?;
+            let mut ins_v = tx
+            .prepare(
+                "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason, mechanisms, value_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(|e| e.to_string())?;
+            let (mut left_c, mut left_v) = (cells, verdicts);
+            let mut seq = 1i64;
+            while left_c > 0 || left_v > 0 {
+                for t in &cell_tpl {
+                    if left_c == 0 {
+                        break;
+                    }
+                    ins_c
+                        .execute(params![
+                            seq, t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8, now
+                        ])
+                        .map_err(|e| e.to_string())?;
+                    left_c -= 1;
+                }
+                for t in &verdict_tpl {
+                    if left_v == 0 {
+                        break;
+                    }
+                    ins_v
+                        .execute(params![seq, t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, now])
+                        .map_err(|e| e.to_string())?;
+                    left_v -= 1;
+                }
+                seq = seq % docs as i64 + 1;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok((cells + verdicts) as f64 / started.elapsed().as_secs_f64())
+    }
+}

@@ -1,0 +1,239 @@
+//! Versioned migrations: `migrations/NNNN_name.sql`, embedded in the binary, each applied once,
+//! in order, and recorded with the SHA-256 of its text. A database whose applied migration no
+//! longer matches the binary's file is refused at start: an edited migration would otherwise
+//! leave databases migrated before and after the edit quietly different.
+
+use super::StoreError;
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migration {
+    ($version:literal, $name:literal, $file:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../migrations/", $file)),
+        }
+    };
+}
+
+/// Every migration, in order. A test checks that this list and the `migrations/` folder agree
+/// (file `NNNN_name.sql` for version N).
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "initial", "0001_initial.sql"),
+    migration!(2, "queue_indexes", "0002_queue_indexes.sql"),
+    migration!(3, "decision_judged_pass", "0003_decision_judged_pass.sql"),
+    migration!(4, "crash_accounting", "0004_crash_accounting.sql"),
+];
+
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
+}
+
+impl Migration {
+    pub fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+
+    fn file(&self) -> String {
+        format!("migrations/{:04}_{}.sql", self.version, self.name)
+    }
+}
+
+/// The record of applied migrations. Not a migration itself: it must exist before any is
+/// recorded, including on databases made before migrations were recorded.
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)";
+
+/// Checks the recorded checksums of the migrations a database has (`current` = its
+/// `user_version`). Versions applied before checksums were recorded are adopted when `adopt`
+/// (the database is writable); their text cannot be checked any more.
+pub fn verify(c: &Connection, current: i64, adopt: bool, shown: &str) -> Result<(), StoreError> {
+    let has_ledger: bool = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if !has_ledger && !adopt {
+        return Ok(());
+    }
+    if adopt {
+        c.execute(LEDGER, [])?;
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version <= current) {
+        let recorded: Option<String> = if has_ledger {
+            c.query_row(
+                "SELECT sha256 FROM schema_migrations WHERE version = ?1",
+                [m.version],
+                |r| r.get(0),
+            )
+            .optional()?
+        } else {
+            None
+        };
+        match recorded {
+            Some(sha) if sha != m.sha256() => {
+                return Err(StoreError::Refused(format!(
+                    "{shown}: migration {} ({}) was applied from a text that differs from this binary's {} \
+                     (sha256 recorded {sha}, now {}); refusing to start on it — a migration must never be edited once released",
+                    m.version,
+                    m.name,
+                    m.file(),
+                    m.sha256()
+                )))
+            }
+            Some(_) => {}
+            None if adopt => record(c, m, "adopted")?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn record(c: &Connection, m: &Migration, when: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO schema_migrations(version, name, sha256, applied_at) VALUES (?1, ?2, ?3, ?4)",
+        params![m.version, m.name, m.sha256(), when],
+    )?;
+    Ok(())
+}
+
+/// Applies every migration after `current`, recording each; the caller owns the transaction.
+pub fn apply_after(c: &Connection, current: i64) -> Result<(), StoreError> {
+    c.execute(LEDGER, [])?;
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        c.execute_batch(m.sql)?;
+        record(c, m, &crate::domain::ids::now_rfc3339())?;
+        c.pragma_update(None, "user_version", m.version)?;
+        log::info!("applied database migration {} ({})", m.version, m.name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, OpenOptions, APPLICATION_ID};
+
+    #[test]
+    fn the_list_names_every_file_in_the_migrations_folder_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| m.file().trim_start_matches("migrations/").to_string())
+            .collect();
+        assert_eq!(files, listed);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                m.version,
+                i as i64 + 1,
+                "versions are 1, 2, 3, … without gaps"
+            );
+        }
+    }
+
+    /// The schema as SQLite describes it, internal tables aside.
+    fn shape(path: &std::path::Path) -> Vec<(String, String, String)> {
+        let c = Connection::open(path).unwrap();
+        let mut q = c
+            .prepare(
+                "SELECT type, name, coalesce(sql, '') FROM sqlite_master
+                 WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+            )
+            .unwrap();
+        let rows = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows
+    }
+
+    /// A database as a binary that knew migrations up to `version` left it: before this
+    /// module existed, with no ledger.
+    fn old_database(path: &std::path::Path, version: i64) {
+        let c = Connection::open(path).unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= version) {
+            c.execute_batch(m.sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", version).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_database_of_every_earlier_version_upgrades_to_the_fresh_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        drop(Db::open(fresh.to_str().unwrap(), OpenOptions::default()).unwrap());
+        let want = shape(&fresh);
+        assert!(want.iter().any(|t| t.1 == "schema_migrations"));
+        for v in 1..latest_version() {
+            let path = dir.path().join(format!("v{v}.db"));
+            old_database(&path, v);
+            let db = Db::open(path.to_str().unwrap(), OpenOptions::default()).unwrap();
+            drop(db);
+            assert_eq!(shape(&path), want, "upgraded from version {v}");
+            let c = Connection::open(&path).unwrap();
+            let recorded: Vec<(i64, String)> = c
+                .prepare("SELECT version, sha256 FROM schema_migrations ORDER BY version")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let expected: Vec<(i64, String)> =
+                MIGRATIONS.iter().map(|m| (m.version, m.sha256())).collect();
+            assert_eq!(
+                recorded, expected,
+                "every version recorded with its checksum"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_whose_applied_migration_text_changed_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        drop(Db::open(path.to_str().unwrap(), OpenOptions::default()).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute(
+            "UPDATE schema_migrations SET sha256 = 'edited' WHERE version = 2",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let before = std::fs::read(&path).unwrap();
+        let err = match Db::open(path.to_str().unwrap(), OpenOptions::default()) {
+            Ok(_) => panic!("an edited migration must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("migration 2 (queue_indexes)")
+                && err.contains("migrations/0002_queue_indexes.sql"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is untouched"
+        );
+    }
+}

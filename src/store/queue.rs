@@ -1,0 +1,563 @@
+//! The executor's storage: claims, loading a document's situation, and fenced step commits.
+
+use super::StoreError;
+use crate::domain::cells::{Cell, NewVerdict, Step};
+use crate::domain::ids::now_rfc3339;
+use crate::domain::state::{FieldState, States, Status};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub seq: i64,
+    pub pipeline_id: String,
+    pub token: String,
+    pub generation: i64,
+    pub pass: i64,
+    pub cursor: usize,
+}
+
+pub const MAX_ATTEMPTS: i64 = 3;
+
+/// At start-up: every document that was processing is queued again.
+/// At a clean stop: documents still in flight go back to the queue, no questions asked.
+pub fn return_unfinished(c: &Connection) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "UPDATE pipeline_documents SET status = 'queued', claim_token = NULL WHERE status = 'processing'",
+        [],
+    )?)
+}
+
+/// What a start found of the previous process's work.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub requeued: usize,
+    /// `(document seq, reason)` of each document ended `error` as the likely cause.
+    pub quarantined: Vec<(i64, String)>,
+    /// Runs to settle: a quarantined document may have been their last active one.
+    pub pipelines: Vec<String>,
+}
+
+/// How many consecutive unclean exits a document may be in flight for, alone, before it is set
+/// aside.
+pub const QUARANTINE_AFTER: i64 = 2;
+
+/// At start: a clean stop leaves nothing `processing`, so what is still `processing` was in
+/// flight when the process died. A document whose worker recorded why it was dying, or that
+/// was in flight alone at two consecutive unclean exits, ends `error` (quarantined); every
+/// other one goes back to the queue, a suspect until it commits. Suspects run alone, so a
+/// document killed with a crowd is never blamed, and an innocent one would have to be the one
+/// running at two random kills in a row.
+pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
+    let now = now_rfc3339();
+    let mut r = Recovered::default();
+    let dying: Vec<(i64, String, String)> = c
+        .prepare(
+            "SELECT seq, pipeline_id, abort_cause FROM pipeline_documents
+             WHERE status = 'processing' AND abort_cause IS NOT NULL",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (seq, pipeline, cause) in dying {
+        r.quarantined.push((seq, format!("quarantined: {cause}")));
+        r.pipelines.push(pipeline);
+    }
+    // Suspects of an earlier exit that were not in flight at this one are cleared: the exits
+    // they saw were not consecutive.
+    c.execute(
+        "UPDATE pipeline_documents SET unclean_exits = 0 WHERE unclean_exits > 0 AND status <> 'processing'",
+        [],
+    )?;
+    // In a crowd, a document only becomes a suspect (1): the exit may have had nothing to do
+    // with it (a SIGKILL, an out-of-memory kill of the whole process). Alone in flight, which is
+    // how suspects run, the exit counts against it (+1).
+    let in_flight: i64 = c.query_row(
+        "SELECT count(*) FROM pipeline_documents WHERE status = 'processing' AND abort_cause IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    let step = if in_flight == 1 { 1 } else { 0 };
+    c.execute(
+        "UPDATE pipeline_documents SET unclean_exits = max(unclean_exits, 1) + ?1
+         WHERE status = 'processing' AND abort_cause IS NULL",
+        [step],
+    )?;
+    let repeat: Vec<(i64, String)> = c
+        .prepare(
+            "SELECT seq, pipeline_id FROM pipeline_documents WHERE status = 'processing' AND unclean_exits >= ?1",
+        )?
+        .query_map([QUARANTINE_AFTER + 1], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (seq, pipeline) in repeat {
+        r.quarantined.push((
+            seq,
+            format!("quarantined: in flight alone at {QUARANTINE_AFTER} consecutive unclean exits"),
+        ));
+        r.pipelines.push(pipeline);
+    }
+    let mut end = c.prepare(
+        "UPDATE pipeline_documents SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
+         abort_cause = NULL, unclean_exits = 0, updated_at = ?3, completed_at = ?3 WHERE seq = ?1",
+    )?;
+    for (seq, why) in &r.quarantined {
+        end.execute(params![seq, why, now])?;
+    }
+    r.requeued = return_unfinished(c)?;
+    r.pipelines.sort();
+    r.pipelines.dedup();
+    Ok(r)
+}
+
+/// A worker about to take the process down says which document it was on, and why.
+pub fn record_abort(c: &Connection, seq: i64, cause: &str) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE pipeline_documents SET abort_cause = ?2 WHERE seq = ?1",
+        params![seq, cause],
+    )?;
+    Ok(())
+}
+
+/// The allocation journal's word, at start, for a document that may still be claimed by the
+/// claim that was running when an allocation failed (a later claim of it is not blamed).
+pub fn record_abort_of_claim(
+    c: &Connection,
+    seq: i64,
+    token: &str,
+    cause: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE pipeline_documents SET abort_cause = ?3
+         WHERE seq = ?1 AND claim_token = ?2 AND status = 'processing'",
+        params![seq, token, cause],
+    )?;
+    Ok(())
+}
+
+/// Claims up to `limit` queued documents not already in flight. Documents claimed
+/// `MAX_ATTEMPTS` times without a commit end `error`; their pipelines are returned to settle.
+pub fn claim(
+    c: &Connection,
+    limit: usize,
+    in_flight: &std::collections::HashSet<i64>,
+    others_in_flight: bool,
+) -> Result<(Vec<Claim>, Vec<String>), StoreError> {
+    let mut out = Vec::new();
+    let mut gave_up = Vec::new();
+    // A suspect of an unclean exit runs alone, so that if it takes the process down again it is
+    // the only document in flight and nothing innocent is blamed with it.
+    let suspect: Option<i64> = c
+        .prepare_cached(
+            "SELECT seq FROM pipeline_documents WHERE unclean_exits > 0 AND status = 'queued' ORDER BY seq LIMIT 1",
+        )?
+        .query_row([], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if suspect.is_some() && others_in_flight {
+        return Ok((out, gave_up));
+    }
+    let (sql, arg) = match suspect {
+        Some(seq) => (
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
+             WHERE seq = ?1",
+            seq,
+        ),
+        None => (
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
+             WHERE status = 'queued' ORDER BY seq LIMIT ?1",
+            limit as i64,
+        ),
+    };
+    let candidates: Vec<(i64, String, i64, i64, i64, i64)> = c
+        .prepare_cached(sql)?
+        .query_map([arg], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let now = now_rfc3339();
+    // One token per claim round: with the document's seq it fences a result to this claim.
+    let token = format!("{:016x}", rand::random::<u64>());
+    let mut seqs = String::from("[");
+    for (seq, pipeline_id, generation, pass, cursor, attempts) in candidates {
+        if in_flight.contains(&seq) {
+            continue;
+        }
+        if attempts >= MAX_ATTEMPTS {
+            c.prepare_cached(
+                "UPDATE pipeline_documents SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
+                 updated_at = ?3, completed_at = ?3 WHERE seq = ?1 AND status = 'queued'",
+            )?
+            .execute(params![seq, format!("gave up after {MAX_ATTEMPTS} attempts"), now])?;
+            gave_up.push(pipeline_id);
+            continue;
+        }
+        if seqs.len() > 1 {
+            seqs.push(',');
+        }
+        seqs.push_str(&seq.to_string());
+        out.push(Claim {
+            seq,
+            pipeline_id,
+            token: token.clone(),
+            generation,
+            pass,
+            cursor: cursor as usize,
+        });
+    }
+    seqs.push(']');
+    if !out.is_empty() {
+        // One statement for the whole round; the rows were read in this same transaction, so
+        // every one of them is still queued.
+        let n = c
+            .prepare_cached(
+                "UPDATE pipeline_documents SET status = 'processing', claim_token = ?1, attempts = attempts + 1, updated_at = ?2
+                 WHERE seq IN (SELECT value FROM json_each(?3)) AND status = 'queued'",
+            )?
+            .execute(params![token, now, seqs])?;
+        if n != out.len() {
+            return Err(StoreError::Refused(format!(
+                "claimed {n} of {} queued documents",
+                out.len()
+            )));
+        }
+    }
+    Ok((out, gave_up))
+}
+
+/// Puts a claimed document back in the queue (storage trouble or a failed computation).
+pub fn requeue(c: &Connection, claim: &Claim) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE pipeline_documents SET status = 'queued', claim_token = NULL WHERE seq = ?1 AND claim_token = ?2")?
+        .execute(params![claim.seq, claim.token])?;
+    Ok(())
+}
+
+pub struct DocLoad {
+    pub content: Vec<u8>,
+    pub mime: String,
+    pub metadata: Map<String, Value>,
+    pub restarts: Vec<(i64, usize)>,
+    pub field_states: String,
+    pub cells: Vec<Cell>,
+    /// `(field, final value)` of decisions since each field's latest reopen.
+    pub decisions: Vec<(String, Value)>,
+}
+
+pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
+    let head: Option<(String, String, Vec<u8>, String, String)> = c
+        .prepare_cached(
+            "SELECT pd.restarts, pd.field_states, d.content, d.mime_type, d.metadata FROM pipeline_documents pd
+             JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
+        )?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    let Some((restarts, field_states, content, mime, metadata)) = head else {
+        return Ok(None);
+    };
+    let cells = super::pipelines::cells(c, &[seq])?
+        .into_iter()
+        .map(|r| r.cell)
+        .collect();
+    let mut decisions: Vec<(String, Value)> = Vec::new();
+    let rows = c
+        .prepare_cached("SELECT field_key, action, final_value FROM review_decisions WHERE pd_seq = ?1 ORDER BY seq")?
+        .query_map([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (field, action, fv) in rows {
+        if action == "reopen" {
+            decisions.retain(|(f, _)| f != &field);
+        } else {
+            decisions.push((
+                field,
+                fv.and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(Value::Null),
+            ));
+        }
+    }
+    let restarts: Vec<(i64, usize)> = serde_json::from_str(&restarts).unwrap_or_default();
+    Ok(Some(DocLoad {
+        content,
+        mime,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        restarts,
+        field_states,
+        cells,
+        decisions,
+    }))
+}
+
+/// Applies the step's changes to the fields whose stored state is still what the step saw.
+pub fn merge(current: &States, before: &States, after: &States) -> States {
+    let mut out = current.clone();
+    for (f, a) in after {
+        let seen = before.get(f).cloned().unwrap_or_default();
+        let now = current.get(f).cloned().unwrap_or_default();
+        if now == seen {
+            out.insert(f.clone(), a.clone());
+        }
+    }
+    out
+}
+
+pub fn encode_states(s: &States) -> String {
+    // Absent fields read as progressing at phase 0; storing them all keeps reads simple.
+    serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
+}
+
+/// A step's rows with their JSON already rendered (by a worker, off the writer thread).
+pub struct StepRows {
+    pub phase_index: usize,
+    cells: Vec<(Cell, String)>,
+    verdicts: Vec<(NewVerdict, String)>,
+}
+
+impl StepRows {
+    /// (cell versions, verdicts) this step writes.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.cells.len(), self.verdicts.len())
+    }
+
+    pub fn of(step: Step) -> Self {
+        StepRows {
+            phase_index: step.phase_index,
+            cells: step
+                .cells
+                .into_iter()
+                .map(|c| {
+                    let v = c.value.to_string();
+                    (c, v)
+                })
+                .collect(),
+            verdicts: step
+                .verdicts
+                .into_iter()
+                .map(|mut v| {
+                    let m = crate::domain::gate::mechanisms_json(&v.mechanisms);
+                    // Only the rendered JSON travels to the writer.
+                    v.mechanisms = Vec::new();
+                    (v, m)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Inserts a step's versions and verdicts; the caller has already passed the claim's fence.
+pub fn insert_step_rows(
+    c: &Connection,
+    claim: &Claim,
+    rows: &StepRows,
+    now: &str,
+) -> Result<(), StoreError> {
+    use rusqlite::ToSql;
+    // Multi-row INSERTs: one statement step per chunk instead of per row (the writer thread
+    // is the executor's bottleneck).
+    const CHUNK: usize = 24;
+    let (seq, generation, pass) = (claim.seq, claim.generation, claim.pass);
+    for chunk in rows.cells.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence,
+             source_text, config_version, rule_type, note, created_at) VALUES ",
+        );
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 14);
+        let mut phases: Vec<i64> = Vec::with_capacity(chunk.len());
+        phases.extend(chunk.iter().map(|(cell, _)| cell.phase_index as i64));
+        for (k, (cell, value)) in chunk.iter().enumerate() {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+            args.extend_from_slice(&[
+                &seq as &dyn ToSql,
+                &cell.field,
+                &cell.version,
+                value,
+                &cell.source,
+                &phases[k],
+                &cell.generation,
+                &cell.pass,
+                &cell.confidence,
+                &cell.source_text,
+                &cell.config_version,
+                &cell.rule_type,
+                &cell.note,
+                &now,
+            ]);
+        }
+        c.prepare_cached(&sql)?.execute(args.as_slice())?;
+    }
+    if pass > 1 {
+        // A later pass at the same field and phase replaces the earlier verdict.
+        let mut del = c.prepare_cached("DELETE FROM verdicts WHERE pd_seq = ?1 AND field_key = ?2 AND phase_index = ?3 AND generation = ?4")?;
+        for (v, _) in &rows.verdicts {
+            del.execute(params![seq, v.field, v.phase_index as i64, generation])?;
+        }
+    }
+    for chunk in rows.verdicts.chunks(CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
+             mechanisms, value_hash, created_at) VALUES ",
+        );
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 12);
+        let nums: Vec<(i64, &str, i64)> = chunk
+            .iter()
+            .map(|(v, _)| {
+                (
+                    v.phase_index as i64,
+                    v.outcome.as_str(),
+                    v.suppressed as i64,
+                )
+            })
+            .collect();
+        for (k, (v, mechanisms)) in chunk.iter().enumerate() {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?)");
+            args.extend_from_slice(&[
+                &seq as &dyn ToSql,
+                &v.field,
+                &nums[k].0,
+                &v.stage_id,
+                &generation,
+                &pass,
+                &nums[k].1,
+                &nums[k].2,
+                &v.reason,
+                mechanisms,
+                &v.value_hash,
+                &now,
+            ]);
+        }
+        c.prepare_cached(&sql)?.execute(args.as_slice())?;
+    }
+    Ok(())
+}
+
+/// How a claimed document leaves the executor.
+pub enum Final<'a> {
+    /// `complete` or `partial`.
+    Terminal(&'a str),
+    /// The phase failed for the whole document.
+    Error(usize, &'a str),
+    /// A field still has work before the end (released meanwhile): back to the queue at this
+    /// cursor, in a new pass.
+    Continue(usize),
+}
+
+/// The one fenced update of a claimed document: cursor, field states and what comes next.
+/// False when the fence no longer holds (cancelled, reclaimed or rerun meanwhile).
+pub fn commit_document(
+    c: &Connection,
+    claim: &Claim,
+    cursor: usize,
+    states: &str,
+    fin: Final,
+    now: &str,
+    expect_states: Option<&str>,
+) -> Result<bool, StoreError> {
+    // `?6` is the field states the caller expects to find (NULL: any).
+    const FENCE: &str = "WHERE seq = ?1 AND status = 'processing' AND generation = ?2 AND pass = ?3 AND claim_token = ?4
+        AND cursor = ?5 AND (?6 IS NULL OR field_states = ?6)";
+    let (seq, generation, pass, token, start) = (
+        claim.seq,
+        claim.generation,
+        claim.pass,
+        &claim.token,
+        claim.cursor as i64,
+    );
+    let n = match fin {
+        Final::Terminal(status) => c
+            .prepare_cached(&format!(
+                "UPDATE pipeline_documents SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0, unclean_exits = 0,
+                 error = NULL, error_phase_index = NULL, updated_at = ?10, completed_at = ?10 {FENCE}"
+            ))?
+            .execute(params![seq, generation, pass, token, start, expect_states, status, cursor as i64, states, now])?,
+        Final::Error(phase, message) => c
+            .prepare_cached(&format!(
+                "UPDATE pipeline_documents SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0, unclean_exits = 0,
+                 error = ?9, error_phase_index = ?7, updated_at = ?10, completed_at = ?10 {FENCE}"
+            ))?
+            .execute(params![seq, generation, pass, token, start, expect_states, phase as i64, states, message, now])?,
+        Final::Continue(next) => c
+            .prepare_cached(&format!(
+                "UPDATE pipeline_documents SET status = 'queued', cursor = ?7, pass = pass + 1, field_states = ?8, claim_token = NULL,
+                 attempts = 0, unclean_exits = 0, updated_at = ?9 {FENCE}"
+            ))?
+            .execute(params![seq, generation, pass, token, start, expect_states, next as i64, states, now])?,
+    };
+    Ok(n == 1)
+}
+
+/// Keeps `held_fields` (the review queue's index) in step with a document's field states.
+pub fn sync_held(
+    c: &Connection,
+    pd_seq: i64,
+    pipeline_id: &str,
+    org_id: &str,
+    before: &States,
+    after: &States,
+) -> Result<(), StoreError> {
+    let held = |s: &FieldState| matches!(s.status, Status::Blocked | Status::PendingReview);
+    for (f, a) in after {
+        let fresh = FieldState::default();
+        let b = before.get(f).unwrap_or(&fresh);
+        // Only held fields have a row: a field held neither before nor after has nothing to
+        // change (this used to cost a DELETE per field per document).
+        if !held(b) && !held(a) {
+            continue;
+        }
+        if held(b) == held(a) && b.status == a.status && b.requested_at == a.requested_at {
+            continue;
+        }
+        c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1 AND field_key = ?2")?
+            .execute(params![pd_seq, f])?;
+        if held(a) {
+            c.prepare_cached(
+                "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                pd_seq,
+                f,
+                org_id,
+                pipeline_id,
+                a.status.as_str(),
+                a.trigger.as_deref().unwrap_or("gate"),
+                a.routing.as_deref().unwrap_or("review_queue"),
+                a.requested_at.clone().unwrap_or_else(now_rfc3339)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+pub fn current_states(c: &Connection, seq: i64) -> Result<String, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT field_states FROM pipeline_documents WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?,
+    )
+}
+
+pub fn org_of(c: &Connection, pipeline_id: &str) -> Result<String, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT org_id FROM pipelines WHERE id = ?1")?
+            .query_row([pipeline_id], |r| r.get(0))?,
+    )
+}
+
+/// The executor writer's own connection. Multi-row statements keep a statement journal; the
+/// writer's transactions are bounded (a batch), so it can live in memory. API transactions keep
+/// theirs on file: a rerun of 100,000 documents would journal hundreds of MB.
+pub fn writer_pragmas(c: &Connection) -> Result<(), StoreError> {
+    c.execute_batch("PRAGMA temp_store=MEMORY")?;
+    Ok(())
+}

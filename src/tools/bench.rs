@@ -1,0 +1,545 @@
+//! `quire bench`: the service in-process on a temporary file database, a fixed Spec, N generated
+//! documents through the API, throughput from server timestamps, and the raw SQLite ceiling
+//! measured in the same process. It checks its own results and fails loudly when they are wrong.
+
+use crate::store::bench::BenchDb;
+use crate::testing::TestServer;
+use crate::tools::client::{id, Client as Http};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+pub struct BenchArgs {
+    pub docs: usize,
+    pub workers: Option<usize>,
+    pub db: Option<String>,
+}
+
+const FIELDS: [(&str, &str); 20] = [
+    ("invoice_number", "string"),
+    ("supplier", "string"),
+    ("issue_date", "date"),
+    ("due_date", "date"),
+    ("currency", "string"),
+    ("net", "number"),
+    ("tax", "number"),
+    ("total", "number"),
+    ("discount", "number"),
+    ("shipping", "number"),
+    ("po_number", "string"),
+    ("customer", "string"),
+    ("customer_id", "string"),
+    ("iban", "string"),
+    ("bic", "string"),
+    ("payment_terms", "string"),
+    ("country", "string"),
+    ("city", "string"),
+    ("postal_code", "string"),
+    ("vat_id", "string"),
+];
+
+/// Every 50th document (at offset 7) has a total that does not add up: the blocking gate holds it.
+fn failing(i: usize) -> bool {
+    i % 50 == 7
+}
+
+fn grouped(cents: u64) -> String {
+    let mut s = (cents / 100).to_string();
+    let mut i = s.len() as i64 - 3;
+    while i > 0 {
+        s.insert(i as usize, ',');
+        i -= 3;
+    }
+    format!("{s}.{:02}", cents % 100)
+}
+
+/// A 20-field invoice. Every document yields the same number of versions: 1 transfer, 19
+/// extraction and 8 resolution versions, and 20 verdicts.
+fn document(i: usize) -> Value {
+    let net = 1_000_000 + (i as u64 * 7919) % 9_000_000;
+    let tax = net * 19 / 100;
+    let total = if failing(i) {
+        net + tax + 12_345
+    } else {
+        net + tax
+    };
+    let (d, m) = (1 + i % 28, 1 + i % 12);
+    let text = format!(
+        "INVOICE\nInvoice Number: INV-{i}\nSupplier: Supplier {s}\nIssue Date: {d:02}.{m:02}.2024\nDue Date: {d:02}.{m:02}.2025\n\
+         Currency: {cur}\nNet: {net}\nTax: {tax}\nTotal: {total}\nDiscount: {disc}\nShipping: {ship}\nPO Number: PO-{i}\n\
+         Customer: Customer {c}\nIBAN: DE89370400440532013{i:03}\nBIC: COBADEFFXXX\nPayment Terms: 30 days net\n\
+         Country: Germany\nCity: Berlin\nPostal Code: {pc}\nVAT ID: DE{vat}\n",
+        s = i % 97,
+        cur = if i.is_multiple_of(3) { "$" } else { "€" },
+        net = grouped(net),
+        tax = grouped(tax),
+        total = grouped(total),
+        disc = grouped(100_000 + (i as u64 % 50) * 100),
+        ship = grouped(150_000 + (i as u64 % 20) * 100),
+        c = i % 1000,
+        pc = 10_000 + i % 89_999,
+        vat = 100_000_000 + i,
+    );
+    json!({ "filename": format!("bench-{i}.txt"), "content": text, "metadata": { "customer_id": format!("C-{}", i % 5000) } })
+}
+
+fn setup_spec(h: &Http) -> Result<String, String> {
+    let fields: Vec<Value> = FIELDS
+        .iter()
+        .map(|(n, t)| json!({"field_name": n, "data_type": t}))
+        .collect();
+    let schema = id(&h.post(
+        "/v1/schemas",
+        &json!({"name": "Bench invoices", "fields": fields}),
+    )?)?;
+    let policy = id(&h.post("/v1/data-policies", &json!({"name": "Bench normalize"}))?)?;
+    for f in [
+        "issue_date",
+        "due_date",
+        "currency",
+        "net",
+        "tax",
+        "total",
+        "discount",
+        "shipping",
+    ] {
+        h.post(
+            &format!("/v1/data-policies/{policy}/fields"),
+            &json!({"field_key": f, "type": "string"}),
+        )?;
+    }
+    let rules = [
+        ("issue_date", "date", json!({"day_first": true})),
+        ("due_date", "date", json!({"day_first": true})),
+        ("currency", "currency", json!({})),
+        ("net", "number", json!({})),
+        ("tax", "number", json!({})),
+        ("total", "number", json!({})),
+        ("total", "compute", json!({"expr": "round(total, 2)"})),
+        ("discount", "number", json!({})),
+        ("discount", "default", json!({"value": 0})),
+        ("shipping", "number", json!({})),
+    ];
+    for (f, t, c) in rules {
+        h.post(
+            &format!("/v1/data-policies/{policy}/rules"),
+            &json!({"field_key": f, "rule_type": t, "config": c}),
+        )?;
+    }
+    let first: Vec<&str> = FIELDS[..10].iter().map(|f| f.0).collect();
+    let second: Vec<&str> = FIELDS[10..].iter().map(|f| f.0).collect();
+    let g1 = id(&h.post(
+        &format!("/v1/schemas/{schema}/validation-stages"),
+        &json!({
+        "name": "Amounts", "severity": "blocking", "field_scope": first,
+        "mechanisms": [
+            {"type": "business_rules", "rules": [
+                {"field": "invoice_number", "check": "regex", "pattern": "^INV-\\d+$"},
+                {"field": "supplier", "check": "length", "min": 2, "max": 80},
+                {"field": "issue_date", "check": "range", "min": "2000-01-01", "max": "2100-01-01"},
+                {"field": "due_date", "check": "required"},
+                {"field": "currency", "check": "enum", "values": ["EUR", "USD"]},
+                {"field": "net", "check": "range", "min": 0},
+                {"check": "compare", "left": "tax", "op": "<=", "right": "net"},
+                {"check": "sum", "fields": ["net", "tax"], "equals": "total", "tolerance": 0.01},
+                {"field": "discount", "check": "range", "min": 0},
+                {"field": "shipping", "check": "range", "min": 0}]},
+            {"type": "min_confidence", "threshold": 0.5}]}),
+    )?)?;
+    let g2 = id(&h.post(
+        &format!("/v1/schemas/{schema}/validation-stages"),
+        &json!({
+        "name": "Parties", "severity": "warning", "field_scope": second,
+        "mechanisms": [
+            {"type": "business_rules", "rules": [
+                {"field": "po_number", "check": "regex", "pattern": "^PO-"},
+                {"field": "customer", "check": "required"},
+                {"field": "customer_id", "check": "required"},
+                {"field": "iban", "check": "length", "min": 15, "max": 34},
+                {"field": "bic", "check": "length", "min": 8, "max": 11},
+                {"field": "payment_terms", "check": "required"},
+                {"field": "country", "check": "required"},
+                {"field": "city", "check": "required"},
+                {"field": "postal_code", "check": "regex", "pattern": "^\\d+$"},
+                {"field": "vat_id", "check": "regex", "pattern": "^[A-Z]{2}"}]},
+            {"type": "min_confidence", "threshold": 0.9}]}),
+    )?)?;
+    let rail = json!({"rail": [
+        {"type": "registry", "name": "Field Registry"}, {"type": "schema", "name": "Extraction"},
+        {"type": "resolve", "name": "Normalize", "json": {"policy_ids": [policy]}},
+        {"type": "valid", "name": "Checks", "json": {"stage_ids": [g1, g2]}}]});
+    h.call("PUT", &format!("/v1/schemas/{schema}/rail"), Some(&rail))?;
+    Ok(schema)
+}
+
+fn upload_all(base: &str, key: &str, n: usize) -> Result<Vec<String>, String> {
+    let threads = 4;
+    let results: Vec<Result<Vec<(usize, String)>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let h = Http::new(base, key);
+                    let mut out = Vec::new();
+                    for i in (t..n).step_by(threads) {
+                        out.push((i, id(&h.post("/v1/documents", &document(i))?)?));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("an upload thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut ids = vec![String::new(); n];
+    for r in results {
+        for (i, d) in r? {
+            ids[i] = d;
+        }
+    }
+    Ok(ids)
+}
+
+fn seconds_between(a: &str, b: &str) -> Result<f64, String> {
+    let p =
+        |s: &str| chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("bad time {s}: {e}"));
+    Ok(((p(b)? - p(a)?).num_milliseconds() as f64 / 1000.0).max(0.001))
+}
+
+fn wait_settled(h: &Http, pid: &str) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let p = h.get(&format!("/v1/pipelines/{pid}"))?;
+        if p["status"] != "active" {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            return Err("the run did not finish within an hour".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// 32 connections hitting one GET for 5 seconds.
+fn load(base: &str, key: &str, path: &str) -> Load {
+    let stop = Instant::now() + Duration::from_secs(5);
+    let started = Instant::now();
+    let mut lat: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|_| {
+                s.spawn(move || {
+                    let h = Http::new(base, key);
+                    let mut out = Vec::new();
+                    while Instant::now() < stop {
+                        let t = Instant::now();
+                        if h.get(path).is_ok() {
+                            out.push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Load {
+        rps: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+fn status_mb(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+fn note(stage: &str) {
+    eprintln!(
+        "bench: {stage} (resident {:.0} MB, peak {:.0} MB)",
+        status_mb("VmRSS:"),
+        peak_rss_mb()
+    );
+}
+
+fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(format!("benchmark self-check failed: {}", what.into()))
+    }
+}
+
+/// A timed rerun: (call ms, documents/s, rows/s).
+fn timed_rerun(
+    h: &Http,
+    pid: &str,
+    phase: &str,
+    db: &BenchDb,
+    generation: i64,
+    n: usize,
+) -> Result<(f64, f64, f64), String> {
+    let t = Instant::now();
+    let r = h.post(
+        &format!("/v1/pipelines/{pid}/rerun"),
+        &json!({"from_phase": phase}),
+    )?;
+    let call_ms = t.elapsed().as_secs_f64() * 1000.0;
+    note(&format!("rerun from {phase} called"));
+    check(
+        r["enqueued"] == n,
+        format!("rerun enqueued {} of {n}", r["enqueued"]),
+    )?;
+    wait_settled(h, pid)?;
+    let history = h.get(&format!("/v1/pipelines/{pid}/reruns"))?;
+    let last = &history["data"][0];
+    let secs = seconds_between(
+        last["requested_at"].as_str().unwrap_or(""),
+        last["finished_at"].as_str().unwrap_or(""),
+    )?;
+    let (c, v) = db.rows_of(generation)?;
+    Ok((call_ms, n as f64 / secs, (c + v) as f64 / secs))
+}
+
+pub fn run(args: BenchArgs) -> Result<Value, String> {
+    let n = args.docs.max(1);
+    if let Some(db) = &args.db {
+        if std::path::Path::new(db).exists() {
+            return Err(format!("--db {db} exists; the benchmark needs a fresh file so it measures only its own work"));
+        }
+    }
+    let srv = TestServer::start_with(|c| {
+        c.rate_limit = 0;
+        c.max_pipeline_documents = n.max(10_000);
+        c.max_body = 64 * 1024 * 1024;
+        if let Some(w) = args.workers {
+            c.workers = w.max(1);
+        } else {
+            c.workers = std::thread::available_parallelism()
+                .map(|p| p.get())
+                .unwrap_or(2);
+        }
+        if let Some(db) = &args.db {
+            c.db = db.clone();
+        }
+    });
+    let h = Http::new(&srv.url, &srv.api_key);
+    eprintln!(
+        "bench: {n} documents, database {}",
+        args.db.as_deref().unwrap_or(&srv.db_arg())
+    );
+    let schema = setup_spec(&h)?;
+    let t = Instant::now();
+    let ids = upload_all(&srv.url, &srv.api_key, n)?;
+    let upload_s = t.elapsed().as_secs_f64();
+    note(&format!("uploaded in {upload_s:.1} s"));
+    let mut body = format!("{{\"schema_id\":\"{schema}\",\"name\":\"bench\",\"document_ids\":[");
+    for (i, d) in ids.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('"');
+        body.push_str(d);
+        body.push('"');
+    }
+    body.push_str("]}");
+    drop(ids);
+    let p = h.post_raw("/v1/pipelines", &body)?;
+    drop(body);
+    let pid = id(&p)?;
+    let done = wait_settled(&h, &pid)?;
+    let first_s = seconds_between(
+        done["created_at"].as_str().unwrap_or(""),
+        done["completed_at"].as_str().unwrap_or(""),
+    )?;
+    note("first run done");
+    let db = BenchDb::open(&args.db.clone().unwrap_or_else(|| srv.db_arg()))?;
+
+    // Self-checks: every document terminal, the expected partial count, the expected rows.
+    let progress = h.get(&format!("/v1/pipelines/{pid}/progress"))?;
+    check(
+        progress["completedDocuments"] == n,
+        format!(
+            "{} of {n} documents complete or partial",
+            progress["completedDocuments"]
+        ),
+    )?;
+    check(
+        progress["errorDocuments"] == 0,
+        format!("{} error documents", progress["errorDocuments"]),
+    )?;
+    let expected_partial = (0..n).filter(|i| failing(*i)).count() as i64;
+    let partial = db.partial_count(&pid)?;
+    if partial != expected_partial {
+        let sample = h.get(&format!(
+            "/v1/pipelines/{pid}/results?limit=1&include=cells"
+        ))?;
+        eprintln!("bench: a sample row: {}", sample["data"][0]);
+    }
+    check(
+        partial == expected_partial,
+        format!("{partial} partial documents, expected {expected_partial}"),
+    )?;
+    let (cells, verdicts) = db.rows_of(1)?;
+    check(
+        cells == 28 * n as i64,
+        format!("{cells} versions, expected {}", 28 * n),
+    )?;
+    check(
+        verdicts == 20 * n as i64,
+        format!("{verdicts} verdicts, expected {}", 20 * n),
+    )?;
+    let per_phase = db.cells_per_phase(1)?;
+    let first_rows = (cells + verdicts) as f64;
+    let ceiling_rps = db.ceiling(cells, verdicts, n)?;
+    note("ceiling measured");
+
+    let (val_call, val_dps, val_rps) = timed_rerun(&h, &pid, "validation", &db, 2, n)?;
+    let (res_call, res_dps, res_rps) = timed_rerun(&h, &pid, "resolution", &db, 3, n)?;
+    let after_reruns = db.partial_count(&pid)?;
+    check(
+        after_reruns == expected_partial,
+        format!("{after_reruns} partial documents after the reruns, expected {expected_partial}"),
+    )?;
+
+    note("reruns done");
+    let progress_load = load(
+        &srv.url,
+        &srv.api_key,
+        &format!("/v1/pipelines/{pid}/progress"),
+    );
+    let health_load = load(&srv.url, &srv.api_key, "/healthz");
+    let rss = peak_rss_mb();
+
+    let first_dps = n as f64 / first_s;
+    let first_rps = first_rows / first_s;
+    println!(
+        "Quire benchmark — {n} documents, {} cores",
+        std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(0)
+    );
+    println!("{:<34} {:>14} {:>14}", "figure", "value", "target");
+    let row = |name: &str, v: String, t: &str| println!("{name:<34} {v:>14} {t:>14}");
+    row(
+        "upload (client side)",
+        format!("{:.0} docs/s", n as f64 / upload_s),
+        "-",
+    );
+    row("first run", format!("{first_dps:.0} docs/s"), ">= 2000");
+    row("first run rows/s", format!("{first_rps:.0}"), "-");
+    row("raw ceiling rows/s", format!("{ceiling_rps:.0}"), "-");
+    row(
+        "first run / ceiling",
+        format!("{:.1}%", 100.0 * first_rps / ceiling_rps),
+        ">= 30%",
+    );
+    row(
+        "rerun from validation",
+        format!("{val_dps:.0} docs/s"),
+        ">= 5000",
+    );
+    row(
+        "rerun validation / ceiling",
+        format!("{:.1}%", 100.0 * val_rps / ceiling_rps),
+        ">= 40%",
+    );
+    row("rerun from resolution", format!("{res_dps:.0} docs/s"), "-");
+    row(
+        "rerun resolution / ceiling",
+        format!("{:.1}%", 100.0 * res_rps / ceiling_rps),
+        "-",
+    );
+    row(
+        "rerun call (validation)",
+        format!("{val_call:.0} ms"),
+        "<= 1000",
+    );
+    row(
+        "rerun call (resolution)",
+        format!("{res_call:.0} ms"),
+        "<= 1000",
+    );
+    row(
+        "GET progress, 32 conns",
+        format!("{:.0} req/s", progress_load.rps),
+        "-",
+    );
+    row(
+        "GET progress p50 / p99",
+        format!(
+            "{:.1} / {:.1} ms",
+            progress_load.p50_ms, progress_load.p99_ms
+        ),
+        "p99 <= 10",
+    );
+    row(
+        "GET healthz, 32 conns",
+        format!("{:.0} req/s", health_load.rps),
+        "-",
+    );
+    row(
+        "progress / healthz",
+        format!("{:.1}%", 100.0 * progress_load.rps / health_load.rps),
+        ">= 30%",
+    );
+    row("peak RSS", format!("{rss:.0} MB"), "<= 150");
+    for (phase, count) in &per_phase {
+        row(
+            &format!("versions written by phase {phase}"),
+            count.to_string(),
+            "-",
+        );
+    }
+    row("verdicts written", verdicts.to_string(), "-");
+    let out = json!({
+        "docs": n,
+        "first_run_docs_per_s": first_dps.round(),
+        "first_run_rows_per_s": first_rps.round(),
+        "ceiling_rows_per_s": ceiling_rps.round(),
+        "first_run_ratio_to_ceiling": (first_rps / ceiling_rps * 1000.0).round() / 1000.0,
+        "rerun_validation_docs_per_s": val_dps.round(),
+        "rerun_validation_ratio_to_ceiling": (val_rps / ceiling_rps * 1000.0).round() / 1000.0,
+        "rerun_resolution_docs_per_s": res_dps.round(),
+        "rerun_call_ms": val_call.max(res_call).round(),
+        "progress_rps": progress_load.rps.round(),
+        "progress_p99_ms": (progress_load.p99_ms * 10.0).round() / 10.0,
+        "healthz_rps": health_load.rps.round(),
+        "progress_to_healthz_ratio": (progress_load.rps / health_load.rps * 1000.0).round() / 1000.0,
+        "peak_rss_mb": rss.round()
+    });
+    drop(db);
+    drop(srv);
+    Ok(out)
+}

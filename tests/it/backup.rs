@@ -1,0 +1,55 @@
+//! `quire backup` copies a live database; a service started on the copy gives the same answers.
+
+use crate::common::*;
+use serde_json::json;
+
+#[test]
+fn a_backup_taken_while_the_service_runs_answers_the_same() {
+    let api = start();
+    let s = api.create_schema(&json!({"name": "b", "fields": {"net": "number"}}));
+    let sid = s["id"].as_str().unwrap().to_string();
+    api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}]}),
+    );
+    let docs: Vec<_> = (0..20)
+        .map(|i| json!({"filename": format!("{i}.txt"), "content": format!("Net: {i}")}))
+        .collect();
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs}),
+    );
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    wait_for(30, || {
+        (api.get(&format!("/v1/pipelines/{pid}")).body["status"] == "completed").then_some(())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("copy.db");
+    let out = api.cli(&["backup", dest.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !api.cli(&["backup", dest.to_str().unwrap()])
+            .status
+            .success(),
+        "an existing file is never overwritten"
+    );
+    let copy = start_with(|c| c.db = dest.to_string_lossy().into_owned());
+    // The copy's own bootstrap key belongs to the same `default` organization.
+    for path in [
+        format!("/v1/schemas/{sid}"),
+        format!("/v1/pipelines/{pid}"),
+        format!("/v1/pipelines/{pid}/results?limit=100"),
+    ] {
+        let (a, b) = (api.get(&path), copy.get(&path));
+        assert_eq!(b.status, 200, "{}", b.text);
+        let strip = |mut v: serde_json::Value| {
+            v.as_object_mut().unwrap().remove("generated_at");
+            v
+        };
+        assert_eq!(strip(a.body), strip(b.body), "{path}");
+    }
+}

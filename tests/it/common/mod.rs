@@ -1,0 +1,301 @@
+#![allow(dead_code)]
+//! Helpers shared by the black-box API tests: a real server per test, spoken to over HTTP.
+
+use quire::config::Config;
+use quire::testing::TestServer;
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub mod world;
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+pub struct Api {
+    pub srv: TestServer,
+    pub http: Client,
+}
+
+/// `TEST_LOG=debug` (or any `RUST_LOG`-style filter) shows the in-process servers' logs, captured
+/// per test by the harness; without it tests log nothing.
+fn test_log() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = env_logger::Builder::new()
+            .parse_filters(&filter)
+            .is_test(true)
+            .try_init();
+    }
+}
+
+pub fn start() -> Api {
+    start_with(|_| {})
+}
+
+pub fn start_with(tune: impl FnOnce(&mut Config)) -> Api {
+    test_log();
+    let srv = TestServer::start_with(tune);
+    let http = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    Api { srv, http }
+}
+
+pub fn send(rb: RequestBuilder) -> Resp {
+    let r = rb.send().expect("request failed");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+impl Api {
+    pub fn key(&self) -> &str {
+        &self.srv.api_key
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.srv.url, path)
+    }
+    pub fn get_as(&self, key: &str, path: &str) -> Resp {
+        send(self.http.get(self.url(path)).bearer_auth(key))
+    }
+    pub fn get(&self, path: &str) -> Resp {
+        self.get_as(self.key(), path)
+    }
+    pub fn post_as(&self, key: &str, path: &str, body: &Value) -> Resp {
+        send(self.http.post(self.url(path)).bearer_auth(key).json(body))
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.post_as(self.key(), path, body)
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        send(
+            self.http
+                .put(self.url(path))
+                .bearer_auth(self.key())
+                .json(body),
+        )
+    }
+    pub fn patch(&self, path: &str, body: &Value) -> Resp {
+        send(
+            self.http
+                .patch(self.url(path))
+                .bearer_auth(self.key())
+                .json(body),
+        )
+    }
+    pub fn delete_as(&self, key: &str, path: &str) -> Resp {
+        send(self.http.delete(self.url(path)).bearer_auth(key))
+    }
+    pub fn delete(&self, path: &str) -> Resp {
+        self.delete_as(self.key(), path)
+    }
+
+    /// Runs the real `quire` binary against this server's database (as an operator would).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_quire"))
+            .arg("--db")
+            .arg(self.srv.db_arg())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run quire")
+    }
+
+    /// A new organization with a key of the given scopes, made through the CLI.
+    /// A write with a raw JSON body (any bytes) and this server's key.
+    pub fn send_json_bytes(&self, method: &str, path: &str, body: impl Into<Vec<u8>>) -> Resp {
+        let url = self.url(path);
+        let rb = match method {
+            "POST" => self.http.post(url),
+            "PUT" => self.http.put(url),
+            "PATCH" => self.http.patch(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.get(url),
+        };
+        send(
+            rb.bearer_auth(self.key())
+                .header("content-type", "application/json")
+                .body(body.into()),
+        )
+    }
+
+    pub fn new_org_key(&self, org: &str, scopes: &str, extra: &[&str]) -> String {
+        let out = self.cli(&["orgs", "create", org]);
+        assert!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already exists")
+        );
+        let mut args = vec!["keys", "create", "--org", org, "--scopes", scopes];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn create_schema(&self, body: &Value) -> Value {
+        let r = self.post("/v1/schemas", body);
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body
+    }
+}
+
+/// Polls `f` until it returns `Some`, failing after `secs`.
+pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts the error envelope's shape and code.
+pub fn assert_envelope(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    let b = &r.body;
+    assert_eq!(b["statusCode"], status, "{}", r.text);
+    assert_eq!(b["code"], code, "{}", r.text);
+    assert!(
+        b["error"].is_string() && b["message"].is_string(),
+        "{}",
+        r.text
+    );
+    assert!(b["retryable"].is_boolean());
+    assert!(b["request_id"].is_string() && b["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(b["path"].is_string());
+    assert_eq!(
+        r.header("x-request-id").as_deref(),
+        b["request_id"].as_str()
+    );
+}
+
+/// The real binary serving `db` on an ephemeral port with a bootstrap key; returns it and its port.
+/// A server started by a test dies with the test's thread, even when the test panics before it
+/// could kill it (Linux: the parent-death signal is tied to the spawning thread).
+pub fn die_with_test(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl only sets a flag of the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+}
+
+pub fn spawn_server(db: &str, key: &str, extra: &[&str]) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quire"));
+    die_with_test(&mut cmd);
+    let mut child = cmd
+        .args(["--db", db, "serve", "--port", "0"])
+        .args(extra)
+        .env("QUIRE_BOOTSTRAP_KEY", key)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn quire");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut port = None;
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        seen.push(line.clone());
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            port = rest
+                .split(' ')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
+            break;
+        }
+    }
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    match port {
+        Some(p) => (child, p),
+        None => {
+            let _ = child.kill();
+            panic!("quire did not start:\n{}", seen.join("\n"));
+        }
+    }
+}
+
+/// An `Api`-like client for a server started with `spawn_server`.
+pub struct Remote {
+    pub base: String,
+    pub key: String,
+    pub http: Client,
+}
+
+impl Remote {
+    pub fn new(port: u16, key: &str) -> Self {
+        Remote {
+            base: format!("http://127.0.0.1:{port}"),
+            key: key.to_string(),
+            http: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
+    }
+    pub fn get(&self, path: &str) -> Resp {
+        send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.key),
+        )
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.key)
+                .json(body),
+        )
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .bearer_auth(&self.key)
+                .json(body),
+        )
+    }
+}
