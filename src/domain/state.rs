@@ -189,9 +189,8 @@ impl FieldState {
 
 pub type States = BTreeMap<String, FieldState>;
 
-/// Reads the stored map, filling absent fields as progressing at phase 0.
-pub fn load_states(raw: &str, fields: &[String]) -> States {
-    let mut map: States = serde_json::from_str(raw).unwrap_or_default();
+/// The stored map with absent fields filled in as progressing at phase 0.
+pub fn with_fields(mut map: States, fields: &[String]) -> States {
     for f in fields {
         map.entry(f.clone()).or_default();
     }
@@ -319,7 +318,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let states = load_states("{}", &order);
+        let states = with_fields(States::new(), &order);
         let mut deps = Deps::default();
         deps.computed
             .insert("total".into(), BTreeSet::from(["net".into(), "tax".into()]));

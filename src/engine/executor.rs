@@ -3,7 +3,7 @@
 
 use super::runner::{self, DocCtx, RunResult, RunSpec};
 use crate::domain::ids::now_rfc3339;
-use crate::domain::state::{document_status, load_states, States, Status};
+use crate::domain::state::{document_status, with_fields, States, Status};
 use crate::metrics::Metrics;
 use crate::store;
 use crate::store::queue::{Claim, Final};
@@ -324,7 +324,7 @@ fn process(
         metadata: load.metadata,
         cells: load.cells,
         restarts: load.restarts,
-        states: load_states(&load.field_states, &spec.order),
+        states: with_fields(load.states, &spec.order),
         generation: claim.generation,
         pass: claim.pass,
         cursor: claim.cursor,
@@ -707,12 +707,12 @@ fn apply_result(
     }
     // Either the fence no longer holds, or a field changed meanwhile (a resolve during
     // processing): such fields keep their new state.
-    let stored = store::queue::current_states(c, claim.seq)?;
+    let (stored, current) = store::queue::current_states(c, claim.seq)?;
     if stored == ran.before_raw {
         return Ok((false, 0));
     }
     let fields: Vec<String> = run.states_before.keys().cloned().collect();
-    let current: States = load_states(&stored, &fields);
+    let current: States = with_fields(current, &fields);
     let merged = store::queue::merge(&current, &run.states_before, &run.states_after);
     let (fin, cursor) = decide(run.error.as_ref(), &merged, phase_count);
     let leaves = !matches!(fin, Final::Continue(_));

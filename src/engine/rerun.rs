@@ -4,7 +4,7 @@ use super::spec::{gate_snapshot, load_run_spec, policy_snapshot};
 use super::EngineError;
 use crate::domain::gate;
 use crate::domain::rail::PhaseType;
-use crate::domain::state::{apply_waiting, load_states, FieldState, States, Status};
+use crate::domain::state::{apply_waiting, with_fields, FieldState, States, Status};
 use crate::store;
 use crate::store::pipelines::{PhaseRow, PipelineRow};
 use crate::store::queue::{encode_states, sync_held};
@@ -183,7 +183,7 @@ pub fn rerun(
             let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after, CHUNK)?;
             for d in &chunk {
                 let restart = restart_of(d);
-                kept += load_states(&d.field_states, &order)
+                kept += with_fields(d.field_states.clone(), &order)
                     .values()
                     .filter(|s| held_before(s, restart))
                     .count();
@@ -216,14 +216,13 @@ pub fn rerun(
         let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;
         for d in &chunk {
             let restart = restart_of(d);
-            let before: States = load_states(&d.field_states, &order);
+            let before: States = with_fields(d.field_states.clone(), &order);
             let mut after: States = before
                 .iter()
                 .map(|(f, s)| (f.clone(), reset_state(s, restart)))
                 .collect();
             apply_waiting(&mut after, &spec.order, &spec.deps);
-            let mut restarts: Vec<(i64, usize)> =
-                serde_json::from_str(&d.restarts).unwrap_or_default();
+            let mut restarts = d.restarts.clone();
             restarts.push((generation, restart));
             store::reruns::restart_document(
                 c,

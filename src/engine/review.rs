@@ -7,7 +7,7 @@ use super::EngineError;
 use crate::domain::rail::PhaseType;
 use crate::domain::schema::FieldDef;
 use crate::domain::state::{
-    apply_waiting, document_status, load_states, released_waiters, FieldState, States, Status,
+    apply_waiting, document_status, released_waiters, with_fields, FieldState, States, Status,
 };
 use crate::store;
 use crate::store::queue::{encode_states, sync_held};
@@ -98,8 +98,8 @@ impl Doc {
             .collect();
         let view = DocView {
             cells,
-            restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(),
-            states: load_states(&pd.field_states, &spec.order),
+            restarts: pd.restarts.clone(),
+            states: with_fields(pd.field_states.clone(), &spec.order),
         };
         Ok(Doc { pd, spec, view })
     }

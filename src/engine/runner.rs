@@ -659,7 +659,7 @@ fn finish(spec: &RunSpec, ctx: &mut DocCtx) {
 mod tests {
     use super::*;
     use crate::domain::schema::{fields_from_input, validate_fields};
-    use crate::domain::state::load_states;
+    use crate::domain::state::with_fields;
     use serde_json::json;
 
     fn rule(id: &str, field: &str, t: &str, config: Value, order: i64) -> (RuleDef, Rule) {
@@ -732,7 +732,7 @@ mod tests {
             metadata: metadata.as_object().cloned().unwrap_or_default(),
             cells: Vec::new(),
             restarts: Vec::new(),
-            states: load_states("{}", &spec.order),
+            states: with_fields(States::new(), &spec.order),
             generation: 1,
             pass: 1,
             cursor: 0,
@@ -1052,7 +1052,7 @@ mod tests {
         c.restarts.push((2, 2));
         c.generation = 2;
         c.cursor = 2;
-        c.states = load_states("{}", &s.order);
+        c.states = with_fields(States::new(), &s.order);
         for st in c.states.values_mut() {
             st.next = 2;
         }

@@ -2,7 +2,7 @@
 //! states with the liveness rules of the runner.
 
 use super::runner::Cell;
-use crate::domain::state::{load_states, States, Status};
+use crate::domain::state::{with_fields, States, Status};
 use crate::store::pipelines::{PhaseRow, PipelineDoc, StatusGroup, VerdictRow};
 use serde_json::{json, Map, Value};
 
@@ -17,8 +17,8 @@ impl DocView {
     pub fn new(pd: &PipelineDoc, cells: Vec<(i64, Cell, String)>, order: &[String]) -> Self {
         DocView {
             cells,
-            restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(),
-            states: load_states(&pd.field_states, order),
+            restarts: pd.restarts.clone(),
+            states: with_fields(pd.field_states.clone(), order),
         }
     }
 

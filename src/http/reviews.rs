@@ -7,7 +7,7 @@ use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
 use crate::domain::keys::Scope;
 use crate::domain::schema::FieldDef;
-use crate::domain::state::load_states;
+use crate::domain::state::with_fields;
 use crate::engine::review::{self, Action, ResolveRequest};
 use crate::engine::views::{self, DocView};
 use crate::store;
@@ -34,12 +34,12 @@ fn load_docs(c: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Loaded>, ApiEr
         let Some(pd) = store::review::pd_by_seq(c, *seq)? else {
             continue;
         };
-        let fields: Vec<FieldDef> = serde_json::from_str(&pd.fields).unwrap_or_default();
+        let fields: Vec<FieldDef> = pd.fields.clone();
         let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
         let view = DocView {
             cells: cells.remove(seq).unwrap_or_default(),
-            restarts: serde_json::from_str(&pd.restarts).unwrap_or_default(),
-            states: load_states(&pd.field_states, &order),
+            restarts: pd.restarts.clone(),
+            states: with_fields(pd.field_states.clone(), &order),
         };
         out.insert(*seq, Loaded { pd, fields, view });
     }

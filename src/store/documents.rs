@@ -18,7 +18,6 @@ pub struct DocumentRow {
 const COLS: &str = "seq, id, filename, mime_type, size_bytes, sha256, metadata, created_at";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<DocumentRow> {
-    let meta: String = r.get(6)?;
     Ok(DocumentRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -26,7 +25,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<DocumentRow> {
         mime_type: r.get(3)?,
         size_bytes: r.get(4)?,
         sha256: r.get(5)?,
-        metadata: serde_json::from_str(&meta).unwrap_or(Value::Null),
+        metadata: super::json(r, 6, "documents")?,
         created_at: r.get(7)?,
     })
 }

@@ -31,18 +31,15 @@ impl GateRow {
 const COLS: &str = "id, schema_id, name, ordinal, severity, field_scope, mechanisms, blocking_config, version, created_at, updated_at";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<GateRow> {
-    let scope: String = r.get(5)?;
-    let mech: String = r.get(6)?;
-    let bc: String = r.get(7)?;
     Ok(GateRow {
         id: r.get(0)?,
         schema_id: r.get(1)?,
         name: r.get(2)?,
         ordinal: r.get(3)?,
         severity: r.get(4)?,
-        field_scope: serde_json::from_str(&scope).unwrap_or_default(),
-        mechanisms: serde_json::from_str(&mech).unwrap_or(Value::Array(vec![])),
-        blocking_config: serde_json::from_str(&bc).unwrap_or(Value::Null),
+        field_scope: super::json(r, 5, "validation_stages")?,
+        mechanisms: super::json(r, 6, "validation_stages")?,
+        blocking_config: super::json(r, 7, "validation_stages")?,
         version: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,

@@ -43,6 +43,71 @@ pub enum StoreError {
     Pool(String),
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
+}
+
+/// A stored value that does not decode: which table, column and row, and why. Never read as a
+/// default (a gate with no mechanisms, field states back at phase 0): the request or the
+/// document step fails with this, and the log names the place.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt value in {table}.{column} (row {row}): {cause}")]
+pub struct Corrupt {
+    pub table: &'static str,
+    pub column: String,
+    pub row: String,
+    pub cause: String,
+}
+
+/// Reads column `idx` of a row as JSON. The row is named by the query's first column (its key:
+/// every query of a JSON column selects the row's id or seq first).
+pub fn json<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row,
+    idx: usize,
+    table: &'static str,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(idx)?;
+    decode(r, idx, table, &text)
+}
+
+/// `json` for a nullable column: NULL is `None`, a value that does not decode is `Corrupt`.
+pub fn json_opt<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row,
+    idx: usize,
+    table: &'static str,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = r.get(idx)?;
+    text.map(|t| decode(r, idx, table, &t)).transpose()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row,
+    idx: usize,
+    table: &'static str,
+    text: &str,
+) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        let column = r
+            .as_ref()
+            .column_name(idx)
+            .map(str::to_string)
+            .unwrap_or_else(|_| idx.to_string());
+        let row = match r.get_ref(0) {
+            Ok(rusqlite::types::ValueRef::Integer(i)) => i.to_string(),
+            Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            _ => "?".into(),
+        };
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            Box::new(Corrupt {
+                table,
+                column,
+                row,
+                cause: e.to_string(),
+            }),
+        )
+    })
 }
 
 impl StoreError {
@@ -57,6 +122,15 @@ impl StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        let e = match e {
+            rusqlite::Error::FromSqlConversionFailure(i, t, cause) => {
+                match cause.downcast::<Corrupt>() {
+                    Ok(c) => return StoreError::Corrupt(*c),
+                    Err(cause) => rusqlite::Error::FromSqlConversionFailure(i, t, cause),
+                }
+            }
+            other => other,
+        };
         if let rusqlite::Error::SqliteFailure(f, _) = &e {
             match f.code {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => return StoreError::Busy,
@@ -578,6 +652,29 @@ impl ChangeWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_value_that_does_not_decode_is_an_error_naming_its_place_not_a_default() {
+        let db = Db::open(":memory:", OpenOptions::default()).unwrap();
+        let c = db.conn().unwrap();
+        c.execute_batch(
+            "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', 'now');
+             INSERT INTO schemas(id, short_id, org_id, name, definition, fields, rail, created_at, updated_at)
+             VALUES ('s', 'SCH-1', 'o', 's', '{}', '[]', '[{\"type\": \"sch', 'now', 'now');",
+        )
+        .unwrap();
+        match schemas::get(&c, "o", "s", false) {
+            Err(StoreError::Corrupt(e)) => {
+                assert_eq!((e.table, e.column.as_str()), ("schemas", "rail"));
+                assert!(
+                    e.to_string()
+                        .starts_with("corrupt value in schemas.rail (row "),
+                    "{e}"
+                );
+            }
+            other => panic!("a truncated rail must not read as a default: {other:?}"),
+        }
+    }
 
     #[test]
     fn foreign_and_newer_files_are_refused_untouched() {

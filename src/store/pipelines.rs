@@ -25,7 +25,6 @@ pub struct PipelineRow {
 const COLS: &str = "seq, id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at, completed_at";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<PipelineRow> {
-    let fields: String = r.get(7)?;
     Ok(PipelineRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -34,7 +33,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<PipelineRow> {
         name: r.get(4)?,
         status: r.get(5)?,
         generation: r.get(6)?,
-        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        fields: super::json(r, 7, "pipelines")?,
         phase_count: r.get(8)?,
         document_count: r.get(9)?,
         created_at: r.get(10)?,
@@ -173,8 +172,7 @@ pub fn snapshots(
              ORDER BY s.idx",
         )?
         .query_map(params![pipeline_id, generation], |r| {
-            let cfg: String = r.get(2)?;
-            Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, serde_json::from_str(&cfg).unwrap_or(Value::Null)))
+            Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, super::json(r, 2, "phase_snapshots")?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -238,8 +236,8 @@ pub struct PipelineDoc {
     pub pass: i64,
     pub error: Option<String>,
     pub error_phase_index: Option<i64>,
-    pub field_states: String,
-    pub restarts: String,
+    pub field_states: crate::domain::state::States,
+    pub restarts: Vec<(i64, usize)>,
     pub updated_at: String,
     pub completed_at: Option<String>,
 }
@@ -260,8 +258,8 @@ fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
         pass: r.get(8)?,
         error: r.get(9)?,
         error_phase_index: r.get(10)?,
-        field_states: r.get(11)?,
-        restarts: r.get(12)?,
+        field_states: super::json(r, 11, "pipeline_documents")?,
+        restarts: super::json(r, 12, "pipeline_documents")?,
         updated_at: r.get(13)?,
         completed_at: r.get(14)?,
     })
@@ -341,7 +339,6 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
     )?;
     let rows = st
         .query_map([list], |r| {
-            let v: Option<String> = r.get(4)?;
             Ok(CellRow {
                 seq: r.get(0)?,
                 pd_seq: r.get(1)?,
@@ -349,9 +346,7 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
                     seq: r.get(0)?,
                     field: r.get(2)?,
                     version: r.get(3)?,
-                    value: v
-                        .and_then(|s| serde_json::from_str(&s).ok())
-                        .unwrap_or(Value::Null),
+                    value: super::json_opt(r, 4, "cells")?.unwrap_or(Value::Null),
                     source: r.get(5)?,
                     phase_index: r.get::<_, i64>(6)? as usize,
                     generation: r.get(7)?,
@@ -386,22 +381,21 @@ pub struct VerdictRow {
 pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreError> {
     let rows = c
         .prepare_cached(
-            "SELECT field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason, mechanisms, value_hash
+            "SELECT seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason, mechanisms, value_hash
              FROM verdicts WHERE pd_seq = ?1 ORDER BY seq",
         )?
         .query_map([pd_seq], |r| {
-            let m: String = r.get(8)?;
             Ok(VerdictRow {
-                field: r.get(0)?,
-                phase_index: r.get::<_, i64>(1)? as usize,
-                stage_id: r.get(2)?,
-                generation: r.get(3)?,
-                pass: r.get(4)?,
-                outcome: r.get(5)?,
-                suppressed: r.get::<_, i64>(6)? != 0,
-                reason: r.get(7)?,
-                mechanisms: serde_json::from_str(&m).unwrap_or(Value::Null),
-                value_hash: r.get(9)?,
+                field: r.get(1)?,
+                phase_index: r.get::<_, i64>(2)? as usize,
+                stage_id: r.get(3)?,
+                generation: r.get(4)?,
+                pass: r.get(5)?,
+                outcome: r.get(6)?,
+                suppressed: r.get::<_, i64>(7)? != 0,
+                reason: r.get(8)?,
+                mechanisms: super::json(r, 9, "verdicts")?,
+                value_hash: r.get(10)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

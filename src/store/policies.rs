@@ -42,12 +42,11 @@ fn load_parts(c: &Connection, mut p: PolicyRow) -> Result<PolicyRow, StoreError>
     p.rules = c
         .prepare_cached("SELECT id, field_key, rule_type, config, ord FROM policy_rules WHERE policy_id = ?1 ORDER BY ord")?
         .query_map([&p.id], |r| {
-            let cfg: String = r.get(3)?;
             Ok(RuleDef {
                 id: r.get(0)?,
                 field_key: r.get(1)?,
                 rule_type: r.get(2)?,
-                config: serde_json::from_str(&cfg).unwrap_or(Value::Null),
+                config: super::json(r, 3, "policy_rules")?,
                 order: r.get(4)?,
             })
         })?

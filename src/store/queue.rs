@@ -245,21 +245,40 @@ pub struct DocLoad {
     pub mime: String,
     pub metadata: Map<String, Value>,
     pub restarts: Vec<(i64, usize)>,
+    /// The stored field states as text (the commit is fenced on it) and decoded.
     pub field_states: String,
+    pub states: States,
     pub cells: Vec<Cell>,
     /// `(field, final value)` of decisions since each field's latest reopen.
     pub decisions: Vec<(String, Value)>,
 }
 
 pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
-    let head: Option<(String, String, Vec<u8>, String, String)> = c
+    type Head = (
+        Vec<(i64, usize)>,
+        String,
+        States,
+        Vec<u8>,
+        String,
+        Map<String, Value>,
+    );
+    let head: Option<Head> = c
         .prepare_cached(
-            "SELECT pd.restarts, pd.field_states, d.content, d.mime_type, d.metadata FROM pipeline_documents pd
+            "SELECT pd.seq, pd.restarts, pd.field_states, d.content, d.mime_type, d.metadata FROM pipeline_documents pd
              JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
         )?
-        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_row([seq], |r| {
+            Ok((
+                super::json(r, 1, "pipeline_documents")?,
+                r.get(2)?,
+                super::json(r, 2, "pipeline_documents")?,
+                r.get(3)?,
+                r.get(4)?,
+                super::json(r, 5, "documents")?,
+            ))
+        })
         .optional()?;
-    let Some((restarts, field_states, content, mime, metadata)) = head else {
+    let Some((restarts, field_states, states, content, mime, metadata)) = head else {
         return Ok(None);
     };
     let cells = super::pipelines::cells(c, &[seq])?
@@ -268,27 +287,29 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         .collect();
     let mut decisions: Vec<(String, Value)> = Vec::new();
     let rows = c
-        .prepare_cached("SELECT field_key, action, final_value FROM review_decisions WHERE pd_seq = ?1 ORDER BY seq")?
-        .query_map([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?
+        .prepare_cached("SELECT seq, field_key, action, final_value FROM review_decisions WHERE pd_seq = ?1 ORDER BY seq")?
+        .query_map([seq], |r| {
+            Ok((
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                super::json_opt::<Value>(r, 3, "review_decisions")?,
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     for (field, action, fv) in rows {
         if action == "reopen" {
             decisions.retain(|(f, _)| f != &field);
         } else {
-            decisions.push((
-                field,
-                fv.and_then(|s| serde_json::from_str(&s).ok())
-                    .unwrap_or(Value::Null),
-            ));
+            decisions.push((field, fv.unwrap_or(Value::Null)));
         }
     }
-    let restarts: Vec<(i64, usize)> = serde_json::from_str(&restarts).unwrap_or_default();
     Ok(Some(DocLoad {
         content,
         mime,
-        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        metadata,
         restarts,
         field_states,
+        states,
         cells,
         decisions,
     }))
@@ -540,10 +561,13 @@ pub fn sync_held(
     Ok(())
 }
 
-pub fn current_states(c: &Connection, seq: i64) -> Result<String, StoreError> {
+/// The stored field states, as text (to compare with what a step started from) and decoded.
+pub fn current_states(c: &Connection, seq: i64) -> Result<(String, States), StoreError> {
     Ok(
-        c.prepare_cached("SELECT field_states FROM pipeline_documents WHERE seq = ?1")?
-            .query_row([seq], |r| r.get(0))?,
+        c.prepare_cached("SELECT seq, field_states FROM pipeline_documents WHERE seq = ?1")?
+            .query_row([seq], |r| {
+                Ok((r.get(1)?, super::json(r, 1, "pipeline_documents")?))
+            })?,
     )
 }
 

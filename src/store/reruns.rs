@@ -10,8 +10,8 @@ pub struct DocState {
     pub id: String,
     pub status: String,
     pub error_phase_index: Option<i64>,
-    pub field_states: String,
-    pub restarts: String,
+    pub field_states: crate::domain::state::States,
+    pub restarts: Vec<(i64, usize)>,
 }
 
 pub fn has_record_set(c: &Connection, pipeline_id: &str) -> Result<bool, StoreError> {
@@ -27,12 +27,11 @@ pub fn latest_snapshot(
     pipeline_id: &str,
     idx: usize,
 ) -> Result<(i64, Value), StoreError> {
-    let (v, cfg): (i64, String) = c.query_row(
+    Ok(c.query_row(
         "SELECT config_version, config FROM phase_snapshots WHERE pipeline_id = ?1 AND idx = ?2 ORDER BY config_version DESC LIMIT 1",
         params![pipeline_id, idx as i64],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok((v, serde_json::from_str(&cfg).unwrap_or(Value::Null)))
+        |r| Ok((r.get(0)?, super::json(r, 1, "phase_snapshots")?)),
+    )?)
 }
 
 pub fn add_snapshot(
@@ -130,19 +129,17 @@ pub fn list(c: &Connection, pipeline_id: &str) -> Result<Vec<RerunRow>, StoreErr
              FROM reruns WHERE pipeline_id = ?1 ORDER BY seq DESC",
         )?
         .query_map([pipeline_id], |r| {
-            let docs: Option<String> = r.get(5)?;
-            let outcome: Option<String> = r.get(9)?;
             Ok(RerunRow {
                 id: r.get(0)?,
                 generation: r.get(1)?,
                 from_phase: r.get(2)?,
                 from_phase_index: r.get(3)?,
                 enqueued: r.get(4)?,
-                document_ids: docs.and_then(|d| serde_json::from_str(&d).ok()),
+                document_ids: super::json_opt(r, 5, "reruns")?,
                 requested_at: r.get(6)?,
                 requested_by: r.get(7)?,
                 finished_at: r.get(8)?,
-                outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+                outcome: super::json_opt(r, 9, "reruns")?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -261,8 +258,8 @@ pub fn keeping_docs(
                 id: r.get(1)?,
                 status: r.get(2)?,
                 error_phase_index: r.get(3)?,
-                field_states: r.get(4)?,
-                restarts: r.get(5)?,
+                field_states: super::json(r, 4, "pipeline_documents")?,
+                restarts: super::json(r, 5, "pipeline_documents")?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

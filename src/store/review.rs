@@ -18,10 +18,10 @@ pub struct PdRef {
     pub cursor: i64,
     pub generation: i64,
     pub pass: i64,
-    pub field_states: String,
-    pub restarts: String,
+    pub field_states: crate::domain::state::States,
+    pub restarts: Vec<(i64, usize)>,
     pub phase_count: i64,
-    pub fields: String,
+    pub fields: Vec<crate::domain::schema::FieldDef>,
 }
 
 const PD_SELECT: &str = "SELECT pd.seq, pd.id, pd.pipeline_id, p.name, pd.document_id, d.filename, pd.status, pd.cursor,
@@ -40,10 +40,10 @@ fn pd_ref(r: &rusqlite::Row) -> rusqlite::Result<PdRef> {
         cursor: r.get(7)?,
         generation: r.get(8)?,
         pass: r.get(9)?,
-        field_states: r.get(10)?,
-        restarts: r.get(11)?,
+        field_states: super::json(r, 10, "pipeline_documents")?,
+        restarts: super::json(r, 11, "pipeline_documents")?,
         phase_count: r.get(12)?,
-        fields: r.get(13)?,
+        fields: super::json(r, 13, "pipelines")?,
     })
 }
 
@@ -185,7 +185,6 @@ const DEC_SELECT: &str = "SELECT r.seq, r.id, r.pipeline_id, pd.id, pd.document_
     r.decided_at, r.judged_generation, r.judged_pass FROM review_decisions r JOIN pipeline_documents pd ON pd.seq = r.pd_seq JOIN documents d ON d.id = pd.document_id";
 
 fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
-    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
     Ok(Decision {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -199,8 +198,8 @@ fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
         stage_name: r.get(9)?,
         phase_index: r.get(10)?,
         action: r.get(11)?,
-        prior_value: json(r.get(12)?),
-        final_value: json(r.get(13)?),
+        prior_value: super::json_opt(r, 12, "review_decisions")?,
+        final_value: super::json_opt(r, 13, "review_decisions")?,
         reason: r.get(14)?,
         decided_by: r.get(15)?,
         decided_by_name: r.get(16)?,

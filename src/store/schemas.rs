@@ -23,19 +23,16 @@ pub struct SchemaRow {
 const COLS: &str = "seq, id, short_id, name, description, definition, fields, version, rail, deleted_at, created_at, updated_at";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<SchemaRow> {
-    let def: String = r.get(5)?;
-    let fields: String = r.get(6)?;
-    let rail: String = r.get(8)?;
     Ok(SchemaRow {
         seq: r.get(0)?,
         id: r.get(1)?,
         short_id: r.get(2)?,
         name: r.get(3)?,
         description: r.get(4)?,
-        definition: serde_json::from_str(&def).unwrap_or(Value::Null),
-        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        definition: super::json(r, 5, "schemas")?,
+        fields: super::json(r, 6, "schemas")?,
         version: r.get(7)?,
-        rail: serde_json::from_str(&rail).unwrap_or(Value::Array(vec![])),
+        rail: super::json(r, 8, "schemas")?,
         deleted_at: r.get(9)?,
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
@@ -153,17 +150,16 @@ fn register_fields(
     after: &[FieldDef],
 ) -> Result<(), StoreError> {
     for f in after {
-        let existing: Option<(i64, String)> = c
+        let existing: Option<(i64, Vec<String>)> = c
             .query_row(
                 "SELECT seq, synonyms FROM registry_fields WHERE org_id = ?1 AND canonical_name = ?2",
                 params![org_id, f.field_name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, super::json(r, 1, "registry_fields")?)),
             )
             .optional()?;
         let added = !before.iter().any(|b| b.field_name == f.field_name);
         match existing {
-            Some((seq, syn)) => {
-                let mut synonyms: Vec<String> = serde_json::from_str(&syn).unwrap_or_default();
+            Some((seq, mut synonyms)) => {
                 for s in &f.synonyms {
                     if !synonyms.contains(s) {
                         synonyms.push(s.clone());
@@ -227,14 +223,13 @@ pub fn list_registry(
              FROM registry_fields WHERE org_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
         )?
         .query_map(params![org_id, before_seq.unwrap_or(i64::MAX), limit], |r| {
-            let syn: String = r.get(5)?;
             Ok(RegistryField {
                 seq: r.get(0)?,
                 id: r.get(1)?,
                 canonical_name: r.get(2)?,
                 display_name: r.get(3)?,
                 data_type: r.get(4)?,
-                synonyms: serde_json::from_str(&syn).unwrap_or_default(),
+                synonyms: super::json(r, 5, "registry_fields")?,
                 occurrence_count: r.get(6)?,
                 created_at: r.get(7)?,
             })
@@ -256,10 +251,9 @@ pub fn registry_synonyms(
     let rows = c
         .prepare_cached("SELECT canonical_name, synonyms FROM registry_fields WHERE org_id = ?1")?
         .query_map([org_id], |r| {
-            let s: String = r.get(1)?;
             Ok((
                 r.get::<_, String>(0)?,
-                serde_json::from_str(&s).unwrap_or_default(),
+                super::json(r, 1, "registry_fields")?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
