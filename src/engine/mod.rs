@@ -22,3 +22,30 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// What a committed command asks of the world outside its transaction. The caller applies it
+/// after the commit, never before (a rolled-back command has none), and an idempotent replay
+/// applies nothing again.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Work was queued: the executor should look.
+    pub wake: bool,
+    /// Engine events, logged with the request's id.
+    pub events: Vec<String>,
+    /// Reruns started, for the metrics.
+    pub reruns: u64,
+    /// Review decisions recorded, by action, for the metrics.
+    pub decisions: Vec<&'static str>,
+}
+
+impl Effects {
+    pub fn event(mut self, line: String) -> Self {
+        self.events.push(line);
+        self
+    }
+
+    pub fn wake_if(mut self, wake: bool) -> Self {
+        self.wake |= wake;
+        self
+    }
+}

@@ -1,14 +1,15 @@
 use super::body::{json_body, typed};
 use super::error::ApiError;
+use super::extract::{Authed, Id, Read, StageId, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
-use super::{blocking, path_id, AppState};
+use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
-use crate::domain::keys::Scope;
 use crate::domain::schema::FieldDef;
 use crate::engine::review;
 use crate::engine::views::{DocView, Shown};
+use crate::engine::Effects;
 use crate::store;
 use crate::store::data_products::DataProduct;
 use crate::store::Connection;
@@ -39,10 +40,10 @@ fn check_replayable(c: &Connection, pipeline_id: &str) -> Result<(), ApiError> {
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let (st, org, p2) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || {
         st.db
@@ -57,9 +58,7 @@ pub async fn create(
         }
     }
     let org = auth.org_id.clone();
-    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = woke.clone();
-    let resp = write(
+    write(
         &state,
         &req,
         &auth,
@@ -82,20 +81,16 @@ pub async fn create(
                 &default_name,
             )?;
             let (_, wake) = review::replay(tx, &org, &id, None)?;
-            flag.store(wake, std::sync::atomic::Ordering::SeqCst);
             let body = json!({ "dataProduct": render(&dp), "shareToken": null });
-            Ok(if created {
+            let reply = if created {
                 Reply::created(body)
             } else {
                 Reply::ok(body)
-            })
+            };
+            Ok(reply.with(Effects::default().wake_if(wake)))
         },
     )
-    .await?;
-    if woke.load(std::sync::atomic::Ordering::SeqCst) {
-        state.executor.wake();
-    }
-    Ok(resp)
+    .await
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -114,9 +109,11 @@ fn load(c: &Connection, org: &str, id: &str) -> Result<DataProduct, ApiError> {
     store::data_products::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data product"))
 }
 
-pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Authed<Read>,
+    Id(id): Id,
+) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let d = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
     Ok(HttpResponse::Ok().json(render(&d)))
@@ -157,9 +154,9 @@ fn rows(
 pub async fn results(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, &format!("dp:{id}"));
     let page = pagination::parse(&q, &cursors, 100)?;
@@ -217,11 +214,10 @@ const EXPORT_PAGE: i64 = 200;
 
 async fn export(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
+    id: String,
     audit: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     let permit = state.heavy.try_enter()?;
     // Everything that can refuse the request is checked before the first byte goes out.
     let (st, org) = (state.clone(), auth.org_id.clone());
@@ -327,16 +323,18 @@ fn export_line(
 
 pub async fn export_plain(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    export(state, req, false).await
+    export(state, auth, id, false).await
 }
 
 pub async fn export_audit(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    export(state, req, true).await
+    export(state, auth, id, true).await
 }
 
 #[derive(Deserialize)]
@@ -348,11 +346,11 @@ struct ReplayBody {
 pub async fn replay_blocking(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(sid): Id,
+    StageId(gid): StageId,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let sid = path_id(&req, "id")?;
-    let gid = path_id(&req, "stage_id")?;
     let (st, org, s2, g2) = (state.clone(), auth.org_id.clone(), sid.clone(), gid.clone());
     blocking(move || {
         st.db.read(|c| {
@@ -374,9 +372,7 @@ pub async fn replay_blocking(
         })
         .transpose()?;
     let org = auth.org_id.clone();
-    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = woke.clone();
-    let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+    write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
         let runs: Vec<String> = match &only {
             Some(p) => {
                 let run = super::pipelines::load(tx, &org, p)?;
@@ -391,20 +387,15 @@ pub async fn replay_blocking(
             check_replayable(tx, r)?;
         }
         let mut total = review::ReplayCounts::default();
+        let mut effects = Effects::default();
         for r in &runs {
             let (n, wake) = review::replay(tx, &org, r, Some(&gid))?;
             total.replayed += n.replayed;
             total.newly_blocked += n.newly_blocked;
             total.released += n.released;
-            if wake {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
+            effects = effects.wake_if(wake);
         }
-        Ok(Reply::ok(json!({ "replayed": total.replayed, "newlyBlocked": total.newly_blocked, "released": total.released })))
+        Ok(Reply::ok(json!({ "replayed": total.replayed, "newlyBlocked": total.newly_blocked, "released": total.released })).with(effects))
     })
-    .await?;
-    if woke.load(std::sync::atomic::Ordering::SeqCst) {
-        state.executor.wake();
-    }
-    Ok(resp)
+    .await
 }

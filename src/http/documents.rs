@@ -1,11 +1,11 @@
 use super::body::{media_type, parse_value, read_limited, too_large, typed};
 use super::error::ApiError;
+use super::extract::{Authed, Id, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
-use super::{blocking, path_id, AppState};
+use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::documents::{check_metadata, detect_mime};
-use crate::domain::keys::Scope;
 use crate::store;
 use crate::store::documents::{DocumentRow, NewDocument};
 use actix_multipart::Multipart;
@@ -156,9 +156,9 @@ async fn read_multipart(
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
     let max_upload = state.config.max_upload;
     let (upload, body_hash) = match media_type(&req).as_deref() {
         Some("multipart/form-data") => read_multipart(&req, payload, max_upload).await?,
@@ -221,9 +221,12 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     .await
 }
 
-pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
+pub async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
+) -> Result<HttpResponse, ApiError> {
     let q = query_map(req.query_string())?;
     let with_text = q
         .get("include")
@@ -325,10 +328,9 @@ impl Utf8Pieces {
 
 pub async fn delete(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {

@@ -1,10 +1,10 @@
 use super::body::{json_body, typed};
 use super::error::ApiError;
+use super::extract::{Authed, Id, Read, StageId, Write};
 use super::idempotency::{write, Reply};
-use super::{blocking, path_id, AppState};
+use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::gate;
-use crate::domain::keys::Scope;
 use crate::store;
 use crate::store::gates::{GateInput, GateRow};
 use crate::store::policies::rails_referencing;
@@ -98,10 +98,10 @@ fn validated(
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(sid): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let sid = path_id(&req, "id")?;
     let (st, org, s2) = (state.clone(), auth.org_id.clone(), sid.clone());
     blocking(move || st.db.read(|c| schema(c, &org, &s2).map(|_| ()))).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
@@ -133,9 +133,11 @@ pub async fn create(
     .await
 }
 
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let sid = path_id(&req, "id")?;
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: Authed<Read>,
+    Id(sid): Id,
+) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
@@ -148,10 +150,12 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let sid = path_id(&req, "id")?;
-    let gid = path_id(&req, "stage_id")?;
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Authed<Read>,
+    Id(sid): Id,
+    StageId(gid): StageId,
+) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
@@ -168,11 +172,11 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 pub async fn patch(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(sid): Id,
+    StageId(gid): StageId,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let sid = path_id(&req, "id")?;
-    let gid = path_id(&req, "stage_id")?;
     let (st, org, s2, g2) = (state.clone(), auth.org_id.clone(), sid.clone(), gid.clone());
     blocking(move || {
         st.db.read(|c| {
@@ -214,11 +218,10 @@ pub async fn patch(
 
 pub async fn delete(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Write>,
+    Id(sid): Id,
+    StageId(gid): StageId,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let sid = path_id(&req, "id")?;
-    let gid = path_id(&req, "stage_id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
@@ -249,10 +252,10 @@ struct ReorderBody {
 pub async fn reorder(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(sid): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let sid = path_id(&req, "id")?;
     let (st, org, s2) = (state.clone(), auth.org_id.clone(), sid.clone());
     blocking(move || st.db.read(|c| schema(c, &org, &s2).map(|_| ()))).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;

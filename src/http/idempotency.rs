@@ -5,16 +5,18 @@ use super::auth::AuthContext;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::canonical::sha256_hex;
+use crate::engine::Effects;
 use crate::store::idempotency::{self, Claim};
 use crate::store::Transaction;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-/// A successful write's answer.
+/// A successful write's answer, and what it asks of the world once committed.
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    pub effects: Effects,
 }
 
 impl Reply {
@@ -22,13 +24,19 @@ impl Reply {
         Reply {
             status: StatusCode::OK,
             body,
+            effects: Effects::default(),
         }
     }
     pub fn created(body: Value) -> Self {
         Reply {
             status: StatusCode::CREATED,
             body,
+            effects: Effects::default(),
         }
+    }
+    pub fn with(mut self, effects: Effects) -> Self {
+        self.effects = effects;
+        self
     }
 }
 
@@ -61,7 +69,7 @@ where
     let st = state.clone();
     let Some(key) = key else {
         let reply = web::block(move || st.db.write(true, op)).await??;
-        return Ok(respond(reply));
+        return Ok(respond(state, req, reply));
     };
     let fingerprint = sha256_hex(
         format!(
@@ -125,7 +133,7 @@ where
     })
     .await?;
     match result {
-        Ok(reply) => Ok(respond(reply)),
+        Ok(reply) => Ok(respond(state, req, reply)),
         Err(e) => {
             let st = state.clone();
             let org = auth.org_id.clone();
@@ -142,6 +150,8 @@ where
     }
 }
 
-fn respond(reply: Reply) -> HttpResponse {
+/// The committed write's answer, once its effects are applied.
+fn respond(state: &web::Data<AppState>, req: &HttpRequest, reply: Reply) -> HttpResponse {
+    state.after_commit(req, reply.effects);
     HttpResponse::build(reply.status).json(reply.body)
 }

@@ -5,6 +5,7 @@ pub mod body;
 pub mod data_products;
 pub mod documents;
 pub mod error;
+pub mod extract;
 pub mod gates;
 pub mod health;
 pub mod idempotency;
@@ -119,39 +120,37 @@ impl AppState {
         })
     }
 
+    /// Applies what a committed command asks: its events are logged with the request's id,
+    /// the metrics count its reruns and decisions, the executor is woken for queued work.
+    pub fn after_commit(&self, req: &HttpRequest, effects: crate::engine::Effects) {
+        use actix_web::HttpMessage;
+        if !effects.events.is_empty() {
+            let rid = req
+                .extensions()
+                .get::<middleware::RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
+            for l in &effects.events {
+                log::info!(target: "quire::engine", request_id = rid.as_str(); "{rid} {l}");
+            }
+        }
+        for _ in 0..effects.reruns {
+            self.metrics.rerun();
+        }
+        for action in effects.decisions {
+            self.metrics.decision(action);
+        }
+        if effects.wake {
+            self.executor.wake();
+        }
+    }
+
     pub fn mark_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-}
-
-/// Engine events noted inside a write transaction, logged only once it committed (a replayed
-/// idempotent request runs no transaction and notes nothing).
-#[derive(Clone, Default)]
-pub struct AfterCommit(std::sync::Arc<parking_lot::Mutex<Vec<String>>>);
-
-impl AfterCommit {
-    pub fn note(&self, line: String) {
-        self.0.lock().push(line);
-    }
-
-    /// Logs what was noted, with the id of the request that caused it; answers how many
-    /// events there were.
-    pub fn log(&self, req: &HttpRequest) -> usize {
-        use actix_web::HttpMessage;
-        let rid = req
-            .extensions()
-            .get::<middleware::RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        let lines: Vec<String> = self.0.lock().drain(..).collect();
-        for l in &lines {
-            log::info!(target: "quire::engine", request_id = rid.as_str(); "{rid} {l}");
-        }
-        lines.len()
     }
 }
 

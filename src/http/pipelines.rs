@@ -1,12 +1,13 @@
 use super::body::json_body;
 use super::documents::{check_upload, inline_upload, InlineDocument};
 use super::error::ApiError;
+use super::extract::{Authed, Id, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
 use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
-use crate::domain::keys::Scope;
 use crate::engine::views::{self, DocView};
+use crate::engine::Effects;
 use crate::store;
 use crate::store::documents::NewDocument;
 use crate::store::pipelines::{PipelineDoc, PipelineRow};
@@ -46,9 +47,9 @@ struct CreateBody {
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
     let (b, raw): (CreateBody, _) =
         super::body::json_typed(&req, payload, state.config.max_body).await?;
     let schema_raw = b
@@ -92,9 +93,7 @@ pub async fn create(
     }
     let org = auth.org_id.clone();
     let name = b.name.clone();
-    let events = super::AfterCommit::default();
-    let noted = events.clone();
-    let resp = write(
+    write(
         &state,
         &req,
         &auth,
@@ -133,23 +132,23 @@ pub async fn create(
                 &all,
                 max_docs,
             )?;
-            noted.note(format!(
+            let started = Effects::default().wake_if(true).event(format!(
                 "pipeline {} started: {} documents, {} phases",
                 p.id, p.document_count, p.phase_count
             ));
             let mut body = render(&p);
             body["enqueued_documents"] = json!(p.document_count);
-            Ok(Reply::created(body))
+            Ok(Reply::created(body).with(started))
         },
     )
-    .await?;
-    events.log(&req);
-    state.executor.wake();
-    Ok(resp)
+    .await
 }
 
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
+pub async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    auth: Authed<Read>,
+) -> Result<HttpResponse, ApiError> {
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, "pipelines");
     let page = pagination::parse(&q, &cursors, 100)?;
@@ -192,9 +191,11 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(body))
 }
 
-pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Authed<Read>,
+    Id(id): Id,
+) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
     Ok(HttpResponse::Ok().json(render(&p)))
@@ -203,10 +204,10 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 pub async fn cancel(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || st.db.read(|c| load(c, &org, &lookup).map(|_| ()))).await?;
     // Cancel takes no options, but a body is still held to the limits every route keeps.
@@ -227,10 +228,9 @@ pub async fn cancel(
 
 pub async fn progress(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     // A settled run's progress only changes with a commit: answer from the cache when none came.
     let (cached, version) = state.progress_cache.get(&auth.org_id, &id);
     if let Some(body) = cached {
@@ -283,9 +283,9 @@ fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> V
 pub async fn documents(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, &format!("pd:{id}"));
     let page = pagination::parse(&q, &cursors, 100)?;
@@ -325,9 +325,9 @@ fn views_for(
 pub async fn results(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, &format!("results:{id}"));
     let page = pagination::parse(&q, &cursors, 200)?;
@@ -401,8 +401,11 @@ fn pd_path(req: &HttpRequest) -> Result<(String, String), ApiError> {
     Ok((id, pd))
 }
 
-pub async fn cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
+pub async fn cells(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    auth: Authed<Read>,
+) -> Result<HttpResponse, ApiError> {
     let (id, pd_id) = pd_path(&req)?;
     let st = state.clone();
     let body = blocking(move || {
@@ -423,8 +426,8 @@ pub async fn cells(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
 pub async fn verdicts(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
     let (id, pd_id) = pd_path(&req)?;
     let st = state.clone();
     let body = blocking(move || {
@@ -512,10 +515,10 @@ fn rerun_request(
 pub async fn rerun(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || st.db.read(|c| load(c, &org, &lookup).map(|_| ()))).await?;
     let raw = json_body(&req, payload, state.config.max_body, true).await?;
@@ -523,38 +526,32 @@ pub async fn rerun(
     let org = auth.org_id.clone();
     let dry = request.dry_run;
     let phase = request.from_phase.as_str();
-    let events = super::AfterCommit::default();
-    let noted = events.clone();
-    let resp = write(
+    write(
         &state,
         &req,
         &auth,
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let answer = crate::engine::rerun::rerun(tx, &org, &id, request)?;
+            let mut effects = Effects::default();
             if !dry {
-                noted.note(format!(
+                effects = effects.wake_if(true).event(format!(
                     "pipeline {id} rerun from {phase} (phase {}): {} documents enqueued",
                     answer["fromPhaseIndex"], answer["enqueued"]
                 ));
+                effects.reruns = 1;
             }
-            Ok(Reply::ok(answer))
+            Ok(Reply::ok(answer).with(effects))
         },
     )
-    .await?;
-    if events.log(&req) > 0 {
-        state.metrics.rerun();
-    }
-    state.executor.wake();
-    Ok(resp)
+    .await
 }
 
 pub async fn reruns(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {

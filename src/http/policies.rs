@@ -1,11 +1,11 @@
 use super::body::{json_body, typed};
 use super::error::ApiError;
+use super::extract::{Authed, Id, Read, RuleId, Write};
 use super::idempotency::{write, Reply};
 use super::pagination;
-use super::{blocking, path_id, AppState};
+use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::ids::new_id;
-use crate::domain::keys::Scope;
 use crate::domain::policy::{self, RuleDef};
 use crate::domain::schema::{valid_field_name, DATA_TYPES};
 use crate::store;
@@ -71,9 +71,9 @@ async fn exists(state: &web::Data<AppState>, org: &str, id: &str) -> Result<(), 
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: PolicyBody = typed(&raw)?;
     let name = check_name(
@@ -107,9 +107,11 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     .await
 }
 
-pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Authed<Read>,
+    Id(id): Id,
+) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
     Ok(HttpResponse::Ok().json(render(&p)))
@@ -118,10 +120,10 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 pub async fn patch(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: PolicyBody = typed(&raw)?;
@@ -150,10 +152,9 @@ pub async fn patch(
 
 pub async fn delete(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
@@ -183,10 +184,10 @@ struct FieldBody {
 pub async fn add_field(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: FieldBody = typed(&raw)?;
@@ -221,9 +222,9 @@ pub async fn add_field(
 pub async fn delete_field(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let key = req.match_info().get("field_key").unwrap_or("").to_string();
     let st = state.clone();
     let body = blocking(move || {
@@ -253,10 +254,10 @@ struct RuleBody {
 pub async fn add_rule(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: RuleBody = typed(&raw)?;
@@ -295,10 +296,9 @@ pub async fn add_rule(
 
 pub async fn list_rules(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     let st = state.clone();
     let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
     Ok(HttpResponse::Ok().json(json!({ "data": compiled_rules(&p) })))
@@ -307,11 +307,11 @@ pub async fn list_rules(
 pub async fn patch_rule(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
+    RuleId(rid): RuleId,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
-    let rid = path_id(&req, "rule_id")?;
     exists(&state, &auth.org_id, &id).await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: RuleBody = typed(&raw)?;
@@ -340,11 +340,10 @@ pub async fn patch_rule(
 
 pub async fn delete_rule(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
+    RuleId(rid): RuleId,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
-    let rid = path_id(&req, "rule_id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {

@@ -1,15 +1,16 @@
 use super::body::{deny_unknown, json_body};
 use super::error::ApiError;
+use super::extract::{Authed, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
 use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
-use crate::domain::keys::Scope;
 use crate::domain::schema::FieldDef;
 use crate::domain::state::with_fields;
 use crate::engine::review::{self, Action, ResolveRequest};
 use crate::engine::views::{self, DocView};
+use crate::engine::Effects;
 use crate::store;
 use crate::store::review::{Decision, PdRef, QueueFilter};
 use crate::store::Connection;
@@ -77,8 +78,11 @@ fn pipeline_filter(q: &HashMap<String, String>) -> Result<Option<String>, ApiErr
         .transpose()
 }
 
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
+pub async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    auth: Authed<Read>,
+) -> Result<HttpResponse, ApiError> {
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, "reviews");
     let page = pagination::parse(&q, &cursors, 100)?;
@@ -134,9 +138,8 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 
 pub async fn summary(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
     let st = state.clone();
     let body = blocking(move || {
         let rows = st.db.read(|c| store::review::queue_summary(c, &auth.org_id))?;
@@ -200,8 +203,8 @@ fn find_span(text: &str, value: &Value) -> Option<String> {
 pub async fn detail(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
     let (pd_id, field) = pd_field(&req)?;
     let st = state.clone();
     let body = blocking(move || {
@@ -293,9 +296,9 @@ fn parse_action(raw: &Value, key_id: &str, name: String) -> Result<ResolveReques
 pub async fn resolve(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
     let (pd_id, field) = pd_field(&req)?;
     let (st, org, p2) = (state.clone(), auth.org_id.clone(), pd_id.clone());
     blocking(move || {
@@ -314,38 +317,29 @@ pub async fn resolve(
     let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
     let action = request.action.as_str();
     let org = auth.org_id.clone();
-    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = woke.clone();
-    let events = super::AfterCommit::default();
-    let noted = events.clone();
-    let resp = write(
+    write(
         &state,
         &req,
         &auth,
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let (answer, wake) = review::resolve(tx, &org, &pd_id, &field, &request)?;
-            flag.store(wake, std::sync::atomic::Ordering::SeqCst);
-            noted.note(format!("review decision {action} on {pd_id}/{field}"));
-            Ok(Reply::ok(answer))
+            let mut effects = Effects::default()
+                .wake_if(wake)
+                .event(format!("review decision {action} on {pd_id}/{field}"));
+            effects.decisions.push(action);
+            Ok(Reply::ok(answer).with(effects))
         },
     )
-    .await?;
-    if events.log(&req) > 0 {
-        state.metrics.decision(action);
-    }
-    if woke.load(std::sync::atomic::Ordering::SeqCst) {
-        state.executor.wake();
-    }
-    Ok(resp)
+    .await
 }
 
 pub async fn bulk_resolve(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     deny_unknown(
         &raw,
@@ -389,15 +383,10 @@ pub async fn bulk_resolve(
     let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
     let action = request.action.as_str();
     let org = auth.org_id.clone();
-    let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = woke.clone();
-    let recorded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let recorded_count = recorded.clone();
-    let events = super::AfterCommit::default();
-    let noted = events.clone();
-    let resp = write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
+    write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
         let mut results = Vec::with_capacity(targets.len());
         let mut resolved = 0;
+        let mut effects = Effects::default();
         for (pd, field) in &targets {
             let item = store::Savepoint::begin(tx)?;
             let outcome = match crate::domain::ids::parse_id(pd) {
@@ -407,9 +396,8 @@ pub async fn bulk_resolve(
             match outcome {
                 Ok((_, wake)) => {
                     item.commit()?;
-                    if wake {
-                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
+                    effects = effects.wake_if(wake);
+                    effects.decisions.push(action);
                     resolved += 1;
                     results.push(json!({"pipeline_document_id": pd, "field_key": field, "ok": true}));
                 }
@@ -420,27 +408,17 @@ pub async fn bulk_resolve(
                 }
             }
         }
-        recorded_count.store(resolved, std::sync::atomic::Ordering::SeqCst);
-        noted.note(format!("bulk review {action}: {resolved} resolved, {} failed", targets.len() - resolved));
-        Ok(Reply::ok(json!({ "resolved": resolved, "failed": targets.len() - resolved, "results": results })))
+        let effects = effects.event(format!("bulk review {action}: {resolved} resolved, {} failed", targets.len() - resolved));
+        Ok(Reply::ok(json!({ "resolved": resolved, "failed": targets.len() - resolved, "results": results })).with(effects))
     })
-    .await?;
-    if events.log(&req) > 0 {
-        for _ in 0..recorded.load(std::sync::atomic::Ordering::SeqCst) {
-            state.metrics.decision(action);
-        }
-    }
-    if woke.load(std::sync::atomic::Ordering::SeqCst) {
-        state.executor.wake();
-    }
-    Ok(resp)
+    .await
 }
 
 pub async fn decisions(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, "decisions");
     let page = pagination::parse(&q, &cursors, 100)?;
@@ -475,8 +453,8 @@ pub async fn decisions(
 pub async fn decisions_export(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
     let pipeline = pipeline_filter(&query_map(req.query_string())?)?;
     let st = state.clone();
     let text = blocking(move || {

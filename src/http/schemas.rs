@@ -1,10 +1,10 @@
 use super::body::{json_body, typed};
 use super::error::ApiError;
+use super::extract::{Authed, Id, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination;
-use super::{blocking, path_id, AppState};
+use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
-use crate::domain::keys::Scope;
 use crate::domain::schema::{self as dschema, FieldDef};
 use crate::store;
 use crate::store::schemas::{RegistryField, SchemaRow};
@@ -54,9 +54,9 @@ fn input_fields(b: &SchemaBody) -> Result<Option<Vec<FieldDef>>, ApiError> {
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: SchemaBody = typed(&raw)?;
     let name = b
@@ -93,9 +93,11 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     .await
 }
 
-pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Authed<Read>,
+    Id(id): Id,
+) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let s = blocking(move || {
         st.db
@@ -109,11 +111,11 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    id: String,
     payload: web::Payload,
     merge: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || {
         st.db
@@ -178,25 +180,28 @@ async fn update(
 pub async fn replace(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    update(state, req, payload, false).await
+    update(state, req, auth, id, payload, false).await
 }
 
 pub async fn patch(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    update(state, req, payload, true).await
+    update(state, req, auth, id, payload, true).await
 }
 
 pub async fn delete(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.write(true, |tx| {
@@ -243,10 +248,10 @@ fn rail_answer(
 pub async fn put_rail(
     state: web::Data<AppState>,
     req: HttpRequest,
+    auth: Authed<Write>,
+    Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Write)?;
-    let id = path_id(&req, "id")?;
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || {
         st.db
@@ -280,10 +285,9 @@ pub async fn put_rail(
 
 pub async fn get_rail(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    auth: Authed<Read>,
+    Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state.authorize(&req, Scope::Read)?;
-    let id = path_id(&req, "id")?;
     let st = state.clone();
     let body = blocking(move || {
         st.db.read(|c| {
