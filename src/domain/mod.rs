@@ -13,3 +13,4 @@ pub mod policy;
 pub mod rail;
 pub mod schema;
 pub mod state;
+pub mod status;

@@ -1,5 +1,6 @@
 //! The field-state machine: statuses, holds, dependencies and waiting.
 
+use crate::domain::status::DocStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -298,14 +299,14 @@ pub fn released_waiters(states: &States, order: &[String], deps: &Deps) -> Vec<S
 }
 
 /// The document's status from its fields: `complete`, `partial`, or `None` while work is left.
-pub fn document_status(states: &States) -> Option<&'static str> {
+pub fn document_status(states: &States) -> Option<DocStatus> {
     if states.values().any(|s| s.status == Status::Progressing) {
         return None;
     }
     if states.values().all(|s| s.status == Status::Completed) {
-        Some("complete")
+        Some(DocStatus::Complete)
     } else {
-        Some("partial")
+        Some(DocStatus::Partial)
     }
 }
 
@@ -431,8 +432,8 @@ mod tests {
         for st in s.values_mut() {
             st.complete(None);
         }
-        assert_eq!(document_status(&s), Some("complete"));
+        assert_eq!(document_status(&s), Some(DocStatus::Complete));
         s.get_mut("note").unwrap().status = Status::PendingReview;
-        assert_eq!(document_status(&s), Some("partial"));
+        assert_eq!(document_status(&s), Some(DocStatus::Partial));
     }
 }

@@ -4,6 +4,7 @@
 use super::runner::{self, DocCtx, RunResult, RunSpec};
 use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{document_status, with_fields, States, Status};
+use crate::domain::status::DocStatus;
 use crate::metrics::Metrics;
 use crate::store;
 use crate::store::queue::{Claim, Final};
@@ -636,7 +637,7 @@ fn decide<'a>(
             .min()
         {
             Some(cursor) => Final::Continue(cursor),
-            None => Final::Terminal(document_status(merged).unwrap_or("complete")),
+            None => Final::Terminal(document_status(merged).unwrap_or(DocStatus::Complete)),
         },
     };
     let cursor = match &fin {
@@ -760,14 +761,14 @@ mod tests {
         ]);
         let (fin, cursor) = decide(None, &done, 5);
         assert!(
-            matches!(fin, Final::Terminal("complete")),
+            matches!(fin, Final::Terminal(DocStatus::Complete)),
             "past the end is done"
         );
         assert_eq!(cursor, 5);
         let held = states(&[("net", Status::Blocked, 0)]);
         assert!(matches!(
             decide(None, &held, 5).0,
-            Final::Terminal("partial")
+            Final::Terminal(DocStatus::Partial)
         ));
         let failed = (1, "unreadable".to_string());
         let (fin, cursor) = decide(Some(&failed), &done, 5);

@@ -9,6 +9,7 @@ use crate::domain::schema::FieldDef;
 use crate::domain::state::{
     apply_waiting, document_status, released_waiters, with_fields, FieldState, States, Status,
 };
+use crate::domain::status::DocStatus;
 use crate::store;
 use crate::store::queue::{encode_states, sync_held};
 use crate::store::review::{NewDecision, PdRef};
@@ -132,7 +133,7 @@ impl Doc {
     /// `(generation, pass)` of the next run of this document: a queued one runs in its pass,
     /// a claimed or terminal one continues in the next.
     fn next_run(&self) -> (i64, i64) {
-        let pass = if self.pd.status == "queued" {
+        let pass = if self.pd.status == DocStatus::Queued {
             self.pd.pass
         } else {
             self.pd.pass + 1
@@ -264,13 +265,13 @@ fn persist(
     sync_held(c, doc.pd.seq, &doc.pd.pipeline_id, org, before, after)?;
     let encoded = encode_states(after);
     let pd = &doc.pd;
-    match placement(&pd.status, pd.cursor, after) {
+    match placement(pd.status, pd.cursor, after) {
         Placement::Keep { cursor } => {
-            store::review::update_pd(c, pd.seq, &pd.status, cursor, pd.pass, &encoded)?;
+            store::review::update_pd(c, pd.seq, pd.status, cursor, pd.pass, &encoded)?;
             Ok(false)
         }
         Placement::Queue { cursor } => {
-            store::review::update_pd(c, pd.seq, "queued", cursor, pd.pass + 1, &encoded)?;
+            store::review::update_pd(c, pd.seq, DocStatus::Queued, cursor, pd.pass + 1, &encoded)?;
             store::review::reactivate_pipeline(c, &pd.pipeline_id)?;
             Ok(true)
         }
@@ -290,10 +291,10 @@ enum Placement {
     /// Back to the queue in a new pass, from this phase.
     Queue { cursor: i64 },
     /// Stays terminal, with this status.
-    Settle { status: &'static str },
+    Settle { status: DocStatus },
 }
 
-fn placement(status: &str, cursor: i64, after: &States) -> Placement {
+fn placement(status: DocStatus, cursor: i64, after: &States) -> Placement {
     let next = after
         .values()
         .filter(|s| s.status == Status::Progressing)
@@ -302,15 +303,15 @@ fn placement(status: &str, cursor: i64, after: &States) -> Placement {
     match (status, next) {
         // A claimed document is never touched: the writer merges the released fields into
         // its commit and continues from the earliest of them in a new pass.
-        ("processing", _) => Placement::Keep { cursor },
+        (DocStatus::Processing, _) => Placement::Keep { cursor },
         // Not claimed yet: it starts from the earliest phase where any field has work, so a
         // field released before its cursor is never carried past its own phases.
-        ("queued", n) => Placement::Keep {
+        (DocStatus::Queued, n) => Placement::Keep {
             cursor: n.map_or(cursor, |n| cursor.min(n)),
         },
         (_, Some(n)) => Placement::Queue { cursor: n },
         (_, None) => Placement::Settle {
-            status: document_status(after).unwrap_or("partial"),
+            status: document_status(after).unwrap_or(DocStatus::Partial),
         },
     }
 }
@@ -347,7 +348,7 @@ pub fn resolve(
     let fdef = doc.field(field).cloned().ok_or_else(|| {
         EngineError::NotFound(format!("Field '{field}' is not a field of this run"))
     })?;
-    if doc.pd.status == "error" {
+    if doc.pd.status == DocStatus::Error {
         return Err(EngineError::BadRequest(
             "The document errored; its fields cannot be reviewed".into(),
         ));
@@ -600,7 +601,7 @@ pub fn replay(
     let decisions = store::review::decisions_of_docs(c, &seqs)?;
     let mut gates_by_gen: HashMap<i64, Vec<GateNow>> = HashMap::new();
     for pd in pds {
-        if pd.status == "error" {
+        if pd.status == DocStatus::Error {
             continue;
         }
         let doc = Doc::load(c, pd)?;
@@ -732,29 +733,42 @@ mod tests {
             ("net", Status::Progressing, 2),
             ("tax", Status::Progressing, 4),
         ]);
-        assert_eq!(placement("queued", 4, &s), Placement::Keep { cursor: 2 });
-        assert_eq!(placement("queued", 1, &s), Placement::Keep { cursor: 1 });
         assert_eq!(
-            placement("processing", 4, &s),
+            placement(DocStatus::Queued, 4, &s),
+            Placement::Keep { cursor: 2 }
+        );
+        assert_eq!(
+            placement(DocStatus::Queued, 1, &s),
+            Placement::Keep { cursor: 1 }
+        );
+        assert_eq!(
+            placement(DocStatus::Processing, 4, &s),
             Placement::Keep { cursor: 4 }
         );
-        assert_eq!(placement("partial", 5, &s), Placement::Queue { cursor: 2 });
+        assert_eq!(
+            placement(DocStatus::Partial, 5, &s),
+            Placement::Queue { cursor: 2 }
+        );
     }
 
     #[test]
     fn a_terminal_document_without_work_settles_by_its_fields() {
         let done = states(&[("net", Status::Completed, 0)]);
         assert_eq!(
-            placement("partial", 5, &done),
-            Placement::Settle { status: "complete" }
+            placement(DocStatus::Partial, 5, &done),
+            Placement::Settle {
+                status: DocStatus::Complete
+            }
         );
         let held = states(&[
             ("net", Status::Completed, 0),
             ("tax", Status::PendingReview, 0),
         ]);
         assert_eq!(
-            placement("complete", 5, &held),
-            Placement::Settle { status: "partial" }
+            placement(DocStatus::Complete, 5, &held),
+            Placement::Settle {
+                status: DocStatus::Partial
+            }
         );
     }
 

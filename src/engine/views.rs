@@ -3,6 +3,7 @@
 
 use super::runner::Cell;
 use crate::domain::state::{with_fields, States, Status};
+use crate::domain::status::{DocStatus, RunStatus};
 use crate::store::pipelines::{PhaseRow, PipelineDoc, StatusGroup, VerdictRow};
 use serde_json::{json, Map, Value};
 
@@ -53,13 +54,14 @@ impl DocView {
     /// The one rule for what every reader of canonical values shows (results, data products,
     /// CSV exports, cells): a held field shows as held; a field of an errored document, or one
     /// still in play in a queued or processing document, has no value to show yet.
-    pub fn show(&self, field: &str, doc_status: &str) -> Shown<'_> {
+    pub fn show(&self, field: &str, doc_status: DocStatus) -> Shown<'_> {
         let status = self.states.get(field).map(|s| s.status).unwrap_or_default();
         if status.is_held() {
             return Shown::Held;
         }
-        if doc_status == "error"
-            || (status == Status::Progressing && matches!(doc_status, "queued" | "processing"))
+        if doc_status == DocStatus::Error
+            || (status == Status::Progressing
+                && matches!(doc_status, DocStatus::Queued | DocStatus::Processing))
         {
             return Shown::NotYet;
         }
@@ -68,7 +70,7 @@ impl DocView {
     }
 
     /// What `show` gives as one JSON value: null unless there is a value to show.
-    pub fn shown(&self, field: &str, doc_status: &str) -> Value {
+    pub fn shown(&self, field: &str, doc_status: DocStatus) -> Value {
         match self.show(field, doc_status) {
             Shown::Value(v, _) => v,
             Shown::Held | Shown::NotYet => Value::Null,
@@ -91,7 +93,7 @@ pub fn phase_id(phases: &[PhaseRow], index: usize) -> Value {
         .unwrap_or(Value::Null)
 }
 
-pub fn cell_summary(v: &DocView, field: &str, doc_status: &str, phases: &[PhaseRow]) -> Value {
+pub fn cell_summary(v: &DocView, field: &str, doc_status: DocStatus, phases: &[PhaseRow]) -> Value {
     let st = v.states.get(field).cloned().unwrap_or_default();
     let c = shown_cell(v, field, doc_status);
     json!({
@@ -120,7 +122,12 @@ pub fn version_json(
 }
 
 /// `GET …/cells`: every field with its versions, oldest first.
-pub fn cells_json(v: &DocView, order: &[String], doc_status: &str, phases: &[PhaseRow]) -> Value {
+pub fn cells_json(
+    v: &DocView,
+    order: &[String],
+    doc_status: DocStatus,
+    phases: &[PhaseRow],
+) -> Value {
     let fields: Vec<Value> = order
         .iter()
         .map(|f| {
@@ -143,7 +150,7 @@ pub fn cells_json(v: &DocView, order: &[String], doc_status: &str, phases: &[Pha
 
 /// The version provenance views mark canonical: a held field's is the value under review;
 /// a field not settled yet has none.
-fn shown_cell<'a>(v: &'a DocView, field: &str, doc_status: &str) -> Option<&'a Cell> {
+fn shown_cell<'a>(v: &'a DocView, field: &str, doc_status: DocStatus) -> Option<&'a Cell> {
     match v.show(field, doc_status) {
         Shown::Value(_, c) => c,
         Shown::Held => v.canonical(field).1,
@@ -151,14 +158,14 @@ fn shown_cell<'a>(v: &'a DocView, field: &str, doc_status: &str) -> Option<&'a C
     }
 }
 
-fn shown_version(v: &DocView, field: &str, doc_status: &str) -> Option<i64> {
+fn shown_version(v: &DocView, field: &str, doc_status: DocStatus) -> Option<i64> {
     shown_cell(v, field, doc_status).map(|c| c.version)
 }
 
 /// Per-phase and per-run counts from `(status, cursor, error_phase_index, count)` groups.
 pub fn progress(
     pipeline_id: &str,
-    status: &str,
+    status: RunStatus,
     generation: i64,
     total: i64,
     phases: &[PhaseRow],
@@ -167,12 +174,12 @@ pub fn progress(
 ) -> Value {
     let done: i64 = groups
         .iter()
-        .filter(|g| g.status == "complete" || g.status == "partial")
+        .filter(|g| g.status.delivered())
         .map(|g| g.count)
         .sum();
     let errored: i64 = groups
         .iter()
-        .filter(|g| g.status == "error")
+        .filter(|g| g.status == DocStatus::Error)
         .map(|g| g.count)
         .sum();
     let per_phase: Vec<Value> = phases
@@ -182,9 +189,9 @@ pub fn progress(
             let (mut completed, mut running, mut errs, mut errored_before) = (0, 0, 0, 0);
             for g in groups {
                 let (cursor, err_at, n) = (&g.cursor, &g.error_phase_index, &g.count);
-                match g.status.as_str() {
-                    "complete" | "partial" => completed += n,
-                    "error" => {
+                match g.status {
+                    DocStatus::Complete | DocStatus::Partial => completed += n,
+                    DocStatus::Error => {
                         let at = err_at.unwrap_or(*cursor);
                         if at > i {
                             completed += n;
@@ -194,7 +201,7 @@ pub fn progress(
                             errored_before += n;
                         }
                     }
-                    "processing" if *cursor == i => running += n,
+                    DocStatus::Processing if *cursor == i => running += n,
                     _ if *cursor > i => completed += n,
                     _ => {}
                 }
@@ -223,7 +230,7 @@ pub fn result_row(
 ) -> Value {
     let mut fields = Map::new();
     for f in order {
-        fields.insert(f.clone(), v.shown(f, &pd.status));
+        fields.insert(f.clone(), v.shown(f, pd.status));
     }
     let mut row = json!({
         "pipeline_document_id": pd.id, "document_id": pd.document_id, "filename": pd.filename,
@@ -232,7 +239,7 @@ pub fn result_row(
     if with_cells {
         let cells: Map<String, Value> = order
             .iter()
-            .map(|f| (f.clone(), cell_summary(v, f, &pd.status, phases)))
+            .map(|f| (f.clone(), cell_summary(v, f, pd.status, phases)))
             .collect();
         row["cells"] = Value::Object(cells);
     }
@@ -240,7 +247,7 @@ pub fn result_row(
         let prov: Map<String, Value> = order
             .iter()
             .map(|f| {
-                let canon = shown_version(v, f, &pd.status);
+                let canon = shown_version(v, f, pd.status);
                 let versions: Vec<Value> = v
                     .cells
                     .iter()

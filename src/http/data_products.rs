@@ -7,6 +7,7 @@ use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
 use crate::domain::schema::FieldDef;
+use crate::domain::status::DocStatus;
 use crate::engine::review;
 use crate::engine::views::{DocView, Shown};
 use crate::engine::Effects;
@@ -122,7 +123,7 @@ pub async fn get(
 /// One delivered row: values, with held fields empty, and what a row needs for the audit export.
 struct Row {
     ordinal: i64,
-    status: String,
+    status: DocStatus,
     pd_id: String,
     document_id: String,
     filename: String,
@@ -139,10 +140,10 @@ fn rows(
     let mut cells = store::pipelines::cells_by_doc(c, &seqs)?;
     Ok(docs
         .into_iter()
-        .filter(|d| d.status != "error")
+        .filter(|d| d.status != DocStatus::Error)
         .map(|d| Row {
             ordinal: d.ordinal,
-            status: d.status.clone(),
+            status: d.status,
             view: DocView::new(&d, cells.remove(&d.seq).unwrap_or_default(), &order),
             pd_id: d.id,
             document_id: d.document_id,
@@ -201,10 +202,10 @@ fn delivered_row(r: &Row, fields: &[FieldDef]) -> Value {
     let mut held_list = Vec::new();
     for f in fields {
         let name = &f.field_name;
-        if matches!(r.view.show(name, &r.status), Shown::Held) {
+        if matches!(r.view.show(name, r.status), Shown::Held) {
             held_list.push(json!(name));
         }
-        values.insert(name.clone(), r.view.shown(name, &r.status));
+        values.insert(name.clone(), r.view.shown(name, r.status));
     }
     json!({ "pipeline_document_id": r.pd_id, "document_id": r.document_id, "filename": r.filename, "fields": values, "held": held_list })
 }
@@ -284,7 +285,7 @@ fn export_line(
     let mut line = Vec::new();
     for f in fields {
         let name = &f.field_name;
-        let (value, version) = match r.view.show(name, &r.status) {
+        let (value, version) = match r.view.show(name, r.status) {
             Shown::Value(v, c) => (v, c),
             shown => {
                 let first = match (audit, shown) {

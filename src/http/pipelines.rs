@@ -6,6 +6,7 @@ use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
 use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
+use crate::domain::status::{DocStatus, RunStatus};
 use crate::engine::views::{self, DocView};
 use crate::engine::Effects;
 use crate::store;
@@ -242,7 +243,7 @@ pub async fn progress(
             let p = load(c, &auth.org_id, &id)?;
             let phases = store::pipelines::phases(c, &id)?;
             let groups = store::pipelines::status_counts(c, &id)?;
-            let has_errors = groups.iter().any(|g| g.status == "error");
+            let has_errors = groups.iter().any(|g| g.status == DocStatus::Error);
             let errors: Vec<Value> = if has_errors {
                 store::pipelines::errors(c, &id, 100)?
                     .iter()
@@ -257,8 +258,8 @@ pub async fn progress(
             } else {
                 Vec::new()
             };
-            let body = views::progress(&p.id, &p.status, p.generation, p.document_count, &phases, &groups, Value::Array(errors));
-            if p.status != "active" {
+            let body = views::progress(&p.id, p.status, p.generation, p.document_count, &phases, &groups, Value::Array(errors));
+            if p.status != RunStatus::Active {
                 st.progress_cache.put(&auth.org_id, &id, version, body.clone());
             }
             Ok(body)
@@ -416,7 +417,7 @@ pub async fn cells(
             let phases = store::pipelines::phases(c, &id)?;
             let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
             let views = views_for(c, std::slice::from_ref(&pd), &order)?;
-            Ok(views::cells_json(&views[0], &order, &pd.status, &phases))
+            Ok(views::cells_json(&views[0], &order, pd.status, &phases))
         })
     })
     .await?;

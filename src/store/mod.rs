@@ -555,6 +555,30 @@ pub fn checkpointer(db: Db, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
 }
 
 /// Reads an optional row: `Ok(None)` when no row matched.
+macro_rules! stored_as_name {
+    ($($t:ty),+) => {$(
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t>::parse(s).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(format!("unknown status {s:?}").into())
+                })
+            }
+        }
+
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+    )+};
+}
+
+stored_as_name!(
+    crate::domain::status::DocStatus,
+    crate::domain::status::RunStatus
+);
+
 /// A savepoint inside a transaction, rolled back unless committed: one item of a batch fails
 /// alone. Works on a shared `&Connection` (rusqlite's own `savepoint` needs `&mut`). Savepoints
 /// of one name nest: each `ROLLBACK TO`/`RELEASE` ends the innermost of that name.

@@ -12,7 +12,7 @@ pub struct PipelineRow {
     pub schema_id: String,
     pub schema_name: String,
     pub name: String,
-    pub status: String,
+    pub status: crate::domain::status::RunStatus,
     pub generation: i64,
     pub fields: Vec<FieldDef>,
     pub phase_count: i64,
@@ -181,7 +181,7 @@ pub fn snapshots(
 /// How many of the run's documents share a status, cursor and error phase.
 #[derive(Debug, Clone)]
 pub struct StatusGroup {
-    pub status: String,
+    pub status: crate::domain::status::DocStatus,
     pub cursor: i64,
     pub error_phase_index: Option<i64>,
     pub count: i64,
@@ -230,7 +230,7 @@ pub struct PipelineDoc {
     pub document_id: String,
     pub filename: String,
     pub ordinal: i64,
-    pub status: String,
+    pub status: crate::domain::status::DocStatus,
     pub cursor: i64,
     pub generation: i64,
     pub pass: i64,

@@ -466,7 +466,7 @@ pub fn insert_step_rows(
 /// How a claimed document leaves the executor.
 pub enum Final<'a> {
     /// `complete` or `partial`.
-    Terminal(&'a str),
+    Terminal(crate::domain::status::DocStatus),
     /// The phase failed for the whole document.
     Error(usize, &'a str),
     /// A field still has work before the end (released meanwhile): back to the queue at this

@@ -8,7 +8,7 @@ use serde_json::Value;
 pub struct DocState {
     pub seq: i64,
     pub id: String,
-    pub status: String,
+    pub status: crate::domain::status::DocStatus,
     pub error_phase_index: Option<i64>,
     pub field_states: crate::domain::state::States,
     pub restarts: Vec<(i64, usize)>,

@@ -14,7 +14,7 @@ pub struct PdRef {
     pub pipeline_name: String,
     pub document_id: String,
     pub filename: String,
-    pub status: String,
+    pub status: crate::domain::status::DocStatus,
     pub cursor: i64,
     pub generation: i64,
     pub pass: i64,
@@ -74,13 +74,13 @@ pub fn pds_of_pipeline(c: &Connection, pipeline_id: &str) -> Result<Vec<PdRef>, 
 pub fn update_pd(
     c: &Connection,
     seq: i64,
-    status: &str,
+    status: crate::domain::status::DocStatus,
     cursor: i64,
     pass: i64,
     states: &str,
 ) -> Result<(), StoreError> {
     let now = now_rfc3339();
-    let terminal = matches!(status, "complete" | "partial");
+    let terminal = status.delivered();
     c.prepare_cached(
         "UPDATE pipeline_documents SET status = ?2, cursor = ?3, pass = ?4, field_states = ?5, updated_at = ?6,
          completed_at = CASE WHEN ?7 THEN ?6 ELSE NULL END, attempts = CASE WHEN ?2 = 'queued' THEN 0 ELSE attempts END
