@@ -4,10 +4,12 @@
 use serde_json::Value;
 use std::time::Duration;
 
+/// Blocking `reqwest`, the HTTP client of the tests too. It runs its own small runtime, so it
+/// is called from plain threads, never from inside the service's actix runtime.
 pub struct Client {
     pub base: String,
     pub key: String,
-    agent: ureq::Agent,
+    http: reqwest::blocking::Client,
 }
 
 impl Client {
@@ -15,30 +17,33 @@ impl Client {
         Client {
             base: base.into(),
             key: key.into(),
-            agent: ureq::AgentBuilder::new()
+            http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
-                .build(),
+                .build()
+                .unwrap_or_else(|_| reqwest::blocking::Client::new()),
         }
     }
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        let req = self
-            .agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.key));
-        let res = match body {
-            Some(b) => req.send_json(b.clone()),
-            None => req.call(),
-        };
-        answer(res, method, path)
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let mut req = self
+            .http
+            .request(m, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        answer(req.send(), method, path)
     }
     /// POST of an already rendered JSON body (the pipeline of N ids, without an N-sized tree).
     pub fn post_raw(&self, path: &str, body: &str) -> Result<Value, String> {
         let res = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.key))
-            .set("Content-Type", "application/json")
-            .send_string(body);
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send();
         answer(res, "POST", path)
     }
     pub fn get(&self, path: &str) -> Result<Value, String> {
@@ -57,20 +62,21 @@ impl Client {
 
 /// The JSON of a 2xx answer; anything else as an error naming the request.
 fn answer(
-    res: Result<ureq::Response, ureq::Error>,
+    res: Result<reqwest::blocking::Response, reqwest::Error>,
     method: &str,
     path: &str,
 ) -> Result<Value, String> {
-    match res {
-        Ok(r) => r
-            .into_json::<Value>()
-            .map_err(|e| format!("{method} {path}: {e}")),
-        Err(ureq::Error::Status(code, r)) => Err(format!(
-            "{method} {path}: {code} {}",
-            r.into_string().unwrap_or_default()
-        )),
-        Err(e) => Err(format!("{method} {path}: {e}")),
+    let r = res.map_err(|e| format!("{method} {path}: {e}"))?;
+    let status = r.status();
+    if !status.is_success() {
+        return Err(format!(
+            "{method} {path}: {} {}",
+            status.as_u16(),
+            r.text().unwrap_or_default()
+        ));
     }
+    r.json::<Value>()
+        .map_err(|e| format!("{method} {path}: {e}"))
 }
 
 /// The `id` of an answer.
