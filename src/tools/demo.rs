@@ -5,6 +5,7 @@
 use crate::testing::TestServer;
 use crate::tools::client::{id, Client};
 use crate::tools::fixtures;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -17,18 +18,23 @@ fn say(line: &str) {
     println!("{line}");
 }
 
-fn bar(done: i64, total: i64, width: usize) -> String {
-    let filled = if total > 0 {
-        (done as usize * width) / total as usize
-    } else {
-        0
-    };
-    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+/// A bar on stdout, drawn only on a terminal (indicatif hides it otherwise); the line that
+/// follows it says the same in plain text, so a log or a pipe loses nothing.
+fn progress_bar(label: &str, total: u64, unit: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
+    let template =
+        format!("  {{prefix:<10}} [{{bar:30}}] {{pos:>3}}/{{len}} {unit}  {{elapsed}}  {{msg}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        pb.set_style(style.progress_chars("#>."));
+    }
+    pb.set_prefix(label.to_string());
+    pb
 }
 
-/// Polls progress, redrawing one line, until the run settles.
+/// Polls progress, redrawing one bar, until the run settles.
 fn follow(c: &Client, pid: &str, label: &str) -> Result<(Value, Duration), String> {
     let started = Instant::now();
+    let mut pb: Option<ProgressBar> = None;
     loop {
         let p = c.get(&format!("/v1/pipelines/{pid}/progress"))?;
         let total = p["totalDocuments"].as_i64().unwrap_or(0);
@@ -47,15 +53,17 @@ fn follow(c: &Client, pid: &str, label: &str) -> Result<(Value, Duration), Strin
                 )
             })
             .collect();
-        print!(
-            "\r  {label:<10} {} {done:>3}/{total} documents  {:>5.1}s  {}   ",
-            bar(done, total, 30),
-            started.elapsed().as_secs_f64(),
-            phases.join(" · ")
-        );
-        let _ = std::io::stdout().flush();
+        let bar = pb.get_or_insert_with(|| progress_bar(label, total as u64, "documents"));
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(phases.join(" · "));
         if p["status"] != "active" && done == total {
-            println!();
+            bar.finish_and_clear();
+            println!(
+                "  {label:<10} {done}/{total} documents in {:.1}s  {}",
+                started.elapsed().as_secs_f64(),
+                phases.join(" · ")
+            );
             return Ok((p, started.elapsed()));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -154,22 +162,21 @@ pub fn run(db: Option<String>) -> Result<(), String> {
 
     let started = Instant::now();
     let mut ids = Vec::new();
+    let pb = progress_bar("upload", DOCS, "documents");
     for i in 0..DOCS {
         let f = fixtures::invoice(2026, i);
         ids.push(id(&c.post(
             "/v1/documents",
             &json!({"filename": f.filename, "content": f.content, "mime_type": f.mime_type, "metadata": f.metadata}),
         )?)?);
-        if i % 10 == 9 || i + 1 == DOCS {
-            print!(
-                "\r  upload     {} {:>3}/{DOCS} documents (text, Markdown, CSV, JSON)",
-                bar(i as i64 + 1, DOCS as i64, 30),
-                i + 1
-            );
-            let _ = std::io::stdout().flush();
-        }
+        pb.set_position(i + 1);
     }
-    println!("  {:.1}s", started.elapsed().as_secs_f64());
+    pb.finish_and_clear();
+    println!(
+        "  {:<10} {DOCS}/{DOCS} documents (text, Markdown, CSV, JSON) in {:.1}s",
+        "upload",
+        started.elapsed().as_secs_f64()
+    );
     let run = c.post(
         "/v1/pipelines",
         &json!({"schema_id": spec.schema, "document_ids": ids, "name": "Demo invoices"}),
