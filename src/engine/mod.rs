@@ -49,3 +49,6 @@ impl Effects {
         self
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! The engine without HTTP: a run created, executed by the real executor, rerun from
+//! resolution after its policy changed, and a held field resolved, all through the engine's
+//! own functions on a temporary database.
+
+use super::executor::{Executor, Limits};
+use super::rerun::{rerun, RerunRequest};
+use crate::domain::policy::RuleDef;
+use crate::domain::rail::PhaseType;
+use crate::domain::status::{DocStatus, RunStatus};
+use crate::metrics::Metrics;
+use crate::store::documents::NewDocument;
+use crate::store::{self, Connection, Db, OpenOptions, StoreError};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct World {
+    db: Db,
+    executor: Executor,
+    org: String,
+    pipeline: String,
+    policy: String,
+    rule: String,
+}
+
+fn write<T>(db: &Db, f: impl FnOnce(&Connection) -> Result<T, super::EngineError>) -> T {
+    db.write(true, |tx| f(tx)).expect("write")
+}
+
+/// net and tax extracted; gross = net + tax computed at resolution; a blocking gate after it
+/// holds gross when it is over 150.
+fn world(text: &str) -> World {
+    let db = Db::open(":memory:", OpenOptions::default()).expect("db");
+    let (org, pipeline, policy, rule) = write(&db, |tx| {
+        let org = store::orgs::create(tx, "acme")?.expect("new org").id;
+        let fields = crate::domain::schema::fields_from_input(&json!([
+            {"field_name": "net", "data_type": "number"},
+            {"field_name": "tax", "data_type": "number"},
+            {"field_name": "gross", "data_type": "number"}
+        ]))
+        .map_err(super::EngineError::BadRequest)?;
+        let schema = store::schemas::insert(tx, &org, "invoices", None, &fields)?;
+        let policy = store::policies::create(tx, &org, "compute", None)?;
+        for f in ["net", "tax", "gross"] {
+            store::policies::add_field(tx, &policy.id, f, "number")?;
+        }
+        let rule = RuleDef {
+            id: crate::domain::ids::new_id(),
+            field_key: "gross".into(),
+            rule_type: "compute".into(),
+            config: json!({"expr": "net + tax"}),
+            order: 0,
+        };
+        store::policies::add_rule(tx, &policy.id, &rule)?;
+        let mechanisms = json!([{"type": "business_rules", "rules": [
+            {"field": "gross", "check": "range", "max": 150}
+        ]}]);
+        let gate = store::gates::create(
+            tx,
+            &org,
+            &schema.id,
+            store::gates::GateInput {
+                name: "limit",
+                severity: "blocking",
+                field_scope: &[],
+                mechanisms: &mechanisms,
+                blocking_config: &Value::Null,
+            },
+        )?;
+        let rail = json!([{"type": "schema"},
+            {"type": "resolve", "json": {"policy_ids": [policy.id]}},
+            {"type": "valid", "json": {"stage_ids": [gate.id]}}]);
+        let stages =
+            crate::domain::rail::parse_stages(&rail).map_err(super::EngineError::BadRequest)?;
+        let schema = store::schemas::get(tx, &org, &schema.id, false)?.expect("schema");
+        super::spec::compile_rail(tx, &org, &schema, &stages)?;
+        store::schemas::set_rail(
+            tx,
+            &schema.id,
+            &serde_json::to_value(&stages).expect("rail"),
+        )?;
+        let (doc, _) = store::documents::insert_or_find(
+            tx,
+            &org,
+            NewDocument {
+                filename: "a.txt",
+                mime_type: "text/plain",
+                sha256: &crate::domain::canonical::sha256_hex(text.as_bytes()),
+                metadata: &json!({}),
+                content: text.as_bytes(),
+            },
+        )?;
+        let p = super::pipelines::create(tx, &org, &schema.id, None, &[doc.id], 10)?;
+        Ok((org, p.id, policy.id, rule.id))
+    });
+    let executor = Executor::start(
+        db.clone(),
+        Arc::new(Metrics::default()),
+        1,
+        Duration::from_secs(5),
+        Limits::default(),
+    )
+    .expect("executor");
+    executor.wake();
+    World {
+        db,
+        executor,
+        org,
+        pipeline,
+        policy,
+        rule,
+    }
+}
+
+impl World {
+    fn settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = self
+                .db
+                .read(|c| store::pipelines::get(c, &self.org, &self.pipeline))
+                .expect("read")
+                .expect("pipeline");
+            if p.status != RunStatus::Active {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the run never settled");
+            self.executor.wake();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The document's shown value of a field, its status, and its cells' seqs by phase.
+    fn doc(&self) -> (Value, DocStatus, Vec<(i64, usize)>, String) {
+        self.db
+            .read(|c| {
+                let docs = store::pipelines::documents(c, &self.pipeline, None, 10, None)?;
+                let d = docs.into_iter().next().expect("one document");
+                let cells = store::pipelines::cells(c, &[d.seq])?;
+                let order: Vec<String> = ["net", "tax", "gross"].map(String::from).to_vec();
+                let seqs = cells.iter().map(|r| (r.seq, r.cell.phase_index)).collect();
+                let view = super::views::DocView::new(
+                    &d,
+                    cells
+                        .into_iter()
+                        .map(|r| (r.seq, r.cell, r.created_at))
+                        .collect(),
+                    &order,
+                );
+                Ok::<_, StoreError>((view.shown("gross", d.status), d.status, seqs, d.id))
+            })
+            .expect("read")
+    }
+}
+
+#[test]
+fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
+    let w = world("Net: 100\nTax: 19");
+    w.settled();
+    let (gross, status, first_cells, _) = w.doc();
+    assert_eq!(gross, json!(119));
+    assert_eq!(status, DocStatus::Complete);
+    let extracted: Vec<i64> = first_cells
+        .iter()
+        .filter(|(_, phase)| *phase == 0)
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(extracted.len(), 2, "net and tax extracted");
+
+    // The policy changes; a rerun from resolution computes again, extraction untouched.
+    write(&w.db, |tx| {
+        store::policies::update_rule(tx, &w.policy, &w.rule, &json!({"expr": "net + tax * 3"}))?;
+        store::policies::touch(tx, &w.policy)?;
+        let req = RerunRequest {
+            from_phase: PhaseType::Resolution,
+            document_ids: None,
+            dry_run: false,
+            requested_by: "test".into(),
+        };
+        rerun(tx, &w.org, &w.pipeline, req)
+    });
+    w.executor.wake();
+    w.settled();
+    let (gross, status, cells, pd) = w.doc();
+    assert_eq!(
+        gross,
+        Value::Null,
+        "157 is over the gate's limit: held, so not shown"
+    );
+    assert_eq!(status, DocStatus::Partial);
+    let extracted_now: Vec<i64> = cells
+        .iter()
+        .filter(|(_, phase)| *phase == 0)
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(extracted_now, extracted, "extraction kept its versions");
+
+    // A person approves the held value; the document completes with it.
+    let answer = write(&w.db, |tx| {
+        let request = super::review::ResolveRequest {
+            action: super::review::Action::Approve,
+            corrected_value: None,
+            reason: None,
+            key_id: "test-key".into(),
+            reviewer: "Ada".into(),
+        };
+        super::review::resolve(tx, &w.org, &pd, "gross", &request).map(|(a, _)| a)
+    });
+    assert_eq!(answer["fieldKey"], "gross", "{answer}");
+    assert_eq!(answer["resolveAction"], "approve", "{answer}");
+    w.executor.wake();
+    w.settled();
+    let (gross, status, _, _) = w.doc();
+    assert_eq!(gross, json!(157));
+    assert_eq!(status, DocStatus::Complete);
+    w.executor.shutdown();
+}
