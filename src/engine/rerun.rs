@@ -5,6 +5,7 @@ use super::EngineError;
 use crate::domain::gate;
 use crate::domain::rail::PhaseType;
 use crate::domain::state::{apply_waiting, with_fields, FieldState, States, Status};
+use crate::domain::status::DocStatus;
 use crate::store;
 use crate::store::pipelines::{PhaseRow, PipelineRow};
 use crate::store::queue::{encode_states, sync_held};
@@ -163,9 +164,9 @@ pub fn rerun(
     let targets = store::reruns::target_count(c, pipeline_id, ids)? as usize;
     let snaps = fresh_snapshots(c, org, &p, &phases, from)?;
     let restart_of = |d: &store::reruns::DocState| -> usize {
-        match (d.status.as_str(), d.error_phase_index) {
-            ("error", Some(e)) => from.min(e.max(0) as usize),
-            ("error", None) => 0,
+        match (d.status, d.error_phase_index) {
+            (DocStatus::Error, Some(e)) => from.min(e.max(0) as usize),
+            (DocStatus::Error, None) => 0,
             _ => from,
         }
     };

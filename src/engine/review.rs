@@ -360,7 +360,7 @@ pub fn resolve(
     let now = crate::domain::ids::now_rfc3339();
     let cut = doc.cut();
     if req.action == Action::Reopen {
-        if !matches!(doc.pd.status.as_str(), "complete" | "partial") {
+        if !doc.pd.status.delivered() {
             return Err(EngineError::BadRequest(
                 "Only a field of a terminal document can be reopened".into(),
             ));

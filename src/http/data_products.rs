@@ -115,8 +115,7 @@ pub async fn get(
     auth: Authed<Read>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let d = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    let d = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
     Ok(HttpResponse::Ok().json(render(&d)))
 }
 

@@ -331,20 +331,17 @@ pub async fn delete(
     auth: Authed<Write>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let d = store::documents::get(tx, &auth.org_id, &id)?
-                .ok_or_else(|| ApiError::not_found("Document"))?;
-            let uses = store::documents::active_uses(tx, &d.id)?;
-            if uses > 0 {
-                return Err(ApiError::Conflict(format!(
-                    "The document is used by {uses} active pipeline(s)"
-                )));
-            }
-            store::documents::soft_delete(tx, &d.id)?;
-            Ok(json!({ "deleted": true, "id": d.id }))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let d = store::documents::get(tx, &auth.org_id, &id)?
+            .ok_or_else(|| ApiError::not_found("Document"))?;
+        let uses = store::documents::active_uses(tx, &d.id)?;
+        if uses > 0 {
+            return Err(ApiError::Conflict(format!(
+                "The document is used by {uses} active pipeline(s)"
+            )));
+        }
+        store::documents::soft_delete(tx, &d.id)?;
+        Ok(json!({ "deleted": true, "id": d.id }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

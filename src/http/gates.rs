@@ -138,13 +138,10 @@ pub async fn list(
     auth: Authed<Read>,
     Id(sid): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            schema(c, &auth.org_id, &sid)?;
-            let rows = store::gates::list(c, &sid)?;
-            Ok(json!({ "data": rows.iter().map(render).collect::<Vec<_>>() }))
-        })
+    let body = super::read(&state, move |c| {
+        schema(c, &auth.org_id, &sid)?;
+        let rows = store::gates::list(c, &sid)?;
+        Ok(json!({ "data": rows.iter().map(render).collect::<Vec<_>>() }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -156,14 +153,11 @@ pub async fn get(
     Id(sid): Id,
     StageId(gid): StageId,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            schema(c, &auth.org_id, &sid)?;
-            let g = store::gates::get(c, &sid, &gid)?
-                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
-            Ok(render(&g))
-        })
+    let body = super::read(&state, move |c| {
+        schema(c, &auth.org_id, &sid)?;
+        let g = store::gates::get(c, &sid, &gid)?
+            .ok_or_else(|| ApiError::not_found("Validation stage"))?;
+        Ok(render(&g))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -189,28 +183,25 @@ pub async fn patch(
     .await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: GateBody = typed(&raw)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let s = schema(tx, &auth.org_id, &sid)?;
-            let current = store::gates::get(tx, &sid, &gid)?
-                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
-            let (name, severity, scope, mechanisms, bc) = validated(&s, &b, Some(&current))?;
-            store::gates::update(
-                tx,
-                &gid,
-                GateInput {
-                    name: &name,
-                    severity: &severity,
-                    field_scope: &scope,
-                    mechanisms: &mechanisms,
-                    blocking_config: &bc,
-                },
-            )?;
-            let g = store::gates::get(tx, &sid, &gid)?
-                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
-            Ok(render(&g))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let s = schema(tx, &auth.org_id, &sid)?;
+        let current = store::gates::get(tx, &sid, &gid)?
+            .ok_or_else(|| ApiError::not_found("Validation stage"))?;
+        let (name, severity, scope, mechanisms, bc) = validated(&s, &b, Some(&current))?;
+        store::gates::update(
+            tx,
+            &gid,
+            GateInput {
+                name: &name,
+                severity: &severity,
+                field_scope: &scope,
+                mechanisms: &mechanisms,
+                blocking_config: &bc,
+            },
+        )?;
+        let g = store::gates::get(tx, &sid, &gid)?
+            .ok_or_else(|| ApiError::not_found("Validation stage"))?;
+        Ok(render(&g))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -222,22 +213,19 @@ pub async fn delete(
     Id(sid): Id,
     StageId(gid): StageId,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            schema(tx, &auth.org_id, &sid)?;
-            store::gates::get(tx, &sid, &gid)?
-                .ok_or_else(|| ApiError::not_found("Validation stage"))?;
-            let users = rails_referencing(tx, &auth.org_id, &gid)?;
-            if !users.is_empty() {
-                return Err(ApiError::bad(format!(
-                    "The validation stage is referenced by the rail of schema '{}'",
-                    users.join("', '")
-                )));
-            }
-            store::gates::soft_delete(tx, &gid)?;
-            Ok(json!({ "deleted": true, "id": gid }))
-        })
+    let body = super::write_now(&state, move |tx| {
+        schema(tx, &auth.org_id, &sid)?;
+        store::gates::get(tx, &sid, &gid)?
+            .ok_or_else(|| ApiError::not_found("Validation stage"))?;
+        let users = rails_referencing(tx, &auth.org_id, &gid)?;
+        if !users.is_empty() {
+            return Err(ApiError::bad(format!(
+                "The validation stage is referenced by the rail of schema '{}'",
+                users.join("', '")
+            )));
+        }
+        store::gates::soft_delete(tx, &gid)?;
+        Ok(json!({ "deleted": true, "id": gid }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

@@ -168,6 +168,24 @@ pub async fn blocking<T: Send + 'static>(
     web::block(f).await?
 }
 
+/// A read on a pooled connection, off the actix worker.
+pub async fn read<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    f: impl FnOnce(&crate::store::Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let st = state.clone();
+    blocking(move || st.db.read(f)).await
+}
+
+/// A durable write transaction that needs no idempotency (PUT, PATCH, DELETE), off the worker.
+pub async fn write_now<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    f: impl FnOnce(&crate::store::Transaction) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let st = state.clone();
+    blocking(move || st.db.write(true, f)).await
+}
+
 async fn not_found_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("No such route".into()))
 }

@@ -197,8 +197,7 @@ pub async fn get(
     auth: Authed<Read>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    let p = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
     Ok(HttpResponse::Ok().json(render(&p)))
 }
 
@@ -238,8 +237,7 @@ pub async fn progress(
         return Ok(HttpResponse::Ok().json(body));
     }
     let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
+    let body = super::read(&state, move |c| {
             let p = load(c, &auth.org_id, &id)?;
             let phases = store::pipelines::phases(c, &id)?;
             let groups = store::pipelines::status_counts(c, &id)?;
@@ -263,14 +261,13 @@ pub async fn progress(
                 st.progress_cache.put(&auth.org_id, &id, version, body.clone());
             }
             Ok(body)
-        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
 fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> Value {
-    let current = if matches!(pd.status.as_str(), "queued" | "processing") {
+    let current = if matches!(pd.status, DocStatus::Queued | DocStatus::Processing) {
         views::phase_id(phases, pd.cursor as usize)
     } else {
         Value::Null
@@ -290,21 +287,18 @@ pub async fn documents(
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, &format!("pd:{id}"));
     let page = pagination::parse(&q, &cursors, 100)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            let p = load(c, &auth.org_id, &id)?;
-            let phases = store::pipelines::phases(c, &id)?;
-            let rows = store::pipelines::documents(c, &id, page.after, page.limit + 1, None)?;
-            Ok(pagination::page(
-                rows,
-                p.document_count,
-                &page,
-                &cursors,
-                |d| d.ordinal,
-                |d| doc_json(d, &phases),
-            ))
-        })
+    let body = super::read(&state, move |c| {
+        let p = load(c, &auth.org_id, &id)?;
+        let phases = store::pipelines::phases(c, &id)?;
+        let rows = store::pipelines::documents(c, &id, page.after, page.limit + 1, None)?;
+        Ok(pagination::page(
+            rows,
+            p.document_count,
+            &page,
+            &cursors,
+            |d| d.ordinal,
+            |d| doc_json(d, &phases),
+        ))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -408,17 +402,14 @@ pub async fn cells(
     auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, pd_id) = pd_path(&req)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            let p = load(c, &auth.org_id, &id)?;
-            let pd = store::pipelines::document(c, &id, &pd_id)?
-                .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
-            let phases = store::pipelines::phases(c, &id)?;
-            let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-            let views = views_for(c, std::slice::from_ref(&pd), &order)?;
-            Ok(views::cells_json(&views[0], &order, pd.status, &phases))
-        })
+    let body = super::read(&state, move |c| {
+        let p = load(c, &auth.org_id, &id)?;
+        let pd = store::pipelines::document(c, &id, &pd_id)?
+            .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+        let phases = store::pipelines::phases(c, &id)?;
+        let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
+        let views = views_for(c, std::slice::from_ref(&pd), &order)?;
+        Ok(views::cells_json(&views[0], &order, pd.status, &phases))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -430,20 +421,17 @@ pub async fn verdicts(
     auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, pd_id) = pd_path(&req)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            load(c, &auth.org_id, &id)?;
-            let pd = store::pipelines::document(c, &id, &pd_id)?
-                .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
-            let phases = store::pipelines::phases(c, &id)?;
-            let rows = store::pipelines::verdicts(c, pd.seq)?;
-            let data: Vec<Value> = rows
-                .iter()
-                .map(|v| views::verdict_json(v, &phases))
-                .collect();
-            Ok(json!({ "data": data }))
-        })
+    let body = super::read(&state, move |c| {
+        load(c, &auth.org_id, &id)?;
+        let pd = store::pipelines::document(c, &id, &pd_id)?
+            .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+        let phases = store::pipelines::phases(c, &id)?;
+        let rows = store::pipelines::verdicts(c, pd.seq)?;
+        let data: Vec<Value> = rows
+            .iter()
+            .map(|v| views::verdict_json(v, &phases))
+            .collect();
+        Ok(json!({ "data": data }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -553,13 +541,10 @@ pub async fn reruns(
     auth: Authed<Read>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            load(c, &auth.org_id, &id)?;
-            let rows = crate::store::reruns::list(c, &id)?;
-            Ok(json!({ "data": rows.iter().map(crate::engine::rerun::rerun_json).collect::<Vec<_>>() }))
-        })
+    let body = super::read(&state, move |c| {
+        load(c, &auth.org_id, &id)?;
+        let rows = crate::store::reruns::list(c, &id)?;
+        Ok(json!({ "data": rows.iter().map(crate::engine::rerun::rerun_json).collect::<Vec<_>>() }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

@@ -112,8 +112,7 @@ pub async fn get(
     auth: Authed<Read>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    let p = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
     Ok(HttpResponse::Ok().json(render(&p)))
 }
 
@@ -128,23 +127,20 @@ pub async fn patch(
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
     let b: PolicyBody = typed(&raw)?;
     let name = b.name.as_deref().map(check_name).transpose()?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let p = load(tx, &auth.org_id, &id)?;
-            let description = if raw.get("description").is_some() {
-                b.description.clone()
-            } else {
-                p.description.clone()
-            };
-            store::policies::rename(
-                tx,
-                &id,
-                name.as_deref().unwrap_or(&p.name),
-                description.as_deref(),
-            )?;
-            Ok(render(&load(tx, &auth.org_id, &id)?))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let p = load(tx, &auth.org_id, &id)?;
+        let description = if raw.get("description").is_some() {
+            b.description.clone()
+        } else {
+            p.description.clone()
+        };
+        store::policies::rename(
+            tx,
+            &id,
+            name.as_deref().unwrap_or(&p.name),
+            description.as_deref(),
+        )?;
+        Ok(render(&load(tx, &auth.org_id, &id)?))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -155,20 +151,17 @@ pub async fn delete(
     auth: Authed<Write>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            load(tx, &auth.org_id, &id)?;
-            let users = store::policies::rails_referencing(tx, &auth.org_id, &id)?;
-            if !users.is_empty() {
-                return Err(ApiError::bad(format!(
-                    "The policy is referenced by the rail of schema '{}'",
-                    users.join("', '")
-                )));
-            }
-            store::policies::soft_delete(tx, &id)?;
-            Ok(json!({ "deleted": true, "id": id }))
-        })
+    let body = super::write_now(&state, move |tx| {
+        load(tx, &auth.org_id, &id)?;
+        let users = store::policies::rails_referencing(tx, &auth.org_id, &id)?;
+        if !users.is_empty() {
+            return Err(ApiError::bad(format!(
+                "The policy is referenced by the rail of schema '{}'",
+                users.join("', '")
+            )));
+        }
+        store::policies::soft_delete(tx, &id)?;
+        Ok(json!({ "deleted": true, "id": id }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -226,19 +219,16 @@ pub async fn delete_field(
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
     let key = req.match_info().get("field_key").unwrap_or("").to_string();
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let p = load(tx, &auth.org_id, &id)?;
-            if !p.fields.iter().any(|f| f.field_key == key) {
-                return Err(ApiError::not_found("Policy field"));
-            }
-            let remaining: Vec<String> = p.field_keys().into_iter().filter(|f| f != &key).collect();
-            policy::compiled_order(&remaining, &p.rules)
-                .map_err(|e| ApiError::bad(format!("Cannot remove field '{key}': {e}")))?;
-            store::policies::delete_field(tx, &id, &key)?;
-            Ok(render(&load(tx, &auth.org_id, &id)?))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let p = load(tx, &auth.org_id, &id)?;
+        if !p.fields.iter().any(|f| f.field_key == key) {
+            return Err(ApiError::not_found("Policy field"));
+        }
+        let remaining: Vec<String> = p.field_keys().into_iter().filter(|f| f != &key).collect();
+        policy::compiled_order(&remaining, &p.rules)
+            .map_err(|e| ApiError::bad(format!("Cannot remove field '{key}': {e}")))?;
+        store::policies::delete_field(tx, &id, &key)?;
+        Ok(render(&load(tx, &auth.org_id, &id)?))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -299,8 +289,7 @@ pub async fn list_rules(
     auth: Authed<Read>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let p = blocking(move || st.db.read(|c| load(c, &auth.org_id, &id))).await?;
+    let p = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
     Ok(HttpResponse::Ok().json(json!({ "data": compiled_rules(&p) })))
 }
 
@@ -318,21 +307,18 @@ pub async fn patch_rule(
     let config = b
         .config
         .ok_or_else(|| ApiError::bad("config is required"))?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let p = load(tx, &auth.org_id, &id)?;
-            let mut all = p.rules.clone();
-            let r = all
-                .iter_mut()
-                .find(|r| r.id == rid)
-                .ok_or_else(|| ApiError::not_found("Rule"))?;
-            r.config = config.clone();
-            let updated = r.clone();
-            policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
-            store::policies::update_rule(tx, &id, &rid, &config)?;
-            Ok(rule_json(&updated))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let p = load(tx, &auth.org_id, &id)?;
+        let mut all = p.rules.clone();
+        let r = all
+            .iter_mut()
+            .find(|r| r.id == rid)
+            .ok_or_else(|| ApiError::not_found("Rule"))?;
+        r.config = config.clone();
+        let updated = r.clone();
+        policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
+        store::policies::update_rule(tx, &id, &rid, &config)?;
+        Ok(rule_json(&updated))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -344,16 +330,13 @@ pub async fn delete_rule(
     Id(id): Id,
     RuleId(rid): RuleId,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let p = load(tx, &auth.org_id, &id)?;
-            if !p.rules.iter().any(|r| r.id == rid) {
-                return Err(ApiError::not_found("Rule"));
-            }
-            store::policies::delete_rule(tx, &id, &rid)?;
-            Ok(json!({ "deleted": true, "id": rid }))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let p = load(tx, &auth.org_id, &id)?;
+        if !p.rules.iter().any(|r| r.id == rid) {
+            return Err(ApiError::not_found("Rule"));
+        }
+        store::policies::delete_rule(tx, &id, &rid)?;
+        Ok(json!({ "deleted": true, "id": rid }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

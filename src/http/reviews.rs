@@ -106,31 +106,28 @@ pub async fn list(
         Some("hold") => true,
         Some(_) => return Err(ApiError::bad("routing must be review_queue or hold")),
     };
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            let f = QueueFilter {
-                org_id: &auth.org_id,
-                pipeline_id: pipeline.as_deref(),
-                trigger: trigger.as_deref(),
-                status: status.as_deref(),
-                hold,
-            };
-            let (rows, total) = store::review::queue(c, &f, page.after, page.limit + 1)?;
-            let seqs: Vec<i64> = rows.iter().map(|r| r.pd_seq).collect();
-            let docs = load_docs(c, &seqs)?;
-            Ok(pagination::page(
-                rows,
-                total,
-                &page,
-                &cursors,
-                |r| r.seq,
-                |r| match docs.get(&r.pd_seq) {
-                    Some(l) => item_json(l, &r.field_key),
-                    None => Value::Null,
-                },
-            ))
-        })
+    let body = super::read(&state, move |c| {
+        let f = QueueFilter {
+            org_id: &auth.org_id,
+            pipeline_id: pipeline.as_deref(),
+            trigger: trigger.as_deref(),
+            status: status.as_deref(),
+            hold,
+        };
+        let (rows, total) = store::review::queue(c, &f, page.after, page.limit + 1)?;
+        let seqs: Vec<i64> = rows.iter().map(|r| r.pd_seq).collect();
+        let docs = load_docs(c, &seqs)?;
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &cursors,
+            |r| r.seq,
+            |r| match docs.get(&r.pd_seq) {
+                Some(l) => item_json(l, &r.field_key),
+                None => Value::Null,
+            },
+        ))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -206,9 +203,7 @@ pub async fn detail(
     auth: Authed<Read>,
 ) -> Result<HttpResponse, ApiError> {
     let (pd_id, field) = pd_field(&req)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
+    let body = super::read(&state, move |c| {
             let pd = store::review::find_pd(c, &auth.org_id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
             let docs = load_docs(c, &[pd.seq])?;
             let l = docs.get(&pd.seq).ok_or_else(|| ApiError::not_found("Pipeline document"))?;
@@ -240,7 +235,6 @@ pub async fn detail(
                 "item": item_json(l, &field), "field": fdef, "cellHistory": history, "matchedSpan": span,
                 "verdicts": verdicts, "priorDecisions": decisions
             }))
-        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

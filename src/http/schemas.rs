@@ -202,14 +202,11 @@ pub async fn delete(
     auth: Authed<Write>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let s = store::schemas::get(tx, &auth.org_id, &id, false)?
-                .ok_or_else(|| ApiError::not_found("Schema"))?;
-            store::schemas::soft_delete(tx, &auth.org_id, &s)?;
-            Ok(json!({ "deleted": true, "id": s.id }))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let s = store::schemas::get(tx, &auth.org_id, &id, false)?
+            .ok_or_else(|| ApiError::not_found("Schema"))?;
+        store::schemas::soft_delete(tx, &auth.org_id, &s)?;
+        Ok(json!({ "deleted": true, "id": s.id }))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -265,19 +262,16 @@ pub async fn put_rail(
         .get("rail")
         .ok_or_else(|| ApiError::bad("rail is required"))?;
     let stages = crate::domain::rail::parse_stages(rail_v).map_err(ApiError::BadRequest)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.write(true, |tx| {
-            let s = store::schemas::get(tx, &auth.org_id, &id, false)?
-                .ok_or_else(|| ApiError::not_found("Schema"))?;
-            let phases = crate::engine::spec::compile_rail(tx, &auth.org_id, &s, &stages)?;
-            store::schemas::set_rail(
-                tx,
-                &id,
-                &serde_json::to_value(&stages).unwrap_or(Value::Null),
-            )?;
-            Ok(rail_answer(&stages, &phases))
-        })
+    let body = super::write_now(&state, move |tx| {
+        let s = store::schemas::get(tx, &auth.org_id, &id, false)?
+            .ok_or_else(|| ApiError::not_found("Schema"))?;
+        let phases = crate::engine::spec::compile_rail(tx, &auth.org_id, &s, &stages)?;
+        store::schemas::set_rail(
+            tx,
+            &id,
+            &serde_json::to_value(&stages).unwrap_or(Value::Null),
+        )?;
+        Ok(rail_answer(&stages, &phases))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -288,18 +282,15 @@ pub async fn get_rail(
     auth: Authed<Read>,
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        st.db.read(|c| {
-            let s = store::schemas::get(c, &auth.org_id, &id, false)?
-                .ok_or_else(|| ApiError::not_found("Schema"))?;
-            let stages: Vec<crate::domain::rail::Stage> =
-                serde_json::from_value(s.rail.clone()).unwrap_or_default();
-            // A rail whose policies changed since it was saved may no longer compile; show it anyway.
-            let phases =
-                crate::engine::spec::compile_rail(c, &auth.org_id, &s, &stages).unwrap_or_default();
-            Ok(rail_answer(&stages, &phases))
-        })
+    let body = super::read(&state, move |c| {
+        let s = store::schemas::get(c, &auth.org_id, &id, false)?
+            .ok_or_else(|| ApiError::not_found("Schema"))?;
+        let stages: Vec<crate::domain::rail::Stage> =
+            serde_json::from_value(s.rail.clone()).unwrap_or_default();
+        // A rail whose policies changed since it was saved may no longer compile; show it anyway.
+        let phases =
+            crate::engine::spec::compile_rail(c, &auth.org_id, &s, &stages).unwrap_or_default();
+        Ok(rail_answer(&stages, &phases))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
