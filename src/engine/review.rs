@@ -17,7 +17,8 @@ use crate::store::Connection;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Approve,
     Correct,

@@ -109,19 +109,6 @@ pub fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, ApiError> {
     })
 }
 
-/// Refuses fields outside `allowed` (for endpoints where a typo must never pass silently).
-pub fn deny_unknown(v: &Value, allowed: &[&str]) -> Result<(), ApiError> {
-    if let Some(obj) = v.as_object() {
-        if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(ApiError::bad(format!(
-                "Unknown field '{k}' (allowed: {})",
-                allowed.join(", ")
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Like `json_body` followed by `typed`, without building the intermediate JSON tree (large
 /// bodies such as a pipeline of 100,000 document ids). Also returns the raw bytes.
 pub async fn json_typed<T: DeserializeOwned>(

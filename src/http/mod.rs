@@ -16,6 +16,7 @@ pub mod pagination;
 pub mod pipelines;
 pub mod policies;
 pub mod rate_limit;
+pub mod requests;
 pub mod reviews;
 pub mod schemas;
 

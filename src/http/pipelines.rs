@@ -1,9 +1,10 @@
-use super::body::json_body;
+use super::body::{json_body, typed};
 use super::documents::{check_upload, inline_upload, InlineDocument};
 use super::error::ApiError;
 use super::extract::{Authed, Id, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
+use super::requests::RerunBody;
 use super::{blocking, path_id, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::status::{DocStatus, RunStatus};
@@ -437,70 +438,6 @@ pub async fn verdicts(
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// Parses the rerun body strictly: unknown fields are refused, so a mistyped `dry_run` never
-/// runs a real rerun.
-fn rerun_request(
-    raw: &Value,
-    requested_by: String,
-) -> Result<crate::engine::rerun::RerunRequest, ApiError> {
-    use crate::domain::rail::PhaseType;
-    let obj = raw
-        .as_object()
-        .ok_or_else(|| ApiError::bad("The body must be a JSON object"))?;
-    super::body::deny_unknown(
-        raw,
-        &[
-            "from_phase",
-            "document_ids",
-            "documentIds",
-            "dry_run",
-            "dryRun",
-        ],
-    )?;
-    let pick = |a: &str, b: &str| -> Result<Option<&Value>, ApiError> {
-        match (obj.get(a), obj.get(b)) {
-            (Some(_), Some(_)) => Err(ApiError::bad(format!("Give {a} or {b}, not both"))),
-            (x, y) => Ok(x.or(y)),
-        }
-    };
-    let phases = "from_phase must be one of transfer, extraction, resolution, validation";
-    let from_phase = match obj.get("from_phase") {
-        Some(Value::String(s)) => PhaseType::parse(s).ok_or_else(|| ApiError::bad(phases))?,
-        _ => return Err(ApiError::bad(phases)),
-    };
-    let document_ids = match pick("document_ids", "documentIds")? {
-        None => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .and_then(crate::domain::ids::parse_id)
-                        .ok_or_else(|| {
-                            ApiError::bad("document_ids must hold pipeline document ids (UUIDs)")
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        Some(_) => {
-            return Err(ApiError::bad(
-                "document_ids must be an array of pipeline document ids",
-            ))
-        }
-    };
-    let dry_run = match pick("dry_run", "dryRun")? {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::bad("dry_run must be a boolean")),
-    };
-    Ok(crate::engine::rerun::RerunRequest {
-        from_phase,
-        document_ids,
-        dry_run,
-        requested_by,
-    })
-}
-
 pub async fn rerun(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -511,7 +448,16 @@ pub async fn rerun(
     let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || st.db.read(|c| load(c, &org, &lookup).map(|_| ()))).await?;
     let raw = json_body(&req, payload, state.config.max_body, true).await?;
-    let request = rerun_request(&raw, auth.key_id.clone())?;
+    // Strict: a mistyped `dry_run` is refused, never run as a real rerun.
+    let body: RerunBody = typed(&raw)?;
+    let request = crate::engine::rerun::RerunRequest {
+        from_phase: body.from_phase,
+        document_ids: body
+            .document_ids
+            .map(|ids| ids.into_iter().map(|d| d.0).collect()),
+        dry_run: body.dry_run,
+        requested_by: auth.key_id.clone(),
+    };
     let org = auth.org_id.clone();
     let dry = request.dry_run;
     let phase = request.from_phase.as_str();

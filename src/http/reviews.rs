@@ -1,8 +1,9 @@
-use super::body::{deny_unknown, json_body};
+use super::body::{json_body, typed};
 use super::error::ApiError;
 use super::extract::{Authed, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
+use super::requests::{BulkResolveBody, Reason, ResolveBody};
 use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
@@ -259,32 +260,21 @@ fn reviewer(req: &HttpRequest, key_name: &str) -> Result<String, ApiError> {
     }
 }
 
-fn parse_action(raw: &Value, key_id: &str, name: String) -> Result<ResolveRequest, ApiError> {
-    let action = raw
-        .get("action")
-        .and_then(Value::as_str)
-        .and_then(Action::parse)
-        .ok_or_else(|| ApiError::bad("action must be one of approve, correct, override, reopen"))?;
-    let corrected_value = raw
-        .get("corrected_value")
-        .cloned()
-        .or_else(|| raw.get("correctedValue").cloned());
-    let reason = match raw.get("reason") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= 2000 => Some(s.clone()),
-        Some(_) => {
-            return Err(ApiError::bad(
-                "reason must be a string of at most 2000 characters",
-            ))
-        }
-    };
-    Ok(ResolveRequest {
+/// The engine's command from a decision's body, by this key and reviewer.
+fn decision(
+    action: Action,
+    corrected_value: Option<Value>,
+    reason: Option<Reason>,
+    key_id: &str,
+    reviewer: String,
+) -> ResolveRequest {
+    ResolveRequest {
         action,
         corrected_value,
-        reason,
+        reason: reason.map(|r| r.0),
         key_id: key_id.to_string(),
-        reviewer: name,
-    })
+        reviewer,
+    }
 }
 
 pub async fn resolve(
@@ -304,11 +294,14 @@ pub async fn resolve(
     })
     .await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    deny_unknown(
-        &raw,
-        &["action", "corrected_value", "correctedValue", "reason"],
-    )?;
-    let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
+    let b: ResolveBody = typed(&raw)?;
+    let request = decision(
+        b.action,
+        b.corrected_value,
+        b.reason,
+        &auth.key_id,
+        reviewer(&req, &auth.key_name)?,
+    );
     let action = request.action.as_str();
     let org = auth.org_id.clone();
     write(
@@ -335,46 +328,22 @@ pub async fn bulk_resolve(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    deny_unknown(
-        &raw,
-        &[
-            "items",
-            "action",
-            "corrected_value",
-            "correctedValue",
-            "reason",
-        ],
-    )?;
-    let items = raw
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::bad("items must be an array of { pipeline_document_id, field_key }")
-        })?;
-    if items.is_empty() || items.len() > 500 {
+    let b: BulkResolveBody = typed(&raw)?;
+    if b.items.is_empty() || b.items.len() > 500 {
         return Err(ApiError::bad("items must hold 1 to 500 entries"));
     }
-    let mut targets = Vec::with_capacity(items.len());
-    for (i, it) in items.iter().enumerate() {
-        let pd = it
-            .get("pipeline_document_id")
-            .or_else(|| it.get("pipelineDocumentId"))
-            .and_then(Value::as_str);
-        let field = it
-            .get("field_key")
-            .or_else(|| it.get("fieldKey"))
-            .and_then(Value::as_str);
-        match (pd, field) {
-            (Some(p), Some(f)) => targets.push((p.to_string(), f.to_string())),
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "items[{i}] needs pipeline_document_id and field_key"
-                )))
-            }
-        }
-    }
-    let request = parse_action(&raw, &auth.key_id, reviewer(&req, &auth.key_name)?)?;
+    let targets: Vec<(String, String)> = b
+        .items
+        .into_iter()
+        .map(|i| (i.pipeline_document_id, i.field_key))
+        .collect();
+    let request = decision(
+        b.action,
+        b.corrected_value,
+        b.reason,
+        &auth.key_id,
+        reviewer(&req, &auth.key_name)?,
+    );
     let action = request.action.as_str();
     let org = auth.org_id.clone();
     write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
