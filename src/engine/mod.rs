@@ -10,11 +10,14 @@ pub mod views;
 
 use crate::store::StoreError;
 
-/// What engine operations report; the HTTP layer maps it to answers in one place.
+/// What engine operations report, in the domain's terms; `http/error.rs` alone maps it to
+/// statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The command cannot apply as given (a bad value, a rule that does not compile, a run
+    /// still going).
     #[error("{0}")]
-    BadRequest(String),
+    Invalid(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

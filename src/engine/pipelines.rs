@@ -47,26 +47,26 @@ pub fn create(
         .ok_or_else(|| EngineError::NotFound(format!("Schema {schema_id} not found")))?;
     let stages: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
     if stages.is_empty() {
-        return Err(EngineError::BadRequest(format!(
+        return Err(EngineError::Invalid(format!(
             "Schema '{}' has no rail: PUT /v1/schemas/{}/rail first",
             schema.name, schema.id
         )));
     }
     if document_ids.is_empty() || document_ids.len() > max_docs {
-        return Err(EngineError::BadRequest(format!(
+        return Err(EngineError::Invalid(format!(
             "A pipeline takes 1 to {max_docs} documents (got {})",
             document_ids.len()
         )));
     }
     let mut seen = HashSet::new();
     if let Some(d) = document_ids.iter().find(|d| !seen.insert(d.as_str())) {
-        return Err(EngineError::BadRequest(format!(
+        return Err(EngineError::Invalid(format!(
             "Document {d} appears twice"
         )));
     }
     let phases = compile_rail(c, org_id, &schema, &stages)?;
     if phases.is_empty() {
-        return Err(EngineError::BadRequest(
+        return Err(EngineError::Invalid(
             "The rail compiles to no phases".into(),
         ));
     }

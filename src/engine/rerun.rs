@@ -76,13 +76,13 @@ fn fresh_snapshots(
                     continue;
                 };
                 if !pol.active() {
-                    return Err(EngineError::BadRequest(format!(
+                    return Err(EngineError::Invalid(format!(
                         "{at}: policy '{}' is no longer active",
                         pol.name
                     )));
                 }
                 let snap = policy_snapshot(&pol)
-                    .map_err(|e| EngineError::BadRequest(format!("{at}: {e}")))?;
+                    .map_err(|e| EngineError::Invalid(format!("{at}: {e}")))?;
                 let rules: Vec<crate::domain::policy::RuleDef> =
                     serde_json::from_value(snap["rules"].clone()).unwrap_or_default();
                 let mut used: Vec<String> = pol.field_keys();
@@ -93,7 +93,7 @@ fn fresh_snapshots(
                     }
                 }
                 if let Some(f) = used.iter().find(|f| !names.contains(f)) {
-                    return Err(EngineError::BadRequest(format!("{at}: policy '{}' uses field '{f}', which is not a field of the run's schema", pol.name)));
+                    return Err(EngineError::Invalid(format!("{at}: policy '{}' uses field '{f}', which is not a field of the run's schema", pol.name)));
                 }
                 out.push((ph.index, snap));
             }
@@ -102,7 +102,7 @@ fn fresh_snapshots(
                     continue;
                 };
                 gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &names)
-                    .map_err(|e| EngineError::BadRequest(format!("{at}: {e}")))?;
+                    .map_err(|e| EngineError::Invalid(format!("{at}: {e}")))?;
                 out.push((ph.index, gate_snapshot(&g)));
             }
             PhaseType::Transfer | PhaseType::Extraction => {}
@@ -121,7 +121,7 @@ pub fn rerun(
         .ok_or_else(|| EngineError::NotFound("Pipeline not found".into()))?;
     let active = store::pipelines::active_count(c, pipeline_id)?;
     if active > 0 {
-        return Err(EngineError::BadRequest(format!("{active} document(s) of this pipeline are queued or processing; wait until every document is terminal")));
+        return Err(EngineError::Invalid(format!("{active} document(s) of this pipeline are queued or processing; wait until every document is terminal")));
     }
     let phases = store::pipelines::phases(c, pipeline_id)?;
     let from = phases
@@ -129,31 +129,31 @@ pub fn rerun(
         .find(|ph| ph.kind == req.from_phase)
         .map(|ph| ph.index)
         .ok_or_else(|| {
-            EngineError::BadRequest(format!(
+            EngineError::Invalid(format!(
                 "This pipeline has no {} phase",
                 req.from_phase.as_str()
             ))
         })?;
     if !store::reruns::has_record_set(c, pipeline_id)? {
-        return Err(EngineError::BadRequest("This pipeline has no record set: no document ever completed, so there is nothing to rerun".into()));
+        return Err(EngineError::Invalid("This pipeline has no record set: no document ever completed, so there is nothing to rerun".into()));
     }
     let ids_json: Option<String> = match &req.document_ids {
         None => None,
         Some(ids) => {
             if ids.is_empty() {
-                return Err(EngineError::BadRequest(
+                return Err(EngineError::Invalid(
                     "document_ids must not be empty".into(),
                 ));
             }
             let mut seen = HashSet::new();
             if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
-                return Err(EngineError::BadRequest(format!(
+                return Err(EngineError::Invalid(format!(
                     "document_ids: {dup} appears twice"
                 )));
             }
             let json = serde_json::to_string(ids).unwrap_or_default();
             if store::reruns::target_count(c, pipeline_id, Some(&json))? != ids.len() as i64 {
-                return Err(EngineError::BadRequest(
+                return Err(EngineError::Invalid(
                     "document_ids: every id must be a pipeline document of this run".into(),
                 ));
             }
@@ -211,7 +211,7 @@ pub fn rerun(
     }
     store::reruns::start_generation(c, pipeline_id, generation)?;
     // Dependencies come from the fresh snapshots.
-    let spec = load_run_spec(c, pipeline_id, generation).map_err(EngineError::BadRequest)?;
+    let spec = load_run_spec(c, pipeline_id, generation).map_err(EngineError::Invalid)?;
     let mut after_seq = 0i64;
     loop {
         let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;

@@ -93,7 +93,7 @@ pub struct Doc {
 impl Doc {
     pub fn load(c: &Connection, pd: PdRef) -> Result<Self, EngineError> {
         let spec =
-            load_run_spec(c, &pd.pipeline_id, pd.generation).map_err(EngineError::BadRequest)?;
+            load_run_spec(c, &pd.pipeline_id, pd.generation).map_err(EngineError::Invalid)?;
         let cells = store::pipelines::cells(c, &[pd.seq])?
             .into_iter()
             .map(|r| (r.seq, r.cell, r.created_at))
@@ -350,7 +350,7 @@ pub fn resolve(
         EngineError::NotFound(format!("Field '{field}' is not a field of this run"))
     })?;
     if doc.pd.status == DocStatus::Error {
-        return Err(EngineError::BadRequest(
+        return Err(EngineError::Invalid(
             "The document errored; its fields cannot be reviewed".into(),
         ));
     }
@@ -362,7 +362,7 @@ pub fn resolve(
     let cut = doc.cut();
     if req.action == Action::Reopen {
         if !doc.pd.status.delivered() {
-            return Err(EngineError::BadRequest(
+            return Err(EngineError::Invalid(
                 "Only a field of a terminal document can be reopened".into(),
             ));
         }
@@ -373,7 +373,7 @@ pub fn resolve(
             .take_while(|d| d.action != "reopen")
             .collect();
         let last = since.first().ok_or_else(|| {
-            EngineError::BadRequest(format!(
+            EngineError::Invalid(format!(
                 "Field '{field}' has no decision since its last reopen"
             ))
         })?;
@@ -447,7 +447,7 @@ pub fn resolve(
         return Ok((answer(&doc, &states, field, req.action, &now), wake));
     }
     if !matches!(st.status, Status::Blocked | Status::PendingReview) {
-        return Err(EngineError::BadRequest(format!(
+        return Err(EngineError::Invalid(format!(
             "Field '{field}' is not held (it is {})",
             st.status.as_str()
         )));
@@ -455,7 +455,7 @@ pub fn resolve(
     let final_value = match req.action {
         Action::Approve => {
             if req.corrected_value.is_some() {
-                return Err(EngineError::BadRequest(
+                return Err(EngineError::Invalid(
                     "approve keeps the held value: corrected_value is not allowed".into(),
                 ));
             }
@@ -465,13 +465,13 @@ pub fn resolve(
             let v = req
                 .corrected_value
                 .clone()
-                .ok_or_else(|| EngineError::BadRequest("correct needs corrected_value".into()))?;
-            check_type(&fdef, &v).map_err(EngineError::BadRequest)?;
+                .ok_or_else(|| EngineError::Invalid("correct needs corrected_value".into()))?;
+            check_type(&fdef, &v).map_err(EngineError::Invalid)?;
             v
         }
         Action::Override => match &req.corrected_value {
             Some(v) => {
-                check_type(&fdef, v).map_err(EngineError::BadRequest)?;
+                check_type(&fdef, v).map_err(EngineError::Invalid)?;
                 v.clone()
             }
             None => canonical.clone(),

@@ -84,7 +84,7 @@ pub fn compile_rail(
     if let Some(e) = lookup_err.into_inner() {
         return Err(e.into());
     }
-    let phases = phases.map_err(EngineError::BadRequest)?;
+    let phases = phases.map_err(EngineError::Invalid)?;
     let mut out = Vec::with_capacity(phases.len());
     for p in phases {
         let snap = match p.kind {
@@ -93,13 +93,13 @@ pub fn compile_rail(
             PhaseType::Resolution => {
                 let id = p.ref_id.clone().unwrap_or_default();
                 let pol = store::policies::get(c, org_id, &id)?.ok_or_else(|| {
-                    EngineError::BadRequest(format!(
+                    EngineError::Invalid(format!(
                         "phase {} ({}): policy {id} not found",
                         p.index, p.name
                     ))
                 })?;
                 policy_snapshot(&pol).map_err(|e| {
-                    EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name))
+                    EngineError::Invalid(format!("phase {} ({}): {e}", p.index, p.name))
                 })?
             }
             PhaseType::Validation => {
@@ -107,10 +107,10 @@ pub fn compile_rail(
                     .iter()
                     .find(|g| Some(&g.id) == p.ref_id.as_ref())
                     .ok_or_else(|| {
-                        EngineError::BadRequest(format!("phase {}: gate not found", p.index))
+                        EngineError::Invalid(format!("phase {}: gate not found", p.index))
                     })?;
                 gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &field_names).map_err(
-                    |e| EngineError::BadRequest(format!("phase {} ({}): {e}", p.index, p.name)),
+                    |e| EngineError::Invalid(format!("phase {} ({}): {e}", p.index, p.name)),
                 )?;
                 gate_snapshot(g)
             }

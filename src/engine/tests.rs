@@ -38,7 +38,7 @@ fn world(text: &str) -> World {
             {"field_name": "tax", "data_type": "number"},
             {"field_name": "gross", "data_type": "number"}
         ]))
-        .map_err(super::EngineError::BadRequest)?;
+        .map_err(super::EngineError::Invalid)?;
         let schema = store::schemas::insert(tx, &org, "invoices", None, &fields)?;
         let policy = store::policies::create(tx, &org, "compute", None)?;
         for f in ["net", "tax", "gross"] {
@@ -71,7 +71,7 @@ fn world(text: &str) -> World {
             {"type": "resolve", "json": {"policy_ids": [policy.id]}},
             {"type": "valid", "json": {"stage_ids": [gate.id]}}]);
         let stages =
-            crate::domain::rail::parse_stages(&rail).map_err(super::EngineError::BadRequest)?;
+            crate::domain::rail::parse_stages(&rail).map_err(super::EngineError::Invalid)?;
         let schema = store::schemas::get(tx, &org, &schema.id, false)?.expect("schema");
         super::spec::compile_rail(tx, &org, &schema, &stages)?;
         store::schemas::set_rail(

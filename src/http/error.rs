@@ -225,7 +225,7 @@ impl From<crate::engine::EngineError> for ApiError {
     fn from(e: crate::engine::EngineError) -> Self {
         use crate::engine::EngineError as E;
         match e {
-            E::BadRequest(m) => ApiError::BadRequest(m),
+            E::Invalid(m) => ApiError::BadRequest(m),
             E::NotFound(m) => ApiError::NotFound(m),
             E::Conflict(m) => ApiError::Conflict(m),
             E::Store(s) => s.into(),
