@@ -1,7 +1,9 @@
 //! The engine: phase semantics, the executor, pipelines, rerun and review.
 
 pub mod executor;
+pub mod gates;
 pub mod pipelines;
+pub mod policies;
 pub mod rerun;
 pub mod review;
 pub mod runner;

@@ -60,9 +60,7 @@ pub fn create(
     }
     let mut seen = HashSet::new();
     if let Some(d) = document_ids.iter().find(|d| !seen.insert(d.as_str())) {
-        return Err(EngineError::Invalid(format!(
-            "Document {d} appears twice"
-        )));
+        return Err(EngineError::Invalid(format!("Document {d} appears twice")));
     }
     let phases = compile_rail(c, org_id, &schema, &stages)?;
     if phases.is_empty() {

@@ -5,9 +5,9 @@ use super::idempotency::{write, Reply};
 use super::pagination;
 use super::{blocking, AppState};
 use crate::domain::canonical::{canonical_json, sha256_hex};
-use crate::domain::ids::new_id;
 use crate::domain::policy::{self, RuleDef};
 use crate::domain::schema::{valid_field_name, DATA_TYPES};
+use crate::engine::policies;
 use crate::store;
 use crate::store::policies::PolicyRow;
 use crate::store::Connection;
@@ -59,7 +59,7 @@ fn hash(v: &Value) -> String {
 }
 
 fn load(c: &Connection, org: &str, id: &str) -> Result<PolicyRow, ApiError> {
-    store::policies::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data policy"))
+    Ok(policies::load(c, org, id)?)
 }
 
 /// Checks the policy exists before the body is read (404 before 415/413/400).
@@ -152,15 +152,7 @@ pub async fn delete(
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
     let body = super::write_now(&state, move |tx| {
-        load(tx, &auth.org_id, &id)?;
-        let users = store::policies::rails_referencing(tx, &auth.org_id, &id)?;
-        if !users.is_empty() {
-            return Err(ApiError::bad(format!(
-                "The policy is referenced by the rail of schema '{}'",
-                users.join("', '")
-            )));
-        }
-        store::policies::soft_delete(tx, &id)?;
+        policies::delete(tx, &auth.org_id, &id)?;
         Ok(json!({ "deleted": true, "id": id }))
     })
     .await?;
@@ -204,9 +196,8 @@ pub async fn add_field(
         &auth,
         || hash(&raw),
         move |tx| {
-            load(tx, &org, &id)?;
-            store::policies::add_field(tx, &id, &key, &data_type)?;
-            Ok(Reply::created(render(&load(tx, &org, &id)?)))
+            let p = policies::add_field(tx, &org, &id, &key, &data_type)?;
+            Ok(Reply::created(render(&p)))
         },
     )
     .await
@@ -220,15 +211,12 @@ pub async fn delete_field(
 ) -> Result<HttpResponse, ApiError> {
     let key = req.match_info().get("field_key").unwrap_or("").to_string();
     let body = super::write_now(&state, move |tx| {
-        let p = load(tx, &auth.org_id, &id)?;
-        if !p.fields.iter().any(|f| f.field_key == key) {
-            return Err(ApiError::not_found("Policy field"));
-        }
-        let remaining: Vec<String> = p.field_keys().into_iter().filter(|f| f != &key).collect();
-        policy::compiled_order(&remaining, &p.rules)
-            .map_err(|e| ApiError::bad(format!("Cannot remove field '{key}': {e}")))?;
-        store::policies::delete_field(tx, &id, &key)?;
-        Ok(render(&load(tx, &auth.org_id, &id)?))
+        Ok(render(&policies::delete_field(
+            tx,
+            &auth.org_id,
+            &id,
+            &key,
+        )?))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -265,19 +253,7 @@ pub async fn add_rule(
         &auth,
         || hash(&raw),
         move |tx| {
-            let p = load(tx, &org, &id)?;
-            let order = p.rules.iter().map(|r| r.order).max().unwrap_or(0) + 1;
-            let rule = RuleDef {
-                id: new_id(),
-                field_key,
-                rule_type,
-                config,
-                order,
-            };
-            let mut all = p.rules.clone();
-            all.push(rule.clone());
-            policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
-            store::policies::add_rule(tx, &id, &rule)?;
+            let rule = policies::add_rule(tx, &org, &id, field_key, rule_type, config)?;
             Ok(Reply::created(rule_json(&rule)))
         },
     )
@@ -308,16 +284,7 @@ pub async fn patch_rule(
         .config
         .ok_or_else(|| ApiError::bad("config is required"))?;
     let body = super::write_now(&state, move |tx| {
-        let p = load(tx, &auth.org_id, &id)?;
-        let mut all = p.rules.clone();
-        let r = all
-            .iter_mut()
-            .find(|r| r.id == rid)
-            .ok_or_else(|| ApiError::not_found("Rule"))?;
-        r.config = config.clone();
-        let updated = r.clone();
-        policy::compiled_order(&p.field_keys(), &all).map_err(ApiError::BadRequest)?;
-        store::policies::update_rule(tx, &id, &rid, &config)?;
+        let updated = policies::update_rule(tx, &auth.org_id, &id, &rid, config)?;
         Ok(rule_json(&updated))
     })
     .await?;
@@ -331,11 +298,7 @@ pub async fn delete_rule(
     RuleId(rid): RuleId,
 ) -> Result<HttpResponse, ApiError> {
     let body = super::write_now(&state, move |tx| {
-        let p = load(tx, &auth.org_id, &id)?;
-        if !p.rules.iter().any(|r| r.id == rid) {
-            return Err(ApiError::not_found("Rule"));
-        }
-        store::policies::delete_rule(tx, &id, &rid)?;
+        policies::delete_rule(tx, &auth.org_id, &id, &rid)?;
         Ok(json!({ "deleted": true, "id": rid }))
     })
     .await?;
