@@ -116,15 +116,6 @@ fn one_address_holds_at_most_its_share_of_requests_in_progress() {
     child.wait().unwrap();
 }
 
-fn upload(api: &Api, name: &str, content: &str) -> String {
-    let r = api.post(
-        "/v1/documents",
-        &json!({"filename": name, "content": content}),
-    );
-    assert!(r.status == 201 || r.status == 200, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn a_large_document_text_streams_exactly_and_heavy_reads_beyond_the_cap_wait_their_turn() {
     let api = start_with(|c| c.max_heavy_reads = 1);

@@ -153,15 +153,6 @@ fn a_run_of_generated_documents_ends_with_every_value_right() {
     assert!(p.body["completed_at"].is_string());
 }
 
-fn upload(api: &Api, filename: &str, content: &str) -> String {
-    let r = api.post(
-        "/v1/documents",
-        &json!({"filename": filename, "content": content}),
-    );
-    assert!(r.status == 201 || r.status == 200, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn a_blocking_gate_holds_failing_fields_and_their_dependents() {
     let api = start();

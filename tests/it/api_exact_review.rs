@@ -86,15 +86,6 @@ fn phase_named(phases: &[Value], name: &str) -> String {
         .to_string()
 }
 
-fn settle(api: &Api, pid: &str) -> Value {
-    wait_for(60, || {
-        let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
-        let done =
-            p["completedDocuments"].as_i64().unwrap() + p["errorDocuments"].as_i64().unwrap();
-        (p["status"] != "active" && done == p["totalDocuments"].as_i64().unwrap()).then_some(p)
-    })
-}
-
 /// Waits until no document of the run is queued or processing (the run itself may stay cancelled).
 fn drain(api: &Api, pid: &str) {
     wait_for(60, || {

@@ -9,15 +9,6 @@ struct Run {
     policy: String,
 }
 
-fn upload(api: &Api, name: &str, content: &str) -> String {
-    let r = api.post(
-        "/v1/documents",
-        &json!({"filename": name, "content": content}),
-    );
-    assert!(r.status == 201 || r.status == 200, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
 fn policy(api: &Api, name: &str, fields: &[&str], rules: &[(&str, &str, Value)]) -> String {
     let p = api.post("/v1/data-policies", &json!({"name": name}));
     let id = p.body["id"].as_str().unwrap().to_string();

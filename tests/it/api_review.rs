@@ -8,15 +8,6 @@ struct Spec {
     gate: String,
 }
 
-fn upload(api: &Api, name: &str, content: &str) -> String {
-    let r = api.post(
-        "/v1/documents",
-        &json!({"filename": name, "content": content}),
-    );
-    assert!(r.status == 201 || r.status == 200, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_string()
-}
-
 /// schema → resolve(total = net + tax) → valid(blocking: net <= 100, invoice number pattern).
 fn spec(api: &Api, severity: &str) -> Spec {
     let s = api.create_schema(&json!({"name": "inv", "fields": [
@@ -59,15 +50,6 @@ fn run(api: &Api, sid: &str, docs: &[(&str, &str)]) -> String {
     let pid = r.body["id"].as_str().unwrap().to_string();
     settle(api, &pid);
     pid
-}
-
-fn settle(api: &Api, pid: &str) -> Value {
-    wait_for(60, || {
-        let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
-        let done =
-            p["completedDocuments"].as_i64().unwrap() + p["errorDocuments"].as_i64().unwrap();
-        (p["status"] != "active" && done == p["totalDocuments"].as_i64().unwrap()).then_some(p)
-    })
 }
 
 fn results(api: &Api, pid: &str) -> Vec<Value> {

@@ -299,3 +299,23 @@ impl Remote {
         )
     }
 }
+
+/// Uploads a text document; its id.
+pub fn upload(api: &Api, name: &str, content: &str) -> String {
+    let r = api.post(
+        "/v1/documents",
+        &serde_json::json!({"filename": name, "content": content}),
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until the run settled and every document is terminal; its progress.
+pub fn settle(api: &Api, pid: &str) -> Value {
+    wait_for(60, || {
+        let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
+        let done =
+            p["completedDocuments"].as_i64().unwrap() + p["errorDocuments"].as_i64().unwrap();
+        (p["status"] != "active" && done == p["totalDocuments"].as_i64().unwrap()).then_some(p)
+    })
+}
