@@ -24,6 +24,10 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Something stored breaks an invariant (a run without its snapshots): a fault, not the
+    /// caller's.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -211,7 +211,7 @@ pub fn rerun(
     }
     store::reruns::start_generation(c, pipeline_id, generation)?;
     // Dependencies come from the fresh snapshots.
-    let spec = load_run_spec(c, pipeline_id, generation).map_err(EngineError::Invalid)?;
+    let spec = load_run_spec(c, pipeline_id, generation)?;
     let mut after_seq = 0i64;
     loop {
         let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;

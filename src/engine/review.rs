@@ -92,8 +92,7 @@ pub struct Doc {
 
 impl Doc {
     pub fn load(c: &Connection, pd: PdRef) -> Result<Self, EngineError> {
-        let spec =
-            load_run_spec(c, &pd.pipeline_id, pd.generation).map_err(EngineError::Invalid)?;
+        let spec = load_run_spec(c, &pd.pipeline_id, pd.generation)?;
         let cells = store::pipelines::cells(c, &[pd.seq])?
             .into_iter()
             .map(|r| (r.seq, r.cell, r.created_at))

@@ -250,32 +250,27 @@ pub fn run_phase(
 }
 
 /// The run as a document of `generation` runs it: each phase with its newest snapshot taken at
-/// a generation <= `generation`.
+/// a generation <= `generation`. A stored run that does not load is broken (`Internal`), never a
+/// client's mistake; storage faults keep their kind (busy, full, corrupt).
 pub fn load_run_spec(
     c: &Connection,
     pipeline_id: &str,
     generation: i64,
-) -> Result<super::runner::RunSpec, String> {
-    let p = store::pipelines::get_any(c, pipeline_id)
-        .map_err(|e| e.to_string())?
-        .ok_or("pipeline vanished")?;
-    let phases = store::pipelines::phases(c, pipeline_id).map_err(|e| e.to_string())?;
-    let snaps =
-        store::pipelines::snapshots(c, pipeline_id, generation).map_err(|e| e.to_string())?;
+) -> Result<super::runner::RunSpec, EngineError> {
+    let broken = |what: String| EngineError::Internal(format!("run {pipeline_id}: {what}"));
+    let p = store::pipelines::get_any(c, pipeline_id)?
+        .ok_or_else(|| broken("the pipeline vanished".into()))?;
+    let phases = store::pipelines::phases(c, pipeline_id)?;
+    let snaps = store::pipelines::snapshots(c, pipeline_id, generation)?;
     let mut run_phases = Vec::with_capacity(phases.len());
     for ph in &phases {
         let (_, version, cfg) = snaps
             .iter()
             .find(|(i, _, _)| *i == ph.index)
-            .ok_or("a phase has no snapshot")?;
-        run_phases.push(run_phase(
-            ph.index,
-            &ph.phase_id,
-            ph.kind,
-            *version,
-            cfg,
-            &p.fields,
-        )?);
+            .ok_or_else(|| broken(format!("phase {} has no snapshot", ph.index)))?;
+        run_phases.push(
+            run_phase(ph.index, &ph.phase_id, ph.kind, *version, cfg, &p.fields).map_err(broken)?,
+        );
     }
     Ok(super::runner::RunSpec::new(p.fields, run_phases))
 }

@@ -171,11 +171,11 @@ pub async fn results(
     })
     .await?;
     let st = state.clone();
-    let body = super::limits::stream_blocking(None, move |sink| {
+    super::limits::answer_streamed(state.heavy.clone(), None, "application/json", move |sink| {
         st.db.read_snapshot(|c| {
             let total = store::pipelines::delivered_count(c, &p.id)?;
             let w = pagination::PageWriter::begin(sink, Map::new(), page.limit)?;
-            w.rows(page.after, total, &cursors, |after, n| {
+            w.rows(page.after, total, &cursors, true, |after, n| {
                 let raw = store::pipelines::documents(c, &p.id, after, n, None)?;
                 let positions: Vec<i64> = raw.iter().map(|d| d.ordinal).collect();
                 let mut kept = rows(c, raw, &p.fields)?.into_iter().peekable();
@@ -189,10 +189,8 @@ pub async fn results(
                     .collect())
             })
         })
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .streaming(body))
+    })
+    .await
 }
 
 /// A delivered row as the results list shows it: values, with held fields empty and named.
@@ -230,47 +228,50 @@ async fn export(
     })
     .await?;
     let st = state.clone();
-    let body = super::limits::stream_blocking(Some(permit), move |sink| {
-        let mut header = Vec::new();
-        for f in &p.fields {
-            header.push(f.field_name.clone());
-            if audit {
-                for suffix in ["source", "confidence", "reviewer"] {
-                    header.push(format!("{}__{suffix}", f.field_name));
+    super::limits::answer_streamed(
+        state.heavy.clone(),
+        Some(permit),
+        "text/csv; charset=utf-8",
+        move |sink| {
+            let mut header = Vec::new();
+            for f in &p.fields {
+                header.push(f.field_name.clone());
+                if audit {
+                    for suffix in ["source", "confidence", "reviewer"] {
+                        header.push(format!("{}__{suffix}", f.field_name));
+                    }
                 }
             }
-        }
-        sink.write(csv_out::BOM.as_bytes())?;
-        sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
-        // Wide rows make short pages, so one page's cells and lines stay small.
-        let per_page = pagination::within_budget(EXPORT_PAGE, p.fields.len(), 1024);
-        st.db.read_snapshot(|c| {
-            let mut after = None;
-            loop {
-                let docs = store::pipelines::documents(c, &p.id, after, per_page, None)?;
-                let n = docs.len() as i64;
-                after = docs.last().map(|d| d.ordinal);
-                let decisions = if audit {
-                    let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
-                    store::review::decisions_of_docs(c, &seqs)?
-                } else {
-                    Vec::new()
-                };
-                let page = rows(c, docs, &p.fields)?;
-                let lines: Vec<Vec<String>> = page
-                    .iter()
-                    .map(|r| export_line(r, &p.fields, audit, &decisions))
-                    .collect();
-                sink.write(&csv_out::lines(&lines).map_err(ApiError::Internal)?)?;
-                if n < per_page {
-                    return Ok(());
+            sink.write(csv_out::BOM.as_bytes())?;
+            sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
+            // Wide rows make short pages, so one page's cells and lines stay small.
+            let per_page = pagination::within_budget(EXPORT_PAGE, p.fields.len(), 1024);
+            st.db.read_snapshot(|c| {
+                let mut after = None;
+                loop {
+                    let docs = store::pipelines::documents(c, &p.id, after, per_page, None)?;
+                    let n = docs.len() as i64;
+                    after = docs.last().map(|d| d.ordinal);
+                    let decisions = if audit {
+                        let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
+                        store::review::decisions_of_docs(c, &seqs)?
+                    } else {
+                        Vec::new()
+                    };
+                    let page = rows(c, docs, &p.fields)?;
+                    let lines: Vec<Vec<String>> = page
+                        .iter()
+                        .map(|r| export_line(r, &p.fields, audit, &decisions))
+                        .collect();
+                    sink.write(&csv_out::lines(&lines).map_err(ApiError::Internal)?)?;
+                    if n < per_page {
+                        return Ok(());
+                    }
                 }
-            }
-        })
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
-        .streaming(body))
+            })
+        },
+    )
+    .await
 }
 
 /// One CSV line of a delivered row: values (and, for the audit export, each value's source,

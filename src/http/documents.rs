@@ -250,36 +250,41 @@ pub async fn get(
     // the document's other members, never held as a second copy or a JSON tree.
     let head = serde_json::to_string(&render(&d)).map_err(|e| ApiError::Internal(e.to_string()))?;
     let st = state.clone();
-    let body = super::limits::stream_blocking(Some(permit), move |sink| {
-        st.db.read_snapshot(|c| {
-            sink.write(head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
-            sink.write(if head.len() > 2 {
-                b",\"text\":"
-            } else {
-                b"\"text\":"
-            })?;
-            // The whole text is checked before its first byte goes out: bytes that are not
-            // UTF-8 give `null`, and a status already sent cannot change its mind.
-            let mut check = Utf8Pieces::default();
-            store::documents::read_content(c, &d.id, TEXT_PIECE, |b| check.feed(b, |_| Ok(())))?;
-            if !check.finish() {
-                return sink.write(b"null}");
-            }
-            sink.write(b"\"")?;
-            let mut pieces = Utf8Pieces::default();
-            store::documents::read_content(c, &d.id, TEXT_PIECE, |b| {
-                pieces.feed(b, |text| {
-                    let quoted = serde_json::to_string(text)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?;
-                    sink.write(&quoted.as_bytes()[1..quoted.len() - 1])
-                })
-            })?;
-            sink.write(b"\"}")
-        })
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .streaming(body))
+    super::limits::answer_streamed(
+        state.heavy.clone(),
+        Some(permit),
+        "application/json",
+        move |sink| {
+            st.db.read_snapshot(|c| {
+                sink.write(head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
+                sink.write(if head.len() > 2 {
+                    b",\"text\":"
+                } else {
+                    b"\"text\":"
+                })?;
+                // The whole text is checked before its first byte goes out: bytes that are not
+                // UTF-8 give `null`, and a status already sent cannot change its mind.
+                let mut check = Utf8Pieces::default();
+                store::documents::read_content(c, &d.id, TEXT_PIECE, |b| {
+                    check.feed(b, |_| Ok(()))
+                })?;
+                if !check.finish() {
+                    return sink.write(b"null}");
+                }
+                sink.write(b"\"")?;
+                let mut pieces = Utf8Pieces::default();
+                store::documents::read_content(c, &d.id, TEXT_PIECE, |b| {
+                    pieces.feed(b, |text| {
+                        let quoted = serde_json::to_string(text)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?;
+                        sink.write(&quoted.as_bytes()[1..quoted.len() - 1])
+                    })
+                })?;
+                sink.write(b"\"}")
+            })
+        },
+    )
+    .await
 }
 
 const TEXT_PIECE: usize = 32 * 1024;

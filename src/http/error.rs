@@ -228,6 +228,7 @@ impl From<crate::engine::EngineError> for ApiError {
             E::Invalid(m) => ApiError::BadRequest(m),
             E::NotFound(m) => ApiError::NotFound(m),
             E::Conflict(m) => ApiError::Conflict(m),
+            E::Internal(m) => ApiError::Internal(m),
             E::Store(s) => s.into(),
         }
     }

@@ -169,46 +169,86 @@ impl Drop for HeavyPermit {
     }
 }
 
-/// Streams what a blocking producer writes, chunk by chunk, so an answer of any size is never
-/// held whole in memory. The producer runs on its own thread and gets a bounded sender: it
-/// waits while the client reads. Errors before the first chunk are the caller's to check first;
-/// an error while streaming ends the answer early (logged).
-pub fn stream_blocking(
-    permit: Option<HeavyPermit>,
-    produce: impl FnOnce(&mut ChunkSink) -> Result<(), ApiError> + Send + 'static,
-) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    std::thread::spawn(move || {
-        let _permit = permit;
-        let mut sink = ChunkSink {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let outcome = produce(&mut sink).and_then(|_| sink.flush());
-        if let Err(e) = outcome {
-            log::warn!("a streamed answer ended early: {e}");
-        }
-    });
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
-    )
+/// How a produced answer begins.
+enum Start {
+    /// The whole answer: it was done before it grew past `WHOLE_MAX`.
+    Whole(Vec<u8>),
+    /// It grew past `WHOLE_MAX`: the rest follows on the channel.
+    Streaming,
 }
 
+/// Answers with what a blocking producer writes, rendered as it is read. An answer of up to
+/// `WHOLE_MAX` is built first and sent whole, so a failure anywhere in it is a proper error
+/// envelope and the producer's connection and snapshot are released at once. A larger one
+/// streams in chunks while the client reads; it holds a heavy-read permit while it does (it keeps
+/// a database connection and a read snapshot), taken then if the caller did not hold one (503
+/// when none is free, still before the first byte). A failure after the first byte aborts the
+/// connection rather than ending the answer as if it were complete.
+pub async fn answer_streamed(
+    heavy: Arc<HeavyReads>,
+    permit: Option<HeavyPermit>,
+    content_type: &'static str,
+    produce: impl FnOnce(&mut ChunkSink) -> Result<(), ApiError> + Send + 'static,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, ApiError>>(4);
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Result<Start, ApiError>>();
+    std::thread::Builder::new()
+        .name("quire-answer".into())
+        .spawn(move || {
+            let mut sink = ChunkSink {
+                tx,
+                buf: Vec::new(),
+                start: Some(start_tx),
+                heavy,
+                permit,
+            };
+            let outcome = produce(&mut sink);
+            sink.finish(outcome);
+        })
+        .map_err(|e| ApiError::Unavailable(format!("cannot start the answer: {e}")))?;
+    let start = start_rx
+        .await
+        .map_err(|_| ApiError::Internal("the answer's producer stopped".into()))??;
+    let mut answer = actix_web::HttpResponse::Ok();
+    answer.content_type(content_type);
+    Ok(match start {
+        Start::Whole(bytes) => answer.body(bytes),
+        Start::Streaming => {
+            answer.streaming(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|item| (item.map_err(actix_web::Error::from), rx))
+            }))
+        }
+    })
+}
+
+/// An answer up to this size is built whole before it is sent.
+const WHOLE_MAX: usize = 1 << 20;
+/// A streamed answer leaves in chunks of about this size.
 const CHUNK: usize = 64 * 1024;
 /// How long a streamed answer waits for a client that reads nothing before giving up.
 const STALL: Duration = Duration::from_secs(120);
 
-/// Where a streamed answer's producer writes; bytes leave in chunks of about 64 KiB.
+/// Where an answer's producer writes.
 pub struct ChunkSink {
-    tx: tokio::sync::mpsc::Sender<Bytes>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, ApiError>>,
     buf: Vec<u8>,
+    /// Until the answer begins: where to say how.
+    start: Option<tokio::sync::oneshot::Sender<Result<Start, ApiError>>>,
+    heavy: Arc<HeavyReads>,
+    permit: Option<HeavyPermit>,
 }
 
 impl ChunkSink {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
         self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= CHUNK {
+        let limit = if self.start.is_some() {
+            WHOLE_MAX
+        } else {
+            CHUNK
+        };
+        if self.buf.len() >= limit {
             self.flush()?;
         }
         Ok(())
@@ -218,27 +258,61 @@ impl ChunkSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let mut chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        // A client that stops reading would otherwise hold its permit, its thread and its read
-        // snapshot (which keeps the WAL from being checkpointed) for as long as it likes.
+        if self.start.is_some() {
+            if self.permit.is_none() {
+                // An error here leaves `start` in place: `finish` answers it as an envelope.
+                self.permit = Some(self.heavy.try_enter()?);
+            }
+            if let Some(start) = self.start.take() {
+                start
+                    .send(Ok(Start::Streaming))
+                    .map_err(|_| ApiError::Unavailable("the client went away".into()))?;
+            }
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.send(Ok(chunk))
+    }
+
+    /// Hands an item to the response, waiting while the client reads, up to `STALL`: a client
+    /// that stops reading would otherwise hold its permit, its thread and its read snapshot
+    /// (which keeps the WAL from being checkpointed) for as long as it likes.
+    fn send(&self, item: Result<Bytes, ApiError>) -> Result<(), ApiError> {
         let deadline = std::time::Instant::now() + STALL;
+        let mut item = item;
         loop {
-            match self.tx.try_send(chunk) {
+            match self.tx.try_send(item) {
                 Ok(()) => return Ok(()),
-                Err(tokio::sync::mpsc::error::TrySendError::Full(c)) => {
+                Err(tokio::sync::mpsc::error::TrySendError::Full(again)) => {
                     if std::time::Instant::now() > deadline {
                         return Err(ApiError::Unavailable(format!(
                             "the client read nothing for {} s",
                             STALL.as_secs()
                         )));
                     }
-                    chunk = c;
+                    item = again;
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
                     return Err(ApiError::Unavailable("the client went away".into()))
                 }
             }
+        }
+    }
+
+    fn finish(mut self, outcome: Result<(), ApiError>) {
+        let outcome = match self.start.take() {
+            // Done before it grew large: the whole answer, or the error as an envelope.
+            Some(start) => {
+                let whole = outcome.map(|()| Start::Whole(std::mem::take(&mut self.buf)));
+                let _ = start.send(whole);
+                return;
+            }
+            None => outcome.and_then(|()| self.flush()),
+        };
+        if let Err(e) = outcome {
+            log::warn!("a streamed answer ended early: {e}");
+            // The client must not take a cut answer for a whole one: the error aborts it.
+            let _ = self.send(Err(e));
         }
     }
 }

@@ -351,19 +351,25 @@ impl<'a> PageWriter<'a> {
     }
 
     /// Streams rows from `after` on: `fetch(after, n)` reads up to `n` rows in order and renders
-    /// each as `(position, row)`, or `(position, None)` for a row this list skips. Then closes
-    /// the page with its pagination.
+    /// each as `(position, row)`, or `(position, None)` for a row this list skips (`skips`: the
+    /// list can skip rows). Then closes the page with its pagination.
     pub fn rows(
         mut self,
         after: Option<i64>,
         total: i64,
         cursors: &CursorScope,
+        skips: bool,
         mut fetch: impl FnMut(Option<i64>, i64) -> Result<Vec<(i64, Option<Value>)>, ApiError>,
     ) -> Result<(), ApiError> {
         let mut after = after;
         let has_more = 'scan: loop {
-            // One row past the limit tells whether there is more.
-            let want = (self.limit - self.rows + 1).clamp(1, STREAM_BATCH);
+            // One row past the limit tells whether there is more; where rows may be skipped, a
+            // batch past it, so a run of skipped rows costs one read, not one per row.
+            let want = if self.full() && skips {
+                STREAM_BATCH
+            } else {
+                (self.limit - self.rows + 1).clamp(1, STREAM_BATCH)
+            };
             let batch = fetch(after, want)?;
             let n = batch.len() as i64;
             for (pos, row) in batch {

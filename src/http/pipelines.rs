@@ -351,7 +351,7 @@ pub async fn results(
     let (st, org, pid) = (state.clone(), auth.org_id.clone(), id.clone());
     blocking(move || st.db.read(|c| load(c, &org, &pid).map(|_| ()))).await?;
     let st = state.clone();
-    let body = super::limits::stream_blocking(permit, move |sink| {
+    super::limits::answer_streamed(state.heavy.clone(), permit, "application/json", move |sink| {
         st.db.read_snapshot(|c| {
             let p = load(c, &auth.org_id, &id)?;
             let phases = store::pipelines::phases(c, &id)?;
@@ -372,7 +372,7 @@ pub async fn results(
             head.insert("pending_review_count".into(), json!(pending));
             head.insert("links".into(), links(&p.id));
             let w = pagination::PageWriter::begin(sink, head, page.limit)?;
-            w.rows(page.after, total, &cursors, |after, n| {
+            w.rows(page.after, total, &cursors, false, |after, n| {
                 let rows = store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
                 let views = views_for(c, &rows, &order)?;
                 Ok(rows
@@ -385,10 +385,8 @@ pub async fn results(
                     .collect())
             })
         })
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .streaming(body))
+    })
+    .await
 }
 
 fn pd_path(req: &HttpRequest) -> Result<(String, String), ApiError> {

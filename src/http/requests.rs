@@ -13,8 +13,9 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub struct RerunBody {
     pub from_phase: PhaseType,
-    /// Pipeline document ids; absent reruns every document.
-    #[serde(default, alias = "documentIds")]
+    /// Pipeline document ids; absent reruns every document. `null` is refused: a subset that
+    /// came out empty-handed must not turn into the whole run.
+    #[serde(default, alias = "documentIds", deserialize_with = "not_null")]
     pub document_ids: Option<Vec<PipelineDocumentId>>,
     #[serde(default, alias = "dryRun")]
     pub dry_run: bool,
@@ -56,6 +57,15 @@ pub struct BulkItem {
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
+}
+
+fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(
+            "must be an array of pipeline document ids, not null (leave it out for every document)",
+        )),
+    }
 }
 
 /// A pipeline document's id, a UUID in its canonical spelling.
@@ -113,6 +123,11 @@ mod tests {
         let m = refusal::<RerunBody>(json!({"from_phase": "resolution", "document_ids": ["x"]}));
         assert!(
             m.contains("'document_ids[0]'") && m.contains("not a pipeline document id"),
+            "{m}"
+        );
+        let m = refusal::<RerunBody>(json!({"from_phase": "resolution", "document_ids": null}));
+        assert!(
+            m.contains("'document_ids'") && m.contains("not null"),
             "{m}"
         );
         let m = refusal::<RerunBody>(

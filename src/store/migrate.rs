@@ -235,5 +235,13 @@ mod tests {
             before,
             "the file is untouched"
         );
+        // Read-only, it is checked all the same.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let err = match Db::open(path.to_str().unwrap(), OpenOptions::default()) {
+            Ok(_) => panic!("an edited migration must be refused on a read-only file too"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("migration 2 (queue_indexes)"), "{err}");
     }
 }

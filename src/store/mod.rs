@@ -397,6 +397,9 @@ impl Db {
     fn migrate(&self) -> Result<(), StoreError> {
         let mut c = self.conn()?;
         let current: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let shown = self.path.display().to_string();
+        // Checked before anything is written, the backup included: a refused file is untouched.
+        migrate::verify(&c, current, false, &shown)?;
         if self.read_only {
             if current < latest_version() {
                 return Err(StoreError::Refused(format!(
@@ -407,9 +410,6 @@ impl Db {
             }
             return Ok(());
         }
-        let shown = self.path.display().to_string();
-        // Checked before anything is written, the backup included: a refused file is untouched.
-        migrate::verify(&c, current, false, &shown)?;
         let pending = current < latest_version();
         if pending && current > 0 && self._tmp.is_none() {
             // An upgrade: keep the database as the older version left it, next to it.

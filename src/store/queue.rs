@@ -70,9 +70,10 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     )?;
     // In a crowd, a document only becomes a suspect (1): the exit may have had nothing to do
     // with it (a SIGKILL, an out-of-memory kill of the whole process). Alone in flight, which is
-    // how suspects run, the exit counts against it (+1).
+    // how suspects run, the exit counts against it (+1). A document whose own cause is known
+    // counts in the crowd too: beside a known culprit no one else was alone.
     let in_flight: i64 = c.query_row(
-        "SELECT count(*) FROM pipeline_documents WHERE status = 'processing' AND abort_cause IS NULL",
+        "SELECT count(*) FROM pipeline_documents WHERE status = 'processing'",
         [],
         |r| r.get(0),
     )?;

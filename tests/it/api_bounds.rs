@@ -285,3 +285,33 @@ fn pages_of_large_values_are_cut_by_their_measured_size_in_results_and_data_prod
         assert_eq!(seen, want, "{path}: every row once, none twice");
     }
 }
+
+#[test]
+fn a_page_that_cannot_be_read_is_an_error_envelope_not_an_empty_success() {
+    let api = start();
+    let s = api.create_schema(&json!({"name": "c", "fields": [{"field_name": "a"}]}));
+    let sid = s["id"].as_str().unwrap();
+    api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}]}),
+    );
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": [{"filename": "a.txt", "content": "A: 1"}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    // A stored value that no longer decodes (a damaged row): reading it must fail loudly.
+    let db = rusqlite::Connection::open(api.srv.db_arg()).unwrap();
+    db.execute("UPDATE pipeline_documents SET restarts = '[[2,' ", [])
+        .unwrap();
+    drop(db);
+    for path in [
+        format!("/v1/pipelines/{pid}/results"),
+        format!("/v1/pipelines/{pid}/results?include=cells"),
+    ] {
+        let r = api.get(&path);
+        assert_envelope(&r, 500, "internal_error");
+    }
+}
