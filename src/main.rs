@@ -41,6 +41,8 @@ enum LogFormat {
 
 /// One JSON object per log line: the record's structured fields (the access log's request id,
 /// route, status, milliseconds, client and bytes) beside time, level, target and message.
+/// Hand-written because `env_logger` has no JSON output and the line's shape is documented (flat
+/// fields, `time` in RFC 3339 with milliseconds), which a generic formatter would nest.
 fn json_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
     use std::io::Write;
     struct Fields(serde_json::Map<String, serde_json::Value>);

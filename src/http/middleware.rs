@@ -1,5 +1,10 @@
 //! The outermost middleware: request ids, panics turned into 500s, the error envelope for every
 //! non-2xx answer, rate-limit headers, and the access log.
+//!
+//! Hand-written rather than `tracing-actix-web`: the envelope, the caller's `X-Request-Id` kept
+//! when well-formed, the access line's closed-set fields (truncated method and path, the route
+//! template, the error code) and the metrics come from one place, and the log keeps the flat JSON
+//! line the README documents. Engine events get the request id through `Effects`.
 
 use super::error::{ApiError, EnvelopeParts};
 use super::rate_limit::RateInfo;
