@@ -424,13 +424,18 @@ pub fn resolve(
         let hold_at = s.blocked_at.unwrap_or(doc.spec.phases.len());
         // A pin that outlived a rerun kept the field out of every phase the rerun re-executed,
         // so nothing of its own is live there any more: it is computed again from the start.
-        let pinned_before_rerun = doc
-            .view
-            .cells
-            .iter()
-            .rev()
-            .find(|(_, c, _)| c.field == field && c.source == "human_review")
-            .is_some_and(|(_, c, _)| c.generation < doc.pd.generation);
+        // The decision's own run order says so; an override writes no version, so its cell
+        // cannot (decisions recorded before migration 3 fall back to a correction's cell).
+        let pinned_before_rerun = last
+            .judged_from
+            .is_some_and(|(generation, _)| generation < doc.pd.generation)
+            || doc
+                .view
+                .cells
+                .iter()
+                .rev()
+                .find(|(_, c, _)| c.field == field && c.source == "human_review")
+                .is_some_and(|(_, c, _)| c.generation < doc.pd.generation);
         let computed = first_rule_phase(&doc.spec, field).filter(|p| *p < hold_at);
         let from = match (pinned_before_rerun, computed) {
             (true, _) => Some(0),

@@ -930,3 +930,38 @@ fn the_oracle_computes_policies_in_rail_order_with_pins() {
         (json!(101.0), json!(1))
     );
 }
+
+/// Found by the property test: an override, a rerun from the start, a reopen and an approval of
+/// the extracted value must show that value.
+#[test]
+fn an_approval_after_override_rerun_and_reopen_shows_the_extracted_value() {
+    check(Case {
+        registry: false,
+        stages: vec![Stage::GateX],
+        docs: vec![Doc {
+            net: 0,
+            euro: true,
+            tax: 0,
+            total: None,
+        }],
+        steps: vec![
+            Step::Decide {
+                picks: vec![(0, 1, 0)],
+                mode: 0,
+            },
+            Step::Rerun {
+                from: 0,
+                subset: None,
+                read_midway: false,
+                cancel: false,
+            },
+            Step::Reopen(0),
+            Step::Decide {
+                picks: vec![(0, 0, 0)],
+                mode: 0,
+            },
+        ],
+        y_blocking: false,
+    })
+    .unwrap();
+}
