@@ -13,6 +13,7 @@ use crate::engine::views::{DocView, Shown};
 use crate::engine::Effects;
 use crate::store;
 use crate::store::data_products::DataProduct;
+use crate::store::pipelines::PipelineRow;
 use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -106,6 +107,12 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     .await
 }
 
+/// The run a data product delivers.
+fn run_of(c: &Connection, org: &str, id: &str) -> Result<PipelineRow, ApiError> {
+    let d = load(c, org, id)?;
+    store::pipelines::get(c, org, &d.pipeline_id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
+}
+
 fn load(c: &Connection, org: &str, id: &str) -> Result<DataProduct, ApiError> {
     store::data_products::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data product"))
 }
@@ -160,19 +167,11 @@ pub async fn results(
     let q = query_map(req.query_string())?;
     let cursors = state.cursors.scope(&auth.org_id, &format!("dp:{id}"));
     let page = pagination::parse(&q, &cursors, 100)?;
-    // Everything that can refuse the request is checked before the first byte goes out.
-    let (st, org) = (state.clone(), auth.org_id.clone());
-    let p = blocking(move || {
-        st.db.read(|c| {
-            let d = load(c, &org, &id)?;
-            store::pipelines::get(c, &org, &d.pipeline_id)?
-                .ok_or_else(|| ApiError::not_found("Pipeline"))
-        })
-    })
-    .await?;
     let st = state.clone();
+    // A refusal (404) before the first byte is an envelope: the answer starts with the read.
     super::limits::answer_streamed(state.heavy.clone(), None, "application/json", move |sink| {
         st.db.read_snapshot(|c| {
+            let p = run_of(c, &auth.org_id, &id)?;
             let total = store::pipelines::delivered_count(c, &p.id)?;
             let w = pagination::PageWriter::begin(sink, Map::new(), page.limit)?;
             w.rows(page.after, total, &cursors, true, |after, n| {
@@ -217,36 +216,27 @@ async fn export(
     audit: bool,
 ) -> Result<HttpResponse, ApiError> {
     let permit = state.heavy.try_enter()?;
-    // Everything that can refuse the request is checked before the first byte goes out.
-    let (st, org) = (state.clone(), auth.org_id.clone());
-    let p = blocking(move || {
-        st.db.read(|c| {
-            let d = load(c, &org, &id)?;
-            store::pipelines::get(c, &org, &d.pipeline_id)?
-                .ok_or_else(|| ApiError::not_found("Pipeline"))
-        })
-    })
-    .await?;
     let st = state.clone();
     super::limits::answer_streamed(
         state.heavy.clone(),
         Some(permit),
         "text/csv; charset=utf-8",
         move |sink| {
-            let mut header = Vec::new();
-            for f in &p.fields {
-                header.push(f.field_name.clone());
-                if audit {
-                    for suffix in ["source", "confidence", "reviewer"] {
-                        header.push(format!("{}__{suffix}", f.field_name));
+            st.db.read_snapshot(|c| {
+                let p = run_of(c, &auth.org_id, &id)?;
+                let mut header = Vec::new();
+                for f in &p.fields {
+                    header.push(f.field_name.clone());
+                    if audit {
+                        for suffix in ["source", "confidence", "reviewer"] {
+                            header.push(format!("{}__{suffix}", f.field_name));
+                        }
                     }
                 }
-            }
-            sink.write(csv_out::BOM.as_bytes())?;
-            sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
-            // Wide rows make short pages, so one page's cells and lines stay small.
-            let per_page = pagination::within_budget(EXPORT_PAGE, p.fields.len(), 1024);
-            st.db.read_snapshot(|c| {
+                sink.write(csv_out::BOM.as_bytes())?;
+                sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
+                // Wide rows make short pages, so one page's cells and lines stay small.
+                let per_page = pagination::within_budget(EXPORT_PAGE, p.fields.len(), 1024);
                 let mut after = None;
                 loop {
                     let docs = store::pipelines::documents(c, &p.id, after, per_page, None)?;

@@ -347,10 +347,8 @@ pub async fn results(
     } else {
         None
     };
-    // Everything that can refuse the request is checked before the first byte goes out.
-    let (st, org, pid) = (state.clone(), auth.org_id.clone(), id.clone());
-    blocking(move || st.db.read(|c| load(c, &org, &pid).map(|_| ()))).await?;
     let st = state.clone();
+    // A refusal (404) before the first byte is an envelope: the answer starts with the read.
     super::limits::answer_streamed(state.heavy.clone(), permit, "application/json", move |sink| {
         st.db.read_snapshot(|c| {
             let p = load(c, &auth.org_id, &id)?;
