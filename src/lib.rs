@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod alloc_journal;
+pub mod answers;
 pub mod config;
 pub mod domain;
 pub mod engine;

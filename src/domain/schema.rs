@@ -10,7 +10,8 @@ pub const DATA_TYPES: [&str; 7] = [
 ];
 pub const MAX_FIELDS: usize = 500;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A field of a Spec as stored and answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FieldDef {
     pub field_name: String,
     pub display_name: String,
@@ -21,6 +22,7 @@ pub struct FieldDef {
     pub synonyms: Vec<String>,
     pub depends_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "enum")]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub enum_values: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,

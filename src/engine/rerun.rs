@@ -2,6 +2,7 @@
 
 use super::spec::{gate_snapshot, load_run_spec, policy_snapshot};
 use super::EngineError;
+use crate::answers::{RerunAnswer, RerunPlan, RerunRecord};
 use crate::domain::gate;
 use crate::domain::rail::PhaseType;
 use crate::domain::state::{apply_waiting, with_fields, FieldState, States, Status};
@@ -11,7 +12,7 @@ use crate::store::pipelines::{PhaseRow, PipelineRow};
 use crate::store::queue::{encode_states, sync_held};
 use crate::store::reruns::NewRerun;
 use crate::store::Connection;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 
 pub struct RerunRequest {
@@ -116,7 +117,7 @@ pub fn rerun(
     org: &str,
     pipeline_id: &str,
     req: RerunRequest,
-) -> Result<Value, EngineError> {
+) -> Result<RerunAnswer, EngineError> {
     let p = store::pipelines::get(c, org, pipeline_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline not found".into()))?;
     let active = store::pipelines::active_count(c, pipeline_id)?;
@@ -194,15 +195,21 @@ pub fn rerun(
                 None => break,
             }
         }
-        return Ok(json!({
-            "enqueued": targets, "fromPhaseIndex": from, "dryRun": true,
-            "plan": {
-                "phases": phases.iter().filter(|ph| ph.index >= earliest).map(|ph| ph.phase_id.clone()).collect::<Vec<_>>(),
-                "documents": targets,
-                "keptBlockedFields": kept,
-                "preservedDecisions": store::reruns::target_decisions(c, pipeline_id, ids)?
-            }
-        }));
+        return Ok(RerunAnswer {
+            enqueued: targets,
+            from_phase_index: from,
+            dry_run: Some(true),
+            plan: Some(RerunPlan {
+                phases: phases
+                    .iter()
+                    .filter(|ph| ph.index >= earliest)
+                    .map(|ph| ph.phase_id.clone())
+                    .collect(),
+                documents: targets,
+                kept_blocked_fields: kept,
+                preserved_decisions: store::reruns::target_decisions(c, pipeline_id, ids)?,
+            }),
+        });
     }
     let generation = p.generation + 1;
     for (idx, snap) in &snaps {
@@ -254,15 +261,28 @@ pub fn rerun(
             requested_by: &req.requested_by,
         },
     )?;
-    Ok(json!({ "enqueued": targets, "fromPhaseIndex": from }))
+    Ok(RerunAnswer {
+        enqueued: targets,
+        from_phase_index: from,
+        dry_run: None,
+        plan: None,
+    })
 }
 
-pub fn rerun_json(r: &store::reruns::RerunRow) -> Value {
-    json!({
-        "id": r.id, "generation": r.generation, "from_phase": r.from_phase, "from_phase_index": r.from_phase_index,
-        "enqueued": r.enqueued, "document_ids": r.document_ids, "requested_at": r.requested_at,
-        "requested_by": r.requested_by, "finished_at": r.finished_at, "outcome": r.outcome
-    })
+/// A rerun as its run's history shows it.
+pub fn record(r: &store::reruns::RerunRow) -> RerunRecord {
+    RerunRecord {
+        id: r.id.clone(),
+        generation: r.generation,
+        from_phase: r.from_phase.clone(),
+        from_phase_index: r.from_phase_index,
+        enqueued: r.enqueued,
+        document_ids: r.document_ids.clone(),
+        requested_at: r.requested_at.clone(),
+        requested_by: r.requested_by.clone(),
+        finished_at: r.finished_at.clone(),
+        outcome: r.outcome.clone(),
+    }
 }
 
 #[cfg(test)]

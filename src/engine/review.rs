@@ -4,6 +4,7 @@ use super::runner::{value_hash, Cell, RunSpec};
 use super::spec::load_run_spec;
 use super::views::DocView;
 use super::EngineError;
+use crate::answers::ResolveAnswer;
 use crate::domain::rail::PhaseType;
 use crate::domain::schema::FieldDef;
 use crate::domain::state::{
@@ -14,7 +15,7 @@ use crate::store;
 use crate::store::queue::{encode_states, sync_held};
 use crate::store::review::{NewDecision, PdRef};
 use crate::store::Connection;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -317,21 +318,27 @@ fn placement(status: DocStatus, cursor: i64, after: &States) -> Placement {
 }
 
 /// The answer of a resolve.
-fn answer(doc: &Doc, states: &States, field: &str, action: Action, at: &str) -> Value {
+fn answer(doc: &Doc, states: &States, field: &str, action: Action, at: &str) -> ResolveAnswer {
     let st = states.get(field).cloned().unwrap_or_default();
-    json!({
-        "fieldKey": field,
-        "status": st.status.as_str(),
-        "currentPhaseId": if st.status == Status::Progressing { doc.phase_id(st.next) } else { None },
-        "blockedAtStageId": if st.status == Status::Blocked { st.stage_id.clone() } else { None },
-        "blockedByField": st.blocked_by,
-        "reviewTrigger": st.trigger,
-        "reviewRouting": st.routing,
-        "reviewRequestedAt": st.requested_at,
-        "resolveAction": action.as_str(),
-        "resolvedAt": at,
-        "deliveredAt": if st.status == Status::Completed { st.completed_at.clone() } else { None }
-    })
+    ResolveAnswer {
+        field_key: field.to_string(),
+        status: st.status.as_str().to_string(),
+        current_phase_id: (st.status == Status::Progressing)
+            .then(|| doc.phase_id(st.next))
+            .flatten(),
+        blocked_at_stage_id: (st.status == Status::Blocked)
+            .then(|| st.stage_id.clone())
+            .flatten(),
+        blocked_by_field: st.blocked_by,
+        review_trigger: st.trigger,
+        review_routing: st.routing,
+        review_requested_at: st.requested_at,
+        resolve_action: action.as_str().to_string(),
+        resolved_at: at.to_string(),
+        delivered_at: (st.status == Status::Completed)
+            .then(|| st.completed_at.clone())
+            .flatten(),
+    }
 }
 
 /// Resolves one held field in one transaction. Returns the answer and whether the executor has work.
@@ -341,7 +348,7 @@ pub fn resolve(
     pd_id: &str,
     field: &str,
     req: &ResolveRequest,
-) -> Result<(Value, bool), EngineError> {
+) -> Result<(ResolveAnswer, bool), EngineError> {
     let pd = store::review::find_pd(c, org, pd_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
     let doc = Doc::load(c, pd)?;

@@ -206,8 +206,8 @@ fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
         };
         super::review::resolve(tx, &w.org, &pd, "gross", &request).map(|(a, _)| a)
     });
-    assert_eq!(answer["fieldKey"], "gross", "{answer}");
-    assert_eq!(answer["resolveAction"], "approve", "{answer}");
+    assert_eq!(answer.field_key, "gross");
+    assert_eq!(answer.resolve_action, "approve");
     w.executor.wake();
     w.settled();
     let (gross, status, _, _) = w.doc();

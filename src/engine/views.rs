@@ -2,6 +2,10 @@
 //! states with the liveness rules of the runner.
 
 use super::runner::Cell;
+use crate::answers::{
+    CellSummary, CellVersion, Cells, FieldCells, FlagAnswer, PhaseProgress, Progress,
+    ProgressError, ResultRow, Verdict,
+};
 use crate::domain::state::{with_fields, States, Status};
 use crate::domain::status::{DocStatus, RunStatus};
 use crate::store::pipelines::{PhaseRow, PipelineDoc, StatusGroup, VerdictRow};
@@ -85,67 +89,91 @@ pub enum Shown<'a> {
     NotYet,
 }
 
-pub fn phase_id(phases: &[PhaseRow], index: usize) -> Value {
+pub fn phase_id(phases: &[PhaseRow], index: usize) -> Option<String> {
     phases
         .iter()
         .find(|p| p.index == index)
-        .map(|p| json!(p.phase_id))
-        .unwrap_or(Value::Null)
+        .map(|p| p.phase_id.clone())
 }
 
-pub fn cell_summary(v: &DocView, field: &str, doc_status: DocStatus, phases: &[PhaseRow]) -> Value {
+pub fn cell_summary(
+    v: &DocView,
+    field: &str,
+    doc_status: DocStatus,
+    phases: &[PhaseRow],
+) -> CellSummary {
     let st = v.states.get(field).cloned().unwrap_or_default();
     let c = shown_cell(v, field, doc_status);
-    json!({
-        "status": st.status.as_str(),
-        "version": c.map(|c| c.version),
-        "source": c.map(|c| c.source.clone()),
-        "confidence": c.and_then(|c| c.confidence),
-        "phase_id": c.map(|c| phase_id(phases, c.phase_index)).unwrap_or(Value::Null),
-        "flags": st.flags.iter().map(|f| json!({"stage_id": f.stage_id, "severity": f.severity, "reason": f.reason})).collect::<Vec<_>>()
-    })
+    CellSummary {
+        status: st.status.as_str().to_string(),
+        version: c.map(|c| c.version),
+        source: c.map(|c| c.source.clone()),
+        confidence: c.and_then(|c| c.confidence),
+        phase_id: c.and_then(|c| phase_id(phases, c.phase_index)),
+        flags: st
+            .flags
+            .iter()
+            .map(|f| FlagAnswer {
+                stage_id: f.stage_id.clone(),
+                severity: f.severity.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+    }
 }
 
-pub fn version_json(
+pub fn version(
     v: &DocView,
     c: &Cell,
     created_at: &str,
     canonical: bool,
     phases: &[PhaseRow],
-) -> Value {
-    json!({
-        "version": c.version, "value": c.value, "source": c.source, "phase_id": phase_id(phases, c.phase_index),
-        "phase_index": c.phase_index, "generation": c.generation, "pass": c.pass, "confidence": c.confidence,
-        "source_text": c.source_text, "config_version": c.config_version, "live": v.is_live(c), "canonical": canonical,
-        "note": c.note, "created_at": created_at
-    })
+) -> CellVersion {
+    CellVersion {
+        version: c.version,
+        value: c.value.clone(),
+        source: c.source.clone(),
+        phase_id: phase_id(phases, c.phase_index),
+        phase_index: c.phase_index,
+        generation: c.generation,
+        pass: c.pass,
+        confidence: c.confidence,
+        source_text: c.source_text.clone(),
+        config_version: c.config_version,
+        live: v.is_live(c),
+        canonical,
+        note: c.note.clone(),
+        created_at: created_at.to_string(),
+    }
+}
+
+/// A field's versions, oldest first, the canonical one marked.
+fn versions(v: &DocView, field: &str, canon: Option<i64>, phases: &[PhaseRow]) -> Vec<CellVersion> {
+    v.cells
+        .iter()
+        .filter(|(_, c, _)| c.field == field)
+        .map(|(_, c, at)| version(v, c, at, Some(c.version) == canon, phases))
+        .collect()
 }
 
 /// `GET …/cells`: every field with its versions, oldest first.
-pub fn cells_json(
-    v: &DocView,
-    order: &[String],
-    doc_status: DocStatus,
-    phases: &[PhaseRow],
-) -> Value {
-    let fields: Vec<Value> = order
+pub fn cells(v: &DocView, order: &[String], doc_status: DocStatus, phases: &[PhaseRow]) -> Cells {
+    let fields = order
         .iter()
         .map(|f| {
             let st = v.states.get(f).cloned().unwrap_or_default();
-            let canon_version = shown_version(v, f, doc_status);
-            let versions: Vec<Value> = v
-                .cells
-                .iter()
-                .filter(|(_, c, _)| &c.field == f)
-                .map(|(_, c, at)| version_json(v, c, at, Some(c.version) == canon_version, phases))
-                .collect();
-            json!({
-                "field_key": f, "status": st.status.as_str(), "pinned": st.pinned,
-                "canonical_version": canon_version, "note": st.note, "versions": versions
-            })
+            let canon = shown_version(v, f, doc_status);
+            FieldCells {
+                field_key: f.clone(),
+                status: st.status.as_str().to_string(),
+                pinned: st.pinned,
+                canonical_version: canon,
+                note: st.note,
+                versions: versions(v, f, canon, phases),
+            }
         })
         .collect();
-    json!({ "fields": fields })
+    Cells { fields }
 }
 
 /// The version provenance views mark canonical: a held field's is the value under review;
@@ -170,8 +198,8 @@ pub fn progress(
     total: i64,
     phases: &[PhaseRow],
     groups: &[StatusGroup],
-    errors: Value,
-) -> Value {
+    errors: Vec<ProgressError>,
+) -> Progress {
     let done: i64 = groups
         .iter()
         .filter(|g| g.status.delivered())
@@ -182,7 +210,7 @@ pub fn progress(
         .filter(|g| g.status == DocStatus::Error)
         .map(|g| g.count)
         .sum();
-    let per_phase: Vec<Value> = phases
+    let per_phase = phases
         .iter()
         .map(|p| {
             let i = p.index as i64;
@@ -206,17 +234,28 @@ pub fn progress(
                     _ => {}
                 }
             }
-            json!({
-                "phaseId": p.phase_id, "index": p.index, "name": p.name, "type": p.kind.as_str(),
-                "completed": completed, "running": running, "errors": errs,
-                "pending": total - completed - running - errs - errored_before
-            })
+            PhaseProgress {
+                phase_id: p.phase_id.clone(),
+                index: p.index,
+                name: p.name.clone(),
+                kind: p.kind.as_str(),
+                completed,
+                running,
+                errors: errs,
+                pending: total - completed - running - errs - errored_before,
+            }
         })
         .collect();
-    json!({
-        "pipelineId": pipeline_id, "status": status, "generation": generation, "totalDocuments": total,
-        "completedDocuments": done, "errorDocuments": errored, "phases": per_phase, "errors": errors
-    })
+    Progress {
+        pipeline_id: pipeline_id.to_string(),
+        status,
+        generation,
+        total_documents: total,
+        completed_documents: done,
+        error_documents: errored,
+        phases: per_phase,
+        errors,
+    }
 }
 
 /// One row of `GET …/results`.
@@ -227,47 +266,52 @@ pub fn result_row(
     phases: &[PhaseRow],
     with_cells: bool,
     with_provenance: bool,
-) -> Value {
-    let mut fields = Map::new();
-    for f in order {
-        fields.insert(f.clone(), v.shown(f, pd.status));
-    }
-    let mut row = json!({
-        "pipeline_document_id": pd.id, "document_id": pd.document_id, "filename": pd.filename,
-        "status": pd.status, "error": pd.error, "completed_at": pd.completed_at, "fields": fields
-    });
-    if with_cells {
-        let cells: Map<String, Value> = order
+) -> ResultRow {
+    let fields: Map<String, Value> = order
+        .iter()
+        .map(|f| (f.clone(), v.shown(f, pd.status)))
+        .collect();
+    let cells = with_cells.then(|| {
+        order
             .iter()
-            .map(|f| (f.clone(), cell_summary(v, f, pd.status, phases)))
-            .collect();
-        row["cells"] = Value::Object(cells);
-    }
-    if with_provenance {
-        let prov: Map<String, Value> = order
+            .map(|f| (f.clone(), json!(cell_summary(v, f, pd.status, phases))))
+            .collect()
+    });
+    let provenance = with_provenance.then(|| {
+        order
             .iter()
             .map(|f| {
                 let canon = shown_version(v, f, pd.status);
-                let versions: Vec<Value> = v
-                    .cells
-                    .iter()
-                    .filter(|(_, c, _)| &c.field == f)
-                    .map(|(_, c, at)| version_json(v, c, at, Some(c.version) == canon, phases))
-                    .collect();
-                (f.clone(), Value::Array(versions))
+                (f.clone(), json!(versions(v, f, canon, phases)))
             })
-            .collect();
-        row["provenance"] = Value::Object(prov);
+            .collect()
+    });
+    ResultRow {
+        pipeline_document_id: pd.id.clone(),
+        document_id: pd.document_id.clone(),
+        filename: pd.filename.clone(),
+        status: pd.status,
+        error: pd.error.clone(),
+        completed_at: pd.completed_at.clone(),
+        fields,
+        cells,
+        provenance,
     }
-    row
 }
 
 /// A verdict as the API shows it.
-pub fn verdict_json(v: &VerdictRow, phases: &[PhaseRow]) -> Value {
+pub fn verdict(v: &VerdictRow, phases: &[PhaseRow]) -> Verdict {
     let ph = phases.iter().find(|p| p.index == v.phase_index);
-    json!({
-        "fieldKey": v.field, "phaseId": ph.map(|p| p.phase_id.clone()), "stageId": v.stage_id,
-        "stageName": ph.map(|p| p.name.clone()), "generation": v.generation, "pass": v.pass,
-        "outcome": v.outcome, "suppressed": v.suppressed, "reason": v.reason, "mechanisms": v.mechanisms
-    })
+    Verdict {
+        field_key: v.field.clone(),
+        phase_id: ph.map(|p| p.phase_id.clone()),
+        stage_id: v.stage_id.clone(),
+        stage_name: ph.map(|p| p.name.clone()),
+        generation: v.generation,
+        pass: v.pass,
+        outcome: v.outcome.clone(),
+        suppressed: v.suppressed,
+        reason: v.reason.clone(),
+        mechanisms: v.mechanisms.clone(),
+    }
 }

@@ -4,6 +4,7 @@ use super::extract::{Authed, Id, Read, StageId, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
 use super::{blocking, AppState};
+use crate::answers::{self, DataProductCreated, DataProductRow, ReplayAnswer};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
 use crate::domain::schema::FieldDef;
@@ -17,14 +18,24 @@ use crate::store::pipelines::PipelineRow;
 use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::Map;
+use utoipa::ToSchema;
 
-pub fn render(d: &DataProduct) -> Value {
-    json!({ "id": d.id, "name": d.name, "pipeline_id": d.pipeline_id, "status": d.status, "created_at": d.created_at, "updated_at": d.updated_at })
+pub fn render(d: &DataProduct) -> answers::DataProduct {
+    answers::DataProduct {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        pipeline_id: d.pipeline_id.clone(),
+        status: d.status.clone(),
+        created_at: d.created_at.clone(),
+        updated_at: d.updated_at.clone(),
+    }
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+/// Names the data product; the run's name when absent.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DataProductInput)]
+pub struct CreateBody {
     name: Option<String>,
 }
 
@@ -83,7 +94,10 @@ pub async fn create(
                 &default_name,
             )?;
             let (_, wake) = review::replay(tx, &org, &id, None)?;
-            let body = json!({ "dataProduct": render(&dp), "shareToken": null });
+            let body = DataProductCreated {
+                data_product: render(&dp),
+                share_token: None,
+            };
             let reply = if created {
                 Reply::created(body)
             } else {
@@ -173,7 +187,7 @@ pub async fn results(
         st.db.read_snapshot(|c| {
             let p = run_of(c, &auth.org_id, &id)?;
             let total = store::pipelines::delivered_count(c, &p.id)?;
-            let w = pagination::PageWriter::begin(sink, Map::new(), page.limit)?;
+            let w = pagination::PageWriter::begin(sink, &Map::new(), page.limit)?;
             w.rows(page.after, total, &cursors, true, |after, n| {
                 let raw = store::pipelines::documents(c, &p.id, after, n, None)?;
                 let positions: Vec<i64> = raw.iter().map(|d| d.ordinal).collect();
@@ -193,17 +207,23 @@ pub async fn results(
 }
 
 /// A delivered row as the results list shows it: values, with held fields empty and named.
-fn delivered_row(r: &Row, fields: &[FieldDef]) -> Value {
+fn delivered_row(r: &Row, fields: &[FieldDef]) -> DataProductRow {
     let mut values = Map::new();
-    let mut held_list = Vec::new();
+    let mut held = Vec::new();
     for f in fields {
         let name = &f.field_name;
         if matches!(r.view.show(name, r.status), Shown::Held) {
-            held_list.push(json!(name));
+            held.push(name.clone());
         }
         values.insert(name.clone(), r.view.shown(name, r.status));
     }
-    json!({ "pipeline_document_id": r.pd_id, "document_id": r.document_id, "filename": r.filename, "fields": values, "held": held_list })
+    DataProductRow {
+        pipeline_document_id: r.pd_id.clone(),
+        document_id: r.document_id.clone(),
+        filename: r.filename.clone(),
+        fields: values,
+        held,
+    }
 }
 
 /// Rows of documents read per page while an export streams.
@@ -328,8 +348,10 @@ pub async fn export_audit(
     export(state, auth, id, true).await
 }
 
-#[derive(Deserialize)]
-struct ReplayBody {
+/// Limits a replay to one run; every settled run of the schema when absent.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ReplayInput)]
+pub struct ReplayBody {
     #[serde(alias = "pipelineId")]
     pipeline_id: Option<String>,
 }
@@ -363,30 +385,43 @@ pub async fn replay_blocking(
         })
         .transpose()?;
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        let runs: Vec<String> = match &only {
-            Some(p) => {
-                let run = super::pipelines::load(tx, &org, p)?;
-                if !store::pipelines::runs_phase(tx, &run.id, &gid)? {
-                    return Err(ApiError::bad("That pipeline does not run this validation stage"));
+    write(
+        &state,
+        &req,
+        &auth,
+        || sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let runs: Vec<String> = match &only {
+                Some(p) => {
+                    let run = super::pipelines::load(tx, &org, p)?;
+                    if !store::pipelines::runs_phase(tx, &run.id, &gid)? {
+                        return Err(ApiError::bad(
+                            "That pipeline does not run this validation stage",
+                        ));
+                    }
+                    vec![run.id]
                 }
-                vec![run.id]
+                None => store::pipelines::running_phase(tx, &org, &gid)?,
+            };
+            for r in &runs {
+                check_replayable(tx, r)?;
             }
-            None => store::pipelines::running_phase(tx, &org, &gid)?,
-        };
-        for r in &runs {
-            check_replayable(tx, r)?;
-        }
-        let mut total = review::ReplayCounts::default();
-        let mut effects = Effects::default();
-        for r in &runs {
-            let (n, wake) = review::replay(tx, &org, r, Some(&gid))?;
-            total.replayed += n.replayed;
-            total.newly_blocked += n.newly_blocked;
-            total.released += n.released;
-            effects = effects.wake_if(wake);
-        }
-        Ok(Reply::ok(json!({ "replayed": total.replayed, "newlyBlocked": total.newly_blocked, "released": total.released })).with(effects))
-    })
+            let mut total = review::ReplayCounts::default();
+            let mut effects = Effects::default();
+            for r in &runs {
+                let (n, wake) = review::replay(tx, &org, r, Some(&gid))?;
+                total.replayed += n.replayed;
+                total.newly_blocked += n.newly_blocked;
+                total.released += n.released;
+                effects = effects.wake_if(wake);
+            }
+            let answer = ReplayAnswer {
+                replayed: total.replayed,
+                newly_blocked: total.newly_blocked,
+                released: total.released,
+            };
+            Ok(Reply::ok(answer).with(effects))
+        },
+    )
     .await
 }

@@ -4,6 +4,7 @@ use super::extract::{Authed, Id, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
 use super::{blocking, AppState};
+use crate::answers::{Deleted, Document, SelfLink};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::documents::{check_metadata, detect_mime};
 use crate::store;
@@ -15,13 +16,21 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
-pub fn render(d: &DocumentRow) -> Value {
-    json!({
-        "id": d.id, "filename": d.filename, "mime_type": d.mime_type, "size_bytes": d.size_bytes,
-        "sha256": d.sha256, "metadata": d.metadata, "created_at": d.created_at,
-        "links": { "self": format!("/v1/documents/{}", d.id) }
-    })
+pub fn render(d: &DocumentRow) -> Document {
+    Document {
+        id: d.id.clone(),
+        filename: d.filename.clone(),
+        mime_type: d.mime_type.clone(),
+        size_bytes: d.size_bytes,
+        sha256: d.sha256.clone(),
+        metadata: d.metadata.clone(),
+        created_at: d.created_at.clone(),
+        links: SelfLink::to(format!("/v1/documents/{}", d.id)),
+        duplicate: None,
+        text: None,
+    }
 }
 
 /// A document as received, before storage.
@@ -32,12 +41,19 @@ pub struct Upload {
     pub metadata: Value,
 }
 
-#[derive(Deserialize)]
+/// A document given inline: its text as `content`, or its bytes as `content_base64`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = DocumentInput)]
 pub struct InlineDocument {
+    #[schema(min_length = 1, max_length = 255)]
     pub filename: Option<String>,
+    #[schema(min_length = 1)]
     pub content: Option<String>,
+    #[schema(min_length = 1, content_encoding = "base64")]
     pub content_base64: Option<String>,
+    /// Declared type; the filename's extension tells it when absent.
     pub mime_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
@@ -197,10 +213,12 @@ pub async fn create(
                     content: &upload.content,
                 },
             )?;
-            let mut body = render(&doc);
+            let body = render(&doc);
             if dup {
-                body["duplicate"] = json!(true);
-                Ok(Reply::ok(body))
+                Ok(Reply::ok(Document {
+                    duplicate: Some(true),
+                    ..body
+                }))
             } else {
                 Ok(Reply::created(body))
             }
@@ -346,7 +364,10 @@ pub async fn delete(
             )));
         }
         store::documents::soft_delete(tx, &d.id)?;
-        Ok(json!({ "deleted": true, "id": d.id }))
+        Ok(Deleted {
+            deleted: true,
+            id: d.id,
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

@@ -3,7 +3,7 @@
 use crate::store::StoreError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -80,12 +80,11 @@ impl ApiError {
         }
     }
 
-    fn extra(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        if let ApiError::InsufficientScope(s) = self {
-            m.insert("required_scopes".into(), json!([s]));
+    fn required_scopes(&self) -> Option<Vec<String>> {
+        match self {
+            ApiError::InsufficientScope(s) => Some(vec![s.to_string()]),
+            _ => None,
         }
-        m
     }
 }
 
@@ -158,7 +157,7 @@ pub struct EnvelopeParts {
     pub code: &'static str,
     pub message: String,
     pub retryable: bool,
-    pub extra: Map<String, Value>,
+    pub required_scopes: Option<Vec<String>>,
 }
 
 impl EnvelopeParts {
@@ -167,7 +166,7 @@ impl EnvelopeParts {
             code: e.code(),
             message: e.public_message(),
             retryable: e.retryable(),
-            extra: e.extra(),
+            required_scopes: e.required_scopes(),
         }
     }
 
@@ -199,25 +198,22 @@ impl EnvelopeParts {
             code,
             message,
             retryable,
-            extra: Map::new(),
+            required_scopes: None,
         }
     }
 
     pub fn into_body(self, status: StatusCode, request_id: &str, path: &str) -> Value {
-        let mut m = Map::new();
-        m.insert("statusCode".into(), json!(status.as_u16()));
-        m.insert("code".into(), json!(self.code));
-        m.insert(
-            "error".into(),
-            json!(status.canonical_reason().unwrap_or("Error")),
-        );
-        m.insert("message".into(), json!(self.message));
-        m.insert("retryable".into(), json!(self.retryable));
-        m.insert("request_id".into(), json!(request_id));
-        m.insert("timestamp".into(), json!(crate::domain::ids::now_rfc3339()));
-        m.insert("path".into(), json!(path));
-        m.extend(self.extra);
-        Value::Object(m)
+        json!(crate::answers::Error {
+            status_code: status.as_u16(),
+            code: self.code,
+            error: status.canonical_reason().unwrap_or("Error").to_string(),
+            message: self.message,
+            retryable: self.retryable,
+            request_id: request_id.to_string(),
+            timestamp: crate::domain::ids::now_rfc3339(),
+            path: path.to_string(),
+            required_scopes: self.required_scopes,
+        })
     }
 }
 

@@ -3,6 +3,7 @@ use super::error::ApiError;
 use super::extract::{Authed, Id, Read, StageId, Write};
 use super::idempotency::{write, Reply};
 use super::{blocking, AppState};
+use crate::answers::{All, Deleted, Gate};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::engine::gates::{self, GateDraft};
 use crate::store;
@@ -11,24 +12,39 @@ use crate::store::schemas::SchemaRow;
 use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-pub fn render(g: &GateRow) -> Value {
-    json!({
-        "id": g.id, "schema_id": g.schema_id, "name": g.name, "ordinal": g.ordinal, "severity": g.severity,
-        "field_scope": g.field_scope, "mechanisms": g.mechanisms, "blocking_config": g.blocking_config,
-        "version": g.version, "created_at": g.created_at, "updated_at": g.updated_at
-    })
+pub fn render(g: &GateRow) -> Gate {
+    Gate {
+        id: g.id.clone(),
+        schema_id: g.schema_id.clone(),
+        name: g.name.clone(),
+        ordinal: g.ordinal,
+        severity: g.severity.clone(),
+        field_scope: g.field_scope.clone(),
+        mechanisms: g.mechanisms.clone(),
+        blocking_config: g.blocking_config.clone(),
+        version: g.version,
+        created_at: g.created_at.clone(),
+        updated_at: g.updated_at.clone(),
+    }
 }
 
-#[derive(Deserialize)]
-struct GateBody {
+/// A validation gate: which fields it judges, with which mechanisms, and what a failure does.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = GateInput)]
+pub struct GateBody {
     name: Option<String>,
+    #[schema(pattern = "^(info|warning|blocking)$")]
     severity: Option<String>,
     #[serde(alias = "fieldScope")]
     field_scope: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<Object>>)]
     mechanisms: Option<Value>,
+    /// `{"on_block": "review_queue" | "hold"}`.
     #[serde(alias = "blockingConfig")]
+    #[schema(value_type = Option<Object>)]
     blocking_config: Option<Value>,
 }
 
@@ -81,7 +97,9 @@ pub async fn list(
     let body = super::read(&state, move |c| {
         schema(c, &auth.org_id, &sid)?;
         let rows = store::gates::list(c, &sid)?;
-        Ok(json!({ "data": rows.iter().map(render).collect::<Vec<_>>() }))
+        Ok(All {
+            data: rows.iter().map(render).collect(),
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -144,14 +162,19 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let body = super::write_now(&state, move |tx| {
         gates::delete(tx, &auth.org_id, &sid, &gid)?;
-        Ok(json!({ "deleted": true, "id": gid }))
+        Ok(Deleted {
+            deleted: true,
+            id: gid,
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
-struct ReorderBody {
+/// Every gate id of the schema, in the new order.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ReorderInput)]
+pub struct ReorderBody {
     #[serde(alias = "stageIds")]
     stage_ids: Option<Vec<String>>,
 }
@@ -178,9 +201,9 @@ pub async fn reorder(
         || sha256_hex(canonical_json(&raw).as_bytes()),
         move |tx| {
             let rows = gates::reorder(tx, &org, &sid, &ids)?;
-            Ok(Reply::ok(
-                json!({ "data": rows.iter().map(render).collect::<Vec<_>>() }),
-            ))
+            Ok(Reply::ok(All {
+                data: rows.iter().map(render).collect(),
+            }))
         },
     )
     .await

@@ -1,10 +1,12 @@
 use super::error::ApiError;
 use super::AppState;
+use crate::answers::Health;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+    })
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -23,7 +25,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         };
         return Err(ApiError::Unavailable(why.into()));
     }
-    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+    Ok(HttpResponse::Ok().json(Health {
+        status: "ready".into(),
+    }))
 }
 
 /// Prometheus text; guarded by `--metrics-token` when one is set.

@@ -20,17 +20,17 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn ok(body: Value) -> Self {
+    pub fn ok(body: impl serde::Serialize) -> Self {
         Reply {
             status: StatusCode::OK,
-            body,
+            body: serde_json::json!(body),
             effects: Effects::default(),
         }
     }
-    pub fn created(body: Value) -> Self {
+    pub fn created(body: impl serde::Serialize) -> Self {
         Reply {
             status: StatusCode::CREATED,
-            body,
+            body: serde_json::json!(body),
             effects: Effects::default(),
         }
     }

@@ -1,300 +1,102 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 description of the whole surface, built from the router's
-//! route table. Every route of `ROUTES` must have an operation below (a test checks it), so the
-//! document cannot silently fall behind the router.
+//! `GET /openapi.json`: the OpenAPI 3.1 description of the whole surface. The schemas are
+//! derived (`utoipa`) from the types the handlers parse and answer with (`crate::answers`, the
+//! request bodies); the operations come from the router's route table, one line each below, so
+//! the document cannot fall behind the router (a test checks every route is described) nor
+//! behind the answers (they are the same types).
 
+use super::data_products::{CreateBody as DataProductInput, ReplayBody};
+use super::documents::InlineDocument;
+use super::gates::{GateBody, ReorderBody};
+use super::pipelines::CreateBody as PipelineInput;
+use super::policies::{FieldBody, PolicyBody, RuleBody};
+use super::requests::{BulkResolveBody, RerunBody, ResolveBody};
+use super::schemas::{RailBody, SchemaBody};
 use super::{PUBLIC_ROUTES, ROUTES};
+use crate::answers::*;
 use serde_json::{json, Map, Value};
+use utoipa::openapi::{RefOr, Schema as Oas};
+use utoipa::ToSchema;
 
-fn t(kind: &str) -> Value {
-    json!({ "type": kind })
+/// A schema to place in an operation, with the named schemas it refers to.
+struct Part {
+    schema: Value,
+    components: Vec<(String, RefOr<Oas>)>,
 }
-fn nullable(kind: &str) -> Value {
-    json!({ "type": [kind, "null"] })
+
+/// `T` by reference, registered under its name.
+fn named<T: ToSchema>() -> Part {
+    let mut components = Vec::new();
+    T::schemas(&mut components);
+    components.push((T::name().into_owned(), T::schema()));
+    Part {
+        schema: json!({ "$ref": format!("#/components/schemas/{}", T::name()) }),
+        components,
+    }
 }
-fn arr(item: Value) -> Value {
-    json!({ "type": "array", "items": item })
+
+/// `T` written out in place: generic wrappers such as `Page<T>`, whose name is not unique.
+fn inline<T: ToSchema>() -> Part {
+    let mut components = Vec::new();
+    T::schemas(&mut components);
+    Part {
+        schema: json!(T::schema()),
+        components,
+    }
 }
-fn r(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
+
+/// A generic wrapper (`Page<T>`, `All<T>`) written out in place, with `T` registered by name.
+fn wrapped<W: ToSchema, T: ToSchema>() -> Part {
+    let mut part = inline::<W>();
+    part.components.extend(named::<T>().components);
+    part
 }
-fn uuid() -> Value {
-    json!({ "type": "string", "format": "uuid" })
+
+/// `part` with `fields` required: one body type serves create (which requires them) and patch.
+fn requiring(mut part: Part, fields: &[&str]) -> Part {
+    part.schema = json!({ "allOf": [part.schema], "required": fields });
+    part
 }
-fn time() -> Value {
-    json!({ "type": "string", "format": "date-time" })
+
+/// `part` where exactly one of `keys` must be present.
+fn one_of(mut part: Part, keys: &[&str]) -> Part {
+    part.schema["oneOf"] = keys.iter().map(|k| json!({ "required": [k] })).collect();
+    part
 }
-fn any() -> Value {
-    json!({})
+
+fn plain(schema: Value) -> Part {
+    Part {
+        schema,
+        components: Vec::new(),
+    }
 }
-fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
-    let p: Map<String, Value> = props
+
+/// A strict body (unknown fields refused) also takes the camelCase form of each field, as
+/// API.md documents; serde's aliases are not visible to the derive.
+fn with_camel_aliases(schema: &mut Value) {
+    if schema["additionalProperties"] != json!(false) {
+        return;
+    }
+    let Some(props) = schema["properties"].as_object_mut() else {
+        return;
+    };
+    let aliases: Vec<(String, Value)> = props
         .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
+        .filter(|(k, _)| k.contains('_'))
+        .map(|(k, v)| {
+            let mut parts = k.split('_');
+            let first = parts.next().unwrap_or_default().to_string();
+            let camel = parts.fold(first, |mut acc, p| {
+                let mut cs = p.chars();
+                if let Some(c) = cs.next() {
+                    acc.extend(c.to_uppercase());
+                    acc.push_str(cs.as_str());
+                }
+                acc
+            });
+            (camel, v.clone())
+        })
         .collect();
-    json!({ "type": "object", "properties": p, "required": required })
-}
-fn list_of(item: &str) -> Value {
-    obj(
-        &[("data", arr(r(item))), ("pagination", r("Pagination"))],
-        &["data", "pagination"],
-    )
-}
-fn field_key() -> Value {
-    json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"})
-}
-/// Exactly one of `keys` must be present.
-fn with_one_of(mut schema: Value, keys: &[&str]) -> Value {
-    schema["oneOf"] = Value::Array(keys.iter().map(|k| json!({ "required": [k] })).collect());
-    schema
-}
-fn enum_of(values: &[&str]) -> Value {
-    json!({ "type": "string", "enum": values })
-}
-
-fn schemas() -> Value {
-    let links = obj(&[("self", t("string"))], &[]);
-    let phase = obj(
-        &[
-            ("index", t("integer")),
-            ("phase_id", t("string")),
-            (
-                "type",
-                enum_of(&["transfer", "extraction", "resolution", "validation"]),
-            ),
-            ("name", t("string")),
-        ],
-        &["index", "phase_id", "type", "name"],
-    );
-    let stage = obj(
-        &[
-            (
-                "type",
-                enum_of(&[
-                    "source", "registry", "schema", "resolve", "valid", "deliver",
-                ]),
-            ),
-            (
-                "name",
-                json!({"type": "string", "minLength": 1, "maxLength": 100}),
-            ),
-            ("json", t("object")),
-        ],
-        &["type"],
-    );
-    let field_input = obj(
-        &[
-            (
-                "field_name",
-                json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}),
-            ),
-            ("display_name", t("string")),
-            (
-                "data_type",
-                enum_of(&[
-                    "string", "number", "integer", "boolean", "date", "array", "object",
-                ]),
-            ),
-            ("description", t("string")),
-            ("is_required", t("boolean")),
-            ("requires_review", t("boolean")),
-            ("synonyms", arr(t("string"))),
-            ("depends_on", arr(t("string"))),
-        ],
-        &["field_name"],
-    );
-    let verdict = obj(
-        &[
-            ("fieldKey", t("string")),
-            ("phaseId", t("string")),
-            ("stageId", t("string")),
-            ("stageName", t("string")),
-            ("generation", t("integer")),
-            ("pass", t("integer")),
-            ("outcome", enum_of(&["pass", "fail", "skip"])),
-            ("suppressed", t("boolean")),
-            ("reason", nullable("string")),
-            ("mechanisms", arr(t("object"))),
-        ],
-        &["fieldKey", "phaseId", "stageId", "outcome", "mechanisms"],
-    );
-    let review_item = obj(
-        &[
-            ("pipeline_document_id", uuid()),
-            ("field_key", t("string")),
-            ("field_display_name", t("string")),
-            ("status", t("string")),
-            ("trigger", t("string")),
-            ("reason", any()),
-            ("current_value", any()),
-            ("confidence", any()),
-            ("requested_at", any()),
-            ("pipeline", t("object")),
-            ("document", t("object")),
-            ("links", t("object")),
-        ],
-        &["pipeline_document_id", "field_key", "status"],
-    );
-    json!({
-        "Error": obj(&[
-            ("statusCode", t("integer")), ("code", enum_of(&["bad_request", "missing_document", "unauthorized",
-                "insufficient_scope", "not_found", "method_not_allowed", "conflict", "payload_too_large",
-                "unsupported_media_type", "rate_limited", "internal_error", "service_unavailable"])),
-            ("error", t("string")), ("message", t("string")), ("retryable", t("boolean")),
-            ("request_id", t("string")), ("timestamp", time()), ("path", t("string")),
-            ("required_scopes", arr(t("string"))),
-        ], &["statusCode", "code", "error", "message", "retryable", "request_id", "timestamp", "path"]),
-        "Pagination": obj(&[("total", t("integer")), ("limit", t("integer")), ("has_more", t("boolean")),
-            ("next_cursor", nullable("string"))], &["total", "limit", "has_more", "next_cursor"]),
-        "Links": links,
-        "Health": obj(&[("status", t("string"))], &["status"]),
-        "Deleted": obj(&[("deleted", t("boolean")), ("id", uuid())], &["deleted", "id"]),
-        "FieldInput": field_input,
-        "SchemaInput": with_one_of(obj(&[("name", json!({"type": "string", "minLength": 1, "maxLength": 100})),
-            ("description", t("string")),
-            ("definition", t("object")),
-            ("fields", json!({"oneOf": [{"type": "array", "items": r("FieldInput"), "minItems": 1}, {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}]}))],
-            &["name"]), &["definition", "fields"]),
-        "SchemaPatch": obj(&[("name", t("string")), ("description", t("string")),
-            ("definition", t("object")), ("fields", any())], &[]),
-        "Schema": obj(&[("id", uuid()), ("short_id", t("string")), ("name", t("string")),
-            ("description", nullable("string")), ("definition", t("object")), ("fields", arr(t("object"))),
-            ("field_count", t("integer")), ("version", t("integer")), ("rail", arr(r("RailStage"))),
-            ("created_at", time()), ("updated_at", time()), ("links", r("Links"))],
-            &["id", "short_id", "name", "definition", "fields", "field_count", "version", "rail", "created_at", "updated_at"]),
-        "SchemaList": list_of("Schema"),
-        "RegistryField": obj(&[("id", uuid()), ("canonical_name", t("string")), ("display_name", t("string")),
-            ("data_type", t("string")), ("synonyms", arr(t("string"))), ("occurrence_count", t("integer")),
-            ("created_at", time())], &["id", "canonical_name", "data_type", "occurrence_count"]),
-        "RegistryFieldList": list_of("RegistryField"),
-        "RailStage": stage,
-        "Phase": phase,
-        "RailInput": obj(&[("rail", json!({"type": "array", "items": r("RailStage"), "maxItems": 50}))], &["rail"]),
-        "Rail": obj(&[("rail", arr(r("RailStage"))), ("phases", arr(r("Phase")))], &["rail", "phases"]),
-        "GateInput": obj(&[("name", t("string")), ("severity", enum_of(&["info", "warning", "blocking"])),
-            ("field_scope", arr(t("string"))), ("mechanisms", arr(t("object"))),
-            ("blocking_config", obj(&[("on_block", enum_of(&["review_queue", "hold"]))], &[]))], &["name", "severity"]),
-        "GatePatch": obj(&[("name", t("string")), ("severity", enum_of(&["info", "warning", "blocking"])),
-            ("field_scope", arr(t("string"))), ("mechanisms", arr(t("object"))), ("blocking_config", t("object"))], &[]),
-        "Gate": obj(&[("id", uuid()), ("schema_id", uuid()), ("name", t("string")), ("ordinal", t("integer")),
-            ("severity", t("string")), ("field_scope", arr(t("string"))), ("mechanisms", arr(t("object"))),
-            ("blocking_config", t("object")), ("version", t("integer")), ("created_at", time()), ("updated_at", time())],
-            &["id", "schema_id", "name", "ordinal", "severity", "field_scope", "mechanisms", "version"]),
-        "GateList": obj(&[("data", arr(r("Gate")))], &["data"]),
-        "ReorderInput": obj(&[("stage_ids", arr(uuid()))], &["stage_ids"]),
-        "ReplayInput": obj(&[("pipeline_id", uuid())], &[]),
-        "ReplayAnswer": obj(&[("replayed", t("integer")), ("newlyBlocked", t("integer")), ("released", t("integer"))],
-            &["replayed", "newlyBlocked", "released"]),
-        "Verdict": verdict,
-        "VerdictList": obj(&[("data", arr(r("Verdict")))], &["data"]),
-        "PolicyInput": obj(&[("name", json!({"type": "string", "minLength": 1, "maxLength": 100})), ("description", nullable("string"))], &["name"]),
-        "PolicyPatch": obj(&[("name", json!({"type": ["string", "null"], "minLength": 1, "maxLength": 100})), ("description", nullable("string"))], &[]),
-        "PolicyFieldInput": obj(&[("field_key", field_key()), ("type", enum_of(&["string", "number", "integer", "boolean", "date", "array", "object"]))], &["field_key"]),
-        "RuleInput": obj(&[("field_key", field_key()), ("rule_type", enum_of(&["direct", "format", "date", "number",
-            "currency", "lookup", "regex_replace", "default", "compute", "unit"])), ("config", t("object"))],
-            &["field_key", "rule_type"]),
-        "RulePatch": obj(&[("config", t("object"))], &["config"]),
-        "Rule": obj(&[("id", uuid()), ("field_key", t("string")), ("rule_type", t("string")), ("config", t("object")),
-            ("order", t("integer"))], &["id", "field_key", "rule_type", "config", "order"]),
-        "RuleList": obj(&[("data", arr(r("Rule")))], &["data"]),
-        "Policy": obj(&[("id", uuid()), ("name", t("string")), ("description", nullable("string")), ("version", t("integer")),
-            ("status", enum_of(&["active", "inactive"])), ("fields", arr(t("object"))), ("rules", arr(r("Rule"))),
-            ("created_at", time()), ("updated_at", time())], &["id", "name", "version", "status", "fields", "rules"]),
-        "PolicyList": list_of("Policy"),
-        "DocumentInput": with_one_of(obj(&[("filename", json!({"type": "string", "minLength": 1, "maxLength": 255})), ("content", json!({"type": "string", "minLength": 1})), ("content_base64", json!({"type": "string", "minLength": 1, "contentEncoding": "base64"})),
-            ("mime_type", t("string")), ("metadata", t("object"))], &["filename"]), &["content", "content_base64"]),
-        "DocumentUpload": obj(&[("file", json!({"type": "string", "contentMediaType": "application/octet-stream"})),
-            ("metadata", t("string"))], &["file"]),
-        "Document": obj(&[("id", uuid()), ("filename", t("string")), ("mime_type", t("string")), ("size_bytes", t("integer")),
-            ("sha256", t("string")), ("metadata", t("object")), ("created_at", time()), ("links", r("Links")),
-            ("duplicate", t("boolean")), ("text", t("string"))], &["id", "filename", "mime_type", "size_bytes", "sha256"]),
-        "DocumentList": list_of("Document"),
-        "PipelineInput": obj(&[("schema_id", uuid()), ("document_ids", arr(uuid())), ("documents", arr(r("DocumentInput"))),
-            ("name", json!({"type": "string", "minLength": 1, "maxLength": 200}))], &["schema_id"]),
-        "Pipeline": obj(&[("id", uuid()), ("name", t("string")), ("status", enum_of(&["active", "completed", "failed", "cancelled"])),
-            ("schema", t("object")), ("phase_count", t("integer")), ("document_count", t("integer")),
-            ("enqueued_documents", t("integer")), ("generation", t("integer")), ("created_at", time()),
-            ("updated_at", time()), ("completed_at", any()), ("links", t("object"))],
-            &["id", "name", "status", "schema", "phase_count", "document_count"]),
-        "PipelineList": list_of("Pipeline"),
-        "Progress": obj(&[("pipelineId", uuid()), ("status", t("string")), ("generation", t("integer")),
-            ("totalDocuments", t("integer")), ("completedDocuments", t("integer")), ("errorDocuments", t("integer")),
-            ("phases", arr(t("object"))), ("errors", arr(t("object")))],
-            &["pipelineId", "status", "generation", "totalDocuments", "completedDocuments", "errorDocuments", "phases", "errors"]),
-        "PipelineDocument": obj(&[("id", uuid()), ("document_id", uuid()), ("filename", t("string")),
-            ("status", enum_of(&["queued", "processing", "complete", "partial", "error"])), ("current_phase_id", any()),
-            ("generation", t("integer")), ("error", any()), ("updated_at", time())], &["id", "document_id", "status"]),
-        "PipelineDocumentList": list_of("PipelineDocument"),
-        "Results": obj(&[("pipeline_id", uuid()), ("spec_id", uuid()), ("status", t("string")), ("view", t("string")),
-            ("generated_at", time()), ("columns", arr(t("object"))), ("data", arr(t("object"))),
-            ("pagination", r("Pagination")), ("pending_review_count", t("integer")), ("links", t("object"))],
-            &["pipeline_id", "spec_id", "status", "columns", "data", "pagination"]),
-        "Cells": obj(&[("fields", arr(t("object")))], &["fields"]),
-        "RerunInput": json!({"type": "object", "additionalProperties": false, "properties": {
-            "from_phase": enum_of(&["transfer", "extraction", "resolution", "validation"]),
-            "document_ids": arr(uuid()), "documentIds": arr(uuid()),
-            "dry_run": t("boolean"), "dryRun": t("boolean")}, "required": ["from_phase"]}),
-        "RerunAnswer": obj(&[("enqueued", t("integer")), ("fromPhaseIndex", t("integer")), ("dryRun", t("boolean")),
-            ("plan", t("object"))], &["enqueued", "fromPhaseIndex"]),
-        "RerunRecord": obj(&[("id", uuid()), ("generation", t("integer")), ("from_phase", t("string")),
-            ("from_phase_index", t("integer")), ("enqueued", t("integer")), ("document_ids", any()),
-            ("requested_at", time()), ("requested_by", any()), ("finished_at", any()), ("outcome", any())],
-            &["id", "generation", "from_phase", "from_phase_index", "enqueued"]),
-        "RerunList": obj(&[("data", arr(r("RerunRecord")))], &["data"]),
-        "DataProductInput": obj(&[("name", t("string"))], &[]),
-        "DataProduct": obj(&[("id", uuid()), ("name", t("string")), ("pipeline_id", uuid()), ("status", t("string")),
-            ("created_at", time()), ("updated_at", time())], &["id", "name", "pipeline_id", "status"]),
-        "DataProductCreated": obj(&[("dataProduct", r("DataProduct")), ("shareToken", t("null"))], &["dataProduct", "shareToken"]),
-        "DataProductList": list_of("DataProduct"),
-        "DataProductResults": obj(&[("data", arr(obj(&[("pipeline_document_id", uuid()), ("document_id", uuid()),
-            ("filename", t("string")), ("fields", t("object")), ("held", arr(t("string")))],
-            &["pipeline_document_id", "fields", "held"]))), ("pagination", r("Pagination"))], &["data", "pagination"]),
-        "ReviewItem": review_item,
-        "ReviewList": list_of("ReviewItem"),
-        "ReviewSummary": obj(&[("total", t("integer")), ("byTrigger", t("object")), ("byPipeline", arr(t("object")))],
-            &["total", "byTrigger", "byPipeline"]),
-        "ReviewDetail": obj(&[("item", r("ReviewItem")), ("field", t("object")), ("cellHistory", arr(t("object"))),
-            ("matchedSpan", any()), ("verdicts", arr(r("Verdict"))), ("priorDecisions", arr(r("Decision")))],
-            &["item", "field", "cellHistory", "matchedSpan", "verdicts", "priorDecisions"]),
-        "ResolveInput": json!({"type": "object", "additionalProperties": false, "properties": {
-            "action": enum_of(&["approve", "correct", "override", "reopen"]), "corrected_value": any(),
-            "correctedValue": any(), "reason": t("string")}, "required": ["action"]}),
-        "ResolveAnswer": obj(&[("fieldKey", t("string")), ("status", t("string")), ("currentPhaseId", any()),
-            ("blockedAtStageId", any()), ("blockedByField", any()), ("reviewTrigger", any()), ("reviewRouting", any()),
-            ("reviewRequestedAt", any()), ("resolveAction", any()), ("resolvedAt", any()), ("deliveredAt", any())],
-            &["fieldKey", "status"]),
-        "BulkResolveInput": json!({"type": "object", "additionalProperties": false, "properties": {
-            "items": {"type": "array", "minItems": 1, "maxItems": 500, "items": obj(&[("pipeline_document_id", t("string")),
-                ("field_key", t("string"))], &["pipeline_document_id", "field_key"])},
-            "action": enum_of(&["approve", "correct", "override", "reopen"]), "corrected_value": any(),
-            "correctedValue": any(), "reason": t("string")}, "required": ["items", "action"]}),
-        "BulkResolveAnswer": obj(&[("resolved", t("integer")), ("failed", t("integer")), ("results", arr(t("object")))],
-            &["resolved", "failed", "results"]),
-        "Decision": obj(&[("id", uuid()), ("pipelineId", uuid()), ("pipelineDocumentId", uuid()), ("documentId", uuid()),
-            ("documentName", any()), ("fieldKey", t("string")), ("triggerType", t("string")), ("stageId", any()),
-            ("stageName", any()), ("action", t("string")), ("priorValue", any()), ("finalValue", any()),
-            ("reason", any()), ("decidedBy", t("string")), ("decidedByName", any()), ("decidedAt", time())],
-            &["id", "pipelineId", "pipelineDocumentId", "fieldKey", "action", "decidedAt"]),
-        "DecisionList": obj(&[("total", t("integer")), ("entries", arr(r("Decision"))), ("pagination", r("Pagination"))],
-            &["total", "entries", "pagination"]),
-    })
-}
-
-fn json_content(schema: Value) -> Value {
-    json!({ "application/json": { "schema": schema } })
-}
-
-fn ok(status: u16, schema: &str, what: &str) -> (u16, Value) {
-    (
-        status,
-        json!({ "description": what, "content": json_content(r(schema)) }),
-    )
-}
-
-fn csv(what: &str) -> (u16, Value) {
-    (
-        200,
-        json!({ "description": what, "content": { "text/csv": { "schema": { "type": "string" } } } }),
-    )
+    props.extend(aliases);
 }
 
 /// Query parameters.
@@ -302,7 +104,15 @@ fn q(name: &str, schema: Value, what: &str) -> Value {
     json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": what })
 }
 
-fn page(max: i64) -> Vec<Value> {
+fn uuid() -> Value {
+    json!({ "type": "string", "format": "uuid" })
+}
+
+fn enum_of(values: &[&str]) -> Value {
+    json!({ "type": "string", "enum": values })
+}
+
+fn page_params(max: i64) -> Vec<Value> {
     vec![
         q(
             "limit",
@@ -311,7 +121,7 @@ fn page(max: i64) -> Vec<Value> {
         ),
         q(
             "cursor",
-            t("string"),
+            json!({"type": "string"}),
             "opaque cursor from pagination.next_cursor",
         ),
     ]
@@ -321,476 +131,302 @@ struct Op {
     summary: &'static str,
     tag: &'static str,
     query: Vec<Value>,
-    body: Option<Value>,
-    answers: Vec<(u16, Value)>,
+    body: Option<(bool, Vec<(&'static str, Part)>)>,
+    answers: Vec<(u16, &'static str, &'static str, Part)>,
 }
 
-fn op(
-    summary: &'static str,
-    tag: &'static str,
-    body: Option<&str>,
-    answers: Vec<(u16, Value)>,
-) -> Op {
+fn op(summary: &'static str, tag: &'static str) -> Op {
     Op {
         summary,
         tag,
         query: Vec::new(),
-        body: body.map(|b| json!({ "required": true, "content": json_content(r(b)) })),
-        answers,
+        body: None,
+        answers: Vec::new(),
+    }
+}
+
+impl Op {
+    fn query(mut self, params: Vec<Value>) -> Self {
+        self.query.extend(params);
+        self
+    }
+    fn page(self, max: i64) -> Self {
+        self.query(page_params(max))
+    }
+    fn body(mut self, part: Part) -> Self {
+        self.body = Some((true, vec![("application/json", part)]));
+        self
+    }
+    /// A body that may be left out.
+    fn optional_body(mut self, part: Part) -> Self {
+        self.body = Some((false, vec![("application/json", part)]));
+        self
+    }
+    fn answer(mut self, status: u16, what: &'static str, part: Part) -> Self {
+        self.answers.push((status, what, "application/json", part));
+        self
+    }
+    fn ok(self, what: &'static str, part: Part) -> Self {
+        self.answer(200, what, part)
+    }
+    fn csv(mut self, what: &'static str) -> Self {
+        let text = plain(json!({ "type": "string" }));
+        self.answers.push((200, what, "text/csv", text));
+        self
     }
 }
 
 /// The operation of one route and method, or `None` when it is not described (a test fails).
 fn describe(method: &str, path: &str) -> Option<Op> {
     let o = match (method, path) {
-        ("GET", "/healthz") => op(
-            "Liveness",
-            "operations",
-            None,
-            vec![ok(200, "Health", "the process answers")],
-        ),
+        ("GET", "/healthz") => {
+            op("Liveness", "operations").ok("the process answers", named::<Health>())
+        }
         ("GET", "/readyz") => op(
             "Readiness: migrated, recovered, executor running, storage writable",
             "operations",
-            None,
-            vec![ok(200, "Health", "ready")],
-        ),
-        ("GET", "/metrics") => op(
-            "Prometheus metrics (text exposition format)",
-            "operations",
-            None,
-            vec![(
+        )
+        .ok("ready", named::<Health>()),
+        ("GET", "/metrics") => {
+            let mut o = op("Prometheus metrics (text exposition format)", "operations");
+            o.answers.push((
                 200,
-                json!({"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}),
-            )],
-        ),
-        ("GET", "/openapi.json") => op(
-            "This document",
-            "operations",
-            None,
-            vec![(
-                200,
-                json!({"description": "OpenAPI 3.1", "content": json_content(t("object"))}),
-            )],
-        ),
-        ("GET", "/v1/schemas") => Op {
-            query: page(100),
-            ..op(
-                "List schemas, newest first",
-                "schemas",
-                None,
-                vec![ok(200, "SchemaList", "a page")],
-            )
-        },
-        ("POST", "/v1/schemas") => op(
-            "Create a schema",
-            "schemas",
-            Some("SchemaInput"),
-            vec![ok(201, "Schema", "created")],
-        ),
-        ("GET", "/v1/schemas/{id}") => op(
-            "Get a schema",
-            "schemas",
-            None,
-            vec![ok(200, "Schema", "the schema")],
-        ),
-        ("PUT", "/v1/schemas/{id}") => op(
-            "Replace name, description and fields",
-            "schemas",
-            Some("SchemaInput"),
-            vec![ok(200, "Schema", "replaced")],
-        ),
-        ("PATCH", "/v1/schemas/{id}") => op(
-            "Merge into a schema",
-            "schemas",
-            Some("SchemaPatch"),
-            vec![ok(200, "Schema", "merged")],
-        ),
-        ("DELETE", "/v1/schemas/{id}") => op(
-            "Soft-delete a schema",
-            "schemas",
-            None,
-            vec![ok(200, "Deleted", "deleted")],
-        ),
-        ("GET", "/v1/schemas/{id}/rail") => op(
-            "The rail and its compiled phases",
-            "schemas",
-            None,
-            vec![ok(200, "Rail", "the rail")],
-        ),
-        ("PUT", "/v1/schemas/{id}/rail") => op(
-            "Replace the rail",
-            "schemas",
-            Some("RailInput"),
-            vec![ok(200, "Rail", "replaced")],
-        ),
-        ("GET", "/v1/schemas/{id}/validation-stages") => op(
-            "List gates by ordinal",
-            "gates",
-            None,
-            vec![ok(200, "GateList", "all gates")],
-        ),
-        ("POST", "/v1/schemas/{id}/validation-stages") => op(
-            "Create a gate",
-            "gates",
-            Some("GateInput"),
-            vec![ok(201, "Gate", "created")],
-        ),
-        ("POST", "/v1/schemas/{id}/validation-stages/reorder") => op(
-            "Reorder gates",
-            "gates",
-            Some("ReorderInput"),
-            vec![ok(200, "GateList", "new order")],
-        ),
-        ("GET", "/v1/schemas/{id}/validation-stages/{stage_id}") => op(
-            "Get a gate",
-            "gates",
-            None,
-            vec![ok(200, "Gate", "the gate")],
-        ),
-        ("PATCH", "/v1/schemas/{id}/validation-stages/{stage_id}") => op(
-            "Change a gate",
-            "gates",
-            Some("GatePatch"),
-            vec![ok(200, "Gate", "changed")],
-        ),
-        ("DELETE", "/v1/schemas/{id}/validation-stages/{stage_id}") => op(
-            "Delete a gate",
-            "gates",
-            None,
-            vec![ok(200, "Deleted", "deleted")],
-        ),
-        ("POST", "/v1/schemas/{id}/validation-stages/{stage_id}/replay-blocking") => Op {
-            body: Some(json!({ "required": false, "content": json_content(r("ReplayInput")) })),
-            ..op(
-                "Replay a gate's blocking over stored verdicts",
-                "gates",
-                None,
-                vec![ok(200, "ReplayAnswer", "replayed")],
-            )
-        },
-        ("GET", "/v1/data-policies") => Op {
-            query: page(100),
-            ..op(
-                "List data policies",
-                "policies",
-                None,
-                vec![ok(200, "PolicyList", "a page")],
-            )
-        },
-        ("POST", "/v1/data-policies") => op(
-            "Create a data policy",
-            "policies",
-            Some("PolicyInput"),
-            vec![ok(201, "Policy", "created")],
-        ),
-        ("GET", "/v1/data-policies/{id}") => op(
-            "Get a policy with fields and rules",
-            "policies",
-            None,
-            vec![ok(200, "Policy", "the policy")],
-        ),
-        ("PATCH", "/v1/data-policies/{id}") => op(
-            "Change name or description",
-            "policies",
-            Some("PolicyPatch"),
-            vec![ok(200, "Policy", "changed")],
-        ),
-        ("DELETE", "/v1/data-policies/{id}") => op(
-            "Delete a policy",
-            "policies",
-            None,
-            vec![ok(200, "Deleted", "deleted")],
-        ),
-        ("POST", "/v1/data-policies/{id}/fields") => op(
-            "Add a field to a policy",
-            "policies",
-            Some("PolicyFieldInput"),
-            vec![ok(201, "Policy", "added")],
-        ),
-        ("DELETE", "/v1/data-policies/{id}/fields/{field_key}") => op(
-            "Remove a field from a policy",
-            "policies",
-            None,
-            vec![ok(200, "Policy", "removed")],
-        ),
-        ("GET", "/v1/data-policies/{id}/rules") => op(
-            "A policy's rules in compiled order",
-            "policies",
-            None,
-            vec![ok(200, "RuleList", "all rules")],
-        ),
-        ("POST", "/v1/data-policies/{id}/rules") => op(
-            "Add a rule",
-            "policies",
-            Some("RuleInput"),
-            vec![ok(201, "Rule", "added")],
-        ),
-        ("PATCH", "/v1/data-policies/{id}/rules/{rule_id}") => op(
-            "Change a rule's config",
-            "policies",
-            Some("RulePatch"),
-            vec![ok(200, "Rule", "changed")],
-        ),
-        ("DELETE", "/v1/data-policies/{id}/rules/{rule_id}") => op(
-            "Delete a rule",
-            "policies",
-            None,
-            vec![ok(200, "Deleted", "deleted")],
-        ),
-        ("GET", "/v1/pipelines") => Op {
-            query: [
-                page(100),
-                vec![
-                    q(
-                        "status",
-                        enum_of(&["active", "completed", "failed", "cancelled"]),
-                        "filter by status",
-                    ),
-                    q("schema_id", uuid(), "filter by schema"),
-                ],
-            ]
-            .concat(),
-            ..op(
-                "List pipelines",
-                "pipelines",
-                None,
-                vec![ok(200, "PipelineList", "a page")],
-            )
-        },
-        ("POST", "/v1/pipelines") => op(
-            "Create and start a pipeline",
-            "pipelines",
-            Some("PipelineInput"),
-            vec![ok(201, "Pipeline", "started")],
-        ),
-        ("GET", "/v1/pipelines/{id}") => op(
-            "Get a pipeline",
-            "pipelines",
-            None,
-            vec![ok(200, "Pipeline", "the run")],
-        ),
-        ("POST", "/v1/pipelines/{id}/cancel") => Op {
-            body: Some(json!({ "required": false, "content": json_content(t("object")) })),
-            ..op(
-                "Cancel every queued or processing document",
-                "pipelines",
-                None,
-                vec![ok(200, "Pipeline", "cancelled")],
-            )
-        },
-        ("POST", "/v1/pipelines/{id}/rerun") => op(
-            "Rerun a finished run from a phase",
-            "pipelines",
-            Some("RerunInput"),
-            vec![ok(200, "RerunAnswer", "enqueued, or the dry-run plan")],
-        ),
-        ("GET", "/v1/pipelines/{id}/reruns") => op(
-            "Rerun history, newest first",
-            "pipelines",
-            None,
-            vec![ok(200, "RerunList", "all reruns")],
-        ),
-        ("GET", "/v1/pipelines/{id}/progress") => op(
-            "Progress per run and per phase",
-            "pipelines",
-            None,
-            vec![ok(200, "Progress", "progress")],
-        ),
-        ("GET", "/v1/pipelines/{id}/documents") => Op {
-            query: page(100),
-            ..op(
-                "The run's documents in input order",
-                "pipelines",
-                None,
-                vec![ok(200, "PipelineDocumentList", "a page")],
-            )
-        },
-        ("GET", "/v1/pipelines/{id}/results") => Op {
-            query: [
-                page(200),
-                vec![
-                    q("document_id", uuid(), "one document"),
-                    q("include", t("string"), "cells,provenance"),
-                ],
-            ]
-            .concat(),
-            ..op(
-                "Results in input order",
-                "pipelines",
-                None,
-                vec![ok(200, "Results", "a page of results")],
-            )
-        },
-        ("GET", "/v1/pipelines/{id}/documents/{pd_id}/cells") => op(
-            "Every version of every field",
-            "pipelines",
-            None,
-            vec![ok(200, "Cells", "versions")],
-        ),
-        ("GET", "/v1/pipelines/{id}/documents/{pd_id}/verdicts") => op(
-            "Every verdict of a document",
-            "pipelines",
-            None,
-            vec![ok(200, "VerdictList", "verdicts")],
-        ),
-        ("POST", "/v1/pipelines/{id}/data-product") => Op {
-            body: Some(
-                json!({ "required": false, "content": json_content(r("DataProductInput")) }),
-            ),
-            ..op(
-                "Create or reactivate the run's data product",
-                "data products",
-                None,
-                vec![
-                    ok(201, "DataProductCreated", "created"),
-                    ok(200, "DataProductCreated", "reactivated"),
-                ],
-            )
-        },
-        ("GET", "/v1/data-products") => Op {
-            query: page(100),
-            ..op(
-                "List data products",
-                "data products",
-                None,
-                vec![ok(200, "DataProductList", "a page")],
-            )
-        },
-        ("GET", "/v1/data-products/{id}") => op(
-            "Get a data product",
+                "metrics",
+                "text/plain",
+                plain(json!({ "type": "string" })),
+            ));
+            o
+        }
+        ("GET", "/openapi.json") => {
+            op("This document", "operations").ok("OpenAPI 3.1", plain(json!({ "type": "object" })))
+        }
+        ("GET", "/v1/schemas") => op("List schemas, newest first", "schemas")
+            .page(100)
+            .ok("a page", wrapped::<Page<Schema>, Schema>()),
+        ("POST", "/v1/schemas") => op("Create a schema", "schemas")
+            .body(one_of(
+                requiring(named::<SchemaBody>(), &["name"]),
+                &["definition", "fields"],
+            ))
+            .answer(201, "created", named::<Schema>()),
+        ("GET", "/v1/schemas/{id}") => {
+            op("Get a schema", "schemas").ok("the schema", named::<Schema>())
+        }
+        ("PUT", "/v1/schemas/{id}") => op("Replace name, description and fields", "schemas")
+            .body(one_of(
+                requiring(named::<SchemaBody>(), &["name"]),
+                &["definition", "fields"],
+            ))
+            .ok("replaced", named::<Schema>()),
+        ("PATCH", "/v1/schemas/{id}") => op("Merge into a schema", "schemas")
+            .body(named::<SchemaBody>())
+            .ok("merged", named::<Schema>()),
+        ("DELETE", "/v1/schemas/{id}") => {
+            op("Soft-delete a schema", "schemas").ok("deleted", named::<Deleted>())
+        }
+        ("GET", "/v1/schemas/{id}/rail") => {
+            op("The rail and its compiled phases", "schemas").ok("the rail", named::<Rail>())
+        }
+        ("PUT", "/v1/schemas/{id}/rail") => op("Replace the rail", "schemas")
+            .body(requiring(named::<RailBody>(), &["rail"]))
+            .ok("replaced", named::<Rail>()),
+        ("GET", "/v1/schemas/{id}/validation-stages") => {
+            op("List gates by ordinal", "gates").ok("all gates", wrapped::<All<Gate>, Gate>())
+        }
+        ("POST", "/v1/schemas/{id}/validation-stages") => op("Create a gate", "gates")
+            .body(requiring(named::<GateBody>(), &["name", "severity"]))
+            .answer(201, "created", named::<Gate>()),
+        ("POST", "/v1/schemas/{id}/validation-stages/reorder") => op("Reorder gates", "gates")
+            .body(requiring(named::<ReorderBody>(), &["stage_ids"]))
+            .ok("new order", wrapped::<All<Gate>, Gate>()),
+        ("GET", "/v1/schemas/{id}/validation-stages/{stage_id}") => {
+            op("Get a gate", "gates").ok("the gate", named::<Gate>())
+        }
+        ("PATCH", "/v1/schemas/{id}/validation-stages/{stage_id}") => op("Change a gate", "gates")
+            .body(named::<GateBody>())
+            .ok("changed", named::<Gate>()),
+        ("DELETE", "/v1/schemas/{id}/validation-stages/{stage_id}") => {
+            op("Delete a gate", "gates").ok("deleted", named::<Deleted>())
+        }
+        ("POST", "/v1/schemas/{id}/validation-stages/{stage_id}/replay-blocking") => {
+            op("Replay a gate's blocking over stored verdicts", "gates")
+                .optional_body(named::<ReplayBody>())
+                .ok("replayed", named::<ReplayAnswer>())
+        }
+        ("GET", "/v1/data-policies") => op("List data policies", "policies")
+            .page(100)
+            .ok("a page", wrapped::<Page<Policy>, Policy>()),
+        ("POST", "/v1/data-policies") => op("Create a data policy", "policies")
+            .body(requiring(named::<PolicyBody>(), &["name"]))
+            .answer(201, "created", named::<Policy>()),
+        ("GET", "/v1/data-policies/{id}") => {
+            op("Get a policy with fields and rules", "policies").ok("the policy", named::<Policy>())
+        }
+        ("PATCH", "/v1/data-policies/{id}") => op("Change name or description", "policies")
+            .body(named::<PolicyBody>())
+            .ok("changed", named::<Policy>()),
+        ("DELETE", "/v1/data-policies/{id}") => {
+            op("Delete a policy", "policies").ok("deleted", named::<Deleted>())
+        }
+        ("POST", "/v1/data-policies/{id}/fields") => op("Add a field to a policy", "policies")
+            .body(requiring(named::<FieldBody>(), &["field_key"]))
+            .answer(201, "added", named::<Policy>()),
+        ("DELETE", "/v1/data-policies/{id}/fields/{field_key}") => {
+            op("Remove a field from a policy", "policies").ok("removed", named::<Policy>())
+        }
+        ("GET", "/v1/data-policies/{id}/rules") => {
+            op("A policy's rules in compiled order", "policies")
+                .ok("all rules", wrapped::<All<Rule>, Rule>())
+        }
+        ("POST", "/v1/data-policies/{id}/rules") => op("Add a rule", "policies")
+            .body(requiring(named::<RuleBody>(), &["field_key", "rule_type"]))
+            .answer(201, "added", named::<Rule>()),
+        ("PATCH", "/v1/data-policies/{id}/rules/{rule_id}") => {
+            op("Change a rule's config", "policies")
+                .body(requiring(named::<RuleBody>(), &["config"]))
+                .ok("changed", named::<Rule>())
+        }
+        ("DELETE", "/v1/data-policies/{id}/rules/{rule_id}") => {
+            op("Delete a rule", "policies").ok("deleted", named::<Deleted>())
+        }
+        ("GET", "/v1/pipelines") => op("List pipelines", "pipelines")
+            .page(100)
+            .query(vec![
+                q(
+                    "status",
+                    enum_of(&["active", "completed", "failed", "cancelled"]),
+                    "filter by status",
+                ),
+                q("schema_id", uuid(), "filter by schema"),
+            ])
+            .ok("a page", wrapped::<Page<Pipeline>, Pipeline>()),
+        ("POST", "/v1/pipelines") => op("Create and start a pipeline", "pipelines")
+            .body(requiring(named::<PipelineInput>(), &["schema_id"]))
+            .answer(201, "started", named::<Pipeline>()),
+        ("GET", "/v1/pipelines/{id}") => {
+            op("Get a pipeline", "pipelines").ok("the run", named::<Pipeline>())
+        }
+        ("POST", "/v1/pipelines/{id}/cancel") => {
+            op("Cancel every queued or processing document", "pipelines")
+                .optional_body(plain(json!({ "type": "object" })))
+                .ok("cancelled", named::<Pipeline>())
+        }
+        ("POST", "/v1/pipelines/{id}/rerun") => {
+            op("Rerun a finished run from a phase", "pipelines")
+                .body(named::<RerunBody>())
+                .ok("enqueued, or the dry-run plan", named::<RerunAnswer>())
+        }
+        ("GET", "/v1/pipelines/{id}/reruns") => op("Rerun history, newest first", "pipelines")
+            .ok("all reruns", wrapped::<All<RerunRecord>, RerunRecord>()),
+        ("GET", "/v1/pipelines/{id}/progress") => {
+            op("Progress per run and per phase", "pipelines").ok("progress", named::<Progress>())
+        }
+        ("GET", "/v1/pipelines/{id}/documents") => {
+            op("The run's documents in input order", "pipelines")
+                .page(100)
+                .ok("a page", wrapped::<Page<PipelineDocument>, PipelineDocument>())
+        }
+        ("GET", "/v1/pipelines/{id}/results") => op("Results in input order", "pipelines")
+            .page(200)
+            .query(vec![
+                q("document_id", uuid(), "one document"),
+                q("include", json!({"type": "string"}), "cells,provenance"),
+            ])
+            .ok("a page of results", named::<ResultsPage>()),
+        ("GET", "/v1/pipelines/{id}/documents/{pd_id}/cells") => {
+            op("Every version of every field", "pipelines").ok("versions", named::<Cells>())
+        }
+        ("GET", "/v1/pipelines/{id}/documents/{pd_id}/verdicts") => {
+            op("Every verdict of a document", "pipelines").ok("verdicts", wrapped::<All<Verdict>, Verdict>())
+        }
+        ("POST", "/v1/pipelines/{id}/data-product") => op(
+            "Create or reactivate the run's data product",
             "data products",
-            None,
-            vec![ok(200, "DataProduct", "the data product")],
-        ),
-        ("GET", "/v1/data-products/{id}/results") => Op {
-            query: page(100),
-            ..op(
-                "Data product rows",
-                "data products",
-                None,
-                vec![ok(200, "DataProductResults", "a page")],
-            )
-        },
-        ("GET", "/v1/data-products/{id}/export/plain") => op(
-            "Plain CSV export",
-            "data products",
-            None,
-            vec![csv("CSV, UTF-8 with BOM")],
-        ),
-        ("GET", "/v1/data-products/{id}/export/audit") => op(
-            "Audit CSV export",
-            "data products",
-            None,
-            vec![csv("CSV, UTF-8 with BOM")],
-        ),
-        ("GET", "/v1/field-reviews") => Op {
-            query: [
-                page(100),
+        )
+        .optional_body(named::<DataProductInput>())
+        .answer(201, "created", named::<DataProductCreated>())
+        .ok("reactivated", named::<DataProductCreated>()),
+        ("GET", "/v1/data-products") => op("List data products", "data products")
+            .page(100)
+            .ok("a page", wrapped::<Page<DataProduct>, DataProduct>()),
+        ("GET", "/v1/data-products/{id}") => {
+            op("Get a data product", "data products").ok("the data product", named::<DataProduct>())
+        }
+        ("GET", "/v1/data-products/{id}/results") => op("Data product rows", "data products")
+            .page(100)
+            .ok("a page", named::<DataProductPage>()),
+        ("GET", "/v1/data-products/{id}/export/plain") => {
+            op("Plain CSV export", "data products").csv("CSV, UTF-8 with BOM")
+        }
+        ("GET", "/v1/data-products/{id}/export/audit") => {
+            op("Audit CSV export", "data products").csv("CSV, UTF-8 with BOM")
+        }
+        ("GET", "/v1/field-reviews") => op("The review queue, newest first", "reviews")
+            .page(100)
+            .query(vec![
+                q("pipeline_id", uuid(), "one run"),
+                q("trigger", enum_of(&["gate", "declarative"]), "trigger"),
+                q("status", enum_of(&["blocked", "pending_review"]), "status"),
+                q("routing", enum_of(&["hold"]), "held fields instead"),
+            ])
+            .ok("a page", wrapped::<Page<ReviewItem>, ReviewItem>()),
+        ("GET", "/v1/field-reviews/summary") => {
+            op("Queue counts", "reviews").ok("summary", named::<ReviewSummary>())
+        }
+        ("POST", "/v1/field-reviews/bulk-resolve") => {
+            op("Resolve many items, each on its own", "reviews")
+                .body(named::<BulkResolveBody>())
+                .ok("per-item results", named::<BulkResolveAnswer>())
+        }
+        ("GET", "/v1/field-reviews/decisions") => op("The decision log, newest first", "reviews")
+            .page(100)
+            .query(vec![q("pipeline_id", uuid(), "one run")])
+            .ok("a page", named::<DecisionList>()),
+        ("GET", "/v1/field-reviews/decisions/export") => op("The decision log as CSV", "reviews")
+            .query(vec![q("pipeline_id", uuid(), "one run")])
+            .csv("CSV, UTF-8 with BOM"),
+        ("GET", "/v1/field-reviews/{pd_id}/{field_key}") => {
+            op("One review item in detail", "reviews").ok("detail", named::<ReviewDetail>())
+        }
+        ("POST", "/v1/field-reviews/{pd_id}/{field_key}/resolve") => {
+            op("Resolve one field", "reviews")
+                .body(named::<ResolveBody>())
+                .ok("the field after the decision", named::<ResolveAnswer>())
+        }
+        ("GET", "/v1/fields") => op("The Field Registry", "schemas")
+            .page(100)
+            .ok("a page", wrapped::<Page<RegistryField>, RegistryField>()),
+        ("GET", "/v1/documents") => op("List documents", "documents")
+            .page(100)
+            .ok("a page", wrapped::<Page<Document>, Document>()),
+        ("POST", "/v1/documents") => {
+            let upload = plain(
+                json!({ "type": "object", "required": ["file"], "properties": {
+                "file": { "type": "string", "contentMediaType": "application/octet-stream" },
+                "metadata": { "type": "string", "description": "a JSON object as text" } } }),
+            );
+            let mut o = op("Upload a document", "documents")
+                .answer(201, "stored", named::<Document>())
+                .ok("the same bytes were already stored", named::<Document>());
+            let inline_doc = one_of(
+                requiring(named::<InlineDocument>(), &["filename"]),
+                &["content", "content_base64"],
+            );
+            o.body = Some((
+                true,
                 vec![
-                    q("pipeline_id", uuid(), "one run"),
-                    q("trigger", enum_of(&["gate", "declarative"]), "trigger"),
-                    q("status", enum_of(&["blocked", "pending_review"]), "status"),
-                    q("routing", enum_of(&["hold"]), "held fields instead"),
+                    ("application/json", inline_doc),
+                    ("multipart/form-data", upload),
                 ],
-            ]
-            .concat(),
-            ..op(
-                "The review queue, newest first",
-                "reviews",
-                None,
-                vec![ok(200, "ReviewList", "a page")],
-            )
-        },
-        ("GET", "/v1/field-reviews/summary") => op(
-            "Queue counts",
-            "reviews",
-            None,
-            vec![ok(200, "ReviewSummary", "summary")],
-        ),
-        ("POST", "/v1/field-reviews/bulk-resolve") => op(
-            "Resolve many items, each on its own",
-            "reviews",
-            Some("BulkResolveInput"),
-            vec![ok(200, "BulkResolveAnswer", "per-item results")],
-        ),
-        ("GET", "/v1/field-reviews/decisions") => Op {
-            query: [page(100), vec![q("pipeline_id", uuid(), "one run")]].concat(),
-            ..op(
-                "The decision log, newest first",
-                "reviews",
-                None,
-                vec![ok(200, "DecisionList", "a page")],
-            )
-        },
-        ("GET", "/v1/field-reviews/decisions/export") => Op {
-            query: vec![q("pipeline_id", uuid(), "one run")],
-            ..op(
-                "The decision log as CSV",
-                "reviews",
-                None,
-                vec![csv("CSV, UTF-8 with BOM")],
-            )
-        },
-        ("GET", "/v1/field-reviews/{pd_id}/{field_key}") => op(
-            "One review item in detail",
-            "reviews",
-            None,
-            vec![ok(200, "ReviewDetail", "detail")],
-        ),
-        ("POST", "/v1/field-reviews/{pd_id}/{field_key}/resolve") => op(
-            "Resolve one field",
-            "reviews",
-            Some("ResolveInput"),
-            vec![ok(200, "ResolveAnswer", "the field after the decision")],
-        ),
-        ("GET", "/v1/fields") => Op {
-            query: page(100),
-            ..op(
-                "The Field Registry",
-                "schemas",
-                None,
-                vec![ok(200, "RegistryFieldList", "a page")],
-            )
-        },
-        ("GET", "/v1/documents") => Op {
-            query: page(100),
-            ..op(
-                "List documents",
-                "documents",
-                None,
-                vec![ok(200, "DocumentList", "a page")],
-            )
-        },
-        ("POST", "/v1/documents") => Op {
-            body: Some(json!({ "required": true, "content": {
-                "application/json": { "schema": r("DocumentInput") },
-                "multipart/form-data": { "schema": r("DocumentUpload") } } })),
-            ..op(
-                "Upload a document",
-                "documents",
-                None,
-                vec![
-                    ok(201, "Document", "stored"),
-                    ok(200, "Document", "the same bytes were already stored"),
-                ],
-            )
-        },
-        ("GET", "/v1/documents/{id}") => Op {
-            query: vec![q("include", enum_of(&["text"]), "include the text")],
-            ..op(
-                "Get a document",
-                "documents",
-                None,
-                vec![ok(200, "Document", "the document")],
-            )
-        },
-        ("DELETE", "/v1/documents/{id}") => op(
-            "Soft-delete a document",
-            "documents",
-            None,
-            vec![ok(200, "Deleted", "deleted")],
-        ),
+            ));
+            o
+        }
+        ("GET", "/v1/documents/{id}") => op("Get a document", "documents")
+            .query(vec![q("include", enum_of(&["text"]), "include the text")])
+            .ok("the document", named::<Document>()),
+        ("DELETE", "/v1/documents/{id}") => {
+            op("Soft-delete a document", "documents").ok("deleted", named::<Deleted>())
+        }
         _ => return None,
     };
     Some(o)
@@ -805,11 +441,27 @@ fn path_param(name: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "schema": schema })
 }
 
-fn error_answer(what: &str) -> Value {
-    json!({ "description": what, "content": json_content(r("Error")) })
+/// Named schemas that operations refer to, collected as the document is built.
+type Components = Map<String, Value>;
+
+fn content(parts: Vec<(&str, Part)>, components: &mut Components) -> Value {
+    let mut out = Map::new();
+    for (media, part) in parts {
+        for (name, schema) in part.components {
+            let mut v = json!(schema);
+            with_camel_aliases(&mut v);
+            components.insert(name, v);
+        }
+        out.insert(media.to_string(), json!({ "schema": part.schema }));
+    }
+    Value::Object(out)
 }
 
-fn operation(method: &str, path: &str, o: Op) -> Value {
+fn error_answer(what: &str, components: &mut Components) -> Value {
+    json!({ "description": what, "content": content(vec![("application/json", named::<Error>())], components) })
+}
+
+fn operation(method: &str, path: &str, o: Op, components: &mut Components) -> Value {
     let public = PUBLIC_ROUTES.contains(&path);
     let mut params: Vec<Value> = path
         .split('/')
@@ -830,18 +482,21 @@ fn operation(method: &str, path: &str, o: Op) -> Value {
         );
     }
     let mut responses = Map::new();
-    for (status, v) in o.answers {
-        responses.insert(status.to_string(), v);
+    for (status, what, media, part) in o.answers {
+        let body = content(vec![(media, part)], components);
+        responses.insert(
+            status.to_string(),
+            json!({ "description": what, "content": body }),
+        );
     }
     if public {
         if path == "/readyz" {
-            responses.insert(
-                "503".into(),
-                error_answer("not ready, or storage read-only or full"),
-            );
+            let e = error_answer("not ready, or storage read-only or full", components);
+            responses.insert("503".into(), e);
         }
         if path == "/metrics" {
-            responses.insert("401".into(), error_answer("the metrics token is required"));
+            let e = error_answer("the metrics token is required", components);
+            responses.insert("401".into(), e);
         }
     } else {
         for (code, what) in [
@@ -856,7 +511,7 @@ fn operation(method: &str, path: &str, o: Op) -> Value {
             ("500", "internal error (details in the log)"),
             ("503", "database busy, full or read-only"),
         ] {
-            responses.insert(code.into(), error_answer(what));
+            responses.insert(code.into(), error_answer(what, components));
         }
     }
     let mut v = json!({
@@ -866,8 +521,8 @@ fn operation(method: &str, path: &str, o: Op) -> Value {
         "parameters": params,
         "responses": responses,
     });
-    if let Some(b) = o.body {
-        v["requestBody"] = b;
+    if let Some((required, parts)) = o.body {
+        v["requestBody"] = json!({ "required": required, "content": content(parts, components) });
     }
     if public {
         v["security"] = json!([]);
@@ -892,10 +547,12 @@ pub fn undescribed() -> Vec<String> {
 
 pub fn document() -> Value {
     let mut paths = Map::new();
+    let mut components = Components::new();
     for (method, path) in all_routes() {
         if let Some(o) = describe(method, path) {
+            let described = operation(method, path, o, &mut components);
             let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-            entry[method.to_lowercase()] = operation(method, path, o);
+            entry[method.to_lowercase()] = described;
         }
     }
     json!({
@@ -911,7 +568,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer",
                 "description": "tlnc_<env>_<32+ letters and digits>" } },
-            "schemas": schemas()
+            "schemas": components
         }
     })
 }

@@ -9,11 +9,11 @@
 //!   empty or shifted page.
 
 use super::error::ApiError;
+use crate::answers::{Page, Pagination};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -144,14 +144,14 @@ pub fn parse(
 }
 
 /// Builds `{ data, pagination }` from rows fetched with `limit + 1`.
-pub fn page<T>(
+pub fn page<T, A>(
     mut rows: Vec<T>,
     total: i64,
     req: &PageRequest,
     cursors: &CursorScope,
     pos: impl Fn(&T) -> i64,
-    render: impl Fn(&T) -> Value,
-) -> Value {
+    render: impl FnMut(T) -> A,
+) -> Page<A> {
     let has_more = rows.len() as i64 > req.limit;
     rows.truncate(req.limit as usize);
     let next = if has_more {
@@ -159,10 +159,15 @@ pub fn page<T>(
     } else {
         None
     };
-    json!({
-        "data": rows.iter().map(render).collect::<Vec<_>>(),
-        "pagination": { "total": total, "limit": req.limit, "has_more": has_more, "next_cursor": next }
-    })
+    Page {
+        data: rows.into_iter().map(render).collect(),
+        pagination: Pagination {
+            total,
+            limit: req.limit,
+            has_more,
+            next_cursor: next,
+        },
+    }
 }
 
 /// Reads one page of an organization's rows before a keyset position: `(rows, total)`.
@@ -175,13 +180,13 @@ pub type PageFetch<T> = fn(
 
 /// The organization's newest-first listings (schemas, fields, documents, policies, data
 /// products): authorize a read, parse the page, fetch `limit + 1` rows before the cursor, render.
-pub async fn newest_first<T: Send + 'static>(
+pub async fn newest_first<T: Send + 'static, A: serde::Serialize + Send + 'static>(
     state: &actix_web::web::Data<super::AppState>,
     req: &actix_web::HttpRequest,
     list: &'static str,
     fetch: PageFetch<T>,
     pos: fn(&T) -> i64,
-    render: fn(&T) -> Value,
+    render: fn(&T) -> A,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let auth = state.authorize(req, crate::domain::keys::Scope::Read)?;
     let q = query_map(req.query_string())?;
@@ -192,7 +197,9 @@ pub async fn newest_first<T: Send + 'static>(
         let (rows, total) = st
             .db
             .read(|c| fetch(c, &auth.org_id, page.after, page.limit + 1))?;
-        Ok(self::page(rows, total, &page, &cursors, pos, render))
+        Ok(self::page(rows, total, &page, &cursors, pos, |r| {
+            render(&r)
+        }))
     })
     .await?;
     Ok(actix_web::HttpResponse::Ok().json(body))
@@ -313,11 +320,11 @@ pub struct PageWriter<'a> {
 impl<'a> PageWriter<'a> {
     pub fn begin(
         sink: &'a mut super::limits::ChunkSink,
-        head: serde_json::Map<String, Value>,
+        head: &impl serde::Serialize,
         limit: i64,
     ) -> Result<Self, ApiError> {
-        let mut opening = serde_json::to_vec(&Value::Object(head))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut opening =
+            serde_json::to_vec(head).map_err(|e| ApiError::Internal(e.to_string()))?;
         // `{...}` becomes `{...,"data":[`; an empty head `{}` becomes `{"data":[`.
         opening.pop();
         if opening.len() > 1 {
@@ -338,7 +345,7 @@ impl<'a> PageWriter<'a> {
         self.rows >= self.limit || self.bytes >= PAGE_BYTES
     }
 
-    fn push(&mut self, pos: i64, row: &Value) -> Result<(), ApiError> {
+    fn push(&mut self, pos: i64, row: &impl serde::Serialize) -> Result<(), ApiError> {
         let mut out = serde_json::to_vec(row).map_err(|e| ApiError::Internal(e.to_string()))?;
         if self.rows > 0 {
             out.insert(0, b',');
@@ -353,13 +360,13 @@ impl<'a> PageWriter<'a> {
     /// Streams rows from `after` on: `fetch(after, n)` reads up to `n` rows in order and renders
     /// each as `(position, row)`, or `(position, None)` for a row this list skips (`skips`: the
     /// list can skip rows). Then closes the page with its pagination.
-    pub fn rows(
+    pub fn rows<R: serde::Serialize>(
         mut self,
         after: Option<i64>,
         total: i64,
         cursors: &CursorScope,
         skips: bool,
-        mut fetch: impl FnMut(Option<i64>, i64) -> Result<Vec<(i64, Option<Value>)>, ApiError>,
+        mut fetch: impl FnMut(Option<i64>, i64) -> Result<Vec<(i64, Option<R>)>, ApiError>,
     ) -> Result<(), ApiError> {
         let mut after = after;
         let has_more = 'scan: loop {
@@ -389,7 +396,12 @@ impl<'a> PageWriter<'a> {
         } else {
             None
         };
-        let closing = json!({ "total": total, "limit": self.limit, "has_more": has_more, "next_cursor": next });
+        let closing = Pagination {
+            total,
+            limit: self.limit,
+            has_more,
+            next_cursor: next,
+        };
         self.sink.write(b"],\"pagination\":")?;
         self.sink
             .write(&serde_json::to_vec(&closing).map_err(|e| ApiError::Internal(e.to_string()))?)?;

@@ -6,6 +6,9 @@ use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
 use super::requests::RerunBody;
 use super::{blocking, path_id, AppState};
+use crate::answers::{
+    All, Column, Pipeline, PipelineDocument, PipelineLinks, ProgressError, ResultsHead, SchemaRef,
+};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::status::{DocStatus, RunStatus};
 use crate::engine::views::{self, DocView};
@@ -16,33 +19,43 @@ use crate::store::pipelines::{PipelineDoc, PipelineRow};
 use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::json;
+use utoipa::ToSchema;
 
-pub fn links(id: &str) -> Value {
-    json!({
-        "self": format!("/v1/pipelines/{id}"),
-        "progress": format!("/v1/pipelines/{id}/progress"),
-        "results": format!("/v1/pipelines/{id}/results")
-    })
-}
-
-pub fn render(p: &PipelineRow) -> Value {
-    json!({
-        "id": p.id, "name": p.name, "status": p.status, "schema": { "id": p.schema_id, "name": p.schema_name },
-        "phase_count": p.phase_count, "document_count": p.document_count, "generation": p.generation,
-        "created_at": p.created_at, "updated_at": p.updated_at, "completed_at": p.completed_at, "links": links(&p.id)
-    })
+pub fn render(p: &PipelineRow) -> Pipeline {
+    Pipeline {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        status: p.status,
+        schema: SchemaRef {
+            id: p.schema_id.clone(),
+            name: p.schema_name.clone(),
+        },
+        phase_count: p.phase_count,
+        document_count: p.document_count,
+        enqueued_documents: None,
+        generation: p.generation,
+        created_at: p.created_at.clone(),
+        updated_at: p.updated_at.clone(),
+        completed_at: p.completed_at.clone(),
+        links: PipelineLinks::of(&p.id),
+    }
 }
 
 pub fn load(c: &Connection, org: &str, id: &str) -> Result<PipelineRow, ApiError> {
     store::pipelines::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Pipeline"))
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+/// Starts a run of a schema over stored documents (`document_ids`), documents given inline, or
+/// both.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PipelineInput)]
+pub struct CreateBody {
+    #[schema(format = "uuid")]
     schema_id: Option<String>,
     document_ids: Option<Vec<String>>,
     documents: Option<Vec<InlineDocument>>,
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
 }
 
@@ -138,8 +151,10 @@ pub async fn create(
                 "pipeline {} started: {} documents, {} phases",
                 p.id, p.document_count, p.phase_count
             ));
-            let mut body = render(&p);
-            body["enqueued_documents"] = json!(p.document_count);
+            let body = Pipeline {
+                enqueued_documents: Some(p.document_count),
+                ..render(&p)
+            };
             Ok(Reply::created(body).with(started))
         },
     )
@@ -186,7 +201,7 @@ pub async fn list(
             &page,
             &cursors,
             |p| p.seq,
-            render,
+            |p| render(&p),
         ))
     })
     .await?;
@@ -239,44 +254,59 @@ pub async fn progress(
     }
     let st = state.clone();
     let body = super::read(&state, move |c| {
-            let p = load(c, &auth.org_id, &id)?;
-            let phases = store::pipelines::phases(c, &id)?;
-            let groups = store::pipelines::status_counts(c, &id)?;
-            let has_errors = groups.iter().any(|g| g.status == DocStatus::Error);
-            let errors: Vec<Value> = if has_errors {
-                store::pipelines::errors(c, &id, 100)?
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "pipelineDocumentId": e.pd_id, "documentId": e.document_id, "filename": e.filename,
-                            "phaseId": e.phase_index.map(|i| views::phase_id(&phases, i as usize)).unwrap_or(Value::Null),
-                            "message": e.message
-                        })
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let body = views::progress(&p.id, p.status, p.generation, p.document_count, &phases, &groups, Value::Array(errors));
-            if p.status != RunStatus::Active {
-                st.progress_cache.put(&auth.org_id, &id, version, body.clone());
-            }
-            Ok(body)
+        let p = load(c, &auth.org_id, &id)?;
+        let phases = store::pipelines::phases(c, &id)?;
+        let groups = store::pipelines::status_counts(c, &id)?;
+        let has_errors = groups.iter().any(|g| g.status == DocStatus::Error);
+        let errors: Vec<ProgressError> = if has_errors {
+            store::pipelines::errors(c, &id, 100)?
+                .iter()
+                .map(|e| ProgressError {
+                    pipeline_document_id: e.pd_id.clone(),
+                    document_id: e.document_id.clone(),
+                    filename: e.filename.clone(),
+                    phase_id: e
+                        .phase_index
+                        .and_then(|i| views::phase_id(&phases, i as usize)),
+                    message: e.message.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let body = json!(views::progress(
+            &p.id,
+            p.status,
+            p.generation,
+            p.document_count,
+            &phases,
+            &groups,
+            errors
+        ));
+        if p.status != RunStatus::Active {
+            st.progress_cache
+                .put(&auth.org_id, &id, version, body.clone());
+        }
+        Ok(body)
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
-fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> Value {
-    let current = if matches!(pd.status, DocStatus::Queued | DocStatus::Processing) {
-        views::phase_id(phases, pd.cursor as usize)
-    } else {
-        Value::Null
-    };
-    json!({
-        "id": pd.id, "document_id": pd.document_id, "filename": pd.filename, "status": pd.status,
-        "current_phase_id": current, "generation": pd.generation, "error": pd.error, "updated_at": pd.updated_at
-    })
+fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> PipelineDocument {
+    let moving = matches!(pd.status, DocStatus::Queued | DocStatus::Processing);
+    PipelineDocument {
+        id: pd.id.clone(),
+        document_id: pd.document_id.clone(),
+        filename: pd.filename.clone(),
+        status: pd.status,
+        current_phase_id: moving
+            .then(|| views::phase_id(phases, pd.cursor as usize))
+            .flatten(),
+        generation: pd.generation,
+        error: pd.error.clone(),
+        updated_at: pd.updated_at.clone(),
+    }
 }
 
 pub async fn documents(
@@ -298,7 +328,7 @@ pub async fn documents(
             &page,
             &cursors,
             |d| d.ordinal,
-            |d| doc_json(d, &phases),
+            |d| doc_json(&d, &phases),
         ))
     })
     .await?;
@@ -349,41 +379,56 @@ pub async fn results(
     };
     let st = state.clone();
     // A refusal (404) before the first byte is an envelope: the answer starts with the read.
-    super::limits::answer_streamed(state.heavy.clone(), permit, "application/json", move |sink| {
-        st.db.read_snapshot(|c| {
-            let p = load(c, &auth.org_id, &id)?;
-            let phases = store::pipelines::phases(c, &id)?;
-            let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-            let pending = store::pipelines::pending_review_count(c, &id)?;
-            let total = match &doc_filter {
-                Some(d) => store::pipelines::documents(c, &id, None, 1, Some(d))?.len() as i64,
-                None => p.document_count,
-            };
-            let columns: Vec<Value> = p.fields.iter().map(|f| json!({"field_key": f.field_name, "display_name": f.display_name, "data_type": f.data_type})).collect();
-            let mut head = Map::new();
-            head.insert("pipeline_id".into(), json!(p.id));
-            head.insert("spec_id".into(), json!(p.schema_id));
-            head.insert("status".into(), json!(p.status));
-            head.insert("view".into(), json!("documents"));
-            head.insert("generated_at".into(), json!(crate::domain::ids::now_rfc3339()));
-            head.insert("columns".into(), Value::Array(columns));
-            head.insert("pending_review_count".into(), json!(pending));
-            head.insert("links".into(), links(&p.id));
-            let w = pagination::PageWriter::begin(sink, head, page.limit)?;
-            w.rows(page.after, total, &cursors, false, |after, n| {
-                let rows = store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
-                let views = views_for(c, &rows, &order)?;
-                Ok(rows
-                    .iter()
-                    .zip(&views)
-                    .map(|(d, v)| {
-                        let row = views::result_row(d, v, &order, &phases, with_cells, with_prov);
-                        (d.ordinal, Some(row))
-                    })
-                    .collect())
+    super::limits::answer_streamed(
+        state.heavy.clone(),
+        permit,
+        "application/json",
+        move |sink| {
+            st.db.read_snapshot(|c| {
+                let p = load(c, &auth.org_id, &id)?;
+                let phases = store::pipelines::phases(c, &id)?;
+                let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
+                let pending = store::pipelines::pending_review_count(c, &id)?;
+                let total = match &doc_filter {
+                    Some(d) => store::pipelines::documents(c, &id, None, 1, Some(d))?.len() as i64,
+                    None => p.document_count,
+                };
+                let head = ResultsHead {
+                    pipeline_id: p.id.clone(),
+                    spec_id: p.schema_id.clone(),
+                    status: p.status,
+                    view: "documents".into(),
+                    generated_at: crate::domain::ids::now_rfc3339(),
+                    columns: p
+                        .fields
+                        .iter()
+                        .map(|f| Column {
+                            field_key: f.field_name.clone(),
+                            display_name: f.display_name.clone(),
+                            data_type: f.data_type.clone(),
+                        })
+                        .collect(),
+                    pending_review_count: pending,
+                    links: PipelineLinks::of(&p.id),
+                };
+                let w = pagination::PageWriter::begin(sink, &head, page.limit)?;
+                w.rows(page.after, total, &cursors, false, |after, n| {
+                    let rows =
+                        store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
+                    let views = views_for(c, &rows, &order)?;
+                    Ok(rows
+                        .iter()
+                        .zip(&views)
+                        .map(|(d, v)| {
+                            let row =
+                                views::result_row(d, v, &order, &phases, with_cells, with_prov);
+                            (d.ordinal, Some(row))
+                        })
+                        .collect())
+                })
             })
-        })
-    })
+        },
+    )
     .await
 }
 
@@ -406,7 +451,7 @@ pub async fn cells(
         let phases = store::pipelines::phases(c, &id)?;
         let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
         let views = views_for(c, std::slice::from_ref(&pd), &order)?;
-        Ok(views::cells_json(&views[0], &order, pd.status, &phases))
+        Ok(views::cells(&views[0], &order, pd.status, &phases))
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -424,11 +469,9 @@ pub async fn verdicts(
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
         let phases = store::pipelines::phases(c, &id)?;
         let rows = store::pipelines::verdicts(c, pd.seq)?;
-        let data: Vec<Value> = rows
-            .iter()
-            .map(|v| views::verdict_json(v, &phases))
-            .collect();
-        Ok(json!({ "data": data }))
+        Ok(All {
+            data: rows.iter().map(|v| views::verdict(v, &phases)).collect(),
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -468,7 +511,7 @@ pub async fn rerun(
             if !dry {
                 effects = effects.wake_if(true).event(format!(
                     "pipeline {id} rerun from {phase} (phase {}): {} documents enqueued",
-                    answer["fromPhaseIndex"], answer["enqueued"]
+                    answer.from_phase_index, answer.enqueued
                 ));
                 effects.reruns = 1;
             }
@@ -486,7 +529,9 @@ pub async fn reruns(
     let body = super::read(&state, move |c| {
         load(c, &auth.org_id, &id)?;
         let rows = crate::store::reruns::list(c, &id)?;
-        Ok(json!({ "data": rows.iter().map(crate::engine::rerun::rerun_json).collect::<Vec<_>>() }))
+        Ok(All {
+            data: rows.iter().map(crate::engine::rerun::record).collect(),
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

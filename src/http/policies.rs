@@ -4,6 +4,7 @@ use super::extract::{Authed, Id, Read, RuleId, Write};
 use super::idempotency::{write, Reply};
 use super::pagination;
 use super::{blocking, AppState};
+use crate::answers::{All, Deleted, Policy, PolicyField, Rule};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::policy::{self, RuleDef};
 use crate::domain::schema::{valid_field_name, DATA_TYPES};
@@ -14,13 +15,20 @@ use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-fn rule_json(r: &RuleDef) -> Value {
-    json!({ "id": r.id, "field_key": r.field_key, "rule_type": r.rule_type, "config": r.config, "order": r.order })
+fn rule_json(r: &RuleDef) -> Rule {
+    Rule {
+        id: r.id.clone(),
+        field_key: r.field_key.clone(),
+        rule_type: r.rule_type.clone(),
+        config: r.config.clone(),
+        order: r.order,
+    }
 }
 
 /// Rules in compiled order (stored order when the set does not compile, which validation prevents).
-fn compiled_rules(p: &PolicyRow) -> Vec<Value> {
+fn compiled_rules(p: &PolicyRow) -> Vec<Rule> {
     match policy::compiled_order(&p.field_keys(), &p.rules) {
         Ok(order) => order
             .iter()
@@ -31,17 +39,33 @@ fn compiled_rules(p: &PolicyRow) -> Vec<Value> {
     }
 }
 
-pub fn render(p: &PolicyRow) -> Value {
-    json!({
-        "id": p.id, "name": p.name, "description": p.description, "version": p.version,
-        "status": if p.active() { "active" } else { "inactive" },
-        "fields": p.fields.iter().map(|f| json!({"field_key": f.field_key, "type": f.data_type, "created_at": f.created_at})).collect::<Vec<_>>(),
-        "rules": compiled_rules(p), "created_at": p.created_at, "updated_at": p.updated_at
-    })
+pub fn render(p: &PolicyRow) -> Policy {
+    Policy {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        description: p.description.clone(),
+        version: p.version,
+        status: if p.active() { "active" } else { "inactive" },
+        fields: p
+            .fields
+            .iter()
+            .map(|f| PolicyField {
+                field_key: f.field_key.clone(),
+                data_type: f.data_type.clone(),
+                created_at: f.created_at.clone(),
+            })
+            .collect(),
+        rules: compiled_rules(p),
+        created_at: p.created_at.clone(),
+        updated_at: p.updated_at.clone(),
+    }
 }
 
-#[derive(Deserialize)]
-struct PolicyBody {
+/// A data policy's name and description.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PolicyInput)]
+pub struct PolicyBody {
+    #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
     description: Option<String>,
 }
@@ -153,16 +177,20 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let body = super::write_now(&state, move |tx| {
         policies::delete(tx, &auth.org_id, &id)?;
-        Ok(json!({ "deleted": true, "id": id }))
+        Ok(Deleted { deleted: true, id })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
-struct FieldBody {
+/// A field the policy resolves, with its type (`string` when absent).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PolicyFieldInput)]
+pub struct FieldBody {
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     field_key: Option<String>,
     #[serde(rename = "type")]
+    #[schema(pattern = "^(string|number|integer|boolean|date|array|object)$")]
     data_type: Option<String>,
 }
 
@@ -222,10 +250,17 @@ pub async fn delete_field(
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
-struct RuleBody {
+/// A rule: which field it writes, its type and its config. A change takes `config` alone.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RuleInput)]
+pub struct RuleBody {
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     field_key: Option<String>,
+    #[schema(
+        pattern = "^(direct|format|date|number|currency|lookup|regex_replace|default|compute|unit)$"
+    )]
     rule_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
 }
 
@@ -266,7 +301,9 @@ pub async fn list_rules(
     Id(id): Id,
 ) -> Result<HttpResponse, ApiError> {
     let p = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
-    Ok(HttpResponse::Ok().json(json!({ "data": compiled_rules(&p) })))
+    Ok(HttpResponse::Ok().json(All {
+        data: compiled_rules(&p),
+    }))
 }
 
 pub async fn patch_rule(
@@ -299,7 +336,10 @@ pub async fn delete_rule(
 ) -> Result<HttpResponse, ApiError> {
     let body = super::write_now(&state, move |tx| {
         policies::delete_rule(tx, &auth.org_id, &id, &rid)?;
-        Ok(json!({ "deleted": true, "id": rid }))
+        Ok(Deleted {
+            deleted: true,
+            id: rid,
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

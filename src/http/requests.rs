@@ -7,47 +7,61 @@ use crate::domain::rail::PhaseType;
 use crate::engine::review::Action;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// `POST /v1/pipelines/{id}/rerun`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RerunInput)]
 pub struct RerunBody {
+    #[serde(alias = "fromPhase")]
+    #[schema(value_type = String, pattern = "^(transfer|extraction|resolution|validation)$")]
     pub from_phase: PhaseType,
     /// Pipeline document ids; absent reruns every document. `null` is refused: a subset that
     /// came out empty-handed must not turn into the whole run.
     #[serde(default, alias = "documentIds", deserialize_with = "not_null")]
+    #[schema(value_type = Vec<String>)]
     pub document_ids: Option<Vec<PipelineDocumentId>>,
     #[serde(default, alias = "dryRun")]
     pub dry_run: bool,
 }
 
 /// `POST /v1/pipeline-documents/{pd_id}/fields/{field_key}/resolve`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ResolveInput)]
 pub struct ResolveBody {
+    #[schema(value_type = String, pattern = "^(approve|correct|override|reopen)$")]
     pub action: Action,
     /// Present-and-null is a correction to null, so `null` is kept apart from absence.
     #[serde(default, alias = "correctedValue", deserialize_with = "present")]
+    #[schema(value_type = Object)]
     pub corrected_value: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     pub reason: Option<Reason>,
 }
 
 /// `POST /v1/reviews/bulk-resolve`: one decision for up to 500 held fields.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BulkResolveInput)]
 pub struct BulkResolveBody {
+    #[schema(min_items = 1, max_items = 500)]
     pub items: Vec<BulkItem>,
+    #[schema(value_type = String, pattern = "^(approve|correct|override|reopen)$")]
     pub action: Action,
     #[serde(default, alias = "correctedValue", deserialize_with = "present")]
+    #[schema(value_type = Object)]
     pub corrected_value: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     pub reason: Option<Reason>,
 }
 
 /// One held field of a bulk resolve. Its id is checked per item (a bad one fails that item in
 /// the answer, as a missing one does), so it stays text here.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct BulkItem {
     #[serde(alias = "pipelineDocumentId")]
     pub pipeline_document_id: String,

@@ -5,6 +5,10 @@ use super::idempotency::{write, Reply};
 use super::pagination::{self, query_map};
 use super::requests::{BulkResolveBody, Reason, ResolveBody};
 use super::{blocking, AppState};
+use crate::answers::{
+    self, BulkItemResult, BulkResolveAnswer, DecisionList, HistoryEntry, MatchedSpan, NamedRef,
+    PipelineCount, ReviewDetail, ReviewItem, ReviewLinks, ReviewSummary, TriggerCounts,
+};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
 use crate::domain::schema::FieldDef;
@@ -16,7 +20,7 @@ use crate::store;
 use crate::store::review::{Decision, PdRef, QueueFilter};
 use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// A pipeline document's fields and view, for rendering queue items.
@@ -48,7 +52,7 @@ fn load_docs(c: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Loaded>, ApiEr
     Ok(out)
 }
 
-fn item_json(l: &Loaded, field: &str) -> Value {
+fn item_json(l: &Loaded, field: &str) -> ReviewItem {
     let st = l.view.states.get(field).cloned().unwrap_or_default();
     let (value, version) = l.view.canonical(field);
     let display = l
@@ -58,15 +62,29 @@ fn item_json(l: &Loaded, field: &str) -> Value {
         .map(|f| f.display_name.clone())
         .unwrap_or_else(|| field.to_string());
     let base = format!("/v1/field-reviews/{}/{}", l.pd.id, field);
-    json!({
-        "pipeline_document_id": l.pd.id, "field_key": field, "field_display_name": display,
-        "status": st.status.as_str(), "trigger": st.trigger, "reason": st.reason,
-        "current_value": value, "confidence": version.and_then(|c| c.confidence),
-        "requested_at": st.requested_at,
-        "pipeline": { "id": l.pd.pipeline_id, "name": l.pd.pipeline_name },
-        "document": { "id": l.pd.document_id, "name": l.pd.filename },
-        "links": { "self": base, "resolve": format!("{base}/resolve") }
-    })
+    ReviewItem {
+        pipeline_document_id: l.pd.id.clone(),
+        field_key: field.to_string(),
+        field_display_name: display,
+        status: st.status.as_str().to_string(),
+        trigger: st.trigger,
+        reason: st.reason,
+        current_value: value,
+        confidence: version.and_then(|c| c.confidence),
+        requested_at: st.requested_at,
+        pipeline: NamedRef {
+            id: l.pd.pipeline_id.clone(),
+            name: l.pd.pipeline_name.clone(),
+        },
+        document: NamedRef {
+            id: l.pd.document_id.clone(),
+            name: l.pd.filename.clone(),
+        },
+        links: ReviewLinks {
+            resolve: format!("{base}/resolve"),
+            self_: base,
+        },
+    }
 }
 
 /// The optional `pipeline_id` query filter: 400 unless it is a UUID.
@@ -118,16 +136,25 @@ pub async fn list(
         let (rows, total) = store::review::queue(c, &f, page.after, page.limit + 1)?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.pd_seq).collect();
         let docs = load_docs(c, &seqs)?;
+        // Read in the same snapshot as the queue rows: a row whose document did not load is a
+        // storage fault, not an item to show.
+        let items = rows
+            .iter()
+            .map(|r| match docs.get(&r.pd_seq) {
+                Some(l) => Ok((r.seq, item_json(l, &r.field_key))),
+                None => Err(ApiError::Internal(format!(
+                    "review row {} names a run document that did not load",
+                    r.seq
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(pagination::page(
-            rows,
+            items,
             total,
             &page,
             &cursors,
-            |r| r.seq,
-            |r| match docs.get(&r.pd_seq) {
-                Some(l) => item_json(l, &r.field_key),
-                None => Value::Null,
-            },
+            |r| r.0,
+            |r| r.1,
         ))
     })
     .await?;
@@ -140,7 +167,9 @@ pub async fn summary(
 ) -> Result<HttpResponse, ApiError> {
     let st = state.clone();
     let body = blocking(move || {
-        let rows = st.db.read(|c| store::review::queue_summary(c, &auth.org_id))?;
+        let rows = st
+            .db
+            .read(|c| store::review::queue_summary(c, &auth.org_id))?;
         let total: i64 = rows.iter().map(|r| r.3).sum();
         let by = |t: &str| rows.iter().filter(|r| r.0 == t).map(|r| r.3).sum::<i64>();
         let mut per: Vec<(String, String, i64)> = Vec::new();
@@ -150,11 +179,21 @@ pub async fn summary(
                 None => per.push((pid.clone(), name.clone(), *n)),
             }
         }
-        Ok::<_, ApiError>(json!({
-            "total": total,
-            "byTrigger": { "gate": by("gate"), "declarative": by("declarative") },
-            "byPipeline": per.iter().map(|(id, name, n)| json!({"pipelineId": id, "pipelineName": name, "count": n})).collect::<Vec<_>>()
-        }))
+        Ok::<_, ApiError>(ReviewSummary {
+            total,
+            by_trigger: TriggerCounts {
+                gate: by("gate"),
+                declarative: by("declarative"),
+            },
+            by_pipeline: per
+                .into_iter()
+                .map(|(pipeline_id, pipeline_name, count)| PipelineCount {
+                    pipeline_id,
+                    pipeline_name,
+                    count,
+                })
+                .collect(),
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -166,14 +205,25 @@ fn pd_field(req: &HttpRequest) -> Result<(String, String), ApiError> {
     Ok((pd, field))
 }
 
-pub fn decision_json(d: &Decision) -> Value {
-    json!({
-        "id": d.id, "pipelineId": d.pipeline_id, "pipelineDocumentId": d.pd_id, "documentId": d.document_id,
-        "documentName": d.document_name, "fieldKey": d.field_key, "triggerType": d.trigger_type,
-        "stageId": d.stage_id, "stageName": d.stage_name, "action": d.action, "priorValue": d.prior_value,
-        "finalValue": d.final_value, "reason": d.reason, "decidedBy": d.decided_by,
-        "decidedByName": d.decided_by_name, "decidedAt": d.decided_at
-    })
+pub fn decision_json(d: &Decision) -> answers::Decision {
+    answers::Decision {
+        id: d.id.clone(),
+        pipeline_id: d.pipeline_id.clone(),
+        pipeline_document_id: d.pd_id.clone(),
+        document_id: d.document_id.clone(),
+        document_name: d.document_name.clone(),
+        field_key: d.field_key.clone(),
+        trigger_type: d.trigger_type.clone(),
+        stage_id: d.stage_id.clone(),
+        stage_name: d.stage_name.clone(),
+        action: d.action.clone(),
+        prior_value: d.prior_value.clone(),
+        final_value: d.final_value.clone(),
+        reason: d.reason.clone(),
+        decided_by: d.decided_by.clone(),
+        decided_by_name: d.decided_by_name.clone(),
+        decided_at: d.decided_at.clone(),
+    }
 }
 
 /// Finds the value's text in the document when no span was stored (case and whitespace folded).
@@ -205,37 +255,73 @@ pub async fn detail(
 ) -> Result<HttpResponse, ApiError> {
     let (pd_id, field) = pd_field(&req)?;
     let body = super::read(&state, move |c| {
-            let pd = store::review::find_pd(c, &auth.org_id, &pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))?;
-            let docs = load_docs(c, &[pd.seq])?;
-            let l = docs.get(&pd.seq).ok_or_else(|| ApiError::not_found("Pipeline document"))?;
-            let fdef = l.fields.iter().find(|f| f.field_name == field).ok_or_else(|| ApiError::not_found("Field"))?;
-            let history: Vec<Value> = l
-                .view
-                .cells
-                .iter()
-                .filter(|(_, c, _)| c.field == field)
-                .map(|(_, c, _)| json!({"cellVersion": c.version, "source": c.source, "value": c.value, "sourceText": c.source_text}))
-                .collect();
-            let (value, version) = l.view.canonical(&field);
-            let stored = version.and_then(|c| c.source_text.clone()).filter(|_| version.is_some_and(|c| c.source == "rules_extraction"));
-            let extracted_span = l.view.cells.iter().rev().find(|(_, c, _)| c.field == field && c.source == "rules_extraction").and_then(|(_, c, _)| c.source_text.clone());
-            let span = match stored.or(extracted_span) {
-                Some(t) => json!({"text": t, "approximate": false}),
-                None => {
-                    let text = String::from_utf8(crate::store::documents::content(c, &l.pd.document_id)?).unwrap_or_default();
-                    match find_span(&text, &value) {
-                        Some(t) => json!({"text": t, "approximate": true}),
-                        None => Value::Null,
-                    }
-                }
-            };
-            let phases = store::pipelines::phases(c, &l.pd.pipeline_id)?;
-            let verdicts: Vec<Value> = store::pipelines::verdicts(c, l.pd.seq)?.iter().filter(|v| v.field == field).map(|v| views::verdict_json(v, &phases)).collect();
-            let decisions: Vec<Value> = store::review::decisions_for(c, l.pd.seq, &field)?.iter().map(decision_json).collect();
-            Ok(json!({
-                "item": item_json(l, &field), "field": fdef, "cellHistory": history, "matchedSpan": span,
-                "verdicts": verdicts, "priorDecisions": decisions
-            }))
+        let pd = store::review::find_pd(c, &auth.org_id, &pd_id)?
+            .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+        let docs = load_docs(c, &[pd.seq])?;
+        let l = docs
+            .get(&pd.seq)
+            .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+        let fdef = l
+            .fields
+            .iter()
+            .find(|f| f.field_name == field)
+            .ok_or_else(|| ApiError::not_found("Field"))?;
+        let history: Vec<HistoryEntry> = l
+            .view
+            .cells
+            .iter()
+            .filter(|(_, c, _)| c.field == field)
+            .map(|(_, c, _)| HistoryEntry {
+                cell_version: c.version,
+                source: c.source.clone(),
+                value: c.value.clone(),
+                source_text: c.source_text.clone(),
+            })
+            .collect();
+        let (value, version) = l.view.canonical(&field);
+        let stored = version
+            .and_then(|c| c.source_text.clone())
+            .filter(|_| version.is_some_and(|c| c.source == "rules_extraction"));
+        let extracted_span = l
+            .view
+            .cells
+            .iter()
+            .rev()
+            .find(|(_, c, _)| c.field == field && c.source == "rules_extraction")
+            .and_then(|(_, c, _)| c.source_text.clone());
+        let span = match stored.or(extracted_span) {
+            Some(text) => Some(MatchedSpan {
+                text,
+                approximate: false,
+            }),
+            None => {
+                let text =
+                    String::from_utf8(crate::store::documents::content(c, &l.pd.document_id)?)
+                        .unwrap_or_default();
+                find_span(&text, &value).map(|text| MatchedSpan {
+                    text,
+                    approximate: true,
+                })
+            }
+        };
+        let phases = store::pipelines::phases(c, &l.pd.pipeline_id)?;
+        let verdicts = store::pipelines::verdicts(c, l.pd.seq)?
+            .iter()
+            .filter(|v| v.field == field)
+            .map(|v| views::verdict(v, &phases))
+            .collect();
+        let decisions = store::review::decisions_for(c, l.pd.seq, &field)?
+            .iter()
+            .map(decision_json)
+            .collect();
+        Ok(ReviewDetail {
+            item: item_json(l, &field),
+            field: fdef.clone(),
+            cell_history: history,
+            matched_span: span,
+            verdicts,
+            prior_decisions: decisions,
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
@@ -346,34 +432,62 @@ pub async fn bulk_resolve(
     );
     let action = request.action.as_str();
     let org = auth.org_id.clone();
-    write(&state, &req, &auth, || sha256_hex(canonical_json(&raw).as_bytes()), move |tx| {
-        let mut results = Vec::with_capacity(targets.len());
-        let mut resolved = 0;
-        let mut effects = Effects::default();
-        for (pd, field) in &targets {
-            let item = store::Savepoint::begin(tx)?;
-            let outcome = match crate::domain::ids::parse_id(pd) {
-                None => Err(crate::engine::EngineError::NotFound("Pipeline document not found".into())),
-                Some(id) => review::resolve(tx, &org, &id, field, &request),
-            };
-            match outcome {
-                Ok((_, wake)) => {
-                    item.commit()?;
-                    effects = effects.wake_if(wake);
-                    effects.decisions.push(action);
-                    resolved += 1;
-                    results.push(json!({"pipeline_document_id": pd, "field_key": field, "ok": true}));
-                }
-                Err(crate::engine::EngineError::Store(e)) if e.is_unavailable() => return Err(e.into()),
-                Err(e) => {
-                    drop(item);
-                    results.push(json!({"pipeline_document_id": pd, "field_key": field, "ok": false, "error": e.to_string()}));
+    write(
+        &state,
+        &req,
+        &auth,
+        || sha256_hex(canonical_json(&raw).as_bytes()),
+        move |tx| {
+            let mut results = Vec::with_capacity(targets.len());
+            let mut resolved = 0;
+            let mut effects = Effects::default();
+            for (pd, field) in &targets {
+                let item = store::Savepoint::begin(tx)?;
+                let outcome = match crate::domain::ids::parse_id(pd) {
+                    None => Err(crate::engine::EngineError::NotFound(
+                        "Pipeline document not found".into(),
+                    )),
+                    Some(id) => review::resolve(tx, &org, &id, field, &request),
+                };
+                match outcome {
+                    Ok((_, wake)) => {
+                        item.commit()?;
+                        effects = effects.wake_if(wake);
+                        effects.decisions.push(action);
+                        resolved += 1;
+                        results.push(BulkItemResult {
+                            pipeline_document_id: pd.clone(),
+                            field_key: field.clone(),
+                            ok: true,
+                            error: None,
+                        });
+                    }
+                    Err(crate::engine::EngineError::Store(e)) if e.is_unavailable() => {
+                        return Err(e.into())
+                    }
+                    Err(e) => {
+                        drop(item);
+                        results.push(BulkItemResult {
+                            pipeline_document_id: pd.clone(),
+                            field_key: field.clone(),
+                            ok: false,
+                            error: Some(e.to_string()),
+                        });
+                    }
                 }
             }
-        }
-        let effects = effects.event(format!("bulk review {action}: {resolved} resolved, {} failed", targets.len() - resolved));
-        Ok(Reply::ok(json!({ "resolved": resolved, "failed": targets.len() - resolved, "results": results })).with(effects))
-    })
+            let effects = effects.event(format!(
+                "bulk review {action}: {resolved} resolved, {} failed",
+                targets.len() - resolved
+            ));
+            let answer = BulkResolveAnswer {
+                resolved,
+                failed: targets.len() - resolved,
+                results,
+            };
+            Ok(Reply::ok(answer).with(effects))
+        },
+    )
     .await
 }
 
@@ -397,17 +511,19 @@ pub async fn decisions(
                 page.limit + 1,
             )
         })?;
-        let mut body = pagination::page(rows, total, &page, &cursors, |d| d.seq, decision_json);
-        let obj = body.as_object_mut().expect("page is an object");
-        let entries = obj.remove("data").unwrap_or(Value::Array(vec![]));
-        let mut out = Map::new();
-        out.insert("total".into(), json!(total));
-        out.insert("entries".into(), entries);
-        out.insert(
-            "pagination".into(),
-            obj.remove("pagination").unwrap_or(Value::Null),
+        let page = pagination::page(
+            rows,
+            total,
+            &page,
+            &cursors,
+            |d| d.seq,
+            |d| decision_json(&d),
         );
-        Ok::<_, ApiError>(Value::Object(out))
+        Ok::<_, ApiError>(DecisionList {
+            total,
+            entries: page.data,
+            pagination: page.pagination,
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))

@@ -4,6 +4,7 @@ use super::extract::{Authed, Id, Read, Write};
 use super::idempotency::{write, Reply};
 use super::pagination;
 use super::{blocking, AppState};
+use crate::answers::{self, Deleted, Phase, Rail, SelfLink};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::schema::{self as dschema, FieldDef};
 use crate::store;
@@ -11,22 +12,44 @@ use crate::store::schemas::{RegistryField, SchemaRow};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
-struct SchemaBody {
+/// A schema's name, description and fields: `definition` (a JSON Schema object) or `fields`
+/// (an array of field objects, or an object of names to types), not both.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SchemaInput)]
+pub struct SchemaBody {
+    #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
     description: Option<String>,
+    #[schema(value_type = Option<Object>)]
     definition: Option<Value>,
     fields: Option<Value>,
 }
 
-pub fn render(s: &SchemaRow) -> Value {
-    json!({
-        "id": s.id, "short_id": s.short_id, "name": s.name, "description": s.description,
-        "definition": s.definition, "fields": s.fields, "field_count": s.fields.len(),
-        "version": s.version, "rail": s.rail, "created_at": s.created_at, "updated_at": s.updated_at,
-        "links": { "self": format!("/v1/schemas/{}", s.id) }
-    })
+/// A rail: its stages in order, at most 50.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RailInput)]
+pub struct RailBody {
+    #[schema(value_type = Option<Vec<Object>>, max_items = 50)]
+    rail: Option<Value>,
+}
+
+pub fn render(s: &SchemaRow) -> answers::Schema {
+    answers::Schema {
+        id: s.id.clone(),
+        short_id: s.short_id.clone(),
+        name: s.name.clone(),
+        description: s.description.clone(),
+        definition: s.definition.clone(),
+        fields: s.fields.clone(),
+        field_count: s.fields.len(),
+        version: s.version,
+        rail: s.rail.clone(),
+        created_at: s.created_at.clone(),
+        updated_at: s.updated_at.clone(),
+        links: SelfLink::to(format!("/v1/schemas/{}", s.id)),
+    }
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -206,18 +229,25 @@ pub async fn delete(
         let s = store::schemas::get(tx, &auth.org_id, &id, false)?
             .ok_or_else(|| ApiError::not_found("Schema"))?;
         store::schemas::soft_delete(tx, &auth.org_id, &s)?;
-        Ok(json!({ "deleted": true, "id": s.id }))
+        Ok(Deleted {
+            deleted: true,
+            id: s.id,
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(body))
 }
 
-fn render_field(f: &RegistryField) -> Value {
-    json!({
-        "id": f.id, "canonical_name": f.canonical_name, "display_name": f.display_name,
-        "data_type": f.data_type, "synonyms": f.synonyms, "occurrence_count": f.occurrence_count,
-        "created_at": f.created_at
-    })
+fn render_field(f: &RegistryField) -> answers::RegistryField {
+    answers::RegistryField {
+        id: f.id.clone(),
+        canonical_name: f.canonical_name.clone(),
+        display_name: f.display_name.clone(),
+        data_type: f.data_type.clone(),
+        synonyms: f.synonyms.clone(),
+        occurrence_count: f.occurrence_count,
+        created_at: f.created_at.clone(),
+    }
 }
 
 pub async fn list_fields(
@@ -238,8 +268,19 @@ pub async fn list_fields(
 fn rail_answer(
     rail: &[crate::domain::rail::Stage],
     phases: &[(crate::domain::rail::Phase, Value)],
-) -> Value {
-    json!({ "rail": rail, "phases": phases.iter().map(|(p, _)| p.preview()).collect::<Vec<_>>() })
+) -> Rail {
+    Rail {
+        rail: json!(rail),
+        phases: phases
+            .iter()
+            .map(|(p, _)| Phase {
+                index: p.index,
+                phase_id: p.phase_id.clone(),
+                kind: p.kind.as_str(),
+                name: p.name.clone(),
+            })
+            .collect(),
+    }
 }
 
 pub async fn put_rail(
@@ -258,10 +299,9 @@ pub async fn put_rail(
     })
     .await?;
     let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let rail_v = raw
-        .get("rail")
-        .ok_or_else(|| ApiError::bad("rail is required"))?;
-    let stages = crate::domain::rail::parse_stages(rail_v).map_err(ApiError::BadRequest)?;
+    let b: RailBody = typed(&raw)?;
+    let rail_v = b.rail.ok_or_else(|| ApiError::bad("rail is required"))?;
+    let stages = crate::domain::rail::parse_stages(&rail_v).map_err(ApiError::BadRequest)?;
     let body = super::write_now(&state, move |tx| {
         let s = store::schemas::get(tx, &auth.org_id, &id, false)?
             .ok_or_else(|| ApiError::not_found("Schema"))?;

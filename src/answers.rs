@@ -1,0 +1,688 @@
+//! The answers of the HTTP API as types. Handlers and engine views build these and serialize
+//! them; `GET /openapi.json` derives its schemas from the same types (`utoipa`), so the document
+//! and the bytes on the wire come from one definition. Doc comments are the schemas'
+//! descriptions. Field names are the wire names: snake_case where API.md has it, camelCase
+//! where the Talonic contract does (progress, review answers, decisions).
+//!
+//! Values that are the user's own data (field values, metadata, rule configs, mechanisms) stay
+//! `serde_json::Value`: their shape is whatever the Spec and the document made them.
+
+use crate::domain::schema::FieldDef;
+use crate::domain::status::{DocStatus, RunStatus};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// `{"status": "ok"}` from `/healthz`, `{"status": "ready"}` from `/readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// The answer of every delete.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: bool,
+    pub id: String,
+}
+
+/// Where a resource lives.
+#[derive(Serialize, ToSchema)]
+pub struct SelfLink {
+    #[serde(rename = "self")]
+    pub self_: String,
+}
+
+impl SelfLink {
+    pub fn to(path: String) -> Self {
+        SelfLink { self_: path }
+    }
+}
+
+/// A page's position in its list. `limit` is the limit asked: a page of large rows may hold fewer.
+#[derive(Serialize, ToSchema)]
+pub struct Pagination {
+    pub total: i64,
+    pub limit: i64,
+    pub has_more: bool,
+    /// Opaque; give it back as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of a list, newest first unless the operation says otherwise.
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+/// A whole list, not paged (it is bounded by what owns it).
+#[derive(Serialize, ToSchema)]
+pub struct All<T> {
+    pub data: Vec<T>,
+}
+
+/// The error envelope of every non-2xx answer.
+#[derive(Serialize, ToSchema)]
+pub struct Error {
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    #[schema(value_type = String, example = "bad_request")]
+    pub code: &'static str,
+    /// The status's reason phrase.
+    pub error: String,
+    /// What was wrong, in words a client can show.
+    pub message: String,
+    /// Whether the same request may succeed later (429, 5xx).
+    pub retryable: bool,
+    pub request_id: String,
+    pub timestamp: String,
+    pub path: String,
+    /// Present on 403: the scope the key lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_scopes: Option<Vec<String>>,
+}
+
+/// A Spec: output fields and the rail of stages they run through.
+#[derive(Serialize, ToSchema)]
+pub struct Schema {
+    pub id: String,
+    pub short_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// The fields as a JSON Schema object, as given or derived from `fields`.
+    pub definition: Value,
+    pub fields: Vec<FieldDef>,
+    pub field_count: usize,
+    pub version: i64,
+    #[schema(value_type = Vec<Object>)]
+    pub rail: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub links: SelfLink,
+}
+
+/// A field of the Field Registry: every field name any schema used, with its synonyms.
+#[derive(Serialize, ToSchema)]
+pub struct RegistryField {
+    pub id: String,
+    pub canonical_name: String,
+    pub display_name: String,
+    pub data_type: String,
+    pub synonyms: Vec<String>,
+    pub occurrence_count: i64,
+    pub created_at: String,
+}
+
+/// One compiled phase of a rail.
+#[derive(Serialize, ToSchema)]
+pub struct Phase {
+    pub index: usize,
+    pub phase_id: String,
+    #[serde(rename = "type")]
+    #[schema(value_type = String, example = "extraction")]
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// A rail as stored and as compiled into phases.
+#[derive(Serialize, ToSchema)]
+pub struct Rail {
+    #[schema(value_type = Vec<Object>)]
+    pub rail: Value,
+    pub phases: Vec<Phase>,
+}
+
+/// A validation gate (validation stage) of a schema.
+#[derive(Serialize, ToSchema)]
+pub struct Gate {
+    pub id: String,
+    pub schema_id: String,
+    pub name: String,
+    pub ordinal: i64,
+    /// `info`, `warning` or `blocking`.
+    pub severity: String,
+    pub field_scope: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub mechanisms: Value,
+    #[schema(value_type = Object)]
+    pub blocking_config: Value,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What replaying a gate's blocking over stored verdicts changed.
+#[derive(Serialize, ToSchema)]
+pub struct ReplayAnswer {
+    pub replayed: usize,
+    #[serde(rename = "newlyBlocked")]
+    pub newly_blocked: usize,
+    pub released: usize,
+}
+
+/// A gate's or rule's judgement of one field in one pass.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub field_key: String,
+    pub phase_id: Option<String>,
+    pub stage_id: String,
+    pub stage_name: Option<String>,
+    pub generation: i64,
+    pub pass: i64,
+    /// `pass`, `fail` or `skip`.
+    pub outcome: String,
+    pub suppressed: bool,
+    pub reason: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub mechanisms: Value,
+}
+
+/// A rule of a data policy.
+#[derive(Serialize, ToSchema)]
+pub struct Rule {
+    pub id: String,
+    pub field_key: String,
+    pub rule_type: String,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    pub order: i64,
+}
+
+/// A field a data policy declares.
+#[derive(Serialize, ToSchema)]
+pub struct PolicyField {
+    pub field_key: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub created_at: String,
+}
+
+/// A data policy: fields and the rules that resolve them, in compiled order.
+#[derive(Serialize, ToSchema)]
+pub struct Policy {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub version: i64,
+    /// `active` or `inactive` (a policy without rules).
+    #[schema(value_type = String)]
+    pub status: &'static str,
+    pub fields: Vec<PolicyField>,
+    pub rules: Vec<Rule>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A stored document.
+#[derive(Serialize, ToSchema)]
+pub struct Document {
+    pub id: String,
+    pub filename: String,
+    pub mime_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub created_at: String,
+    pub links: SelfLink,
+    /// On upload: present and true when these bytes were already stored (answered 200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    /// With `?include=text`: the document's text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// The schema a pipeline runs.
+#[derive(Serialize, ToSchema)]
+pub struct SchemaRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Where a pipeline's parts live.
+#[derive(Serialize, ToSchema)]
+pub struct PipelineLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub progress: String,
+    pub results: String,
+}
+
+impl PipelineLinks {
+    pub fn of(id: &str) -> Self {
+        PipelineLinks {
+            self_: format!("/v1/pipelines/{id}"),
+            progress: format!("/v1/pipelines/{id}/progress"),
+            results: format!("/v1/pipelines/{id}/results"),
+        }
+    }
+}
+
+/// A pipeline: one run of a schema over documents.
+#[derive(Serialize, ToSchema)]
+pub struct Pipeline {
+    pub id: String,
+    pub name: String,
+    pub status: RunStatus,
+    pub schema: SchemaRef,
+    pub phase_count: i64,
+    pub document_count: i64,
+    /// On create: how many documents were enqueued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enqueued_documents: Option<i64>,
+    pub generation: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub completed_at: Option<String>,
+    pub links: PipelineLinks,
+}
+
+/// A document of a run.
+#[derive(Serialize, ToSchema)]
+pub struct PipelineDocument {
+    pub id: String,
+    pub document_id: String,
+    pub filename: String,
+    pub status: DocStatus,
+    /// The phase it is at while queued or processing.
+    pub current_phase_id: Option<String>,
+    pub generation: i64,
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+/// Counts of one phase.
+#[derive(Serialize, ToSchema)]
+pub struct PhaseProgress {
+    #[serde(rename = "phaseId")]
+    pub phase_id: String,
+    pub index: usize,
+    pub name: String,
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    pub completed: i64,
+    pub running: i64,
+    pub errors: i64,
+    pub pending: i64,
+}
+
+/// A document that ended in error.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressError {
+    pub pipeline_document_id: String,
+    pub document_id: String,
+    pub filename: String,
+    pub phase_id: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Progress of a run and of each phase.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub pipeline_id: String,
+    pub status: RunStatus,
+    pub generation: i64,
+    pub total_documents: i64,
+    pub completed_documents: i64,
+    pub error_documents: i64,
+    pub phases: Vec<PhaseProgress>,
+    /// Up to 100 documents in error.
+    pub errors: Vec<ProgressError>,
+}
+
+/// A column of the results: a field of the schema.
+#[derive(Serialize, ToSchema)]
+pub struct Column {
+    pub field_key: String,
+    pub display_name: String,
+    pub data_type: String,
+}
+
+/// What a results page says before its rows.
+#[derive(Serialize, ToSchema)]
+pub struct ResultsHead {
+    pub pipeline_id: String,
+    pub spec_id: String,
+    pub status: RunStatus,
+    /// Always `documents`.
+    pub view: String,
+    pub generated_at: String,
+    pub columns: Vec<Column>,
+    /// Fields waiting for a reviewer in this run.
+    pub pending_review_count: i64,
+    pub links: PipelineLinks,
+}
+
+/// A flag a gate of warning or info severity left on a field.
+#[derive(Serialize, ToSchema)]
+pub struct FlagAnswer {
+    pub stage_id: String,
+    pub severity: String,
+    pub reason: String,
+}
+
+/// A field's state and the version results show (`include=cells`).
+#[derive(Serialize, ToSchema)]
+pub struct CellSummary {
+    pub status: String,
+    pub version: Option<i64>,
+    pub source: Option<String>,
+    pub confidence: Option<f64>,
+    pub phase_id: Option<String>,
+    pub flags: Vec<FlagAnswer>,
+}
+
+/// One version of a field's cell, with its provenance.
+#[derive(Serialize, ToSchema)]
+pub struct CellVersion {
+    pub version: i64,
+    pub value: Value,
+    /// What wrote it: `rules_extraction`, `policy`, `human`, …
+    pub source: String,
+    pub phase_id: Option<String>,
+    pub phase_index: usize,
+    pub generation: i64,
+    pub pass: i64,
+    pub confidence: Option<f64>,
+    /// The document text it was read from.
+    pub source_text: Option<String>,
+    pub config_version: Option<i64>,
+    /// Whether this version still counts (a later pass or rerun supersedes earlier ones).
+    pub live: bool,
+    /// Whether this is the version results show.
+    pub canonical: bool,
+    pub note: Option<String>,
+    pub created_at: String,
+}
+
+/// One document's row of results: its fields' values as results show them (a held field or
+/// one not settled yet is null), and with `include` its cells' states and provenance.
+#[derive(Serialize, ToSchema)]
+pub struct ResultRow {
+    pub pipeline_document_id: String,
+    pub document_id: String,
+    pub filename: String,
+    pub status: DocStatus,
+    pub error: Option<String>,
+    pub completed_at: Option<String>,
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::HashMap<String, CellSummary>>)]
+    pub cells: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::HashMap<String, Vec<CellVersion>>>)]
+    pub provenance: Option<Map<String, Value>>,
+}
+
+/// A page of results, in input order. Written as it is read (`http::pagination::PageWriter`):
+/// the head's fields, then `data`, then `pagination`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ResultsPage {
+    #[schema(inline)]
+    pub head: ResultsHead,
+    pub data: Vec<ResultRow>,
+    pub pagination: Pagination,
+}
+
+/// Every version of one field.
+#[derive(Serialize, ToSchema)]
+pub struct FieldCells {
+    pub field_key: String,
+    pub status: String,
+    pub pinned: bool,
+    pub canonical_version: Option<i64>,
+    pub note: Option<String>,
+    pub versions: Vec<CellVersion>,
+}
+
+/// Every version of every field of one document.
+#[derive(Serialize, ToSchema)]
+pub struct Cells {
+    pub fields: Vec<FieldCells>,
+}
+
+/// What a rerun would do (`dry_run`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RerunPlan {
+    pub phases: Vec<String>,
+    pub documents: usize,
+    /// Fields held at a gate before the restart phase, kept as they are.
+    pub kept_blocked_fields: usize,
+    /// Human decisions on the documents, all kept.
+    pub preserved_decisions: i64,
+}
+
+/// The answer of a rerun.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RerunAnswer {
+    pub enqueued: usize,
+    pub from_phase_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RerunPlan>,
+}
+
+/// A rerun in a run's history.
+#[derive(Serialize, ToSchema)]
+pub struct RerunRecord {
+    pub id: String,
+    pub generation: i64,
+    pub from_phase: String,
+    pub from_phase_index: i64,
+    pub enqueued: i64,
+    /// The subset asked, or null for every document.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub document_ids: Option<Value>,
+    pub requested_at: String,
+    pub requested_by: String,
+    pub finished_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<Value>,
+}
+
+/// A data product: the delivered view of a finished run.
+#[derive(Serialize, ToSchema)]
+pub struct DataProduct {
+    pub id: String,
+    pub name: String,
+    pub pipeline_id: String,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The answer of creating (201) or reactivating (200) a data product.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataProductCreated {
+    pub data_product: DataProduct,
+    /// Sharing is not offered by a self-hosted Quire: always null.
+    #[schema(value_type = Option<String>)]
+    pub share_token: Option<()>,
+}
+
+/// A delivered document's row: values, with held fields null and named in `held`.
+#[derive(Serialize, ToSchema)]
+pub struct DataProductRow {
+    pub pipeline_document_id: String,
+    pub document_id: String,
+    pub filename: String,
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+    pub held: Vec<String>,
+}
+
+/// A page of a data product's rows (written as it is read, like results).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DataProductPage {
+    pub data: Vec<DataProductRow>,
+    pub pagination: Pagination,
+}
+
+/// The run an item belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct NamedRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Where a review item lives and where it is resolved.
+#[derive(Serialize, ToSchema)]
+pub struct ReviewLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub resolve: String,
+}
+
+/// A field held for a reviewer.
+#[derive(Serialize, ToSchema)]
+pub struct ReviewItem {
+    pub pipeline_document_id: String,
+    pub field_key: String,
+    pub field_display_name: String,
+    /// `blocked` or `pending_review`.
+    pub status: String,
+    /// `gate` or `declarative`.
+    pub trigger: Option<String>,
+    pub reason: Option<String>,
+    pub current_value: Value,
+    pub confidence: Option<f64>,
+    pub requested_at: Option<String>,
+    pub pipeline: NamedRef,
+    pub document: NamedRef,
+    pub links: ReviewLinks,
+}
+
+/// Held fields of one run.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineCount {
+    pub pipeline_id: String,
+    pub pipeline_name: String,
+    pub count: i64,
+}
+
+/// Counts by trigger.
+#[derive(Serialize, ToSchema)]
+pub struct TriggerCounts {
+    pub gate: i64,
+    pub declarative: i64,
+}
+
+/// The queue's counts.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewSummary {
+    pub total: i64,
+    pub by_trigger: TriggerCounts,
+    pub by_pipeline: Vec<PipelineCount>,
+}
+
+/// One version of the held field, oldest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub cell_version: i64,
+    pub source: String,
+    pub value: Value,
+    pub source_text: Option<String>,
+}
+
+/// The document text the value was read from; `approximate` when it was found afterwards.
+#[derive(Serialize, ToSchema)]
+pub struct MatchedSpan {
+    pub text: String,
+    pub approximate: bool,
+}
+
+/// A review item with what a reviewer needs to decide.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewDetail {
+    pub item: ReviewItem,
+    pub field: FieldDef,
+    pub cell_history: Vec<HistoryEntry>,
+    pub matched_span: Option<MatchedSpan>,
+    pub verdicts: Vec<Verdict>,
+    pub prior_decisions: Vec<Decision>,
+}
+
+/// The field after a decision.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolveAnswer {
+    pub field_key: String,
+    pub status: String,
+    pub current_phase_id: Option<String>,
+    pub blocked_at_stage_id: Option<String>,
+    pub blocked_by_field: Option<String>,
+    pub review_trigger: Option<String>,
+    pub review_routing: Option<String>,
+    pub review_requested_at: Option<String>,
+    pub resolve_action: String,
+    pub resolved_at: String,
+    pub delivered_at: Option<String>,
+}
+
+/// One item's outcome in a bulk resolve.
+#[derive(Serialize, ToSchema)]
+pub struct BulkItemResult {
+    pub pipeline_document_id: String,
+    pub field_key: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer of a bulk resolve: each item resolved or refused on its own.
+#[derive(Serialize, ToSchema)]
+pub struct BulkResolveAnswer {
+    pub resolved: usize,
+    pub failed: usize,
+    pub results: Vec<BulkItemResult>,
+}
+
+/// An entry of the append-only decision log.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub id: String,
+    pub pipeline_id: String,
+    pub pipeline_document_id: String,
+    pub document_id: String,
+    pub document_name: String,
+    pub field_key: String,
+    pub trigger_type: String,
+    pub stage_id: Option<String>,
+    pub stage_name: Option<String>,
+    /// `approve`, `correct`, `override` or `reopen`.
+    pub action: String,
+    pub prior_value: Option<Value>,
+    pub final_value: Option<Value>,
+    pub reason: Option<String>,
+    /// The key that decided.
+    pub decided_by: String,
+    /// The reviewer's name (`X-Reviewer`, else the key's name).
+    pub decided_by_name: String,
+    pub decided_at: String,
+}
+
+/// A page of the decision log.
+#[derive(Serialize, ToSchema)]
+pub struct DecisionList {
+    pub total: i64,
+    pub entries: Vec<Decision>,
+    pub pagination: Pagination,
+}
