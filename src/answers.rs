@@ -7,8 +7,14 @@
 //! Values that are the user's own data (field values, metadata, rule configs, mechanisms) stay
 //! `serde_json::Value`: their shape is whatever the Spec and the document made them.
 
+use crate::domain::cells::Cell;
 use crate::domain::schema::FieldDef;
 use crate::domain::status::{DocStatus, RunStatus};
+pub use crate::store::data_products::DataProduct;
+pub use crate::store::gates::GateRow as Gate;
+pub use crate::store::review::Decision;
+pub use crate::store::schemas::RegistryField;
+use crate::store::schemas::SchemaRow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -86,32 +92,10 @@ pub struct Error {
 /// A Spec: output fields and the rail of stages they run through.
 #[derive(Serialize, ToSchema)]
 pub struct Schema {
-    pub id: String,
-    pub short_id: String,
-    pub name: String,
-    pub description: Option<String>,
-    /// The fields as a JSON Schema object, as given or derived from `fields`.
-    pub definition: Value,
-    pub fields: Vec<FieldDef>,
+    #[serde(flatten)]
+    pub schema: SchemaRow,
     pub field_count: usize,
-    pub version: i64,
-    #[schema(value_type = Vec<Object>)]
-    pub rail: Value,
-    pub created_at: String,
-    pub updated_at: String,
     pub links: SelfLink,
-}
-
-/// A field of the Field Registry: every field name any schema used, with its synonyms.
-#[derive(Serialize, ToSchema)]
-pub struct RegistryField {
-    pub id: String,
-    pub canonical_name: String,
-    pub display_name: String,
-    pub data_type: String,
-    pub synonyms: Vec<String>,
-    pub occurrence_count: i64,
-    pub created_at: String,
 }
 
 /// One compiled phase of a rail.
@@ -131,25 +115,6 @@ pub struct Rail {
     #[schema(value_type = Vec<Object>)]
     pub rail: Value,
     pub phases: Vec<Phase>,
-}
-
-/// A validation gate (validation stage) of a schema.
-#[derive(Serialize, ToSchema)]
-pub struct Gate {
-    pub id: String,
-    pub schema_id: String,
-    pub name: String,
-    pub ordinal: i64,
-    /// `info`, `warning` or `blocking`.
-    pub severity: String,
-    pub field_scope: Vec<String>,
-    #[schema(value_type = Vec<Object>)]
-    pub mechanisms: Value,
-    #[schema(value_type = Object)]
-    pub blocking_config: Value,
-    pub version: i64,
-    pub created_at: String,
-    pub updated_at: String,
 }
 
 /// What replaying a gate's blocking over stored verdicts changed.
@@ -381,23 +346,13 @@ pub struct CellSummary {
 /// One version of a field's cell, with its provenance.
 #[derive(Serialize, ToSchema)]
 pub struct CellVersion {
-    pub version: i64,
-    pub value: Value,
-    /// What wrote it: `rules_extraction`, `policy`, `human`, …
-    pub source: String,
+    #[serde(flatten)]
+    pub cell: Cell,
     pub phase_id: Option<String>,
-    pub phase_index: usize,
-    pub generation: i64,
-    pub pass: i64,
-    pub confidence: Option<f64>,
-    /// The document text it was read from.
-    pub source_text: Option<String>,
-    pub config_version: Option<i64>,
     /// Whether this version still counts (a later pass or rerun supersedes earlier ones).
     pub live: bool,
     /// Whether this is the version results show.
     pub canonical: bool,
-    pub note: Option<String>,
     pub created_at: String,
 }
 
@@ -489,17 +444,6 @@ pub struct RerunRecord {
     pub finished_at: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub outcome: Option<Value>,
-}
-
-/// A data product: the delivered view of a finished run.
-#[derive(Serialize, ToSchema)]
-pub struct DataProduct {
-    pub id: String,
-    pub name: String,
-    pub pipeline_id: String,
-    pub status: String,
-    pub created_at: String,
-    pub updated_at: String,
 }
 
 /// The answer of creating (201) or reactivating (200) a data product.
@@ -652,31 +596,6 @@ pub struct BulkResolveAnswer {
     pub resolved: usize,
     pub failed: usize,
     pub results: Vec<BulkItemResult>,
-}
-
-/// An entry of the append-only decision log.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Decision {
-    pub id: String,
-    pub pipeline_id: String,
-    pub pipeline_document_id: String,
-    pub document_id: String,
-    pub document_name: String,
-    pub field_key: String,
-    pub trigger_type: String,
-    pub stage_id: Option<String>,
-    pub stage_name: Option<String>,
-    /// `approve`, `correct`, `override` or `reopen`.
-    pub action: String,
-    pub prior_value: Option<Value>,
-    pub final_value: Option<Value>,
-    pub reason: Option<String>,
-    /// The key that decided.
-    pub decided_by: String,
-    /// The reviewer's name (`X-Reviewer`, else the key's name).
-    pub decided_by_name: String,
-    pub decided_at: String,
 }
 
 /// A page of the decision log.

@@ -4,20 +4,26 @@
 use crate::domain::gate::{self, Outcome};
 use serde_json::Value;
 
-/// A stored or new cell version (`seq` is 0 until stored).
-#[derive(Debug, Clone, PartialEq)]
+/// A stored or new cell version (`seq` is 0 until stored). Answered as a version of its field's
+/// cell (`answers::CellVersion`), without what the answer already says or keeps internal.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Cell {
+    #[serde(skip)]
     pub seq: i64,
+    #[serde(skip)]
     pub field: String,
     pub version: i64,
     pub value: Value,
+    /// What wrote it: `rules_extraction`, `policy`, `human`, …
     pub source: String,
     pub phase_index: usize,
     pub generation: i64,
     pub pass: i64,
     pub confidence: Option<f64>,
+    /// The document text it was read from.
     pub source_text: Option<String>,
     pub config_version: Option<i64>,
+    #[serde(skip)]
     pub rule_type: Option<String>,
     pub note: Option<String>,
 }

@@ -341,6 +341,48 @@ fn answer(doc: &Doc, states: &States, field: &str, action: Action, at: &str) -> 
     }
 }
 
+/// Where a decided field was held: its trigger and the gate that held it.
+struct Held<'a> {
+    trigger: &'a str,
+    stage_id: Option<&'a str>,
+    stage_name: Option<&'a str>,
+    phase_index: Option<i64>,
+}
+
+/// Appends `req`'s decision on `field` to the decision log, dated by the document's next run.
+#[allow(clippy::too_many_arguments)]
+fn log_decision(
+    c: &Connection,
+    org: &str,
+    doc: &Doc,
+    field: &str,
+    req: &ResolveRequest,
+    held: Held,
+    action: &str,
+    prior_value: &Value,
+    final_value: Option<&Value>,
+) -> Result<(), EngineError> {
+    let entry = NewDecision {
+        org_id: org,
+        pipeline_id: &doc.pd.pipeline_id,
+        pd_seq: doc.pd.seq,
+        field_key: field,
+        trigger_type: held.trigger,
+        stage_id: held.stage_id,
+        stage_name: held.stage_name,
+        phase_index: held.phase_index,
+        action,
+        prior_value,
+        final_value,
+        reason: req.reason.as_deref(),
+        decided_by: &req.key_id,
+        decided_by_name: &req.reviewer,
+        judged_from: doc.next_run(),
+    };
+    store::review::insert_decision(c, entry)?;
+    Ok(())
+}
+
 /// Resolves one held field in one transaction. Returns the answer and whether the executor has work.
 pub fn resolve(
     c: &Connection,
@@ -383,26 +425,13 @@ pub fn resolve(
                 "Field '{field}' has no decision since its last reopen"
             ))
         })?;
-        store::review::insert_decision(
-            c,
-            NewDecision {
-                org_id: org,
-                pipeline_id: &doc.pd.pipeline_id,
-                pd_seq: doc.pd.seq,
-                field_key: field,
-                trigger_type: &last.trigger_type,
-                stage_id: last.stage_id.as_deref(),
-                stage_name: last.stage_name.as_deref(),
-                phase_index: last.phase_index,
-                action: "reopen",
-                prior_value: &canonical,
-                final_value: None,
-                reason: req.reason.as_deref(),
-                decided_by: &req.key_id,
-                decided_by_name: &req.reviewer,
-                judged_from: doc.next_run(),
-            },
-        )?;
+        let held = Held {
+            trigger: &last.trigger_type,
+            stage_id: last.stage_id.as_deref(),
+            stage_name: last.stage_name.as_deref(),
+            phase_index: last.phase_index,
+        };
+        log_decision(c, org, &doc, field, req, held, "reopen", &canonical, None)?;
         let cut = store::review::max_cell_seq(c, doc.pd.seq)?;
         let s = states.get_mut(field).expect("field exists");
         s.pinned = false;
@@ -524,25 +553,23 @@ pub fn resolve(
             .or_else(|| doc.phase_id(g)),
         _ => None,
     };
-    store::review::insert_decision(
+    let held = Held {
+        trigger: &trigger,
+        stage_id: st.stage_id.as_deref(),
+        stage_name: stage_display.as_deref(),
+        phase_index: gate_phase.map(|g| g as i64),
+    };
+    let action = req.action.as_str();
+    log_decision(
         c,
-        NewDecision {
-            org_id: org,
-            pipeline_id: &doc.pd.pipeline_id,
-            pd_seq: doc.pd.seq,
-            field_key: field,
-            trigger_type: &trigger,
-            stage_id: st.stage_id.as_deref(),
-            stage_name: stage_display.as_deref(),
-            phase_index: gate_phase.map(|g| g as i64),
-            action: req.action.as_str(),
-            prior_value: &canonical,
-            final_value: Some(&final_value),
-            reason: req.reason.as_deref(),
-            decided_by: &req.key_id,
-            decided_by_name: &req.reviewer,
-            judged_from: doc.next_run(),
-        },
+        org,
+        &doc,
+        field,
+        req,
+        held,
+        action,
+        &canonical,
+        Some(&final_value),
     )?;
     {
         let s = states.get_mut(field).expect("field exists");

@@ -673,6 +673,13 @@ mod tests {
         (def, policy::compile(t, &config).unwrap())
     }
 
+    /// The test fields with `total` computed by `expr`, and a gate of `severity` checking
+    /// `gate_rules`.
+    fn total_computed(expr: &str, gate_rules: Value, severity: &str) -> RunSpec {
+        let rules = vec![rule("r1", "total", "compute", json!({ "expr": expr }), 1)];
+        spec(fields(), rules, gate_rules, severity)
+    }
+
     fn spec(
         fields: Value,
         rules: Vec<(RuleDef, Rule)>,
@@ -822,18 +829,7 @@ mod tests {
 
     #[test]
     fn a_rule_that_cannot_produce_a_value_leaves_a_note_not_an_error() {
-        let s = spec(
-            fields(),
-            vec![rule(
-                "r1",
-                "total",
-                "compute",
-                json!({"expr": "net / tax"}),
-                1,
-            )],
-            json!([]),
-            "info",
-        );
+        let s = total_computed("net / tax", json!([]), "info");
         let mut c = ctx(&s, "Net: 5\nTax: 0", json!({}));
         let r = run(&s, &mut c);
         assert!(r.error.is_none());
@@ -921,18 +917,7 @@ mod tests {
 
     #[test]
     fn a_later_pass_that_writes_nothing_leaves_the_input_not_the_earlier_pass_output() {
-        let s = spec(
-            fields(),
-            vec![rule(
-                "r1",
-                "total",
-                "compute",
-                json!({"expr": "net + tax"}),
-                1,
-            )],
-            tax_gate(),
-            "blocking",
-        );
+        let s = total_computed("net + tax", tax_gate(), "blocking");
         let mut c = ctx(&s, "Net: 100\nTax: 99\nTotal: 119", json!({}));
         run(&s, &mut c);
         assert_eq!(c.states["tax"].status, Status::Blocked);
@@ -956,18 +941,7 @@ mod tests {
 
     #[test]
     fn a_later_pass_whose_rule_fails_leaves_no_value_and_a_note() {
-        let s = spec(
-            fields(),
-            vec![rule(
-                "r1",
-                "total",
-                "compute",
-                json!({"expr": "net / tax"}),
-                1,
-            )],
-            tax_gate(),
-            "blocking",
-        );
+        let s = total_computed("net / tax", tax_gate(), "blocking");
         let mut c = ctx(&s, "Net: 100\nTax: 99", json!({}));
         run(&s, &mut c);
         assert!(c.input("total", usize::MAX).0.is_number());
@@ -1005,18 +979,7 @@ mod tests {
 
     #[test]
     fn a_reopened_field_computed_again_goes_back_to_review_at_its_gate() {
-        let s = spec(
-            fields(),
-            vec![rule(
-                "r1",
-                "total",
-                "compute",
-                json!({"expr": "net + tax"}),
-                1,
-            )],
-            json!([]),
-            "blocking",
-        );
+        let s = total_computed("net + tax", json!([]), "blocking");
         let mut c = ctx(&s, "Net: 1\nTax: 2", json!({}));
         run(&s, &mut c);
         assert_eq!(c.states["total"].status, Status::Completed);

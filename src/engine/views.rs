@@ -130,19 +130,10 @@ pub fn version(
     phases: &[PhaseRow],
 ) -> CellVersion {
     CellVersion {
-        version: c.version,
-        value: c.value.clone(),
-        source: c.source.clone(),
+        cell: c.clone(),
         phase_id: phase_id(phases, c.phase_index),
-        phase_index: c.phase_index,
-        generation: c.generation,
-        pass: c.pass,
-        confidence: c.confidence,
-        source_text: c.source_text.clone(),
-        config_version: c.config_version,
         live: v.is_live(c),
         canonical,
-        note: c.note.clone(),
         created_at: created_at.to_string(),
     }
 }

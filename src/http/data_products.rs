@@ -1,11 +1,8 @@
-use super::body::{json_body, typed};
 use super::error::ApiError;
-use super::extract::{Authed, Id, Read, StageId, Write};
-use super::idempotency::{write, Reply};
-use super::pagination::{self, query_map};
-use super::{blocking, AppState};
-use crate::answers::{self, DataProductCreated, DataProductRow, ReplayAnswer};
-use crate::domain::canonical::{canonical_json, sha256_hex};
+use super::extract::{Body, Call, Id, Read, StageId, Write};
+use super::idempotency::Reply;
+use super::pagination::{self};
+use crate::answers::{DataProductCreated, DataProductRow, ReplayAnswer};
 use crate::domain::csv_out;
 use crate::domain::schema::FieldDef;
 use crate::domain::status::DocStatus;
@@ -16,21 +13,10 @@ use crate::store;
 use crate::store::data_products::DataProduct;
 use crate::store::pipelines::PipelineRow;
 use crate::store::Connection;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::Map;
 use utoipa::ToSchema;
-
-pub fn render(d: &DataProduct) -> answers::DataProduct {
-    answers::DataProduct {
-        id: d.id.clone(),
-        name: d.name.clone(),
-        pipeline_id: d.pipeline_id.clone(),
-        status: d.status.clone(),
-        created_at: d.created_at.clone(),
-        updated_at: d.updated_at.clone(),
-    }
-}
 
 /// Names the data product; the run's name when absent.
 #[derive(Deserialize, ToSchema)]
@@ -51,74 +37,54 @@ fn check_replayable(c: &Connection, pipeline_id: &str) -> Result<(), ApiError> {
 }
 
 pub async fn create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, p2) = (state.clone(), auth.org_id.clone(), id.clone());
-    blocking(move || {
-        st.db
-            .read(|c| super::pipelines::load(c, &org, &p2).map(|_| ()))
-    })
-    .await?;
-    let raw = json_body(&req, payload, state.config.max_body, true).await?;
-    let b: CreateBody = typed(&raw)?;
+    let run = super::pipelines::load;
+    let Body { raw, parsed: b } = call
+        .optional_body_for::<CreateBody, _>(run, &id, payload)
+        .await?;
     if let Some(n) = &b.name {
         if n.trim().is_empty() || n.chars().count() > 200 {
             return Err(ApiError::bad("name must be 1-200 characters"));
         }
     }
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let p = super::pipelines::load(tx, &org, &id)?;
-            check_replayable(tx, &id)?;
-            let delivered = store::pipelines::finished_count(tx, &id)?;
-            if delivered == 0 {
-                return Err(ApiError::bad(
-                    "No document of this pipeline is complete or partial",
-                ));
-            }
-            let default_name = format!("{} — Data Product", p.name);
-            let (dp, created) = store::data_products::upsert(
-                tx,
-                &org,
-                &id,
-                b.name.as_deref().map(str::trim),
-                &default_name,
-            )?;
-            let (_, wake) = review::replay(tx, &org, &id, None)?;
-            let body = DataProductCreated {
-                data_product: render(&dp),
-                share_token: None,
-            };
-            let reply = if created {
-                Reply::created(body)
-            } else {
-                Reply::ok(body)
-            };
-            Ok(reply.with(Effects::default().wake_if(wake)))
-        },
-    )
+    call.write(&raw, move |tx, org| {
+        let p = super::pipelines::load(tx, org, &id)?;
+        check_replayable(tx, &id)?;
+        let delivered = store::pipelines::finished_count(tx, &id)?;
+        if delivered == 0 {
+            return Err(ApiError::bad(
+                "No document of this pipeline is complete or partial",
+            ));
+        }
+        let default_name = format!("{} — Data Product", p.name);
+        let (dp, created) = store::data_products::upsert(
+            tx,
+            org,
+            &id,
+            b.name.as_deref().map(str::trim),
+            &default_name,
+        )?;
+        let (_, wake) = review::replay(tx, org, &id, None)?;
+        let body = DataProductCreated {
+            data_product: dp,
+            share_token: None,
+        };
+        let reply = if created {
+            Reply::created(body)
+        } else {
+            Reply::ok(body)
+        };
+        Ok(reply.with(Effects::default().wake_if(wake)))
+    })
     .await
 }
 
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(
-        &state,
-        &req,
-        "data-products",
-        store::data_products::list,
-        |d| d.seq,
-        render,
-    )
-    .await
+pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let list = store::data_products::list;
+    pagination::newest_first(&call, "data-products", list, |d| d.seq, DataProduct::clone).await
 }
 
 /// The run a data product delivers.
@@ -131,13 +97,8 @@ fn load(c: &Connection, org: &str, id: &str) -> Result<DataProduct, ApiError> {
     store::data_products::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Data product"))
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let d = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
-    Ok(HttpResponse::Ok().json(render(&d)))
+pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| load(c, org, &id)).await
 }
 
 /// One delivered row: values, with held fields empty, and what a row needs for the audit export.
@@ -172,35 +133,25 @@ fn rows(
         .collect())
 }
 
-pub async fn results(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let q = query_map(req.query_string())?;
-    let cursors = state.cursors.scope(&auth.org_id, &format!("dp:{id}"));
-    let page = pagination::parse(&q, &cursors, 100)?;
-    let st = state.clone();
+pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let (_, cursors, page) = call.page(&format!("dp:{id}"), 100)?;
     // A refusal (404) before the first byte is an envelope: the answer starts with the read.
-    super::limits::answer_streamed(state.heavy.clone(), None, "application/json", move |sink| {
-        st.db.read_snapshot(|c| {
-            let p = run_of(c, &auth.org_id, &id)?;
-            let total = store::pipelines::delivered_count(c, &p.id)?;
-            let w = pagination::PageWriter::begin(sink, &Map::new(), page.limit)?;
-            w.rows(page.after, total, &cursors, true, |after, n| {
-                let raw = store::pipelines::documents(c, &p.id, after, n, None)?;
-                let positions: Vec<i64> = raw.iter().map(|d| d.ordinal).collect();
-                let mut kept = rows(c, raw, &p.fields)?.into_iter().peekable();
-                // Error documents are not delivered: their positions pass without a row.
-                Ok(positions
-                    .into_iter()
-                    .map(|pos| match kept.next_if(|r| r.ordinal == pos) {
-                        Some(r) => (pos, Some(delivered_row(&r, &p.fields))),
-                        None => (pos, None),
-                    })
-                    .collect())
-            })
+    call.stream(None, "application/json", move |sink, c, org| {
+        let p = run_of(c, org, &id)?;
+        let total = store::pipelines::delivered_count(c, &p.id)?;
+        let w = pagination::PageWriter::begin(sink, &Map::new(), page.limit)?;
+        w.rows(page.after, total, &cursors, true, |after, n| {
+            let raw = store::pipelines::documents(c, &p.id, after, n, None)?;
+            let positions: Vec<i64> = raw.iter().map(|d| d.ordinal).collect();
+            let mut kept = rows(c, raw, &p.fields)?.into_iter().peekable();
+            // Error documents are not delivered: their positions pass without a row.
+            Ok(positions
+                .into_iter()
+                .map(|pos| match kept.next_if(|r| r.ordinal == pos) {
+                    Some(r) => (pos, Some(delivered_row(&r, &p.fields))),
+                    None => (pos, None),
+                })
+                .collect())
         })
     })
     .await
@@ -229,58 +180,45 @@ fn delivered_row(r: &Row, fields: &[FieldDef]) -> DataProductRow {
 /// Rows of documents read per page while an export streams.
 const EXPORT_PAGE: i64 = 200;
 
-async fn export(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    id: String,
-    audit: bool,
-) -> Result<HttpResponse, ApiError> {
-    let permit = state.heavy.try_enter()?;
-    let st = state.clone();
-    super::limits::answer_streamed(
-        state.heavy.clone(),
-        Some(permit),
-        "text/csv; charset=utf-8",
-        move |sink| {
-            st.db.read_snapshot(|c| {
-                let p = run_of(c, &auth.org_id, &id)?;
-                let mut header = Vec::new();
-                for f in &p.fields {
-                    header.push(f.field_name.clone());
-                    if audit {
-                        for suffix in ["source", "confidence", "reviewer"] {
-                            header.push(format!("{}__{suffix}", f.field_name));
-                        }
-                    }
+async fn export(call: Call<Read>, id: String, audit: bool) -> Result<HttpResponse, ApiError> {
+    let permit = call.heavy_if(true)?;
+    call.stream(permit, "text/csv; charset=utf-8", move |sink, c, org| {
+        let p = run_of(c, org, &id)?;
+        let mut header = Vec::new();
+        for f in &p.fields {
+            header.push(f.field_name.clone());
+            if audit {
+                for suffix in ["source", "confidence", "reviewer"] {
+                    header.push(format!("{}__{suffix}", f.field_name));
                 }
-                sink.write(csv_out::BOM.as_bytes())?;
-                sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
-                // Wide rows make short pages, so one page's cells and lines stay small.
-                let per_page = pagination::within_budget(EXPORT_PAGE, p.fields.len(), 1024);
-                let mut after = None;
-                loop {
-                    let docs = store::pipelines::documents(c, &p.id, after, per_page, None)?;
-                    let n = docs.len() as i64;
-                    after = docs.last().map(|d| d.ordinal);
-                    let decisions = if audit {
-                        let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
-                        store::review::decisions_of_docs(c, &seqs)?
-                    } else {
-                        Vec::new()
-                    };
-                    let page = rows(c, docs, &p.fields)?;
-                    let lines: Vec<Vec<String>> = page
-                        .iter()
-                        .map(|r| export_line(r, &p.fields, audit, &decisions))
-                        .collect();
-                    sink.write(&csv_out::lines(&lines).map_err(ApiError::Internal)?)?;
-                    if n < per_page {
-                        return Ok(());
-                    }
-                }
-            })
-        },
-    )
+            }
+        }
+        sink.write(csv_out::BOM.as_bytes())?;
+        sink.write(&csv_out::lines(&[header]).map_err(ApiError::Internal)?)?;
+        // Wide rows make short pages, so one page's cells and lines stay small.
+        let per_page = pagination::within_budget(EXPORT_PAGE, p.fields.len(), 1024);
+        let mut after = None;
+        loop {
+            let docs = store::pipelines::documents(c, &p.id, after, per_page, None)?;
+            let n = docs.len() as i64;
+            after = docs.last().map(|d| d.ordinal);
+            let decisions = if audit {
+                let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
+                store::review::decisions_of_docs(c, &seqs)?
+            } else {
+                Vec::new()
+            };
+            let page = rows(c, docs, &p.fields)?;
+            let lines: Vec<Vec<String>> = page
+                .iter()
+                .map(|r| export_line(r, &p.fields, audit, &decisions))
+                .collect();
+            sink.write(&csv_out::lines(&lines).map_err(ApiError::Internal)?)?;
+            if n < per_page {
+                return Ok(());
+            }
+        }
+    })
     .await
 }
 
@@ -332,20 +270,12 @@ fn export_line(
     line
 }
 
-pub async fn export_plain(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    export(state, auth, id, false).await
+pub async fn export_plain(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    export(call, id, false).await
 }
 
-pub async fn export_audit(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    export(state, auth, id, true).await
+pub async fn export_audit(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    export(call, id, true).await
 }
 
 /// Limits a replay to one run; every settled run of the schema when absent.
@@ -357,26 +287,21 @@ pub struct ReplayBody {
 }
 
 pub async fn replay_blocking(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(sid): Id,
     StageId(gid): StageId,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, s2, g2) = (state.clone(), auth.org_id.clone(), sid.clone(), gid.clone());
-    blocking(move || {
-        st.db.read(|c| {
-            crate::store::schemas::get(c, &org, &s2, true)?
-                .ok_or_else(|| ApiError::not_found("Schema"))?;
-            store::gates::get(c, &s2, &g2)?
-                .ok_or_else(|| ApiError::not_found("Validation stage"))
-                .map(|_| ())
-        })
+    let g2 = gid.clone();
+    call.read(move |c, org| {
+        crate::store::schemas::get(c, org, &sid, true)?
+            .ok_or_else(|| ApiError::not_found("Schema"))?;
+        store::gates::get(c, &sid, &g2)?
+            .ok_or_else(|| ApiError::not_found("Validation stage"))
+            .map(|_| ())
     })
     .await?;
-    let raw = json_body(&req, payload, state.config.max_body, true).await?;
-    let b: ReplayBody = typed(&raw)?;
+    let Body { raw, parsed: b } = call.body::<ReplayBody>(payload, true).await?;
     let only = b
         .pipeline_id
         .map(|p| {
@@ -384,44 +309,37 @@ pub async fn replay_blocking(
                 .ok_or_else(|| ApiError::bad("pipeline_id must be a UUID"))
         })
         .transpose()?;
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let runs: Vec<String> = match &only {
-                Some(p) => {
-                    let run = super::pipelines::load(tx, &org, p)?;
-                    if !store::pipelines::runs_phase(tx, &run.id, &gid)? {
-                        return Err(ApiError::bad(
-                            "That pipeline does not run this validation stage",
-                        ));
-                    }
-                    vec![run.id]
+    call.write(&raw, move |tx, org| {
+        let runs: Vec<String> = match &only {
+            Some(p) => {
+                let run = super::pipelines::load(tx, org, p)?;
+                if !store::pipelines::runs_phase(tx, &run.id, &gid)? {
+                    return Err(ApiError::bad(
+                        "That pipeline does not run this validation stage",
+                    ));
                 }
-                None => store::pipelines::running_phase(tx, &org, &gid)?,
-            };
-            for r in &runs {
-                check_replayable(tx, r)?;
+                vec![run.id]
             }
-            let mut total = review::ReplayCounts::default();
-            let mut effects = Effects::default();
-            for r in &runs {
-                let (n, wake) = review::replay(tx, &org, r, Some(&gid))?;
-                total.replayed += n.replayed;
-                total.newly_blocked += n.newly_blocked;
-                total.released += n.released;
-                effects = effects.wake_if(wake);
-            }
-            let answer = ReplayAnswer {
-                replayed: total.replayed,
-                newly_blocked: total.newly_blocked,
-                released: total.released,
-            };
-            Ok(Reply::ok(answer).with(effects))
-        },
-    )
+            None => store::pipelines::running_phase(tx, org, &gid)?,
+        };
+        for r in &runs {
+            check_replayable(tx, r)?;
+        }
+        let mut total = review::ReplayCounts::default();
+        let mut effects = Effects::default();
+        for r in &runs {
+            let (n, wake) = review::replay(tx, org, r, Some(&gid))?;
+            total.replayed += n.replayed;
+            total.newly_blocked += n.newly_blocked;
+            total.released += n.released;
+            effects = effects.wake_if(wake);
+        }
+        let answer = ReplayAnswer {
+            replayed: total.replayed,
+            newly_blocked: total.newly_blocked,
+            released: total.released,
+        };
+        Ok(Reply::ok(answer).with(effects))
+    })
     .await
 }

@@ -1,9 +1,9 @@
 use super::body::{media_type, parse_value, read_limited, too_large, typed};
 use super::error::ApiError;
-use super::extract::{Authed, Id, Read, Write};
-use super::idempotency::{write, Reply};
+use super::extract::{Call, Id, Read, Write};
+use super::idempotency::Reply;
 use super::pagination::{self, query_map};
-use super::{blocking, AppState};
+
 use crate::answers::{Deleted, Document, SelfLink};
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::documents::{check_metadata, detect_mime};
@@ -169,15 +169,10 @@ async fn read_multipart(
     ))
 }
 
-pub async fn create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let max_upload = state.config.max_upload;
-    let (upload, body_hash) = match media_type(&req).as_deref() {
-        Some("multipart/form-data") => read_multipart(&req, payload, max_upload).await?,
+pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let max_upload = call.state.config.max_upload;
+    let (upload, body_hash) = match media_type(&call.req).as_deref() {
+        Some("multipart/form-data") => read_multipart(&call.req, payload, max_upload).await?,
         Some("application/json") => {
             let limit = upload_body_limit(max_upload);
             let raw = parse_value(&read_limited(payload, limit).await?)?;
@@ -194,25 +189,18 @@ pub async fn create(
         }
     };
     let mime = check_upload(&upload, max_upload)?;
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
+    call.write_with(
         move || body_hash,
-        move |tx| {
+        move |tx, org| {
             let sha = sha256_hex(&upload.content);
-            let (doc, dup) = store::documents::insert_or_find(
-                tx,
-                &org,
-                NewDocument {
-                    filename: &upload.filename,
-                    mime_type: &mime,
-                    sha256: &sha,
-                    metadata: &upload.metadata,
-                    content: &upload.content,
-                },
-            )?;
+            let new = NewDocument {
+                filename: &upload.filename,
+                mime_type: &mime,
+                sha256: &sha,
+                metadata: &upload.metadata,
+                content: &upload.content,
+            };
+            let (doc, dup) = store::documents::insert_or_find(tx, org, new)?;
             let body = render(&doc);
             if dup {
                 Ok(Reply::ok(Document {
@@ -227,25 +215,14 @@ pub async fn create(
     .await
 }
 
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(
-        &state,
-        &req,
-        "documents",
-        store::documents::list,
-        |d| d.seq,
-        render,
-    )
-    .await
+pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let list = store::documents::list;
+    pagination::newest_first(&call, "documents", list, |d| d.seq, render).await
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let q = query_map(req.query_string())?;
+pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let state = &call.state;
+    let q = query_map(call.req.query_string())?;
     let with_text = q
         .get("include")
         .is_some_and(|v| v.split(',').any(|p| p.trim() == "text"));
@@ -254,13 +231,11 @@ pub async fn get(
     } else {
         None
     };
-    let (st, org) = (state.clone(), auth.org_id.clone());
-    let d = blocking(move || {
-        st.db.read(|c| {
-            store::documents::get(c, &org, &id)?.ok_or_else(|| ApiError::not_found("Document"))
+    let d = call
+        .read(move |c, org| {
+            store::documents::get(c, org, &id)?.ok_or_else(|| ApiError::not_found("Document"))
         })
-    })
-    .await?;
+        .await?;
     let Some(permit) = permit else {
         return Ok(HttpResponse::Ok().json(render(&d)));
     };
@@ -349,14 +324,10 @@ impl Utf8Pieces {
     }
 }
 
-pub async fn delete(
-    state: web::Data<AppState>,
-    auth: Authed<Write>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let body = super::write_now(&state, move |tx| {
-        let d = store::documents::get(tx, &auth.org_id, &id)?
-            .ok_or_else(|| ApiError::not_found("Document"))?;
+pub async fn delete(call: Call<Write>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.change(move |tx, org| {
+        let d =
+            store::documents::get(tx, org, &id)?.ok_or_else(|| ApiError::not_found("Document"))?;
         let uses = store::documents::active_uses(tx, &d.id)?;
         if uses > 0 {
             return Err(ApiError::Conflict(format!(
@@ -369,8 +340,7 @@ pub async fn delete(
             id: d.id,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 #[cfg(test)]

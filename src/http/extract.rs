@@ -7,11 +7,21 @@
 //! and a waiting extractor would let a later one answer first.
 
 use super::auth::AuthContext;
+use super::body::{json_body, typed};
 use super::error::ApiError;
+use super::idempotency::{self, Reply};
+use super::limits::{answer_streamed, ChunkSink, HeavyPermit};
+use super::pagination::{self, query_map, CursorScope, PageRequest};
 use super::{path_id, AppState};
+use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::keys::Scope;
+use crate::store::{Connection, Transaction};
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -86,4 +96,177 @@ path_ids! {
     StageId => "stage_id";
     /// A policy rule's id (`{rule_id}`), a UUID.
     RuleId => "rule_id";
+}
+
+/// A handler's call: the application, the request and the caller's key holding scope `S`.
+/// Its methods are the steps every handler takes in the contract's order: existence, body,
+/// then the read or the write, each off the actix worker.
+pub struct Call<S> {
+    pub state: web::Data<AppState>,
+    pub req: HttpRequest,
+    pub auth: Authed<S>,
+}
+
+impl<S: NeedsScope> FromRequest for Call<S> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(app_state(req).and_then(|st| {
+            let auth = st.authorize(req, S::SCOPE)?;
+            Ok(Call {
+                state: st.clone(),
+                req: req.clone(),
+                auth: Authed(auth, PhantomData),
+            })
+        }))
+    }
+}
+
+/// A JSON body as sent (its canonical hash fingerprints an idempotent write) and as parsed.
+pub struct Body<T> {
+    pub raw: Value,
+    pub parsed: T,
+}
+
+impl<S> Call<S> {
+    /// The caller's organization.
+    pub fn org(&self) -> String {
+        self.auth.org_id.clone()
+    }
+
+    /// A read on a pooled connection in the caller's organization.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let org = self.org();
+        super::read(&self.state, move |c| f(c, &org)).await
+    }
+
+    /// A read answered as `200` JSON.
+    pub async fn answer<T: Serialize + Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<HttpResponse, ApiError> {
+        Ok(HttpResponse::Ok().json(self.read(f).await?))
+    }
+
+    /// An answer written as it is read, inside one read snapshot: built whole up to 1 MiB,
+    /// streamed past that (`limits::answer_streamed`).
+    pub async fn stream(
+        &self,
+        permit: Option<HeavyPermit>,
+        content_type: &'static str,
+        f: impl FnOnce(&mut ChunkSink, &Connection, &str) -> Result<(), ApiError> + Send + 'static,
+    ) -> Result<HttpResponse, ApiError> {
+        let (st, org) = (self.state.clone(), self.org());
+        answer_streamed(
+            self.state.heavy.clone(),
+            permit,
+            content_type,
+            move |sink| st.db.read_snapshot(|c| f(sink, c, &org)),
+        )
+        .await
+    }
+
+    /// A heavy-read permit (503 when all are taken) when `needed`.
+    pub fn heavy_if(&self, needed: bool) -> Result<Option<HeavyPermit>, ApiError> {
+        needed.then(|| self.state.heavy.try_enter()).transpose()
+    }
+
+    /// The JSON body, parsed into `T` (an empty body reads as `{}` when `empty_ok`).
+    pub async fn body<T: DeserializeOwned>(
+        &self,
+        payload: web::Payload,
+        empty_ok: bool,
+    ) -> Result<Body<T>, ApiError> {
+        let raw = json_body(&self.req, payload, self.state.config.max_body, empty_ok).await?;
+        let parsed = typed(&raw)?;
+        Ok(Body { raw, parsed })
+    }
+}
+
+impl<S> Call<S> {
+    /// The body of a request on the resource `id`, read once `find` has found it: a missing
+    /// resource is 404 before the body's own checks (415, 413, 400).
+    pub async fn body_for<T: DeserializeOwned, R: 'static>(
+        &self,
+        find: fn(&Connection, &str, &str) -> Result<R, ApiError>,
+        id: &str,
+        payload: web::Payload,
+    ) -> Result<Body<T>, ApiError> {
+        self.found(find, id, payload, false).await
+    }
+
+    /// As `body_for`, for a body that may be left out (it reads as `{}`).
+    pub async fn optional_body_for<T: DeserializeOwned, R: 'static>(
+        &self,
+        find: fn(&Connection, &str, &str) -> Result<R, ApiError>,
+        id: &str,
+        payload: web::Payload,
+    ) -> Result<Body<T>, ApiError> {
+        self.found(find, id, payload, true).await
+    }
+
+    async fn found<T: DeserializeOwned, R: 'static>(
+        &self,
+        find: fn(&Connection, &str, &str) -> Result<R, ApiError>,
+        id: &str,
+        payload: web::Payload,
+        empty_ok: bool,
+    ) -> Result<Body<T>, ApiError> {
+        let id = id.to_string();
+        self.read(move |c, org| find(c, org, &id).map(|_| ()))
+            .await?;
+        self.body(payload, empty_ok).await
+    }
+
+    /// The query string, and the page it asks of the caller's list `list` (at most `max` rows;
+    /// cursors are sealed to the organization and the list).
+    pub fn page(
+        &self,
+        list: &str,
+        max: i64,
+    ) -> Result<(HashMap<String, String>, CursorScope, PageRequest), ApiError> {
+        let q = query_map(self.req.query_string())?;
+        let cursors = self.state.cursors.scope(&self.auth.org_id, list);
+        let page = pagination::parse(&q, &cursors, max)?;
+        Ok((q, cursors, page))
+    }
+}
+
+impl Call<Write> {
+    /// An idempotent write (`Idempotency-Key`) fingerprinted by the body it was asked with.
+    pub async fn write(
+        &self,
+        raw: &Value,
+        op: impl FnOnce(&Transaction, &str) -> Result<Reply, ApiError> + Send + 'static,
+    ) -> Result<HttpResponse, ApiError> {
+        self.write_with(|| sha256_hex(canonical_json(raw).as_bytes()), op)
+            .await
+    }
+
+    /// An idempotent write fingerprinted by `body_hash` (computed only when a key is given).
+    pub async fn write_with(
+        &self,
+        body_hash: impl FnOnce() -> String,
+        op: impl FnOnce(&Transaction, &str) -> Result<Reply, ApiError> + Send + 'static,
+    ) -> Result<HttpResponse, ApiError> {
+        let org = self.org();
+        idempotency::write(&self.state, &self.req, &self.auth, body_hash, move |tx| {
+            op(tx, &org)
+        })
+        .await
+    }
+
+    /// A durable write that needs no idempotency (PUT, PATCH, DELETE), answered as `200` JSON.
+    pub async fn change<T: Serialize + Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction, &str) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<HttpResponse, ApiError> {
+        let org = self.org();
+        let body = super::write_now(&self.state, move |tx| f(tx, &org)).await?;
+        Ok(HttpResponse::Ok().json(body))
+    }
 }

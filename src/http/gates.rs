@@ -1,35 +1,16 @@
-use super::body::{json_body, typed};
 use super::error::ApiError;
-use super::extract::{Authed, Id, Read, StageId, Write};
-use super::idempotency::{write, Reply};
-use super::{blocking, AppState};
-use crate::answers::{All, Deleted, Gate};
-use crate::domain::canonical::{canonical_json, sha256_hex};
+use super::extract::{Body, Call, Id, Read, StageId, Write};
+use super::idempotency::Reply;
+use crate::answers::{All, Deleted};
 use crate::engine::gates::{self, GateDraft};
 use crate::store;
 use crate::store::gates::GateRow;
 use crate::store::schemas::SchemaRow;
 use crate::store::Connection;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-
-pub fn render(g: &GateRow) -> Gate {
-    Gate {
-        id: g.id.clone(),
-        schema_id: g.schema_id.clone(),
-        name: g.name.clone(),
-        ordinal: g.ordinal,
-        severity: g.severity.clone(),
-        field_scope: g.field_scope.clone(),
-        mechanisms: g.mechanisms.clone(),
-        blocking_config: g.blocking_config.clone(),
-        version: g.version,
-        created_at: g.created_at.clone(),
-        updated_at: g.updated_at.clone(),
-    }
-}
 
 /// A validation gate: which fields it judges, with which mechanisms, and what a failure does.
 #[derive(Deserialize, ToSchema)]
@@ -65,110 +46,68 @@ impl GateBody {
 }
 
 pub async fn create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(sid): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, s2) = (state.clone(), auth.org_id.clone(), sid.clone());
-    blocking(move || st.db.read(|c| schema(c, &org, &s2).map(|_| ()))).await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: GateBody = typed(&raw)?;
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let g = gates::create(tx, &org, &sid, b.draft())?;
-            Ok(Reply::created(render(&g)))
-        },
-    )
+    let b: Body<GateBody> = call.body_for(schema, &sid, payload).await?;
+    call.write(&b.raw, move |tx, org| {
+        let g = gates::create(tx, org, &sid, b.parsed.draft())?;
+        Ok(Reply::created(g))
+    })
     .await
 }
 
-pub async fn list(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(sid): Id,
-) -> Result<HttpResponse, ApiError> {
-    let body = super::read(&state, move |c| {
-        schema(c, &auth.org_id, &sid)?;
+pub async fn list(call: Call<Read>, Id(sid): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| {
+        schema(c, org, &sid)?;
         let rows = store::gates::list(c, &sid)?;
-        Ok(All {
-            data: rows.iter().map(render).collect(),
-        })
+        Ok(All { data: rows })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
+}
+
+/// The gate, 404 unless it and its schema are the caller's.
+fn gate(c: &Connection, org: &str, sid: &str, gid: &str) -> Result<GateRow, ApiError> {
+    schema(c, org, sid)?;
+    store::gates::get(c, sid, gid)?.ok_or_else(|| ApiError::not_found("Validation stage"))
 }
 
 pub async fn get(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
+    call: Call<Read>,
     Id(sid): Id,
     StageId(gid): StageId,
 ) -> Result<HttpResponse, ApiError> {
-    let body = super::read(&state, move |c| {
-        schema(c, &auth.org_id, &sid)?;
-        let g = store::gates::get(c, &sid, &gid)?
-            .ok_or_else(|| ApiError::not_found("Validation stage"))?;
-        Ok(render(&g))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    call.answer(move |c, org| gate(c, org, &sid, &gid)).await
 }
 
 pub async fn patch(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(sid): Id,
     StageId(gid): StageId,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, s2, g2) = (state.clone(), auth.org_id.clone(), sid.clone(), gid.clone());
-    blocking(move || {
-        st.db.read(|c| {
-            schema(c, &org, &s2)?;
-            store::gates::get(c, &s2, &g2)?
-                .ok_or_else(|| ApiError::not_found("Validation stage"))
-                .map(|_| ())
-        })
-    })
-    .await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: GateBody = typed(&raw)?;
-    let body = super::write_now(&state, move |tx| {
-        Ok(render(&gates::update(
-            tx,
-            &auth.org_id,
-            &sid,
-            &gid,
-            b.draft(),
-        )?))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    let (s2, g2) = (sid.clone(), gid.clone());
+    call.read(move |c, org| gate(c, org, &s2, &g2).map(|_| ()))
+        .await?;
+    let b: Body<GateBody> = call.body(payload, false).await?;
+    call.change(move |tx, org| Ok(gates::update(tx, org, &sid, &gid, b.parsed.draft())?))
+        .await
 }
 
 pub async fn delete(
-    state: web::Data<AppState>,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(sid): Id,
     StageId(gid): StageId,
 ) -> Result<HttpResponse, ApiError> {
-    let body = super::write_now(&state, move |tx| {
-        gates::delete(tx, &auth.org_id, &sid, &gid)?;
+    call.change(move |tx, org| {
+        gates::delete(tx, org, &sid, &gid)?;
         Ok(Deleted {
             deleted: true,
             id: gid,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 /// Every gate id of the schema, in the new order.
@@ -180,31 +119,18 @@ pub struct ReorderBody {
 }
 
 pub async fn reorder(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(sid): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, s2) = (state.clone(), auth.org_id.clone(), sid.clone());
-    blocking(move || st.db.read(|c| schema(c, &org, &s2).map(|_| ()))).await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: ReorderBody = typed(&raw)?;
+    let b: Body<ReorderBody> = call.body_for(schema, &sid, payload).await?;
     let ids = b
+        .parsed
         .stage_ids
         .ok_or_else(|| ApiError::bad("stage_ids is required"))?;
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let rows = gates::reorder(tx, &org, &sid, &ids)?;
-            Ok(Reply::ok(All {
-                data: rows.iter().map(render).collect(),
-            }))
-        },
-    )
+    call.write(&b.raw, move |tx, org| {
+        let rows = gates::reorder(tx, org, &sid, &ids)?;
+        Ok(Reply::ok(All { data: rows }))
+    })
     .await
 }

@@ -324,7 +324,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/v1/pipelines/{id}/documents") => {
             op("The run's documents in input order", "pipelines")
                 .page(100)
-                .ok("a page", wrapped::<Page<PipelineDocument>, PipelineDocument>())
+                .ok(
+                    "a page",
+                    wrapped::<Page<PipelineDocument>, PipelineDocument>(),
+                )
         }
         ("GET", "/v1/pipelines/{id}/results") => op("Results in input order", "pipelines")
             .page(200)
@@ -337,7 +340,8 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             op("Every version of every field", "pipelines").ok("versions", named::<Cells>())
         }
         ("GET", "/v1/pipelines/{id}/documents/{pd_id}/verdicts") => {
-            op("Every verdict of a document", "pipelines").ok("verdicts", wrapped::<All<Verdict>, Verdict>())
+            op("Every verdict of a document", "pipelines")
+                .ok("verdicts", wrapped::<All<Verdict>, Verdict>())
         }
         ("POST", "/v1/pipelines/{id}/data-product") => op(
             "Create or reactivate the run's data product",

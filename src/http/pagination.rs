@@ -181,28 +181,20 @@ pub type PageFetch<T> = fn(
 /// The organization's newest-first listings (schemas, fields, documents, policies, data
 /// products): authorize a read, parse the page, fetch `limit + 1` rows before the cursor, render.
 pub async fn newest_first<T: Send + 'static, A: serde::Serialize + Send + 'static>(
-    state: &actix_web::web::Data<super::AppState>,
-    req: &actix_web::HttpRequest,
+    call: &super::extract::Call<super::extract::Read>,
     list: &'static str,
     fetch: PageFetch<T>,
     pos: fn(&T) -> i64,
     render: fn(&T) -> A,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    let auth = state.authorize(req, crate::domain::keys::Scope::Read)?;
-    let q = query_map(req.query_string())?;
-    let cursors = state.cursors.scope(&auth.org_id, list);
-    let page = parse(&q, &cursors, 100)?;
-    let st = state.clone();
-    let body = super::blocking(move || {
-        let (rows, total) = st
-            .db
-            .read(|c| fetch(c, &auth.org_id, page.after, page.limit + 1))?;
+    let (_, cursors, page) = call.page(list, 100)?;
+    call.answer(move |c, org| {
+        let (rows, total) = fetch(c, org, page.after, page.limit + 1)?;
         Ok(self::page(rows, total, &page, &cursors, pos, |r| {
             render(&r)
         }))
     })
-    .await?;
-    Ok(actix_web::HttpResponse::Ok().json(body))
+    .await
 }
 
 #[cfg(test)]

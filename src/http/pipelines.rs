@@ -1,11 +1,10 @@
-use super::body::{json_body, typed};
 use super::documents::{check_upload, inline_upload, InlineDocument};
 use super::error::ApiError;
-use super::extract::{Authed, Id, Read, Write};
-use super::idempotency::{write, Reply};
-use super::pagination::{self, query_map};
+use super::extract::{Body, Call, Id, Read, Write};
+use super::idempotency::Reply;
+use super::pagination::{self};
+use super::path_id;
 use super::requests::RerunBody;
-use super::{blocking, path_id, AppState};
 use crate::answers::{
     All, Column, Pipeline, PipelineDocument, PipelineLinks, ProgressError, ResultsHead, SchemaRef,
 };
@@ -19,7 +18,7 @@ use crate::store::pipelines::{PipelineDoc, PipelineRow};
 use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 pub fn render(p: &PipelineRow) -> Pipeline {
@@ -59,14 +58,10 @@ pub struct CreateBody {
     name: Option<String>,
 }
 
-pub async fn create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let config = &call.state.config;
     let (b, raw): (CreateBody, _) =
-        super::body::json_typed(&req, payload, state.config.max_body).await?;
+        super::body::json_typed(&call.req, payload, config.max_body).await?;
     let schema_raw = b
         .schema_id
         .ok_or_else(|| ApiError::bad("schema_id is required"))?;
@@ -81,7 +76,7 @@ pub async fn create(
                 .ok_or_else(|| ApiError::bad(format!("document_ids: '{d}' is not a UUID")))
         })
         .collect::<Result<_, _>>()?;
-    let max_docs = state.config.max_pipeline_documents;
+    let max_docs = config.max_pipeline_documents;
     let inline = b.documents.unwrap_or_default();
     if ids.len() + inline.len() > max_docs {
         return Err(ApiError::bad(format!(
@@ -95,7 +90,7 @@ pub async fn create(
             ApiError::MissingDocument(m) => ApiError::bad(format!("documents[{i}]: {m}")),
             other => other,
         })?;
-        let mime = check_upload(&u, state.config.max_upload).map_err(|e| match e {
+        let mime = check_upload(&u, config.max_upload).map_err(|e| match e {
             ApiError::MissingDocument(m) => ApiError::bad(format!("documents[{i}]: {m}")),
             other => other,
         })?;
@@ -106,69 +101,50 @@ pub async fn create(
             return Err(ApiError::bad("name must be 1-200 characters"));
         }
     }
-    let org = auth.org_id.clone();
     let name = b.name.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        move || {
-            sha256_hex(
-                canonical_json(&super::body::parse_value(&raw).unwrap_or_default()).as_bytes(),
-            )
-        },
-        move |tx| {
-            let mut all = Vec::with_capacity(ids.len() + uploads.len());
-            for id in &ids {
-                store::documents::get(tx, &org, id)?
-                    .ok_or_else(|| ApiError::NotFound(format!("Document {id} not found")))?;
-                all.push(id.clone());
-            }
-            for (u, mime) in &uploads {
-                let sha = sha256_hex(&u.content);
-                let (d, _) = store::documents::insert_or_find(
-                    tx,
-                    &org,
-                    NewDocument {
-                        filename: &u.filename,
-                        mime_type: mime,
-                        sha256: &sha,
-                        metadata: &u.metadata,
-                        content: &u.content,
-                    },
-                )?;
-                all.push(d.id);
-            }
-            let p = crate::engine::pipelines::create(
+    let body_hash = move || {
+        let v = super::body::parse_value(&raw).unwrap_or_default();
+        sha256_hex(canonical_json(&v).as_bytes())
+    };
+    call.write_with(body_hash, move |tx, org| {
+        let mut all = Vec::with_capacity(ids.len() + uploads.len());
+        for id in &ids {
+            store::documents::get(tx, org, id)?
+                .ok_or_else(|| ApiError::NotFound(format!("Document {id} not found")))?;
+            all.push(id.clone());
+        }
+        for (u, mime) in &uploads {
+            let sha = sha256_hex(&u.content);
+            let (d, _) = store::documents::insert_or_find(
                 tx,
-                &org,
-                &schema_id,
-                name.as_deref(),
-                &all,
-                max_docs,
+                org,
+                NewDocument {
+                    filename: &u.filename,
+                    mime_type: mime,
+                    sha256: &sha,
+                    metadata: &u.metadata,
+                    content: &u.content,
+                },
             )?;
-            let started = Effects::default().wake_if(true).event(format!(
-                "pipeline {} started: {} documents, {} phases",
-                p.id, p.document_count, p.phase_count
-            ));
-            let body = Pipeline {
-                enqueued_documents: Some(p.document_count),
-                ..render(&p)
-            };
-            Ok(Reply::created(body).with(started))
-        },
-    )
+            all.push(d.id);
+        }
+        let p =
+            crate::engine::pipelines::create(tx, org, &schema_id, name.as_deref(), &all, max_docs)?;
+        let started = Effects::default().wake_if(true).event(format!(
+            "pipeline {} started: {} documents, {} phases",
+            p.id, p.document_count, p.phase_count
+        ));
+        let body = Pipeline {
+            enqueued_documents: Some(p.document_count),
+            ..render(&p)
+        };
+        Ok(Reply::created(body).with(started))
+    })
     .await
 }
 
-pub async fn list(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let q = query_map(req.query_string())?;
-    let cursors = state.cursors.scope(&auth.org_id, "pipelines");
-    let page = pagination::parse(&q, &cursors, 100)?;
+pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let (q, cursors, page) = call.page("pipelines", 100)?;
     let status = q.get("status").cloned();
     if let Some(s) = &status {
         if !["active", "completed", "failed", "cancelled"].contains(&s.as_str()) {
@@ -183,18 +159,10 @@ pub async fn list(
             crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("schema_id must be a UUID"))
         })
         .transpose()?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (rows, total) = st.db.read(|c| {
-            store::pipelines::list(
-                c,
-                &auth.org_id,
-                status.as_deref(),
-                schema.as_deref(),
-                page.after,
-                page.limit + 1,
-            )
-        })?;
+    call.answer(move |c, org| {
+        let (status, schema) = (status.as_deref(), schema.as_deref());
+        let limit = page.limit + 1;
+        let (rows, total) = store::pipelines::list(c, org, status, schema, page.after, limit)?;
         Ok(pagination::page(
             rows,
             total,
@@ -204,57 +172,43 @@ pub async fn list(
             |p| render(&p),
         ))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let p = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
-    Ok(HttpResponse::Ok().json(render(&p)))
+pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| Ok(render(&load(c, org, &id)?)))
+        .await
 }
 
 pub async fn cancel(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
-    blocking(move || st.db.read(|c| load(c, &org, &lookup).map(|_| ()))).await?;
     // Cancel takes no options, but a body is still held to the limits every route keeps.
-    json_body(&req, payload, state.config.max_body, true).await?;
-    let org = auth.org_id.clone();
-    write(&state, &req, &auth, String::new, move |tx| {
-        load(tx, &org, &id)?;
+    let _: Body<Value> = call.optional_body_for(load, &id, payload).await?;
+    call.write_with(String::new, move |tx, org| {
+        load(tx, org, &id)?;
         if store::pipelines::active_count(tx, &id)? == 0 {
             return Err(ApiError::bad(
                 "Nothing to cancel: no document of this pipeline is queued or processing",
             ));
         }
         store::pipelines::cancel(tx, &id)?;
-        Ok(Reply::ok(render(&load(tx, &org, &id)?)))
+        Ok(Reply::ok(render(&load(tx, org, &id)?)))
     })
     .await
 }
 
-pub async fn progress(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
+pub async fn progress(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
     // A settled run's progress only changes with a commit: answer from the cache when none came.
-    let (cached, version) = state.progress_cache.get(&auth.org_id, &id);
+    let (cached, version) = call.state.progress_cache.get(&call.auth.org_id, &id);
     if let Some(body) = cached {
         return Ok(HttpResponse::Ok().json(body));
     }
-    let st = state.clone();
-    let body = super::read(&state, move |c| {
-        let p = load(c, &auth.org_id, &id)?;
+    let st = call.state.clone();
+    call.answer(move |c, org| {
+        let p = load(c, org, &id)?;
         let phases = store::pipelines::phases(c, &id)?;
         let groups = store::pipelines::status_counts(c, &id)?;
         let has_errors = groups.iter().any(|g| g.status == DocStatus::Error);
@@ -284,13 +238,11 @@ pub async fn progress(
             errors
         ));
         if p.status != RunStatus::Active {
-            st.progress_cache
-                .put(&auth.org_id, &id, version, body.clone());
+            st.progress_cache.put(org, &id, version, body.clone());
         }
         Ok(body)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> PipelineDocument {
@@ -309,17 +261,10 @@ fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> P
     }
 }
 
-pub async fn documents(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let q = query_map(req.query_string())?;
-    let cursors = state.cursors.scope(&auth.org_id, &format!("pd:{id}"));
-    let page = pagination::parse(&q, &cursors, 100)?;
-    let body = super::read(&state, move |c| {
-        let p = load(c, &auth.org_id, &id)?;
+pub async fn documents(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let (_, cursors, page) = call.page(&format!("pd:{id}"), 100)?;
+    call.answer(move |c, org| {
+        let p = load(c, org, &id)?;
         let phases = store::pipelines::phases(c, &id)?;
         let rows = store::pipelines::documents(c, &id, page.after, page.limit + 1, None)?;
         Ok(pagination::page(
@@ -331,8 +276,7 @@ pub async fn documents(
             |d| doc_json(&d, &phases),
         ))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 fn views_for(
@@ -348,15 +292,8 @@ fn views_for(
         .collect())
 }
 
-pub async fn results(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let q = query_map(req.query_string())?;
-    let cursors = state.cursors.scope(&auth.org_id, &format!("results:{id}"));
-    let page = pagination::parse(&q, &cursors, 200)?;
+pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let (q, cursors, page) = call.page(&format!("results:{id}"), 200)?;
     let doc_filter = q
         .get("document_id")
         .map(|d| {
@@ -372,63 +309,49 @@ pub async fn results(
         include.iter().any(|i| i == "cells"),
         include.iter().any(|i| i == "provenance"),
     );
-    let permit = if with_cells || with_prov {
-        Some(state.heavy.try_enter()?)
-    } else {
-        None
-    };
-    let st = state.clone();
+    let permit = call.heavy_if(with_cells || with_prov)?;
     // A refusal (404) before the first byte is an envelope: the answer starts with the read.
-    super::limits::answer_streamed(
-        state.heavy.clone(),
-        permit,
-        "application/json",
-        move |sink| {
-            st.db.read_snapshot(|c| {
-                let p = load(c, &auth.org_id, &id)?;
-                let phases = store::pipelines::phases(c, &id)?;
-                let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-                let pending = store::pipelines::pending_review_count(c, &id)?;
-                let total = match &doc_filter {
-                    Some(d) => store::pipelines::documents(c, &id, None, 1, Some(d))?.len() as i64,
-                    None => p.document_count,
-                };
-                let head = ResultsHead {
-                    pipeline_id: p.id.clone(),
-                    spec_id: p.schema_id.clone(),
-                    status: p.status,
-                    view: "documents".into(),
-                    generated_at: crate::domain::ids::now_rfc3339(),
-                    columns: p
-                        .fields
-                        .iter()
-                        .map(|f| Column {
-                            field_key: f.field_name.clone(),
-                            display_name: f.display_name.clone(),
-                            data_type: f.data_type.clone(),
-                        })
-                        .collect(),
-                    pending_review_count: pending,
-                    links: PipelineLinks::of(&p.id),
-                };
-                let w = pagination::PageWriter::begin(sink, &head, page.limit)?;
-                w.rows(page.after, total, &cursors, false, |after, n| {
-                    let rows =
-                        store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
-                    let views = views_for(c, &rows, &order)?;
-                    Ok(rows
-                        .iter()
-                        .zip(&views)
-                        .map(|(d, v)| {
-                            let row =
-                                views::result_row(d, v, &order, &phases, with_cells, with_prov);
-                            (d.ordinal, Some(row))
-                        })
-                        .collect())
+    call.stream(permit, "application/json", move |sink, c, org| {
+        let p = load(c, org, &id)?;
+        let phases = store::pipelines::phases(c, &id)?;
+        let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
+        let pending = store::pipelines::pending_review_count(c, &id)?;
+        let total = match &doc_filter {
+            Some(d) => store::pipelines::documents(c, &id, None, 1, Some(d))?.len() as i64,
+            None => p.document_count,
+        };
+        let head = ResultsHead {
+            pipeline_id: p.id.clone(),
+            spec_id: p.schema_id.clone(),
+            status: p.status,
+            view: "documents".into(),
+            generated_at: crate::domain::ids::now_rfc3339(),
+            columns: p
+                .fields
+                .iter()
+                .map(|f| Column {
+                    field_key: f.field_name.clone(),
+                    display_name: f.display_name.clone(),
+                    data_type: f.data_type.clone(),
                 })
-            })
-        },
-    )
+                .collect(),
+            pending_review_count: pending,
+            links: PipelineLinks::of(&p.id),
+        };
+        let w = pagination::PageWriter::begin(sink, &head, page.limit)?;
+        w.rows(page.after, total, &cursors, false, |after, n| {
+            let rows = store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
+            let views = views_for(c, &rows, &order)?;
+            Ok(rows
+                .iter()
+                .zip(&views)
+                .map(|(d, v)| {
+                    let row = views::result_row(d, v, &order, &phases, with_cells, with_prov);
+                    (d.ordinal, Some(row))
+                })
+                .collect())
+        })
+    })
     .await
 }
 
@@ -438,14 +361,10 @@ fn pd_path(req: &HttpRequest) -> Result<(String, String), ApiError> {
     Ok((id, pd))
 }
 
-pub async fn cells(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let (id, pd_id) = pd_path(&req)?;
-    let body = super::read(&state, move |c| {
-        let p = load(c, &auth.org_id, &id)?;
+pub async fn cells(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let (id, pd_id) = pd_path(&call.req)?;
+    call.answer(move |c, org| {
+        let p = load(c, org, &id)?;
         let pd = store::pipelines::document(c, &id, &pd_id)?
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
         let phases = store::pipelines::phases(c, &id)?;
@@ -453,18 +372,13 @@ pub async fn cells(
         let views = views_for(c, std::slice::from_ref(&pd), &order)?;
         Ok(views::cells(&views[0], &order, pd.status, &phases))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
-pub async fn verdicts(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let (id, pd_id) = pd_path(&req)?;
-    let body = super::read(&state, move |c| {
-        load(c, &auth.org_id, &id)?;
+pub async fn verdicts(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let (id, pd_id) = pd_path(&call.req)?;
+    call.answer(move |c, org| {
+        load(c, org, &id)?;
         let pd = store::pipelines::document(c, &id, &pd_id)?
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
         let phases = store::pipelines::phases(c, &id)?;
@@ -473,66 +387,50 @@ pub async fn verdicts(
             data: rows.iter().map(|v| views::verdict(v, &phases)).collect(),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 pub async fn rerun(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
-    blocking(move || st.db.read(|c| load(c, &org, &lookup).map(|_| ()))).await?;
-    let raw = json_body(&req, payload, state.config.max_body, true).await?;
     // Strict: a mistyped `dry_run` is refused, never run as a real rerun.
-    let body: RerunBody = typed(&raw)?;
+    let Body { raw, parsed: body } = call
+        .optional_body_for::<RerunBody, _>(load, &id, payload)
+        .await?;
     let request = crate::engine::rerun::RerunRequest {
         from_phase: body.from_phase,
         document_ids: body
             .document_ids
             .map(|ids| ids.into_iter().map(|d| d.0).collect()),
         dry_run: body.dry_run,
-        requested_by: auth.key_id.clone(),
+        requested_by: call.auth.key_id.clone(),
     };
-    let org = auth.org_id.clone();
     let dry = request.dry_run;
     let phase = request.from_phase.as_str();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let answer = crate::engine::rerun::rerun(tx, &org, &id, request)?;
-            let mut effects = Effects::default();
-            if !dry {
-                effects = effects.wake_if(true).event(format!(
-                    "pipeline {id} rerun from {phase} (phase {}): {} documents enqueued",
-                    answer.from_phase_index, answer.enqueued
-                ));
-                effects.reruns = 1;
-            }
-            Ok(Reply::ok(answer).with(effects))
-        },
-    )
+    call.write(&raw, move |tx, org| {
+        let answer = crate::engine::rerun::rerun(tx, org, &id, request)?;
+        let mut effects = Effects::default();
+        if !dry {
+            effects = effects.wake_if(true).event(format!(
+                "pipeline {id} rerun from {phase} (phase {}): {} documents enqueued",
+                answer.from_phase_index, answer.enqueued
+            ));
+            effects.reruns = 1;
+        }
+        Ok(Reply::ok(answer).with(effects))
+    })
     .await
 }
 
-pub async fn reruns(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let body = super::read(&state, move |c| {
-        load(c, &auth.org_id, &id)?;
+pub async fn reruns(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| {
+        load(c, org, &id)?;
         let rows = crate::store::reruns::list(c, &id)?;
         Ok(All {
             data: rows.iter().map(crate::engine::rerun::record).collect(),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }

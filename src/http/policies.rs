@@ -1,18 +1,15 @@
-use super::body::{json_body, typed};
 use super::error::ApiError;
-use super::extract::{Authed, Id, Read, RuleId, Write};
-use super::idempotency::{write, Reply};
+use super::extract::{Body, Call, Id, Read, RuleId, Write};
+use super::idempotency::Reply;
 use super::pagination;
-use super::{blocking, AppState};
 use crate::answers::{All, Deleted, Policy, PolicyField, Rule};
-use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::policy::{self, RuleDef};
 use crate::domain::schema::{valid_field_name, DATA_TYPES};
 use crate::engine::policies;
 use crate::store;
 use crate::store::policies::PolicyRow;
 use crate::store::Connection;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -78,109 +75,61 @@ fn check_name(n: &str) -> Result<String, ApiError> {
     Ok(t.to_string())
 }
 
-fn hash(v: &Value) -> String {
-    sha256_hex(canonical_json(v).as_bytes())
-}
-
 fn load(c: &Connection, org: &str, id: &str) -> Result<PolicyRow, ApiError> {
     Ok(policies::load(c, org, id)?)
 }
 
-/// Checks the policy exists before the body is read (404 before 415/413/400).
-async fn exists(state: &web::Data<AppState>, org: &str, id: &str) -> Result<(), ApiError> {
-    let (st, org, id) = (state.clone(), org.to_string(), id.to_string());
-    blocking(move || st.db.read(|c| load(c, &org, &id).map(|_| ()))).await
-}
-
-pub async fn create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: PolicyBody = typed(&raw)?;
+pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let Body { raw, parsed: b } = call.body::<PolicyBody>(payload, false).await?;
     let name = check_name(
         b.name
             .as_deref()
             .ok_or_else(|| ApiError::bad("name is required"))?,
     )?;
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || hash(&raw),
-        move |tx| {
-            let p = store::policies::create(tx, &org, &name, b.description.as_deref())?;
-            Ok(Reply::created(render(&p)))
-        },
-    )
+    call.write(&raw, move |tx, org| {
+        let p = store::policies::create(tx, org, &name, b.description.as_deref())?;
+        Ok(Reply::created(render(&p)))
+    })
     .await
 }
 
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(
-        &state,
-        &req,
-        "policies",
-        store::policies::list,
-        |p| p.seq,
-        render,
-    )
-    .await
+pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let list = store::policies::list;
+    pagination::newest_first(&call, "policies", list, |p| p.seq, render).await
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let p = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
-    Ok(HttpResponse::Ok().json(render(&p)))
+pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| Ok(render(&load(c, org, &id)?)))
+        .await
 }
 
 pub async fn patch(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    exists(&state, &auth.org_id, &id).await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: PolicyBody = typed(&raw)?;
+    let Body { raw, parsed: b } = call.body_for::<PolicyBody, _>(load, &id, payload).await?;
     let name = b.name.as_deref().map(check_name).transpose()?;
-    let body = super::write_now(&state, move |tx| {
-        let p = load(tx, &auth.org_id, &id)?;
+    call.change(move |tx, org| {
+        let p = load(tx, org, &id)?;
         let description = if raw.get("description").is_some() {
             b.description.clone()
         } else {
             p.description.clone()
         };
-        store::policies::rename(
-            tx,
-            &id,
-            name.as_deref().unwrap_or(&p.name),
-            description.as_deref(),
-        )?;
-        Ok(render(&load(tx, &auth.org_id, &id)?))
+        let name = name.as_deref().unwrap_or(&p.name);
+        store::policies::rename(tx, &id, name, description.as_deref())?;
+        Ok(render(&load(tx, org, &id)?))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
-pub async fn delete(
-    state: web::Data<AppState>,
-    auth: Authed<Write>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let body = super::write_now(&state, move |tx| {
-        policies::delete(tx, &auth.org_id, &id)?;
+pub async fn delete(call: Call<Write>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.change(move |tx, org| {
+        policies::delete(tx, org, &id)?;
         Ok(Deleted { deleted: true, id })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 /// A field the policy resolves, with its type (`string` when absent).
@@ -195,59 +144,41 @@ pub struct FieldBody {
 }
 
 pub async fn add_field(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    exists(&state, &auth.org_id, &id).await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: FieldBody = typed(&raw)?;
+    let b: Body<FieldBody> = call.body_for(load, &id, payload).await?;
     let key = b
+        .parsed
         .field_key
         .ok_or_else(|| ApiError::bad("field_key is required"))?;
     if !valid_field_name(&key) {
         return Err(ApiError::bad("field_key must match ^[a-z][a-z0-9_]{0,63}$"));
     }
-    let data_type = b.data_type.unwrap_or_else(|| "string".into());
+    let data_type = b.parsed.data_type.unwrap_or_else(|| "string".into());
     if !DATA_TYPES.contains(&data_type.as_str()) {
         return Err(ApiError::bad(format!(
             "type must be one of {}",
             DATA_TYPES.join(", ")
         )));
     }
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || hash(&raw),
-        move |tx| {
-            let p = policies::add_field(tx, &org, &id, &key, &data_type)?;
-            Ok(Reply::created(render(&p)))
-        },
-    )
+    call.write(&b.raw, move |tx, org| {
+        let p = policies::add_field(tx, org, &id, &key, &data_type)?;
+        Ok(Reply::created(render(&p)))
+    })
     .await
 }
 
-pub async fn delete_field(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let key = req.match_info().get("field_key").unwrap_or("").to_string();
-    let body = super::write_now(&state, move |tx| {
-        Ok(render(&policies::delete_field(
-            tx,
-            &auth.org_id,
-            &id,
-            &key,
-        )?))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+pub async fn delete_field(call: Call<Write>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let key = call
+        .req
+        .match_info()
+        .get("field_key")
+        .unwrap_or("")
+        .to_string();
+    call.change(move |tx, org| Ok(render(&policies::delete_field(tx, org, &id, &key)?)))
+        .await
 }
 
 /// A rule: which field it writes, its type and its config. A change takes `config` alone.
@@ -265,82 +196,66 @@ pub struct RuleBody {
 }
 
 pub async fn add_rule(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    exists(&state, &auth.org_id, &id).await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: RuleBody = typed(&raw)?;
+    let b: Body<RuleBody> = call.body_for(load, &id, payload).await?;
     let field_key = b
+        .parsed
         .field_key
         .ok_or_else(|| ApiError::bad("field_key is required"))?;
     let rule_type = b
+        .parsed
         .rule_type
         .ok_or_else(|| ApiError::bad("rule_type is required"))?;
-    let config = b.config.unwrap_or_else(|| json!({}));
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || hash(&raw),
-        move |tx| {
-            let rule = policies::add_rule(tx, &org, &id, field_key, rule_type, config)?;
-            Ok(Reply::created(rule_json(&rule)))
-        },
-    )
+    let config = b.parsed.config.unwrap_or_else(|| json!({}));
+    call.write(&b.raw, move |tx, org| {
+        let rule = policies::add_rule(tx, org, &id, field_key, rule_type, config)?;
+        Ok(Reply::created(rule_json(&rule)))
+    })
     .await
 }
 
-pub async fn list_rules(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let p = super::read(&state, move |c| load(c, &auth.org_id, &id)).await?;
-    Ok(HttpResponse::Ok().json(All {
-        data: compiled_rules(&p),
-    }))
+pub async fn list_rules(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| {
+        Ok(All {
+            data: compiled_rules(&load(c, org, &id)?),
+        })
+    })
+    .await
 }
 
 pub async fn patch_rule(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     RuleId(rid): RuleId,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    exists(&state, &auth.org_id, &id).await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: RuleBody = typed(&raw)?;
+    let b: Body<RuleBody> = call.body_for(load, &id, payload).await?;
     let config = b
+        .parsed
         .config
         .ok_or_else(|| ApiError::bad("config is required"))?;
-    let body = super::write_now(&state, move |tx| {
-        let updated = policies::update_rule(tx, &auth.org_id, &id, &rid, config)?;
-        Ok(rule_json(&updated))
+    call.change(move |tx, org| {
+        Ok(rule_json(&policies::update_rule(
+            tx, org, &id, &rid, config,
+        )?))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 pub async fn delete_rule(
-    state: web::Data<AppState>,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     RuleId(rid): RuleId,
 ) -> Result<HttpResponse, ApiError> {
-    let body = super::write_now(&state, move |tx| {
-        policies::delete_rule(tx, &auth.org_id, &id, &rid)?;
+    call.change(move |tx, org| {
+        policies::delete_rule(tx, org, &id, &rid)?;
         Ok(Deleted {
             deleted: true,
             id: rid,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }

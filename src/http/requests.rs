@@ -26,37 +26,42 @@ pub struct RerunBody {
     pub dry_run: bool,
 }
 
-/// `POST /v1/pipeline-documents/{pd_id}/fields/{field_key}/resolve`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = ResolveInput)]
-pub struct ResolveBody {
-    #[schema(value_type = String, pattern = "^(approve|correct|override|reopen)$")]
-    pub action: Action,
-    /// Present-and-null is a correction to null, so `null` is kept apart from absence.
-    #[serde(default, alias = "correctedValue", deserialize_with = "present")]
-    #[schema(value_type = Object)]
-    pub corrected_value: Option<Value>,
-    #[serde(default)]
-    #[schema(value_type = Option<String>, max_length = 2000)]
-    pub reason: Option<Reason>,
+/// A strict decision body: `action`, `corrected_value` and `reason`, after the fields given
+/// before them. Written once for both decision routes, since serde cannot flatten shared fields
+/// into a struct that refuses unknown ones.
+macro_rules! decision_body {
+    ($(#[$meta:meta])* $name:ident as $doc:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        #[schema(as = $doc)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            #[schema(value_type = String, pattern = "^(approve|correct|override|reopen)$")]
+            pub action: Action,
+            /// The new value of `correct` and `override`. Present-and-null is a correction to
+            /// null, so `null` is kept apart from absence.
+            #[serde(default, alias = "correctedValue", deserialize_with = "present")]
+            #[schema(value_type = Object)]
+            pub corrected_value: Option<Value>,
+            #[serde(default)]
+            #[schema(value_type = Option<String>, max_length = 2000)]
+            pub reason: Option<Reason>,
+        }
+    };
 }
 
-/// `POST /v1/reviews/bulk-resolve`: one decision for up to 500 held fields.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = BulkResolveInput)]
-pub struct BulkResolveBody {
-    #[schema(min_items = 1, max_items = 500)]
-    pub items: Vec<BulkItem>,
-    #[schema(value_type = String, pattern = "^(approve|correct|override|reopen)$")]
-    pub action: Action,
-    #[serde(default, alias = "correctedValue", deserialize_with = "present")]
-    #[schema(value_type = Object)]
-    pub corrected_value: Option<Value>,
-    #[serde(default)]
-    #[schema(value_type = Option<String>, max_length = 2000)]
-    pub reason: Option<Reason>,
+decision_body! {
+    /// `POST /v1/field-reviews/{pd_id}/{field_key}/resolve`: one decision on one held field.
+    ResolveBody as ResolveInput {}
+}
+
+decision_body! {
+    /// `POST /v1/field-reviews/bulk-resolve`: one decision for up to 500 held fields.
+    BulkResolveBody as BulkResolveInput {
+        #[schema(min_items = 1, max_items = 500)]
+        items: Vec<BulkItem>,
+    }
 }
 
 /// One held field of a bulk resolve. Its id is checked per item (a bad one fails that item in

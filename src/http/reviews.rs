@@ -1,15 +1,12 @@
-use super::body::{json_body, typed};
 use super::error::ApiError;
-use super::extract::{Authed, Read, Write};
-use super::idempotency::{write, Reply};
+use super::extract::{Body, Call, Read, Write};
+use super::idempotency::Reply;
 use super::pagination::{self, query_map};
 use super::requests::{BulkResolveBody, Reason, ResolveBody};
-use super::{blocking, AppState};
 use crate::answers::{
-    self, BulkItemResult, BulkResolveAnswer, DecisionList, HistoryEntry, MatchedSpan, NamedRef,
+    BulkItemResult, BulkResolveAnswer, DecisionList, HistoryEntry, MatchedSpan, NamedRef,
     PipelineCount, ReviewDetail, ReviewItem, ReviewLinks, ReviewSummary, TriggerCounts,
 };
-use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::csv_out;
 use crate::domain::schema::FieldDef;
 use crate::domain::state::with_fields;
@@ -17,7 +14,7 @@ use crate::engine::review::{self, Action, ResolveRequest};
 use crate::engine::views::{self, DocView};
 use crate::engine::Effects;
 use crate::store;
-use crate::store::review::{Decision, PdRef, QueueFilter};
+use crate::store::review::{PdRef, QueueFilter};
 use crate::store::Connection;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
@@ -97,14 +94,8 @@ fn pipeline_filter(q: &HashMap<String, String>) -> Result<Option<String>, ApiErr
         .transpose()
 }
 
-pub async fn list(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let q = query_map(req.query_string())?;
-    let cursors = state.cursors.scope(&auth.org_id, "reviews");
-    let page = pagination::parse(&q, &cursors, 100)?;
+pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let (q, cursors, page) = call.page("reviews", 100)?;
     let pipeline = pipeline_filter(&q)?;
     let trigger = q.get("trigger").cloned();
     if trigger
@@ -125,9 +116,9 @@ pub async fn list(
         Some("hold") => true,
         Some(_) => return Err(ApiError::bad("routing must be review_queue or hold")),
     };
-    let body = super::read(&state, move |c| {
+    call.answer(move |c, org| {
         let f = QueueFilter {
-            org_id: &auth.org_id,
+            org_id: org,
             pipeline_id: pipeline.as_deref(),
             trigger: trigger.as_deref(),
             status: status.as_deref(),
@@ -157,19 +148,12 @@ pub async fn list(
             |r| r.1,
         ))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
-pub async fn summary(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let body = blocking(move || {
-        let rows = st
-            .db
-            .read(|c| store::review::queue_summary(c, &auth.org_id))?;
+pub async fn summary(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| {
+        let rows = store::review::queue_summary(c, org)?;
         let total: i64 = rows.iter().map(|r| r.3).sum();
         let by = |t: &str| rows.iter().filter(|r| r.0 == t).map(|r| r.3).sum::<i64>();
         let mut per: Vec<(String, String, i64)> = Vec::new();
@@ -195,35 +179,13 @@ pub async fn summary(
                 .collect(),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 fn pd_field(req: &HttpRequest) -> Result<(String, String), ApiError> {
     let pd = super::path_id(req, "pd_id")?;
     let field = req.match_info().get("field_key").unwrap_or("").to_string();
     Ok((pd, field))
-}
-
-pub fn decision_json(d: &Decision) -> answers::Decision {
-    answers::Decision {
-        id: d.id.clone(),
-        pipeline_id: d.pipeline_id.clone(),
-        pipeline_document_id: d.pd_id.clone(),
-        document_id: d.document_id.clone(),
-        document_name: d.document_name.clone(),
-        field_key: d.field_key.clone(),
-        trigger_type: d.trigger_type.clone(),
-        stage_id: d.stage_id.clone(),
-        stage_name: d.stage_name.clone(),
-        action: d.action.clone(),
-        prior_value: d.prior_value.clone(),
-        final_value: d.final_value.clone(),
-        reason: d.reason.clone(),
-        decided_by: d.decided_by.clone(),
-        decided_by_name: d.decided_by_name.clone(),
-        decided_at: d.decided_at.clone(),
-    }
 }
 
 /// Finds the value's text in the document when no span was stored (case and whitespace folded).
@@ -248,14 +210,10 @@ fn find_span(text: &str, value: &Value) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-pub async fn detail(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let (pd_id, field) = pd_field(&req)?;
-    let body = super::read(&state, move |c| {
-        let pd = store::review::find_pd(c, &auth.org_id, &pd_id)?
+pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let (pd_id, field) = pd_field(&call.req)?;
+    call.answer(move |c, org| {
+        let pd = store::review::find_pd(c, org, &pd_id)?
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
         let docs = load_docs(c, &[pd.seq])?;
         let l = docs
@@ -310,10 +268,7 @@ pub async fn detail(
             .filter(|v| v.field == field)
             .map(|v| views::verdict(v, &phases))
             .collect();
-        let decisions = store::review::decisions_for(c, l.pd.seq, &field)?
-            .iter()
-            .map(decision_json)
-            .collect();
+        let decisions = store::review::decisions_for(c, l.pd.seq, &field)?;
         Ok(ReviewDetail {
             item: item_json(l, &field),
             field: fdef.clone(),
@@ -323,8 +278,7 @@ pub async fn detail(
             prior_decisions: decisions,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
 fn reviewer(req: &HttpRequest, key_name: &str) -> Result<String, ApiError> {
@@ -346,75 +300,50 @@ fn reviewer(req: &HttpRequest, key_name: &str) -> Result<String, ApiError> {
     }
 }
 
-/// The engine's command from a decision's body, by this key and reviewer.
+/// The engine's command from a decision's body, by the caller's key and reviewer.
 fn decision(
+    call: &Call<Write>,
     action: Action,
     corrected_value: Option<Value>,
     reason: Option<Reason>,
-    key_id: &str,
-    reviewer: String,
-) -> ResolveRequest {
-    ResolveRequest {
+) -> Result<ResolveRequest, ApiError> {
+    Ok(ResolveRequest {
         action,
         corrected_value,
         reason: reason.map(|r| r.0),
-        key_id: key_id.to_string(),
-        reviewer,
-    }
+        key_id: call.auth.key_id.clone(),
+        reviewer: reviewer(&call.req, &call.auth.key_name)?,
+    })
 }
 
-pub async fn resolve(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let (pd_id, field) = pd_field(&req)?;
-    let (st, org, p2) = (state.clone(), auth.org_id.clone(), pd_id.clone());
-    blocking(move || {
-        st.db.read(|c| {
-            store::review::find_pd(c, &org, &p2)?
-                .ok_or_else(|| ApiError::not_found("Pipeline document"))
-                .map(|_| ())
-        })
-    })
-    .await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: ResolveBody = typed(&raw)?;
-    let request = decision(
-        b.action,
-        b.corrected_value,
-        b.reason,
-        &auth.key_id,
-        reviewer(&req, &auth.key_name)?,
-    );
+/// The run document, 404 unless it is the caller's.
+fn run_document(c: &Connection, org: &str, pd_id: &str) -> Result<PdRef, ApiError> {
+    store::review::find_pd(c, org, pd_id)?.ok_or_else(|| ApiError::not_found("Pipeline document"))
+}
+
+pub async fn resolve(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let (pd_id, field) = pd_field(&call.req)?;
+    let Body { raw, parsed: b } = call
+        .body_for::<ResolveBody, _>(run_document, &pd_id, payload)
+        .await?;
+    let request = decision(&call, b.action, b.corrected_value, b.reason)?;
     let action = request.action.as_str();
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let (answer, wake) = review::resolve(tx, &org, &pd_id, &field, &request)?;
-            let mut effects = Effects::default()
-                .wake_if(wake)
-                .event(format!("review decision {action} on {pd_id}/{field}"));
-            effects.decisions.push(action);
-            Ok(Reply::ok(answer).with(effects))
-        },
-    )
+    call.write(&raw, move |tx, org| {
+        let (answer, wake) = review::resolve(tx, org, &pd_id, &field, &request)?;
+        let mut effects = Effects::default()
+            .wake_if(wake)
+            .event(format!("review decision {action} on {pd_id}/{field}"));
+        effects.decisions.push(action);
+        Ok(Reply::ok(answer).with(effects))
+    })
     .await
 }
 
 pub async fn bulk_resolve(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: BulkResolveBody = typed(&raw)?;
+    let Body { raw, parsed: b } = call.body::<BulkResolveBody>(payload, false).await?;
     if b.items.is_empty() || b.items.len() > 500 {
         return Err(ApiError::bad("items must hold 1 to 500 entries"));
     }
@@ -423,172 +352,132 @@ pub async fn bulk_resolve(
         .into_iter()
         .map(|i| (i.pipeline_document_id, i.field_key))
         .collect();
-    let request = decision(
-        b.action,
-        b.corrected_value,
-        b.reason,
-        &auth.key_id,
-        reviewer(&req, &auth.key_name)?,
-    );
+    let request = decision(&call, b.action, b.corrected_value, b.reason)?;
     let action = request.action.as_str();
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let mut results = Vec::with_capacity(targets.len());
-            let mut resolved = 0;
-            let mut effects = Effects::default();
-            for (pd, field) in &targets {
-                let item = store::Savepoint::begin(tx)?;
-                let outcome = match crate::domain::ids::parse_id(pd) {
-                    None => Err(crate::engine::EngineError::NotFound(
-                        "Pipeline document not found".into(),
-                    )),
-                    Some(id) => review::resolve(tx, &org, &id, field, &request),
-                };
-                match outcome {
-                    Ok((_, wake)) => {
-                        item.commit()?;
-                        effects = effects.wake_if(wake);
-                        effects.decisions.push(action);
-                        resolved += 1;
-                        results.push(BulkItemResult {
-                            pipeline_document_id: pd.clone(),
-                            field_key: field.clone(),
-                            ok: true,
-                            error: None,
-                        });
-                    }
-                    Err(crate::engine::EngineError::Store(e)) if e.is_unavailable() => {
-                        return Err(e.into())
-                    }
-                    Err(e) => {
-                        drop(item);
-                        results.push(BulkItemResult {
-                            pipeline_document_id: pd.clone(),
-                            field_key: field.clone(),
-                            ok: false,
-                            error: Some(e.to_string()),
-                        });
-                    }
+    call.write(&raw, move |tx, org| {
+        let mut results = Vec::with_capacity(targets.len());
+        let mut resolved = 0;
+        let mut effects = Effects::default();
+        for (pd, field) in &targets {
+            let item = store::Savepoint::begin(tx)?;
+            let outcome = match crate::domain::ids::parse_id(pd) {
+                None => Err(crate::engine::EngineError::NotFound(
+                    "Pipeline document not found".into(),
+                )),
+                Some(id) => review::resolve(tx, org, &id, field, &request),
+            };
+            match outcome {
+                Ok((_, wake)) => {
+                    item.commit()?;
+                    effects = effects.wake_if(wake);
+                    effects.decisions.push(action);
+                    resolved += 1;
+                    results.push(BulkItemResult {
+                        pipeline_document_id: pd.clone(),
+                        field_key: field.clone(),
+                        ok: true,
+                        error: None,
+                    });
+                }
+                Err(crate::engine::EngineError::Store(e)) if e.is_unavailable() => {
+                    return Err(e.into())
+                }
+                Err(e) => {
+                    drop(item);
+                    results.push(BulkItemResult {
+                        pipeline_document_id: pd.clone(),
+                        field_key: field.clone(),
+                        ok: false,
+                        error: Some(e.to_string()),
+                    });
                 }
             }
-            let effects = effects.event(format!(
-                "bulk review {action}: {resolved} resolved, {} failed",
-                targets.len() - resolved
-            ));
-            let answer = BulkResolveAnswer {
-                resolved,
-                failed: targets.len() - resolved,
-                results,
-            };
-            Ok(Reply::ok(answer).with(effects))
-        },
-    )
+        }
+        let effects = effects.event(format!(
+            "bulk review {action}: {resolved} resolved, {} failed",
+            targets.len() - resolved
+        ));
+        let answer = BulkResolveAnswer {
+            resolved,
+            failed: targets.len() - resolved,
+            results,
+        };
+        Ok(Reply::ok(answer).with(effects))
+    })
     .await
 }
 
-pub async fn decisions(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let q = query_map(req.query_string())?;
-    let cursors = state.cursors.scope(&auth.org_id, "decisions");
-    let page = pagination::parse(&q, &cursors, 100)?;
+pub async fn decisions(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let (q, cursors, page) = call.page("decisions", 100)?;
     let pipeline = pipeline_filter(&q)?;
-    let st = state.clone();
-    let body = blocking(move || {
-        let (rows, total) = st.db.read(|c| {
-            store::review::list_decisions(
-                c,
-                &auth.org_id,
-                pipeline.as_deref(),
-                page.after,
-                page.limit + 1,
-            )
-        })?;
-        let page = pagination::page(
-            rows,
-            total,
-            &page,
-            &cursors,
-            |d| d.seq,
-            |d| decision_json(&d),
-        );
+    call.answer(move |c, org| {
+        let run = pipeline.as_deref();
+        let (rows, total) = store::review::list_decisions(c, org, run, page.after, page.limit + 1)?;
+        let page = pagination::page(rows, total, &page, &cursors, |d| d.seq, |d| d);
         Ok::<_, ApiError>(DecisionList {
             total,
             entries: page.data,
             pagination: page.pagination,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
-pub async fn decisions_export(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Read>,
-) -> Result<HttpResponse, ApiError> {
-    let pipeline = pipeline_filter(&query_map(req.query_string())?)?;
-    let st = state.clone();
-    let text = blocking(move || {
-        let (rows, _) = st.db.read(|c| {
-            store::review::list_decisions(c, &auth.org_id, pipeline.as_deref(), None, i64::MAX)
-        })?;
-        let header: Vec<String> = [
-            "id",
-            "pipelineId",
-            "pipelineDocumentId",
-            "documentId",
-            "documentName",
-            "fieldKey",
-            "triggerType",
-            "stageId",
-            "stageName",
-            "action",
-            "priorValue",
-            "finalValue",
-            "reason",
-            "decidedBy",
-            "decidedByName",
-            "decidedAt",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let opt = |v: &Option<Value>| v.as_ref().map(csv_out::cell).unwrap_or_default();
-        let s = |v: &Option<String>| v.as_deref().map(csv_out::neutralize).unwrap_or_default();
-        let body: Vec<Vec<String>> = rows
+pub async fn decisions_export(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let pipeline = pipeline_filter(&query_map(call.req.query_string())?)?;
+    let text = call
+        .read(move |c, org| {
+            let (rows, _) =
+                store::review::list_decisions(c, org, pipeline.as_deref(), None, i64::MAX)?;
+            let header: Vec<String> = [
+                "id",
+                "pipelineId",
+                "pipelineDocumentId",
+                "documentId",
+                "documentName",
+                "fieldKey",
+                "triggerType",
+                "stageId",
+                "stageName",
+                "action",
+                "priorValue",
+                "finalValue",
+                "reason",
+                "decidedBy",
+                "decidedByName",
+                "decidedAt",
+            ]
             .iter()
-            .map(|d| {
-                vec![
-                    d.id.clone(),
-                    d.pipeline_id.clone(),
-                    d.pd_id.clone(),
-                    d.document_id.clone(),
-                    csv_out::neutralize(&d.document_name),
-                    d.field_key.clone(),
-                    d.trigger_type.clone(),
-                    s(&d.stage_id),
-                    s(&d.stage_name),
-                    d.action.clone(),
-                    opt(&d.prior_value),
-                    opt(&d.final_value),
-                    s(&d.reason),
-                    d.decided_by.clone(),
-                    csv_out::neutralize(&d.decided_by_name),
-                    d.decided_at.clone(),
-                ]
-            })
+            .map(|s| s.to_string())
             .collect();
-        csv_out::render(&header, &body).map_err(ApiError::Internal)
-    })
-    .await?;
+            let opt = |v: &Option<Value>| v.as_ref().map(csv_out::cell).unwrap_or_default();
+            let s = |v: &Option<String>| v.as_deref().map(csv_out::neutralize).unwrap_or_default();
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.id.clone(),
+                        d.pipeline_id.clone(),
+                        d.pd_id.clone(),
+                        d.document_id.clone(),
+                        csv_out::neutralize(&d.document_name),
+                        d.field_key.clone(),
+                        d.trigger_type.clone(),
+                        s(&d.stage_id),
+                        s(&d.stage_name),
+                        d.action.clone(),
+                        opt(&d.prior_value),
+                        opt(&d.final_value),
+                        s(&d.reason),
+                        d.decided_by.clone(),
+                        csv_out::neutralize(&d.decided_by_name),
+                        d.decided_at.clone(),
+                    ]
+                })
+                .collect();
+            csv_out::render(&header, &body).map_err(ApiError::Internal)
+        })
+        .await?;
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((

@@ -1,15 +1,13 @@
-use super::body::{json_body, typed};
 use super::error::ApiError;
-use super::extract::{Authed, Id, Read, Write};
-use super::idempotency::{write, Reply};
+use super::extract::{Body, Call, Id, Read, Write};
+use super::idempotency::Reply;
 use super::pagination;
-use super::{blocking, AppState};
 use crate::answers::{self, Deleted, Phase, Rail, SelfLink};
-use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::schema::{self as dschema, FieldDef};
 use crate::store;
 use crate::store::schemas::{RegistryField, SchemaRow};
-use actix_web::{web, HttpRequest, HttpResponse};
+use crate::store::Connection;
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -37,17 +35,8 @@ pub struct RailBody {
 
 pub fn render(s: &SchemaRow) -> answers::Schema {
     answers::Schema {
-        id: s.id.clone(),
-        short_id: s.short_id.clone(),
-        name: s.name.clone(),
-        description: s.description.clone(),
-        definition: s.definition.clone(),
-        fields: s.fields.clone(),
+        schema: s.clone(),
         field_count: s.fields.len(),
-        version: s.version,
-        rail: s.rail.clone(),
-        created_at: s.created_at.clone(),
-        updated_at: s.updated_at.clone(),
         links: SelfLink::to(format!("/v1/schemas/{}", s.id)),
     }
 }
@@ -74,14 +63,13 @@ fn input_fields(b: &SchemaBody) -> Result<Option<Vec<FieldDef>>, ApiError> {
     }
 }
 
-pub async fn create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: SchemaBody = typed(&raw)?;
+/// The schema, 404 unless it is the caller's and not deleted.
+fn load(c: &Connection, org: &str, id: &str) -> Result<SchemaRow, ApiError> {
+    store::schemas::get(c, org, id, false)?.ok_or_else(|| ApiError::not_found("Schema"))
+}
+
+pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let Body { raw, parsed: b } = call.body::<SchemaBody>(payload, false).await?;
     let name = b
         .name
         .clone()
@@ -89,65 +77,32 @@ pub async fn create(
     check_name(&name)?;
     let fields = input_fields(&b)?.ok_or_else(|| ApiError::bad("Give a definition or fields"))?;
     let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let s =
-                store::schemas::insert(tx, &org, name.trim(), b.description.as_deref(), &fields)?;
-            Ok(Reply::created(render(&s)))
-        },
-    )
-    .await
-}
-
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(
-        &state,
-        &req,
-        "schemas",
-        store::schemas::list,
-        |s| s.seq,
-        render,
-    )
-    .await
-}
-
-pub async fn get(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let st = state.clone();
-    let s = blocking(move || {
-        st.db
-            .read(|c| store::schemas::get(c, &auth.org_id, &id, false))?
-            .ok_or_else(|| ApiError::not_found("Schema"))
+    call.write(&raw, move |tx, org| {
+        let s = store::schemas::insert(tx, org, name.trim(), b.description.as_deref(), &fields)?;
+        Ok(Reply::created(render(&s)))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(render(&s)))
+    .await
+}
+
+pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    pagination::newest_first(&call, "schemas", store::schemas::list, |s| s.seq, render).await
+}
+
+pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| Ok(render(&load(c, org, &id)?)))
+        .await
 }
 
 async fn update(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     id: String,
     payload: web::Payload,
     merge: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
-    blocking(move || {
-        st.db
-            .read(|c| store::schemas::get(c, &org, &lookup, false))?
-            .ok_or_else(|| ApiError::not_found("Schema"))
-    })
-    .await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: SchemaBody = typed(&raw)?;
+    let lookup = id.clone();
+    call.read(move |c, org| load(c, org, &lookup).map(|_| ()))
+        .await?;
+    let Body { raw, parsed: b } = call.body::<SchemaBody>(payload, false).await?;
     if let Some(n) = &b.name {
         check_name(n)?;
     } else if !merge {
@@ -157,112 +112,71 @@ async fn update(
     if given.is_none() && !merge {
         return Err(ApiError::bad("Give a definition or fields"));
     }
-    let org = auth.org_id.clone();
-    write(
-        &state,
-        &req,
-        &auth,
-        || sha256_hex(canonical_json(&raw).as_bytes()),
-        move |tx| {
-            let current = store::schemas::get(tx, &org, &id, false)?
-                .ok_or_else(|| ApiError::not_found("Schema"))?;
-            let fields = match given {
-                Some(g) if merge => dschema::merge_fields(&current.fields, g),
-                Some(g) => g,
-                None => current.fields.clone(),
-            };
-            let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
-            let used = crate::engine::spec::fields_used_by_rail(tx, &org, &current)?;
-            if let Some(f) = used
-                .iter()
-                .find(|u| !fields.iter().any(|f| &f.field_name == *u))
-            {
-                return Err(ApiError::bad(format!(
-                    "Field '{f}' is used by a policy or gate of the rail and cannot be removed"
-                )));
-            }
-            let name = b
-                .name
-                .as_deref()
-                .map(str::trim)
-                .unwrap_or(&current.name)
-                .to_string();
-            let description = if merge && b.description.is_none() {
-                current.description.clone()
-            } else {
-                b.description.clone()
-            };
-            let s =
-                store::schemas::update(tx, &org, &current, &name, description.as_deref(), &fields)?;
-            Ok(Reply::ok(render(&s)))
-        },
-    )
+    call.write(&raw, move |tx, org| {
+        let current = load(tx, org, &id)?;
+        let fields = match given {
+            Some(g) if merge => dschema::merge_fields(&current.fields, g),
+            Some(g) => g,
+            None => current.fields.clone(),
+        };
+        let fields = dschema::validate_fields(fields).map_err(ApiError::BadRequest)?;
+        let used = crate::engine::spec::fields_used_by_rail(tx, org, &current)?;
+        if let Some(f) = used
+            .iter()
+            .find(|u| !fields.iter().any(|f| &f.field_name == *u))
+        {
+            return Err(ApiError::bad(format!(
+                "Field '{f}' is used by a policy or gate of the rail and cannot be removed"
+            )));
+        }
+        let name = b
+            .name
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or(&current.name)
+            .to_string();
+        let description = if merge && b.description.is_none() {
+            current.description.clone()
+        } else {
+            b.description.clone()
+        };
+        let s = store::schemas::update(tx, org, &current, &name, description.as_deref(), &fields)?;
+        Ok(Reply::ok(render(&s)))
+    })
     .await
 }
 
 pub async fn replace(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    update(state, req, auth, id, payload, false).await
+    update(call, id, payload, false).await
 }
 
 pub async fn patch(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    update(state, req, auth, id, payload, true).await
+    update(call, id, payload, true).await
 }
 
-pub async fn delete(
-    state: web::Data<AppState>,
-    auth: Authed<Write>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let body = super::write_now(&state, move |tx| {
-        let s = store::schemas::get(tx, &auth.org_id, &id, false)?
-            .ok_or_else(|| ApiError::not_found("Schema"))?;
-        store::schemas::soft_delete(tx, &auth.org_id, &s)?;
+pub async fn delete(call: Call<Write>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.change(move |tx, org| {
+        let s = load(tx, org, &id)?;
+        store::schemas::soft_delete(tx, org, &s)?;
         Ok(Deleted {
             deleted: true,
             id: s.id,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
-}
-
-fn render_field(f: &RegistryField) -> answers::RegistryField {
-    answers::RegistryField {
-        id: f.id.clone(),
-        canonical_name: f.canonical_name.clone(),
-        display_name: f.display_name.clone(),
-        data_type: f.data_type.clone(),
-        synonyms: f.synonyms.clone(),
-        occurrence_count: f.occurrence_count,
-        created_at: f.created_at.clone(),
-    }
-}
-
-pub async fn list_fields(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(
-        &state,
-        &req,
-        "fields",
-        store::schemas::list_registry,
-        |f| f.seq,
-        render_field,
-    )
     .await
+}
+
+pub async fn list_fields(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let list = store::schemas::list_registry;
+    pagination::newest_first(&call, "fields", list, |f| f.seq, RegistryField::clone).await
 }
 
 fn rail_answer(
@@ -284,54 +198,36 @@ fn rail_answer(
 }
 
 pub async fn put_rail(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    auth: Authed<Write>,
+    call: Call<Write>,
     Id(id): Id,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (st, org, lookup) = (state.clone(), auth.org_id.clone(), id.clone());
-    blocking(move || {
-        st.db
-            .read(|c| store::schemas::get(c, &org, &lookup, false))?
-            .ok_or_else(|| ApiError::not_found("Schema"))
-            .map(|_| ())
-    })
-    .await?;
-    let raw = json_body(&req, payload, state.config.max_body, false).await?;
-    let b: RailBody = typed(&raw)?;
-    let rail_v = b.rail.ok_or_else(|| ApiError::bad("rail is required"))?;
+    let lookup = id.clone();
+    call.read(move |c, org| load(c, org, &lookup).map(|_| ()))
+        .await?;
+    let b: Body<RailBody> = call.body(payload, false).await?;
+    let rail_v = b
+        .parsed
+        .rail
+        .ok_or_else(|| ApiError::bad("rail is required"))?;
     let stages = crate::domain::rail::parse_stages(&rail_v).map_err(ApiError::BadRequest)?;
-    let body = super::write_now(&state, move |tx| {
-        let s = store::schemas::get(tx, &auth.org_id, &id, false)?
-            .ok_or_else(|| ApiError::not_found("Schema"))?;
-        let phases = crate::engine::spec::compile_rail(tx, &auth.org_id, &s, &stages)?;
-        store::schemas::set_rail(
-            tx,
-            &id,
-            &serde_json::to_value(&stages).unwrap_or(Value::Null),
-        )?;
+    call.change(move |tx, org| {
+        let s = load(tx, org, &id)?;
+        let phases = crate::engine::spec::compile_rail(tx, org, &s, &stages)?;
+        store::schemas::set_rail(tx, &id, &json!(stages))?;
         Ok(rail_answer(&stages, &phases))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }
 
-pub async fn get_rail(
-    state: web::Data<AppState>,
-    auth: Authed<Read>,
-    Id(id): Id,
-) -> Result<HttpResponse, ApiError> {
-    let body = super::read(&state, move |c| {
-        let s = store::schemas::get(c, &auth.org_id, &id, false)?
-            .ok_or_else(|| ApiError::not_found("Schema"))?;
+pub async fn get_rail(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| {
+        let s = load(c, org, &id)?;
         let stages: Vec<crate::domain::rail::Stage> =
             serde_json::from_value(s.rail.clone()).unwrap_or_default();
         // A rail whose policies changed since it was saved may no longer compile; show it anyway.
-        let phases =
-            crate::engine::spec::compile_rail(c, &auth.org_id, &s, &stages).unwrap_or_default();
+        let phases = crate::engine::spec::compile_rail(c, org, &s, &stages).unwrap_or_default();
         Ok(rail_answer(&stages, &phases))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(body))
+    .await
 }

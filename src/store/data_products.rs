@@ -4,8 +4,10 @@ use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use rusqlite::{params, Connection};
 
-#[derive(Debug, Clone)]
+/// A data product: the delivered view of a finished run, as stored and as answered.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DataProduct {
+    #[serde(skip)]
     pub seq: i64,
     pub id: String,
     pub name: String,

@@ -3,15 +3,20 @@ use crate::domain::ids::{new_id, now_rfc3339};
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-#[derive(Debug, Clone)]
+/// A validation gate (validation stage) of a schema, as stored and as answered.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Gate)]
 pub struct GateRow {
     pub id: String,
     pub schema_id: String,
     pub name: String,
     pub ordinal: i64,
+    /// `info`, `warning` or `blocking`.
     pub severity: String,
     pub field_scope: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
     pub mechanisms: Value,
+    #[schema(value_type = Object)]
     pub blocking_config: Value,
     pub version: i64,
     pub created_at: String,

@@ -107,11 +107,15 @@ pub fn max_cell_seq(c: &Connection, pd_seq: i64) -> Result<i64, StoreError> {
     )?)
 }
 
-#[derive(Debug, Clone)]
+/// An entry of the append-only decision log, as stored and as answered.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Decision {
+    #[serde(skip)]
     pub seq: i64,
     pub id: String,
     pub pipeline_id: String,
+    #[serde(rename = "pipelineDocumentId")]
     pub pd_id: String,
     pub document_id: String,
     pub document_name: String,
@@ -119,7 +123,9 @@ pub struct Decision {
     pub trigger_type: String,
     pub stage_id: Option<String>,
     pub stage_name: Option<String>,
+    #[serde(skip)]
     pub phase_index: Option<i64>,
+    /// `approve`, `correct`, `override` or `reopen`.
     pub action: String,
     pub prior_value: Option<Value>,
     pub final_value: Option<Value>,
@@ -127,6 +133,7 @@ pub struct Decision {
     pub decided_by: String,
     pub decided_by_name: String,
     pub decided_at: String,
+    #[serde(skip)]
     /// `(generation, pass)` of the document's first run to follow the decision (NULL on rows
     /// older than migration 3): a verdict of an earlier pass judged before the decision.
     pub judged_from: Option<(i64, i64)>,

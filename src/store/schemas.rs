@@ -4,17 +4,23 @@ use crate::domain::schema::{to_definition, FieldDef};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-#[derive(Debug, Clone)]
+/// A schema (Spec) as stored; answered with its field count and link (`answers::Schema`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SchemaRow {
+    #[serde(skip)]
     pub seq: i64,
     pub id: String,
     pub short_id: String,
     pub name: String,
     pub description: Option<String>,
+    /// The fields as a JSON Schema object, as given or derived from `fields`.
+    #[schema(value_type = Object)]
     pub definition: Value,
     pub fields: Vec<FieldDef>,
     pub version: i64,
+    #[schema(value_type = Vec<Object>)]
     pub rail: Value,
+    #[serde(skip)]
     pub deleted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -199,8 +205,11 @@ fn register_fields(
     Ok(())
 }
 
-#[derive(Debug, Clone)]
+/// A field of the Field Registry (every field name any schema used, with its synonyms), as
+/// stored and as answered.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RegistryField {
+    #[serde(skip)]
     pub seq: i64,
     pub id: String,
     pub canonical_name: String,
