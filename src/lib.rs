@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod store;
 pub mod testing;
@@ -108,7 +109,7 @@ impl Application {
         let server = http::server(state.clone(), listener, &config)
             .map_err(|e| StartError::Bind(addr, e))?;
         state.mark_ready();
-        log::info!(
+        tracing::info!(
             "quire listening on http://{}:{port} (database {})",
             config.host,
             state.db.path().display()

@@ -19,8 +19,8 @@ struct Cli {
     /// SQLite database file (`:memory:` = a temporary file deleted at exit).
     #[arg(long, global = true, env = "QUIRE_DB", default_value = "quire.db")]
     db: String,
-    /// Log lines as text, or as one JSON object per line (time, level, target, message and the
-    /// access log's fields) for Loki, ELK and the like.
+    /// Log lines as text, or as one flat JSON object per line (time, level, target, message, the
+    /// request id and the access log's fields) for Loki, ELK and the like.
     #[arg(
         long,
         global = true,
@@ -37,46 +37,6 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
-}
-
-/// One JSON object per log line: the record's structured fields (the access log's request id,
-/// route, status, milliseconds, client and bytes) beside time, level, target and message.
-/// Hand-written because `env_logger` has no JSON output and the line's shape is documented (flat
-/// fields, `time` in RFC 3339 with milliseconds), which a generic formatter would nest.
-fn json_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
-    use std::io::Write;
-    struct Fields(serde_json::Map<String, serde_json::Value>);
-    impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
-        fn visit_pair(
-            &mut self,
-            key: log::kv::Key<'kvs>,
-            value: log::kv::Value<'kvs>,
-        ) -> Result<(), log::kv::Error> {
-            let v = match value.to_u64() {
-                Some(n) => serde_json::json!(n),
-                None => serde_json::json!(value.to_string()),
-            };
-            self.0.insert(key.to_string(), v);
-            Ok(())
-        }
-    }
-    let mut fields = Fields(serde_json::Map::new());
-    fields.0.insert(
-        "time".into(),
-        serde_json::json!(quire::domain::ids::now_rfc3339()),
-    );
-    fields
-        .0
-        .insert("level".into(), serde_json::json!(record.level().as_str()));
-    fields
-        .0
-        .insert("target".into(), serde_json::json!(record.target()));
-    fields.0.insert(
-        "message".into(),
-        serde_json::json!(record.args().to_string()),
-    );
-    let _ = record.key_values().visit(&mut fields);
-    writeln!(buf, "{}", serde_json::Value::Object(fields.0))
 }
 
 #[derive(Subcommand)]
@@ -226,13 +186,13 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    let mut logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
-    logger.target(env_logger::Target::Stderr);
-    if matches!(cli.log_format, LogFormat::Json) {
-        logger.format(json_line);
+    let format = match cli.log_format {
+        LogFormat::Text => quire::logging::Format::Text,
+        LogFormat::Json => quire::logging::Format::Json,
+    };
+    if let Err(e) = quire::logging::init(format, default_level) {
+        return fail(format!("cannot start logging: {e}"));
     }
-    logger.init();
     match cli.command {
         Command::Serve(args) => serve(Config::from_args(cli.db, &args), args.ready_json),
         Command::Bench { docs, workers } => {

@@ -42,7 +42,7 @@ impl TestServer {
                     Ok(app) => {
                         let _ = tx.send(Ok((app.port(), app.server_handle(), app.state())));
                         if let Err(e) = app.run_until_stopped().await {
-                            log::error!("test server stopped with an error: {e}");
+                            tracing::error!("test server stopped with an error: {e}");
                         }
                     }
                     Err(e) => {

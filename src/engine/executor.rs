@@ -104,16 +104,16 @@ impl Executor {
             Ok::<_, StoreError>(r)
         })?;
         if r.requeued > 0 {
-            log::info!(
+            tracing::info!(
                 "recovered {} interrupted document(s) into the queue",
                 r.requeued
             );
         }
         for (seq, why) in &r.quarantined {
-            log::warn!("document {seq} quarantined: {why}");
+            tracing::warn!("document {seq} quarantined: {why}");
         }
         if let Err(e) = crate::alloc_journal::open(db.path()) {
-            log::warn!("no allocation journal (a failed allocation will need two unclean exits to quarantine its document): {e}");
+            tracing::warn!("no allocation journal (a failed allocation will need two unclean exits to quarantine its document): {e}");
         }
         let limits = Arc::new(limits);
         let (wake_tx, wake_rx) = bounded::<()>(1);
@@ -230,12 +230,12 @@ impl Executor {
         }
         let took = started.elapsed();
         if took >= self.shutdown_timeout {
-            log::warn!(
+            tracing::warn!(
                 "executor stopped after the {}s shutdown limit: steps still running were left to the next start",
                 self.shutdown_timeout.as_secs()
             );
         } else {
-            log::info!(
+            tracing::info!(
                 "executor stopped cleanly in {:.1}s: running steps finished and committed",
                 took.as_secs_f64()
             );
@@ -302,7 +302,7 @@ fn process(
             .windows(marker.len().max(1))
             .any(|w| w == marker.as_bytes())
         {
-            log::error!("fault injection: aborting on document {}", claim.seq);
+            tracing::error!("fault injection: aborting on document {}", claim.seq);
             match limits.abort_how {
                 AbortHow::Recorded => {
                     let _ =
@@ -373,7 +373,7 @@ fn worker(
     let conn = match db.dedicated() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("worker cannot open the database: {e}");
+            tracing::error!("worker cannot open the database: {e}");
             return;
         }
     };
@@ -463,13 +463,13 @@ impl Writer {
                     });
                     match &e {
                         StoreError::Busy => {
-                            log::info!("executor commit waited past the busy timeout; retrying")
+                            tracing::info!("executor commit waited past the busy timeout; retrying")
                         }
-                        e if e.is_unavailable() => log::warn!(
+                        e if e.is_unavailable() => tracing::warn!(
                             "executor cannot commit ({e}); {} result(s) kept until storage returns",
                             batch.len()
                         ),
-                        e => log::warn!(
+                        e => tracing::warn!(
                             "executor commit failed ({e}); documents go back to the queue"
                         ),
                     }
@@ -490,9 +490,9 @@ impl Writer {
         }
         // Whatever did not finish goes back to the queue for the next start.
         match store::queue::return_unfinished(&self.conn) {
-            Ok(n) if n > 0 => log::info!("returned {n} unfinished document(s) to the queue"),
+            Ok(n) if n > 0 => tracing::info!("returned {n} unfinished document(s) to the queue"),
             Ok(_) => {}
-            Err(e) => log::warn!("could not return unfinished documents to the queue: {e}"),
+            Err(e) => tracing::warn!("could not return unfinished documents to the queue: {e}"),
         }
         let _ = store::checkpoint_truncate(&self.conn);
     }
@@ -506,7 +506,7 @@ impl Writer {
         match self.commit_with(batch, claim_more, false)? {
             Some(claims) => Ok(claims),
             None => {
-                log::warn!(
+                tracing::warn!(
                     "a result failed inside a group commit; committing the batch again one document at a time"
                 );
                 Ok(self
@@ -564,7 +564,7 @@ impl Writer {
                 Err(e) => match sp {
                     None => return Ok(None),
                     Some(sp) => {
-                        log::error!("result for document {} rolled back: {e}", r.claim.seq);
+                        tracing::error!("result for document {} rolled back: {e}", r.claim.seq);
                         drop(sp);
                         store::queue::requeue(&tx, &r.claim)?;
                     }
@@ -594,7 +594,7 @@ impl Writer {
         }
         tx.commit()?;
         for (p, status) in settled {
-            log::info!("pipeline {p} settled: {status}");
+            tracing::info!("pipeline {p} settled: {status}");
         }
         let (mut finished, mut versions, mut verdicts) = (0, 0, 0);
         for r in batch.iter() {
@@ -658,7 +658,7 @@ fn apply_result(
     let claim = &r.claim;
     let ran = match &r.outcome {
         Outcome::Requeue(why) => {
-            log::warn!("document {} goes back to the queue: {why}", claim.seq);
+            tracing::warn!("document {} goes back to the queue: {why}", claim.seq);
             store::queue::requeue(c, claim)?;
             return Ok((false, 0));
         }

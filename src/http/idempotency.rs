@@ -68,7 +68,7 @@ where
     let key = idempotency_key(req)?;
     let st = state.clone();
     let Some(key) = key else {
-        let reply = web::block(move || st.db.write(true, op)).await??;
+        let reply = super::block(move || st.db.write(true, op)).await??;
         return Ok(respond(state, req, reply));
     };
     let fingerprint = sha256_hex(
@@ -83,7 +83,7 @@ where
     );
     let org = auth.org_id.clone();
     let (k, fp, started) = (key.clone(), fingerprint.clone(), state.started_ms);
-    let claim = web::block(move || {
+    let claim = super::block(move || {
         st.db.write(false, |tx| {
             idempotency::claim(tx, &org, &k, &fp, started).map_err(ApiError::from)
         })
@@ -113,7 +113,7 @@ where
     let st = state.clone();
     let org = auth.org_id.clone();
     let k = key.clone();
-    let result = web::block(move || {
+    let result = super::block(move || {
         st.db.write(true, |tx| {
             let reply = op(tx)?;
             let bytes =
@@ -137,13 +137,13 @@ where
         Err(e) => {
             let st = state.clone();
             let org = auth.org_id.clone();
-            let released = web::block(move || {
+            let released = super::block(move || {
                 st.db
                     .write(false, |tx| idempotency::release(tx, &org, &key))
             })
             .await;
             if let Ok(Err(err)) = released {
-                log::warn!("could not release an idempotency marker: {err}");
+                tracing::warn!("could not release an idempotency marker: {err}");
             }
             Err(e)
         }

@@ -192,9 +192,12 @@ pub async fn answer_streamed(
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, ApiError>>(4);
     let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Result<Start, ApiError>>();
+    // The producer's thread logs inside the request's span, like the handler that started it.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("quire-answer".into())
         .spawn(move || {
+            let _in = span.enter();
             let mut sink = ChunkSink {
                 tx,
                 buf: Vec::new(),
@@ -310,7 +313,7 @@ impl ChunkSink {
             None => outcome.and_then(|()| self.flush()),
         };
         if let Err(e) = outcome {
-            log::warn!("a streamed answer ended early: {e}");
+            tracing::warn!("a streamed answer ended early: {e}");
             // The client must not take a cut answer for a whole one: the error aborts it.
             let _ = self.send(Err(e));
         }

@@ -1,10 +1,20 @@
 //! The outermost middleware: request ids, panics turned into 500s, the error envelope for every
 //! non-2xx answer, rate-limit headers, and the access log.
 //!
-//! Hand-written rather than `tracing-actix-web`: the envelope, the caller's `X-Request-Id` kept
-//! when well-formed, the access line's closed-set fields (truncated method and path, the route
-//! template, the error code) and the metrics come from one place, and the log keeps the flat JSON
-//! line the README documents. Engine events get the request id through `Effects`.
+//! `tracing-actix-web`'s `TracingLogger` wraps it (see `http::server`) and opens one root span
+//! per request with [`RequestSpan`], which decides the request id: the span carries it, so every
+//! event logged while the request is handled (engine events after a commit, storage warnings in
+//! blocking work, a streamed answer's failure) names it; the same id goes into the request's
+//! [`RequestId`] extension, which `envelope`, the handlers and the error bodies read.
+//!
+//! Still hand-written here, for reasons: the error envelope and the metrics need the finished
+//! answer and its error code, which tracing-actix-web does not produce; the access line must keep
+//! its documented text form and flat fields (truncated method, the route template rather than
+//! the path, the error code, client and size), while tracing-actix-web's stock root span records
+//! the full target with its query string (a key sent as `?api_key=` would reach the log) and the
+//! user agent, and puts the outcome on the span, which shows only where span closings are
+//! logged. So our span carries the request id alone, and `envelope` writes the access line as an
+//! event inside it.
 
 use super::error::{ApiError, EnvelopeParts};
 use super::rate_limit::RateInfo;
@@ -17,6 +27,8 @@ use actix_web::{HttpMessage, HttpResponse};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
 
 /// The most header bytes (names, values, separators) a request may carry.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -32,6 +44,50 @@ fn valid_request_id(s: &str) -> bool {
 
 pub fn new_request_id() -> String {
     format!("req_{:016x}", rand::random::<u64>())
+}
+
+/// The request's id, decided once and kept in its extensions: the caller's `X-Request-Id` when
+/// well-formed, otherwise a new `req_<16 hex>`. [`RequestSpan`] asks first; later callers get the
+/// same id.
+pub fn request_id(req: &ServiceRequest) -> String {
+    if let Some(known) = req.extensions().get::<RequestId>() {
+        return known.0.clone();
+    }
+    let rid = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    rid
+}
+
+/// The root span of a request (for `tracing_actix_web::TracingLogger`): named `request`, with
+/// our request id as its only field. (`TracingLogger` also files a UUID of its own,
+/// `tracing_actix_web::RequestId`, in the extensions; nothing here uses it.)
+///
+/// Its target, `quire::request`, is kept enabled whatever `RUST_LOG` says (see
+/// `logging::subscriber`), so every line logged inside it carries the id. It records nothing
+/// when the request ends: `envelope` writes the access line.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let rid = request_id(request);
+        tracing::info_span!(
+            target: crate::logging::REQUEST_SPAN_TARGET,
+            "request",
+            request_id = rid.as_str()
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        _span: Span,
+        _outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+    }
 }
 
 /// Longest method and path, in bytes, that a log line repeats: both come from the client, and a
@@ -58,14 +114,8 @@ pub async fn envelope(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let rid = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_request_id(v))
-        .map(str::to_string)
-        .unwrap_or_else(new_request_id);
-    req.extensions_mut().insert(RequestId(rid.clone()));
+    // Decided by `RequestSpan` before this runs (or here, when nothing wraps this middleware).
+    let rid = request_id(&req);
     // Only bounded forms of the method are kept: a closed label for metrics, a prefix for logs.
     let method = crate::metrics::method_label(req.method().as_str());
     let m = for_log(req.method().as_str(), LOGGED_METHOD_BYTES);
@@ -84,7 +134,7 @@ pub async fn envelope(
         let err = ApiError::bad(format!(
             "request headers take {head_bytes} bytes; at most {MAX_HEAD_BYTES} are accepted"
         ));
-        log::info!(target: "quire::access", "{rid} {m} <oversized head> 400 {}ms", started.elapsed().as_millis());
+        tracing::info!(target: "quire::access", "{rid} {m} <oversized head> 400 {}ms", started.elapsed().as_millis());
         return Err(Finished {
             status,
             body: EnvelopeParts::from_api(&err).into_body(status, &rid, &path),
@@ -104,7 +154,7 @@ pub async fn envelope(
                 Some(api) => EnvelopeParts::from_api(api),
                 None => EnvelopeParts::from_status(status, Some(e.to_string())),
             };
-            log::info!(target: "quire::access", "{rid} {m} {UNMATCHED_ROUTE} {} {}ms", status.as_u16(), started.elapsed().as_millis());
+            tracing::info!(target: "quire::access", "{rid} {m} {UNMATCHED_ROUTE} {} {}ms", status.as_u16(), started.elapsed().as_millis());
             return Err(Finished {
                 status,
                 body: parts.into_body(status, &rid, &path),
@@ -118,10 +168,10 @@ pub async fn envelope(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            log::error!("request {rid} {logged} panicked: {what}");
+            tracing::error!("request {rid} {logged} panicked: {what}");
             let status = actix_web::http::StatusCode::INTERNAL_SERVER_ERROR;
             let parts = EnvelopeParts::from_api(&ApiError::Internal(what));
-            log::info!(target: "quire::access", "{rid} {m} <panic> 500 {}ms", started.elapsed().as_millis());
+            tracing::info!(target: "quire::access", "{rid} {m} <panic> 500 {}ms", started.elapsed().as_millis());
             return Err(Finished {
                 status,
                 body: parts.into_body(status, &rid, &path),
@@ -138,14 +188,14 @@ pub async fn envelope(
             Some(err) => match err.as_error::<ApiError>() {
                 Some(api) => {
                     if let ApiError::Internal(detail) = api {
-                        log::error!("request {rid} {logged} failed: {detail}");
+                        tracing::error!("request {rid} {logged} failed: {detail}");
                     }
                     EnvelopeParts::from_api(api)
                 }
                 None => {
                     let detail = err.to_string();
                     if status.is_server_error() {
-                        log::error!("request {rid} {logged} failed: {detail}");
+                        tracing::error!("request {rid} {logged} failed: {detail}");
                     }
                     EnvelopeParts::from_status(status, Some(detail))
                 }
@@ -208,10 +258,10 @@ pub async fn envelope(
     let (status, ms) = (res.status().as_u16(), took.as_millis() as u64);
     // A 4xx or 5xx names its error code, so a log search finds refusals by kind.
     let sep = if code.is_empty() { "" } else { " " };
-    log::info!(
+    tracing::info!(
         target: "quire::access",
         request_id = rid.as_str(), method = m.as_str(), route = route, status = status,
-        code = code, ms = ms, client = client.as_str(), bytes = bytes.as_str();
+        code = code, ms = ms, client = client.as_str(), bytes = bytes.as_str(),
         "{rid} {m} {route} {status}{sep}{code} {ms}ms {client} {bytes}"
     );
     Ok(res)

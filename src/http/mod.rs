@@ -121,8 +121,9 @@ impl AppState {
         })
     }
 
-    /// Applies what a committed command asks: its events are logged with the request's id,
-    /// the metrics count its reruns and decisions, the executor is woken for queued work.
+    /// Applies what a committed command asks: its events are logged inside the request's span
+    /// (which gives each line its `request_id`; the message starts with the id too), the metrics
+    /// count its reruns and decisions, the executor is woken for queued work.
     pub fn after_commit(&self, req: &HttpRequest, effects: crate::engine::Effects) {
         use actix_web::HttpMessage;
         if !effects.events.is_empty() {
@@ -132,7 +133,7 @@ impl AppState {
                 .map(|r| r.0.clone())
                 .unwrap_or_default();
             for l in &effects.events {
-                log::info!(target: "quire::engine", request_id = rid.as_str(); "{rid} {l}");
+                tracing::info!(target: "quire::engine", "{rid} {l}");
             }
         }
         for _ in 0..effects.reruns {
@@ -162,11 +163,20 @@ pub fn path_id(req: &HttpRequest, name: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a valid id (expected a UUID)")))
 }
 
+/// `web::block` inside the caller's span: what the blocking thread logs (storage warnings, for
+/// instance) carries the request's id like what the handler logs.
+pub async fn block<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, actix_web::error::BlockingError> {
+    let span = tracing::Span::current();
+    web::block(move || span.in_scope(f)).await
+}
+
 /// Runs blocking database work off the actix worker.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(f).await?
+    block(f).await?
 }
 
 /// A read on a pooled connection, off the actix worker.
@@ -324,6 +334,8 @@ pub fn server(
             .app_data(state.clone())
             .wrap(from_fn(limits::per_client))
             .wrap(from_fn(middleware::envelope))
+            // Outermost, so that everything below runs (and logs) inside the request's span.
+            .wrap(tracing_actix_web::TracingLogger::<middleware::RequestSpan>::new())
             .configure(|c| routes(c, debug))
             .default_service(web::to(not_found_route))
     })

@@ -117,7 +117,7 @@ pub fn apply_after(c: &Connection, current: i64) -> Result<(), StoreError> {
         c.execute_batch(m.sql)?;
         record(c, m, &crate::domain::ids::now_rfc3339())?;
         c.pragma_update(None, "user_version", m.version)?;
-        log::info!("applied database migration {} ({})", m.version, m.name);
+        tracing::info!("applied database migration {} ({})", m.version, m.name);
     }
     Ok(())
 }

@@ -338,7 +338,7 @@ impl Db {
         };
         db.migrate()?;
         if read_only {
-            log::warn!(
+            tracing::warn!(
                 "{} is read-only: serving reads, refusing writes with 503",
                 db.path.display()
             );
@@ -421,7 +421,7 @@ impl Db {
                     Duration::from_millis(5),
                     None,
                 )?;
-                log::info!(
+                tracing::info!(
                     "backed up {} to {} before migrating it from schema version {current} to {}",
                     self.path.display(),
                     dest.display(),
@@ -522,7 +522,7 @@ pub fn checkpointer(db: Db, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
     let conn = match db.dedicated() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("the checkpointer cannot open the database: {e}");
+            tracing::error!("the checkpointer cannot open the database: {e}");
             return;
         }
     };

@@ -612,8 +612,37 @@ fn json_logs_carry_the_access_fields_error_codes_and_the_request_id_of_engine_ev
         .send()
         .unwrap();
     let rid = p.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(rid.starts_with("req_"), "{rid}");
     let started = next(&|v| v["target"] == "quire::engine");
     assert_eq!(started["request_id"], rid.as_str(), "{started}");
+    // A caller's well-formed X-Request-Id is kept: the answer, the access line and the engine
+    // event logged while the request was handled (its `request_id` comes from the request's
+    // span, flattened into the line) all name it.
+    let mine = "caller-chose-this-id-7";
+    let p = http
+        .post(format!("{url}/v1/pipelines"))
+        .bearer_auth(key)
+        .header("X-Request-Id", mine)
+        .json(&serde_json::json!({"schema_id": sid, "documents": [{"filename": "b.txt", "content": "A: 2"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(p.status().as_u16(), 201);
+    assert_eq!(p.headers()["x-request-id"], mine);
+    let started = next(&|v| v["target"] == "quire::engine" && v["request_id"] == mine);
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert!(
+        started["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{mine} pipeline ")),
+        "{started}"
+    );
+    let access = next(&|v| v["target"] == "quire::access" && v["request_id"] == mine);
+    assert_eq!(access["route"], "/v1/pipelines", "{access}");
+    assert_eq!(access["status"], 201, "{access}");
+    assert_eq!(access["method"], "POST", "{access}");
+    // Lines logged outside any request carry no request id.
+    assert!(listening.get("request_id").is_none(), "{listening}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -36,9 +36,9 @@ pub struct Api {
 /// per test by the harness; without it tests log nothing.
 fn test_log() {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = env_logger::Builder::new()
-            .parse_filters(&filter)
-            .is_test(true)
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
             .try_init();
     }
 }
