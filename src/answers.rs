@@ -191,13 +191,56 @@ pub struct Document {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: String,
-    pub links: SelfLink,
+    /// `completed` once its text is read; `error` when this server could not read it.
+    pub status: String,
+    /// Why it could not be read (with status `error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub pages: i64,
+    /// What kind of document it calls itself: `invoice`, `receipt`, `credit_note`,
+    /// `purchase_order`, `quote`, `contract`; null when nothing says.
+    pub type_detected: Option<String>,
+    /// ISO 639-1 (`en`, `de`) where the text tells it reliably.
+    pub language_detected: Option<String>,
+    pub links: DocumentLinks,
     /// On upload: present and true when these bytes were already stored (answered 200).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<bool>,
     /// With `?include=text`: the document's text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+}
+
+/// Where a document and its readings live.
+#[derive(Serialize, ToSchema)]
+pub struct DocumentLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub markdown: String,
+}
+
+/// One page of a document's text layer (`GET /v1/documents/{id}/pages/{n}`).
+#[derive(Serialize, ToSchema)]
+pub struct DocumentPage {
+    pub document_id: String,
+    #[serde(flatten)]
+    pub page: crate::intake::Page,
+}
+
+/// A document as Markdown, page by page (`GET /v1/documents/{id}/markdown`).
+#[derive(Serialize, ToSchema)]
+pub struct DocumentMarkdown {
+    pub document_id: String,
+    pub pages: Vec<MarkdownPage>,
+    /// The pages' Markdown joined, pages apart by a rule.
+    pub markdown: String,
+}
+
+/// One page's Markdown.
+#[derive(Serialize, ToSchema)]
+pub struct MarkdownPage {
+    pub number: u32,
+    pub markdown: String,
 }
 
 /// The schema a pipeline runs.

@@ -93,6 +93,25 @@ pub struct ServeArgs {
     /// Largest total of new values one document may write in one run, e.g. 16MiB (else `error`).
     #[arg(long, env = "QUIRE_MAX_DOCUMENT_OUTPUT_BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_document_output_bytes: usize,
+    /// Time reading one PDF, DOCX or image into pages may take (its parser runs in a child
+    /// process that is killed then), e.g. 2m.
+    #[arg(long, env = "QUIRE_INTAKE_TIMEOUT", default_value = "120", value_parser = parse_secs)]
+    pub intake_timeout: u64,
+    /// Memory (address space) the document reader's child process may use, e.g. 2GiB.
+    #[arg(long, env = "QUIRE_INTAKE_MEMORY", default_value = "2GiB", value_parser = parse_size)]
+    pub intake_memory: usize,
+    /// Most pages of a PDF or DOCX (beyond: the upload is refused).
+    #[arg(long, env = "QUIRE_MAX_DOCUMENT_PAGES", default_value_t = 500)]
+    pub max_document_pages: usize,
+    /// Largest image (or scanned page) OCR reads, in pixels.
+    #[arg(long, env = "QUIRE_MAX_IMAGE_PIXELS", default_value_t = 100_000_000)]
+    pub max_image_pixels: u64,
+    /// Tesseract languages for OCR, e.g. eng+deu (those installed are used).
+    #[arg(long, env = "QUIRE_OCR_LANGUAGES", default_value = "eng+deu")]
+    pub ocr_languages: String,
+    /// The Tesseract command for OCR (a name on PATH or a path).
+    #[arg(long, env = "QUIRE_TESSERACT", default_value = "tesseract")]
+    pub tesseract: String,
     /// Abort the process when a worker picks up a document containing this text (crash tests).
     #[arg(long, env = "QUIRE_FAULT_ABORT_ON", hide = true)]
     pub fault_abort_on: Option<String>,
@@ -193,6 +212,8 @@ pub struct Config {
     pub max_client_requests: usize,
     pub max_heavy_reads: usize,
     pub allow_shared: bool,
+    /// How binary documents are read into pages.
+    pub reader: crate::intake::child::Reader,
 }
 
 fn cores() -> usize {
@@ -226,6 +247,18 @@ impl Config {
             body_timeout: a.body_timeout.max(1),
             max_client_requests: a.max_client_requests.max(1),
             max_heavy_reads: a.max_heavy_reads.max(1),
+            reader: crate::intake::child::Reader {
+                exe: None,
+                timeout: std::time::Duration::from_secs(a.intake_timeout.max(1)),
+                memory: (a.intake_memory as u64).max(64 * 1024 * 1024),
+                limits: crate::intake::Limits {
+                    max_pages: a.max_document_pages.max(1),
+                    max_pixels: a.max_image_pixels.max(1),
+                    ocr_languages: a.ocr_languages.clone(),
+                    tesseract: a.tesseract.clone(),
+                    ..Default::default()
+                },
+            },
             limits: crate::engine::executor::Limits {
                 budget: crate::engine::runner::Budget {
                     value: a.max_value_bytes.max(1024),
@@ -267,6 +300,7 @@ impl Config {
             body_timeout: 30,
             max_client_requests: 256,
             max_heavy_reads: 4,
+            reader: Default::default(),
         }
     }
 }

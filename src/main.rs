@@ -80,6 +80,16 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Read one document from stdin into pages (the service runs this in a confined child).
+    #[command(hide = true)]
+    ReadDocument {
+        /// The document's binary media type.
+        #[arg(long)]
+        mime: String,
+        /// The reading limits as JSON.
+        #[arg(long)]
+        limits: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,6 +205,12 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve(args) => serve(Config::from_args(cli.db, &args), args.ready_json),
+        Command::ReadDocument { mime, limits } => {
+            match quire::intake::child::serve_child(&mime, &limits) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::Bench { docs, workers } => {
             let db = db_given.then(|| cli.db.clone());
             match quire::tools::bench::run(quire::tools::bench::BenchArgs { docs, workers, db }) {

@@ -30,6 +30,7 @@ impl TestServer {
         let key = generate_key("test");
         let mut config = Config::ephemeral(Some(key.clone()));
         config.db = db_path.to_string_lossy().into_owned();
+        config.reader.exe = quire_binary();
         tune(&mut config);
         // A tuned configuration may point at an existing database and its key.
         let db_path = PathBuf::from(&config.db);
@@ -105,4 +106,14 @@ impl Drop for TestServer {
             let _ = t.join();
         }
     }
+}
+
+/// The `quire` binary beside a test executable (`target/<profile>/quire` for
+/// `target/<profile>/deps/<test>`): an in-process test server reads documents through it, as the
+/// binary reads them through itself.
+pub fn quire_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let bin = profile_dir.join(format!("quire{}", std::env::consts::EXE_SUFFIX));
+    bin.is_file().then_some(bin)
 }

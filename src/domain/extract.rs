@@ -119,6 +119,37 @@ fn clean_value(s: &str) -> &str {
     s.trim().trim_matches(['*', '_']).trim()
 }
 
+/// The (label, value) pairs of a line. A line of a document's text layer keeps cells that
+/// stand apart on the page apart with ` | ` (`Invoice number | 30064443`, or two columns
+/// `Date: 14.09.2024 | Total: 5.00`): each cell is a labelled form of its own, or a label whose
+/// value is the next cell.
+fn pairs(line: &str) -> Vec<(&str, &str)> {
+    let t = line.trim();
+    if t.starts_with('|') || !t.contains(" | ") {
+        return labelled(t).into_iter().collect();
+    }
+    let cells: Vec<&str> = t.split(" | ").map(str::trim).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cells.len() {
+        match labelled(cells[i]) {
+            Some((l, v)) if !v.is_empty() => {
+                out.push((l, v));
+                i += 1;
+            }
+            _ if i + 1 < cells.len() => {
+                out.push((
+                    clean_label(cells[i].trim_end_matches(':')),
+                    clean_value(cells[i + 1]),
+                ));
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
 /// Splits a line into (label, value) when it has one of the labelled forms.
 fn labelled(line: &str) -> Option<(&str, &str)> {
     let t = line.trim();
@@ -269,7 +300,7 @@ pub fn extract_with(
         }
         _ => {
             for line in text.lines() {
-                if let Some((label, value)) = labelled(line) {
+                for (label, value) in pairs(line) {
                     c.offer(label, Value::String(value.to_string()), line);
                 }
             }
@@ -315,6 +346,20 @@ mod tests {
             json!("1,234.50"),
             "grouped numbers stay strings"
         );
+        assert_eq!(out["paid"].value, json!(true));
+    }
+
+    #[test]
+    fn cells_of_a_layout_line_pair_up_as_labels_and_values() {
+        let doc = "ACME GmbH | Invoice\nInvoice number | 30064443\nIssue Date: 2024-09-14 | Total: 12.50\nPaid: | true\n";
+        let out = extract(doc.as_bytes(), "text/plain", &specs()).unwrap();
+        assert_eq!(out["invoice_number"].value, json!("30064443"));
+        assert_eq!(
+            out["invoice_number"].source_text,
+            "Invoice number | 30064443"
+        );
+        assert_eq!(out["issue_date"].value, json!("2024-09-14"));
+        assert_eq!(out["total"].value, json!(12.5));
         assert_eq!(out["paid"].value, json!(true));
     }
 

@@ -1,5 +1,6 @@
 //! The engine: phase semantics, the executor, pipelines, rerun and review.
 
+pub mod documents;
 pub mod executor;
 pub mod gates;
 pub mod pipelines;

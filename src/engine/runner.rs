@@ -144,6 +144,8 @@ impl Default for Budget {
 pub struct DocCtx {
     pub content: Vec<u8>,
     pub mime: String,
+    /// Why the document could not be read at intake: extraction ends the run in error with it.
+    pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
     pub cells: Vec<Cell>,
     /// `(generation, restart index)` of each rerun that restarted this document.
@@ -268,6 +270,15 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                 }
             }
             PhaseConfig::Extraction => {
+                if let Some(why) = &ctx.unreadable {
+                    let states_after = ctx.states.clone();
+                    return RunResult {
+                        steps,
+                        states_before,
+                        states_after,
+                        error: Some((i, why.clone())),
+                    };
+                }
                 if extracted.is_none() {
                     match extract::extract_with(
                         &ctx.content,
@@ -736,6 +747,7 @@ mod tests {
         DocCtx {
             content: text.as_bytes().to_vec(),
             mime: "text/plain".into(),
+            unreadable: None,
             metadata: metadata.as_object().cloned().unwrap_or_default(),
             cells: Vec::new(),
             restarts: Vec::new(),

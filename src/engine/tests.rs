@@ -88,6 +88,12 @@ fn world(text: &str) -> World {
                 sha256: &crate::domain::canonical::sha256_hex(text.as_bytes()),
                 metadata: &json!({}),
                 content: text.as_bytes(),
+                layer: store::documents::Layer {
+                    pages: &[],
+                    error: None,
+                    language: None,
+                    kind: None,
+                },
             },
         )?;
         let p = super::pipelines::create(tx, &org, &schema.id, None, &[doc.id], 10)?;

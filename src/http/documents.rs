@@ -4,11 +4,17 @@ use super::extract::{Call, Id, Read, Write};
 use super::idempotency::Reply;
 use super::pagination::{self, query_map};
 
-use crate::answers::{Deleted, Document, SelfLink};
+use crate::answers::{
+    Deleted, Document, DocumentLinks, DocumentMarkdown, DocumentPage, MarkdownPage,
+};
 use crate::domain::canonical::{canonical_json, sha256_hex};
-use crate::domain::documents::{check_metadata, detect_mime};
+use crate::domain::documents::is_binary;
+use crate::domain::documents::{check_metadata, detect_type};
+use crate::engine::documents::TextLayer;
+use crate::intake::Page;
 use crate::store;
 use crate::store::documents::{DocumentRow, NewDocument};
+use crate::store::Connection;
 use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -27,7 +33,15 @@ pub fn render(d: &DocumentRow) -> Document {
         sha256: d.sha256.clone(),
         metadata: d.metadata.clone(),
         created_at: d.created_at.clone(),
-        links: SelfLink::to(format!("/v1/documents/{}", d.id)),
+        status: d.status.clone(),
+        error: d.error.clone(),
+        pages: d.pages,
+        type_detected: d.kind.clone(),
+        language_detected: d.language.clone(),
+        links: DocumentLinks {
+            self_: format!("/v1/documents/{}", d.id),
+            markdown: format!("/v1/documents/{}/markdown", d.id),
+        },
         duplicate: None,
         text: None,
     }
@@ -103,7 +117,8 @@ pub fn check_upload(u: &Upload, max_upload: usize) -> Result<String, ApiError> {
         )));
     }
     check_metadata(&u.metadata).map_err(ApiError::BadRequest)?;
-    detect_mime(u.declared_type.as_deref(), &u.filename).map_err(ApiError::UnsupportedMediaType)
+    detect_type(u.declared_type.as_deref(), &u.filename, &u.content)
+        .map_err(ApiError::UnsupportedMediaType)
 }
 
 async fn read_multipart(
@@ -169,6 +184,20 @@ async fn read_multipart(
     ))
 }
 
+/// The upload's text layer, read off the actix worker (a binary format in the reader child).
+pub async fn read_layer<S>(
+    call: &Call<S>,
+    upload: Upload,
+    mime: &str,
+) -> Result<(Upload, TextLayer), ApiError> {
+    let (reader, mime) = (call.state.config.reader.clone(), mime.to_string());
+    super::blocking(move || {
+        let layer = crate::engine::documents::read_upload(&reader, &upload.content, &mime)?;
+        Ok((upload, layer))
+    })
+    .await
+}
+
 pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let max_upload = call.state.config.max_upload;
     let (upload, body_hash) = match media_type(&call.req).as_deref() {
@@ -189,6 +218,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
         }
     };
     let mime = check_upload(&upload, max_upload)?;
+    let (upload, layer) = read_layer(&call, upload, &mime).await?;
     call.write_with(
         move || body_hash,
         move |tx, org| {
@@ -199,6 +229,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
                 sha256: &sha,
                 metadata: &upload.metadata,
                 content: &upload.content,
+                layer: layer.as_layer(),
             };
             let (doc, dup) = store::documents::insert_or_find(tx, org, new)?;
             let body = render(&doc);
@@ -322,6 +353,110 @@ impl Utf8Pieces {
     fn finish(&self) -> bool {
         !self.invalid && self.carry.is_empty()
     }
+}
+
+/// The document's pages: a binary format's text layer, or a text format as its one page.
+fn doc_pages(c: &Connection, d: &DocumentRow) -> Result<Vec<Page>, ApiError> {
+    if is_binary(&d.mime_type) {
+        return Ok(store::documents::pages(c, &d.id)?
+            .into_iter()
+            .map(|r| r.page)
+            .collect());
+    }
+    let text = String::from_utf8_lossy(&store::documents::content(c, &d.id)?).into_owned();
+    Ok(vec![Page {
+        number: 1,
+        width: 0.0,
+        height: 0.0,
+        markdown: text_markdown(&d.mime_type, &text),
+        text,
+        words: Vec::new(),
+        ocr: false,
+    }])
+}
+
+/// A text format as Markdown: Markdown as it is, CSV as a table, JSON in a code block.
+fn text_markdown(mime: &str, text: &str) -> String {
+    match mime {
+        "text/csv" => {
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(text.as_bytes());
+            let rows: Vec<Vec<String>> = r
+                .records()
+                .map_while(Result::ok)
+                .map(|rec| rec.iter().map(str::to_string).collect())
+                .collect();
+            if rows.is_empty() {
+                String::new()
+            } else {
+                crate::intake::layout::table(&rows)
+            }
+        }
+        "application/json" => format!("```json\n{}\n```", text.trim_end()),
+        _ => text.to_string(),
+    }
+}
+
+fn document(c: &Connection, org: &str, id: &str) -> Result<DocumentRow, ApiError> {
+    store::documents::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Document"))
+}
+
+pub async fn markdown(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let permit = call.heavy_if(true)?;
+    let answer = call
+        .read(move |c, org| {
+            let d = document(c, org, &id)?;
+            let pages: Vec<MarkdownPage> = doc_pages(c, &d)?
+                .into_iter()
+                .map(|p| MarkdownPage {
+                    number: p.number,
+                    markdown: p.markdown,
+                })
+                .collect();
+            let markdown = pages
+                .iter()
+                .map(|p| p.markdown.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n---\n\n");
+            Ok(DocumentMarkdown {
+                document_id: d.id,
+                pages,
+                markdown,
+            })
+        })
+        .await;
+    drop(permit);
+    Ok(HttpResponse::Ok().json(answer?))
+}
+
+pub async fn page(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let raw = call.req.match_info().get("page").unwrap_or("");
+    let number: u32 = raw
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a page number (1, 2, ...)")))?;
+    call.answer(move |c, org| {
+        let d = document(c, org, &id)?;
+        let page = if is_binary(&d.mime_type) {
+            store::documents::page(c, &d.id, number)?.map(|r| r.page)
+        } else {
+            doc_pages(c, &d)?.into_iter().find(|p| p.number == number)
+        };
+        let page = page.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "The document has {} page(s); no page {number}",
+                d.pages
+            ))
+        })?;
+        Ok(DocumentPage {
+            document_id: d.id,
+            page,
+        })
+    })
+    .await
 }
 
 pub async fn delete(call: Call<Write>, Id(id): Id) -> Result<HttpResponse, ApiError> {

@@ -292,6 +292,8 @@ route_table! {
     "/v1/fields" => { get => schemas::list_fields },
     "/v1/documents" => { get => documents::list, post => documents::create },
     "/v1/documents/{id}" => { get => documents::get, delete => documents::delete },
+    "/v1/documents/{id}/markdown" => { get => documents::markdown },
+    "/v1/documents/{id}/pages/{page}" => { get => documents::page },
 }
 
 /// Routes that answer without a key.

@@ -428,6 +428,14 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/v1/documents/{id}") => op("Get a document", "documents")
             .query(vec![q("include", enum_of(&["text"]), "include the text")])
             .ok("the document", named::<Document>()),
+        ("GET", "/v1/documents/{id}/markdown") => {
+            op("The document's text as Markdown, page by page", "documents")
+                .ok("Markdown", named::<DocumentMarkdown>())
+        }
+        ("GET", "/v1/documents/{id}/pages/{page}") => {
+            op("One page: its text, Markdown, words and boxes", "documents")
+                .ok("the page", named::<DocumentPage>())
+        }
         ("DELETE", "/v1/documents/{id}") => {
             op("Soft-delete a document", "documents").ok("deleted", named::<Deleted>())
         }
@@ -437,10 +445,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
 }
 
 fn path_param(name: &str) -> Value {
-    let schema = if name == "field_key" {
-        json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"})
-    } else {
-        uuid()
+    let schema = match name {
+        "field_key" => json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}),
+        "page" => json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}),
+        _ => uuid(),
     };
     json!({ "name": name, "in": "path", "required": true, "schema": schema })
 }

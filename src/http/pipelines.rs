@@ -1,4 +1,4 @@
-use super::documents::{check_upload, inline_upload, InlineDocument};
+use super::documents::{check_upload, inline_upload, read_layer, InlineDocument};
 use super::error::ApiError;
 use super::extract::{Body, Call, Id, Read, Write};
 use super::idempotency::Reply;
@@ -94,7 +94,11 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
             ApiError::MissingDocument(m) => ApiError::bad(format!("documents[{i}]: {m}")),
             other => other,
         })?;
-        uploads.push((u, mime));
+        let (u, layer) = read_layer(&call, u, &mime).await.map_err(|e| match e {
+            ApiError::BadRequest(m) => ApiError::bad(format!("documents[{i}]: {m}")),
+            other => other,
+        })?;
+        uploads.push((u, mime, layer));
     }
     if let Some(n) = b.name.as_deref() {
         if n.trim().is_empty() || n.chars().count() > 200 {
@@ -113,7 +117,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
                 .ok_or_else(|| ApiError::NotFound(format!("Document {id} not found")))?;
             all.push(id.clone());
         }
-        for (u, mime) in &uploads {
+        for (u, mime, layer) in &uploads {
             let sha = sha256_hex(&u.content);
             let (d, _) = store::documents::insert_or_find(
                 tx,
@@ -124,6 +128,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
                     sha256: &sha,
                     metadata: &u.metadata,
                     content: &u.content,
+                    layer: layer.as_layer(),
                 },
             )?;
             all.push(d.id);

@@ -1,5 +1,6 @@
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
+use crate::intake::Page;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
@@ -13,9 +14,16 @@ pub struct DocumentRow {
     pub sha256: String,
     pub metadata: Value,
     pub created_at: String,
+    /// `completed`, or `error` when this server could not read it (`error` says why).
+    pub status: String,
+    pub error: Option<String>,
+    pub pages: i64,
+    pub language: Option<String>,
+    pub kind: Option<String>,
 }
 
-const COLS: &str = "seq, id, filename, mime_type, size_bytes, sha256, metadata, created_at";
+const COLS: &str =
+    "seq, id, filename, mime_type, size_bytes, sha256, metadata, created_at, status, error, pages, language, kind";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<DocumentRow> {
     Ok(DocumentRow {
@@ -27,6 +35,11 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<DocumentRow> {
         sha256: r.get(5)?,
         metadata: super::json(r, 6, "documents")?,
         created_at: r.get(7)?,
+        status: r.get(8)?,
+        error: r.get(9)?,
+        pages: r.get(10)?,
+        language: r.get(11)?,
+        kind: r.get(12)?,
     })
 }
 
@@ -36,6 +49,23 @@ pub struct NewDocument<'a> {
     pub sha256: &'a str,
     pub metadata: &'a Value,
     pub content: &'a [u8],
+    /// What intake read of it.
+    pub layer: Layer<'a>,
+}
+
+/// A document's text layer as intake read it.
+pub struct Layer<'a> {
+    /// The pages of a binary document; empty for the text formats.
+    pub pages: &'a [Page],
+    /// Why this server could not read it (its status is then `error`).
+    pub error: Option<&'a str>,
+    pub language: Option<&'a str>,
+    pub kind: Option<&'a str>,
+}
+
+/// A stored page.
+pub struct PageRow {
+    pub page: Page,
 }
 
 /// Stores a document, or finds the live one with the same bytes and metadata:
@@ -60,9 +90,17 @@ pub fn insert_or_find(
         return Ok((found, true));
     }
     let id = new_id();
+    let layer = &d.layer;
+    let text = (!layer.pages.is_empty()).then(|| crate::intake::full_text(layer.pages));
+    let status = if layer.error.is_some() {
+        "error"
+    } else {
+        "completed"
+    };
     c.prepare_cached(
-        "INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, metadata, content, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, metadata, content, created_at,
+                               status, error, pages, language, kind, text)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         id,
@@ -73,8 +111,26 @@ pub fn insert_or_find(
         d.sha256,
         d.metadata.to_string(),
         d.content,
-        now_rfc3339()
+        now_rfc3339(),
+        status,
+        layer.error,
+        layer.pages.len().max(1) as i64,
+        layer.language,
+        layer.kind,
+        text,
     ])?;
+    let seq = c.last_insert_rowid();
+    let mut add = c.prepare_cached(
+        "INSERT INTO document_pages(document_seq, number, width, height, text, markdown, words, ocr)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for p in layer.pages {
+        let words = serde_json::to_string(&p.words)
+            .map_err(|e| StoreError::Refused(format!("the page's words: {e}")))?;
+        add.execute(params![
+            seq, p.number, p.width, p.height, p.text, p.markdown, words, p.ocr
+        ])?;
+    }
     let doc =
         get(c, org_id, &id)?.ok_or_else(|| StoreError::Refused("document vanished".into()))?;
     Ok((doc, false))
@@ -86,6 +142,43 @@ pub fn get(c: &Connection, org_id: &str, id: &str) -> Result<Option<DocumentRow>
         "SELECT {COLS} FROM documents WHERE id = ?1 AND org_id = ?2 AND deleted_at IS NULL"
     );
     optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], row))
+}
+
+/// One page of a binary document's text layer.
+pub fn page(c: &Connection, id: &str, number: u32) -> Result<Option<PageRow>, StoreError> {
+    optional(
+        c.prepare_cached(
+            "SELECT p.number, p.width, p.height, p.text, p.markdown, p.words, p.ocr
+             FROM document_pages p JOIN documents d ON d.seq = p.document_seq
+             WHERE d.id = ?1 AND p.number = ?2",
+        )?
+        .query_row(params![id, number], page_row),
+    )
+}
+
+/// Every page of a binary document's text layer, in order (none for the text formats).
+pub fn pages(c: &Connection, id: &str) -> Result<Vec<PageRow>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT p.number, p.width, p.height, p.text, p.markdown, p.words, p.ocr
+             FROM document_pages p JOIN documents d ON d.seq = p.document_seq
+             WHERE d.id = ?1 ORDER BY p.number",
+    )?
+    .query_map([id], page_row)?
+    .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn page_row(r: &rusqlite::Row) -> rusqlite::Result<PageRow> {
+    Ok(PageRow {
+        page: Page {
+            number: r.get(0)?,
+            width: r.get::<_, f64>(1)? as f32,
+            height: r.get::<_, f64>(2)? as f32,
+            text: r.get(3)?,
+            markdown: r.get(4)?,
+            words: super::json(r, 5, "document_pages")?,
+            ocr: r.get(6)?,
+        },
+    })
 }
 
 pub fn content(c: &Connection, id: &str) -> Result<Vec<u8>, StoreError> {

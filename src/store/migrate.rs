@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "queue_indexes", "0002_queue_indexes.sql"),
     migration!(3, "decision_judged_pass", "0003_decision_judged_pass.sql"),
     migration!(4, "crash_accounting", "0004_crash_accounting.sql"),
+    migration!(5, "text_layers", "0005_text_layers.sql"),
 ];
 
 pub fn latest_version() -> i64 {

@@ -242,8 +242,11 @@ pub fn requeue(c: &Connection, claim: &Claim) -> Result<(), StoreError> {
 }
 
 pub struct DocLoad {
+    /// The text extraction reads: the content of a text format, a binary one's text layer.
     pub content: Vec<u8>,
     pub mime: String,
+    /// Why the document could not be read at intake (its run then ends `error` at extraction).
+    pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
     pub restarts: Vec<(i64, usize)>,
     /// The stored field states as text (the commit is fenced on it) and decoded.
@@ -262,10 +265,15 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         Vec<u8>,
         String,
         Map<String, Value>,
+        Option<String>,
     );
     let head: Option<Head> = c
         .prepare_cached(
-            "SELECT pd.seq, pd.restarts, pd.field_states, d.content, d.mime_type, d.metadata FROM pipeline_documents pd
+            "SELECT pd.seq, pd.restarts, pd.field_states,
+                    CASE WHEN d.text IS NULL THEN d.content ELSE CAST(d.text AS BLOB) END,
+                    CASE WHEN d.text IS NULL THEN d.mime_type ELSE 'text/plain' END,
+                    d.metadata, d.error
+             FROM pipeline_documents pd
              JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
         )?
         .query_row([seq], |r| {
@@ -276,10 +284,11 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
                 r.get(3)?,
                 r.get(4)?,
                 super::json(r, 5, "documents")?,
+                r.get(6)?,
             ))
         })
         .optional()?;
-    let Some((restarts, field_states, states, content, mime, metadata)) = head else {
+    let Some((restarts, field_states, states, content, mime, metadata, unreadable)) = head else {
         return Ok(None);
     };
     let cells = super::pipelines::cells(c, &[seq])?
@@ -306,6 +315,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
     }
     Ok(Some(DocLoad {
         content,
+        unreadable,
         mime,
         metadata,
         restarts,

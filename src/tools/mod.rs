@@ -6,3 +6,4 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod fixtures;
+pub mod pdf_writer;

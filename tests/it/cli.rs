@@ -401,12 +401,19 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = dir.path().join("old.db");
     let db = db.to_str().unwrap();
     created_by_serve(db);
-    // What the previous version (schema 3, before migrations were recorded) left: migration 4
-    // undone, and no ledger of applied migrations.
+    // What the previous version (schema 3, before migrations were recorded) left: migrations 4
+    // and 5 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
+             DROP TABLE document_pages;
+             ALTER TABLE documents DROP COLUMN status;
+             ALTER TABLE documents DROP COLUMN error;
+             ALTER TABLE documents DROP COLUMN pages;
+             ALTER TABLE documents DROP COLUMN language;
+             ALTER TABLE documents DROP COLUMN kind;
+             ALTER TABLE documents DROP COLUMN text;
              DROP INDEX pipeline_documents_suspects;
              ALTER TABLE pipeline_documents DROP COLUMN abort_cause;
              ALTER TABLE pipeline_documents DROP COLUMN unclean_exits;

@@ -20,6 +20,7 @@ mod budgets;
 mod cli;
 mod crash;
 mod hygiene;
+mod intake;
 mod isolation;
 mod layering;
 mod load;

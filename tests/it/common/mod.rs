@@ -319,3 +319,36 @@ pub fn settle(api: &Api, pid: &str) -> Value {
         (p["status"] != "active" && done == p["totalDocuments"].as_i64().unwrap()).then_some(p)
     })
 }
+
+/// Whether the optional outside program `name` is installed. When it is not, the test that
+/// needs it prints a notice and skips, unless `QUIRE_REQUIRE_OPTIONAL` is set (as `.ci/run`
+/// does, having installed them all), where a missing program fails the test.
+pub fn optional(name: &str) -> bool {
+    let found = Command::new(name)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("QUIRE_REQUIRE_OPTIONAL").is_none(),
+            "{name} is required here (QUIRE_REQUIRE_OPTIONAL is set) but not installed"
+        );
+        eprintln!("notice: {name} is not installed; this test is skipped");
+    }
+    found
+}
+
+/// Uploads bytes as base64 JSON; the answer whatever it is.
+pub fn upload_bytes(api: &Api, name: &str, bytes: &[u8], mime: Option<&str>) -> Resp {
+    use base64::Engine;
+    let mut body = serde_json::json!({
+        "filename": name,
+        "content_base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+    });
+    if let Some(m) = mime {
+        body["mime_type"] = serde_json::json!(m);
+    }
+    api.post("/v1/documents", &body)
+}

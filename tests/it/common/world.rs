@@ -111,6 +111,7 @@ impl World {
             .replace("{rule_id}", &self.rule)
             .replace("{pd_id}", &self.held_pd)
             .replace("{field_key}", field)
+            .replace("{page}", "1")
     }
 
     /// The route with ids that exist nowhere (a field key no resource has).
@@ -121,6 +122,7 @@ impl World {
             .replace("{rule_id}", "0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d03")
             .replace("{pd_id}", "0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d04")
             .replace("{field_key}", "no_such_field")
+            .replace("{page}", "1")
     }
 
     /// Every id of this world, to check nothing leaks where it should not appear.

@@ -1,0 +1,166 @@
+//! Reading order from positioned words: words gathered into lines by their vertical overlap,
+//! each line read left to right, and a ` | ` where a gap on the line is wider than a few
+//! characters, so a label and the value printed apart from it read as `Invoice number |
+//! 30064443`, and a table's row as its cells. Also the page's Markdown: a run of lines that
+//! split into the same number of cells is a table.
+
+use super::Word;
+
+/// A gap wider than this many average character widths separates two cells of a line.
+const CELL_GAP_CHARS: f32 = 2.5;
+
+/// Lines of `words`, top to bottom, each a list of cells left to right.
+pub fn lines(words: &[Word]) -> Vec<Vec<String>> {
+    let mut sorted: Vec<&Word> = words.iter().filter(|w| !w.text.trim().is_empty()).collect();
+    sorted.sort_by(|a, b| {
+        let (ca, cb) = (center(a), center(b));
+        ca.total_cmp(&cb).then(a.x0.total_cmp(&b.x0))
+    });
+    let mut rows: Vec<Vec<&Word>> = Vec::new();
+    for w in sorted {
+        let joins = rows.last().is_some_and(|row| {
+            let (top, bottom) = row
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(t, b), x| (t.min(x.y0), b.max(x.y1)));
+            let overlap = w.y1.min(bottom) - w.y0.max(top);
+            overlap > 0.5 * (w.y1 - w.y0).min(bottom - top).max(0.1)
+        });
+        match rows.last_mut() {
+            Some(row) if joins => row.push(w),
+            _ => rows.push(vec![w]),
+        }
+    }
+    rows.into_iter()
+        .map(|mut row| {
+            row.sort_by(|a, b| a.x0.total_cmp(&b.x0));
+            cells(&row)
+        })
+        .collect()
+}
+
+fn center(w: &Word) -> f32 {
+    (w.y0 + w.y1) / 2.0
+}
+
+fn cells(row: &[&Word]) -> Vec<String> {
+    let chars: usize = row.iter().map(|w| w.text.chars().count()).sum();
+    let width: f32 = row.iter().map(|w| (w.x1 - w.x0).max(0.0)).sum();
+    let char_w = if chars > 0 {
+        (width / chars as f32).max(0.5)
+    } else {
+        1.0
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut prev_end: Option<f32> = None;
+    for w in row {
+        let text = w.text.trim();
+        match (prev_end, out.last_mut()) {
+            (Some(end), Some(cell)) if w.x0 - end <= CELL_GAP_CHARS * char_w => {
+                // Glyphs of one word placed apart by the producer are joined without a space.
+                if w.x0 - end > 0.15 * char_w {
+                    cell.push(' ');
+                }
+                cell.push_str(text);
+            }
+            _ => out.push(text.to_string()),
+        }
+        prev_end = Some(w.x1);
+    }
+    out
+}
+
+/// A page's text from its lines.
+pub fn text(lines: &[Vec<String>]) -> String {
+    lines
+        .iter()
+        .map(|cells| cells.join(" | "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A page's Markdown from its lines: runs of two or more lines with the same number (≥ 2) of
+/// cells become a table whose first line is the header; other lines are paragraphs.
+pub fn markdown(lines: &[Vec<String>]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let n = lines[i].len();
+        let mut j = i + 1;
+        while n >= 2 && j < lines.len() && lines[j].len() == n {
+            j += 1;
+        }
+        if n >= 2 && j - i >= 2 {
+            out.push(table(&lines[i..j]));
+            i = j;
+        } else {
+            out.push(escape(&lines[i].join(" ")));
+            i += 1;
+        }
+    }
+    out.join("\n\n")
+}
+
+/// A Markdown table of rows of cells, the first row its header.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let line = |row: &[String]| {
+        let mut cells: Vec<String> = row.iter().map(|c| escape(c).replace('|', "\\|")).collect();
+        cells.resize(width, String::new());
+        format!("| {} |", cells.join(" | "))
+    };
+    let mut out = vec![line(&rows[0]), format!("|{}", " --- |".repeat(width))];
+    out.extend(rows[1..].iter().map(|r| line(r)));
+    out.join("\n")
+}
+
+/// Text that Markdown would read as markup at a line's start, escaped.
+fn escape(s: &str) -> String {
+    let t = s.trim();
+    match t.chars().next() {
+        Some('#' | '>' | '-' | '*' | '+') => format!("\\{t}"),
+        _ => t.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(text: &str, x0: f32, y0: f32) -> Word {
+        Word {
+            text: text.into(),
+            x0,
+            y0,
+            x1: x0 + 6.0 * text.chars().count() as f32,
+            y1: y0 + 10.0,
+            conf: None,
+        }
+    }
+
+    #[test]
+    fn a_label_and_its_distant_value_read_as_two_cells_of_one_line() {
+        let words = vec![
+            w("30064443", 400.0, 101.0),
+            w("Invoice", 50.0, 100.0),
+            w("number", 98.0, 100.5),
+            w("Total", 50.0, 130.0),
+            w("€", 400.0, 130.0),
+            w("4.904,94", 412.0, 130.0),
+        ];
+        let l = lines(&words);
+        assert_eq!(text(&l), "Invoice number | 30064443\nTotal | € 4.904,94");
+    }
+
+    #[test]
+    fn rows_with_the_same_cells_become_a_markdown_table() {
+        let l = vec![
+            vec!["Item".into(), "Qty".into(), "Price".into()],
+            vec!["Bolts".into(), "2".into(), "3.00".into()],
+            vec!["Total 6.00".into()],
+        ];
+        assert_eq!(
+            markdown(&l),
+            "| Item | Qty | Price |\n| --- | --- | --- |\n| Bolts | 2 | 3.00 |\n\nTotal 6.00"
+        );
+    }
+}
