@@ -437,6 +437,8 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     )?;
 
     note("reruns done");
+    let docs = documents(&h)?;
+    note("documents read");
     let progress_load = load(
         &srv.url,
         &srv.api_key,
@@ -526,6 +528,23 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         );
     }
     row("verdicts written", verdicts.to_string(), "-");
+    row(
+        "PDF intake",
+        format!("{:.1} pages/s", docs.pdf_pages_per_s),
+        "-",
+    );
+    row(
+        "PDF field accuracy",
+        format!("{:.1}%", 100.0 * docs.pdf_field_accuracy),
+        "-",
+    );
+    match (docs.ocr_pages_per_s, docs.ocr_field_accuracy) {
+        (Some(rate), Some(acc)) => {
+            row("OCR intake", format!("{rate:.2} pages/s"), "-");
+            row("OCR field accuracy", format!("{:.1}%", 100.0 * acc), "-");
+        }
+        _ => row("OCR", "not installed".into(), "-"),
+    }
     let out = json!({
         "docs": n,
         "first_run_docs_per_s": first_dps.round(),
@@ -540,9 +559,141 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         "progress_p99_ms": (progress_load.p99_ms * 10.0).round() / 10.0,
         "healthz_rps": health_load.rps.round(),
         "progress_to_healthz_ratio": (progress_load.rps / health_load.rps * 1000.0).round() / 1000.0,
-        "peak_rss_mb": rss.round()
+        "peak_rss_mb": rss.round(),
+        "pdf_pages_per_s": (docs.pdf_pages_per_s * 10.0).round() / 10.0,
+        "pdf_field_accuracy": (docs.pdf_field_accuracy * 1000.0).round() / 1000.0,
+        "ocr_pages_per_s": docs.ocr_pages_per_s.map(|r| (r * 100.0).round() / 100.0),
+        "ocr_field_accuracy": docs.ocr_field_accuracy.map(|a| (a * 1000.0).round() / 1000.0)
     });
     drop(db);
     drop(srv);
     Ok(out)
+}
+
+/// What the documents part of the benchmark measured.
+struct DocFigures {
+    pdf_pages_per_s: f64,
+    pdf_field_accuracy: f64,
+    /// `None` where Tesseract or poppler is not installed.
+    ocr_pages_per_s: Option<f64>,
+    ocr_field_accuracy: Option<f64>,
+}
+
+/// Generated PDF invoices read at intake (pages per second, client side, one at a time) and
+/// run through the default rules extractor (fields right / fields expected); the same invoices'
+/// first pages rendered to PNG and read through OCR where Tesseract and poppler are installed.
+fn documents(h: &Http) -> Result<DocFigures, String> {
+    use base64::Engine;
+    const PDFS: u64 = 30;
+    const SCANS: u64 = 6;
+    let schema = id(&h.post(
+        "/v1/schemas",
+        &json!({"name": "bench documents", "fields": crate::tools::fixtures::pdf_invoice_fields()}),
+    )?)?;
+    h.put(
+        &format!("/v1/schemas/{schema}/rail"),
+        &json!({"rail": [{"type": "registry"}, {"type": "schema"}]}),
+    )?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let invoices: Vec<_> = (0..PDFS).map(crate::tools::fixtures::pdf_invoice).collect();
+    let t = Instant::now();
+    let mut ids = Vec::new();
+    for (i, inv) in invoices.iter().enumerate() {
+        let d = h.post(
+            "/v1/documents",
+            &json!({"filename": format!("invoice-{i}.pdf"), "content_base64": b64(&inv.pdf)}),
+        )?;
+        ids.push(id(&d)?);
+    }
+    let pdf_pages_per_s = (2 * PDFS) as f64 / t.elapsed().as_secs_f64();
+    let all = ["invoice_number", "issue_date", "total", "currency"];
+    let pdf_field_accuracy = accuracy(h, &schema, &ids, &invoices, &all)?;
+    let Some(scans) = render_first_pages(&invoices[..SCANS as usize]) else {
+        return Ok(DocFigures {
+            pdf_pages_per_s,
+            pdf_field_accuracy,
+            ocr_pages_per_s: None,
+            ocr_field_accuracy: None,
+        });
+    };
+    let t = Instant::now();
+    let mut ids = Vec::new();
+    for (i, png) in scans.iter().enumerate() {
+        let d = h.post(
+            "/v1/documents",
+            &json!({"filename": format!("scan-{i}.png"), "content_base64": b64(png)}),
+        )?;
+        ids.push(id(&d)?);
+    }
+    let ocr_pages_per_s = SCANS as f64 / t.elapsed().as_secs_f64();
+    let first_page = ["invoice_number", "issue_date", "currency"];
+    let ocr = accuracy(h, &schema, &ids, &invoices[..SCANS as usize], &first_page)?;
+    Ok(DocFigures {
+        pdf_pages_per_s,
+        pdf_field_accuracy,
+        ocr_pages_per_s: Some(ocr_pages_per_s),
+        ocr_field_accuracy: Some(ocr),
+    })
+}
+
+/// Runs the documents and counts the fields whose value is what was printed.
+fn accuracy(
+    h: &Http,
+    schema: &str,
+    ids: &[String],
+    invoices: &[crate::tools::fixtures::PdfInvoice],
+    fields: &[&str],
+) -> Result<f64, String> {
+    let p = h.post(
+        "/v1/pipelines",
+        &json!({"schema_id": schema, "document_ids": ids}),
+    )?;
+    let pid = id(&p)?;
+    wait_settled(h, &pid)?;
+    let rows = h.get(&format!("/v1/pipelines/{pid}/results?limit=200"))?;
+    let rows = rows["data"].as_array().cloned().unwrap_or_default();
+    let mut right = 0;
+    for (row, inv) in rows.iter().zip(invoices) {
+        for f in fields {
+            if row["fields"][f] == inv.expected[f] {
+                right += 1;
+            }
+        }
+    }
+    Ok(right as f64 / (invoices.len() * fields.len()) as f64)
+}
+
+/// Page 1 of each invoice as a 150 dpi PNG (poppler's `pdftoppm`), as a scanner would give it;
+/// `None` where poppler or Tesseract is missing.
+fn render_first_pages(invoices: &[crate::tools::fixtures::PdfInvoice]) -> Option<Vec<Vec<u8>>> {
+    let have = |cmd: &str| {
+        std::process::Command::new(cmd)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !have("pdftoppm") || !have("tesseract") {
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let mut out = Vec::new();
+    for (i, inv) in invoices.iter().enumerate() {
+        let src = dir.path().join(format!("{i}.pdf"));
+        std::fs::write(&src, &inv.pdf).ok()?;
+        let prefix = dir.path().join(format!("{i}"));
+        let ok = std::process::Command::new("pdftoppm")
+            .args(["-r", "150", "-png", "-singlefile", "-f", "1", "-l", "1"])
+            .arg(&src)
+            .arg(&prefix)
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+        out.push(std::fs::read(prefix.with_extension("png")).ok()?);
+    }
+    Some(out)
 }

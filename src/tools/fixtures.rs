@@ -184,3 +184,75 @@ mod tests {
         assert_eq!(grouped(1_005), "10.05");
     }
 }
+
+/// A generated born-digital PDF invoice with known values, in one of three layouts (a label and
+/// its value in columns far apart, `Label: value` lines, and a two-column header block), and
+/// two pages: the total is on the second.
+pub struct PdfInvoice {
+    pub pdf: Vec<u8>,
+    /// `invoice_number`, `issue_date`, `total`, `currency` as printed.
+    pub expected: Value,
+}
+
+pub fn pdf_invoice(i: u64) -> PdfInvoice {
+    use super::pdf_writer::{pdf, Line};
+    let number = format!("{}", 30_000_000 + i * 7_919 % 9_000_000);
+    let (d, m) = (1 + i % 28, 1 + i % 12);
+    let date = format!("{:04}-{m:02}-{d:02}", 2024);
+    let total = format!("{}.{:02}", 100 + i * 37 % 9_000, i % 100);
+    let currency = ["EUR", "USD", "GBP"][(i % 3) as usize];
+    let supplier = format!("Supplier {} Ltd", i % 97);
+    let first: Vec<Line> = match i % 3 {
+        0 => vec![
+            Line::at(50.0, 50.0, supplier),
+            Line::at(50.0, 90.0, "INVOICE"),
+            Line::at(50.0, 130.0, "Invoice number"),
+            Line::at(380.0, 130.0, number.clone()),
+            Line::at(50.0, 150.0, "Invoice date"),
+            Line::at(380.0, 150.0, date.clone()),
+            Line::at(50.0, 170.0, "Currency"),
+            Line::at(380.0, 170.0, currency),
+        ],
+        1 => vec![
+            Line::at(50.0, 50.0, supplier),
+            Line::at(50.0, 90.0, "Invoice"),
+            Line::at(50.0, 130.0, format!("Invoice No.: {number}")),
+            Line::at(50.0, 150.0, format!("Date: {date}")),
+            Line::at(50.0, 170.0, format!("Currency: {currency}")),
+        ],
+        _ => vec![
+            Line::at(300.0, 50.0, supplier),
+            Line::at(50.0, 90.0, "TAX INVOICE"),
+            Line::at(50.0, 130.0, format!("Invoice number: {number}")),
+            Line::at(320.0, 130.0, format!("Currency: {currency}")),
+            Line::at(50.0, 150.0, format!("Invoice date: {date}")),
+        ],
+    };
+    let second = vec![
+        Line::at(50.0, 50.0, "Description"),
+        Line::at(380.0, 50.0, "Amount"),
+        Line::at(50.0, 70.0, "Services rendered"),
+        Line::at(380.0, 70.0, total.clone()),
+        Line::at(50.0, 110.0, "Total"),
+        Line::at(380.0, 110.0, total.clone()),
+    ];
+    PdfInvoice {
+        pdf: pdf(&[first, second]),
+        expected: json!({
+            "invoice_number": number,
+            "issue_date": date,
+            "total": total,
+            "currency": currency,
+        }),
+    }
+}
+
+/// The fields `pdf_invoice` fills, with the synonyms its layouts print.
+pub fn pdf_invoice_fields() -> Value {
+    json!([
+        {"field_name": "invoice_number", "synonyms": ["Invoice number", "Invoice No"]},
+        {"field_name": "issue_date", "synonyms": ["Invoice date", "Date"]},
+        {"field_name": "total", "data_type": "string"},
+        {"field_name": "currency"}
+    ])
+}
