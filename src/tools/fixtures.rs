@@ -163,28 +163,6 @@ pub fn policy_rules() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixtures_are_deterministic_and_cover_four_formats() {
-        assert_eq!(invoice(7, 3).content, invoice(7, 3).content);
-        let kinds: Vec<_> = (0..4).map(|n| invoice(1, n).mime_type).collect();
-        assert_eq!(
-            kinds,
-            vec![
-                "text/plain",
-                "text/markdown",
-                "text/csv",
-                "application/json"
-            ]
-        );
-        assert_eq!(grouped(123_456_789), "1,234,567.89");
-        assert_eq!(grouped(1_005), "10.05");
-    }
-}
-
 /// A generated born-digital PDF invoice with known values, in one of three layouts (a label and
 /// its value in columns far apart, `Label: value` lines, and a two-column header block), and
 /// two pages: the total is on the second.
@@ -255,4 +233,26 @@ pub fn pdf_invoice_fields() -> Value {
         {"field_name": "total", "data_type": "string"},
         {"field_name": "currency"}
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixtures_are_deterministic_and_cover_four_formats() {
+        assert_eq!(invoice(7, 3).content, invoice(7, 3).content);
+        let kinds: Vec<_> = (0..4).map(|n| invoice(1, n).mime_type).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "text/plain",
+                "text/markdown",
+                "text/csv",
+                "application/json"
+            ]
+        );
+        assert_eq!(grouped(123_456_789), "1,234,567.89");
+        assert_eq!(grouped(1_005), "10.05");
+    }
 }
