@@ -20,3 +20,10 @@ CREATE TABLE document_pages (
     ocr          INTEGER NOT NULL,
     PRIMARY KEY (document_seq, number)
 );
+-- Rendered page images (PNG), made on first request and kept.
+CREATE TABLE document_page_images (
+    document_seq INTEGER NOT NULL REFERENCES documents(seq),
+    number       INTEGER NOT NULL,
+    png          BLOB NOT NULL,
+    PRIMARY KEY (document_seq, number)
+);

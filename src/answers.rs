@@ -587,11 +587,47 @@ pub struct HistoryEntry {
     pub source_text: Option<String>,
 }
 
-/// The document text the value was read from; `approximate` when it was found afterwards.
+/// The document text the value was read from; `approximate` when it was found afterwards. For a
+/// PDF, DOCX or image, also where it stands: its page, the value's characters in the page's
+/// text (`GET /v1/documents/{id}/pages/{page}`) and, where the page has word boxes, the box
+/// around it.
 #[derive(Serialize, ToSchema)]
 pub struct MatchedSpan {
     pub text: String,
     pub approximate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<usize>,
+    /// `[x0, y0, x1, y1]` from the page's top-left corner, in the page's units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
+}
+
+impl MatchedSpan {
+    /// The span of `text`, placed on `pages` where they tell where `value` stands.
+    pub fn on(
+        pages: &[crate::intake::Page],
+        text: String,
+        value: &Value,
+        approximate: bool,
+    ) -> Self {
+        let shown = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let at = crate::intake::layout::locate(pages, &text, &shown);
+        MatchedSpan {
+            page: at.as_ref().map(|a| a.page),
+            start: at.as_ref().map(|a| a.start),
+            end: at.as_ref().map(|a| a.end),
+            bbox: at.and_then(|a| a.bbox),
+            text,
+            approximate,
+        }
+    }
 }
 
 /// A review item with what a reviewer needs to decide.

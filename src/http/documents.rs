@@ -8,8 +8,8 @@ use crate::answers::{
     Deleted, Document, DocumentLinks, DocumentMarkdown, DocumentPage, MarkdownPage,
 };
 use crate::domain::canonical::{canonical_json, sha256_hex};
-use crate::domain::documents::is_binary;
 use crate::domain::documents::{check_metadata, detect_type};
+use crate::domain::documents::{is_binary, JPEG, PDF, PNG, TIFF};
 use crate::engine::documents::TextLayer;
 use crate::intake::Page;
 use crate::store;
@@ -432,12 +432,7 @@ pub async fn markdown(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiE
 }
 
 pub async fn page(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
-    let raw = call.req.match_info().get("page").unwrap_or("");
-    let number: u32 = raw
-        .parse()
-        .ok()
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a page number (1, 2, ...)")))?;
+    let number = page_number(&call)?;
     call.answer(move |c, org| {
         let d = document(c, org, &id)?;
         let page = if is_binary(&d.mime_type) {
@@ -457,6 +452,73 @@ pub async fn page(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError
         })
     })
     .await
+}
+
+/// `GET /v1/documents/{id}/pages/{page}/image`: a PDF page rendered (once, then kept), or the
+/// uploaded image itself.
+pub async fn page_image(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let number = page_number(&call)?;
+    let permit = call.heavy_if(true)?;
+    let budget = call.state.config.reader.timeout;
+    let lookup = id.clone();
+    let (d, cached) = call
+        .read(move |c, org| {
+            let d = document(c, org, &lookup)?;
+            let cached = store::documents::page_image(c, &d.id, number)?;
+            Ok((d, cached))
+        })
+        .await?;
+    if number as i64 > d.pages {
+        return Err(ApiError::NotFound(format!(
+            "The document has {} page(s); no page {number}",
+            d.pages
+        )));
+    }
+    let (png, media) = match d.mime_type.as_str() {
+        PNG | JPEG | TIFF => {
+            let doc = d.id.clone();
+            let bytes = call
+                .read(move |c, _| Ok(store::documents::content(c, &doc)?))
+                .await?;
+            (bytes, d.mime_type.clone())
+        }
+        PDF => match cached {
+            Some(png) => (png, PNG.to_string()),
+            None => {
+                let doc = d.id.clone();
+                let pdf = call
+                    .read(move |c, _| Ok(store::documents::content(c, &doc)?))
+                    .await?;
+                let png = super::blocking(move || {
+                    crate::intake::render::pdf_page_png(&pdf, number, 100, budget)
+                        .map_err(ApiError::Unavailable)
+                })
+                .await?;
+                let (kept, doc) = (png.clone(), d.id.clone());
+                call.change_quietly(move |tx| {
+                    store::documents::keep_page_image(tx, &doc, number, &kept)?;
+                    Ok(())
+                })
+                .await?;
+                (png, PNG.to_string())
+            }
+        },
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "A {other} document has no page images (PDF and image documents do)"
+            )))
+        }
+    };
+    drop(permit);
+    Ok(HttpResponse::Ok().content_type(media).body(png))
+}
+
+fn page_number<S>(call: &Call<S>) -> Result<u32, ApiError> {
+    let raw = call.req.match_info().get("page").unwrap_or("");
+    raw.parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ApiError::bad(format!("'{raw}' is not a page number (1, 2, ...)")))
 }
 
 pub async fn delete(call: Call<Write>, Id(id): Id) -> Result<HttpResponse, ApiError> {

@@ -236,6 +236,16 @@ impl<S> Call<S> {
     }
 }
 
+impl Call<Read> {
+    /// A durable write a read route makes on the side (a cache), with no answer of its own.
+    pub async fn change_quietly(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<(), ApiError> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        super::write_now(&self.state, f).await
+    }
+}
+
 impl Call<Write> {
     /// An idempotent write (`Idempotency-Key`) fingerprinted by the body it was asked with.
     pub async fn write(

@@ -294,6 +294,7 @@ route_table! {
     "/v1/documents/{id}" => { get => documents::get, delete => documents::delete },
     "/v1/documents/{id}/markdown" => { get => documents::markdown },
     "/v1/documents/{id}/pages/{page}" => { get => documents::page },
+    "/v1/documents/{id}/pages/{page}/image" => { get => documents::page_image },
 }
 
 /// Routes that answer without a key.

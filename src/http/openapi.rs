@@ -436,6 +436,19 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             op("One page: its text, Markdown, words and boxes", "documents")
                 .ok("the page", named::<DocumentPage>())
         }
+        ("GET", "/v1/documents/{id}/pages/{page}/image") => {
+            let mut o = op(
+                "The page as an image: a PDF page rendered (PNG), or the uploaded image",
+                "documents",
+            );
+            o.answers.push((
+                200,
+                "the image",
+                "image/png",
+                plain(json!({ "type": "string", "contentMediaType": "image/png" })),
+            ));
+            o
+        }
         ("DELETE", "/v1/documents/{id}") => {
             op("Soft-delete a document", "documents").ok("deleted", named::<Deleted>())
         }

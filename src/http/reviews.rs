@@ -247,19 +247,20 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .rev()
             .find(|(_, c, _)| c.field == field && c.source == "rules_extraction")
             .and_then(|(_, c, _)| c.source_text.clone());
+        let pages: Vec<crate::intake::Page> = store::documents::pages(c, &l.pd.document_id)?
+            .into_iter()
+            .map(|r| r.page)
+            .collect();
         let span = match stored.or(extracted_span) {
-            Some(text) => Some(MatchedSpan {
-                text,
-                approximate: false,
-            }),
+            Some(text) => Some(MatchedSpan::on(&pages, text, &value, false)),
             None => {
-                let text =
+                let text = if pages.is_empty() {
                     String::from_utf8(crate::store::documents::content(c, &l.pd.document_id)?)
-                        .unwrap_or_default();
-                find_span(&text, &value).map(|text| MatchedSpan {
-                    text,
-                    approximate: true,
-                })
+                        .unwrap_or_default()
+                } else {
+                    crate::intake::full_text(&pages)
+                };
+                find_span(&text, &value).map(|line| MatchedSpan::on(&pages, line, &value, true))
             }
         };
         let phases = store::pipelines::phases(c, &l.pd.pipeline_id)?;

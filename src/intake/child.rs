@@ -128,7 +128,7 @@ impl Reader {
 }
 
 #[cfg(unix)]
-fn confine(cmd: &mut Command, memory: u64, timeout: Duration) {
+pub(crate) fn confine(cmd: &mut Command, memory: u64, timeout: Duration) {
     use std::os::unix::process::CommandExt;
     let cpu = timeout.as_secs().max(1) + 1;
     // SAFETY: between fork and exec only async-signal-safe calls are made (setpgid, setrlimit).
@@ -151,10 +151,10 @@ fn confine(cmd: &mut Command, memory: u64, timeout: Duration) {
 }
 
 #[cfg(not(unix))]
-fn confine(_: &mut Command, _: u64, _: Duration) {}
+pub(crate) fn confine(_: &mut Command, _: u64, _: Duration) {}
 
 #[cfg(unix)]
-fn kill_group(pid: u32) {
+pub(crate) fn kill_group(pid: u32) {
     // SAFETY: a plain signal to the child's own process group.
     unsafe {
         libc::kill(-(pid as i32), libc::SIGKILL);
@@ -162,7 +162,7 @@ fn kill_group(pid: u32) {
 }
 
 #[cfg(not(unix))]
-fn kill_group(_: u32) {}
+pub(crate) fn kill_group(_: u32) {}
 
 /// The child's side: the bytes from stdin, the outcome to stdout.
 pub fn serve_child(mime: &str, limits: &str) -> Result<(), String> {

@@ -122,6 +122,81 @@ fn escape(s: &str) -> String {
     }
 }
 
+/// Where a value read from a line stands on its page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    /// From 1.
+    pub page: u32,
+    /// The value's characters in the page's text, `[start, end)`.
+    pub start: usize,
+    pub end: usize,
+    /// The box around the words that print it, `[x0, y0, x1, y1]` (none without word boxes).
+    pub bbox: Option<[f32; 4]>,
+}
+
+/// Finds the line a value was read from on its page, the value in it (its text as the
+/// document prints it, else what follows the line's label) and the words that print it.
+pub fn locate(pages: &[super::Page], line: &str, value: &str) -> Option<Located> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let page = pages.iter().find(|p| p.text.contains(line))?;
+    let line_at = page.text.find(line)?;
+    let (v_at, v_len) = match line.find(value).filter(|_| !value.is_empty()) {
+        Some(at) => (at, value.len()),
+        None => {
+            let after = line
+                .rfind(" | ")
+                .map(|i| i + 3)
+                .or_else(|| line.find(':').map(|i| i + 1))?;
+            let tail = &line[after..];
+            let lead = tail.len() - tail.trim_start().len();
+            (after + lead, tail.trim().len())
+        }
+    };
+    let chars = |bytes: usize| page.text[..bytes].chars().count();
+    let start = chars(line_at + v_at);
+    let end = chars(line_at + v_at + v_len);
+    let shown = &line[v_at..v_at + v_len];
+    Some(Located {
+        page: page.number,
+        start,
+        end,
+        bbox: words_box(&page.words, shown),
+    })
+}
+
+/// The box of the words that print `text` side by side on one row.
+fn words_box(words: &[Word], text: &str) -> Option<[f32; 4]> {
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let first = *tokens.first()?;
+    words.iter().filter(|w| w.text == first).find_map(|start| {
+        let row =
+            |w: &Word| (center(w) - center(start)).abs() <= (start.y1 - start.y0).max(1.0) / 2.0;
+        let mut on_row: Vec<&Word> = words
+            .iter()
+            .filter(|w| row(w) && w.x0 >= start.x0)
+            .collect();
+        on_row.sort_by(|a, b| a.x0.total_cmp(&b.x0));
+        let taken: Vec<&Word> = on_row.into_iter().take(tokens.len()).collect();
+        let same =
+            taken.len() == tokens.len() && taken.iter().zip(&tokens).all(|(w, t)| w.text == *t);
+        same.then(|| {
+            taken
+                .iter()
+                .fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, w| {
+                    [
+                        b[0].min(w.x0),
+                        b[1].min(w.y0),
+                        b[2].max(w.x1),
+                        b[3].max(w.y1),
+                    ]
+                })
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +224,49 @@ mod tests {
         ];
         let l = lines(&words);
         assert_eq!(text(&l), "Invoice number | 30064443\nTotal | € 4.904,94");
+    }
+
+    #[test]
+    fn a_value_is_located_on_its_page_by_span_and_box() {
+        let words = vec![
+            w("Invoice", 50.0, 100.0),
+            w("number", 98.0, 100.5),
+            w("30064443", 400.0, 101.0),
+            w("Total", 50.0, 130.0),
+            w("€", 400.0, 130.0),
+            w("4.904,94", 412.0, 130.0),
+        ];
+        let l = lines(&words);
+        let page = super::super::Page {
+            number: 2,
+            width: 595.0,
+            height: 842.0,
+            text: text(&l),
+            markdown: String::new(),
+            words,
+            ocr: false,
+        };
+        let at = locate(
+            std::slice::from_ref(&page),
+            "Total | € 4.904,94",
+            "€ 4.904,94",
+        )
+        .unwrap();
+        assert_eq!(at.page, 2);
+        assert_eq!(
+            &page
+                .text
+                .chars()
+                .skip(at.start)
+                .take(at.end - at.start)
+                .collect::<String>(),
+            "€ 4.904,94"
+        );
+        assert_eq!(at.bbox, Some([400.0, 130.0, 460.0, 140.0]));
+        // A typed value (4904.94) is found as what follows the label.
+        let typed = locate(std::slice::from_ref(&page), "Total | € 4.904,94", "4904.94").unwrap();
+        assert_eq!((typed.start, typed.end), (at.start, at.end));
+        assert!(locate(&[page], "Due | 5", "5").is_none());
     }
 
     #[test]

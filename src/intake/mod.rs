@@ -11,6 +11,7 @@ pub mod docx;
 pub mod layout;
 pub mod ocr;
 pub mod pdf;
+pub mod render;
 
 use crate::domain::documents::{DOCX, JPEG, PDF, PNG, TIFF};
 use serde::{Deserialize, Serialize};

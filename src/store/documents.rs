@@ -156,6 +156,32 @@ pub fn page(c: &Connection, id: &str, number: u32) -> Result<Option<PageRow>, St
     )
 }
 
+/// A page image rendered before, if any.
+pub fn page_image(c: &Connection, id: &str, number: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    optional(
+        c.prepare_cached(
+            "SELECT i.png FROM document_page_images i JOIN documents d ON d.seq = i.document_seq
+             WHERE d.id = ?1 AND i.number = ?2",
+        )?
+        .query_row(params![id, number], |r| r.get(0)),
+    )
+}
+
+/// Keeps a rendered page image (a second rendering of the same page replaces nothing).
+pub fn keep_page_image(
+    c: &Connection,
+    id: &str,
+    number: u32,
+    png: &[u8],
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO document_page_images(document_seq, number, png)
+         SELECT seq, ?2, ?3 FROM documents WHERE id = ?1",
+    )?
+    .execute(params![id, number, png])?;
+    Ok(())
+}
+
 /// Every page of a binary document's text layer, in order (none for the text formats).
 pub fn pages(c: &Connection, id: &str) -> Result<Vec<PageRow>, StoreError> {
     Ok(c.prepare_cached(

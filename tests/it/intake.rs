@@ -246,8 +246,7 @@ fn an_image_is_read_through_ocr_with_word_confidences() {
 #[test]
 fn without_tesseract_an_image_is_stored_with_what_to_install_and_its_run_errors() {
     let api = start_with(|c| c.reader.limits.tesseract = "/nonexistent/tesseract".into());
-    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x10\x08\x02\0\0\0\x90\x91h6\0\0\0\x0cIDATx\x9cc`\x18\x05\0\0\x10\0\x01\xfa\x8e\x1b\x8a\0\0\0\0IEND\xaeB`\x82";
-    let r = upload_bytes(&api, "photo.png", png, None);
+    let r = upload_bytes(&api, "photo.png", &blank_png(40, 30), None);
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["status"], "error");
     let why = r.body["error"].as_str().unwrap();
@@ -352,4 +351,90 @@ fn every_pdf_of_the_real_world_corpus_is_read_with_its_page_count_or_refused_wit
     }
     assert!(read >= 29, "{read} files read");
     assert_eq!(api.get("/healthz").status, 200);
+}
+
+#[test]
+fn a_held_value_of_a_pdf_points_a_reviewer_to_its_page_span_and_box() {
+    let api = start();
+    let r = upload_bytes(&api, "acme.pdf", &invoice_pdf(), None);
+    let doc = r.body["id"].as_str().unwrap().to_string();
+    let schema = api.create_schema(&json!({"name": "Held", "fields": [
+        {"field_name": "invoice_number", "synonyms": ["Invoice number"], "requires_review": true},
+        {"field_name": "total", "data_type": "string"}
+    ]}));
+    let sid = schema["id"].as_str().unwrap();
+    let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"}]});
+    assert_eq!(
+        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
+        200
+    );
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": [doc]}),
+    );
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    let queue = api
+        .get(&format!("/v1/field-reviews?pipeline_id={pid}"))
+        .body;
+    let item = &queue["data"][0];
+    assert_eq!(item["field_key"], "invoice_number", "{queue}");
+    let pd = item["pipeline_document_id"].as_str().unwrap();
+    let detail = api.get(&format!("/v1/field-reviews/{pd}/invoice_number"));
+    assert_eq!(detail.status, 200, "{}", detail.text);
+    let span = &detail.body["matchedSpan"];
+    assert_eq!(span["page"], 1, "{span}");
+    assert_eq!(span["approximate"], false);
+    let page = api.get(&format!("/v1/documents/{doc}/pages/1")).body;
+    let text: Vec<char> = page["text"].as_str().unwrap().chars().collect();
+    let (s, e) = (
+        span["start"].as_u64().unwrap() as usize,
+        span["end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(text[s..e].iter().collect::<String>(), "30064443");
+    let bbox: Vec<f64> = span["bbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        (bbox[0] - 380.0).abs() < 2.0 && (115.0..135.0).contains(&bbox[1]),
+        "{span}"
+    );
+}
+
+#[test]
+fn a_page_image_is_rendered_once_and_kept_and_other_formats_answer_plainly() {
+    let api = start();
+    let r = upload_bytes(&api, "acme.pdf", &invoice_pdf(), None);
+    let doc = r.body["id"].as_str().unwrap().to_string();
+    let beyond = api.get(&format!("/v1/documents/{doc}/pages/3/image"));
+    assert_envelope(&beyond, 404, "not_found");
+    let text = upload(&api, "a.txt", "Invoice number: 1");
+    let none = api.get(&format!("/v1/documents/{text}/pages/1/image"));
+    assert_envelope(&none, 404, "not_found");
+    if !optional("pdftoppm") {
+        return;
+    }
+    let image = |path: &str| {
+        let r = reqwest::blocking::Client::new()
+            .get(api.url(path))
+            .bearer_auth(api.key())
+            .send()
+            .unwrap();
+        let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+        (r.status().as_u16(), kind, r.bytes().unwrap().to_vec())
+    };
+    let (status, kind, first) = image(&format!("/v1/documents/{doc}/pages/1/image"));
+    assert_eq!((status, kind.as_str()), (200, "image/png"));
+    assert!(first.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let (_, _, again) = image(&format!("/v1/documents/{doc}/pages/1/image"));
+    assert_eq!(first, again, "the kept rendering");
+    let png = scanned(&invoice_pdf());
+    let r = upload_bytes(&api, "scan.png", &png, None);
+    let scan = r.body["id"].as_str().unwrap().to_string();
+    let (status, kind, bytes) = image(&format!("/v1/documents/{scan}/pages/1/image"));
+    assert_eq!((status, kind.as_str()), (200, "image/png"));
+    assert_eq!(bytes, png, "an uploaded image is its own page image");
 }

@@ -11,6 +11,8 @@ pub struct World {
     pub rule: String,
     pub policy_field: String,
     pub documents: Vec<String>,
+    /// An image document (its page image is the upload itself).
+    pub image: String,
     pub pipeline: String,
     pub held_pd: String,
     pub held_field: String,
@@ -60,6 +62,7 @@ impl World {
             .iter()
             .map(|(n, c)| id(&api.post("/v1/documents", &json!({"filename": n, "content": c}))))
             .collect();
+        let image = id(&upload_bytes(api, "blank.png", &blank_png(64, 64), None));
         let pipeline = id(&api.post(
             "/v1/pipelines",
             &json!({"schema_id": schema, "document_ids": documents}),
@@ -80,6 +83,7 @@ impl World {
             rule,
             policy_field: "net".into(),
             documents,
+            image,
             pipeline,
             held_pd: item["pipeline_document_id"].as_str().unwrap().to_string(),
             held_field: item["field_key"].as_str().unwrap().to_string(),
@@ -97,6 +101,8 @@ impl World {
             &self.pipeline
         } else if template.starts_with("/v1/data-products/") {
             &self.data_product
+        } else if template.ends_with("/image") {
+            &self.image
         } else {
             &self.documents[0]
         };
@@ -137,6 +143,7 @@ impl World {
             &self.data_product,
         ];
         v.extend(self.documents.iter().map(String::as_str));
+        v.push(&self.image);
         v
     }
 }
