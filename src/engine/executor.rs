@@ -573,7 +573,9 @@ impl Writer {
             }
         }
         let mut claims = Vec::new();
-        if claim_more {
+        // Read again under the write gate: a pause that returned before another writer's
+        // transaction began must keep this commit from claiming what that transaction queued.
+        if claim_more && !self.paused.load(Ordering::SeqCst) {
             let free = self
                 .capacity
                 .saturating_sub(self.in_flight.len().saturating_sub(batch.len()));
