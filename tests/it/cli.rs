@@ -408,6 +408,7 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
         c.execute_batch(
             "DROP TABLE schema_migrations;
              DROP TABLE document_pages;
+             DROP TABLE document_page_images;
              ALTER TABLE documents DROP COLUMN status;
              ALTER TABLE documents DROP COLUMN error;
              ALTER TABLE documents DROP COLUMN pages;
