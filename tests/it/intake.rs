@@ -296,20 +296,24 @@ fn hostile_files_are_refused_within_their_budget_and_others_still_read() {
     assert_eq!(r.status, 201, "two pages pass the 3-page cap: {}", r.text);
 }
 
+/// The real-world corpus: `QUIRE_CORPORA` when set (then it must be there), else
+/// `../shared/corpora` beside the project, else the test is skipped with a notice.
 fn corpus() -> Option<std::path::PathBuf> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora/pdf-sample-files");
+    let given = std::env::var_os("QUIRE_CORPORA").map(std::path::PathBuf::from);
+    let root = given.clone().unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora")
+    });
+    let dir = root.join("pdf-sample-files");
     if dir.join("files.json").is_file() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var_os("QUIRE_REQUIRE_OPTIONAL").is_none(),
-            "the PDF corpus is required here but missing at {}",
-            dir.display()
-        );
-        eprintln!("notice: the PDF corpus is not beside the project; this test is skipped");
-        None
+        return Some(dir);
     }
+    assert!(
+        given.is_none(),
+        "QUIRE_CORPORA names no corpus: {}",
+        dir.display()
+    );
+    eprintln!("notice: the PDF corpus is not beside the project; this test is skipped");
+    None
 }
 
 #[test]
