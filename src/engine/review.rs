@@ -121,6 +121,17 @@ impl Doc {
             + 1
     }
 
+    /// `field`'s value as phase `p` read it: its newest live version written before `p`.
+    fn input_at(&self, field: &str, p: usize) -> Value {
+        self.view
+            .cells
+            .iter()
+            .filter(|(_, c, _)| c.field == field && c.phase_index < p && self.view.is_live(c))
+            .max_by_key(|(seq, c, _)| (c.phase_index, *seq))
+            .map(|(_, c, _)| c.value.clone())
+            .unwrap_or(Value::Null)
+    }
+
     /// The newest stored cell: a field resuming now supersedes its versions up to here.
     fn cut(&self) -> i64 {
         self.view
@@ -213,7 +224,16 @@ pub(crate) fn release_waiters(
 /// computes it from `f`, or a declarative hold, goes back to that phase to be computed from the
 /// new value and judged again (it can be held again, as a new review item). A field held before
 /// that phase, or reopened by a person, keeps its hold.
-fn release_held_dependents(spec: &RunSpec, states: &mut States, f: &str, cut: i64) {
+/// `changed(p)` tells whether `f`'s new value differs from what phase `p` read of it: a decision
+/// that keeps the value shown can still change what an earlier phase computed from (an
+/// override pins a value a later phase made).
+fn release_held_dependents(
+    spec: &RunSpec,
+    states: &mut States,
+    f: &str,
+    cut: i64,
+    changed: impl Fn(usize) -> bool,
+) {
     let held: Vec<String> = spec
         .order
         .iter()
@@ -228,7 +248,7 @@ fn release_held_dependents(spec: &RunSpec, states: &mut States, f: &str, cut: i6
         .cloned()
         .collect();
     for d in held {
-        let Some(p) = first_compute(spec, states, &d, f) else {
+        let Some(p) = first_compute(spec, states, &d, f).filter(|p| changed(*p)) else {
             continue;
         };
         let st = states.get_mut(&d).expect("listed");
@@ -592,9 +612,9 @@ pub fn resolve(
             None => s.complete(Some(&now)),
         }
     }
-    if !crate::domain::policy::same_value(&final_value, &canonical) {
-        release_held_dependents(&doc.spec, &mut states, field, cut);
-    }
+    let changed =
+        |p: usize| !crate::domain::policy::same_value(&final_value, &doc.input_at(field, p));
+    release_held_dependents(&doc.spec, &mut states, field, cut, changed);
     release_waiters(&doc.spec, &mut states, field, gate_phase, cut, &now);
     let wake = persist(c, &doc, &before, &states, org)?;
     Ok((answer(&doc, &states, field, req.action, &now), wake))

@@ -965,3 +965,44 @@ fn an_approval_after_override_rerun_and_reopen_shows_the_extracted_value() {
     })
     .unwrap();
 }
+
+/// Found by the property test in CI: two reruns read midway, then decisions in two rounds (the
+/// first one bulk) on a rail of two policies and a blocking gate.
+#[test]
+fn decisions_after_two_reruns_recompute_what_depends_on_them() {
+    let doc = |net, euro, tax, total| Doc {
+        net,
+        euro,
+        tax,
+        total,
+    };
+    let rerun = |from| Step::Rerun {
+        from,
+        subset: None,
+        read_midway: true,
+        cancel: false,
+    };
+    check(Case {
+        registry: false,
+        stages: vec![Stage::AN, Stage::B, Stage::GateY],
+        docs: vec![
+            doc(254, false, 6, Some(28)),
+            doc(236, true, 59, Some(355)),
+            doc(271, false, 26, None),
+        ],
+        steps: vec![
+            rerun(2),
+            rerun(3),
+            Step::Decide {
+                picks: vec![(2, 1, 271), (6, 0, 182)],
+                mode: 2,
+            },
+            Step::Decide {
+                picks: vec![(3, 1, 232), (2, 0, 51)],
+                mode: 0,
+            },
+        ],
+        y_blocking: true,
+    })
+    .unwrap();
+}
