@@ -12,6 +12,8 @@ use crate::store::documents::Layer;
 #[derive(Debug, Default)]
 pub struct TextLayer {
     pub pages: Vec<Page>,
+    /// The pages' text as extraction reads it (`intake::full_text`), for a binary format.
+    pub text: Option<String>,
     /// Why this server could not read it (the document is stored with status `error`).
     pub error: Option<String>,
     pub language: Option<String>,
@@ -22,6 +24,7 @@ impl TextLayer {
     pub fn as_layer(&self) -> Layer<'_> {
         Layer {
             pages: &self.pages,
+            text: self.text.as_deref(),
             error: self.error.as_deref(),
             language: self.language.as_deref(),
             kind: self.kind,
@@ -46,6 +49,7 @@ pub fn read_upload(reader: &Reader, content: &[u8], mime: &str) -> Result<TextLa
             Ok(TextLayer {
                 language: intake::language(&text),
                 kind: intake::kind(&text),
+                text: Some(text),
                 pages,
                 error: None,
             })

@@ -90,6 +90,7 @@ fn world(text: &str) -> World {
                 content: text.as_bytes(),
                 layer: store::documents::Layer {
                     pages: &[],
+                    text: None,
                     error: None,
                     language: None,
                     kind: None,

@@ -51,6 +51,16 @@ fn wrapped<W: ToSchema, T: ToSchema>() -> Part {
     part
 }
 
+/// A page of `T`.
+fn page_of<T: ToSchema>() -> Part {
+    wrapped::<Page<T>, T>()
+}
+
+/// A whole list of `T`.
+fn all_of<T: ToSchema>() -> Part {
+    wrapped::<All<T>, T>()
+}
+
 /// `part` with `fields` required: one body type serves create (which requires them) and patch.
 fn requiring(mut part: Part, fields: &[&str]) -> Part {
     part.schema = json!({ "allOf": [part.schema], "required": fields });
@@ -202,7 +212,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         }
         ("GET", "/v1/schemas") => op("List schemas, newest first", "schemas")
             .page(100)
-            .ok("a page", wrapped::<Page<Schema>, Schema>()),
+            .ok("a page", page_of::<Schema>()),
         ("POST", "/v1/schemas") => op("Create a schema", "schemas")
             .body(one_of(
                 requiring(named::<SchemaBody>(), &["name"]),
@@ -231,14 +241,14 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .body(requiring(named::<RailBody>(), &["rail"]))
             .ok("replaced", named::<Rail>()),
         ("GET", "/v1/schemas/{id}/validation-stages") => {
-            op("List gates by ordinal", "gates").ok("all gates", wrapped::<All<Gate>, Gate>())
+            op("List gates by ordinal", "gates").ok("all gates", all_of::<Gate>())
         }
         ("POST", "/v1/schemas/{id}/validation-stages") => op("Create a gate", "gates")
             .body(requiring(named::<GateBody>(), &["name", "severity"]))
             .answer(201, "created", named::<Gate>()),
         ("POST", "/v1/schemas/{id}/validation-stages/reorder") => op("Reorder gates", "gates")
             .body(requiring(named::<ReorderBody>(), &["stage_ids"]))
-            .ok("new order", wrapped::<All<Gate>, Gate>()),
+            .ok("new order", all_of::<Gate>()),
         ("GET", "/v1/schemas/{id}/validation-stages/{stage_id}") => {
             op("Get a gate", "gates").ok("the gate", named::<Gate>())
         }
@@ -255,7 +265,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         }
         ("GET", "/v1/data-policies") => op("List data policies", "policies")
             .page(100)
-            .ok("a page", wrapped::<Page<Policy>, Policy>()),
+            .ok("a page", page_of::<Policy>()),
         ("POST", "/v1/data-policies") => op("Create a data policy", "policies")
             .body(requiring(named::<PolicyBody>(), &["name"]))
             .answer(201, "created", named::<Policy>()),
@@ -275,8 +285,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             op("Remove a field from a policy", "policies").ok("removed", named::<Policy>())
         }
         ("GET", "/v1/data-policies/{id}/rules") => {
-            op("A policy's rules in compiled order", "policies")
-                .ok("all rules", wrapped::<All<Rule>, Rule>())
+            op("A policy's rules in compiled order", "policies").ok("all rules", all_of::<Rule>())
         }
         ("POST", "/v1/data-policies/{id}/rules") => op("Add a rule", "policies")
             .body(requiring(named::<RuleBody>(), &["field_key", "rule_type"]))
@@ -299,7 +308,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 ),
                 q("schema_id", uuid(), "filter by schema"),
             ])
-            .ok("a page", wrapped::<Page<Pipeline>, Pipeline>()),
+            .ok("a page", page_of::<Pipeline>()),
         ("POST", "/v1/pipelines") => op("Create and start a pipeline", "pipelines")
             .body(requiring(named::<PipelineInput>(), &["schema_id"]))
             .answer(201, "started", named::<Pipeline>()),
@@ -316,18 +325,16 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 .body(named::<RerunBody>())
                 .ok("enqueued, or the dry-run plan", named::<RerunAnswer>())
         }
-        ("GET", "/v1/pipelines/{id}/reruns") => op("Rerun history, newest first", "pipelines")
-            .ok("all reruns", wrapped::<All<RerunRecord>, RerunRecord>()),
+        ("GET", "/v1/pipelines/{id}/reruns") => {
+            op("Rerun history, newest first", "pipelines").ok("all reruns", all_of::<RerunRecord>())
+        }
         ("GET", "/v1/pipelines/{id}/progress") => {
             op("Progress per run and per phase", "pipelines").ok("progress", named::<Progress>())
         }
         ("GET", "/v1/pipelines/{id}/documents") => {
             op("The run's documents in input order", "pipelines")
                 .page(100)
-                .ok(
-                    "a page",
-                    wrapped::<Page<PipelineDocument>, PipelineDocument>(),
-                )
+                .ok("a page", page_of::<PipelineDocument>())
         }
         ("GET", "/v1/pipelines/{id}/results") => op("Results in input order", "pipelines")
             .page(200)
@@ -340,8 +347,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             op("Every version of every field", "pipelines").ok("versions", named::<Cells>())
         }
         ("GET", "/v1/pipelines/{id}/documents/{pd_id}/verdicts") => {
-            op("Every verdict of a document", "pipelines")
-                .ok("verdicts", wrapped::<All<Verdict>, Verdict>())
+            op("Every verdict of a document", "pipelines").ok("verdicts", all_of::<Verdict>())
         }
         ("POST", "/v1/pipelines/{id}/data-product") => op(
             "Create or reactivate the run's data product",
@@ -352,7 +358,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         .ok("reactivated", named::<DataProductCreated>()),
         ("GET", "/v1/data-products") => op("List data products", "data products")
             .page(100)
-            .ok("a page", wrapped::<Page<DataProduct>, DataProduct>()),
+            .ok("a page", page_of::<DataProduct>()),
         ("GET", "/v1/data-products/{id}") => {
             op("Get a data product", "data products").ok("the data product", named::<DataProduct>())
         }
@@ -373,7 +379,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 q("status", enum_of(&["blocked", "pending_review"]), "status"),
                 q("routing", enum_of(&["hold"]), "held fields instead"),
             ])
-            .ok("a page", wrapped::<Page<ReviewItem>, ReviewItem>()),
+            .ok("a page", page_of::<ReviewItem>()),
         ("GET", "/v1/field-reviews/summary") => {
             op("Queue counts", "reviews").ok("summary", named::<ReviewSummary>())
         }
@@ -399,10 +405,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         }
         ("GET", "/v1/fields") => op("The Field Registry", "schemas")
             .page(100)
-            .ok("a page", wrapped::<Page<RegistryField>, RegistryField>()),
+            .ok("a page", page_of::<RegistryField>()),
         ("GET", "/v1/documents") => op("List documents", "documents")
             .page(100)
-            .ok("a page", wrapped::<Page<Document>, Document>()),
+            .ok("a page", page_of::<Document>()),
         ("POST", "/v1/documents") => {
             let upload = plain(
                 json!({ "type": "object", "required": ["file"], "properties": {

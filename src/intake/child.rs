@@ -61,7 +61,6 @@ impl Reader {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("the document reader did not start: {e}"))?;
-        let pid = child.id();
         let mut stdin = child.stdin.take().ok_or("the reader has no stdin")?;
         let mut stdout = child.stdout.take().ok_or("the reader has no stdout")?;
         let mut stderr = child.stderr.take().ok_or("the reader has no stderr")?;
@@ -81,18 +80,8 @@ impl Reader {
             let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut out);
             out
         });
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break Some(s),
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    kill_group(pid);
-                    let _ = child.wait();
-                    break None;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(format!("waiting for the reader failed: {e}")),
-            }
-        };
+        let status = wait_within(&mut child, started, self.timeout)
+            .map_err(|e| format!("waiting for the reader failed: {e}"))?;
         let _ = feeder.join();
         let out = reader.join().unwrap_or_default();
         let err = errors.join().unwrap_or_default();
@@ -124,6 +113,26 @@ impl Reader {
             );
         }
         serde_json::from_slice(&out).map_err(|e| format!("the reader's answer is garbled: {e}"))
+    }
+}
+
+/// Waits for a confined child until `budget` has passed since `started`; then kills its process
+/// group and answers `None`.
+pub(crate) fn wait_within(
+    child: &mut std::process::Child,
+    started: Instant,
+    budget: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    loop {
+        match child.try_wait()? {
+            Some(s) => return Ok(Some(s)),
+            None if started.elapsed() >= budget => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Ok(None);
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
     }
 }
 

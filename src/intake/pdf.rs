@@ -3,13 +3,9 @@
 //! reading order (`layout`). A page without a text layer (a scan) is rendered by poppler's
 //! `pdftoppm` and read by Tesseract where both are installed.
 
-use super::{layout, ocr, Limits, Outcome, Page, Word};
+use super::{layout, ocr, render, Limits, Outcome, Page, Word};
 use pdf_oxide::PdfDocument;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Command, Stdio};
-
-/// Where poppler is missing, for messages.
-const RENDER_HINT: &str = "install poppler-utils (pdftoppm renders scanned pages for OCR)";
 
 pub fn read(content: &[u8], limits: &Limits) -> Outcome {
     let doc = match PdfDocument::from_bytes(content.to_vec()) {
@@ -136,24 +132,12 @@ fn ocr_pages(content: &[u8], pages: &[usize], limits: &Limits) -> Result<Vec<Pag
     std::fs::write(&pdf, content).map_err(|e| failed(format!("no room for OCR's files: {e}")))?;
     let mut out = Vec::with_capacity(pages.len());
     for &i in pages {
-        let n = (i + 1).to_string();
-        let prefix = dir.path().join(format!("p{n}"));
-        let status = Command::new("pdftoppm")
-            .args(["-r", "200", "-png", "-singlefile", "-f", &n, "-l", &n])
-            .arg(&pdf)
-            .arg(&prefix)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|_| Ocr::Missing(RENDER_HINT.to_string()))?;
-        if !status.success() {
-            return Err(failed(format!("pdftoppm could not render page {n}")));
-        }
-        let png = prefix.with_extension("png");
-        let bytes =
-            std::fs::read(&png).map_err(|e| failed(format!("page {n} did not render: {e}")))?;
-        if let Ok(size) = imagesize::blob_size(&bytes) {
+        let n = i as u32 + 1;
+        // This runs in the reader child, whose own limits bound the renderer too.
+        let png = render::render(&pdf, dir.path(), n, 200, None)
+            .map_err(Ocr::Missing)?
+            .map_err(failed)?;
+        if let Ok(size) = imagesize::size(&png) {
             if size.width as u64 * size.height as u64 > limits.max_pixels {
                 return Err(failed(format!("page {n} is too large to read")));
             }

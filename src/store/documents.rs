@@ -57,6 +57,8 @@ pub struct NewDocument<'a> {
 pub struct Layer<'a> {
     /// The pages of a binary document; empty for the text formats.
     pub pages: &'a [Page],
+    /// Their text as extraction reads it (`intake::full_text`); none for the text formats.
+    pub text: Option<&'a str>,
     /// Why this server could not read it (its status is then `error`).
     pub error: Option<&'a str>,
     pub language: Option<&'a str>,
@@ -91,7 +93,6 @@ pub fn insert_or_find(
     }
     let id = new_id();
     let layer = &d.layer;
-    let text = (!layer.pages.is_empty()).then(|| crate::intake::full_text(layer.pages));
     let status = if layer.error.is_some() {
         "error"
     } else {
@@ -117,7 +118,7 @@ pub fn insert_or_find(
         layer.pages.len().max(1) as i64,
         layer.language,
         layer.kind,
-        text,
+        layer.text,
     ])?;
     let seq = c.last_insert_rowid();
     let mut add = c.prepare_cached(

@@ -666,34 +666,11 @@ fn accuracy(
 /// Page 1 of each invoice as a 150 dpi PNG (poppler's `pdftoppm`), as a scanner would give it;
 /// `None` where poppler or Tesseract is missing.
 fn render_first_pages(invoices: &[crate::tools::fixtures::PdfInvoice]) -> Option<Vec<Vec<u8>>> {
-    let have = |cmd: &str| {
-        std::process::Command::new(cmd)
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok()
-    };
-    if !have("pdftoppm") || !have("tesseract") {
-        return None;
-    }
-    let dir = tempfile::tempdir().ok()?;
-    let mut out = Vec::new();
-    for (i, inv) in invoices.iter().enumerate() {
-        let src = dir.path().join(format!("{i}.pdf"));
-        std::fs::write(&src, &inv.pdf).ok()?;
-        let prefix = dir.path().join(format!("{i}"));
-        let ok = std::process::Command::new("pdftoppm")
-            .args(["-r", "150", "-png", "-singlefile", "-f", "1", "-l", "1"])
-            .arg(&src)
-            .arg(&prefix)
-            .status()
-            .ok()?
-            .success();
-        if !ok {
-            return None;
-        }
-        out.push(std::fs::read(prefix.with_extension("png")).ok()?);
-    }
-    Some(out)
+    crate::intake::ocr::languages(&crate::intake::Limits::default())?;
+    invoices
+        .iter()
+        .map(|inv| {
+            crate::intake::render::pdf_page_png(&inv.pdf, 1, 150, Duration::from_secs(60)).ok()
+        })
+        .collect()
 }

@@ -204,18 +204,8 @@ fn text_formats_have_one_page_and_markdown_of_their_kind() {
 
 /// Renders `pdf` page 1 to a PNG with poppler, as a scanner would have produced it.
 fn scanned(pdf: &[u8]) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("in.pdf");
-    std::fs::write(&src, pdf).unwrap();
-    let out = dir.path().join("scan");
-    let ok = std::process::Command::new("pdftoppm")
-        .args(["-r", "150", "-png", "-singlefile", "-f", "1", "-l", "1"])
-        .arg(&src)
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    std::fs::read(out.with_extension("png")).unwrap()
+    let budget = std::time::Duration::from_secs(60);
+    quire::intake::render::pdf_page_png(pdf, 1, 150, budget).expect("pdftoppm renders the page")
 }
 
 #[test]
