@@ -1,5 +1,7 @@
 //! The built-in `rules` extractor: labelled values in text and Markdown, CSV, and JSON.
 
+use super::labels::{self, fold_caption};
+use super::reading;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -37,9 +39,23 @@ fn similarity(a: &str, b: &str) -> f64 {
 /// Label lookup for a field list, built once per run.
 #[derive(Debug, Clone)]
 pub struct Matcher {
-    /// (folded label, field index, confidence)
+    /// folded label → (field index, confidence)
     exact: HashMap<String, (usize, f64)>,
     names: Vec<(String, usize)>,
+}
+
+/// Bare document-type words that label an invoice's number (`Invoice 2024-001`,
+/// `Rechnung: 17`) but also stand as the document's title: they count only beside a value
+/// with a digit in it.
+const TITLE_WORDS: [&str; 4] = ["invoice", "rechnung", "facture", "factuur"];
+
+/// A label found in the text.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    field: usize,
+    confidence: f64,
+    /// A title word: its value must hold a digit.
+    title: bool,
 }
 
 impl Matcher {
@@ -48,12 +64,21 @@ impl Matcher {
         let mut names = Vec::new();
         for (i, f) in fields.iter().enumerate() {
             for s in &f.synonyms {
-                exact.entry(fold_label(s)).or_insert((i, 0.85));
+                exact.entry(fold_caption(s)).or_insert((i, 0.85));
+            }
+        }
+        // Labels of the same meaning in other words and languages: after the Spec's own
+        // synonyms, before its names, never displacing either.
+        for (i, f) in fields.iter().enumerate() {
+            let mut own = vec![f.name.replace('_', " "), f.display_name.clone()];
+            own.extend(f.synonyms.iter().cloned());
+            for l in labels::related(&own) {
+                exact.entry(l).or_insert((i, 0.8));
             }
         }
         for (i, f) in fields.iter().enumerate() {
             for n in [&f.name, &f.display_name] {
-                let folded = fold_label(n);
+                let folded = fold_caption(n);
                 exact.insert(folded.clone(), (i, 0.95));
                 names.push((folded, i));
             }
@@ -62,55 +87,99 @@ impl Matcher {
     }
 
     fn best(&self, label: &str) -> Option<(usize, f64)> {
-        let folded = fold_label(label);
+        self.hit(label).map(|h| (h.field, h.confidence))
+    }
+
+    fn hit(&self, label: &str) -> Option<Hit> {
+        let folded = fold_caption(label);
         if folded.is_empty() || folded.len() > MAX_LABEL {
             return None;
         }
-        if let Some(hit) = self.exact.get(&folded) {
-            return Some(*hit);
+        let title = TITLE_WORDS.contains(&folded.as_str());
+        let found = |f: &str| {
+            self.exact.get(f).map(|(i, c)| Hit {
+                field: *i,
+                confidence: *c,
+                title,
+            })
+        };
+        if let Some(hit) = found(&folded) {
+            return Some(hit);
+        }
+        // `Total (EUR)`, `Betrag in €`, `Amount USD`: the label without its currency.
+        let bare = without_currency(label);
+        if bare.len() < label.len() {
+            if let Some(hit) = found(&fold_caption(&bare)).filter(|_| !bare.trim().is_empty()) {
+                return Some(hit);
+            }
         }
         self.names
             .iter()
             .map(|(n, i)| (similarity(&folded, n), *i))
             .filter(|(s, _)| *s >= 0.85)
             .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, i)| (i, 0.6))
+            .map(|(_, i)| Hit {
+                field: i,
+                confidence: 0.6,
+                title: false,
+            })
     }
 }
 
-/// Types a textual value: numbers, integers and booleans when unambiguous, else the string.
+/// A label without the currency it names and the words that introduce it (`in`, `en`).
+fn without_currency(label: &str) -> String {
+    label
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '[' || c == ']')
+        .filter(|w| {
+            !w.is_empty()
+                && reading::currency_code(w).is_none()
+                && !["in", "en"].contains(&w.to_lowercase().as_str())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Types a textual value when the text is unambiguous, else keeps it as printed: a number
+/// (`€ 4.904,94` → 4904.94), an integer, a boolean, a date as `YYYY-MM-DD` (`7. Mai 2014`), a
+/// currency as its ISO 4217 code (`€` → `EUR`). See `reading` for what counts as ambiguous.
 pub fn typed_value(raw: &str, data_type: &str) -> Value {
     let t = raw.trim();
-    let plain_number = |s: &str| {
-        let body = s.strip_prefix('-').unwrap_or(s);
-        let mut parts = body.split('.');
-        let int = parts.next().unwrap_or("");
-        let frac = parts.next();
-        parts.next().is_none()
-            && !int.is_empty()
-            && int.bytes().all(|b| b.is_ascii_digit())
-            && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+    let typed = match data_type {
+        "number" => reading::number(t).map(super::policy::number_value),
+        // Below 2^53 an f64 holds every integer exactly.
+        "integer" => reading::number(t)
+            .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15)
+            .map(|x| Value::from(x as i64)),
+        "boolean" if t.eq_ignore_ascii_case("true") => Some(Value::Bool(true)),
+        "boolean" if t.eq_ignore_ascii_case("false") => Some(Value::Bool(false)),
+        "date" => reading::date(t).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
+        "currency" if t.chars().count() <= 40 => reading::currency_code(t)
+            .or_else(|| reading::currency_in(t))
+            .map(|c| Value::String(c.into())),
+        _ => None,
     };
+    typed.unwrap_or_else(|| Value::String(t.to_string()))
+}
+
+/// Whether a value has its field's type (a text that could not be typed has not).
+fn well_typed(v: &Value, data_type: &str) -> bool {
     match data_type {
-        // Enough digits read as infinity, which JSON cannot hold: such text stays text.
-        "number" if plain_number(t) => t
-            .parse::<f64>()
-            .ok()
-            .filter(|x| x.is_finite())
-            .map(super::policy::number_value)
-            .unwrap_or_else(|| Value::String(t.into())),
-        "integer" if plain_number(t) && !t.contains('.') => t
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::String(t.into())),
-        "boolean" if t.eq_ignore_ascii_case("true") => Value::Bool(true),
-        "boolean" if t.eq_ignore_ascii_case("false") => Value::Bool(false),
-        _ => Value::String(t.to_string()),
+        "number" => v.is_number(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "boolean" => v.is_boolean(),
+        "date" => v
+            .as_str()
+            .is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
+        "currency" => v
+            .as_str()
+            .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())),
+        _ => true,
     }
 }
 
 fn clean_label(s: &str) -> &str {
     s.trim()
+        .trim_end_matches(':')
         .trim_start_matches(['#', '-', '*', '>', ' '])
         .trim_matches(['*', '_', ' ', '\t'])
 }
@@ -119,50 +188,33 @@ fn clean_value(s: &str) -> &str {
     s.trim().trim_matches(['*', '_']).trim()
 }
 
-/// The (label, value) pairs of a line. A line of a document's text layer keeps cells that
-/// stand apart on the page apart with ` | ` (`Invoice number | 30064443`, or two columns
-/// `Date: 14.09.2024 | Total: 5.00`): each cell is a labelled form of its own, or a label whose
-/// value is the next cell.
-fn pairs(line: &str) -> Vec<(&str, &str)> {
+/// The cells of a line: a Markdown table row's cells, a layout line's cells (` | ` between
+/// text that stands apart on the page), else the line itself. A table's rule row has none.
+fn cells_of(line: &str) -> Vec<&str> {
     let t = line.trim();
-    if t.starts_with('|') || !t.contains(" | ") {
-        return labelled(t).into_iter().collect();
+    if t.is_empty() {
+        return Vec::new();
     }
-    let cells: Vec<&str> = t.split(" | ").map(str::trim).collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < cells.len() {
-        match labelled(cells[i]) {
-            Some((l, v)) if !v.is_empty() => {
-                out.push((l, v));
-                i += 1;
-            }
-            _ if i + 1 < cells.len() => {
-                out.push((
-                    clean_label(cells[i].trim_end_matches(':')),
-                    clean_value(cells[i + 1]),
-                ));
-                i += 2;
-            }
-            _ => i += 1,
-        }
+    let cells: Vec<&str> = if t.starts_with('|') {
+        t.trim_matches('|').split('|').map(str::trim).collect()
+    } else if t.contains(" | ") {
+        t.split(" | ").map(str::trim).collect()
+    } else {
+        vec![t]
+    };
+    if cells
+        .iter()
+        .all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-' || ch == ':'))
+    {
+        return Vec::new();
     }
-    out
+    cells
 }
 
-/// Splits a line into (label, value) when it has one of the labelled forms.
-fn labelled(line: &str) -> Option<(&str, &str)> {
-    let t = line.trim();
-    if t.starts_with('|') {
-        let cells: Vec<&str> = t.trim_matches('|').split('|').map(str::trim).collect();
-        if cells.len() >= 2
-            && !cells[0].is_empty()
-            && !cells[0].chars().all(|c| c == '-' || c == ':')
-        {
-            return Some((clean_label(cells[0]), clean_value(cells[1])));
-        }
-        return None;
-    }
+/// Splits a cell into (label, value) when it has a labelled form: `Label: value` or
+/// `Label - value`.
+fn labelled(cell: &str) -> Option<(&str, &str)> {
+    let t = cell.trim();
     if let Some((l, v)) = t.split_once(':') {
         return Some((clean_label(l), clean_value(v)));
     }
@@ -172,36 +224,216 @@ fn labelled(line: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// Where a value stood relative to its label: beside it wins over below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    Below,
+    Beside,
+}
+
+struct Candidate {
+    found: Extracted,
+    well_typed: bool,
+    place: Place,
+}
+
 struct Collector<'a> {
     fields: &'a [FieldSpec],
     matcher: &'a Matcher,
-    out: HashMap<String, Extracted>,
+    out: HashMap<String, Candidate>,
 }
 
 impl Collector<'_> {
-    fn offer(&mut self, label: &str, value: Value, line: &str) {
-        if value.is_null() || value.as_str().is_some_and(|s| s.is_empty()) {
-            return;
+    /// Offers a labelled value. The first offer for a field stands unless a later one has the
+    /// field's type where it had not, or stood beside its label where it stood below one.
+    fn offer(&mut self, label: &str, value: Value, line: &str) -> bool {
+        match self.matcher.hit(label) {
+            Some(hit) => self.offer_hit(hit, value, line, Place::Beside),
+            None => false,
         }
-        if let Some((i, conf)) = self.matcher.best(label) {
-            let f = &self.fields[i];
-            if self.out.contains_key(&f.name) {
-                return;
+    }
+
+    fn offer_hit(&mut self, hit: Hit, value: Value, line: &str, place: Place) -> bool {
+        if value.is_null() || value.as_str().is_some_and(|s| s.is_empty()) {
+            return false;
+        }
+        if hit.title
+            && !value
+                .as_str()
+                .is_some_and(|s| s.bytes().any(|b| b.is_ascii_digit()))
+        {
+            return false;
+        }
+        let f = &self.fields[hit.field];
+        let value = match value {
+            Value::String(s) => typed_value(&s, &f.data_type),
+            other => other,
+        };
+        let well_typed = well_typed(&value, &f.data_type);
+        if let Some(old) = self.out.get(&f.name) {
+            if (old.well_typed, old.place) >= (well_typed, place) {
+                return false;
             }
-            let value = match value {
-                Value::String(s) => typed_value(&s, &f.data_type),
-                other => other,
-            };
-            let source_text: String = line.trim().chars().take(500).collect();
-            self.out.insert(
-                f.name.clone(),
-                Extracted {
+        }
+        let confidence = match place {
+            Place::Beside => hit.confidence,
+            Place::Below => hit.confidence - 0.1,
+        };
+        let source_text: String = line.trim().chars().take(500).collect();
+        self.out.insert(
+            f.name.clone(),
+            Candidate {
+                found: Extracted {
                     value,
-                    confidence: conf,
+                    confidence,
                     source_text,
                 },
-            );
+                well_typed,
+                place,
+            },
+        );
+        true
+    }
+
+    /// `Invoice No. 2024-001`, `Total EUR 1.234,50`: a cell that starts with a label and goes
+    /// on with a value, without a colon. Only a value of the field's type counts (and, for a
+    /// text field, a short one with a digit), so prose that starts with a label's word does not.
+    fn offer_unmarked(&mut self, cell: &str, line: &str) -> bool {
+        let starts: Vec<usize> = cell
+            .char_indices()
+            .filter(|(i, c)| {
+                !c.is_whitespace() && (*i == 0 || cell[..*i].ends_with(char::is_whitespace))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for n in (1..starts.len().min(6)).rev() {
+            let (label, rest) = cell.split_at(starts[n]);
+            let Some(hit) = self
+                .matcher
+                .hit(clean_label(label))
+                .filter(|h| h.confidence > 0.6)
+            else {
+                continue;
+            };
+            let f = &self.fields[hit.field];
+            let rest = clean_value(rest.trim_start_matches([':', '.', ' ']));
+            let value = typed_value(rest, &f.data_type);
+            let fits = match f.data_type.as_str() {
+                "string" => rest.chars().count() <= 40 && rest.bytes().any(|b| b.is_ascii_digit()),
+                t => well_typed(&value, t),
+            };
+            if fits {
+                return self.offer_hit(hit, Value::String(rest.to_string()), line, Place::Beside);
+            }
         }
+        false
+    }
+
+    /// Reads a text: labelled lines and cells, labels with their values beside them, a label
+    /// alone with its value on the next line, and a table header over its row.
+    fn text(&mut self, text: &str) {
+        let lines: Vec<(&str, Vec<&str>)> = text
+            .lines()
+            .map(|l| (l, cells_of(l)))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
+        for (k, (line, cells)) in lines.iter().enumerate() {
+            let below = lines.get(k + 1);
+            let alone: Vec<Option<Hit>> = cells
+                .iter()
+                .map(|c| {
+                    if labelled(c).is_some_and(|(_, v)| !v.is_empty()) {
+                        None
+                    } else {
+                        self.matcher.hit(clean_label(c)).filter(|h| !h.title)
+                    }
+                })
+                .collect();
+            // A header row: labels over the values of the row below, column by column.
+            if alone.iter().flatten().count() >= 2 || (cells.len() == 1 && alone[0].is_some()) {
+                if let Some((next, values)) = below {
+                    if values.len() == cells.len() {
+                        for (hit, v) in alone.iter().zip(values) {
+                            if let Some(hit) = hit {
+                                self.offer_hit(
+                                    *hit,
+                                    Value::String(clean_value(v).to_string()),
+                                    next,
+                                    Place::Below,
+                                );
+                            }
+                        }
+                    } else if cells.len() == 1 {
+                        let v = clean_value(values[0]);
+                        if let Some(hit) = alone[0] {
+                            self.offer_hit(hit, Value::String(v.to_string()), next, Place::Below);
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut i = 0;
+            while i < cells.len() {
+                if let Some((l, v)) = labelled(cells[i]).filter(|(_, v)| !v.is_empty()) {
+                    self.offer(l, Value::String(v.to_string()), line);
+                    i += 1;
+                } else if self.offer_unmarked(cells[i], line) {
+                    i += 1;
+                } else if i + 1 < cells.len() && alone[i].is_some() {
+                    self.offer(
+                        clean_label(cells[i]),
+                        Value::String(clean_value(cells[i + 1]).to_string()),
+                        line,
+                    );
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// A currency field that no label named: the currency printed with an amount the
+    /// document's labels gave, else the one currency the whole text names.
+    fn currency_from_amounts(&mut self, text: &str) {
+        for f in self.fields.iter().filter(|f| f.data_type == "currency") {
+            if self.out.contains_key(&f.name) {
+                continue;
+            }
+            let from_amount = self.fields.iter().find_map(|other| {
+                let c = self
+                    .out
+                    .get(&other.name)
+                    .filter(|c| c.found.value.is_number())?;
+                reading::currency_in(&c.found.source_text)
+                    .map(|code| (code, c.found.source_text.clone(), 0.7))
+            });
+            let found = from_amount.or_else(|| {
+                let code = reading::currency_in(text)?;
+                let line = text
+                    .lines()
+                    .find(|l| reading::currency_in(l) == Some(code))?;
+                Some((code, line.trim().chars().take(500).collect(), 0.6))
+            });
+            if let Some((code, source_text, confidence)) = found {
+                self.out.insert(
+                    f.name.clone(),
+                    Candidate {
+                        found: Extracted {
+                            value: Value::String(code.into()),
+                            confidence,
+                            source_text,
+                        },
+                        well_typed: true,
+                        place: Place::Below,
+                    },
+                );
+            }
+        }
+    }
+
+    fn finish(self) -> HashMap<String, Extracted> {
+        self.out.into_iter().map(|(k, c)| (k, c.found)).collect()
     }
 }
 
@@ -236,17 +468,20 @@ pub fn extract_with(
                 Value::Object(o) => o,
                 Value::Array(a) => match a.first() {
                     Some(Value::Object(o)) => o,
-                    _ => return Ok(c.out),
+                    _ => return Ok(c.finish()),
                 },
-                _ => return Ok(c.out),
+                _ => return Ok(c.finish()),
             };
             for (k, val) in obj {
                 let line = format!("\"{k}\": {val}");
                 match val {
-                    Value::Object(_) | Value::Array(_) => {}
-                    Value::Number(_) | Value::Bool(_) => c.offer(k, val.clone(), &line),
-                    Value::String(s) => c.offer(k, Value::String(s.trim().to_string()), &line),
-                    Value::Null => {}
+                    Value::Object(_) | Value::Array(_) | Value::Null => {}
+                    Value::Number(_) | Value::Bool(_) => {
+                        c.offer(k, val.clone(), &line);
+                    }
+                    Value::String(s) => {
+                        c.offer(k, Value::String(s.trim().to_string()), &line);
+                    }
                 }
             }
             // One level down, for documents that group their fields.
@@ -256,9 +491,11 @@ pub fn extract_with(
                         let line = format!("\"{k}\": {v}");
                         match v {
                             Value::String(s) => {
-                                c.offer(k, Value::String(s.trim().to_string()), &line)
+                                c.offer(k, Value::String(s.trim().to_string()), &line);
                             }
-                            Value::Number(_) | Value::Bool(_) => c.offer(k, v.clone(), &line),
+                            Value::Number(_) | Value::Bool(_) => {
+                                c.offer(k, v.clone(), &line);
+                            }
                             _ => {}
                         }
                     }
@@ -299,14 +536,11 @@ pub fn extract_with(
             }
         }
         _ => {
-            for line in text.lines() {
-                for (label, value) in pairs(line) {
-                    c.offer(label, Value::String(value.to_string()), line);
-                }
-            }
+            c.text(text);
+            c.currency_from_amounts(text);
         }
     }
-    Ok(c.out)
+    Ok(c.finish())
 }
 
 #[cfg(test)]
@@ -343,8 +577,8 @@ mod tests {
         assert_eq!(out["invoice_number"].source_text, "Invoice Number: INV-42");
         assert_eq!(
             out["total"].value,
-            json!("1,234.50"),
-            "grouped numbers stay strings"
+            json!(1234.5),
+            "grouped numbers are typed"
         );
         assert_eq!(out["paid"].value, json!(true));
     }
@@ -382,7 +616,7 @@ mod tests {
         let table = "Invoice Number,Total,Paid\nINV-2,\"1,000.00\",false\nINV-3,5,true\n";
         let out = extract(table.as_bytes(), "text/csv", &specs()).unwrap();
         assert_eq!(out["invoice_number"].value, json!("INV-2"));
-        assert_eq!(out["total"].value, json!("1,000.00"));
+        assert_eq!(out["total"].value, json!(1000));
         assert_eq!(out["paid"].value, json!(false));
     }
 
@@ -405,9 +639,108 @@ mod tests {
         assert_eq!(typed_value("12", "integer"), json!(12));
         assert_eq!(typed_value("12.5", "integer"), json!("12.5"));
         assert_eq!(typed_value("-3.25", "number"), json!(-3.25));
-        assert_eq!(typed_value("1,5", "number"), json!("1,5"));
+        assert_eq!(typed_value("1,5", "number"), json!(1.5));
+        assert_eq!(typed_value("1,939", "number"), json!("1,939"));
+        assert_eq!(typed_value("€ 4.904,94", "number"), json!(4904.94));
+        assert_eq!(typed_value("1.000", "integer"), json!("1.000"));
+        assert_eq!(typed_value("1.000.000", "integer"), json!(1_000_000));
+        assert_eq!(typed_value("7. Mai 2014", "date"), json!("2014-05-07"));
+        assert_eq!(typed_value("03/04/2024", "date"), json!("03/04/2024"));
+        assert_eq!(typed_value("€", "currency"), json!("EUR"));
+        assert_eq!(typed_value("Rs", "currency"), json!("INR"));
+        assert_eq!(typed_value("€ or $", "currency"), json!("€ or $"));
         assert_eq!(typed_value("yes", "boolean"), json!("yes"));
         assert_eq!(typed_value("12", "string"), json!("12"));
+    }
+
+    fn invoice_specs() -> Vec<FieldSpec> {
+        let f = |n: &str, t: &str| FieldSpec {
+            name: n.into(),
+            display_name: n.replace('_', " "),
+            data_type: t.into(),
+            synonyms: Vec::new(),
+        };
+        vec![
+            f("invoice_number", "string"),
+            f("invoice_date", "date"),
+            f("total", "number"),
+            f("currency", "currency"),
+        ]
+    }
+
+    fn read(doc: &str) -> HashMap<String, Value> {
+        extract(doc.as_bytes(), "text/plain", &invoice_specs())
+            .unwrap()
+            .into_iter()
+            .map(|(k, x)| (k, x.value))
+            .collect()
+    }
+
+    #[test]
+    fn german_labels_abbreviations_and_printed_forms_are_typed() {
+        let out = read(
+            "Muster GmbH | Rechnung\nRechnungsnr. | RE-2024-117\nDatum: 7. Mai 2014\n\
+             Pos | Beschreibung | Betrag\n1 | Beratung | 4.122,64\n\
+             Gesamtbetrag | € 4.904,94\n",
+        );
+        assert_eq!(out["invoice_number"], json!("RE-2024-117"));
+        assert_eq!(out["invoice_date"], json!("2014-05-07"));
+        assert_eq!(out["total"], json!(4904.94));
+        assert_eq!(
+            out["currency"],
+            json!("EUR"),
+            "the currency printed with the total"
+        );
+    }
+
+    #[test]
+    fn french_and_dutch_labels_and_labels_without_colons() {
+        let fr =
+            read("FACTURE\nFacture N° F-889\nDate de facture 14/09/2024\nTotal TTC 1 234,50 €\n");
+        assert_eq!(fr["invoice_number"], json!("F-889"));
+        assert_eq!(fr["invoice_date"], json!("2024-09-14"));
+        assert_eq!(fr["total"], json!(1234.5));
+        assert_eq!(fr["currency"], json!("EUR"));
+        let nl =
+            read("Factuurnummer: 2021/0042\nFactuurdatum: 5 maart 2021\nTe betalen: EUR 99,95\n");
+        assert_eq!(nl["invoice_number"], json!("2021/0042"));
+        assert_eq!(nl["invoice_date"], json!("2021-03-05"));
+        assert_eq!(nl["total"], json!(99.95));
+        assert_eq!(nl["currency"], json!("EUR"));
+    }
+
+    #[test]
+    fn a_label_above_its_value_and_a_header_above_its_row() {
+        let out = read(
+            "INVOICE\nACME Corp\nInvoice No. | Invoice Date | Currency\nINV-7 | Sep 3, 2014 | USD\n\
+             Amount due\n$1,939.00\n",
+        );
+        assert_eq!(out["invoice_number"], json!("INV-7"));
+        assert_eq!(out["invoice_date"], json!("2014-09-03"));
+        assert_eq!(out["currency"], json!("USD"));
+        assert_eq!(out["total"], json!(1939));
+    }
+
+    #[test]
+    fn a_total_beside_its_label_wins_over_a_line_items_column_and_untyped_text() {
+        let out = read(
+            "Invoice: 12\nDescription | Qty | Total\nWidget | 2 | 50.00\nTotal: see below\nTotal | 119.00 EUR\n",
+        );
+        assert_eq!(out["total"], json!(119), "a typed value beside its label");
+        assert_eq!(out["invoice_number"], json!("12"));
+        let title = read("INVOICE\nACME Corp\nInvoice: ACME\n");
+        assert!(
+            !title.contains_key("invoice_number"),
+            "a title is not a number: {title:?}"
+        );
+    }
+
+    #[test]
+    fn ambiguous_text_stays_as_printed_and_two_currencies_name_none() {
+        let out = read("Invoice Date: 03/04/2024\nTotal: 1,939\nPaid in € or $\n");
+        assert_eq!(out["invoice_date"], json!("03/04/2024"));
+        assert_eq!(out["total"], json!("1,939"));
+        assert!(!out.contains_key("currency"));
     }
 
     #[test]

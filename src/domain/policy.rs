@@ -443,14 +443,14 @@ fn titlecase(s: &str) -> String {
         .join(" ")
 }
 
-const CURRENCY_MARKS: &str = "€$£¥";
+const CURRENCY_MARKS: &str = "€$£¥₹";
 
 /// Reads a written number: digits with the decimal separator, grouping (the other separator, a
 /// space or an apostrophe) only between digits of the integer part, an optional exponent
 /// (`1.5e-3`), and around them only words, currency marks, spaces, a dot ending a word (`Fr.`)
 /// and one sign before the digits (`EUR -1.234,50`, `12 kg`). Anything else is refused, never
 /// skipped: a character dropped from a number changes it (`1e308` is not 1308).
-fn parse_number(s: &str, decimal: char) -> Result<f64, String> {
+pub(crate) fn parse_number(s: &str, decimal: char) -> Result<f64, String> {
     let bad = || format!("'{s}' is not a number");
     let group = if decimal == '.' { ',' } else { '.' };
     let chars: Vec<char> = s.trim().chars().collect();
@@ -612,22 +612,6 @@ pub fn parse_date(s: &str, day_first: bool) -> Result<NaiveDate, String> {
     NaiveDate::from_ymd_opt(y as i32, m as u32, d as u32).ok_or_else(bad)
 }
 
-fn currency_code(s: &str) -> Option<&'static str> {
-    let t = s.trim().to_lowercase();
-    Some(match t.as_str() {
-        "€" | "eur" | "euro" | "euros" => "EUR",
-        "$" | "usd" | "us$" | "dollar" | "dollars" | "us dollar" => "USD",
-        "£" | "gbp" | "pound" | "pounds" | "sterling" => "GBP",
-        "¥" | "jpy" | "yen" => "JPY",
-        "chf" | "fr." | "franc" | "francs" => "CHF",
-        "sek" | "kr" => "SEK",
-        "pln" | "zł" | "zloty" => "PLN",
-        "cad" | "c$" => "CAD",
-        "aud" | "a$" => "AUD",
-        _ => return None,
-    })
-}
-
 /// Applies one rule. `current` is the chain's value so far; `input` reads other fields.
 /// An `Err` is a note: the rule could not produce a value for this document.
 /// The approximate size of a value as stored: its strings' bytes plus a little per scalar,
@@ -723,7 +707,7 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
                 Ok(default.as_ref().map(|d| json!(d)).unwrap_or(Value::Null))
             }
             Value::String(s) => {
-                if let Some(code) = currency_code(s) {
+                if let Some(code) = super::reading::currency_code(s) {
                     return Ok(json!(code));
                 }
                 let t = s.trim();

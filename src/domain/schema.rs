@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
-pub const DATA_TYPES: [&str; 7] = [
-    "string", "number", "integer", "boolean", "date", "array", "object",
+pub const DATA_TYPES: [&str; 8] = [
+    "string", "number", "integer", "boolean", "date", "currency", "array", "object",
 ];
 pub const MAX_FIELDS: usize = 500;
 
@@ -178,8 +178,11 @@ pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
         let format = opt_string(p.get("format"), &format!("{at}.format"))?;
         let json_type =
             opt_string(p.get("type"), &format!("{at}.type"))?.unwrap_or_else(|| "string".into());
-        let data_type = if json_type == "string" && format.as_deref() == Some("date") {
-            "date".to_string()
+        // `date` and `currency` are strings of a format in JSON Schema.
+        let data_type = if json_type == "string"
+            && matches!(format.as_deref(), Some("date") | Some("currency"))
+        {
+            format.clone().unwrap_or_default()
         } else {
             check_type(&json_type, &format!("{at}.type"))?
         };
@@ -201,7 +204,11 @@ pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
             synonyms: string_list(p.get("x-synonyms"), &format!("{at}.x-synonyms"))?,
             depends_on: string_list(p.get("x-depends-on"), &format!("{at}.x-depends-on"))?,
             enum_values,
-            format: if data_type == "date" { None } else { format },
+            format: if data_type == "date" || data_type == "currency" {
+                None
+            } else {
+                format
+            },
             data_type,
         });
     }
@@ -309,6 +316,7 @@ pub fn to_definition(fields: &[FieldDef]) -> Value {
         let mut p = Map::new();
         let (t, fmt) = match f.data_type.as_str() {
             "date" => ("string", Some("date".to_string())),
+            "currency" => ("string", Some("currency".to_string())),
             other => (other, f.format.clone()),
         };
         p.insert("type".into(), json!(t));

@@ -65,6 +65,9 @@ pub fn check_type(f: &FieldDef, v: &Value) -> Result<(), String> {
         "date" => v.as_str().is_some_and(|s| {
             s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
         }),
+        "currency" => v
+            .as_str()
+            .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())),
         "array" => v.is_array(),
         "object" => v.is_object(),
         _ => false,
@@ -74,6 +77,8 @@ pub fn check_type(f: &FieldDef, v: &Value) -> Result<(), String> {
     } else {
         let want = if f.data_type == "date" {
             "a date as YYYY-MM-DD".to_string()
+        } else if f.data_type == "currency" {
+            "an ISO 4217 currency code such as EUR".to_string()
         } else {
             format!("JSON of type {}", f.data_type)
         };
