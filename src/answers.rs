@@ -607,6 +607,18 @@ pub struct MatchedSpan {
 }
 
 impl MatchedSpan {
+    /// The span of `text` where extraction placed its value.
+    pub fn placed(text: String, p: &crate::domain::cells::Provenance) -> Self {
+        MatchedSpan {
+            text,
+            approximate: false,
+            page: Some(p.page),
+            start: Some(p.start),
+            end: Some(p.end),
+            bbox: p.bbox,
+        }
+    }
+
     /// The span of `text`, placed on `pages` where they tell where `value` stands.
     pub fn on(
         pages: &[crate::intake::Page],
@@ -618,14 +630,19 @@ impl MatchedSpan {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let at = crate::intake::layout::locate(pages, &text, &shown);
-        MatchedSpan {
-            page: at.as_ref().map(|a| a.page),
-            start: at.as_ref().map(|a| a.start),
-            end: at.as_ref().map(|a| a.end),
-            bbox: at.and_then(|a| a.bbox),
-            text,
-            approximate,
+        match crate::intake::layout::locate(pages, &text, &shown) {
+            Some(p) => MatchedSpan {
+                approximate,
+                ..MatchedSpan::placed(text, &p)
+            },
+            None => MatchedSpan {
+                text,
+                approximate,
+                page: None,
+                start: None,
+                end: None,
+                bbox: None,
+            },
         }
     }
 }

@@ -26,6 +26,27 @@ pub struct Cell {
     #[serde(skip)]
     pub rule_type: Option<String>,
     pub note: Option<String>,
+    /// Where an extracted value stands in a PDF, DOCX or image: absent for the text formats
+    /// and for values no extraction read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// Where a value stands in a document's text layer (`GET /v1/documents/{id}/pages/{page}`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Provenance {
+    /// From 1.
+    pub page: u32,
+    /// The value's characters in the page's text, `[start, end)`.
+    pub start: usize,
+    pub end: usize,
+    /// The box around the words that print it, `[x0, y0, x1, y1]` from the page's top-left
+    /// corner in the page's units (absent where the page has no word boxes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
+    /// The mean OCR confidence (0–1) of those words, for a scanned page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr_confidence: Option<f32>,
 }
 
 #[derive(Debug, Clone)]

@@ -18,7 +18,10 @@ pub struct FieldSpec {
 pub struct Extracted {
     pub value: Value,
     pub confidence: f64,
+    /// The line it was read from.
     pub source_text: String,
+    /// The value as the document prints it (`€ 4.904,94` for 4904.94).
+    pub printed: String,
 }
 
 const MAX_LABEL: usize = 80;
@@ -265,9 +268,12 @@ impl Collector<'_> {
             return false;
         }
         let f = &self.fields[hit.field];
-        let value = match value {
-            Value::String(s) => typed_value(&s, &f.data_type),
-            other => other,
+        let (value, printed) = match value {
+            Value::String(s) => (typed_value(&s, &f.data_type), s),
+            other => {
+                let printed = other.to_string();
+                (other, printed)
+            }
         };
         let well_typed = well_typed(&value, &f.data_type);
         if let Some(old) = self.out.get(&f.name) {
@@ -287,6 +293,7 @@ impl Collector<'_> {
                     value,
                     confidence,
                     source_text,
+                    printed,
                 },
                 well_typed,
                 place,
@@ -423,6 +430,7 @@ impl Collector<'_> {
                             value: Value::String(code.into()),
                             confidence,
                             source_text,
+                            printed: code.into(),
                         },
                         well_typed: true,
                         place: Place::Below,

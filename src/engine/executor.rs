@@ -322,6 +322,7 @@ fn process(
     let mut ctx = DocCtx {
         content: load.content,
         mime: load.mime,
+        pages: load.pages,
         unreadable: load.unreadable,
         metadata: load.metadata,
         cells: load.cells,

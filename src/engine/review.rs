@@ -567,6 +567,7 @@ pub fn resolve(
             config_version: None,
             rule_type: None,
             note: req.reason.clone(),
+            provenance: None,
         };
         store::review::insert_human_cell(c, doc.pd.seq, &cell)?;
     }

@@ -144,6 +144,9 @@ impl Default for Budget {
 pub struct DocCtx {
     pub content: Vec<u8>,
     pub mime: String,
+    /// A binary document's pages (none for the text formats): extracted values are placed on
+    /// them, and a scanned page's OCR confidence scales the value's.
+    pub pages: Vec<crate::intake::Page>,
     /// Why the document could not be read at intake: extraction ends the run in error with it.
     pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
@@ -309,16 +312,25 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                         if over_value_budget(ctx, &f.field_name, &x.value) {
                             continue;
                         }
-                        new_cells.push(cell(
+                        let provenance =
+                            crate::intake::layout::locate(&ctx.pages, &x.source_text, &x.printed);
+                        // A value read from a scan is as sure as the OCR that read it.
+                        let confidence = match provenance.as_ref().and_then(|p| p.ocr_confidence) {
+                            Some(ocr) => x.confidence * f64::from(ocr),
+                            None => x.confidence,
+                        };
+                        let mut c = cell(
                             ctx,
                             &f.field_name,
                             x.value.clone(),
                             "rules_extraction",
                             phase,
-                            Some(x.confidence),
+                            Some(confidence),
                             Some(x.source_text.clone()),
                             None,
-                        ));
+                        );
+                        c.provenance = provenance;
+                        new_cells.push(c);
                     }
                 }
             }
@@ -424,6 +436,7 @@ fn cell(
         config_version: Some(phase.config_version),
         rule_type,
         note: None,
+        provenance: None,
     }
 }
 
@@ -747,6 +760,7 @@ mod tests {
         DocCtx {
             content: text.as_bytes().to_vec(),
             mime: "text/plain".into(),
+            pages: Vec::new(),
             unreadable: None,
             metadata: metadata.as_object().cloned().unwrap_or_default(),
             cells: Vec::new(),
@@ -819,6 +833,50 @@ mod tests {
         assert_eq!(resolution[1].rule_type.as_deref(), Some("compute"));
         assert_eq!(resolution[0].version, 2);
         assert!(c.states.values().all(|s| s.status == Status::Completed));
+    }
+
+    #[test]
+    fn values_read_from_a_scan_are_placed_on_their_page_and_as_sure_as_the_ocr() {
+        use crate::intake::{Page, Word};
+        let s = spec(fields(), Vec::new(), json!([]), "info");
+        let word = |text: &str, x0: f32, conf: f32| Word {
+            text: text.into(),
+            x0,
+            y0: 100.0,
+            x1: x0 + 40.0,
+            y1: 112.0,
+            conf: Some(conf),
+        };
+        let text = "Vendor | Acme\nTax | 1.234,50";
+        let page = Page {
+            number: 1,
+            width: 800.0,
+            height: 1000.0,
+            text: text.into(),
+            markdown: String::new(),
+            words: vec![word("Tax", 10.0, 0.9), word("1.234,50", 300.0, 0.5)],
+            ocr: true,
+        };
+        let mut c = ctx(&s, text, json!({}));
+        c.pages = vec![page];
+        let r = run(&s, &mut c);
+        let tax = r.steps[1].cells.iter().find(|c| c.field == "tax").unwrap();
+        assert_eq!(tax.value, json!(1234.5));
+        assert_eq!(tax.confidence, Some(0.95 * 0.5));
+        let p = tax.provenance.as_ref().expect("placed on its page");
+        assert_eq!((p.page, p.start, p.end), (1, 20, 28));
+        assert_eq!(p.bbox, Some([300.0, 100.0, 340.0, 112.0]));
+        let vendor = r.steps[1]
+            .cells
+            .iter()
+            .find(|c| c.field == "vendor")
+            .unwrap();
+        assert_eq!(
+            vendor.confidence,
+            Some(0.95),
+            "no words print it: no OCR to scale by"
+        );
+        assert!(vendor.provenance.as_ref().is_some_and(|p| p.bbox.is_none()));
     }
 
     #[test]

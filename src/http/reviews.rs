@@ -237,23 +237,25 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             })
             .collect();
         let (value, version) = l.view.canonical(&field);
-        let stored = version
-            .and_then(|c| c.source_text.clone())
-            .filter(|_| version.is_some_and(|c| c.source == "rules_extraction"));
-        let extracted_span = l
-            .view
-            .cells
-            .iter()
-            .rev()
-            .find(|(_, c, _)| c.field == field && c.source == "rules_extraction")
-            .and_then(|(_, c, _)| c.source_text.clone());
-        let pages: Vec<crate::intake::Page> = store::documents::pages(c, &l.pd.document_id)?
-            .into_iter()
-            .map(|r| r.page)
-            .collect();
-        let span = match stored.or(extracted_span) {
-            Some(text) => Some(MatchedSpan::on(&pages, text, &value, false)),
+        let extracted = version
+            .filter(|c| c.source == "rules_extraction")
+            .or_else(|| {
+                l.view
+                    .cells
+                    .iter()
+                    .rev()
+                    .find(|(_, c, _)| c.field == field && c.source == "rules_extraction")
+                    .map(|(_, c, _)| c)
+            });
+        let span = match extracted.and_then(|c| Some((c.source_text.clone()?, c))) {
+            // Placed when it was read (a PDF, DOCX or image).
+            Some((text, cell)) if cell.provenance.is_some() => cell
+                .provenance
+                .as_ref()
+                .map(|p| MatchedSpan::placed(text, p)),
+            Some((text, _)) => Some(MatchedSpan::on(&doc_pages(c, l)?, text, &value, false)),
             None => {
+                let pages = doc_pages(c, l)?;
                 let text = if pages.is_empty() {
                     String::from_utf8(crate::store::documents::content(c, &l.pd.document_id)?)
                         .unwrap_or_default()
@@ -280,6 +282,13 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
         })
     })
     .await
+}
+
+fn doc_pages(c: &Connection, l: &Loaded) -> Result<Vec<crate::intake::Page>, ApiError> {
+    Ok(store::documents::pages(c, &l.pd.document_id)?
+        .into_iter()
+        .map(|r| r.page)
+        .collect())
 }
 
 fn reviewer(req: &HttpRequest, key_name: &str) -> Result<String, ApiError> {

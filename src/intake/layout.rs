@@ -5,6 +5,7 @@
 //! split into the same number of cells is a table.
 
 use super::Word;
+use crate::domain::cells::Provenance;
 
 /// A gap wider than this many average character widths separates two cells of a line.
 const CELL_GAP_CHARS: f32 = 2.5;
@@ -122,21 +123,9 @@ fn escape(s: &str) -> String {
     }
 }
 
-/// Where a value read from a line stands on its page.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Located {
-    /// From 1.
-    pub page: u32,
-    /// The value's characters in the page's text, `[start, end)`.
-    pub start: usize,
-    pub end: usize,
-    /// The box around the words that print it, `[x0, y0, x1, y1]` (none without word boxes).
-    pub bbox: Option<[f32; 4]>,
-}
-
 /// Finds the line a value was read from on its page, the value in it (its text as the
 /// document prints it, else what follows the line's label) and the words that print it.
-pub fn locate(pages: &[super::Page], line: &str, value: &str) -> Option<Located> {
+pub fn locate(pages: &[super::Page], line: &str, value: &str) -> Option<Provenance> {
     let line = line.trim();
     if line.is_empty() {
         return None;
@@ -159,16 +148,30 @@ pub fn locate(pages: &[super::Page], line: &str, value: &str) -> Option<Located>
     let start = chars(line_at + v_at);
     let end = chars(line_at + v_at + v_len);
     let shown = &line[v_at..v_at + v_len];
-    Some(Located {
+    let printed = printing_words(&page.words, shown).unwrap_or_default();
+    let confs: Vec<f32> = printed.iter().filter_map(|w| w.conf).collect();
+    Some(Provenance {
         page: page.number,
         start,
         end,
-        bbox: words_box(&page.words, shown),
+        bbox: (!printed.is_empty()).then(|| {
+            printed
+                .iter()
+                .fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, w| {
+                    [
+                        b[0].min(w.x0),
+                        b[1].min(w.y0),
+                        b[2].max(w.x1),
+                        b[3].max(w.y1),
+                    ]
+                })
+        }),
+        ocr_confidence: (!confs.is_empty()).then(|| confs.iter().sum::<f32>() / confs.len() as f32),
     })
 }
 
-/// The box of the words that print `text` side by side on one row.
-fn words_box(words: &[Word], text: &str) -> Option<[f32; 4]> {
+/// The words that print `text` side by side on one row.
+fn printing_words<'a>(words: &'a [Word], text: &str) -> Option<Vec<&'a Word>> {
     let tokens: Vec<&str> = text.split_whitespace().collect();
     let first = *tokens.first()?;
     words.iter().filter(|w| w.text == first).find_map(|start| {
@@ -182,18 +185,7 @@ fn words_box(words: &[Word], text: &str) -> Option<[f32; 4]> {
         let taken: Vec<&Word> = on_row.into_iter().take(tokens.len()).collect();
         let same =
             taken.len() == tokens.len() && taken.iter().zip(&tokens).all(|(w, t)| w.text == *t);
-        same.then(|| {
-            taken
-                .iter()
-                .fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, w| {
-                    [
-                        b[0].min(w.x0),
-                        b[1].min(w.y0),
-                        b[2].max(w.x1),
-                        b[3].max(w.y1),
-                    ]
-                })
-        })
+        same.then_some(taken)
     })
 }
 
@@ -266,7 +258,22 @@ mod tests {
         // A typed value (4904.94) is found as what follows the label.
         let typed = locate(std::slice::from_ref(&page), "Total | € 4.904,94", "4904.94").unwrap();
         assert_eq!((typed.start, typed.end), (at.start, at.end));
-        assert!(locate(&[page], "Due | 5", "5").is_none());
+        assert!(locate(std::slice::from_ref(&page), "Due | 5", "5").is_none());
+        assert_eq!(
+            at.ocr_confidence, None,
+            "a text layer has no OCR confidence"
+        );
+        let mut scanned = page.clone();
+        for (word, conf) in scanned
+            .words
+            .iter_mut()
+            .zip([0.9, 0.9, 0.5, 0.7].iter().cycle())
+        {
+            word.conf = Some(*conf);
+        }
+        let read = locate(&[scanned], "Total | € 4.904,94", "4904.94").unwrap();
+        let mean = read.ocr_confidence.unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{mean}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "decision_judged_pass", "0003_decision_judged_pass.sql"),
     migration!(4, "crash_accounting", "0004_crash_accounting.sql"),
     migration!(5, "text_layers", "0005_text_layers.sql"),
+    migration!(6, "cell_provenance", "0006_cell_provenance.sql"),
 ];
 
 pub fn latest_version() -> i64 {

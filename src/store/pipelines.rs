@@ -334,7 +334,7 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
     let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
     let mut st = c.prepare_cached(
         "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
-         config_version, rule_type, note, created_at FROM cells
+         config_version, rule_type, note, created_at, provenance FROM cells
          WHERE pd_seq IN (SELECT value FROM json_each(?1)) ORDER BY pd_seq, seq",
     )?;
     let rows = st
@@ -356,6 +356,7 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
                     config_version: r.get(11)?,
                     rule_type: r.get(12)?,
                     note: r.get(13)?,
+                    provenance: super::json_opt(r, 15, "cells")?,
                 },
                 created_at: r.get(14)?,
             })

@@ -245,6 +245,9 @@ pub struct DocLoad {
     /// The text extraction reads: the content of a text format, a binary one's text layer.
     pub content: Vec<u8>,
     pub mime: String,
+    /// A binary document's pages with their words (none for the text formats), to place what
+    /// extraction reads.
+    pub pages: Vec<crate::intake::Page>,
     /// Why the document could not be read at intake (its run then ends `error` at extraction).
     pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
@@ -266,13 +269,14 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         String,
         Map<String, Value>,
         Option<String>,
+        Option<String>,
     );
     let head: Option<Head> = c
         .prepare_cached(
             "SELECT pd.seq, pd.restarts, pd.field_states,
                     CASE WHEN d.text IS NULL THEN d.content ELSE CAST(d.text AS BLOB) END,
                     CASE WHEN d.text IS NULL THEN d.mime_type ELSE 'text/plain' END,
-                    d.metadata, d.error
+                    d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END
              FROM pipeline_documents pd
              JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
         )?
@@ -285,11 +289,20 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
                 r.get(4)?,
                 super::json(r, 5, "documents")?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })
         .optional()?;
-    let Some((restarts, field_states, states, content, mime, metadata, unreadable)) = head else {
+    let Some((restarts, field_states, states, content, mime, metadata, unreadable, layered)) = head
+    else {
         return Ok(None);
+    };
+    let pages = match layered {
+        Some(id) => super::documents::pages(c, &id)?
+            .into_iter()
+            .map(|p| p.page)
+            .collect(),
+        None => Vec::new(),
     };
     let cells = super::pipelines::cells(c, &[seq])?
         .into_iter()
@@ -315,6 +328,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
     }
     Ok(Some(DocLoad {
         content,
+        pages,
         unreadable,
         mime,
         metadata,
@@ -397,16 +411,24 @@ pub fn insert_step_rows(
     for chunk in rows.cells.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence,
-             source_text, config_version, rule_type, note, created_at) VALUES ",
+             source_text, config_version, rule_type, note, created_at, provenance) VALUES ",
         );
-        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 14);
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 15);
         let mut phases: Vec<i64> = Vec::with_capacity(chunk.len());
         phases.extend(chunk.iter().map(|(cell, _)| cell.phase_index as i64));
+        let provenances: Vec<Option<String>> = chunk
+            .iter()
+            .map(|(cell, _)| {
+                cell.provenance
+                    .as_ref()
+                    .and_then(|p| serde_json::to_string(p).ok())
+            })
+            .collect();
         for (k, (cell, value)) in chunk.iter().enumerate() {
             if k > 0 {
                 sql.push(',');
             }
-            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
             args.extend_from_slice(&[
                 &seq as &dyn ToSql,
                 &cell.field,
@@ -422,6 +444,7 @@ pub fn insert_step_rows(
                 &cell.rule_type,
                 &cell.note,
                 &now,
+                &provenances[k],
             ]);
         }
         c.prepare_cached(&sql)?.execute(args.as_slice())?;

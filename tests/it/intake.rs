@@ -46,8 +46,8 @@ fn para(text: &str) -> String {
     format!("<w:p><w:r><w:t xml:space=\"preserve\">{text}</w:t></w:r></w:p>")
 }
 
-/// A run of the default rail over one stored document; its one result row.
-fn run_one(api: &Api, doc: &str) -> Value {
+/// A run of the default rail over one stored document: the pipeline and its one result row.
+fn run_one(api: &Api, doc: &str) -> (String, Value) {
     let schema = api.create_schema(&json!({"name": "Invoice", "fields": [
         {"field_name": "invoice_number", "synonyms": ["Invoice number"]},
         {"field_name": "total", "data_type": "string"}
@@ -64,7 +64,8 @@ fn run_one(api: &Api, doc: &str) -> Value {
     let pid = r.body["id"].as_str().unwrap().to_string();
     settle(api, &pid);
     let rows = api.get(&format!("/v1/pipelines/{pid}/results"));
-    rows.body["data"][0].clone()
+    let row = rows.body["data"][0].clone();
+    (pid, row)
 }
 
 #[test]
@@ -137,7 +138,7 @@ fn a_born_digital_pdf_is_read_into_pages_with_word_boxes_and_its_values_extracte
     assert_eq!(md.body["pages"].as_array().unwrap().len(), 2);
     assert!(md.body["markdown"].as_str().unwrap().contains("30064443"));
 
-    let row = run_one(&api, &id);
+    let (_, row) = run_one(&api, &id);
     assert_eq!(row["status"], "complete", "{row}");
     assert_eq!(row["fields"]["invoice_number"], "30064443", "{row}");
     assert_eq!(row["fields"]["total"], "4904.94", "{row}");
@@ -172,7 +173,7 @@ fn a_docx_is_read_in_order_with_its_tables_and_headings() {
         first.contains("| Item | Price |\n| --- | --- |\n| Bolts | 12.50 |"),
         "{first}"
     );
-    let row = run_one(&api, &id);
+    let (_, row) = run_one(&api, &id);
     assert_eq!(row["fields"]["invoice_number"], "77001", "{row}");
     assert_eq!(row["fields"]["total"], "12.50", "{row}");
     // A DOCX whose text would expand past the cap is refused, as is one that is no archive.
@@ -229,8 +230,125 @@ fn an_image_is_read_through_ocr_with_word_confidences() {
         .expect("OCR read the number");
     let conf = n["conf"].as_f64().unwrap();
     assert!(conf > 0.5 && conf <= 1.0, "{n}");
-    let row = run_one(&api, &id);
+    let (pid, row) = run_one(&api, &id);
     assert_eq!(row["fields"]["invoice_number"], "30064443", "{row}");
+    // The value is as sure as the OCR that read it: the label's confidence (0.95 for the
+    // field's display name) times the mean confidence of the words that print it.
+    let cell = &extracted_cell(&api, &pid, &row, "invoice_number");
+    let ocr = cell["provenance"]["ocr_confidence"]
+        .as_f64()
+        .expect("a scan's confidence");
+    let confidence = cell["confidence"].as_f64().unwrap();
+    assert!(ocr > 0.5 && ocr <= 1.0, "{cell}");
+    assert!((confidence - 0.95 * ocr).abs() < 1e-6, "{cell}");
+    assert!(cell["provenance"]["bbox"].is_array(), "{cell}");
+}
+
+/// The `rules_extraction` version of a field in a result row's document.
+fn extracted_cell(api: &Api, pid: &str, row: &Value, field: &str) -> Value {
+    let pd = row["pipeline_document_id"].as_str().unwrap();
+    let cells = api.get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"));
+    assert_eq!(cells.status, 200, "{}", cells.text);
+    let f = cells.body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field_key"] == field)
+        .unwrap_or_else(|| panic!("{field} in {}", cells.text))
+        .clone();
+    f["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["source"] == "rules_extraction")
+        .unwrap_or_else(|| panic!("an extracted version of {field}: {f}"))
+        .clone()
+}
+
+#[test]
+fn a_german_pdf_invoice_is_read_typed_and_each_value_keeps_its_page_span_and_box() {
+    let api = start();
+    let pdf = pdf(&[
+        vec![
+            Line::at(300.0, 40.0, "Muster Handel GmbH"),
+            Line::at(50.0, 80.0, "RECHNUNG"),
+            Line::at(50.0, 120.0, "Rechnungsnr."),
+            Line::at(160.0, 120.0, "Rechnungsdatum"),
+            Line::at(300.0, 120.0, "Kundennr."),
+            Line::at(50.0, 134.0, "RE-2014-0417"),
+            Line::at(160.0, 134.0, "7. Mai 2014"),
+            Line::at(300.0, 134.0, "K-88"),
+        ],
+        vec![
+            Line::at(50.0, 60.0, "Pos"),
+            Line::at(100.0, 60.0, "Beschreibung"),
+            Line::at(400.0, 60.0, "Betrag"),
+            Line::at(50.0, 76.0, "1"),
+            Line::at(100.0, 76.0, "Beratung"),
+            Line::at(400.0, 76.0, "4.122,64"),
+            Line::at(50.0, 110.0, "Gesamtbetrag"),
+            Line::at(400.0, 110.0, "€ 4.904,94"),
+        ],
+    ]);
+    let doc = upload_bytes(&api, "rechnung.pdf", &pdf, None);
+    assert_eq!(doc.status, 201, "{}", doc.text);
+    let doc = doc.body["id"].as_str().unwrap().to_string();
+    let schema = api.create_schema(&json!({"name": "Rechnung", "fields": [
+        {"field_name": "invoice_number"},
+        {"field_name": "invoice_date", "data_type": "date"},
+        {"field_name": "total", "data_type": "number"},
+        {"field_name": "currency", "data_type": "currency"}
+    ]}));
+    let sid = schema["id"].as_str().unwrap();
+    let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"}]});
+    assert_eq!(
+        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
+        200
+    );
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": [doc]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    let row = api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0].clone();
+    assert_eq!(
+        row["fields"],
+        json!({"invoice_number": "RE-2014-0417", "invoice_date": "2014-05-07",
+               "total": 4904.94, "currency": "EUR"}),
+        "labels in German, a header above its row, printed forms typed"
+    );
+    let page_text = |n: u64| -> Vec<char> {
+        api.get(&format!("/v1/documents/{doc}/pages/{n}")).body["text"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .collect()
+    };
+    for (field, page, printed) in [
+        ("invoice_number", 1, "RE-2014-0417"),
+        ("invoice_date", 1, "7. Mai 2014"),
+        ("total", 2, "€ 4.904,94"),
+    ] {
+        let cell = extracted_cell(&api, &pid, &row, field);
+        let p = &cell["provenance"];
+        assert_eq!(p["page"], page, "{field}: {cell}");
+        let text = page_text(page);
+        let (s, e) = (
+            p["start"].as_u64().unwrap() as usize,
+            p["end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(
+            text[s..e].iter().collect::<String>(),
+            printed,
+            "{field}: {cell}"
+        );
+        assert!(p["bbox"].is_array(), "{field}: {cell}");
+        assert!(p.get("ocr_confidence").is_none(), "a text layer: {cell}");
+    }
+    let bbox = extracted_cell(&api, &pid, &row, "total")["provenance"]["bbox"].clone();
+    assert!((bbox[0].as_f64().unwrap() - 400.0).abs() < 2.0, "{bbox}");
 }
 
 #[test]
@@ -242,7 +360,7 @@ fn without_tesseract_an_image_is_stored_with_what_to_install_and_its_run_errors(
     let why = r.body["error"].as_str().unwrap();
     assert!(why.contains("tesseract-ocr"), "{why}");
     let id = r.body["id"].as_str().unwrap().to_string();
-    let row = run_one(&api, &id);
+    let (_, row) = run_one(&api, &id);
     assert_eq!(row["status"], "error", "{row}");
     assert!(
         row["error"].as_str().unwrap().contains("tesseract-ocr"),
