@@ -3,7 +3,7 @@
 use super::labels::{self, fold_caption};
 use super::reading;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What the extractor needs to know of a field.
 #[derive(Debug, Clone)]
@@ -44,6 +44,9 @@ fn similarity(a: &str, b: &str) -> f64 {
 pub struct Matcher {
     /// folded label → (field index, confidence)
     exact: HashMap<String, (usize, f64)>,
+    /// Labels the lexicon knows for things no field asks for (`Net total` when only a total
+    /// is wanted): a label that is one of these is not read as a field's.
+    other: HashSet<String>,
     names: Vec<(String, usize)>,
 }
 
@@ -52,6 +55,9 @@ pub struct Matcher {
 /// with a digit in it.
 const TITLE_WORDS: [&str; 4] = ["invoice", "rechnung", "facture", "factuur"];
 
+/// Most words a label has.
+const LABEL_WORDS: usize = 8;
+
 /// A label found in the text.
 #[derive(Debug, Clone, Copy)]
 struct Hit {
@@ -59,6 +65,14 @@ struct Hit {
     confidence: f64,
     /// A title word: its value must hold a digit.
     title: bool,
+}
+
+/// What a label names.
+enum Named {
+    Field(Hit),
+    /// Something the lexicon knows that no field asks for.
+    Other,
+    Unknown,
 }
 
 impl Matcher {
@@ -86,35 +100,74 @@ impl Matcher {
                 names.push((folded, i));
             }
         }
-        Matcher { exact, names }
+        let other = labels::all().filter(|l| !exact.contains_key(l)).collect();
+        Matcher {
+            exact,
+            other,
+            names,
+        }
     }
 
     fn best(&self, label: &str) -> Option<(usize, f64)> {
         self.hit(label).map(|h| (h.field, h.confidence))
     }
 
+    /// The field a label names: the whole label, else the label without what it says in
+    /// parentheses and the currency it names (`Total (EUR)`, `Summe Brutto (inkl. USt.)`).
+    fn named(&self, label: &str) -> Named {
+        let title = |f: &str| TITLE_WORDS.contains(&f);
+        let look = |folded: &str| match self.exact.get(folded) {
+            Some((i, c)) => Named::Field(Hit {
+                field: *i,
+                confidence: *c,
+                title: title(folded),
+            }),
+            None if self.other.contains(folded) => Named::Other,
+            None => Named::Unknown,
+        };
+        let folded = fold_caption(label);
+        if folded.is_empty() || folded.len() > MAX_LABEL {
+            return Named::Unknown;
+        }
+        match look(&folded) {
+            Named::Unknown => {}
+            found => return found,
+        }
+        let bare = fold_caption(&bare_label(label));
+        if bare.is_empty() || bare == folded {
+            return Named::Unknown;
+        }
+        look(&bare)
+    }
+
     fn hit(&self, label: &str) -> Option<Hit> {
+        match self.named(label) {
+            Named::Field(hit) => return Some(hit),
+            Named::Other => return None,
+            Named::Unknown => {}
+        }
+        // A known label followed by words of its own (`Total for this invoice`, `TOTAL AMOUNT
+        // DUE ON August 3, 2014`): the longest known beginning decides, and a beginning that
+        // names something else (`Total net`) names nothing here.
+        let bare = bare_label(label);
+        let words: Vec<&str> = bare.split_whitespace().collect();
+        if (2..=LABEL_WORDS).contains(&words.len()) {
+            for n in (1..words.len()).rev() {
+                match self.named(&words[..n].join(" ")) {
+                    Named::Field(hit) if !hit.title => {
+                        return Some(Hit {
+                            confidence: hit.confidence.min(0.7),
+                            ..hit
+                        })
+                    }
+                    Named::Field(_) | Named::Other => return None,
+                    Named::Unknown => {}
+                }
+            }
+        }
         let folded = fold_caption(label);
         if folded.is_empty() || folded.len() > MAX_LABEL {
             return None;
-        }
-        let title = TITLE_WORDS.contains(&folded.as_str());
-        let found = |f: &str| {
-            self.exact.get(f).map(|(i, c)| Hit {
-                field: *i,
-                confidence: *c,
-                title,
-            })
-        };
-        if let Some(hit) = found(&folded) {
-            return Some(hit);
-        }
-        // `Total (EUR)`, `Betrag in €`, `Amount USD`: the label without its currency.
-        let bare = without_currency(label);
-        if bare.len() < label.len() {
-            if let Some(hit) = found(&fold_caption(&bare)).filter(|_| !bare.trim().is_empty()) {
-                return Some(hit);
-            }
         }
         self.names
             .iter()
@@ -127,6 +180,33 @@ impl Matcher {
                 title: false,
             })
     }
+}
+
+/// A cell that holds an amount and nothing else (but its currency).
+fn amount_cell(cell: &str) -> bool {
+    reading::number(cell).is_some() && !without_currency(cell).chars().any(char::is_alphabetic)
+}
+
+/// A label without what it says in parentheses, the currency it names and the words that
+/// introduce that (`in`, `en`).
+fn bare_label(label: &str) -> String {
+    let mut depth = 0usize;
+    let outside: String = label
+        .chars()
+        .map(|c| match c {
+            '(' | '[' => {
+                depth += 1;
+                ' '
+            }
+            ')' | ']' => {
+                depth = depth.saturating_sub(1);
+                ' '
+            }
+            _ if depth > 0 => ' ',
+            c => c,
+        })
+        .collect();
+    without_currency(&outside)
 }
 
 /// A label without the currency it names and the words that introduce it (`in`, `en`).
@@ -146,6 +226,11 @@ fn without_currency(label: &str) -> String {
 /// (`€ 4.904,94` → 4904.94), an integer, a boolean, a date as `YYYY-MM-DD` (`7. Mai 2014`), a
 /// currency as its ISO 4217 code (`€` → `EUR`). See `reading` for what counts as ambiguous.
 pub fn typed_value(raw: &str, data_type: &str) -> Value {
+    typed_value_in(raw, data_type, false)
+}
+
+/// `typed_value` for a document whose convention puts the day first (its language says so).
+fn typed_value_in(raw: &str, data_type: &str, day_first: bool) -> Value {
     let t = raw.trim();
     let typed = match data_type {
         "number" => reading::number(t).map(super::policy::number_value),
@@ -155,7 +240,9 @@ pub fn typed_value(raw: &str, data_type: &str) -> Value {
             .map(|x| Value::from(x as i64)),
         "boolean" if t.eq_ignore_ascii_case("true") => Some(Value::Bool(true)),
         "boolean" if t.eq_ignore_ascii_case("false") => Some(Value::Bool(false)),
-        "date" => reading::date(t).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
+        "date" => {
+            reading::date(t, day_first).map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
+        }
         "currency" if t.chars().count() <= 40 => reading::currency_code(t)
             .or_else(|| reading::currency_in(t))
             .map(|c| Value::String(c.into())),
@@ -187,8 +274,12 @@ fn clean_label(s: &str) -> &str {
         .trim_matches(['*', '_', ' ', '\t'])
 }
 
+/// A value without markup and the signs that introduce it (`# BLR_…`, `: 42`).
 fn clean_value(s: &str) -> &str {
-    s.trim().trim_matches(['*', '_']).trim()
+    s.trim()
+        .trim_matches(['*', '_'])
+        .trim_start_matches(['#', ':'])
+        .trim()
 }
 
 /// The cells of a line: a Markdown table row's cells, a layout line's cells (` | ` between
@@ -243,6 +334,8 @@ struct Candidate {
 struct Collector<'a> {
     fields: &'a [FieldSpec],
     matcher: &'a Matcher,
+    /// Whether `03/04/2024` is the 3rd of April here.
+    day_first: bool,
     out: HashMap<String, Candidate>,
 }
 
@@ -269,7 +362,7 @@ impl Collector<'_> {
         }
         let f = &self.fields[hit.field];
         let (value, printed) = match value {
-            Value::String(s) => (typed_value(&s, &f.data_type), s),
+            Value::String(s) => (typed_value_in(&s, &f.data_type, self.day_first), s),
             other => {
                 let printed = other.to_string();
                 (other, printed)
@@ -303,37 +396,74 @@ impl Collector<'_> {
     }
 
     /// `Invoice No. 2024-001`, `Total EUR 1.234,50`: a cell that starts with a label and goes
-    /// on with a value, without a colon. Only a value of the field's type counts (and, for a
-    /// text field, a short one with a digit), so prose that starts with a label's word does not.
+    /// on with a value, without a colon. Only a value of the field's type counts (for a text
+    /// field, a word with a digit in it: where a value without a separator ends is unknown, and
+    /// an identifier is one word), so prose that starts with a label's word does not.
     fn offer_unmarked(&mut self, cell: &str, line: &str) -> bool {
+        // Word starts; `n°562044387` and `#42` start a word after the sign too.
         let starts: Vec<usize> = cell
             .char_indices()
             .filter(|(i, c)| {
-                !c.is_whitespace() && (*i == 0 || cell[..*i].ends_with(char::is_whitespace))
+                let before = cell[..*i].chars().next_back();
+                !c.is_whitespace()
+                    && (*i == 0
+                        || before.is_some_and(|b| b.is_whitespace() || b == '°' || b == '#'))
             })
             .map(|(i, _)| i)
             .collect();
-        for n in (1..starts.len().min(6)).rev() {
+        for n in (1..starts.len().min(LABEL_WORDS)).rev() {
             let (label, rest) = cell.split_at(starts[n]);
-            let Some(hit) = self
-                .matcher
-                .hit(clean_label(label))
-                .filter(|h| h.confidence > 0.6)
-            else {
-                continue;
+            let hit = match self.matcher.named(clean_label(label)) {
+                Named::Field(hit) => hit,
+                Named::Other => return false,
+                Named::Unknown => continue,
             };
             let f = &self.fields[hit.field];
             let rest = clean_value(rest.trim_start_matches([':', '.', ' ']));
-            let value = typed_value(rest, &f.data_type);
-            let fits = match f.data_type.as_str() {
-                "string" => rest.chars().count() <= 40 && rest.bytes().any(|b| b.is_ascii_digit()),
-                t => well_typed(&value, t),
+            let (value, fits) = match f.data_type.as_str() {
+                "string" => {
+                    let word = rest.split_whitespace().next().unwrap_or("");
+                    (word, word.bytes().any(|b| b.is_ascii_digit()))
+                }
+                t => (
+                    rest,
+                    well_typed(&typed_value_in(rest, t, self.day_first), t),
+                ),
             };
             if fits {
-                return self.offer_hit(hit, Value::String(rest.to_string()), line, Place::Beside);
+                if f.data_type == "string" {
+                    self.offer_dated(&rest[value.len()..], line);
+                }
+                return self.offer_hit(hit, Value::String(value.to_string()), line, Place::Beside);
             }
         }
         false
+    }
+
+    /// Whether a cell is a label rather than a value: it ends with a colon, or it is a label the
+    /// fields or the lexicon know (`Invoice Date: | Due Date:` holds no date).
+    fn is_label(&self, cell: &str) -> bool {
+        let t = cell.trim();
+        t.ends_with(':') || !matches!(self.matcher.named(clean_label(t)), Named::Unknown)
+    }
+
+    /// `Rechnung Nr. 17 vom 3.4.2024`, `Facture n° 88 du 2 juillet 2015`, `Invoice 12 of
+    /// 3 May 2024`: a number followed by the date it was issued, offered to the field that an
+    /// invoice's date label names (below any labelled date).
+    fn offer_dated(&mut self, after: &str, line: &str) {
+        const OF: [&str; 8] = ["of", "dated", "from", "vom", "du", "le", "van", "d.d."];
+        let after = after.trim_start();
+        let Some((word, date)) = after.split_once(char::is_whitespace) else {
+            return;
+        };
+        if !OF.contains(&word.to_lowercase().as_str()) {
+            return;
+        }
+        if let Named::Field(hit) = self.matcher.named("invoice date") {
+            if reading::date(date, self.day_first).is_some() {
+                self.offer_hit(hit, Value::String(date.to_string()), line, Place::Below);
+            }
+        }
     }
 
     /// Reads a text: labelled lines and cells, labels with their values beside them, a label
@@ -346,13 +476,16 @@ impl Collector<'_> {
             .collect();
         for (k, (line, cells)) in lines.iter().enumerate() {
             let below = lines.get(k + 1);
+            // Cells that are a label and nothing else.
             let alone: Vec<Option<Hit>> = cells
                 .iter()
                 .map(|c| {
                     if labelled(c).is_some_and(|(_, v)| !v.is_empty()) {
-                        None
-                    } else {
-                        self.matcher.hit(clean_label(c)).filter(|h| !h.title)
+                        return None;
+                    }
+                    match self.matcher.named(clean_label(c)) {
+                        Named::Field(hit) if !hit.title => Some(hit),
+                        _ => None,
                     }
                 })
                 .collect();
@@ -386,13 +519,20 @@ impl Collector<'_> {
                     i += 1;
                 } else if self.offer_unmarked(cells[i], line) {
                     i += 1;
-                } else if i + 1 < cells.len() && alone[i].is_some() {
+                } else if i + 1 < cells.len()
+                    && !self.is_label(cells[i + 1])
+                    && self.matcher.hit(clean_label(cells[i])).is_some()
+                {
+                    // A label before a row of amounts (`Total | 24.99 | 5.00 | 29.99`) is a
+                    // table's row: its last column is the row's total.
+                    let numbers = cells[i + 1..].iter().take_while(|c| amount_cell(c)).count();
+                    let value = cells[i + numbers.max(1)];
                     self.offer(
                         clean_label(cells[i]),
-                        Value::String(clean_value(cells[i + 1]).to_string()),
+                        Value::String(clean_value(value).to_string()),
                         line,
                     );
-                    i += 2;
+                    i += 1 + numbers.max(1);
                 } else {
                     i += 1;
                 }
@@ -451,21 +591,24 @@ pub fn extract(
     mime: &str,
     fields: &[FieldSpec],
 ) -> Result<HashMap<String, Extracted>, String> {
-    extract_with(content, mime, fields, &Matcher::new(fields))
+    extract_with(content, mime, fields, &Matcher::new(fields), None)
 }
 
-/// `extract` with a matcher built beforehand for these fields.
+/// `extract` with a matcher built beforehand for these fields, for a document in `language`
+/// (ISO 639-1) where it is known: outside English, numeric dates put the day first.
 pub fn extract_with(
     content: &[u8],
     mime: &str,
     fields: &[FieldSpec],
     matcher: &Matcher,
+    language: Option<&str>,
 ) -> Result<HashMap<String, Extracted>, String> {
     let text = std::str::from_utf8(content)
         .map_err(|e| format!("the document is not valid UTF-8 ({e})"))?;
     let mut c = Collector {
         fields,
         matcher,
+        day_first: language.is_some_and(|l| l != "en"),
         out: HashMap::new(),
     };
     match mime {

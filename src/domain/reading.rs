@@ -153,9 +153,9 @@ fn month_abbrev(word: &str) -> Option<&'static str> {
 }
 
 /// One date written alone: `2024-09-14`, `14.09.2024` (a point means day first), `09/14/2024`
-/// (order told by a number above 12, else ambiguous), `7. Mai 2014`, `Sep 3, 2014`,
-/// `Montag, 3rd September 2014`.
-fn date_alone(s: &str) -> Option<NaiveDate> {
+/// (order told by a number above 12, else by `day_first`, the document's convention where its
+/// language tells it, else ambiguous), `7. Mai 2014`, `Sep 3, 2014`, `Montag, 3rd September 2014`.
+fn date_alone(s: &str, day_first: bool) -> Option<NaiveDate> {
     let t = s.trim();
     let t = match t.get(..11) {
         // an ISO timestamp's date
@@ -196,7 +196,7 @@ fn date_alone(s: &str) -> Option<NaiveDate> {
             .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
     {
         let (x, y): (u32, u32) = (numeric[0].parse().ok()?, numeric[1].parse().ok()?);
-        if x <= 12 && y <= 12 && x != y {
+        if x <= 12 && y <= 12 && x != y && !day_first {
             return None;
         }
     }
@@ -205,18 +205,18 @@ fn date_alone(s: &str) -> Option<NaiveDate> {
 
 /// A date in printed text: the text itself, else the one date that a run of its words spells
 /// (two different dates, as in a period, are ambiguous).
-pub fn date(s: &str) -> Option<NaiveDate> {
+pub fn date(s: &str, day_first: bool) -> Option<NaiveDate> {
     if s.len() > 120 {
         return None;
     }
-    if let Some(d) = date_alone(s) {
+    if let Some(d) = date_alone(s, day_first) {
         return Some(d);
     }
     let words: Vec<&str> = s.split_whitespace().collect();
     let mut found: Option<NaiveDate> = None;
     for len in [1, 2, 3, 4] {
         for w in words.windows(len) {
-            if let Some(d) = date_alone(&w.join(" ")) {
+            if let Some(d) = date_alone(&w.join(" "), day_first) {
                 match found {
                     Some(f) if f != d => return None,
                     _ => found = Some(d),
@@ -336,6 +336,18 @@ mod tests {
     }
 
     #[test]
+    fn a_documents_day_first_convention_settles_an_ambiguous_order() {
+        let d = NaiveDate::from_ymd_opt;
+        assert_eq!(date("02/11/2019", true), d(2019, 11, 2));
+        assert_eq!(date("02/11/2019", false), None);
+        assert_eq!(
+            date("12/25/2019", true),
+            d(2019, 12, 25),
+            "a number above 12 still decides"
+        );
+    }
+
+    #[test]
     fn dates_in_four_languages_and_orders() {
         let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
         for (s, want) in [
@@ -360,7 +372,7 @@ mod tests {
             ("31.02.2024", None),
             ("soon", None),
         ] {
-            assert_eq!(date(s), want, "{s}");
+            assert_eq!(date(s, false), want, "{s}");
         }
     }
 

@@ -323,6 +323,7 @@ fn process(
         content: load.content,
         mime: load.mime,
         pages: load.pages,
+        language: load.language,
         unreadable: load.unreadable,
         metadata: load.metadata,
         cells: load.cells,

@@ -147,6 +147,8 @@ pub struct DocCtx {
     /// A binary document's pages (none for the text formats): extracted values are placed on
     /// them, and a scanned page's OCR confidence scales the value's.
     pub pages: Vec<crate::intake::Page>,
+    /// The document's language (ISO 639-1) where intake could tell it.
+    pub language: Option<String>,
     /// Why the document could not be read at intake: extraction ends the run in error with it.
     pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
@@ -288,6 +290,7 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                         &ctx.mime,
                         &spec.extract_specs,
                         &spec.matcher,
+                        ctx.language.as_deref(),
                     ) {
                         Ok(map) => extracted = Some(map),
                         Err(msg) => {
@@ -761,6 +764,7 @@ mod tests {
             content: text.as_bytes().to_vec(),
             mime: "text/plain".into(),
             pages: Vec::new(),
+            language: None,
             unreadable: None,
             metadata: metadata.as_object().cloned().unwrap_or_default(),
             cells: Vec::new(),

@@ -248,6 +248,8 @@ pub struct DocLoad {
     /// A binary document's pages with their words (none for the text formats), to place what
     /// extraction reads.
     pub pages: Vec<crate::intake::Page>,
+    /// Its language (ISO 639-1) where intake could tell it.
+    pub language: Option<String>,
     /// Why the document could not be read at intake (its run then ends `error` at extraction).
     pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
@@ -270,13 +272,14 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         Map<String, Value>,
         Option<String>,
         Option<String>,
+        Option<String>,
     );
     let head: Option<Head> = c
         .prepare_cached(
             "SELECT pd.seq, pd.restarts, pd.field_states,
                     CASE WHEN d.text IS NULL THEN d.content ELSE CAST(d.text AS BLOB) END,
                     CASE WHEN d.text IS NULL THEN d.mime_type ELSE 'text/plain' END,
-                    d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END
+                    d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END, d.language
              FROM pipeline_documents pd
              JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
         )?
@@ -290,10 +293,21 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
                 super::json(r, 5, "documents")?,
                 r.get(6)?,
                 r.get(7)?,
+                r.get(8)?,
             ))
         })
         .optional()?;
-    let Some((restarts, field_states, states, content, mime, metadata, unreadable, layered)) = head
+    let Some((
+        restarts,
+        field_states,
+        states,
+        content,
+        mime,
+        metadata,
+        unreadable,
+        layered,
+        language,
+    )) = head
     else {
         return Ok(None);
     };
@@ -329,6 +343,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
     Ok(Some(DocLoad {
         content,
         pages,
+        language,
         unreadable,
         mime,
         metadata,

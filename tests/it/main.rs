@@ -28,5 +28,6 @@ mod memory;
 mod prop_http;
 mod prop_parsers;
 mod prop_rerun;
+mod real_invoices;
 mod soak;
 mod storage_faults;
