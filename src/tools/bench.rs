@@ -14,17 +14,20 @@ pub struct BenchArgs {
     pub db: Option<String>,
 }
 
+/// The fields the data policy normalizes are declared text, so extraction keeps them as printed
+/// and the policy writes their typed versions: the same work per document as in the earlier
+/// rounds' figures (typed fields would be typed at extraction already).
 const FIELDS: [(&str, &str); 20] = [
     ("invoice_number", "string"),
     ("supplier", "string"),
-    ("issue_date", "date"),
-    ("due_date", "date"),
+    ("issue_date", "string"),
+    ("due_date", "string"),
     ("currency", "string"),
-    ("net", "number"),
-    ("tax", "number"),
-    ("total", "number"),
-    ("discount", "number"),
-    ("shipping", "number"),
+    ("net", "string"),
+    ("tax", "string"),
+    ("total", "string"),
+    ("discount", "string"),
+    ("shipping", "string"),
     ("po_number", "string"),
     ("customer", "string"),
     ("customer_id", "string"),
