@@ -68,6 +68,14 @@ pub struct All<T> {
     pub data: Vec<T>,
 }
 
+/// A configured model extractor and its health.
+#[derive(Serialize, ToSchema)]
+pub struct ModelStatus {
+    #[serde(flatten)]
+    pub config: crate::models::ModelConfig,
+    pub health: crate::models::Health,
+}
+
 /// The error envelope of every non-2xx answer.
 #[derive(Serialize, ToSchema)]
 pub struct Error {

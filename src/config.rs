@@ -112,6 +112,11 @@ pub struct ServeArgs {
     /// The Tesseract command for OCR (a name on PATH or a path).
     #[arg(long, env = "QUIRE_TESSERACT", default_value = "tesseract")]
     pub tesseract: String,
+    /// A model server a rail may extract with, as NAME=URL[,key=value…] (keys: model,
+    /// api_key_env, timeout, concurrency, max_tokens, price_in, price_out); repeat for more
+    /// (in QUIRE_MODEL and the config file, separate them with ';').
+    #[arg(long = "model", env = "QUIRE_MODEL", value_delimiter = ';', value_parser = crate::models::ModelConfig::parse)]
+    pub model: Vec<crate::models::ModelConfig>,
     /// Abort the process when a worker picks up a document containing this text (crash tests).
     #[arg(long, env = "QUIRE_FAULT_ABORT_ON", hide = true)]
     pub fault_abort_on: Option<String>,
@@ -214,6 +219,8 @@ pub struct Config {
     pub allow_shared: bool,
     /// How binary documents are read into pages.
     pub reader: crate::intake::child::Reader,
+    /// Model servers a rail may extract with.
+    pub models: Vec<crate::models::ModelConfig>,
 }
 
 fn cores() -> usize {
@@ -247,6 +254,7 @@ impl Config {
             body_timeout: a.body_timeout.max(1),
             max_client_requests: a.max_client_requests.max(1),
             max_heavy_reads: a.max_heavy_reads.max(1),
+            models: a.model.clone(),
             reader: crate::intake::child::Reader {
                 exe: None,
                 timeout: std::time::Duration::from_secs(a.intake_timeout.max(1)),
@@ -301,6 +309,7 @@ impl Config {
             max_client_requests: 256,
             max_heavy_reads: 4,
             reader: Default::default(),
+            models: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod intake;
 pub mod logging;
 pub mod metrics;
+pub mod models;
 pub mod store;
 pub mod testing;
 pub mod tools;
@@ -33,6 +34,8 @@ pub enum StartError {
     Bind(String, std::io::Error),
     #[error("{0}")]
     InUse(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// One `quire serve` per database file: an advisory lock on `<db>.lock`, holding the pid of the
@@ -99,14 +102,23 @@ impl Application {
             .map_err(|e| StartError::Bind(addr.clone(), e))?
             .port();
         let metrics = std::sync::Arc::new(metrics::Metrics::default());
+        let models =
+            std::sync::Arc::new(models::Registry::new(&config.models).map_err(StartError::Config)?);
         let executor = std::sync::Arc::new(engine::executor::Executor::start(
             db.clone(),
             metrics.clone(),
             config.workers,
             std::time::Duration::from_secs(config.shutdown_timeout),
             config.limits.clone(),
+            models.clone(),
         )?);
-        let state = web::Data::new(AppState::new(db, config.clone(), executor, metrics)?);
+        let state = web::Data::new(AppState::new(
+            db,
+            config.clone(),
+            executor,
+            metrics,
+            models,
+        )?);
         let server = http::server(state.clone(), listener, &config)
             .map_err(|e| StartError::Bind(addr, e))?;
         state.mark_ready();

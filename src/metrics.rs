@@ -137,6 +137,10 @@ pub struct Metrics {
     decisions: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
     commit_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per model: calls by outcome, tokens in and out, and call latency.
+    model_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    model_tokens: Mutex<BTreeMap<(String, &'static str), u64>>,
+    model_latency: Mutex<BTreeMap<String, Histogram>>,
 }
 
 impl Metrics {
@@ -193,6 +197,31 @@ impl Metrics {
 
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// One HTTP call to a model server and how it ended.
+    pub fn model_call(
+        &self,
+        model: &str,
+        outcome: &'static str,
+        tokens_in: u64,
+        tokens_out: u64,
+        took: Duration,
+    ) {
+        *self
+            .model_calls
+            .lock()
+            .entry((model.to_string(), outcome))
+            .or_default() += 1;
+        let mut tokens = self.model_tokens.lock();
+        *tokens.entry((model.to_string(), "in")).or_default() += tokens_in;
+        *tokens.entry((model.to_string(), "out")).or_default() += tokens_out;
+        drop(tokens);
+        self.model_latency
+            .lock()
+            .entry(model.to_string())
+            .or_default()
+            .observe(took);
     }
 
     pub fn rerun(&self) {
@@ -293,6 +322,30 @@ impl Metrics {
             "Reruns accepted (dry runs excluded).",
             self.reruns.load(Ordering::Relaxed),
         );
+        out.push_str("# HELP quire_model_calls_total Calls to model servers, by model and outcome.\n# TYPE quire_model_calls_total counter\n");
+        for ((model, outcome), n) in self.model_calls.lock().iter() {
+            let _ = writeln!(
+                out,
+                "quire_model_calls_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(model)
+            );
+        }
+        out.push_str("# HELP quire_model_tokens_total Tokens sent to (in) and received from (out) model servers.\n# TYPE quire_model_tokens_total counter\n");
+        for ((model, dir), n) in self.model_tokens.lock().iter() {
+            let _ = writeln!(
+                out,
+                "quire_model_tokens_total{{model=\"{}\",direction=\"{dir}\"}} {n}",
+                escape(model)
+            );
+        }
+        out.push_str("# HELP quire_model_call_duration_seconds Time of one call to a model server.\n# TYPE quire_model_call_duration_seconds histogram\n");
+        for (model, h) in self.model_latency.lock().iter() {
+            h.render(
+                &mut out,
+                "quire_model_call_duration_seconds",
+                &format!("model=\"{}\"", escape(model)),
+            );
+        }
         out.push_str("# HELP quire_executor_commit_failures_total Executor commits rolled back, by reason; their results are kept or requeued.\n# TYPE quire_executor_commit_failures_total counter\n");
         for (reason, n) in self.commit_failures.lock().iter() {
             let _ = writeln!(

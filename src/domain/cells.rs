@@ -49,6 +49,11 @@ pub struct Provenance {
     pub ocr_confidence: Option<f32>,
 }
 
+/// Whether a version was written by an extractor (the rules or a model).
+pub fn is_extracted(source: &str) -> bool {
+    matches!(source, "rules_extraction" | "model_extraction")
+}
+
 #[derive(Debug, Clone)]
 pub struct NewVerdict {
     pub field: String,

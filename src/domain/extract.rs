@@ -22,6 +22,8 @@ pub struct Extracted {
     pub source_text: String,
     /// The value as the document prints it (`€ 4.904,94` for 4904.94).
     pub printed: String,
+    /// What a reviewer should know of how it was read.
+    pub note: Option<String>,
 }
 
 const MAX_LABEL: usize = 80;
@@ -230,7 +232,7 @@ pub fn typed_value(raw: &str, data_type: &str) -> Value {
 }
 
 /// `typed_value` for a document whose convention puts the day first (its language says so).
-fn typed_value_in(raw: &str, data_type: &str, day_first: bool) -> Value {
+pub fn typed_value_in(raw: &str, data_type: &str, day_first: bool) -> Value {
     let t = raw.trim();
     let typed = match data_type {
         "number" => reading::number(t).map(super::policy::number_value),
@@ -387,6 +389,7 @@ impl Collector<'_> {
                     confidence,
                     source_text,
                     printed,
+                    note: None,
                 },
                 well_typed,
                 place,
@@ -571,6 +574,7 @@ impl Collector<'_> {
                             confidence,
                             source_text,
                             printed: code.into(),
+                            note: None,
                         },
                         well_typed: true,
                         place: Place::Below,

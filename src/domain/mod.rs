@@ -11,6 +11,7 @@ pub mod ids;
 pub mod keys;
 pub mod labels;
 pub mod policy;
+pub mod prompt;
 pub mod rail;
 pub mod reading;
 pub mod schema;

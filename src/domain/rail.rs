@@ -147,13 +147,56 @@ fn id_list(json: Option<&Value>, key: &str, at: &str) -> Result<Option<Vec<Strin
         .map(Some)
 }
 
+/// The model a schema stage extracts with (`{"extractor": "model", "model": NAME}`), or none
+/// for the built-in `rules`.
+fn extractor_model(
+    json: Option<&Value>,
+    models: &[String],
+    at: &str,
+) -> Result<Option<String>, String> {
+    let configured = || {
+        if models.is_empty() {
+            "none; start quire serve with --model NAME=URL".to_string()
+        } else {
+            models.join(", ")
+        }
+    };
+    match json.and_then(|j| j.get("extractor")) {
+        None => Ok(None),
+        Some(e) if e == "rules" => Ok(None),
+        Some(e) if e == "model" => {
+            let name = json
+                .and_then(|j| j.get("model"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    format!(
+                        "{at}: json.model is required with the model extractor (configured: {})",
+                        configured()
+                    )
+                })?;
+            if !models.iter().any(|m| m == name) {
+                return Err(format!(
+                    "{at}: model '{name}' is not configured on this server (configured: {})",
+                    configured()
+                ));
+            }
+            Ok(Some(name.to_string()))
+        }
+        Some(_) => Err(format!(
+            "{at}: json.extractor must be \"rules\" (the built-in extractor) or \"model\""
+        )),
+    }
+}
+
 /// Compiles stages into phases. `policy(id)` and `gates` describe what the organization and
-/// schema have; every violation is an error naming the stage.
+/// schema have, `models` the model extractors this server is configured with; every violation
+/// is an error naming the stage. An extraction phase's `ref_id` is its model, if any.
 pub fn compile(
     stages: &[Stage],
     schema_fields: &[String],
     policy: &dyn Fn(&str) -> Option<PolicyInfo>,
     gates: &[GateInfo],
+    models: &[String],
 ) -> Result<Vec<Phase>, String> {
     let mut phases: Vec<Phase> = Vec::new();
     let mut seen_schema = false;
@@ -193,13 +236,9 @@ pub fn compile(
                 if seen_schema {
                     return Err(format!("{at}: a rail has exactly one schema stage"));
                 }
-                if let Some(e) = s.json.as_ref().and_then(|j| j.get("extractor")) {
-                    if e != "rules" {
-                        return Err(format!("{at}: json.extractor must be \"rules\" (the built-in extractor)"));
-                    }
-                }
+                let model = extractor_model(s.json.as_ref(), models, &at)?;
                 seen_schema = true;
-                push(&mut phases, PhaseType::Extraction, s.name.clone(), None);
+                push(&mut phases, PhaseType::Extraction, s.name.clone(), model);
             }
             "resolve" => {
                 if !seen_schema {
@@ -295,7 +334,31 @@ mod tests {
 
     fn run(rail: Value) -> Result<Vec<Phase>, String> {
         let fields = vec!["total".to_string(), "net".to_string()];
-        compile(&parse_stages(&rail)?, &fields, &policy, &gates())
+        compile(
+            &parse_stages(&rail)?,
+            &fields,
+            &policy,
+            &gates(),
+            &["local-qwen".to_string()],
+        )
+    }
+
+    #[test]
+    fn a_schema_stage_extracts_with_a_configured_model_or_names_those_there_are() {
+        let phases =
+            run(json!([{"type": "schema", "json": {"extractor": "model", "model": "local-qwen"}}]))
+                .unwrap();
+        assert_eq!(phases[0].ref_id.as_deref(), Some("local-qwen"));
+        let err =
+            run(json!([{"type": "schema", "json": {"extractor": "model", "model": "gpt-9"}}]))
+                .unwrap_err();
+        assert!(
+            err.contains("model 'gpt-9' is not configured") && err.contains("local-qwen"),
+            "{err}"
+        );
+        let err = run(json!([{"type": "schema", "json": {"extractor": "model"}}])).unwrap_err();
+        assert!(err.contains("json.model is required"), "{err}");
+        assert_eq!(run(json!([{"type": "schema"}])).unwrap()[0].ref_id, None);
     }
 
     #[test]

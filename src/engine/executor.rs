@@ -1,11 +1,14 @@
 //! The executor: worker threads compute documents, one writer thread commits their steps in
 //! group transactions (a SAVEPOINT per document) and claims the next documents.
 
-use super::runner::{self, DocCtx, RunResult, RunSpec};
+use super::runner::{self, DocCtx, PhaseConfig, RunResult, RunSpec};
 use crate::domain::ids::now_rfc3339;
+use crate::domain::prompt::Answer;
 use crate::domain::state::{document_status, with_fields, States, Status};
 use crate::domain::status::DocStatus;
 use crate::metrics::Metrics;
+use crate::models::dispatch::{self, Dispatcher, Job};
+use crate::models::Registry;
 use crate::store;
 use crate::store::queue::{Claim, Final};
 use crate::store::{Connection, Db, StoreError};
@@ -37,6 +40,9 @@ enum Outcome {
     Ran(Box<Ran>),
     /// Nothing to commit: storage trouble while loading, or a panic in computation.
     Requeue(String),
+    /// The run needs a model's answer that is not kept yet: the document waits in the queue
+    /// while the dispatcher asks.
+    Wait(Box<Job>),
 }
 
 struct WorkResult {
@@ -87,6 +93,7 @@ impl Executor {
         workers: usize,
         shutdown_timeout: Duration,
         limits: Limits,
+        registry: Arc<Registry>,
     ) -> Result<Self, StoreError> {
         if db.read_only() {
             return Ok(Self::idle(shutdown_timeout));
@@ -97,6 +104,8 @@ impl Executor {
                 let cause = format!("an allocation of {} bytes failed", e.bytes);
                 store::queue::record_abort_of_claim(tx, e.seq, &e.token, &cause)?;
             }
+            // Whatever was being asked of a model is asked again when its document is claimed.
+            store::models::stop_waiting(tx)?;
             let r = store::queue::recover_after_exit(tx)?;
             for p in &r.pipelines {
                 store::pipelines::settle(tx, p)?;
@@ -125,18 +134,26 @@ impl Executor {
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
         let cache: Arc<SpecCache> = Arc::new(Mutex::new(HashMap::new()));
+        let models = Arc::new(Dispatcher::start(
+            registry.clone(),
+            db.clone(),
+            metrics.clone(),
+            wake_tx.clone(),
+            stop.clone(),
+        )?);
         let mut handles = Vec::new();
         for n in 0..workers.max(1) {
-            let (db, rx, tx, cache, metrics, limits) = (
+            let (db, rx, tx, cache, metrics, limits, registry) = (
                 db.clone(),
                 work_rx.clone(),
                 result_tx.clone(),
                 cache.clone(),
                 metrics.clone(),
                 limits.clone(),
+                registry.clone(),
             );
             handles.push(spawn(format!("quire-worker-{n}"), move || {
-                worker(db, rx, tx, cache, metrics, limits)
+                worker(db, rx, tx, cache, metrics, limits, registry)
             })?);
         }
         drop(result_tx);
@@ -157,6 +174,7 @@ impl Executor {
         handles.push(spawn("quire-checkpoint".into(), move || {
             crate::store::checkpointer(cdb, cstop)
         })?);
+        let models2 = models.clone();
         let writer = spawn("quire-writer".into(), move || {
             Writer {
                 db: writer_db,
@@ -171,6 +189,7 @@ impl Executor {
                 in_flight: HashSet::new(),
                 capacity,
                 shutdown_timeout,
+                models: models2,
             }
             .run()
         })?;
@@ -262,6 +281,7 @@ fn process(
     cache: &SpecCache,
     metrics: &Metrics,
     limits: &Limits,
+    registry: &Registry,
     claim: &Claim,
 ) -> Outcome {
     let _working = crate::alloc_journal::working_on(claim.seq, &claim.token);
@@ -318,8 +338,15 @@ fn process(
             }
         }
     }
+    let model_answer = match model_answer(c, registry, &spec, claim, &load) {
+        Ok(Needed::No) => None,
+        Ok(Needed::Kept(answer)) => Some(answer),
+        Ok(Needed::Ask(job)) => return Outcome::Wait(job),
+        Err(e) => return Outcome::Requeue(format!("cannot read the model's answer: {e}")),
+    };
     let before_raw = load.field_states.clone();
     let mut ctx = DocCtx {
+        model_answer,
         content: load.content,
         mime: load.mime,
         pages: load.pages,
@@ -365,6 +392,57 @@ fn process(
     }
 }
 
+/// Whether a run needs a model's answer before it starts.
+enum Needed {
+    No,
+    Kept(Result<Answer, String>),
+    Ask(Box<Job>),
+}
+
+/// A run that will pass a model extraction phase needs that model's answer for the document:
+/// kept by content (a rerun from extraction with an unchanged prompt asks nothing), or to be
+/// asked. A run that starts after extraction (a rerun from resolution or validation) needs
+/// none, so it makes no call.
+fn model_answer(
+    c: &Connection,
+    registry: &Registry,
+    spec: &RunSpec,
+    claim: &Claim,
+    load: &store::queue::DocLoad,
+) -> Result<Needed, StoreError> {
+    let Some((index, name)) = spec.phases.iter().find_map(|p| match &p.config {
+        PhaseConfig::Extraction { model: Some(m) } => Some((p.index, m)),
+        _ => None,
+    }) else {
+        return Ok(Needed::No);
+    };
+    if claim.cursor > index || load.unreadable.is_some() {
+        return Ok(Needed::No);
+    }
+    let Some(m) = registry.get(name) else {
+        return Ok(Needed::Kept(Err(format!(
+            "model '{name}' is not configured on this server any more"
+        ))));
+    };
+    let key = dispatch::cache_key(&load.sha256, &m, &spec.fields);
+    if let Some(kept) = store::models::cached(c, &key, claim.seq, claim.generation)? {
+        return Ok(Needed::Kept(kept));
+    }
+    let pages = if load.pages.is_empty() {
+        vec![String::from_utf8_lossy(&load.content).into_owned()]
+    } else {
+        load.pages.iter().map(|p| p.text.clone()).collect()
+    };
+    Ok(Needed::Ask(Box::new(Job {
+        pd_seq: claim.seq,
+        generation: claim.generation,
+        key,
+        model: name.clone(),
+        fields: spec.fields.clone(),
+        pages,
+    })))
+}
+
 fn worker(
     db: Db,
     rx: Receiver<Claim>,
@@ -372,6 +450,7 @@ fn worker(
     cache: Arc<SpecCache>,
     metrics: Arc<Metrics>,
     limits: Arc<Limits>,
+    registry: Arc<Registry>,
 ) {
     let conn = match db.dedicated() {
         Ok(c) => c,
@@ -381,7 +460,7 @@ fn worker(
         }
     };
     while let Ok(claim) = rx.recv() {
-        let outcome = process(&conn, &cache, &metrics, &limits, &claim);
+        let outcome = process(&conn, &cache, &metrics, &limits, &registry, &claim);
         if tx.send(WorkResult { claim, outcome }).is_err() {
             break;
         }
@@ -401,6 +480,7 @@ struct Writer {
     in_flight: HashSet<i64>,
     capacity: usize,
     shutdown_timeout: Duration,
+    models: Arc<Dispatcher>,
 }
 
 impl Writer {
@@ -604,6 +684,11 @@ impl Writer {
         let (mut finished, mut versions, mut verdicts) = (0, 0, 0);
         for r in batch.iter() {
             self.in_flight.remove(&r.claim.seq);
+            // Asked only now that the document is recorded as waiting: an answer that came
+            // back sooner would find it still claimed.
+            if let Outcome::Wait(job) = &r.outcome {
+                self.models.submit((**job).clone());
+            }
             if let Outcome::Ran(ran) = &r.outcome {
                 finished += 1;
                 for s in &ran.rows {
@@ -665,6 +750,15 @@ fn apply_result(
         Outcome::Requeue(why) => {
             tracing::warn!("document {} goes back to the queue: {why}", claim.seq);
             store::queue::requeue(c, claim)?;
+            return Ok((false, 0));
+        }
+        Outcome::Wait(job) => {
+            store::models::wait(
+                c,
+                claim.seq,
+                &claim.token,
+                &format!("waiting for model '{}'", job.model),
+            )?;
             return Ok((false, 0));
         }
         Outcome::Ran(ran) => ran,

@@ -42,6 +42,7 @@ pub fn create(
     name: Option<&str>,
     document_ids: &[String],
     max_docs: usize,
+    models: &[String],
 ) -> Result<PipelineRow, EngineError> {
     let schema = store::schemas::get(c, org_id, schema_id, false)?
         .ok_or_else(|| EngineError::NotFound(format!("Schema {schema_id} not found")))?;
@@ -62,7 +63,7 @@ pub fn create(
     if let Some(d) = document_ids.iter().find(|d| !seen.insert(d.as_str())) {
         return Err(EngineError::Invalid(format!("Document {d} appears twice")));
     }
-    let phases = compile_rail(c, org_id, &schema, &stages)?;
+    let phases = compile_rail(c, org_id, &schema, &stages, models)?;
     if phases.is_empty() {
         return Err(EngineError::Invalid(
             "The rail compiles to no phases".into(),

@@ -6,6 +6,7 @@ pub use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::extract::{self, Extracted, FieldSpec};
 use crate::domain::gate::{self, Evidence, Gate, Outcome, Severity};
 use crate::domain::policy::{self, Rule, RuleDef};
+use crate::domain::prompt;
 use crate::domain::rail::PhaseType;
 use crate::domain::schema::FieldDef;
 use crate::domain::state::{apply_waiting, Deps, Flag, States, Status};
@@ -32,7 +33,10 @@ pub fn is_live(c: &Cell, restarts: &[(i64, usize)], states: &States) -> bool {
 #[derive(Debug, Clone)]
 pub enum PhaseConfig {
     Transfer,
-    Extraction,
+    /// By the rules, or by the named model (its answer is fetched before the run).
+    Extraction {
+        model: Option<String>,
+    },
     Resolution {
         rules: Vec<(RuleDef, Rule)>,
     },
@@ -149,6 +153,9 @@ pub struct DocCtx {
     pub pages: Vec<crate::intake::Page>,
     /// The document's language (ISO 639-1) where intake could tell it.
     pub language: Option<String>,
+    /// A model extractor's answer for this document (or why there is none), fetched before
+    /// the run when its extraction phase uses a model.
+    pub model_answer: Option<Result<crate::domain::prompt::Answer, String>>,
     /// Why the document could not be read at intake: extraction ends the run in error with it.
     pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
@@ -274,7 +281,7 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                     }
                 }
             }
-            PhaseConfig::Extraction => {
+            PhaseConfig::Extraction { model } => {
                 if let Some(why) = &ctx.unreadable {
                     let states_after = ctx.states.clone();
                     return RunResult {
@@ -285,13 +292,26 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                     };
                 }
                 if extracted.is_none() {
-                    match extract::extract_with(
-                        &ctx.content,
-                        &ctx.mime,
-                        &spec.extract_specs,
-                        &spec.matcher,
-                        ctx.language.as_deref(),
-                    ) {
+                    let read = match (model, &ctx.model_answer) {
+                        (None, _) => extract::extract_with(
+                            &ctx.content,
+                            &ctx.mime,
+                            &spec.extract_specs,
+                            &spec.matcher,
+                            ctx.language.as_deref(),
+                        ),
+                        (Some(_), Some(Ok(answer))) => Ok(prompt::extracted(
+                            answer,
+                            &spec.extract_specs,
+                            &String::from_utf8_lossy(&ctx.content),
+                            ctx.language.as_deref().is_some_and(|l| l != "en"),
+                        )),
+                        (Some(name), Some(Err(why))) => Err(format!("model '{name}': {why}")),
+                        (Some(name), None) => {
+                            Err(format!("model '{name}' has not answered for this document"))
+                        }
+                    };
+                    match read {
                         Ok(map) => extracted = Some(map),
                         Err(msg) => {
                             let states_after = ctx.states.clone();
@@ -326,13 +346,18 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                             ctx,
                             &f.field_name,
                             x.value.clone(),
-                            "rules_extraction",
+                            if model.is_some() {
+                                "model_extraction"
+                            } else {
+                                "rules_extraction"
+                            },
                             phase,
                             Some(confidence),
                             Some(x.source_text.clone()),
                             None,
                         );
                         c.provenance = provenance;
+                        c.note = x.note.clone();
                         new_cells.push(c);
                     }
                 }
@@ -583,7 +608,9 @@ fn validate(
             .cells
             .iter()
             .rev()
-            .find(|c| &c.field == f && c.source == "rules_extraction" && ctx.is_live(c))
+            .find(|c| {
+                &c.field == f && crate::domain::cells::is_extracted(&c.source) && ctx.is_live(c)
+            })
             .map(|c| c.value.clone());
         let ev = Evidence {
             value: &value,
@@ -735,7 +762,7 @@ mod tests {
                 phase_id: "extraction".into(),
                 kind: PhaseType::Extraction,
                 config_version: 1,
-                config: PhaseConfig::Extraction,
+                config: PhaseConfig::Extraction { model: None },
             },
             RunPhase {
                 index: 2,
@@ -765,6 +792,7 @@ mod tests {
             mime: "text/plain".into(),
             pages: Vec::new(),
             language: None,
+            model_answer: None,
             unreadable: None,
             metadata: metadata.as_object().cloned().unwrap_or_default(),
             cells: Vec::new(),

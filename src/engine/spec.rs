@@ -60,6 +60,7 @@ pub fn compile_rail(
     org_id: &str,
     schema: &SchemaRow,
     stages: &[Stage],
+    models: &[String],
 ) -> Result<Vec<(Phase, Value)>, EngineError> {
     let field_names: Vec<String> = schema.fields.iter().map(|f| f.field_name.clone()).collect();
     let gates = store::gates::list(c, &schema.id)?;
@@ -80,7 +81,7 @@ pub fn compile_rail(
             }
         }
     };
-    let phases = rail::compile(stages, &field_names, &lookup, &gate_infos);
+    let phases = rail::compile(stages, &field_names, &lookup, &gate_infos, models);
     if let Some(e) = lookup_err.into_inner() {
         return Err(e.into());
     }
@@ -89,7 +90,10 @@ pub fn compile_rail(
     for p in phases {
         let snap = match p.kind {
             PhaseType::Transfer => json!({}),
-            PhaseType::Extraction => json!({ "extractor": "rules" }),
+            PhaseType::Extraction => match &p.ref_id {
+                Some(model) => json!({ "extractor": "model", "model": model }),
+                None => json!({ "extractor": "rules" }),
+            },
             PhaseType::Resolution => {
                 let id = p.ref_id.clone().unwrap_or_default();
                 let pol = store::policies::get(c, org_id, &id)?.ok_or_else(|| {
@@ -200,7 +204,12 @@ pub fn run_phase(
 ) -> Result<RunPhase, String> {
     let config = match kind {
         PhaseType::Transfer => PhaseConfig::Transfer,
-        PhaseType::Extraction => PhaseConfig::Extraction,
+        PhaseType::Extraction => PhaseConfig::Extraction {
+            model: snap
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        },
         PhaseType::Resolution => {
             let defs: Vec<RuleDef> =
                 serde_json::from_value(snap.get("rules").cloned().unwrap_or(Value::Null))

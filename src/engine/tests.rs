@@ -73,7 +73,7 @@ fn world(text: &str) -> World {
         let stages =
             crate::domain::rail::parse_stages(&rail).map_err(super::EngineError::Invalid)?;
         let schema = store::schemas::get(tx, &org, &schema.id, false)?.expect("schema");
-        super::spec::compile_rail(tx, &org, &schema, &stages)?;
+        super::spec::compile_rail(tx, &org, &schema, &stages, &[])?;
         store::schemas::set_rail(
             tx,
             &schema.id,
@@ -97,7 +97,7 @@ fn world(text: &str) -> World {
                 },
             },
         )?;
-        let p = super::pipelines::create(tx, &org, &schema.id, None, &[doc.id], 10)?;
+        let p = super::pipelines::create(tx, &org, &schema.id, None, &[doc.id], 10, &[])?;
         Ok((org, p.id, policy.id, rule.id))
     });
     let executor = Executor::start(
@@ -106,6 +106,7 @@ fn world(text: &str) -> World {
         1,
         Duration::from_secs(5),
         Limits::default(),
+        Arc::new(crate::models::Registry::default()),
     )
     .expect("executor");
     executor.wake();

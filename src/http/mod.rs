@@ -11,6 +11,7 @@ pub mod health;
 pub mod idempotency;
 pub mod limits;
 pub mod middleware;
+pub mod models;
 pub mod openapi;
 pub mod pagination;
 pub mod pipelines;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub db: Db,
     pub executor: std::sync::Arc<crate::engine::executor::Executor>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The model extractors this server is configured with, and their health.
+    pub models: std::sync::Arc<crate::models::Registry>,
     pub config: Config,
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
@@ -100,6 +103,7 @@ impl AppState {
         config: Config,
         executor: std::sync::Arc<crate::engine::executor::Executor>,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
+        models: std::sync::Arc<crate::models::Registry>,
     ) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
         let cursors =
@@ -111,6 +115,7 @@ impl AppState {
             db,
             executor,
             metrics,
+            models,
             config,
             keys,
             limiter: Default::default(),
@@ -275,6 +280,8 @@ route_table! {
     "/v1/pipelines/{id}/results" => { get => pipelines::results },
     "/v1/pipelines/{id}/documents/{pd_id}/cells" => { get => pipelines::cells },
     "/v1/pipelines/{id}/documents/{pd_id}/verdicts" => { get => pipelines::verdicts },
+    "/v1/pipelines/{id}/documents/{pd_id}/calls" => { get => pipelines::calls },
+    "/v1/models" => { get => models::list },
     "/v1/pipelines/{id}/data-product" => { post => data_products::create },
     "/v1/data-products" => { get => data_products::list },
     "/v1/data-products/{id}" => { get => data_products::get },

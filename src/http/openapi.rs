@@ -349,6 +349,14 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/v1/pipelines/{id}/documents/{pd_id}/verdicts") => {
             op("Every verdict of a document", "pipelines").ok("verdicts", all_of::<Verdict>())
         }
+        ("GET", "/v1/pipelines/{id}/documents/{pd_id}/calls") => {
+            op("Every call to a model server for a document", "pipelines")
+                .ok("calls", all_of::<crate::store::models::Call>())
+        }
+        ("GET", "/v1/models") => op("The model extractors configured on this server", "models").ok(
+            "models and their health",
+            all_of::<crate::answers::ModelStatus>(),
+        ),
         ("POST", "/v1/pipelines/{id}/data-product") => op(
             "Create or reactivate the run's data product",
             "data products",

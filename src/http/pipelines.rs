@@ -77,6 +77,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
         })
         .collect::<Result<_, _>>()?;
     let max_docs = config.max_pipeline_documents;
+    let models = call.state.models.names();
     let inline = b.documents.unwrap_or_default();
     if ids.len() + inline.len() > max_docs {
         return Err(ApiError::bad(format!(
@@ -133,8 +134,15 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
             )?;
             all.push(d.id);
         }
-        let p =
-            crate::engine::pipelines::create(tx, org, &schema_id, name.as_deref(), &all, max_docs)?;
+        let p = crate::engine::pipelines::create(
+            tx,
+            org,
+            &schema_id,
+            name.as_deref(),
+            &all,
+            max_docs,
+            &models,
+        )?;
         let started = Effects::default().wake_if(true).event(format!(
             "pipeline {} started: {} documents, {} phases",
             p.id, p.document_count, p.phase_count
@@ -390,6 +398,19 @@ pub async fn verdicts(call: Call<Read>) -> Result<HttpResponse, ApiError> {
         let rows = store::pipelines::verdicts(c, pd.seq)?;
         Ok(All {
             data: rows.iter().map(|v| views::verdict(v, &phases)).collect(),
+        })
+    })
+    .await
+}
+
+pub async fn calls(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    let (id, pd_id) = pd_path(&call.req)?;
+    call.answer(move |c, org| {
+        load(c, org, &id)?;
+        let pd = store::pipelines::document(c, &id, &pd_id)?
+            .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
+        Ok(All {
+            data: store::models::calls(c, pd.seq)?,
         })
     })
     .await

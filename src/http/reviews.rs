@@ -238,13 +238,15 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .collect();
         let (value, version) = l.view.canonical(&field);
         let extracted = version
-            .filter(|c| c.source == "rules_extraction")
+            .filter(|c| crate::domain::cells::is_extracted(&c.source))
             .or_else(|| {
                 l.view
                     .cells
                     .iter()
                     .rev()
-                    .find(|(_, c, _)| c.field == field && c.source == "rules_extraction")
+                    .find(|(_, c, _)| {
+                        c.field == field && crate::domain::cells::is_extracted(&c.source)
+                    })
                     .map(|(_, c, _)| c)
             });
         let span = match extracted.and_then(|c| Some((c.source_text.clone()?, c))) {

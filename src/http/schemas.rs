@@ -211,9 +211,10 @@ pub async fn put_rail(
         .rail
         .ok_or_else(|| ApiError::bad("rail is required"))?;
     let stages = crate::domain::rail::parse_stages(&rail_v).map_err(ApiError::BadRequest)?;
+    let models = call.state.models.names();
     call.change(move |tx, org| {
         let s = load(tx, org, &id)?;
-        let phases = crate::engine::spec::compile_rail(tx, org, &s, &stages)?;
+        let phases = crate::engine::spec::compile_rail(tx, org, &s, &stages, &models)?;
         store::schemas::set_rail(tx, &id, &json!(stages))?;
         Ok(rail_answer(&stages, &phases))
     })
@@ -221,12 +222,14 @@ pub async fn put_rail(
 }
 
 pub async fn get_rail(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let models = call.state.models.names();
     call.answer(move |c, org| {
         let s = load(c, org, &id)?;
         let stages: Vec<crate::domain::rail::Stage> =
             serde_json::from_value(s.rail.clone()).unwrap_or_default();
         // A rail whose policies changed since it was saved may no longer compile; show it anyway.
-        let phases = crate::engine::spec::compile_rail(c, org, &s, &stages).unwrap_or_default();
+        let phases =
+            crate::engine::spec::compile_rail(c, org, &s, &stages, &models).unwrap_or_default();
         Ok(rail_answer(&stages, &phases))
     })
     .await

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "crash_accounting", "0004_crash_accounting.sql"),
     migration!(5, "text_layers", "0005_text_layers.sql"),
     migration!(6, "cell_provenance", "0006_cell_provenance.sql"),
+    migration!(7, "model_calls", "0007_model_calls.sql"),
 ];
 
 pub fn latest_version() -> i64 {

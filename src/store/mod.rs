@@ -8,6 +8,7 @@ pub mod gates;
 pub mod idempotency;
 pub mod keys;
 pub mod migrate;
+pub mod models;
 pub mod orgs;
 pub mod pipelines;
 pub mod policies;

@@ -148,7 +148,7 @@ pub fn claim(
     // the only document in flight and nothing innocent is blamed with it.
     let suspect: Option<i64> = c
         .prepare_cached(
-            "SELECT seq FROM pipeline_documents WHERE unclean_exits > 0 AND status = 'queued' ORDER BY seq LIMIT 1",
+            "SELECT seq FROM pipeline_documents WHERE unclean_exits > 0 AND status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT 1",
         )?
         .query_row([], |r| r.get(0))
         .map(Some)
@@ -167,7 +167,7 @@ pub fn claim(
         ),
         None => (
             "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
-             WHERE status = 'queued' ORDER BY seq LIMIT ?1",
+             WHERE status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT ?1",
             limit as i64,
         ),
     };
@@ -250,6 +250,8 @@ pub struct DocLoad {
     pub pages: Vec<crate::intake::Page>,
     /// Its language (ISO 639-1) where intake could tell it.
     pub language: Option<String>,
+    /// The sha256 of its content (what a model's answer is kept by).
+    pub sha256: String,
     /// Why the document could not be read at intake (its run then ends `error` at extraction).
     pub unreadable: Option<String>,
     pub metadata: Map<String, Value>,
@@ -273,13 +275,14 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         Option<String>,
         Option<String>,
         Option<String>,
+        String,
     );
     let head: Option<Head> = c
         .prepare_cached(
             "SELECT pd.seq, pd.restarts, pd.field_states,
                     CASE WHEN d.text IS NULL THEN d.content ELSE CAST(d.text AS BLOB) END,
                     CASE WHEN d.text IS NULL THEN d.mime_type ELSE 'text/plain' END,
-                    d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END, d.language
+                    d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END, d.language, d.sha256
              FROM pipeline_documents pd
              JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
         )?
@@ -294,6 +297,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
                 r.get(6)?,
                 r.get(7)?,
                 r.get(8)?,
+                r.get(9)?,
             ))
         })
         .optional()?;
@@ -307,6 +311,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         unreadable,
         layered,
         language,
+        sha256,
     )) = head
     else {
         return Ok(None);
@@ -344,6 +349,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         content,
         pages,
         language,
+        sha256,
         unreadable,
         mime,
         metadata,

@@ -1,0 +1,359 @@
+//! Calls to model servers, beside the executor. A worker that finds a document needs a model's
+//! answer that is not kept yet hands the document here and moves on; the document waits in the
+//! queue (`waiting_for`) while one of the model's own threads asks the server (at most
+//! `concurrency` calls in flight per model, whatever the executor's worker count), keeps the
+//! answer by content and sends the document back to the queue.
+//!
+//! Dependable: transient failures (429, 5xx, timeouts, broken connections) are asked again
+//! after a growing, jittered pause, or the server's `Retry-After`; an answer that is not what
+//! was asked (not JSON, the wrong shape, an unknown field, cut at `max_tokens`) is asked again
+//! once with the reason, then ends the document's extraction in error; a server that refuses
+//! structured output is asked in JSON mode from then on.
+
+use super::client::{self, CallError};
+use super::{ModelConfig, Registry};
+use crate::domain::prompt::{self, Answer};
+use crate::domain::schema::FieldDef;
+use crate::metrics::Metrics;
+use crate::store::models::Call;
+use crate::store::{self, Db, StoreError};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Transient failures asked again before the document's extraction fails.
+const MAX_TRANSIENT_RETRIES: u32 = 5;
+
+/// One document's request.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub pd_seq: i64,
+    pub generation: i64,
+    /// The response cache's key.
+    pub key: String,
+    pub model: String,
+    pub fields: Vec<FieldDef>,
+    /// The document's text, per page.
+    pub pages: Vec<String>,
+}
+
+/// The response cache's key: the document's content, the model, the prompt's version and the
+/// answer's schema (a new field list is a new question).
+pub fn cache_key(document_sha256: &str, m: &ModelConfig, fields: &[FieldDef]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        document_sha256,
+        &m.name,
+        &m.model,
+        &prompt::PROMPT_VERSION.to_string(),
+        &prompt::answer_schema(fields).to_string(),
+        &serde_json::to_string(fields).unwrap_or_default(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The models' threads (they end soon after the executor's stop flag is set; a call in flight
+/// ends within its timeout) and their queues.
+pub struct Dispatcher {
+    queues: HashMap<String, Sender<Job>>,
+}
+
+struct Shared {
+    registry: Arc<Registry>,
+    db: Db,
+    metrics: Arc<Metrics>,
+    wake: Sender<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    /// Starts `concurrency` threads per configured model.
+    pub fn start(
+        registry: Arc<Registry>,
+        db: Db,
+        metrics: Arc<Metrics>,
+        wake: Sender<()>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared {
+            registry: registry.clone(),
+            db,
+            metrics,
+            wake,
+            stop,
+        });
+        let mut queues = HashMap::new();
+        for (m, _) in registry.all() {
+            let (tx, rx) = unbounded::<Job>();
+            queues.insert(m.name.clone(), tx);
+            for n in 0..m.concurrency {
+                let (m, rx, shared) = (m.clone(), rx.clone(), shared.clone());
+                std::thread::Builder::new()
+                    .name(format!("quire-model-{}-{n}", m.name))
+                    .spawn(move || serve(&m, &rx, &shared))
+                    .map_err(|e| {
+                        StoreError::Refused(format!("cannot start a model thread: {e}"))
+                    })?;
+            }
+        }
+        Ok(Dispatcher { queues })
+    }
+
+    /// Hands a waiting document's request to its model's threads.
+    pub fn submit(&self, job: Job) {
+        match self.queues.get(&job.model) {
+            Some(q) => {
+                let _ = q.send(job);
+            }
+            None => tracing::warn!(
+                "no model '{}' to ask for document {}",
+                job.model,
+                job.pd_seq
+            ),
+        }
+    }
+}
+
+fn serve(m: &ModelConfig, rx: &Receiver<Job>, shared: &Shared) {
+    let http = match reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("model '{}': cannot build an HTTP client: {e}", m.name);
+            return;
+        }
+    };
+    while !shared.stop.load(Ordering::SeqCst) {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(job) => run(&http, m, job, shared),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn run(http: &reqwest::blocking::Client, m: &ModelConfig, job: Job, shared: &Shared) {
+    // A run cancelled while the document waited asks nothing.
+    match shared
+        .db
+        .read(|c| store::models::still_waiting(c, job.pd_seq))
+    {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(
+                "model '{}': cannot check document {}: {e}",
+                m.name,
+                job.pd_seq
+            );
+            return;
+        }
+    }
+    shared.registry.update(&m.name, |h| h.in_flight += 1);
+    let mut calls = Vec::new();
+    let mut parts = Vec::new();
+    let mut failure = None;
+    for chunk in prompt::chunks(&job.pages) {
+        match ask(http, m, &job.fields, &chunk, &mut calls, shared) {
+            Ok(a) => parts.push(a),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    shared.registry.update(&m.name, |h| h.in_flight -= 1);
+    let result: Result<Answer, String> = match failure {
+        None => Ok(prompt::merge(parts)),
+        Some(e) => Err(e),
+    };
+    let kept = shared.db.write(false, |tx| {
+        store::models::answered(
+            tx,
+            &job.key,
+            &m.name,
+            job.pd_seq,
+            job.generation,
+            result.as_ref().map_err(String::as_str),
+            &calls,
+        )
+    });
+    match kept {
+        Ok(()) => {
+            let _ = shared.wake.try_send(());
+        }
+        // The document stays waiting until the next start, which asks again.
+        Err(e) => tracing::warn!(
+            "model '{}': cannot keep the answer for document {}: {e}",
+            m.name,
+            job.pd_seq
+        ),
+    }
+}
+
+/// One chunk's answer, asking again as the module's comment says.
+fn ask(
+    http: &reqwest::blocking::Client,
+    m: &ModelConfig,
+    fields: &[FieldDef],
+    chunk: &str,
+    calls: &mut Vec<Call>,
+    shared: &Shared,
+) -> Result<Answer, String> {
+    let schema = prompt::answer_schema(fields);
+    let mut messages = prompt::messages(fields, chunk);
+    let mut fed_back = false;
+    let mut transient = 0u32;
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Err("the server stopped before the model answered".into());
+        }
+        let structured = shared.registry.health(&m.name).structured_output;
+        let result = client::chat(http, m, &messages, structured.then_some(&schema));
+        let mut log = |outcome: &'static str,
+                       status,
+                       tokens_in,
+                       tokens_out,
+                       took: Duration,
+                       error: Option<String>| {
+            shared
+                .metrics
+                .model_call(&m.name, outcome, tokens_in, tokens_out, took);
+            calls.push(Call {
+                model: m.name.clone(),
+                outcome: outcome.into(),
+                status,
+                tokens_in,
+                tokens_out,
+                ms: took.as_millis() as u64,
+                cost: m.cost(tokens_in, tokens_out),
+                error,
+                created_at: String::new(),
+            });
+        };
+        match result {
+            Ok(done) => {
+                let read = if done.truncated {
+                    Err(format!(
+                        "the answer was cut off at max_tokens ({})",
+                        m.max_tokens
+                    ))
+                } else {
+                    prompt::parse(&done.content, fields)
+                };
+                let outcome = match (&read, done.truncated) {
+                    (Ok(_), _) => "ok",
+                    (Err(_), true) => "truncated",
+                    (Err(_), false) => "invalid_output",
+                };
+                log(
+                    outcome,
+                    Some(200),
+                    done.tokens_in,
+                    done.tokens_out,
+                    done.took,
+                    read.as_ref().err().cloned(),
+                );
+                let now = crate::domain::ids::now_rfc3339();
+                match read {
+                    Ok(mut answer) => {
+                        answer.token_confidence = done.token_confidence;
+                        shared
+                            .registry
+                            .update(&m.name, |h| h.last_success_at = Some(now));
+                        return Ok(answer);
+                    }
+                    Err(why) if !fed_back => {
+                        fed_back = true;
+                        messages.push(
+                            serde_json::json!({"role": "assistant", "content": done.content}),
+                        );
+                        messages.push(serde_json::json!({"role": "user", "content": format!(
+                            "That answer cannot be used: {why}. Answer again with only the JSON object described, every field included."
+                        )}));
+                    }
+                    Err(why) => {
+                        return Err(format!("the model's answer was unusable twice: {why}"))
+                    }
+                }
+            }
+            Err(e) => {
+                log(
+                    e.kind(),
+                    e.status(),
+                    0,
+                    0,
+                    Duration::ZERO,
+                    Some(e.to_string()),
+                );
+                let now = crate::domain::ids::now_rfc3339();
+                let message = e.to_string();
+                shared.registry.update(&m.name, |h| {
+                    h.last_error_at = Some(now);
+                    h.last_error = Some(message);
+                });
+                match e {
+                    // The server does not take a JSON Schema: JSON mode, checked here, instead.
+                    CallError::Status { code: 400, .. } if structured => {
+                        shared
+                            .registry
+                            .update(&m.name, |h| h.structured_output = false);
+                    }
+                    e if e.transient() && transient < MAX_TRANSIENT_RETRIES => {
+                        pause(backoff(transient, e.retry_after()), &shared.stop);
+                        transient += 1;
+                    }
+                    e => return Err(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// The pause before asking again: the server's `Retry-After` (at most two minutes), else half
+/// a second doubling per attempt up to 30 s, give or take a quarter.
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(d) = retry_after {
+        return d.min(Duration::from_secs(120));
+    }
+    let base = (0.5 * 2f64.powi(attempt as i32)).min(30.0);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64(base * jitter)
+}
+
+fn pause(d: Duration, stop: &AtomicBool) {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50).min(until - std::time::Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_grow_with_jitter_and_honour_retry_after() {
+        for attempt in 0..8 {
+            let d = backoff(attempt, None).as_secs_f64();
+            let base = (0.5 * 2f64.powi(attempt as i32)).min(30.0);
+            assert!(d >= base * 0.75 && d <= base * 1.25, "{attempt}: {d}");
+        }
+        assert_eq!(
+            backoff(3, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(9999))),
+            Duration::from_secs(120)
+        );
+    }
+}

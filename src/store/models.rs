@@ -1,0 +1,161 @@
+//! Model extraction's rows: answers by content (the response cache), every call per document,
+//! and documents waiting in the queue for an answer.
+
+use super::{Connection, StoreError};
+use crate::domain::ids::now_rfc3339;
+use crate::domain::prompt::Answer;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// One HTTP call to a model, as `GET …/documents/{pd}/calls` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Call {
+    pub model: String,
+    /// `ok`, `rate_limited`, `server_error`, `timeout`, `transport`, `invalid_output`,
+    /// `truncated`, `client_error`.
+    pub outcome: String,
+    /// The HTTP status, where one came.
+    pub status: Option<u16>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub ms: u64,
+    /// Estimated from the model's configured prices.
+    pub cost: f64,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub created_at: String,
+}
+
+/// The kept answer for `key`: a success serves every document with the same content; a
+/// failure only the run that asked for it (a rerun asks the model again).
+pub fn cached(
+    c: &Connection,
+    key: &str,
+    pd_seq: i64,
+    generation: i64,
+) -> Result<Option<Result<Answer, String>>, StoreError> {
+    let row: Option<(Option<String>, Option<String>, Option<i64>, Option<i64>)> = c
+        .prepare_cached(
+            "SELECT answer, error, pd_seq, generation FROM model_responses WHERE key = ?1",
+        )?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    Ok(match row {
+        Some((Some(answer), _, _, _)) => serde_json::from_str(&answer).ok().map(Ok),
+        Some((None, Some(error), Some(pd), Some(g))) if pd == pd_seq && g == generation => {
+            Some(Err(error))
+        }
+        _ => None,
+    })
+}
+
+/// Puts a claimed document back in the queue to wait for a model's answer; the claim does not
+/// count as an attempt.
+pub fn wait(c: &Connection, seq: i64, token: &str, why: &str) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "UPDATE pipeline_documents SET status = 'queued', claim_token = NULL, waiting_for = ?3,
+         attempts = max(attempts - 1, 0), updated_at = ?4 WHERE seq = ?1 AND claim_token = ?2",
+    )?
+    .execute(params![seq, token, why, now_rfc3339()])?
+        == 1)
+}
+
+/// Whether a document still waits for an answer (a cancelled run's does not).
+pub fn still_waiting(c: &Connection, seq: i64) -> Result<bool, StoreError> {
+    Ok(c
+        .prepare_cached(
+            "SELECT 1 FROM pipeline_documents WHERE seq = ?1 AND status = 'queued' AND waiting_for IS NOT NULL",
+        )?
+        .query_row([seq], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Keeps what the calls for a document gave, and sends the document back to the queue.
+pub fn answered(
+    c: &Connection,
+    key: &str,
+    model: &str,
+    pd_seq: i64,
+    generation: i64,
+    result: Result<&Answer, &str>,
+    calls: &[Call],
+) -> Result<(), StoreError> {
+    let now = now_rfc3339();
+    let (answer, error) = match result {
+        Ok(a) => (serde_json::to_string(a).ok(), None),
+        Err(e) => (None, Some(e)),
+    };
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO model_responses(key, model, answer, error, pd_seq, generation, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![key, model, answer, error, pd_seq, generation, now])?;
+    let mut ins = c.prepare_cached(
+        "INSERT INTO model_calls(pd_seq, model, outcome, status, tokens_in, tokens_out, ms, cost, error, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for k in calls {
+        ins.execute(params![
+            pd_seq,
+            k.model,
+            k.outcome,
+            k.status,
+            k.tokens_in as i64,
+            k.tokens_out as i64,
+            k.ms as i64,
+            k.cost,
+            k.error,
+            now
+        ])?;
+    }
+    c.prepare_cached("UPDATE pipeline_documents SET waiting_for = NULL WHERE seq = ?1")?
+        .execute([pd_seq])?;
+    Ok(())
+}
+
+/// At start: nothing is being asked any more, so nothing waits.
+pub fn stop_waiting(c: &Connection) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "UPDATE pipeline_documents SET waiting_for = NULL WHERE waiting_for IS NOT NULL",
+        [],
+    )?)
+}
+
+/// A document's calls, oldest first.
+pub fn calls(c: &Connection, pd_seq: i64) -> Result<Vec<Call>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT model, outcome, status, tokens_in, tokens_out, ms, cost, error, created_at
+             FROM model_calls WHERE pd_seq = ?1 ORDER BY seq",
+    )?
+    .query_map([pd_seq], |r| {
+        Ok(Call {
+            model: r.get(0)?,
+            outcome: r.get(1)?,
+            status: r.get(2)?,
+            tokens_in: r.get::<_, i64>(3)? as u64,
+            tokens_out: r.get::<_, i64>(4)? as u64,
+            ms: r.get::<_, i64>(5)? as u64,
+            cost: r.get(6)?,
+            error: r.get(7)?,
+            created_at: r.get(8)?,
+        })
+    })?
+    .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Tokens and estimated cost of a pipeline's calls: (tokens in, tokens out, cost, calls).
+pub fn usage(c: &Connection, pipeline_id: &str) -> Result<(u64, u64, f64, u64), StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT coalesce(sum(k.tokens_in), 0), coalesce(sum(k.tokens_out), 0), coalesce(sum(k.cost), 0.0), count(k.seq)
+         FROM model_calls k JOIN pipeline_documents pd ON pd.seq = k.pd_seq WHERE pd.pipeline_id = ?1",
+    )?
+    .query_row([pipeline_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, i64>(1)? as u64,
+            r.get(2)?,
+            r.get::<_, i64>(3)? as u64,
+        ))
+    })?)
+}
