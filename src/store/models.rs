@@ -34,7 +34,9 @@ pub fn cached(
     pd_seq: i64,
     generation: i64,
 ) -> Result<Option<Result<Answer, String>>, StoreError> {
-    let row: Option<(Option<String>, Option<String>, Option<i64>, Option<i64>)> = c
+    /// (answer, error, the failed run's document and generation)
+    type Row = (Option<String>, Option<String>, Option<i64>, Option<i64>);
+    let row: Option<Row> = c
         .prepare_cached(
             "SELECT answer, error, pd_seq, generation FROM model_responses WHERE key = ?1",
         )?

@@ -25,6 +25,7 @@ mod isolation;
 mod layering;
 mod load;
 mod memory;
+mod models;
 mod prop_http;
 mod prop_parsers;
 mod prop_rerun;

@@ -128,7 +128,7 @@ proptest! {
         if let Ok(stages) = rail::parse_stages(&v) {
             let fields = vec!["net".to_string(), "total".to_string()];
             let policy = |_: &str| Some(rail::PolicyInfo { name: "p".into(), active: true, fields: fields.clone() });
-            let _ = rail::compile(&stages, &fields, &policy, &[]);
+            let _ = rail::compile(&stages, &fields, &policy, &[], &[]);
         }
         let _ = rail::parse_stages(&json!([v]));
     }
