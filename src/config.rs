@@ -116,6 +116,7 @@ pub struct ServeArgs {
     /// api_key_env, timeout, concurrency, max_tokens, price_in, price_out); repeat for more
     /// (in QUIRE_MODEL and the config file, separate them with ';').
     #[arg(long = "model", env = "QUIRE_MODEL", value_delimiter = ';', value_parser = crate::models::ModelConfig::parse)]
+    #[serde(serialize_with = "model_flags", skip_serializing_if = "Vec::is_empty")]
     pub model: Vec<crate::models::ModelConfig>,
     /// Abort the process when a worker picks up a document containing this text (crash tests).
     #[arg(long, env = "QUIRE_FAULT_ABORT_ON", hide = true)]
@@ -130,6 +131,15 @@ pub struct ServeArgs {
     /// Cap the database size in pages on every connection (fault-injection in tests).
     #[arg(long, env = "QUIRE_MAX_DB_PAGES", hide = true)]
     pub max_db_pages: Option<u64>,
+}
+
+/// The models as one `;`-separated string of their flags, as the file and QUIRE_MODEL take it.
+fn model_flags<S: serde::Serializer>(
+    v: &[crate::models::ModelConfig],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let flags: Vec<String> = v.iter().map(|m| m.flag()).collect();
+    s.serialize_str(&flags.join(";"))
 }
 
 fn masked<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -176,6 +186,12 @@ pub fn load_file(path: &std::path::Path) -> Result<(), String> {
             toml::Value::String(s) => s,
             toml::Value::Integer(n) => n.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            // `model = ["a=http://…", "b=http://…"]`: one flag each.
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(";"),
             other => {
                 return Err(format!(
                     "{}: '{key}' must be a string, a number or a boolean, not {}",

@@ -104,6 +104,25 @@ impl ModelConfig {
         Ok(m)
     }
 
+    /// The `--model` flag that gives this configuration.
+    pub fn flag(&self) -> String {
+        let mut f = format!(
+            "{}={},model={},timeout={},concurrency={},max_tokens={},price_in={},price_out={}",
+            self.name,
+            self.url,
+            self.model,
+            self.timeout.as_secs_f64(),
+            self.concurrency,
+            self.max_tokens,
+            self.price_in,
+            self.price_out
+        );
+        if let Some(k) = &self.api_key_env {
+            f.push_str(&format!(",api_key_env={k}"));
+        }
+        f
+    }
+
     /// The estimated cost of a call, in the prices' currency.
     pub fn cost(&self, tokens_in: u64, tokens_out: u64) -> f64 {
         (tokens_in as f64 * self.price_in + tokens_out as f64 * self.price_out) / 1000.0
@@ -200,6 +219,11 @@ mod tests {
         assert_eq!(m.timeout, Duration::from_secs(30));
         assert!((m.cost(2000, 1000) - 2.5).abs() < 1e-9);
         assert_eq!(ModelConfig::parse("m=http://x").unwrap().model, "m");
+        assert_eq!(
+            ModelConfig::parse(&m.flag()).unwrap(),
+            m,
+            "a flag reads back"
+        );
         for bad in [
             "nourl",
             "m=ftp://x",

@@ -402,12 +402,15 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 6 undone, and no ledger of applied migrations.
+    // to 7 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
              ALTER TABLE cells DROP COLUMN provenance;
+             DROP TABLE model_responses;
+             DROP TABLE model_calls;
+             ALTER TABLE pipeline_documents DROP COLUMN waiting_for;
              DROP TABLE document_pages;
              DROP TABLE document_page_images;
              ALTER TABLE documents DROP COLUMN status;
