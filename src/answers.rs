@@ -307,6 +307,9 @@ pub struct PipelineDocument {
     pub current_phase_id: Option<String>,
     pub generation: i64,
     pub error: Option<String>,
+    /// Why a queued document waits (for a model's answer, or a model server that is down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     pub updated_at: String,
 }
 

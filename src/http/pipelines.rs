@@ -270,6 +270,7 @@ fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> P
             .flatten(),
         generation: pd.generation,
         error: pd.error.clone(),
+        waiting_for: pd.waiting_for.clone(),
         updated_at: pd.updated_at.clone(),
     }
 }

@@ -11,7 +11,7 @@
 //! structured output is asked in JSON mode from then on.
 
 use super::client::{self, CallError};
-use super::{ModelConfig, Registry};
+use super::{Admit, ModelConfig, Registry};
 use crate::domain::prompt::{self, Answer};
 use crate::domain::schema::FieldDef;
 use crate::metrics::Metrics;
@@ -162,7 +162,7 @@ fn run(http: &reqwest::blocking::Client, m: &ModelConfig, job: Job, shared: &Sha
     let mut parts = Vec::new();
     let mut failure = None;
     for chunk in prompt::chunks(&job.pages) {
-        match ask(http, m, &job.fields, &chunk, &mut calls, shared) {
+        match ask(http, m, &job, &chunk, &mut calls, shared) {
             Ok(a) => parts.push(a),
             Err(e) => {
                 failure = Some(e);
@@ -173,7 +173,8 @@ fn run(http: &reqwest::blocking::Client, m: &ModelConfig, job: Job, shared: &Sha
     shared.registry.update(&m.name, |h| h.in_flight -= 1);
     let result: Result<Answer, String> = match failure {
         None => Ok(prompt::merge(parts)),
-        Some(e) => Err(e),
+        Some(Failure::Cancelled) => return,
+        Some(Failure::Failed(e)) => Err(e),
     };
     let kept = shared.db.write(false, |tx| {
         store::models::answered(
@@ -199,22 +200,57 @@ fn run(http: &reqwest::blocking::Client, m: &ModelConfig, job: Job, shared: &Sha
     }
 }
 
-/// One chunk's answer, asking again as the module's comment says.
+/// Why a document got no answer.
+enum Failure {
+    /// Its run was cancelled (or the service stops) while it waited: nothing is kept.
+    Cancelled,
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Failed(s)
+    }
+}
+
+/// One chunk's answer, asking again as the module's comment says. While the model's circuit is
+/// open the document waits (saying so) without spending its retries.
 fn ask(
     http: &reqwest::blocking::Client,
     m: &ModelConfig,
-    fields: &[FieldDef],
+    job: &Job,
     chunk: &str,
     calls: &mut Vec<Call>,
     shared: &Shared,
-) -> Result<Answer, String> {
+) -> Result<Answer, Failure> {
+    let fields = &job.fields;
     let schema = prompt::answer_schema(fields);
     let mut messages = prompt::messages(fields, chunk);
     let mut fed_back = false;
     let mut transient = 0u32;
     loop {
         if shared.stop.load(Ordering::SeqCst) {
-            return Err("the server stopped before the model answered".into());
+            return Err(Failure::Cancelled);
+        }
+        if let Admit::Wait(d) = shared.registry.admit(&m.name) {
+            let why = format!(
+                "model '{}' is unavailable ({}); asking again when it answers",
+                m.name,
+                shared
+                    .registry
+                    .health(&m.name)
+                    .last_error
+                    .unwrap_or_default()
+            );
+            let waiting = shared.db.write(false, |tx| {
+                store::models::still_waits(tx, job.pd_seq, &why)?;
+                store::models::still_waiting(tx, job.pd_seq)
+            });
+            if let Ok(false) = waiting {
+                return Err(Failure::Cancelled);
+            }
+            pause(d.min(Duration::from_secs(1)), &shared.stop);
+            continue;
         }
         let structured = shared.registry.health(&m.name).structured_output;
         let result = client::chat(http, m, &messages, structured.then_some(&schema));
@@ -262,6 +298,7 @@ fn ask(
                     done.took,
                     read.as_ref().err().cloned(),
                 );
+                shared.registry.up(&m.name);
                 let now = crate::domain::ids::now_rfc3339();
                 match read {
                     Ok(mut answer) => {
@@ -281,7 +318,7 @@ fn ask(
                         )}));
                     }
                     Err(why) => {
-                        return Err(format!("the model's answer was unusable twice: {why}"))
+                        return Err(format!("the model's answer was unusable twice: {why}").into())
                     }
                 }
             }
@@ -300,6 +337,10 @@ fn ask(
                     h.last_error_at = Some(now);
                     h.last_error = Some(message);
                 });
+                let server_down = e.transient() && e.status() != Some(429);
+                if !server_down {
+                    shared.registry.up(&m.name);
+                }
                 match e {
                     // The server does not take a JSON Schema: JSON mode, checked here, instead.
                     CallError::Status { code: 400, .. } if structured => {
@@ -307,11 +348,13 @@ fn ask(
                             .registry
                             .update(&m.name, |h| h.structured_output = false);
                     }
+                    // Down: wait for the circuit (next turn of the loop), retries untouched.
+                    _ if server_down && shared.registry.down(&m.name) => {}
                     e if e.transient() && transient < MAX_TRANSIENT_RETRIES => {
                         pause(backoff(transient, e.retry_after()), &shared.stop);
                         transient += 1;
                     }
-                    e => return Err(e.to_string()),
+                    e => return Err(e.to_string().into()),
                 }
             }
         }

@@ -8,7 +8,7 @@ pub mod dispatch;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One configured model endpoint (shown by `GET /v1/models` and the effective configuration;
 /// an API key never is, only the variable that holds it).
@@ -31,6 +31,11 @@ pub struct ModelConfig {
     /// Price per 1,000 tokens in and out, for the cost estimate.
     pub price_in: f64,
     pub price_out: f64,
+    /// How long the circuit stays open after the server failed three times in a row, the
+    /// first time (it doubles while the server stays down, up to ten minutes).
+    #[serde(rename = "breaker_s", serialize_with = "seconds")]
+    #[schema(value_type = f64)]
+    pub breaker: Duration,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -72,6 +77,7 @@ impl ModelConfig {
             max_tokens: 2048,
             price_in: 0.0,
             price_out: 0.0,
+            breaker: Duration::from_secs(30),
         };
         for p in parts {
             let (k, v) = p
@@ -94,9 +100,10 @@ impl ModelConfig {
                 "max_tokens" => m.max_tokens = (num("max_tokens")? as u32).clamp(16, 1_000_000),
                 "price_in" => m.price_in = num("price_in")?,
                 "price_out" => m.price_out = num("price_out")?,
+                "breaker" => m.breaker = Duration::from_secs_f64(num("breaker")?.clamp(0.1, 600.0)),
                 other => {
                     return Err(format!(
-                        "--model '{name}': unknown key '{other}' (model, api_key_env, timeout, concurrency, max_tokens, price_in, price_out)"
+                        "--model '{name}': unknown key '{other}' (model, api_key_env, timeout, concurrency, max_tokens, price_in, price_out, breaker)"
                     ))
                 }
             }
@@ -107,7 +114,7 @@ impl ModelConfig {
     /// The `--model` flag that gives this configuration.
     pub fn flag(&self) -> String {
         let mut f = format!(
-            "{}={},model={},timeout={},concurrency={},max_tokens={},price_in={},price_out={}",
+            "{}={},model={},timeout={},concurrency={},max_tokens={},price_in={},price_out={},breaker={}",
             self.name,
             self.url,
             self.model,
@@ -115,7 +122,8 @@ impl ModelConfig {
             self.concurrency,
             self.max_tokens,
             self.price_in,
-            self.price_out
+            self.price_out,
+            self.breaker.as_secs_f64()
         );
         if let Some(k) = &self.api_key_env {
             f.push_str(&format!(",api_key_env={k}"));
@@ -139,6 +147,33 @@ pub struct Health {
     pub in_flight: usize,
     /// Whether the server took `response_format: json_schema` (else JSON mode is used).
     pub structured_output: bool,
+    /// While the server is taken for down: no document asks it before this time, except one
+    /// probe (see `Registry::admit`).
+    pub circuit_open_until: Option<String>,
+}
+
+/// Server failures in a row (5xx, timeouts, no connection) that open the circuit.
+const TRIP_AFTER: u32 = 3;
+/// The longest the circuit stays open before the next probe.
+const MAX_OPEN: Duration = Duration::from_secs(600);
+
+/// A model's circuit breaker: after `TRIP_AFTER` server failures in a row the circuit opens for
+/// the model's `breaker` period; when it ends, one call probes. Success closes it; failure
+/// opens it again for twice as long (at most ten minutes).
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    period: Duration,
+    probing: bool,
+}
+
+/// Whether a call may go now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admit {
+    Go,
+    /// Not before this long (the circuit is open, or another call probes).
+    Wait(Duration),
 }
 
 /// The configured models and their health.
@@ -146,6 +181,7 @@ pub struct Health {
 pub struct Registry {
     models: BTreeMap<String, Arc<ModelConfig>>,
     health: parking_lot::Mutex<BTreeMap<String, Health>>,
+    breakers: parking_lot::Mutex<BTreeMap<String, Breaker>>,
 }
 
 impl Registry {
@@ -171,6 +207,7 @@ impl Registry {
         Ok(Registry {
             models: map,
             health: parking_lot::Mutex::new(health),
+            breakers: Default::default(),
         })
     }
 
@@ -198,6 +235,63 @@ impl Registry {
         if let Some(h) = self.health.lock().get_mut(name) {
             f(h)
         }
+    }
+
+    /// Whether a call to `name` may go now; the first caller after an open period is the probe.
+    pub fn admit(&self, name: &str) -> Admit {
+        let mut all = self.breakers.lock();
+        let b = all.entry(name.to_string()).or_default();
+        match b.open_until {
+            None => Admit::Go,
+            Some(t) if Instant::now() < t => Admit::Wait(t - Instant::now()),
+            Some(_) if b.probing => Admit::Wait(Duration::from_millis(250)),
+            Some(_) => {
+                b.probing = true;
+                Admit::Go
+            }
+        }
+    }
+
+    /// A call answered: the server is up.
+    pub fn up(&self, name: &str) {
+        let mut all = self.breakers.lock();
+        if let Some(b) = all.get_mut(name) {
+            *b = Breaker::default();
+        }
+        drop(all);
+        self.update(name, |h| h.circuit_open_until = None);
+    }
+
+    /// A server failure; true when the circuit is open now (the caller waits instead of
+    /// counting a retry).
+    pub fn down(&self, name: &str) -> bool {
+        let first = self
+            .get(name)
+            .map(|m| m.breaker)
+            .unwrap_or(Duration::from_secs(30));
+        let mut all = self.breakers.lock();
+        let b = all.entry(name.to_string()).or_default();
+        b.failures += 1;
+        let open_for = if b.probing {
+            Some((b.period * 2).min(MAX_OPEN))
+        } else if b.open_until.is_none() && b.failures >= TRIP_AFTER {
+            Some(first)
+        } else {
+            None
+        };
+        if let Some(d) = open_for {
+            b.period = d;
+            b.probing = false;
+            b.open_until = Some(Instant::now() + d);
+            let until = chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
+            drop(all);
+            self.update(name, |h| {
+                h.circuit_open_until =
+                    Some(until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            });
+            return true;
+        }
+        b.open_until.is_some()
     }
 }
 

@@ -73,6 +73,15 @@ pub fn still_waiting(c: &Connection, seq: i64) -> Result<bool, StoreError> {
         .is_some())
 }
 
+/// Says why a waiting document still waits (a model server that is down).
+pub fn still_waits(c: &Connection, seq: i64, why: &str) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE pipeline_documents SET waiting_for = ?2 WHERE seq = ?1 AND waiting_for IS NOT NULL AND waiting_for <> ?2",
+    )?
+    .execute(params![seq, why])?;
+    Ok(())
+}
+
 /// Keeps what the calls for a document gave, and sends the document back to the queue.
 pub fn answered(
     c: &Connection,

@@ -240,10 +240,12 @@ pub struct PipelineDoc {
     pub restarts: Vec<(i64, usize)>,
     pub updated_at: String,
     pub completed_at: Option<String>,
+    /// Why a queued document is not claimed yet (it waits for a model's answer).
+    pub waiting_for: Option<String>,
 }
 
 const PD_COLS: &str = "pd.seq, pd.id, pd.document_id, d.filename, pd.ordinal, pd.status, pd.cursor, pd.generation, pd.pass,
-    pd.error, pd.error_phase_index, pd.field_states, pd.restarts, pd.updated_at, pd.completed_at";
+    pd.error, pd.error_phase_index, pd.field_states, pd.restarts, pd.updated_at, pd.completed_at, pd.waiting_for";
 
 fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
     Ok(PipelineDoc {
@@ -262,6 +264,7 @@ fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
         restarts: super::json(r, 12, "pipeline_documents")?,
         updated_at: r.get(13)?,
         completed_at: r.get(14)?,
+        waiting_for: r.get(15)?,
     })
 }
 

@@ -337,3 +337,75 @@ fn an_unconfigured_model_is_refused_when_the_rail_is_saved() {
     assert!(r.text.contains("--model NAME=URL"), "{}", r.text);
     assert_eq!(none.get("/v1/models").body["data"], json!([]));
 }
+
+#[test]
+fn a_server_that_is_down_opens_the_circuit_documents_wait_visibly_and_resume_when_it_returns() {
+    use std::sync::atomic::AtomicBool;
+    let down = Arc::new(AtomicBool::new(true));
+    let served = Arc::new(AtomicUsize::new(0));
+    let (d2, s2) = (down.clone(), served.clone());
+    let stub = ModelStub::start(move |call| {
+        if d2.load(Ordering::SeqCst) {
+            StubReply::status(503, None)
+        } else {
+            s2.fetch_add(1, Ordering::SeqCst);
+            StubReply::json_content(&good_answer(call))
+        }
+    });
+    let api = with_model(&stub, ",concurrency=2,breaker=0.3");
+    let sid = model_schema(&api);
+    let docs: Vec<String> = (0..4)
+        .map(|i| {
+            upload(
+                &api,
+                &format!("{i}.txt"),
+                &DOC.replace("INV-7", &format!("INV-{i}")),
+            )
+        })
+        .collect();
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": docs}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    // The circuit opens after three failures in a row, and the documents say why they wait.
+    let waiting = wait_for(30, || {
+        let list = api.get(&format!("/v1/pipelines/{pid}/documents")).body;
+        let why = list["data"]
+            .as_array()?
+            .iter()
+            .find_map(|d| d["waiting_for"].as_str().map(str::to_string))?;
+        why.contains("unavailable").then_some(why)
+    });
+    assert!(
+        waiting.contains("model 'stub'") && waiting.contains("503"),
+        "{waiting}"
+    );
+    let health = &api.get("/v1/models").body["data"][0]["health"];
+    assert!(health["circuit_open_until"].is_string(), "{health}");
+    let progress = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
+    assert_eq!(
+        progress["status"], "active",
+        "waiting is not failing: {progress}"
+    );
+    // Probes, not retries: one call per open period.
+    let at_open = stub.calls();
+    wait_for(30, || (stub.calls() > at_open).then_some(()));
+    let while_down = stub.calls();
+    assert!(
+        while_down < 10,
+        "{while_down} calls while down (4 documents would spend 24 retries)"
+    );
+    down.store(false, Ordering::SeqCst);
+    settle(&api, &pid);
+    let got = rows(&api, &pid);
+    assert!(got.iter().all(|r| r["status"] == "complete"), "{got:?}");
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        4,
+        "one call per document once it is back"
+    );
+    let health = &api.get("/v1/models").body["data"][0]["health"];
+    assert!(health["circuit_open_until"].is_null(), "{health}");
+}
