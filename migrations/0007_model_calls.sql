@@ -30,3 +30,17 @@ CREATE TABLE model_calls (
     created_at TEXT NOT NULL
 );
 CREATE INDEX model_calls_document ON model_calls(pd_seq, seq);
+
+-- A rerun that asked to read its documents again (`refresh_extraction`): its runs do not take
+-- kept answers.
+ALTER TABLE reruns ADD COLUMN refresh_extraction INTEGER NOT NULL DEFAULT 0;
+
+-- Calls, tokens and estimated cost per run, kept up to date with each document's calls, so
+-- progress and results read one row.
+CREATE TABLE model_usage (
+    pipeline_id TEXT PRIMARY KEY REFERENCES pipelines(id),
+    calls       INTEGER NOT NULL,
+    tokens_in   INTEGER NOT NULL,
+    tokens_out  INTEGER NOT NULL,
+    cost        REAL NOT NULL
+);

@@ -353,6 +353,9 @@ pub struct Progress {
     pub phases: Vec<PhaseProgress>,
     /// Up to 100 documents in error.
     pub errors: Vec<ProgressError>,
+    /// Calls to model servers, tokens and estimated cost, for a run that extracts with a model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_usage: Option<crate::store::models::Usage>,
 }
 
 /// A column of the results: a field of the schema.
@@ -375,6 +378,9 @@ pub struct ResultsHead {
     pub columns: Vec<Column>,
     /// Fields waiting for a reviewer in this run.
     pub pending_review_count: i64,
+    /// As in the progress answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_usage: Option<crate::store::models::Usage>,
     pub links: PipelineLinks,
 }
 

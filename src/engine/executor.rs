@@ -425,7 +425,9 @@ fn model_answer(
         ))));
     };
     let key = dispatch::cache_key(&load.sha256, &m, &spec.fields);
-    if let Some(kept) = store::models::cached(c, &key, claim.seq, claim.generation)? {
+    let fresh =
+        claim.generation > 1 && store::reruns::refreshes(c, &claim.pipeline_id, claim.generation)?;
+    if let Some(kept) = store::models::cached(c, &key, claim.seq, claim.generation, fresh)? {
         return Ok(Needed::Kept(kept));
     }
     let pages = if load.pages.is_empty() {

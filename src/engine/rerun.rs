@@ -20,6 +20,8 @@ pub struct RerunRequest {
     /// Pipeline document ids; `None` reruns every document.
     pub document_ids: Option<Vec<String>>,
     pub dry_run: bool,
+    /// Its runs ask a model extractor again instead of reading kept answers.
+    pub refresh_extraction: bool,
     pub requested_by: String,
 }
 
@@ -259,6 +261,7 @@ pub fn rerun(
             enqueued: targets,
             document_ids: doc_ids.as_deref(),
             requested_by: &req.requested_by,
+            refresh_extraction: req.refresh_extraction,
         },
     )?;
     Ok(RerunAnswer {

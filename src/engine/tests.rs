@@ -183,6 +183,7 @@ fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
             from_phase: PhaseType::Resolution,
             document_ids: None,
             dry_run: false,
+            refresh_extraction: false,
             requested_by: "test".into(),
         };
         rerun(tx, &w.org, &w.pipeline, req)

@@ -246,6 +246,7 @@ pub fn progress(
         error_documents: errored,
         phases: per_phase,
         errors,
+        model_usage: None,
     }
 }
 

@@ -241,21 +241,45 @@ pub async fn progress(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiE
         } else {
             Vec::new()
         };
-        let body = json!(views::progress(
+        let mut progress = views::progress(
             &p.id,
             p.status,
             p.generation,
             p.document_count,
             &phases,
             &groups,
-            errors
-        ));
+            errors,
+        );
+        progress.model_usage = model_usage(c, &id, &phases)?;
+        let body = json!(progress);
         if p.status != RunStatus::Active {
             st.progress_cache.put(org, &id, version, body.clone());
         }
         Ok(body)
     })
     .await
+}
+
+/// What a run's model extraction used, for a run that has a model extraction phase.
+fn model_usage(
+    c: &Connection,
+    id: &str,
+    phases: &[crate::store::pipelines::PhaseRow],
+) -> Result<Option<crate::store::models::Usage>, ApiError> {
+    let uses_model = phases
+        .iter()
+        .any(|p| p.kind == crate::domain::rail::PhaseType::Extraction && p.ref_id.is_some());
+    if !uses_model {
+        return Ok(None);
+    }
+    Ok(Some(store::models::usage(c, id)?.unwrap_or(
+        crate::store::models::Usage {
+            calls: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            estimated_cost: 0.0,
+        },
+    )))
 }
 
 fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> PipelineDocument {
@@ -339,6 +363,7 @@ pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiEr
             spec_id: p.schema_id.clone(),
             status: p.status,
             view: "documents".into(),
+            model_usage: model_usage(c, &id, &phases)?,
             generated_at: crate::domain::ids::now_rfc3339(),
             columns: p
                 .fields
@@ -432,6 +457,7 @@ pub async fn rerun(
             .document_ids
             .map(|ids| ids.into_iter().map(|d| d.0).collect()),
         dry_run: body.dry_run,
+        refresh_extraction: body.refresh_extraction,
         requested_by: call.auth.key_id.clone(),
     };
     let dry = request.dry_run;

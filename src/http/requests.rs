@@ -24,6 +24,9 @@ pub struct RerunBody {
     pub document_ids: Option<Vec<PipelineDocumentId>>,
     #[serde(default, alias = "dryRun")]
     pub dry_run: bool,
+    /// Ask the model again even where an answer for the same document and prompt is kept.
+    #[serde(default, alias = "refreshExtraction")]
+    pub refresh_extraction: bool,
 }
 
 /// A strict decision body: `action`, `corrected_value` and `reason`, after the fields given

@@ -27,12 +27,14 @@ pub struct Call {
 }
 
 /// The kept answer for `key`: a success serves every document with the same content; a
-/// failure only the run that asked for it (a rerun asks the model again).
+/// failure only the run that asked for it (a rerun asks the model again). With `fresh`, only
+/// an answer asked by this very run counts (a rerun that asked to refresh its extraction).
 pub fn cached(
     c: &Connection,
     key: &str,
     pd_seq: i64,
     generation: i64,
+    fresh: bool,
 ) -> Result<Option<Result<Answer, String>>, StoreError> {
     /// (answer, error, the failed run's document and generation)
     type Row = (Option<String>, Option<String>, Option<i64>, Option<i64>);
@@ -42,7 +44,9 @@ pub fn cached(
         )?
         .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
+    let ours = |pd: Option<i64>, g: Option<i64>| pd == Some(pd_seq) && g == Some(generation);
     Ok(match row {
+        Some((Some(_), _, pd, g)) if fresh && !ours(pd, g) => None,
         Some((Some(answer), _, _, _)) => serde_json::from_str(&answer).ok().map(Ok),
         Some((None, Some(error), Some(pd), Some(g))) if pd == pd_seq && g == generation => {
             Some(Err(error))
@@ -122,6 +126,17 @@ pub fn answered(
     }
     c.prepare_cached("UPDATE pipeline_documents SET waiting_for = NULL WHERE seq = ?1")?
         .execute([pd_seq])?;
+    let (tokens_in, tokens_out, cost) = calls.iter().fold((0i64, 0i64, 0.0), |(i, o, k), x| {
+        (i + x.tokens_in as i64, o + x.tokens_out as i64, k + x.cost)
+    });
+    c.prepare_cached(
+        "INSERT INTO model_usage(pipeline_id, calls, tokens_in, tokens_out, cost)
+         SELECT pipeline_id, ?2, ?3, ?4, ?5 FROM pipeline_documents WHERE seq = ?1
+         ON CONFLICT(pipeline_id) DO UPDATE SET calls = calls + excluded.calls,
+           tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
+           cost = cost + excluded.cost",
+    )?
+    .execute(params![pd_seq, calls.len() as i64, tokens_in, tokens_out, cost])?;
     Ok(())
 }
 
@@ -155,18 +170,28 @@ pub fn calls(c: &Connection, pd_seq: i64) -> Result<Vec<Call>, StoreError> {
     .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Tokens and estimated cost of a pipeline's calls: (tokens in, tokens out, cost, calls).
-pub fn usage(c: &Connection, pipeline_id: &str) -> Result<(u64, u64, f64, u64), StoreError> {
+/// A run's calls to model servers, tokens and estimated cost (none before its first call).
+pub fn usage(c: &Connection, pipeline_id: &str) -> Result<Option<Usage>, StoreError> {
     Ok(c.prepare_cached(
-        "SELECT coalesce(sum(k.tokens_in), 0), coalesce(sum(k.tokens_out), 0), coalesce(sum(k.cost), 0.0), count(k.seq)
-         FROM model_calls k JOIN pipeline_documents pd ON pd.seq = k.pd_seq WHERE pd.pipeline_id = ?1",
+        "SELECT calls, tokens_in, tokens_out, cost FROM model_usage WHERE pipeline_id = ?1",
     )?
     .query_row([pipeline_id], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            r.get::<_, i64>(1)? as u64,
-            r.get(2)?,
-            r.get::<_, i64>(3)? as u64,
-        ))
-    })?)
+        Ok(Usage {
+            calls: r.get::<_, i64>(0)? as u64,
+            tokens_in: r.get::<_, i64>(1)? as u64,
+            tokens_out: r.get::<_, i64>(2)? as u64,
+            estimated_cost: r.get(3)?,
+        })
+    })
+    .optional()?)
+}
+
+/// What a run's model extraction used.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub calls: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// From the models' configured prices per 1,000 tokens.
+    pub estimated_cost: f64,
 }

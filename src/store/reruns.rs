@@ -1,6 +1,6 @@
 use super::StoreError;
 use crate::domain::ids::{new_id, now_rfc3339};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 /// What a rerun needs of each of the run's documents.
@@ -86,13 +86,15 @@ pub struct NewRerun<'a> {
     pub enqueued: usize,
     pub document_ids: Option<&'a [String]>,
     pub requested_by: &'a str,
+    pub refresh_extraction: bool,
 }
 
 pub fn insert(c: &Connection, r: NewRerun) -> Result<String, StoreError> {
     let id = new_id();
     c.execute(
-        "INSERT INTO reruns(id, pipeline_id, generation, from_phase, from_phase_index, enqueued, document_ids, requested_at, requested_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO reruns(id, pipeline_id, generation, from_phase, from_phase_index, enqueued, document_ids, requested_at, requested_by,
+                            refresh_extraction)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             id,
             r.pipeline_id,
@@ -102,7 +104,8 @@ pub fn insert(c: &Connection, r: NewRerun) -> Result<String, StoreError> {
             r.enqueued as i64,
             r.document_ids.map(|d| serde_json::to_string(d).unwrap_or_default()),
             now_rfc3339(),
-            r.requested_by
+            r.requested_by,
+            r.refresh_extraction
         ],
     )?;
     Ok(id)
@@ -120,6 +123,16 @@ pub struct RerunRow {
     pub requested_by: String,
     pub finished_at: Option<String>,
     pub outcome: Option<Value>,
+}
+
+/// Whether the rerun that opened `generation` of a run asked to read its documents again.
+pub fn refreshes(c: &Connection, pipeline_id: &str, generation: i64) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT refresh_extraction FROM reruns WHERE pipeline_id = ?1 AND generation = ?2",
+    )?
+    .query_row(params![pipeline_id, generation], |r| r.get::<_, bool>(0))
+    .optional()?
+    .unwrap_or(false))
 }
 
 pub fn list(c: &Connection, pipeline_id: &str) -> Result<Vec<RerunRow>, StoreError> {

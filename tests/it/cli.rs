@@ -410,6 +410,8 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
              ALTER TABLE cells DROP COLUMN provenance;
              DROP TABLE model_responses;
              DROP TABLE model_calls;
+             DROP TABLE model_usage;
+             ALTER TABLE reruns DROP COLUMN refresh_extraction;
              ALTER TABLE pipeline_documents DROP COLUMN waiting_for;
              DROP TABLE document_pages;
              DROP TABLE document_page_images;

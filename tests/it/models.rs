@@ -139,14 +139,25 @@ fn a_model_extracts_with_its_quotes_placed_and_reruns_never_pay_twice() {
         .text
         .contains("api_key"));
 
-    // A rerun from extraction with the same prompt and document reads the kept answer.
+    // A rerun from extraction with the same prompt and document reads the kept answer; so does
+    // one from a later phase, which does not even look.
     rerun_from(&api, &pid, "extraction");
     assert_eq!(stub.calls(), 1, "a rerun never pays twice");
+    // Unless it asks to read the documents again.
+    let r = api.post(
+        &format!("/v1/pipelines/{pid}/rerun"),
+        &json!({"from_phase": "extraction", "refreshExtraction": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    settle(&api, &pid);
+    assert_eq!(stub.calls(), 2, "refresh_extraction asks the model again");
+    rerun_from(&api, &pid, "extraction");
+    assert_eq!(stub.calls(), 2, "and keeps that answer for the next rerun");
     assert_eq!(rows(&api, &pid)[0]["fields"]["invoice_number"], "INV-7");
     // So does another run over the same content.
     let same = upload(&api, "copy.txt", DOC);
     run(&api, &sid, &[same]);
-    assert_eq!(stub.calls(), 1, "answers are kept by content");
+    assert_eq!(stub.calls(), 2, "answers are kept by content");
 
     let models = api.get("/v1/models");
     assert_eq!(models.status, 200, "{}", models.text);
@@ -159,7 +170,7 @@ fn a_model_extracts_with_its_quotes_placed_and_reruns_never_pay_twice() {
     assert_eq!(m["health"]["structured_output"], true);
     let metrics = api.get("/metrics").text;
     assert!(
-        metrics.contains("quire_model_calls_total{model=\"stub\",outcome=\"ok\"} 1"),
+        metrics.contains("quire_model_calls_total{model=\"stub\",outcome=\"ok\"} 2"),
         "{metrics}"
     );
 }
