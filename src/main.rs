@@ -55,12 +55,20 @@ enum Command {
     },
     /// Measure throughput, rerun latency, progress under load and memory (see README).
     Bench {
-        /// Documents in the measured run.
-        #[arg(long, default_value_t = 10_000)]
-        docs: usize,
+        /// Documents in the measured run (default 10,000; 800 with --model-stub).
+        #[arg(long)]
+        docs: Option<usize>,
         /// Executor worker threads (default: the number of cores).
         #[arg(long)]
         workers: Option<usize>,
+        /// Measure model extraction instead, against a stub model server that answers after
+        /// --stub-latency-ms with --stub-in-flight calls at once.
+        #[arg(long)]
+        model_stub: bool,
+        #[arg(long, default_value_t = 200)]
+        stub_latency_ms: u64,
+        #[arg(long, default_value_t = 16)]
+        stub_in_flight: usize,
     },
     /// A guided tour on a live instance that stays up until Ctrl-C (a temporary database
     /// unless --db names one; logs at warn unless RUST_LOG says otherwise).
@@ -211,9 +219,29 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Bench { docs, workers } => {
+        Command::Bench {
+            docs,
+            workers,
+            model_stub,
+            stub_latency_ms,
+            stub_in_flight,
+        } => {
             let db = db_given.then(|| cli.db.clone());
-            match quire::tools::bench::run(quire::tools::bench::BenchArgs { docs, workers, db }) {
+            let summary = if model_stub {
+                quire::tools::bench_model::run(quire::tools::bench_model::ModelBenchArgs {
+                    docs: docs.unwrap_or(800),
+                    latency: std::time::Duration::from_millis(stub_latency_ms),
+                    in_flight: stub_in_flight,
+                    workers,
+                })
+            } else {
+                quire::tools::bench::run(quire::tools::bench::BenchArgs {
+                    docs: docs.unwrap_or(10_000),
+                    workers,
+                    db,
+                })
+            };
+            match summary {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS

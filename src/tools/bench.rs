@@ -174,7 +174,7 @@ fn setup_spec(h: &Http) -> Result<String, String> {
     Ok(schema)
 }
 
-fn upload_all(base: &str, key: &str, n: usize) -> Result<Vec<String>, String> {
+pub(super) fn upload_all(base: &str, key: &str, n: usize) -> Result<Vec<String>, String> {
     let threads = 4;
     let results: Vec<Result<Vec<(usize, String)>, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -206,13 +206,13 @@ fn upload_all(base: &str, key: &str, n: usize) -> Result<Vec<String>, String> {
     Ok(ids)
 }
 
-fn seconds_between(a: &str, b: &str) -> Result<f64, String> {
+pub(super) fn seconds_between(a: &str, b: &str) -> Result<f64, String> {
     let p =
         |s: &str| chrono::DateTime::parse_from_rfc3339(s).map_err(|e| format!("bad time {s}: {e}"));
     Ok(((p(b)? - p(a)?).num_milliseconds() as f64 / 1000.0).max(0.001))
 }
 
-fn wait_settled(h: &Http, pid: &str) -> Result<Value, String> {
+pub(super) fn wait_settled(h: &Http, pid: &str) -> Result<Value, String> {
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         let p = h.get(&format!("/v1/pipelines/{pid}"))?;
@@ -291,7 +291,7 @@ fn peak_rss_mb() -> f64 {
     status_mb("VmHWM:")
 }
 
-fn note(stage: &str) {
+pub(super) fn note(stage: &str) {
     eprintln!(
         "bench: {stage} (resident {:.0} MB, peak {:.0} MB)",
         status_mb("VmRSS:"),
@@ -299,7 +299,7 @@ fn note(stage: &str) {
     );
 }
 
-fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
+pub(super) fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
     if cond {
         Ok(())
     } else {

@@ -3,7 +3,9 @@
 //! drive it with. Nothing in the service (`http`, `engine`, `store`, `domain`) uses this module.
 
 pub mod bench;
+pub mod bench_model;
 pub mod client;
 pub mod demo;
 pub mod fixtures;
+pub mod model_stub;
 pub mod pdf_writer;

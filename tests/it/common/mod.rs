@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub mod model_stub;
+pub use quire::tools::model_stub;
 pub mod world;
 
 pub struct Resp {

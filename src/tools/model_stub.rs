@@ -1,5 +1,7 @@
 //! An in-process stub of an OpenAI-compatible chat-completions server: plain HTTP/1.1 over
-//! `std::net`, one thread per connection, answers decided by a test-supplied handler.
+//! `std::net`, one thread per connection, answers decided by a handler. It stands in for a
+//! model server in the tests and in `quire bench --model-stub`; the service never uses it (the
+//! service's own client is what talks to it).
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -147,9 +149,16 @@ pub struct ModelStub {
 }
 
 impl ModelStub {
+    /// Starts a stub on an ephemeral port of 127.0.0.1 (panics when it cannot: for tests).
     pub fn start(handler: impl Fn(&StubCall) -> StubReply + Send + Sync + 'static) -> ModelStub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the model stub");
-        let addr = listener.local_addr().expect("the model stub's address");
+        Self::try_start(handler).expect("start the model stub")
+    }
+
+    pub fn try_start(
+        handler: impl Fn(&StubCall) -> StubReply + Send + Sync + 'static,
+    ) -> std::io::Result<ModelStub> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             handler: Box::new(handler),
             requests: Mutex::new(Vec::new()),
@@ -167,11 +176,11 @@ impl ModelStub {
                 }
             }
         });
-        ModelStub {
+        Ok(ModelStub {
             addr,
             shared,
             accept: Some(accept),
-        }
+        })
     }
 
     /// The base URL, e.g. `http://127.0.0.1:PORT/v1`.
