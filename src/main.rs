@@ -72,7 +72,13 @@ enum Command {
     },
     /// A guided tour on a live instance that stays up until Ctrl-C (a temporary database
     /// unless --db names one; logs at warn unless RUST_LOG says otherwise).
-    Demo,
+    Demo {
+        /// Extract with this OpenAI-compatible model server: URL[,key=value…] with the keys
+        /// of `serve --model` (e.g. http://127.0.0.1:11434/v1,model=qwen2.5:7b); else the
+        /// built-in rules.
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Copy the database consistently while the service runs (SQLite online backup).
     Backup {
         /// Destination file (must not exist).
@@ -199,7 +205,7 @@ fn main() -> ExitCode {
     );
     // The demo talks to a person in a terminal: its service's access log would bury the tour,
     // so it logs warnings only unless RUST_LOG asks for more.
-    let default_level = if matches!(cli.command, Command::Demo) {
+    let default_level = if matches!(cli.command, Command::Demo { .. }) {
         "warn"
     } else {
         "info"
@@ -249,10 +255,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Demo => match quire::tools::demo::run(db_given.then(|| cli.db.clone())) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
+        Command::Demo { model } => {
+            match quire::tools::demo::run(db_given.then(|| cli.db.clone()), model) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::Backup { path } => {
             let db = match admin::open(&cli.db) {
                 Ok(db) => db,

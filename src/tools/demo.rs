@@ -76,7 +76,7 @@ struct Spec {
     policy: String,
 }
 
-fn build_spec(c: &Client) -> Result<Spec, String> {
+fn build_spec(c: &Client, model: bool) -> Result<Spec, String> {
     let schema = id(&c.post(
         "/v1/schemas",
         &json!({"name": "Invoices", "fields": fixtures::schema_fields()}),
@@ -103,7 +103,11 @@ fn build_spec(c: &Client) -> Result<Spec, String> {
         &format!("/v1/schemas/{schema}/rail"),
         &json!({"rail": [
             {"type": "registry", "name": "Field Registry"},
-            {"type": "schema", "name": "Extraction"},
+            if model {
+                json!({"type": "schema", "name": "Extraction", "json": {"extractor": "model", "model": "demo"}})
+            } else {
+                json!({"type": "schema", "name": "Extraction"})
+            },
             {"type": "resolve", "json": {"policy_ids": [policy]}},
             {"type": "valid", "json": {"stage_ids": [gate]}}]}),
     )?;
@@ -139,8 +143,13 @@ fn show_queue(c: &Client, pid: &str) -> Result<Vec<Value>, String> {
     Ok(items)
 }
 
-/// Runs the demo on `db` (a file of its own, created if missing), or on a temporary database.
-pub fn run(db: Option<String>) -> Result<(), String> {
+/// Runs the demo on `db` (a file of its own, created if missing), or on a temporary database;
+/// with `model` (`URL[,key=value…]` as `--model` takes after `NAME=`), extraction asks that
+/// model server instead of the built-in rules.
+pub fn run(db: Option<String>, model: Option<String>) -> Result<(), String> {
+    let model = model
+        .map(|m| crate::models::ModelConfig::parse(&format!("demo={m}")))
+        .transpose()?;
     match &db {
         Some(path) => say(&format!(
             "Quire demo: a live instance on an ephemeral port with the database {path}.\n"
@@ -149,15 +158,23 @@ pub fn run(db: Option<String>) -> Result<(), String> {
             say("Quire demo: a live instance on an ephemeral port with a temporary database.\n")
         }
     }
+    let with_model = model.is_some();
+    if let Some(m) = &model {
+        say(&format!(
+            "Extraction by the model '{}' at {} (--model).\n",
+            m.model, m.url
+        ));
+    }
     let srv = TestServer::start_with(|c| {
         c.rate_limit = 0;
         if let Some(path) = db {
             c.db = path;
         }
+        c.models = model.into_iter().collect();
     });
     let c = Client::new(&srv.url, &srv.api_key);
 
-    let spec = build_spec(&c)?;
+    let spec = build_spec(&c, with_model)?;
     say("Spec: schema \"Invoices\" (7 fields) · policy \"Normalize invoices\" (5 rules) · gate \"Plausibility\" (blocking: net ≤ 15,000, net + tax = total)");
     say("Rail: registry → extraction → resolution → validation\n");
 

@@ -203,10 +203,12 @@ fn a_foreign_file_is_refused_at_start_and_left_untouched() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
-#[test]
-fn the_demo_runs_the_whole_tour_and_stays_up_until_interrupted() {
+/// Starts `quire demo` with `args` and reads its tour up to the last line; the running demo and
+/// what it printed.
+fn demo_tour(args: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_quire"))
         .arg("demo")
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -230,7 +232,32 @@ fn the_demo_runs_the_whole_tour_and_stays_up_until_interrupted() {
             Err(_) => panic!("the demo did not finish its tour:\n{}", seen.join("\n")),
         }
     }
-    let text = seen.join("\n");
+    (child, seen.join("\n"))
+}
+
+#[test]
+fn the_demo_extracts_with_a_model_server_it_is_pointed_at() {
+    use quire::tools::model_stub::{ModelStub, StubReply};
+    let stub = ModelStub::start(|_| {
+        StubReply::json_content(
+            r#"{"fields": {"invoice_number": {"value": "X-1", "quote": null}}}"#,
+        )
+    });
+    let (mut child, text) = demo_tour(&["--model", &format!("{},model=demo-7b", stub.url())]);
+    assert!(text.contains("Extraction by the model 'demo-7b'"), "{text}");
+    assert!(text.contains("200/200 documents"), "{text}");
+    assert_eq!(
+        stub.calls(),
+        200,
+        "one call per document; the rerun from resolution makes none"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_demo_runs_the_whole_tour_and_stays_up_until_interrupted() {
+    let (mut child, text) = demo_tour(&[]);
     for expected in [
         "200/200 documents",
         "Review queue:",
