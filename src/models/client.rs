@@ -81,9 +81,10 @@ impl std::fmt::Display for CallError {
 }
 
 /// Asks for a completion. With `schema`, structured output (`response_format: json_schema`);
-/// without, JSON mode (`json_object`).
-pub fn chat(
-    http: &reqwest::blocking::Client,
+/// without, JSON mode (`json_object`). Dropping the future drops the connection: that is how a
+/// call in flight is cancelled.
+pub async fn chat(
+    http: &reqwest::Client,
     m: &ModelConfig,
     messages: &[Value],
     schema: Option<&Value>,
@@ -112,7 +113,7 @@ pub fn chat(
         }
     }
     let started = Instant::now();
-    let resp = req.send().map_err(|e| {
+    let resp = req.send().await.map_err(|e| {
         if e.is_timeout() {
             CallError::Timeout
         } else {
@@ -127,7 +128,7 @@ pub fn chat(
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(3600.0)));
-    let text = resp.text().map_err(|e| {
+    let text = resp.text().await.map_err(|e| {
         if e.is_timeout() {
             CallError::Timeout
         } else {

@@ -120,11 +120,25 @@ impl Dispatcher {
     }
 }
 
+/// One model thread's means to call: an HTTP client on a runtime of its own.
+struct Caller {
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
 fn serve(m: &ModelConfig, rx: &Receiver<Job>, shared: &Shared) {
-    let http = match reqwest::blocking::Client::builder()
+    let built = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()
-    {
+        .map_err(|e| e.to_string())
+        .and_then(|http| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| Caller { http, rt })
+                .map_err(|e| e.to_string())
+        });
+    let caller = match built {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("model '{}': cannot build an HTTP client: {e}", m.name);
@@ -133,14 +147,14 @@ fn serve(m: &ModelConfig, rx: &Receiver<Job>, shared: &Shared) {
     };
     while !shared.stop.load(Ordering::SeqCst) {
         match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(job) => run(&http, m, job, shared),
+            Ok(job) => run(&caller, m, job, shared),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(_) => return,
         }
     }
 }
 
-fn run(http: &reqwest::blocking::Client, m: &ModelConfig, job: Job, shared: &Shared) {
+fn run(caller: &Caller, m: &ModelConfig, job: Job, shared: &Shared) {
     // A run cancelled while the document waited asks nothing.
     match shared
         .db
@@ -162,7 +176,7 @@ fn run(http: &reqwest::blocking::Client, m: &ModelConfig, job: Job, shared: &Sha
     let mut parts = Vec::new();
     let mut failure = None;
     for chunk in prompt::chunks(&job.pages) {
-        match ask(http, m, &job, &chunk, &mut calls, shared) {
+        match ask(caller, m, &job, &chunk, &mut calls, shared) {
             Ok(a) => parts.push(a),
             Err(e) => {
                 failure = Some(e);
@@ -173,7 +187,15 @@ fn run(http: &reqwest::blocking::Client, m: &ModelConfig, job: Job, shared: &Sha
     shared.registry.update(&m.name, |h| h.in_flight -= 1);
     let result: Result<Answer, String> = match failure {
         None => Ok(prompt::merge(parts)),
-        Some(Failure::Cancelled) => return,
+        Some(Failure::Cancelled) => {
+            // Nothing to apply; the calls made are still on record.
+            if let Err(e) = shared.db.write(false, |tx| {
+                store::models::record_calls(tx, job.pd_seq, &calls)
+            }) {
+                tracing::warn!("model '{}': cannot record calls: {e}", m.name);
+            }
+            return;
+        }
         Some(Failure::Failed(e)) => Err(e),
     };
     let kept = shared.db.write(false, |tx| {
@@ -216,7 +238,7 @@ impl From<String> for Failure {
 /// One chunk's answer, asking again as the module's comment says. While the model's circuit is
 /// open the document waits (saying so) without spending its retries.
 fn ask(
-    http: &reqwest::blocking::Client,
+    caller: &Caller,
     m: &ModelConfig,
     job: &Job,
     chunk: &str,
@@ -253,7 +275,34 @@ fn ask(
             continue;
         }
         let structured = shared.registry.health(&m.name).structured_output;
-        let result = client::chat(http, m, &messages, structured.then_some(&schema));
+        let started = std::time::Instant::now();
+        let result = match call_unless_cancelled(
+            caller,
+            m,
+            &messages,
+            structured.then_some(&schema),
+            job,
+            shared,
+        ) {
+            Some(r) => r,
+            None => {
+                shared
+                    .metrics
+                    .model_call(&m.name, "cancelled", 0, 0, started.elapsed());
+                calls.push(Call {
+                    model: m.name.clone(),
+                    outcome: "cancelled".into(),
+                    status: None,
+                    tokens_in: 0,
+                    tokens_out: 0,
+                    ms: started.elapsed().as_millis() as u64,
+                    cost: 0.0,
+                    error: Some("the run was cancelled while the model was answering".into()),
+                    created_at: String::new(),
+                });
+                return Err(Failure::Cancelled);
+            }
+        };
         let mut log = |outcome: &'static str,
                        status,
                        tokens_in,
@@ -359,6 +408,33 @@ fn ask(
             }
         }
     }
+}
+
+/// One call, abandoned (its connection dropped) as soon as the document stops waiting for it (its
+/// run was cancelled) or the service stops: `None` then.
+fn call_unless_cancelled(
+    caller: &Caller,
+    m: &ModelConfig,
+    messages: &[serde_json::Value],
+    schema: Option<&serde_json::Value>,
+    job: &Job,
+    shared: &Shared,
+) -> Option<Result<client::Completion, CallError>> {
+    caller.rt.block_on(async {
+        let call = client::chat(&caller.http, m, messages, schema);
+        tokio::pin!(call);
+        loop {
+            if let Ok(done) = tokio::time::timeout(Duration::from_millis(250), &mut call).await {
+                return Some(done);
+            }
+            let waiting = shared
+                .db
+                .read(|c| store::models::still_waiting(c, job.pd_seq));
+            if shared.stop.load(Ordering::SeqCst) || matches!(waiting, Ok(false)) {
+                return None;
+            }
+        }
+    })
 }
 
 /// The pause before asking again: the server's `Retry-After` (at most two minutes), else half

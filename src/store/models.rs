@@ -106,6 +106,29 @@ pub fn answered(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![key, model, answer, error, pd_seq, generation, now])?;
+    insert_calls(c, pd_seq, calls, &now)?;
+    c.prepare_cached("UPDATE pipeline_documents SET waiting_for = NULL WHERE seq = ?1")?
+        .execute([pd_seq])?;
+    let (tokens_in, tokens_out, cost) = calls.iter().fold((0i64, 0i64, 0.0), |(i, o, k), x| {
+        (i + x.tokens_in as i64, o + x.tokens_out as i64, k + x.cost)
+    });
+    c.prepare_cached(
+        "INSERT INTO model_usage(pipeline_id, calls, tokens_in, tokens_out, cost)
+         SELECT pipeline_id, ?2, ?3, ?4, ?5 FROM pipeline_documents WHERE seq = ?1
+         ON CONFLICT(pipeline_id) DO UPDATE SET calls = calls + excluded.calls,
+           tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
+           cost = cost + excluded.cost",
+    )?
+    .execute(params![pd_seq, calls.len() as i64, tokens_in, tokens_out, cost])?;
+    Ok(())
+}
+
+/// Records calls that gave nothing to keep (their run was cancelled meanwhile).
+pub fn record_calls(c: &Connection, pd_seq: i64, calls: &[Call]) -> Result<(), StoreError> {
+    insert_calls(c, pd_seq, calls, &now_rfc3339())
+}
+
+fn insert_calls(c: &Connection, pd_seq: i64, calls: &[Call], now: &str) -> Result<(), StoreError> {
     let mut ins = c.prepare_cached(
         "INSERT INTO model_calls(pd_seq, model, outcome, status, tokens_in, tokens_out, ms, cost, error, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -124,19 +147,6 @@ pub fn answered(
             now
         ])?;
     }
-    c.prepare_cached("UPDATE pipeline_documents SET waiting_for = NULL WHERE seq = ?1")?
-        .execute([pd_seq])?;
-    let (tokens_in, tokens_out, cost) = calls.iter().fold((0i64, 0i64, 0.0), |(i, o, k), x| {
-        (i + x.tokens_in as i64, o + x.tokens_out as i64, k + x.cost)
-    });
-    c.prepare_cached(
-        "INSERT INTO model_usage(pipeline_id, calls, tokens_in, tokens_out, cost)
-         SELECT pipeline_id, ?2, ?3, ?4, ?5 FROM pipeline_documents WHERE seq = ?1
-         ON CONFLICT(pipeline_id) DO UPDATE SET calls = calls + excluded.calls,
-           tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
-           cost = cost + excluded.cost",
-    )?
-    .execute(params![pd_seq, calls.len() as i64, tokens_in, tokens_out, cost])?;
     Ok(())
 }
 

@@ -420,3 +420,48 @@ fn a_server_that_is_down_opens_the_circuit_documents_wait_visibly_and_resume_whe
     let health = &api.get("/v1/models").body["data"][0]["health"];
     assert!(health["circuit_open_until"].is_null(), "{health}");
 }
+
+#[test]
+fn cancelling_a_run_drops_its_calls_in_flight() {
+    // A server that takes a minute: the call is in flight when the run is cancelled.
+    let stub = ModelStub::start(|call| {
+        StubReply::json_content(&good_answer(call)).after(Duration::from_secs(60))
+    });
+    let api = with_model(&stub, ",concurrency=2");
+    let sid = model_schema(&api);
+    let docs: Vec<String> = (0..3)
+        .map(|i| {
+            upload(
+                &api,
+                &format!("{i}.txt"),
+                &DOC.replace("INV-7", &format!("INV-{i}")),
+            )
+        })
+        .collect();
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": docs}),
+    );
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    wait_for(30, || (stub.calls() == 2).then_some(()));
+    let r = api.post(&format!("/v1/pipelines/{pid}/cancel"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Well before the server would have answered, nothing is in flight any more.
+    wait_for(20, || {
+        let h = &api.get("/v1/models").body["data"][0]["health"];
+        (h["in_flight"] == 0).then_some(())
+    });
+    let rows = rows(&api, &pid);
+    let cancelled: Vec<Value> = rows
+        .iter()
+        .flat_map(|row| calls(&api, &pid, row))
+        .filter(|c| c["outcome"] == "cancelled")
+        .collect();
+    assert_eq!(cancelled.len(), 2, "{rows:?}");
+    assert_eq!(stub.calls(), 2, "the third document never asked");
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "error" && r["error"] == "cancelled"),
+        "{rows:?}"
+    );
+}
