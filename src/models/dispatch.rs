@@ -68,8 +68,8 @@ struct Shared {
     registry: Arc<Registry>,
     db: Db,
     metrics: Arc<Metrics>,
-    wake: Sender<()>,
     stop: Arc<AtomicBool>,
+    keep: Sender<Kept>,
 }
 
 impl Dispatcher {
@@ -81,12 +81,18 @@ impl Dispatcher {
         wake: Sender<()>,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, StoreError> {
+        let (keep, kept) = unbounded::<Kept>();
+        let keeper_db = db.clone();
+        std::thread::Builder::new()
+            .name("quire-model-keeper".into())
+            .spawn(move || keeper(&kept, &keeper_db, &wake))
+            .map_err(|e| StoreError::Refused(format!("cannot start the model keeper: {e}")))?;
         let shared = Arc::new(Shared {
             registry: registry.clone(),
             db,
             metrics,
-            wake,
             stop,
+            keep,
         });
         let mut queues = HashMap::new();
         for (m, _) in registry.all() {
@@ -198,27 +204,50 @@ fn run(caller: &Caller, m: &ModelConfig, job: Job, shared: &Shared) {
         }
         Some(Failure::Failed(e)) => Err(e),
     };
-    let kept = shared.db.write(false, |tx| {
-        store::models::answered(
-            tx,
-            &job.key,
-            &m.name,
-            job.pd_seq,
-            job.generation,
-            result.as_ref().map_err(String::as_str),
-            &calls,
-        )
+    // Kept by the keeper thread, so this thread asks the next question meanwhile.
+    let _ = shared.keep.send(Kept {
+        job,
+        model: m.name.clone(),
+        result,
+        calls,
     });
-    match kept {
-        Ok(()) => {
-            let _ = shared.wake.try_send(());
+}
+
+/// What a model thread hands the keeper.
+struct Kept {
+    job: Job,
+    model: String,
+    result: Result<Answer, String>,
+    calls: Vec<Call>,
+}
+
+/// Writes answers as they come, as many as are ready in one transaction, and wakes the
+/// executor for their documents. A model thread never waits for the database's writer.
+fn keeper(rx: &Receiver<Kept>, db: &Db, wake: &Sender<()>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(255));
+        let kept = db.write(false, |tx| {
+            for k in &batch {
+                store::models::answered(
+                    tx,
+                    &k.job.key,
+                    &k.model,
+                    k.job.pd_seq,
+                    k.job.generation,
+                    k.result.as_ref().map_err(String::as_str),
+                    &k.calls,
+                )?;
+            }
+            Ok::<_, StoreError>(())
+        });
+        match kept {
+            Ok(()) => {
+                let _ = wake.try_send(());
+            }
+            // Their documents stay waiting until the next start, which asks again.
+            Err(e) => tracing::warn!("cannot keep {} model answer(s): {e}", batch.len()),
         }
-        // The document stays waiting until the next start, which asks again.
-        Err(e) => tracing::warn!(
-            "model '{}': cannot keep the answer for document {}: {e}",
-            m.name,
-            job.pd_seq
-        ),
     }
 }
 

@@ -219,6 +219,7 @@ struct Request {
 }
 
 fn serve(stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
@@ -386,7 +387,9 @@ fn write_reply(w: &mut TcpStream, reply: &StubReply, keep_alive: bool) -> std::i
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    w.write_all(head.as_bytes())?;
-    w.write_all(reply.body.as_bytes())?;
+    // One write: a head and a body sent apart would wait on the client's delayed ACK.
+    let mut answer = head.into_bytes();
+    answer.extend_from_slice(reply.body.as_bytes());
+    w.write_all(&answer)?;
     w.flush()
 }
