@@ -65,8 +65,10 @@ enum Command {
         /// --stub-latency-ms with --stub-in-flight calls at once.
         #[arg(long)]
         model_stub: bool,
+        /// With --model-stub: how long the stub takes to answer.
         #[arg(long, default_value_t = 200)]
         stub_latency_ms: u64,
+        /// With --model-stub: calls in flight at once (the model's concurrency).
         #[arg(long, default_value_t = 16)]
         stub_in_flight: usize,
     },

@@ -331,6 +331,9 @@ pub struct Evidence<'a> {
     pub confidence: Option<f64>,
     /// The value as extraction found it, when one exists.
     pub extracted: Option<&'a Value>,
+    /// For a model extractor's value: how many of the samples it took agree with it, of how
+    /// many (`n_shot`); none for a deterministic extractor.
+    pub samples: Option<(u32, u32)>,
 }
 
 pub struct Judgement {
@@ -678,12 +681,24 @@ pub fn judge(
                     )
                 }
             },
-            Mechanism::NShot(n) => (
-                Outcome::Pass,
-                Some(1.0),
-                format!("deterministic extractor: {n} runs agree"),
-                "n_shot",
-            ),
+            Mechanism::NShot(n) => match ev.samples {
+                Some((agree, total)) => (
+                    if agree == total && total >= *n {
+                        Outcome::Pass
+                    } else {
+                        Outcome::Fail
+                    },
+                    Some(f64::from(agree) / f64::from(total.max(1))),
+                    format!("{agree} of {total} samples of the model agree (n = {n})"),
+                    "n_shot",
+                ),
+                None => (
+                    Outcome::Pass,
+                    Some(1.0),
+                    format!("deterministic extractor: {n} runs agree"),
+                    "n_shot",
+                ),
+            },
         };
         match outcome {
             Outcome::Fail => any_fail = true,
@@ -761,6 +776,7 @@ mod tests {
             rule_type: None,
             confidence: Some(0.95),
             extracted: None,
+            samples: None,
         };
         judge(g, field, &ev, &lookup, "")
     }
@@ -884,6 +900,7 @@ mod tests {
             rule_type: Some("number"),
             confidence: Some(0.6),
             extracted: Some(&raw),
+            samples: None,
         };
         let j = judge(&g, "total", &ev, &lookup, &text);
         assert_eq!(
@@ -892,6 +909,15 @@ mod tests {
         );
         assert_eq!(j.mechanisms[0].verdict(), "pass");
         assert_eq!(j.mechanisms[2].verdict(), "pass");
+        // A model's samples: all three agreeing pass, two of three fail.
+        for (samples, verdict) in [((3, 3), "pass"), ((2, 3), "fail"), ((2, 2), "fail")] {
+            let ev = Evidence {
+                samples: Some(samples),
+                ..ev
+            };
+            let j = judge(&g, "total", &ev, &lookup, &text);
+            assert_eq!(j.mechanisms[2].verdict(), verdict, "{samples:?}");
+        }
         let wire: Value = serde_json::from_str(&mechanisms_json(&j.mechanisms)).unwrap();
         assert_eq!(
             wire[1],
@@ -903,6 +929,7 @@ mod tests {
             rule_type: Some("compute"),
             confidence: Some(0.9),
             extracted: None,
+            samples: None,
         };
         assert_eq!(
             judge(&g, "total", &ev, &lookup, &text).mechanisms[0].verdict(),
@@ -915,6 +942,7 @@ mod tests {
             rule_type: None,
             confidence: Some(0.9),
             extracted: Some(&s),
+            samples: None,
         };
         assert_eq!(
             judge(&g, "total", &ev, &lookup, &text).mechanisms[0].verdict(),

@@ -156,11 +156,35 @@ pub struct Answer {
     /// Why some of the answer was unusable (a field's wrong type), per field.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub notes: Map<String, Value>,
+    /// Per field, `[agreeing, taken]`: how many of the extra samples an `n_shot` gate asked
+    /// for (and the answer itself) gave the same value.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub samples: Map<String, Value>,
 }
 
 impl Answer {
     pub fn field(&self, name: &str) -> Option<AnsweredField> {
         serde_json::from_value(self.fields.get(name)?.clone()).ok()
+    }
+
+    /// `(agreeing, taken)` samples for a field, where samples were taken.
+    pub fn agreement(&self, name: &str) -> Option<(u32, u32)> {
+        let pair: (u32, u32) = serde_json::from_value(self.samples.get(name)?.clone()).ok()?;
+        Some(pair)
+    }
+
+    /// Counts, per field, the samples that gave the answer's value (the answer counts as one).
+    pub fn tally(&mut self, samples: &[Answer]) {
+        let names: Vec<String> = self.fields.keys().cloned().collect();
+        for name in names {
+            let mine = self.field(&name).map(|f| f.value);
+            let agree = samples
+                .iter()
+                .filter(|s| s.field(&name).map(|f| f.value) == mine)
+                .count() as u32;
+            self.samples
+                .insert(name, json!([agree + 1, samples.len() as u32 + 1]));
+        }
     }
 }
 
@@ -220,6 +244,9 @@ pub fn merge(parts: Vec<Answer>) -> Answer {
         }
         for (k, v) in p.notes {
             out.notes.entry(k).or_insert(v);
+        }
+        for (k, v) in p.samples {
+            out.samples.entry(k).or_insert(v);
         }
         confidences.extend(p.token_confidence);
     }

@@ -340,7 +340,7 @@ fn process(
     }
     let model_answer = match model_answer(c, registry, &spec, claim, &load) {
         Ok(Needed::No) => None,
-        Ok(Needed::Kept(answer)) => Some(answer),
+        Ok(Needed::Kept(answer)) => Some(*answer),
         Ok(Needed::Ask(job)) => return Outcome::Wait(job),
         Err(e) => return Outcome::Requeue(format!("cannot read the model's answer: {e}")),
     };
@@ -395,7 +395,7 @@ fn process(
 /// Whether a run needs a model's answer before it starts.
 enum Needed {
     No,
-    Kept(Result<Answer, String>),
+    Kept(Box<Result<Answer, String>>),
     Ask(Box<Job>),
 }
 
@@ -416,19 +416,49 @@ fn model_answer(
     }) else {
         return Ok(Needed::No);
     };
-    if claim.cursor > index || load.unreadable.is_some() {
+    if load.unreadable.is_some() {
+        return Ok(Needed::No);
+    }
+    // An `n_shot` gate's samples are taken at extraction and only read at validation.
+    let samples = spec
+        .phases
+        .iter()
+        .filter_map(|p| match &p.config {
+            PhaseConfig::Validation { gate, .. } => gate
+                .mechanisms
+                .iter()
+                .filter_map(|m| match m {
+                    crate::domain::gate::Mechanism::NShot(n) => Some(*n),
+                    _ => None,
+                })
+                .max(),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1);
+    let after_extraction = claim.cursor > index;
+    if after_extraction && samples <= 1 {
         return Ok(Needed::No);
     }
     let Some(m) = registry.get(name) else {
-        return Ok(Needed::Kept(Err(format!(
+        return Ok(Needed::Kept(Box::new(Err(format!(
             "model '{name}' is not configured on this server any more"
-        ))));
+        )))));
     };
-    let key = dispatch::cache_key(&load.sha256, &m, &spec.fields);
+    let key = dispatch::cache_key(&load.sha256, &m, &spec.fields, samples);
+    if after_extraction {
+        // Validation reads what extraction kept; it never asks.
+        return Ok(
+            match store::models::cached(c, &key, claim.seq, claim.generation, false)? {
+                Some(Ok(answer)) => Needed::Kept(Box::new(Ok(answer))),
+                _ => Needed::No,
+            },
+        );
+    }
     let fresh =
         claim.generation > 1 && store::reruns::refreshes(c, &claim.pipeline_id, claim.generation)?;
     if let Some(kept) = store::models::cached(c, &key, claim.seq, claim.generation, fresh)? {
-        return Ok(Needed::Kept(kept));
+        return Ok(Needed::Kept(Box::new(kept)));
     }
     let pages = if load.pages.is_empty() {
         vec![String::from_utf8_lossy(&load.content).into_owned()]
@@ -442,6 +472,7 @@ fn model_answer(
         model: name.clone(),
         fields: spec.fields.clone(),
         pages,
+        samples,
     })))
 }
 

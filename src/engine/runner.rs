@@ -604,20 +604,21 @@ fn validate(
             continue;
         }
         let (value, version) = ctx.input(f, i + 1);
-        let extracted = ctx
-            .cells
-            .iter()
-            .rev()
-            .find(|c| {
-                &c.field == f && crate::domain::cells::is_extracted(&c.source) && ctx.is_live(c)
-            })
-            .map(|c| c.value.clone());
+        let extracted_cell = ctx.cells.iter().rev().find(|c| {
+            &c.field == f && crate::domain::cells::is_extracted(&c.source) && ctx.is_live(c)
+        });
+        let by_model = extracted_cell.is_some_and(|c| c.source == "model_extraction");
+        let extracted = extracted_cell.map(|c| c.value.clone());
         let ev = Evidence {
             value: &value,
             source: version.map(|c| c.source.as_str()),
             rule_type: version.and_then(|c| c.rule_type.as_deref()),
             confidence: version.and_then(|c| c.confidence),
             extracted: extracted.as_ref(),
+            samples: match &ctx.model_answer {
+                Some(Ok(a)) if by_model => a.agreement(f),
+                _ => None,
+            },
         };
         let lookup = |name: &str| -> (Value, bool) {
             let held = ctx.states.get(name).is_some_and(|s| s.status.is_held());

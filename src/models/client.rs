@@ -88,6 +88,7 @@ pub async fn chat(
     m: &ModelConfig,
     messages: &[Value],
     schema: Option<&Value>,
+    temperature: f64,
 ) -> Result<Completion, CallError> {
     let response_format = match schema {
         Some(s) => {
@@ -98,7 +99,7 @@ pub async fn chat(
     let body = json!({
         "model": m.model,
         "messages": messages,
-        "temperature": 0,
+        "temperature": temperature,
         "max_tokens": m.max_tokens,
         "logprobs": true,
         "response_format": response_format,

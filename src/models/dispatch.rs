@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How an `n_shot` gate's extra samples are asked: enough spread for an unsure model to differ.
+const SAMPLE_TEMPERATURE: f64 = 0.7;
+
 /// Transient failures asked again before the document's extraction fails.
 const MAX_TRANSIENT_RETRIES: u32 = 5;
 
@@ -37,11 +40,19 @@ pub struct Job {
     pub fields: Vec<FieldDef>,
     /// The document's text, per page.
     pub pages: Vec<String>,
+    /// Answers asked for in all (at least 1): an `n_shot` gate's n. The extra ones are
+    /// sampled (temperature 0.7) and compared with the first.
+    pub samples: u32,
 }
 
 /// The response cache's key: the document's content, the model, the prompt's version and the
 /// answer's schema (a new field list is a new question).
-pub fn cache_key(document_sha256: &str, m: &ModelConfig, fields: &[FieldDef]) -> String {
+pub fn cache_key(
+    document_sha256: &str,
+    m: &ModelConfig,
+    fields: &[FieldDef],
+    samples: u32,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for part in [
@@ -51,6 +62,7 @@ pub fn cache_key(document_sha256: &str, m: &ModelConfig, fields: &[FieldDef]) ->
         &prompt::PROMPT_VERSION.to_string(),
         &prompt::answer_schema(fields).to_string(),
         &serde_json::to_string(fields).unwrap_or_default(),
+        &samples.to_string(),
     ] {
         h.update(part.as_bytes());
         h.update([0]);
@@ -181,14 +193,37 @@ fn run(caller: &Caller, m: &ModelConfig, job: Job, shared: &Shared) {
     let mut calls = Vec::new();
     let mut parts = Vec::new();
     let mut failure = None;
-    for chunk in prompt::chunks(&job.pages) {
-        match ask(caller, m, &job, &chunk, &mut calls, shared) {
-            Ok(a) => parts.push(a),
+    'chunks: for chunk in prompt::chunks(&job.pages) {
+        let mut answer = match ask(caller, m, &job, &chunk, 0.0, &mut calls, shared) {
+            Ok(a) => a,
             Err(e) => {
                 failure = Some(e);
                 break;
             }
+        };
+        if job.samples > 1 {
+            let mut samples = Vec::new();
+            for _ in 1..job.samples {
+                match ask(
+                    caller,
+                    m,
+                    &job,
+                    &chunk,
+                    SAMPLE_TEMPERATURE,
+                    &mut calls,
+                    shared,
+                ) {
+                    Ok(s) => samples.push(s),
+                    Err(Failure::Failed(_)) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'chunks;
+                    }
+                }
+            }
+            answer.tally(&samples);
         }
+        parts.push(answer);
     }
     shared.registry.update(&m.name, |h| h.in_flight -= 1);
     let result: Result<Answer, String> = match failure {
@@ -271,6 +306,7 @@ fn ask(
     m: &ModelConfig,
     job: &Job,
     chunk: &str,
+    temperature: f64,
     calls: &mut Vec<Call>,
     shared: &Shared,
 ) -> Result<Answer, Failure> {
@@ -310,6 +346,7 @@ fn ask(
             m,
             &messages,
             structured.then_some(&schema),
+            temperature,
             job,
             shared,
         ) {
@@ -446,11 +483,12 @@ fn call_unless_cancelled(
     m: &ModelConfig,
     messages: &[serde_json::Value],
     schema: Option<&serde_json::Value>,
+    temperature: f64,
     job: &Job,
     shared: &Shared,
 ) -> Option<Result<client::Completion, CallError>> {
     caller.rt.block_on(async {
-        let call = client::chat(&caller.http, m, messages, schema);
+        let call = client::chat(&caller.http, m, messages, schema, temperature);
         tokio::pin!(call);
         loop {
             if let Ok(done) = tokio::time::timeout(Duration::from_millis(250), &mut call).await {

@@ -465,3 +465,58 @@ fn cancelling_a_run_drops_its_calls_in_flight() {
         "{rows:?}"
     );
 }
+
+#[test]
+fn an_n_shot_gate_samples_the_model_at_extraction_and_holds_what_it_is_unsure_of() {
+    // Sure of the number, unsure of the total: samples (temperature > 0) disagree on it.
+    let stub = ModelStub::start(|call| {
+        let sampled = call.body["temperature"].as_f64().unwrap_or(0.0) > 0.0;
+        let total = if sampled && call.n % 2 == 0 {
+            999.0
+        } else {
+            1234.5
+        };
+        let answer = good_answer(call).replace("1234.5", &total.to_string());
+        StubReply::json_content(&answer)
+    });
+    let api = with_model(&stub, "");
+    let sid = model_schema(&api);
+    let gate = api.post(
+        &format!("/v1/schemas/{sid}/validation-stages"),
+        &json!({"name": "Agreement", "severity": "blocking",
+                "mechanisms": [{"type": "n_shot", "n": 3}]}),
+    );
+    assert_eq!(gate.status, 201, "{}", gate.text);
+    let gid = gate.body["id"].as_str().unwrap();
+    let rail = json!({"rail": [{"type": "registry"},
+        {"type": "schema", "json": {"extractor": "model", "model": "stub"}},
+        {"type": "valid", "json": {"stage_ids": [gid]}}]});
+    assert_eq!(
+        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
+        200
+    );
+    let doc = upload(&api, "a.txt", DOC);
+    let pid = run(&api, &sid, &[doc]);
+    assert_eq!(stub.calls(), 3, "the answer and two samples, at extraction");
+    let temps: Vec<Value> = stub
+        .requests()
+        .iter()
+        .map(|r| r["temperature"].clone())
+        .collect();
+    assert_eq!(temps, vec![json!(0.0), json!(0.7), json!(0.7)]);
+    let row = &rows(&api, &pid)[0];
+    assert_eq!(row["fields"]["invoice_number"], "INV-7", "{row}");
+    assert!(
+        row["fields"]["total"].is_null(),
+        "held for a reviewer: {row}"
+    );
+    let pd = row["pipeline_document_id"].as_str().unwrap();
+    let detail = api.get(&format!("/v1/field-reviews/{pd}/total"));
+    assert_eq!(detail.status, 200, "{}", detail.text);
+    let reasoning = detail.body["verdicts"][0]["mechanisms"][0]["reasoning"].to_string();
+    assert!(reasoning.contains("2 of 3 samples"), "{}", detail.text);
+    // Validation only reads the samples: a rerun from it asks nothing.
+    rerun_from(&api, &pid, "validation");
+    assert_eq!(stub.calls(), 3);
+    assert!(rows(&api, &pid)[0]["fields"]["total"].is_null());
+}
