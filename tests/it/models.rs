@@ -520,3 +520,54 @@ fn an_n_shot_gate_samples_the_model_at_extraction_and_holds_what_it_is_unsure_of
     assert_eq!(stub.calls(), 3);
     assert!(rows(&api, &pid)[0]["fields"]["total"].is_null());
 }
+
+#[test]
+fn a_slow_answer_times_out_and_is_asked_again_and_a_wrong_quote_costs_confidence() {
+    let stub = ModelStub::start(|call| {
+        if call.n == 1 {
+            // Longer than the model's timeout.
+            return StubReply::json_content(&good_answer(call)).after(Duration::from_secs(5));
+        }
+        let answer = good_answer(call).replace("1.234,50 EUR", "Amount payable 1234.50");
+        StubReply::json_content(&answer)
+    });
+    let api = with_model(&stub, ",timeout=1");
+    let sid = model_schema(&api);
+    let doc = upload(&api, "a.txt", DOC);
+    let pid = run(&api, &sid, &[doc]);
+    let row = &rows(&api, &pid)[0];
+    assert_eq!(row["fields"]["total"], 1234.5, "{row}");
+    let outcomes: Vec<Value> = calls(&api, &pid, row)
+        .iter()
+        .map(|c| c["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, vec![json!("timeout"), json!("ok")]);
+    // The total's quote is nowhere in the document: kept, at half the confidence, with a note.
+    let pd = row["pipeline_document_id"].as_str().unwrap();
+    let cells = api
+        .get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"))
+        .body;
+    let version = |field: &str| {
+        cells["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field_key"] == field)
+            .unwrap()["versions"][0]
+            .clone()
+    };
+    let total = version("total");
+    assert_eq!(
+        total["confidence"], 0.45,
+        "0.9 without log-probabilities, halved: {total}"
+    );
+    assert!(
+        total["note"]
+            .as_str()
+            .unwrap()
+            .contains("quote was not found"),
+        "{total}"
+    );
+    assert_eq!(version("invoice_number")["confidence"], 0.9);
+    assert!(version("invoice_number")["note"].is_null());
+}
