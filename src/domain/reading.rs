@@ -15,15 +15,16 @@ pub fn number(s: &str) -> Option<f64> {
     let digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
     // Separators between digits, with the length of the digit run before each and after the last.
     let mut seps: Vec<char> = Vec::new();
-    let mut runs: Vec<usize> = vec![0];
+    let mut runs: Vec<usize> = Vec::new();
+    let mut run = 0;
     let mut started = false;
     for (i, &c) in chars.iter().enumerate() {
         if c.is_ascii_digit() {
             started = true;
-            *runs.last_mut().expect("one run at least") += 1;
+            run += 1;
         } else if started && (c == '.' || c == ',') && i > 0 && digit(i - 1) && digit(i + 1) {
             seps.push(c);
-            runs.push(0);
+            runs.push(std::mem::take(&mut run));
         } else if started
             && (c == ' ' || c == '\u{a0}' || c == '\u{202f}' || c == '\'')
             && digit(i + 1)
@@ -32,11 +33,12 @@ pub fn number(s: &str) -> Option<f64> {
         {
             // a space or an apostrophe grouping thousands
             seps.push(' ');
-            runs.push(0);
+            runs.push(std::mem::take(&mut run));
         } else if started {
             break;
         }
     }
+    runs.push(run);
     let zero_head = chars
         .iter()
         .find(|c| c.is_ascii_digit())
