@@ -48,24 +48,12 @@ fn para(text: &str) -> String {
 
 /// A run of the default rail over one stored document: the pipeline and its one result row.
 fn run_one(api: &Api, doc: &str) -> (String, Value) {
-    let schema = api.create_schema(&json!({"name": "Invoice", "fields": [
+    let fields = json!([
         {"field_name": "invoice_number", "synonyms": ["Invoice number"]},
         {"field_name": "total", "data_type": "string"}
-    ]}));
-    let sid = schema["id"].as_str().unwrap();
-    let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"}]});
-    let r = api.put(&format!("/v1/schemas/{sid}/rail"), &rail);
-    assert_eq!(r.status, 200, "{}", r.text);
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": [doc]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(api, &pid);
-    let rows = api.get(&format!("/v1/pipelines/{pid}/results"));
-    let row = rows.body["data"][0].clone();
-    (pid, row)
+    ]);
+    let (pid, rows) = run_rules(api, fields, &[doc.to_string()]);
+    (pid, rows[0].clone())
 }
 
 #[test]
@@ -293,26 +281,8 @@ fn a_german_pdf_invoice_is_read_typed_and_each_value_keeps_its_page_span_and_box
     let doc = upload_bytes(&api, "rechnung.pdf", &pdf, None);
     assert_eq!(doc.status, 201, "{}", doc.text);
     let doc = doc.body["id"].as_str().unwrap().to_string();
-    let schema = api.create_schema(&json!({"name": "Rechnung", "fields": [
-        {"field_name": "invoice_number"},
-        {"field_name": "invoice_date", "data_type": "date"},
-        {"field_name": "total", "data_type": "number"},
-        {"field_name": "currency", "data_type": "currency"}
-    ]}));
-    let sid = schema["id"].as_str().unwrap();
-    let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"}]});
-    assert_eq!(
-        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
-        200
-    );
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": [doc]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(&api, &pid);
-    let row = api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0].clone();
+    let (pid, rows) = run_rules(&api, invoice_fields(), std::slice::from_ref(&doc));
+    let row = rows[0].clone();
     assert_eq!(
         row["fields"],
         json!({"invoice_number": "RE-2014-0417", "invoice_date": "2014-05-07",

@@ -28,6 +28,19 @@ fn good_answer(call: &StubCall) -> String {
     .to_string()
 }
 
+/// `n` invoices like `DOC`, numbered INV-0…; their ids.
+fn invoices(api: &Api, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            upload(
+                api,
+                &format!("{i}.txt"),
+                &DOC.replace("INV-7", &format!("INV-{i}")),
+            )
+        })
+        .collect()
+}
+
 fn with_model(stub: &ModelStub, options: &str) -> Api {
     let spec = format!("stub={}{options}", stub.url());
     start_with(move |c| {
@@ -300,15 +313,7 @@ fn calls_in_flight_are_bounded_per_model_not_by_the_executors_workers() {
     // One executor worker, three calls in flight.
     let api = with_model(&stub, ",concurrency=3");
     let sid = model_schema(&api);
-    let docs: Vec<String> = (0..9)
-        .map(|i| {
-            upload(
-                &api,
-                &format!("{i}.txt"),
-                &DOC.replace("INV-7", &format!("INV-{i}")),
-            )
-        })
-        .collect();
+    let docs = invoices(&api, 9);
     let pid = run(&api, &sid, &docs);
     let mut got: Vec<String> = rows(&api, &pid)
         .iter()
@@ -365,15 +370,7 @@ fn a_server_that_is_down_opens_the_circuit_documents_wait_visibly_and_resume_whe
     });
     let api = with_model(&stub, ",concurrency=2,breaker=0.3");
     let sid = model_schema(&api);
-    let docs: Vec<String> = (0..4)
-        .map(|i| {
-            upload(
-                &api,
-                &format!("{i}.txt"),
-                &DOC.replace("INV-7", &format!("INV-{i}")),
-            )
-        })
-        .collect();
+    let docs = invoices(&api, 4);
     let r = api.post(
         "/v1/pipelines",
         &json!({"schema_id": sid, "document_ids": docs}),
@@ -429,15 +426,7 @@ fn cancelling_a_run_drops_its_calls_in_flight() {
     });
     let api = with_model(&stub, ",concurrency=2");
     let sid = model_schema(&api);
-    let docs: Vec<String> = (0..3)
-        .map(|i| {
-            upload(
-                &api,
-                &format!("{i}.txt"),
-                &DOC.replace("INV-7", &format!("INV-{i}")),
-            )
-        })
-        .collect();
+    let docs = invoices(&api, 3);
     let r = api.post(
         "/v1/pipelines",
         &json!({"schema_id": sid, "document_ids": docs}),

@@ -59,35 +59,12 @@ fn the_rules_extractor_gets_most_fields_of_real_invoices_right() {
         assert_eq!(r.status, 201, "{file}: {}", r.text);
         ids.push(r.body["id"].as_str().unwrap().to_string());
     }
-    let schema = api.create_schema(&json!({"name": "Invoice", "fields": [
-        {"field_name": "invoice_number"},
-        {"field_name": "invoice_date", "data_type": "date"},
-        {"field_name": "total", "data_type": "number"},
-        {"field_name": "currency", "data_type": "currency"}
-    ]}));
-    let sid = schema["id"].as_str().unwrap();
-    let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"}]});
-    assert_eq!(
-        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
-        200
-    );
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": ids}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(&api, &pid);
-    let rows = api
-        .get(&format!("/v1/pipelines/{pid}/results?limit=100"))
-        .body;
+    let (_, rows) = run_rules(&api, invoice_fields(), &ids);
     let fields = ["invoice_number", "invoice_date", "total", "currency"];
     let mut score: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     for t in &truth {
         let file = t["file"].as_str().unwrap();
-        let row = rows["data"]
-            .as_array()
-            .unwrap()
+        let row = rows
             .iter()
             .find(|r| r["filename"] == file)
             .unwrap_or_else(|| panic!("{file} in the results"));

@@ -407,3 +407,37 @@ pub fn blank_png(w: u32, h: u32) -> Vec<u8> {
     chunk(&mut out, b"IEND", &[]);
     out
 }
+
+/// The four fields of an invoice the rules extractor is measured on.
+pub fn invoice_fields() -> Value {
+    serde_json::json!([
+        {"field_name": "invoice_number"},
+        {"field_name": "invoice_date", "data_type": "date"},
+        {"field_name": "total", "data_type": "number"},
+        {"field_name": "currency", "data_type": "currency"}
+    ])
+}
+
+/// A settled run of the default rail (registry, then the rules extractor) with `fields` over
+/// stored documents: the pipeline's id and its results (up to 100 rows).
+pub fn run_rules(api: &Api, fields: Value, docs: &[String]) -> (String, Vec<Value>) {
+    let schema = api.create_schema(&serde_json::json!({"name": "Rules run", "fields": fields}));
+    let sid = schema["id"].as_str().unwrap();
+    let rail = serde_json::json!({"rail": [{"type": "registry"}, {"type": "schema"}]});
+    let r = api.put(&format!("/v1/schemas/{sid}/rail"), &rail);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = api.post(
+        "/v1/pipelines",
+        &serde_json::json!({"schema_id": sid, "document_ids": docs}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(api, &pid);
+    let rows = api
+        .get(&format!("/v1/pipelines/{pid}/results?limit=100"))
+        .body["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (pid, rows)
+}
