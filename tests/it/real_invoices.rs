@@ -4,7 +4,7 @@
 //! extractor was tuned; at least 70 % of its fields must be right.
 
 use crate::common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
 fn invoices() -> Option<PathBuf> {
