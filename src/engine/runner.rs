@@ -325,6 +325,20 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                     }
                 }
                 let found = extracted.as_ref().expect("just set");
+                // What a model answered that could not be used, on its field.
+                if let (Some(name), Some(Ok(answer))) = (model, &ctx.model_answer) {
+                    for (field, note) in &answer.notes {
+                        if found.contains_key(field) {
+                            continue;
+                        }
+                        if let Some(st) = ctx.states.get_mut(field) {
+                            st.note = Some(format!(
+                                "model '{name}': {}",
+                                note.as_str().unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
                 for f in &spec.fields {
                     if !in_play(ctx, &f.field_name, false)
                         || !ctx.input(&f.field_name, i).0.is_null()

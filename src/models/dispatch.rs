@@ -314,6 +314,8 @@ fn ask(
     let schema = prompt::answer_schema(fields);
     let mut messages = prompt::messages(fields, chunk);
     let mut fed_back = false;
+    // An answer with some values of the wrong type, kept in case asking again does no better.
+    let mut partial: Option<Answer> = None;
     let mut transient = 0u32;
     loop {
         if shared.stop.load(Ordering::SeqCst) {
@@ -421,7 +423,24 @@ fn ask(
                         shared
                             .registry
                             .update(&m.name, |h| h.last_success_at = Some(now));
-                        return Ok(answer);
+                        if answer.notes.is_empty() || fed_back {
+                            return Ok(answer);
+                        }
+                        // Some values have the wrong type: asked once more, with what is wrong.
+                        let wrong: Vec<String> = answer
+                            .notes
+                            .iter()
+                            .map(|(f, n)| format!("{f}: {}", n.as_str().unwrap_or_default()))
+                            .collect();
+                        fed_back = true;
+                        messages.push(
+                            serde_json::json!({"role": "assistant", "content": done.content}),
+                        );
+                        messages.push(serde_json::json!({"role": "user", "content": format!(
+                            "Some values have the wrong type ({}). Answer again with only the JSON object described, every field included.",
+                            wrong.join("; ")
+                        )}));
+                        partial = Some(answer);
                     }
                     Err(why) if !fed_back => {
                         fed_back = true;
@@ -433,7 +452,12 @@ fn ask(
                         )}));
                     }
                     Err(why) => {
-                        return Err(format!("the model's answer was unusable twice: {why}").into())
+                        return match partial {
+                            Some(answer) => Ok(answer),
+                            None => {
+                                Err(format!("the model's answer was unusable twice: {why}").into())
+                            }
+                        }
                     }
                 }
             }

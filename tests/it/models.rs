@@ -560,3 +560,42 @@ fn a_slow_answer_times_out_and_is_asked_again_and_a_wrong_quote_costs_confidence
     assert_eq!(version("invoice_number")["confidence"], 0.9);
     assert!(version("invoice_number")["note"].is_null());
 }
+
+#[test]
+fn a_value_of_the_wrong_type_is_asked_again_once_then_left_with_a_note() {
+    let stub = ModelStub::start(|call| {
+        StubReply::json_content(&good_answer(call).replace("1234.5", "\"about 1234\""))
+    });
+    let api = with_model(&stub, "");
+    let sid = model_schema(&api);
+    let doc = upload(&api, "a.txt", DOC);
+    let pid = run(&api, &sid, &[doc]);
+    assert_eq!(stub.calls(), 2, "asked once more");
+    let second = stub.requests()[1]["messages"].to_string();
+    assert!(
+        second.contains("wrong type") && second.contains("total"),
+        "{second}"
+    );
+    let row = &rows(&api, &pid)[0];
+    assert_eq!(
+        row["fields"]["invoice_number"], "INV-7",
+        "the usable part is kept: {row}"
+    );
+    assert!(row["fields"]["total"].is_null(), "{row}");
+    let pd = row["pipeline_document_id"].as_str().unwrap();
+    let cells = api
+        .get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"))
+        .body;
+    let total = cells["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field_key"] == "total")
+        .unwrap()
+        .clone();
+    let note = total["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("model 'stub'") && note.contains("number field"),
+        "{total}"
+    );
+}
