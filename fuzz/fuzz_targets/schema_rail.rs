@@ -73,6 +73,9 @@ fn gates(v: &Value, fields: &[String]) {
                 rule_type: v["rule_type"].as_str(),
                 confidence: v["confidence"].as_f64(),
                 extracted: v.get("extracted"),
+                samples: v["samples"]
+                    .as_array()
+                    .and_then(|s| Some((s.first()?.as_u64()? as u32, s.get(1)?.as_u64()? as u32))),
             };
             let j = gate::judge(&g, field, &ev, &lookup, &folded);
             let _ = gate::mechanisms_json(&j.mechanisms);
@@ -111,9 +114,10 @@ fn rails(v: &Value, fields: &[String]) {
         id: GATE_ID.into(),
         name: "g".into(),
     }];
+    let models = ["local-qwen".to_string()];
     for stages in [v, v.get("rail").unwrap_or(&Value::Null), &json!([v])] {
         if let Ok(stages) = rail::parse_stages(stages) {
-            if let Ok(phases) = rail::compile(&stages, fields, &policy, &gates) {
+            if let Ok(phases) = rail::compile(&stages, fields, &policy, &gates, &models) {
                 for p in &phases {
                     let _ = p.preview();
                 }
