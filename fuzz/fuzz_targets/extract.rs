@@ -57,8 +57,9 @@ fuzz_target!(|data: &[u8]| {
                 fields.iter().any(|f| &f.name == name),
                 "{mime}: '{name}' is not a field"
             );
+            // 0.95 for a name down to 0.5 for a fuzzy label over its value's line.
             assert!(
-                [0.95, 0.85, 0.6].contains(&got.confidence),
+                (0.49..=0.95).contains(&got.confidence),
                 "{mime}: confidence {}",
                 got.confidence
             );
