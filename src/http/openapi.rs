@@ -655,4 +655,18 @@ mod tests {
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
     }
+
+    /// Components are keyed by name: two types of one name would silently describe one with the
+    /// other (a model's health once replaced `/healthz`'s answer).
+    #[test]
+    fn types_of_the_same_name_do_not_replace_each_other() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        assert!(
+            schemas["Health"]["properties"]["status"].is_object(),
+            "{}",
+            schemas["Health"]
+        );
+        assert!(schemas["ModelHealth"]["properties"]["in_flight"].is_object());
+    }
 }

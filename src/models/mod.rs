@@ -137,8 +137,10 @@ impl ModelConfig {
     }
 }
 
-/// What is known of a model's health.
+/// What is known of a model's health. (Named apart from `/healthz`'s answer in the OpenAPI
+/// document, whose components are keyed by name.)
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = ModelHealth)]
 pub struct Health {
     pub last_success_at: Option<String>,
     pub last_error_at: Option<String>,
