@@ -153,18 +153,6 @@ fn correct(api: &Api, pd: &str, field: &str, value: Value) -> Value {
     r.body
 }
 
-fn field_cells(api: &Api, pid: &str, pd: &str, field: &str) -> Value {
-    let r = api.get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"));
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["field_key"] == field)
-        .unwrap()
-        .clone()
-}
-
 /// `gross = net + tax` at resolution, then a blocking gate that holds `tax` above 50.
 fn gross_spec(api: &Api, fields: Value, rules: &[(&str, &str, Value)]) -> (String, Vec<Value>) {
     let sid = schema(api, fields);

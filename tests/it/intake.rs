@@ -235,15 +235,7 @@ fn an_image_is_read_through_ocr_with_word_confidences() {
 /// The `rules_extraction` version of a field in a result row's document.
 fn extracted_cell(api: &Api, pid: &str, row: &Value, field: &str) -> Value {
     let pd = row["pipeline_document_id"].as_str().unwrap();
-    let cells = api.get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"));
-    assert_eq!(cells.status, 200, "{}", cells.text);
-    let f = cells.body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["field_key"] == field)
-        .unwrap_or_else(|| panic!("{field} in {}", cells.text))
-        .clone();
+    let f = field_cells(api, pid, pd, field);
     f["versions"]
         .as_array()
         .unwrap()

@@ -119,16 +119,7 @@ fn a_model_extracts_with_its_quotes_placed_and_reruns_never_pay_twice() {
     assert!(prompt.contains("the invoice's number") && prompt.contains("Invoice No: INV-7"));
 
     let pd = row["pipeline_document_id"].as_str().unwrap();
-    let cells = api
-        .get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"))
-        .body;
-    let total = cells["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["field_key"] == "total")
-        .unwrap()["versions"][0]
-        .clone();
+    let total = field_cells(&api, &pid, pd, "total")["versions"][0].clone();
     assert_eq!(total["source"], "model_extraction");
     assert_eq!(
         total["source_text"], "Total due: 1.234,50 EUR",
@@ -533,18 +524,7 @@ fn a_slow_answer_times_out_and_is_asked_again_and_a_wrong_quote_costs_confidence
     assert_eq!(outcomes, vec![json!("timeout"), json!("ok")]);
     // The total's quote is nowhere in the document: kept, at half the confidence, with a note.
     let pd = row["pipeline_document_id"].as_str().unwrap();
-    let cells = api
-        .get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"))
-        .body;
-    let version = |field: &str| {
-        cells["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["field_key"] == field)
-            .unwrap()["versions"][0]
-            .clone()
-    };
+    let version = |field: &str| field_cells(&api, &pid, pd, field)["versions"][0].clone();
     let total = version("total");
     assert_eq!(
         total["confidence"], 0.45,
@@ -583,16 +563,7 @@ fn a_value_of_the_wrong_type_is_asked_again_once_then_left_with_a_note() {
     );
     assert!(row["fields"]["total"].is_null(), "{row}");
     let pd = row["pipeline_document_id"].as_str().unwrap();
-    let cells = api
-        .get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"))
-        .body;
-    let total = cells["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["field_key"] == "total")
-        .unwrap()
-        .clone();
+    let total = field_cells(&api, &pid, pd, "total");
     let note = total["note"].as_str().unwrap_or_default();
     assert!(
         note.contains("model 'stub'") && note.contains("number field"),

@@ -441,3 +441,16 @@ pub fn run_rules(api: &Api, fields: Value, docs: &[String]) -> (String, Vec<Valu
         .unwrap_or_default();
     (pid, rows)
 }
+
+/// One field of a pipeline document's cells answer: its status, pin and every version.
+pub fn field_cells(api: &Api, pid: &str, pd: &str, field: &str) -> Value {
+    let r = api.get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field_key"] == field)
+        .unwrap_or_else(|| panic!("{field} in {}", r.text))
+        .clone()
+}
