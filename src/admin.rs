@@ -1,7 +1,7 @@
 //! Organization and key administration shared by the CLI and start-up bootstrap.
 
 use crate::domain::ids::format_time;
-use crate::domain::keys::{generate_key, hash_key, is_well_formed, Scope};
+use crate::domain::keys::{generate_key, hash_key, is_well_formed, DEFAULT_SCOPES, Scope};
 use crate::store::{self, keys, orgs, Db, StoreError};
 
 pub const DEFAULT_ORG: &str = "default";
@@ -117,7 +117,7 @@ pub fn ensure_bootstrap(db: &Db, bootstrap: Option<&str>) -> Result<Option<Strin
                     org_id: &org.id,
                     name: "bootstrap",
                     plain,
-                    scopes: &[Scope::Read, Scope::Write],
+                    scopes: DEFAULT_SCOPES,
                     rate_limit: None,
                     expires_at: None,
                     bootstrap: true,
@@ -136,7 +136,7 @@ pub fn ensure_bootstrap(db: &Db, bootstrap: Option<&str>) -> Result<Option<Strin
                 org_id: &org.id,
                 name: "first key",
                 plain: &plain,
-                scopes: &[Scope::Read, Scope::Write],
+                scopes: DEFAULT_SCOPES,
                 rate_limit: None,
                 expires_at: None,
                 bootstrap: false,

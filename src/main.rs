@@ -134,7 +134,7 @@ enum KeysCmd {
         #[arg(long)]
         org: String,
         /// Comma-separated scopes: read, write, extract.
-        #[arg(long, default_value = "read,write")]
+        #[arg(long, default_value = "extract,read,write")]
         scopes: String,
         /// A name for the key; reviewers' decisions carry it unless X-Reviewer is sent.
         #[arg(long, default_value = "cli key")]
@@ -425,7 +425,7 @@ fn serve(config: Config, ready_json: bool) -> ExitCode {
                     let spec = KeySpec {
                         org: admin::DEFAULT_ORG,
                         name: "fixture key",
-                        scopes: &[quire::domain::keys::Scope::Read, quire::domain::keys::Scope::Write],
+                        scopes: quire::domain::keys::DEFAULT_SCOPES,
                         expires_in_secs: None,
                         rate_limit: None,
                     };
@@ -442,7 +442,7 @@ fn serve(config: Config, ready_json: bool) -> ExitCode {
             };
             println!("{}", serde_json::json!({ "url": url, "api_key": key }));
         } else if let Some(k) = &app.first_key {
-            println!("Created organization 'default' and its first API key (read, write). It is shown only once:");
+            println!("Created organization 'default' and its first API key (extract, read, write). It is shown only once:");
             println!();
             println!("    {k}");
             println!();

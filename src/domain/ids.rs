@@ -12,6 +12,18 @@ pub fn parse_id(raw: &str) -> Option<String> {
     (canon == raw.to_ascii_lowercase()).then_some(canon)
 }
 
+/// Parses a schema reference: its UUID, or its `short_id` (`SCH-` + 8 upper-case hex digits).
+pub fn parse_schema_ref(raw: &str) -> Option<String> {
+    match raw.strip_prefix("SCH-") {
+        Some(hex) => (hex.len() == 8
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
+        .then(|| raw.to_string()),
+        None => parse_id(raw),
+    }
+}
+
 /// RFC 3339 UTC with milliseconds and `Z`.
 pub fn now_rfc3339() -> String {
     format_time(chrono::Utc::now())
@@ -34,6 +46,17 @@ pub fn short_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schema_is_named_by_its_uuid_or_its_short_id() {
+        let id = new_id();
+        assert_eq!(parse_schema_ref(&id), Some(id));
+        let short = short_id("SCH");
+        assert_eq!(parse_schema_ref(&short), Some(short));
+        for bad in ["SCH-1234567", "SCH-1234567G", "SCH-abcdef12", "sch-ABCDEF12", "SCH-ABCDEF123"] {
+            assert_eq!(parse_schema_ref(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn ids_are_v7_lowercase_and_parse_back() {

@@ -8,14 +8,25 @@ use sha2::{Digest, Sha256};
 pub enum Scope {
     Read,
     Write,
+    /// The quick tier's extraction routes; a `write` key may call them too.
+    Extract,
 }
+
+/// What a key is given when no scopes are named.
+pub const DEFAULT_SCOPES: &[Scope] = &[Scope::Extract, Scope::Read, Scope::Write];
 
 impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
+            Scope::Extract => "extract",
         }
+    }
+
+    /// Whether a key holding `held` may call a route that needs `self`.
+    pub fn granted_by(self, held: &[Scope]) -> bool {
+        held.contains(&self) || (self == Scope::Extract && held.contains(&Scope::Write))
     }
 }
 
@@ -26,7 +37,8 @@ pub fn parse_scopes(raw: &str) -> Result<Vec<Scope>, String> {
         let s = match part {
             "read" => Scope::Read,
             "write" => Scope::Write,
-            other => return Err(format!("unknown scope '{other}' (use read, write)")),
+            "extract" => Scope::Extract,
+            other => return Err(format!("unknown scope '{other}' (use read, write, extract)")),
         };
         if !out.contains(&s) {
             out.push(s);
@@ -138,6 +150,11 @@ mod tests {
             vec![Scope::Read, Scope::Write]
         );
         assert!(parse_scopes("admin").is_err());
+        assert_eq!(parse_scopes("extract").unwrap(), vec![Scope::Extract]);
+        assert!(Scope::Extract.granted_by(&[Scope::Write]));
+        assert!(Scope::Extract.granted_by(&[Scope::Extract]));
+        assert!(!Scope::Extract.granted_by(&[Scope::Read]));
+        assert!(!Scope::Write.granted_by(&[Scope::Extract]));
         assert!(parse_scopes("").is_err());
         assert_eq!(parse_duration_secs("30d").unwrap(), 30 * 86_400);
         assert!(parse_duration_secs("30x").is_err());

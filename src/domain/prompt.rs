@@ -367,6 +367,7 @@ mod tests {
             depends_on: vec![],
             enum_values: None,
             format: None,
+            title: None,
         };
         vec![f("invoice_number", "string"), f("total", "number")]
     }

@@ -26,6 +26,10 @@ pub struct FieldDef {
     pub enum_values: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// A JSON Schema property's `title`, kept as given (it also names the field for display
+    /// when no `x-display-name` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 pub fn valid_field_name(name: &str) -> bool {
@@ -116,6 +120,7 @@ pub fn fields_from_input(v: &Value) -> Result<Vec<FieldDef>, String> {
                     depends_on: Vec::new(),
                     enum_values: None,
                     format: None,
+                    title: None,
                 })
             })
             .collect(),
@@ -149,6 +154,7 @@ fn field_from_object(item: &Value, at: &str) -> Result<FieldDef, String> {
         depends_on: string_list(obj.get("depends_on"), &format!("{at}.depends_on"))?,
         enum_values,
         format: opt_string(obj.get("format"), &format!("{at}.format"))?,
+        title: opt_string(obj.get("title"), &format!("{at}.title"))?,
         field_name: name,
     })
 }
@@ -186,6 +192,7 @@ pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
         } else {
             check_type(&json_type, &format!("{at}.type"))?
         };
+        let title = opt_string(p.get("title"), &format!("{at}.title"))?;
         let enum_values = match p.get("enum") {
             None | Some(Value::Null) => None,
             Some(Value::Array(a)) => Some(a.clone()),
@@ -194,7 +201,9 @@ pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
         out.push(FieldDef {
             field_name: name.clone(),
             display_name: opt_string(p.get("x-display-name"), &format!("{at}.x-display-name"))?
+                .or_else(|| title.clone())
                 .unwrap_or_else(|| default_display_name(name)),
+            title,
             description: opt_string(p.get("description"), &format!("{at}.description"))?,
             is_required: required.contains(name),
             requires_review: opt_bool(
@@ -320,6 +329,9 @@ pub fn to_definition(fields: &[FieldDef]) -> Value {
             other => (other, f.format.clone()),
         };
         p.insert("type".into(), json!(t));
+        if let Some(title) = &f.title {
+            p.insert("title".into(), json!(title));
+        }
         if let Some(d) = &f.description {
             p.insert("description".into(), json!(d));
         }
@@ -350,6 +362,25 @@ pub fn to_definition(fields: &[FieldDef]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_property_title_is_kept_as_title_and_names_the_field() {
+        let def = json!({"type": "object", "properties": {
+            "vendor": {"type": "string", "title": "Supplier"},
+            "total": {"type": "number", "title": "Total", "x-display-name": "Grand total"}}});
+        let fields = fields_from_definition(&def).unwrap();
+        let vendor = fields.iter().find(|f| f.field_name == "vendor").unwrap();
+        assert_eq!(vendor.display_name, "Supplier");
+        let total = fields.iter().find(|f| f.field_name == "total").unwrap();
+        assert_eq!(total.display_name, "Grand total");
+        let back = to_definition(&fields);
+        assert_eq!(back["properties"]["vendor"]["title"], "Supplier");
+        assert_eq!(back["properties"]["total"]["title"], "Total");
+        assert!(to_definition(&fields_from_input(&json!({"a": "string"})).unwrap())["properties"]
+            ["a"]
+            .get("title")
+            .is_none());
+    }
 
     #[test]
     fn three_input_forms_agree() {

@@ -130,7 +130,7 @@ impl AppState {
         };
         // A 403 comes before the rate limit and costs no token, but it answers a known key, and
         // every authenticated answer carries the figures.
-        if !rec.scopes.contains(&scope) {
+        if !scope.granted_by(&rec.scopes) {
             req.extensions_mut().insert(self.limiter.peek(charge));
             return Err(ApiError::InsufficientScope(scope.as_str()));
         }

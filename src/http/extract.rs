@@ -44,6 +44,18 @@ impl NeedsScope for Write {
     const SCOPE: Scope = Scope::Write;
 }
 
+/// The quick tier's extraction routes (a `write` key may call them too).
+pub struct Extract;
+
+impl NeedsScope for Extract {
+    const SCOPE: Scope = Scope::Extract;
+}
+
+/// The scopes whose routes change something: their calls get the write helpers.
+pub trait Writes {}
+impl Writes for Write {}
+impl Writes for Extract {}
+
 /// The caller's key, checked (known, live, within its rate limit) and holding scope `S`.
 pub struct Authed<S>(pub AuthContext, PhantomData<S>);
 
@@ -96,6 +108,27 @@ path_ids! {
     StageId => "stage_id";
     /// A policy rule's id (`{rule_id}`), a UUID.
     RuleId => "rule_id";
+}
+
+/// A schema's `{id}` in the route: its UUID or its `short_id`.
+pub struct SchemaRef(pub String);
+
+impl FromRequest for SchemaRef {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req.match_info().get("id").unwrap_or("");
+        ready(
+            crate::domain::ids::parse_schema_ref(raw)
+                .map(SchemaRef)
+                .ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "'{raw}' is not a valid schema id (expected a UUID or SCH-XXXXXXXX)"
+                    ))
+                }),
+        )
+    }
 }
 
 /// A handler's call: the application, the request and the caller's key holding scope `S`.
@@ -246,7 +279,7 @@ impl Call<Read> {
     }
 }
 
-impl Call<Write> {
+impl<S: Writes> Call<S> {
     /// An idempotent write (`Idempotency-Key`) fingerprinted by the body it was asked with.
     pub async fn write(
         &self,

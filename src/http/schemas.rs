@@ -1,5 +1,5 @@
 use super::error::ApiError;
-use super::extract::{Body, Call, Id, Read, Write};
+use super::extract::{Body, Call, Read, SchemaRef, Write};
 use super::idempotency::Reply;
 use super::pagination;
 use crate::answers::{self, Deleted, Phase, Rail, SelfLink};
@@ -88,7 +88,7 @@ pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     pagination::newest_first(&call, "schemas", store::schemas::list, |s| s.seq, render).await
 }
 
-pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+pub async fn get(call: Call<Read>, SchemaRef(id): SchemaRef) -> Result<HttpResponse, ApiError> {
     call.answer(move |c, org| Ok(render(&load(c, org, &id)?)))
         .await
 }
@@ -105,12 +105,14 @@ async fn update(
     let Body { raw, parsed: b } = call.body::<SchemaBody>(payload, false).await?;
     if let Some(n) = &b.name {
         check_name(n)?;
-    } else if !merge {
-        return Err(ApiError::bad("name is required"));
     }
     let given = input_fields(&b)?;
-    if given.is_none() && !merge {
-        return Err(ApiError::bad("Give a definition or fields"));
+    // A PUT replaces what it names and keeps what it leaves out, as Talonic's clients expect
+    // (an update with only a name renames); naming nothing is a mistake, not a no-op.
+    if !merge && b.name.is_none() && b.description.is_none() && given.is_none() {
+        return Err(ApiError::bad(
+            "Give at least one of name, description, definition or fields",
+        ));
     }
     call.write(&raw, move |tx, org| {
         let current = load(tx, org, &id)?;
@@ -135,11 +137,7 @@ async fn update(
             .map(str::trim)
             .unwrap_or(&current.name)
             .to_string();
-        let description = if merge && b.description.is_none() {
-            current.description.clone()
-        } else {
-            b.description.clone()
-        };
+        let description = b.description.clone().or_else(|| current.description.clone());
         let s = store::schemas::update(tx, org, &current, &name, description.as_deref(), &fields)?;
         Ok(Reply::ok(render(&s)))
     })
@@ -148,7 +146,7 @@ async fn update(
 
 pub async fn replace(
     call: Call<Write>,
-    Id(id): Id,
+    SchemaRef(id): SchemaRef,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     update(call, id, payload, false).await
@@ -156,13 +154,13 @@ pub async fn replace(
 
 pub async fn patch(
     call: Call<Write>,
-    Id(id): Id,
+    SchemaRef(id): SchemaRef,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     update(call, id, payload, true).await
 }
 
-pub async fn delete(call: Call<Write>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+pub async fn delete(call: Call<Write>, SchemaRef(id): SchemaRef) -> Result<HttpResponse, ApiError> {
     call.change(move |tx, org| {
         let s = load(tx, org, &id)?;
         store::schemas::soft_delete(tx, org, &s)?;
@@ -199,7 +197,7 @@ fn rail_answer(
 
 pub async fn put_rail(
     call: Call<Write>,
-    Id(id): Id,
+    SchemaRef(id): SchemaRef,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let lookup = id.clone();
@@ -215,13 +213,13 @@ pub async fn put_rail(
     call.change(move |tx, org| {
         let s = load(tx, org, &id)?;
         let phases = crate::engine::spec::compile_rail(tx, org, &s, &stages, &models)?;
-        store::schemas::set_rail(tx, &id, &json!(stages))?;
+        store::schemas::set_rail(tx, &s.id, &json!(stages))?;
         Ok(rail_answer(&stages, &phases))
     })
     .await
 }
 
-pub async fn get_rail(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+pub async fn get_rail(call: Call<Read>, SchemaRef(id): SchemaRef) -> Result<HttpResponse, ApiError> {
     let models = call.state.models.names();
     call.answer(move |c, org| {
         let s = load(c, org, &id)?;

@@ -80,7 +80,11 @@ pub fn get(
     id: &str,
     include_deleted: bool,
 ) -> Result<Option<SchemaRow>, StoreError> {
-    let sql = format!("SELECT {COLS} FROM schemas WHERE id = ?1 AND org_id = ?2");
+    // A schema is also found by its short id (`SCH-…`), unique enough within one organization.
+    let by = if id.starts_with("SCH-") { "short_id" } else { "id" };
+    let sql = format!(
+        "SELECT {COLS} FROM schemas WHERE {by} = ?1 AND org_id = ?2 ORDER BY seq DESC LIMIT 1"
+    );
     let found = optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], row))?;
     Ok(found.filter(|s| include_deleted || s.deleted_at.is_none()))
 }
