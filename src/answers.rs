@@ -718,3 +718,258 @@ pub struct DecisionList {
     pub entries: Vec<Decision>,
     pub pagination: Pagination,
 }
+
+// ---- The quick tier (Talonic's /v1/extract, /v1/extractions, /v1/jobs) ----
+
+/// The document an extraction read.
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionDocument {
+    pub id: String,
+    pub filename: String,
+    /// Pages of a PDF or image; 1 for a text document.
+    pub pages: i64,
+    pub size_bytes: i64,
+    pub mime_type: String,
+    pub type_detected: Option<String>,
+    pub language_detected: Option<String>,
+}
+
+/// How sure the extractor was: per field with a value, and their mean.
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionConfidence {
+    pub overall: Option<f64>,
+    /// Field name → confidence (0–1); a corrected field is 1.0.
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionProcessing {
+    pub duration_ms: i64,
+    pub pages_processed: i64,
+}
+
+/// The spec an extraction ran: `inline` (given with the request) or `saved` (a schema id).
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionSchema {
+    pub source: String,
+    pub id: String,
+    #[schema(value_type = Object)]
+    pub definition: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub data: String,
+    pub document: String,
+}
+
+/// Where to poll an extraction answered before it finished (`202`).
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionJob {
+    pub id: String,
+    /// `queued` or `processing`.
+    pub status: String,
+    pub poll_url: String,
+    pub estimated_seconds: i64,
+}
+
+/// An extraction: one document run through the quick tier's rail.
+#[derive(Serialize, ToSchema)]
+pub struct Extraction {
+    pub id: String,
+    /// The same as `id` (Talonic's synchronous answer names it so).
+    pub extraction_id: String,
+    /// The request that created it, on `POST /v1/extract` answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// `processing`, `complete` or `failed`.
+    pub status: String,
+    pub document: ExtractionDocument,
+    /// Field name → value; null while processing, when not found, or when the run failed.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    pub confidence: ExtractionConfidence,
+    /// Fields corrected by a person (pinned at confidence 1.0).
+    pub locked_fields: Vec<String>,
+    pub schema: ExtractionSchema,
+    pub processing: ExtractionProcessing,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The document as Markdown, when asked for with `include_markdown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
+    /// Field name → where its value was read (page, span, box), with `include_provenance`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub provenance: Option<Map<String, Value>>,
+    /// On a `202`: where to poll.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<ExtractionJob>,
+    pub created_at: String,
+    pub links: ExtractionLinks,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionItemLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub document: String,
+}
+
+/// An extraction in a list.
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionListItem {
+    pub id: String,
+    pub status: String,
+    pub document_id: String,
+    pub document_filename: String,
+    pub confidence_overall: Option<f64>,
+    pub created_at: String,
+    pub links: ExtractionItemLinks,
+}
+
+/// `GET /v1/extractions/{id}/data`.
+#[derive(Serialize, ToSchema)]
+pub struct ExtractionData {
+    pub extraction_id: String,
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    pub confidence: ExtractionConfidence,
+    pub locked_fields: Vec<String>,
+}
+
+/// How full a job's grid of documents × fields is.
+#[derive(Serialize, ToSchema)]
+pub struct GridStats {
+    pub total_cells: i64,
+    pub filled: i64,
+    pub empty: i64,
+    /// `filled / total_cells`, 0 for an empty grid.
+    pub fill_rate: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub results: String,
+    /// Present while the job can be cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<String>,
+    /// The run behind the job, with Quire's own views of it.
+    pub pipeline: String,
+}
+
+/// A job: a run of the quick tier's rail over many documents.
+#[derive(Serialize, ToSchema)]
+pub struct Job {
+    pub id: String,
+    pub name: String,
+    /// `queued`, `processing`, `complete` or `failed`.
+    pub status: String,
+    /// 0–100: documents finished (or errored) of all.
+    pub progress: i64,
+    pub schema: SchemaRef,
+    pub document_count: i64,
+    pub completed_documents: i64,
+    pub grid_stats: GridStats,
+    /// While running: `phase_1_resolve` (the Field Registry) or `phase_2_execute`
+    /// (extraction); then `completed` or `error`.
+    pub current_phase: String,
+    /// Present when the job failed or was cancelled.
+    pub error: Option<JobError>,
+    /// On creation only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub created_at: String,
+    pub started_at: String,
+    pub completed_at: Option<String>,
+    pub links: JobLinks,
+}
+
+/// One document's row of a job's results.
+#[derive(Serialize, ToSchema)]
+pub struct JobResultRow {
+    /// The pipeline document's id.
+    pub id: String,
+    pub document_id: String,
+    pub filename: String,
+    /// `queued`, `processing`, `complete`, `partial` or `error`.
+    pub status: DocStatus,
+    #[schema(value_type = Object)]
+    pub values: Map<String, Value>,
+    /// Mean confidence of the row's values.
+    pub confidence: Option<f64>,
+    #[schema(value_type = Vec<Object>)]
+    pub validation_flags: Vec<Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobResultsLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub job: String,
+}
+
+/// `GET /v1/jobs/{id}/results`.
+#[derive(Serialize, ToSchema)]
+pub struct JobResults {
+    pub job_id: String,
+    pub job_status: String,
+    pub schema: SchemaRef,
+    pub total_rows: i64,
+    pub data: Vec<JobResultRow>,
+    pub links: JobResultsLinks,
+}
+
+/// A field of the Field Registry as Talonic's clients read it.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct Field {
+    pub id: String,
+    pub canonical_name: String,
+    pub display_name: String,
+    pub data_type: String,
+    pub synonyms: Vec<String>,
+    /// Quire's registry has one tier: every field is tier 1.
+    pub tier: i64,
+    /// The lexicon group the field belongs to (`invoice number`, `total`, …), if any.
+    pub cluster_name: Option<String>,
+    /// How many schemas use it.
+    pub occurrence_count: i64,
+    pub created_at: String,
+    pub links: FieldLinks,
+}
+
+#[derive(Serialize, ToSchema, Clone)]
+pub struct FieldLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub similar: String,
+}
+
+/// A field like another, and how alike (0–1).
+#[derive(Serialize, ToSchema)]
+pub struct SimilarField {
+    #[serde(flatten)]
+    pub field: Field,
+    pub similarity: f64,
+}
+
+/// `GET /v1/fields/{id}/similar`.
+#[derive(Serialize, ToSchema)]
+pub struct SimilarFields {
+    pub field_id: String,
+    pub data: Vec<SimilarField>,
+}

@@ -60,9 +60,60 @@ pub fn related(names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The lexicon group any of `names` (a field's name, display name, synonyms) belongs to,
+/// named by the group's first label: the field's cluster in the Field Registry.
+pub fn cluster_of(names: &[String]) -> Option<&'static str> {
+    let folded: Vec<String> = names.iter().map(|n| fold_caption(n)).collect();
+    GROUPS
+        .iter()
+        .find(|g| members(g).any(|l| folded.contains(&fold_caption(l))))
+        .and_then(|g| members(g).next())
+}
+
+/// The words of a field's names: `invoice_number` and `Invoice Number` give `invoice`, `number`.
+fn words(names: &[String]) -> std::collections::BTreeSet<String> {
+    names
+        .iter()
+        .flat_map(|n| {
+            n.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// How alike two fields are, from 0 to 1: 1 when the lexicon groups them, else the share of
+/// their names' words they have in common (Jaccard).
+pub fn similarity(a: &[String], b: &[String]) -> f64 {
+    if let (Some(x), Some(y)) = (cluster_of(a), cluster_of(b)) {
+        if x == y {
+            return 1.0;
+        }
+    }
+    let (wa, wb) = (words(a), words(b));
+    let union = wa.union(&wb).count();
+    if union == 0 {
+        return 0.0;
+    }
+    wa.intersection(&wb).count() as f64 / union as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_cluster_by_the_lexicon_and_resemble_by_their_words() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(cluster_of(&s(&["rechnungsnummer"])), Some("invoice number"));
+        assert_eq!(cluster_of(&s(&["invoice_no", "Invoice No"])), Some("invoice number"));
+        assert_eq!(cluster_of(&s(&["favourite_colour"])), None);
+        assert_eq!(similarity(&s(&["Invoice Number"]), &s(&["Rechnungsnr"])), 1.0);
+        let half = similarity(&s(&["ship_date"]), &s(&["ship_port"]));
+        assert!((half - 1.0 / 3.0).abs() < 1e-9, "{half}");
+        assert_eq!(similarity(&s(&["colour"]), &s(&["weight"])), 0.0);
+    }
 
     #[test]
     fn captions_fold_numbers_signs_and_punctuation() {

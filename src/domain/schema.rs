@@ -159,6 +159,19 @@ fn field_from_object(item: &Value, at: &str) -> Result<FieldDef, String> {
     })
 }
 
+/// A schema given in any of the three forms Quire accepts: a JSON Schema object (it has
+/// `properties`, or `type: object`), a list of field objects, or a map of names to types.
+pub fn fields_from_any(v: &Value) -> Result<Vec<FieldDef>, String> {
+    let is_definition = v
+        .as_object()
+        .is_some_and(|o| o.contains_key("properties") || o.get("type") == Some(&json!("object")));
+    if is_definition {
+        fields_from_definition(v)
+    } else {
+        fields_from_input(v)
+    }
+}
+
 /// Parses a JSON Schema `definition` with the `x-` extensions.
 pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
     let obj = def
@@ -380,6 +393,17 @@ mod tests {
             ["a"]
             .get("title")
             .is_none());
+    }
+
+    #[test]
+    fn any_form_is_told_by_its_shape() {
+        let a = fields_from_any(&json!({"properties": {"total": {"type": "number"}}})).unwrap();
+        let b = fields_from_any(&json!([{"field_name": "total", "data_type": "number"}])).unwrap();
+        let c = fields_from_any(&json!({"total": "number"})).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert!(fields_from_any(&json!({"type": "object"})).unwrap().is_empty());
+        assert!(fields_from_any(&json!("total")).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod documents;
 pub mod executor;
 pub mod gates;
 pub mod pipelines;
+pub mod quick;
 pub mod policies;
 pub mod rerun;
 pub mod review;

@@ -6,8 +6,10 @@ use crate::domain::rail::Stage;
 use crate::domain::schema::FieldDef;
 use crate::store;
 use crate::store::pipelines::{NewPipeline, PipelineRow};
+use crate::store::schemas::SchemaRow;
 use crate::store::Connection;
 use crate::store::StoreError;
+use serde_json::Value;
 use std::collections::HashSet;
 
 /// The schema's fields with the organization's Field Registry synonyms merged in, frozen with
@@ -34,6 +36,59 @@ fn frozen_fields(
         .collect())
 }
 
+/// What a run is and how it starts.
+pub struct RunRequest<'a> {
+    pub schema_id: &'a str,
+    pub name: Option<&'a str>,
+    pub document_ids: &'a [String],
+    pub max_docs: usize,
+    pub models: &'a [String],
+    /// `pipeline`: the schema's own rail; `extraction` and `job`: the quick tier's fixed rail.
+    pub kind: RunKind,
+    pub options: Value,
+}
+
+/// A governed pipeline runs its schema's rail; the quick tier's extractions and jobs run
+/// `[registry, schema]` with the extractor the schema's rail names (the rules one otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Pipeline,
+    Extraction,
+    Job,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Pipeline => "pipeline",
+            RunKind::Extraction => "extraction",
+            RunKind::Job => "job",
+        }
+    }
+}
+
+/// The quick tier's rail for `schema`: the Field Registry, then extraction configured as the
+/// schema's own rail configures it.
+pub fn quick_rail(schema: &SchemaRow) -> Vec<Stage> {
+    let own: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
+    let extraction = own.into_iter().find(|s| s.kind == "schema");
+    vec![
+        Stage {
+            kind: "registry".into(),
+            name: "Field Registry".into(),
+            json: None,
+        },
+        Stage {
+            kind: "schema".into(),
+            name: extraction
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|| "Extraction".into()),
+            json: extraction.and_then(|s| s.json),
+        },
+    ]
+}
+
 /// Creates a run over `document_ids` (already checked to be the organization's live documents).
 pub fn create(
     c: &Connection,
@@ -44,9 +99,30 @@ pub fn create(
     max_docs: usize,
     models: &[String],
 ) -> Result<PipelineRow, EngineError> {
+    start(
+        c,
+        org_id,
+        RunRequest {
+            schema_id,
+            name,
+            document_ids,
+            max_docs,
+            models,
+            kind: RunKind::Pipeline,
+            options: Value::Object(Default::default()),
+        },
+    )
+}
+
+/// Creates a run of any kind.
+pub fn start(c: &Connection, org_id: &str, r: RunRequest) -> Result<PipelineRow, EngineError> {
+    let (schema_id, document_ids, max_docs) = (r.schema_id, r.document_ids, r.max_docs);
     let schema = store::schemas::get(c, org_id, schema_id, false)?
         .ok_or_else(|| EngineError::NotFound(format!("Schema {schema_id} not found")))?;
-    let stages: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
+    let stages: Vec<Stage> = match r.kind {
+        RunKind::Pipeline => serde_json::from_value(schema.rail.clone()).unwrap_or_default(),
+        RunKind::Extraction | RunKind::Job => quick_rail(&schema),
+    };
     if stages.is_empty() {
         return Err(EngineError::Invalid(format!(
             "Schema '{}' has no rail: PUT /v1/schemas/{}/rail first",
@@ -55,7 +131,7 @@ pub fn create(
     }
     if document_ids.is_empty() || document_ids.len() > max_docs {
         return Err(EngineError::Invalid(format!(
-            "A pipeline takes 1 to {max_docs} documents (got {})",
+            "A run takes 1 to {max_docs} documents (got {})",
             document_ids.len()
         )));
     }
@@ -63,14 +139,15 @@ pub fn create(
     if let Some(d) = document_ids.iter().find(|d| !seen.insert(d.as_str())) {
         return Err(EngineError::Invalid(format!("Document {d} appears twice")));
     }
-    let phases = compile_rail(c, org_id, &schema, &stages, models)?;
+    let phases = compile_rail(c, org_id, &schema, &stages, r.models)?;
     if phases.is_empty() {
         return Err(EngineError::Invalid(
             "The rail compiles to no phases".into(),
         ));
     }
     let fields = frozen_fields(c, org_id, &schema.fields)?;
-    let name = name
+    let name = r
+        .name
         .map(str::to_string)
         .unwrap_or_else(|| format!("{} run", schema.name));
     Ok(store::pipelines::insert(
@@ -83,6 +160,8 @@ pub fn create(
             fields: &fields,
             phases: &phases,
             document_ids,
+            kind: r.kind.as_str(),
+            options: &r.options,
         },
     )?)
 }

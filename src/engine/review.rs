@@ -626,6 +626,79 @@ pub fn resolve(
     Ok((answer(&doc, &states, field, req.action, &now), wake))
 }
 
+/// A correction of a settled field outside the review queue (the quick tier's `PATCH
+/// /v1/extractions/{id}/data`): a `human_review` version at confidence 1.0, the field pinned to
+/// it so no rerun replaces it, and a decision row naming the caller. A field held for review is
+/// resolved through the queue instead.
+pub fn correct(
+    c: &Connection,
+    org: &str,
+    pd_id: &str,
+    field: &str,
+    value: &Value,
+    req: &ResolveRequest,
+) -> Result<(), EngineError> {
+    let pd = store::review::find_pd(c, org, pd_id)?
+        .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
+    let doc = Doc::load(c, pd)?;
+    let fdef = doc.field(field).cloned().ok_or_else(|| {
+        EngineError::Invalid(format!("'{field}' is not a field of this extraction"))
+    })?;
+    if !doc.pd.status.delivered() {
+        return Err(EngineError::Conflict(
+            "The extraction has no settled values to correct (it is still processing or failed)"
+                .into(),
+        ));
+    }
+    let before = doc.view.states.clone();
+    let mut states = before.clone();
+    let st = states.get(field).cloned().unwrap_or_default();
+    if st.status.is_held() {
+        return Err(EngineError::Conflict(format!(
+            "Field '{field}' is held for review: resolve it with POST /v1/field-reviews/{pd_id}/{field}/resolve"
+        )));
+    }
+    check_type(&fdef, value).map_err(EngineError::Invalid)?;
+    let (canonical, _) = doc.view.canonical(field);
+    let changed = !crate::domain::policy::same_value(value, &canonical);
+    if changed {
+        let cell = Cell {
+            seq: 0,
+            field: field.to_string(),
+            version: doc.next_version(field),
+            value: value.clone(),
+            source: "human_review".into(),
+            phase_index: doc.spec.phases.len(),
+            generation: doc.pd.generation,
+            pass: doc.pd.pass,
+            confidence: Some(1.0),
+            source_text: None,
+            config_version: None,
+            rule_type: None,
+            note: req.reason.clone(),
+            provenance: None,
+        };
+        store::review::insert_human_cell(c, doc.pd.seq, &cell)?;
+    }
+    let held = Held {
+        trigger: "correction",
+        stage_id: None,
+        stage_name: None,
+        phase_index: None,
+    };
+    log_decision(c, org, &doc, field, req, held, "correct", &canonical, Some(value))?;
+    let s = states
+        .get_mut(field)
+        .ok_or_else(|| EngineError::Internal(format!("no state for field '{field}'")))?;
+    s.pinned = true;
+    s.pin = value.clone();
+    if changed {
+        s.flags.clear();
+    }
+    persist(c, &doc, &before, &states, org)?;
+    Ok(())
+}
+
 /// Whether a decision came after a verdict: by the document's run order, `(generation, pass)`,
 /// which two events in one millisecond cannot confuse; by time only for decisions recorded
 /// before that order was kept.

@@ -89,6 +89,20 @@ pub enum Shown<'a> {
     NotYet,
 }
 
+/// The views of a page of a run's documents, their cells read in one query.
+pub fn load(
+    c: &crate::store::Connection,
+    rows: &[PipelineDoc],
+    order: &[String],
+) -> Result<Vec<DocView>, crate::store::StoreError> {
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let mut by_doc = crate::store::pipelines::cells_by_doc(c, &seqs)?;
+    Ok(rows
+        .iter()
+        .map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order))
+        .collect())
+}
+
 pub fn phase_id(phases: &[PhaseRow], index: usize) -> Option<String> {
     phases
         .iter()

@@ -84,7 +84,7 @@ pub async fn create(
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     let list = store::data_products::list;
-    pagination::newest_first(&call, "data-products", list, |d| d.seq, DataProduct::clone).await
+    pagination::newest_first(&call, "data-products", &[], list, |d| d.seq, DataProduct::clone).await
 }
 
 /// The run a data product delivers.
@@ -134,7 +134,7 @@ fn rows(
 }
 
 pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
-    let (_, cursors, page) = call.page(&format!("dp:{id}"), 100)?;
+    let (_, cursors, page) = call.page(&format!("dp:{id}"), 100, &[])?;
     // A refusal (404) before the first byte is an envelope: the answer starts with the read.
     call.stream(None, "application/json", move |sink, c, org| {
         let p = run_of(c, org, &id)?;

@@ -121,14 +121,23 @@ pub fn check_upload(u: &Upload, max_upload: usize) -> Result<String, ApiError> {
         .map_err(ApiError::UnsupportedMediaType)
 }
 
-async fn read_multipart(
+/// A multipart upload: the document, the body's fingerprint, and its other parts as text.
+pub struct MultipartUpload {
+    /// The `file` part; `None` when the body has none.
+    pub upload: Option<Upload>,
+    pub hash: String,
+    pub fields: std::collections::HashMap<String, String>,
+}
+
+pub async fn read_multipart(
     req: &HttpRequest,
     payload: web::Payload,
     max_upload: usize,
-) -> Result<(Upload, String), ApiError> {
+) -> Result<MultipartUpload, ApiError> {
     let mut mp = Multipart::new(req.headers(), payload);
     let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
     let mut metadata = json!({});
+    let mut fields = std::collections::HashMap::new();
     let mut fp = Sha256::new();
     while let Some(part) = mp.next().await {
         let mut part = part.map_err(|e| ApiError::bad(format!("Malformed multipart body: {e}")))?;
@@ -167,21 +176,24 @@ async fn read_multipart(
                 metadata = serde_json::from_slice(&bytes)
                     .map_err(|e| ApiError::bad(format!("metadata part is not valid JSON: {e}")))?;
             }
-            _ => {}
+            _ => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| ApiError::bad(format!("part '{name}' is not UTF-8 text")))?;
+                fields.insert(name, text);
+            }
         }
     }
-    let (filename, ctype, content) =
-        file.ok_or_else(|| ApiError::MissingDocument("No 'file' part in the upload".into()))?;
-    let declared = ctype.filter(|t| t != "application/octet-stream");
-    Ok((
-        Upload {
-            filename,
-            declared_type: declared,
-            content,
-            metadata,
-        },
-        hex::encode(fp.finalize()),
-    ))
+    let upload = file.map(|(filename, ctype, content)| Upload {
+        filename,
+        declared_type: ctype.filter(|t| t != "application/octet-stream"),
+        content,
+        metadata,
+    });
+    Ok(MultipartUpload {
+        upload,
+        hash: hex::encode(fp.finalize()),
+        fields,
+    })
 }
 
 /// The upload's text layer, read off the actix worker (a binary format in the reader child).
@@ -201,7 +213,13 @@ pub async fn read_layer<S>(
 pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let max_upload = call.state.config.max_upload;
     let (upload, body_hash) = match media_type(&call.req).as_deref() {
-        Some("multipart/form-data") => read_multipart(&call.req, payload, max_upload).await?,
+        Some("multipart/form-data") => {
+            let m = read_multipart(&call.req, payload, max_upload).await?;
+            let upload = m.upload.ok_or_else(|| {
+                ApiError::MissingDocument("No 'file' part in the upload".into())
+            })?;
+            (upload, m.hash)
+        }
         Some("application/json") => {
             let limit = upload_body_limit(max_upload);
             let raw = parse_value(&read_limited(payload, limit).await?)?;
@@ -246,9 +264,57 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
     .await
 }
 
+/// A time bound of a list filter: RFC 3339, or a date (its midnight, UTC).
+fn time_bound(q: &std::collections::HashMap<String, String>, key: &str) -> Result<Option<String>, ApiError> {
+    let Some(raw) = q.get(key) else {
+        return Ok(None);
+    };
+    let t = chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
+        .map_err(|_| ApiError::bad(format!("{key} must be an RFC 3339 time or a YYYY-MM-DD date")))?;
+    Ok(Some(crate::domain::ids::format_time(t)))
+}
+
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    let list = store::documents::list;
-    pagination::newest_first(&call, "documents", list, |d| d.seq, render).await
+    let filters = ["status", "search", "after", "before", "source_id", "order"];
+    // Each order is its own list: a cursor of one is refused by the other.
+    let ascending = match query_map(call.req.query_string())?.get("order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => return Err(ApiError::bad("order must be asc or desc")),
+    };
+    let list = if ascending { "documents:asc" } else { "documents" };
+    let (q, cursors, page) = call.page(list, 100, &filters)?;
+    let status = q.get("status").cloned();
+    if let Some(s) = &status {
+        if !["pending", "processing", "completed", "error"].contains(&s.as_str()) {
+            return Err(ApiError::bad(
+                "status must be one of pending, processing, completed, error",
+            ));
+        }
+    }
+    let source_id = q
+        .get("source_id")
+        .map(|s| crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("source_id must be a UUID")))
+        .transpose()?;
+    let filter = store::documents::DocFilter {
+        status,
+        search: q.get("search").filter(|s| !s.is_empty()).cloned(),
+        after: time_bound(&q, "after")?,
+        before: time_bound(&q, "before")?,
+        source_id,
+        ascending,
+    };
+    call.answer(move |c, org| {
+        let (rows, total) =
+            store::documents::list_filtered(c, org, &filter, page.after, page.limit + 1)?;
+        Ok(pagination::page(rows, total, &page, &cursors, |d| d.seq, |d| render(&d)))
+    })
+    .await
 }
 
 pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
@@ -399,33 +465,35 @@ fn text_markdown(mime: &str, text: &str) -> String {
     }
 }
 
-fn document(c: &Connection, org: &str, id: &str) -> Result<DocumentRow, ApiError> {
+pub fn document(c: &Connection, org: &str, id: &str) -> Result<DocumentRow, ApiError> {
     store::documents::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Document"))
+}
+
+/// The document's text as Markdown, page by page and joined.
+pub fn markdown_of(c: &Connection, d: &DocumentRow) -> Result<DocumentMarkdown, ApiError> {
+    let pages: Vec<MarkdownPage> = doc_pages(c, d)?
+        .into_iter()
+        .map(|p| MarkdownPage {
+            number: p.number,
+            markdown: p.markdown,
+        })
+        .collect();
+    let markdown = pages
+        .iter()
+        .map(|p| p.markdown.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n---\n\n");
+    Ok(DocumentMarkdown {
+        document_id: d.id.clone(),
+        pages,
+        markdown,
+    })
 }
 
 pub async fn markdown(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
     let permit = call.heavy_if(true)?;
     let answer = call
-        .read(move |c, org| {
-            let d = document(c, org, &id)?;
-            let pages: Vec<MarkdownPage> = doc_pages(c, &d)?
-                .into_iter()
-                .map(|p| MarkdownPage {
-                    number: p.number,
-                    markdown: p.markdown,
-                })
-                .collect();
-            let markdown = pages
-                .iter()
-                .map(|p| p.markdown.as_str())
-                .collect::<Vec<_>>()
-                .join("\n\n---\n\n");
-            Ok(DocumentMarkdown {
-                document_id: d.id,
-                pages,
-                markdown,
-            })
-        })
+        .read(move |c, org| markdown_of(c, &document(c, org, &id)?))
         .await;
     drop(permit);
     Ok(HttpResponse::Ok().json(answer?))

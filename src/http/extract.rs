@@ -256,13 +256,17 @@ impl<S> Call<S> {
     }
 
     /// The query string, and the page it asks of the caller's list `list` (at most `max` rows;
-    /// cursors are sealed to the organization and the list).
+    /// cursors are sealed to the organization and the list). A query parameter that is neither
+    /// `limit`, `cursor` nor one of `filters` is refused: a filter the list does not know must
+    /// not answer as if it had been applied.
     pub fn page(
         &self,
         list: &str,
         max: i64,
+        filters: &[&str],
     ) -> Result<(HashMap<String, String>, CursorScope, PageRequest), ApiError> {
         let q = query_map(self.req.query_string())?;
+        pagination::only_known(&q, filters)?;
         let cursors = self.state.cursors.scope(&self.auth.org_id, list);
         let page = pagination::parse(&q, &cursors, max)?;
         Ok((q, cursors, page))

@@ -34,6 +34,13 @@ impl Reply {
             effects: Effects::default(),
         }
     }
+    pub fn accepted(body: impl serde::Serialize) -> Self {
+        Reply {
+            status: StatusCode::ACCEPTED,
+            body: serde_json::json!(body),
+            effects: Effects::default(),
+        }
+    }
     pub fn with(mut self, effects: Effects) -> Self {
         self.effects = effects;
         self

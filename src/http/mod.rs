@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod pipelines;
 pub mod policies;
+pub mod quick;
 pub mod rate_limit;
 pub mod requests;
 pub mod reviews;
@@ -297,7 +298,19 @@ route_table! {
     "/v1/field-reviews/{pd_id}/{field_key}" => { get => reviews::detail },
     "/v1/field-reviews/{pd_id}/{field_key}/resolve" => { post => reviews::resolve },
     "/v1/fields" => { get => schemas::list_fields },
+    "/v1/fields/{id}" => { get => schemas::get_field },
+    "/v1/fields/{id}/similar" => { get => schemas::similar_fields },
     "/v1/documents" => { get => documents::list, post => documents::create },
+    "/v1/extract" => { post => quick::extract },
+    "/v1/extractions" => { get => quick::list },
+    "/v1/extractions/{id}" => { get => quick::get },
+    "/v1/extractions/{id}/data" => { get => quick::data, patch => quick::patch_data },
+    "/v1/documents/{id}/re-extract" => { post => quick::re_extract },
+    "/v1/documents/{id}/extractions" => { get => quick::of_document },
+    "/v1/jobs" => { get => quick::list_jobs, post => quick::create_job },
+    "/v1/jobs/{id}" => { get => quick::get_job },
+    "/v1/jobs/{id}/results" => { get => quick::job_results },
+    "/v1/jobs/{id}/cancel" => { post => quick::cancel_job },
     "/v1/documents/{id}" => { get => documents::get, delete => documents::delete },
     "/v1/documents/{id}/markdown" => { get => documents::markdown },
     "/v1/documents/{id}/pages/{page}" => { get => documents::page },

@@ -119,6 +119,29 @@ pub fn query_map(qs: &str) -> Result<HashMap<String, String>, ApiError> {
         .map_err(|e| ApiError::bad(format!("Invalid query string: {e}")))
 }
 
+/// Refuses a query parameter a list does not take (`limit` and `cursor` it always takes).
+pub fn only_known(q: &HashMap<String, String>, filters: &[&str]) -> Result<(), ApiError> {
+    let mut unknown: Vec<&str> = q
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !matches!(*k, "limit" | "cursor") && !filters.contains(k))
+        .collect();
+    unknown.sort_unstable();
+    match unknown.first() {
+        None => Ok(()),
+        Some(k) => {
+            let takes = if filters.is_empty() {
+                "only limit and cursor".to_string()
+            } else {
+                format!("limit, cursor, {}", filters.join(", "))
+            };
+            Err(ApiError::bad(format!(
+                "Unknown query parameter '{k}': this list takes {takes}"
+            )))
+        }
+    }
+}
+
 pub fn parse(
     q: &HashMap<String, String>,
     cursors: &CursorScope,
@@ -183,11 +206,12 @@ pub type PageFetch<T> = fn(
 pub async fn newest_first<T: Send + 'static, A: serde::Serialize + Send + 'static>(
     call: &super::extract::Call<super::extract::Read>,
     list: &'static str,
+    filters: &[&str],
     fetch: PageFetch<T>,
     pos: fn(&T) -> i64,
     render: fn(&T) -> A,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    let (_, cursors, page) = call.page(list, 100)?;
+    let (_, cursors, page) = call.page(list, 100, filters)?;
     call.answer(move |c, org| {
         let (rows, total) = fetch(c, org, page.after, page.limit + 1)?;
         Ok(self::page(rows, total, &page, &cursors, pos, |r| {

@@ -10,7 +10,7 @@ use crate::answers::{
 };
 use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::status::{DocStatus, RunStatus};
-use crate::engine::views::{self, DocView};
+use crate::engine::views;
 use crate::engine::Effects;
 use crate::store;
 use crate::store::documents::NewDocument;
@@ -157,7 +157,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
 }
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    let (q, cursors, page) = call.page("pipelines", 100)?;
+    let (q, cursors, page) = call.page("pipelines", 100, &["status", "schema_id"])?;
     let status = q.get("status").cloned();
     if let Some(s) = &status {
         if !["active", "completed", "failed", "cancelled"].contains(&s.as_str()) {
@@ -300,7 +300,7 @@ fn doc_json(pd: &PipelineDoc, phases: &[crate::store::pipelines::PhaseRow]) -> P
 }
 
 pub async fn documents(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
-    let (_, cursors, page) = call.page(&format!("pd:{id}"), 100)?;
+    let (_, cursors, page) = call.page(&format!("pd:{id}"), 100, &[])?;
     call.answer(move |c, org| {
         let p = load(c, org, &id)?;
         let phases = store::pipelines::phases(c, &id)?;
@@ -317,21 +317,8 @@ pub async fn documents(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, Api
     .await
 }
 
-fn views_for(
-    c: &Connection,
-    rows: &[PipelineDoc],
-    order: &[String],
-) -> Result<Vec<DocView>, ApiError> {
-    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let mut by_doc = store::pipelines::cells_by_doc(c, &seqs)?;
-    Ok(rows
-        .iter()
-        .map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order))
-        .collect())
-}
-
 pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
-    let (q, cursors, page) = call.page(&format!("results:{id}"), 200)?;
+    let (q, cursors, page) = call.page(&format!("results:{id}"), 200, &["document_id", "include"])?;
     let doc_filter = q
         .get("document_id")
         .map(|d| {
@@ -380,7 +367,7 @@ pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiEr
         let w = pagination::PageWriter::begin(sink, &head, page.limit)?;
         w.rows(page.after, total, &cursors, false, |after, n| {
             let rows = store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
-            let views = views_for(c, &rows, &order)?;
+            let views = views::load(c, &rows, &order)?;
             Ok(rows
                 .iter()
                 .zip(&views)
@@ -408,7 +395,7 @@ pub async fn cells(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
         let phases = store::pipelines::phases(c, &id)?;
         let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-        let views = views_for(c, std::slice::from_ref(&pd), &order)?;
+        let views = views::load(c, std::slice::from_ref(&pd), &order)?;
         Ok(views::cells(&views[0], &order, pd.status, &phases))
     })
     .await

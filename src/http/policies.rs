@@ -95,7 +95,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     let list = store::policies::list;
-    pagination::newest_first(&call, "policies", list, |p| p.seq, render).await
+    pagination::newest_first(&call, "policies", &[], list, |p| p.seq, render).await
 }
 
 pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {

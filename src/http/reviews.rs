@@ -95,7 +95,7 @@ fn pipeline_filter(q: &HashMap<String, String>) -> Result<Option<String>, ApiErr
 }
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    let (q, cursors, page) = call.page("reviews", 100)?;
+    let (q, cursors, page) = call.page("reviews", 100, &["pipeline_id", "trigger", "status", "routing"])?;
     let pipeline = pipeline_filter(&q)?;
     let trigger = q.get("trigger").cloned();
     if trigger
@@ -420,7 +420,7 @@ pub async fn bulk_resolve(
 }
 
 pub async fn decisions(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    let (q, cursors, page) = call.page("decisions", 100)?;
+    let (q, cursors, page) = call.page("decisions", 100, &["pipeline_id"])?;
     let pipeline = pipeline_filter(&q)?;
     call.answer(move |c, org| {
         let run = pipeline.as_deref();

@@ -1,5 +1,5 @@
 use super::error::ApiError;
-use super::extract::{Body, Call, Read, SchemaRef, Write};
+use super::extract::{Body, Call, Id, Read, SchemaRef, Write};
 use super::idempotency::Reply;
 use super::pagination;
 use crate::answers::{self, Deleted, Phase, Rail, SelfLink};
@@ -85,7 +85,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
 }
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(&call, "schemas", store::schemas::list, |s| s.seq, render).await
+    pagination::newest_first(&call, "schemas", &[], store::schemas::list, |s| s.seq, render).await
 }
 
 pub async fn get(call: Call<Read>, SchemaRef(id): SchemaRef) -> Result<HttpResponse, ApiError> {
@@ -172,9 +172,112 @@ pub async fn delete(call: Call<Write>, SchemaRef(id): SchemaRef) -> Result<HttpR
     .await
 }
 
+fn field_names(f: &RegistryField) -> Vec<String> {
+    let mut names = vec![f.canonical_name.clone(), f.display_name.clone()];
+    names.extend(f.synonyms.iter().cloned());
+    names
+}
+
+fn render_field(f: &RegistryField) -> answers::Field {
+    answers::Field {
+        id: f.id.clone(),
+        canonical_name: f.canonical_name.clone(),
+        display_name: f.display_name.clone(),
+        data_type: f.data_type.clone(),
+        synonyms: f.synonyms.clone(),
+        tier: 1,
+        cluster_name: crate::domain::labels::cluster_of(&field_names(f)).map(str::to_string),
+        occurrence_count: f.occurrence_count,
+        created_at: f.created_at.clone(),
+        links: answers::FieldLinks {
+            self_: format!("/v1/fields/{}", f.id),
+            similar: format!("/v1/fields/{}/similar", f.id),
+        },
+    }
+}
+
+/// `GET /v1/fields`: `search` (a substring of any of its names, any case), `tier`, `cluster`.
 pub async fn list_fields(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    let list = store::schemas::list_registry;
-    pagination::newest_first(&call, "fields", list, |f| f.seq, RegistryField::clone).await
+    let (q, cursors, page) = call.page("fields", 100, &["search", "tier", "cluster"])?;
+    let search = q.get("search").map(|s| s.to_lowercase());
+    let tier = q
+        .get("tier")
+        .map(|t| t.parse::<i64>().map_err(|_| ApiError::bad("tier must be an integer")))
+        .transpose()?;
+    let cluster = q.get("cluster").map(|c| c.to_lowercase());
+    call.answer(move |c, org| {
+        let matching: Vec<(i64, answers::Field)> = store::schemas::registry_all(c, org)?
+            .iter()
+            .filter(|f| {
+                search.as_ref().is_none_or(|s| {
+                    field_names(f).iter().any(|n| n.to_lowercase().contains(s.as_str()))
+                })
+            })
+            .map(|f| (f.seq, render_field(f)))
+            .filter(|(_, f)| tier.is_none_or(|t| t == f.tier))
+            .filter(|(_, f)| {
+                cluster.as_ref().is_none_or(|want| {
+                    f.cluster_name.as_ref().is_some_and(|n| n.to_lowercase() == *want)
+                })
+            })
+            .collect();
+        let total = matching.len() as i64;
+        let rows: Vec<(i64, answers::Field)> = matching
+            .into_iter()
+            .filter(|(seq, _)| page.after.is_none_or(|a| *seq < a))
+            .take(page.limit as usize + 1)
+            .collect();
+        let p = pagination::page(rows, total, &page, &cursors, |(seq, _)| *seq, |r| r);
+        Ok(answers::Page {
+            data: p.data.into_iter().map(|(_, f)| f).collect(),
+            pagination: p.pagination,
+        })
+    })
+    .await
+}
+
+fn registry_field(c: &Connection, org: &str, id: &str) -> Result<RegistryField, ApiError> {
+    store::schemas::registry_field(c, org, id)?.ok_or_else(|| ApiError::not_found("Field"))
+}
+
+pub async fn get_field(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    call.answer(move |c, org| Ok(render_field(&registry_field(c, org, &id)?)))
+        .await
+}
+
+/// `GET /v1/fields/{id}/similar`: the registry's other fields, most alike first (the same
+/// lexicon group, then shared words), those with nothing in common left out.
+pub async fn similar_fields(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    let q = pagination::query_map(call.req.query_string())?;
+    pagination::only_known(&q, &["limit"])?;
+    let limit = match q.get("limit") {
+        None => 10,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::bad("limit must be an integer from 1 to 100"))?,
+    };
+    call.answer(move |c, org| {
+        let me = registry_field(c, org, &id)?;
+        let mine = field_names(&me);
+        let mut alike: Vec<answers::SimilarField> = store::schemas::registry_all(c, org)?
+            .iter()
+            .filter(|f| f.id != me.id)
+            .map(|f| answers::SimilarField {
+                similarity: crate::domain::labels::similarity(&mine, &field_names(f)),
+                field: render_field(f),
+            })
+            .filter(|s| s.similarity > 0.0)
+            .collect();
+        alike.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        alike.truncate(limit);
+        Ok(answers::SimilarFields {
+            field_id: me.id,
+            data: alike,
+        })
+    })
+    .await
 }
 
 fn rail_answer(

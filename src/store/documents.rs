@@ -145,6 +145,23 @@ pub fn get(c: &Connection, org_id: &str, id: &str) -> Result<Option<DocumentRow>
     optional(c.prepare_cached(&sql)?.query_row(params![id, org_id], row))
 }
 
+/// A document by id, deleted or not (a run that used it still shows it).
+pub fn get_any(c: &Connection, id: &str) -> Result<Option<DocumentRow>, StoreError> {
+    let sql = format!("SELECT {COLS} FROM documents WHERE id = ?1");
+    optional(c.prepare_cached(&sql)?.query_row(params![id], row))
+}
+
+/// The ids of the organization's live, readable documents, oldest first, at most `limit`.
+pub fn completed_ids(c: &Connection, org_id: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT id FROM documents WHERE org_id = ?1 AND deleted_at IS NULL AND status = 'completed' ORDER BY seq LIMIT ?2",
+        )?
+        .query_map(params![org_id, limit], |r| r.get(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// One page of a binary document's text layer.
 pub fn page(c: &Connection, id: &str, number: u32) -> Result<Option<PageRow>, StoreError> {
     optional(
@@ -259,6 +276,66 @@ pub fn list(
     let total = c.query_row(
         "SELECT count(*) FROM documents WHERE org_id = ?1 AND deleted_at IS NULL",
         [org_id],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// What `GET /v1/documents` can be narrowed by.
+#[derive(Debug, Default, Clone)]
+pub struct DocFilter {
+    pub status: Option<String>,
+    /// A substring of the filename, any case.
+    pub search: Option<String>,
+    /// Created strictly after / before these times (RFC 3339, milliseconds, `Z`).
+    pub after: Option<String>,
+    pub before: Option<String>,
+    /// The `source_id` the document's metadata names.
+    pub source_id: Option<String>,
+    /// Oldest first instead of newest first.
+    pub ascending: bool,
+}
+
+/// A page of the organization's live documents matching `f`, after the keyset position `pos`
+/// in the list's order: `(rows, total matching)`.
+pub fn list_filtered(
+    c: &Connection,
+    org_id: &str,
+    f: &DocFilter,
+    pos: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<DocumentRow>, i64), StoreError> {
+    let filter = "org_id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR status = ?2)
+        AND (?3 IS NULL OR instr(lower(filename), lower(?3)) > 0)
+        AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
+        AND (?6 IS NULL OR json_extract(metadata, '$.source_id') = ?6)";
+    let (cmp, dir, start) = if f.ascending {
+        (">", "ASC", i64::MIN)
+    } else {
+        ("<", "DESC", i64::MAX)
+    };
+    let sql = format!(
+        "SELECT {COLS} FROM documents WHERE {filter} AND seq {cmp} ?7 ORDER BY seq {dir} LIMIT ?8"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![
+                org_id,
+                f.status,
+                f.search,
+                f.after,
+                f.before,
+                f.source_id,
+                pos.unwrap_or(start),
+                limit
+            ],
+            row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        &format!("SELECT count(*) FROM documents WHERE {filter}"),
+        params![org_id, f.status, f.search, f.after, f.before, f.source_id],
         |r| r.get(0),
     )?;
     Ok((rows, total))

@@ -20,9 +20,13 @@ pub struct PipelineRow {
     pub created_at: String,
     pub updated_at: String,
     pub completed_at: Option<String>,
+    /// `pipeline` (governed), `extraction` or `job` (the quick tier).
+    pub kind: String,
+    /// The quick tier's request options (`include_markdown`, `include_provenance`).
+    pub options: Value,
 }
 
-const COLS: &str = "seq, id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at, completed_at";
+const COLS: &str = "seq, id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at, completed_at, kind, options";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<PipelineRow> {
     Ok(PipelineRow {
@@ -39,6 +43,8 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<PipelineRow> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         completed_at: r.get(12)?,
+        kind: r.get(13)?,
+        options: super::json(r, 14, "pipelines")?,
     })
 }
 
@@ -50,14 +56,16 @@ pub struct NewPipeline<'a> {
     pub fields: &'a [FieldDef],
     pub phases: &'a [(Phase, Value)],
     pub document_ids: &'a [String],
+    pub kind: &'a str,
+    pub options: &'a Value,
 }
 
 pub fn insert(c: &Connection, p: NewPipeline) -> Result<PipelineRow, StoreError> {
     let id = new_id();
     let now = now_rfc3339();
     c.execute(
-        "INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'active', 1, ?6, ?7, ?8, ?9, ?9)",
+        "INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at, kind, options)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'active', 1, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
         params![
             id,
             p.org_id,
@@ -67,7 +75,9 @@ pub fn insert(c: &Connection, p: NewPipeline) -> Result<PipelineRow, StoreError>
             serde_json::to_string(p.fields).unwrap_or_default(),
             p.phases.len() as i64,
             p.document_ids.len() as i64,
-            now
+            now,
+            p.kind,
+            p.options.to_string()
         ],
     )?;
     {
@@ -113,7 +123,7 @@ pub fn list(
     before: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<PipelineRow>, i64), StoreError> {
-    let filter = "org_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR schema_id = ?3)";
+    let filter = "org_id = ?1 AND kind != 'extraction' AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR schema_id = ?3)";
     let sql = format!(
         "SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5"
     );
@@ -127,6 +137,76 @@ pub fn list(
     let total = c.query_row(
         &format!("SELECT count(*) FROM pipelines WHERE {filter}"),
         params![org_id, status, schema_id],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// The organization's runs of one kind (the quick tier's jobs), newest first, optionally only
+/// those whose run status is one of `statuses`.
+pub fn list_of_kind(
+    c: &Connection,
+    org_id: &str,
+    kind: &str,
+    statuses: Option<&[&str]>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<PipelineRow>, i64), StoreError> {
+    let wanted = statuses.map(|s| serde_json::to_string(s).unwrap_or_default());
+    let filter = "org_id = ?1 AND kind = ?2 AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3)))";
+    let sql = format!(
+        "SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![org_id, kind, wanted, before.unwrap_or(i64::MAX), limit],
+            row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        &format!("SELECT count(*) FROM pipelines WHERE {filter}"),
+        params![org_id, kind, wanted],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// The organization's extractions, newest first: of one document, and whose document status
+/// is one of `statuses`, when given.
+pub fn list_extractions(
+    c: &Connection,
+    org_id: &str,
+    document_id: Option<&str>,
+    statuses: Option<&[&str]>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<PipelineRow>, i64), StoreError> {
+    let wanted = statuses.map(|s| serde_json::to_string(s).unwrap_or_default());
+    let filter = "p.org_id = ?1 AND p.kind = 'extraction'
+        AND (?2 IS NULL OR pd.document_id = ?2)
+        AND (?3 IS NULL OR pd.status IN (SELECT value FROM json_each(?3)))";
+    let cols = COLS
+        .split(", ")
+        .map(|c| format!("p.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {cols} FROM pipelines p JOIN pipeline_documents pd ON pd.pipeline_id = p.id
+         WHERE {filter} AND p.seq < ?4 ORDER BY p.seq DESC LIMIT ?5"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![org_id, document_id, wanted, before.unwrap_or(i64::MAX), limit],
+            row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        &format!(
+            "SELECT count(*) FROM pipelines p JOIN pipeline_documents pd ON pd.pipeline_id = p.id WHERE {filter}"
+        ),
+        params![org_id, document_id, wanted],
         |r| r.get(0),
     )?;
     Ok((rows, total))

@@ -24,9 +24,12 @@ pub struct SchemaRow {
     pub deleted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Given inline to an extraction: kept for its runs, not listed.
+    #[serde(skip)]
+    pub hidden: bool,
 }
 
-const COLS: &str = "seq, id, short_id, name, description, definition, fields, version, rail, deleted_at, created_at, updated_at";
+const COLS: &str = "seq, id, short_id, name, description, definition, fields, version, rail, deleted_at, created_at, updated_at, hidden";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<SchemaRow> {
     Ok(SchemaRow {
@@ -42,6 +45,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<SchemaRow> {
         deleted_at: r.get(9)?,
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
+        hidden: r.get(12)?,
     })
 }
 
@@ -73,6 +77,26 @@ pub fn insert(
     get(c, org_id, &id, true)?.ok_or_else(|| StoreError::Refused("schema vanished".into()))
 }
 
+/// The schema an extraction was given inline, stored under `name` (a digest of its fields) and
+/// hidden from the schema list, so the same inline schema names the same spec every time.
+pub fn find_or_insert_hidden(
+    c: &Connection,
+    org_id: &str,
+    name: &str,
+    fields: &[FieldDef],
+) -> Result<SchemaRow, StoreError> {
+    let sql = format!(
+        "SELECT {COLS} FROM schemas WHERE org_id = ?1 AND hidden = 1 AND name = ?2 AND deleted_at IS NULL ORDER BY seq DESC LIMIT 1"
+    );
+    if let Some(s) = optional(c.prepare_cached(&sql)?.query_row(params![org_id, name], row))? {
+        return Ok(s);
+    }
+    let mut s = insert(c, org_id, name, Some("given inline to POST /v1/extract"), fields)?;
+    c.execute("UPDATE schemas SET hidden = 1 WHERE id = ?1", [&s.id])?;
+    s.hidden = true;
+    Ok(s)
+}
+
 /// One schema of the organization; deleted ones only when `include_deleted`.
 pub fn get(
     c: &Connection,
@@ -96,14 +120,14 @@ pub fn list(
     limit: i64,
 ) -> Result<(Vec<SchemaRow>, i64), StoreError> {
     let sql = format!(
-        "SELECT {COLS} FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        "SELECT {COLS} FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND hidden = 0 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     );
     let rows = c
         .prepare_cached(&sql)?
         .query_map(params![org_id, before_seq.unwrap_or(i64::MAX), limit], row)?
         .collect::<Result<Vec<_>, _>>()?;
     let total = c.query_row(
-        "SELECT count(*) FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL",
+        "SELECT count(*) FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND hidden = 0",
         [org_id],
         |r| r.get(0),
     )?;
@@ -254,6 +278,21 @@ pub fn list_registry(
         |r| r.get(0),
     )?;
     Ok((rows, total))
+}
+
+/// Every field of the organization's registry, newest first (a registry holds the field names
+/// its schemas use: hundreds, not millions).
+pub fn registry_all(c: &Connection, org_id: &str) -> Result<Vec<RegistryField>, StoreError> {
+    Ok(list_registry(c, org_id, None, i64::MAX)?.0)
+}
+
+/// One registry field by id.
+pub fn registry_field(
+    c: &Connection,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<RegistryField>, StoreError> {
+    Ok(registry_all(c, org_id)?.into_iter().find(|f| f.id == id))
 }
 
 /// Registry synonyms of the organization by canonical name (used by transfer and extraction).
