@@ -973,3 +973,192 @@ pub struct SimilarFields {
     pub field_id: String,
     pub data: Vec<SimilarField>,
 }
+
+/// A document found by `GET /v1/search`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchDocument {
+    pub id: String,
+    /// Its filename.
+    pub name: String,
+    pub mime_type: String,
+    pub created_at: String,
+}
+
+/// Extracted values that contain the query, by field and value.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchFieldMatch {
+    /// The Field Registry's id of the field, when it has one.
+    pub resolved_field_id: Option<String>,
+    pub field_name: String,
+    pub display_name: String,
+    pub matched_value: String,
+    pub document_count: i64,
+    pub data_type: Option<String>,
+    /// Usable as a `fieldId` of `POST /v1/documents/filter`.
+    pub filterable: bool,
+}
+
+/// A schema found by `GET /v1/search`.
+#[derive(Serialize, ToSchema)]
+pub struct SearchSchema {
+    pub id: String,
+    pub name: String,
+}
+
+/// A registry field found by `GET /v1/search`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchField {
+    pub id: Option<String>,
+    pub canonical_name: String,
+    pub display_name: String,
+    pub document_count: Option<i64>,
+    pub filterable: bool,
+    pub data_type: Option<String>,
+}
+
+/// `GET /v1/search`: every collection, empty arrays where nothing matched. `sources` is always
+/// empty: Quire has no source connections.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchAnswer {
+    pub query: String,
+    pub documents: Vec<SearchDocument>,
+    pub field_matches: Vec<SearchFieldMatch>,
+    #[schema(value_type = Vec<Object>)]
+    pub sources: Vec<Value>,
+    pub schemas: Vec<SearchSchema>,
+    pub fields: Vec<SearchField>,
+}
+
+/// A document that passed `POST /v1/documents/filter`, with its current values.
+#[derive(Serialize, ToSchema)]
+pub struct FilteredDocument {
+    pub document_id: String,
+    pub filename: String,
+    /// Its latest delivered run's values.
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+/// A condition that could not mean what it says (an ordering on text, an unknown field).
+#[derive(Serialize, ToSchema)]
+pub struct FilterWarning {
+    pub code: String,
+    pub message: String,
+    pub field: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FilterLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+}
+
+/// `POST /v1/documents/filter`: one page of the matching documents.
+#[derive(Serialize, ToSchema)]
+pub struct FilterAnswer {
+    pub data: Vec<FilteredDocument>,
+    pub total: i64,
+    pub page: i64,
+    pub limit: i64,
+    pub warnings: Vec<FilterWarning>,
+    pub links: FilterLinks,
+}
+
+/// `GET /v1/credits/balance`: a self-hosted Quire charges nothing.
+#[derive(Serialize, ToSchema)]
+pub struct CreditBalance {
+    pub balance_credits: f64,
+    pub balance_eur: f64,
+    pub burn_rate_30d_credits: f64,
+    /// -1: nothing is consumed.
+    pub projected_runway_days: f64,
+    /// `self_hosted`.
+    pub tier: String,
+    /// The first day of next month (UTC).
+    pub tier_resets_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsagePeriod {
+    pub from: String,
+    pub to: String,
+}
+
+/// Model tokens and calls.
+#[derive(Serialize, ToSchema)]
+pub struct UsageTotals {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Always 0: Quire does not use a provider's prompt cache.
+    pub cache_read_tokens: i64,
+    pub cache_creation_tokens: i64,
+    pub calls: i64,
+    /// From the models' configured prices per 1,000 tokens.
+    pub cost_estimate_usd: f64,
+}
+
+/// Model usage of one kind of run and one model.
+#[derive(Serialize, ToSchema)]
+pub struct UsageBreakdown {
+    /// `extraction`, `job` or `pipeline`.
+    pub operation_type: String,
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_creation_tokens: i64,
+    pub calls: i64,
+    pub cost_estimate_usd: f64,
+}
+
+/// Work of one kind in the period, and the credits it cost (none).
+#[derive(Serialize, ToSchema)]
+pub struct UsageByFunction {
+    /// `extraction`, `job` or `pipeline`.
+    pub operation_type: String,
+    /// Runs started.
+    pub operations: i64,
+    pub credits: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+}
+
+/// `GET /v1/usage?days=N`.
+#[derive(Serialize, ToSchema)]
+pub struct UsageAnswer {
+    pub period: UsagePeriod,
+    pub period_days: i64,
+    pub totals: UsageTotals,
+    pub breakdown: Vec<UsageBreakdown>,
+    pub total_credits: f64,
+    pub by_function: Vec<UsageByFunction>,
+    pub links: UsageLinks,
+}
+
+/// What one unit of work costs (nothing, self-hosted).
+#[derive(Serialize, ToSchema)]
+pub struct PriceUnit {
+    pub unit: String,
+    pub label: String,
+    pub credits: f64,
+    pub eur: f64,
+    pub free: bool,
+}
+
+/// `GET /v1/pricing`.
+#[derive(Serialize, ToSchema)]
+pub struct Pricing {
+    pub currency: String,
+    pub credits_per_eur: f64,
+    #[schema(value_type = Object)]
+    pub multipliers: Map<String, Value>,
+    pub units: Vec<PriceUnit>,
+}

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod labels;
 pub mod policy;
 pub mod prompt;
+pub mod query;
 pub mod rail;
 pub mod reading;
 pub mod schema;

@@ -228,7 +228,8 @@ pub fn doc_status_word(s: DocStatus) -> &'static str {
 
 fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
     let (n, sum) = xs.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
-    (n > 0).then(|| sum / n as f64)
+    // Four decimals: a mean of 0.95s reads 0.95, not 0.9499999999999998.
+    (n > 0).then(|| (sum / n as f64 * 10_000.0).round() / 10_000.0)
 }
 
 fn millis_between(from: &str, to: &str) -> i64 {
@@ -352,4 +353,40 @@ pub fn job_status_word(run: &PipelineRow, stats: &JobStats) -> &'static str {
         RunStatus::Completed => "complete",
         RunStatus::Failed | RunStatus::Cancelled => "failed",
     }
+}
+
+/// A document's current values: for each field, what the newest delivered run that extracted
+/// it shows.
+pub struct DocValues {
+    pub document_id: String,
+    pub filename: String,
+    pub values: Map<String, Value>,
+}
+
+/// Every live document of the organization that has delivered values, newest first.
+pub fn current_values(c: &Connection, org: &str) -> Result<Vec<DocValues>, EngineError> {
+    let runs = store::pipelines::delivered(c, org)?;
+    let seqs: Vec<i64> = runs.iter().map(|(pd, _)| pd.seq).collect();
+    let mut cells = store::pipelines::cells_by_doc(c, &seqs)?;
+    let mut out: Vec<DocValues> = Vec::new();
+    for (pd, fields) in runs {
+        let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
+        let view = DocView::new(&pd, cells.remove(&pd.seq).unwrap_or_default(), &order);
+        if out.last().is_none_or(|d| d.document_id != pd.document_id) {
+            out.push(DocValues {
+                document_id: pd.document_id.clone(),
+                filename: pd.filename.clone(),
+                values: Map::new(),
+            });
+        }
+        if let Some(doc) = out.last_mut() {
+            // Runs come newest first: an older run fills only the fields no newer one has.
+            for f in &order {
+                if !doc.values.contains_key(f) {
+                    doc.values.insert(f.clone(), view.shown(f, pd.status));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

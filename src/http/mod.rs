@@ -1,5 +1,6 @@
 //! The HTTP surface (actix only): routes, one file per resource, and the shared conventions.
 
+pub mod account;
 pub mod auth;
 pub mod body;
 pub mod data_products;
@@ -21,6 +22,7 @@ pub mod rate_limit;
 pub mod requests;
 pub mod reviews;
 pub mod schemas;
+pub mod search;
 
 use crate::config::Config;
 use crate::store::{Db, StoreError};
@@ -301,6 +303,11 @@ route_table! {
     "/v1/fields/{id}" => { get => schemas::get_field },
     "/v1/fields/{id}/similar" => { get => schemas::similar_fields },
     "/v1/documents" => { get => documents::list, post => documents::create },
+    "/v1/documents/filter" => { post => search::filter },
+    "/v1/search" => { get => search::search },
+    "/v1/credits/balance" => { get => account::balance },
+    "/v1/usage" => { get => account::usage },
+    "/v1/pricing" => { get => account::pricing },
     "/v1/extract" => { post => quick::extract },
     "/v1/extractions" => { get => quick::list },
     "/v1/extractions/{id}" => { get => quick::get },

@@ -790,10 +790,13 @@ pub async fn create_job(call: Call<Write>, payload: web::Payload) -> Result<Http
         call.state.models.names(),
     );
     call.write(&b.raw, move |tx, org| {
-        store::schemas::get(tx, org, &schema_id, false)?
+        let schema = store::schemas::get(tx, org, &schema_id, false)?
             .ok_or_else(|| ApiError::NotFound(format!("Schema {schema_id} not found")))?;
-        let name = p.name.as_deref().map(str::trim);
-        let run = quick::start_job(tx, org, &schema_id, name, ids, max_docs, &models)?;
+        let name = match p.name.as_deref() {
+            Some(n) => n.trim().to_string(),
+            None => format!("{} job", schema.name),
+        };
+        let run = quick::start_job(tx, org, &schema.id, Some(&name), ids, max_docs, &models)?;
         let stats = quick::job_stats(tx, &run)?;
         let body = Job {
             status: "pending".into(),

@@ -341,6 +341,28 @@ pub fn list_filtered(
     Ok((rows, total))
 }
 
+/// The organization's live documents whose filename or text contains `q` (any case), newest
+/// first, at most `limit`.
+pub fn search(
+    c: &Connection,
+    org_id: &str,
+    q: &str,
+    limit: i64,
+) -> Result<Vec<DocumentRow>, StoreError> {
+    let sql = format!(
+        "SELECT {COLS} FROM documents WHERE org_id = ?1 AND deleted_at IS NULL
+           AND (instr(lower(filename), lower(?2)) > 0
+             OR instr(lower(coalesce(text, CASE WHEN mime_type LIKE 'text/%' OR mime_type = 'application/json'
+                                            THEN CAST(content AS TEXT) END, '')), lower(?2)) > 0)
+         ORDER BY seq DESC LIMIT ?3"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(params![org_id, q, limit], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// How many active pipelines use the document.
 pub fn active_uses(c: &Connection, id: &str) -> Result<i64, StoreError> {
     Ok(c.query_row(

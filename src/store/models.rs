@@ -205,3 +205,50 @@ pub struct Usage {
     /// From the models' configured prices per 1,000 tokens.
     pub estimated_cost: f64,
 }
+
+/// Model use of one kind of run and one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindUsage {
+    pub kind: String,
+    pub model: String,
+    pub calls: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost: f64,
+}
+
+/// The organization's model calls since `since` (RFC 3339), by kind of run and model.
+pub fn org_usage(c: &Connection, org_id: &str, since: &str) -> Result<Vec<KindUsage>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT p.kind, mc.model, count(*), sum(mc.tokens_in), sum(mc.tokens_out), sum(mc.cost)
+             FROM model_calls mc JOIN pipeline_documents pd ON pd.seq = mc.pd_seq
+             JOIN pipelines p ON p.id = pd.pipeline_id
+             WHERE p.org_id = ?1 AND mc.created_at >= ?2
+             GROUP BY p.kind, mc.model ORDER BY sum(mc.cost) DESC, count(*) DESC",
+        )?
+        .query_map(params![org_id, since], |r| {
+            Ok(KindUsage {
+                kind: r.get(0)?,
+                model: r.get(1)?,
+                calls: r.get(2)?,
+                tokens_in: r.get(3)?,
+                tokens_out: r.get(4)?,
+                cost: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// How many runs of each kind the organization started since `since`, most first.
+pub fn runs_since(c: &Connection, org_id: &str, since: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = c
+        .prepare_cached(
+            "SELECT kind, count(*) FROM pipelines WHERE org_id = ?1 AND created_at >= ?2
+             GROUP BY kind ORDER BY count(*) DESC, kind",
+        )?
+        .query_map(params![org_id, since], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}

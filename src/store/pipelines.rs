@@ -348,6 +348,26 @@ fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
     })
 }
 
+/// Every delivered run (complete or partial pipeline document) of the organization's live
+/// documents, with the fields each run extracted: newest document first, and within a
+/// document its newest run first.
+pub fn delivered(
+    c: &Connection,
+    org_id: &str,
+) -> Result<Vec<(PipelineDoc, Vec<FieldDef>)>, StoreError> {
+    let sql = format!(
+        "SELECT {PD_COLS}, p.fields FROM pipeline_documents pd
+         JOIN documents d ON d.id = pd.document_id JOIN pipelines p ON p.id = pd.pipeline_id
+         WHERE p.org_id = ?1 AND d.deleted_at IS NULL AND pd.status IN ('complete', 'partial')
+         ORDER BY d.seq DESC, pd.seq DESC"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map([org_id], |r| Ok((pd_row(r)?, super::json(r, 16, "pipelines")?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// A page of the run's documents in input order, optionally only one document.
 pub fn documents(
     c: &Connection,
