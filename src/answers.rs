@@ -832,17 +832,6 @@ pub struct ExtractionListItem {
     pub links: ExtractionItemLinks,
 }
 
-/// `GET /v1/extractions/{id}/data`.
-#[derive(Serialize, ToSchema)]
-pub struct ExtractionData {
-    pub extraction_id: String,
-    pub status: String,
-    #[schema(value_type = Object)]
-    pub data: Map<String, Value>,
-    pub confidence: ExtractionConfidence,
-    pub locked_fields: Vec<String>,
-}
-
 /// How full a job's grid of documents × fields is.
 #[derive(Serialize, ToSchema)]
 pub struct GridStats {

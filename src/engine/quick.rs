@@ -178,9 +178,29 @@ impl Extraction {
             }
         }
         Confidence {
-            overall: mean(fields.values().filter_map(Value::as_f64)),
+            // Nothing found is no confidence at all: 0, not null (clients read it as a number).
+            overall: Some(mean(fields.values().filter_map(Value::as_f64)).unwrap_or(0.0)),
             fields,
         }
+    }
+
+    /// How many shown values came from the Field Registry (the document's metadata) and how
+    /// many from an extractor: Talonic's `X-Talonic-Cells-Resolved-*` figures.
+    pub fn cells_resolved(&self) -> (usize, usize) {
+        let mut by = (0, 0);
+        for f in &self.order {
+            if let Shown::Value(v, Some(cell)) = self.view.show(f, self.pd.status) {
+                if v.is_null() {
+                    continue;
+                }
+                if cell.source == "registry_transfer" {
+                    by.0 += 1;
+                } else if crate::domain::cells::is_extracted(&cell.source) {
+                    by.1 += 1;
+                }
+            }
+        }
+        by
     }
 
     /// Where each shown value was read (page, span, box), for `include_provenance`.

@@ -88,12 +88,14 @@ struct ExtractRequest {
     hash: String,
 }
 
+/// A multipart flag: `true`/`false` in any case (Python's SDK sends `True`), `1`/`0`.
 fn flag(v: Option<&str>, name: &str) -> Result<bool, ApiError> {
-    match v.map(str::trim) {
+    match v.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),
-        Some(other) => Err(ApiError::bad(format!(
-            "{name} must be true or false (got '{other}')"
+        Some(_) => Err(ApiError::bad(format!(
+            "{name} must be true or false (got '{}')",
+            v.unwrap_or_default()
         ))),
     }
 }
@@ -379,17 +381,29 @@ async fn start_and_answer(
     }
     match wait_settled(call, &id).await? {
         true => {
-            let body = call
+            let (body, resolved) = call
                 .read(move |c, org| {
                     let x = Extraction::load(c, org, &id)?
                         .ok_or_else(|| ApiError::not_found("Extraction"))?;
-                    render(c, org, &x, answer_rid, None)
+                    Ok((render(c, org, &x, answer_rid, None)?, x.cells_resolved()))
                 })
                 .await?;
-            Ok(HttpResponse::Ok().json(body))
+            let mut answer = HttpResponse::Ok();
+            cost_headers(&mut answer, resolved);
+            Ok(answer.json(body))
         }
         false => Ok(accepted),
     }
+}
+
+/// Talonic's cost headers, all five or none (its clients read them as a set): a self-hosted
+/// Quire charges nothing, and says how many values the registry and the extractor resolved.
+fn cost_headers(r: &mut actix_web::HttpResponseBuilder, (registry, extracted): (usize, usize)) {
+    r.insert_header(("X-Talonic-Cost-Credits", "0"))
+        .insert_header(("X-Talonic-Cost-EUR", "0"))
+        .insert_header(("X-Talonic-Balance-Credits", "0"))
+        .insert_header(("X-Talonic-Cells-Resolved-Registry", registry.to_string()))
+        .insert_header(("X-Talonic-Cells-Resolved-AI", extracted.to_string()));
 }
 
 /// Waits for a run to leave `active`; false when `SYNC_WAIT` passed first.
@@ -568,20 +582,6 @@ pub async fn get(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError>
         .await
 }
 
-fn data_answer(x: &Extraction) -> answers::ExtractionData {
-    let confidence = x.confidence();
-    answers::ExtractionData {
-        extraction_id: x.run.id.clone(),
-        status: x.status().into(),
-        data: x.data(),
-        confidence: ExtractionConfidence {
-            overall: confidence.overall,
-            fields: confidence.fields,
-        },
-        locked_fields: x.locked_fields(),
-    }
-}
-
 /// `GET /v1/extractions/{id}/data`, as JSON or (`?format=csv`) as a CSV of one row.
 pub async fn data(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
     let q = super::pagination::query_map(call.req.query_string())?;
@@ -596,7 +596,8 @@ pub async fn data(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError
         }
     };
     if !csv {
-        return call.answer(move |c, org| Ok(data_answer(&found(c, org, &id)?))).await;
+        // The values alone, as Talonic documents this route.
+        return call.answer(move |c, org| Ok(found(c, org, &id)?.data())).await;
     }
     let (name, text) = call
         .read(move |c, org| {
@@ -632,8 +633,8 @@ pub struct CorrectionsBody {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = ExtractionCorrection)]
 pub struct CorrectionItem {
-    /// The field's name (`field_name` and `key` are accepted too).
-    #[serde(alias = "field_name", alias = "key")]
+    /// The field's name (`field_name`, `key` and `path` are accepted too).
+    #[serde(alias = "field_name", alias = "key", alias = "path")]
     field: Option<String>,
     #[schema(value_type = Object)]
     value: Option<Value>,
@@ -676,7 +677,7 @@ pub async fn patch_data(
             };
             crate::engine::review::correct(tx, org, &x.pd.id, field, value, &req)?;
         }
-        Ok(data_answer(&found(tx, org, &id)?))
+        render(tx, org, &found(tx, org, &id)?, None, None)
     })
     .await
 }

@@ -111,13 +111,18 @@ fn put_replaces_patch_merges_both_bump_the_version_and_delete_is_soft() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["version"], 3);
     assert_eq!(r.body["name"], "v2");
-    assert_eq!(r.body["description"], Value::Null);
+    // PUT replaces what it names and keeps what it leaves out (Talonic's clients rename so).
+    assert_eq!(r.body["description"], "d");
     assert_eq!(r.body["field_count"], 1);
-    assert_envelope(
-        &api.put(&path, &json!({"fields": {"z": "boolean"}})),
-        400,
-        "bad_request",
-    );
+    let r = api.put(&path, &json!({"name": "v3"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!((r.body["name"].clone(), r.body["field_count"].clone()), (json!("v3"), json!(1)));
+    assert_eq!(r.body["version"], 4);
+    let r = api.put(&path, &json!({"fields": {"y": "number"}}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!((r.body["name"].clone(), r.body["field_count"].clone()), (json!("v3"), json!(1)));
+    assert_eq!(r.body["fields"][0]["field_name"], "y", "a PUT's fields replace, not merge");
+    assert_envelope(&api.put(&path, &json!({})), 400, "bad_request");
     let r = api.delete(&path);
     assert_eq!(r.body, json!({"deleted": true, "id": s["id"]}));
     assert_envelope(&api.get(&path), 404, "not_found");

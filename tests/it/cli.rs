@@ -429,11 +429,16 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 7 undone, and no ledger of applied migrations.
+    // to 8 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
+             DROP INDEX pipelines_kind;
+             DROP INDEX schemas_short;
+             ALTER TABLE pipelines DROP COLUMN kind;
+             ALTER TABLE pipelines DROP COLUMN options;
+             ALTER TABLE schemas DROP COLUMN hidden;
              ALTER TABLE cells DROP COLUMN provenance;
              DROP TABLE model_responses;
              DROP TABLE model_calls;

@@ -66,7 +66,8 @@ fn every_route_keeps_organizations_apart_and_read_keys_read_only() {
             assert_envelope(&anonymous, 401, "unauthorized");
             // A read-only key of the owner.
             let read = call(&api, method, &path, Some(&reader));
-            if *method == "GET" {
+            // A filter is a query sent as a POST: it reads.
+            if *method == "GET" || *template == "/v1/documents/filter" {
                 assert!(read.status < 400, "{what} with a read key: {}", read.text);
             } else {
                 assert_envelope(&read, 403, "insufficient_scope");
@@ -147,8 +148,9 @@ fn metrics_name_no_tenant_and_the_token_guards_them() {
     // The approved document resumes on the executor; wait until its commit is counted.
     let m = wait_for(30, || {
         let m = send(api.http.get(api.url("/metrics")).bearer_auth("scrape-me"));
-        (m.text.contains("quire_documents_finished_total 4\n")
-            && m.text.contains("quire_documents{status=\"complete\"} 3"))
+        // The world's run (three documents, one resumed after approval), its extraction and job.
+        (m.text.contains("quire_documents_finished_total 6\n")
+            && m.text.contains("quire_documents{status=\"complete\"} 5"))
         .then_some(m)
     });
     assert_eq!(m.status, 200);
@@ -164,15 +166,16 @@ fn metrics_name_no_tenant_and_the_token_guards_them() {
     ));
     assert!(text.contains("quire_review_decisions_total{action=\"approve\"} 1"));
     assert!(
-        text.contains("quire_documents{status=\"complete\"} 3"),
+        text.contains("quire_documents{status=\"complete\"} 5"),
         "{text}"
     );
     // Three documents, and the approved one resumed once more from resolution.
     assert!(text.contains("quire_phase_duration_seconds_count{phase=\"resolution\"} 4"));
-    assert!(text.contains("quire_documents_finished_total 4"));
-    // Three extracted and one computed version per document, and the resumed total again.
+    assert!(text.contains("quire_documents_finished_total 6"));
+    // Three extracted and one computed version per document of the run, the resumed total
+    // again, and three extracted versions each for the extraction and the job.
     assert!(
-        text.contains("quire_cell_versions_written_total 13"),
+        text.contains("quire_cell_versions_written_total 19"),
         "{text}"
     );
 }

@@ -17,6 +17,10 @@ pub struct World {
     pub held_pd: String,
     pub held_field: String,
     pub data_product: String,
+    /// A quick-tier extraction of the first document, a job over the third, a registry field.
+    pub extraction: String,
+    pub job: String,
+    pub field: String,
 }
 
 pub const WORLD_DOCS: [(&str, &str); 3] = [
@@ -76,7 +80,23 @@ impl World {
             &json!({}),
         );
         assert_eq!(dp.status, 201, "{}", dp.text);
+        let extraction = id(&api.post(
+            "/v1/extract",
+            &json!({"document_id": documents[0], "schema_id": schema}),
+        ));
+        let job = id(&api.post(
+            "/v1/jobs",
+            &json!({"schema_id": schema, "document_ids": [documents[2]]}),
+        ));
+        wait_settled(api, &job);
+        let field = api.get("/v1/fields").body["data"][0]["id"]
+            .as_str()
+            .expect("a registry field")
+            .to_string();
         World {
+            extraction,
+            job,
+            field,
             schema,
             stage,
             policy,
@@ -103,6 +123,12 @@ impl World {
             &self.data_product
         } else if template.ends_with("/image") {
             &self.image
+        } else if template.starts_with("/v1/extractions/") {
+            &self.extraction
+        } else if template.starts_with("/v1/jobs/") {
+            &self.job
+        } else if template.starts_with("/v1/fields/") {
+            &self.field
         } else {
             &self.documents[0]
         };
@@ -141,6 +167,9 @@ impl World {
             &self.pipeline,
             &self.held_pd,
             &self.data_product,
+            &self.extraction,
+            &self.job,
+            &self.field,
         ];
         v.extend(self.documents.iter().map(String::as_str));
         v.push(&self.image);
