@@ -970,8 +970,6 @@ pub struct SearchDocument {
     pub id: String,
     /// Its filename.
     pub name: String,
-    pub mime_type: String,
-    pub created_at: String,
 }
 
 /// Extracted values that contain the query, by field and value.
@@ -1013,7 +1011,6 @@ pub struct SearchField {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchAnswer {
-    pub query: String,
     pub documents: Vec<SearchDocument>,
     pub field_matches: Vec<SearchFieldMatch>,
     #[schema(value_type = Vec<Object>)]
@@ -1040,21 +1037,24 @@ pub struct FilterWarning {
     pub field: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct FilterLinks {
-    #[serde(rename = "self")]
-    pub self_: String,
-}
-
 /// `POST /v1/documents/filter`: one page of the matching documents.
 #[derive(Serialize, ToSchema)]
 pub struct FilterAnswer {
     pub data: Vec<FilteredDocument>,
     pub total: i64,
+    /// 1-based.
     pub page: i64,
-    pub limit: i64,
+    pub pagination: FilterPagination,
     pub warnings: Vec<FilterWarning>,
-    pub links: FilterLinks,
+}
+
+/// Pages of a filter are numbered (`page`), not cursors.
+#[derive(Serialize, ToSchema)]
+pub struct FilterPagination {
+    pub total: i64,
+    pub limit: i64,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/credits/balance`: a self-hosted Quire charges nothing.

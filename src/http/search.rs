@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::{Call, Read};
 use super::pagination::{only_known, query_map};
 use crate::answers::{
-    FilterAnswer, FilterLinks, FilterWarning, FilteredDocument, SearchAnswer, SearchDocument,
+    FilterAnswer, FilterPagination, FilterWarning, FilteredDocument, SearchAnswer, SearchDocument,
     SearchField, SearchFieldMatch, SearchSchema,
 };
 use crate::domain::query::{self, Op};
@@ -39,7 +39,7 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     }
     call.answer(move |c, org| {
         if text.is_empty() {
-            return Ok(empty(text));
+            return Ok(empty());
         }
         let needle = text.to_lowercase();
         let documents = store::documents::search(c, org, &text, limit)?
@@ -47,8 +47,6 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .map(|d| SearchDocument {
                 id: d.id,
                 name: d.filename,
-                mime_type: d.mime_type,
-                created_at: d.created_at,
             })
             .collect();
         let registry = store::schemas::registry_all(c, org)?;
@@ -102,7 +100,6 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             })
             .collect();
         Ok(SearchAnswer {
-            query: text,
             documents,
             field_matches,
             sources: Vec::new(),
@@ -113,9 +110,8 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     .await
 }
 
-fn empty(query: String) -> SearchAnswer {
+fn empty() -> SearchAnswer {
     SearchAnswer {
-        query,
         documents: Vec::new(),
         field_matches: Vec::new(),
         sources: Vec::new(),
@@ -361,11 +357,13 @@ pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpRespo
             data,
             total,
             page,
-            limit,
-            warnings,
-            links: FilterLinks {
-                self_: "/v1/documents/filter".into(),
+            pagination: FilterPagination {
+                total,
+                limit,
+                has_more: page * limit < total,
+                next_cursor: None,
             },
+            warnings,
         })
     })
     .await

@@ -22,9 +22,11 @@ if (!MCP_DIR || !BASE || !KEY) {
   process.exit(2)
 }
 const CALL_TIMEOUT_MS = Number(process.env.MCP_CALL_TIMEOUT_MS ?? 120_000)
-// MCP_CHECK_LENIENT=1: keys outside a tool's outputSchema are a WARN, not a FAIL (the MCP
-// server's own zod check allows them; TypeScript-SDK clients do not).
-const LENIENT = process.env.MCP_CHECK_LENIENT === "1"
+// Keys outside a tool's outputSchema: the MCP server's own check of its results (zod) allows
+// them, so by default they are a NOTE naming each one (the README's compatibility table says
+// why Quire keeps them). MCP_CHECK_STRICT=1 fails them, as a client that validates results
+// against the published JSON Schema (additionalProperties: false) would.
+const LENIENT = process.env.MCP_CHECK_STRICT !== "1"
 
 const sdk = (p) => import(pathToFileURL(join(MCP_DIR, "node_modules/@modelcontextprotocol/sdk/dist/esm", p)).href)
 const { Client } = await sdk("client/index.js")
@@ -193,7 +195,7 @@ async function check(label, name, args) {
         fail(label, msg)
         return undefined
       }
-      console.log(`WARN ${label} — ${msg}`)
+      console.log(`NOTE ${label} — ${msg}`)
     }
   }
   return sc ?? {}

@@ -2,7 +2,7 @@
 # Runs Talonic's MCP server (../shared/clients/talonic-mcp, unmodified) over stdio against a
 # live Quire and checks every tool Quire can serve (tests/compat/mcp_check.mjs).
 #   tests/compat/run_mcp.sh [QUIRE_BINARY]          (default ./target/debug/quire; never builds)
-# Env: MCP_CHECK_LENIENT=1 keys outside an outputSchema warn instead of failing
+# Env: MCP_CHECK_STRICT=1   keys outside an outputSchema fail instead of being noted
 #      COMPAT_MCP_DIR  where the prepared copy is cached (default target/compat-mcp)
 #      TALONIC_MCP_SRC the MCP source (default ../shared/clients/talonic-mcp)
 #      TALONIC_NODE_SDK auto (default: the real @talonic/node if npm can install it, else the

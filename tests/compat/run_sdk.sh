@@ -56,12 +56,7 @@ url=$("$venv/bin/python" -c 'import json,sys; print(json.loads(sys.argv[1])["url
 org=$("$bin" --db "$db" orgs list | awk -F'\t' 'NR == 2 { print $2 }')
 [ -n "$org" ] || { echo "run_sdk.sh: no organization in $db" >&2; exit 1; }
 newkey() { "$bin" --db "$db" keys create --org "$org" "$@" 2>>"$tmp/keys.log" | head -n 1; }
-# A binary older than the `extract` scope refuses it; `write` may call extract too (API.md §1).
-full_key=$(newkey --name "sdk all scopes" --scopes extract,read,write || true)
-if [ -z "$full_key" ]; then
-  echo "run_sdk.sh: this binary refuses the extract scope; the main key gets read,write" >&2
-  full_key=$(newkey --name "sdk all scopes" --scopes read,write)
-fi
+full_key=$(newkey --name "sdk all scopes" --scopes extract,read,write)
 ro_key=$(newkey --name "sdk read-only" --scopes read)
 limited_key=$(newkey --name "sdk limited" --scopes read --rate-limit 2)
 for k in "$full_key" "$ro_key" "$limited_key"; do
