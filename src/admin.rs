@@ -1,7 +1,7 @@
 //! Organization and key administration shared by the CLI and start-up bootstrap.
 
 use crate::domain::ids::format_time;
-use crate::domain::keys::{generate_key, hash_key, is_well_formed, DEFAULT_SCOPES, Scope};
+use crate::domain::keys::{generate_key, hash_key, is_well_formed, Scope, DEFAULT_SCOPES};
 use crate::store::{self, keys, orgs, Db, StoreError};
 
 pub const DEFAULT_ORG: &str = "default";

@@ -53,7 +53,13 @@ mod tests {
         assert_eq!(parse_schema_ref(&id), Some(id));
         let short = short_id("SCH");
         assert_eq!(parse_schema_ref(&short), Some(short));
-        for bad in ["SCH-1234567", "SCH-1234567G", "SCH-abcdef12", "sch-ABCDEF12", "SCH-ABCDEF123"] {
+        for bad in [
+            "SCH-1234567",
+            "SCH-1234567G",
+            "SCH-abcdef12",
+            "sch-ABCDEF12",
+            "SCH-ABCDEF123",
+        ] {
             assert_eq!(parse_schema_ref(bad), None, "{bad}");
         }
     }

@@ -38,7 +38,11 @@ pub fn parse_scopes(raw: &str) -> Result<Vec<Scope>, String> {
             "read" => Scope::Read,
             "write" => Scope::Write,
             "extract" => Scope::Extract,
-            other => return Err(format!("unknown scope '{other}' (use read, write, extract)")),
+            other => {
+                return Err(format!(
+                    "unknown scope '{other}' (use read, write, extract)"
+                ))
+            }
         };
         if !out.contains(&s) {
             out.push(s);

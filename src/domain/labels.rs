@@ -107,9 +107,15 @@ mod tests {
     fn fields_cluster_by_the_lexicon_and_resemble_by_their_words() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(cluster_of(&s(&["rechnungsnummer"])), Some("invoice number"));
-        assert_eq!(cluster_of(&s(&["invoice_no", "Invoice No"])), Some("invoice number"));
+        assert_eq!(
+            cluster_of(&s(&["invoice_no", "Invoice No"])),
+            Some("invoice number")
+        );
         assert_eq!(cluster_of(&s(&["favourite_colour"])), None);
-        assert_eq!(similarity(&s(&["Invoice Number"]), &s(&["Rechnungsnr"])), 1.0);
+        assert_eq!(
+            similarity(&s(&["Invoice Number"]), &s(&["Rechnungsnr"])),
+            1.0
+        );
         let half = similarity(&s(&["ship_date"]), &s(&["ship_port"]));
         assert!((half - 1.0 / 3.0).abs() < 1e-9, "{half}");
         assert_eq!(similarity(&s(&["colour"]), &s(&["weight"])), 0.0);

@@ -136,16 +136,31 @@ mod tests {
     fn each_operator_means_what_its_name_says() {
         let n = Value::Null;
         assert!(matches(Op::Eq, &json!(12.5), &json!("12.5"), &n));
-        assert!(matches(Op::Eq, &json!("ACME Corp"), &json!("acme corp"), &n));
+        assert!(matches(
+            Op::Eq,
+            &json!("ACME Corp"),
+            &json!("acme corp"),
+            &n
+        ));
         assert!(matches(Op::Neq, &json!("a"), &json!("b"), &n));
         assert!(matches(Op::Gt, &json!(10), &json!(9.99), &n));
         assert!(!matches(Op::Gt, &json!(10), &json!(10), &n));
         assert!(matches(Op::Gte, &json!(10), &json!(10), &n));
-        assert!(matches(Op::Lt, &json!("2024-01-31"), &json!("2024-02-01"), &n));
+        assert!(matches(
+            Op::Lt,
+            &json!("2024-01-31"),
+            &json!("2024-02-01"),
+            &n
+        ));
         assert!(matches(Op::Lte, &json!(3), &json!(3), &n));
         assert!(matches(Op::Between, &json!(5), &json!(1), &json!(5)));
         assert!(!matches(Op::Between, &json!(6), &json!(1), &json!(5)));
-        assert!(matches(Op::Contains, &json!("Acme Corporation"), &json!("CORP"), &n));
+        assert!(matches(
+            Op::Contains,
+            &json!("Acme Corporation"),
+            &json!("CORP"),
+            &n
+        ));
         assert!(matches(Op::IsEmpty, &json!(""), &n, &n));
         assert!(matches(Op::IsEmpty, &n, &n, &n));
         assert!(matches(Op::IsNotEmpty, &json!(0), &n, &n));

@@ -389,10 +389,11 @@ mod tests {
         let back = to_definition(&fields);
         assert_eq!(back["properties"]["vendor"]["title"], "Supplier");
         assert_eq!(back["properties"]["total"]["title"], "Total");
-        assert!(to_definition(&fields_from_input(&json!({"a": "string"})).unwrap())["properties"]
-            ["a"]
-            .get("title")
-            .is_none());
+        assert!(
+            to_definition(&fields_from_input(&json!({"a": "string"})).unwrap())["properties"]["a"]
+                .get("title")
+                .is_none()
+        );
     }
 
     #[test]
@@ -402,7 +403,9 @@ mod tests {
         let c = fields_from_any(&json!({"total": "number"})).unwrap();
         assert_eq!(a, b);
         assert_eq!(b, c);
-        assert!(fields_from_any(&json!({"type": "object"})).unwrap().is_empty());
+        assert!(fields_from_any(&json!({"type": "object"}))
+            .unwrap()
+            .is_empty());
         assert!(fields_from_any(&json!("total")).is_err());
     }
 

@@ -21,7 +21,11 @@ use serde_json::{json, Map, Value};
 pub fn inline_schema(c: &Connection, org: &str, raw: &Value) -> Result<SchemaRow, EngineError> {
     let invalid = |e: String| EngineError::Invalid(format!("schema: {e}"));
     let fields = validate_fields(fields_from_any(raw).map_err(invalid)?).map_err(invalid)?;
-    let digest = sha256_hex(serde_json::to_string(&fields).unwrap_or_default().as_bytes());
+    let digest = sha256_hex(
+        serde_json::to_string(&fields)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     let name = format!("inline {}", &digest[..12]);
     Ok(store::schemas::find_or_insert_hidden(
         c, org, &name, &fields,
@@ -74,8 +78,7 @@ pub fn start_job(
             let ids = store::documents::completed_ids(c, org, max_docs as i64 + 1)?;
             if ids.is_empty() {
                 return Err(EngineError::Invalid(
-                    "The organization has no completed documents to run: upload some first"
-                        .into(),
+                    "The organization has no completed documents to run: upload some first".into(),
                 ));
             }
             if ids.len() > max_docs {
@@ -138,7 +141,9 @@ impl Extraction {
     pub fn of(c: &Connection, run: PipelineRow) -> Result<Self, EngineError> {
         let pd = store::pipelines::documents(c, &run.id, None, 1, None)?
             .pop()
-            .ok_or_else(|| EngineError::Internal(format!("extraction {} has no document", run.id)))?;
+            .ok_or_else(|| {
+                EngineError::Internal(format!("extraction {} has no document", run.id))
+            })?;
         let document = store::documents::get_any(c, &pd.document_id)?.ok_or_else(|| {
             EngineError::Internal(format!("document {} is missing", pd.document_id))
         })?;
@@ -208,10 +213,9 @@ impl Extraction {
         self.order
             .iter()
             .filter_map(|f| match self.view.show(f, self.pd.status) {
-                Shown::Value(_, Some(cell)) => cell
-                    .provenance
-                    .as_ref()
-                    .map(|p| (f.clone(), json!(p))),
+                Shown::Value(_, Some(cell)) => {
+                    cell.provenance.as_ref().map(|p| (f.clone(), json!(p)))
+                }
                 _ => None,
             })
             .collect()

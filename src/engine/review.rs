@@ -686,7 +686,17 @@ pub fn correct(
         stage_name: None,
         phase_index: None,
     };
-    log_decision(c, org, &doc, field, req, held, "correct", &canonical, Some(value))?;
+    log_decision(
+        c,
+        org,
+        &doc,
+        field,
+        req,
+        held,
+        "correct",
+        &canonical,
+        Some(value),
+    )?;
     let s = states
         .get_mut(field)
         .ok_or_else(|| EngineError::Internal(format!("no state for field '{field}'")))?;

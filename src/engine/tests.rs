@@ -224,3 +224,207 @@ fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
     assert_eq!(status, DocStatus::Complete);
     w.executor.shutdown();
 }
+
+/// Waits until the run `id` of `org` has settled, waking the executor as it goes.
+fn settle(db: &Db, executor: &Executor, org: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = db
+            .read(|c| store::pipelines::get(c, org, id))
+            .expect("read")
+            .expect("run");
+        if p.status != RunStatus::Active {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the run never settled");
+        executor.wake();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_extraction_runs_the_quick_rail_and_a_correction_outlives_a_rerun_without_http() {
+    let db = Db::open(":memory:", OpenOptions::default()).expect("db");
+    let text = "Net: 100\nTax: 19";
+    let (org, id) = write(&db, |tx| {
+        let org = store::orgs::create(tx, "acme")?.expect("new org").id;
+        let (doc, _) = store::documents::insert_or_find(
+            tx,
+            &org,
+            NewDocument {
+                filename: "a.txt",
+                mime_type: "text/plain",
+                sha256: &crate::domain::canonical::sha256_hex(text.as_bytes()),
+                metadata: &json!({}),
+                content: text.as_bytes(),
+                layer: store::documents::Layer {
+                    pages: &[],
+                    text: None,
+                    error: None,
+                    language: None,
+                    kind: None,
+                },
+            },
+        )?;
+        let inline = json!({"net": "number", "tax": "number"});
+        let schema = super::quick::inline_schema(tx, &org, &inline)?;
+        assert!(schema.hidden);
+        let again = super::quick::inline_schema(
+            tx,
+            &org,
+            &json!([
+            {"field_name": "net", "data_type": "number"}, {"field_name": "tax", "data_type": "number"}]),
+        )?;
+        assert_eq!(
+            again.id, schema.id,
+            "the same fields in another form are the same spec"
+        );
+        let run = super::quick::start_extraction(tx, &org, &schema, &doc.id, &[], json!({}))?;
+        assert_eq!(run.kind, "extraction");
+        assert_eq!(run.phase_count, 2, "registry and extraction");
+        Ok((org, run.id))
+    });
+    let executor = Executor::start(
+        db.clone(),
+        Arc::new(Metrics::default()),
+        1,
+        Duration::from_secs(5),
+        Limits::default(),
+        Arc::new(crate::models::Registry::default()),
+    )
+    .expect("executor");
+    settle(&db, &executor, &org, &id);
+    let load = || {
+        db.read(|c| {
+            super::quick::Extraction::load(c, &org, &id)
+                .map_err(|e| StoreError::Refused(e.to_string()))
+        })
+        .expect("read")
+        .expect("the extraction")
+    };
+    let x = load();
+    assert_eq!(x.status(), "complete");
+    assert_eq!(Value::Object(x.data()), json!({"net": 100, "tax": 19}));
+    assert_eq!(x.confidence().overall, Some(0.95));
+    assert_eq!(x.cells_resolved(), (0, 2));
+    assert!(x.locked_fields().is_empty());
+    let pd = x.pd.id.clone();
+    let req = super::review::ResolveRequest {
+        action: super::review::Action::Correct,
+        corrected_value: Some(json!(20)),
+        reason: Some("typo".into()),
+        key_id: "key-1".into(),
+        reviewer: "Ada".into(),
+    };
+    write(&db, |tx| {
+        super::review::correct(tx, &org, &pd, "tax", &json!(20), &req)
+    });
+    for (field, value) in [("tax", json!("twenty")), ("gross", json!(1))] {
+        let refused = db.write(true, |tx| {
+            super::review::correct(tx, &org, &pd, field, &value, &req)
+        });
+        assert!(
+            matches!(refused, Err(super::EngineError::Invalid(_))),
+            "{field}: {refused:?}"
+        );
+    }
+    let x = load();
+    assert_eq!(Value::Object(x.data()), json!({"net": 100, "tax": 20}));
+    assert_eq!(x.locked_fields(), vec!["tax".to_string()]);
+    assert_eq!(x.confidence().fields["tax"], json!(1.0));
+    let decisions = db
+        .read(|c| store::review::decisions_for(c, x.pd.seq, "tax"))
+        .expect("decisions");
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(
+        (
+            decisions[0].action.as_str(),
+            decisions[0].trigger_type.as_str()
+        ),
+        ("correct", "correction")
+    );
+    // A full rerun extracts again; the person's value stays, as any decision does (DESIGN §7).
+    write(&db, |tx| {
+        let req = RerunRequest {
+            from_phase: PhaseType::Transfer,
+            document_ids: None,
+            dry_run: false,
+            refresh_extraction: false,
+            requested_by: "test".into(),
+        };
+        rerun(tx, &org, &id, req)
+    });
+    settle(&db, &executor, &org, &id);
+    let x = load();
+    assert_eq!(Value::Object(x.data()), json!({"net": 100, "tax": 20}));
+    assert_eq!(x.locked_fields(), vec!["tax".to_string()]);
+    executor.shutdown();
+}
+
+#[test]
+fn a_job_reads_queued_processing_complete_or_failed_in_talonics_words() {
+    use super::quick::{job_status_word, JobStats};
+    let db = Db::open(":memory:", OpenOptions::default()).expect("db");
+    let run = |status: RunStatus| {
+        let mut p = db
+            .write(true, |tx| {
+                let org = store::orgs::create(tx, &crate::domain::ids::new_id())?
+                    .expect("org")
+                    .id;
+                let fields = crate::domain::schema::fields_from_input(&json!({"a": "string"}))
+                    .map_err(StoreError::Refused)?;
+                let s = store::schemas::insert(tx, &org, "s", None, &fields)?;
+                let text = b"a: 1";
+                let (d, _) = store::documents::insert_or_find(
+                    tx,
+                    &org,
+                    NewDocument {
+                        filename: "a.txt",
+                        mime_type: "text/plain",
+                        sha256: &crate::domain::canonical::sha256_hex(text),
+                        metadata: &json!({}),
+                        content: text,
+                        layer: store::documents::Layer {
+                            pages: &[],
+                            text: None,
+                            error: None,
+                            language: None,
+                            kind: None,
+                        },
+                    },
+                )?;
+                super::quick::start_job(tx, &org, &s.id, None, Some(vec![d.id]), 10, &[])
+                    .map_err(|e| StoreError::Refused(e.to_string()))
+            })
+            .expect("job");
+        p.status = status;
+        p
+    };
+    let fresh = JobStats {
+        documents: 2,
+        processing: 2,
+        phase: Some(0),
+        ..JobStats::default()
+    };
+    let going = JobStats {
+        documents: 2,
+        finished: 1,
+        processing: 1,
+        phase: Some(1),
+        ..JobStats::default()
+    };
+    assert_eq!(job_status_word(&run(RunStatus::Active), &fresh), "queued");
+    assert_eq!(
+        job_status_word(&run(RunStatus::Active), &going),
+        "processing"
+    );
+    assert_eq!(
+        job_status_word(&run(RunStatus::Completed), &going),
+        "complete"
+    );
+    assert_eq!(job_status_word(&run(RunStatus::Failed), &going), "failed");
+    assert_eq!(
+        job_status_word(&run(RunStatus::Cancelled), &going),
+        "failed"
+    );
+}

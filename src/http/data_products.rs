@@ -84,7 +84,15 @@ pub async fn create(
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     let list = store::data_products::list;
-    pagination::newest_first(&call, "data-products", &[], list, |d| d.seq, DataProduct::clone).await
+    pagination::newest_first(
+        &call,
+        "data-products",
+        &[],
+        list,
+        |d| d.seq,
+        DataProduct::clone,
+    )
+    .await
 }
 
 /// The run a data product delivers.

@@ -215,9 +215,9 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
     let (upload, body_hash) = match media_type(&call.req).as_deref() {
         Some("multipart/form-data") => {
             let m = read_multipart(&call.req, payload, max_upload).await?;
-            let upload = m.upload.ok_or_else(|| {
-                ApiError::MissingDocument("No 'file' part in the upload".into())
-            })?;
+            let upload = m
+                .upload
+                .ok_or_else(|| ApiError::MissingDocument("No 'file' part in the upload".into()))?;
             (upload, m.hash)
         }
         Some("application/json") => {
@@ -265,7 +265,10 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
 }
 
 /// A time bound of a list filter: RFC 3339, or a date (its midnight, UTC).
-fn time_bound(q: &std::collections::HashMap<String, String>, key: &str) -> Result<Option<String>, ApiError> {
+fn time_bound(
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
     let Some(raw) = q.get(key) else {
         return Ok(None);
     };
@@ -275,19 +278,30 @@ fn time_bound(q: &std::collections::HashMap<String, String>, key: &str) -> Resul
             chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
                 .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
         })
-        .map_err(|_| ApiError::bad(format!("{key} must be an RFC 3339 time or a YYYY-MM-DD date")))?;
+        .map_err(|_| {
+            ApiError::bad(format!(
+                "{key} must be an RFC 3339 time or a YYYY-MM-DD date"
+            ))
+        })?;
     Ok(Some(crate::domain::ids::format_time(t)))
 }
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     let filters = ["status", "search", "after", "before", "source_id", "order"];
     // Each order is its own list: a cursor of one is refused by the other.
-    let ascending = match query_map(call.req.query_string())?.get("order").map(String::as_str) {
+    let ascending = match query_map(call.req.query_string())?
+        .get("order")
+        .map(String::as_str)
+    {
         None | Some("desc") => false,
         Some("asc") => true,
         Some(_) => return Err(ApiError::bad("order must be asc or desc")),
     };
-    let list = if ascending { "documents:asc" } else { "documents" };
+    let list = if ascending {
+        "documents:asc"
+    } else {
+        "documents"
+    };
     let (q, cursors, page) = call.page(list, 100, &filters)?;
     let status = q.get("status").cloned();
     if let Some(s) = &status {
@@ -299,7 +313,9 @@ pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     }
     let source_id = q
         .get("source_id")
-        .map(|s| crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("source_id must be a UUID")))
+        .map(|s| {
+            crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("source_id must be a UUID"))
+        })
         .transpose()?;
     let filter = store::documents::DocFilter {
         status,
@@ -312,7 +328,14 @@ pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     call.answer(move |c, org| {
         let (rows, total) =
             store::documents::list_filtered(c, org, &filter, page.after, page.limit + 1)?;
-        Ok(pagination::page(rows, total, &page, &cursors, |d| d.seq, |d| render(&d)))
+        Ok(pagination::page(
+            rows,
+            total,
+            &page,
+            &cursors,
+            |d| d.seq,
+            |d| render(&d),
+        ))
     })
     .await
 }

@@ -8,11 +8,11 @@ use super::data_products::{CreateBody as DataProductInput, ReplayBody};
 use super::documents::InlineDocument;
 use super::gates::{GateBody, ReorderBody};
 use super::pipelines::CreateBody as PipelineInput;
-use super::quick::{CorrectionsBody, ExtractBody, JobBody, ReExtractBody};
-use super::search::FilterBody;
 use super::policies::{FieldBody, PolicyBody, RuleBody};
+use super::quick::{CorrectionsBody, ExtractBody, JobBody, ReExtractBody};
 use super::requests::{BulkResolveBody, RerunBody, ResolveBody};
 use super::schemas::{RailBody, SchemaBody};
+use super::search::FilterBody;
 use super::{PUBLIC_ROUTES, ROUTES};
 use crate::answers::*;
 use serde_json::{json, Map, Value};
@@ -238,7 +238,7 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             named::<SchemaBody>(),
             &["name", "description", "definition", "fields"],
         ))
-            .ok("replaced", named::<Schema>()),
+        .ok("replaced", named::<Schema>()),
         ("PATCH", "/v1/schemas/{id}") => op("Merge into a schema", "schemas")
             .body(named::<SchemaBody>())
             .ok("merged", named::<Schema>()),
@@ -425,30 +425,60 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/v1/fields") => op("The Field Registry", "schemas")
             .page(100)
             .query(vec![
-                q("search", json!({"type": "string"}), "a substring of a name, any case"),
+                q(
+                    "search",
+                    json!({"type": "string"}),
+                    "a substring of a name, any case",
+                ),
                 q("tier", json!({"type": "integer"}), "every field is tier 1"),
-                q("cluster", json!({"type": "string"}), "a lexicon group, e.g. invoice number"),
+                q(
+                    "cluster",
+                    json!({"type": "string"}),
+                    "a lexicon group, e.g. invoice number",
+                ),
             ])
             .ok("a page", page_of::<Field>()),
         ("GET", "/v1/fields/{id}") => {
             op("One field of the Field Registry", "schemas").ok("the field", named::<Field>())
         }
-        ("GET", "/v1/fields/{id}/similar") => op("Fields like this one, most alike first", "schemas")
-            .query(vec![q(
-                "limit",
-                json!({"type": "integer", "minimum": 1, "maximum": 100}),
-                "at most this many (default 10)",
-            )])
-            .ok("similar fields", named::<SimilarFields>()),
+        ("GET", "/v1/fields/{id}/similar") => {
+            op("Fields like this one, most alike first", "schemas")
+                .query(vec![q(
+                    "limit",
+                    json!({"type": "integer", "minimum": 1, "maximum": 100}),
+                    "at most this many (default 10)",
+                )])
+                .ok("similar fields", named::<SimilarFields>())
+        }
         ("GET", "/v1/documents") => op("List documents", "documents")
             .page(100)
             .query(vec![
-                q("status", enum_of(&["pending", "processing", "completed", "error"]), "status"),
-                q("search", json!({"type": "string"}), "a substring of the filename"),
-                q("after", json!({"type": "string"}), "created after (RFC 3339 or a date)"),
-                q("before", json!({"type": "string"}), "created before (RFC 3339 or a date)"),
+                q(
+                    "status",
+                    enum_of(&["pending", "processing", "completed", "error"]),
+                    "status",
+                ),
+                q(
+                    "search",
+                    json!({"type": "string"}),
+                    "a substring of the filename",
+                ),
+                q(
+                    "after",
+                    json!({"type": "string"}),
+                    "created after (RFC 3339 or a date)",
+                ),
+                q(
+                    "before",
+                    json!({"type": "string"}),
+                    "created before (RFC 3339 or a date)",
+                ),
                 q("source_id", uuid(), "the source_id its metadata names"),
-                q("order", enum_of(&["asc", "desc"]), "newest (desc, default) or oldest first"),
+                q(
+                    "order",
+                    enum_of(&["asc", "desc"]),
+                    "newest (desc, default) or oldest first",
+                ),
             ])
             .ok("a page", page_of::<Document>()),
         ("POST", "/v1/documents/filter") => op(
@@ -457,21 +487,30 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         )
         .optional_body(named::<FilterBody>())
         .ok("a page of matching documents", named::<FilterAnswer>()),
-        ("GET", "/v1/search") => op("Documents, values, schemas and fields containing a text", "documents")
-            .query(vec![
-                q("q", json!({"type": "string"}), "the text"),
-                q("query", json!({"type": "string"}), "the text (alias of q)"),
-                q("limit", json!({"type": "integer", "minimum": 1, "maximum": 100}), "per collection"),
-            ])
-            .ok("matches", named::<SearchAnswer>()),
+        ("GET", "/v1/search") => op(
+            "Documents, values, schemas and fields containing a text",
+            "documents",
+        )
+        .query(vec![
+            q("q", json!({"type": "string"}), "the text"),
+            q("query", json!({"type": "string"}), "the text (alias of q)"),
+            q(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 100}),
+                "per collection",
+            ),
+        ])
+        .ok("matches", named::<SearchAnswer>()),
         ("POST", "/v1/extract") => {
-            let upload = plain(json!({ "type": "object", "required": ["file"], "properties": {
+            let upload = plain(
+                json!({ "type": "object", "required": ["file"], "properties": {
                 "file": { "type": "string", "contentMediaType": "application/octet-stream" },
                 "schema": { "type": "string", "description": "the schema as JSON text" },
                 "schema_id": { "type": "string" },
                 "include_markdown": { "type": "string", "enum": ["true", "false"] },
                 "include_provenance": { "type": "string", "enum": ["true", "false"] },
-                "options": { "type": "string", "description": "JSON text, e.g. {\"async\": true}" } } }));
+                "options": { "type": "string", "description": "JSON text, e.g. {\"async\": true}" } } }),
+            );
             let mut o = op(
                 "Extract a document: answered with its values (at most 5 pages) or 202 and a poll URL",
                 "extractions",
@@ -491,22 +530,36 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .page(100)
             .query(vec![
                 q("document_id", uuid(), "one document's"),
-                q("status", enum_of(&["processing", "complete", "failed"]), "status"),
+                q(
+                    "status",
+                    enum_of(&["processing", "complete", "failed"]),
+                    "status",
+                ),
             ])
             .ok("a page", page_of::<ExtractionListItem>()),
         ("GET", "/v1/extractions/{id}") => {
             op("Get an extraction", "extractions").ok("the extraction", named::<Extraction>())
         }
         ("GET", "/v1/extractions/{id}/data") => op("An extraction's values", "extractions")
-            .query(vec![q("format", enum_of(&["json", "csv"]), "json (default) or csv")])
-            .ok("the values: field name to value", plain(json!({ "type": "object" })))
+            .query(vec![q(
+                "format",
+                enum_of(&["json", "csv"]),
+                "json (default) or csv",
+            )])
+            .ok(
+                "the values: field name to value",
+                plain(json!({ "type": "object" })),
+            )
             .csv("one row, UTF-8 with BOM"),
         ("PATCH", "/v1/extractions/{id}/data") => op(
             "Correct values: each a human version, locked at confidence 1.0, and a decision",
             "extractions",
         )
         .body(named::<CorrectionsBody>())
-        .ok("the extraction after the corrections", named::<Extraction>()),
+        .ok(
+            "the extraction after the corrections",
+            named::<Extraction>(),
+        ),
         ("POST", "/v1/documents/{id}/re-extract") => op(
             "Extract a stored document again (its latest extraction's schema unless one is given)",
             "extractions",
@@ -516,7 +569,11 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         .answer(202, "accepted: poll links.self", named::<Extraction>()),
         ("GET", "/v1/documents/{id}/extractions") => op("A document's extractions", "extractions")
             .page(100)
-            .query(vec![q("status", enum_of(&["processing", "complete", "failed"]), "status")])
+            .query(vec![q(
+                "status",
+                enum_of(&["processing", "complete", "failed"]),
+                "status",
+            )])
             .ok("a page", page_of::<ExtractionListItem>()),
         ("POST", "/v1/jobs") => op("Start a job: the quick tier over many documents", "jobs")
             .body(requiring(named::<JobBody>(), &["schema_id"]))
@@ -525,7 +582,14 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .page(100)
             .query(vec![q(
                 "status",
-                enum_of(&["pending", "queued", "processing", "complete", "completed", "failed"]),
+                enum_of(&[
+                    "pending",
+                    "queued",
+                    "processing",
+                    "complete",
+                    "completed",
+                    "failed",
+                ]),
                 "status",
             )])
             .ok("a page", page_of::<Job>()),
@@ -533,12 +597,16 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/v1/jobs/{id}/results") => {
             op("A job's values, one row per document", "jobs").ok("results", named::<JobResults>())
         }
-        ("POST", "/v1/jobs/{id}/cancel") => op("Cancel a job (a finished one is answered unchanged)", "jobs")
-            .ok("the job", named::<Job>()),
-        ("GET", "/v1/credits/balance") => {
-            op("Credit balance (a self-hosted Quire charges nothing)", "account")
-                .ok("the balance", named::<CreditBalance>())
-        }
+        ("POST", "/v1/jobs/{id}/cancel") => op(
+            "Cancel a job (a finished one is answered unchanged)",
+            "jobs",
+        )
+        .ok("the job", named::<Job>()),
+        ("GET", "/v1/credits/balance") => op(
+            "Credit balance (a self-hosted Quire charges nothing)",
+            "account",
+        )
+        .ok("the balance", named::<CreditBalance>()),
         ("GET", "/v1/usage") => op("Runs and model usage over the last days", "account")
             .query(vec![q(
                 "days",
@@ -606,7 +674,9 @@ fn describe(method: &str, path: &str) -> Option<Op> {
 fn path_param(path: &str, name: &str) -> Value {
     let schema_ref = matches!(path, "/v1/schemas/{id}" | "/v1/schemas/{id}/rail");
     let schema = match name {
-        "id" if schema_ref => json!({ "anyOf": [uuid(), {"type": "string", "pattern": "^SCH-[0-9A-F]{8}$"}] }),
+        "id" if schema_ref => {
+            json!({ "anyOf": [uuid(), {"type": "string", "pattern": "^SCH-[0-9A-F]{8}$"}] })
+        }
         "field_key" => json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}),
         "page" => json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}),
         _ => uuid(),
@@ -660,7 +730,9 @@ fn operation(method: &str, path: &str, o: Op, components: &mut Components) -> Va
         // Two media types of one status (JSON or CSV) are one response with two contents.
         match responses.get_mut(&status.to_string()) {
             Some(existing) => {
-                if let (Some(have), Value::Object(more)) = (existing["content"].as_object_mut(), body) {
+                if let (Some(have), Value::Object(more)) =
+                    (existing["content"].as_object_mut(), body)
+                {
                     have.extend(more);
                 }
             }

@@ -318,7 +318,8 @@ pub async fn documents(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, Api
 }
 
 pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
-    let (q, cursors, page) = call.page(&format!("results:{id}"), 200, &["document_id", "include"])?;
+    let (q, cursors, page) =
+        call.page(&format!("results:{id}"), 200, &["document_id", "include"])?;
     let doc_filter = q
         .get("document_id")
         .map(|d| {

@@ -152,8 +152,9 @@ async fn read_request(
                 no_url(get("file_url"))?;
                 let schema = get("schema")
                     .map(|s| {
-                        serde_json::from_str::<Value>(s)
-                            .map_err(|e| ApiError::bad(format!("schema part is not valid JSON: {e}")))
+                        serde_json::from_str::<Value>(s).map_err(|e| {
+                            ApiError::bad(format!("schema part is not valid JSON: {e}"))
+                        })
                     })
                     .transpose()?;
                 let options = get("options")
@@ -176,7 +177,8 @@ async fn read_request(
                 )
             }
             Some("application/json") => {
-                let raw = parse_value(&read_limited(payload, upload_body_limit(max_upload)).await?)?;
+                let raw =
+                    parse_value(&read_limited(payload, upload_body_limit(max_upload)).await?)?;
                 let b: ExtractBody = typed(&raw)?;
                 no_url(b.file_url.as_deref())?;
                 let inline = match (&b.content, &b.content_base64) {
@@ -235,7 +237,10 @@ async fn read_request(
 }
 
 fn request_id(call_req: &actix_web::HttpRequest) -> Option<String> {
-    call_req.extensions().get::<RequestId>().map(|r| r.0.clone())
+    call_req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
 }
 
 fn load_schema(
@@ -505,7 +510,9 @@ fn list_item(x: &Extraction) -> ExtractionListItem {
 
 const STATUS_WORDS: &str = "processing, complete, failed";
 
-fn extraction_status_filter(raw: Option<&String>) -> Result<Option<&'static [&'static str]>, ApiError> {
+fn extraction_status_filter(
+    raw: Option<&String>,
+) -> Result<Option<&'static [&'static str]>, ApiError> {
     Ok(match raw.map(String::as_str) {
         None => None,
         Some("processing") => Some(&["queued", "processing"]),
@@ -597,7 +604,9 @@ pub async fn data(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError
     };
     if !csv {
         // The values alone, as Talonic documents this route.
-        return call.answer(move |c, org| Ok(found(c, org, &id)?.data())).await;
+        return call
+            .answer(move |c, org| Ok(found(c, org, &id)?.data()))
+            .await;
     }
     let (name, text) = call
         .read(move |c, org| {
@@ -757,7 +766,8 @@ fn render_job(run: &PipelineRow, stats: &JobStats, message: Option<String>) -> J
         links: JobLinks {
             self_: format!("/v1/jobs/{}", run.id),
             results: format!("/v1/jobs/{}/results", run.id),
-            cancel: (run.status == RunStatus::Active).then(|| format!("/v1/jobs/{}/cancel", run.id)),
+            cancel: (run.status == RunStatus::Active)
+                .then(|| format!("/v1/jobs/{}/cancel", run.id)),
             pipeline: format!("/v1/pipelines/{}", run.id),
         },
     }
@@ -767,7 +777,10 @@ fn find_job(c: &Connection, org: &str, id: &str) -> Result<PipelineRow, ApiError
     quick::find_run(c, org, id, RunKind::Job)?.ok_or_else(|| ApiError::not_found("Job"))
 }
 
-pub async fn create_job(call: Call<Write>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create_job(
+    call: Call<Write>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let b = call.body::<JobBody>(payload, false).await?;
     let p = b.parsed;
     let schema_id = p
@@ -778,7 +791,11 @@ pub async fn create_job(call: Call<Write>, payload: web::Payload) -> Result<Http
         .ok_or_else(|| ApiError::bad("schema_id must be a UUID or SCH-XXXXXXXX"))?;
     let ids = p
         .document_ids
-        .map(|ids| ids.iter().map(|d| stored_id(d)).collect::<Result<Vec<_>, _>>())
+        .map(|ids| {
+            ids.iter()
+                .map(|d| stored_id(d))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .transpose()?;
     if let Some(n) = p.name.as_deref() {
         if n.trim().is_empty() || n.chars().count() > 200 {
@@ -801,7 +818,11 @@ pub async fn create_job(call: Call<Write>, payload: web::Payload) -> Result<Http
         let stats = quick::job_stats(tx, &run)?;
         let body = Job {
             status: "pending".into(),
-            ..render_job(&run, &stats, Some("Job created and queued for processing.".into()))
+            ..render_job(
+                &run,
+                &stats,
+                Some("Job created and queued for processing.".into()),
+            )
         };
         let effects = Effects::default().wake_if(true).event(format!(
             "job {} started: {} documents",
@@ -821,19 +842,13 @@ pub async fn list_jobs(call: Call<Read>) -> Result<HttpResponse, ApiError> {
         Some("failed") => Some(&["failed", "cancelled"]),
         Some(other) => {
             return Err(ApiError::bad(format!(
-                "status must be one of pending, queued, processing, complete, failed (got '{other}')"
-            )))
+            "status must be one of pending, queued, processing, complete, failed (got '{other}')"
+        )))
         }
     };
     call.answer(move |c, org| {
-        let (rows, total) = store::pipelines::list_of_kind(
-            c,
-            org,
-            "job",
-            status,
-            page.after,
-            page.limit + 1,
-        )?;
+        let (rows, total) =
+            store::pipelines::list_of_kind(c, org, "job", status, page.after, page.limit + 1)?;
         let rows = rows
             .into_iter()
             .map(|run| quick::job_stats(c, &run).map(|s| (run.seq, render_job(&run, &s, None))))

@@ -95,7 +95,11 @@ fn pipeline_filter(q: &HashMap<String, String>) -> Result<Option<String>, ApiErr
 }
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    let (q, cursors, page) = call.page("reviews", 100, &["pipeline_id", "trigger", "status", "routing"])?;
+    let (q, cursors, page) = call.page(
+        "reviews",
+        100,
+        &["pipeline_id", "trigger", "status", "routing"],
+    )?;
     let pipeline = pipeline_filter(&q)?;
     let trigger = q.get("trigger").cloned();
     if trigger

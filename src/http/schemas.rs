@@ -85,7 +85,15 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
 }
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
-    pagination::newest_first(&call, "schemas", &[], store::schemas::list, |s| s.seq, render).await
+    pagination::newest_first(
+        &call,
+        "schemas",
+        &[],
+        store::schemas::list,
+        |s| s.seq,
+        render,
+    )
+    .await
 }
 
 pub async fn get(call: Call<Read>, SchemaRef(id): SchemaRef) -> Result<HttpResponse, ApiError> {
@@ -137,7 +145,10 @@ async fn update(
             .map(str::trim)
             .unwrap_or(&current.name)
             .to_string();
-        let description = b.description.clone().or_else(|| current.description.clone());
+        let description = b
+            .description
+            .clone()
+            .or_else(|| current.description.clone());
         let s = store::schemas::update(tx, org, &current, &name, description.as_deref(), &fields)?;
         Ok(Reply::ok(render(&s)))
     })
@@ -202,7 +213,10 @@ pub async fn list_fields(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     let search = q.get("search").map(|s| s.to_lowercase());
     let tier = q
         .get("tier")
-        .map(|t| t.parse::<i64>().map_err(|_| ApiError::bad("tier must be an integer")))
+        .map(|t| {
+            t.parse::<i64>()
+                .map_err(|_| ApiError::bad("tier must be an integer"))
+        })
         .transpose()?;
     let cluster = q.get("cluster").map(|c| c.to_lowercase());
     call.answer(move |c, org| {
@@ -210,14 +224,18 @@ pub async fn list_fields(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .iter()
             .filter(|f| {
                 search.as_ref().is_none_or(|s| {
-                    field_names(f).iter().any(|n| n.to_lowercase().contains(s.as_str()))
+                    field_names(f)
+                        .iter()
+                        .any(|n| n.to_lowercase().contains(s.as_str()))
                 })
             })
             .map(|f| (f.seq, render_field(f)))
             .filter(|(_, f)| tier.is_none_or(|t| t == f.tier))
             .filter(|(_, f)| {
                 cluster.as_ref().is_none_or(|want| {
-                    f.cluster_name.as_ref().is_some_and(|n| n.to_lowercase() == *want)
+                    f.cluster_name
+                        .as_ref()
+                        .is_some_and(|n| n.to_lowercase() == *want)
                 })
             })
             .collect();
@@ -322,7 +340,10 @@ pub async fn put_rail(
     .await
 }
 
-pub async fn get_rail(call: Call<Read>, SchemaRef(id): SchemaRef) -> Result<HttpResponse, ApiError> {
+pub async fn get_rail(
+    call: Call<Read>,
+    SchemaRef(id): SchemaRef,
+) -> Result<HttpResponse, ApiError> {
     let models = call.state.models.names();
     call.answer(move |c, org| {
         let s = load(c, org, &id)?;

@@ -34,8 +34,10 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .filter(|n| (1..=100).contains(n))
             .ok_or_else(|| ApiError::bad("limit must be an integer from 1 to 100"))?,
     };
-    if q.get("cursor").is_some() {
-        return Err(ApiError::bad("search is not paginated: narrow the query or raise limit"));
+    if q.contains_key("cursor") {
+        return Err(ApiError::bad(
+            "search is not paginated: narrow the query or raise limit",
+        ));
     }
     call.answer(move |c, org| {
         if text.is_empty() {
@@ -80,14 +82,19 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .into_iter()
             .filter(|s| s.name.to_lowercase().contains(&needle))
             .take(limit as usize)
-            .map(|s| SearchSchema { id: s.id, name: s.name })
+            .map(|s| SearchSchema {
+                id: s.id,
+                name: s.name,
+            })
             .collect();
         let fields = registry
             .iter()
             .filter(|r| {
                 r.canonical_name.to_lowercase().contains(&needle)
                     || r.display_name.to_lowercase().contains(&needle)
-                    || r.synonyms.iter().any(|s| s.to_lowercase().contains(&needle))
+                    || r.synonyms
+                        .iter()
+                        .any(|s| s.to_lowercase().contains(&needle))
             })
             .take(limit as usize)
             .map(|r| SearchField {
@@ -214,10 +221,14 @@ fn conditions(raw: Vec<ConditionBody>) -> Result<Vec<Condition>, ApiError> {
             let value = c.value.unwrap_or(Value::Null);
             let value_to = c.value_to.unwrap_or(Value::Null);
             if op.operands() >= 1 && value.is_null() {
-                return Err(ApiError::bad(format!("conditions[{i}].value is required for {op_name}")));
+                return Err(ApiError::bad(format!(
+                    "conditions[{i}].value is required for {op_name}"
+                )));
             }
             if op.operands() == 2 && value_to.is_null() {
-                return Err(ApiError::bad(format!("conditions[{i}].valueTo is required for between")));
+                return Err(ApiError::bad(format!(
+                    "conditions[{i}].valueTo is required for between"
+                )));
             }
             Ok(Condition {
                 field,
@@ -256,7 +267,9 @@ pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpRespo
     let sort = match b.sort {
         None => None,
         Some(s) => {
-            let field = s.field_id.ok_or_else(|| ApiError::bad("sort.fieldId is required"))?;
+            let field = s
+                .field_id
+                .ok_or_else(|| ApiError::bad("sort.fieldId is required"))?;
             let desc = match s.direction.as_deref() {
                 None | Some("asc") => false,
                 Some("desc") => true,
@@ -280,19 +293,21 @@ pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpRespo
             match registry.iter().find(|r| r.canonical_name == cd.field) {
                 None => warnings.push(FilterWarning {
                     code: "unknown_field".into(),
-                    message: format!("No field named '{}' in the Field Registry: nothing matches it", cd.field),
+                    message: format!(
+                        "No field named '{}' in the Field Registry: nothing matches it",
+                        cd.field
+                    ),
                     field: cd.field.clone(),
                 }),
-                Some(r) if cd.op.orders() && !query::orders_meaningfully(&r.data_type) => {
-                    warnings.push(FilterWarning {
+                Some(r) if cd.op.orders() && !query::orders_meaningfully(&r.data_type) => warnings
+                    .push(FilterWarning {
                         code: "ordering_on_text".into(),
                         message: format!(
                             "'{}' is a {} field: its values are compared as text",
                             cd.field, r.data_type
                         ),
                         field: cd.field.clone(),
-                    })
-                }
+                    }),
                 Some(_) => {}
             }
         }
@@ -319,7 +334,11 @@ pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpRespo
         let mut hits: Vec<DocValues> = current_values(c, org)?
             .into_iter()
             .filter(|d| sources.as_ref().is_none_or(|s| s.contains(&d.document_id)))
-            .filter(|d| search.as_ref().is_none_or(|s| d.filename.to_lowercase().contains(s)))
+            .filter(|d| {
+                search
+                    .as_ref()
+                    .is_none_or(|s| d.filename.to_lowercase().contains(s))
+            })
             .filter(|d| {
                 conds.iter().all(|cd| {
                     let v = d.values.get(&cd.field).unwrap_or(&null);

@@ -242,7 +242,11 @@ pub fn org_usage(c: &Connection, org_id: &str, since: &str) -> Result<Vec<KindUs
 }
 
 /// How many runs of each kind the organization started since `since`, most first.
-pub fn runs_since(c: &Connection, org_id: &str, since: &str) -> Result<Vec<(String, i64)>, StoreError> {
+pub fn runs_since(
+    c: &Connection,
+    org_id: &str,
+    since: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
     let rows = c
         .prepare_cached(
             "SELECT kind, count(*) FROM pipelines WHERE org_id = ?1 AND created_at >= ?2

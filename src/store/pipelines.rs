@@ -153,7 +153,8 @@ pub fn list_of_kind(
     limit: i64,
 ) -> Result<(Vec<PipelineRow>, i64), StoreError> {
     let wanted = statuses.map(|s| serde_json::to_string(s).unwrap_or_default());
-    let filter = "org_id = ?1 AND kind = ?2 AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3)))";
+    let filter =
+        "org_id = ?1 AND kind = ?2 AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3)))";
     let sql = format!(
         "SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5"
     );
@@ -198,7 +199,13 @@ pub fn list_extractions(
     let rows = c
         .prepare_cached(&sql)?
         .query_map(
-            params![org_id, document_id, wanted, before.unwrap_or(i64::MAX), limit],
+            params![
+                org_id,
+                document_id,
+                wanted,
+                before.unwrap_or(i64::MAX),
+                limit
+            ],
             row,
         )?
         .collect::<Result<Vec<_>, _>>()?;
@@ -363,7 +370,9 @@ pub fn delivered(
     );
     let rows = c
         .prepare_cached(&sql)?
-        .query_map([org_id], |r| Ok((pd_row(r)?, super::json(r, 16, "pipelines")?)))?
+        .query_map([org_id], |r| {
+            Ok((pd_row(r)?, super::json(r, 16, "pipelines")?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }

@@ -88,10 +88,19 @@ pub fn find_or_insert_hidden(
     let sql = format!(
         "SELECT {COLS} FROM schemas WHERE org_id = ?1 AND hidden = 1 AND name = ?2 AND deleted_at IS NULL ORDER BY seq DESC LIMIT 1"
     );
-    if let Some(s) = optional(c.prepare_cached(&sql)?.query_row(params![org_id, name], row))? {
+    if let Some(s) = optional(
+        c.prepare_cached(&sql)?
+            .query_row(params![org_id, name], row),
+    )? {
         return Ok(s);
     }
-    let mut s = insert(c, org_id, name, Some("given inline to POST /v1/extract"), fields)?;
+    let mut s = insert(
+        c,
+        org_id,
+        name,
+        Some("given inline to POST /v1/extract"),
+        fields,
+    )?;
     c.execute("UPDATE schemas SET hidden = 1 WHERE id = ?1", [&s.id])?;
     s.hidden = true;
     Ok(s)
@@ -105,7 +114,11 @@ pub fn get(
     include_deleted: bool,
 ) -> Result<Option<SchemaRow>, StoreError> {
     // A schema is also found by its short id (`SCH-…`), unique enough within one organization.
-    let by = if id.starts_with("SCH-") { "short_id" } else { "id" };
+    let by = if id.starts_with("SCH-") {
+        "short_id"
+    } else {
+        "id"
+    };
     let sql = format!(
         "SELECT {COLS} FROM schemas WHERE {by} = ?1 AND org_id = ?2 ORDER BY seq DESC LIMIT 1"
     );

@@ -1,7 +1,7 @@
 //! Schemas, the Field Registry and documents (API.md §2, §4) over HTTP.
 
 use crate::common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[test]
 fn schemas_accept_all_three_input_forms_and_normalize_them_alike() {
@@ -116,12 +116,21 @@ fn put_replaces_patch_merges_both_bump_the_version_and_delete_is_soft() {
     assert_eq!(r.body["field_count"], 1);
     let r = api.put(&path, &json!({"name": "v3"}));
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!((r.body["name"].clone(), r.body["field_count"].clone()), (json!("v3"), json!(1)));
+    assert_eq!(
+        (r.body["name"].clone(), r.body["field_count"].clone()),
+        (json!("v3"), json!(1))
+    );
     assert_eq!(r.body["version"], 4);
     let r = api.put(&path, &json!({"fields": {"y": "number"}}));
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!((r.body["name"].clone(), r.body["field_count"].clone()), (json!("v3"), json!(1)));
-    assert_eq!(r.body["fields"][0]["field_name"], "y", "a PUT's fields replace, not merge");
+    assert_eq!(
+        (r.body["name"].clone(), r.body["field_count"].clone()),
+        (json!("v3"), json!(1))
+    );
+    assert_eq!(
+        r.body["fields"][0]["field_name"], "y",
+        "a PUT's fields replace, not merge"
+    );
     assert_envelope(&api.put(&path, &json!({})), 400, "bad_request");
     let r = api.delete(&path);
     assert_eq!(r.body, json!({"deleted": true, "id": s["id"]}));

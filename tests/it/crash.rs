@@ -271,9 +271,7 @@ fn settled_with_one_quarantined(port: u16, pid: &str, n: usize, why: &str) {
     assert_eq!(progress["completedDocuments"], n, "{progress}");
     assert_eq!(progress["errorDocuments"], 1, "{progress}");
     let docs = api
-        .get(&format!(
-            "/v1/pipelines/{pid}/documents?limit=100"
-        ))
+        .get(&format!("/v1/pipelines/{pid}/documents?limit=100"))
         .body;
     let poison = docs["data"]
         .as_array()

@@ -29,6 +29,7 @@ mod models;
 mod prop_http;
 mod prop_parsers;
 mod prop_rerun;
+mod quick;
 mod real_invoices;
 mod soak;
 mod storage_faults;
