@@ -439,6 +439,7 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
              ALTER TABLE pipelines DROP COLUMN kind;
              ALTER TABLE pipelines DROP COLUMN options;
              ALTER TABLE schemas DROP COLUMN hidden;
+             UPDATE api_keys SET scopes = 'read,write';
              ALTER TABLE cells DROP COLUMN provenance;
              DROP TABLE model_responses;
              DROP TABLE model_calls;
@@ -473,6 +474,20 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     assert!(std::path::Path::new(&backup).exists(), "no {backup}");
     assert_eq!(version(&backup), 3, "the backup is the database as it was");
     assert!(version(db) > 3, "the database itself was migrated");
+    // Every key made before the `extract` scope existed may extract now (migration 8).
+    let scopes: Vec<String> = rusqlite::Connection::open(db)
+        .unwrap()
+        .prepare("SELECT scopes FROM api_keys")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!scopes.is_empty());
+    assert!(
+        scopes.iter().all(|s| s == "read,write,extract"),
+        "{scopes:?}"
+    );
 }
 
 #[test]
