@@ -661,7 +661,8 @@ pub fn correct(
     check_type(&fdef, value).map_err(EngineError::Invalid)?;
     let (canonical, _) = doc.view.canonical(field);
     let changed = !crate::domain::policy::same_value(value, &canonical);
-    if changed {
+    // Confirming the value as it stands is a correction too: a person's version, at 1.0.
+    {
         let cell = Cell {
             seq: 0,
             field: field.to_string(),

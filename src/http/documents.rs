@@ -129,10 +129,13 @@ pub struct MultipartUpload {
     pub fields: std::collections::HashMap<String, String>,
 }
 
+/// Reads a multipart body: the `file` part (at most `max_upload` bytes), a `metadata` part, and
+/// the text parts named in `wanted` (at most 1 MiB each); other parts are read and dropped.
 pub async fn read_multipart(
     req: &HttpRequest,
     payload: web::Payload,
     max_upload: usize,
+    wanted: &[&str],
 ) -> Result<MultipartUpload, ApiError> {
     let mut mp = Multipart::new(req.headers(), payload);
     let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
@@ -176,11 +179,12 @@ pub async fn read_multipart(
                 metadata = serde_json::from_slice(&bytes)
                     .map_err(|e| ApiError::bad(format!("metadata part is not valid JSON: {e}")))?;
             }
-            _ => {
+            other if wanted.contains(&other) => {
                 let text = String::from_utf8(bytes)
                     .map_err(|_| ApiError::bad(format!("part '{name}' is not UTF-8 text")))?;
                 fields.insert(name, text);
             }
+            _ => {}
         }
     }
     let upload = file.map(|(filename, ctype, content)| Upload {
@@ -214,7 +218,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
     let max_upload = call.state.config.max_upload;
     let (upload, body_hash) = match media_type(&call.req).as_deref() {
         Some("multipart/form-data") => {
-            let m = read_multipart(&call.req, payload, max_upload).await?;
+            let m = read_multipart(&call.req, payload, max_upload, &[]).await?;
             let upload = m
                 .upload
                 .ok_or_else(|| ApiError::MissingDocument("No 'file' part in the upload".into()))?;

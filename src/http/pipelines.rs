@@ -65,8 +65,8 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
     let schema_raw = b
         .schema_id
         .ok_or_else(|| ApiError::bad("schema_id is required"))?;
-    let schema_id = crate::domain::ids::parse_id(&schema_raw)
-        .ok_or_else(|| ApiError::bad("schema_id must be a UUID"))?;
+    let schema_id = crate::domain::ids::parse_schema_ref(&schema_raw)
+        .ok_or_else(|| ApiError::bad("schema_id must be a UUID or SCH-XXXXXXXX"))?;
     let ids: Vec<String> = b
         .document_ids
         .unwrap_or_default()

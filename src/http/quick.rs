@@ -36,8 +36,10 @@ use utoipa::ToSchema;
 
 /// Talonic answers extractions of at most this many pages before returning.
 const SYNC_PAGES: i64 = 5;
-/// How long a synchronous extraction may take before it is answered `202` with a poll URL.
-const SYNC_WAIT: Duration = Duration::from_secs(60);
+/// How long a synchronous extraction may take before it is answered `202` with a poll URL:
+/// well under the clients' own timeouts (60 s for Talonic's SDKs), which retry a timed-out POST
+/// without an idempotency key and would start the extraction again.
+const SYNC_WAIT: Duration = Duration::from_secs(25);
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// `POST /v1/extract` as JSON. A document is named (`document_id`) or given inline
@@ -67,6 +69,18 @@ pub struct ExtractBody {
     #[schema(value_type = Option<Object>)]
     options: Option<Value>,
 }
+
+/// The text parts of a multipart `POST /v1/extract` that are read; others are dropped unread.
+const EXTRACT_PARTS: &[&str] = &[
+    "document_id",
+    "file_url",
+    "schema",
+    "schema_id",
+    "include_markdown",
+    "include_provenance",
+    "options",
+    "async",
+];
 
 /// The spec an extraction runs.
 enum SchemaChoice {
@@ -146,7 +160,7 @@ async fn read_request(
     let (upload, document_id, schema, schema_id, markdown, provenance, run_async, hash) =
         match media_type(&call.req).as_deref() {
             Some("multipart/form-data") => {
-                let m = read_multipart(&call.req, payload, max_upload).await?;
+                let m = read_multipart(&call.req, payload, max_upload, EXTRACT_PARTS).await?;
                 let f = &m.fields;
                 let get = |k: &str| f.get(k).map(String::as_str);
                 no_url(get("file_url"))?;
@@ -384,20 +398,28 @@ async fn start_and_answer(
     if run_async || pages > SYNC_PAGES {
         return Ok(accepted);
     }
-    match wait_settled(call, &id).await? {
-        true => {
-            let (body, resolved) = call
-                .read(move |c, org| {
-                    let x = Extraction::load(c, org, &id)?
-                        .ok_or_else(|| ApiError::not_found("Extraction"))?;
-                    Ok((render(c, org, &x, answer_rid, None)?, x.cells_resolved()))
-                })
-                .await?;
+    // The extraction is committed: from here on a failure to wait or to read answers the
+    // `202` (an error would make a client retry, and start the extraction again).
+    if !wait_settled(call, &id).await.unwrap_or(false) {
+        return Ok(accepted);
+    }
+    let read = call
+        .read(move |c, org| {
+            let x =
+                Extraction::load(c, org, &id)?.ok_or_else(|| ApiError::not_found("Extraction"))?;
+            Ok((render(c, org, &x, answer_rid, None)?, x.cells_resolved()))
+        })
+        .await;
+    match read {
+        Ok((body, resolved)) => {
             let mut answer = HttpResponse::Ok();
             cost_headers(&mut answer, resolved);
             Ok(answer.json(body))
         }
-        false => Ok(accepted),
+        Err(e) => {
+            tracing::warn!("extraction answered 202 after its commit: {e}");
+            Ok(accepted)
+        }
     }
 }
 
@@ -545,10 +567,10 @@ async fn list_extractions(
     let status = extraction_status_filter(q.get("status"))?;
     call.answer(move |c, org| {
         if let Some(d) = &document {
-            // A document's extractions: 404 for a document that is not the caller's.
-            store::documents::get_any(c, d)?
-                .filter(|_| store::documents::get(c, org, d).ok().flatten().is_some())
-                .ok_or_else(|| ApiError::not_found("Document"))?;
+            // A document's extractions (a deleted one's too): 404 for another organization's.
+            if !store::documents::owned(c, org, d)? {
+                return Err(ApiError::not_found("Document"));
+            }
         }
         let (rows, total) = store::pipelines::list_extractions(
             c,
@@ -673,7 +695,8 @@ pub async fn patch_data(
             .ok_or_else(|| ApiError::bad(format!("corrections[{i}].value is required")))?;
         checked.push((field, value, item.reason));
     }
-    let (key_id, reviewer) = (call.auth.key_id.clone(), call.auth.key_name.clone());
+    let key_id = call.auth.key_id.clone();
+    let reviewer = super::reviews::reviewer(&call.req, &call.auth.key_name)?;
     call.change(move |tx, org| {
         let x = found(tx, org, &id)?;
         for (field, value, reason) in &checked {
@@ -846,7 +869,8 @@ pub async fn list_jobs(call: Call<Read>) -> Result<HttpResponse, ApiError> {
         )))
         }
     };
-    call.answer(move |c, org| {
+    let permit = call.heavy_if(true)?;
+    let answer = call.read(move |c, org| {
         let (rows, total) =
             store::pipelines::list_of_kind(c, org, "job", status, page.after, page.limit + 1)?;
         let rows = rows
@@ -859,8 +883,10 @@ pub async fn list_jobs(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             data: page.data.into_iter().map(|(_, j)| j).collect(),
             pagination: page.pagination,
         })
-    })
-    .await
+    });
+    let answer = answer.await;
+    drop(permit);
+    Ok(HttpResponse::Ok().json(answer?))
 }
 
 pub async fn get_job(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {

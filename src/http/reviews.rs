@@ -297,7 +297,8 @@ fn doc_pages(c: &Connection, l: &Loaded) -> Result<Vec<crate::intake::Page>, Api
         .collect())
 }
 
-fn reviewer(req: &HttpRequest, key_name: &str) -> Result<String, ApiError> {
+/// The reviewer's name: `X-Reviewer`, else the key's name.
+pub fn reviewer(req: &HttpRequest, key_name: &str) -> Result<String, ApiError> {
     match req.headers().get("x-reviewer") {
         None => Ok(key_name.to_string()),
         Some(v) => {

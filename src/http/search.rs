@@ -39,7 +39,9 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             "search is not paginated: narrow the query or raise limit",
         ));
     }
-    call.answer(move |c, org| {
+    // It reads every document's text and current values: a heavy read.
+    let permit = call.heavy_if(true)?;
+    let answer = call.read(move |c, org| {
         if text.is_empty() {
             return Ok(empty());
         }
@@ -113,8 +115,10 @@ pub async fn search(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             schemas,
             fields,
         })
-    })
-    .await
+    });
+    let answer = answer.await;
+    drop(permit);
+    Ok(HttpResponse::Ok().json(answer?))
 }
 
 fn empty() -> SearchAnswer {
@@ -163,7 +167,9 @@ pub struct FilterBody {
     sort: Option<SortBody>,
     /// 1-based (default 1).
     page: Option<i64>,
-    /// 1–500 (default 50).
+    /// The `pagination.next_cursor` of the previous page (instead of `page`).
+    cursor: Option<String>,
+    /// Default 50; more than 500 reads as 500.
     limit: Option<i64>,
     /// Narrows to documents whose metadata names this `source_id`.
     source_id: Option<String>,
@@ -252,13 +258,23 @@ fn field_name(field: &str, registry: &[store::schemas::RegistryField]) -> String
 pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let b = call.body::<FilterBody>(payload, true).await?.parsed;
     let conds = conditions(b.conditions.unwrap_or_default())?;
-    let page = b.page.unwrap_or(1);
-    if page < 1 {
-        return Err(ApiError::bad("page must be 1 or more"));
+    // Talonic clamps the page size to 500; a page size under 1 is a mistake.
+    let limit = b.limit.unwrap_or(50).min(500);
+    if limit < 1 {
+        return Err(ApiError::bad("limit must be 1 or more"));
     }
-    let limit = b.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad("limit must be from 1 to 500"));
+    let cursors = call
+        .state
+        .cursors
+        .scope(&call.auth.org_id, "documents:filter");
+    // Pages are numbered; a cursor (what the Python SDK sends) names the next one.
+    let page = match (&b.cursor, b.page) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("Give page or cursor, not both")),
+        (Some(c), None) => cursors.decode(c)?,
+        (None, p) => p.unwrap_or(1),
+    };
+    if !(1..=1_000_000).contains(&page) {
+        return Err(ApiError::bad("page must be from 1 to 1000000"));
     }
     let source = b.source_id.or(b.source_connection_id);
     if let Some(s) = &source {
@@ -279,7 +295,9 @@ pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpRespo
         }
     };
     let search = b.search.map(|s| s.to_lowercase()).filter(|s| !s.is_empty());
-    call.answer(move |c, org| {
+    // It reads every document's current values: a heavy read.
+    let permit = call.heavy_if(true)?;
+    let answer = call.read(move |c, org| {
         let registry = store::schemas::registry_all(c, org)?;
         let conds: Vec<Condition> = conds
             .into_iter()
@@ -362,6 +380,7 @@ pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpRespo
             });
         }
         let total = hits.len() as i64;
+        // page ≤ 10^6 and limit ≤ 500: no overflow.
         let data = hits
             .into_iter()
             .skip(((page - 1) * limit) as usize)
@@ -380,24 +399,60 @@ pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpRespo
                 total,
                 limit,
                 has_more: page * limit < total,
-                next_cursor: None,
+                next_cursor: (page * limit < total).then(|| cursors.encode(page + 1)),
             },
             warnings,
         })
-    })
-    .await
+    });
+    let answer = answer.await;
+    drop(permit);
+    Ok(HttpResponse::Ok().json(answer?))
 }
 
-/// Values in sort order: missing last, numbers by size, the rest as text.
+/// Values in sort order, a total order whatever a field holds: numbers by size, then the rest
+/// as text, missing values last.
 fn order_values(a: &Value, b: &Value) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    match (a.is_null(), b.is_null()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        _ => match (a.as_f64(), b.as_f64()) {
+    fn rank(v: &Value) -> u8 {
+        match v {
+            Value::Number(_) => 0,
+            Value::Null => 2,
+            _ => 1,
+        }
+    }
+    rank(a)
+        .cmp(&rank(b))
+        .then_with(|| match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => x.total_cmp(&y),
             _ => as_text(a).cmp(&as_text(b)),
-        },
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_values;
+    use serde_json::json;
+
+    #[test]
+    fn mixed_values_sort_in_one_total_order() {
+        let mut v = vec![
+            json!("1a"),
+            json!(10),
+            json!(null),
+            json!(9),
+            json!("b"),
+            json!(2.5),
+        ];
+        v.sort_by(order_values);
+        assert_eq!(
+            v,
+            vec![
+                json!(2.5),
+                json!(9),
+                json!(10),
+                json!("1a"),
+                json!("b"),
+                json!(null)
+            ]
+        );
     }
 }

@@ -151,6 +151,14 @@ pub fn get_any(c: &Connection, id: &str) -> Result<Option<DocumentRow>, StoreErr
     optional(c.prepare_cached(&sql)?.query_row(params![id], row))
 }
 
+/// Whether the organization has (or had: deleted ones count) the document `id`.
+pub fn owned(c: &Connection, org_id: &str, id: &str) -> Result<bool, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM documents WHERE id = ?1 AND org_id = ?2")?
+            .exists(params![id, org_id])?,
+    )
+}
+
 /// The ids of the organization's live, readable documents, oldest first, at most `limit`.
 pub fn completed_ids(c: &Connection, org_id: &str, limit: i64) -> Result<Vec<String>, StoreError> {
     let rows = c

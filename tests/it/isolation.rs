@@ -109,6 +109,11 @@ fn every_route_keeps_organizations_apart_and_read_keys_read_only() {
         "/v1/data-products",
         "/v1/field-reviews",
         "/v1/field-reviews/decisions",
+        "/v1/extractions",
+        "/v1/jobs",
+        "/v1/fields",
+        "/v1/search?q=INV",
+        "/v1/usage",
     ] {
         let r = api.get_as(&other, list);
         assert_eq!(r.status, 200, "{list}: {}", r.text);
@@ -119,6 +124,53 @@ fn every_route_keeps_organizations_apart_and_read_keys_read_only() {
             );
         }
     }
+    let filtered = api.post_as(&other, "/v1/documents/filter", &json!({}));
+    assert_eq!(filtered.body["total"], 0, "{}", filtered.text);
+    assert_eq!(
+        api.get_as(&other, "/v1/usage").body["by_function"],
+        json!([]),
+        "the other organization started nothing"
+    );
+    // The owner's ids inside a body are missing ones to anyone else.
+    let (doc, schema) = (&world.documents[0], &world.schema);
+    for (path, body) in [
+        (
+            "/v1/extract",
+            json!({"document_id": doc, "schema": {"a": "string"}}),
+        ),
+        (
+            "/v1/extract",
+            json!({"filename": "x.txt", "content": "a", "schema_id": schema}),
+        ),
+        ("/v1/jobs", json!({"schema_id": schema})),
+        (
+            "/v1/pipelines",
+            json!({"schema_id": schema, "document_ids": [doc]}),
+        ),
+    ] {
+        assert_envelope(&api.post_as(&other, path, &body), 404, "not_found");
+    }
+    let mine = api.new_org_key("other", "read,write", &[]);
+    let own_schema = api.post_as(
+        &mine,
+        "/v1/schemas",
+        &json!({"name": "s", "fields": {"a": "string"}}),
+    );
+    let own = own_schema.body["id"].as_str().unwrap();
+    assert_envelope(
+        &api.post_as(
+            &other,
+            "/v1/jobs",
+            &json!({"schema_id": own, "document_ids": [doc]}),
+        ),
+        404,
+        "not_found",
+    );
+    assert_envelope(
+        &api.get_as(&other, &format!("/v1/extractions?document_id={doc}")),
+        404,
+        "not_found",
+    );
 }
 
 #[test]

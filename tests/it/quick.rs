@@ -125,6 +125,20 @@ fn a_saved_schema_by_short_id_a_stored_document_and_the_three_schema_forms_extra
     assert_eq!(by_short.status, 200, "{}", by_short.text);
     assert_eq!(by_short.body["schema"]["source"], "saved");
     assert_eq!(by_short.body["schema"]["id"], s["id"]);
+    // A governed pipeline, a rail and a read take the short id too.
+    let short = s["short_id"].as_str().unwrap();
+    let rail = api.put(
+        &format!("/v1/schemas/{short}/rail"),
+        &json!({"rail": [{"type": "schema"}]}),
+    );
+    assert_eq!(rail.status, 200, "{}", rail.text);
+    assert_eq!(api.get(&format!("/v1/schemas/{short}")).body["id"], s["id"]);
+    let p = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": short, "document_ids": [doc]}),
+    );
+    assert_eq!(p.status, 201, "{}", p.text);
+    assert_eq!(p.body["schema"]["id"], s["id"]);
     let forms = [
         json!({"invoice_number": "string", "total": "number", "vendor": "string"}),
         json!([{"field_name": "invoice_number"}, {"field_name": "total", "data_type": "number"},
@@ -285,7 +299,7 @@ fn a_correction_is_a_human_version_locked_at_full_confidence_with_a_decision() {
         "\u{feff}invoice_number,total,vendor\r\nINV-7,1300,'=ACME\r\n"
     );
     let log = api.get("/v1/field-reviews/decisions");
-    let entries = log.body["entries"].as_array().unwrap();
+    let entries = log.body["entries"].as_array().unwrap().clone();
     assert_eq!(entries.len(), 2, "{}", log.text);
     let total = entries.iter().find(|e| e["fieldKey"] == "total").unwrap();
     assert_eq!(total["action"], "correct");
@@ -308,6 +322,30 @@ fn a_correction_is_a_human_version_locked_at_full_confidence_with_a_decision() {
         (last["source"].clone(), last["confidence"].clone()),
         (json!("human_review"), json!(1.0))
     );
+    // Confirming a value as it stands is a correction too: locked at 1.0.
+    let r = api.patch(
+        &format!("/v1/extractions/{id}/data"),
+        &json!({"corrections": [{"field": "invoice_number", "value": "INV-7"}]}),
+    );
+    assert_eq!(
+        r.body["confidence"]["fields"]["invoice_number"], 1.0,
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.body["locked_fields"],
+        json!(["invoice_number", "total", "vendor"])
+    );
+    // A batch is one change: a bad item refuses the good one before it too.
+    let r = api.patch(
+        &format!("/v1/extractions/{id}/data"),
+        &json!({"corrections": [{"field": "total", "value": 1}, {"field": "total", "value": "x"}]}),
+    );
+    assert_envelope(&r, 400, "bad_request");
+    assert_eq!(
+        api.get(&format!("/v1/extractions/{id}/data")).body["total"],
+        1300
+    );
     // Bad corrections change nothing.
     for body in [
         json!({"corrections": []}),
@@ -321,7 +359,7 @@ fn a_correction_is_a_human_version_locked_at_full_confidence_with_a_decision() {
             "bad_request",
         );
     }
-    assert_eq!(api.get("/v1/field-reviews/decisions").body["total"], 2);
+    assert_eq!(api.get("/v1/field-reviews/decisions").body["total"], 3);
 }
 
 #[test]
@@ -680,6 +718,26 @@ fn search_and_filter_read_documents_and_their_current_values() {
         (vec!["b.txt".to_string()], json!(2))
     );
     assert_eq!(r.body["pagination"]["has_more"], false);
+    // Pages by number or by the cursor the SDK sends; a page size over 500 reads as 500.
+    let first =
+        filter(json!({"sort": {"field": "invoice_number", "direction": "asc"}, "limit": 2}));
+    assert_eq!(names(&first), vec!["a.txt", "b.txt"]);
+    let cursor = first.body["pagination"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let next = filter(
+        json!({"sort": {"field": "invoice_number", "direction": "asc"}, "limit": 2, "cursor": cursor}),
+    );
+    assert_eq!(
+        (names(&next), next.body["page"].clone()),
+        (vec!["c.txt".to_string()], json!(2))
+    );
+    assert_eq!(next.body["pagination"]["next_cursor"], Value::Null);
+    assert_eq!(
+        filter(json!({"limit": 600})).body["pagination"]["limit"],
+        500
+    );
     let r = filter(json!({"conditions": [{"fieldId": "total", "operator": "is_empty"}]}));
     assert_eq!(names(&r), vec!["c.txt"]);
     let r = filter(json!({"conditions": [{"fieldId": "vendor", "operator": "gt", "value": "B"}]}));
@@ -702,6 +760,9 @@ fn search_and_filter_read_documents_and_their_current_values() {
         json!({"conditions": [{"operator": "eq", "value": 1}]}),
         json!({"limit": 0}),
         json!({"page": 0}),
+        json!({"page": 9_223_372_036_854_775_807_i64}),
+        json!({"cursor": "not-a-cursor"}),
+        json!({"page": 2, "cursor": "x"}),
     ] {
         assert_envelope(&api.post("/v1/documents/filter", &bad), 400, "bad_request");
     }
