@@ -674,6 +674,9 @@ pub struct ReviewDetail {
     pub matched_span: Option<MatchedSpan>,
     pub verdicts: Vec<Verdict>,
     pub prior_decisions: Vec<Decision>,
+    /// Fields of the document that wait on this one (they depend on it and are held until it
+    /// is decided).
+    pub waiting_dependents: Vec<String>,
 }
 
 /// The field after a decision.

@@ -118,6 +118,12 @@ pub struct ServeArgs {
     #[arg(long = "model", env = "QUIRE_MODEL", value_delimiter = ';', value_parser = crate::models::ModelConfig::parse)]
     #[serde(serialize_with = "model_flags", skip_serializing_if = "Vec::is_empty")]
     pub model: Vec<crate::models::ModelConfig>,
+    /// A browser origin (scheme://host[:port]) whose pages may call the API (CORS); repeat for
+    /// more (in QUIRE_CORS_ORIGIN, separate them with ','). None by default: the built-in UI is
+    /// served from the API's own origin and needs none.
+    #[arg(long = "cors-origin", env = "QUIRE_CORS_ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cors_origin: Vec<String>,
     /// Abort the process when a worker picks up a document containing this text (crash tests).
     #[arg(long, env = "QUIRE_FAULT_ABORT_ON", hide = true)]
     pub fault_abort_on: Option<String>,
@@ -237,6 +243,8 @@ pub struct Config {
     pub reader: crate::intake::child::Reader,
     /// Model servers a rail may extract with.
     pub models: Vec<crate::models::ModelConfig>,
+    /// Browser origins allowed to call the API (CORS); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 fn cores() -> usize {
@@ -271,6 +279,7 @@ impl Config {
             max_client_requests: a.max_client_requests.max(1),
             max_heavy_reads: a.max_heavy_reads.max(1),
             models: a.model.clone(),
+            cors_origins: a.cors_origin.clone(),
             reader: crate::intake::child::Reader {
                 exe: None,
                 timeout: std::time::Duration::from_secs(a.intake_timeout.max(1)),
@@ -326,6 +335,27 @@ impl Config {
             max_heavy_reads: 4,
             reader: Default::default(),
             models: Vec::new(),
+            cors_origins: Vec::new(),
         }
+    }
+}
+
+/// A CORS origin as browsers send it: `http://` or `https://`, a host, an optional port, and
+/// nothing after it (no path, no trailing slash).
+fn parse_origin(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{s}' is not an origin: it must start with http:// or https://"))?;
+    let ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' is not an origin: scheme://host[:port], no path"
+        ))
     }
 }

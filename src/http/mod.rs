@@ -23,6 +23,7 @@ pub mod requests;
 pub mod reviews;
 pub mod schemas;
 pub mod search;
+pub mod ui;
 
 use crate::config::Config;
 use crate::store::{Db, StoreError};
@@ -342,12 +343,14 @@ pub fn route_label(pattern: Option<&str>) -> &'static str {
         .iter()
         .map(|(template, _)| *template)
         .chain([DEBUG_PANIC_ROUTE])
+        .chain(ui::UI_ROUTES.iter().copied())
         .find(|template| *template == pattern)
         .unwrap_or(UNMATCHED_ROUTE)
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, debug: bool) {
     register(cfg);
+    ui::routes(cfg);
     if debug {
         cfg.service(resource(DEBUG_PANIC_ROUTE, &["GET"]).route(web::get().to(debug_panic)));
     }
@@ -364,6 +367,7 @@ pub fn server(
             .app_data(state.clone())
             .wrap(from_fn(limits::per_client))
             .wrap(from_fn(middleware::envelope))
+            .wrap(from_fn(ui::cors))
             // Outermost, so that everything below runs (and logs) inside the request's span.
             .wrap(tracing_actix_web::TracingLogger::<middleware::RequestSpan>::new())
             .configure(|c| routes(c, debug))

@@ -390,10 +390,21 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/v1/data-products/{id}/export/audit") => {
             op("Audit CSV export", "data products").csv("CSV, UTF-8 with BOM")
         }
-        ("GET", "/v1/field-reviews") => op("The review queue, newest first", "reviews")
+        ("GET", "/v1/field-reviews") => op("The review queue, newest first (or oldest)", "reviews")
             .page(100)
             .query(vec![
                 q("pipeline_id", uuid(), "one run"),
+                q(
+                    "field_key",
+                    json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}),
+                    "one field",
+                ),
+                q("stage_id", uuid(), "held by one gate"),
+                q(
+                    "order",
+                    enum_of(&["asc", "desc"]),
+                    "oldest (asc) or newest (desc, default) first",
+                ),
                 q("trigger", enum_of(&["gate", "declarative"]), "trigger"),
                 q("status", enum_of(&["blocked", "pending_review"]), "status"),
                 q("routing", enum_of(&["hold"]), "held fields instead"),

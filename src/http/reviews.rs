@@ -95,11 +95,41 @@ fn pipeline_filter(q: &HashMap<String, String>) -> Result<Option<String>, ApiErr
 }
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
+    // Each order is its own list: a cursor of one is refused by the other.
+    let ascending = match query_map(call.req.query_string())?
+        .get("order")
+        .map(String::as_str)
+    {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => return Err(ApiError::bad("order must be asc or desc")),
+    };
     let (q, cursors, page) = call.page(
-        "reviews",
+        if ascending { "reviews:asc" } else { "reviews" },
         100,
-        &["pipeline_id", "trigger", "status", "routing"],
+        &[
+            "pipeline_id",
+            "trigger",
+            "status",
+            "routing",
+            "field_key",
+            "stage_id",
+            "order",
+        ],
     )?;
+    let field_key = q.get("field_key").cloned();
+    if field_key
+        .as_deref()
+        .is_some_and(|f| !crate::domain::schema::valid_field_name(f))
+    {
+        return Err(ApiError::bad("field_key must be a field name"));
+    }
+    let stage_id = q
+        .get("stage_id")
+        .map(|s| {
+            crate::domain::ids::parse_id(s).ok_or_else(|| ApiError::bad("stage_id must be a UUID"))
+        })
+        .transpose()?;
     let pipeline = pipeline_filter(&q)?;
     let trigger = q.get("trigger").cloned();
     if trigger
@@ -127,6 +157,9 @@ pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             trigger: trigger.as_deref(),
             status: status.as_deref(),
             hold,
+            field_key: field_key.as_deref(),
+            stage_id: stage_id.as_deref(),
+            ascending,
         };
         let (rows, total) = store::review::queue(c, &f, page.after, page.limit + 1)?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.pd_seq).collect();
@@ -278,7 +311,20 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .map(|v| views::verdict(v, &phases))
             .collect();
         let decisions = store::review::decisions_for(c, l.pd.seq, &field)?;
+        let waiting_dependents = l
+            .fields
+            .iter()
+            .filter(|f| {
+                l.view.states.get(&f.field_name).is_some_and(|s| {
+                    s.status == crate::domain::state::Status::Waiting
+                        && (s.blocked_by.as_deref() == Some(field.as_str())
+                            || f.depends_on.contains(&field))
+                })
+            })
+            .map(|f| f.field_name.clone())
+            .collect();
         Ok(ReviewDetail {
+            waiting_dependents,
             item: item_json(l, &field),
             field: fdef.clone(),
             cell_history: history,

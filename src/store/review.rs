@@ -283,11 +283,18 @@ pub struct QueueFilter<'a> {
     pub trigger: Option<&'a str>,
     pub status: Option<&'a str>,
     pub hold: bool,
+    pub field_key: Option<&'a str>,
+    /// The gate that holds the field (read from the document's field states).
+    pub stage_id: Option<&'a str>,
+    /// Oldest first instead of newest first.
+    pub ascending: bool,
 }
 
 const QUEUE_WHERE: &str = "h.org_id = ?1 AND (?2 IS NULL OR h.pipeline_id = ?2) AND (?3 IS NULL OR h.trigger_type = ?3)
     AND (?4 IS NULL OR h.status = ?4) AND ((?5 AND h.routing = 'hold') OR (NOT ?5 AND h.routing <> 'hold'))
-    AND EXISTS (SELECT 1 FROM pipeline_documents pd WHERE pd.seq = h.pd_seq AND pd.status <> 'error')";
+    AND (?6 IS NULL OR h.field_key = ?6)
+    AND EXISTS (SELECT 1 FROM pipeline_documents pd WHERE pd.seq = h.pd_seq AND pd.status <> 'error'
+        AND (?7 IS NULL OR json_extract(pd.field_states, '$.\"' || h.field_key || '\".stage_id') = ?7))";
 
 pub fn queue(
     c: &Connection,
@@ -295,7 +302,12 @@ pub fn queue(
     before: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<HeldRow>, i64), StoreError> {
-    let sql = format!("SELECT h.seq, h.pd_seq, h.field_key FROM held_fields h WHERE {QUEUE_WHERE} AND h.seq < ?6 ORDER BY h.seq DESC LIMIT ?7");
+    let (cmp, dir, start) = if f.ascending {
+        (">", "ASC", i64::MIN)
+    } else {
+        ("<", "DESC", i64::MAX)
+    };
+    let sql = format!("SELECT h.seq, h.pd_seq, h.field_key FROM held_fields h WHERE {QUEUE_WHERE} AND h.seq {cmp} ?8 ORDER BY h.seq {dir} LIMIT ?9");
     let rows = c
         .prepare_cached(&sql)?
         .query_map(
@@ -305,7 +317,9 @@ pub fn queue(
                 f.trigger,
                 f.status,
                 f.hold,
-                before.unwrap_or(i64::MAX),
+                f.field_key,
+                f.stage_id,
+                before.unwrap_or(start),
                 limit
             ],
             |r| {
@@ -319,7 +333,15 @@ pub fn queue(
         .collect::<Result<Vec<_>, _>>()?;
     let total = c.query_row(
         &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
-        params![f.org_id, f.pipeline_id, f.trigger, f.status, f.hold],
+        params![
+            f.org_id,
+            f.pipeline_id,
+            f.trigger,
+            f.status,
+            f.hold,
+            f.field_key,
+            f.stage_id
+        ],
         |r| r.get(0),
     )?;
     Ok((rows, total))

@@ -16,6 +16,7 @@ mod api_rerun;
 mod api_resources;
 mod api_review;
 mod backup;
+mod browser;
 mod budgets;
 mod cli;
 mod crash;
