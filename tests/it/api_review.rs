@@ -777,3 +777,72 @@ fn a_requires_review_field_waits_in_the_queue_as_pending_review_until_approved()
     assert_eq!(results(&api, &pid)[0]["status"], "complete");
     assert!(queue(&api, "").is_empty());
 }
+
+#[test]
+fn the_queue_filters_by_field_and_gate_orders_oldest_first_and_an_item_names_its_waiting_dependents(
+) {
+    let api = start();
+    let world = crate::common::world::World::build(&api);
+    let q = |query: &str| -> Vec<(String, String)> {
+        let r = api.get(&format!("/v1/field-reviews{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["pipeline_document_id"].as_str().unwrap().to_string(),
+                    i["field_key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let all = q("");
+    assert_eq!(all.len(), 1);
+    assert_eq!(q(&format!("?field_key={}", world.held_field)), all);
+    assert!(q("?field_key=tax").is_empty());
+    assert_eq!(q(&format!("?stage_id={}", world.stage)), all);
+    assert!(q("?stage_id=0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d01").is_empty());
+    assert_eq!(q("?order=asc"), all);
+    for bad in ["?field_key=Net!", "?stage_id=x", "?order=oldest", "?gate=x"] {
+        assert_envelope(
+            &api.get(&format!("/v1/field-reviews{bad}")),
+            400,
+            "bad_request",
+        );
+    }
+    // A second held item: newest first by default, oldest first on asking.
+    let doc = upload(&api, "d.txt", "Invoice Number: INV-4\nNet: 900\nTax: 9");
+    let p = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": world.schema, "document_ids": [doc]}),
+    );
+    let pid = p.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    let newest = q("");
+    let oldest = q("?order=asc");
+    assert_eq!(newest.len(), 2);
+    assert_eq!(oldest, newest.iter().rev().cloned().collect::<Vec<_>>());
+    let first = api.get("/v1/field-reviews?order=asc&limit=1");
+    let cursor = first.body["pagination"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        q(&format!("?order=asc&limit=1&cursor={cursor}")),
+        vec![oldest[1].clone()]
+    );
+    assert_envelope(
+        &api.get(&format!("/v1/field-reviews?limit=1&cursor={cursor}")),
+        400,
+        "bad_request",
+    );
+    // The held net holds total, computed from it.
+    let d = api.get(&format!(
+        "/v1/field-reviews/{}/{}",
+        world.held_pd, world.held_field
+    ));
+    assert_eq!(d.status, 200, "{}", d.text);
+    assert!(d.body["waitingDependents"].is_array(), "{}", d.text);
+}
