@@ -440,6 +440,8 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     )?;
 
     note("reruns done");
+    let review = review(&h, &pid, expected_partial)?;
+    note("review measured");
     let docs = documents(&h)?;
     note("documents read");
     let progress_load = load(
@@ -522,6 +524,16 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         format!("{:.1}%", 100.0 * progress_load.rps / health_load.rps),
         ">= 30%",
     );
+    row(
+        "queue page (50), any depth",
+        format!("{:.1} ms max", review.page_max_ms),
+        "<= 10",
+    );
+    row(
+        "review decision p50 / max",
+        format!("{:.1} / {:.1} ms", review.decision_p50_ms, review.decision_max_ms),
+        "< 100",
+    );
     row("peak RSS", format!("{rss:.0} MB"), "<= 150");
     for (phase, count) in &per_phase {
         row(
@@ -563,6 +575,9 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         "healthz_rps": health_load.rps.round(),
         "progress_to_healthz_ratio": (progress_load.rps / health_load.rps * 1000.0).round() / 1000.0,
         "peak_rss_mb": rss.round(),
+        "queue_page_max_ms": (review.page_max_ms * 10.0).round() / 10.0,
+        "decision_p50_ms": (review.decision_p50_ms * 10.0).round() / 10.0,
+        "decision_max_ms": (review.decision_max_ms * 10.0).round() / 10.0,
         "pdf_pages_per_s": (docs.pdf_pages_per_s * 10.0).round() / 10.0,
         "pdf_field_accuracy": (docs.pdf_field_accuracy * 1000.0).round() / 1000.0,
         "ocr_pages_per_s": docs.ocr_pages_per_s.map(|r| (r * 100.0).round() / 100.0),
@@ -571,6 +586,60 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     drop(db);
     drop(srv);
     Ok(out)
+}
+
+/// What a reviewer waits for on the run: pages of its queue and decisions (client side, so an
+/// upper bound of the server's time).
+struct ReviewFigures {
+    page_max_ms: f64,
+    decision_p50_ms: f64,
+    decision_max_ms: f64,
+}
+
+/// Walks the run's whole queue oldest first, a page of 50 at a time, then approves 20 items one
+/// by one, as the workbench does.
+fn review(h: &Http, pid: &str, held: i64) -> Result<ReviewFigures, String> {
+    let mut page_max_ms: f64 = 0.0;
+    let mut cursor: Option<String> = None;
+    let mut items: Vec<(String, String)> = Vec::new();
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/field-reviews?pipeline_id={pid}&order=asc&limit=50&cursor={c}"),
+            None => format!("/v1/field-reviews?pipeline_id={pid}&order=asc&limit=50"),
+        };
+        let t = Instant::now();
+        let page = h.get(&path)?;
+        page_max_ms = page_max_ms.max(t.elapsed().as_secs_f64() * 1000.0);
+        for it in page["data"].as_array().into_iter().flatten() {
+            let pd = it["pipeline_document_id"].as_str().unwrap_or_default();
+            let f = it["field_key"].as_str().unwrap_or_default();
+            items.push((pd.to_string(), f.to_string()));
+        }
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    check(
+        items.len() as i64 >= held,
+        format!("{} items in the queue, expected at least {held}", items.len()),
+    )?;
+    let mut times = Vec::new();
+    for (pd, f) in items.iter().take(20) {
+        let t = Instant::now();
+        let r = h.post(
+            &format!("/v1/field-reviews/{pd}/{f}/resolve"),
+            &json!({"action": "approve", "reason": "bench"}),
+        )?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        check(r["resolveAction"] == "approve", format!("a decision answered {r}"))?;
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(ReviewFigures {
+        page_max_ms,
+        decision_p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
+        decision_max_ms: times.last().copied().unwrap_or(0.0),
+    })
 }
 
 /// What the documents part of the benchmark measured.
