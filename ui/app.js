@@ -478,7 +478,7 @@ async function itemView(pd, field) {
     flash(`${d.field.display_name}: ${action} recorded.`, "ok");
     await nextItem(pd, field);
   });
-  for (const [a, label] of [["approve", "Approve (a)"], ["correct", "Correct (c)"], ["override", "Override (o)"], ["reopen", "Reopen"]]) {
+  for (const [a, label] of [["approve", "Approve (a)"], ["correct", "Correct (c)"], ["override", "Override (o)"], ["reopen", "Reopen (r)"]]) {
     if ((a === "reopen") === held) continue;
     buttons[a] = h("button", { type: "button", id: "act-" + a, onclick: () => choose(a) }, label);
   }
@@ -593,6 +593,7 @@ function onKey(ev) {
     if (ev.key === "a" && k.held) { ev.preventDefault(); k.choose("approve"); }
     else if (ev.key === "c" && k.held) { ev.preventDefault(); k.choose("correct"); }
     else if (ev.key === "o" && k.held) { ev.preventDefault(); k.choose("override"); }
+    else if (ev.key === "r" && !k.held) { ev.preventDefault(); k.choose("reopen"); }
     else if (ev.key === "Enter") { ev.preventDefault(); k.confirm(); }
     else if (ev.key === "j" || ev.key === "k") {
       const at = q.items.findIndex((it) => it.pipeline_document_id === path[1] && it.field_key === path[2]);

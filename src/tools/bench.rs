@@ -531,7 +531,10 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     );
     row(
         "review decision p50 / max",
-        format!("{:.1} / {:.1} ms", review.decision_p50_ms, review.decision_max_ms),
+        format!(
+            "{:.1} / {:.1} ms",
+            review.decision_p50_ms, review.decision_max_ms
+        ),
         "< 100",
     );
     row("peak RSS", format!("{rss:.0} MB"), "<= 150");
@@ -622,7 +625,10 @@ fn review(h: &Http, pid: &str, held: i64) -> Result<ReviewFigures, String> {
     }
     check(
         items.len() as i64 >= held,
-        format!("{} items in the queue, expected at least {held}", items.len()),
+        format!(
+            "{} items in the queue, expected at least {held}",
+            items.len()
+        ),
     )?;
     let mut times = Vec::new();
     for (pd, f) in items.iter().take(20) {
@@ -632,7 +638,10 @@ fn review(h: &Http, pid: &str, held: i64) -> Result<ReviewFigures, String> {
             &json!({"action": "approve", "reason": "bench"}),
         )?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
-        check(r["resolveAction"] == "approve", format!("a decision answered {r}"))?;
+        check(
+            r["resolveAction"] == "approve",
+            format!("a decision answered {r}"),
+        )?;
     }
     times.sort_by(f64::total_cmp);
     Ok(ReviewFigures {

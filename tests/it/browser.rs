@@ -231,8 +231,23 @@ const XSS: &str = "<img src=x onerror=alert(1)>";
 /// its invoice number, and one that passes.
 fn held_run(api: &Api) -> String {
     let s = api.create_schema(&json!({"name": "invoices", "fields": [
-        {"field_name": "invoice_number"}, {"field_name": "net", "data_type": "number"}]}));
+        {"field_name": "invoice_number"}, {"field_name": "net", "data_type": "number"},
+        {"field_name": "tax", "data_type": "number"}, {"field_name": "total", "data_type": "number"}]}));
     let schema = s["id"].as_str().unwrap().to_string();
+    let policy = api.post("/v1/data-policies", &json!({"name": "totals"}));
+    let policy = policy.body["id"].as_str().unwrap().to_string();
+    for f in ["net", "tax", "total"] {
+        let r = api.post(
+            &format!("/v1/data-policies/{policy}/fields"),
+            &json!({"field_key": f, "type": "number"}),
+        );
+        assert!(r.status < 300, "{}", r.text);
+    }
+    let r = api.post(
+        &format!("/v1/data-policies/{policy}/rules"),
+        &json!({"field_key": "total", "rule_type": "compute", "config": {"expr": "net + tax"}}),
+    );
+    assert!(r.status < 300, "{}", r.text);
     let stage = api.post(
         &format!("/v1/schemas/{schema}/validation-stages"),
         &json!({"name": "Net limit", "severity": "blocking", "mechanisms": [
@@ -240,6 +255,7 @@ fn held_run(api: &Api) -> String {
     );
     assert_eq!(stage.status, 201, "{}", stage.text);
     let rail = json!({"rail": [{"type": "schema"},
+        {"type": "resolve", "json": {"policy_ids": [policy]}},
         {"type": "valid", "json": {"stage_ids": [stage.body["id"]]}}]});
     assert_eq!(
         api.put(&format!("/v1/schemas/{schema}/rail"), &rail).status,
@@ -250,13 +266,13 @@ fn held_run(api: &Api) -> String {
         docs.push(upload(
             api,
             &format!("inv{i}.txt"),
-            &format!("Invoice Number: INV-{i}\nNet: {net}"),
+            &format!("Invoice Number: INV-{i}\nNet: {net}\nTax: 1"),
         ));
     }
     docs.push(upload(
         api,
         "xss.txt",
-        &format!("Invoice Number: {XSS}\nNet: 999"),
+        &format!("Invoice Number: {XSS}\nNet: 999\nTax: 1"),
     ));
     let p = api.post(
         "/v1/pipelines",
@@ -355,14 +371,19 @@ fn a_reviewer_works_the_queue_by_keyboard_reruns_after_the_plan_and_downloads_a_
         "/ui/#/queue/{}/net",
         first["pipelineDocumentId"].as_str().unwrap()
     )));
-    b.click("#act-reopen");
-    b.click("#confirm");
+    b.find("#act-reopen");
+    b.click("body");
+    b.keys("r");
+    b.keys(ENTER);
     b.text_until("#flash", |t| t.contains("reopen recorded"));
     assert_eq!(api.get("/v1/field-reviews").body["pagination"]["total"], 1);
-    // Rerun from resolution... this rail has none: from validation, after seeing the plan.
+    // Rerun from resolution (the picker's default), after seeing the plan.
     b.goto(&api.url(&format!("/ui/#/pipelines/{pid}")));
     b.find("#rerun-phase");
-    b.script("const s = document.getElementById('rerun-phase'); s.value = 'validation'; s.dispatchEvent(new Event('change'));");
+    assert_eq!(
+        b.script("return document.getElementById('rerun-phase').value"),
+        json!("resolution")
+    );
     b.click("#rerun-preview");
     let plan = b.text_until("#rerun-plan", |t| t.contains("decisions are preserved"));
     assert!(plan.contains("6 documents"), "{plan}");
