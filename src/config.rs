@@ -348,14 +348,45 @@ fn parse_origin(s: &str) -> Result<String, String> {
         .or_else(|| s.strip_prefix("http://"))
         .ok_or_else(|| format!("'{s}' is not an origin: it must start with http:// or https://"))?;
     let ok = !rest.is_empty()
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-    if ok {
+        && rest.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | ':' | '[' | ']')
+        });
+    // Browsers send origins in lower case and without the scheme's default port: an origin
+    // written otherwise would never match.
+    let default_port = (s.starts_with("https://") && rest.ends_with(":443"))
+        || (s.starts_with("http://") && rest.ends_with(":80"));
+    if ok && !default_port {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "'{s}' is not an origin: scheme://host[:port], no path"
+            "'{s}' is not an origin as browsers send it: scheme://host[:port] in lower case, no default port, no path"
         ))
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::parse_origin;
+
+    #[test]
+    fn origins_are_taken_only_as_browsers_send_them() {
+        for ok in [
+            "https://review.example.com",
+            "http://localhost:5173",
+            "http://[::1]:8080",
+        ] {
+            assert_eq!(parse_origin(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "review.example.com",
+            "https://review.example.com/",
+            "https://Review.example.com",
+            "https://review.example.com:443",
+            "http://review.example.com:80",
+            "https://",
+            "ftp://x",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -71,6 +71,10 @@ enum Command {
         /// With --model-stub: calls in flight at once (the model's concurrency).
         #[arg(long, default_value_t = 16)]
         stub_in_flight: usize,
+        /// Every Nth document fails its gate and is held for review (1: every document, a
+        /// queue as long as the run).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+        held_every: u64,
     },
     /// A guided tour on a live instance that stays up until Ctrl-C (a temporary database
     /// unless --db names one; logs at warn unless RUST_LOG says otherwise).
@@ -233,6 +237,7 @@ fn main() -> ExitCode {
             model_stub,
             stub_latency_ms,
             stub_in_flight,
+            held_every,
         } => {
             let db = db_given.then(|| cli.db.clone());
             let summary = if model_stub {
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
                     docs: docs.unwrap_or(10_000),
                     workers,
                     db,
+                    held_every: held_every as usize,
                 })
             };
             match summary {

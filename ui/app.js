@@ -8,9 +8,20 @@ const state = {
   key: store.getItem("quire.key"),
   reviewer: store.getItem("quire.reviewer"),
   timer: null,
-  queue: { items: [], cursor: null, current: 0, selected: new Set(), filters: {} },
+  // Bumped by every navigation: a view still loading for an older one renders nothing.
+  gen: 0,
+  blobs: [],
+  stickyFlash: false,
+  queue: freshQueue(),
   action: null,
 };
+
+function freshQueue() {
+  return { items: [], cursor: null, current: 0, selected: new Set(), filters: {}, total: 0 };
+}
+
+/** Whether the view that started at navigation `gen` is still the one on screen. */
+const current = (gen) => gen === state.gen;
 
 // ---- DOM helpers: elements and text nodes only ------------------------------------------
 
@@ -62,7 +73,7 @@ async function api(method, path, body) {
   const r = await fetch(path, init);
   const type = r.headers.get("content-type") || "";
   const data = type.includes("json") ? await r.json() : await r.text();
-  if (r.status === 401) {
+  if (r.status === 401 && state.key) {
     signOut("The key was refused: sign in again.");
   }
   if (!r.ok) {
@@ -102,6 +113,7 @@ function signOut(message) {
   store.removeItem("quire.reviewer");
   state.key = null;
   state.reviewer = null;
+  state.queue = freshQueue();
   stopPolling();
   location.hash = "";
   route();
@@ -121,8 +133,13 @@ function signInView() {
   );
   form.addEventListener("submit", guard(async (ev) => {
     ev.preventDefault();
+    const reviewer = name.value.trim();
+    // Headers carry printable ASCII only: a name beyond it could not be sent.
+    if (reviewer && !/^[\x20-\x7e]{1,100}$/.test(reviewer)) {
+      throw new Error("The name must be 1-100 printable ASCII characters.");
+    }
     state.key = key.value.trim();
-    state.reviewer = name.value.trim() || null;
+    state.reviewer = reviewer || null;
     try {
       await api("GET", "/v1/schemas?limit=1");
     } catch (e) {
@@ -146,9 +163,9 @@ function stopPolling() {
   state.timer = null;
 }
 
-function poll(f, ms) {
+function poll(f, ms, gen) {
   stopPolling();
-  state.timer = setTimeout(f, ms);
+  if (current(gen)) state.timer = setTimeout(() => { if (current(gen)) f(); }, ms);
 }
 
 function bar(done, total, error) {
@@ -164,7 +181,7 @@ function sizeBars(root) {
   }
 }
 
-async function pipelinesView() {
+async function pipelinesView(gen) {
   const list = await api("GET", "/v1/pipelines?limit=50");
   const rows = await Promise.all(list.data.map(async (p) => {
     const pr = p.status === "active" ? await api("GET", `/v1/pipelines/${p.id}/progress`) : null;
@@ -176,22 +193,24 @@ async function pipelinesView() {
       h("td", {}, p.schema.name),
       h("td", { class: "muted" }, p.created_at));
   }));
+  if (!current(gen)) return;
   const table = h("table", { class: "grid", id: "pipelines" },
     h("tr", {}, ["Pipeline", "Status", "Progress", "Spec", "Created"].map((t) => h("th", {}, t))),
     rows);
   render(h("h1", {}, "Pipelines"),
     list.data.length ? table : h("p", { class: "muted" }, "No pipelines yet."));
   sizeBars(main());
-  if (list.data.some((p) => p.status === "active")) poll(guard(pipelinesView), 1500);
+  if (list.data.some((p) => p.status === "active")) poll(guard(() => pipelinesView(gen)), 1500, gen);
 }
 
-async function pipelineView(id) {
+async function pipelineView(id, gen) {
   const [p, pr, results, reruns] = await Promise.all([
     api("GET", `/v1/pipelines/${id}`),
     api("GET", `/v1/pipelines/${id}/progress`),
     api("GET", `/v1/pipelines/${id}/results?include=cells&limit=50`),
     api("GET", `/v1/pipelines/${id}/reruns`),
   ]);
+  if (!current(gen)) return;
   const phases = h("table", { class: "grid", id: "phases" },
     h("tr", {}, ["Phase", "Progress", "Running", "Pending", "Errors"].map((t) => h("th", {}, t))),
     pr.phases.map((ph) => h("tr", {},
@@ -232,10 +251,14 @@ async function pipelineView(id) {
     active ? h("button", { type: "button", class: "danger", id: "cancel", onclick: guard(async () => {
       await api("POST", `/v1/pipelines/${id}/cancel`, {});
       flash("Cancelled.", "ok");
+      state.stickyFlash = true;
       route();
     }) }, "Cancel the run") : null,
     h("h2", {}, "Phases"), phases,
     h("h2", {}, "Results"), table,
+    results.pagination.has_more
+      ? h("p", { class: "muted" }, `The first ${results.data.length} of ${results.pagination.total} documents; the data product's CSV has them all.`)
+      : null,
     h("h2", {}, "Rerun"), rerunPanel,
     h("h2", {}, "Rerun history"),
     reruns.data.length
@@ -247,7 +270,7 @@ async function pipelineView(id) {
       : h("p", { class: "muted" }, "No reruns yet."),
     h("h2", {}, "Data product"), product);
   sizeBars(main());
-  if (active) poll(guard(() => pipelineView(id)), 1500);
+  if (active) poll(guard(() => pipelineView(id, gen)), 1500, gen);
 }
 
 function rerunForm(id, active) {
@@ -268,6 +291,7 @@ function rerunForm(id, active) {
           onclick: guard(async () => {
             const r = await api("POST", `/v1/pipelines/${id}/rerun`, { from_phase: from });
             flash(`Rerun started: ${r.enqueued} documents.`, "ok");
+            state.stickyFlash = true;
             route();
           }),
         }, "Confirm the rerun")));
@@ -294,19 +318,30 @@ async function loadQueue(more) {
   if (!more) state.queue.current = Math.min(state.queue.current, Math.max(page.data.length - 1, 0));
 }
 
-async function queueView() {
+async function queueView(gen) {
   stopPolling();
   const [summary, pipelines] = await Promise.all([
     api("GET", "/v1/field-reviews/summary"),
     api("GET", "/v1/pipelines?limit=100"),
   ]);
   await loadQueue(false);
+  if (!current(gen)) return;
   const f = state.queue.filters;
   const pick = h("select", { id: "f-pipeline" }, h("option", { value: "" }, "every pipeline"),
     pipelines.data.map((p) => h("option", { value: p.id }, p.name)));
   pick.value = f.pipeline_id || "";
   const field = h("input", { id: "f-field", placeholder: "field_key", value: f.field_key || "" });
-  const gate = h("input", { id: "f-gate", placeholder: "gate (stage id)", value: f.stage_id || "" });
+  const gate = h("select", { id: "f-gate" }, h("option", { value: "" }, "any gate"));
+  const loadGates = guard(async () => {
+    gate.replaceChildren(h("option", { value: "" }, "any gate"));
+    if (!pick.value) return;
+    const p = await api("GET", `/v1/pipelines/${pick.value}`);
+    const gates = await api("GET", `/v1/schemas/${p.schema.id}/validation-stages`);
+    for (const g of gates.data) gate.append(h("option", { value: g.id }, g.name));
+    gate.value = f.stage_id || "";
+  });
+  pick.addEventListener("change", loadGates);
+  await loadGates();
   const trigger = h("select", { id: "f-trigger" }, h("option", { value: "" }, "any trigger"),
     h("option", { value: "gate" }, "gate"), h("option", { value: "declarative" }, "declarative"));
   trigger.value = f.trigger || "";
@@ -315,10 +350,10 @@ async function queueView() {
     h("label", {}, "Trigger", trigger), h("button", { type: "submit" }, "Filter"));
   filters.addEventListener("submit", guard(async (ev) => {
     ev.preventDefault();
-    state.queue.filters = { pipeline_id: pick.value, field_key: field.value.trim(), stage_id: gate.value.trim(), trigger: trigger.value };
+    state.queue.filters = { pipeline_id: pick.value, field_key: field.value.trim(), stage_id: gate.value, trigger: trigger.value };
     state.queue.current = 0;
     state.queue.selected.clear();
-    await queueView();
+    await queueView(state.gen);
   }));
   const counts = h("p", { id: "counts" },
     `${state.queue.total} waiting here · ${summary.total} in the whole queue (gate ${summary.byTrigger.gate}, declarative ${summary.byTrigger.declarative})`);
@@ -368,7 +403,7 @@ async function bulk_resolve(action) {
   const r = await api("POST", "/v1/field-reviews/bulk-resolve", body);
   state.queue.selected.clear();
   flash(`${r.resolved} resolved, ${r.failed} failed.`, r.failed ? "error" : "ok");
-  await queueView();
+  await queueView(state.gen);
 }
 
 // ---- one item -------------------------------------------------------------------------------
@@ -418,7 +453,9 @@ async function sourceView(d) {
       const pg = pageInfo.page || pageInfo;
       const r = await fetch(`/v1/documents/${doc}/pages/${span.page}/image`, { headers: { Authorization: "Bearer " + state.key } });
       if (r.ok) {
-        const img = h("img", { alt: `page ${span.page}`, src: URL.createObjectURL(await r.blob()) });
+        const src = URL.createObjectURL(await r.blob());
+        state.blobs.push(src);
+        const img = h("img", { alt: `page ${span.page}`, src });
         const wrap = h("div", { class: "page", id: "page" }, img);
         if (span.bbox && pg.width && pg.height) {
           const [x0, y0, x1, y1] = span.bbox;
@@ -438,7 +475,9 @@ async function sourceView(d) {
   const full = await api("GET", `/v1/documents/${doc}?include=text`);
   const text = full.text || "";
   const needle = span ? span.text : null;
-  const at = needle ? text.indexOf(needle) : -1;
+  // Where the span says it is when the text there is the span's, else its first occurrence.
+  const placed = span && Number.isInteger(span.start) && text.slice(span.start, span.end) === needle;
+  const at = placed ? span.start : needle ? text.indexOf(needle) : -1;
   const pre = h("pre", { class: "text", id: "source-text" });
   if (at >= 0) {
     pre.append(text.slice(0, at), h("mark", { id: "source-mark" }, needle), text.slice(at + needle.length));
@@ -449,9 +488,11 @@ async function sourceView(d) {
     span && span.approximate ? h("p", { class: "muted" }, "Approximate location") : null, pre);
 }
 
-async function itemView(pd, field) {
+async function itemView(pd, field, gen) {
   stopPolling();
   const d = await api("GET", `/v1/field-reviews/${pd}/${field}`);
+  const source = await sourceView(d);
+  if (!current(gen)) return;
   state.action = null;
   const held = ["blocked", "pending_review"].includes(d.item.status);
   const { input, read } = valueInput(d.field, d.item.current_value);
@@ -463,9 +504,12 @@ async function itemView(pd, field) {
     for (const [a, b] of Object.entries(buttons)) b.classList.toggle("chosen", a === action);
     if (action === "correct" || action === "override") input.focus(); else reason.focus();
   };
+  let busy = false;
   const confirm = guard(async () => {
     const action = state.action;
     if (!action) throw new Error("Choose an action first: a, c or o.");
+    // One decision per confirmation: a second Enter while the first is out does nothing.
+    if (busy) return;
     const body = { action };
     if (action === "correct" || (action === "override" && input.value.trim() !== "" && input.value.trim() !== show(d.item.current_value))) {
       const v = read();
@@ -474,10 +518,19 @@ async function itemView(pd, field) {
     }
     error.textContent = "";
     if (reason.value.trim()) body.reason = reason.value.trim();
-    await api("POST", `/v1/field-reviews/${pd}/${field}/resolve`, body);
+    busy = true;
+    submit.disabled = true;
+    try {
+      await api("POST", `/v1/field-reviews/${pd}/${field}/resolve`, body);
+    } finally {
+      busy = false;
+      submit.disabled = false;
+    }
     flash(`${d.field.display_name}: ${action} recorded.`, "ok");
+    state.stickyFlash = true;
     await nextItem(pd, field);
   });
+  const submit = h("button", { type: "submit", class: "primary", id: "confirm" }, "Confirm (Enter)");
   for (const [a, label] of [["approve", "Approve (a)"], ["correct", "Correct (c)"], ["override", "Override (o)"], ["reopen", "Reopen (r)"]]) {
     if ((a === "reopen") === held) continue;
     buttons[a] = h("button", { type: "button", id: "act-" + a, onclick: () => choose(a) }, label);
@@ -486,10 +539,13 @@ async function itemView(pd, field) {
     h("div", { class: "filters" }, Object.values(buttons)),
     held ? h("label", {}, `Value (${d.field.data_type})`, input) : null, error,
     h("label", {}, "Reason", reason),
-    h("button", { type: "submit", class: "primary", id: "confirm" }, "Confirm (Enter)"));
+    submit);
   form.addEventListener("submit", (ev) => { ev.preventDefault(); confirm(); });
   const verdicts = h("ul", { id: "verdicts" }, d.verdicts.map((v) => h("li", { class: "verdict " + v.outcome },
-    `${v.stageName || v.stageId}: ${v.outcome}`, v.reason ? ` — ${v.reason}` : "")));
+    `${v.stageName || v.stageId}: ${v.outcome}`, v.reason ? ` — ${v.reason}` : "",
+    Array.isArray(v.mechanisms) && v.mechanisms.length
+      ? h("ul", {}, v.mechanisms.map((m) => h("li", {}, `${m.validatorType || "check"}: ${m.verdict || ""}`, m.reasoning ? ` — ${m.reasoning}` : "")))
+      : null)));
   const history = h("table", { class: "grid", id: "history" },
     h("tr", {}, ["Version", "Source", "Value", "Read from"].map((t) => h("th", {}, t))),
     d.cellHistory.map((c) => h("tr", {}, h("td", {}, c.cellVersion), h("td", {}, c.source), h("td", {}, show(c.value)), h("td", {}, show(c.sourceText)))));
@@ -501,7 +557,7 @@ async function itemView(pd, field) {
     h("h1", {}, d.field.display_name, " ", h("span", { class: "status" }, d.item.status)),
     h("p", { class: "muted" }, `${d.item.document.name} · ${d.item.pipeline.name} · ${show(d.item.reason)}`),
     h("div", { class: "detail" },
-      h("div", {}, await sourceView(d)),
+      h("div", {}, source),
       h("div", {},
         h("p", {}, "Held value: ", h("span", { class: "value", id: "held-value" }, show(d.item.current_value))),
         form,
@@ -516,10 +572,21 @@ async function itemView(pd, field) {
 /** After a decision: the next item of the queue as it stands, or the queue when none is left. */
 async function nextItem(pd, field) {
   const q = state.queue;
-  const at = q.items.findIndex((it) => it.pipeline_document_id === pd && it.field_key === field);
-  await loadQueue(false);
-  const next = q.items.find((it, i) => i >= Math.max(at, 0) && !(it.pipeline_document_id === pd && it.field_key === field))
-    || q.items.find((it) => !(it.pipeline_document_id === pd && it.field_key === field));
+  const key = pd + "/" + field;
+  q.selected.delete(key);
+  const same = (it) => it.pipeline_document_id === pd && it.field_key === field;
+  const at = q.items.findIndex(same);
+  let next = null;
+  if (at >= 0) {
+    // The decided item leaves the loaded list; the one after it (or before) is next.
+    q.items.splice(at, 1);
+    q.total = Math.max((q.total || 1) - 1, 0);
+    next = q.items[at] || q.items[at - 1] || null;
+  }
+  if (!next) {
+    await loadQueue(false);
+    next = q.items.find((it) => !same(it)) || null;
+  }
   if (next) {
     q.current = q.items.indexOf(next);
     location.hash = `#/queue/${next.pipeline_document_id}/${next.field_key}`;
@@ -530,7 +597,7 @@ async function nextItem(pd, field) {
 
 // ---- the decision log -----------------------------------------------------------------------
 
-async function decisionsView() {
+async function decisionsView(gen) {
   stopPolling();
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const pipeline = params.get("pipeline_id") || "";
@@ -540,6 +607,7 @@ async function decisionsView() {
     api("GET", "/v1/field-reviews/decisions?" + q.toString()),
     api("GET", "/v1/pipelines?limit=100"),
   ]);
+  if (!current(gen)) return;
   const pick = h("select", { id: "d-pipeline" }, h("option", { value: "" }, "every pipeline"),
     pipelines.data.map((p) => h("option", { value: p.id }, p.name)));
   pick.value = pipeline;
@@ -548,7 +616,9 @@ async function decisionsView() {
   render(h("h1", {}, "Decision log"),
     h("div", { class: "filters" }, h("label", {}, "Pipeline", pick),
       h("button", { type: "button", id: "decisions-csv", onclick: guard(() => download(exportPath, "field-review-decisions.csv")) }, "Export CSV")),
-    h("p", { class: "muted" }, `${log.total} decisions`),
+    h("p", { class: "muted" }, log.total > log.entries.length
+      ? `The newest ${log.entries.length} of ${log.total} decisions; the CSV has them all.`
+      : `${log.total} decisions`),
     h("table", { class: "grid", id: "decision-log" },
       h("tr", {}, ["When", "Who", "Action", "Field", "Document", "Before", "After", "Reason"].map((t) => h("th", {}, t))),
       log.entries.map((e) => h("tr", {}, h("td", {}, e.decidedAt), h("td", {}, e.decidedByName), h("td", {}, e.action),
@@ -559,6 +629,10 @@ async function decisionsView() {
 
 async function route() {
   stopPolling();
+  state.gen += 1;
+  const gen = state.gen;
+  for (const url of state.blobs.splice(0)) URL.revokeObjectURL(url);
+  if (state.stickyFlash) state.stickyFlash = false; else flash("", "");
   const signedIn = Boolean(state.key);
   document.getElementById("nav").hidden = !signedIn;
   document.getElementById("signout").hidden = !signedIn;
@@ -568,19 +642,31 @@ async function route() {
   for (const a of document.querySelectorAll("#nav a[data-nav]")) a.classList.toggle("active", a.dataset.nav === path[0]);
   state.itemKeys = null;
   try {
-    if (path[0] === "pipelines" && path[1]) await pipelineView(path[1]);
-    else if (path[0] === "queue" && path[2]) await itemView(path[1], path[2]);
-    else if (path[0] === "queue") await queueView();
-    else if (path[0] === "decisions") await decisionsView();
-    else await pipelinesView();
+    if (path[0] === "pipelines" && path[1]) await pipelineView(path[1], gen);
+    else if (path[0] === "queue" && path[2]) await itemView(path[1], path[2], gen);
+    else if (path[0] === "queue") await queueView(gen);
+    else if (path[0] === "decisions") await decisionsView(gen);
+    else await pipelinesView(gen);
   } catch (e) {
-    flash(e.message, "error");
+    // A refused key has already signed out and said so.
+    if (current(gen) && e.status !== 401) flash(e.message, "error");
   }
 }
 
 function onKey(ev) {
-  if (!state.key || ev.ctrlKey || ev.metaKey || ev.altKey) return;
-  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement && document.activeElement.tagName);
+  if (!state.key) return;
+  const focus = document.activeElement;
+  const tag = focus && focus.tagName;
+  // In the decision form, Enter on a select (and Ctrl+Enter in a JSON value) confirms, as
+  // Enter in a text input submits the form.
+  if (state.itemKeys && ev.key === "Enter" && focus && focus.closest("#actions")
+      && (tag === "SELECT" || (tag === "TEXTAREA" && ev.ctrlKey))) {
+    ev.preventDefault();
+    state.itemKeys.confirm();
+    return;
+  }
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(tag);
   const help = document.getElementById("keys");
   if (ev.key === "?" && !typing) { ev.preventDefault(); help.open ? help.close() : help.showModal(); return; }
   const path = location.hash.replace(/^#\/?/, "").split("/");

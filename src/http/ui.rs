@@ -149,21 +149,29 @@ pub async fn cors(
             ))
             .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_HEADERS))
             .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
-            .insert_header((header::VARY, "Origin"))
+            .append_header((header::VARY, "Origin"))
             .finish();
         return Ok(req.into_response(answer));
     }
+    let configured = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| !s.config.cors_origins.is_empty());
+    // (A refusal a middleware below returns as an error, such as the per-client 503, goes out
+    // without these headers: the request cannot be held here while the service owns it.)
     let mut res = next.call(req).await?.map_into_boxed_body();
+    let h = res.headers_mut();
+    if configured {
+        // The answer depends on the Origin header whenever origins are configured.
+        h.append(
+            HeaderName::from_static("vary"),
+            HeaderValue::from_static("Origin"),
+        );
+    }
     if let Some(o) = origin {
-        let h = res.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(CORS_EXPOSED),
-        );
-        h.insert(
-            HeaderName::from_static("vary"),
-            HeaderValue::from_static("Origin"),
         );
     }
     Ok(res)

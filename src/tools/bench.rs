@@ -12,6 +12,8 @@ pub struct BenchArgs {
     pub docs: usize,
     pub workers: Option<usize>,
     pub db: Option<String>,
+    /// Every Nth document is held for review (50 by default).
+    pub held_every: usize,
 }
 
 /// The fields the data policy normalizes are declared text, so extraction keeps them as printed
@@ -40,9 +42,10 @@ const FIELDS: [(&str, &str); 20] = [
     ("vat_id", "string"),
 ];
 
-/// Every 50th document (at offset 7) has a total that does not add up: the blocking gate holds it.
-fn failing(i: usize) -> bool {
-    i % 50 == 7
+/// Every `every`th document (at offset 7, by default every 50th) has a total that does not add
+/// up: the blocking gate holds it.
+fn failing(i: usize, every: usize) -> bool {
+    i % every == 7 % every
 }
 
 fn grouped(cents: u64) -> String {
@@ -57,10 +60,10 @@ fn grouped(cents: u64) -> String {
 
 /// A 20-field invoice. Every document yields the same number of versions: 1 transfer, 19
 /// extraction and 8 resolution versions, and 20 verdicts.
-fn document(i: usize) -> Value {
+fn document(i: usize, held_every: usize) -> Value {
     let net = 1_000_000 + (i as u64 * 7919) % 9_000_000;
     let tax = net * 19 / 100;
-    let total = if failing(i) {
+    let total = if failing(i, held_every) {
         net + tax + 12_345
     } else {
         net + tax
@@ -174,7 +177,7 @@ fn setup_spec(h: &Http) -> Result<String, String> {
     Ok(schema)
 }
 
-pub(super) fn upload_all(base: &str, key: &str, n: usize) -> Result<Vec<String>, String> {
+pub(super) fn upload_all(base: &str, key: &str, n: usize, held_every: usize) -> Result<Vec<String>, String> {
     let threads = 4;
     let results: Vec<Result<Vec<(usize, String)>, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -183,7 +186,7 @@ pub(super) fn upload_all(base: &str, key: &str, n: usize) -> Result<Vec<String>,
                     let h = Http::new(base, key);
                     let mut out = Vec::new();
                     for i in (t..n).step_by(threads) {
-                        out.push((i, id(&h.post("/v1/documents", &document(i))?)?));
+                        out.push((i, id(&h.post("/v1/documents", &document(i, held_every))?)?));
                     }
                     Ok(out)
                 })
@@ -367,7 +370,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     );
     let schema = setup_spec(&h)?;
     let t = Instant::now();
-    let ids = upload_all(&srv.url, &srv.api_key, n)?;
+    let ids = upload_all(&srv.url, &srv.api_key, n, args.held_every)?;
     let upload_s = t.elapsed().as_secs_f64();
     note(&format!("uploaded in {upload_s:.1} s"));
     let mut body = format!("{{\"schema_id\":\"{schema}\",\"name\":\"bench\",\"document_ids\":[");
@@ -405,7 +408,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         progress["errorDocuments"] == 0,
         format!("{} error documents", progress["errorDocuments"]),
     )?;
-    let expected_partial = (0..n).filter(|i| failing(*i)).count() as i64;
+    let expected_partial = (0..n).filter(|i| failing(*i, args.held_every)).count() as i64;
     let partial = db.partial_count(&pid)?;
     if partial != expected_partial {
         let sample = h.get(&format!(

@@ -103,7 +103,7 @@ pub fn run(a: ModelBenchArgs) -> Result<Value, String> {
             {"type": "resolve", "json": {"policy_ids": [policy]}}
         ]}),
     )?;
-    let ids = upload_all(&srv.url, &srv.api_key, n)?;
+    let ids = upload_all(&srv.url, &srv.api_key, n, 50)?;
     note("uploaded");
     let p = h.post(
         "/v1/pipelines",

@@ -288,12 +288,19 @@ fn a_reviewer_works_the_queue_by_keyboard_reruns_after_the_plan_and_downloads_a_
         return;
     };
     let api = start();
+    // The executor waits until the reviewer watches: the run is seen active, then finishing.
+    api.srv.pause_executor();
     let pid = held_run(&api);
     // Sign in; the key stays in the tab's session storage, never in the URL.
     b.goto(&api.url("/"));
     b.type_into("#key", api.key());
     b.type_into("#reviewer", "Ada");
     b.click("#signin button[type=submit]");
+    b.text_until("#pipelines", |t| {
+        t.contains("April invoices") && t.contains("active")
+    });
+    b.text_until("#pipelines", |t| t.contains("0 / 6"));
+    api.srv.resume_executor();
     b.text_until("#pipelines", |t| {
         t.contains("April invoices") && t.contains("completed")
     });
@@ -336,7 +343,7 @@ fn a_reviewer_works_the_queue_by_keyboard_reruns_after_the_plan_and_downloads_a_
     b.keys(ENTER);
     seen.push(held(&seen));
     b.keys("o");
-    b.click("#reason");
+    b.keys("\u{E004}");
     b.keys("signed off by finance");
     b.keys(ENTER);
     seen.push(held(&seen));
@@ -559,4 +566,21 @@ fn the_workbench_is_served_with_a_strict_policy_and_cors_is_off_unless_allowed()
             .header("Origin", "https://evil.example.com"),
     );
     assert!(other.header("access-control-allow-origin").is_none());
+    assert_eq!(
+        other.header("vary").as_deref(),
+        Some("Origin"),
+        "the answer varies by origin"
+    );
+    // A refusal is readable by the allowed front-end too.
+    let refused = send(
+        allowed
+            .http
+            .get(allowed.url("/v1/schemas"))
+            .header("Origin", origin),
+    );
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
 }
