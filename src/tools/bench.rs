@@ -177,7 +177,12 @@ fn setup_spec(h: &Http) -> Result<String, String> {
     Ok(schema)
 }
 
-pub(super) fn upload_all(base: &str, key: &str, n: usize, held_every: usize) -> Result<Vec<String>, String> {
+pub(super) fn upload_all(
+    base: &str,
+    key: &str,
+    n: usize,
+    held_every: usize,
+) -> Result<Vec<String>, String> {
     let threads = 4;
     let results: Vec<Result<Vec<(usize, String)>, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
