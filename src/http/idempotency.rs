@@ -47,7 +47,7 @@ impl Reply {
     }
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(raw) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };

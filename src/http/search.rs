@@ -256,6 +256,9 @@ fn field_name(field: &str, registry: &[store::schemas::RegistryField]) -> String
 }
 
 pub async fn filter(call: Call<Read>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    // Every POST takes an Idempotency-Key and refuses a malformed one; a query has no effect
+    // to replay, so a well-formed key changes nothing.
+    super::idempotency::idempotency_key(&call.req)?;
     let b = call.body::<FilterBody>(payload, true).await?.parsed;
     let conds = conditions(b.conditions.unwrap_or_default())?;
     // Talonic clamps the page size to 500; a page size under 1 is a mistake.

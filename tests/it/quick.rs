@@ -766,6 +766,15 @@ fn search_and_filter_read_documents_and_their_current_values() {
     ] {
         assert_envelope(&api.post("/v1/documents/filter", &bad), 400, "bad_request");
     }
+    // Like every POST, it refuses a malformed Idempotency-Key.
+    let r = send(
+        api.http
+            .post(api.url("/v1/documents/filter"))
+            .bearer_auth(api.key())
+            .header("Idempotency-Key", "")
+            .json(&json!({})),
+    );
+    assert_envelope(&r, 400, "bad_request");
     // A filter is a query: a read key may send it.
     let reader = api.new_org_key("default", "read", &[]);
     assert_eq!(
