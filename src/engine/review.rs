@@ -137,6 +137,36 @@ impl Doc {
             .unwrap_or(Value::Null)
     }
 
+    /// Stores a person's value of `field` as its next version, at confidence 1.0, placed at
+    /// phase `phase_index` (the gate that held it, or after the last phase).
+    fn write_human_version(
+        &self,
+        c: &Connection,
+        field: &str,
+        value: Value,
+        phase_index: usize,
+        note: Option<String>,
+    ) -> Result<(), EngineError> {
+        let cell = Cell {
+            seq: 0,
+            field: field.to_string(),
+            version: self.next_version(field),
+            value,
+            source: "human_review".into(),
+            phase_index,
+            generation: self.pd.generation,
+            pass: self.pd.pass,
+            confidence: Some(1.0),
+            source_text: None,
+            config_version: None,
+            rule_type: None,
+            note,
+            provenance: None,
+        };
+        store::review::insert_human_cell(c, self.pd.seq, &cell)?;
+        Ok(())
+    }
+
     /// The newest stored cell: a field resuming now supersedes its versions up to here.
     fn cut(&self) -> i64 {
         self.view
@@ -553,23 +583,13 @@ pub fn resolve(
     if matches!(req.action, Action::Correct | Action::Override)
         && !crate::domain::policy::same_value(&final_value, &canonical)
     {
-        let cell = Cell {
-            seq: 0,
-            field: field.to_string(),
-            version: doc.next_version(field),
-            value: final_value.clone(),
-            source: "human_review".into(),
-            phase_index: human_phase,
-            generation: doc.pd.generation,
-            pass: doc.pd.pass,
-            confidence: Some(1.0),
-            source_text: None,
-            config_version: None,
-            rule_type: None,
-            note: req.reason.clone(),
-            provenance: None,
-        };
-        store::review::insert_human_cell(c, doc.pd.seq, &cell)?;
+        doc.write_human_version(
+            c,
+            field,
+            final_value.clone(),
+            human_phase,
+            req.reason.clone(),
+        )?;
     }
     // The gate's name as it reads now (its phase id if it was deleted since).
     let stage_display = match (gate_phase, &st.stage_id) {
@@ -662,25 +682,13 @@ pub fn correct(
     let (canonical, _) = doc.view.canonical(field);
     let changed = !crate::domain::policy::same_value(value, &canonical);
     // Confirming the value as it stands is a correction too: a person's version, at 1.0.
-    {
-        let cell = Cell {
-            seq: 0,
-            field: field.to_string(),
-            version: doc.next_version(field),
-            value: value.clone(),
-            source: "human_review".into(),
-            phase_index: doc.spec.phases.len(),
-            generation: doc.pd.generation,
-            pass: doc.pd.pass,
-            confidence: Some(1.0),
-            source_text: None,
-            config_version: None,
-            rule_type: None,
-            note: req.reason.clone(),
-            provenance: None,
-        };
-        store::review::insert_human_cell(c, doc.pd.seq, &cell)?;
-    }
+    doc.write_human_version(
+        c,
+        field,
+        value.clone(),
+        doc.spec.phases.len(),
+        req.reason.clone(),
+    )?;
     let held = Held {
         trigger: "correction",
         stage_id: None,

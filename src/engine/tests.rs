@@ -23,6 +23,29 @@ struct World {
     rule: String,
 }
 
+/// Stores `a.txt` with `content` in the organization.
+fn text_document(
+    tx: &Connection,
+    org: &str,
+    content: &[u8],
+) -> Result<store::documents::DocumentRow, StoreError> {
+    let new = NewDocument {
+        filename: "a.txt",
+        mime_type: "text/plain",
+        sha256: &crate::domain::canonical::sha256_hex(content),
+        metadata: &json!({}),
+        content,
+        layer: store::documents::Layer {
+            pages: &[],
+            text: None,
+            error: None,
+            language: None,
+            kind: None,
+        },
+    };
+    Ok(store::documents::insert_or_find(tx, org, new)?.0)
+}
+
 fn write<T>(db: &Db, f: impl FnOnce(&Connection) -> Result<T, super::EngineError>) -> T {
     db.write(true, |tx| f(tx)).expect("write")
 }
@@ -79,24 +102,7 @@ fn world(text: &str) -> World {
             &schema.id,
             &serde_json::to_value(&stages).expect("rail"),
         )?;
-        let (doc, _) = store::documents::insert_or_find(
-            tx,
-            &org,
-            NewDocument {
-                filename: "a.txt",
-                mime_type: "text/plain",
-                sha256: &crate::domain::canonical::sha256_hex(text.as_bytes()),
-                metadata: &json!({}),
-                content: text.as_bytes(),
-                layer: store::documents::Layer {
-                    pages: &[],
-                    text: None,
-                    error: None,
-                    language: None,
-                    kind: None,
-                },
-            },
-        )?;
+        let doc = text_document(tx, &org, text.as_bytes())?;
         let p = super::pipelines::create(tx, &org, &schema.id, None, &[doc.id], 10, &[])?;
         Ok((org, p.id, policy.id, rule.id))
     });
@@ -248,24 +254,7 @@ fn an_extraction_runs_the_quick_rail_and_a_correction_outlives_a_rerun_without_h
     let text = "Net: 100\nTax: 19";
     let (org, id) = write(&db, |tx| {
         let org = store::orgs::create(tx, "acme")?.expect("new org").id;
-        let (doc, _) = store::documents::insert_or_find(
-            tx,
-            &org,
-            NewDocument {
-                filename: "a.txt",
-                mime_type: "text/plain",
-                sha256: &crate::domain::canonical::sha256_hex(text.as_bytes()),
-                metadata: &json!({}),
-                content: text.as_bytes(),
-                layer: store::documents::Layer {
-                    pages: &[],
-                    text: None,
-                    error: None,
-                    language: None,
-                    kind: None,
-                },
-            },
-        )?;
+        let doc = text_document(tx, &org, text.as_bytes())?;
         let inline = json!({"net": "number", "tax": "number"});
         let schema = super::quick::inline_schema(tx, &org, &inline)?;
         assert!(schema.hidden);
@@ -375,24 +364,7 @@ fn a_job_reads_queued_processing_complete_or_failed_in_talonics_words() {
                     .map_err(StoreError::Refused)?;
                 let s = store::schemas::insert(tx, &org, "s", None, &fields)?;
                 let text = b"a: 1";
-                let (d, _) = store::documents::insert_or_find(
-                    tx,
-                    &org,
-                    NewDocument {
-                        filename: "a.txt",
-                        mime_type: "text/plain",
-                        sha256: &crate::domain::canonical::sha256_hex(text),
-                        metadata: &json!({}),
-                        content: text,
-                        layer: store::documents::Layer {
-                            pages: &[],
-                            text: None,
-                            error: None,
-                            language: None,
-                            kind: None,
-                        },
-                    },
-                )?;
+                let d = text_document(tx, &org, text)?;
                 super::quick::start_job(tx, &org, &s.id, None, Some(vec![d.id]), 10, &[])
                     .map_err(|e| StoreError::Refused(e.to_string()))
             })

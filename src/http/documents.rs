@@ -293,14 +293,7 @@ fn time_bound(
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     let filters = ["status", "search", "after", "before", "source_id", "order"];
     // Each order is its own list: a cursor of one is refused by the other.
-    let ascending = match query_map(call.req.query_string())?
-        .get("order")
-        .map(String::as_str)
-    {
-        None | Some("desc") => false,
-        Some("asc") => true,
-        Some(_) => return Err(ApiError::bad("order must be asc or desc")),
-    };
+    let ascending = pagination::ascending(call.req.query_string())?;
     let list = if ascending {
         "documents:asc"
     } else {

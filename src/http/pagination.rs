@@ -119,6 +119,16 @@ pub fn query_map(qs: &str) -> Result<HashMap<String, String>, ApiError> {
         .map_err(|e| ApiError::bad(format!("Invalid query string: {e}")))
 }
 
+/// Whether a list is asked oldest first (`order=asc`) rather than newest first (`desc`, the
+/// default). Each order is its own list: its cursors are sealed to it.
+pub fn ascending(qs: &str) -> Result<bool, ApiError> {
+    match query_map(qs)?.get("order").map(String::as_str) {
+        None | Some("desc") => Ok(false),
+        Some("asc") => Ok(true),
+        Some(_) => Err(ApiError::bad("order must be asc or desc")),
+    }
+}
+
 /// Refuses a query parameter a list does not take (`limit` and `cursor` it always takes).
 pub fn only_known(q: &HashMap<String, String>, filters: &[&str]) -> Result<(), ApiError> {
     let mut unknown: Vec<&str> = q

@@ -96,14 +96,7 @@ fn pipeline_filter(q: &HashMap<String, String>) -> Result<Option<String>, ApiErr
 
 pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     // Each order is its own list: a cursor of one is refused by the other.
-    let ascending = match query_map(call.req.query_string())?
-        .get("order")
-        .map(String::as_str)
-    {
-        None | Some("desc") => false,
-        Some("asc") => true,
-        Some(_) => return Err(ApiError::bad("order must be asc or desc")),
-    };
+    let ascending = pagination::ascending(call.req.query_string())?;
     let (q, cursors, page) = call.page(
         if ascending { "reviews:asc" } else { "reviews" },
         100,

@@ -317,11 +317,7 @@ pub fn list_filtered(
         AND (?3 IS NULL OR instr(lower(filename), lower(?3)) > 0)
         AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
         AND (?6 IS NULL OR json_extract(metadata, '$.source_id') = ?6)";
-    let (cmp, dir, start) = if f.ascending {
-        (">", "ASC", i64::MIN)
-    } else {
-        ("<", "DESC", i64::MAX)
-    };
+    let (cmp, dir, start) = super::keyset(f.ascending);
     let sql = format!(
         "SELECT {COLS} FROM documents WHERE {filter} AND seq {cmp} ?7 ORDER BY seq {dir} LIMIT ?8"
     );

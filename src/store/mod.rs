@@ -62,6 +62,16 @@ pub struct Corrupt {
 
 /// Reads column `idx` of a row as JSON. The row is named by the query's first column (its key:
 /// every query of a JSON column selects the row's id or seq first).
+/// A keyset list's comparison, order and starting position: newest first (`<`, `DESC`, from the
+/// largest sequence) or oldest first.
+pub fn keyset(ascending: bool) -> (&'static str, &'static str, i64) {
+    if ascending {
+        (">", "ASC", i64::MIN)
+    } else {
+        ("<", "DESC", i64::MAX)
+    }
+}
+
 pub fn json<T: serde::de::DeserializeOwned>(
     r: &rusqlite::Row,
     idx: usize,

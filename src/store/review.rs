@@ -302,11 +302,7 @@ pub fn queue(
     before: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<HeldRow>, i64), StoreError> {
-    let (cmp, dir, start) = if f.ascending {
-        (">", "ASC", i64::MIN)
-    } else {
-        ("<", "DESC", i64::MAX)
-    };
+    let (cmp, dir, start) = super::keyset(f.ascending);
     let sql = format!("SELECT h.seq, h.pd_seq, h.field_key FROM held_fields h WHERE {QUEUE_WHERE} AND h.seq {cmp} ?8 ORDER BY h.seq {dir} LIMIT ?9");
     let rows = c
         .prepare_cached(&sql)?
