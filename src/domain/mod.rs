@@ -18,3 +18,4 @@ pub mod reading;
 pub mod schema;
 pub mod state;
 pub mod status;
+pub mod webhooks;

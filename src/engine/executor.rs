@@ -107,8 +107,11 @@ impl Executor {
             // Whatever was being asked of a model is asked again when its document is claimed.
             store::models::stop_waiting(tx)?;
             let r = store::queue::recover_after_exit(tx)?;
+            for (seq, _) in &r.quarantined {
+                super::events::document_failed(tx, *seq)?;
+            }
             for p in &r.pipelines {
-                store::pipelines::settle(tx, p)?;
+                super::events::settle(tx, p)?;
             }
             Ok::<_, StoreError>(r)
         })?;
@@ -698,7 +701,10 @@ impl Writer {
                 let others = self.in_flight.len() > batch.len();
                 let (c, gave_up) = store::queue::claim(&tx, free, &self.in_flight, others)?;
                 claims = c;
-                touched.extend(gave_up);
+                for (seq, p) in gave_up {
+                    super::events::document_failed(&tx, seq)?;
+                    touched.insert(p);
+                }
             }
         }
         for ((p, generation), n) in &versions {
@@ -706,7 +712,7 @@ impl Writer {
         }
         let mut settled = Vec::new();
         for p in &touched {
-            if let Some(status) = store::pipelines::settle(&tx, p)? {
+            if let Some(status) = super::events::settle(&tx, p)? {
                 settled.push((p, status));
             }
         }
@@ -816,6 +822,7 @@ fn apply_result(
     // read and writes the worker's encoding as it is.
     let (fin, cursor) = decide(run.error.as_ref(), &run.states_after, phase_count);
     let leaves = !matches!(fin, Final::Continue(_));
+    let failed = matches!(fin, Final::Error(..));
     if store::queue::commit_document(
         c,
         claim,
@@ -828,7 +835,7 @@ fn apply_result(
         for rows in &ran.rows {
             store::queue::insert_step_rows(c, claim, rows, now)?;
         }
-        store::queue::sync_held(
+        super::events::sync_held(
             c,
             claim.seq,
             &claim.pipeline_id,
@@ -836,6 +843,9 @@ fn apply_result(
             &run.states_before,
             &run.states_after,
         )?;
+        if failed {
+            super::events::document_failed(c, claim.seq)?;
+        }
         return Ok((leaves, cells));
     }
     // Either the fence no longer holds, or a field changed meanwhile (a resolve during
@@ -849,6 +859,7 @@ fn apply_result(
     let merged = store::queue::merge(&current, &run.states_before, &run.states_after);
     let (fin, cursor) = decide(run.error.as_ref(), &merged, phase_count);
     let leaves = !matches!(fin, Final::Continue(_));
+    let failed = matches!(fin, Final::Error(..));
     if !store::queue::commit_document(
         c,
         claim,
@@ -863,7 +874,10 @@ fn apply_result(
     for rows in &ran.rows {
         store::queue::insert_step_rows(c, claim, rows, now)?;
     }
-    store::queue::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
+    super::events::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
+    if failed {
+        super::events::document_failed(c, claim.seq)?;
+    }
     Ok((leaves, cells))
 }
 

@@ -1,6 +1,7 @@
 //! The engine: phase semantics, the executor, pipelines, rerun and review.
 
 pub mod documents;
+pub mod events;
 pub mod executor;
 pub mod gates;
 pub mod pipelines;

@@ -1,5 +1,6 @@
 //! Rerun a finished run from a chosen phase (DESIGN.md §7), in one immediate transaction.
 
+use super::events::sync_held;
 use super::spec::{gate_snapshot, load_run_spec, policy_snapshot};
 use super::EngineError;
 use crate::answers::{RerunAnswer, RerunPlan, RerunRecord};
@@ -9,7 +10,7 @@ use crate::domain::state::{apply_waiting, with_fields, FieldState, States, Statu
 use crate::domain::status::DocStatus;
 use crate::store;
 use crate::store::pipelines::{PhaseRow, PipelineRow};
-use crate::store::queue::{encode_states, sync_held};
+use crate::store::queue::encode_states;
 use crate::store::reruns::NewRerun;
 use crate::store::Connection;
 use serde_json::Value;
@@ -251,7 +252,7 @@ pub fn rerun(
     }
     store::reruns::restart_rest(c, pipeline_id, ids, from, generation)?;
     let doc_ids: Option<Vec<String>> = req.document_ids.clone();
-    store::reruns::insert(
+    let rerun_id = store::reruns::insert(
         c,
         NewRerun {
             pipeline_id,
@@ -263,6 +264,14 @@ pub fn rerun(
             requested_by: &req.requested_by,
             refresh_extraction: req.refresh_extraction,
         },
+    )?;
+    super::events::rerun_enqueued(
+        c,
+        org,
+        pipeline_id,
+        &rerun_id,
+        req.from_phase.as_str(),
+        targets as i64,
     )?;
     Ok(RerunAnswer {
         enqueued: targets,

@@ -1,5 +1,6 @@
 //! Human review (DESIGN.md §6): resolve, reopen, and the replay of gates over stored verdicts.
 
+use super::events::sync_held;
 use super::runner::{value_hash, Cell, RunSpec};
 use super::spec::load_run_spec;
 use super::views::DocView;
@@ -12,7 +13,7 @@ use crate::domain::state::{
 };
 use crate::domain::status::DocStatus;
 use crate::store;
-use crate::store::queue::{encode_states, sync_held};
+use crate::store::queue::encode_states;
 use crate::store::review::{NewDecision, PdRef};
 use crate::store::Connection;
 use serde_json::Value;
@@ -333,7 +334,7 @@ fn persist(
         }
         Placement::Settle { status } => {
             store::review::update_pd(c, pd.seq, status, pd.cursor, pd.pass, &encoded)?;
-            store::pipelines::settle(c, &pd.pipeline_id)?;
+            super::events::settle(c, &pd.pipeline_id)?;
             Ok(false)
         }
     }
@@ -434,7 +435,16 @@ fn log_decision(
         decided_by_name: &req.reviewer,
         judged_from: doc.next_run(),
     };
-    store::review::insert_decision(c, entry)?;
+    let (_, decision_id) = store::review::insert_decision(c, entry)?;
+    super::events::decision_made(
+        c,
+        org,
+        doc.pd.seq,
+        &decision_id,
+        field,
+        action,
+        &req.reviewer,
+    )?;
     Ok(())
 }
 

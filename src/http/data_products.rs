@@ -67,6 +67,9 @@ pub async fn create(
             b.name.as_deref().map(str::trim),
             &default_name,
         )?;
+        if created {
+            crate::engine::events::data_product_ready(tx, org, &dp)?;
+        }
         let (_, wake) = review::replay(tx, org, &id, None)?;
         let body = DataProductCreated {
             data_product: dp,

@@ -253,7 +253,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
                 content: &upload.content,
                 layer: layer.as_layer(),
             };
-            let (doc, dup) = store::documents::insert_or_find(tx, org, new)?;
+            let (doc, dup) = crate::engine::events::add_document(tx, org, new)?;
             let body = render(&doc);
             if dup {
                 Ok(Reply::ok(Document {

@@ -120,7 +120,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
         }
         for (u, mime, layer) in &uploads {
             let sha = sha256_hex(&u.content);
-            let (d, _) = store::documents::insert_or_find(
+            let (d, _) = crate::engine::events::add_document(
                 tx,
                 org,
                 NewDocument {
@@ -208,6 +208,7 @@ pub async fn cancel(
             ));
         }
         store::pipelines::cancel(tx, &id)?;
+        crate::engine::events::cancelled(tx, org, &id)?;
         Ok(Reply::ok(render(&load(tx, org, &id)?)))
     })
     .await

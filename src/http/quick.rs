@@ -374,7 +374,7 @@ async fn start_and_answer(
                             content: &u.content,
                             layer: layer.as_layer(),
                         };
-                        store::documents::insert_or_find(tx, org, new)?.0
+                        crate::engine::events::add_document(tx, org, new)?.0
                     }
                 };
                 let schema = load_schema(tx, org, &schema)?;
@@ -950,6 +950,7 @@ pub async fn cancel_job(
         let run = find_job(tx, org, &id)?;
         if run.status == crate::domain::status::RunStatus::Active {
             store::pipelines::cancel(tx, &run.id)?;
+            crate::engine::events::cancelled(tx, org, &run.id)?;
         }
         let run = find_job(tx, org, &id)?;
         let stats = quick::job_stats(tx, &run)?;

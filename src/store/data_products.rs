@@ -91,3 +91,13 @@ pub fn list(
     )?;
     Ok((rows, total))
 }
+
+/// The data product a run delivers, if one was made.
+pub fn of_pipeline(c: &Connection, pipeline_id: &str) -> Result<Option<DataProduct>, StoreError> {
+    optional(
+        c.prepare_cached(&format!(
+            "SELECT {DP_COLS} FROM data_products WHERE pipeline_id = ?1"
+        ))?
+        .query_row([pipeline_id], dp),
+    )
+}

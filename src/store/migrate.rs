@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "cell_provenance", "0006_cell_provenance.sql"),
     migration!(7, "model_calls", "0007_model_calls.sql"),
     migration!(8, "quick_tier", "0008_quick_tier.sql"),
+    migration!(9, "webhooks", "0009_webhooks.sql"),
 ];
 
 pub fn latest_version() -> i64 {

@@ -17,6 +17,7 @@ pub mod reruns;
 pub mod review;
 pub mod schemas;
 pub mod settings;
+pub mod webhooks;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;

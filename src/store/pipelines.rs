@@ -550,13 +550,13 @@ pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreE
 
 /// After documents became terminal: when nothing is left to do, the run leaves `active`.
 /// Moves a run out of `active` once none of its documents is queued or processing; answers the
-/// new status when this call made the move.
-pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Option<&'static str>, StoreError> {
+/// new status when this call made the move, and the reruns it finished.
+pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Settled, StoreError> {
     let busy: bool = c
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))")?
         .query_row([pipeline_id], |r| r.get(0))?;
     if busy {
-        return Ok(None);
+        return Ok(Settled::default());
     }
     let done: i64 = c
         .prepare_cached("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')")?
@@ -568,9 +568,19 @@ pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Option<&'static str>,
             "UPDATE pipelines SET status = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1 AND status = 'active'",
         )?
         .execute(params![pipeline_id, status, now])?;
-    super::reruns::finish_open(c, pipeline_id)?;
+    let reruns = super::reruns::finish_open(c, pipeline_id)?;
     ensure_record_set(c, pipeline_id)?;
-    Ok((moved > 0).then_some(status))
+    Ok(Settled {
+        status: (moved > 0).then_some(status),
+        reruns,
+    })
+}
+
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// `completed` or `failed`, when this call moved the run out of `active`.
+    pub status: Option<&'static str>,
+    pub reruns: Vec<super::reruns::FinishedRerun>,
 }
 
 /// What `/metrics` reads from the database: documents by status across all runs, and the
@@ -648,4 +658,38 @@ pub fn running_phase(
         )?
         .query_map([ref_id, org_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?)
+}
+
+/// A run's document that ended in error, with where and why.
+pub struct FailedDocument {
+    pub id: String,
+    pub org_id: String,
+    pub pipeline_id: String,
+    pub document_id: String,
+    pub filename: String,
+    pub error: Option<String>,
+    pub error_phase_index: Option<i64>,
+}
+
+pub fn failed_document(c: &Connection, pd_seq: i64) -> Result<Option<FailedDocument>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(c
+        .prepare_cached(
+            "SELECT pd.id, p.org_id, pd.pipeline_id, pd.document_id, d.filename, pd.error, pd.error_phase_index
+             FROM pipeline_documents pd JOIN pipelines p ON p.id = pd.pipeline_id
+             JOIN documents d ON d.id = pd.document_id
+             WHERE pd.seq = ?1 AND pd.status = 'error'",
+        )?
+        .query_row([pd_seq], |r| {
+            Ok(FailedDocument {
+                id: r.get(0)?,
+                org_id: r.get(1)?,
+                pipeline_id: r.get(2)?,
+                document_id: r.get(3)?,
+                filename: r.get(4)?,
+                error: r.get(5)?,
+                error_phase_index: r.get(6)?,
+            })
+        })
+        .optional()?)
 }

@@ -141,7 +141,7 @@ pub fn claim(
     limit: usize,
     in_flight: &std::collections::HashSet<i64>,
     others_in_flight: bool,
-) -> Result<(Vec<Claim>, Vec<String>), StoreError> {
+) -> Result<(Vec<Claim>, Vec<(i64, String)>), StoreError> {
     let mut out = Vec::new();
     let mut gave_up = Vec::new();
     // A suspect of an unclean exit runs alone, so that if it takes the process down again it is
@@ -198,7 +198,7 @@ pub fn claim(
                  updated_at = ?3, completed_at = ?3 WHERE seq = ?1 AND status = 'queued'",
             )?
             .execute(params![seq, format!("gave up after {MAX_ATTEMPTS} attempts"), now])?;
-            gave_up.push(pipeline_id);
+            gave_up.push((seq, pipeline_id));
             continue;
         }
         if seqs.len() > 1 {

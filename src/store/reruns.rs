@@ -160,14 +160,17 @@ pub fn list(c: &Connection, pipeline_id: &str) -> Result<Vec<RerunRow>, StoreErr
 }
 
 /// When the run settles: every open rerun gets its outcome, counted over its generation.
-pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
-    let open: Vec<(i64, i64, i64)> = c
+pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<Vec<FinishedRerun>, StoreError> {
+    let open: Vec<(i64, i64, i64, String, String)> = c
         .prepare_cached(
-            "SELECT seq, generation, versions_written FROM reruns WHERE pipeline_id = ?1 AND finished_at IS NULL",
+            "SELECT seq, generation, versions_written, id, from_phase FROM reruns WHERE pipeline_id = ?1 AND finished_at IS NULL",
         )?
-        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([pipeline_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
         .collect::<Result<_, _>>()?;
-    for (seq, generation, versions) in open {
+    let mut finished = Vec::with_capacity(open.len());
+    for (seq, generation, versions, id, from_phase) in open {
         let blocked: i64 = c.query_row(
             "SELECT count(*) FROM held_fields h JOIN pipeline_documents pd ON pd.seq = h.pd_seq
              WHERE h.pipeline_id = ?1 AND h.status = 'blocked' AND pd.generation = ?2",
@@ -184,8 +187,23 @@ pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> 
             "UPDATE reruns SET finished_at = ?2, outcome = ?3 WHERE seq = ?1",
             params![seq, now_rfc3339(), outcome.to_string()],
         )?;
+        finished.push(FinishedRerun {
+            id,
+            generation,
+            from_phase,
+            outcome,
+        });
     }
-    Ok(())
+    Ok(finished)
+}
+
+/// A rerun that ended when its run settled.
+#[derive(Debug, Clone)]
+pub struct FinishedRerun {
+    pub id: String,
+    pub generation: i64,
+    pub from_phase: String,
+    pub outcome: serde_json::Value,
 }
 
 /// Counts versions the executor committed for an open rerun as they are written: counting them

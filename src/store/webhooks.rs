@@ -1,0 +1,514 @@
+//! Webhooks, their outbox of events and the deliveries of each event to each endpoint.
+
+use super::{Connection, StoreError};
+use crate::domain::ids::{format_time, new_id, now_ms, now_rfc3339};
+use rusqlite::{params, OptionalExtension};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct WebhookRow {
+    pub seq: i64,
+    pub id: String,
+    pub org_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub active: bool,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<String>,
+    pub failing_since_ms: Option<i64>,
+    pub disabled_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const COLS: &str = "seq, id, org_id, url, events, description, active, secret, previous_secret,
+    previous_secret_until, failing_since_ms, disabled_reason, created_at, updated_at";
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<WebhookRow> {
+    Ok(WebhookRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        org_id: r.get(2)?,
+        url: r.get(3)?,
+        events: super::json(r, 4, "webhooks")?,
+        description: r.get(5)?,
+        active: r.get(6)?,
+        secret: r.get(7)?,
+        previous_secret: r.get(8)?,
+        previous_secret_until: r.get(9)?,
+        failing_since_ms: r.get(10)?,
+        disabled_reason: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+pub struct NewWebhook<'a> {
+    pub url: &'a str,
+    pub events: &'a [String],
+    pub description: Option<&'a str>,
+    pub active: bool,
+    pub secret: &'a str,
+}
+
+pub fn create(c: &Connection, org_id: &str, w: NewWebhook) -> Result<WebhookRow, StoreError> {
+    let id = new_id();
+    let now = now_rfc3339();
+    c.execute(
+        "INSERT INTO webhooks (id, org_id, url, events, description, active, secret, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            id,
+            org_id,
+            w.url,
+            serde_json::to_string(w.events).unwrap_or_else(|_| "[]".into()),
+            w.description,
+            w.active,
+            w.secret,
+            now
+        ],
+    )?;
+    get(c, org_id, &id)?.ok_or_else(|| StoreError::Refused("webhook vanished".into()))
+}
+
+pub fn get(c: &Connection, org_id: &str, id: &str) -> Result<Option<WebhookRow>, StoreError> {
+    let sql = format!("SELECT {COLS} FROM webhooks WHERE org_id = ?1 AND id = ?2");
+    Ok(c.prepare_cached(&sql)?
+        .query_row(params![org_id, id], row)
+        .optional()?)
+}
+
+pub fn list(
+    c: &Connection,
+    org_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<WebhookRow>, i64), StoreError> {
+    let sql = format!(
+        "SELECT {COLS} FROM webhooks WHERE org_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(params![org_id, before.unwrap_or(i64::MAX), limit], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c.query_row(
+        "SELECT count(*) FROM webhooks WHERE org_id = ?1",
+        [org_id],
+        |r| r.get(0),
+    )?;
+    Ok((rows, total))
+}
+
+/// Replaces what a PATCH may change. Turning an endpoint on clears why it was turned off.
+pub fn update(
+    c: &Connection,
+    seq: i64,
+    url: &str,
+    events: &[String],
+    description: Option<&str>,
+    active: bool,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE webhooks SET url = ?2, events = ?3, description = ?4, active = ?5, updated_at = ?6,
+             disabled_reason = CASE WHEN ?5 THEN NULL ELSE disabled_reason END,
+             failing_since_ms = CASE WHEN ?5 AND NOT active THEN NULL ELSE failing_since_ms END
+         WHERE seq = ?1",
+        params![
+            seq,
+            url,
+            serde_json::to_string(events).unwrap_or_else(|_| "[]".into()),
+            description,
+            active,
+            now_rfc3339()
+        ],
+    )?;
+    Ok(())
+}
+
+/// A new secret; the old one keeps signing until `previous_until`.
+pub fn rotate(
+    c: &Connection,
+    seq: i64,
+    secret: &str,
+    previous_until: Option<&str>,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE webhooks SET previous_secret = CASE WHEN ?3 IS NULL THEN NULL ELSE secret END,
+             previous_secret_until = ?3, secret = ?2, updated_at = ?4 WHERE seq = ?1",
+        params![seq, secret, previous_until, now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+/// The endpoint and its delivery history go; the events stay for other endpoints until purged.
+pub fn delete(c: &Connection, seq: i64) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM webhook_deliveries WHERE webhook_seq = ?1",
+        [seq],
+    )?;
+    c.execute("DELETE FROM webhooks WHERE seq = ?1", [seq])?;
+    Ok(())
+}
+
+/// Whether an active endpoint of the organization subscribes to the event: when none does, the
+/// event is not written, nor its data gathered.
+pub fn subscribed(c: &Connection, org_id: &str, event: &str) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM webhooks w WHERE w.org_id = ?1 AND w.active
+             AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN (?2, '*')))",
+    )?
+    .query_row(params![org_id, event], |r| r.get(0))?)
+}
+
+/// Writes an event into the outbox with a delivery for every active endpoint of the
+/// organization that subscribes to it, inside the caller's transaction (the change and its
+/// event commit or roll back together). Answers how many deliveries were queued.
+pub fn enqueue(
+    c: &Connection,
+    org_id: &str,
+    event: &str,
+    data: &Value,
+) -> Result<usize, StoreError> {
+    let hooks: Vec<i64> = c
+        .prepare_cached(
+            "SELECT w.seq FROM webhooks w WHERE w.org_id = ?1 AND w.active
+                 AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN (?2, '*'))",
+        )?
+        .query_map(params![org_id, event], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if hooks.is_empty() {
+        return Ok(0);
+    }
+    let event_seq = insert_event(c, org_id, event, data)?;
+    let now = now_rfc3339();
+    for w in &hooks {
+        insert_delivery(c, *w, event_seq, &now, None)?;
+    }
+    Ok(hooks.len())
+}
+
+/// An event for one endpoint only (`POST /v1/webhooks/{id}/test`): its delivery's id.
+pub fn enqueue_to(
+    c: &Connection,
+    hook: &WebhookRow,
+    event: &str,
+    data: &Value,
+) -> Result<String, StoreError> {
+    let event_seq = insert_event(c, &hook.org_id, event, data)?;
+    insert_delivery(c, hook.seq, event_seq, &now_rfc3339(), None)
+}
+
+fn insert_event(
+    c: &Connection,
+    org_id: &str,
+    event: &str,
+    data: &Value,
+) -> Result<i64, StoreError> {
+    let now = chrono::Utc::now();
+    c.prepare_cached(
+        "INSERT INTO webhook_events (id, org_id, event, data, created_at, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        format!("evt_{}", new_id().replace('-', "")),
+        org_id,
+        event,
+        data.to_string(),
+        format_time(now),
+        now.timestamp_millis()
+    ])?;
+    Ok(c.last_insert_rowid())
+}
+
+fn insert_delivery(
+    c: &Connection,
+    webhook_seq: i64,
+    event_seq: i64,
+    now: &str,
+    redelivery_of: Option<&str>,
+) -> Result<String, StoreError> {
+    let id = format!("dlv_{}", new_id().replace('-', ""));
+    c.prepare_cached(
+        "INSERT INTO webhook_deliveries (id, webhook_seq, event_seq, next_ms, redelivery_of, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )?
+    .execute(params![id, webhook_seq, event_seq, now_ms(), redelivery_of, now])?;
+    Ok(id)
+}
+
+/// One delivery as its endpoint's history shows it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub seq: i64,
+    pub id: String,
+    pub event_id: String,
+    pub event: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_ms: i64,
+    pub response_code: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+    pub redelivery_of: Option<String>,
+    pub data: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+const DELIVERY_COLS: &str = "d.seq, d.id, e.id, e.event, d.status, d.attempts, d.next_ms,
+    d.response_code, d.latency_ms, d.error, d.response_body, d.redelivery_of, e.data,
+    d.created_at, d.updated_at, d.delivered_at";
+
+fn delivery(r: &rusqlite::Row) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        event_id: r.get(2)?,
+        event: r.get(3)?,
+        status: r.get(4)?,
+        attempts: r.get(5)?,
+        next_ms: r.get(6)?,
+        response_code: r.get(7)?,
+        latency_ms: r.get(8)?,
+        error: r.get(9)?,
+        response_body: r.get(10)?,
+        redelivery_of: r.get(11)?,
+        data: super::json(r, 12, "webhook_events")?,
+        created_at: r.get(13)?,
+        updated_at: r.get(14)?,
+        delivered_at: r.get(15)?,
+    })
+}
+
+/// An endpoint's deliveries, newest first, optionally of one status.
+pub fn deliveries(
+    c: &Connection,
+    webhook_seq: i64,
+    status: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<DeliveryRow>, i64), StoreError> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLS} FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
+         WHERE d.webhook_seq = ?1 AND (?2 IS NULL OR d.status = ?2) AND d.seq < ?3
+         ORDER BY d.seq DESC LIMIT ?4"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(
+            params![webhook_seq, status, before.unwrap_or(i64::MAX), limit],
+            delivery,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = c
+        .prepare_cached(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_seq = ?1 AND (?2 IS NULL OR status = ?2)",
+        )?
+        .query_row(params![webhook_seq, status], |r| r.get(0))?;
+    Ok((rows, total))
+}
+
+pub fn delivery_of(
+    c: &Connection,
+    webhook_seq: i64,
+    id: &str,
+) -> Result<Option<DeliveryRow>, StoreError> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLS} FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
+         WHERE d.webhook_seq = ?1 AND d.id = ?2"
+    );
+    Ok(c.prepare_cached(&sql)?
+        .query_row(params![webhook_seq, id], delivery)
+        .optional()?)
+}
+
+/// The same event again, as a new delivery (its own id and attempts) due now.
+pub fn redeliver(c: &Connection, webhook_seq: i64, of: &DeliveryRow) -> Result<String, StoreError> {
+    let event_seq: i64 = c.query_row(
+        "SELECT event_seq FROM webhook_deliveries WHERE seq = ?1",
+        [of.seq],
+        |r| r.get(0),
+    )?;
+    insert_delivery(c, webhook_seq, event_seq, &now_rfc3339(), Some(&of.id))
+}
+
+/// An attempt to make: the delivery, its event and where it goes.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub seq: i64,
+    pub id: String,
+    pub attempts: i64,
+    pub event_id: String,
+    pub event: String,
+    pub data: Value,
+    pub webhook_seq: i64,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<String>,
+}
+
+/// Leases up to `limit` deliveries due by `now_ms` of active endpoints, oldest first, leaving out
+/// the endpoints in `busy` (at their concurrency limit).
+pub fn claim(
+    c: &Connection,
+    now_ms: i64,
+    limit: usize,
+    busy: &[i64],
+) -> Result<Vec<Due>, StoreError> {
+    let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
+    let due = c
+        .prepare_cached(
+            "SELECT d.seq, d.id, d.attempts, e.id, e.event, e.data, w.seq, w.url, w.secret,
+                    w.previous_secret, w.previous_secret_until
+             FROM webhook_deliveries d
+             JOIN webhook_events e ON e.seq = d.event_seq
+             JOIN webhooks w ON w.seq = d.webhook_seq
+             WHERE d.status = 'pending' AND d.next_ms <= ?1 AND NOT d.leased AND w.active
+               AND w.seq NOT IN (SELECT value FROM json_each(?2))
+             ORDER BY d.next_ms, d.seq LIMIT ?3",
+        )?
+        .query_map(params![now_ms, busy, limit as i64], |r| {
+            Ok(Due {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                attempts: r.get(2)?,
+                event_id: r.get(3)?,
+                event: r.get(4)?,
+                data: super::json(r, 5, "webhook_events")?,
+                webhook_seq: r.get(6)?,
+                url: r.get(7)?,
+                secret: r.get(8)?,
+                previous_secret: r.get(9)?,
+                previous_secret_until: r.get(10)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut lease = c.prepare_cached("UPDATE webhook_deliveries SET leased = 1 WHERE seq = ?1")?;
+    for d in &due {
+        lease.execute([d.seq])?;
+    }
+    Ok(due)
+}
+
+/// When the next pending delivery of an active endpoint is due, if any.
+pub fn next_due(c: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT min(d.next_ms) FROM webhook_deliveries d JOIN webhooks w ON w.seq = d.webhook_seq
+         WHERE d.status = 'pending' AND NOT d.leased AND w.active",
+    )?
+    .query_row([], |r| r.get(0))?)
+}
+
+/// Leases of a process that is gone: every attempt in flight then is due again.
+pub fn release_leases(c: &Connection) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "UPDATE webhook_deliveries SET leased = 0 WHERE leased AND status = 'pending'",
+        [],
+    )?)
+}
+
+/// How one attempt went.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub delivery_seq: i64,
+    pub webhook_seq: i64,
+    pub at_ms: i64,
+    pub response_code: Option<i64>,
+    pub latency_ms: i64,
+    /// `None` when the receiver answered 2xx.
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+    /// When to try again; `None` after the last attempt of the schedule.
+    pub retry_at_ms: Option<i64>,
+}
+
+/// Records an attempt. A success clears the endpoint's failing streak; a failure starts it, and
+/// turns the endpoint off once it has lasted `disable_after_ms`. Answers the reason when this
+/// attempt turned it off.
+pub fn record(
+    c: &Connection,
+    a: &Attempt,
+    disable_after_ms: i64,
+) -> Result<Option<String>, StoreError> {
+    let now = format_time(
+        chrono::DateTime::from_timestamp_millis(a.at_ms).unwrap_or_else(chrono::Utc::now),
+    );
+    if a.error.is_none() {
+        c.prepare_cached(
+            "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, leased = 0,
+                 response_code = ?2, latency_ms = ?3, error = NULL, response_body = NULL,
+                 updated_at = ?4, delivered_at = ?4 WHERE seq = ?1",
+        )?
+        .execute(params![a.delivery_seq, a.response_code, a.latency_ms, now])?;
+        c.prepare_cached("UPDATE webhooks SET failing_since_ms = NULL WHERE seq = ?1")?
+            .execute([a.webhook_seq])?;
+        return Ok(None);
+    }
+    c.prepare_cached(
+        "UPDATE webhook_deliveries SET status = CASE WHEN ?6 IS NULL THEN 'failed' ELSE 'pending' END,
+             attempts = attempts + 1, leased = 0, response_code = ?2, latency_ms = ?3, error = ?4,
+             response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7 WHERE seq = ?1",
+    )?
+    .execute(params![
+        a.delivery_seq,
+        a.response_code,
+        a.latency_ms,
+        a.error,
+        a.response_body,
+        a.retry_at_ms,
+        now
+    ])?;
+    c.prepare_cached(
+        "UPDATE webhooks SET failing_since_ms = coalesce(failing_since_ms, ?2) WHERE seq = ?1",
+    )?
+    .execute(params![a.webhook_seq, a.at_ms])?;
+    let since: Option<i64> = c
+        .prepare_cached("SELECT failing_since_ms FROM webhooks WHERE seq = ?1 AND active")?
+        .query_row([a.webhook_seq], |r| r.get(0))
+        .optional()?
+        .flatten();
+    match since {
+        Some(s) if a.at_ms - s >= disable_after_ms => {
+            let since_text = format_time(
+                chrono::DateTime::from_timestamp_millis(s).unwrap_or_else(chrono::Utc::now),
+            );
+            let reason = format!(
+                "every delivery failed since {since_text}; the last: {}",
+                a.error.as_deref().unwrap_or("")
+            );
+            c.prepare_cached(
+                "UPDATE webhooks SET active = 0, disabled_reason = ?2, updated_at = ?3 WHERE seq = ?1",
+            )?
+            .execute(params![a.webhook_seq, reason, now])?;
+            Ok(Some(reason))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Drops events older than `before_ms` with their deliveries; answers how many events went.
+pub fn purge(c: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    c.execute(
+        "DELETE FROM webhook_deliveries WHERE event_seq IN
+             (SELECT seq FROM webhook_events WHERE created_ms < ?1)",
+        [before_ms],
+    )?;
+    Ok(c.execute(
+        "DELETE FROM webhook_events WHERE created_ms < ?1",
+        [before_ms],
+    )?)
+}
+
+/// Deliveries by status, for the metrics.
+pub fn counts(c: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT status, count(*) FROM webhook_deliveries GROUP BY 1")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?,
+    )
+}
