@@ -1154,3 +1154,69 @@ pub struct Pricing {
     pub multipliers: Map<String, Value>,
     pub units: Vec<PriceUnit>,
 }
+
+/// A webhook endpoint. `secret` is present only in the answers of create and rotate-secret.
+#[derive(Serialize, ToSchema)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    /// Event names, or `*` for every event.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub active: bool,
+    /// `active`, `inactive` (turned off by a PATCH) or `disabled` (turned off after failing;
+    /// `disabled_reason` says why).
+    pub status: &'static str,
+    pub disabled_reason: Option<String>,
+    /// Since when every attempt failed, while it keeps failing.
+    pub failing_since: Option<String>,
+    /// The signing secret (`whsec_…`), shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// After a rotation, until when the previous secret signs as well.
+    pub previous_secret_expires_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub links: WebhookLinks,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub deliveries: String,
+}
+
+/// One delivery of one event to one endpoint: the same id over every attempt.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookDelivery {
+    pub id: String,
+    pub event: String,
+    pub event_id: String,
+    /// `pending` (due again at `next_attempt_at`), `delivered` or `failed` (the schedule is spent).
+    pub status: String,
+    pub attempts: i64,
+    /// The last attempt's HTTP status, when the receiver answered.
+    pub response_code: Option<i64>,
+    pub latency_ms: Option<i64>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// The start of the receiver's answer to the last failed attempt.
+    pub response_body: Option<String>,
+    pub next_attempt_at: Option<String>,
+    /// The delivery this one sends again.
+    pub redelivery_of: Option<String>,
+    /// The event's data, for a delivery that has not been delivered.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+/// An event a webhook may subscribe to.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookEventType {
+    pub event: String,
+    pub description: String,
+}

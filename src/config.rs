@@ -26,6 +26,24 @@ pub fn parse_secs(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("'{s}' is not a duration such as 30s: {e}"))
 }
 
+fn parse_schedule_text(s: &str) -> Result<String, String> {
+    crate::webhooks::parse_schedule(s).map(|_| s.trim().to_string())
+}
+
+fn parse_duration_text(s: &str) -> Result<String, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("'{s}' is not a duration such as 30s: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("'{s}' must be above zero"));
+    }
+    Ok(s.trim().to_string())
+}
+
+/// A duration the flag's parser already accepted.
+fn duration(s: &str, fallback: std::time::Duration) -> std::time::Duration {
+    humantime::parse_duration(s).unwrap_or(fallback)
+}
+
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct ServeArgs {
     /// A TOML file with any of these settings as keys (`max-body = "10MiB"`); flags and
@@ -124,6 +142,26 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin", env = "QUIRE_CORS_ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cors_origin: Vec<String>,
+    /// Let webhooks reach loopback, link-local and private addresses (refused by default, so a
+    /// webhook cannot be pointed at this host or its network).
+    #[arg(long, env = "QUIRE_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
+    /// Pauses before each retry of a failed webhook delivery; after the last the delivery has
+    /// failed. Each is jittered by up to ±10%.
+    #[arg(long, env = "QUIRE_WEBHOOKS_RETRY_SCHEDULE", default_value = "1m,5m,30m,4h", value_parser = parse_schedule_text)]
+    pub webhooks_retry_schedule: String,
+    /// How long one webhook attempt may take, e.g. 30s.
+    #[arg(long, env = "QUIRE_WEBHOOKS_TIMEOUT", default_value = "30s", value_parser = parse_duration_text)]
+    pub webhooks_timeout: String,
+    /// An endpoint whose every attempt failed for this long is turned off, with the reason.
+    #[arg(long, env = "QUIRE_WEBHOOKS_DISABLE_AFTER", default_value = "24h", value_parser = parse_duration_text)]
+    pub webhooks_disable_after: String,
+    /// How long webhook events and their delivery history are kept.
+    #[arg(long, env = "QUIRE_WEBHOOKS_RETENTION", default_value = "30d", value_parser = parse_duration_text)]
+    pub webhooks_retention: String,
+    /// Webhook attempts in flight to one endpoint at once.
+    #[arg(long, env = "QUIRE_WEBHOOKS_CONCURRENCY", default_value_t = 4)]
+    pub webhooks_concurrency: usize,
     /// Abort the process when a worker picks up a document containing this text (crash tests).
     #[arg(long, env = "QUIRE_FAULT_ABORT_ON", hide = true)]
     pub fault_abort_on: Option<String>,
@@ -245,6 +283,7 @@ pub struct Config {
     pub models: Vec<crate::models::ModelConfig>,
     /// Browser origins allowed to call the API (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    pub webhooks: crate::webhooks::Settings,
 }
 
 fn cores() -> usize {
@@ -280,6 +319,19 @@ impl Config {
             max_heavy_reads: a.max_heavy_reads.max(1),
             models: a.model.clone(),
             cors_origins: a.cors_origin.clone(),
+            webhooks: {
+                let d = crate::webhooks::Settings::default();
+                crate::webhooks::Settings {
+                    allow_private: a.webhooks_allow_private,
+                    schedule: crate::webhooks::parse_schedule(&a.webhooks_retry_schedule)
+                        .unwrap_or(d.schedule),
+                    timeout: duration(&a.webhooks_timeout, d.timeout),
+                    disable_after: duration(&a.webhooks_disable_after, d.disable_after),
+                    retention: duration(&a.webhooks_retention, d.retention),
+                    per_endpoint: a.webhooks_concurrency.max(1),
+                    senders: d.senders,
+                }
+            },
             reader: crate::intake::child::Reader {
                 exe: None,
                 timeout: std::time::Duration::from_secs(a.intake_timeout.max(1)),
@@ -336,6 +388,7 @@ impl Config {
             reader: Default::default(),
             models: Vec::new(),
             cors_origins: Vec::new(),
+            webhooks: Default::default(),
         }
     }
 }

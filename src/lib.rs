@@ -17,6 +17,7 @@ pub mod models;
 pub mod store;
 pub mod testing;
 pub mod tools;
+pub mod webhooks;
 
 use actix_web::dev::Server;
 use actix_web::web;
@@ -112,12 +113,17 @@ impl Application {
             config.limits.clone(),
             models.clone(),
         )?);
+        let webhooks = std::sync::Arc::new(webhooks::Dispatcher::start(
+            db.clone(),
+            config.webhooks.clone(),
+        )?);
         let state = web::Data::new(AppState::new(
             db,
             config.clone(),
             executor,
             metrics,
             models,
+            webhooks,
         )?);
         let server = http::server(state.clone(), listener, &config)
             .map_err(|e| StartError::Bind(addr, e))?;
@@ -153,7 +159,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         let executor = self.state.executor.clone();
-        let _ = actix_web::rt::task::spawn_blocking(move || executor.shutdown()).await;
+        let webhooks = self.state.webhooks.clone();
+        let _ = actix_web::rt::task::spawn_blocking(move || {
+            webhooks.shutdown();
+            executor.shutdown()
+        })
+        .await;
         result
     }
 }

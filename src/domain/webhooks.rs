@@ -1,10 +1,10 @@
 //! Webhook rules: the events there are, how a delivery is signed and laid out, when a failed
 //! attempt is tried again, and which addresses a webhook may never reach.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// Every event a webhook can subscribe to, with what it tells.
@@ -158,8 +158,8 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// A webhook URL's own faults, before any name is looked up: the scheme, a host, no
 /// credentials, and no literal address of a forbidden range (unless private ones are allowed).
-pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("url is not a URL: {e}"))?;
+pub fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("url is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("url must be http or https, not {}", url.scheme()));
     }

@@ -24,6 +24,7 @@ pub mod reviews;
 pub mod schemas;
 pub mod search;
 pub mod ui;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::store::{Db, StoreError};
@@ -40,6 +41,8 @@ pub struct AppState {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The model extractors this server is configured with, and their health.
     pub models: std::sync::Arc<crate::models::Registry>,
+    /// Delivers the webhook outbox.
+    pub webhooks: std::sync::Arc<crate::webhooks::Dispatcher>,
     pub config: Config,
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
@@ -108,6 +111,7 @@ impl AppState {
         executor: std::sync::Arc<crate::engine::executor::Executor>,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
         models: std::sync::Arc<crate::models::Registry>,
+        webhooks: std::sync::Arc<crate::webhooks::Dispatcher>,
     ) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
         let cursors =
@@ -120,6 +124,7 @@ impl AppState {
             executor,
             metrics,
             models,
+            webhooks,
             config,
             keys,
             limiter: Default::default(),
@@ -323,6 +328,17 @@ route_table! {
     "/v1/documents/{id}/markdown" => { get => documents::markdown },
     "/v1/documents/{id}/pages/{page}" => { get => documents::page },
     "/v1/documents/{id}/pages/{page}/image" => { get => documents::page_image },
+    "/v1/webhooks" => { get => webhooks::list, post => webhooks::create },
+    "/v1/webhooks/events" => { get => webhooks::events },
+    "/v1/webhooks/delivery" => { get => webhooks::delivery_info },
+    "/v1/webhooks/signatures" => { get => webhooks::signatures },
+    "/v1/webhooks/retries" => { get => webhooks::retries },
+    "/v1/webhooks/{id}" => { get => webhooks::get, patch => webhooks::patch, delete => webhooks::delete },
+    "/v1/webhooks/{id}/rotate-secret" => { post => webhooks::rotate_secret },
+    "/v1/webhooks/{id}/test" => { post => webhooks::test },
+    "/v1/webhooks/{id}/deliveries" => { get => webhooks::deliveries },
+    "/v1/webhooks/{id}/deliveries/{delivery_id}" => { get => webhooks::delivery },
+    "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver" => { post => webhooks::redeliver },
 }
 
 /// Routes that answer without a key.

@@ -13,6 +13,7 @@ use super::quick::{CorrectionsBody, ExtractBody, JobBody, ReExtractBody};
 use super::requests::{BulkResolveBody, RerunBody, ResolveBody};
 use super::schemas::{RailBody, SchemaBody};
 use super::search::FilterBody;
+use super::webhooks::{RotateBody, WebhookBody};
 use super::{PUBLIC_ROUTES, ROUTES};
 use crate::answers::*;
 use serde_json::{json, Map, Value};
@@ -625,6 +626,65 @@ fn describe(method: &str, path: &str) -> Option<Op> {
                 "the period (default 30)",
             )])
             .ok("usage", named::<UsageAnswer>()),
+        ("POST", "/v1/webhooks") => op(
+            "Create a webhook (its secret is shown only here)",
+            "webhooks",
+        )
+        .body(requiring(named::<WebhookBody>(), &["url", "events"]))
+        .answer(201, "created, with its secret", named::<Webhook>()),
+        ("GET", "/v1/webhooks") => op("List webhooks, newest first", "webhooks")
+            .page(100)
+            .ok("a page of webhooks", page_of::<Webhook>()),
+        ("GET", "/v1/webhooks/events") => op("The events a webhook can subscribe to", "webhooks")
+            .ok("the events", all_of::<WebhookEventType>()),
+        ("GET", "/v1/webhooks/delivery") => op("How events are delivered", "webhooks")
+            .ok("delivery behaviour", plain(json!({"type": "object"}))),
+        ("GET", "/v1/webhooks/signatures") => op("How deliveries are signed", "webhooks")
+            .ok("the signature scheme", plain(json!({"type": "object"}))),
+        ("GET", "/v1/webhooks/retries") => op("When failed deliveries are tried again", "webhooks")
+            .ok("the retry schedule", plain(json!({"type": "object"}))),
+        ("GET", "/v1/webhooks/{id}") => {
+            op("Get a webhook", "webhooks").ok("the webhook", named::<Webhook>())
+        }
+        ("PATCH", "/v1/webhooks/{id}") => op(
+            "Change a webhook's url, events, description or active",
+            "webhooks",
+        )
+        .body(named::<WebhookBody>())
+        .ok("the webhook", named::<Webhook>()),
+        ("DELETE", "/v1/webhooks/{id}") => {
+            op("Delete a webhook and its delivery history", "webhooks")
+                .ok("deleted", named::<Deleted>())
+        }
+        ("POST", "/v1/webhooks/{id}/rotate-secret") => op(
+            "A new secret; the old one also signs during the overlap",
+            "webhooks",
+        )
+        .optional_body(named::<RotateBody>())
+        .ok("the webhook with its new secret", named::<Webhook>()),
+        ("POST", "/v1/webhooks/{id}/test") => op(
+            "Send a webhook.test event to this webhook",
+            "webhooks",
+        )
+        .answer(202, "queued", named::<WebhookDelivery>()),
+        ("GET", "/v1/webhooks/{id}/deliveries") => {
+            op("A webhook's deliveries, newest first", "webhooks")
+                .page(100)
+                .query(vec![q(
+                    "status",
+                    enum_of(&["pending", "delivered", "failed"]),
+                    "only deliveries in this state",
+                )])
+                .ok("a page of deliveries", page_of::<WebhookDelivery>())
+        }
+        ("GET", "/v1/webhooks/{id}/deliveries/{delivery_id}") => {
+            op("One delivery", "webhooks").ok("the delivery", named::<WebhookDelivery>())
+        }
+        ("POST", "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver") => op(
+            "Send a delivery's event again, as a new delivery",
+            "webhooks",
+        )
+        .answer(202, "queued", named::<WebhookDelivery>()),
         ("GET", "/v1/pricing") => {
             op("Prices (all free, self-hosted)", "account").ok("prices", named::<Pricing>())
         }
@@ -690,6 +750,7 @@ fn path_param(path: &str, name: &str) -> Value {
         }
         "field_key" => json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}),
         "page" => json!({"type": "integer", "minimum": 1, "maximum": u32::MAX}),
+        "delivery_id" => json!({"type": "string", "pattern": "^dlv_[0-9a-f]{32}$"}),
         _ => uuid(),
     };
     json!({ "name": name, "in": "path", "required": true, "schema": schema })

@@ -21,6 +21,9 @@ pub struct World {
     pub extraction: String,
     pub job: String,
     pub field: String,
+    /// A webhook (to an unroutable documentation address) and the delivery of its test event.
+    pub webhook: String,
+    pub delivery: String,
 }
 
 pub const WORLD_DOCS: [(&str, &str); 3] = [
@@ -93,7 +96,16 @@ impl World {
             .as_str()
             .expect("a registry field")
             .to_string();
+        let webhook = id(&api.post(
+            "/v1/webhooks",
+            &json!({"url": "https://192.0.2.1/quire", "events": ["*"]}),
+        ));
+        let test = api.post(&format!("/v1/webhooks/{webhook}/test"), &json!({}));
+        assert_eq!(test.status, 202, "{}", test.text);
+        let delivery = test.body["id"].as_str().expect("a delivery id").to_string();
         World {
+            webhook,
+            delivery,
             extraction,
             job,
             field,
@@ -129,6 +141,8 @@ impl World {
             &self.job
         } else if template.starts_with("/v1/fields/") {
             &self.field
+        } else if template.starts_with("/v1/webhooks/") {
+            &self.webhook
         } else {
             &self.documents[0]
         };
@@ -143,6 +157,7 @@ impl World {
             .replace("{rule_id}", &self.rule)
             .replace("{pd_id}", &self.held_pd)
             .replace("{field_key}", field)
+            .replace("{delivery_id}", &self.delivery)
             .replace("{page}", "1")
     }
 
@@ -154,6 +169,7 @@ impl World {
             .replace("{rule_id}", "0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d03")
             .replace("{pd_id}", "0192f0c0-e0b0-7c3a-8d4e-5f6a7b8c9d04")
             .replace("{field_key}", "no_such_field")
+            .replace("{delivery_id}", "dlv_00000000000000000000000000000000")
             .replace("{page}", "1")
     }
 
@@ -170,6 +186,8 @@ impl World {
             &self.extraction,
             &self.job,
             &self.field,
+            &self.webhook,
+            &self.delivery,
         ];
         v.extend(self.documents.iter().map(String::as_str));
         v.push(&self.image);
