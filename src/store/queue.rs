@@ -136,12 +136,15 @@ pub fn record_abort_of_claim(
 
 /// Claims up to `limit` queued documents not already in flight. Documents claimed
 /// `MAX_ATTEMPTS` times without a commit end `error`; their pipelines are returned to settle.
+/// A document given up on at claim time (too many attempts): its seq and its run.
+pub type GaveUp = (i64, String);
+
 pub fn claim(
     c: &Connection,
     limit: usize,
     in_flight: &std::collections::HashSet<i64>,
     others_in_flight: bool,
-) -> Result<(Vec<Claim>, Vec<(i64, String)>), StoreError> {
+) -> Result<(Vec<Claim>, Vec<GaveUp>), StoreError> {
     let mut out = Vec::new();
     let mut gave_up = Vec::new();
     // A suspect of an unclean exit runs alone, so that if it takes the process down again it is
