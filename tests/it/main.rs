@@ -34,3 +34,4 @@ mod quick;
 mod real_invoices;
 mod soak;
 mod storage_faults;
+mod webhooks;

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use quire::tools::model_stub;
+pub mod receiver;
 pub mod world;
 
 pub struct Resp {
