@@ -8,6 +8,7 @@
 //! `cargo test --test it soak::` runs a short soak; `QUIRE_SOAK_KILLS=200 cargo test --release
 //! --test it soak:: -- --ignored --nocapture` runs a long one.
 
+use crate::common::receiver::{Answer, Receiver};
 use crate::common::*;
 use quire::tools::fixtures;
 use rand::{Rng, SeedableRng};
@@ -255,7 +256,15 @@ fn settled(c: &Client, pid: &str) -> bool {
 
 /// Every server of the soak takes the process down when a worker picks up this text.
 const POISON: &str = "POISON-soak-worker-killer";
-const FLAGS: &[&str] = &["--workers", "2", "--fault-abort-on", POISON];
+const FLAGS: &[&str] = &[
+    "--workers",
+    "2",
+    "--fault-abort-on",
+    POISON,
+    "--webhooks-allow-private",
+    "--webhooks-retry-schedule",
+    "100ms,200ms,300ms,500ms,1s,1s,1s,2s,2s,2s",
+];
 
 /// A run with one poison document among good ones. The poison may take the server down before
 /// the answer is written, so nothing is asked of the answer: the end state is what is checked.
@@ -284,6 +293,25 @@ fn soak(kills: usize, seed: u64) {
     let mut serial = 0;
     let mut server = Some(spawn_server(&db, KEY, FLAGS));
     let sid = setup(&Client::new(server.as_ref().unwrap().1));
+    // A receiver subscribed to every event, failing now and then in every way.
+    let rx = Receiver::start();
+    rx.script(&[
+        Answer::Status(500, "oops"),
+        Answer::Drop,
+        Answer::Ok,
+        Answer::Slow(Duration::from_millis(300)),
+        Answer::Status(502, "bad gateway"),
+        Answer::Ok,
+        Answer::Drop,
+    ]);
+    let hook = Client::new(server.as_ref().unwrap().1)
+        .post(
+            "/v1/webhooks",
+            &json!({"url": rx.url("/soak"), "events": ["*"]}),
+        )
+        .expect("server up during setup");
+    assert_eq!(hook.status, 201, "{}", hook.text);
+    let hook = hook.body["id"].as_str().unwrap().to_string();
     poison(&Client::new(server.as_ref().unwrap().1), &sid);
     let mut survived = 0;
     for _ in 0..kills {
@@ -339,11 +367,58 @@ fn soak(kills: usize, seed: u64) {
             "pipeline {p}: {n} reruns acknowledged, {listed} recorded"
         );
     }
+    // Every delivery is made before the end: none left pending, none given up.
+    wait_for(120, || {
+        let pending = c.get(&format!(
+            "/v1/webhooks/{hook}/deliveries?status=pending&limit=1"
+        ))?;
+        let failed = c.get(&format!(
+            "/v1/webhooks/{hook}/deliveries?status=failed&limit=1"
+        ))?;
+        (pending.body["pagination"]["total"] == 0 && failed.body["pagination"]["total"] == 0)
+            .then_some(())
+    });
     let _ = child.kill();
     child.wait().unwrap();
 
     let db = rusqlite::Connection::open(&db).unwrap();
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let deliveries: Vec<(String, String)> = db
+        .prepare("SELECT d.id, e.event FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq WHERE d.status = 'delivered'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let accepted = rx.accepted();
+    let mut got: Vec<&str> = accepted.iter().map(|r| r.delivery_id.as_str()).collect();
+    let mut sent: Vec<&str> = deliveries.iter().map(|(id, _)| id.as_str()).collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(
+        got, sent,
+        "the receiver, de-duplicating, has exactly the recorded deliveries"
+    );
+    let received = |event: &str| accepted.iter().filter(|r| r.event == event).count() as i64;
+    // No change without its event: each committed decision and rerun was told once.
+    assert_eq!(
+        received("review.decision_made"),
+        count("SELECT count(*) FROM review_decisions"),
+        "decisions and their events"
+    );
+    assert_eq!(
+        received("rerun.enqueued"),
+        count("SELECT count(*) FROM reruns"),
+        "reruns and their events"
+    );
+    for p in &ledger.pipelines {
+        assert!(
+            accepted.iter().any(|r| r.event.starts_with("pipeline.")
+                && r.json()["data"]["pipeline_id"] == p.as_str()),
+            "pipeline {p} settled without its event"
+        );
+    }
+    let repeats = rx.seen().len() - accepted.len();
     for (pd, field, action) in &ledger.decisions {
         let n: i64 = db
             .query_row(
@@ -399,6 +474,10 @@ fn soak(kills: usize, seed: u64) {
                  AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.pd_seq = pd.seq AND v.phase_index = 3 AND v.generation = gens.g)"),
         0,
         "a generation without its verdicts"
+    );
+    println!(
+        "soak: webhook receiver kept {} deliveries once each ({repeats} repeated or failed attempts)",
+        accepted.len()
     );
     println!(
         "soak: survived {survived} SIGKILLs; acknowledged {} uploads, {} pipelines, {} reruns, {} decisions, {} data products — none lost",
