@@ -636,3 +636,93 @@ fn the_receivers_reference_routes_describe_events_signatures_and_retries() {
         30.0
     );
 }
+
+/// A fenced block of the README, found by the marker above it.
+fn readme_block(marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme
+        .split(&format!("<!-- {marker} -->"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no {marker} block"));
+    let start = after.find("```").unwrap();
+    let body = &after[start..];
+    let first_line = body.find('\n').unwrap() + 1;
+    let end = body[first_line..].find("\n```").unwrap();
+    body[first_line..first_line + end + 1].to_string()
+}
+
+/// Runs a README helper on a body: whether it accepted it.
+fn helper_accepts(cmd: &[&str], secret: &str, signature: &str, body: &[u8], max_age: &str) -> bool {
+    use std::io::Write;
+    let mut child = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .args([secret, signature])
+        .env("MAX_AGE", max_age)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    out.status.success()
+}
+
+#[test]
+fn the_readmes_verification_helpers_accept_genuine_deliveries_and_refuse_forged_or_stale_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let py = dir.path().join("verify_webhook.py");
+    std::fs::write(&py, readme_block("webhook-verify-python")).unwrap();
+    let sh = dir.path().join("verify-webhook.sh");
+    std::fs::write(&sh, readme_block("webhook-verify-shell")).unwrap();
+    let mut helpers: Vec<Vec<String>> = Vec::new();
+    if optional("python3") {
+        helpers.push(vec!["python3".into(), py.to_string_lossy().into_owned()]);
+    }
+    if optional("openssl") {
+        helpers.push(vec!["sh".into(), sh.to_string_lossy().into_owned()]);
+    }
+
+    // A real delivery from a running Quire.
+    let api = start_with(fast);
+    let rx = Receiver::start();
+    let (hid, secret) = hook(&api, &rx.url("/"), json!(["*"]));
+    api.post(&format!("/v1/webhooks/{hid}/test"), &json!({}));
+    let real = wait_for(20, || rx.accepted().into_iter().next());
+    let vector_secret = "whsec_test_secret_do_not_use_in_production";
+    let vector = br#"{"event":"extraction.complete","delivery_id":"dlv_test123","timestamp":"2026-01-15T10:00:00Z","data":{"extraction_id":"ext_abc","document_id":"doc_xyz","schema_id":"sch_123","status":"complete","confidence":0.95}}"#;
+    let vector_sig = "sha256=1e23bdc14b051f268d4fd9544387b51b074186c51c5b6c76ce700956308d168a";
+    let mut forged = real.body.clone();
+    let at = forged.iter().position(|b| *b == b'A').unwrap();
+    forged[at] = b'B';
+    for h in &helpers {
+        let cmd: Vec<&str> = h.iter().map(String::as_str).collect();
+        let forever = "100000000";
+        assert!(
+            helper_accepts(&cmd, vector_secret, vector_sig, vector, forever),
+            "{cmd:?}: the test vector"
+        );
+        assert!(
+            !helper_accepts(&cmd, vector_secret, vector_sig, vector, "300"),
+            "{cmd:?}: the vector is stale today"
+        );
+        assert!(
+            !helper_accepts(&cmd, "whsec_other", vector_sig, vector, forever),
+            "{cmd:?}: another secret"
+        );
+        assert!(
+            helper_accepts(&cmd, &secret, &real.signature, &real.body, "300"),
+            "{cmd:?}: a real delivery"
+        );
+        assert!(
+            !helper_accepts(&cmd, &secret, &real.signature, &forged, "300"),
+            "{cmd:?}: one byte changed"
+        );
+        let two = format!("sha256={},{}", "0".repeat(64), real.signature);
+        assert!(
+            helper_accepts(&cmd, &secret, &two, &real.body, "300"),
+            "{cmd:?}: any signature of an overlap"
+        );
+    }
+}
