@@ -466,3 +466,21 @@ pub fn check_destination(url: &reqwest::Url) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_that_resolves_inside_is_refused_and_schedules_parse() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let e = check_destination(&url("http://localhost:9/")).unwrap_err();
+        assert!(e.contains("loopback"), "{e}");
+        assert!(check_destination(&url("http://192.0.2.7/")).is_ok());
+        assert_eq!(
+            parse_schedule("1m, 5m,30m,4h").unwrap(),
+            [60, 300, 1800, 14_400].map(Duration::from_secs).to_vec()
+        );
+        assert!(parse_schedule("1m,0s").is_err() && parse_schedule("soon").is_err());
+    }
+}

@@ -512,3 +512,190 @@ pub fn counts(c: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
             .collect::<Result<_, _>>()?,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, OpenOptions};
+    use serde_json::json;
+
+    fn setup() -> (Db, String) {
+        let db = Db::open(":memory:", OpenOptions::default()).unwrap();
+        let org = db
+            .write(false, |tx| crate::store::orgs::create(tx, "acme"))
+            .unwrap()
+            .unwrap();
+        (db, org.id)
+    }
+
+    fn hook(db: &Db, org: &str, events: &[&str]) -> WebhookRow {
+        let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        db.write(false, |tx| {
+            create(
+                tx,
+                org,
+                NewWebhook {
+                    url: "http://127.0.0.1:9/",
+                    events: &events,
+                    description: None,
+                    active: true,
+                    secret: "whsec_x",
+                },
+            )
+        })
+        .unwrap()
+    }
+
+    fn rows(db: &Db, table: &str) -> i64 {
+        db.read(|c| {
+            Ok::<i64, StoreError>(c.query_row(
+                &format!("SELECT count(*) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_event_commits_and_rolls_back_with_its_change_and_is_written_only_for_subscribers() {
+        let (db, org) = setup();
+        // Nobody subscribes: nothing is written.
+        db.write(false, |tx| {
+            enqueue(tx, &org, "pipeline.completed", &json!({}))
+        })
+        .unwrap();
+        assert_eq!(rows(&db, "webhook_events"), 0);
+        let a = hook(&db, &org, &["pipeline.completed"]);
+        hook(&db, &org, &["*"]);
+        hook(&db, &org, &["review.decision_made"]);
+        // A transaction that fails after writing its event leaves neither behind.
+        let failed: Result<(), StoreError> = db.write(false, |tx| {
+            enqueue(tx, &org, "pipeline.completed", &json!({"n": 1}))?;
+            Err(StoreError::Refused("the change failed".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            (rows(&db, "webhook_events"), rows(&db, "webhook_deliveries")),
+            (0, 0)
+        );
+        let n = db
+            .write(false, |tx| {
+                enqueue(tx, &org, "pipeline.completed", &json!({"n": 2}))
+            })
+            .unwrap();
+        assert_eq!(n, 2, "the subscriber and the catch-all");
+        assert_eq!(
+            (rows(&db, "webhook_events"), rows(&db, "webhook_deliveries")),
+            (1, 2)
+        );
+        // An inactive endpoint gets nothing new.
+        db.write(false, |tx| {
+            update(tx, a.seq, &a.url, &a.events, None, false)
+        })
+        .unwrap();
+        let n = db
+            .write(false, |tx| {
+                enqueue(tx, &org, "pipeline.completed", &json!({}))
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn claims_lease_skip_busy_endpoints_and_outcomes_retry_fail_and_turn_off() {
+        let (db, org) = setup();
+        let a = hook(&db, &org, &["*"]);
+        let b = hook(&db, &org, &["*"]);
+        for i in 0..3 {
+            db.write(false, |tx| {
+                enqueue(tx, &org, "rerun.enqueued", &json!({"i": i}))
+            })
+            .unwrap();
+        }
+        let now = now_ms();
+        let due = db.write(false, |tx| claim(tx, now, 10, &[b.seq])).unwrap();
+        assert_eq!(due.len(), 3, "only a's: b is busy");
+        assert!(due.iter().all(|d| d.webhook_seq == a.seq));
+        let again = db.write(false, |tx| claim(tx, now, 10, &[b.seq])).unwrap();
+        assert!(again.is_empty(), "leased deliveries are not claimed twice");
+        // Failed with a retry due later: pending, not due now; the endpoint is failing.
+        let fail = |d: &Due, retry: Option<i64>, at: i64| Attempt {
+            delivery_seq: d.seq,
+            webhook_seq: d.webhook_seq,
+            at_ms: at,
+            response_code: Some(500),
+            latency_ms: 3,
+            error: Some("HTTP 500".into()),
+            response_body: Some("boom".into()),
+            retry_at_ms: retry,
+        };
+        let off = db
+            .write(false, |tx| {
+                record(tx, &fail(&due[0], Some(now + 60_000), now), 1000)
+            })
+            .unwrap();
+        assert!(off.is_none());
+        let d0 = db
+            .read(|c| delivery_of(c, a.seq, &due[0].id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d0.status.as_str(), d0.attempts, d0.next_ms),
+            ("pending", 1, now + 60_000)
+        );
+        assert!(db
+            .write(false, |tx| claim(tx, now, 10, &[b.seq]))
+            .unwrap()
+            .is_empty());
+        // The schedule spent: failed, with the answer kept.
+        db.write(false, |tx| record(tx, &fail(&due[1], None, now + 10), 1000))
+            .unwrap();
+        let d1 = db
+            .read(|c| delivery_of(c, a.seq, &due[1].id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d1.status.as_str(), d1.response_body.as_deref()),
+            ("failed", Some("boom"))
+        );
+        // Failing for longer than allowed: turned off with why; its deliveries wait.
+        let why = db
+            .write(false, |tx| {
+                record(tx, &fail(&due[2], Some(now), now + 2000), 1000)
+            })
+            .unwrap();
+        assert!(why.unwrap().contains("HTTP 500"));
+        let w = db.read(|c| get(c, &org, &a.id)).unwrap().unwrap();
+        assert!(!w.active && w.disabled_reason.is_some());
+        assert!(db
+            .write(false, |tx| claim(tx, now + 5000, 10, &[b.seq]))
+            .unwrap()
+            .is_empty());
+        // A restart releases what was leased: b's deliveries, once not busy, are claimed.
+        let bs = db.write(false, |tx| claim(tx, now, 10, &[])).unwrap();
+        assert_eq!(bs.len(), 3);
+        assert_eq!(db.write(false, |tx| release_leases(tx)).unwrap(), 3);
+        assert_eq!(
+            db.write(false, |tx| claim(tx, now, 10, &[])).unwrap().len(),
+            3
+        );
+    }
+
+    #[test]
+    fn old_events_are_purged_with_their_deliveries() {
+        let (db, org) = setup();
+        hook(&db, &org, &["*"]);
+        db.write(false, |tx| enqueue(tx, &org, "pipeline.failed", &json!({})))
+            .unwrap();
+        assert_eq!(
+            db.write(false, |tx| purge(tx, now_ms() - 60_000)).unwrap(),
+            0
+        );
+        assert_eq!(db.write(false, |tx| purge(tx, now_ms() + 1)).unwrap(), 1);
+        assert_eq!(
+            (rows(&db, "webhook_events"), rows(&db, "webhook_deliveries")),
+            (0, 0)
+        );
+    }
+}
