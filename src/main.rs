@@ -75,6 +75,10 @@ enum Command {
         /// queue as long as the run).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
         held_every: u64,
+        /// Subscribe a webhook to every event while measuring, delivered to a local receiver
+        /// (the figures with and without it show what delivery costs the executor).
+        #[arg(long)]
+        webhook_sink: bool,
     },
     /// A guided tour on a live instance that stays up until Ctrl-C (a temporary database
     /// unless --db names one; logs at warn unless RUST_LOG says otherwise).
@@ -238,6 +242,7 @@ fn main() -> ExitCode {
             stub_latency_ms,
             stub_in_flight,
             held_every,
+            webhook_sink,
         } => {
             let db = db_given.then(|| cli.db.clone());
             let summary = if model_stub {
@@ -253,6 +258,7 @@ fn main() -> ExitCode {
                     workers,
                     db,
                     held_every: held_every as usize,
+                    webhook_sink,
                 })
             };
             match summary {

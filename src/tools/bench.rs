@@ -14,6 +14,8 @@ pub struct BenchArgs {
     pub db: Option<String>,
     /// Every Nth document is held for review (50 by default).
     pub held_every: usize,
+    /// Subscribe a webhook to every event, delivered to a local receiver, while measuring.
+    pub webhook_sink: bool,
 }
 
 /// The fields the data policy normalizes are declared text, so extraction keeps them as printed
@@ -353,8 +355,16 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
             return Err(format!("--db {db} exists; the benchmark needs a fresh file so it measures only its own work"));
         }
     }
+    let sink = match args.webhook_sink {
+        true => Some(
+            crate::tools::webhook_sink::WebhookSink::start()
+                .map_err(|e| format!("webhook receiver: {e}"))?,
+        ),
+        false => None,
+    };
     let srv = TestServer::start_with(|c| {
         c.rate_limit = 0;
+        c.webhooks.allow_private = sink.is_some();
         c.max_pipeline_documents = n.max(10_000);
         c.max_body = 64 * 1024 * 1024;
         if let Some(w) = args.workers {
@@ -374,6 +384,12 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         args.db.as_deref().unwrap_or(&srv.db_arg())
     );
     let schema = setup_spec(&h)?;
+    let hook = match &sink {
+        Some(s) => Some(id(
+            &h.post("/v1/webhooks", &json!({"url": s.url, "events": ["*"]}))?
+        )?),
+        None => None,
+    };
     let t = Instant::now();
     let ids = upload_all(&srv.url, &srv.api_key, n, args.held_every)?;
     let upload_s = t.elapsed().as_secs_f64();
@@ -458,6 +474,10 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         &format!("/v1/pipelines/{pid}/progress"),
     );
     let health_load = load(&srv.url, &srv.api_key, "/healthz");
+    let webhooks = match (&hook, &sink) {
+        (Some(hook), Some(sink)) => Some(drain(&h, hook, sink)?),
+        _ => None,
+    };
     let rss = peak_rss_mb();
 
     let first_dps = n as f64 / first_s;
@@ -571,7 +591,15 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         }
         _ => row("OCR", "not installed".into(), "-"),
     }
+    if let Some(w) = &webhooks {
+        row(
+            "webhook deliveries",
+            format!("{} in {:.1} s", w.delivered, w.drain_s),
+            "all",
+        );
+    }
     let out = json!({
+        "webhook_deliveries": webhooks.as_ref().map(|w| w.delivered),
         "docs": n,
         "first_run_docs_per_s": first_dps.round(),
         "first_run_rows_per_s": first_rps.round(),
@@ -597,6 +625,46 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     drop(db);
     drop(srv);
     Ok(out)
+}
+
+/// Webhook deliveries made during the measured work.
+struct WebhookFigures {
+    delivered: i64,
+    /// From the end of the measured work until nothing was pending.
+    drain_s: f64,
+}
+
+/// Waits until every delivery is made, and checks the receiver got each one.
+fn drain(
+    h: &Http,
+    hook: &str,
+    sink: &crate::tools::webhook_sink::WebhookSink,
+) -> Result<WebhookFigures, String> {
+    let t = Instant::now();
+    let total = |status: &str| -> Result<i64, String> {
+        let page = h.get(&format!(
+            "/v1/webhooks/{hook}/deliveries?status={status}&limit=1"
+        ))?;
+        Ok(page["pagination"]["total"].as_i64().unwrap_or(-1))
+    };
+    while total("pending")? != 0 {
+        check(
+            t.elapsed() < Duration::from_secs(300),
+            "webhook deliveries still pending after 300 s",
+        )?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drain_s = t.elapsed().as_secs_f64();
+    let delivered = total("delivered")?;
+    check(total("failed")? == 0, "failed webhook deliveries")?;
+    check(
+        sink.received() as i64 == delivered,
+        format!(
+            "the receiver got {} deliveries, {delivered} recorded",
+            sink.received()
+        ),
+    )?;
+    Ok(WebhookFigures { delivered, drain_s })
 }
 
 /// What a reviewer waits for on the run: pages of its queue and decisions (client side, so an

@@ -9,3 +9,4 @@ pub mod demo;
 pub mod fixtures;
 pub mod model_stub;
 pub mod pdf_writer;
+pub mod webhook_sink;
