@@ -351,15 +351,23 @@ if (!documentId) {
     fail(label, `read failed: ${clip(err?.message ?? String(err))}`)
   }
 }
-try {
-  const rr = await client.readResource({ uri: "talonic://webhooks/reference" }, { timeout: CALL_TIMEOUT_MS })
-  const body = JSON.parse(rr.contents?.[0]?.text ?? "{}")
-  const summary = Object.entries(body)
-    .map(([k, v]) => `${k}: ${v && typeof v === "object" && "error" in v ? v.error : "ok"}`)
-    .join(", ")
-  skipped.push(["resource talonic://webhooks/reference", `Quire has no webhooks; read anyway (${summary})`])
-} catch (err) {
-  skipped.push(["resource talonic://webhooks/reference", `Quire has no webhooks; read failed: ${err?.message ?? err}`])
+{
+  // The resource reads /v1/webhooks/{events,delivery,signatures,retries}: every part must answer.
+  const label = "resource talonic://webhooks/reference"
+  try {
+    const rr = await client.readResource({ uri: "talonic://webhooks/reference" }, { timeout: CALL_TIMEOUT_MS })
+    const body = JSON.parse(rr.contents?.[0]?.text ?? "{}")
+    const broken = ["events", "delivery", "signatures", "retries"].filter(
+      (k) => !body[k] || typeof body[k] !== "object" || "error" in body[k],
+    )
+    const events = (body.events?.data ?? []).map((e) => e.event)
+    if (broken.length) fail(label, `parts failing: ${broken.join(", ")}: ${clip(JSON.stringify(body), 200)}`)
+    else if (!events.includes("extraction.complete") || body.signatures.algorithm !== "hmac-sha256")
+      fail(label, `unexpected content: ${clip(JSON.stringify(body), 200)}`)
+    else pass(label, `${events.length} events, ${body.signatures.algorithm}, retries ${JSON.stringify(body.retries.schedule_seconds)}`)
+  } catch (err) {
+    fail(label, `read failed: ${clip(err?.message ?? String(err))}`)
+  }
 }
 
 // ------------------------------------------------------------------ summary
