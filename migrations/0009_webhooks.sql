@@ -1,8 +1,10 @@
 -- Webhooks: endpoints per organization; an outbox of events, each written in the transaction
 -- of the change that caused it together with one delivery per subscribed endpoint; a delivery
 -- keeps its id across attempts and is marked delivered only after the receiver's 2xx.
+-- AUTOINCREMENT: a seq is never reused after a delete, so a late outcome of an attempt cannot
+-- land on a newer delivery (or endpoint) that took the same number.
 CREATE TABLE webhooks (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     org_id TEXT NOT NULL REFERENCES organizations(id),
     url TEXT NOT NULL,
@@ -24,7 +26,7 @@ CREATE TABLE webhooks (
 CREATE INDEX webhooks_org ON webhooks(org_id, seq);
 
 CREATE TABLE webhook_events (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     org_id TEXT NOT NULL,
     event TEXT NOT NULL,
@@ -35,7 +37,7 @@ CREATE TABLE webhook_events (
 CREATE INDEX webhook_events_age ON webhook_events(created_ms);
 
 CREATE TABLE webhook_deliveries (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     webhook_seq INTEGER NOT NULL REFERENCES webhooks(seq) ON DELETE CASCADE,
     event_seq INTEGER NOT NULL REFERENCES webhook_events(seq) ON DELETE CASCADE,

@@ -329,7 +329,7 @@ impl Config {
                     disable_after: duration(&a.webhooks_disable_after, d.disable_after),
                     retention: duration(&a.webhooks_retention, d.retention),
                     per_endpoint: a.webhooks_concurrency.max(1),
-                    senders: d.senders,
+                    max_in_flight: d.max_in_flight,
                 }
             },
             reader: crate::intake::child::Reader {

@@ -17,6 +17,7 @@ use crate::store::webhooks::{Attempt, Due};
 use crate::store::{self, Db, StoreError};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +37,8 @@ pub struct Settings {
     /// Events (and their deliveries) older than this are purged.
     pub retention: Duration,
     pub per_endpoint: usize,
-    pub senders: usize,
+    /// Attempts in flight (or waiting for their endpoint's slot) in all.
+    pub max_in_flight: usize,
 }
 
 impl Default for Settings {
@@ -51,7 +53,7 @@ impl Default for Settings {
             disable_after: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(30 * 24 * 3600),
             per_endpoint: 4,
-            senders: 8,
+            max_in_flight: 64,
         }
     }
 }
@@ -78,8 +80,8 @@ const KEEP_BODY: usize = 2048;
 pub struct Dispatcher {
     stop: Arc<AtomicBool>,
     wake: Sender<()>,
-    /// The dispatcher's thread (the senders end when it drops their channel).
-    threads: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// The dispatcher's thread.
+    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Dispatcher {
@@ -91,7 +93,7 @@ impl Dispatcher {
             return Ok(Dispatcher {
                 stop,
                 wake: wake_tx,
-                threads: Default::default(),
+                thread: Default::default(),
             });
         }
         let released = db.write(false, |tx| store::webhooks::release_leases(tx))?;
@@ -107,37 +109,18 @@ impl Dispatcher {
             .join()
             .map_err(|_| StoreError::Refused("webhook client: building it panicked".into()))?
             .map_err(|e| StoreError::Refused(format!("webhook client: {e}")))?;
-        let (job_tx, job_rx) = bounded::<Due>(settings.senders);
         let (done_tx, done_rx) = unbounded::<Attempt>();
-        let settings = Arc::new(settings);
-        for n in 0..settings.senders.max(1) {
-            let (client, jobs, done, settings) = (
-                client.clone(),
-                job_rx.clone(),
-                done_tx.clone(),
-                settings.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("quire-webhook-{n}"))
-                .spawn(move || {
-                    for due in jobs.iter() {
-                        let a = attempt(&client, &settings, &due);
-                        if done.send(a).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .map_err(|e| StoreError::Refused(format!("webhook sender thread: {e}")))?;
-        }
         let loop_state = Loop {
             db,
-            settings,
-            jobs: job_tx,
+            settings: Arc::new(settings),
+            client,
+            done_tx,
             done: done_rx,
             wake: wake_rx,
             stop: stop.clone(),
             in_flight: HashMap::new(),
             waiting: HashMap::new(),
+            unrecorded: Vec::new(),
             last_purge: None,
         };
         let t = std::thread::Builder::new()
@@ -147,7 +130,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             stop,
             wake: wake_tx,
-            threads: parking_lot::Mutex::new(Some(t)),
+            thread: parking_lot::Mutex::new(Some(t)),
         })
     }
 
@@ -161,7 +144,7 @@ impl Dispatcher {
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake();
-        if let Some(t) = self.threads.lock().take() {
+        if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
     }
@@ -170,7 +153,8 @@ impl Dispatcher {
 struct Loop {
     db: Db,
     settings: Arc<Settings>,
-    jobs: Sender<Due>,
+    client: reqwest::blocking::Client,
+    done_tx: Sender<Attempt>,
     done: Receiver<Attempt>,
     wake: Receiver<()>,
     stop: Arc<AtomicBool>,
@@ -178,6 +162,8 @@ struct Loop {
     in_flight: HashMap<i64, usize>,
     /// Leased deliveries waiting for a free slot at their endpoint, per endpoint.
     waiting: HashMap<i64, std::collections::VecDeque<Due>>,
+    /// Outcomes whose recording failed, recorded with the next ones (their leases hold).
+    unrecorded: Vec<Attempt>,
     last_purge: Option<Instant>,
 }
 
@@ -204,14 +190,35 @@ impl Loop {
                 default(pause) => {}
             }
         }
-        // Dropping `jobs` ends the senders.
     }
 
-    /// Until the next due delivery, at most `POLL`.
+    /// Attempts that may be in flight or waiting for a slot, in all.
+    fn room(&self) -> usize {
+        let held: usize = self.waiting.values().map(|q| q.len()).sum();
+        let sending: usize = self.in_flight.values().sum();
+        self.settings.max_in_flight.saturating_sub(held + sending)
+    }
+
+    /// Endpoints that can take no more now: at their limit, or with deliveries waiting.
+    fn busy(&self) -> Vec<i64> {
+        self.in_flight
+            .iter()
+            .filter(|(_, n)| **n >= self.settings.per_endpoint)
+            .map(|(w, _)| *w)
+            .chain(self.waiting.keys().copied())
+            .collect()
+    }
+
+    /// Until the next delivery this loop could claim is due (at least 5 ms, at most `POLL`);
+    /// with no room, until an attempt ends (which wakes the loop) or `POLL`.
     fn pause(&self) -> Duration {
-        match self.db.read(store::webhooks::next_due) {
+        if self.room() == 0 || !self.unrecorded.is_empty() {
+            return POLL;
+        }
+        let busy = self.busy();
+        match self.db.read(|c| store::webhooks::next_due(c, &busy)) {
             Ok(Some(at)) => {
-                Duration::from_millis((at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+                Duration::from_millis((at - now_ms()).clamp(5, POLL.as_millis() as i64) as u64)
             }
             _ => POLL,
         }
@@ -228,38 +235,57 @@ impl Loop {
                 tracing::info!("purged {n} webhook event(s) past their retention");
             }
         }
-        let held: usize = self.waiting.values().map(|q| q.len()).sum();
-        let sending: usize = self.in_flight.values().sum();
-        let room = (self.settings.senders * 2).saturating_sub(held + sending);
+        if !self.unrecorded.is_empty() {
+            self.record(Vec::new());
+        }
+        let room = self.room();
         if room > 0 && !self.stop.load(Ordering::SeqCst) {
-            let busy: Vec<i64> = self
-                .in_flight
-                .iter()
-                .filter(|(_, n)| **n >= self.settings.per_endpoint)
-                .map(|(w, _)| *w)
-                .chain(self.waiting.keys().copied())
-                .collect();
-            let due = self.db.write(false, |tx| {
-                store::webhooks::claim(tx, now_ms(), room, &busy)
-            })?;
-            for d in due {
-                self.waiting.entry(d.webhook_seq).or_default().push_back(d);
+            let busy = self.busy();
+            let now = now_ms();
+            // Read first: a claim is a write transaction, taken only when there is work.
+            let due_now = self
+                .db
+                .read(|c| store::webhooks::next_due(c, &busy))?
+                .is_some_and(|at| at <= now);
+            if due_now {
+                let due = self
+                    .db
+                    .write(false, |tx| store::webhooks::claim(tx, now, room, &busy))?;
+                for d in due {
+                    self.waiting.entry(d.webhook_seq).or_default().push_back(d);
+                }
             }
         }
         self.send_waiting();
         Ok(())
     }
 
+    /// Starts an attempt for each waiting delivery whose endpoint has a free slot, each on a
+    /// thread of its own (a slow receiver holds only its own slots).
     fn send_waiting(&mut self) {
         let limit = self.settings.per_endpoint.max(1);
         for (hook, queue) in self.waiting.iter_mut() {
             let n = self.in_flight.entry(*hook).or_default();
             while *n < limit {
                 let Some(d) = queue.pop_front() else { break };
-                if self.jobs.send(d).is_err() {
-                    return;
+                let (client, settings, done) = (
+                    self.client.clone(),
+                    self.settings.clone(),
+                    self.done_tx.clone(),
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("quire-webhook-send".into())
+                    .spawn(move || {
+                        let _ = done.send(attempt(&client, &settings, &d));
+                    });
+                match spawned {
+                    Ok(_) => *n += 1,
+                    Err(e) => {
+                        // Its lease holds: the next start sends it. Nothing more this round.
+                        tracing::warn!("webhook attempt not started: {e}");
+                        break;
+                    }
                 }
-                *n += 1;
             }
         }
         self.waiting.retain(|_, q| !q.is_empty());
@@ -267,10 +293,17 @@ impl Loop {
     }
 
     fn record(&mut self, batch: Vec<Attempt>) {
+        for a in &batch {
+            if let Some(n) = self.in_flight.get_mut(&a.webhook_seq) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let mut all = std::mem::take(&mut self.unrecorded);
+        all.extend(batch);
         let disable_after = self.settings.disable_after.as_millis() as i64;
         let r = self.db.write(false, |tx| {
             let mut turned_off = Vec::new();
-            for a in &batch {
+            for a in &all {
                 if let Some(why) = store::webhooks::record(tx, a, disable_after)? {
                     turned_off.push((a.webhook_seq, why));
                 }
@@ -283,12 +316,9 @@ impl Loop {
                     tracing::warn!("webhook {hook} turned off: {why}");
                 }
             }
-            // The leases stay: the next start sends these again (at least once).
-            Err(e) => tracing::error!("webhook outcomes not recorded: {e}"),
-        }
-        for a in &batch {
-            if let Some(n) = self.in_flight.get_mut(&a.webhook_seq) {
-                *n = n.saturating_sub(1);
+            Err(e) => {
+                tracing::error!("{} webhook outcome(s) not recorded yet: {e}", all.len());
+                self.unrecorded = all;
             }
         }
         self.send_waiting();
@@ -329,6 +359,8 @@ fn client(s: &Settings) -> reqwest::Result<reqwest::blocking::Client> {
         .timeout(s.timeout)
         .connect_timeout(s.timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve and connect where the address guard cannot see.
+        .no_proxy()
         .user_agent(concat!("Quire-Webhooks/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(s.per_endpoint);
     if s.allow_private {
@@ -375,14 +407,10 @@ fn attempt(client: &reqwest::blocking::Client, s: &Settings, d: &Due) -> Attempt
                         .get("location")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let mut text = r.text().unwrap_or_default();
-                    if text.len() > KEEP_BODY {
-                        let mut cut = KEEP_BODY;
-                        while !text.is_char_boundary(cut) {
-                            cut -= 1;
-                        }
-                        text.truncate(cut);
-                    }
+                    // Only the start is kept, and only the start is read.
+                    let mut head = Vec::with_capacity(KEEP_BODY);
+                    let _ = r.take(KEEP_BODY as u64).read_to_end(&mut head);
+                    let text = String::from_utf8_lossy(&head).into_owned();
                     let why = match location {
                         Some(to) if code.is_redirection() => format!(
                             "HTTP {code}: redirect to {to} not followed (webhooks never follow redirects)"
@@ -482,5 +510,52 @@ mod tests {
             [60, 300, 1800, 14_400].map(Duration::from_secs).to_vec()
         );
         assert!(parse_schedule("1m,0s").is_err() && parse_schedule("soon").is_err());
+    }
+
+    /// At attempt time, not only when the webhook was saved: a name that resolves inside (as a
+    /// name re-pointed after saving would) and a literal inside address are refused without a
+    /// connection, and the attempt fails with why.
+    #[test]
+    fn an_attempt_never_connects_inside() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let settings = Settings {
+            timeout: Duration::from_secs(2),
+            ..Settings::default()
+        };
+        let c = client(&settings).unwrap();
+        for (url, says) in [
+            (
+                format!("http://localhost:{port}/in"),
+                "resolves to a loopback address",
+            ),
+            (format!("http://127.0.0.1:{port}/in"), "loopback"),
+        ] {
+            let due = Due {
+                seq: 1,
+                id: "dlv_x".into(),
+                attempts: 0,
+                event_id: "evt_x".into(),
+                event: "webhook.test".into(),
+                data: serde_json::json!({}),
+                webhook_seq: 1,
+                url: url.clone(),
+                secret: "whsec_x".into(),
+                previous_secret: None,
+                previous_secret_until: None,
+            };
+            let a = attempt(&c, &settings, &due);
+            let why = a.error.unwrap_or_default();
+            assert!(why.contains(says), "{url}: {why}");
+            assert!(
+                a.retry_at_ms.is_some(),
+                "a refused attempt is retried like any failure"
+            );
+        }
+        assert!(
+            listener.accept().is_err(),
+            "nothing connected to the inside address"
+        );
     }
 }

@@ -140,7 +140,22 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // Forms that carry an IPv4 address reach that address: judge it.
+    let carried = if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
+        Some(embedded(s[6], s[7])) // IPv4-compatible ::a.b.c.d
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(embedded(s[6], s[7])) // NAT64
+    } else if first == 0x2002 {
+        Some(embedded(s[1], s[2])) // 6to4
+    } else {
+        None
+    };
+    if let Some(v4) = carried {
+        return forbidden_v4(v4);
+    }
     if ip.is_loopback() {
         Some("loopback")
     } else if ip.is_unspecified() {
@@ -149,6 +164,8 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("link-local")
     } else if first & 0xfe00 == 0xfc00 {
         Some("private (unique local)")
+    } else if first & 0xffc0 == 0xfec0 {
+        Some("private (site-local)")
     } else if ip.is_multicast() {
         Some("broadcast, multicast or reserved")
     } else {
@@ -257,6 +274,11 @@ mod tests {
             ("::", "unspecified"),
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:10.0.0.1", "private"),
+            ("::127.0.0.1", "loopback"),
+            ("64:ff9b::7f00:1", "loopback"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("2002:c0a8:101::1", "private"),
+            ("fec0::1", "private (site-local)"),
             ("224.0.0.1", "broadcast, multicast or reserved"),
             ("255.255.255.255", "broadcast, multicast or reserved"),
         ] {
@@ -267,6 +289,8 @@ mod tests {
             "172.32.0.1",
             "100.128.0.1",
             "2606:4700::1111",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
         ] {
             assert_eq!(forbidden_ip(ok.parse().unwrap()), None, "{ok}");
         }

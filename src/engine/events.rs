@@ -23,13 +23,6 @@ fn emit(
     Ok(())
 }
 
-fn store_error(e: EngineError) -> StoreError {
-    match e {
-        EngineError::Store(s) => s,
-        other => StoreError::Refused(other.to_string()),
-    }
-}
-
 fn load_run(c: &Connection, pipeline_id: &str) -> Result<PipelineRow, StoreError> {
     store::pipelines::get_any(c, pipeline_id)?
         .ok_or_else(|| StoreError::Refused(format!("pipeline {pipeline_id} vanished")))
@@ -40,11 +33,26 @@ fn load_run(c: &Connection, pipeline_id: &str) -> Result<PipelineRow, StoreError
 /// data product, if it has one, is ready again.
 pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Option<&'static str>, StoreError> {
     let settled = store::pipelines::settle(c, pipeline_id)?;
+    if settled.status.is_none() && settled.reruns.is_empty() {
+        return Ok(None);
+    }
+    let org = store::queue::org_of(c, pipeline_id)?;
+    // Settling can finish a rerun without moving the run (a run cancelled meanwhile).
+    for r in &settled.reruns {
+        emit(c, &org, "rerun.completed", |_| {
+            Ok(json!({
+                "rerun_id": r.id,
+                "pipeline_id": pipeline_id,
+                "generation": r.generation,
+                "from_phase": r.from_phase,
+                "outcome": r.outcome,
+            }))
+        })?;
+    }
     let Some(status) = settled.status else {
         return Ok(None);
     };
     let run = load_run(c, pipeline_id)?;
-    let org = store::queue::org_of(c, pipeline_id)?;
     if run.kind == "extraction" {
         let event = if status == "completed" {
             "extraction.complete"
@@ -52,15 +60,25 @@ pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Option<&'static str>,
             "extraction.failed"
         };
         emit(c, &org, event, |c| {
-            let x = super::quick::Extraction::of(c, run.clone()).map_err(store_error)?;
-            Ok(json!({
-                "extraction_id": x.run.id,
-                "document_id": x.document.id,
-                "schema_id": x.run.schema_id,
-                "status": x.status(),
-                "confidence": x.confidence().overall,
-                "error": x.pd.error,
-            }))
+            match super::quick::Extraction::of(c, run.clone()) {
+                Ok(x) => Ok(json!({
+                    "extraction_id": x.run.id,
+                    "document_id": x.document.id,
+                    "schema_id": x.run.schema_id,
+                    "status": x.status(),
+                    "confidence": x.confidence().overall,
+                    "error": x.pd.error,
+                })),
+                Err(EngineError::Store(e)) => Err(e),
+                // A broken extraction still settled: say so rather than hold up the writer's
+                // whole batch over the event's details.
+                Err(other) => Ok(json!({
+                    "extraction_id": run.id,
+                    "schema_id": run.schema_id,
+                    "status": if status == "completed" { "complete" } else { "failed" },
+                    "error": other.to_string(),
+                })),
+            }
         })?;
     } else {
         let counts = doc_counts(c, pipeline_id)?;
@@ -70,17 +88,6 @@ pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Option<&'static str>,
             _ => "pipeline.completed",
         };
         emit(c, &org, event, |_| Ok(run_data(&run, &counts)))?;
-    }
-    for r in &settled.reruns {
-        emit(c, &org, "rerun.completed", |_| {
-            Ok(json!({
-                "rerun_id": r.id,
-                "pipeline_id": run.id,
-                "generation": r.generation,
-                "from_phase": r.from_phase,
-                "outcome": r.outcome,
-            }))
-        })?;
     }
     if let Some(dp) = store::data_products::of_pipeline(c, pipeline_id)? {
         data_product_ready(c, &org, &dp)?;

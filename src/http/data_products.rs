@@ -67,10 +67,11 @@ pub async fn create(
             b.name.as_deref().map(str::trim),
             &default_name,
         )?;
-        if created {
+        let (_, wake) = review::replay(tx, org, &id, None)?;
+        // When the replay sent documents back to work, the run's settling tells instead.
+        if created && !wake {
             crate::engine::events::data_product_ready(tx, org, &dp)?;
         }
-        let (_, wake) = review::replay(tx, org, &id, None)?;
         let body = DataProductCreated {
             data_product: dp,
             share_token: None,

@@ -153,6 +153,22 @@ async fn check_url(call_allow_private: bool, url: &str) -> Result<String, ApiErr
     Ok(url.trim().to_string())
 }
 
+/// Only an active endpoint is sent anything: a test or redelivery to one that is off would wait
+/// unseen until it is turned on.
+fn must_be_active(w: &WebhookRow) -> Result<(), ApiError> {
+    if w.active {
+        return Ok(());
+    }
+    Err(ApiError::bad(match &w.disabled_reason {
+        Some(why) => format!(
+            "The webhook is disabled ({why}); turn it on with PATCH {{\"active\": true}} first"
+        ),
+        None => {
+            "The webhook is not active; turn it on with PATCH {\"active\": true} first".to_string()
+        }
+    }))
+}
+
 fn load(c: &Connection, org: &str, id: &str) -> Result<WebhookRow, ApiError> {
     store::webhooks::get(c, org, id)?.ok_or_else(|| ApiError::not_found("Webhook"))
 }
@@ -343,6 +359,7 @@ pub async fn redeliver(
             let w = load(tx, org, &id)?;
             let d = store::webhooks::delivery_of(tx, w.seq, &did)?
                 .ok_or_else(|| ApiError::not_found("Delivery"))?;
+            must_be_active(&w)?;
             let new = store::webhooks::redeliver(tx, w.seq, &d)?;
             let row = store::webhooks::delivery_of(tx, w.seq, &new)?
                 .ok_or_else(|| ApiError::Internal("the new delivery vanished".into()))?;
@@ -362,6 +379,7 @@ pub async fn test(
     let answer = call
         .write_with(String::new, move |tx, org| {
             let w = load(tx, org, &id)?;
+            must_be_active(&w)?;
             let data = json!({
                 "webhook_id": w.id,
                 "message": "A test event from Quire: this endpoint is reachable and verifies signatures.",

@@ -113,7 +113,7 @@ pub fn update(
     c.execute(
         "UPDATE webhooks SET url = ?2, events = ?3, description = ?4, active = ?5, updated_at = ?6,
              disabled_reason = CASE WHEN ?5 THEN NULL ELSE disabled_reason END,
-             failing_since_ms = CASE WHEN ?5 AND NOT active THEN NULL ELSE failing_since_ms END
+             failing_since_ms = CASE WHEN (?5 AND NOT active) OR url <> ?2 THEN NULL ELSE failing_since_ms END
          WHERE seq = ?1",
         params![
             seq,
@@ -395,13 +395,16 @@ pub fn claim(
     Ok(due)
 }
 
-/// When the next pending delivery of an active endpoint is due, if any.
-pub fn next_due(c: &Connection) -> Result<Option<i64>, StoreError> {
+/// When the next delivery `claim` could take is due (pending, not leased, of an active endpoint
+/// not in `busy`), if any.
+pub fn next_due(c: &Connection, busy: &[i64]) -> Result<Option<i64>, StoreError> {
+    let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
     Ok(c.prepare_cached(
         "SELECT min(d.next_ms) FROM webhook_deliveries d JOIN webhooks w ON w.seq = d.webhook_seq
-         WHERE d.status = 'pending' AND NOT d.leased AND w.active",
+         WHERE d.status = 'pending' AND NOT d.leased AND w.active
+           AND w.seq NOT IN (SELECT value FROM json_each(?1))",
     )?
-    .query_row([], |r| r.get(0))?)
+    .query_row([busy], |r| r.get(0))?)
 }
 
 /// Leases of a process that is gone: every attempt in flight then is due again.
@@ -442,7 +445,7 @@ pub fn record(
         c.prepare_cached(
             "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, leased = 0,
                  response_code = ?2, latency_ms = ?3, error = NULL, response_body = NULL,
-                 updated_at = ?4, delivered_at = ?4 WHERE seq = ?1",
+                 updated_at = ?4, delivered_at = ?4 WHERE seq = ?1 AND leased",
         )?
         .execute(params![a.delivery_seq, a.response_code, a.latency_ms, now])?;
         c.prepare_cached("UPDATE webhooks SET failing_since_ms = NULL WHERE seq = ?1")?
@@ -452,7 +455,7 @@ pub fn record(
     c.prepare_cached(
         "UPDATE webhook_deliveries SET status = CASE WHEN ?6 IS NULL THEN 'failed' ELSE 'pending' END,
              attempts = attempts + 1, leased = 0, response_code = ?2, latency_ms = ?3, error = ?4,
-             response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7 WHERE seq = ?1",
+             response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7 WHERE seq = ?1 AND leased",
     )?
     .execute(params![
         a.delivery_seq,

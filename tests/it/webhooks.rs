@@ -558,6 +558,18 @@ fn a_delivery_fails_after_its_schedule_keeps_the_answer_and_is_redelivered_and_a
     );
     assert_eq!(w["active"], false);
 
+    // Nothing is sent to an endpoint that is off: asking is refused, saying why.
+    let off = api.post(
+        &format!("/v1/webhooks/{hid}/deliveries/{did}/redeliver"),
+        &json!({}),
+    );
+    assert_eq!(off.status, 400, "{}", off.text);
+    assert!(off.text.contains("disabled"), "{}", off.text);
+    assert_eq!(
+        api.post(&format!("/v1/webhooks/{hid}/test"), &json!({}))
+            .status,
+        400
+    );
     // Fixed and turned back on: a redelivery is a new delivery of the same event.
     rx.answer_always(Answer::Ok);
     let on = api.patch(&format!("/v1/webhooks/{hid}"), &json!({"active": true}));
