@@ -144,10 +144,10 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let first = s[0];
     let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
     // Forms that carry an IPv4 address reach that address: judge it.
-    let carried = if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
-        Some(embedded(s[6], s[7])) // IPv4-compatible ::a.b.c.d
-    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        Some(embedded(s[6], s[7])) // NAT64
+    let compatible = s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified();
+    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    let carried = if compatible || nat64 {
+        Some(embedded(s[6], s[7])) // ::a.b.c.d, 64:ff9b::a.b.c.d
     } else if first == 0x2002 {
         Some(embedded(s[1], s[2])) // 6to4
     } else {
