@@ -292,6 +292,16 @@ impl Metrics {
         let _ = writeln!(out, "# HELP quire_executor_queue_depth Documents waiting to be claimed.\n# TYPE quire_executor_queue_depth gauge\nquire_executor_queue_depth {queued}");
         let _ = writeln!(out, "# HELP quire_executor_in_flight Documents claimed by the executor and not yet committed.\n# TYPE quire_executor_in_flight gauge\nquire_executor_in_flight {}", self.in_flight.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP quire_review_queue_fields Fields waiting for a reviewer.\n# TYPE quire_review_queue_fields gauge\nquire_review_queue_fields {}", gauges.review_queue);
+        out.push_str("# HELP quire_webhook_deliveries Webhook deliveries kept (within retention), by status.\n# TYPE quire_webhook_deliveries gauge\n");
+        for status in ["pending", "delivered", "failed"] {
+            let n: i64 = gauges
+                .webhook_deliveries
+                .iter()
+                .filter(|(s, _)| s == status)
+                .map(|(_, n)| n)
+                .sum();
+            let _ = writeln!(out, "quire_webhook_deliveries{{status=\"{status}\"}} {n}");
+        }
         let _ = writeln!(
             out,
             "# HELP quire_build_info The running build.\n# TYPE quire_build_info gauge\nquire_build_info{{version=\"{}\"}} 1",
@@ -435,7 +445,10 @@ mod tests {
         let text = m.render(&Gauges {
             documents: vec![("queued".into(), 5), ("completed".into(), 2)],
             review_queue: 1,
+            webhook_deliveries: vec![("failed".into(), 4)],
         });
+        assert!(text.contains("quire_webhook_deliveries{status=\"failed\"} 4"));
+        assert!(text.contains("quire_webhook_deliveries{status=\"pending\"} 0"));
         assert!(text.contains(
             "quire_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2"
         ));

@@ -596,6 +596,7 @@ pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
     Ok(Gauges {
         documents,
         review_queue,
+        webhook_deliveries: super::webhooks::counts(c)?,
     })
 }
 
@@ -625,6 +626,8 @@ pub struct Gauges {
     pub documents: Vec<(String, i64)>,
     /// Fields waiting for a reviewer.
     pub review_queue: i64,
+    /// Webhook deliveries by status.
+    pub webhook_deliveries: Vec<(String, i64)>,
 }
 
 /// Documents of a run that ended `complete` or `partial`: what a data product can deliver.

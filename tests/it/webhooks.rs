@@ -544,6 +544,11 @@ fn a_delivery_fails_after_its_schedule_keeps_the_answer_and_is_redelivered_and_a
         .get(&format!("/v1/webhooks/{hid}/deliveries?status=failed"))
         .body;
     assert_eq!(failed["pagination"]["total"], 1);
+    let metrics = api.get("/metrics").text;
+    assert!(
+        metrics.contains("quire_webhook_deliveries{status=\"failed\"} 1"),
+        "{metrics}"
+    );
 
     // Still failing past `disable_after`: turned off, with why.
     std::thread::sleep(Duration::from_millis(700));
