@@ -33,6 +33,11 @@ pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// Unix milliseconds as `format_time` writes them.
+pub fn format_ms(ms: i64) -> String {
+    format_time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now))
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -26,6 +26,10 @@ impl Status {
             Status::Completed => "completed",
         }
     }
+    /// Held for a person: the review queue's statuses.
+    pub fn awaits_review(self) -> bool {
+        matches!(self, Status::Blocked | Status::PendingReview)
+    }
     pub fn is_held(self) -> bool {
         matches!(
             self,
@@ -254,11 +258,7 @@ impl Deps {
 pub fn apply_waiting(states: &mut States, order: &[String], deps: &Deps) -> Vec<String> {
     let roots: Vec<String> = order
         .iter()
-        .filter(|f| {
-            states
-                .get(*f)
-                .is_some_and(|s| matches!(s.status, Status::Blocked | Status::PendingReview))
-        })
+        .filter(|f| states.get(*f).is_some_and(|s| s.status.awaits_review()))
         .cloned()
         .collect();
     let mut started = Vec::new();
@@ -267,7 +267,7 @@ pub fn apply_waiting(states: &mut States, order: &[String], deps: &Deps) -> Vec<
     }
     for f in order {
         let Some(st) = states.get(f) else { continue };
-        if matches!(st.status, Status::Blocked | Status::PendingReview) {
+        if st.status.awaits_review() {
             continue;
         }
         let closure = deps.closure(f, states);
@@ -288,11 +288,10 @@ pub fn released_waiters(states: &States, order: &[String], deps: &Deps) -> Vec<S
         .iter()
         .filter(|f| states.get(*f).is_some_and(|s| s.status == Status::Waiting))
         .filter(|f| {
-            !deps.closure(f, states).iter().any(|d| {
-                states
-                    .get(d)
-                    .is_some_and(|s| matches!(s.status, Status::Blocked | Status::PendingReview))
-            })
+            !deps
+                .closure(f, states)
+                .iter()
+                .any(|d| states.get(d).is_some_and(|s| s.status.awaits_review()))
         })
         .cloned()
         .collect()

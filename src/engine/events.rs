@@ -3,7 +3,7 @@
 //! its event. Nothing is gathered or written for an event no active endpoint subscribes to.
 
 use super::EngineError;
-use crate::domain::state::{FieldState, States, Status};
+use crate::domain::state::{FieldState, States};
 use crate::domain::status::DocStatus;
 use crate::store::data_products::DataProduct;
 use crate::store::documents::{DocumentRow, NewDocument};
@@ -17,8 +17,9 @@ fn emit(
     event: &str,
     data: impl FnOnce(&Connection) -> Result<Value, StoreError>,
 ) -> Result<(), StoreError> {
-    if store::webhooks::subscribed(c, org, event)? {
-        store::webhooks::enqueue(c, org, event, &data(c)?)?;
+    let hooks = store::webhooks::subscribers(c, org, event)?;
+    if !hooks.is_empty() {
+        store::webhooks::enqueue(c, org, event, &hooks, &data(c)?)?;
     }
     Ok(())
 }
@@ -191,10 +192,6 @@ pub fn decision_made(
     })
 }
 
-fn held(s: &FieldState) -> bool {
-    matches!(s.status, Status::Blocked | Status::PendingReview)
-}
-
 /// Keeps the review queue's index in step (`store::queue::sync_held`) and tells of every field
 /// that has just become held.
 pub fn sync_held(
@@ -209,12 +206,15 @@ pub fn sync_held(
     let fresh = FieldState::default();
     let new: Vec<(&String, &FieldState)> = after
         .iter()
-        .filter(|(f, a)| held(a) && !held(before.get(*f).unwrap_or(&fresh)))
+        .filter(|(f, a)| {
+            a.status.awaits_review() && !before.get(*f).unwrap_or(&fresh).status.awaits_review()
+        })
         .collect();
     if new.is_empty() {
         return Ok(());
     }
-    if !store::webhooks::subscribed(c, org, "review.item_created")? {
+    let hooks = store::webhooks::subscribers(c, org, "review.item_created")?;
+    if hooks.is_empty() {
         return Ok(());
     }
     let pd = store::review::pd_by_seq(c, pd_seq)?
@@ -232,7 +232,7 @@ pub fn sync_held(
             "requested_at": s.requested_at,
             "links": { "self": format!("/v1/field-reviews/{}/{}", pd.id, field) },
         });
-        store::webhooks::enqueue(c, org, "review.item_created", &data)?;
+        store::webhooks::enqueue(c, org, "review.item_created", &hooks, &data)?;
     }
     Ok(())
 }

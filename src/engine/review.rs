@@ -276,9 +276,7 @@ fn release_held_dependents(
         .filter(|d| d.as_str() != f)
         .filter(|d| {
             states.get(d.as_str()).is_some_and(|s| {
-                !s.pinned
-                    && s.reason.as_deref() != Some("reopened")
-                    && matches!(s.status, Status::Blocked | Status::PendingReview)
+                !s.pinned && s.reason.as_deref() != Some("reopened") && s.status.awaits_review()
             })
         })
         .cloned()
@@ -551,7 +549,7 @@ pub fn resolve(
         let wake = persist(c, &doc, &before, &states, org)?;
         return Ok((answer(&doc, &states, field, req.action, &now), wake));
     }
-    if !matches!(st.status, Status::Blocked | Status::PendingReview) {
+    if !st.status.awaits_review() {
         return Err(EngineError::Invalid(format!(
             "Field '{field}' is not held (it is {})",
             st.status.as_str()

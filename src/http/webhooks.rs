@@ -6,7 +6,7 @@ use super::extract::{Body, Call, Id, Read, Write};
 use super::idempotency::Reply;
 use super::pagination::{self, PageRequest};
 use crate::answers::{Deleted, Webhook, WebhookDelivery, WebhookEventType, WebhookLinks};
-use crate::domain::ids::{format_time, now_rfc3339};
+use crate::domain::ids::{format_ms, format_time, now_rfc3339};
 use crate::domain::webhooks::{self as rules, ALL_EVENTS, EVENTS, TEST_EVENT};
 use crate::store;
 use crate::store::webhooks::{DeliveryRow, NewWebhook, WebhookRow};
@@ -41,7 +41,7 @@ pub fn render(w: &WebhookRow, secret: Option<String>) -> Webhook {
         active: w.active,
         status,
         disabled_reason: w.disabled_reason.clone(),
-        failing_since: w.failing_since_ms.map(ms_time),
+        failing_since: w.failing_since_ms.map(format_ms),
         secret,
         previous_secret_expires_at: previous,
         created_at: w.created_at.clone(),
@@ -51,10 +51,6 @@ pub fn render(w: &WebhookRow, secret: Option<String>) -> Webhook {
             deliveries: format!("/v1/webhooks/{}/deliveries", w.id),
         },
     }
-}
-
-fn ms_time(ms: i64) -> String {
-    format_time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now))
 }
 
 pub fn render_delivery(d: &DeliveryRow) -> WebhookDelivery {
@@ -68,7 +64,7 @@ pub fn render_delivery(d: &DeliveryRow) -> WebhookDelivery {
         latency_ms: d.latency_ms,
         error: d.error.clone(),
         response_body: d.response_body.clone(),
-        next_attempt_at: (d.status == "pending").then(|| ms_time(d.next_ms)),
+        next_attempt_at: (d.status == "pending").then(|| format_ms(d.next_ms)),
         redelivery_of: d.redelivery_of.clone(),
         data: (d.status != "delivered").then(|| d.data.clone()),
         created_at: d.created_at.clone(),

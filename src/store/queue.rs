@@ -3,7 +3,7 @@
 use super::StoreError;
 use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::ids::now_rfc3339;
-use crate::domain::state::{FieldState, States, Status};
+use crate::domain::state::{FieldState, States};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
@@ -585,7 +585,7 @@ pub fn sync_held(
     before: &States,
     after: &States,
 ) -> Result<(), StoreError> {
-    let held = |s: &FieldState| matches!(s.status, Status::Blocked | Status::PendingReview);
+    let held = |s: &FieldState| s.status.awaits_review();
     for (f, a) in after {
         let fresh = FieldState::default();
         let b = before.get(f).unwrap_or(&fresh);

@@ -1,7 +1,7 @@
 //! Webhooks, their outbox of events and the deliveries of each event to each endpoint.
 
 use super::{Connection, StoreError};
-use crate::domain::ids::{format_time, new_id, now_ms, now_rfc3339};
+use crate::domain::ids::{format_ms, format_time, new_id, now_ms, now_rfc3339};
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
@@ -152,38 +152,33 @@ pub fn delete(c: &Connection, seq: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Whether an active endpoint of the organization subscribes to the event: when none does, the
-/// event is not written, nor its data gathered.
-pub fn subscribed(c: &Connection, org_id: &str, event: &str) -> Result<bool, StoreError> {
+/// The active endpoints of the organization that subscribe to the event. When there are none,
+/// the event is not written, nor its data gathered.
+pub fn subscribers(c: &Connection, org_id: &str, event: &str) -> Result<Vec<i64>, StoreError> {
     Ok(c.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM webhooks w WHERE w.org_id = ?1 AND w.active
-             AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN (?2, '*')))",
+        "SELECT w.seq FROM webhooks w WHERE w.org_id = ?1 AND w.active
+             AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN (?2, '*'))",
     )?
-    .query_row(params![org_id, event], |r| r.get(0))?)
+    .query_map(params![org_id, event], |r| r.get(0))?
+    .collect::<Result<_, _>>()?)
 }
 
-/// Writes an event into the outbox with a delivery for every active endpoint of the
-/// organization that subscribes to it, inside the caller's transaction (the change and its
-/// event commit or roll back together). Answers how many deliveries were queued.
+/// Writes an event into the outbox with a delivery for each of `hooks` (its `subscribers`),
+/// inside the caller's transaction: the change and its event commit or roll back together.
+/// Answers how many deliveries were queued.
 pub fn enqueue(
     c: &Connection,
     org_id: &str,
     event: &str,
+    hooks: &[i64],
     data: &Value,
 ) -> Result<usize, StoreError> {
-    let hooks: Vec<i64> = c
-        .prepare_cached(
-            "SELECT w.seq FROM webhooks w WHERE w.org_id = ?1 AND w.active
-                 AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN (?2, '*'))",
-        )?
-        .query_map(params![org_id, event], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
     if hooks.is_empty() {
         return Ok(0);
     }
     let event_seq = insert_event(c, org_id, event, data)?;
     let now = now_rfc3339();
-    for w in &hooks {
+    for w in hooks {
         insert_delivery(c, *w, event_seq, &now, None)?;
     }
     Ok(hooks.len())
@@ -438,9 +433,7 @@ pub fn record(
     a: &Attempt,
     disable_after_ms: i64,
 ) -> Result<Option<String>, StoreError> {
-    let now = format_time(
-        chrono::DateTime::from_timestamp_millis(a.at_ms).unwrap_or_else(chrono::Utc::now),
-    );
+    let now = format_ms(a.at_ms);
     if a.error.is_none() {
         c.prepare_cached(
             "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, leased = 0,
@@ -477,9 +470,7 @@ pub fn record(
         .flatten();
     match since {
         Some(s) if a.at_ms - s >= disable_after_ms => {
-            let since_text = format_time(
-                chrono::DateTime::from_timestamp_millis(s).unwrap_or_else(chrono::Utc::now),
-            );
+            let since_text = format_ms(s);
             let reason = format!(
                 "every delivery failed since {since_text}; the last: {}",
                 a.error.as_deref().unwrap_or("")
@@ -549,6 +540,12 @@ mod tests {
         .unwrap()
     }
 
+    /// An event to whoever subscribes, as the engine sends one.
+    fn send(c: &Connection, org: &str, event: &str, data: &Value) -> Result<usize, StoreError> {
+        let hooks = subscribers(c, org, event)?;
+        enqueue(c, org, event, &hooks, data)
+    }
+
     fn rows(db: &Db, table: &str) -> i64 {
         db.read(|c| {
             Ok::<i64, StoreError>(c.query_row(
@@ -564,17 +561,15 @@ mod tests {
     fn an_event_commits_and_rolls_back_with_its_change_and_is_written_only_for_subscribers() {
         let (db, org) = setup();
         // Nobody subscribes: nothing is written.
-        db.write(false, |tx| {
-            enqueue(tx, &org, "pipeline.completed", &json!({}))
-        })
-        .unwrap();
+        db.write(false, |tx| send(tx, &org, "pipeline.completed", &json!({})))
+            .unwrap();
         assert_eq!(rows(&db, "webhook_events"), 0);
         let a = hook(&db, &org, &["pipeline.completed"]);
         hook(&db, &org, &["*"]);
         hook(&db, &org, &["review.decision_made"]);
         // A transaction that fails after writing its event leaves neither behind.
         let failed: Result<(), StoreError> = db.write(false, |tx| {
-            enqueue(tx, &org, "pipeline.completed", &json!({"n": 1}))?;
+            send(tx, &org, "pipeline.completed", &json!({"n": 1}))?;
             Err(StoreError::Refused("the change failed".into()))
         });
         assert!(failed.is_err());
@@ -584,7 +579,7 @@ mod tests {
         );
         let n = db
             .write(false, |tx| {
-                enqueue(tx, &org, "pipeline.completed", &json!({"n": 2}))
+                send(tx, &org, "pipeline.completed", &json!({"n": 2}))
             })
             .unwrap();
         assert_eq!(n, 2, "the subscriber and the catch-all");
@@ -598,9 +593,7 @@ mod tests {
         })
         .unwrap();
         let n = db
-            .write(false, |tx| {
-                enqueue(tx, &org, "pipeline.completed", &json!({}))
-            })
+            .write(false, |tx| send(tx, &org, "pipeline.completed", &json!({})))
             .unwrap();
         assert_eq!(n, 1);
     }
@@ -612,7 +605,7 @@ mod tests {
         let b = hook(&db, &org, &["*"]);
         for i in 0..3 {
             db.write(false, |tx| {
-                enqueue(tx, &org, "rerun.enqueued", &json!({"i": i}))
+                send(tx, &org, "rerun.enqueued", &json!({"i": i}))
             })
             .unwrap();
         }
@@ -689,7 +682,7 @@ mod tests {
     fn old_events_are_purged_with_their_deliveries() {
         let (db, org) = setup();
         hook(&db, &org, &["*"]);
-        db.write(false, |tx| enqueue(tx, &org, "pipeline.failed", &json!({})))
+        db.write(false, |tx| send(tx, &org, "pipeline.failed", &json!({})))
             .unwrap();
         assert_eq!(
             db.write(false, |tx| purge(tx, now_ms() - 60_000)).unwrap(),
