@@ -74,7 +74,7 @@ pub struct ServeArgs {
     #[arg(long, env = "QUIRE_MAX_UPLOAD", default_value = "50MiB", value_parser = parse_size)]
     pub max_upload: usize,
     /// Most documents in one pipeline.
-    #[arg(long, env = "QUIRE_MAX_PIPELINE_DOCUMENTS", default_value_t = 10_000)]
+    #[arg(long, env = "QUIRE_MAX_PIPELINE_DOCUMENTS", default_value_t = 100_000)]
     pub max_pipeline_documents: usize,
     /// How long SIGTERM/SIGINT waits for running steps, e.g. 10s.
     #[arg(long, env = "QUIRE_SHUTDOWN_TIMEOUT", default_value = "10", value_parser = parse_secs)]
@@ -373,7 +373,7 @@ impl Config {
             org_rate_limit: 0,
             max_body: 10 * 1024 * 1024,
             max_upload: 50 * 1024 * 1024,
-            max_pipeline_documents: 10_000,
+            max_pipeline_documents: 100_000,
             shutdown_timeout: 10,
             request_timeout: 10,
             bootstrap_key,

@@ -65,6 +65,13 @@ enum Command {
         /// --stub-latency-ms with --stub-in-flight calls at once.
         #[arg(long)]
         model_stub: bool,
+        /// Also measure PDF intake and OCR (Tesseract where installed) on generated invoices.
+        #[arg(long)]
+        documents: bool,
+        /// A file holding an earlier run's summary (its last JSON line): print the change of
+        /// every figure against it.
+        #[arg(long, value_name = "FILE")]
+        compare: Option<std::path::PathBuf>,
         /// With --model-stub: how long the stub takes to answer.
         #[arg(long, default_value_t = 200)]
         stub_latency_ms: u64,
@@ -239,11 +246,20 @@ fn main() -> ExitCode {
             docs,
             workers,
             model_stub,
+            documents,
+            compare,
             stub_latency_ms,
             stub_in_flight,
             held_every,
             webhook_sink,
         } => {
+            // Read before measuring: a missing or unreadable file fails in a second, not after
+            // the five minutes of the run.
+            let earlier = match compare.as_deref().map(quire::tools::bench::read_summary) {
+                Some(Err(e)) => return fail(e),
+                Some(Ok(v)) => Some(v),
+                None => None,
+            };
             let db = db_given.then(|| cli.db.clone());
             let summary = if model_stub {
                 quire::tools::bench_model::run(quire::tools::bench_model::ModelBenchArgs {
@@ -259,10 +275,14 @@ fn main() -> ExitCode {
                     db,
                     held_every: held_every as usize,
                     webhook_sink,
+                    documents,
                 })
             };
             match summary {
                 Ok(summary) => {
+                    if let Some(earlier) = &earlier {
+                        quire::tools::bench::print_comparison(earlier, &summary);
+                    }
                     println!("{summary}");
                     ExitCode::SUCCESS
                 }

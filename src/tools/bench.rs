@@ -16,6 +16,8 @@ pub struct BenchArgs {
     pub held_every: usize,
     /// Subscribe a webhook to every event, delivered to a local receiver, while measuring.
     pub webhook_sink: bool,
+    /// Also measure PDF intake and OCR.
+    pub documents: bool,
 }
 
 /// The fields the data policy normalizes are declared text, so extraction keeps them as printed
@@ -317,6 +319,93 @@ pub(super) fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
     }
 }
 
+/// Bytes this process has sent to storage so far (the kernel's `write_bytes`, counted when a
+/// page is dirtied): WAL appends and checkpoints, which is what a write costs the disk.
+fn written_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// The database's size on disk: the file and its WAL.
+fn stored_bytes(db: &str) -> f64 {
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    (size(db) + size(&format!("{db}-wal"))) as f64
+}
+
+/// Walks every page of the run's results (50 rows, the review queue's page) by cursor: the
+/// slowest page, in ms.
+fn results_pages(h: &Http, pid: &str, n: usize) -> Result<f64, String> {
+    let mut max_ms: f64 = 0.0;
+    let mut cursor: Option<String> = None;
+    let mut rows = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/pipelines/{pid}/results?limit=50&cursor={c}"),
+            None => format!("/v1/pipelines/{pid}/results?limit=50"),
+        };
+        let t = Instant::now();
+        let page = h.get(&path)?;
+        max_ms = max_ms.max(t.elapsed().as_secs_f64() * 1000.0);
+        rows += page["data"].as_array().map_or(0, Vec::len);
+        match page["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    check(rows == n, format!("{rows} result rows paged, expected {n}"))?;
+    Ok(max_ms)
+}
+
+/// The summary a bench run printed last, read back from a file that holds it (the whole output
+/// of an earlier run, or only its last line).
+pub fn read_summary(path: &std::path::Path) -> Result<Value, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--compare {}: {e}", path.display()))?;
+    text.lines()
+        .rev()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(Value::is_object)
+        })
+        .ok_or_else(|| {
+            format!(
+                "--compare {}: no benchmark summary (a JSON object on one line) in the file",
+                path.display()
+            )
+        })
+}
+
+/// Every numeric figure of `now` beside the same figure of `earlier`, with the change.
+pub fn print_comparison(earlier: &Value, now: &Value) {
+    println!("Against the earlier run");
+    println!(
+        "{:<40} {:>14} {:>14} {:>9}",
+        "figure", "earlier", "now", "change"
+    );
+    let Some(fields) = now.as_object() else {
+        return;
+    };
+    for (key, v) in fields {
+        let (Some(b), Some(a)) = (earlier[key].as_f64(), v.as_f64()) else {
+            continue;
+        };
+        let change = if b == 0.0 {
+            "-".to_string()
+        } else {
+            format!("{:+.1}%", 100.0 * (a - b) / b.abs())
+        };
+        println!("{key:<40} {b:>14} {a:>14} {change:>9}");
+    }
+}
+
 /// A timed rerun: (call ms, documents/s, rows/s).
 fn timed_rerun(
     h: &Http,
@@ -405,6 +494,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     }
     body.push_str("]}");
     drop(ids);
+    let written = written_bytes();
     let p = h.post_raw("/v1/pipelines", &body)?;
     drop(body);
     let pid = id(&p)?;
@@ -413,8 +503,11 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         done["created_at"].as_str().unwrap_or(""),
         done["completed_at"].as_str().unwrap_or(""),
     )?;
+    let first_written = written_bytes() - written;
     note("first run done");
-    let db = BenchDb::open(&args.db.clone().unwrap_or_else(|| srv.db_arg()))?;
+    let db_path = args.db.clone().unwrap_or_else(|| srv.db_arg());
+    let db = BenchDb::open(&db_path)?;
+    let stored_after_first = stored_bytes(&db_path);
 
     // Self-checks: every document terminal, the expected partial count, the expected rows.
     let progress = h.get(&format!("/v1/pipelines/{pid}/progress"))?;
@@ -455,8 +548,11 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let ceiling_rps = db.ceiling(cells, verdicts, n)?;
     note("ceiling measured");
 
+    let written = written_bytes();
     let (val_call, val_dps, val_rps) = timed_rerun(&h, &pid, "validation", &db, 2, n)?;
+    let val_written = written_bytes() - written;
     let (res_call, res_dps, res_rps) = timed_rerun(&h, &pid, "resolution", &db, 3, n)?;
+    let res_written = written_bytes() - written - val_written;
     let after_reruns = db.partial_count(&pid)?;
     check(
         after_reruns == expected_partial,
@@ -466,8 +562,16 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     note("reruns done");
     let review = review(&h, &pid, expected_partial)?;
     note("review measured");
-    let docs = documents(&h)?;
-    note("documents read");
+    let results_page_max_ms = results_pages(&h, &pid, n)?;
+    note("results pages read");
+    let docs = match args.documents {
+        true => {
+            let d = documents(&h)?;
+            note("documents read");
+            Some(d)
+        }
+        false => None,
+    };
     let progress_load = load(
         &srv.url,
         &srv.api_key,
@@ -565,7 +669,33 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         ),
         "< 100",
     );
+    row(
+        "results page (50), any depth",
+        format!("{results_page_max_ms:.1} ms max"),
+        "<= 10",
+    );
     row("peak RSS", format!("{rss:.0} MB"), "<= 150");
+    let per_doc = |b: f64| b / n as f64;
+    row(
+        "database bytes per document",
+        format!("{:.0}", per_doc(stored_after_first)),
+        "-",
+    );
+    row(
+        "bytes written / doc, first run",
+        format!("{:.0}", per_doc(first_written)),
+        "-",
+    );
+    row(
+        "bytes written / doc, rerun valid.",
+        format!("{:.0}", per_doc(val_written)),
+        "-",
+    );
+    row(
+        "bytes written / doc, rerun resol.",
+        format!("{:.0}", per_doc(res_written)),
+        "-",
+    );
     for (phase, count) in &per_phase {
         row(
             &format!("versions written by phase {phase}"),
@@ -574,22 +704,24 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         );
     }
     row("verdicts written", verdicts.to_string(), "-");
-    row(
-        "PDF intake",
-        format!("{:.1} pages/s", docs.pdf_pages_per_s),
-        "-",
-    );
-    row(
-        "PDF field accuracy",
-        format!("{:.1}%", 100.0 * docs.pdf_field_accuracy),
-        "-",
-    );
-    match (docs.ocr_pages_per_s, docs.ocr_field_accuracy) {
-        (Some(rate), Some(acc)) => {
-            row("OCR intake", format!("{rate:.2} pages/s"), "-");
-            row("OCR field accuracy", format!("{:.1}%", 100.0 * acc), "-");
+    if let Some(docs) = &docs {
+        row(
+            "PDF intake",
+            format!("{:.1} pages/s", docs.pdf_pages_per_s),
+            "-",
+        );
+        row(
+            "PDF field accuracy",
+            format!("{:.1}%", 100.0 * docs.pdf_field_accuracy),
+            "-",
+        );
+        match (docs.ocr_pages_per_s, docs.ocr_field_accuracy) {
+            (Some(rate), Some(acc)) => {
+                row("OCR intake", format!("{rate:.2} pages/s"), "-");
+                row("OCR field accuracy", format!("{:.1}%", 100.0 * acc), "-");
+            }
+            _ => row("OCR", "not installed".into(), "-"),
         }
-        _ => row("OCR", "not installed".into(), "-"),
     }
     if let Some(w) = &webhooks {
         row(
@@ -617,10 +749,15 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         "queue_page_max_ms": (review.page_max_ms * 10.0).round() / 10.0,
         "decision_p50_ms": (review.decision_p50_ms * 10.0).round() / 10.0,
         "decision_max_ms": (review.decision_max_ms * 10.0).round() / 10.0,
-        "pdf_pages_per_s": (docs.pdf_pages_per_s * 10.0).round() / 10.0,
-        "pdf_field_accuracy": (docs.pdf_field_accuracy * 1000.0).round() / 1000.0,
-        "ocr_pages_per_s": docs.ocr_pages_per_s.map(|r| (r * 100.0).round() / 100.0),
-        "ocr_field_accuracy": docs.ocr_field_accuracy.map(|a| (a * 1000.0).round() / 1000.0)
+        "results_page_max_ms": (results_page_max_ms * 10.0).round() / 10.0,
+        "bytes_per_doc": per_doc(stored_after_first).round(),
+        "written_bytes_per_doc_first_run": per_doc(first_written).round(),
+        "written_bytes_per_doc_rerun_validation": per_doc(val_written).round(),
+        "written_bytes_per_doc_rerun_resolution": per_doc(res_written).round(),
+        "pdf_pages_per_s": docs.as_ref().map(|d| (d.pdf_pages_per_s * 10.0).round() / 10.0),
+        "pdf_field_accuracy": docs.as_ref().map(|d| (d.pdf_field_accuracy * 1000.0).round() / 1000.0),
+        "ocr_pages_per_s": docs.as_ref().and_then(|d| d.ocr_pages_per_s).map(|r| (r * 100.0).round() / 100.0),
+        "ocr_field_accuracy": docs.as_ref().and_then(|d| d.ocr_field_accuracy).map(|a| (a * 1000.0).round() / 1000.0)
     });
     drop(db);
     drop(srv);

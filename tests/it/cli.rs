@@ -710,3 +710,75 @@ fn json_logs_carry_the_access_fields_error_codes_and_the_request_id_of_engine_ev
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn bench_prints_its_summary_with_bytes_per_document_and_compares_with_an_earlier_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_quire"))
+            .args(["bench", "--docs", "20"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let first = bench(&[]);
+    let summary: serde_json::Value = serde_json::from_str(first.lines().last().unwrap()).unwrap();
+    for key in [
+        "first_run_ratio_to_ceiling",
+        "rerun_validation_ratio_to_ceiling",
+        "rerun_call_ms",
+        "results_page_max_ms",
+        "written_bytes_per_doc_first_run",
+    ] {
+        assert!(summary[key].as_f64().is_some(), "{key} in {summary}");
+    }
+    // A database holds every document's versions and verdicts: kilobytes, not nothing.
+    assert!(
+        summary["bytes_per_doc"].as_f64().unwrap() > 1000.0,
+        "{summary}"
+    );
+    // Documents and OCR are measured only when asked for.
+    assert!(summary["pdf_pages_per_s"].is_null(), "{summary}");
+    let saved = dir.path().join("earlier.txt");
+    std::fs::write(&saved, &first).unwrap();
+    let second = bench(&["--compare", saved.to_str().unwrap()]);
+    let table: Vec<&str> = second
+        .lines()
+        .skip_while(|l| !l.starts_with("Against the earlier run"))
+        .collect();
+    let row = table
+        .iter()
+        .find(|l| l.starts_with("docs "))
+        .unwrap_or_else(|| panic!("no comparison of docs in {second}"));
+    assert!(row.ends_with("+0.0%"), "{row}");
+    assert!(
+        table.iter().any(|l| l.starts_with("bytes_per_doc ")),
+        "{second}"
+    );
+    // A file without a summary is refused before anything is measured.
+    std::fs::write(&saved, "no summary here\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quire"))
+        .args([
+            "bench",
+            "--docs",
+            "20",
+            "--compare",
+            saved.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no benchmark summary"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -395,12 +395,22 @@ impl Run<'_> {
                 .iter()
                 .find(|x| x["pipeline_document_id"] == r["pipeline_document_id"])
                 .unwrap();
-            prop_assert_eq!(
-                &r["fields"],
-                &same_doc["fields"],
-                "{}: data product and results agree",
-                when
-            );
+            if r["fields"] != same_doc["fields"] {
+                // Read what the run's documents and queue say now, so a failure in CI tells
+                // whether the executor moved between the two reads.
+                let docs = self
+                    .api
+                    .get(&format!("/v1/pipelines/{}/documents?limit=100", self.pid))
+                    .text;
+                let again = self.results();
+                prop_assert!(
+                    false,
+                    "{when}: data product and results agree: data product {}, results {}; \
+                     results read again {again:?}; documents {docs}",
+                    r["fields"],
+                    same_doc
+                );
+            }
         }
         let delivered = results.iter().filter(|r| r["status"] != "error").count();
         prop_assert_eq!(
