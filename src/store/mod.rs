@@ -11,6 +11,8 @@ pub mod migrate;
 pub mod models;
 pub mod orgs;
 pub mod pipelines;
+#[cfg(test)]
+mod plans;
 pub mod policies;
 pub mod queue;
 pub mod reruns;
