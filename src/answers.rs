@@ -25,6 +25,17 @@ pub struct Health {
     pub status: String,
 }
 
+/// An organization's retention of superseded versions.
+#[derive(Serialize, ToSchema)]
+pub struct Retention {
+    /// Days a superseded version is kept after the rerun that superseded it; `null`: for ever.
+    pub superseded_versions_days: Option<i64>,
+    /// What a purge may remove.
+    pub applies_to: String,
+    /// When the setting is applied.
+    pub runs: String,
+}
+
 /// The answer of every delete.
 #[derive(Serialize, ToSchema)]
 pub struct Deleted {

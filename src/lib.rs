@@ -9,6 +9,7 @@ pub mod answers;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod housekeeping;
 pub mod http;
 pub mod intake;
 pub mod logging;
@@ -117,6 +118,10 @@ impl Application {
             db.clone(),
             config.webhooks.clone(),
         )?);
+        let housekeeper = std::sync::Arc::new(
+            housekeeping::Housekeeper::start(db.clone())
+                .map_err(|e| StartError::Config(format!("cannot start housekeeping: {e}")))?,
+        );
         let state = web::Data::new(AppState::new(
             db,
             config.clone(),
@@ -124,6 +129,7 @@ impl Application {
             metrics,
             models,
             webhooks,
+            housekeeper,
         )?);
         let server = http::server(state.clone(), listener, &config)
             .map_err(|e| StartError::Bind(addr, e))?;
@@ -160,7 +166,9 @@ impl Application {
         let result = self.server.await;
         let executor = self.state.executor.clone();
         let webhooks = self.state.webhooks.clone();
+        let housekeeper = self.state.housekeeper.clone();
         let _ = actix_web::rt::task::spawn_blocking(move || {
+            housekeeper.shutdown();
             webhooks.shutdown();
             executor.shutdown()
         })

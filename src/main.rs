@@ -96,6 +96,16 @@ enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Remove the versions and verdicts that reruns superseded more than a while ago, then give
+    /// the space back (safe while the service runs; see README, Retention).
+    Purge {
+        /// Keep what was superseded more recently than this, e.g. 90d, 12h, 0s.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// Only this organization (by name); every organization when left out.
+        #[arg(long, value_name = "NAME")]
+        org: Option<String>,
+    },
     /// Copy the database consistently while the service runs (SQLite online backup).
     Backup {
         /// Destination file (must not exist).
@@ -168,6 +178,11 @@ enum KeysCmd {
         /// The key's id (see `quire keys list`).
         id: String,
     },
+}
+
+/// An age such as `90d`, `12h` or `0s`.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (write e.g. 90d, 12h or 0s)"))
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -292,6 +307,34 @@ fn main() -> ExitCode {
         Command::Demo { model } => {
             match quire::tools::demo::run(db_given.then(|| cli.db.clone()), model) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Purge { older_than, org } => {
+            let db = match admin::open(&cli.db) {
+                Ok(db) => db,
+                Err(e) => return fail(e),
+            };
+            let org_id = match org {
+                None => None,
+                Some(name) => match db.read(|c| quire::store::orgs::find_by_name(c, &name)) {
+                    Ok(Some(o)) => Some(o.id),
+                    Ok(None) => return fail(format!("no organization named {name}")),
+                    Err(e) => return fail(e),
+                },
+            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            match quire::engine::retention::purge(&db, org_id.as_deref(), older_than, &stop) {
+                Ok(r) => {
+                    println!(
+                        "purged {} superseded version(s) and {} verdict(s) of {} restarted document(s); {} → {} bytes",
+                        r.versions, r.verdicts, r.documents, r.bytes_before, r.bytes_after
+                    );
+                    if !r.file_shrinks {
+                        eprintln!("this database was created before incremental vacuum: the freed space is reused by later writes, and the file keeps its size");
+                    }
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(e),
             }
         }

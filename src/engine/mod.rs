@@ -8,6 +8,7 @@ pub mod pipelines;
 pub mod policies;
 pub mod quick;
 pub mod rerun;
+pub mod retention;
 pub mod review;
 pub mod runner;
 pub mod spec;

@@ -23,6 +23,7 @@ pub mod requests;
 pub mod reviews;
 pub mod schemas;
 pub mod search;
+pub mod settings;
 pub mod ui;
 pub mod webhooks;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub models: std::sync::Arc<crate::models::Registry>,
     /// Delivers the webhook outbox.
     pub webhooks: std::sync::Arc<crate::webhooks::Dispatcher>,
+    /// Applies retention settings.
+    pub housekeeper: std::sync::Arc<crate::housekeeping::Housekeeper>,
     pub config: Config,
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
@@ -112,6 +115,7 @@ impl AppState {
         metrics: std::sync::Arc<crate::metrics::Metrics>,
         models: std::sync::Arc<crate::models::Registry>,
         webhooks: std::sync::Arc<crate::webhooks::Dispatcher>,
+        housekeeper: std::sync::Arc<crate::housekeeping::Housekeeper>,
     ) -> Result<Self, StoreError> {
         let keys = auth::KeyCache::new(db.dedicated()?)?;
         let cursors =
@@ -125,6 +129,7 @@ impl AppState {
             metrics,
             models,
             webhooks,
+            housekeeper,
             config,
             keys,
             limiter: Default::default(),
@@ -328,6 +333,7 @@ route_table! {
     "/v1/documents/{id}/markdown" => { get => documents::markdown },
     "/v1/documents/{id}/pages/{page}" => { get => documents::page },
     "/v1/documents/{id}/pages/{page}/image" => { get => documents::page_image },
+    "/v1/settings/retention" => { get => settings::get_retention, put => settings::put_retention },
     "/v1/webhooks" => { get => webhooks::list, post => webhooks::create },
     "/v1/webhooks/events" => { get => webhooks::events },
     "/v1/webhooks/delivery" => { get => webhooks::delivery_info },

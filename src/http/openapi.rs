@@ -641,6 +641,17 @@ fn describe(method: &str, path: &str) -> Option<Op> {
             .ok("delivery behaviour", plain(json!({"type": "object"}))),
         ("GET", "/v1/webhooks/signatures") => op("How deliveries are signed", "webhooks")
             .ok("the signature scheme", plain(json!({"type": "object"}))),
+        ("GET", "/v1/settings/retention") => op(
+            "How long versions that reruns superseded are kept",
+            "settings",
+        )
+        .ok("the setting", named::<Retention>()),
+        ("PUT", "/v1/settings/retention") => op(
+            "Keep superseded versions and verdicts for N days (null: for ever); applied at once, then hourly",
+            "settings",
+        )
+        .body(named::<crate::http::settings::RetentionBody>())
+        .ok("the setting", named::<Retention>()),
         ("GET", "/v1/webhooks/retries") => op("When failed deliveries are tried again", "webhooks")
             .ok("the retry schedule", plain(json!({"type": "object"}))),
         ("GET", "/v1/webhooks/{id}") => {

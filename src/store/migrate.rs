@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "model_calls", "0007_model_calls.sql"),
     migration!(8, "quick_tier", "0008_quick_tier.sql"),
     migration!(9, "webhooks", "0009_webhooks.sql"),
+    migration!(10, "retention", "0010_retention.sql"),
 ];
 
 pub fn latest_version() -> i64 {

@@ -16,6 +16,7 @@ mod plans;
 pub mod policies;
 pub mod queue;
 pub mod reruns;
+pub mod retention;
 pub mod review;
 pub mod schemas;
 pub mod settings;
@@ -442,6 +443,12 @@ impl Db {
                     latest_version()
                 );
             }
+        }
+        if current == 0 {
+            // Only possible before the first table: lets a purge give space back to the file
+            // system (`PRAGMA incremental_vacuum`) instead of only to later writes. The file
+            // already has its header (WAL mode), so the VACUUM of an empty database applies it.
+            c.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
         }
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         migrate::verify(&tx, current, true, &shown)?;

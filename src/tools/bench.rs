@@ -564,6 +564,21 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     note("review measured");
     let results_page_max_ms = results_pages(&h, &pid, n)?;
     note("results pages read");
+    // Retention: what the two reruns superseded, purged at once.
+    let t = Instant::now();
+    let purge = crate::engine::retention::purge(
+        &srv.state().db,
+        None,
+        Duration::ZERO,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .map_err(|e| format!("purge: {e}"))?;
+    let purge_s = t.elapsed().as_secs_f64();
+    check(
+        purge.versions > 0 && purge.verdicts > 0,
+        format!("the purge removed {purge:?}"),
+    )?;
+    note("superseded generations purged");
     let docs = match args.documents {
         true => {
             let d = documents(&h)?;
@@ -677,6 +692,20 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     row("peak RSS", format!("{rss:.0} MB"), "<= 150");
     let per_doc = |b: f64| b / n as f64;
     row(
+        "purge of superseded generations",
+        format!("{:.1} s", purge_s),
+        "-",
+    );
+    row(
+        "database size before / after purge",
+        format!(
+            "{:.0} / {:.0} MB",
+            purge.bytes_before as f64 / 1e6,
+            purge.bytes_after as f64 / 1e6
+        ),
+        "-",
+    );
+    row(
         "database bytes per document",
         format!("{:.0}", per_doc(stored_after_first)),
         "-",
@@ -750,6 +779,11 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         "decision_p50_ms": (review.decision_p50_ms * 10.0).round() / 10.0,
         "decision_max_ms": (review.decision_max_ms * 10.0).round() / 10.0,
         "results_page_max_ms": (results_page_max_ms * 10.0).round() / 10.0,
+        "purged_versions": purge.versions,
+        "purged_verdicts": purge.verdicts,
+        "purge_s": (purge_s * 10.0).round() / 10.0,
+        "bytes_before_purge": purge.bytes_before,
+        "bytes_after_purge": purge.bytes_after,
         "bytes_per_doc": per_doc(stored_after_first).round(),
         "written_bytes_per_doc_first_run": per_doc(first_written).round(),
         "written_bytes_per_doc_rerun_validation": per_doc(val_written).round(),

@@ -873,3 +873,186 @@ fn prior_human_decisions_survive_a_rerun() {
         .clone();
     assert_eq!(log_before, log_after);
 }
+
+/// Every version of every field of every document, as `(field, version, generation, phase,
+/// source)`.
+fn version_keys(cells: &[Value]) -> Vec<(String, i64, i64, i64, String)> {
+    let mut out = Vec::new();
+    for (d, c) in cells.iter().enumerate() {
+        for v in versions_where(c, |_| true) {
+            out.push((
+                format!("{d}/{}", v["field_key"].as_str().unwrap_or_default()),
+                v["version"].as_i64().unwrap(),
+                v["generation"].as_i64().unwrap(),
+                v["phase_index"].as_i64().unwrap(),
+                v["source"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn retention_purges_only_superseded_machine_versions_and_changes_nothing_a_reader_shows() {
+    let api = start();
+    let run = standard(&api, 6);
+    let pid = &run.pid;
+    // A person's decision in the history: the gate turned blocking holds the one total over 150.
+    let stages = api.get(&format!("/v1/schemas/{}/validation-stages", run.sid));
+    let gid = stages.body["data"][0]["id"].as_str().unwrap().to_string();
+    let r = api.patch(
+        &format!("/v1/schemas/{}/validation-stages/{gid}", run.sid),
+        &json!({"severity": "blocking"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        rerun(&api, pid, json!({"from_phase": "validation"})).status,
+        200
+    );
+    wait_done(&api, pid);
+    let queue = api.get(&format!("/v1/field-reviews?pipeline_id={pid}"));
+    let item = &queue.body["data"][0];
+    assert_eq!(item["field_key"], "total", "{}", queue.text);
+    let pd = item["pipeline_document_id"].as_str().unwrap().to_string();
+    let r = api.post(
+        &format!("/v1/field-reviews/{pd}/total/resolve"),
+        &json!({"action": "override", "corrected_value": 149, "reason": "agreed with the supplier"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_done(&api, pid);
+    assert_eq!(
+        rerun(&api, pid, json!({"from_phase": "resolution"})).status,
+        200
+    );
+    wait_done(&api, pid);
+    let dp = api.post(&format!("/v1/pipelines/{pid}/data-product"), &json!({}));
+    assert_eq!(dp.status, 201, "{}", dp.text);
+    let dp = dp.body["dataProduct"]["id"].as_str().unwrap().to_string();
+    wait_done(&api, pid);
+
+    let shown = |api: &Api| {
+        (
+            results(api, pid),
+            api.get(&format!("/v1/data-products/{dp}/results?limit=100"))
+                .body["data"]
+                .clone(),
+            api.get(&format!("/v1/field-reviews/decisions?pipeline_id={pid}"))
+                .body["data"]
+                .clone(),
+            api.get(&format!("/v1/data-products/{dp}/export/audit"))
+                .text,
+        )
+    };
+    let before = shown(&api);
+    let versions = version_keys(&all_cells(&api, pid));
+    // The oracle: a machine version of generation g at phase p is superseded when a later
+    // generation restarted at or before p (every rerun here covers every document).
+    let restarts: Vec<(i64, i64)> = api.get(&format!("/v1/pipelines/{pid}/reruns")).body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["generation"].as_i64().unwrap(),
+                r["from_phase_index"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let superseded = |v: &(String, i64, i64, i64, String)| {
+        v.4 != "human_review" && restarts.iter().any(|(g, s)| *g > v.2 && v.3 >= *s)
+    };
+    let kept: Vec<_> = versions
+        .iter()
+        .filter(|v| !superseded(v))
+        .cloned()
+        .collect();
+    assert!(
+        kept.len() < versions.len(),
+        "the reruns superseded something"
+    );
+    assert!(
+        versions
+            .iter()
+            .any(|v| v.4 == "human_review" && restarts.iter().any(|(g, s)| *g > v.2 && v.3 >= *s)),
+        "a person's version a rerun restarted past is in the history"
+    );
+
+    // The operator's purge, beside the running service: nothing is old enough yet.
+    let out = api.cli(&["purge", "--older-than", "90d"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with("purged 0 superseded version(s) and 0 verdict(s)"),
+        "{said}"
+    );
+    assert_eq!(version_keys(&all_cells(&api, pid)), versions);
+
+    // The organization's setting: applied at once by the service.
+    assert_eq!(
+        api.get("/v1/settings/retention").body["superseded_versions_days"],
+        Value::Null
+    );
+    let r = api.put(
+        "/v1/settings/retention",
+        &json!({"superseded_versions_days": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["superseded_versions_days"], 0);
+    let after = wait_for(30, || {
+        let now = version_keys(&all_cells(&api, pid));
+        (now.len() == kept.len()).then_some(now)
+    });
+    assert_eq!(after, kept, "exactly the superseded machine versions went");
+    assert_eq!(
+        shown(&api),
+        before,
+        "results, data product, decisions and audit export unchanged"
+    );
+
+    // Bad settings are refused and change nothing.
+    for bad in [
+        json!({}),
+        json!({"superseded_versions_days": -1}),
+        json!({"superseded_versions_days": 36501}),
+        json!({"superseded_versions_days": "90"}),
+        json!({"superseded_versions_days": 1, "keep": true}),
+    ] {
+        let r = api.put("/v1/settings/retention", &bad);
+        assert_envelope(&r, 400, "bad_request");
+    }
+    assert_eq!(
+        api.get("/v1/settings/retention").body["superseded_versions_days"],
+        0
+    );
+    let r = api.put(
+        "/v1/settings/retention",
+        &json!({"superseded_versions_days": null}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Another rerun supersedes more; the operator's purge takes it, and readers see no change.
+    assert_eq!(
+        rerun(&api, pid, json!({"from_phase": "resolution"})).status,
+        200
+    );
+    wait_done(&api, pid);
+    let before = shown(&api);
+    let grown = version_keys(&all_cells(&api, pid)).len();
+    let out = api.cli(&["purge", "--older-than", "0s"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}");
+    assert!(!said.starts_with("purged 0 "), "{said}");
+    assert!(version_keys(&all_cells(&api, pid)).len() < grown);
+    assert_eq!(shown(&api), before);
+    // An unknown organization or an unreadable age is refused.
+    assert!(!api
+        .cli(&["purge", "--older-than", "1d", "--org", "nosuch"])
+        .status
+        .success());
+    assert!(!api.cli(&["purge", "--older-than", "soon"]).status.success());
+}

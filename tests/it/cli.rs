@@ -429,11 +429,16 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 9 undone, and no ledger of applied migrations.
+    // to 10 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
+             DROP TRIGGER cells_no_delete;
+             DROP TABLE purge_window;
+             ALTER TABLE organizations DROP COLUMN retain_superseded_days;
+             CREATE TRIGGER cells_no_delete BEFORE DELETE ON cells BEGIN
+                 SELECT RAISE(ABORT, 'cells are append-only'); END;
              DROP TABLE webhook_deliveries;
              DROP TABLE webhook_events;
              DROP TABLE webhooks;

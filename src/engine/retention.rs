@@ -1,0 +1,90 @@
+//! Retention: purging the versions and verdicts that reruns superseded, a few hundred documents
+//! per transaction so the executor and the API keep their turns, then giving the space back.
+//! What a reader can show never changes: only rows no liveness rule can reach again go, and
+//! never a person's version or the decision log (DESIGN §3: the one exception to append-only).
+
+use crate::domain::ids::{format_ms, now_ms};
+use crate::store::{self, Db, StoreError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Documents per purge transaction.
+const CHUNK: i64 = 500;
+/// Free pages given back per vacuum transaction (8 MiB at 4 KiB pages).
+const VACUUM_PAGES: i64 = 2048;
+
+/// What a purge did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PurgeReport {
+    /// Restarted documents looked at.
+    pub documents: u64,
+    pub versions: u64,
+    pub verdicts: u64,
+    /// The database file and its WAL before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Whether the file itself can shrink (databases created before this version keep freed
+    /// pages for later writes instead).
+    pub file_shrinks: bool,
+}
+
+fn file_bytes(db: &Db) -> u64 {
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let path = db.path().to_path_buf();
+    size(path.clone()) + size(std::path::PathBuf::from(format!("{}-wal", path.display())))
+}
+
+/// Purges what reruns requested more than `older_than` ago superseded, in `org` or in every
+/// organization. `stop` ends it between two chunks (what is left waits for the next purge).
+pub fn purge(
+    db: &Db,
+    org: Option<&str>,
+    older_than: Duration,
+    stop: &AtomicBool,
+) -> Result<PurgeReport, StoreError> {
+    let cutoff = format_ms(now_ms().saturating_sub(older_than.as_millis() as i64));
+    let mut report = PurgeReport {
+        bytes_before: file_bytes(db),
+        ..Default::default()
+    };
+    let mut after = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let seqs = db.read(|c| store::retention::next_documents(c, org, after, CHUNK))?;
+        let Some(last) = seqs.last() else { break };
+        after = *last;
+        let p = db.write(false, |tx| {
+            store::retention::purge_documents(tx, &seqs, &cutoff)
+        })?;
+        report.documents += seqs.len() as u64;
+        report.versions += p.versions;
+        report.verdicts += p.verdicts;
+    }
+    report.file_shrinks = db.read(|c| store::retention::shrinks(c))?;
+    if report.file_shrinks && report.versions + report.verdicts > 0 {
+        while !stop.load(Ordering::SeqCst) {
+            let left = db.write(false, |tx| store::retention::vacuum_step(tx, VACUUM_PAGES))?;
+            if left == 0 {
+                break;
+            }
+        }
+        // The WAL holds the moved pages until a checkpoint copies them: the file shrinks then.
+        let c = db.conn()?;
+        store::checkpoint_truncate(&c)?;
+    }
+    report.bytes_after = file_bytes(db);
+    Ok(report)
+}
+
+/// Applies every organization's retention setting.
+pub fn apply_settings(
+    db: &Db,
+    stop: &AtomicBool,
+) -> Result<Vec<(String, PurgeReport)>, StoreError> {
+    let mut out = Vec::new();
+    for (org, days) in db.read(|c| store::retention::settings(c))? {
+        let age = Duration::from_secs(days.max(0) as u64 * 86_400);
+        let r = purge(db, Some(&org), age, stop)?;
+        out.push((org, r));
+    }
+    Ok(out)
+}

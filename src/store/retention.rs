@@ -1,0 +1,261 @@
+//! Retention: the versions and verdicts of superseded generations, removed by a purge. This is
+//! the one path that deletes a version; the `cells_no_delete` trigger (migration 10) lets a
+//! delete through only inside a purge window and only for a machine version that a later
+//! generation's restart superseded.
+
+use super::{Connection, StoreError};
+use rusqlite::{params, OptionalExtension};
+
+/// How long an organization keeps superseded versions (`None`: for ever).
+pub fn days(c: &Connection, org_id: &str) -> Result<Option<i64>, StoreError> {
+    Ok(c.query_row(
+        "SELECT retain_superseded_days FROM organizations WHERE id = ?1",
+        [org_id],
+        |r| r.get::<_, Option<i64>>(0),
+    )
+    .optional()?
+    .flatten())
+}
+
+pub fn set_days(c: &Connection, org_id: &str, days: Option<i64>) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE organizations SET retain_superseded_days = ?2 WHERE id = ?1",
+        params![org_id, days],
+    )?;
+    Ok(())
+}
+
+/// Every organization with a retention setting, and its days.
+pub fn settings(c: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(c
+        .prepare_cached(
+            "SELECT id, retain_superseded_days FROM organizations WHERE retain_superseded_days IS NOT NULL ORDER BY seq",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// The next documents (by seq, after `after`) a purge looks at: restarted at least once, not in
+/// work (a queued or running document is still writing the generation that supersedes).
+pub fn next_documents(
+    c: &Connection,
+    org_id: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT pd.seq FROM pipeline_documents pd JOIN pipelines p ON p.id = pd.pipeline_id
+             WHERE pd.seq > ?1 AND pd.restarts <> '[]' AND pd.status NOT IN ('queued', 'processing')
+               AND (?2 IS NULL OR p.org_id = ?2)
+             ORDER BY pd.seq LIMIT ?3",
+    )?
+    .query_map(params![after, org_id, limit], |r| r.get(0))?
+    .collect::<Result<_, _>>()?)
+}
+
+/// What one purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub versions: u64,
+    pub verdicts: u64,
+}
+
+/// The rows of the documents `seqs` that a restart requested before `cutoff` (RFC 3339)
+/// superseded: same generation rule as every reader's liveness (`runner::is_live`), people's
+/// versions excepted. `join` names them; `extra` narrows further.
+fn superseded(table: &str, extra: &str) -> String {
+    format!(
+        "SELECT x.seq FROM pipeline_documents pd
+           JOIN json_each(pd.restarts) r
+           JOIN reruns rr ON rr.pipeline_id = pd.pipeline_id AND rr.generation = json_extract(r.value, '$[0]')
+           JOIN {table} x ON x.pd_seq = pd.seq
+         WHERE pd.seq IN (SELECT value FROM json_each(?1)) AND rr.requested_at < ?2
+           AND x.generation < json_extract(r.value, '$[0]') AND x.phase_index >= json_extract(r.value, '$[1]') {extra}"
+    )
+}
+
+/// Removes the superseded versions and verdicts of `seqs`, inside a purge window that this same
+/// transaction opens and closes.
+pub fn purge_documents(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<Purged, StoreError> {
+    let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
+    c.execute("INSERT INTO purge_window(open) VALUES (1)", [])?;
+    let versions = c.execute(
+        &format!(
+            "DELETE FROM cells WHERE seq IN ({})",
+            superseded("cells", "AND x.source <> 'human_review'")
+        ),
+        params![list, cutoff],
+    )?;
+    let verdicts = c.execute(
+        &format!(
+            "DELETE FROM verdicts WHERE seq IN ({})",
+            superseded("verdicts", "")
+        ),
+        params![list, cutoff],
+    )?;
+    c.execute("DELETE FROM purge_window", [])?;
+    Ok(Purged {
+        versions: versions as u64,
+        verdicts: verdicts as u64,
+    })
+}
+
+/// Gives up to `pages` free pages back to the file system (databases created with incremental
+/// auto-vacuum); returns how many free pages are left.
+pub fn vacuum_step(c: &Connection, pages: i64) -> Result<i64, StoreError> {
+    c.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    Ok(c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
+}
+
+/// Whether the file can shrink: auto-vacuum is incremental (2). Databases made before
+/// migration 10 keep their free pages for later writes instead.
+pub fn shrinks(c: &Connection) -> Result<bool, StoreError> {
+    Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, OpenOptions};
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path().join("r.db").to_str().unwrap(),
+            OpenOptions::default(),
+        )
+        .unwrap();
+        (dir, db)
+    }
+
+    /// A run of one document in generation 2, restarted at phase 2 by a rerun requested at
+    /// `requested`: versions of generation 1 at phases 0..=3, a person's version, and those of
+    /// generation 2 at phases 2..=3.
+    fn seed(c: &Connection, requested: &str) -> i64 {
+        // Only the rows a purge reads: the run and its document stand in by their ids.
+        c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        c.execute(
+            "INSERT INTO pipeline_documents(id, pipeline_id, document_id, ordinal, status, generation, restarts, created_at, updated_at)
+             VALUES ('pd', 'p', 'd', 1, 'completed', 2, '[[2,2]]', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count, document_count, created_at, updated_at)
+             VALUES ('p', 'o', 's', 's', 'p', 'completed', '[]', 4, 1, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+        let pd: i64 = c
+            .query_row("SELECT seq FROM pipeline_documents", [], |r| r.get(0))
+            .unwrap();
+        c.execute(
+            "INSERT INTO reruns(id, pipeline_id, generation, from_phase, from_phase_index, enqueued, requested_at, requested_by)
+             VALUES ('r', 'p', 2, 'resolution', 2, 1, ?1, 'k')",
+            [requested],
+        )
+        .unwrap();
+        let cell = |generation: i64, phase: i64, source: &str| {
+            c.execute(
+                "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, created_at)
+                 VALUES (?1, 'total', 1, '1', ?2, ?3, ?4, 1, '2026-01-01T00:00:00.000Z')",
+                params![pd, source, phase, generation],
+            )
+            .unwrap();
+        };
+        for phase in 0..=3 {
+            cell(1, phase, "rules");
+        }
+        cell(1, 3, "human_review");
+        cell(2, 2, "rules");
+        cell(2, 3, "rules");
+        for (generation, phase) in [(1, 3), (2, 3)] {
+            c.execute(
+                "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, mechanisms, value_hash, created_at)
+                 VALUES (?1, 'total', ?2, 'g', ?3, 1, 'pass', '[]', 'h', '2026-01-01T00:00:00.000Z')",
+                params![pd, phase, generation],
+            )
+            .unwrap();
+        }
+        pd
+    }
+
+    fn kept(c: &Connection) -> Vec<(i64, i64, String)> {
+        c.prepare("SELECT generation, phase_index, source FROM cells ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_purge_removes_only_superseded_machine_versions_and_verdicts_of_old_enough_reruns() {
+        let (_d, db) = db();
+        let c = db.dedicated().unwrap();
+        assert!(shrinks(&c).unwrap(), "a new database can give space back");
+        let pd = seed(&c, "2026-03-01T00:00:00.000Z");
+        assert_eq!(
+            next_documents(&c, Some("o"), 0, 10).unwrap(),
+            vec![pd],
+            "a restarted, settled document is looked at"
+        );
+        assert!(next_documents(&c, Some("other"), 0, 10).unwrap().is_empty());
+        // The rerun is younger than the cutoff: nothing goes.
+        let young = purge_documents(&c, &[pd], "2026-02-01T00:00:00.000Z").unwrap();
+        assert_eq!(young, Purged::default());
+        let p = purge_documents(&c, &[pd], "2026-04-01T00:00:00.000Z").unwrap();
+        assert_eq!(
+            p,
+            Purged {
+                versions: 2,
+                verdicts: 1
+            }
+        );
+        assert_eq!(
+            kept(&c),
+            vec![
+                (1, 0, "rules".into()),
+                (1, 1, "rules".into()),
+                (1, 3, "human_review".into()),
+                (2, 2, "rules".into()),
+                (2, 3, "rules".into()),
+            ],
+            "versions before the restart, a person's version and the new generation stay"
+        );
+        let window: i64 = c
+            .query_row("SELECT count(*) FROM purge_window", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(window, 0, "the window is closed again");
+    }
+
+    #[test]
+    fn outside_a_purge_window_or_for_a_live_or_human_version_the_trigger_refuses_a_delete() {
+        let (_d, db) = db();
+        let c = db.dedicated().unwrap();
+        seed(&c, "2026-03-01T00:00:00.000Z");
+        let delete = |generation: i64, phase: i64, source: &str| {
+            c.execute(
+                "DELETE FROM cells WHERE generation = ?1 AND phase_index = ?2 AND source = ?3",
+                params![generation, phase, source],
+            )
+        };
+        // A superseded version, but no window: refused.
+        let e = delete(1, 3, "rules").unwrap_err().to_string();
+        assert!(e.contains("append-only"), "{e}");
+        assert!(c.execute("UPDATE cells SET value = '2'", []).is_err());
+        c.execute("INSERT INTO purge_window(open) VALUES (1)", [])
+            .unwrap();
+        // Inside a window: a live version (before the restart, or of the new generation) and a
+        // person's version are still refused; only the superseded machine version goes.
+        assert!(delete(1, 1, "rules").is_err());
+        assert!(delete(2, 3, "rules").is_err());
+        assert!(delete(1, 3, "human_review").is_err());
+        assert_eq!(delete(1, 3, "rules").unwrap(), 1);
+        assert!(c
+            .execute("INSERT INTO purge_window(open) VALUES (1)", [])
+            .is_err());
+        c.execute("DELETE FROM purge_window", []).unwrap();
+        assert!(delete(1, 2, "rules").is_err(), "the window is closed");
+    }
+}
