@@ -38,6 +38,16 @@ impl BenchDb {
             .map_err(|e| e.to_string())
     }
 
+    /// Bytes of the pages in use (the database's size without free pages or its WAL).
+    pub fn used_bytes(&self) -> Result<i64, String> {
+        let q = |p: &str| {
+            self.0
+                .query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0))
+                .map_err(|e| e.to_string())
+        };
+        Ok((q("page_count")? - q("freelist_count")?) * q("page_size")?)
+    }
+
     /// Documents of a run that ended `partial`.
     pub fn partial_count(&self, pipeline_id: &str) -> Result<i64, String> {
         self.0

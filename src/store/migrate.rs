@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "quick_tier", "0008_quick_tier.sql"),
     migration!(9, "webhooks", "0009_webhooks.sql"),
     migration!(10, "retention", "0010_retention.sql"),
+    migration!(11, "status_counts", "0011_status_counts.sql"),
 ];
 
 pub fn latest_version() -> i64 {

@@ -277,11 +277,16 @@ pub struct StatusGroup {
 pub fn status_counts(c: &Connection, pipeline_id: &str) -> Result<Vec<StatusGroup>, StoreError> {
     let rows = c
         .prepare_cached(
-            "SELECT status, cursor, error_phase_index, count(*) FROM pipeline_documents WHERE pipeline_id = ?1
-             GROUP BY status, cursor, error_phase_index",
+            "SELECT status, cursor, nullif(error_phase, -1), count FROM pipeline_status_counts
+             WHERE pipeline_id = ?1 AND count > 0",
         )?
         .query_map([pipeline_id], |r| {
-            Ok(StatusGroup { status: r.get(0)?, cursor: r.get(1)?, error_phase_index: r.get(2)?, count: r.get(3)? })
+            Ok(StatusGroup {
+                status: r.get(0)?,
+                cursor: r.get(1)?,
+                error_phase_index: r.get(2)?,
+                count: r.get(3)?,
+            })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -695,4 +700,75 @@ pub fn failed_document(c: &Connection, pd_seq: i64) -> Result<Option<FailedDocum
             })
         })
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Db, OpenOptions};
+
+    /// The trigger-kept counts against a `GROUP BY` over the documents themselves.
+    fn agree(c: &rusqlite::Connection) {
+        let q = |sql: &str| -> Vec<(String, String, i64, i64, i64)> {
+            c.prepare(sql)
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(
+            q(
+                "SELECT pipeline_id, status, cursor, error_phase, count FROM pipeline_status_counts
+               WHERE count > 0 ORDER BY 1, 2, 3, 4"
+            ),
+            q(
+                "SELECT pipeline_id, status, cursor, coalesce(error_phase_index, -1), count(*)
+               FROM pipeline_documents GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+            ),
+        );
+    }
+
+    #[test]
+    fn the_status_counts_follow_every_insert_update_and_delete_of_a_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path().join("c.db").to_str().unwrap(),
+            OpenOptions::default(),
+        )
+        .unwrap();
+        let c = db.dedicated().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        let mut next = 0;
+        let mut insert = |pipeline: &str, status: &str, cursor: i64| {
+            next += 1;
+            c.execute(
+                "INSERT INTO pipeline_documents(id, pipeline_id, document_id, ordinal, status, cursor, created_at, updated_at)
+                 VALUES (?1, ?2, 'd', ?3, ?4, ?5, 't', 't')",
+                rusqlite::params![format!("pd{next}"), pipeline, next, status, cursor],
+            )
+            .unwrap();
+        };
+        for i in 0..40 {
+            insert(if i % 3 == 0 { "a" } else { "b" }, "queued", 0);
+        }
+        agree(&c);
+        let steps = [
+            // A claim round, a commit, an error at a phase, a requeue, a rerun's bulk reset, a
+            // change that touches none of the counted columns, and deletes.
+            "UPDATE pipeline_documents SET status = 'processing' WHERE seq <= 10",
+            "UPDATE pipeline_documents SET status = 'complete', cursor = 5 WHERE seq <= 6",
+            "UPDATE pipeline_documents SET status = 'error', error_phase_index = 2, cursor = 2 WHERE seq IN (7, 8)",
+            "UPDATE pipeline_documents SET status = 'queued' WHERE seq IN (9, 10)",
+            "UPDATE pipeline_documents SET status = 'partial', cursor = 5 WHERE seq BETWEEN 11 AND 20",
+            "UPDATE pipeline_documents SET status = 'queued', cursor = 3, error_phase_index = NULL WHERE pipeline_id = 'a'",
+            "UPDATE pipeline_documents SET updated_at = 'u', attempts = attempts + 1",
+            "DELETE FROM pipeline_documents WHERE seq % 7 = 0",
+        ];
+        for sql in steps {
+            c.execute(sql, []).unwrap();
+            agree(&c);
+        }
+    }
 }

@@ -295,12 +295,33 @@ fn field_name(f: &str) -> &'static str {
 impl Run<'_> {
     fn settle(&self) {
         let pid = &self.pid;
-        wait_for(60, || {
+        let p = wait_for(60, || {
             let p = self.api.get(&format!("/v1/pipelines/{pid}/progress")).body;
             let done =
                 p["completedDocuments"].as_i64().unwrap() + p["errorDocuments"].as_i64().unwrap();
-            (p["status"] != "active" && done == p["totalDocuments"].as_i64().unwrap()).then_some(())
+            (p["status"] != "active" && done == p["totalDocuments"].as_i64().unwrap()).then_some(p)
         });
+        // Progress reads counters kept by triggers; the documents' own statuses are the oracle.
+        let docs = self
+            .api
+            .get(&format!("/v1/pipelines/{pid}/documents?limit=100"))
+            .body["data"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let count = |want: &[&str]| {
+            docs.iter()
+                .filter(|d| want.contains(&d["status"].as_str().unwrap_or_default()))
+                .count() as i64
+        };
+        assert_eq!(
+            (
+                p["completedDocuments"].as_i64().unwrap(),
+                p["errorDocuments"].as_i64().unwrap()
+            ),
+            (count(&["complete", "partial"]), count(&["error"])),
+            "progress counts the documents as they are: {p}"
+        );
     }
 
     /// Waits until no document is queued or processing (a cancelled run stays cancelled).
