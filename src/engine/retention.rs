@@ -59,7 +59,7 @@ pub fn purge(
         report.versions += p.versions;
         report.verdicts += p.verdicts;
     }
-    report.file_shrinks = db.read(|c| store::retention::shrinks(c))?;
+    report.file_shrinks = db.read(store::retention::shrinks)?;
     if report.file_shrinks && report.versions + report.verdicts > 0 {
         while !stop.load(Ordering::SeqCst) {
             let left = db.write(false, |tx| store::retention::vacuum_step(tx, VACUUM_PAGES))?;
@@ -81,7 +81,7 @@ pub fn apply_settings(
     stop: &AtomicBool,
 ) -> Result<Vec<(String, PurgeReport)>, StoreError> {
     let mut out = Vec::new();
-    for (org, days) in db.read(|c| store::retention::settings(c))? {
+    for (org, days) in db.read(store::retention::settings)? {
         let age = Duration::from_secs(days.max(0) as u64 * 86_400);
         let r = purge(db, Some(&org), age, stop)?;
         out.push((org, r));
