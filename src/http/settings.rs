@@ -18,7 +18,7 @@ const MAX_DAYS: i64 = 36_500;
 pub struct RetentionBody {
     /// Days after the rerun that superseded them; `null` keeps them for ever (the default).
     /// Required: a body without it would read as "for ever" by accident.
-    #[schema(minimum = 0, maximum = 36500)]
+    #[schema(minimum = 0, maximum = 36500, required = true)]
     pub superseded_versions_days: Option<i64>,
 }
 
