@@ -41,14 +41,25 @@ impl Housekeeper {
         let _ = self.wake.try_send(());
     }
 
-    /// Stops after the chunk in hand: a purge is a series of short transactions, so what is
-    /// left is done on the next pass.
-    pub fn shutdown(&self) {
+    /// Asks the thread to stop after the chunk in hand (a purge is a series of short
+    /// transactions, so what is left is done on the next pass), without waiting.
+    pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake();
+    }
+
+    /// Stops and waits for the thread.
+    pub fn shutdown(&self) {
+        self.stop();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for Housekeeper {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
@@ -69,7 +80,7 @@ fn run(db: Db, wake: Receiver<()>, stop: &AtomicBool) {
             Err(e) => tracing::warn!("retention pass failed (tried again within the hour): {e}"),
         }
         select! {
-            recv(wake) -> _ => {},
+            recv(wake) -> r => if r.is_err() { return },
             default(EVERY) => {},
         }
     }

@@ -168,9 +168,11 @@ impl Application {
         let webhooks = self.state.webhooks.clone();
         let housekeeper = self.state.housekeeper.clone();
         let _ = actix_web::rt::task::spawn_blocking(move || {
-            housekeeper.shutdown();
+            // Everyone is told first, so no one's stop waits for another's work.
+            housekeeper.stop();
             webhooks.shutdown();
-            executor.shutdown()
+            executor.shutdown();
+            housekeeper.shutdown();
         })
         .await;
         result

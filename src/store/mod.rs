@@ -636,6 +636,12 @@ pub fn begin_immediate(c: &mut Connection) -> Result<Transaction<'_>, StoreError
 }
 
 /// Folds the whole WAL back into the database file (at a clean stop).
+/// Copies what it can of the WAL into the database without waiting for readers.
+pub fn checkpoint_passive(c: &Connection) -> Result<(), StoreError> {
+    c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
+    Ok(())
+}
+
 pub fn checkpoint_truncate(c: &Connection) -> Result<(), StoreError> {
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     Ok(())

@@ -74,6 +74,37 @@ fn superseded(table: &str, extra: &str) -> String {
     )
 }
 
+/// What a purge keeps of the superseded versions, beyond people's versions:
+/// - the table's newest row: `seq` is a rowid, and SQLite numbers a new row after the largest
+///   one left, so deleting the newest would hand its number out again, while reopen and resume
+///   cuts compare seqs (`reopened_after`, `superseded`);
+/// - each field's highest version: the next version is numbered after the highest one left, so
+///   a number once shown never names another value;
+/// - each field's newest extracted version: the review detail places a held value on the page
+///   through it when the value shown was not extracted.
+const CELLS_KEPT: &str = "AND x.source <> 'human_review'
+    AND x.seq < (SELECT max(seq) FROM cells)
+    AND x.version < (SELECT max(k.version) FROM cells k WHERE k.pd_seq = x.pd_seq AND k.field_key = x.field_key)
+    AND NOT (x.source IN ('rules_extraction', 'model_extraction') AND x.seq = (
+        SELECT max(k.seq) FROM cells k WHERE k.pd_seq = x.pd_seq AND k.field_key = x.field_key
+          AND k.source IN ('rules_extraction', 'model_extraction')))";
+
+/// Verdict seqs are rowids too.
+const VERDICTS_KEPT: &str = "AND x.seq < (SELECT max(seq) FROM verdicts)";
+
+/// Whether any of `seqs` has something to purge (a read, before a write transaction is opened).
+pub fn has_superseded(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<bool, StoreError> {
+    let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
+    let any = |table: &str, kept: &str| -> Result<bool, StoreError> {
+        Ok(c.query_row(
+            &format!("SELECT EXISTS({})", superseded(table, kept)),
+            params![list, cutoff],
+            |r| r.get(0),
+        )?)
+    };
+    Ok(any("cells", CELLS_KEPT)? || any("verdicts", VERDICTS_KEPT)?)
+}
+
 /// Removes the superseded versions and verdicts of `seqs`, inside a purge window that this same
 /// transaction opens and closes.
 pub fn purge_documents(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<Purged, StoreError> {
@@ -82,14 +113,14 @@ pub fn purge_documents(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<Pur
     let versions = c.execute(
         &format!(
             "DELETE FROM cells WHERE seq IN ({})",
-            superseded("cells", "AND x.source <> 'human_review'")
+            superseded("cells", CELLS_KEPT)
         ),
         params![list, cutoff],
     )?;
     let verdicts = c.execute(
         &format!(
             "DELETE FROM verdicts WHERE seq IN ({})",
-            superseded("verdicts", "")
+            superseded("verdicts", VERDICTS_KEPT)
         ),
         params![list, cutoff],
     )?;
@@ -103,7 +134,10 @@ pub fn purge_documents(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<Pur
 /// Gives up to `pages` free pages back to the file system (databases created with incremental
 /// auto-vacuum); returns how many free pages are left.
 pub fn vacuum_step(c: &Connection, pages: i64) -> Result<i64, StoreError> {
-    c.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    // The pragma frees one page per row it steps: every row must be read.
+    let mut st = c.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = st.query([])?;
+    while rows.next()?.is_some() {}
     Ok(c.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
 }
 
@@ -158,14 +192,15 @@ mod tests {
         let cell = |generation: i64, phase: i64, source: &str| {
             c.execute(
                 "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, created_at)
-                 VALUES (?1, 'total', 1, '1', ?2, ?3, ?4, 1, '2026-01-01T00:00:00.000Z')",
+                 VALUES (?1, 'total', (SELECT count(*) + 1 FROM cells), '1', ?2, ?3, ?4, 1, '2026-01-01T00:00:00.000Z')",
                 params![pd, source, phase, generation],
             )
             .unwrap();
         };
-        for phase in 0..=3 {
-            cell(1, phase, "rules");
-        }
+        cell(1, 0, "rules");
+        cell(1, 1, "rules_extraction");
+        cell(1, 2, "rules");
+        cell(1, 3, "rules");
         cell(1, 3, "human_review");
         cell(2, 2, "rules");
         cell(2, 3, "rules");
@@ -216,12 +251,16 @@ mod tests {
             kept(&c),
             vec![
                 (1, 0, "rules".into()),
-                (1, 1, "rules".into()),
+                (1, 1, "rules_extraction".into()),
                 (1, 3, "human_review".into()),
                 (2, 2, "rules".into()),
                 (2, 3, "rules".into()),
             ],
             "versions before the restart, a person's version and the new generation stay"
+        );
+        assert!(
+            !has_superseded(&c, &[pd], "2026-04-01T00:00:00.000Z").unwrap(),
+            "nothing is left to purge"
         );
         let window: i64 = c
             .query_row("SELECT count(*) FROM purge_window", [], |r| r.get(0))
@@ -248,7 +287,7 @@ mod tests {
             .unwrap();
         // Inside a window: a live version (before the restart, or of the new generation) and a
         // person's version are still refused; only the superseded machine version goes.
-        assert!(delete(1, 1, "rules").is_err());
+        assert!(delete(1, 1, "rules_extraction").is_err());
         assert!(delete(2, 3, "rules").is_err());
         assert!(delete(1, 3, "human_review").is_err());
         assert_eq!(delete(1, 3, "rules").unwrap(), 1);
@@ -257,5 +296,34 @@ mod tests {
             .is_err());
         c.execute("DELETE FROM purge_window", []).unwrap();
         assert!(delete(1, 2, "rules").is_err(), "the window is closed");
+    }
+
+    #[test]
+    fn a_purge_keeps_the_newest_row_the_highest_version_and_the_newest_extracted_version() {
+        let (_d, db) = db();
+        let c = db.dedicated().unwrap();
+        let pd = seed(&c, "2026-03-01T00:00:00.000Z");
+        // A second field whose only versions are superseded: an extraction, then a rule's.
+        let cell = |version: i64, phase: i64, source: &str| {
+            c.execute(
+                "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, created_at)
+                 VALUES (?1, 'net', ?2, '1', ?3, ?4, 1, 1, '2026-01-01T00:00:00.000Z')",
+                params![pd, version, source, phase],
+            )
+            .unwrap();
+        };
+        cell(1, 2, "rules_extraction");
+        cell(2, 3, "rules");
+        cell(3, 3, "rules");
+        purge_documents(&c, &[pd], "2026-04-01T00:00:00.000Z").unwrap();
+        let net: Vec<i64> = c
+            .prepare("SELECT version FROM cells WHERE field_key = 'net' ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // v1: the newest extracted version; v3: the highest version and the table's newest row.
+        assert_eq!(net, vec![1, 3]);
     }
 }

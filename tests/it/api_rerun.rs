@@ -962,11 +962,24 @@ fn retention_purges_only_superseded_machine_versions_and_changes_nothing_a_reade
     let superseded = |v: &(String, i64, i64, i64, String)| {
         v.4 != "human_review" && restarts.iter().any(|(g, s)| *g > v.2 && v.3 >= *s)
     };
-    let kept: Vec<_> = versions
-        .iter()
-        .filter(|v| !superseded(v))
-        .cloned()
-        .collect();
+    // Kept however superseded: a field's highest version (its number is never handed out
+    // again) and its newest extracted version (the review detail places values through it).
+    let extracted = |v: &(String, i64, i64, i64, String)| {
+        v.4 == "rules_extraction" || v.4 == "model_extraction"
+    };
+    let highest = |field: &str, only_extracted: bool| {
+        versions
+            .iter()
+            .filter(|w| w.0 == field && (!only_extracted || extracted(w)))
+            .map(|w| w.1)
+            .max()
+    };
+    let purged = |v: &(String, i64, i64, i64, String)| {
+        superseded(v)
+            && Some(v.1) != highest(&v.0, false)
+            && !(extracted(v) && Some(v.1) == highest(&v.0, true))
+    };
+    let kept: Vec<_> = versions.iter().filter(|v| !purged(v)).cloned().collect();
     assert!(
         kept.len() < versions.len(),
         "the reruns superseded something"
