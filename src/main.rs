@@ -324,7 +324,12 @@ fn main() -> ExitCode {
                 },
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
-            match quire::engine::retention::purge(&db, org_id.as_deref(), older_than, &stop) {
+            let purged = quire::engine::retention::purge(&db, org_id.as_deref(), older_than, &stop)
+                .and_then(|mut r| {
+                    r.bytes_after = quire::engine::retention::truncate_wal(&db)?;
+                    Ok(r)
+                });
+            match purged {
                 Ok(r) => {
                     println!(
                         "purged {} superseded version(s) and {} verdict(s) of {} restarted document(s); {} → {} bytes",

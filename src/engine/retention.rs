@@ -89,6 +89,15 @@ pub fn purge(
     Ok(report)
 }
 
+/// Copies the whole WAL into the database and truncates it, waiting for readers (up to the busy
+/// timeout): what an operator's purge ends with, so the file's size is its real size. Returns
+/// the file's bytes after.
+pub fn truncate_wal(db: &Db) -> Result<u64, StoreError> {
+    let c = db.conn()?;
+    store::checkpoint_truncate(&c)?;
+    Ok(file_bytes(db))
+}
+
 /// Applies every organization's retention setting.
 pub fn apply_settings(
     db: &Db,
