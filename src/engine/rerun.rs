@@ -165,7 +165,14 @@ pub fn rerun(
         }
     };
     let ids = ids_json.as_deref();
-    let targets = store::reruns::target_count(c, pipeline_id, ids)? as usize;
+    let targets = match ids {
+        Some(_) => store::reruns::target_count(c, pipeline_id, ids)? as usize,
+        // From the status counters: O(1) in the run's size.
+        None => store::pipelines::status_counts(c, pipeline_id)?
+            .iter()
+            .map(|g| g.count)
+            .sum::<i64>() as usize,
+    };
     let snaps = fresh_snapshots(c, org, &p, &phases, from)?;
     let restart_of = |d: &store::reruns::DocState| -> usize {
         match (d.status, d.error_phase_index) {
@@ -222,35 +229,56 @@ pub fn rerun(
     store::reruns::start_generation(c, pipeline_id, generation)?;
     // Dependencies come from the fresh snapshots.
     let spec = load_run_spec(c, pipeline_id, generation)?;
-    let mut after_seq = 0i64;
-    loop {
-        let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;
-        for d in &chunk {
-            let restart = restart_of(d);
-            let before: States = with_fields(d.field_states.clone(), &order);
-            let mut after: States = before
-                .iter()
-                .map(|(f, s)| (f.clone(), reset_state(s, restart)))
-                .collect();
-            apply_waiting(&mut after, &spec.order, &spec.deps);
-            let mut restarts = d.restarts.clone();
-            restarts.push((generation, restart));
-            store::reruns::restart_document(
-                c,
-                d.seq,
-                generation,
-                restart,
-                &encode_states(&after),
-                &serde_json::to_string(&restarts).unwrap_or_default(),
-            )?;
-            sync_held(c, d.seq, pipeline_id, org, &before, &after)?;
+    let reset = |d: &store::reruns::DocState| -> Result<(), EngineError> {
+        let restart = restart_of(d);
+        let before: States = with_fields(d.field_states.clone(), &order);
+        let mut after: States = before
+            .iter()
+            .map(|(f, s)| (f.clone(), reset_state(s, restart)))
+            .collect();
+        apply_waiting(&mut after, &spec.order, &spec.deps);
+        let mut restarts = d.restarts.clone();
+        restarts.push((generation, restart));
+        store::reruns::restart_document(
+            c,
+            d.seq,
+            generation,
+            restart,
+            &encode_states(&after),
+            &serde_json::to_string(&restarts).unwrap_or_default(),
+        )?;
+        sync_held(c, d.seq, pipeline_id, org, &before, &after)?;
+        Ok(())
+    };
+    match ids {
+        // The whole run: only the documents whose reset keeps something are written now; the
+        // writer resets the rest as it reaches them, and every reader sees them reset meanwhile
+        // (the view `pipeline_documents`). The call costs O(those documents), not O(the run).
+        None => {
+            let eager = store::reruns::eager_docs(c, pipeline_id, from)?;
+            for seqs in eager.chunks(CHUNK as usize) {
+                for d in &store::reruns::docs_by_seq(c, seqs)? {
+                    reset(d)?;
+                }
+            }
+            store::reruns::start_lazy(c, pipeline_id, generation, from)?;
         }
-        match chunk.last() {
-            Some(d) => after_seq = d.seq,
-            None => break,
+        // A subset: O(the ids named), reset in the call.
+        Some(_) => {
+            let mut after_seq = 0i64;
+            loop {
+                let chunk = store::reruns::keeping_docs(c, pipeline_id, ids, after_seq, CHUNK)?;
+                for d in &chunk {
+                    reset(d)?;
+                }
+                match chunk.last() {
+                    Some(d) => after_seq = d.seq,
+                    None => break,
+                }
+            }
+            store::reruns::restart_rest(c, pipeline_id, ids, from, generation)?;
         }
     }
-    store::reruns::restart_rest(c, pipeline_id, ids, from, generation)?;
     let doc_ids: Option<Vec<String>> = req.document_ids.clone();
     let rerun_id = store::reruns::insert(
         c,

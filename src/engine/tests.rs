@@ -18,6 +18,8 @@ struct World {
     db: Db,
     executor: Executor,
     org: String,
+    schema: String,
+    docs: Vec<String>,
     pipeline: String,
     policy: String,
     rule: String,
@@ -53,8 +55,12 @@ fn write<T>(db: &Db, f: impl FnOnce(&Connection) -> Result<T, super::EngineError
 /// net and tax extracted; gross = net + tax computed at resolution; a blocking gate after it
 /// holds gross when it is over 150.
 fn world(text: &str) -> World {
+    world_of(&[text])
+}
+
+fn world_of(texts: &[&str]) -> World {
     let db = Db::open(":memory:", OpenOptions::default()).expect("db");
-    let (org, pipeline, policy, rule) = write(&db, |tx| {
+    let (org, schema, docs, pipeline, policy, rule) = write(&db, |tx| {
         let org = store::orgs::create(tx, "acme")?.expect("new org").id;
         let fields = crate::domain::schema::fields_from_input(&json!([
             {"field_name": "net", "data_type": "number"},
@@ -102,9 +108,12 @@ fn world(text: &str) -> World {
             &schema.id,
             &serde_json::to_value(&stages).expect("rail"),
         )?;
-        let doc = text_document(tx, &org, text.as_bytes())?;
-        let p = super::pipelines::create(tx, &org, &schema.id, None, &[doc.id], 10, &[])?;
-        Ok((org, p.id, policy.id, rule.id))
+        let mut docs = Vec::new();
+        for text in texts {
+            docs.push(text_document(tx, &org, text.as_bytes())?.id);
+        }
+        let p = super::pipelines::create(tx, &org, &schema.id, None, &docs, 20, &[])?;
+        Ok((org, schema.id, docs, p.id, policy.id, rule.id))
     });
     let executor = Executor::start(
         db.clone(),
@@ -120,6 +129,8 @@ fn world(text: &str) -> World {
         db,
         executor,
         org,
+        schema,
+        docs,
         pipeline,
         policy,
         rule,
@@ -399,4 +410,156 @@ fn a_job_reads_queued_processing_complete_or_failed_in_talonics_words() {
         job_status_word(&run(RunStatus::Cancelled), &going),
         "failed"
     );
+}
+
+/// Field states without what differs between twin runs by construction: times, and cell
+/// sequences (each run has its own cells), of which the phases stay.
+fn comparable(states: crate::domain::state::States) -> Value {
+    let mut v = serde_json::to_value(states).expect("states");
+    for st in v.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+        if let Some(st) = st.as_object_mut() {
+            st.remove("requested_at");
+            st.remove("completed_at");
+            if let Some(r) = st.get_mut("resumed") {
+                *r = json!(r.as_array().into_iter().flatten().map(|p| p[1].clone()).collect::<Vec<_>>());
+            }
+            if let Some(r) = st.get_mut("reopened_after") {
+                *r = json!(true);
+            }
+        }
+    }
+    v
+}
+
+/// What every reader shows of a run, without ids or times: each document's status, cursor,
+/// generation, pass, error, decoded states, restarts and shown values; the progress groups; the
+/// held fields.
+fn readers_of(c: &Connection, pipeline_id: &str) -> Value {
+    let order: Vec<String> = ["net", "tax", "gross"].map(String::from).to_vec();
+    let docs = store::pipelines::documents(c, pipeline_id, None, 100, None).expect("documents");
+    let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
+    let mut cells = store::pipelines::cells(c, &seqs).expect("cells");
+    let shown: Vec<Value> = docs
+        .iter()
+        .map(|d| {
+            let mine: Vec<_> = cells
+                .iter()
+                .filter(|r| r.pd_seq == d.seq)
+                .map(|r| (r.seq, r.cell.clone(), String::new()))
+                .collect();
+            let view = super::views::DocView::new(d, mine, &order);
+            json!({
+                "ordinal": d.ordinal,
+                "status": d.status,
+                "cursor": d.cursor,
+                "generation": d.generation,
+                "pass": d.pass,
+                "error": d.error,
+                "error_phase_index": d.error_phase_index,
+                "states": comparable(crate::domain::state::with_fields(d.field_states.clone(), &order)),
+                "restarts": d.restarts,
+                "completed": d.completed_at.is_some(),
+                "shown": order.iter().map(|f| view.shown(f, d.status)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    cells.clear();
+    let mut groups: Vec<Value> = store::pipelines::status_counts(c, pipeline_id)
+        .expect("counts")
+        .iter()
+        .map(|g| json!([g.status, g.cursor, g.error_phase_index, g.count]))
+        .collect();
+    groups.sort_by_key(|g| g.to_string());
+    let held = store::reruns::held_of_run(c, pipeline_id).expect("held");
+    json!({
+        "documents": shown,
+        "groups": groups,
+        "held": held,
+        "active": store::pipelines::active_count(c, pipeline_id).expect("active"),
+        "waiting_for_review": store::pipelines::pending_review_count(c, pipeline_id).expect("pending"),
+        "delivered": store::pipelines::delivered_count(c, pipeline_id).expect("delivered"),
+    })
+}
+
+/// A whole-run rerun resets its documents when the writer reaches them. The oracle is the reset
+/// in the call (the path a rerun of named documents still takes): a twin run over the same
+/// documents, rerun naming every document, must read the same through every reader before the
+/// writer has reset anything, and after both ran.
+#[test]
+fn a_whole_run_rerun_reads_as_if_every_document_were_reset_in_the_call() {
+    // Gross over 150 is held at the gate; one held document is approved (a guard: its states
+    // keep something through a restart, so the call resets it itself).
+    let texts: Vec<String> = (0..12)
+        .map(|i| format!("Net: {}\nTax: {}", 60 + i * 10, i))
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let w = world_of(&texts);
+    let twin = write(&w.db, |tx| {
+        Ok(super::pipelines::create(tx, &w.org, &w.schema, None, &w.docs, 20, &[])?.id)
+    });
+    w.executor.wake();
+    settle(&w.db, &w.executor, &w.org, &w.pipeline);
+    settle(&w.db, &w.executor, &w.org, &twin);
+    for run in [&w.pipeline, &twin] {
+        let last = w.db.read(|c| {
+            let docs = store::pipelines::documents(c, run, None, 100, None)?;
+            Ok::<_, StoreError>(docs.into_iter().last().expect("documents").id)
+        });
+        let request = super::review::ResolveRequest {
+            action: super::review::Action::Approve,
+            corrected_value: None,
+            reason: None,
+            key_id: "test-key".into(),
+            reviewer: "Ada".into(),
+        };
+        write(&w.db, |tx| {
+            super::review::resolve(tx, &w.org, &last.expect("read"), "gross", &request)
+        });
+        w.executor.wake();
+        settle(&w.db, &w.executor, &w.org, run);
+    }
+    let read = |run: &str| w.db.read(|c| Ok::<_, StoreError>(readers_of(c, run))).expect("read");
+    assert_eq!(read(&w.pipeline), read(&twin), "the twins start equal");
+    let held_before = read(&w.pipeline)["held"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(held_before >= 2, "some documents are held: {held_before}");
+
+    for from in [PhaseType::Validation, PhaseType::Resolution] {
+        w.executor.pause();
+        let request = |ids: Option<Vec<String>>| RerunRequest {
+            from_phase: from,
+            document_ids: ids,
+            dry_run: false,
+            refresh_extraction: false,
+            requested_by: "test".into(),
+        };
+        write(&w.db, |tx| rerun(tx, &w.org, &w.pipeline, request(None)));
+        let pending = w
+            .db
+            .read(|c| store::reruns::pending_count(c, &w.pipeline))
+            .expect("read");
+        assert!(pending >= 10, "the call left the documents to the writer: {pending} pending");
+        let ids = w
+            .db
+            .read(|c| {
+                Ok::<_, StoreError>(
+                    store::pipelines::documents(c, &twin, None, 100, None)?
+                        .into_iter()
+                        .map(|d| d.id)
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .expect("read");
+        write(&w.db, |tx| rerun(tx, &w.org, &twin, request(Some(ids))));
+        assert_eq!(
+            read(&w.pipeline),
+            read(&twin),
+            "{from:?}: pending documents read as reset"
+        );
+        w.executor.resume();
+        w.executor.wake();
+        settle(&w.db, &w.executor, &w.org, &w.pipeline);
+        settle(&w.db, &w.executor, &w.org, &twin);
+        assert_eq!(read(&w.pipeline), read(&twin), "{from:?}: after the runs");
+    }
+    w.executor.shutdown();
 }

@@ -126,7 +126,7 @@ impl BenchDb {
         )
         .map_err(|e| e.to_string())?;
             let mut d = tx.prepare("INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at) VALUES (?1, 'o', 'f', 'text/plain', 1, 'x', x'00', ?2)").map_err(|e| e.to_string())?;
-            let mut pd = tx.prepare("INSERT INTO pipeline_documents(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at) VALUES (?1, ?2, 'p', ?2, ?1, 'complete', ?3, ?3)").map_err(|e| e.to_string())?;
+            let mut pd = tx.prepare("INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at) VALUES (?1, ?2, 'p', ?2, ?1, 'complete', ?3, ?3)").map_err(|e| e.to_string())?;
             for i in 0..docs {
                 let did = format!("d{i}");
                 d.execute(params![did, now]).map_err(|e| e.to_string())?;

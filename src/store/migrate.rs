@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "webhooks", "0009_webhooks.sql"),
     migration!(10, "retention", "0010_retention.sql"),
     migration!(11, "status_counts", "0011_status_counts.sql"),
+    migration!(12, "lazy_rerun", "0012_lazy_rerun.sql"),
 ];
 
 pub fn latest_version() -> i64 {

@@ -59,7 +59,7 @@ pub fn cached(
 /// count as an attempt.
 pub fn wait(c: &Connection, seq: i64, token: &str, why: &str) -> Result<bool, StoreError> {
     Ok(c.prepare_cached(
-        "UPDATE pipeline_documents SET status = 'queued', claim_token = NULL, waiting_for = ?3,
+        "UPDATE pipeline_docs SET status = 'queued', claim_token = NULL, waiting_for = ?3,
          attempts = max(attempts - 1, 0), updated_at = ?4 WHERE seq = ?1 AND claim_token = ?2",
     )?
     .execute(params![seq, token, why, now_rfc3339()])?
@@ -70,7 +70,7 @@ pub fn wait(c: &Connection, seq: i64, token: &str, why: &str) -> Result<bool, St
 pub fn still_waiting(c: &Connection, seq: i64) -> Result<bool, StoreError> {
     Ok(c
         .prepare_cached(
-            "SELECT 1 FROM pipeline_documents WHERE seq = ?1 AND status = 'queued' AND waiting_for IS NOT NULL",
+            "SELECT 1 FROM pipeline_docs WHERE seq = ?1 AND status = 'queued' AND waiting_for IS NOT NULL",
         )?
         .query_row([seq], |_| Ok(()))
         .optional()?
@@ -80,7 +80,7 @@ pub fn still_waiting(c: &Connection, seq: i64) -> Result<bool, StoreError> {
 /// Says why a waiting document still waits (a model server that is down).
 pub fn still_waits(c: &Connection, seq: i64, why: &str) -> Result<(), StoreError> {
     c.prepare_cached(
-        "UPDATE pipeline_documents SET waiting_for = ?2 WHERE seq = ?1 AND waiting_for IS NOT NULL AND waiting_for <> ?2",
+        "UPDATE pipeline_docs SET waiting_for = ?2 WHERE seq = ?1 AND waiting_for IS NOT NULL AND waiting_for <> ?2",
     )?
     .execute(params![seq, why])?;
     Ok(())
@@ -107,14 +107,14 @@ pub fn answered(
     )?
     .execute(params![key, model, answer, error, pd_seq, generation, now])?;
     insert_calls(c, pd_seq, calls, &now)?;
-    c.prepare_cached("UPDATE pipeline_documents SET waiting_for = NULL WHERE seq = ?1")?
+    c.prepare_cached("UPDATE pipeline_docs SET waiting_for = NULL WHERE seq = ?1")?
         .execute([pd_seq])?;
     let (tokens_in, tokens_out, cost) = calls.iter().fold((0i64, 0i64, 0.0), |(i, o, k), x| {
         (i + x.tokens_in as i64, o + x.tokens_out as i64, k + x.cost)
     });
     c.prepare_cached(
         "INSERT INTO model_usage(pipeline_id, calls, tokens_in, tokens_out, cost)
-         SELECT pipeline_id, ?2, ?3, ?4, ?5 FROM pipeline_documents WHERE seq = ?1
+         SELECT pipeline_id, ?2, ?3, ?4, ?5 FROM pipeline_docs WHERE seq = ?1
          ON CONFLICT(pipeline_id) DO UPDATE SET calls = calls + excluded.calls,
            tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
            cost = cost + excluded.cost",
@@ -153,7 +153,7 @@ fn insert_calls(c: &Connection, pd_seq: i64, calls: &[Call], now: &str) -> Resul
 /// At start: nothing is being asked any more, so nothing waits.
 pub fn stop_waiting(c: &Connection) -> Result<usize, StoreError> {
     Ok(c.execute(
-        "UPDATE pipeline_documents SET waiting_for = NULL WHERE waiting_for IS NOT NULL",
+        "UPDATE pipeline_docs SET waiting_for = NULL WHERE waiting_for IS NOT NULL",
         [],
     )?)
 }
@@ -222,7 +222,7 @@ pub fn org_usage(c: &Connection, org_id: &str, since: &str) -> Result<Vec<KindUs
     let rows = c
         .prepare_cached(
             "SELECT p.kind, mc.model, count(*), sum(mc.tokens_in), sum(mc.tokens_out), sum(mc.cost)
-             FROM model_calls mc JOIN pipeline_documents pd ON pd.seq = mc.pd_seq
+             FROM model_calls mc JOIN pipeline_docs pd ON pd.seq = mc.pd_seq
              JOIN pipelines p ON p.id = pd.pipeline_id
              WHERE p.org_id = ?1 AND mc.created_at >= ?2
              GROUP BY p.kind, mc.model ORDER BY sum(mc.cost) DESC, count(*) DESC",

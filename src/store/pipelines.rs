@@ -95,7 +95,7 @@ pub fn insert(c: &Connection, p: NewPipeline) -> Result<PipelineRow, StoreError>
             sn.execute(params![id, phase.index as i64, snap.to_string()])?;
         }
         let mut pd = c.prepare_cached(
-            "INSERT INTO pipeline_documents(id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
+            "INSERT INTO pipeline_docs(id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
         )?;
         for (i, d) in p.document_ids.iter().enumerate() {
@@ -275,10 +275,18 @@ pub struct StatusGroup {
 }
 
 pub fn status_counts(c: &Connection, pipeline_id: &str) -> Result<Vec<StatusGroup>, StoreError> {
+    // A document of a generation before the run's open lazy reset counts as the reset leaves it:
+    // queued at the restart (the same rule as the `pipeline_documents` view).
     let rows = c
         .prepare_cached(
-            "SELECT status, cursor, nullif(error_phase, -1), count FROM pipeline_status_counts
-             WHERE pipeline_id = ?1 AND count > 0",
+            "SELECT CASE WHEN s.generation < p.lazy_generation THEN 'queued' ELSE s.status END,
+                    CASE WHEN s.generation < p.lazy_generation THEN
+                        CASE WHEN s.status = 'error' THEN min(p.lazy_from, max(s.error_phase, 0)) ELSE p.lazy_from END
+                    ELSE s.cursor END,
+                    CASE WHEN s.generation < p.lazy_generation THEN NULL ELSE nullif(s.error_phase, -1) END,
+                    sum(s.count)
+             FROM pipeline_status_counts s JOIN pipelines p ON p.id = s.pipeline_id
+             WHERE s.pipeline_id = ?1 AND s.count > 0 GROUP BY 1, 2, 3",
         )?
         .query_map([pipeline_id], |r| {
             Ok(StatusGroup {
@@ -290,6 +298,15 @@ pub fn status_counts(c: &Connection, pipeline_id: &str) -> Result<Vec<StatusGrou
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// Documents of a run whose status (as readers see it) is one of `statuses`, from the counters.
+fn counted(c: &Connection, pipeline_id: &str, statuses: &[&str]) -> Result<i64, StoreError> {
+    Ok(status_counts(c, pipeline_id)?
+        .iter()
+        .filter(|g| statuses.contains(&g.status.as_str()))
+        .map(|g| g.count)
+        .sum())
 }
 
 #[derive(Debug, Clone)]
@@ -304,9 +321,10 @@ pub struct DocError {
 pub fn errors(c: &Connection, pipeline_id: &str, limit: i64) -> Result<Vec<DocError>, StoreError> {
     let rows = c
         .prepare_cached(
-            "SELECT pd.id, pd.document_id, d.filename, pd.error_phase_index, pd.error FROM pipeline_documents pd
-             JOIN documents d ON d.id = pd.document_id
-             WHERE pd.pipeline_id = ?1 AND pd.status = 'error' ORDER BY pd.ordinal LIMIT ?2",
+            "SELECT pd.id, pd.document_id, d.filename, pd.error_phase_index, pd.error FROM pipeline_docs pd
+             JOIN documents d ON d.id = pd.document_id JOIN pipelines p ON p.id = pd.pipeline_id
+             WHERE pd.pipeline_id = ?1 AND pd.status = 'error' AND pd.generation >= p.lazy_generation
+             ORDER BY pd.ordinal LIMIT ?2",
         )?
         .query_map(params![pipeline_id, limit], |r| {
             Ok(DocError { pd_id: r.get(0)?, document_id: r.get(1)?, filename: r.get(2)?, phase_index: r.get(3)?, message: r.get(4)? })
@@ -522,9 +540,11 @@ pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreErr
 
 /// Ends every queued or processing document with `error` ("cancelled"); the run becomes `cancelled`.
 pub fn cancel(c: &Connection, pipeline_id: &str) -> Result<usize, StoreError> {
+    // A document the open rerun has not reset yet is queued to every reader: reset it first.
+    super::reruns::materialize_all(c, pipeline_id)?;
     let now = now_rfc3339();
     let n = c.execute(
-        "UPDATE pipeline_documents SET status = 'error', error = 'cancelled', error_phase_index = cursor,
+        "UPDATE pipeline_docs SET status = 'error', error = 'cancelled', error_phase_index = cursor,
          claim_token = NULL, updated_at = ?2, completed_at = ?2
          WHERE pipeline_id = ?1 AND status IN ('queued', 'processing')",
         params![pipeline_id, now],
@@ -538,16 +558,15 @@ pub fn cancel(c: &Connection, pipeline_id: &str) -> Result<usize, StoreError> {
 }
 
 pub fn active_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
-    Ok(c
-        .prepare_cached("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('queued', 'processing')")?
-        .query_row([pipeline_id], |r| r.get(0))?)
+    counted(c, pipeline_id, &["queued", "processing"])
 }
 
 /// Creates the record set when the run has a complete or partial document and none yet.
 pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
     c.execute(
         "INSERT OR IGNORE INTO record_sets(pipeline_id, created_at)
-         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial'))",
+         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+            WHERE pd.pipeline_id = ?1 AND pd.status IN ('complete', 'partial') AND pd.generation >= p.lazy_generation)",
         params![pipeline_id, now_rfc3339()],
     )?;
     Ok(())
@@ -557,15 +576,18 @@ pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreE
 /// Moves a run out of `active` once none of its documents is queued or processing; answers the
 /// new status when this call made the move, and the reruns it finished.
 pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Settled, StoreError> {
+    // Read from the stored rows by index: a pending document (the open rerun has not reset it
+    // yet) keeps the run busy through `lazy_pending`.
     let busy: bool = c
-        .prepare_cached("SELECT EXISTS(SELECT 1 FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))")?
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))
+                 OR EXISTS(SELECT 1 FROM pipelines WHERE id = ?1 AND lazy_pending = 1)",
+        )?
         .query_row([pipeline_id], |r| r.get(0))?;
     if busy {
         return Ok(Settled::default());
     }
-    let done: i64 = c
-        .prepare_cached("SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')")?
-        .query_row([pipeline_id], |r| r.get(0))?;
+    let done = counted(c, pipeline_id, &["complete", "partial"])?;
     let now = now_rfc3339();
     let status = if done > 0 { "completed" } else { "failed" };
     let moved = c
@@ -592,7 +614,9 @@ pub struct Settled {
 /// fields waiting for a reviewer.
 pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
     let mut st = c.prepare_cached(
-        "SELECT status, COUNT(*) FROM pipeline_documents GROUP BY status ORDER BY status",
+        "SELECT CASE WHEN s.generation < p.lazy_generation THEN 'queued' ELSE s.status END, sum(s.count)
+         FROM pipeline_status_counts s JOIN pipelines p ON p.id = s.pipeline_id
+         WHERE s.count > 0 GROUP BY 1 ORDER BY 1",
     )?;
     let documents = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -617,11 +641,11 @@ pub fn pending_review_count(c: &Connection, pipeline_id: &str) -> Result<i64, St
 
 /// Documents a run delivers (every one but those that ended in error).
 pub fn delivered_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
-    Ok(c.query_row(
-        "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status <> 'error'",
-        [pipeline_id],
-        |r| r.get(0),
-    )?)
+    counted(
+        c,
+        pipeline_id,
+        &["queued", "processing", "complete", "partial"],
+    )
 }
 
 /// Gauges read from the database at scrape time.
@@ -637,11 +661,7 @@ pub struct Gauges {
 
 /// Documents of a run that ended `complete` or `partial`: what a data product can deliver.
 pub fn finished_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
-    Ok(c.query_row(
-        "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status IN ('complete', 'partial')",
-        [pipeline_id],
-        |r| r.get(0),
-    )?)
+    counted(c, pipeline_id, &["complete", "partial"])
 }
 
 /// Whether a run's rail has a phase made from this gate or policy.
@@ -708,11 +728,11 @@ mod tests {
 
     /// The trigger-kept counts against a `GROUP BY` over the documents themselves.
     fn agree(c: &rusqlite::Connection) {
-        let q = |sql: &str| -> Vec<(String, String, i64, i64, i64)> {
+        let q = |sql: &str| -> Vec<(String, i64, String, i64, i64, i64)> {
             c.prepare(sql)
                 .unwrap()
                 .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
                 })
                 .unwrap()
                 .collect::<Result<_, _>>()
@@ -720,12 +740,12 @@ mod tests {
         };
         assert_eq!(
             q(
-                "SELECT pipeline_id, status, cursor, error_phase, count FROM pipeline_status_counts
-               WHERE count > 0 ORDER BY 1, 2, 3, 4"
+                "SELECT pipeline_id, generation, status, cursor, error_phase, count FROM pipeline_status_counts
+               WHERE count > 0 ORDER BY 1, 2, 3, 4, 5"
             ),
             q(
-                "SELECT pipeline_id, status, cursor, coalesce(error_phase_index, -1), count(*)
-               FROM pipeline_documents GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+                "SELECT pipeline_id, generation, status, cursor, coalesce(error_phase_index, -1), count(*)
+               FROM pipeline_docs GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
             ),
         );
     }
@@ -744,7 +764,7 @@ mod tests {
         let mut insert = |pipeline: &str, status: &str, cursor: i64| {
             next += 1;
             c.execute(
-                "INSERT INTO pipeline_documents(id, pipeline_id, document_id, ordinal, status, cursor, created_at, updated_at)
+                "INSERT INTO pipeline_docs(id, pipeline_id, document_id, ordinal, status, cursor, created_at, updated_at)
                  VALUES (?1, ?2, 'd', ?3, ?4, ?5, 't', 't')",
                 rusqlite::params![format!("pd{next}"), pipeline, next, status, cursor],
             )
@@ -757,14 +777,16 @@ mod tests {
         let steps = [
             // A claim round, a commit, an error at a phase, a requeue, a rerun's bulk reset, a
             // change that touches none of the counted columns, and deletes.
-            "UPDATE pipeline_documents SET status = 'processing' WHERE seq <= 10",
-            "UPDATE pipeline_documents SET status = 'complete', cursor = 5 WHERE seq <= 6",
-            "UPDATE pipeline_documents SET status = 'error', error_phase_index = 2, cursor = 2 WHERE seq IN (7, 8)",
-            "UPDATE pipeline_documents SET status = 'queued' WHERE seq IN (9, 10)",
-            "UPDATE pipeline_documents SET status = 'partial', cursor = 5 WHERE seq BETWEEN 11 AND 20",
-            "UPDATE pipeline_documents SET status = 'queued', cursor = 3, error_phase_index = NULL WHERE pipeline_id = 'a'",
-            "UPDATE pipeline_documents SET updated_at = 'u', attempts = attempts + 1",
-            "DELETE FROM pipeline_documents WHERE seq % 7 = 0",
+            "UPDATE pipeline_docs SET status = 'processing' WHERE seq <= 10",
+            "UPDATE pipeline_docs SET status = 'complete', cursor = 5 WHERE seq <= 6",
+            "UPDATE pipeline_docs SET status = 'error', error_phase_index = 2, cursor = 2 WHERE seq IN (7, 8)",
+            "UPDATE pipeline_docs SET status = 'queued' WHERE seq IN (9, 10)",
+            "UPDATE pipeline_docs SET status = 'partial', cursor = 5 WHERE seq BETWEEN 11 AND 20",
+            "UPDATE pipeline_docs SET status = 'queued', cursor = 3, error_phase_index = NULL WHERE pipeline_id = 'a'",
+            "UPDATE pipeline_docs SET updated_at = 'u', attempts = attempts + 1",
+            "UPDATE pipeline_docs SET generation = 2 WHERE seq BETWEEN 15 AND 30",
+            "UPDATE pipeline_docs SET generation = 3, status = 'queued' WHERE seq BETWEEN 25 AND 35",
+            "DELETE FROM pipeline_docs WHERE seq % 7 = 0",
         ];
         for sql in steps {
             c.execute(sql, []).unwrap();

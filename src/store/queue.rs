@@ -23,7 +23,7 @@ pub const MAX_ATTEMPTS: i64 = 3;
 /// At a clean stop: documents still in flight go back to the queue, no questions asked.
 pub fn return_unfinished(c: &Connection) -> Result<usize, StoreError> {
     Ok(c.execute(
-        "UPDATE pipeline_documents SET status = 'queued', claim_token = NULL WHERE status = 'processing'",
+        "UPDATE pipeline_docs SET status = 'queued', claim_token = NULL WHERE status = 'processing'",
         [],
     )?)
 }
@@ -53,7 +53,7 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     let mut r = Recovered::default();
     let dying: Vec<(i64, String, String)> = c
         .prepare(
-            "SELECT seq, pipeline_id, abort_cause FROM pipeline_documents
+            "SELECT seq, pipeline_id, abort_cause FROM pipeline_docs
              WHERE status = 'processing' AND abort_cause IS NOT NULL",
         )?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
@@ -65,7 +65,7 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     // Suspects of an earlier exit that were not in flight at this one are cleared: the exits
     // they saw were not consecutive.
     c.execute(
-        "UPDATE pipeline_documents SET unclean_exits = 0 WHERE unclean_exits > 0 AND status <> 'processing'",
+        "UPDATE pipeline_docs SET unclean_exits = 0 WHERE unclean_exits > 0 AND status <> 'processing'",
         [],
     )?;
     // In a crowd, a document only becomes a suspect (1): the exit may have had nothing to do
@@ -73,19 +73,19 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     // how suspects run, the exit counts against it (+1). A document whose own cause is known
     // counts in the crowd too: beside a known culprit no one else was alone.
     let in_flight: i64 = c.query_row(
-        "SELECT count(*) FROM pipeline_documents WHERE status = 'processing'",
+        "SELECT count(*) FROM pipeline_docs WHERE status = 'processing'",
         [],
         |r| r.get(0),
     )?;
     let step = if in_flight == 1 { 1 } else { 0 };
     c.execute(
-        "UPDATE pipeline_documents SET unclean_exits = max(unclean_exits, 1) + ?1
+        "UPDATE pipeline_docs SET unclean_exits = max(unclean_exits, 1) + ?1
          WHERE status = 'processing' AND abort_cause IS NULL",
         [step],
     )?;
     let repeat: Vec<(i64, String)> = c
         .prepare(
-            "SELECT seq, pipeline_id FROM pipeline_documents WHERE status = 'processing' AND unclean_exits >= ?1",
+            "SELECT seq, pipeline_id FROM pipeline_docs WHERE status = 'processing' AND unclean_exits >= ?1",
         )?
         .query_map([QUARANTINE_AFTER + 1], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
@@ -97,7 +97,7 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
         r.pipelines.push(pipeline);
     }
     let mut end = c.prepare(
-        "UPDATE pipeline_documents SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
+        "UPDATE pipeline_docs SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
          abort_cause = NULL, unclean_exits = 0, updated_at = ?3, completed_at = ?3 WHERE seq = ?1",
     )?;
     for (seq, why) in &r.quarantined {
@@ -112,7 +112,7 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
 /// A worker about to take the process down says which document it was on, and why.
 pub fn record_abort(c: &Connection, seq: i64, cause: &str) -> Result<(), StoreError> {
     c.execute(
-        "UPDATE pipeline_documents SET abort_cause = ?2 WHERE seq = ?1",
+        "UPDATE pipeline_docs SET abort_cause = ?2 WHERE seq = ?1",
         params![seq, cause],
     )?;
     Ok(())
@@ -127,7 +127,7 @@ pub fn record_abort_of_claim(
     cause: &str,
 ) -> Result<(), StoreError> {
     c.execute(
-        "UPDATE pipeline_documents SET abort_cause = ?3
+        "UPDATE pipeline_docs SET abort_cause = ?3
          WHERE seq = ?1 AND claim_token = ?2 AND status = 'processing'",
         params![seq, token, cause],
     )?;
@@ -147,11 +147,18 @@ pub fn claim(
 ) -> Result<(Vec<Claim>, Vec<GaveUp>), StoreError> {
     let mut out = Vec::new();
     let mut gave_up = Vec::new();
+    // A whole-run rerun leaves resetting its documents to the writer: the next ones are reset
+    // here, before the claim reads the queue.
+    for run in super::reruns::lazy_runs(c)? {
+        if super::reruns::materialize(c, &run, limit.max(256) as i64)? > 0 {
+            break;
+        }
+    }
     // A suspect of an unclean exit runs alone, so that if it takes the process down again it is
     // the only document in flight and nothing innocent is blamed with it.
     let suspect: Option<i64> = c
         .prepare_cached(
-            "SELECT seq FROM pipeline_documents WHERE unclean_exits > 0 AND status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT 1",
+            "SELECT seq FROM pipeline_docs WHERE unclean_exits > 0 AND status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT 1",
         )?
         .query_row([], |r| r.get(0))
         .map(Some)
@@ -164,12 +171,12 @@ pub fn claim(
     }
     let (sql, arg) = match suspect {
         Some(seq) => (
-            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_docs
              WHERE seq = ?1",
             seq,
         ),
         None => (
-            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_documents
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_docs
              WHERE status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT ?1",
             limit as i64,
         ),
@@ -197,7 +204,7 @@ pub fn claim(
         }
         if attempts >= MAX_ATTEMPTS {
             c.prepare_cached(
-                "UPDATE pipeline_documents SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
+                "UPDATE pipeline_docs SET status = 'error', error = ?2, error_phase_index = cursor, claim_token = NULL,
                  updated_at = ?3, completed_at = ?3 WHERE seq = ?1 AND status = 'queued'",
             )?
             .execute(params![seq, format!("gave up after {MAX_ATTEMPTS} attempts"), now])?;
@@ -223,7 +230,7 @@ pub fn claim(
         // every one of them is still queued.
         let n = c
             .prepare_cached(
-                "UPDATE pipeline_documents SET status = 'processing', claim_token = ?1, attempts = attempts + 1, updated_at = ?2
+                "UPDATE pipeline_docs SET status = 'processing', claim_token = ?1, attempts = attempts + 1, updated_at = ?2
                  WHERE seq IN (SELECT value FROM json_each(?3)) AND status = 'queued'",
             )?
             .execute(params![token, now, seqs])?;
@@ -239,7 +246,7 @@ pub fn claim(
 
 /// Puts a claimed document back in the queue (storage trouble or a failed computation).
 pub fn requeue(c: &Connection, claim: &Claim) -> Result<(), StoreError> {
-    c.prepare_cached("UPDATE pipeline_documents SET status = 'queued', claim_token = NULL WHERE seq = ?1 AND claim_token = ?2")?
+    c.prepare_cached("UPDATE pipeline_docs SET status = 'queued', claim_token = NULL WHERE seq = ?1 AND claim_token = ?2")?
         .execute(params![claim.seq, claim.token])?;
     Ok(())
 }
@@ -286,14 +293,14 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
                     CASE WHEN d.text IS NULL THEN d.content ELSE CAST(d.text AS BLOB) END,
                     CASE WHEN d.text IS NULL THEN d.mime_type ELSE 'text/plain' END,
                     d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END, d.language, d.sha256
-             FROM pipeline_documents pd
+             FROM pipeline_docs pd
              JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
         )?
         .query_row([seq], |r| {
             Ok((
-                super::json(r, 1, "pipeline_documents")?,
+                super::json(r, 1, "pipeline_docs")?,
                 r.get(2)?,
-                super::json(r, 2, "pipeline_documents")?,
+                super::json(r, 2, "pipeline_docs")?,
                 r.get(3)?,
                 r.get(4)?,
                 super::json(r, 5, "documents")?,
@@ -556,19 +563,19 @@ pub fn commit_document(
     let n = match fin {
         Final::Terminal(status) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0, unclean_exits = 0,
+                "UPDATE pipeline_docs SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0, unclean_exits = 0,
                  error = NULL, error_phase_index = NULL, updated_at = ?10, completed_at = ?10 {FENCE}"
             ))?
             .execute(params![seq, generation, pass, token, start, expect_states, status, cursor as i64, states, now])?,
         Final::Error(phase, message) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0, unclean_exits = 0,
+                "UPDATE pipeline_docs SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0, unclean_exits = 0,
                  error = ?9, error_phase_index = ?7, updated_at = ?10, completed_at = ?10 {FENCE}"
             ))?
             .execute(params![seq, generation, pass, token, start, expect_states, phase as i64, states, message, now])?,
         Final::Continue(next) => c
             .prepare_cached(&format!(
-                "UPDATE pipeline_documents SET status = 'queued', cursor = ?7, pass = pass + 1, field_states = ?8, claim_token = NULL,
+                "UPDATE pipeline_docs SET status = 'queued', cursor = ?7, pass = pass + 1, field_states = ?8, claim_token = NULL,
                  attempts = 0, unclean_exits = 0, updated_at = ?9 {FENCE}"
             ))?
             .execute(params![seq, generation, pass, token, start, expect_states, next as i64, states, now])?,
@@ -594,15 +601,19 @@ pub fn sync_held(
         if !held(b) && !held(a) {
             continue;
         }
-        if held(b) == held(a) && b.status == a.status && b.requested_at == a.requested_at {
+        if held(b) == held(a)
+            && b.status == a.status
+            && b.requested_at == a.requested_at
+            && b.blocked_at == a.blocked_at
+        {
             continue;
         }
         c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1 AND field_key = ?2")?
             .execute(params![pd_seq, f])?;
         if held(a) {
             c.prepare_cached(
-                "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at, blocked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 pd_seq,
@@ -612,7 +623,8 @@ pub fn sync_held(
                 a.status.as_str(),
                 a.trigger.as_deref().unwrap_or("gate"),
                 a.routing.as_deref().unwrap_or("review_queue"),
-                a.requested_at.clone().unwrap_or_else(now_rfc3339)
+                a.requested_at.clone().unwrap_or_else(now_rfc3339),
+                a.blocked_at.map(|b| b as i64)
             ])?;
         }
     }
@@ -622,9 +634,9 @@ pub fn sync_held(
 /// The stored field states, as text (to compare with what a step started from) and decoded.
 pub fn current_states(c: &Connection, seq: i64) -> Result<(String, States), StoreError> {
     Ok(
-        c.prepare_cached("SELECT seq, field_states FROM pipeline_documents WHERE seq = ?1")?
+        c.prepare_cached("SELECT seq, field_states FROM pipeline_docs WHERE seq = ?1")?
             .query_row([seq], |r| {
-                Ok((r.get(1)?, super::json(r, 1, "pipeline_documents")?))
+                Ok((r.get(1)?, super::json(r, 1, "pipeline_docs")?))
             })?,
     )
 }

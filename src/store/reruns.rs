@@ -58,7 +58,7 @@ pub fn restart_document(
     restarts: &str,
 ) -> Result<(), StoreError> {
     c.prepare_cached(
-        "UPDATE pipeline_documents SET status = 'queued', cursor = ?2, generation = ?3, pass = 1, attempts = 0,
+        "UPDATE pipeline_docs SET status = 'queued', cursor = ?2, generation = ?3, pass = 1, attempts = 0,
          claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = ?4, restarts = ?5,
          updated_at = ?6, completed_at = NULL WHERE seq = ?1",
     )?
@@ -172,13 +172,13 @@ pub fn finish_open(c: &Connection, pipeline_id: &str) -> Result<Vec<FinishedReru
     let mut finished = Vec::with_capacity(open.len());
     for (seq, generation, versions, id, from_phase) in open {
         let blocked: i64 = c.query_row(
-            "SELECT count(*) FROM held_fields h JOIN pipeline_documents pd ON pd.seq = h.pd_seq
+            "SELECT count(*) FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
              WHERE h.pipeline_id = ?1 AND h.status = 'blocked' AND pd.generation = ?2",
             params![pipeline_id, generation],
             |r| r.get(0),
         )?;
         let errors: i64 = c.query_row(
-            "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND generation = ?2 AND status = 'error'",
+            "SELECT count(*) FROM pipeline_docs WHERE pipeline_id = ?1 AND generation = ?2 AND status = 'error'",
             params![pipeline_id, generation],
             |r| r.get(0),
         )?;
@@ -222,6 +222,197 @@ pub fn add_versions(
     Ok(())
 }
 
+/// The run's open lazy reset: documents of an older generation restart at `from`.
+#[derive(Debug, Clone)]
+struct Lazy {
+    generation: i64,
+    from: i64,
+    at: String,
+}
+
+/// Fields of a document's states that a restart keeps whatever phase it restarts from (a pin,
+/// guards, flags, a reopen, a superseded pass, a review time). The same expression as the
+/// partial index `pipeline_docs_sticky` (migration 12), which SQLite uses only for a query
+/// carrying its exact condition.
+const STICKY: &str = "(instr(field_states, '\"pinned\":true') > 0 OR instr(field_states, '\"guards\"') > 0
+   OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0
+   OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0)";
+
+/// The documents a whole-run rerun from `from` must reset in its call, because their reset keeps
+/// something: sticky states, or a field held at a gate before `from` (which stays in review).
+/// Every other document's reset leaves every field progressing from the start, and is left to
+/// the writer (`materialize`). Read through two indexes: O(those documents), not O(the run).
+pub fn eager_docs(c: &Connection, pipeline_id: &str, from: usize) -> Result<Vec<i64>, StoreError> {
+    let sql = format!(
+        "SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND {STICKY}
+         UNION
+         SELECT pd_seq FROM held_fields WHERE pipeline_id = ?1 AND (blocked_at IS NULL OR blocked_at < ?2)
+           AND (status = 'blocked' OR (status = 'pending_review' AND trigger_type = 'gate'))
+         ORDER BY 1"
+    );
+    Ok(c
+        .prepare_cached(&sql)?
+        .query_map(params![pipeline_id, from as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// What a rerun needs of the documents `seqs`.
+pub fn docs_by_seq(c: &Connection, seqs: &[i64]) -> Result<Vec<DocState>, StoreError> {
+    let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
+    let rows = c
+        .prepare_cached(
+            "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_docs
+             WHERE seq IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+        )?
+        .query_map([list], doc_state)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn doc_state(r: &rusqlite::Row) -> rusqlite::Result<DocState> {
+    Ok(DocState {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        status: r.get(2)?,
+        error_phase_index: r.get(3)?,
+        field_states: super::json(r, 4, "pipeline_docs")?,
+        restarts: super::json(r, 5, "pipeline_docs")?,
+    })
+}
+
+/// Opens a whole-run rerun's reset of every document of a generation before `generation`,
+/// without touching them: the view `pipeline_documents` shows each as reset from here on, and
+/// the writer resets the stored rows (`materialize`). Their held rows go now: a reset field no
+/// longer waits for a person (found through the review index, O(held fields)).
+pub fn start_lazy(
+    c: &Connection,
+    pipeline_id: &str,
+    generation: i64,
+    from: usize,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "DELETE FROM held_fields WHERE pipeline_id = ?1 AND pd_seq IN (
+            SELECT h.pd_seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
+            WHERE h.pipeline_id = ?1 AND pd.generation < ?2)",
+    )?
+    .execute(params![pipeline_id, generation])?;
+    c.prepare_cached(
+        "UPDATE pipelines SET lazy_generation = ?2, lazy_from = ?3, lazy_at = ?4,
+         lazy_pending = EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)
+         WHERE id = ?1",
+    )?
+    .execute(params![pipeline_id, generation, from as i64, now_rfc3339()])?;
+    Ok(())
+}
+
+fn lazy(c: &Connection, pipeline_id: &str) -> Result<Option<Lazy>, StoreError> {
+    Ok(c
+        .prepare_cached(
+            "SELECT lazy_generation, lazy_from, lazy_at FROM pipelines WHERE id = ?1 AND lazy_pending = 1",
+        )?
+        .query_row([pipeline_id], |r| {
+            Ok(Lazy {
+                generation: r.get(0)?,
+                from: r.get(1)?,
+                at: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            })
+        })
+        .optional()?)
+}
+
+/// The stored columns a reset writes, as the view shows a pending document (?2 generation, ?3
+/// start, ?4 time).
+const MATERIALIZE: &str = "UPDATE pipeline_docs SET status = 'queued',
+    cursor = CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END,
+    generation = ?2, pass = 1, attempts = 0, claim_token = NULL, error = NULL, error_phase_index = NULL,
+    field_states = '{}',
+    restarts = json_insert(restarts, '$[#]', json_array(?2,
+        CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END)),
+    updated_at = ?4, completed_at = NULL";
+
+/// Resets up to `limit` pending documents of a run in the stored rows (the writer, before it
+/// claims); clears the run's mark when none is left. Answers how many.
+pub fn materialize(c: &Connection, pipeline_id: &str, limit: i64) -> Result<usize, StoreError> {
+    let Some(l) = lazy(c, pipeline_id)? else {
+        return Ok(0);
+    };
+    let n = c
+        .prepare_cached(&format!(
+            "{MATERIALIZE} WHERE seq IN (SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2 LIMIT ?5)"
+        ))?
+        .execute(params![pipeline_id, l.generation, l.from, l.at, limit])?;
+    clear_when_done(c, pipeline_id, l.generation)?;
+    Ok(n)
+}
+
+/// Clears a run's mark with its last pending document, so that the commit of its last document
+/// settles it (a run with the mark is busy).
+fn clear_when_done(c: &Connection, pipeline_id: &str, generation: i64) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE pipelines SET lazy_pending = 0 WHERE id = ?1
+         AND NOT EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)",
+    )?
+    .execute(params![pipeline_id, generation])?;
+    Ok(())
+}
+
+/// Resets every pending document of a run (before a cancel).
+pub fn materialize_all(c: &Connection, pipeline_id: &str) -> Result<usize, StoreError> {
+    materialize(c, pipeline_id, -1)
+}
+
+/// Resets one document if it is pending (before a write to it, in the writer's transaction).
+pub fn materialize_doc(c: &Connection, seq: i64) -> Result<bool, StoreError> {
+    let pending: Option<String> = c
+        .prepare_cached(
+            "SELECT p.id FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+             WHERE pd.seq = ?1 AND pd.generation < p.lazy_generation",
+        )?
+        .query_row([seq], |r| r.get(0))
+        .optional()?;
+    let Some(pipeline_id) = pending else {
+        return Ok(false);
+    };
+    let Some(l) = lazy(c, &pipeline_id)? else {
+        return Ok(false);
+    };
+    c.prepare_cached(&format!("{MATERIALIZE} WHERE seq = ?1 AND generation < ?2"))?
+        .execute(params![seq, l.generation, l.from, l.at])?;
+    clear_when_done(c, &pipeline_id, l.generation)?;
+    Ok(true)
+}
+
+/// The runs that still have pending documents, oldest first.
+pub fn lazy_runs(c: &Connection) -> Result<Vec<String>, StoreError> {
+    Ok(c
+        .prepare_cached("SELECT id FROM pipelines WHERE lazy_pending = 1 ORDER BY seq")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// How many of a run's documents the writer has not reset yet (tests).
+#[cfg(test)]
+pub fn pending_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
+    Ok(c.query_row(
+        "SELECT count(*) FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+         WHERE p.id = ?1 AND pd.generation < p.lazy_generation",
+        [pipeline_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// A run's held fields as `(document ordinal, field, status)` (tests).
+#[cfg(test)]
+pub fn held_of_run(c: &Connection, pipeline_id: &str) -> Result<Vec<(i64, String, String)>, StoreError> {
+    Ok(c
+        .prepare(
+            "SELECT pd.ordinal, h.field_key, h.status FROM held_fields h
+             JOIN pipeline_documents pd ON pd.seq = h.pd_seq WHERE h.pipeline_id = ?1 ORDER BY 1, 2",
+        )?
+        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?)
+}
+
 /// The targeted documents of a run: all, or the pipeline document ids in a JSON array.
 const TARGET: &str = "pipeline_id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
 /// A document's restart index: the start, or earlier for an error document.
@@ -238,7 +429,7 @@ pub fn target_count(
     ids: Option<&str>,
 ) -> Result<i64, StoreError> {
     Ok(c.query_row(
-        &format!("SELECT count(*) FROM pipeline_documents WHERE {TARGET}"),
+        &format!("SELECT count(*) FROM pipeline_docs WHERE {TARGET}"),
         params![pipeline_id, ids],
         |r| r.get(0),
     )?)
@@ -251,7 +442,7 @@ pub fn earliest_restart(
     from: usize,
 ) -> Result<Option<i64>, StoreError> {
     Ok(c.query_row(
-        &format!("SELECT min({RESTART}) FROM pipeline_documents WHERE {TARGET}"),
+        &format!("SELECT min({RESTART}) FROM pipeline_docs WHERE {TARGET}"),
         params![pipeline_id, ids, from as i64],
         |r| r.get(0),
     )?)
@@ -263,7 +454,7 @@ pub fn target_decisions(
     ids: Option<&str>,
 ) -> Result<i64, StoreError> {
     Ok(c.query_row(
-        &format!("SELECT count(*) FROM review_decisions WHERE pd_seq IN (SELECT seq FROM pipeline_documents WHERE {TARGET})"),
+        &format!("SELECT count(*) FROM review_decisions WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {TARGET})"),
         params![pipeline_id, ids],
         |r| r.get(0),
     )?)
@@ -278,21 +469,12 @@ pub fn keeping_docs(
     limit: i64,
 ) -> Result<Vec<DocState>, StoreError> {
     let sql = format!(
-        "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_documents
+        "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_docs
          WHERE {TARGET} AND {KEEPS} AND seq > ?3 ORDER BY seq LIMIT ?4"
     );
     let rows = c
         .prepare(&sql)?
-        .query_map(params![pipeline_id, ids, after_seq, limit], |r| {
-            Ok(DocState {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                status: r.get(2)?,
-                error_phase_index: r.get(3)?,
-                field_states: super::json(r, 4, "pipeline_documents")?,
-                restarts: super::json(r, 5, "pipeline_documents")?,
-            })
-        })?
+        .query_map(params![pipeline_id, ids, after_seq, limit], doc_state)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -308,13 +490,13 @@ pub fn restart_rest(
 ) -> Result<usize, StoreError> {
     c.execute(
         &format!(
-            "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_documents WHERE {TARGET} AND generation < ?3)"
+            "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {TARGET} AND generation < ?3)"
         ),
         params![pipeline_id, ids, generation],
     )?;
     let n = c.execute(
         &format!(
-            "UPDATE pipeline_documents SET status = 'queued', cursor = {RESTART}, generation = ?4, pass = 1, attempts = 0,
+            "UPDATE pipeline_docs SET status = 'queued', cursor = {RESTART}, generation = ?4, pass = 1, attempts = 0,
              claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = '{{}}',
              restarts = json_insert(restarts, '$[#]', json_array(?4, {RESTART})), updated_at = ?5, completed_at = NULL
              WHERE {TARGET} AND generation < ?4"

@@ -169,7 +169,7 @@ mod tests {
         // Only the rows a purge reads: the run and its document stand in by their ids.
         c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         c.execute(
-            "INSERT INTO pipeline_documents(id, pipeline_id, document_id, ordinal, status, generation, restarts, created_at, updated_at)
+            "INSERT INTO pipeline_docs(id, pipeline_id, document_id, ordinal, status, generation, restarts, created_at, updated_at)
              VALUES ('pd', 'p', 'd', 1, 'completed', 2, '[[2,2]]', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
             [],
         )

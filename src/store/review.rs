@@ -79,10 +79,12 @@ pub fn update_pd(
     pass: i64,
     states: &str,
 ) -> Result<(), StoreError> {
+    // A document the open rerun has not reset yet was read as reset: store the reset first.
+    super::reruns::materialize_doc(c, seq)?;
     let now = now_rfc3339();
     let terminal = status.delivered();
     c.prepare_cached(
-        "UPDATE pipeline_documents SET status = ?2, cursor = ?3, pass = ?4, field_states = ?5, updated_at = ?6,
+        "UPDATE pipeline_docs SET status = ?2, cursor = ?3, pass = ?4, field_states = ?5, updated_at = ?6,
          completed_at = CASE WHEN ?7 THEN ?6 ELSE NULL END, attempts = CASE WHEN ?2 = 'queued' THEN 0 ELSE attempts END
          WHERE seq = ?1",
     )?

@@ -304,7 +304,7 @@ fn a_page_that_cannot_be_read_is_an_error_envelope_not_an_empty_success() {
     settle(&api, &pid);
     // A stored value that no longer decodes (a damaged row): reading it must fail loudly.
     let db = rusqlite::Connection::open(api.srv.db_arg()).unwrap();
-    db.execute("UPDATE pipeline_documents SET restarts = '[[2,' ", [])
+    db.execute("UPDATE pipeline_docs SET restarts = '[[2,' ", [])
         .unwrap();
     drop(db);
     for path in [

@@ -429,11 +429,21 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 11 undone, and no ledger of applied migrations.
+    // to 12 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
+             DROP VIEW pipeline_documents;
+             DROP INDEX pipeline_docs_generation;
+             DROP INDEX pipeline_docs_sticky;
+             ALTER TABLE pipeline_docs RENAME TO pipeline_documents;
+             DROP INDEX pipelines_lazy_pending;
+             ALTER TABLE pipelines DROP COLUMN lazy_generation;
+             ALTER TABLE pipelines DROP COLUMN lazy_from;
+             ALTER TABLE pipelines DROP COLUMN lazy_at;
+             ALTER TABLE pipelines DROP COLUMN lazy_pending;
+             ALTER TABLE held_fields DROP COLUMN blocked_at;
              DROP TRIGGER pipeline_status_counts_insert;
              DROP TRIGGER pipeline_status_counts_update;
              DROP TRIGGER pipeline_status_counts_delete;

@@ -169,7 +169,7 @@ fn a_document_claimed_three_times_without_a_commit_ends_error_and_the_run_settle
     db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     let n = db
         .execute(
-            "UPDATE pipeline_documents SET attempts = 3 WHERE pipeline_id = ?1 AND ordinal = 0",
+            "UPDATE pipeline_docs SET attempts = 3 WHERE pipeline_id = ?1 AND ordinal = 0",
             [&pid],
         )
         .unwrap();
