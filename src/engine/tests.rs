@@ -421,7 +421,12 @@ fn comparable(states: crate::domain::state::States) -> Value {
             st.remove("requested_at");
             st.remove("completed_at");
             if let Some(r) = st.get_mut("resumed") {
-                *r = json!(r.as_array().into_iter().flatten().map(|p| p[1].clone()).collect::<Vec<_>>());
+                *r = json!(r
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p[1].clone())
+                    .collect::<Vec<_>>());
             }
             if let Some(r) = st.get_mut("reopened_after") {
                 *r = json!(true);
@@ -518,9 +523,15 @@ fn a_whole_run_rerun_reads_as_if_every_document_were_reset_in_the_call() {
         w.executor.wake();
         settle(&w.db, &w.executor, &w.org, run);
     }
-    let read = |run: &str| w.db.read(|c| Ok::<_, StoreError>(readers_of(c, run))).expect("read");
+    let read = |run: &str| {
+        w.db.read(|c| Ok::<_, StoreError>(readers_of(c, run)))
+            .expect("read")
+    };
     assert_eq!(read(&w.pipeline), read(&twin), "the twins start equal");
-    let held_before = read(&w.pipeline)["held"].as_array().map(Vec::len).unwrap_or(0);
+    let held_before = read(&w.pipeline)["held"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
     assert!(held_before >= 2, "some documents are held: {held_before}");
 
     for from in [PhaseType::Validation, PhaseType::Resolution] {
@@ -533,14 +544,15 @@ fn a_whole_run_rerun_reads_as_if_every_document_were_reset_in_the_call() {
             requested_by: "test".into(),
         };
         write(&w.db, |tx| rerun(tx, &w.org, &w.pipeline, request(None)));
-        let pending = w
-            .db
-            .read(|c| store::reruns::pending_count(c, &w.pipeline))
-            .expect("read");
-        assert!(pending >= 10, "the call left the documents to the writer: {pending} pending");
-        let ids = w
-            .db
-            .read(|c| {
+        let pending =
+            w.db.read(|c| store::reruns::pending_count(c, &w.pipeline))
+                .expect("read");
+        assert!(
+            pending >= 10,
+            "the call left the documents to the writer: {pending} pending"
+        );
+        let ids =
+            w.db.read(|c| {
                 Ok::<_, StoreError>(
                     store::pipelines::documents(c, &twin, None, 100, None)?
                         .into_iter()

@@ -234,7 +234,8 @@ struct Lazy {
 /// guards, flags, a reopen, a superseded pass, a review time). The same expression as the
 /// partial index `pipeline_docs_sticky` (migration 12), which SQLite uses only for a query
 /// carrying its exact condition.
-const STICKY: &str = "(instr(field_states, '\"pinned\":true') > 0 OR instr(field_states, '\"guards\"') > 0
+const STICKY: &str =
+    "(instr(field_states, '\"pinned\":true') > 0 OR instr(field_states, '\"guards\"') > 0
    OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0
    OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0)";
 
@@ -250,8 +251,7 @@ pub fn eager_docs(c: &Connection, pipeline_id: &str, from: usize) -> Result<Vec<
            AND (status = 'blocked' OR (status = 'pending_review' AND trigger_type = 'gate'))
          ORDER BY 1"
     );
-    Ok(c
-        .prepare_cached(&sql)?
+    Ok(c.prepare_cached(&sql)?
         .query_map(params![pipeline_id, from as i64], |r| r.get(0))?
         .collect::<Result<_, _>>()?)
 }
@@ -384,10 +384,11 @@ pub fn materialize_doc(c: &Connection, seq: i64) -> Result<bool, StoreError> {
 
 /// The runs that still have pending documents, oldest first.
 pub fn lazy_runs(c: &Connection) -> Result<Vec<String>, StoreError> {
-    Ok(c
-        .prepare_cached("SELECT id FROM pipelines WHERE lazy_pending = 1 ORDER BY seq")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?)
+    Ok(
+        c.prepare_cached("SELECT id FROM pipelines WHERE lazy_pending = 1 ORDER BY seq")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    )
 }
 
 /// How many of a run's documents the writer has not reset yet (tests).
@@ -403,7 +404,10 @@ pub fn pending_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreErro
 
 /// A run's held fields as `(document ordinal, field, status)` (tests).
 #[cfg(test)]
-pub fn held_of_run(c: &Connection, pipeline_id: &str) -> Result<Vec<(i64, String, String)>, StoreError> {
+pub fn held_of_run(
+    c: &Connection,
+    pipeline_id: &str,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
     Ok(c
         .prepare(
             "SELECT pd.ordinal, h.field_key, h.status FROM held_fields h
