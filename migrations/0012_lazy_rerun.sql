@@ -74,7 +74,7 @@ CREATE TRIGGER pipeline_status_counts_delete AFTER DELETE ON pipeline_docs BEGIN
 END;
 
 -- Every document as readers must see it: a pending one as its reset leaves it (the same
--- columns `store::reruns::materialize` writes when the writer reaches it).
+-- columns `store::reruns::claim_pending` writes when the writer claims it).
 CREATE VIEW pipeline_documents AS
 SELECT pd.seq, pd.id, pd.pipeline_id, pd.document_id, pd.ordinal,
     CASE WHEN pd.generation < p.lazy_generation THEN 'queued' ELSE pd.status END AS status,

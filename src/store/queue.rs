@@ -147,13 +147,6 @@ pub fn claim(
 ) -> Result<(Vec<Claim>, Vec<GaveUp>), StoreError> {
     let mut out = Vec::new();
     let mut gave_up = Vec::new();
-    // A whole-run rerun leaves resetting its documents to the writer: the next ones are reset
-    // here, before the claim reads the queue.
-    for run in super::reruns::lazy_runs(c)? {
-        if super::reruns::materialize(c, &run, limit.max(256) as i64)? > 0 {
-            break;
-        }
-    }
     // A suspect of an unclean exit runs alone, so that if it takes the process down again it is
     // the only document in flight and nothing innocent is blamed with it.
     let suspect: Option<i64> = c
@@ -239,6 +232,28 @@ pub fn claim(
                 "claimed {n} of {} queued documents",
                 out.len()
             )));
+        }
+    }
+    // Then the documents a whole-run rerun left to the writer: each is reset as it is claimed,
+    // in the claim's own statement (a suspect runs alone, so none are added to it).
+    if suspect.is_none() && out.len() < limit {
+        for run in super::reruns::lazy_runs(c)? {
+            let want = (limit - out.len()) as i64;
+            for (seq, generation, cursor) in
+                super::reruns::claim_pending(c, &run, want, &token, &now)?
+            {
+                out.push(Claim {
+                    seq,
+                    pipeline_id: run.clone(),
+                    token: token.clone(),
+                    generation,
+                    pass: 1,
+                    cursor,
+                });
+            }
+            if out.len() >= limit {
+                break;
+            }
         }
     }
     Ok((out, gave_up))

@@ -242,18 +242,21 @@ const STICKY: &str =
 /// The documents a whole-run rerun from `from` must reset in its call, because their reset keeps
 /// something: sticky states, or a field held at a gate before `from` (which stays in review).
 /// Every other document's reset leaves every field progressing from the start, and is left to
-/// the writer (`materialize`). Read through two indexes: O(those documents), not O(the run).
+/// the writer (`claim_pending`). Read through two indexes: O(those documents), not O(the run).
 pub fn eager_docs(c: &Connection, pipeline_id: &str, from: usize) -> Result<Vec<i64>, StoreError> {
     let sql = format!(
         "SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND {STICKY}
-         UNION
+         UNION ALL
          SELECT pd_seq FROM held_fields WHERE pipeline_id = ?1 AND (blocked_at IS NULL OR blocked_at < ?2)
-           AND (status = 'blocked' OR (status = 'pending_review' AND trigger_type = 'gate'))
-         ORDER BY 1"
+           AND (status = 'blocked' OR (status = 'pending_review' AND trigger_type = 'gate'))"
     );
-    Ok(c.prepare_cached(&sql)?
+    let mut seqs: Vec<i64> = c
+        .prepare_cached(&sql)?
         .query_map(params![pipeline_id, from as i64], |r| r.get(0))?
-        .collect::<Result<_, _>>()?)
+        .collect::<Result<_, _>>()?;
+    seqs.sort_unstable();
+    seqs.dedup();
+    Ok(seqs)
 }
 
 /// What a rerun needs of the documents `seqs`.
@@ -282,7 +285,7 @@ fn doc_state(r: &rusqlite::Row) -> rusqlite::Result<DocState> {
 
 /// Opens a whole-run rerun's reset of every document of a generation before `generation`,
 /// without touching them: the view `pipeline_documents` shows each as reset from here on, and
-/// the writer resets the stored rows (`materialize`). Their held rows go now: a reset field no
+/// the writer resets the stored rows as it claims them (`claim_pending`). Their held rows go now: a reset field no
 /// longer waits for a person (found through the review index, O(held fields)).
 pub fn start_lazy(
     c: &Connection,
@@ -321,26 +324,28 @@ fn lazy(c: &Connection, pipeline_id: &str) -> Result<Option<Lazy>, StoreError> {
 }
 
 /// The stored columns a reset writes, as the view shows a pending document (?2 generation, ?3
-/// start, ?4 time).
-const MATERIALIZE: &str = "UPDATE pipeline_docs SET status = 'queued',
+/// start); the status, attempts, claim and time are the caller's.
+const RESET_COLUMNS: &str = "
     cursor = CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END,
-    generation = ?2, pass = 1, attempts = 0, claim_token = NULL, error = NULL, error_phase_index = NULL,
-    field_states = '{}',
+    generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{}',
     restarts = json_insert(restarts, '$[#]', json_array(?2,
         CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END)),
-    updated_at = ?4, completed_at = NULL";
+    completed_at = NULL";
 
-/// Resets up to `limit` pending documents of a run in the stored rows (the writer, before it
-/// claims); clears the run's mark when none is left. Answers how many.
-pub fn materialize(c: &Connection, pipeline_id: &str, limit: i64) -> Result<usize, StoreError> {
+/// A reset to the queue (?4 time).
+fn materialize_sql(filter: &str) -> String {
+    format!("UPDATE pipeline_docs SET status = 'queued', attempts = 0, claim_token = NULL, updated_at = ?4, {RESET_COLUMNS} WHERE {filter}")
+}
+
+/// Resets every pending document of a run in the stored rows (before a cancel, which ends the
+/// queued ones) and clears the run's mark. Answers how many.
+pub fn materialize_all(c: &Connection, pipeline_id: &str) -> Result<usize, StoreError> {
     let Some(l) = lazy(c, pipeline_id)? else {
         return Ok(0);
     };
     let n = c
-        .prepare_cached(&format!(
-            "{MATERIALIZE} WHERE seq IN (SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2 LIMIT ?5)"
-        ))?
-        .execute(params![pipeline_id, l.generation, l.from, l.at, limit])?;
+        .prepare_cached(&materialize_sql("pipeline_id = ?1 AND generation < ?2"))?
+        .execute(params![pipeline_id, l.generation, l.from, l.at])?;
     clear_when_done(c, pipeline_id, l.generation)?;
     Ok(n)
 }
@@ -356,9 +361,31 @@ fn clear_when_done(c: &Connection, pipeline_id: &str, generation: i64) -> Result
     Ok(())
 }
 
-/// Resets every pending document of a run (before a cancel).
-pub fn materialize_all(c: &Connection, pipeline_id: &str) -> Result<usize, StoreError> {
-    materialize(c, pipeline_id, -1)
+/// Claims up to `limit` pending documents of a run, resetting each in the claim's statement
+/// (one write of the row instead of a reset and then a claim): `(seq, generation, cursor)`.
+pub fn claim_pending(
+    c: &Connection,
+    pipeline_id: &str,
+    limit: i64,
+    token: &str,
+    now: &str,
+) -> Result<Vec<(i64, i64, usize)>, StoreError> {
+    let Some(l) = lazy(c, pipeline_id)? else {
+        return Ok(Vec::new());
+    };
+    let mut claimed: Vec<(i64, i64, usize)> = c
+        .prepare_cached(&format!(
+            "UPDATE pipeline_docs SET status = 'processing', attempts = 1, claim_token = ?5, updated_at = ?4, {RESET_COLUMNS}
+             WHERE seq IN (SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2 LIMIT ?6)
+             RETURNING seq, generation, cursor"
+        ))?
+        .query_map(params![pipeline_id, l.generation, l.from, now, token, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize))
+        })?
+        .collect::<Result<_, _>>()?;
+    claimed.sort_unstable();
+    clear_when_done(c, pipeline_id, l.generation)?;
+    Ok(claimed)
 }
 
 /// Resets one document if it is pending (before a write to it, in the writer's transaction).
@@ -376,7 +403,7 @@ pub fn materialize_doc(c: &Connection, seq: i64) -> Result<bool, StoreError> {
     let Some(l) = lazy(c, &pipeline_id)? else {
         return Ok(false);
     };
-    c.prepare_cached(&format!("{MATERIALIZE} WHERE seq = ?1 AND generation < ?2"))?
+    c.prepare_cached(&materialize_sql("seq = ?1 AND generation < ?2"))?
         .execute(params![seq, l.generation, l.from, l.at])?;
     clear_when_done(c, &pipeline_id, l.generation)?;
     Ok(true)
