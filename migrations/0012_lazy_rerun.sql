@@ -15,13 +15,27 @@ CREATE INDEX pipelines_lazy_pending ON pipelines(seq) WHERE lazy_pending = 1;
 -- The stored rows; writers write here. Readers read `pipeline_documents` (the view).
 ALTER TABLE pipeline_documents RENAME TO pipeline_docs;
 CREATE INDEX pipeline_docs_generation ON pipeline_docs(pipeline_id, generation);
--- Documents whose states keep something through any restart (a pin, guards, flags, a reopen,
--- a superseded pass, a review time): a whole-run rerun resets these in its call, found
--- through this index instead of by reading every document's states.
+-- Documents whose states keep something through any restart (a pin, guards, a reopen, a
+-- superseded pass, a review time: what review leaves): a whole-run rerun resets these in its
+-- call, found through this index instead of by reading every document's states.
 CREATE INDEX pipeline_docs_sticky ON pipeline_docs(pipeline_id, seq)
 WHERE instr(field_states, '"pinned":true') > 0 OR instr(field_states, '"guards"') > 0
-   OR instr(field_states, '"flags"') > 0 OR instr(field_states, '"reopened_after"') > 0
-   OR instr(field_states, '"resumed"') > 0 OR instr(field_states, '"review_at"') > 0;
+   OR instr(field_states, '"reopened_after"') > 0 OR instr(field_states, '"resumed"') > 0
+   OR instr(field_states, '"review_at"') > 0;
+
+-- Flags survive a restart only when their gate lies before it, so a rerun needs a document's
+-- lowest flag phase, not the flags: kept by a trigger that only flagged states pay for.
+ALTER TABLE pipeline_docs ADD COLUMN flag_phase INTEGER;
+UPDATE pipeline_docs SET flag_phase = (
+    SELECT min(json_extract(f.value, '$.phase')) FROM json_each(field_states) s, json_each(s.value, '$.flags') f)
+WHERE instr(field_states, '"flags"') > 0;
+CREATE INDEX pipeline_docs_flagged ON pipeline_docs(pipeline_id, flag_phase) WHERE flag_phase IS NOT NULL;
+CREATE TRIGGER pipeline_docs_flag_phase AFTER UPDATE OF field_states ON pipeline_docs
+WHEN instr(NEW.field_states, '"flags"') > 0 OR OLD.flag_phase IS NOT NULL BEGIN
+    UPDATE pipeline_docs SET flag_phase = (
+        SELECT min(json_extract(f.value, '$.phase')) FROM json_each(NEW.field_states) s, json_each(s.value, '$.flags') f)
+    WHERE seq = NEW.seq;
+END;
 
 -- The phase of the gate that holds a field, so a rerun finds the holds before its start (which
 -- it keeps) from the review index alone.
@@ -95,5 +109,6 @@ SELECT pd.seq, pd.id, pd.pipeline_id, pd.document_id, pd.ordinal,
     pd.created_at,
     CASE WHEN pd.generation < p.lazy_generation THEN p.lazy_at ELSE pd.updated_at END AS updated_at,
     CASE WHEN pd.generation < p.lazy_generation THEN NULL ELSE pd.completed_at END AS completed_at,
-    pd.unclean_exits, pd.abort_cause, pd.waiting_for
+    pd.unclean_exits, pd.abort_cause,
+    CASE WHEN pd.generation < p.lazy_generation THEN NULL ELSE pd.waiting_for END AS waiting_for
 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id;

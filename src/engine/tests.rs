@@ -223,14 +223,7 @@ fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
 
     // A person approves the held value; the document completes with it.
     let answer = write(&w.db, |tx| {
-        let request = super::review::ResolveRequest {
-            action: super::review::Action::Approve,
-            corrected_value: None,
-            reason: None,
-            key_id: "test-key".into(),
-            reviewer: "Ada".into(),
-        };
-        super::review::resolve(tx, &w.org, &pd, "gross", &request).map(|(a, _)| a)
+        super::review::resolve(tx, &w.org, &pd, "gross", &approval()).map(|(a, _)| a)
     });
     assert_eq!(answer.field_key, "gross");
     assert_eq!(answer.resolve_action, "approve");
@@ -240,6 +233,17 @@ fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
     assert_eq!(gross, json!(157));
     assert_eq!(status, DocStatus::Complete);
     w.executor.shutdown();
+}
+
+/// Ada approves a held value.
+fn approval() -> super::review::ResolveRequest {
+    super::review::ResolveRequest {
+        action: super::review::Action::Approve,
+        corrected_value: None,
+        reason: None,
+        key_id: "test-key".into(),
+        reviewer: "Ada".into(),
+    }
 }
 
 /// Waits until the run `id` of `org` has settled, waking the executor as it goes.
@@ -510,15 +514,8 @@ fn a_whole_run_rerun_reads_as_if_every_document_were_reset_in_the_call() {
             let docs = store::pipelines::documents(c, run, None, 100, None)?;
             Ok::<_, StoreError>(docs.into_iter().last().expect("documents").id)
         });
-        let request = super::review::ResolveRequest {
-            action: super::review::Action::Approve,
-            corrected_value: None,
-            reason: None,
-            key_id: "test-key".into(),
-            reviewer: "Ada".into(),
-        };
         write(&w.db, |tx| {
-            super::review::resolve(tx, &w.org, &last.expect("read"), "gross", &request)
+            super::review::resolve(tx, &w.org, &last.expect("read"), "gross", &approval())
         });
         w.executor.wake();
         settle(&w.db, &w.executor, &w.org, run);

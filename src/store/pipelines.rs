@@ -577,11 +577,12 @@ pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreE
 /// new status when this call made the move, and the reruns it finished.
 pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Settled, StoreError> {
     // Read from the stored rows by index: a pending document (the open rerun has not reset it
-    // yet) keeps the run busy through `lazy_pending`.
+    // yet) is queued to every reader.
     let busy: bool = c
         .prepare_cached(
             "SELECT EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))
-                 OR EXISTS(SELECT 1 FROM pipelines WHERE id = ?1 AND lazy_pending = 1)",
+                 OR EXISTS(SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+                           WHERE pd.pipeline_id = ?1 AND pd.generation < p.lazy_generation)",
         )?
         .query_row([pipeline_id], |r| r.get(0))?;
     if busy {

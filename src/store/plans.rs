@@ -256,7 +256,7 @@ fn a_whole_run_rerun_and_the_claims_that_reset_its_documents_read_by_index() {
         super::reruns::eager_docs(c, RUN, 2).unwrap();
         super::reruns::start_lazy(c, RUN, 2, 2).unwrap();
         super::reruns::lazy_runs(c).unwrap();
-        super::reruns::claim_pending(c, RUN, 16, "token", "t").unwrap();
+        super::reruns::claim_pending(c, RUN, 16, "token", "t", "[]").unwrap();
         super::pipelines::settle(c, RUN).unwrap();
     });
 }

@@ -62,6 +62,7 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
         r.quarantined.push((seq, format!("quarantined: {cause}")));
         r.pipelines.push(pipeline);
     }
+    super::reruns::recount_lazy(c)?;
     // Suspects of an earlier exit that were not in flight at this one are cleared: the exits
     // they saw were not consecutive.
     c.execute(
@@ -237,10 +238,11 @@ pub fn claim(
     // Then the documents a whole-run rerun left to the writer: each is reset as it is claimed,
     // in the claim's own statement (a suspect runs alone, so none are added to it).
     if suspect.is_none() && out.len() < limit {
+        let busy = serde_json::to_string(in_flight).unwrap_or_else(|_| "[]".into());
         for run in super::reruns::lazy_runs(c)? {
             let want = (limit - out.len()) as i64;
             for (seq, generation, cursor) in
-                super::reruns::claim_pending(c, &run, want, &token, &now)?
+                super::reruns::claim_pending(c, &run, want, &token, &now, &busy)?
             {
                 out.push(Claim {
                     seq,

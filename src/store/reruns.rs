@@ -59,7 +59,7 @@ pub fn restart_document(
 ) -> Result<(), StoreError> {
     c.prepare_cached(
         "UPDATE pipeline_docs SET status = 'queued', cursor = ?2, generation = ?3, pass = 1, attempts = 0,
-         claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = ?4, restarts = ?5,
+         claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = ?4, restarts = ?5, waiting_for = NULL,
          updated_at = ?6, completed_at = NULL WHERE seq = ?1",
     )?
     .execute(params![seq, restart as i64, generation, states, restarts, now_rfc3339()])?;
@@ -231,21 +231,24 @@ struct Lazy {
 }
 
 /// Fields of a document's states that a restart keeps whatever phase it restarts from (a pin,
-/// guards, flags, a reopen, a superseded pass, a review time). The same expression as the
-/// partial index `pipeline_docs_sticky` (migration 12), which SQLite uses only for a query
-/// carrying its exact condition.
+/// guards, a reopen, a superseded pass, a review time). The same expression as the partial index
+/// `pipeline_docs_sticky` (migration 12), which SQLite uses only for a query carrying its exact
+/// condition.
 const STICKY: &str =
     "(instr(field_states, '\"pinned\":true') > 0 OR instr(field_states, '\"guards\"') > 0
-   OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0
-   OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0)";
+   OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0
+   OR instr(field_states, '\"review_at\"') > 0)";
 
 /// The documents a whole-run rerun from `from` must reset in its call, because their reset keeps
-/// something: sticky states, or a field held at a gate before `from` (which stays in review).
-/// Every other document's reset leaves every field progressing from the start, and is left to
-/// the writer (`claim_pending`). Read through two indexes: O(those documents), not O(the run).
+/// something: sticky states, a flag raised before `from`, or a field held at a gate before
+/// `from` (which stays in review). Every other document's reset leaves every field progressing
+/// from the start, and is left to the writer (`claim_pending`). Read through three indexes:
+/// O(those documents), not O(the run).
 pub fn eager_docs(c: &Connection, pipeline_id: &str, from: usize) -> Result<Vec<i64>, StoreError> {
     let sql = format!(
         "SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND {STICKY}
+         UNION ALL
+         SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND flag_phase < ?2
          UNION ALL
          SELECT pd_seq FROM held_fields WHERE pipeline_id = ?1 AND (blocked_at IS NULL OR blocked_at < ?2)
            AND (status = 'blocked' OR (status = 'pending_review' AND trigger_type = 'gate'))"
@@ -327,7 +330,7 @@ fn lazy(c: &Connection, pipeline_id: &str) -> Result<Option<Lazy>, StoreError> {
 /// start); the status, attempts, claim and time are the caller's.
 const RESET_COLUMNS: &str = "
     cursor = CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END,
-    generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{}',
+    generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{}', waiting_for = NULL,
     restarts = json_insert(restarts, '$[#]', json_array(?2,
         CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END)),
     completed_at = NULL";
@@ -363,29 +366,52 @@ fn clear_when_done(c: &Connection, pipeline_id: &str, generation: i64) -> Result
 
 /// Claims up to `limit` pending documents of a run, resetting each in the claim's statement
 /// (one write of the row instead of a reset and then a claim): `(seq, generation, cursor)`.
+/// `in_flight` (a JSON array of seqs) is skipped: a worker still holds them (a cancel ended
+/// them while they ran). A suspect of an unclean exit is reset to the queue instead, where
+/// the claim runs it alone.
 pub fn claim_pending(
     c: &Connection,
     pipeline_id: &str,
     limit: i64,
     token: &str,
     now: &str,
+    in_flight: &str,
 ) -> Result<Vec<(i64, i64, usize)>, StoreError> {
     let Some(l) = lazy(c, pipeline_id)? else {
         return Ok(Vec::new());
     };
+    c.prepare_cached(&materialize_sql(
+        "seq IN (SELECT seq FROM pipeline_docs INDEXED BY pipeline_documents_suspects
+                 WHERE unclean_exits > 0 AND pipeline_id = ?1 AND generation < ?2)",
+    ))?
+    .execute(params![pipeline_id, l.generation, l.from, now])?;
     let mut claimed: Vec<(i64, i64, usize)> = c
         .prepare_cached(&format!(
             "UPDATE pipeline_docs SET status = 'processing', attempts = 1, claim_token = ?5, updated_at = ?4, {RESET_COLUMNS}
-             WHERE seq IN (SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2 LIMIT ?6)
+             WHERE seq IN (SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2
+                           AND seq NOT IN (SELECT value FROM json_each(?7)) LIMIT ?6)
              RETURNING seq, generation, cursor"
         ))?
-        .query_map(params![pipeline_id, l.generation, l.from, now, token, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize))
-        })?
+        .query_map(
+            params![pipeline_id, l.generation, l.from, now, token, limit, in_flight],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize)),
+        )?
         .collect::<Result<_, _>>()?;
     claimed.sort_unstable();
     clear_when_done(c, pipeline_id, l.generation)?;
     Ok(claimed)
+}
+
+/// At start: each run's mark says again whether it has pending documents (the mark is how the
+/// writer finds them; a run's busy state reads the documents themselves).
+pub fn recount_lazy(c: &Connection) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE pipelines SET lazy_pending = EXISTS(
+            SELECT 1 FROM pipeline_docs pd WHERE pd.pipeline_id = pipelines.id AND pd.generation < pipelines.lazy_generation)
+         WHERE lazy_generation > 0",
+        [],
+    )?;
+    Ok(())
 }
 
 /// Resets one document if it is pending (before a write to it, in the writer's transaction).
@@ -528,11 +554,82 @@ pub fn restart_rest(
     let n = c.execute(
         &format!(
             "UPDATE pipeline_docs SET status = 'queued', cursor = {RESTART}, generation = ?4, pass = 1, attempts = 0,
-             claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = '{{}}',
+             claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = '{{}}', waiting_for = NULL,
              restarts = json_insert(restarts, '$[#]', json_array(?4, {RESTART})), updated_at = ?5, completed_at = NULL
              WHERE {TARGET} AND generation < ?4"
         ),
         params![pipeline_id, ids, from as i64, generation, now_rfc3339()],
     )?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, OpenOptions};
+
+    /// A run of five documents whose generation-1 rows are all pending after a whole-run rerun
+    /// to generation 2 from phase 2: one still held by a worker (a cancel ended it while it
+    /// ran), one a suspect of an unclean exit, one cancelled while it waited for a model.
+    fn pending_run(c: &Connection) {
+        c.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count,
+                                   document_count, created_at, updated_at)
+             VALUES ('r', 'o', 's', 's', 'n', 'completed', '[]', 3, 5, 't', 't');",
+        )
+        .unwrap();
+        for i in 1..=5 {
+            c.execute(
+                "INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, cursor, created_at, updated_at)
+                 VALUES (?1, 'pd' || ?1, 'r', 'd', ?1, 'complete', 3, 't', 't')",
+                [i],
+            )
+            .unwrap();
+        }
+        c.execute_batch(
+            "UPDATE pipeline_docs SET status = 'error', error = 'cancelled', error_phase_index = 1, cursor = 1 WHERE seq = 2;
+             UPDATE pipeline_docs SET unclean_exits = 1 WHERE seq = 3;
+             UPDATE pipeline_docs SET status = 'error', error = 'cancelled', waiting_for = 'model m' WHERE seq = 4;",
+        )
+        .unwrap();
+        start_lazy(c, "r", 2, 2).unwrap();
+    }
+
+    fn row(c: &Connection, seq: i64) -> (String, i64, i64, Option<String>) {
+        c.query_row(
+            "SELECT status, cursor, generation, waiting_for FROM pipeline_docs WHERE seq = ?1",
+            [seq],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn claims_of_pending_documents_skip_those_in_flight_and_leave_suspects_to_run_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path().join("r.db").to_str().unwrap(),
+            OpenOptions::default(),
+        )
+        .unwrap();
+        let c = db.dedicated().unwrap();
+        pending_run(&c);
+        assert_eq!(pending_count(&c, "r").unwrap(), 5);
+        let claimed = claim_pending(&c, "r", 10, "tok", "now", "[1]").unwrap();
+        // Document 2 ended in error at phase 1 and restarts there, before the rerun's phase;
+        // document 4 ended in error with no phase and restarts from the start.
+        assert_eq!(claimed, vec![(2, 2, 1), (4, 2, 0), (5, 2, 2)]);
+        assert_eq!(row(&c, 4), ("processing".into(), 0, 2, None), "no stale model wait");
+        assert_eq!(row(&c, 3), ("queued".into(), 2, 2, None), "the suspect waits in the queue");
+        assert_eq!(
+            row(&c, 1).2,
+            1,
+            "the document a worker holds stays pending"
+        );
+        assert!(lazy(&c, "r").unwrap().is_some(), "the run still has work left");
+        assert_eq!(claim_pending(&c, "r", 10, "tok", "now", "[]").unwrap(), vec![(1, 2, 2)]);
+        assert_eq!(pending_count(&c, "r").unwrap(), 0);
+        assert!(lazy(&c, "r").unwrap().is_none(), "the mark clears with the last one");
+    }
 }

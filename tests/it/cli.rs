@@ -437,6 +437,9 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
              DROP VIEW pipeline_documents;
              DROP INDEX pipeline_docs_generation;
              DROP INDEX pipeline_docs_sticky;
+             DROP TRIGGER pipeline_docs_flag_phase;
+             DROP INDEX pipeline_docs_flagged;
+             ALTER TABLE pipeline_docs DROP COLUMN flag_phase;
              ALTER TABLE pipeline_docs RENAME TO pipeline_documents;
              DROP INDEX pipelines_lazy_pending;
              ALTER TABLE pipelines DROP COLUMN lazy_generation;
