@@ -620,16 +620,76 @@ mod tests {
         // Document 2 ended in error at phase 1 and restarts there, before the rerun's phase;
         // document 4 ended in error with no phase and restarts from the start.
         assert_eq!(claimed, vec![(2, 2, 1), (4, 2, 0), (5, 2, 2)]);
-        assert_eq!(row(&c, 4), ("processing".into(), 0, 2, None), "no stale model wait");
-        assert_eq!(row(&c, 3), ("queued".into(), 2, 2, None), "the suspect waits in the queue");
         assert_eq!(
-            row(&c, 1).2,
-            1,
-            "the document a worker holds stays pending"
+            row(&c, 4),
+            ("processing".into(), 0, 2, None),
+            "no stale model wait"
         );
-        assert!(lazy(&c, "r").unwrap().is_some(), "the run still has work left");
-        assert_eq!(claim_pending(&c, "r", 10, "tok", "now", "[]").unwrap(), vec![(1, 2, 2)]);
+        assert_eq!(
+            row(&c, 3),
+            ("queued".into(), 2, 2, None),
+            "the suspect waits in the queue"
+        );
+        assert_eq!(row(&c, 1).2, 1, "the document a worker holds stays pending");
+        assert!(
+            lazy(&c, "r").unwrap().is_some(),
+            "the run still has work left"
+        );
+        assert_eq!(
+            claim_pending(&c, "r", 10, "tok", "now", "[]").unwrap(),
+            vec![(1, 2, 2)]
+        );
         assert_eq!(pending_count(&c, "r").unwrap(), 0);
-        assert!(lazy(&c, "r").unwrap().is_none(), "the mark clears with the last one");
+        assert!(
+            lazy(&c, "r").unwrap().is_none(),
+            "the mark clears with the last one"
+        );
+    }
+
+    #[test]
+    fn a_whole_run_rerun_resets_in_its_call_only_what_keeps_something_past_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path().join("e.db").to_str().unwrap(),
+            OpenOptions::default(),
+        )
+        .unwrap();
+        let c = db.dedicated().unwrap();
+        pending_run(&c);
+        let states = [
+            // A flag raised at phase 1 survives a restart at 2; one raised at 2 does not.
+            (
+                1,
+                r#"{"a":{"flags":[{"phase":1,"stage_id":"g","severity":"warning"}]}}"#,
+            ),
+            (
+                2,
+                r#"{"a":{"flags":[{"phase":2,"stage_id":"g","severity":"warning"}]}}"#,
+            ),
+            // A person's pin survives any restart.
+            (3, r#"{"a":{"pinned":true,"pin":4}}"#),
+            // Blocked at the gate the rerun starts from: reset.
+            (
+                4,
+                r#"{"a":{"status":"blocked","blocked_at":2,"trigger":"gate"}}"#,
+            ),
+            (5, r#"{"a":{"status":"completed"}}"#),
+        ];
+        for (seq, st) in states {
+            c.execute(
+                "UPDATE pipeline_docs SET field_states = ?2 WHERE seq = ?1",
+                params![seq, st],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at, blocked_at)
+             VALUES (4, 'a', 'o', 'r', 'blocked', 'gate', 'review_queue', 't', 2)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(eager_docs(&c, "r", 2).unwrap(), vec![1, 3]);
+        // From phase 3, the flag at 2 and the hold at 2 lie before the start and stay.
+        assert_eq!(eager_docs(&c, "r", 3).unwrap(), vec![1, 2, 3, 4]);
     }
 }
