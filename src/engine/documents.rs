@@ -54,8 +54,9 @@ pub fn read_upload(reader: &Reader, content: &[u8], mime: &str) -> Result<TextLa
                 error: None,
             })
         }
-        Outcome::Unreadable(why) => Ok(TextLayer {
+        Outcome::Unreadable(why, pages) => Ok(TextLayer {
             error: Some(why),
+            pages,
             ..TextLayer::default()
         }),
         Outcome::Refused(why) => Err(EngineError::Invalid(format!(

@@ -226,7 +226,7 @@ pub async fn create(call: Call<Write>, payload: web::Payload) -> Result<HttpResp
         }
         Some("application/json") => {
             let limit = upload_body_limit(max_upload);
-            let raw = parse_value(&read_limited(payload, limit).await?)?;
+            let raw = parse_value(&read_limited(&call.req, payload, limit).await?)?;
             let doc: InlineDocument = typed(&raw)?;
             (
                 inline_upload(doc, "")?,

@@ -191,8 +191,9 @@ async fn read_request(
                 )
             }
             Some("application/json") => {
-                let raw =
-                    parse_value(&read_limited(payload, upload_body_limit(max_upload)).await?)?;
+                let raw = parse_value(
+                    &read_limited(&call.req, payload, upload_body_limit(max_upload)).await?,
+                )?;
                 let b: ExtractBody = typed(&raw)?;
                 no_url(b.file_url.as_deref())?;
                 let inline = match (&b.content, &b.content_base64) {

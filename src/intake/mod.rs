@@ -54,8 +54,9 @@ pub enum Outcome {
     /// The file cannot be read (encrypted, damaged, over a limit): the upload is refused.
     Refused(String),
     /// The file is fine but this server cannot read it (OCR not installed): the document is
-    /// stored with status `error` and this reason.
-    Unreadable(String),
+    /// stored with status `error`, this reason and the pages it has (blank), so that its page
+    /// count is still right.
+    Unreadable(String, Vec<Page>),
 }
 
 /// Bounds on reading one document.

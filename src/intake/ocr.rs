@@ -41,15 +41,15 @@ pub fn read_image(content: &[u8], limits: &Limits) -> Outcome {
         ));
     }
     let Some(langs) = languages(limits) else {
-        return Outcome::Unreadable(format!("The image needs OCR: {INSTALL_HINT}"));
+        return Outcome::Unreadable(format!("The image needs OCR: {INSTALL_HINT}"), Vec::new());
     };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
-        Err(e) => return Outcome::Unreadable(format!("No room for OCR's files: {e}")),
+        Err(e) => return Outcome::Unreadable(format!("No room for OCR's files: {e}"), Vec::new()),
     };
     let path = dir.path().join("page");
     if let Err(e) = std::fs::write(&path, content) {
-        return Outcome::Unreadable(format!("No room for OCR's files: {e}"));
+        return Outcome::Unreadable(format!("No room for OCR's files: {e}"), Vec::new());
     }
     match page(&limits.tesseract, &path, 1, &langs) {
         Ok(p) => Outcome::Read(vec![p]),

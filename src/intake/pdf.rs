@@ -63,9 +63,10 @@ pub fn read(content: &[u8], limits: &Limits) -> Outcome {
         }
         // A scan that cannot be read here leaves the document unreadable; a scan the tools
         // fail on is damaged; a text PDF with a blank page keeps its text.
-        Err(Ocr::Missing(why)) if blank.len() == n => Outcome::Unreadable(format!(
-            "The PDF has no text layer (a scan) and OCR is not available: {why}"
-        )),
+        Err(Ocr::Missing(why)) if blank.len() == n => Outcome::Unreadable(
+            format!("The PDF has no text layer (a scan) and OCR is not available: {why}"),
+            pages,
+        ),
         Err(Ocr::Failed(why)) if blank.len() == n => Outcome::Refused(format!(
             "The PDF has no text layer and its pages cannot be read: {why}"
         )),

@@ -238,8 +238,14 @@ pub fn claim(
     // Then the documents a whole-run rerun left to the writer: each is reset as it is claimed,
     // in the claim's own statement (a suspect runs alone, so none are added to it).
     if suspect.is_none() && out.len() < limit {
-        let busy = serde_json::to_string(in_flight).unwrap_or_else(|_| "[]".into());
-        for run in super::reruns::lazy_runs(c)? {
+        let runs = super::reruns::lazy_runs(c)?;
+        // Serialized only when some run has pending documents: most claim rounds have none.
+        let busy = if runs.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(in_flight).unwrap_or_else(|_| "[]".into())
+        };
+        for run in runs {
             let want = (limit - out.len()) as i64;
             for (seq, generation, cursor) in
                 super::reruns::claim_pending(c, &run, want, &token, &now, &busy)?
