@@ -7,9 +7,16 @@ pub fn new_id() -> String {
 
 /// Parses a path id: only the canonical lower-case hyphenated form is accepted.
 pub fn parse_id(raw: &str) -> Option<String> {
-    let u = Uuid::try_parse(raw).ok()?;
-    let canon = u.hyphenated().to_string();
-    (canon == raw.to_ascii_lowercase()).then_some(canon)
+    parse_uuid(raw).map(|u| u.hyphenated().to_string())
+}
+
+/// Parses an id in its hyphenated form (any case) into its 16 bytes.
+pub fn parse_uuid(raw: &str) -> Option<Uuid> {
+    // The hyphenated form is the only one 36 characters long (simple, braced and URN forms,
+    // which `try_parse` also takes, are 32, 38 and 45).
+    (raw.len() == 36)
+        .then(|| Uuid::try_parse(raw).ok())
+        .flatten()
 }
 
 /// Parses a schema reference: its UUID, or its `short_id` (`SCH-` + 8 upper-case hex digits).

@@ -10,6 +10,7 @@ use crate::store::schemas::SchemaRow;
 use crate::store::Connection;
 use crate::store::StoreError;
 use serde_json::Value;
+use uuid::Uuid;
 
 /// The schema's fields with the organization's Field Registry synonyms merged in, frozen with
 /// the run so that transfer and extraction see what the registry knew when it started.
@@ -39,7 +40,7 @@ fn frozen_fields(
 pub struct RunRequest<'a> {
     pub schema_id: &'a str,
     pub name: Option<&'a str>,
-    pub document_ids: &'a [String],
+    pub document_ids: &'a [Uuid],
     pub max_docs: usize,
     pub models: &'a [String],
     /// `pipeline`: the schema's own rail; `extraction` and `job`: the quick tier's fixed rail.
@@ -88,13 +89,24 @@ pub fn quick_rail(schema: &SchemaRow) -> Vec<Stage> {
     ]
 }
 
+/// Stored documents' ids as a run takes them (one that is not an id names no document).
+pub fn uuids<S: AsRef<str>>(ids: &[S]) -> Result<Vec<Uuid>, EngineError> {
+    ids.iter()
+        .map(|d| {
+            let d = d.as_ref();
+            crate::domain::ids::parse_uuid(d)
+                .ok_or_else(|| EngineError::NotFound(format!("Document {d} not found")))
+        })
+        .collect()
+}
+
 /// Creates a run over `document_ids` (already checked to be the organization's live documents).
 pub fn create(
     c: &Connection,
     org_id: &str,
     schema_id: &str,
     name: Option<&str>,
-    document_ids: &[String],
+    document_ids: &[Uuid],
     max_docs: usize,
     models: &[String],
 ) -> Result<PipelineRow, EngineError> {
@@ -134,8 +146,8 @@ pub fn start(c: &Connection, org_id: &str, r: RunRequest) -> Result<PipelineRow,
             document_ids.len()
         )));
     }
-    // Duplicates by sorting positions (4 bytes an id) rather than hashing the ids (about 32):
-    // a run of 1,000,000 documents would otherwise hold its ids twice.
+    // Duplicates by sorting positions (4 bytes an id) rather than hashing the ids: a run of
+    // 1,000,000 documents would otherwise hold its ids twice.
     let mut order: Vec<u32> = (0..document_ids.len() as u32).collect();
     order.sort_unstable_by(|a, b| document_ids[*a as usize].cmp(&document_ids[*b as usize]));
     if let Some(w) = order

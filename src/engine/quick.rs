@@ -47,7 +47,7 @@ pub fn start_extraction(
         RunRequest {
             schema_id: &schema.id,
             name: Some(&format!("extraction with {}", schema.name)),
-            document_ids: &[document_id.to_string()],
+            document_ids: &pipelines::uuids(&[document_id])?,
             max_docs: 1,
             models,
             kind: RunKind::Extraction,
@@ -95,7 +95,7 @@ pub fn start_job(
         RunRequest {
             schema_id,
             name,
-            document_ids: &ids,
+            document_ids: &pipelines::uuids(&ids)?,
             max_docs,
             models,
             kind: RunKind::Job,

@@ -112,7 +112,8 @@ fn world_of(texts: &[&str]) -> World {
         for text in texts {
             docs.push(text_document(tx, &org, text.as_bytes())?.id);
         }
-        let p = super::pipelines::create(tx, &org, &schema.id, None, &docs, 20, &[])?;
+        let ids = super::pipelines::uuids(&docs)?;
+        let p = super::pipelines::create(tx, &org, &schema.id, None, &ids, 20, &[])?;
         Ok((org, schema.id, docs, p.id, policy.id, rule.id))
     });
     let executor = Executor::start(
@@ -504,7 +505,8 @@ fn a_whole_run_rerun_reads_as_if_every_document_were_reset_in_the_call() {
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let w = world_of(&texts);
     let twin = write(&w.db, |tx| {
-        Ok(super::pipelines::create(tx, &w.org, &w.schema, None, &w.docs, 20, &[])?.id)
+        let ids = super::pipelines::uuids(&w.docs)?;
+        Ok(super::pipelines::create(tx, &w.org, &w.schema, None, &ids, 20, &[])?.id)
     });
     w.executor.wake();
     settle(&w.db, &w.executor, &w.org, &w.pipeline);

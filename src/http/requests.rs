@@ -105,6 +105,22 @@ impl TryFrom<String> for PipelineDocumentId {
     }
 }
 
+/// A stored document's id in a request that may name a great many (a run of up to
+/// `--max-pipeline-documents`): parsed on arrival into its 16 bytes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DocumentId(pub uuid::Uuid);
+
+impl TryFrom<String> for DocumentId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        crate::domain::ids::parse_uuid(&s)
+            .map(DocumentId)
+            .ok_or_else(|| format!("'{s}' is not a UUID"))
+    }
+}
+
 /// A reviewer's reason, at most 2,000 characters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "String")]

@@ -55,7 +55,7 @@ pub struct NewPipeline<'a> {
     pub name: &'a str,
     pub fields: &'a [FieldDef],
     pub phases: &'a [(Phase, Value)],
-    pub document_ids: &'a [String],
+    pub document_ids: &'a [uuid::Uuid],
     pub kind: &'a str,
     pub options: &'a Value,
 }
@@ -98,7 +98,9 @@ pub fn insert(c: &Connection, p: NewPipeline) -> Result<PipelineRow, StoreError>
             "INSERT INTO pipeline_docs(id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5)",
         )?;
+        let mut buf = uuid::Uuid::encode_buffer();
         for (i, d) in p.document_ids.iter().enumerate() {
+            let d: &str = d.hyphenated().encode_lower(&mut buf);
             pd.execute(params![new_id(), id, d, i as i64, now])?;
         }
     }

@@ -642,3 +642,62 @@ fn rules_that_would_fail_every_document_are_refused_when_saved() {
     assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(listed.body["data"][0]["config"]["output"], "%d %B %Y");
 }
+
+#[test]
+fn a_runs_document_ids_are_checked_and_a_refused_request_creates_nothing() {
+    let api = start();
+    let schema = api.create_schema(&json!({"name": "Ids", "fields": {"total": "number"}}));
+    let sid = schema["id"].as_str().unwrap().to_string();
+    let r = api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "registry"}, {"type": "schema"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let a = upload(&api, "a.txt", "Total: 1");
+    let b = upload(&api, "b.txt", "Total: 2");
+    let create = |ids: Value| {
+        api.post(
+            "/v1/pipelines",
+            &json!({"schema_id": sid, "document_ids": ids}),
+        )
+    };
+    let message = |r: &Resp| r.body["message"].as_str().unwrap().to_string();
+
+    let r = create(json!([a, b, a]));
+    assert_envelope(&r, 400, "bad_request");
+    assert!(
+        message(&r).contains(&format!("{a} appears twice")),
+        "{}",
+        r.text
+    );
+    // A malformed id is named with its place in the list, and so is one in another UUID form.
+    for bad in ["not-an-id", &b.replace('-', "")] {
+        let r = create(json!([a, bad]));
+        assert_envelope(&r, 400, "bad_request");
+        let m = message(&r);
+        assert!(m.contains("document_ids[1]") && m.contains(bad), "{m}");
+    }
+    let unknown = "0190b5f0-0000-7000-8000-000000000000";
+    let r = create(json!([a, unknown]));
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(message(&r).contains(unknown), "{}", r.text);
+    assert_eq!(
+        api.get("/v1/pipelines").body["data"],
+        json!([]),
+        "nothing was created"
+    );
+
+    // The hyphenated form in capitals is the same id, stored as the canonical one.
+    let r = create(json!([a.to_uppercase(), b]));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    wait_terminal(&api, &pid, 30);
+    let docs = api.get(&format!("/v1/pipelines/{pid}/documents"));
+    let stored: Vec<&str> = docs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["document_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, vec![a.as_str(), b.as_str()]);
+}
