@@ -89,14 +89,16 @@ pub enum Shown<'a> {
     NotYet,
 }
 
-/// The views of a page of a run's documents, their cells read in one query.
+/// The views of a page of a run's documents, their cells read in one query (with each cell's
+/// provenance only when the caller shows it).
 pub fn load(
     c: &crate::store::Connection,
     rows: &[PipelineDoc],
     order: &[String],
+    with_provenance: bool,
 ) -> Result<Vec<DocView>, crate::store::StoreError> {
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let mut by_doc = crate::store::pipelines::cells_by_doc(c, &seqs)?;
+    let mut by_doc = crate::store::pipelines::cells_by_doc_with(c, &seqs, with_provenance)?;
     Ok(rows
         .iter()
         .map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order))

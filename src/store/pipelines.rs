@@ -452,8 +452,18 @@ pub type CellsByDoc =
     std::collections::HashMap<i64, Vec<(i64, crate::domain::cells::Cell, String)>>;
 
 pub fn cells_by_doc(c: &Connection, pd_seqs: &[i64]) -> Result<CellsByDoc, StoreError> {
+    cells_by_doc_with(c, pd_seqs, true)
+}
+
+/// `cells_by_doc`, leaving every cell's provenance out unless `with_provenance`: a page of
+/// results that does not show it need not parse 1,400 JSON objects for nothing.
+pub fn cells_by_doc_with(
+    c: &Connection,
+    pd_seqs: &[i64],
+    with_provenance: bool,
+) -> Result<CellsByDoc, StoreError> {
     let mut out = CellsByDoc::new();
-    for r in cells(c, pd_seqs)? {
+    for r in cells_with(c, pd_seqs, with_provenance)? {
         out.entry(r.pd_seq)
             .or_default()
             .push((r.seq, r.cell, r.created_at));
@@ -463,6 +473,14 @@ pub fn cells_by_doc(c: &Connection, pd_seqs: &[i64]) -> Result<CellsByDoc, Store
 
 /// Cells of the given pipeline documents, oldest first.
 pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError> {
+    cells_with(c, pd_seqs, true)
+}
+
+fn cells_with(
+    c: &Connection,
+    pd_seqs: &[i64],
+    with_provenance: bool,
+) -> Result<Vec<CellRow>, StoreError> {
     if pd_seqs.is_empty() {
         return Ok(Vec::new());
     }
@@ -471,11 +489,11 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
     let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
     let mut st = c.prepare_cached(
         "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
-         config_version, rule_type, note, created_at, provenance FROM cells
+         config_version, rule_type, note, created_at, CASE WHEN ?2 THEN provenance END FROM cells
          WHERE pd_seq IN (SELECT value FROM json_each(?1)) ORDER BY pd_seq, seq",
     )?;
     let rows = st
-        .query_map([list], |r| {
+        .query_map(params![list, with_provenance], |r| {
             Ok(CellRow {
                 seq: r.get(0)?,
                 pd_seq: r.get(1)?,
