@@ -600,11 +600,10 @@ pub fn settle(c: &Connection, pipeline_id: &str) -> Result<Settled, StoreError> 
     // yet) is queued to every reader.
     let busy: bool = c
         .prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))
-                 OR EXISTS(SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
-                           WHERE pd.pipeline_id = ?1 AND pd.generation < p.lazy_generation)",
+            "SELECT EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND status IN ('queued', 'processing'))",
         )?
-        .query_row([pipeline_id], |r| r.get(0))?;
+        .query_row([pipeline_id], |r| r.get(0))?
+        || super::reruns::has_pending(c, pipeline_id)?;
     if busy {
         return Ok(Settled::default());
     }

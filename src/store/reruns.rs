@@ -316,14 +316,17 @@ fn lazy(c: &Connection, pipeline_id: &str) -> Result<Option<Lazy>, StoreError> {
         .prepare_cached(
             "SELECT lazy_generation, lazy_from, lazy_at FROM pipelines WHERE id = ?1 AND lazy_pending = 1",
         )?
-        .query_row([pipeline_id], |r| {
-            Ok(Lazy {
-                generation: r.get(0)?,
-                from: r.get(1)?,
-                at: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-            })
-        })
+        .query_row([pipeline_id], |r| lazy_row(r, 0))
         .optional()?)
+}
+
+/// A run's open lazy reset from its three columns, the first at `at`.
+fn lazy_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Lazy> {
+    Ok(Lazy {
+        generation: r.get(at)?,
+        from: r.get(at + 1)?,
+        at: r.get::<_, Option<String>>(at + 2)?.unwrap_or_default(),
+    })
 }
 
 /// The stored columns a reset writes, as the view shows a pending document (?2 generation, ?3
@@ -349,18 +352,26 @@ pub fn materialize_all(c: &Connection, pipeline_id: &str) -> Result<usize, Store
     let n = c
         .prepare_cached(&materialize_sql("pipeline_id = ?1 AND generation < ?2"))?
         .execute(params![pipeline_id, l.generation, l.from, l.at])?;
-    clear_when_done(c, pipeline_id, l.generation)?;
+    clear_when_done(c, pipeline_id)?;
     Ok(n)
+}
+
+/// Whether some document of a run is still pending, read by index (not trusted to the mark).
+pub fn has_pending(c: &Connection, pipeline_id: &str) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+             WHERE pd.pipeline_id = ?1 AND pd.generation < p.lazy_generation)",
+    )?
+    .query_row([pipeline_id], |r| r.get(0))?)
 }
 
 /// Clears a run's mark with its last pending document, so that the commit of its last document
 /// settles it (a run with the mark is busy).
-fn clear_when_done(c: &Connection, pipeline_id: &str, generation: i64) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "UPDATE pipelines SET lazy_pending = 0 WHERE id = ?1
-         AND NOT EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)",
-    )?
-    .execute(params![pipeline_id, generation])?;
+fn clear_when_done(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
+    if !has_pending(c, pipeline_id)? {
+        c.prepare_cached("UPDATE pipelines SET lazy_pending = 0 WHERE id = ?1")?
+            .execute([pipeline_id])?;
+    }
     Ok(())
 }
 
@@ -398,7 +409,7 @@ pub fn claim_pending(
         )?
         .collect::<Result<_, _>>()?;
     claimed.sort_unstable();
-    clear_when_done(c, pipeline_id, l.generation)?;
+    clear_when_done(c, pipeline_id)?;
     Ok(claimed)
 }
 
@@ -416,22 +427,20 @@ pub fn recount_lazy(c: &Connection) -> Result<(), StoreError> {
 
 /// Resets one document if it is pending (before a write to it, in the writer's transaction).
 pub fn materialize_doc(c: &Connection, seq: i64) -> Result<bool, StoreError> {
-    let pending: Option<String> = c
+    let pending: Option<(String, Lazy)> = c
         .prepare_cached(
-            "SELECT p.id FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
-             WHERE pd.seq = ?1 AND pd.generation < p.lazy_generation",
+            "SELECT p.id, p.lazy_generation, p.lazy_from, p.lazy_at
+             FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+             WHERE pd.seq = ?1 AND pd.generation < p.lazy_generation AND p.lazy_pending = 1",
         )?
-        .query_row([seq], |r| r.get(0))
+        .query_row([seq], |r| Ok((r.get(0)?, lazy_row(r, 1)?)))
         .optional()?;
-    let Some(pipeline_id) = pending else {
-        return Ok(false);
-    };
-    let Some(l) = lazy(c, &pipeline_id)? else {
+    let Some((pipeline_id, l)) = pending else {
         return Ok(false);
     };
     c.prepare_cached(&materialize_sql("seq = ?1 AND generation < ?2"))?
         .execute(params![seq, l.generation, l.from, l.at])?;
-    clear_when_done(c, &pipeline_id, l.generation)?;
+    clear_when_done(c, &pipeline_id)?;
     Ok(true)
 }
 
