@@ -167,11 +167,8 @@ pub fn rerun(
     let ids = ids_json.as_deref();
     let targets = match ids {
         Some(_) => store::reruns::target_count(c, pipeline_id, ids)? as usize,
-        // From the status counters: O(1) in the run's size.
-        None => store::pipelines::status_counts(c, pipeline_id)?
-            .iter()
-            .map(|g| g.count)
-            .sum::<i64>() as usize,
+        // A run's documents are fixed at its creation.
+        None => p.document_count as usize,
     };
     let snaps = fresh_snapshots(c, org, &p, &phases, from)?;
     let restart_of = |d: &store::reruns::DocState| -> usize {
