@@ -329,14 +329,23 @@ fn lazy_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Lazy> {
     })
 }
 
+/// A document's restart index (?3 the start): the start, or earlier for an error document.
+macro_rules! restart {
+    () => {
+        "CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END"
+    };
+}
+
 /// The stored columns a reset writes, as the view shows a pending document (?2 generation, ?3
 /// start); the status, attempts, claim and time are the caller's.
-const RESET_COLUMNS: &str = "
-    cursor = CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END,
-    generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{}', waiting_for = NULL,
-    restarts = json_insert(restarts, '$[#]', json_array(?2,
-        CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END)),
-    completed_at = NULL";
+const RESET_COLUMNS: &str = concat!(
+    "cursor = ",
+    restart!(),
+    ", generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{}', waiting_for = NULL,
+    restarts = json_insert(restarts, '$[#]', json_array(?2, ",
+    restart!(),
+    ")), completed_at = NULL"
+);
 
 /// A reset to the queue (?4 time).
 fn materialize_sql(filter: &str) -> String {
@@ -481,9 +490,7 @@ pub fn held_of_run(
 
 /// The targeted documents of a run: all, or the pipeline document ids in a JSON array.
 const TARGET: &str = "pipeline_id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
-/// A document's restart index: the start, or earlier for an error document.
-const RESTART: &str =
-    "CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END";
+const RESTART: &str = restart!();
 /// Field states that hold something a rerun keeps (a block, a pin, guards, flags, a reopen);
 /// every other document's states simply reset.
 const KEEPS: &str = "(instr(field_states, '\"blocked\"') > 0 OR instr(field_states, '\"pinned\":true') > 0
