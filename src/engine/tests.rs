@@ -486,7 +486,12 @@ fn readers_of(c: &Connection, pipeline_id: &str) -> Value {
         "groups": groups,
         "held": held,
         "active": store::pipelines::active_count(c, pipeline_id).expect("active"),
-        "waiting_for_review": store::pipelines::pending_review_count(c, pipeline_id).expect("pending"),
+        "waiting_for_review": store::pipelines::pending_review_count(
+            c,
+            &store::queue::org_of(c, pipeline_id).expect("org"),
+            pipeline_id,
+        )
+        .expect("pending"),
         "delivered": store::pipelines::delivered_count(c, pipeline_id).expect("delivered"),
     })
 }

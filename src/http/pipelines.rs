@@ -345,7 +345,7 @@ pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiEr
         let p = load(c, org, &id)?;
         let phases = store::pipelines::phases(c, &id)?;
         let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-        let pending = store::pipelines::pending_review_count(c, &id)?;
+        let pending = store::pipelines::pending_review_count(c, org, &id)?;
         let total = match &doc_filter {
             Some(d) => store::pipelines::documents(c, &id, None, 1, Some(d))?.len() as i64,
             None => p.document_count,

@@ -653,14 +653,24 @@ pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
 /// Counted as the run's held fields less those of its error documents: reading each held
 /// field's document instead cost 40 ms per results page at 1,000,000 documents (20,000 held),
 /// this 4 ms. A pending document has no held fields (its rerun's call deleted them).
-pub fn pending_review_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError> {
-    Ok(c.query_row(
-        "SELECT (SELECT count(*) FROM held_fields h WHERE h.pipeline_id = ?1 AND h.routing <> 'hold')
-              - (SELECT count(*) FROM pipeline_docs pd JOIN held_fields h ON h.pd_seq = pd.seq
-                 WHERE pd.pipeline_id = ?1 AND pd.status = 'error' AND h.routing <> 'hold')",
-        [pipeline_id],
-        |r| r.get(0),
-    )?)
+pub fn pending_review_count(
+    c: &Connection,
+    org_id: &str,
+    pipeline_id: &str,
+) -> Result<i64, StoreError> {
+    super::review::held_count(
+        c,
+        &super::review::QueueFilter {
+            org_id,
+            pipeline_id: Some(pipeline_id),
+            trigger: None,
+            status: None,
+            hold: false,
+            field_key: None,
+            stage_id: None,
+            ascending: false,
+        },
+    )
 }
 
 /// Documents a run delivers (every one but those that ended in error).
