@@ -23,30 +23,26 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 /// mimalloc, noting in the journal an allocation that fails.
 ///
 /// mimalloc instead of the system allocator: the workers and the writer allocate a great deal of
-/// short-lived JSON and strings, and the executor ran 23–31% more documents a second with it
-/// (README, Performance).
+/// short-lived JSON and strings, and the executor runs about a quarter more documents a second
+/// with it (README, Performance).
 pub struct Recording;
 
-/// mimalloc's defaults keep freed memory: an arena committed eagerly at the first allocation is
-/// never returned, and freed pages wait before they are purged. Quire's peak RSS doubled with
-/// them (75 → 156 MB in `quire bench --docs 10000`), so arenas commit on demand and freed pages
-/// are purged at once. Set before `main`, because the first arena is made by the first
-/// allocation, which the Rust runtime makes before any code of ours runs.
+/// mimalloc commits an arena eagerly by default, and never purges what it committed that way:
+/// Quire's peak RSS doubled with it (73 → 156 MB in `quire bench --docs 10000`). Arenas commit
+/// on demand here, and freed pages are purged after mimalloc's usual delay (89 MB; purging at
+/// once took it to 74 MB but cost 12–18% of the throughput and slowed the slowest pages).
+/// Set before `main`, because the first arena is made by the first allocation, which the Rust
+/// runtime makes before any code of ours runs.
 #[used]
 #[link_section = ".init_array"]
 static MIMALLOC_OPTIONS: extern "C" fn() = mimalloc_options;
 
 extern "C" fn mimalloc_options() {
-    // `mi_option_t` values from the header of the pinned mimalloc (v3, libmimalloc-sys
-    // =0.1.49), which does not export these two.
+    // The `mi_option_t` value from the header of the pinned mimalloc (v3, libmimalloc-sys
+    // =0.1.49), which does not export it.
     const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    use libmimalloc_sys::mi_option_set;
-    // SAFETY: plain option setters, called once before any thread exists.
-    unsafe {
-        mi_option_set(ARENA_EAGER_COMMIT, 0);
-        mi_option_set(PURGE_DELAY, 0);
-    }
+    // SAFETY: a plain option setter, called once before any thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
