@@ -292,6 +292,20 @@ pub struct QueueFilter<'a> {
     pub ascending: bool,
 }
 
+impl QueueFilter<'_> {
+    /// ?1 to ?6 of the queue's statements: the organization and the held field's own filters.
+    fn binds(&self) -> [&dyn rusqlite::ToSql; 6] {
+        [
+            &self.org_id,
+            &self.pipeline_id,
+            &self.trigger,
+            &self.status,
+            &self.hold,
+            &self.field_key,
+        ]
+    }
+}
+
 /// A held field's own filters but its organization (?2 to ?6).
 macro_rules! queue_filters {
     () => {
@@ -318,20 +332,15 @@ pub fn queue(
 ) -> Result<(Vec<HeldRow>, i64), StoreError> {
     let (cmp, dir, start) = super::keyset(f.ascending);
     let sql = format!("SELECT h.seq, h.pd_seq, h.field_key FROM held_fields h WHERE {QUEUE_WHERE} AND h.seq {cmp} ?8 ORDER BY h.seq {dir} LIMIT ?9");
+    let before = before.unwrap_or(start);
     let rows = c
         .prepare_cached(&sql)?
         .query_map(
-            params![
-                f.org_id,
-                f.pipeline_id,
-                f.trigger,
-                f.status,
-                f.hold,
-                f.field_key,
-                f.stage_id,
-                before.unwrap_or(start),
-                limit
-            ],
+            rusqlite::params_from_iter(f.binds().into_iter().chain([
+                &f.stage_id as &dyn rusqlite::ToSql,
+                &before,
+                &limit,
+            ])),
             |r| {
                 Ok(HeldRow {
                     seq: r.get(0)?,
@@ -344,15 +353,11 @@ pub fn queue(
     let total = match f.stage_id {
         Some(_) => c.query_row(
             &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
-            params![
-                f.org_id,
-                f.pipeline_id,
-                f.trigger,
-                f.status,
-                f.hold,
-                f.field_key,
-                f.stage_id
-            ],
+            rusqlite::params_from_iter(
+                f.binds()
+                    .into_iter()
+                    .chain([&f.stage_id as &dyn rusqlite::ToSql]),
+            ),
             |r| r.get(0),
         )?,
         None => held_count(c, f)?,
@@ -371,14 +376,7 @@ pub fn held_count(c: &Connection, f: &QueueFilter) -> Result<i64, StoreError> {
                      WHERE p.org_id = ?1 AND (?2 IS NULL OR p.id = ?2) AND pd.pipeline_id = p.id
                        AND pd.status = 'error' AND h.pd_seq = pd.seq AND {QUEUE_FILTERS})"
         ),
-        params![
-            f.org_id,
-            f.pipeline_id,
-            f.trigger,
-            f.status,
-            f.hold,
-            f.field_key
-        ],
+        rusqlite::params_from_iter(f.binds()),
         |r| r.get(0),
     )?)
 }
