@@ -4,6 +4,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The flags the bundled SQLite is built with (see .cargo/config.toml).
+COPY .cargo ./.cargo
 COPY migrations ./migrations
 COPY src ./src
 COPY examples ./examples

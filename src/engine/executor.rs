@@ -271,12 +271,30 @@ impl Drop for Executor {
     }
 }
 
+/// How much the executor's threads defer to the rest of the process for the CPU (a nice
+/// increment): a request answered while a run executes waits for a core less often, and a run
+/// still gets every cycle that requests leave free.
+const EXECUTOR_NICENESS: i32 = 5;
+
 /// A named thread of the executor; failing to start one refuses the start.
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name(name.clone())
-        .spawn(f)
+        .spawn(move || {
+            defer_to_requests();
+            f()
+        })
         .map_err(|e| StoreError::Refused(format!("cannot start thread {name}: {e}")))
+}
+
+/// Lowers the calling thread's CPU priority. On Linux a nice value belongs to the thread, not
+/// the process (setpriority(2), NOTES), so the HTTP workers keep theirs.
+fn defer_to_requests() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: nice(2) only changes the calling thread's scheduling priority.
+    unsafe {
+        libc::nice(EXECUTOR_NICENESS);
+    }
 }
 
 fn process(
