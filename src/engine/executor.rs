@@ -939,4 +939,22 @@ mod tests {
         assert!(matches!(fin, Final::Error(1, "unreadable")));
         assert_eq!(cursor, 1);
     }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_executor_thread_runs_below_the_threads_that_answer_requests() {
+        // SAFETY: getpriority only reads the calling thread's nice value.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        spawn("quire-test-nice".into(), move || {
+            let _ = tx.send(nice());
+        })
+        .expect("thread")
+        .join()
+        .expect("joined");
+        let inside = rx.recv().expect("its nice value");
+        assert_eq!(inside, (before + EXECUTOR_NICENESS).min(19));
+        assert_eq!(nice(), before, "the spawning thread keeps its priority");
+    }
 }

@@ -476,7 +476,7 @@ pub fn cells(c: &Connection, pd_seqs: &[i64]) -> Result<Vec<CellRow>, StoreError
     cells_with(c, pd_seqs, true)
 }
 
-fn cells_with(
+pub fn cells_with(
     c: &Connection,
     pd_seqs: &[i64],
     with_provenance: bool,

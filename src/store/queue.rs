@@ -356,7 +356,9 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
             .collect(),
         None => Vec::new(),
     };
-    let cells = super::pipelines::cells(c, &[seq])?
+    // The runner reads values and where they came from, never where on a page they were found:
+    // provenance (word boxes, spans) is left unread and unparsed.
+    let cells = super::pipelines::cells_with(c, &[seq], false)?
         .into_iter()
         .map(|r| r.cell)
         .collect();
