@@ -136,6 +136,16 @@ pub struct Gate {
     pub mechanisms: Vec<Mechanism>,
 }
 
+impl Gate {
+    /// Whether judging reads the document's text (only the evidence check does): the text is
+    /// folded for such gates alone.
+    pub fn reads_text(&self) -> bool {
+        self.mechanisms
+            .iter()
+            .any(|m| matches!(m, Mechanism::Evidence))
+    }
+}
+
 fn operand(v: Option<&Value>, what: &str) -> Result<Operand, String> {
     match v {
         Some(Value::String(s)) => Ok(Operand::Field(s.clone())),
@@ -902,6 +912,18 @@ mod tests {
             extracted: Some(&raw),
             samples: None,
         };
+        assert!(g.reads_text());
+        let without = compile(
+            "warning",
+            &[],
+            &json!([{"type": "min_confidence", "threshold": 0.8}]),
+            &fields(),
+        )
+        .unwrap();
+        assert!(
+            !without.reads_text(),
+            "only the evidence check reads the text"
+        );
         let j = judge(&g, "total", &ev, &lookup, &text);
         assert_eq!(
             (j.outcome, j.reason),

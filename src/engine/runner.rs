@@ -384,8 +384,15 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                 gate,
                 routing,
             } => {
-                let text = folded_text
-                    .get_or_insert_with(|| gate::fold_text(&String::from_utf8_lossy(&ctx.content)));
+                let text = if gate.reads_text() {
+                    folded_text
+                        .get_or_insert_with(|| {
+                            gate::fold_text(&String::from_utf8_lossy(&ctx.content))
+                        })
+                        .as_str()
+                } else {
+                    ""
+                };
                 verdicts = validate(spec, ctx, phase, stage_id, gate, routing, text);
             }
         }
