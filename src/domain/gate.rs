@@ -562,29 +562,22 @@ impl MechanismResult {
     }
 }
 
-/// The stored and answered JSON of a verdict's mechanisms, written directly (verdicts are the
-/// executor's most frequent rows).
-pub fn mechanisms_json(list: &[MechanismResult]) -> String {
-    let mut out = String::with_capacity(64 * list.len() + 2);
-    out.push('[');
-    for (i, m) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"validatorType\":\"");
-        out.push_str(m.kind);
-        out.push_str("\",\"verdict\":\"");
-        out.push_str(m.outcome.as_str());
-        out.push_str("\",\"confidence\":");
-        match m.confidence {
-            Some(c) if c.is_finite() => out.push_str(&c.to_string()),
-            _ => out.push_str("null"),
-        }
-        out.push_str(",\"reasoning\":");
-        out.push_str(&Value::String(m.reasoning.clone()).to_string());
-        out.push('}');
+/// One mechanism's stored and answered JSON object, written directly (verdicts are the
+/// executor's most frequent rows; each object is interned on its own, see `store::intern`).
+pub fn mechanism_json(m: &MechanismResult) -> String {
+    let mut out = String::with_capacity(96 + m.reasoning.len());
+    out.push_str("{\"validatorType\":\"");
+    out.push_str(m.kind);
+    out.push_str("\",\"verdict\":\"");
+    out.push_str(m.outcome.as_str());
+    out.push_str("\",\"confidence\":");
+    match m.confidence {
+        Some(c) if c.is_finite() => out.push_str(&c.to_string()),
+        _ => out.push_str("null"),
     }
-    out.push(']');
+    out.push_str(",\"reasoning\":");
+    out.push_str(&Value::String(m.reasoning.clone()).to_string());
+    out.push('}');
     out
 }
 
@@ -940,9 +933,9 @@ mod tests {
             let j = judge(&g, "total", &ev, &lookup, &text);
             assert_eq!(j.mechanisms[2].verdict(), verdict, "{samples:?}");
         }
-        let wire: Value = serde_json::from_str(&mechanisms_json(&j.mechanisms)).unwrap();
+        let wire: Value = serde_json::from_str(&mechanism_json(&j.mechanisms[1])).unwrap();
         assert_eq!(
-            wire[1],
+            wire,
             json!({"validatorType": "min_confidence", "verdict": "fail", "confidence": 0.6, "reasoning": "confidence 0.6 vs threshold 0.8"})
         );
         let ev = Evidence {

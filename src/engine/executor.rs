@@ -193,6 +193,7 @@ impl Executor {
                 capacity,
                 shutdown_timeout,
                 models: models2,
+                interner: Default::default(),
             }
             .run()
         })?;
@@ -535,6 +536,8 @@ struct Writer {
     capacity: usize,
     shutdown_timeout: Duration,
     models: Arc<Dispatcher>,
+    /// Ids of the texts verdicts repeat, so most verdicts cost no lookup.
+    interner: store::intern::Interner,
 }
 
 impl Writer {
@@ -640,17 +643,21 @@ impl Writer {
         batch: &mut Vec<WorkResult>,
         claim_more: bool,
     ) -> Result<Vec<Claim>, StoreError> {
-        match self.commit_with(batch, claim_more, false)? {
-            Some(claims) => Ok(claims),
-            None => {
+        let done = match self.commit_with(batch, claim_more, false) {
+            Ok(None) => {
+                self.interner.rolled_back();
                 tracing::warn!(
                     "a result failed inside a group commit; committing the batch again one document at a time"
                 );
-                Ok(self
-                    .commit_with(batch, claim_more, true)?
-                    .unwrap_or_default())
+                self.commit_with(batch, claim_more, true)
+                    .map(Option::unwrap_or_default)
             }
+            other => other.map(Option::unwrap_or_default),
+        };
+        if done.is_err() {
+            self.interner.rolled_back();
         }
+        done
     }
 
     /// One group transaction. Without `isolate`, the batch commits as a whole and any failing
@@ -683,7 +690,7 @@ impl Writer {
             } else {
                 None
             };
-            match apply_result(&tx, r, &now, &mut orgs) {
+            match apply_result(&tx, r, &now, &mut orgs, &mut self.interner) {
                 Ok((settle, cells)) => {
                     if let Some(sp) = sp {
                         sp.commit()?;
@@ -703,6 +710,7 @@ impl Writer {
                     Some(sp) => {
                         tracing::error!("result for document {} rolled back: {e}", r.claim.seq);
                         drop(sp);
+                        self.interner.rolled_back();
                         store::queue::requeue(&tx, &r.claim)?;
                     }
                 },
@@ -735,6 +743,7 @@ impl Writer {
             }
         }
         tx.commit()?;
+        self.interner.committed();
         for (p, status) in settled {
             tracing::info!("pipeline {p} settled: {status}");
         }
@@ -801,6 +810,7 @@ fn apply_result(
     r: &WorkResult,
     now: &str,
     orgs: &mut HashMap<String, String>,
+    interner: &mut store::intern::Interner,
 ) -> Result<(bool, u64), StoreError> {
     let claim = &r.claim;
     let ran = match &r.outcome {
@@ -851,7 +861,7 @@ fn apply_result(
         Some(&ran.before_raw),
     )? {
         for rows in &ran.rows {
-            store::queue::insert_step_rows(c, claim, rows, now)?;
+            store::queue::insert_step_rows(c, claim, rows, interner, now)?;
         }
         super::events::sync_held(
             c,
@@ -890,7 +900,7 @@ fn apply_result(
         return Ok((false, 0));
     }
     for rows in &ran.rows {
-        store::queue::insert_step_rows(c, claim, rows, now)?;
+        store::queue::insert_step_rows(c, claim, rows, interner, now)?;
     }
     super::events::sync_held(c, claim.seq, &claim.pipeline_id, &org, &current, &merged)?;
     if failed {

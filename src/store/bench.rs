@@ -20,7 +20,7 @@ type CellTemplate = (
 type VerdictTemplate = (
     String,
     i64,
-    String,
+    i64,
     String,
     i64,
     Option<String>,
@@ -99,12 +99,27 @@ impl BenchDb {
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?.collect())
         .map_err(|e| e.to_string())?;
         let verdict_tpl: Vec<VerdictTemplate> = bench_db
-        .prepare("SELECT field_key, phase_index, stage_id, outcome, suppressed, reason, mechanisms, value_hash FROM verdicts WHERE pd_seq = (SELECT min(pd_seq) FROM verdicts) AND generation = 1")
+        .prepare("SELECT field_key, phase_index, stage, outcome, suppressed, reason, mechanisms, value_hash FROM verdicts WHERE pd_seq = (SELECT min(pd_seq) FROM verdicts) AND generation = 1")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?.collect())
         .map_err(|e| e.to_string())?;
         if cell_tpl.is_empty() || verdict_tpl.is_empty() {
             return Err("no rows to model the ceiling on".into());
         }
+        // The texts the template's verdicts refer to, copied with their ids; and how many texts
+        // the run interned in all (measured right after the first run, so all of them are its):
+        // the ceiling stores as many, so both sides write the same rows.
+        let tpl_interned: Vec<(i64, i64, String)> = bench_db
+            .prepare(
+                "SELECT id, hash, text FROM interned WHERE id IN (
+                     SELECT stage FROM verdicts WHERE pd_seq = (SELECT min(pd_seq) FROM verdicts) AND generation = 1
+                     UNION SELECT e.value FROM verdicts v, json_each('[' || v.mechanisms || ']') e
+                     WHERE v.pd_seq = (SELECT min(pd_seq) FROM verdicts) AND v.generation = 1)",
+            )
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+            .map_err(|e| e.to_string())?;
+        let interned: i64 = bench_db
+            .query_row("SELECT count(*) FROM interned", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
         let now = crate::domain::ids::now_rfc3339();
         {
             // Parents, not timed.
@@ -135,6 +150,14 @@ impl BenchDb {
             }
             drop(d);
             drop(pd);
+            let mut i = tx
+                .prepare("INSERT INTO interned(id, hash, text) VALUES (?1, ?2, ?3)")
+                .map_err(|e| e.to_string())?;
+            for (id, hash, text) in &tpl_interned {
+                i.execute(params![id, hash, text])
+                    .map_err(|e| e.to_string())?;
+            }
+            drop(i);
             tx.commit().map_err(|e| e.to_string())?;
         }
         let started = Instant::now();
@@ -148,13 +171,33 @@ impl BenchDb {
             .map_err(|e| e.to_string())?;
             let mut ins_v = tx
             .prepare(
-                "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason, mechanisms, value_hash, created_at)
+                "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage, generation, pass, outcome, suppressed, reason, mechanisms, value_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, 1, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .map_err(|e| e.to_string())?;
+            let mut ins_i = tx
+                .prepare("INSERT INTO interned(hash, text) VALUES (?1, ?2)")
+                .map_err(|e| e.to_string())?;
+            let per_doc = (interned - tpl_interned.len() as i64).max(0) / docs.max(1) as i64 + 1;
+            let mut left_i = match tpl_interned.is_empty() {
+                true => 0,
+                false => (interned - tpl_interned.len() as i64).max(0),
+            };
             let (mut left_c, mut left_v) = (cells, verdicts);
             let mut seq = 1i64;
-            while left_c > 0 || left_v > 0 {
+            let mut round = 0u64;
+            while left_c > 0 || left_v > 0 || left_i > 0 {
+                for k in 0..per_doc {
+                    if left_i == 0 {
+                        break;
+                    }
+                    let (_, _, tpl) = &tpl_interned[k as usize % tpl_interned.len()];
+                    let text = format!("{tpl} {round}/{seq}/{k}");
+                    ins_i
+                        .execute(params![super::intern::hash(&text), text])
+                        .map_err(|e| e.to_string())?;
+                    left_i -= 1;
+                }
                 for t in &cell_tpl {
                     if left_c == 0 {
                         break;
@@ -174,6 +217,9 @@ impl BenchDb {
                         .execute(params![seq, t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, now])
                         .map_err(|e| e.to_string())?;
                     left_v -= 1;
+                }
+                if seq == docs as i64 {
+                    round += 1;
                 }
                 seq = seq % docs as i64 + 1;
             }

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "retention", "0010_retention.sql"),
     migration!(11, "status_counts", "0011_status_counts.sql"),
     migration!(12, "lazy_rerun", "0012_lazy_rerun.sql"),
+    migration!(13, "interned_verdicts", "0013_interned_verdicts.sql"),
 ];
 
 pub fn latest_version() -> i64 {
@@ -214,6 +215,71 @@ mod tests {
                 "every version recorded with its checksum"
             );
         }
+    }
+
+    #[test]
+    fn verdicts_stored_before_interning_read_back_the_same_after_migration_13() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v12.db");
+        old_database(&path, 12);
+        let min_conf = r#"{"validatorType":"min_confidence","verdict":"pass","confidence":0.95,"reasoning":"confidence 0.95 vs threshold 0.5"}"#;
+        let rule = r#"{"validatorType":"business_rules","verdict":"fail","confidence":null,"reasoning":"regex: \"INV-1\" does not match"}"#;
+        let stored = [
+            ("a", format!("[{min_conf}]")),
+            ("a", format!("[{rule},{min_conf}]")),
+            ("b", "[]".to_string()),
+        ];
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', 't');
+                 INSERT INTO schemas(id, short_id, org_id, name, definition, fields, created_at, updated_at)
+                 VALUES ('s', 'SCH-0', 'o', 's', '{}', '[]', 't', 't');
+                 INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count, document_count, created_at, updated_at)
+                 VALUES ('p', 'o', 's', 's', 'p', 'completed', '[]', 4, 1, 't', 't');
+                 INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at)
+                 VALUES ('d', 'o', 'f', 'text/plain', 1, 'x', x'00', 't');
+                 INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
+                 VALUES (1, 'pd', 'p', 'd', 1, 'complete', 't', 't');",
+            )
+            .unwrap();
+            for (stage, mechanisms) in &stored {
+                c.execute(
+                    "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, mechanisms, value_hash, created_at)
+                     VALUES (1, 'total', 3, ?1, 1, 1, 'pass', ?2, 'h', 't')",
+                    params![stage, mechanisms],
+                )
+                .unwrap();
+            }
+        }
+        let db = Db::open(path.to_str().unwrap(), OpenOptions::default()).unwrap();
+        let c = db.conn().unwrap();
+        let read = crate::store::pipelines::verdicts(&c, 1).unwrap();
+        let got: Vec<(String, serde_json::Value)> = read
+            .into_iter()
+            .map(|v| (v.stage_id, v.mechanisms))
+            .collect();
+        let want: Vec<(String, serde_json::Value)> = stored
+            .iter()
+            .map(|(s, m)| (s.to_string(), serde_json::from_str(m).unwrap()))
+            .collect();
+        assert_eq!(got, want);
+        let texts: i64 = c
+            .query_row("SELECT count(*) FROM interned", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(texts, 4, "two stage ids and two mechanisms, each once");
+        // What the writer interns later finds the migrated texts.
+        assert_eq!(
+            crate::store::intern::id(&c, min_conf).unwrap(),
+            crate::store::intern::id(&c, min_conf).unwrap()
+        );
+        let after: i64 = c
+            .query_row("SELECT count(*) FROM interned", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            after, 4,
+            "the writer's rendering of a migrated text is found"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod data_products;
 pub mod documents;
 pub mod gates;
 pub mod idempotency;
+pub mod intern;
 pub mod keys;
 pub mod migrate;
 pub mod models;
@@ -452,6 +453,7 @@ impl Db {
         }
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         migrate::verify(&tx, current, true, &shown)?;
+        intern::register_hash(&tx)?;
         migrate::apply_after(&tx, current)?;
         if pending {
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;

@@ -537,8 +537,11 @@ pub struct VerdictRow {
 pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreError> {
     let rows = c
         .prepare_cached(
-            "SELECT seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason, mechanisms, value_hash
-             FROM verdicts WHERE pd_seq = ?1 ORDER BY seq",
+            "SELECT v.seq, v.field_key, v.phase_index, s.text, v.generation, v.pass, v.outcome, v.suppressed, v.reason,
+                    '[' || coalesce((SELECT group_concat(m.text, ',' ORDER BY e.key)
+                                     FROM json_each('[' || v.mechanisms || ']') e JOIN interned m ON m.id = e.value), '') || ']',
+                    v.value_hash
+             FROM verdicts v JOIN interned s ON s.id = v.stage WHERE v.pd_seq = ?1 ORDER BY v.seq",
         )?
         .query_map([pd_seq], |r| {
             Ok(VerdictRow {

@@ -418,7 +418,8 @@ pub fn encode_states(s: &States) -> String {
 pub struct StepRows {
     pub phase_index: usize,
     cells: Vec<(Cell, String)>,
-    verdicts: Vec<(NewVerdict, String)>,
+    /// Each verdict with its mechanisms' JSON objects, to be interned by the writer.
+    verdicts: Vec<(NewVerdict, Vec<String>)>,
 }
 
 impl StepRows {
@@ -442,7 +443,11 @@ impl StepRows {
                 .verdicts
                 .into_iter()
                 .map(|mut v| {
-                    let m = crate::domain::gate::mechanisms_json(&v.mechanisms);
+                    let m = v
+                        .mechanisms
+                        .iter()
+                        .map(crate::domain::gate::mechanism_json)
+                        .collect();
                     // Only the rendered JSON travels to the writer.
                     v.mechanisms = Vec::new();
                     (v, m)
@@ -457,6 +462,7 @@ pub fn insert_step_rows(
     c: &Connection,
     claim: &Claim,
     rows: &StepRows,
+    interner: &mut super::intern::Interner,
     now: &str,
 ) -> Result<(), StoreError> {
     use rusqlite::ToSql;
@@ -514,21 +520,28 @@ pub fn insert_step_rows(
     }
     for chunk in rows.verdicts.chunks(CHUNK) {
         let mut sql = String::from(
-            "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, suppressed, reason,
+            "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage, generation, pass, outcome, suppressed, reason,
              mechanisms, value_hash, created_at) VALUES ",
         );
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 12);
-        let nums: Vec<(i64, &str, i64)> = chunk
-            .iter()
-            .map(|(v, _)| {
-                (
-                    v.phase_index as i64,
-                    v.outcome.as_str(),
-                    v.suppressed as i64,
-                )
-            })
-            .collect();
-        for (k, (v, mechanisms)) in chunk.iter().enumerate() {
+        let mut nums: Vec<(i64, &str, i64, i64, String)> = Vec::with_capacity(chunk.len());
+        for (v, mechanisms) in chunk {
+            let mut ids = String::with_capacity(8 * mechanisms.len());
+            for (k, m) in mechanisms.iter().enumerate() {
+                if k > 0 {
+                    ids.push(',');
+                }
+                ids.push_str(&interner.id(c, m)?.to_string());
+            }
+            nums.push((
+                v.phase_index as i64,
+                v.outcome.as_str(),
+                v.suppressed as i64,
+                interner.id(c, &v.stage_id)?,
+                ids,
+            ));
+        }
+        for (k, (v, _)) in chunk.iter().enumerate() {
             if k > 0 {
                 sql.push(',');
             }
@@ -537,13 +550,13 @@ pub fn insert_step_rows(
                 &seq as &dyn ToSql,
                 &v.field,
                 &nums[k].0,
-                &v.stage_id,
+                &nums[k].3,
                 &generation,
                 &pass,
                 &nums[k].1,
                 &nums[k].2,
                 &v.reason,
-                mechanisms,
+                &nums[k].4,
                 &v.value_hash,
                 &now,
             ]);

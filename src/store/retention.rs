@@ -204,11 +204,12 @@ mod tests {
         cell(1, 3, "human_review");
         cell(2, 2, "rules");
         cell(2, 3, "rules");
+        let stage = crate::store::intern::id(c, "g").unwrap();
         for (generation, phase) in [(1, 3), (2, 3)] {
             c.execute(
-                "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, mechanisms, value_hash, created_at)
-                 VALUES (?1, 'total', ?2, 'g', ?3, 1, 'pass', '[]', 'h', '2026-01-01T00:00:00.000Z')",
-                params![pd, phase, generation],
+                "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage, generation, pass, outcome, mechanisms, value_hash, created_at)
+                 VALUES (?1, 'total', ?2, ?4, ?3, 1, 'pass', '', 'h', '2026-01-01T00:00:00.000Z')",
+                params![pd, phase, generation, stage],
             )
             .unwrap();
         }

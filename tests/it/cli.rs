@@ -429,11 +429,20 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 12 undone, and no ledger of applied migrations.
+    // to 13 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
+             DROP TABLE verdicts;
+             DROP TABLE interned;
+             CREATE TABLE verdicts (
+                 seq INTEGER PRIMARY KEY, pd_seq INTEGER NOT NULL REFERENCES pipeline_docs(seq),
+                 field_key TEXT NOT NULL, phase_index INTEGER NOT NULL, stage_id TEXT NOT NULL,
+                 generation INTEGER NOT NULL, pass INTEGER NOT NULL, outcome TEXT NOT NULL,
+                 suppressed INTEGER NOT NULL DEFAULT 0, reason TEXT, mechanisms TEXT NOT NULL,
+                 value_hash TEXT NOT NULL, created_at TEXT NOT NULL);
+             CREATE INDEX verdicts_pd ON verdicts(pd_seq, phase_index, field_key);
              DROP VIEW pipeline_documents;
              DROP INDEX pipeline_docs_generation;
              DROP INDEX pipeline_docs_sticky;
