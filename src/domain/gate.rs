@@ -383,19 +383,19 @@ fn compare_values(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 }
 
 /// `lookup(name)` gives a field's canonical value and whether it is held.
-fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, String) {
+fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Reasoning) {
     let get = |f: &str| -> Option<Value> {
         let (v, held) = lookup(f);
         (!held && !v.is_null()).then_some(v)
     };
     let name = c.name();
-    let verdict = |ok: bool, msg: String| {
+    let verdict = |ok: bool, msg: Reasoning| {
         (
             if ok { Outcome::Pass } else { Outcome::Fail },
-            format!("{name}: {msg}"),
+            msg.after(&format!("{name}: ")),
         )
     };
-    let skip = |why: &str| (Outcome::Skip, format!("{name}: {why}"));
+    let skip = |why: &str| (Outcome::Skip, Reasoning::fixed(format!("{name}: {why}")));
     match c {
         Check::Required { field } => {
             let (v, held) = lookup(field);
@@ -405,11 +405,7 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
             let present = !(v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()));
             verdict(
                 present,
-                if present {
-                    "present".into()
-                } else {
-                    "no value".into()
-                },
+                Reasoning::fixed(if present { "present" } else { "no value" }),
             )
         }
         Check::Enum { field, values } => match get(field) {
@@ -418,10 +414,9 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                 let ok = values.iter().any(|a| super::policy::same_value(a, &v));
                 verdict(
                     ok,
-                    format!(
-                        "{} {} allowed",
-                        display(&v),
-                        if ok { "is" } else { "is not" }
+                    Reasoning::new(
+                        format!("{VALUE} {} allowed", if ok { "is" } else { "is not" }),
+                        vec![display(&v)],
                     ),
                 )
             }
@@ -432,10 +427,12 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                 let ok = re.is_match(&display(&v));
                 verdict(
                     ok,
-                    format!(
-                        "{} {} the pattern",
-                        display(&v),
-                        if ok { "matches" } else { "does not match" }
+                    Reasoning::new(
+                        format!(
+                            "{VALUE} {} the pattern",
+                            if ok { "matches" } else { "does not match" }
+                        ),
+                        vec![display(&v)],
                     ),
                 )
             }
@@ -465,10 +462,9 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                 };
                 verdict(
                     ok,
-                    format!(
-                        "{} {} in range",
-                        display(&v),
-                        if ok { "is" } else { "is not" }
+                    Reasoning::new(
+                        format!("{VALUE} {} in range", if ok { "is" } else { "is not" }),
+                        vec![display(&v)],
                     ),
                 )
             }
@@ -485,10 +481,12 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                     len.is_some_and(|l| min.is_none_or(|m| l >= m) && max.is_none_or(|m| l <= m));
                 verdict(
                     ok,
-                    format!(
-                        "length {} {} allowed",
-                        len.map(|l| l.to_string()).unwrap_or("-".into()),
-                        if ok { "is" } else { "is not" }
+                    Reasoning::new(
+                        format!(
+                            "length {VALUE} {} allowed",
+                            if ok { "is" } else { "is not" }
+                        ),
+                        vec![len.map(|l| l.to_string()).unwrap_or("-".into())],
                     ),
                 )
             }
@@ -514,7 +512,13 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                 (">", Some(o)) => o.is_gt(),
                 (_, Some(o)) => o.is_ge(),
             };
-            verdict(ok, format!("{} {op} {}", display(&l), display(&r)))
+            verdict(
+                ok,
+                Reasoning::new(
+                    format!("{VALUE} {op} {VALUE}"),
+                    vec![display(&l), display(&r)],
+                ),
+            )
         }
         Check::Sum {
             fields,
@@ -527,7 +531,7 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                     None => return skip("an input has no value"),
                     Some(v) => match as_number(&v) {
                         Some(n) => total += n,
-                        None => return verdict(false, format!("{} is not a number", display(&v))),
+                        None => return verdict(false, not_a_number(&v)),
                     },
                 }
             }
@@ -537,12 +541,18 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Str
                     None => return skip("no value to compare with"),
                     Some(v) => match as_number(&v) {
                         Some(n) => n,
-                        None => return verdict(false, format!("{} is not a number", display(&v))),
+                        None => return verdict(false, not_a_number(&v)),
                     },
                 },
             };
             let ok = (total - target).abs() <= *tolerance + 1e-9;
-            verdict(ok, format!("sum {total} vs {target}"))
+            verdict(
+                ok,
+                Reasoning::new(
+                    format!("sum {VALUE} vs {VALUE}"),
+                    vec![total.to_string(), target.to_string()],
+                ),
+            )
         }
     }
 }
@@ -553,7 +563,7 @@ pub struct MechanismResult {
     pub kind: &'static str,
     pub outcome: Outcome,
     pub confidence: Option<f64>,
-    pub reasoning: String,
+    pub reasoning: Reasoning,
 }
 
 impl MechanismResult {
@@ -562,30 +572,132 @@ impl MechanismResult {
     }
 }
 
-/// One mechanism's stored and answered JSON object, written directly (verdicts are the
-/// executor's most frequent rows; each object is interned on its own, see `store::intern`).
-pub fn mechanism_json(m: &MechanismResult) -> String {
-    let mut out = String::with_capacity(96 + m.reasoning.len());
-    out.push_str("{\"validatorType\":\"");
-    out.push_str(m.kind);
-    out.push_str("\",\"verdict\":\"");
-    out.push_str(m.outcome.as_str());
-    out.push_str("\",\"confidence\":");
-    match m.confidence {
-        Some(c) if c.is_finite() => out.push_str(&c.to_string()),
-        _ => out.push_str("null"),
+/// Where a value goes in a template. A template is built from this module's own words (and a
+/// spec's validated operator and numbers), never from a value, so it holds no other `VALUE`.
+const VALUE: char = '\u{1}';
+
+/// A mechanism's reasoning: its words, with the values it judged kept apart ("regex: {} matches
+/// the pattern" and "INV-8046"). The words come again with every document, so they are stored
+/// once (`store::intern`); a verdict keeps only the values.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reasoning {
+    template: String,
+    values: Vec<String>,
+}
+
+impl Reasoning {
+    fn fixed(words: impl Into<String>) -> Self {
+        let template: String = words.into();
+        Reasoning {
+            template: template.replace(VALUE, ""),
+            values: Vec::new(),
+        }
     }
-    out.push_str(",\"reasoning\":");
-    out.push_str(&Value::String(m.reasoning.clone()).to_string());
-    out.push('}');
+
+    fn new(template: String, values: Vec<String>) -> Self {
+        debug_assert_eq!(template.matches(VALUE).count(), values.len());
+        Reasoning { template, values }
+    }
+
+    fn after(mut self, prefix: &str) -> Self {
+        self.template.insert_str(0, &prefix.replace(VALUE, ""));
+        self
+    }
+
+    fn join(parts: Vec<Reasoning>, sep: &str) -> Self {
+        let mut out = Reasoning::default();
+        for (i, p) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.template.push_str(sep);
+            }
+            out.template.push_str(&p.template);
+            out.values.extend(p.values);
+        }
+        out
+    }
+
+    /// The text as people read it.
+    pub fn text(&self) -> String {
+        let mut out = String::with_capacity(self.template.len() + 16 * self.values.len());
+        let mut values = self.values.iter();
+        for (i, piece) in self.template.split(VALUE).enumerate() {
+            if i > 0 {
+                out.push_str(values.next().map_or("", String::as_str));
+            }
+            out.push_str(piece);
+        }
+        out
+    }
+}
+
+/// One mechanism's JSON object as a template and the fragments that fill it: the template is
+/// the object's text with each value cut out (the reasoning's values, and the confidence), the
+/// fragments are those values as JSON text. `fill` puts them back. Verdicts are the executor's
+/// most frequent rows: the template is interned, the row keeps the fragments.
+pub fn mechanism_template(m: &MechanismResult) -> (String, Vec<String>) {
+    let mut t = String::with_capacity(96 + m.reasoning.template.len());
+    let mut fragments = Vec::with_capacity(m.reasoning.values.len() + 1);
+    t.push_str("{\"validatorType\":\"");
+    t.push_str(m.kind);
+    t.push_str("\",\"verdict\":\"");
+    t.push_str(m.outcome.as_str());
+    t.push_str("\",\"confidence\":");
+    match m.confidence {
+        Some(c) if c.is_finite() => {
+            t.push(VALUE);
+            fragments.push(c.to_string());
+        }
+        _ => t.push_str("null"),
+    }
+    t.push_str(",\"reasoning\":\"");
+    let mut values = m.reasoning.values.iter();
+    for (i, piece) in m.reasoning.template.split(VALUE).enumerate() {
+        if i > 0 {
+            t.push(VALUE);
+            fragments.push(json_string_body(values.next().map_or("", String::as_str)));
+        }
+        t.push_str(&json_string_body(piece));
+    }
+    t.push_str("\"}");
+    (t, fragments)
+}
+
+/// A string's JSON escaping without its quotes.
+fn json_string_body(s: &str) -> String {
+    let quoted = Value::String(s.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// A template with its fragments put back: the JSON text of the mechanism. A template carries
+/// no `VALUE` of its own (its text is JSON, which escapes control characters), so each `VALUE`
+/// is a place cut out by `mechanism_template`.
+pub fn fill(template: &str, fragments: &[String]) -> String {
+    let mut out = String::with_capacity(template.len() + 16 * fragments.len());
+    let mut it = fragments.iter();
+    for (i, piece) in template.split(VALUE).enumerate() {
+        if i > 0 {
+            out.push_str(it.next().map_or("null", String::as_str));
+        }
+        out.push_str(piece);
+    }
     out
+}
+
+/// One mechanism's JSON object, as stored and answered.
+pub fn mechanism_json(m: &MechanismResult) -> String {
+    let (t, f) = mechanism_template(m);
+    fill(&t, &f)
+}
+
+fn not_a_number(v: &Value) -> Reasoning {
+    Reasoning::new(format!("{VALUE} is not a number"), vec![display(v)])
 }
 
 fn mech(
     kind: &'static str,
     outcome: Outcome,
     confidence: Option<f64>,
-    reasoning: String,
+    reasoning: Reasoning,
 ) -> MechanismResult {
     MechanismResult {
         kind,
@@ -632,18 +744,23 @@ pub fn judge(
                     }
                     notes.push(note);
                 }
-                (out, None, notes.join("; "), "business_rules")
+                (out, None, Reasoning::join(notes, "; "), "business_rules")
             }
             Mechanism::Evidence => {
                 let exempt = matches!(ev.source, Some("registry_transfer") | Some("human_review"))
                     || ev.rule_type.is_some_and(super::policy::Rule::not_from_text);
                 if ev.value.is_null() {
-                    (Outcome::Skip, None, "no value".into(), "evidence")
+                    (
+                        Outcome::Skip,
+                        None,
+                        Reasoning::fixed("no value"),
+                        "evidence",
+                    )
                 } else if exempt {
                     (
                         Outcome::Skip,
                         None,
-                        "value does not come from the document text".into(),
+                        Reasoning::fixed("value does not come from the document text"),
                         "evidence",
                     )
                 } else {
@@ -655,11 +772,11 @@ pub fn judge(
                     (
                         o,
                         None,
-                        if found {
-                            "found in the document".into()
+                        Reasoning::fixed(if found {
+                            "found in the document"
                         } else {
-                            "not found in the document".into()
-                        },
+                            "not found in the document"
+                        }),
                         "evidence",
                     )
                 }
@@ -668,7 +785,7 @@ pub fn judge(
                 None => (
                     Outcome::Skip,
                     None,
-                    "no confidence".into(),
+                    Reasoning::fixed("no confidence"),
                     "min_confidence",
                 ),
                 Some(c) => {
@@ -679,7 +796,10 @@ pub fn judge(
                     (
                         if ok { Outcome::Pass } else { Outcome::Fail },
                         Some(c),
-                        format!("confidence {c} vs threshold {th}"),
+                        Reasoning::new(
+                            format!("confidence {VALUE} vs threshold {th}"),
+                            vec![c.to_string()],
+                        ),
                         "min_confidence",
                     )
                 }
@@ -692,13 +812,16 @@ pub fn judge(
                         Outcome::Fail
                     },
                     Some(f64::from(agree) / f64::from(total.max(1))),
-                    format!("{agree} of {total} samples of the model agree (n = {n})"),
+                    Reasoning::new(
+                        format!("{VALUE} of {VALUE} samples of the model agree (n = {n})"),
+                        vec![agree.to_string(), total.to_string()],
+                    ),
                     "n_shot",
                 ),
                 None => (
                     Outcome::Pass,
                     Some(1.0),
-                    format!("deterministic extractor: {n} runs agree"),
+                    Reasoning::fixed(format!("deterministic extractor: {n} runs agree")),
                     "n_shot",
                 ),
             },
@@ -851,6 +974,63 @@ mod tests {
             .outcome,
             Outcome::Skip,
             "held input"
+        );
+    }
+
+    #[test]
+    fn a_mechanism_template_repeats_across_values_and_fills_back_to_the_same_json() {
+        let g = gate(json!([
+            {"field": "invoice_number", "check": "regex", "pattern": "^INV"},
+            {"check": "compare", "left": "tax", "op": "<=", "right": "net"},
+        ]));
+        let cases = [
+            json!("INV-1"),
+            json!("INV-2 \"quoted\" \\ back\u{1}slash ünïcode\n"),
+            json!("INV-3"),
+        ];
+        let mut templates = Vec::new();
+        for v in &cases {
+            let j = judge_with(&g, "invoice_number", &[("invoice_number", v.clone())], &[]);
+            let (t, fragments) = mechanism_template(&j.mechanisms[0]);
+            let text = fill(&t, &fragments);
+            let wire: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                wire,
+                json!({"validatorType": "business_rules", "verdict": j.mechanisms[0].verdict(),
+                       "confidence": null,
+                       "reasoning": format!("regex: {} the pattern", v.as_str().unwrap())
+                           .replace(" the", if j.outcome == Outcome::Pass { " matches the" } else { " does not match the" })}),
+            );
+            assert_eq!(text, mechanism_json(&j.mechanisms[0]));
+            templates.push((j.outcome, t));
+        }
+        assert_eq!(
+            templates[0], templates[2],
+            "one template for every passing value"
+        );
+        // Two values in one reasoning, and a confidence cut out of the object too.
+        let j = judge_with(&g, "tax", &[("tax", json!(19)), ("net", json!(100))], &[]);
+        let (t, f) = mechanism_template(&j.mechanisms[0]);
+        assert_eq!(f, vec!["19".to_string(), "100".to_string()]);
+        assert_eq!(
+            serde_json::from_str::<Value>(&fill(&t, &f)).unwrap()["reasoning"],
+            "compare: 19 <= 100"
+        );
+        let m = MechanismResult {
+            kind: "min_confidence",
+            outcome: Outcome::Pass,
+            confidence: Some(0.87),
+            reasoning: Reasoning::new(
+                format!("confidence {VALUE} vs threshold 0.5"),
+                vec!["0.87".into()],
+            ),
+        };
+        let (t, f) = mechanism_template(&m);
+        assert!(!t.contains("0.87"), "{t}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&fill(&t, &f)).unwrap(),
+            json!({"validatorType": "min_confidence", "verdict": "pass", "confidence": 0.87,
+                   "reasoning": "confidence 0.87 vs threshold 0.5"})
         );
     }
 

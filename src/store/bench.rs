@@ -108,14 +108,15 @@ impl BenchDb {
         // The texts the template's verdicts refer to, copied with their ids; and how many texts
         // the run interned in all (measured right after the first run, so all of them are its):
         // the ceiling stores as many, so both sides write the same rows.
-        let tpl_interned: Vec<(i64, i64, String)> = bench_db
+        let tpl_interned: Vec<(i64, String)> = bench_db
             .prepare(
-                "SELECT id, hash, text FROM interned WHERE id IN (
+                "SELECT id, text FROM interned WHERE id IN (
                      SELECT stage FROM verdicts WHERE pd_seq = (SELECT min(pd_seq) FROM verdicts) AND generation = 1
-                     UNION SELECT e.value FROM verdicts v, json_each('[' || v.mechanisms || ']') e
+                     UNION SELECT CASE e.type WHEN 'array' THEN json_extract(e.value, '$[0]') ELSE e.value END
+                     FROM verdicts v, json_each(v.mechanisms) e
                      WHERE v.pd_seq = (SELECT min(pd_seq) FROM verdicts) AND v.generation = 1)",
             )
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(|e| e.to_string())?;
         let interned: i64 = bench_db
             .query_row("SELECT count(*) FROM interned", [], |r| r.get(0))
@@ -151,11 +152,10 @@ impl BenchDb {
             drop(d);
             drop(pd);
             let mut i = tx
-                .prepare("INSERT INTO interned(id, hash, text) VALUES (?1, ?2, ?3)")
+                .prepare("INSERT INTO interned(id, text) VALUES (?1, ?2)")
                 .map_err(|e| e.to_string())?;
-            for (id, hash, text) in &tpl_interned {
-                i.execute(params![id, hash, text])
-                    .map_err(|e| e.to_string())?;
+            for (id, text) in &tpl_interned {
+                i.execute(params![id, text]).map_err(|e| e.to_string())?;
             }
             drop(i);
             tx.commit().map_err(|e| e.to_string())?;
@@ -176,7 +176,7 @@ impl BenchDb {
             )
             .map_err(|e| e.to_string())?;
             let mut ins_i = tx
-                .prepare("INSERT INTO interned(hash, text) VALUES (?1, ?2)")
+                .prepare("INSERT INTO interned(text) VALUES (?1)")
                 .map_err(|e| e.to_string())?;
             let per_doc = (interned - tpl_interned.len() as i64).max(0) / docs.max(1) as i64 + 1;
             let mut left_i = match tpl_interned.is_empty() {
@@ -191,11 +191,9 @@ impl BenchDb {
                     if left_i == 0 {
                         break;
                     }
-                    let (_, _, tpl) = &tpl_interned[k as usize % tpl_interned.len()];
+                    let (_, tpl) = &tpl_interned[k as usize % tpl_interned.len()];
                     let text = format!("{tpl} {round}/{seq}/{k}");
-                    ins_i
-                        .execute(params![super::intern::hash(&text), text])
-                        .map_err(|e| e.to_string())?;
+                    ins_i.execute([text]).map_err(|e| e.to_string())?;
                     left_i -= 1;
                 }
                 for t in &cell_tpl {

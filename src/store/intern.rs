@@ -1,53 +1,24 @@
 //! Interned texts: a text that many rows repeat (a gate's stage id, one mechanism's JSON object
-//! of a verdict) is stored once in `interned` and referred to by its id. The table is
-//! append-only (triggers), so an id never dangles.
+//! of a verdict) is stored in `interned` and referred to by its id. The table is append-only
+//! (triggers), so an id never dangles. It has no index on the text: the executor's writer
+//! remembers the ids of what it stored, and a text it no longer remembers (after a restart) is
+//! stored again under a new id, which costs a row, never a wrong answer.
 
 use super::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
 use std::collections::HashMap;
 
-/// FNV-1a, 64 bits: stable across builds and platforms (unlike std's hasher), which the stored
-/// `interned.hash` column needs. Collisions only cost a second comparison: a lookup matches the
-/// text too.
-pub fn hash(text: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h as i64
-}
-
-/// Registers `quire_hash(text)` on a connection: migration 13 interns existing rows with it.
-pub fn register_hash(c: &Connection) -> Result<(), StoreError> {
-    use rusqlite::functions::FunctionFlags;
-    c.create_scalar_function(
-        "quire_hash",
-        1,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| Ok(hash(&ctx.get::<String>(0)?)),
-    )?;
-    Ok(())
-}
-
-/// The id of `text`, stored first if it is new.
-fn lookup_or_insert(c: &Connection, text: &str) -> Result<i64, StoreError> {
-    let h = hash(text);
-    let found: Option<i64> = c
-        .prepare_cached("SELECT id FROM interned WHERE hash = ?1 AND text = ?2")?
-        .query_row(params![h, text], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = found {
-        return Ok(id);
-    }
-    c.prepare_cached("INSERT INTO interned(hash, text) VALUES (?1, ?2)")?
-        .execute(params![h, text])?;
+/// Stores `text` and answers its new id.
+pub fn id(c: &Connection, text: &str) -> Result<i64, StoreError> {
+    c.prepare_cached("INSERT INTO interned(text) VALUES (?1)")?
+        .execute(params![text])?;
     Ok(c.last_insert_rowid())
 }
 
-/// Above this many remembered texts the cache starts afresh: texts that carry a value (a
-/// business rule's "regex: INV-8046 matches the pattern") seldom come again, and a lookup in the
-/// table finds whatever the cache forgot.
+/// Above this many remembered texts the cache keeps only those asked for again since the last
+/// trim: texts that carry a value (a business rule's "regex: INV-8046 matches the pattern")
+/// seldom come again, the gates' fixed texts come with every document.
 const CACHE_MAX: usize = 16_384;
 
 /// The writer's cache of interned ids, so a text seen before costs no statement. An id learnt
@@ -55,19 +26,21 @@ const CACHE_MAX: usize = 16_384;
 /// held apart until the caller reports the commit, and forgotten on a rollback.
 #[derive(Default)]
 pub struct Interner {
-    known: HashMap<Box<str>, i64>,
+    /// Id, and whether it was asked for again since the last trim.
+    known: HashMap<Box<str>, (i64, bool)>,
     pending: HashMap<Box<str>, i64>,
 }
 
 impl Interner {
     pub fn id(&mut self, c: &Connection, text: &str) -> Result<i64, StoreError> {
-        if let Some(id) = self.known.get(text) {
+        if let Some((id, again)) = self.known.get_mut(text) {
+            *again = true;
             return Ok(*id);
         }
         if let Some(id) = self.pending.get(text) {
             return Ok(*id);
         }
-        let id = lookup_or_insert(c, text)?;
+        let id = id(c, text)?;
         self.pending.insert(text.into(), id);
         Ok(id)
     }
@@ -75,9 +48,13 @@ impl Interner {
     /// The transaction that learnt the pending ids committed: they are safe to remember.
     pub fn committed(&mut self) {
         if self.known.len() + self.pending.len() > CACHE_MAX {
-            self.known.clear();
+            self.known.retain(|_, (_, again)| std::mem::take(again));
+            if self.known.len() + self.pending.len() > CACHE_MAX {
+                self.known.clear();
+            }
         }
-        self.known.extend(self.pending.drain());
+        self.known
+            .extend(self.pending.drain().map(|(t, id)| (t, (id, false))));
     }
 
     /// The transaction (or a savepoint inside it) rolled back: what it learnt may be gone.
@@ -86,9 +63,76 @@ impl Interner {
     }
 }
 
-/// Interns without a cache: for callers that write a few rows.
-pub fn id(c: &Connection, text: &str) -> Result<i64, StoreError> {
-    lookup_or_insert(c, text)
+/// A mechanism's JSON object with its values cut out, and those values as JSON text.
+pub type Template = (String, Vec<String>);
+
+/// A verdict's `mechanisms` column: a JSON array with, per mechanism, the id of its interned
+/// template, or `[id, fragment, …]` when values were cut out of it
+/// (`domain::gate::mechanism_template`).
+pub fn mechanisms_column(
+    c: &Connection,
+    interner: &mut Interner,
+    mechanisms: &[Template],
+) -> Result<String, StoreError> {
+    let mut out = Vec::with_capacity(mechanisms.len());
+    for (template, fragments) in mechanisms {
+        let id = Value::from(interner.id(c, template)?);
+        out.push(match fragments.is_empty() {
+            true => id,
+            false => Value::Array(
+                std::iter::once(id)
+                    .chain(fragments.iter().map(|f| Value::String(f.clone())))
+                    .collect(),
+            ),
+        });
+    }
+    Ok(Value::Array(out).to_string())
+}
+
+/// The JSON array of mechanisms a `mechanisms` column stands for. `texts` keeps the templates
+/// read so far, for callers that read many verdicts.
+pub fn mechanisms_json(
+    c: &Connection,
+    column: &str,
+    texts: &mut HashMap<i64, String>,
+) -> Result<Value, StoreError> {
+    let corrupt = |cause: String| {
+        StoreError::Corrupt(super::Corrupt {
+            table: "verdicts",
+            column: "mechanisms".into(),
+            row: column.chars().take(80).collect(),
+            cause,
+        })
+    };
+    let items: Vec<Value> = serde_json::from_str(column).map_err(|e| corrupt(e.to_string()))?;
+    let mut out = String::from("[");
+    for (k, item) in items.iter().enumerate() {
+        let (id, fragments): (Option<i64>, Vec<String>) = match item {
+            Value::Array(parts) => (
+                parts.first().and_then(Value::as_i64),
+                parts[1..]
+                    .iter()
+                    .map(|p| p.as_str().unwrap_or_default().to_owned())
+                    .collect(),
+            ),
+            other => (other.as_i64(), Vec::new()),
+        };
+        let id = id.ok_or_else(|| corrupt(format!("{item} names no interned text")))?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = texts.entry(id) {
+            let t: String = c
+                .prepare_cached("SELECT text FROM interned WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| corrupt(format!("interned text {id} is missing")))?;
+            slot.insert(t);
+        }
+        if k > 0 {
+            out.push(',');
+        }
+        out.push_str(&crate::domain::gate::fill(&texts[&id], &fragments));
+    }
+    out.push(']');
+    serde_json::from_str(&out).map_err(|e| corrupt(e.to_string()))
 }
 
 #[cfg(test)]
@@ -101,12 +145,11 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn the_hash_is_fnv1a_64() {
-        // Published FNV-1a 64 test vectors: the stored column depends on these never changing.
-        assert_eq!(hash("") as u64, 0xcbf2_9ce4_8422_2325);
-        assert_eq!(hash("a") as u64, 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(hash("foobar") as u64, 0x8594_4171_f739_67e8);
+    fn text(c: &Connection, id: i64) -> String {
+        c.query_row("SELECT text FROM interned WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
     }
 
     #[test]
@@ -124,24 +167,70 @@ mod tests {
         assert_eq!(count(&c), 1);
 
         let tx = c.transaction().unwrap();
-        let lost = i.id(&tx, "beta").unwrap();
+        i.id(&tx, "beta").unwrap();
         drop(tx);
         i.rolled_back();
         let beta = i.id(&c, "beta").unwrap();
         i.committed();
-        let stored: String = c
-            .query_row("SELECT text FROM interned WHERE id = ?1", [beta], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(stored, "beta", "the id names a row that exists");
-        assert_eq!(count(&c), 2, "{lost} was rolled back, not kept twice");
+        assert_eq!(text(&c, beta), "beta", "the id names a row that exists");
+        assert_eq!(count(&c), 2, "the rolled-back row is not kept");
+    }
 
-        // A fresh cache (a restart) finds stored texts instead of storing them again.
-        let mut fresh = Interner::default();
-        assert_eq!(fresh.id(&c, "alpha").unwrap(), a);
-        assert_eq!(id(&c, "beta").unwrap(), beta);
+    #[test]
+    fn a_full_cache_keeps_the_texts_that_come_again() {
+        let db = Db::open(":memory:", Default::default()).unwrap();
+        let c = db.conn().unwrap();
+        let mut i = Interner::default();
+        let fixed = i.id(&c, "confidence 0.95 vs threshold 0.5").unwrap();
+        i.committed();
+        for n in 0..CACHE_MAX + 10 {
+            i.id(&c, &format!("regex: INV-{n} matches the pattern"))
+                .unwrap();
+            assert_eq!(i.id(&c, "confidence 0.95 vs threshold 0.5").unwrap(), fixed);
+            if n % 100 == 0 {
+                i.committed();
+            }
+        }
+        i.committed();
+        assert!(i.known.len() <= CACHE_MAX, "{}", i.known.len());
+        let before = count(&c);
+        assert_eq!(i.id(&c, "confidence 0.95 vs threshold 0.5").unwrap(), fixed);
+        assert_eq!(count(&c), before, "the repeated text survived the trim");
+        assert_eq!(text(&c, fixed), "confidence 0.95 vs threshold 0.5");
+    }
+
+    #[test]
+    fn a_mechanisms_column_reads_back_as_the_json_it_was_made_from() {
+        let db = Db::open(":memory:", Default::default()).unwrap();
+        let c = db.conn().unwrap();
+        let mut i = Interner::default();
+        let shared = ("{\"validatorType\":\"evidence\",\"verdict\":\"pass\",\"confidence\":null,\"reasoning\":\"found in the document\"}".to_string(), vec![]);
+        let cut = (
+            "{\"validatorType\":\"business_rules\",\"verdict\":\"pass\",\"confidence\":\u{1},\"reasoning\":\"enum: \u{1} is allowed\"}".to_string(),
+            vec!["0.5".to_string(), "EUR \\\"x\\\"".to_string()],
+        );
+        let column = mechanisms_column(&c, &mut i, &[shared.clone(), cut.clone()]).unwrap();
+        let again = mechanisms_column(&c, &mut i, &[shared, cut]).unwrap();
+        assert_eq!(column, again, "the same templates, the same ids");
         assert_eq!(count(&c), 2);
+        let mut texts = HashMap::new();
+        let read = mechanisms_json(&c, &column, &mut texts).unwrap();
+        assert_eq!(
+            read,
+            serde_json::json!([
+                {"validatorType": "evidence", "verdict": "pass", "confidence": null, "reasoning": "found in the document"},
+                {"validatorType": "business_rules", "verdict": "pass", "confidence": 0.5, "reasoning": "enum: EUR \"x\" is allowed"},
+            ])
+        );
+        assert_eq!(
+            mechanisms_json(&c, "[]", &mut texts).unwrap(),
+            serde_json::json!([])
+        );
+        let e = mechanisms_json(&c, "[999]", &mut texts).unwrap_err();
+        assert!(
+            e.to_string().contains("interned text 999 is missing"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -453,7 +453,6 @@ impl Db {
         }
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         migrate::verify(&tx, current, true, &shown)?;
-        intern::register_hash(&tx)?;
         migrate::apply_after(&tx, current)?;
         if pending {
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;

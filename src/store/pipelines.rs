@@ -535,30 +535,30 @@ pub struct VerdictRow {
 }
 
 pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreError> {
-    let rows = c
-        .prepare_cached(
-            "SELECT v.seq, v.field_key, v.phase_index, s.text, v.generation, v.pass, v.outcome, v.suppressed, v.reason,
-                    '[' || coalesce((SELECT group_concat(m.text, ',' ORDER BY e.key)
-                                     FROM json_each('[' || v.mechanisms || ']') e JOIN interned m ON m.id = e.value), '') || ']',
-                    v.value_hash
-             FROM verdicts v JOIN interned s ON s.id = v.stage WHERE v.pd_seq = ?1 ORDER BY v.seq",
-        )?
-        .query_map([pd_seq], |r| {
-            Ok(VerdictRow {
-                field: r.get(1)?,
-                phase_index: r.get::<_, i64>(2)? as usize,
-                stage_id: r.get(3)?,
-                generation: r.get(4)?,
-                pass: r.get(5)?,
-                outcome: r.get(6)?,
-                suppressed: r.get::<_, i64>(7)? != 0,
-                reason: r.get(8)?,
-                mechanisms: super::json(r, 9, "verdicts")?,
-                value_hash: r.get(10)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    let mut texts = std::collections::HashMap::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT v.seq, v.field_key, v.phase_index, s.text, v.generation, v.pass, v.outcome, v.suppressed, v.reason,
+                v.mechanisms, v.value_hash
+         FROM verdicts v JOIN interned s ON s.id = v.stage WHERE v.pd_seq = ?1 ORDER BY v.seq",
+    )?;
+    let mut rows = stmt.query([pd_seq])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let column: String = r.get(9)?;
+        out.push(VerdictRow {
+            field: r.get(1)?,
+            phase_index: r.get::<_, i64>(2)? as usize,
+            stage_id: r.get(3)?,
+            generation: r.get(4)?,
+            pass: r.get(5)?,
+            outcome: r.get(6)?,
+            suppressed: r.get::<_, i64>(7)? != 0,
+            reason: r.get(8)?,
+            mechanisms: super::intern::mechanisms_json(c, &column, &mut texts)?,
+            value_hash: r.get(10)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Ends every queued or processing document with `error` ("cancelled"); the run becomes `cancelled`.

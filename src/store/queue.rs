@@ -418,8 +418,9 @@ pub fn encode_states(s: &States) -> String {
 pub struct StepRows {
     pub phase_index: usize,
     cells: Vec<(Cell, String)>,
-    /// Each verdict with its mechanisms' JSON objects, to be interned by the writer.
-    verdicts: Vec<(NewVerdict, Vec<String>)>,
+    /// Each verdict with its mechanisms as (template, fragments): the writer interns the
+    /// templates.
+    verdicts: Vec<(NewVerdict, Vec<super::intern::Template>)>,
 }
 
 impl StepRows {
@@ -446,7 +447,7 @@ impl StepRows {
                     let m = v
                         .mechanisms
                         .iter()
-                        .map(crate::domain::gate::mechanism_json)
+                        .map(crate::domain::gate::mechanism_template)
                         .collect();
                     // Only the rendered JSON travels to the writer.
                     v.mechanisms = Vec::new();
@@ -526,19 +527,12 @@ pub fn insert_step_rows(
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 12);
         let mut nums: Vec<(i64, &str, i64, i64, String)> = Vec::with_capacity(chunk.len());
         for (v, mechanisms) in chunk {
-            let mut ids = String::with_capacity(8 * mechanisms.len());
-            for (k, m) in mechanisms.iter().enumerate() {
-                if k > 0 {
-                    ids.push(',');
-                }
-                ids.push_str(&interner.id(c, m)?.to_string());
-            }
             nums.push((
                 v.phase_index as i64,
                 v.outcome.as_str(),
                 v.suppressed as i64,
                 interner.id(c, &v.stage_id)?,
-                ids,
+                super::intern::mechanisms_column(c, interner, mechanisms)?,
             ));
         }
         for (k, (v, _)) in chunk.iter().enumerate() {

@@ -208,7 +208,7 @@ mod tests {
         for (generation, phase) in [(1, 3), (2, 3)] {
             c.execute(
                 "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage, generation, pass, outcome, mechanisms, value_hash, created_at)
-                 VALUES (?1, 'total', ?2, ?4, ?3, 1, 'pass', '', 'h', '2026-01-01T00:00:00.000Z')",
+                 VALUES (?1, 'total', ?2, ?4, ?3, 1, 'pass', '[]', 'h', '2026-01-01T00:00:00.000Z')",
                 params![pd, phase, generation, stage],
             )
             .unwrap();
