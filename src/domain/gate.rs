@@ -654,18 +654,36 @@ pub fn mechanism_template(m: &MechanismResult) -> (String, Vec<String>) {
     for (i, piece) in m.reasoning.template.split(VALUE).enumerate() {
         if i > 0 {
             t.push(VALUE);
-            fragments.push(json_string_body(values.next().map_or("", String::as_str)));
+            let mut f = String::new();
+            push_json_escaped(&mut f, values.next().map_or("", String::as_str));
+            fragments.push(f);
         }
-        t.push_str(&json_string_body(piece));
+        push_json_escaped(&mut t, piece);
     }
     t.push_str("\"}");
     (t, fragments)
 }
 
-/// A string's JSON escaping without its quotes.
-fn json_string_body(s: &str) -> String {
-    let quoted = Value::String(s.to_owned()).to_string();
-    quoted[1..quoted.len() - 1].to_owned()
+/// Appends `s` escaped as the inside of a JSON string (the escapes serde_json writes).
+pub fn push_json_escaped(out: &mut String, s: &str) {
+    let plain = |c: char| c != '"' && c != '\\' && c >= ' ';
+    if s.chars().all(plain) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c < ' ' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
 }
 
 /// A template with its fragments put back: the JSON text of the mechanism. A template carries
@@ -1008,6 +1026,21 @@ mod tests {
             templates[0], templates[2],
             "one template for every passing value"
         );
+        for tricky in [
+            "",
+            "plain",
+            "a\"b\\c",
+            "tab\tnl\ncr\r\u{1}\u{8}\u{c}\u{1f}",
+            "ünï €",
+        ] {
+            let mut mine = String::new();
+            push_json_escaped(&mut mine, tricky);
+            assert_eq!(
+                format!("\"{mine}\""),
+                Value::from(tricky).to_string(),
+                "{tricky:?}"
+            );
+        }
         // Two values in one reasoning, and a confidence cut out of the object too.
         let j = judge_with(&g, "tax", &[("tax", json!(19)), ("net", json!(100))], &[]);
         let (t, f) = mechanism_template(&j.mechanisms[0]);

@@ -63,8 +63,9 @@ impl Interner {
     }
 }
 
-/// A mechanism's JSON object with its values cut out, and those values as JSON text.
-pub type Template = (String, Vec<String>);
+/// A mechanism's JSON object with its values cut out, and those values as they follow the id in
+/// the column (`,"fragment",…`; empty when none were cut out).
+pub type Template = (String, String);
 
 /// A verdict's `mechanisms` column: a JSON array with, per mechanism, the id of its interned
 /// template, or `[id, fragment, …]` when values were cut out of it
@@ -74,19 +75,24 @@ pub fn mechanisms_column(
     interner: &mut Interner,
     mechanisms: &[Template],
 ) -> Result<String, StoreError> {
-    let mut out = Vec::with_capacity(mechanisms.len());
-    for (template, fragments) in mechanisms {
-        let id = Value::from(interner.id(c, template)?);
-        out.push(match fragments.is_empty() {
-            true => id,
-            false => Value::Array(
-                std::iter::once(id)
-                    .chain(fragments.iter().map(|f| Value::String(f.clone())))
-                    .collect(),
-            ),
-        });
+    let mut out = String::with_capacity(2 + 16 * mechanisms.len());
+    out.push('[');
+    for (k, (template, tail)) in mechanisms.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        let id = interner.id(c, template)?;
+        if tail.is_empty() {
+            out.push_str(&id.to_string());
+        } else {
+            out.push('[');
+            out.push_str(&id.to_string());
+            out.push_str(tail);
+            out.push(']');
+        }
     }
-    Ok(Value::Array(out).to_string())
+    out.push(']');
+    Ok(out)
 }
 
 /// The JSON array of mechanisms a `mechanisms` column stands for. `texts` keeps the templates
@@ -204,10 +210,11 @@ mod tests {
         let db = Db::open(":memory:", Default::default()).unwrap();
         let c = db.conn().unwrap();
         let mut i = Interner::default();
-        let shared = ("{\"validatorType\":\"evidence\",\"verdict\":\"pass\",\"confidence\":null,\"reasoning\":\"found in the document\"}".to_string(), vec![]);
+        let shared = ("{\"validatorType\":\"evidence\",\"verdict\":\"pass\",\"confidence\":null,\"reasoning\":\"found in the document\"}".to_string(), String::new());
         let cut = (
             "{\"validatorType\":\"business_rules\",\"verdict\":\"pass\",\"confidence\":\u{1},\"reasoning\":\"enum: \u{1} is allowed\"}".to_string(),
-            vec!["0.5".to_string(), "EUR \\\"x\\\"".to_string()],
+            // The fragments `0.5` and `EUR \"x\"` (JSON text), each as a JSON string.
+            r#","0.5","EUR \\\"x\\\"""#.to_string(),
         );
         let column = mechanisms_column(&c, &mut i, &[shared.clone(), cut.clone()]).unwrap();
         let again = mechanisms_column(&c, &mut i, &[shared, cut]).unwrap();

@@ -447,7 +447,18 @@ impl StepRows {
                     let m = v
                         .mechanisms
                         .iter()
-                        .map(crate::domain::gate::mechanism_template)
+                        .map(|m| {
+                            let (template, fragments) = crate::domain::gate::mechanism_template(m);
+                            // The column's text for the fragments, rendered here (a worker)
+                            // rather than by the writer.
+                            let mut tail = String::new();
+                            for f in &fragments {
+                                tail.push_str(",\"");
+                                crate::domain::gate::push_json_escaped(&mut tail, f);
+                                tail.push('"');
+                            }
+                            (template, tail)
+                        })
                         .collect();
                     // Only the rendered JSON travels to the writer.
                     v.mechanisms = Vec::new();
