@@ -688,23 +688,26 @@ pub fn push_json_escaped(out: &mut String, s: &str) {
 
 /// A template with its fragments put back: the JSON text of the mechanism. A template carries
 /// no `VALUE` of its own (its text is JSON, which escapes control characters), so each `VALUE`
-/// is a place cut out by `mechanism_template`.
-pub fn fill(template: &str, fragments: &[String]) -> String {
+/// is a place cut out by `mechanism_template`. `None` when the fragments do not fit the places.
+pub fn fill(template: &str, fragments: &[String]) -> Option<String> {
+    if template.matches(VALUE).count() != fragments.len() {
+        return None;
+    }
     let mut out = String::with_capacity(template.len() + 16 * fragments.len());
     let mut it = fragments.iter();
     for (i, piece) in template.split(VALUE).enumerate() {
         if i > 0 {
-            out.push_str(it.next().map_or("null", String::as_str));
+            out.push_str(it.next()?);
         }
         out.push_str(piece);
     }
-    out
+    Some(out)
 }
 
-/// One mechanism's JSON object, as stored and answered.
-pub fn mechanism_json(m: &MechanismResult) -> String {
+#[cfg(test)]
+fn mechanism_json(m: &MechanismResult) -> String {
     let (t, f) = mechanism_template(m);
-    fill(&t, &f)
+    fill(&t, &f).expect("a template fits its own fragments")
 }
 
 fn not_a_number(v: &Value) -> Reasoning {
@@ -1010,7 +1013,7 @@ mod tests {
         for v in &cases {
             let j = judge_with(&g, "invoice_number", &[("invoice_number", v.clone())], &[]);
             let (t, fragments) = mechanism_template(&j.mechanisms[0]);
-            let text = fill(&t, &fragments);
+            let text = fill(&t, &fragments).unwrap();
             let wire: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(
                 wire,
@@ -1046,7 +1049,7 @@ mod tests {
         let (t, f) = mechanism_template(&j.mechanisms[0]);
         assert_eq!(f, vec!["19".to_string(), "100".to_string()]);
         assert_eq!(
-            serde_json::from_str::<Value>(&fill(&t, &f)).unwrap()["reasoning"],
+            serde_json::from_str::<Value>(&fill(&t, &f).unwrap()).unwrap()["reasoning"],
             "compare: 19 <= 100"
         );
         let m = MechanismResult {
@@ -1061,7 +1064,7 @@ mod tests {
         let (t, f) = mechanism_template(&m);
         assert!(!t.contains("0.87"), "{t}");
         assert_eq!(
-            serde_json::from_str::<Value>(&fill(&t, &f)).unwrap(),
+            serde_json::from_str::<Value>(&fill(&t, &f).unwrap()).unwrap(),
             json!({"validatorType": "min_confidence", "verdict": "pass", "confidence": 0.87,
                    "reasoning": "confidence 0.87 vs threshold 0.5"})
         );

@@ -116,10 +116,15 @@ pub fn mechanisms_json(
         let (id, fragments): (Option<i64>, Vec<String>) = match item {
             Value::Array(parts) => (
                 parts.first().and_then(Value::as_i64),
-                parts[1..]
+                parts
+                    .get(1..)
+                    .unwrap_or_default()
                     .iter()
-                    .map(|p| p.as_str().unwrap_or_default().to_owned())
-                    .collect(),
+                    .map(|p| p.as_str().map(str::to_owned))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        corrupt(format!("{item} has a fragment that is not a string"))
+                    })?,
             ),
             other => (other.as_i64(), Vec::new()),
         };
@@ -135,7 +140,10 @@ pub fn mechanisms_json(
         if k > 0 {
             out.push(',');
         }
-        out.push_str(&crate::domain::gate::fill(&texts[&id], &fragments));
+        let template = texts.get(&id).map_or("", String::as_str);
+        let filled = crate::domain::gate::fill(template, &fragments)
+            .ok_or_else(|| corrupt(format!("{item} does not fit interned text {id}")))?;
+        out.push_str(&filled);
     }
     out.push(']');
     serde_json::from_str(&out).map_err(|e| corrupt(e.to_string()))

@@ -539,7 +539,7 @@ pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreErr
     let mut stmt = c.prepare_cached(
         "SELECT v.seq, v.field_key, v.phase_index, s.text, v.generation, v.pass, v.outcome, v.suppressed, v.reason,
                 v.mechanisms, v.value_hash
-         FROM verdicts v JOIN interned s ON s.id = v.stage WHERE v.pd_seq = ?1 ORDER BY v.seq",
+         FROM verdicts v LEFT JOIN interned s ON s.id = v.stage WHERE v.pd_seq = ?1 ORDER BY v.seq",
     )?;
     let mut rows = stmt.query([pd_seq])?;
     let mut out = Vec::new();
@@ -548,7 +548,14 @@ pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreErr
         out.push(VerdictRow {
             field: r.get(1)?,
             phase_index: r.get::<_, i64>(2)? as usize,
-            stage_id: r.get(3)?,
+            stage_id: r.get::<_, Option<String>>(3)?.ok_or_else(|| {
+                StoreError::Corrupt(super::Corrupt {
+                    table: "verdicts",
+                    column: "stage".into(),
+                    row: pd_seq.to_string(),
+                    cause: "names no interned text".into(),
+                })
+            })?,
             generation: r.get(4)?,
             pass: r.get(5)?,
             outcome: r.get(6)?,
