@@ -78,7 +78,15 @@ fn gates(v: &Value, fields: &[String]) {
                     .and_then(|s| Some((s.first()?.as_u64()? as u32, s.get(1)?.as_u64()? as u32))),
             };
             let j = gate::judge(&g, field, &ev, &lookup, &folded);
-            let _ = gate::mechanisms_json(&j.mechanisms);
+            // What the executor stores (a template and its values) must read back as the JSON
+            // object whose reasoning is the text people read, whatever the values hold.
+            for m in &j.mechanisms {
+                let (template, fragments) = gate::mechanism_template(m);
+                let filled = gate::fill(&template, &fragments).expect("a template fits its values");
+                let object: Value =
+                    serde_json::from_str(&filled).expect("the filled template is JSON");
+                assert_eq!(object["reasoning"], m.reasoning.text(), "{filled}");
+            }
         }
     }
 }
