@@ -618,16 +618,21 @@ impl Reasoning {
 
     /// The text as people read it.
     pub fn text(&self) -> String {
-        let mut out = String::with_capacity(self.template.len() + 16 * self.values.len());
-        let mut values = self.values.iter();
-        for (i, piece) in self.template.split(VALUE).enumerate() {
-            if i > 0 {
-                out.push_str(values.next().map_or("", String::as_str));
-            }
-            out.push_str(piece);
-        }
-        out
+        interleave(&self.template, &self.values)
     }
+}
+
+/// `template` with each `VALUE` replaced by the next of `values` (as many as it has places).
+fn interleave(template: &str, values: &[String]) -> String {
+    let mut out = String::with_capacity(template.len() + 16 * values.len());
+    let mut values = values.iter();
+    for (i, piece) in template.split(VALUE).enumerate() {
+        if i > 0 {
+            out.push_str(values.next().map_or("", String::as_str));
+        }
+        out.push_str(piece);
+    }
+    out
 }
 
 /// One mechanism's JSON object as a template and the fragments that fill it: the template is
@@ -690,18 +695,7 @@ pub fn push_json_escaped(out: &mut String, s: &str) {
 /// no `VALUE` of its own (its text is JSON, which escapes control characters), so each `VALUE`
 /// is a place cut out by `mechanism_template`. `None` when the fragments do not fit the places.
 pub fn fill(template: &str, fragments: &[String]) -> Option<String> {
-    if template.matches(VALUE).count() != fragments.len() {
-        return None;
-    }
-    let mut out = String::with_capacity(template.len() + 16 * fragments.len());
-    let mut it = fragments.iter();
-    for (i, piece) in template.split(VALUE).enumerate() {
-        if i > 0 {
-            out.push_str(it.next()?);
-        }
-        out.push_str(piece);
-    }
-    Some(out)
+    (template.matches(VALUE).count() == fragments.len()).then(|| interleave(template, fragments))
 }
 
 #[cfg(test)]

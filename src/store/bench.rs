@@ -178,11 +178,10 @@ impl BenchDb {
             let mut ins_i = tx
                 .prepare("INSERT INTO interned(text) VALUES (?1)")
                 .map_err(|e| e.to_string())?;
-            let per_doc = (interned - tpl_interned.len() as i64).max(0) / docs.max(1) as i64 + 1;
-            let mut left_i = match tpl_interned.is_empty() {
-                true => 0,
-                false => (interned - tpl_interned.len() as i64).max(0),
-            };
+            // The texts the run stored beyond the template's own, spread over the documents.
+            let extra = (interned - tpl_interned.len() as i64).max(0);
+            let per_doc = extra / docs.max(1) as i64 + 1;
+            let mut left_i = if tpl_interned.is_empty() { 0 } else { extra };
             let (mut left_c, mut left_v) = (cells, verdicts);
             let mut seq = 1i64;
             let mut round = 0u64;

@@ -81,12 +81,12 @@ pub fn mechanisms_column(
         if k > 0 {
             out.push(',');
         }
-        let id = interner.id(c, template)?;
+        let id = interner.id(c, template)?.to_string();
         if tail.is_empty() {
-            out.push_str(&id.to_string());
+            out.push_str(&id);
         } else {
             out.push('[');
-            out.push_str(&id.to_string());
+            out.push_str(&id);
             out.push_str(tail);
             out.push(']');
         }
@@ -95,21 +95,15 @@ pub fn mechanisms_column(
     Ok(out)
 }
 
-/// The JSON array of mechanisms a `mechanisms` column stands for. `texts` keeps the templates
-/// read so far, for callers that read many verdicts.
+/// The JSON array of mechanisms the `mechanisms` column of verdict `seq` stands for. `texts`
+/// keeps the templates read so far, for callers that read many verdicts.
 pub fn mechanisms_json(
     c: &Connection,
+    seq: i64,
     column: &str,
     texts: &mut HashMap<i64, String>,
 ) -> Result<Value, StoreError> {
-    let corrupt = |cause: String| {
-        StoreError::Corrupt(super::Corrupt {
-            table: "verdicts",
-            column: "mechanisms".into(),
-            row: column.chars().take(80).collect(),
-            cause,
-        })
-    };
+    let corrupt = |cause: String| super::Corrupt::error("verdicts", "mechanisms", seq, cause);
     let items: Vec<Value> = serde_json::from_str(column).map_err(|e| corrupt(e.to_string()))?;
     let mut out = String::from("[");
     for (k, item) in items.iter().enumerate() {
@@ -229,7 +223,7 @@ mod tests {
         assert_eq!(column, again, "the same templates, the same ids");
         assert_eq!(count(&c), 2);
         let mut texts = HashMap::new();
-        let read = mechanisms_json(&c, &column, &mut texts).unwrap();
+        let read = mechanisms_json(&c, 1, &column, &mut texts).unwrap();
         assert_eq!(
             read,
             serde_json::json!([
@@ -238,10 +232,10 @@ mod tests {
             ])
         );
         assert_eq!(
-            mechanisms_json(&c, "[]", &mut texts).unwrap(),
+            mechanisms_json(&c, 1, "[]", &mut texts).unwrap(),
             serde_json::json!([])
         );
-        let e = mechanisms_json(&c, "[999]", &mut texts).unwrap_err();
+        let e = mechanisms_json(&c, 1, "[999]", &mut texts).unwrap_err();
         assert!(
             e.to_string().contains("interned text 999 is missing"),
             "{e}"

@@ -65,6 +65,23 @@ pub struct Corrupt {
     pub cause: String,
 }
 
+impl Corrupt {
+    /// A stored value that does not decode, as the error a read answers.
+    pub fn error(
+        table: &'static str,
+        column: &str,
+        row: impl ToString,
+        cause: impl Into<String>,
+    ) -> StoreError {
+        StoreError::Corrupt(Corrupt {
+            table,
+            column: column.into(),
+            row: row.to_string(),
+            cause: cause.into(),
+        })
+    }
+}
+
 /// Reads column `idx` of a row as JSON. The row is named by the query's first column (its key:
 /// every query of a JSON column selects the row's id or seq first).
 /// A keyset list's comparison, order and starting position: newest first (`<`, `DESC`, from the

@@ -544,24 +544,20 @@ pub fn verdicts(c: &Connection, pd_seq: i64) -> Result<Vec<VerdictRow>, StoreErr
     let mut rows = stmt.query([pd_seq])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
         let column: String = r.get(9)?;
         out.push(VerdictRow {
             field: r.get(1)?,
             phase_index: r.get::<_, i64>(2)? as usize,
             stage_id: r.get::<_, Option<String>>(3)?.ok_or_else(|| {
-                StoreError::Corrupt(super::Corrupt {
-                    table: "verdicts",
-                    column: "stage".into(),
-                    row: pd_seq.to_string(),
-                    cause: "names no interned text".into(),
-                })
+                super::Corrupt::error("verdicts", "stage", seq, "names no interned text")
             })?,
             generation: r.get(4)?,
             pass: r.get(5)?,
             outcome: r.get(6)?,
             suppressed: r.get::<_, i64>(7)? != 0,
             reason: r.get(8)?,
-            mechanisms: super::intern::mechanisms_json(c, &column, &mut texts)?,
+            mechanisms: super::intern::mechanisms_json(c, seq, &column, &mut texts)?,
             value_hash: r.get(10)?,
         });
     }
