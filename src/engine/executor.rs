@@ -395,7 +395,7 @@ fn process(
                 .drain(..)
                 .map(store::queue::StepRows::of)
                 .collect();
-            let after_json = store::queue::encode_states(&run.states_after);
+            let after_json = store::states::encode(&run.states_after);
             Outcome::Ran(Box::new(Ran {
                 run,
                 before_raw,
@@ -892,7 +892,7 @@ fn apply_result(
         c,
         claim,
         cursor,
-        &store::queue::encode_states(&merged),
+        &store::states::encode(&merged),
         fin,
         now,
         None,

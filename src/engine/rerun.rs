@@ -10,7 +10,6 @@ use crate::domain::state::{apply_waiting, with_fields, FieldState, States, Statu
 use crate::domain::status::DocStatus;
 use crate::store;
 use crate::store::pipelines::{PhaseRow, PipelineRow};
-use crate::store::queue::encode_states;
 use crate::store::reruns::NewRerun;
 use crate::store::Connection;
 use serde_json::Value;
@@ -241,7 +240,7 @@ pub fn rerun(
             d.seq,
             generation,
             restart,
-            &encode_states(&after),
+            &crate::store::states::encode(&after),
             &serde_json::to_string(&restarts).unwrap_or_default(),
         )?;
         sync_held(c, d.seq, pipeline_id, org, &before, &after)?;

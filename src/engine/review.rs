@@ -13,7 +13,6 @@ use crate::domain::state::{
 };
 use crate::domain::status::DocStatus;
 use crate::store;
-use crate::store::queue::encode_states;
 use crate::store::review::{NewDecision, PdRef};
 use crate::store::Connection;
 use serde_json::Value;
@@ -318,7 +317,7 @@ fn persist(
     org: &str,
 ) -> Result<bool, EngineError> {
     sync_held(c, doc.pd.seq, &doc.pd.pipeline_id, org, before, after)?;
-    let encoded = encode_states(after);
+    let encoded = crate::store::states::encode(after);
     let pd = &doc.pd;
     match placement(pd.status, pd.cursor, after) {
         Placement::Keep { cursor } => {

@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "status_counts", "0011_status_counts.sql"),
     migration!(12, "lazy_rerun", "0012_lazy_rerun.sql"),
     migration!(13, "interned_verdicts", "0013_interned_verdicts.sql"),
+    migration!(14, "short_field_states", "0014_short_field_states.sql"),
 ];
 
 pub fn latest_version() -> i64 {
@@ -268,6 +269,72 @@ mod tests {
             .query_row("SELECT count(*) FROM interned", [], |r| r.get(0))
             .unwrap();
         assert_eq!(texts, 4, "two stage ids and two mechanisms, each once");
+    }
+
+    #[test]
+    fn the_flag_index_sees_flags_beside_short_field_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let db = Db::open(path.to_str().unwrap(), OpenOptions::default()).unwrap();
+        let c = db.conn().unwrap();
+        c.execute_batch(
+            "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', 't');
+             INSERT INTO schemas(id, short_id, org_id, name, definition, fields, created_at, updated_at)
+             VALUES ('s', 'SCH-0', 'o', 's', '{}', '[]', 't', 't');
+             INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count, document_count, created_at, updated_at)
+             VALUES ('p', 'o', 's', 's', 'p', 'completed', '[]', 4, 1, 't', 't');
+             INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at)
+             VALUES ('d', 'o', 'f', 'text/plain', 1, 'x', x'00', 't');
+             INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
+             VALUES (1, 'pd', 'p', 'd', 1, 'complete', 't', 't');",
+        )
+        .unwrap();
+        let flagged = |phase: usize| {
+            let mut s = crate::domain::state::FieldState {
+                status: crate::domain::state::Status::Completed,
+                next: 5,
+                ..Default::default()
+            };
+            s.flags.push(crate::domain::state::Flag {
+                phase,
+                stage_id: "g".into(),
+                severity: "warning".into(),
+                reason: "r".into(),
+            });
+            s
+        };
+        let plain = crate::domain::state::FieldState {
+            status: crate::domain::state::Status::Completed,
+            next: 5,
+            ..Default::default()
+        };
+        let set = |states: &crate::domain::state::States| -> Option<i64> {
+            c.execute(
+                "UPDATE pipeline_docs SET field_states = ?1 WHERE seq = 1",
+                [crate::store::states::encode(states)],
+            )
+            .unwrap();
+            c.query_row(
+                "SELECT flag_phase FROM pipeline_docs WHERE seq = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let mixed: crate::domain::state::States = [
+            ("a".to_string(), plain.clone()),
+            ("b".to_string(), flagged(3)),
+            ("c".to_string(), flagged(2)),
+            ("d".to_string(), plain.clone()),
+        ]
+        .into();
+        assert_eq!(
+            set(&mixed),
+            Some(2),
+            "the lowest flag phase, past short states"
+        );
+        let none: crate::domain::state::States = [("a".to_string(), plain)].into();
+        assert_eq!(set(&none), None, "no flags left");
     }
 
     #[test]

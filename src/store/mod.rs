@@ -21,6 +21,7 @@ pub mod retention;
 pub mod review;
 pub mod schemas;
 pub mod settings;
+pub mod states;
 pub mod webhooks;
 
 use r2d2::{Pool, PooledConnection};

@@ -323,7 +323,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
             Ok((
                 super::json(r, 1, "pipeline_docs")?,
                 r.get(2)?,
-                super::json(r, 2, "pipeline_docs")?,
+                super::json::<super::states::StoredStates>(r, 2, "pipeline_docs")?.0,
                 r.get(3)?,
                 r.get(4)?,
                 super::json(r, 5, "documents")?,
@@ -407,11 +407,6 @@ pub fn merge(current: &States, before: &States, after: &States) -> States {
         }
     }
     out
-}
-
-pub fn encode_states(s: &States) -> String {
-    // Absent fields read as progressing at phase 0; storing them all keeps reads simple.
-    serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
 }
 
 /// A step's rows with their JSON already rendered (by a worker, off the writer thread).
@@ -679,7 +674,10 @@ pub fn current_states(c: &Connection, seq: i64) -> Result<(String, States), Stor
     Ok(
         c.prepare_cached("SELECT seq, field_states FROM pipeline_docs WHERE seq = ?1")?
             .query_row([seq], |r| {
-                Ok((r.get(1)?, super::json(r, 1, "pipeline_docs")?))
+                Ok((
+                    r.get(1)?,
+                    super::json::<super::states::StoredStates>(r, 1, "pipeline_docs")?.0,
+                ))
             })?,
     )
 }

@@ -429,7 +429,7 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 13 undone, and no ledger of applied migrations.
+    // to 14 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
