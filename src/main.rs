@@ -218,6 +218,9 @@ fn config_file() -> Option<std::path::PathBuf> {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    if !quire::store::allocator::use_mimalloc() {
+        eprintln!("warning: SQLite keeps the C library's allocator");
+    }
     quire::alloc_journal::enable();
     if let Some(path) = config_file() {
         if let Err(e) = quire::config::load_file(&path) {

@@ -1,6 +1,7 @@
 //! SQLite storage: the pool and its pragmas, migrations, and one module per aggregate.
 //! All SQL of the service lives below this module.
 
+pub mod allocator;
 pub mod bench;
 pub mod data_products;
 pub mod documents;

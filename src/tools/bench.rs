@@ -532,7 +532,12 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     body.push_str("]}");
     drop(ids);
     let written = written_bytes();
+    let t = Instant::now();
     let p = h.post_raw("/v1/pipelines", &body)?;
+    note(&format!(
+        "run created in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    ));
     drop(body);
     let pid = id(&p)?;
     let during = ProgressDuringRun::start(&srv.url, &srv.api_key, &pid);
