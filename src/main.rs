@@ -192,7 +192,9 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// glibc gives each thread that allocates its own arena (up to 8 per core), and freed memory
 /// stays in them: with a dozen busy threads the peak grew with the size of the run (93 MB after
-/// 100,000 documents). Two arenas keep it flat (65 MB) at no measurable cost in throughput.
+/// 100,000 documents). Two arenas keep it flat (65 MB). Rust and SQLite allocate through
+/// mimalloc, so what is left on glibc's malloc (the C library's own buffers) does not queue on
+/// the two arenas' locks.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator tunable; it is called before any thread starts.

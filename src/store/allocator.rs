@@ -67,27 +67,3 @@ pub fn use_mimalloc() -> bool {
         ) == ffi::SQLITE_OK
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sqlite_works_on_mimalloc() {
-        // Unit tests share one process: whichever test opens SQLite first decides. Either way,
-        // a connection that allocates (a table, an index, a sort) must work.
-        let _ = super::use_mimalloc();
-        let c = rusqlite::Connection::open_in_memory().unwrap();
-        c.execute_batch(
-            "CREATE TABLE t(x TEXT); CREATE INDEX t_x ON t(x);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
-             INSERT INTO t SELECT printf('%08d-%s', i, hex(randomblob(40))) FROM n;",
-        )
-        .unwrap();
-        let (n, max): (i64, String) = c
-            .query_row("SELECT count(*), max(x) FROM t", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!(n, 5000);
-        assert!(max.starts_with("00005000-"));
-    }
-}

@@ -188,6 +188,22 @@ mod tests {
             .unwrap();
     }
 
+    /// One organization, schema, run and document: the parents of a document's rows (seq 1).
+    fn one_document(c: &Connection) {
+        c.execute_batch(
+            "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', 't');
+             INSERT INTO schemas(id, short_id, org_id, name, definition, fields, created_at, updated_at)
+             VALUES ('s', 'SCH-0', 'o', 's', '{}', '[]', 't', 't');
+             INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count, document_count, created_at, updated_at)
+             VALUES ('p', 'o', 's', 's', 'p', 'completed', '[]', 4, 1, 't', 't');
+             INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at)
+             VALUES ('d', 'o', 'f', 'text/plain', 1, 'x', x'00', 't');
+             INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
+             VALUES (1, 'pd', 'p', 'd', 1, 'complete', 't', 't');",
+        )
+        .unwrap();
+    }
+
     #[test]
     fn a_database_of_every_earlier_version_upgrades_to_the_fresh_schema() {
         let dir = tempfile::tempdir().unwrap();
@@ -232,18 +248,7 @@ mod tests {
         ];
         {
             let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', 't');
-                 INSERT INTO schemas(id, short_id, org_id, name, definition, fields, created_at, updated_at)
-                 VALUES ('s', 'SCH-0', 'o', 's', '{}', '[]', 't', 't');
-                 INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count, document_count, created_at, updated_at)
-                 VALUES ('p', 'o', 's', 's', 'p', 'completed', '[]', 4, 1, 't', 't');
-                 INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at)
-                 VALUES ('d', 'o', 'f', 'text/plain', 1, 'x', x'00', 't');
-                 INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
-                 VALUES (1, 'pd', 'p', 'd', 1, 'complete', 't', 't');",
-            )
-            .unwrap();
+            one_document(&c);
             for (stage, mechanisms) in &stored {
                 c.execute(
                     "INSERT INTO verdicts(pd_seq, field_key, phase_index, stage_id, generation, pass, outcome, mechanisms, value_hash, created_at)
@@ -277,18 +282,7 @@ mod tests {
         let path = dir.path().join("q.db");
         let db = Db::open(path.to_str().unwrap(), OpenOptions::default()).unwrap();
         let c = db.conn().unwrap();
-        c.execute_batch(
-            "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', 't');
-             INSERT INTO schemas(id, short_id, org_id, name, definition, fields, created_at, updated_at)
-             VALUES ('s', 'SCH-0', 'o', 's', '{}', '[]', 't', 't');
-             INSERT INTO pipelines(id, org_id, schema_id, schema_name, name, status, fields, phase_count, document_count, created_at, updated_at)
-             VALUES ('p', 'o', 's', 's', 'p', 'completed', '[]', 4, 1, 't', 't');
-             INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at)
-             VALUES ('d', 'o', 'f', 'text/plain', 1, 'x', x'00', 't');
-             INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at)
-             VALUES (1, 'pd', 'p', 'd', 1, 'complete', 't', 't');",
-        )
-        .unwrap();
+        one_document(&c);
         let flagged = |phase: usize| {
             let mut s = crate::domain::state::FieldState {
                 status: crate::domain::state::Status::Completed,
