@@ -156,10 +156,25 @@ pub async fn cors(
     let configured = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|s| !s.config.cors_origins.is_empty());
-    // (A refusal a middleware below returns as an error, such as the per-client 503, goes out
-    // without these headers: the request cannot be held here while the service owns it.)
-    let mut res = next.call(req).await?.map_into_boxed_body();
-    let h = res.headers_mut();
+    // A refusal a middleware below returns as an error (the per-client 503, an oversized head,
+    // a panic) is not a response yet and the request cannot be held here while the service
+    // owns it, so the error is wrapped: its response gets the same headers when it is made.
+    match next.call(req).await {
+        Ok(res) => {
+            let mut res = res.map_into_boxed_body();
+            cors_headers(res.headers_mut(), origin, configured);
+            Ok(res)
+        }
+        Err(inner) => Err(WithCors {
+            inner,
+            origin,
+            configured,
+        }
+        .into()),
+    }
+}
+
+fn cors_headers(h: &mut header::HeaderMap, origin: Option<HeaderValue>, configured: bool) {
     if configured {
         // The answer depends on the Origin header whenever origins are configured.
         h.append(
@@ -174,5 +189,30 @@ pub async fn cors(
             HeaderValue::from_static(CORS_EXPOSED),
         );
     }
-    Ok(res)
+}
+
+/// An answer that left the middlewares below as an error, to be sent with the CORS headers.
+#[derive(Debug)]
+struct WithCors {
+    inner: actix_web::Error,
+    origin: Option<HeaderValue>,
+    configured: bool,
+}
+
+impl std::fmt::Display for WithCors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl actix_web::ResponseError for WithCors {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.inner.as_response_error().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = self.inner.error_response();
+        cors_headers(res.headers_mut(), self.origin.clone(), self.configured);
+        res
+    }
 }

@@ -583,4 +583,20 @@ fn the_workbench_is_served_with_a_strict_policy_and_cors_is_off_unless_allowed()
         refused.header("access-control-allow-origin").as_deref(),
         Some(origin)
     );
+    // So is one a middleware answers before any handler runs (an oversized head here; the
+    // per-client limit and a panic leave the same way).
+    let oversized = send(
+        allowed
+            .http
+            .get(allowed.url("/v1/schemas"))
+            .bearer_auth(allowed.key())
+            .header("Origin", origin)
+            .header("X-Padding", "a".repeat(20 * 1024)),
+    );
+    assert_envelope(&oversized, 400, "bad_request");
+    assert_eq!(
+        oversized.header("access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    assert_eq!(oversized.header("vary").as_deref(), Some("Origin"));
 }
