@@ -58,8 +58,8 @@ pub fn use_mimalloc() -> bool {
         pAppData: std::ptr::null_mut(),
     };
     // SAFETY: SQLITE_CONFIG_MALLOC takes a pointer to a `sqlite3_mem_methods` that SQLite
-    // copies before returning; it is only valid before `sqlite3_initialize`, and SQLite reports misuse as
-    // SQLITE_MISUSE rather than acting on it.
+    // copies before returning; it is only valid before `sqlite3_initialize`, and SQLite
+    // reports misuse as SQLITE_MISUSE rather than acting on it.
     unsafe {
         ffi::sqlite3_config(
             ffi::SQLITE_CONFIG_MALLOC,

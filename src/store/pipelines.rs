@@ -372,7 +372,7 @@ fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
         pass: r.get(8)?,
         error: r.get(9)?,
         error_phase_index: r.get(10)?,
-        field_states: super::json::<super::states::StoredStates>(r, 11, "pipeline_documents")?.0,
+        field_states: super::states::column(r, 11, "pipeline_documents")?,
         restarts: super::json(r, 12, "pipeline_documents")?,
         updated_at: r.get(13)?,
         completed_at: r.get(14)?,

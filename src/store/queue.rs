@@ -323,7 +323,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
             Ok((
                 super::json(r, 1, "pipeline_docs")?,
                 r.get(2)?,
-                super::json::<super::states::StoredStates>(r, 2, "pipeline_docs")?.0,
+                super::states::column(r, 2, "pipeline_docs")?,
                 r.get(3)?,
                 r.get(4)?,
                 super::json(r, 5, "documents")?,
@@ -674,10 +674,7 @@ pub fn current_states(c: &Connection, seq: i64) -> Result<(String, States), Stor
     Ok(
         c.prepare_cached("SELECT seq, field_states FROM pipeline_docs WHERE seq = ?1")?
             .query_row([seq], |r| {
-                Ok((
-                    r.get(1)?,
-                    super::json::<super::states::StoredStates>(r, 1, "pipeline_docs")?.0,
-                ))
+                Ok((r.get(1)?, super::states::column(r, 1, "pipeline_docs")?))
             })?,
     )
 }

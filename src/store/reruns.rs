@@ -281,7 +281,7 @@ fn doc_state(r: &rusqlite::Row) -> rusqlite::Result<DocState> {
         id: r.get(1)?,
         status: r.get(2)?,
         error_phase_index: r.get(3)?,
-        field_states: super::json::<super::states::StoredStates>(r, 4, "pipeline_docs")?.0,
+        field_states: super::states::column(r, 4, "pipeline_docs")?,
         restarts: super::json(r, 5, "pipeline_docs")?,
     })
 }

@@ -40,7 +40,7 @@ fn pd_ref(r: &rusqlite::Row) -> rusqlite::Result<PdRef> {
         cursor: r.get(7)?,
         generation: r.get(8)?,
         pass: r.get(9)?,
-        field_states: super::json::<super::states::StoredStates>(r, 10, "pipeline_documents")?.0,
+        field_states: super::states::column(r, 10, "pipeline_documents")?,
         restarts: super::json(r, 11, "pipeline_documents")?,
         phase_count: r.get(12)?,
         fields: super::json(r, 13, "pipelines")?,

@@ -51,7 +51,8 @@ fn parse_short(v: &str) -> Option<FieldState> {
     })
 }
 
-/// The column's text for `states`.
+/// The column's text for `states`. Absent fields read as progressing at phase 0; storing them
+/// all keeps reads simple.
 pub fn encode(states: &States) -> String {
     let mut out = String::with_capacity(16 * states.len() + 2);
     out.push('{');
@@ -103,8 +104,8 @@ impl<'de> Deserialize<'de> for Stored {
     }
 }
 
-/// The decoded column: read it with `store::json::<StoredStates>(…)?.0`.
-pub struct StoredStates(pub States);
+/// The decoded column.
+struct StoredStates(States);
 
 impl<'de> Deserialize<'de> for StoredStates {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -115,15 +116,20 @@ impl<'de> Deserialize<'de> for StoredStates {
     }
 }
 
-/// Decodes the column's text.
-pub fn decode(text: &str) -> Result<States, serde_json::Error> {
-    serde_json::from_str::<StoredStates>(text).map(|s| s.0)
+/// The field states in column `idx` of a row; text that does not decode is `Corrupt`, as for
+/// every JSON column.
+pub fn column(r: &rusqlite::Row, idx: usize, table: &'static str) -> rusqlite::Result<States> {
+    super::json::<StoredStates>(r, idx, table).map(|s| s.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::state::Flag;
+
+    fn decode(text: &str) -> Result<States, serde_json::Error> {
+        serde_json::from_str::<StoredStates>(text).map(|s| s.0)
+    }
 
     fn plain(status: Status, next: usize) -> FieldState {
         FieldState {
