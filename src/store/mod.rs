@@ -84,8 +84,6 @@ impl Corrupt {
     }
 }
 
-/// Reads column `idx` of a row as JSON. The row is named by the query's first column (its key:
-/// every query of a JSON column selects the row's id or seq first).
 /// A keyset list's comparison, order and starting position: newest first (`<`, `DESC`, from the
 /// largest sequence) or oldest first.
 pub fn keyset(ascending: bool) -> (&'static str, &'static str, i64) {
@@ -96,37 +94,53 @@ pub fn keyset(ascending: bool) -> (&'static str, &'static str, i64) {
     }
 }
 
+/// Reads column `idx` of a row as JSON. The row is named by the query's first column (its key:
+/// every query of a JSON column selects the row's id or seq first).
 pub fn json<T: serde::de::DeserializeOwned>(
     r: &rusqlite::Row,
     idx: usize,
     table: &'static str,
 ) -> rusqlite::Result<T> {
-    let text: String = r.get(idx)?;
-    decode(r, idx, table, &text)
+    json_opt(r, idx, table)?.ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(idx, column_name(r, idx), rusqlite::types::Type::Null)
+    })
 }
 
 /// `json` for a nullable column: NULL is `None`, a value that does not decode is `Corrupt`.
+/// The text is parsed where SQLite holds it, without a copy.
 pub fn json_opt<T: serde::de::DeserializeOwned>(
     r: &rusqlite::Row,
     idx: usize,
     table: &'static str,
 ) -> rusqlite::Result<Option<T>> {
-    let text: Option<String> = r.get(idx)?;
-    text.map(|t| decode(r, idx, table, &t)).transpose()
+    match r.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+            decode(r, idx, table, t).map(Some)
+        }
+        other => Err(rusqlite::Error::InvalidColumnType(
+            idx,
+            column_name(r, idx),
+            other.data_type(),
+        )),
+    }
+}
+
+fn column_name(r: &rusqlite::Row, idx: usize) -> String {
+    r.as_ref()
+        .column_name(idx)
+        .map(str::to_string)
+        .unwrap_or_else(|_| idx.to_string())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
     r: &rusqlite::Row,
     idx: usize,
     table: &'static str,
-    text: &str,
+    text: &[u8],
 ) -> rusqlite::Result<T> {
-    serde_json::from_str(text).map_err(|e| {
-        let column = r
-            .as_ref()
-            .column_name(idx)
-            .map(str::to_string)
-            .unwrap_or_else(|_| idx.to_string());
+    serde_json::from_slice(text).map_err(|e| {
+        let column = column_name(r, idx);
         let row = match r.get_ref(0) {
             Ok(rusqlite::types::ValueRef::Integer(i)) => i.to_string(),
             Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
@@ -655,13 +669,13 @@ pub fn begin_immediate(c: &mut Connection) -> Result<Transaction<'_>, StoreError
     Ok(c.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 
-/// Folds the whole WAL back into the database file (at a clean stop).
 /// Copies what it can of the WAL into the database without waiting for readers.
 pub fn checkpoint_passive(c: &Connection) -> Result<(), StoreError> {
     c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
     Ok(())
 }
 
+/// Folds the whole WAL back into the database file (at a clean stop).
 pub fn checkpoint_truncate(c: &Connection) -> Result<(), StoreError> {
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     Ok(())

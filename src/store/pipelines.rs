@@ -497,27 +497,50 @@ pub fn cells_with(
             Ok(CellRow {
                 seq: r.get(0)?,
                 pd_seq: r.get(1)?,
-                cell: crate::domain::cells::Cell {
-                    seq: r.get(0)?,
-                    field: r.get(2)?,
-                    version: r.get(3)?,
-                    value: super::json_opt(r, 4, "cells")?.unwrap_or(Value::Null),
-                    source: r.get(5)?,
-                    phase_index: r.get::<_, i64>(6)? as usize,
-                    generation: r.get(7)?,
-                    pass: r.get(8)?,
-                    confidence: r.get(9)?,
-                    source_text: r.get(10)?,
-                    config_version: r.get(11)?,
-                    rule_type: r.get(12)?,
-                    note: r.get(13)?,
-                    provenance: super::json_opt(r, 15, "cells")?,
-                },
+                cell: cell_of(r)?,
                 created_at: r.get(14)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// The version in a row whose columns start as `cells_with` selects them.
+fn cell_of(r: &rusqlite::Row) -> rusqlite::Result<crate::domain::cells::Cell> {
+    Ok(crate::domain::cells::Cell {
+        seq: r.get(0)?,
+        field: r.get(2)?,
+        version: r.get(3)?,
+        value: super::json_opt(r, 4, "cells")?.unwrap_or(Value::Null),
+        source: r.get(5)?,
+        phase_index: r.get::<_, i64>(6)? as usize,
+        generation: r.get(7)?,
+        pass: r.get(8)?,
+        confidence: r.get(9)?,
+        source_text: r.get(10)?,
+        config_version: r.get(11)?,
+        rule_type: r.get(12)?,
+        note: r.get(13)?,
+        provenance: super::json_opt(r, 15, "cells")?,
+    })
+}
+
+/// One document's versions as the executor's runner reads them, oldest first: no provenance
+/// and no timestamps. The rows come in `cells_pd` index order (field, version) and are sorted
+/// here: SQLite's sorter copies every record for 28 rows, a sort of the finished vector does not.
+pub fn versions_for_run(
+    c: &Connection,
+    pd_seq: i64,
+) -> Result<Vec<crate::domain::cells::Cell>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
+         config_version, rule_type, note, NULL, NULL FROM cells WHERE pd_seq = ?1",
+    )?;
+    let mut cells = st
+        .query_map([pd_seq], cell_of)?
+        .collect::<Result<Vec<_>, _>>()?;
+    cells.sort_unstable_by_key(|c| c.seq);
+    Ok(cells)
 }
 
 #[derive(Debug, Clone)]

@@ -356,12 +356,7 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
             .collect(),
         None => Vec::new(),
     };
-    // The runner reads values and where they came from, never where on a page they were found:
-    // provenance (word boxes, spans) is left unread and unparsed.
-    let cells = super::pipelines::cells_with(c, &[seq], false)?
-        .into_iter()
-        .map(|r| r.cell)
-        .collect();
+    let cells = super::pipelines::versions_for_run(c, seq)?;
     let mut decisions: Vec<(String, Value)> = Vec::new();
     let rows = c
         .prepare_cached("SELECT seq, field_key, action, final_value FROM review_decisions WHERE pd_seq = ?1 ORDER BY seq")?
