@@ -44,7 +44,7 @@ pub fn create_org(db: &Db, name: &str) -> Result<orgs::Org, AdminError> {
 pub fn create_key(db: &Db, spec: KeySpec) -> Result<CreatedKey, AdminError> {
     let plain = generate_key("live");
     db.write(true, |tx| {
-        let org = orgs::find_by_name(tx, spec.org)?.ok_or_else(|| {
+        let org = orgs::find_by_name_or_id(tx, spec.org)?.ok_or_else(|| {
             AdminError::Invalid(format!("organization '{}' does not exist", spec.org))
         })?;
         let expires_at = match spec.expires_in_secs {

@@ -102,8 +102,8 @@ enum Command {
         /// Keep what was superseded more recently than this, e.g. 90d, 12h, 0s.
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         older_than: std::time::Duration,
-        /// Only this organization (by name); every organization when left out.
-        #[arg(long, value_name = "NAME")]
+        /// Only this organization (by name or id); every organization when left out.
+        #[arg(long, value_name = "ORG")]
         org: Option<String>,
     },
     /// Copy the database consistently while the service runs (SQLite online backup).
@@ -155,7 +155,7 @@ enum OrgsCmd {
 enum KeysCmd {
     /// Create a key and print it once.
     Create {
-        /// The organization the key acts for (see `quire orgs list`).
+        /// The organization the key acts for, by name or id (see `quire orgs list`).
         #[arg(long)]
         org: String,
         /// Comma-separated scopes: read, write, extract.
@@ -322,7 +322,7 @@ fn main() -> ExitCode {
             };
             let org_id = match org {
                 None => None,
-                Some(name) => match db.read(|c| quire::store::orgs::find_by_name(c, &name)) {
+                Some(name) => match db.read(|c| quire::store::orgs::find_by_name_or_id(c, &name)) {
                     Ok(Some(o)) => Some(o.id),
                     Ok(None) => return fail(format!("no organization named {name}")),
                     Err(e) => return fail(e),

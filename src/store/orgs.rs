@@ -23,6 +23,25 @@ pub fn find_by_name(c: &Connection, name: &str) -> Result<Option<Org>, StoreErro
     ))
 }
 
+/// The organization a user named on the command line: by its name, or else by its id (the
+/// first column `quire orgs list` prints).
+pub fn find_by_name_or_id(c: &Connection, name_or_id: &str) -> Result<Option<Org>, StoreError> {
+    if let Some(org) = find_by_name(c, name_or_id)? {
+        return Ok(Some(org));
+    }
+    optional(c.query_row(
+        "SELECT id, name, created_at FROM organizations WHERE id = ?1",
+        [name_or_id],
+        |r| {
+            Ok(Org {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        },
+    ))
+}
+
 /// Creates an organization; `Ok(None)` when the name is taken.
 pub fn create(c: &Connection, name: &str) -> Result<Option<Org>, StoreError> {
     if find_by_name(c, name)?.is_some() {

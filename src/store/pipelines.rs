@@ -484,15 +484,16 @@ pub fn cells_with(
     if pd_seqs.is_empty() {
         return Ok(Vec::new());
     }
-    // One document (the executor's case) uses a cached statement; pages of documents pass a
-    // JSON list, also through one cached statement.
+    // Any number of documents pass as one JSON list, through one cached statement. The rows
+    // come in `cells_pd` order (document, field, version) and are sorted here: for a page's
+    // 1,400–1,800 versions SQLite's sorter would copy every record once more.
     let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
     let mut st = c.prepare_cached(
         "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
          config_version, rule_type, note, created_at, CASE WHEN ?2 THEN provenance END FROM cells
-         WHERE pd_seq IN (SELECT value FROM json_each(?1)) ORDER BY pd_seq, seq",
+         WHERE pd_seq IN (SELECT value FROM json_each(?1))",
     )?;
-    let rows = st
+    let mut rows: Vec<CellRow> = st
         .query_map(params![list, with_provenance], |r| {
             Ok(CellRow {
                 seq: r.get(0)?,
@@ -502,6 +503,7 @@ pub fn cells_with(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    rows.sort_unstable_by_key(|r| (r.pd_seq, r.seq));
     Ok(rows)
 }
 
@@ -817,6 +819,67 @@ mod tests {
                 "SELECT pipeline_id, generation, status, cursor, coalesce(error_phase_index, -1), count(*)
                FROM pipeline_docs GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
             ),
+        );
+    }
+
+    #[test]
+    fn versions_read_oldest_first_per_document_whatever_the_index_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            dir.path().join("v.db").to_str().unwrap(),
+            OpenOptions::default(),
+        )
+        .unwrap();
+        let c = db.dedicated().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        // The index is (document, field, version): writing fields out of alphabetical order,
+        // interleaved across two documents, makes index order differ from write order.
+        let writes = [
+            (2, "b", 1),
+            (1, "z", 1),
+            (1, "a", 1),
+            (2, "a", 1),
+            (1, "z", 2),
+            (1, "m", 1),
+        ];
+        for (pd, field, version) in writes {
+            c.execute(
+                "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, created_at)
+                 VALUES (?1, ?2, ?3, '1', 'rules', 1, 1, 1, 't')",
+                rusqlite::params![pd, field, version],
+            )
+            .unwrap();
+        }
+        let seq_of = |pd: i64, field: &str, version: i64| -> i64 {
+            c.query_row(
+                "SELECT seq FROM cells WHERE pd_seq = ?1 AND field_key = ?2 AND version = ?3",
+                rusqlite::params![pd, field, version],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let mut want: Vec<(i64, i64)> = writes
+            .iter()
+            .map(|&(pd, f, v)| (pd, seq_of(pd, f, v)))
+            .collect();
+        want.sort();
+        let got: Vec<(i64, i64)> = super::cells_with(&c, &[2, 1], false)
+            .unwrap()
+            .iter()
+            .map(|r| (r.pd_seq, r.seq))
+            .collect();
+        assert_eq!(got, want);
+        let one: Vec<i64> = super::versions_for_run(&c, 1)
+            .unwrap()
+            .iter()
+            .map(|v| v.seq)
+            .collect();
+        let want_one: Vec<i64> = want.iter().filter(|w| w.0 == 1).map(|w| w.1).collect();
+        assert_eq!(one, want_one);
+        assert_eq!(
+            super::versions_for_run(&c, 1).unwrap()[0].field,
+            "z",
+            "the first version written is the first read"
         );
     }
 

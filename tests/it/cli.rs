@@ -178,6 +178,34 @@ fn organization_names_are_unique_and_keys_need_a_known_org() {
     assert!(String::from_utf8_lossy(&ok.stdout)
         .trim()
         .starts_with("tlnc_live_"));
+    // The id `orgs list` prints first names the organization as well as its name does.
+    let list = quire(&db).args(["orgs", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    let id = listed
+        .lines()
+        .find(|l| l.split('\t').nth(1) == Some("acme"))
+        .and_then(|l| l.split('\t').next())
+        .expect("acme is listed with its id")
+        .to_string();
+    let by_id = quire(&db)
+        .args(["keys", "create", "--org", &id, "--scopes", "read"])
+        .output()
+        .unwrap();
+    assert!(
+        by_id.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_id.stderr)
+    );
+    let keys = quire(&db).args(["keys", "list"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&keys.stdout)
+            .lines()
+            .filter(|l| l.split('\t').nth(1) == Some("acme"))
+            .count(),
+        2,
+        "both keys act for acme: {}",
+        String::from_utf8_lossy(&keys.stdout)
+    );
 }
 
 #[test]
