@@ -9,17 +9,19 @@ pub struct Org {
     pub created_at: String,
 }
 
+fn org_of(r: &rusqlite::Row) -> rusqlite::Result<Org> {
+    Ok(Org {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
 pub fn find_by_name(c: &Connection, name: &str) -> Result<Option<Org>, StoreError> {
     optional(c.query_row(
         "SELECT id, name, created_at FROM organizations WHERE name = ?1",
         [name],
-        |r| {
-            Ok(Org {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                created_at: r.get(2)?,
-            })
-        },
+        org_of,
     ))
 }
 
@@ -32,13 +34,7 @@ pub fn find_by_name_or_id(c: &Connection, name_or_id: &str) -> Result<Option<Org
     optional(c.query_row(
         "SELECT id, name, created_at FROM organizations WHERE id = ?1",
         [name_or_id],
-        |r| {
-            Ok(Org {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                created_at: r.get(2)?,
-            })
-        },
+        org_of,
     ))
 }
 
