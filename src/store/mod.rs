@@ -84,6 +84,19 @@ impl Corrupt {
     }
 }
 
+/// A fresh database in a temporary directory, for the store's own tests (the directory goes
+/// with the first value).
+#[cfg(test)]
+pub(crate) fn scratch_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = Db::open(
+        dir.path().join("q.db").to_str().expect("a UTF-8 path"),
+        OpenOptions::default(),
+    )
+    .expect("a fresh database");
+    (dir, db)
+}
+
 /// A keyset list's comparison, order and starting position: newest first (`<`, `DESC`, from the
 /// largest sequence) or oldest first.
 pub fn keyset(ascending: bool) -> (&'static str, &'static str, i64) {

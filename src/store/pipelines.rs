@@ -789,7 +789,6 @@ pub fn failed_document(c: &Connection, pd_seq: i64) -> Result<Option<FailedDocum
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Db, OpenOptions};
 
     /// The trigger-kept counts against a `GROUP BY` over the documents themselves.
     fn agree(c: &rusqlite::Connection) {
@@ -824,12 +823,7 @@ mod tests {
 
     #[test]
     fn versions_read_oldest_first_per_document_whatever_the_index_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path().join("v.db").to_str().unwrap(),
-            OpenOptions::default(),
-        )
-        .unwrap();
+        let (_dir, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         // The index is (document, field, version): writing fields out of alphabetical order,
@@ -885,12 +879,7 @@ mod tests {
 
     #[test]
     fn the_status_counts_follow_every_insert_update_and_delete_of_a_document() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path().join("c.db").to_str().unwrap(),
-            OpenOptions::default(),
-        )
-        .unwrap();
+        let (_dir, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         let mut next = 0;

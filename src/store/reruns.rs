@@ -582,7 +582,6 @@ pub fn restart_rest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Db, OpenOptions};
 
     /// A run of five documents whose generation-1 rows are all pending after a whole-run rerun
     /// to generation 2 from phase 2: one still held by a worker (a cancel ended it while it
@@ -623,12 +622,7 @@ mod tests {
 
     #[test]
     fn claims_of_pending_documents_skip_those_in_flight_and_leave_suspects_to_run_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path().join("r.db").to_str().unwrap(),
-            OpenOptions::default(),
-        )
-        .unwrap();
+        let (_dir, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         pending_run(&c);
         assert_eq!(pending_count(&c, "r").unwrap(), 5);
@@ -664,12 +658,7 @@ mod tests {
 
     #[test]
     fn a_whole_run_rerun_resets_in_its_call_only_what_keeps_something_past_its_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path().join("e.db").to_str().unwrap(),
-            OpenOptions::default(),
-        )
-        .unwrap();
+        let (_dir, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         pending_run(&c);
         let states = [

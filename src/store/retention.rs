@@ -150,17 +150,6 @@ pub fn shrinks(c: &Connection) -> Result<bool, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Db, OpenOptions};
-
-    fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path().join("r.db").to_str().unwrap(),
-            OpenOptions::default(),
-        )
-        .unwrap();
-        (dir, db)
-    }
 
     /// A run of one document in generation 2, restarted at phase 2 by a rerun requested at
     /// `requested`: versions of generation 1 at phases 0..=3, a person's version, and those of
@@ -227,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_purge_removes_only_superseded_machine_versions_and_verdicts_of_old_enough_reruns() {
-        let (_d, db) = db();
+        let (_d, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         assert!(shrinks(&c).unwrap(), "a new database can give space back");
         let pd = seed(&c, "2026-03-01T00:00:00.000Z");
@@ -271,7 +260,7 @@ mod tests {
 
     #[test]
     fn outside_a_purge_window_or_for_a_live_or_human_version_the_trigger_refuses_a_delete() {
-        let (_d, db) = db();
+        let (_d, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         seed(&c, "2026-03-01T00:00:00.000Z");
         let delete = |generation: i64, phase: i64, source: &str| {
@@ -301,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_purge_keeps_the_newest_row_the_highest_version_and_the_newest_extracted_version() {
-        let (_d, db) = db();
+        let (_d, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         let pd = seed(&c, "2026-03-01T00:00:00.000Z");
         // A second field whose only versions are superseded: an extraction, then a rule's.

@@ -445,18 +445,12 @@ pub fn insert_human_cell(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Db, OpenOptions};
 
     /// The queue's count without a gate filter (held fields less those of error documents)
     /// against the count that reads each held field's document.
     #[test]
     fn the_queue_count_leaves_out_the_fields_of_error_documents_under_every_filter() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path().join("q.db").to_str().unwrap(),
-            OpenOptions::default(),
-        )
-        .unwrap();
+        let (_dir, db) = crate::store::scratch_db();
         let c = db.dedicated().unwrap();
         c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         for (run, org) in [("r1", "o"), ("r2", "o"), ("r3", "other")] {
