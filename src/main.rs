@@ -322,9 +322,9 @@ fn main() -> ExitCode {
             };
             let org_id = match org {
                 None => None,
-                Some(name) => match db.read(|c| quire::store::orgs::find_by_name_or_id(c, &name)) {
+                Some(org) => match db.read(|c| quire::store::orgs::find_by_name_or_id(c, &org)) {
                     Ok(Some(o)) => Some(o.id),
-                    Ok(None) => return fail(format!("no organization named {name}")),
+                    Ok(None) => return fail(format!("no organization '{org}' (by name or id)")),
                     Err(e) => return fail(e),
                 },
             };

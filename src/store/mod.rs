@@ -128,9 +128,7 @@ pub fn json_opt<T: serde::de::DeserializeOwned>(
 ) -> rusqlite::Result<Option<T>> {
     match r.get_ref(idx)? {
         rusqlite::types::ValueRef::Null => Ok(None),
-        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-            decode(r, idx, table, t).map(Some)
-        }
+        rusqlite::types::ValueRef::Text(t) => decode(r, idx, table, t).map(Some),
         other => Err(rusqlite::Error::InvalidColumnType(
             idx,
             column_name(r, idx),
