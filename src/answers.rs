@@ -952,6 +952,9 @@ pub struct Field {
     /// How many schemas use it.
     pub occurrence_count: i64,
     pub created_at: String,
+    /// An array field's sub-fields (each element of its value is an object of these).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<crate::domain::schema::FieldDef>>,
     pub links: FieldLinks,
 }
 

@@ -30,6 +30,19 @@ pub struct Cell {
     /// and for values no extraction read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// An array value read from a table: where each element was read, in the array's order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<RowSource>>,
+}
+
+/// Where one element of an array value was read: its table row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RowSource {
+    /// The row as the document's text gives it (a CSV record, a table's line).
+    pub source_text: String,
+    /// The row's place on its page, in a PDF, DOCX or image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 /// Where a value stands in a document's text layer (`GET /v1/documents/{id}/pages/{page}`).

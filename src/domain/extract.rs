@@ -2,6 +2,7 @@
 
 use super::labels::{self, fold_caption};
 use super::reading;
+use super::schema::FieldDef;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
@@ -12,6 +13,27 @@ pub struct FieldSpec {
     pub display_name: String,
     pub data_type: String,
     pub synonyms: Vec<String>,
+    /// An array field's sub-fields: the columns of the table it is read from.
+    pub items: Vec<FieldSpec>,
+}
+
+impl From<&FieldDef> for FieldSpec {
+    fn from(f: &FieldDef) -> Self {
+        FieldSpec {
+            name: f.field_name.clone(),
+            display_name: f.display_name.clone(),
+            data_type: f.data_type.clone(),
+            synonyms: f.synonyms.clone(),
+            items: f.items.iter().flatten().map(FieldSpec::from).collect(),
+        }
+    }
+}
+
+impl FieldSpec {
+    /// A table's field: an array whose elements have sub-fields.
+    pub fn is_table(&self) -> bool {
+        self.data_type == "array" && !self.items.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +46,8 @@ pub struct Extracted {
     pub printed: String,
     /// What a reviewer should know of how it was read.
     pub note: Option<String>,
+    /// An array read from a table: each element's row as the text gives it, in order.
+    pub rows: Vec<String>,
 }
 
 const MAX_LABEL: usize = 80;
@@ -50,6 +74,8 @@ pub struct Matcher {
     /// is wanted): a label that is one of these is not read as a field's.
     other: HashSet<String>,
     names: Vec<(String, usize)>,
+    /// Per table field (by index), the matcher of its columns.
+    tables: Vec<(usize, Matcher)>,
 }
 
 /// Bare document-type words that label an invoice's number (`Invoice 2024-001`,
@@ -103,14 +129,21 @@ impl Matcher {
             }
         }
         let other = labels::all().filter(|l| !exact.contains_key(l)).collect();
+        let tables = fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_table())
+            .map(|(i, f)| (i, Matcher::new(&f.items)))
+            .collect();
         Matcher {
             exact,
             other,
             names,
+            tables,
         }
     }
 
-    fn best(&self, label: &str) -> Option<(usize, f64)> {
+    pub(super) fn best(&self, label: &str) -> Option<(usize, f64)> {
         self.hit(label).map(|h| (h.field, h.confidence))
     }
 
@@ -269,7 +302,7 @@ fn well_typed(v: &Value, data_type: &str) -> bool {
     }
 }
 
-fn clean_label(s: &str) -> &str {
+pub(super) fn clean_label(s: &str) -> &str {
     s.trim()
         .trim_end_matches(':')
         .trim_start_matches(['#', '-', '*', '>', ' '])
@@ -277,7 +310,7 @@ fn clean_label(s: &str) -> &str {
 }
 
 /// A value without markup and the signs that introduce it (`# BLR_…`, `: 42`).
-fn clean_value(s: &str) -> &str {
+pub(super) fn clean_value(s: &str) -> &str {
     s.trim()
         .trim_matches(['*', '_'])
         .trim_start_matches(['#', ':'])
@@ -286,7 +319,7 @@ fn clean_value(s: &str) -> &str {
 
 /// The cells of a line: a Markdown table row's cells, a layout line's cells (` | ` between
 /// text that stands apart on the page), else the line itself. A table's rule row has none.
-fn cells_of(line: &str) -> Vec<&str> {
+pub(super) fn cells_of(line: &str) -> Vec<&str> {
     let t = line.trim();
     if t.is_empty() {
         return Vec::new();
@@ -363,6 +396,10 @@ impl Collector<'_> {
             return false;
         }
         let f = &self.fields[hit.field];
+        // An array or an object is read whole (a table, a JSON value), never from one label.
+        if matches!(f.data_type.as_str(), "array" | "object") {
+            return false;
+        }
         let (value, printed) = match value {
             Value::String(s) => (typed_value_in(&s, &f.data_type, self.day_first), s),
             other => {
@@ -390,6 +427,7 @@ impl Collector<'_> {
                     source_text,
                     printed,
                     note: None,
+                    rows: Vec::new(),
                 },
                 well_typed,
                 place,
@@ -575,11 +613,50 @@ impl Collector<'_> {
                             source_text,
                             printed: code.into(),
                             note: None,
+                            rows: Vec::new(),
                         },
                         well_typed: true,
                         place: Place::Below,
                     },
                 );
+            }
+        }
+    }
+
+    /// A table read for the field at `field`: it stands over anything else offered to it.
+    fn table(&mut self, field: usize, t: super::tables::Table) {
+        let name = self.fields[field].name.clone();
+        self.out.insert(
+            name,
+            Candidate {
+                found: Extracted {
+                    value: Value::Array(t.elements),
+                    confidence: t.confidence,
+                    printed: t.header.clone(),
+                    source_text: t.header,
+                    note: None,
+                    rows: t.rows,
+                },
+                well_typed: true,
+                place: Place::Beside,
+            },
+        );
+    }
+
+    /// Each table field's table in a text.
+    fn text_tables(&mut self, text: &str) {
+        let matcher = self.matcher;
+        for (i, columns) in &matcher.tables {
+            let found = super::tables::from_text(
+                text,
+                &self.fields[*i].items,
+                columns,
+                cells_of,
+                |c| !matches!(matcher.named(clean_label(c)), Named::Unknown),
+                self.day_first,
+            );
+            if let Some(t) = found {
+                self.table(*i, t);
             }
         }
     }
@@ -639,6 +716,18 @@ pub fn extract_with(
                     }
                 }
             }
+            // A list of objects under a table field's name (or synonym) is its table.
+            for (i, columns) in &matcher.tables {
+                let found = obj.iter().find_map(|(k, val)| match val {
+                    Value::Array(list) if matcher.best(k).is_some_and(|(f, _)| f == *i) => {
+                        super::tables::from_json(k, list, &fields[*i].items, columns, c.day_first)
+                    }
+                    _ => None,
+                });
+                if let Some(t) = found {
+                    c.table(*i, t);
+                }
+            }
             // One level down, for documents that group their fields.
             for val in obj.values() {
                 if let Value::Object(inner) = val {
@@ -688,10 +777,23 @@ pub fn extract_with(
                 for (h, v) in header.iter().zip(first.iter()) {
                     c.offer(h, Value::String(v.trim().to_string()), &line);
                 }
+                // Every record under the header is an element of a table field.
+                for (i, columns) in &matcher.tables {
+                    let found = super::tables::from_records(
+                        &rows,
+                        &fields[*i].items,
+                        columns,
+                        c.day_first,
+                    );
+                    if let Some(t) = found {
+                        c.table(*i, t);
+                    }
+                }
             }
         }
         _ => {
             c.text(text);
+            c.text_tables(text);
             c.currency_from_amounts(text);
         }
     }
@@ -709,6 +811,7 @@ mod tests {
             display_name: d.into(),
             data_type: t.into(),
             synonyms: syn.iter().map(|s| s.to_string()).collect(),
+            items: Vec::new(),
         };
         vec![
             f(
@@ -814,6 +917,7 @@ mod tests {
             display_name: n.replace('_', " "),
             data_type: t.into(),
             synonyms: Vec::new(),
+            items: Vec::new(),
         };
         vec![
             f("invoice_number", "string"),

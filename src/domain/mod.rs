@@ -18,4 +18,5 @@ pub mod reading;
 pub mod schema;
 pub mod state;
 pub mod status;
+pub mod tables;
 pub mod webhooks;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 /// Bumped whenever the messages or the answer's schema change: it is part of the response
 /// cache's key, so a new prompt never reads an old prompt's answers.
-pub const PROMPT_VERSION: u32 = 1;
+pub const PROMPT_VERSION: u32 = 2;
 
 /// How much document text one request carries (characters; about a quarter as many tokens).
 pub const CHUNK_CHARS: usize = 24_000;
@@ -20,7 +20,24 @@ fn json_type(f: &FieldDef) -> Value {
         "number" => json!({"type": ["number", "null"]}),
         "integer" => json!({"type": ["integer", "null"]}),
         "boolean" => json!({"type": ["boolean", "null"]}),
-        "array" => json!({"type": ["array", "null"]}),
+        "array" => match &f.items {
+            // A table: each row an object of its columns and the row's own quote.
+            Some(items) => {
+                let mut props: Map<String, Value> = items
+                    .iter()
+                    .map(|s| (s.field_name.clone(), json_type(s)))
+                    .collect();
+                props.insert("quote".into(), json!({"type": ["string", "null"]}));
+                let names: Vec<&String> = props.keys().collect();
+                json!({"type": ["array", "null"], "items": {
+                    "type": "object",
+                    "properties": props,
+                    "required": names,
+                    "additionalProperties": false
+                }})
+            }
+            None => json!({"type": ["array", "null"]}),
+        },
         "object" => json!({"type": ["object", "null"]}),
         _ => json!({"type": ["string", "null"]}),
     };
@@ -97,6 +114,18 @@ pub fn messages(fields: &[FieldDef], text: &str) -> Vec<Value> {
         }
         if let Some(e) = &f.enum_values {
             spec.push_str(&format!("; one of {}", Value::Array(e.clone())));
+        }
+        if let Some(items) = &f.items {
+            spec.push_str("; a table, one object per row, with");
+            for s in items {
+                spec.push_str(&format!(
+                    " {} ({}): {};",
+                    s.field_name,
+                    s.display_name,
+                    expected_format(s)
+                ));
+            }
+            spec.push_str(" and quote: the row's exact text");
         }
         spec.push('\n');
     }
@@ -194,6 +223,9 @@ fn type_fits(f: &FieldDef, v: &Value) -> bool {
         "number" => v.is_number(),
         "integer" => v.is_i64() || v.is_u64(),
         "boolean" => v.is_boolean(),
+        "array" if f.items.is_some() => v
+            .as_array()
+            .is_some_and(|rows| rows.iter().all(Value::is_object)),
         "array" => v.is_array(),
         "object" => v.is_object(),
         _ => v.is_string(),
@@ -324,11 +356,17 @@ pub fn extracted(
         let Some(a) = answer.field(&f.name) else {
             continue;
         };
-        let value = match &a.value {
-            Value::String(s) => typed_value_in(s, &f.data_type, day_first),
-            other => other.clone(),
+        let (value, rows) = match &a.value {
+            Value::Array(list) if f.is_table() => table(list, f, text, day_first),
+            Value::String(s) => (typed_value_in(s, &f.data_type, day_first), Vec::new()),
+            other => (other.clone(), Vec::new()),
         };
-        let quote = a.quote.clone().unwrap_or_default();
+        // A table's quote is its first row's where the model gave none for the whole.
+        let quote = a
+            .quote
+            .clone()
+            .or_else(|| rows.first().cloned())
+            .unwrap_or_default();
         let (found, line) = find_quote(text, &quote);
         let note = (found == QuoteMatch::Missing).then(|| {
             if quote.is_empty() {
@@ -345,10 +383,40 @@ pub fn extracted(
                 source_text: line.unwrap_or(quote.clone()).chars().take(500).collect(),
                 printed: quote,
                 note,
+                rows,
             },
         );
     }
     out
+}
+
+/// A model's table: each row typed like the rules' (sub-fields it did not give are null, keys
+/// it made up are dropped), and the line each row's quote stands on (the quote itself where
+/// the text does not have it).
+fn table(list: &[Value], f: &FieldSpec, text: &str, day_first: bool) -> (Value, Vec<String>) {
+    let mut rows = Vec::with_capacity(list.len());
+    let elements = list
+        .iter()
+        .map(|row| {
+            let quote = row.get("quote").and_then(Value::as_str).unwrap_or_default();
+            let line = find_quote(text, quote).1.unwrap_or_else(|| quote.to_string());
+            rows.push(line.trim().chars().take(500).collect());
+            let obj: Map<String, Value> = f
+                .items
+                .iter()
+                .map(|s| {
+                    let v = match row.get(&s.name) {
+                        Some(Value::String(x)) => typed_value_in(x, &s.data_type, day_first),
+                        Some(v) => v.clone(),
+                        None => Value::Null,
+                    };
+                    (s.name.clone(), v)
+                })
+                .collect();
+            Value::Object(obj)
+        })
+        .collect();
+    (Value::Array(elements), rows)
 }
 
 #[cfg(test)]
@@ -368,6 +436,7 @@ mod tests {
             enum_values: None,
             format: None,
             title: None,
+            items: None,
         };
         vec![f("invoice_number", "string"), f("total", "number")]
     }

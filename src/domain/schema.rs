@@ -30,6 +30,11 @@ pub struct FieldDef {
     /// when no `x-display-name` does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// An `array` field's elements: each an object of these typed sub-fields (a table's
+    /// columns). Absent for every other type, and for an array of bare values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub items: Option<Vec<FieldDef>>,
 }
 
 pub fn valid_field_name(name: &str) -> bool {
@@ -106,13 +111,26 @@ pub fn fields_from_input(v: &Value) -> Result<Vec<FieldDef>, String> {
         Value::Object(map) => map
             .iter()
             .map(|(name, t)| {
-                let t = t
-                    .as_str()
-                    .ok_or_else(|| format!("fields.{name} must be a data type string"))?;
+                let at = format!("fields.{name}");
+                // `"lines": [{"description": "string", "amount": "number"}]`: a table whose
+                // elements have these columns.
+                let (data_type, items) = match t {
+                    Value::String(t) => (check_type(t, &at)?, None),
+                    Value::Array(one) if one.len() == 1 && one[0].is_object() => (
+                        "array".to_string(),
+                        Some(items_from(&one[0], &format!("{at}[0]"))?),
+                    ),
+                    _ => {
+                        return Err(format!(
+                            "{at} must be a data type string, or a list holding one object of \
+                             sub-field names and types (an array of those objects)"
+                        ))
+                    }
+                };
                 Ok(FieldDef {
                     field_name: name.clone(),
                     display_name: default_display_name(name),
-                    data_type: check_type(t, &format!("fields.{name}"))?,
+                    data_type,
                     description: None,
                     is_required: false,
                     requires_review: false,
@@ -121,6 +139,7 @@ pub fn fields_from_input(v: &Value) -> Result<Vec<FieldDef>, String> {
                     enum_values: None,
                     format: None,
                     title: None,
+                    items,
                 })
             })
             .collect(),
@@ -143,7 +162,12 @@ fn field_from_object(item: &Value, at: &str) -> Result<FieldDef, String> {
         Some(Value::Array(a)) => Some(a.clone()),
         Some(_) => return Err(format!("{at}.enum must be an array")),
     };
+    let items = match obj.get("items") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(items_from(v, &format!("{at}.items"))?),
+    };
     Ok(FieldDef {
+        items,
         display_name: opt_string(obj.get("display_name"), &format!("{at}.display_name"))?
             .unwrap_or_else(|| default_display_name(&name)),
         data_type,
@@ -157,6 +181,19 @@ fn field_from_object(item: &Value, at: &str) -> Result<FieldDef, String> {
         title: opt_string(obj.get("title"), &format!("{at}.title"))?,
         field_name: name,
     })
+}
+
+/// An array field's sub-fields, in the list or the map form (`items` of a field object, or the
+/// object a map-form field's one-element list holds).
+fn items_from(v: &Value, at: &str) -> Result<Vec<FieldDef>, String> {
+    match v {
+        Value::Array(_) | Value::Object(_) => {
+            fields_from_input(v).map_err(|e| format!("{at}: {e}"))
+        }
+        _ => Err(format!(
+            "{at} must be a list of sub-field objects or an object of name: type"
+        )),
+    }
 }
 
 /// A schema given in any of the three forms Quire accepts: a JSON Schema object (it has
@@ -174,23 +211,28 @@ pub fn fields_from_any(v: &Value) -> Result<Vec<FieldDef>, String> {
 
 /// Parses a JSON Schema `definition` with the `x-` extensions.
 pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
+    definition_fields(def, "definition")
+}
+
+/// The fields of a JSON Schema object (`def`, which the messages call `whose`).
+fn definition_fields(def: &Value, whose: &str) -> Result<Vec<FieldDef>, String> {
     let obj = def
         .as_object()
-        .ok_or("definition must be a JSON Schema object")?;
+        .ok_or_else(|| format!("{whose} must be a JSON Schema object"))?;
     if let Some(t) = obj.get("type") {
         if t != "object" {
-            return Err("definition.type must be \"object\"".into());
+            return Err(format!("{whose}.type must be \"object\""));
         }
     }
-    let required = string_list(obj.get("required"), "definition.required")?;
+    let required = string_list(obj.get("required"), &format!("{whose}.required"))?;
     let props = match obj.get("properties") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Object(p)) => p,
-        Some(_) => return Err("definition.properties must be an object".into()),
+        Some(_) => return Err(format!("{whose}.properties must be an object")),
     };
     let mut out = Vec::with_capacity(props.len());
     for (name, prop) in props {
-        let at = format!("definition.properties.{name}");
+        let at = format!("{whose}.properties.{name}");
         let p = prop
             .as_object()
             .ok_or_else(|| format!("{at} must be an object"))?;
@@ -211,7 +253,16 @@ pub fn fields_from_definition(def: &Value) -> Result<Vec<FieldDef>, String> {
             Some(Value::Array(a)) => Some(a.clone()),
             Some(_) => return Err(format!("{at}.enum must be an array")),
         };
+        // `items: {type: object, properties: …}`: the elements' sub-fields; items of a bare
+        // type (`items: {type: string}`) describe a plain list, which has no sub-fields.
+        let items = match p.get("items") {
+            Some(items) if data_type == "array" && items.get("properties").is_some() => {
+                Some(definition_fields(items, &format!("{at}.items"))?)
+            }
+            _ => None,
+        };
         out.push(FieldDef {
+            items,
             field_name: name.clone(),
             display_name: opt_string(p.get("x-display-name"), &format!("{at}.x-display-name"))?
                 .or_else(|| title.clone())
@@ -245,24 +296,11 @@ pub fn validate_fields(fields: Vec<FieldDef>) -> Result<Vec<FieldDef>, String> {
     if fields.len() > MAX_FIELDS {
         return Err(format!("a schema has at most {MAX_FIELDS} fields"));
     }
-    let mut seen = HashSet::new();
+    check_names(&fields, "field")?;
     for f in &fields {
-        if !valid_field_name(&f.field_name) {
-            return Err(format!(
-                "field name '{}' must match ^[a-z][a-z0-9_]{{0,63}}$",
-                f.field_name
-            ));
-        }
-        if !seen.insert(f.field_name.as_str()) {
-            return Err(format!("field '{}' appears twice", f.field_name));
-        }
-        if f.display_name.trim().is_empty() || f.display_name.chars().count() > 200 {
-            return Err(format!(
-                "field '{}': display_name must be 1-200 characters",
-                f.field_name
-            ));
-        }
+        check_items(f)?;
     }
+    let seen: HashSet<&str> = fields.iter().map(|f| f.field_name.as_str()).collect();
     for f in &fields {
         for d in &f.depends_on {
             if !seen.contains(d.as_str()) {
@@ -282,6 +320,68 @@ pub fn validate_fields(fields: Vec<FieldDef>) -> Result<Vec<FieldDef>, String> {
         ));
     }
     Ok(fields)
+}
+
+/// Most sub-fields an array field's elements have.
+pub const MAX_ITEMS: usize = 100;
+
+/// Names valid and unique, display names of a sane length (`what` names them in messages).
+fn check_names(fields: &[FieldDef], what: &str) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for f in fields {
+        if !valid_field_name(&f.field_name) {
+            return Err(format!(
+                "{what} name '{}' must match ^[a-z][a-z0-9_]{{0,63}}$",
+                f.field_name
+            ));
+        }
+        if !seen.insert(f.field_name.as_str()) {
+            return Err(format!("{what} '{}' appears twice", f.field_name));
+        }
+        if f.display_name.trim().is_empty() || f.display_name.chars().count() > 200 {
+            return Err(format!(
+                "{what} '{}': display_name must be 1-200 characters",
+                f.field_name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An array field's sub-fields are typed scalars, without dependencies of their own; only an
+/// array field has them.
+fn check_items(f: &FieldDef) -> Result<(), String> {
+    let Some(items) = &f.items else {
+        return Ok(());
+    };
+    let name = &f.field_name;
+    if f.data_type != "array" {
+        return Err(format!(
+            "field '{name}' has items but is of type {}: only an array field has items",
+            f.data_type
+        ));
+    }
+    if items.is_empty() || items.len() > MAX_ITEMS {
+        return Err(format!(
+            "field '{name}': items must name 1-{MAX_ITEMS} sub-fields"
+        ));
+    }
+    check_names(items, &format!("field '{name}': sub-field"))?;
+    for s in items {
+        if matches!(s.data_type.as_str(), "array" | "object") {
+            return Err(format!(
+                "field '{name}': sub-field '{}' must be of a scalar type, not {}",
+                s.field_name, s.data_type
+            ));
+        }
+        if !s.depends_on.is_empty() {
+            return Err(format!(
+                "field '{name}': sub-field '{}' cannot have depends_on (the array field can)",
+                s.field_name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn find_cycle(fields: &[FieldDef]) -> Option<String> {
@@ -330,6 +430,60 @@ pub fn merge_fields(base: &[FieldDef], patch: Vec<FieldDef>) -> Vec<FieldDef> {
     out
 }
 
+/// Whether a value is of a data type, strictly: a date as `YYYY-MM-DD`, a currency as an ISO
+/// 4217 code.
+pub fn fits(data_type: &str, v: &Value) -> bool {
+    match data_type {
+        "string" => v.is_string(),
+        "number" => v.is_number(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "boolean" => v.is_boolean(),
+        "date" => v.as_str().is_some_and(|s| {
+            s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+        }),
+        "currency" => v
+            .as_str()
+            .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        _ => false,
+    }
+}
+
+/// What a value of a data type must be, for messages.
+pub fn wanted(data_type: &str) -> String {
+    match data_type {
+        "date" => "a date as YYYY-MM-DD".into(),
+        "currency" => "an ISO 4217 currency code such as EUR".into(),
+        t => format!("JSON of type {t}"),
+    }
+}
+
+/// Checks an array's elements against its sub-fields: each an object of sub-fields only, each
+/// value null or of its sub-field's type. The message names the first element that is not.
+pub fn check_elements(items: &[FieldDef], v: &Value) -> Result<(), String> {
+    let Some(list) = v.as_array() else {
+        return Err("must be a JSON array".into());
+    };
+    for (i, e) in list.iter().enumerate() {
+        let Some(obj) = e.as_object() else {
+            return Err(format!("element {i} must be an object of sub-fields"));
+        };
+        for (k, x) in obj {
+            let Some(s) = items.iter().find(|s| &s.field_name == k) else {
+                return Err(format!("element {i} names an unknown sub-field '{k}'"));
+            };
+            if !x.is_null() && !fits(&s.data_type, x) {
+                return Err(format!(
+                    "element {i}: '{k}' must be {}",
+                    wanted(&s.data_type)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The normalized JSON Schema of a field list.
 pub fn to_definition(fields: &[FieldDef]) -> Value {
     let mut props = Map::new();
@@ -363,6 +517,9 @@ pub fn to_definition(fields: &[FieldDef]) -> Value {
         }
         if f.requires_review {
             p.insert("x-requires-review".into(), json!(true));
+        }
+        if let Some(items) = &f.items {
+            p.insert("items".into(), to_definition(items));
         }
         if f.is_required {
             required.push(f.field_name.clone());
@@ -456,6 +613,61 @@ mod tests {
         assert!(bad(cyc).unwrap_err().contains("cycle"));
         let dup = json!([{"field_name": "a"}, {"field_name": "a"}]);
         assert!(bad(dup).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn an_array_of_objects_reads_alike_in_the_three_forms_and_round_trips() {
+        let list = validate_fields(
+            fields_from_input(&json!([{"field_name": "lines", "data_type": "array", "items": [
+                {"field_name": "description"}, {"field_name": "amount", "data_type": "number"}]}]))
+            .unwrap(),
+        )
+        .unwrap();
+        let map = fields_from_input(
+            &json!({"lines": [{"description": "string", "amount": "number"}]}),
+        )
+        .unwrap();
+        let def = fields_from_definition(&json!({"type": "object", "properties": {"lines": {
+            "type": "array", "items": {"type": "object", "properties": {
+                "description": {"type": "string"}, "amount": {"type": "number"}}}}}}))
+        .unwrap();
+        assert_eq!(list, map);
+        assert_eq!(map, def);
+        let items = list[0].items.as_ref().unwrap();
+        assert_eq!(items[1].field_name, "amount");
+        assert_eq!(items[1].data_type, "number");
+        let back = to_definition(&list);
+        assert_eq!(
+            back["properties"]["lines"]["items"]["properties"]["amount"]["type"],
+            "number"
+        );
+        assert_eq!(fields_from_definition(&back).unwrap(), list);
+        let plain = fields_from_definition(&json!({"properties": {"tags": {
+            "type": "array", "items": {"type": "string"}}}}))
+        .unwrap();
+        assert_eq!(plain[0].items, None, "a list of bare values has no sub-fields");
+    }
+
+    #[test]
+    fn items_are_refused_where_they_cannot_mean_anything() {
+        let bad = |v: Value| {
+            fields_from_input(&v).and_then(validate_fields).unwrap_err()
+        };
+        assert!(bad(json!([{"field_name": "a", "data_type": "string", "items": {"x": "string"}}]))
+            .contains("only an array field has items"));
+        assert!(bad(json!({"lines": [{"inner": "array"}]})).contains("scalar type"));
+        assert!(bad(json!({"lines": [{"Bad": "string"}]})).contains("sub-field name 'Bad'"));
+        assert!(bad(json!({"lines": [{}]})).contains("1-100 sub-fields"));
+        assert!(bad(json!({"lines": [{"a": "money"}]})).contains("fields.lines[0]"));
+        assert!(bad(json!({"lines": [{"a": "string"}, {"b": "string"}]})).contains("one object"));
+        assert!(bad(json!([{"field_name": "lines", "data_type": "array",
+            "items": [{"field_name": "a", "depends_on": ["b"]}, {"field_name": "b"}]}]))
+        .contains("cannot have depends_on"));
+        let def = json!({"properties": {"lines": {"type": "array", "items": {
+            "type": "object", "properties": {"n": {"type": "money"}}}}}});
+        assert!(fields_from_definition(&def)
+            .unwrap_err()
+            .starts_with("definition.properties.lines.items.properties.n.type"));
     }
 
     #[test]

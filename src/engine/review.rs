@@ -7,7 +7,7 @@ use super::views::DocView;
 use super::EngineError;
 use crate::answers::ResolveAnswer;
 use crate::domain::rail::PhaseType;
-use crate::domain::schema::FieldDef;
+use crate::domain::schema::{self, FieldDef};
 use crate::domain::state::{
     apply_waiting, document_status, released_waiters, with_fields, FieldState, States, Status,
 };
@@ -57,35 +57,17 @@ pub struct ResolveRequest {
 
 /// Checks a corrected value against the field's data type.
 pub fn check_type(f: &FieldDef, v: &Value) -> Result<(), String> {
-    let ok = match f.data_type.as_str() {
-        "string" => v.is_string(),
-        "number" => v.is_number(),
-        "integer" => v.is_i64() || v.is_u64(),
-        "boolean" => v.is_boolean(),
-        "date" => v.as_str().is_some_and(|s| {
-            s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
-        }),
-        "currency" => v
-            .as_str()
-            .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())),
-        "array" => v.is_array(),
-        "object" => v.is_object(),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        let want = if f.data_type == "date" {
-            "a date as YYYY-MM-DD".to_string()
-        } else if f.data_type == "currency" {
-            "an ISO 4217 currency code such as EUR".to_string()
-        } else {
-            format!("JSON of type {}", f.data_type)
-        };
-        Err(format!(
-            "corrected_value for '{}' must be {want}",
-            f.field_name
-        ))
+    if !schema::fits(&f.data_type, v) {
+        return Err(format!(
+            "corrected_value for '{}' must be {}",
+            f.field_name,
+            schema::wanted(&f.data_type)
+        ));
+    }
+    match &f.items {
+        Some(items) => schema::check_elements(items, v)
+            .map_err(|e| format!("corrected_value for '{}': {e}", f.field_name)),
+        None => Ok(()),
     }
 }
 
@@ -162,6 +144,7 @@ impl Doc {
             rule_type: None,
             note,
             provenance: None,
+            rows: None,
         };
         store::review::insert_human_cell(c, self.pd.seq, &cell)?;
         Ok(())

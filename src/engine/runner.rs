@@ -3,6 +3,7 @@
 
 use crate::domain::canonical::canonical_json;
 pub use crate::domain::cells::{Cell, NewVerdict, Step};
+use crate::domain::cells::RowSource;
 use crate::domain::extract::{self, Extracted, FieldSpec};
 use crate::domain::gate::{self, Evidence, Gate, Outcome, Severity};
 use crate::domain::policy::{self, Rule, RuleDef};
@@ -94,15 +95,7 @@ impl RunSpec {
                 }
             }
         }
-        let extract_specs: Vec<FieldSpec> = fields
-            .iter()
-            .map(|f| FieldSpec {
-                name: f.field_name.clone(),
-                display_name: f.display_name.clone(),
-                data_type: f.data_type.clone(),
-                synonyms: f.synonyms.clone(),
-            })
-            .collect();
+        let extract_specs: Vec<FieldSpec> = fields.iter().map(FieldSpec::from).collect();
         let matcher = extract::Matcher::new(&extract_specs);
         let folded_names = fields
             .iter()
@@ -349,8 +342,11 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                         if over_value_budget(ctx, &f.field_name, &x.value) {
                             continue;
                         }
-                        let provenance =
-                            crate::intake::layout::locate(&ctx.pages, &x.source_text, &x.printed);
+                        let provenance = if x.rows.is_empty() {
+                            crate::intake::layout::locate(&ctx.pages, &x.source_text, &x.printed)
+                        } else {
+                            crate::intake::layout::locate_row(&ctx.pages, &x.source_text)
+                        };
                         // A value read from a scan is as sure as the OCR that read it.
                         let confidence = match provenance.as_ref().and_then(|p| p.ocr_confidence) {
                             Some(ocr) => x.confidence * f64::from(ocr),
@@ -372,6 +368,19 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                         );
                         c.provenance = provenance;
                         c.note = x.note.clone();
+                        if !x.rows.is_empty() {
+                            c.rows = Some(
+                                x.rows
+                                    .iter()
+                                    .map(|line| RowSource {
+                                        source_text: line.clone(),
+                                        provenance: crate::intake::layout::locate_row(
+                                            &ctx.pages, line,
+                                        ),
+                                    })
+                                    .collect(),
+                            );
+                        }
                         new_cells.push(c);
                     }
                 }
@@ -486,6 +495,7 @@ fn cell(
         rule_type,
         note: None,
         provenance: None,
+        rows: None,
     }
 }
 

@@ -200,6 +200,7 @@ fn render_field(f: &RegistryField) -> answers::Field {
         cluster_name: crate::domain::labels::cluster_of(&field_names(f)).map(str::to_string),
         occurrence_count: f.occurrence_count,
         created_at: f.created_at.clone(),
+        items: f.items.clone(),
         links: answers::FieldLinks {
             self_: format!("/v1/fields/{}", f.id),
             similar: format!("/v1/fields/{}/similar", f.id),

@@ -149,8 +149,45 @@ pub fn locate(pages: &[super::Page], line: &str, value: &str) -> Option<Provenan
     let end = chars(line_at + v_at + v_len);
     let shown = &line[v_at..v_at + v_len];
     let printed = printing_words(&page.words, shown).unwrap_or_default();
+    Some(placed(page, start, end, &printed))
+}
+
+/// Where a whole line stands (a table's row): its span in the page's text, and the box around
+/// the words printed on its row that the line holds.
+pub fn locate_row(pages: &[super::Page], line: &str) -> Option<Provenance> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let page = pages.iter().find(|p| p.text.contains(line))?;
+    let at = page.text.find(line)?;
+    let chars = |bytes: usize| page.text[..bytes].chars().count();
+    // The row is found by its longest cell, whose words are the least likely to stand on
+    // another row as well.
+    let longest = line.split(" | ").max_by_key(|c| c.len())?;
+    let printed = match printing_words(&page.words, longest.trim()) {
+        Some(anchor) => {
+            let (y, half) = (center(anchor[0]), (anchor[0].y1 - anchor[0].y0).max(1.0) / 2.0);
+            let tokens: std::collections::HashSet<&str> = line.split_whitespace().collect();
+            page.words
+                .iter()
+                .filter(|w| (center(w) - y).abs() <= half && tokens.contains(w.text.as_str()))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Some(placed(
+        page,
+        chars(at),
+        chars(at + line.len()),
+        &printed,
+    ))
+}
+
+/// A span of a page with the box around the words that print it and their OCR confidence.
+fn placed(page: &super::Page, start: usize, end: usize, printed: &[&Word]) -> Provenance {
     let confs: Vec<f32> = printed.iter().filter_map(|w| w.conf).collect();
-    Some(Provenance {
+    Provenance {
         page: page.number,
         start,
         end,
@@ -167,7 +204,7 @@ pub fn locate(pages: &[super::Page], line: &str, value: &str) -> Option<Provenan
                 })
         }),
         ocr_confidence: (!confs.is_empty()).then(|| confs.iter().sum::<f32>() / confs.len() as f32),
-    })
+    }
 }
 
 /// The words that print `text` side by side on one row.

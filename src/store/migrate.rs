@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "lazy_rerun", "0012_lazy_rerun.sql"),
     migration!(13, "interned_verdicts", "0013_interned_verdicts.sql"),
     migration!(14, "short_field_states", "0014_short_field_states.sql"),
+    migration!(15, "line_items", "0015_line_items.sql"),
 ];
 
 pub fn latest_version() -> i64 {

@@ -490,8 +490,8 @@ pub fn cells_with(
     let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
     let mut st = c.prepare_cached(
         "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
-         config_version, rule_type, note, created_at, CASE WHEN ?2 THEN provenance END FROM cells
-         WHERE pd_seq IN (SELECT value FROM json_each(?1))",
+         config_version, rule_type, note, created_at, CASE WHEN ?2 THEN provenance END,
+         CASE WHEN ?2 THEN rows END FROM cells WHERE pd_seq IN (SELECT value FROM json_each(?1))",
     )?;
     let mut rows: Vec<CellRow> = st
         .query_map(params![list, with_provenance], |r| {
@@ -524,6 +524,7 @@ fn cell_of(r: &rusqlite::Row) -> rusqlite::Result<crate::domain::cells::Cell> {
         rule_type: r.get(12)?,
         note: r.get(13)?,
         provenance: super::json_opt(r, 15, "cells")?,
+        rows: super::json_opt(r, 16, "cells")?,
     })
 }
 
@@ -536,7 +537,7 @@ pub fn versions_for_run(
 ) -> Result<Vec<crate::domain::cells::Cell>, StoreError> {
     let mut st = c.prepare_cached(
         "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
-         config_version, rule_type, note, NULL, NULL FROM cells WHERE pd_seq = ?1",
+         config_version, rule_type, note, NULL, NULL, NULL FROM cells WHERE pd_seq = ?1",
     )?;
     let mut cells = st
         .query_map([pd_seq], cell_of)?

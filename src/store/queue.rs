@@ -475,9 +475,9 @@ pub fn insert_step_rows(
     for chunk in rows.cells.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence,
-             source_text, config_version, rule_type, note, created_at, provenance) VALUES ",
+             source_text, config_version, rule_type, note, created_at, provenance, rows) VALUES ",
         );
-        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 15);
+        let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 16);
         let mut phases: Vec<i64> = Vec::with_capacity(chunk.len());
         phases.extend(chunk.iter().map(|(cell, _)| cell.phase_index as i64));
         let provenances: Vec<Option<String>> = chunk
@@ -488,11 +488,19 @@ pub fn insert_step_rows(
                     .and_then(|p| serde_json::to_string(p).ok())
             })
             .collect();
+        let sources: Vec<Option<String>> = chunk
+            .iter()
+            .map(|(cell, _)| {
+                cell.rows
+                    .as_ref()
+                    .and_then(|r| serde_json::to_string(r).ok())
+            })
+            .collect();
         for (k, (cell, value)) in chunk.iter().enumerate() {
             if k > 0 {
                 sql.push(',');
             }
-            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
             args.extend_from_slice(&[
                 &seq as &dyn ToSql,
                 &cell.field,
@@ -509,6 +517,7 @@ pub fn insert_step_rows(
                 &cell.note,
                 &now,
                 &provenances[k],
+                &sources[k],
             ]);
         }
         c.prepare_cached(&sql)?.execute(args.as_slice())?;

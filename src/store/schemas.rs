@@ -197,6 +197,8 @@ fn register_fields(
     after: &[FieldDef],
 ) -> Result<(), StoreError> {
     for f in after {
+        // An array field's sub-fields as the newest schema that names it gives them.
+        let items = f.items.as_ref().and_then(|i| serde_json::to_string(i).ok());
         let existing: Option<(i64, Vec<String>)> = c
             .query_row(
                 "SELECT seq, synonyms FROM registry_fields WHERE org_id = ?1 AND canonical_name = ?2",
@@ -213,14 +215,15 @@ fn register_fields(
                     }
                 }
                 c.execute(
-                    "UPDATE registry_fields SET synonyms = ?2, occurrence_count = occurrence_count + ?3 WHERE seq = ?1",
-                    params![seq, serde_json::to_string(&synonyms).unwrap_or_default(), added as i64],
+                    "UPDATE registry_fields SET synonyms = ?2, occurrence_count = occurrence_count + ?3,
+                     items = coalesce(?4, items) WHERE seq = ?1",
+                    params![seq, serde_json::to_string(&synonyms).unwrap_or_default(), added as i64, items],
                 )?;
             }
             None => {
                 c.execute(
-                    "INSERT INTO registry_fields(id, org_id, canonical_name, display_name, data_type, synonyms, occurrence_count, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+                    "INSERT INTO registry_fields(id, org_id, canonical_name, display_name, data_type, synonyms, occurrence_count,
+                     created_at, items) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)",
                     params![
                         new_id(),
                         org_id,
@@ -228,7 +231,8 @@ fn register_fields(
                         f.display_name,
                         f.data_type,
                         serde_json::to_string(&f.synonyms).unwrap_or_default(),
-                        now_rfc3339()
+                        now_rfc3339(),
+                        items
                     ],
                 )?;
             }
@@ -259,6 +263,8 @@ pub struct RegistryField {
     pub synonyms: Vec<String>,
     pub occurrence_count: i64,
     pub created_at: String,
+    /// An array field's sub-fields.
+    pub items: Option<Vec<FieldDef>>,
 }
 
 pub fn list_registry(
@@ -269,7 +275,7 @@ pub fn list_registry(
 ) -> Result<(Vec<RegistryField>, i64), StoreError> {
     let rows = c
         .prepare_cached(
-            "SELECT seq, id, canonical_name, display_name, data_type, synonyms, occurrence_count, created_at
+            "SELECT seq, id, canonical_name, display_name, data_type, synonyms, occurrence_count, created_at, items
              FROM registry_fields WHERE org_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
         )?
         .query_map(params![org_id, before_seq.unwrap_or(i64::MAX), limit], |r| {
@@ -282,6 +288,7 @@ pub fn list_registry(
                 synonyms: super::json(r, 5, "registry_fields")?,
                 occurrence_count: r.get(6)?,
                 created_at: r.get(7)?,
+                items: super::json_opt(r, 8, "registry_fields")?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -89,6 +89,7 @@ fn field_specs() -> Vec<extract::FieldSpec> {
             display_name: schema::default_display_name(n),
             data_type: t.to_string(),
             synonyms: vec!["Amount due".into()],
+            items: Vec::new(),
         })
         .collect()
 }
