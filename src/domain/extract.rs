@@ -779,12 +779,8 @@ pub fn extract_with(
                 }
                 // Every record under the header is an element of a table field.
                 for (i, columns) in &matcher.tables {
-                    let found = super::tables::from_records(
-                        &rows,
-                        &fields[*i].items,
-                        columns,
-                        c.day_first,
-                    );
+                    let found =
+                        super::tables::from_records(&rows, &fields[*i].items, columns, c.day_first);
                     if let Some(t) = found {
                         c.table(*i, t);
                     }

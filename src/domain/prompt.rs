@@ -399,7 +399,9 @@ fn table(list: &[Value], f: &FieldSpec, text: &str, day_first: bool) -> (Value, 
         .iter()
         .map(|row| {
             let quote = row.get("quote").and_then(Value::as_str).unwrap_or_default();
-            let line = find_quote(text, quote).1.unwrap_or_else(|| quote.to_string());
+            let line = find_quote(text, quote)
+                .1
+                .unwrap_or_else(|| quote.to_string());
             rows.push(line.trim().chars().take(500).collect());
             let obj: Map<String, Value> = f
                 .items

@@ -618,15 +618,16 @@ mod tests {
     #[test]
     fn an_array_of_objects_reads_alike_in_the_three_forms_and_round_trips() {
         let list = validate_fields(
-            fields_from_input(&json!([{"field_name": "lines", "data_type": "array", "items": [
-                {"field_name": "description"}, {"field_name": "amount", "data_type": "number"}]}]))
+            fields_from_input(
+                &json!([{"field_name": "lines", "data_type": "array", "items": [
+                {"field_name": "description"}, {"field_name": "amount", "data_type": "number"}]}]),
+            )
             .unwrap(),
         )
         .unwrap();
-        let map = fields_from_input(
-            &json!({"lines": [{"description": "string", "amount": "number"}]}),
-        )
-        .unwrap();
+        let map =
+            fields_from_input(&json!({"lines": [{"description": "string", "amount": "number"}]}))
+                .unwrap();
         let def = fields_from_definition(&json!({"type": "object", "properties": {"lines": {
             "type": "array", "items": {"type": "object", "properties": {
                 "description": {"type": "string"}, "amount": {"type": "number"}}}}}}))
@@ -645,16 +646,19 @@ mod tests {
         let plain = fields_from_definition(&json!({"properties": {"tags": {
             "type": "array", "items": {"type": "string"}}}}))
         .unwrap();
-        assert_eq!(plain[0].items, None, "a list of bare values has no sub-fields");
+        assert_eq!(
+            plain[0].items, None,
+            "a list of bare values has no sub-fields"
+        );
     }
 
     #[test]
     fn items_are_refused_where_they_cannot_mean_anything() {
-        let bad = |v: Value| {
-            fields_from_input(&v).and_then(validate_fields).unwrap_err()
-        };
-        assert!(bad(json!([{"field_name": "a", "data_type": "string", "items": {"x": "string"}}]))
-            .contains("only an array field has items"));
+        let bad = |v: Value| fields_from_input(&v).and_then(validate_fields).unwrap_err();
+        assert!(
+            bad(json!([{"field_name": "a", "data_type": "string", "items": {"x": "string"}}]))
+                .contains("only an array field has items")
+        );
         assert!(bad(json!({"lines": [{"inner": "array"}]})).contains("scalar type"));
         assert!(bad(json!({"lines": [{"Bad": "string"}]})).contains("sub-field name 'Bad'"));
         assert!(bad(json!({"lines": [{}]})).contains("1-100 sub-fields"));

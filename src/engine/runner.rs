@@ -2,8 +2,8 @@
 //! without I/O. Each phase yields one `Step` that the writer commits on its own.
 
 use crate::domain::canonical::canonical_json;
-pub use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::cells::RowSource;
+pub use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::extract::{self, Extracted, FieldSpec};
 use crate::domain::gate::{self, Evidence, Gate, Outcome, Severity};
 use crate::domain::policy::{self, Rule, RuleDef};

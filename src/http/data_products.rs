@@ -15,7 +15,7 @@ use crate::store::pipelines::PipelineRow;
 use crate::store::Connection;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::Map;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 /// Names the data product; the run's name when absent.
@@ -192,12 +192,39 @@ fn delivered_row(r: &Row, fields: &[FieldDef]) -> DataProductRow {
 /// Rows of documents read per page while an export streams.
 const EXPORT_PAGE: i64 = 200;
 
-async fn export(call: Call<Read>, id: String, audit: bool) -> Result<HttpResponse, ApiError> {
+/// What a CSV export shows, one line per document or per element of an array field.
+#[derive(Clone, Copy, PartialEq)]
+enum Export {
+    /// The scalar fields' values.
+    Plain,
+    /// The scalar fields' values with each one's source, confidence and reviewer.
+    Audit,
+    /// One line per element of each array field's shown value.
+    Lines,
+}
+
+/// The fields a plain or audit export has a column for: arrays are the line-items export's.
+fn scalar(f: &FieldDef) -> bool {
+    f.data_type != "array"
+}
+
+async fn export(call: Call<Read>, id: String, kind: Export) -> Result<HttpResponse, ApiError> {
     let permit = call.heavy_if(true)?;
+    let audit = kind == Export::Audit;
     call.stream(permit, "text/csv; charset=utf-8", move |sink, c, org| {
         let p = run_of(c, org, &id)?;
+        let arrays: Vec<&FieldDef> = p.fields.iter().filter(|f| !scalar(f)).collect();
+        let columns = element_columns(&arrays);
         let mut header = Vec::new();
-        for f in &p.fields {
+        if kind == Export::Lines {
+            header.extend(["document_id", "filename", "field", "index"].map(String::from));
+            header.extend(columns.iter().cloned());
+        }
+        for f in p
+            .fields
+            .iter()
+            .filter(|f| scalar(f) && kind != Export::Lines)
+        {
             header.push(f.field_name.clone());
             if audit {
                 for suffix in ["source", "confidence", "reviewer"] {
@@ -221,10 +248,16 @@ async fn export(call: Call<Read>, id: String, audit: bool) -> Result<HttpRespons
                 Vec::new()
             };
             let page = rows(c, docs, &p.fields)?;
-            let lines: Vec<Vec<String>> = page
-                .iter()
-                .map(|r| export_line(r, &p.fields, audit, &decisions))
-                .collect();
+            let lines: Vec<Vec<String>> = match kind {
+                Export::Lines => page
+                    .iter()
+                    .flat_map(|r| element_lines(r, &arrays, &columns))
+                    .collect(),
+                _ => page
+                    .iter()
+                    .map(|r| export_line(r, &p.fields, audit, &decisions))
+                    .collect(),
+            };
             sink.write(&csv_out::lines(&lines).map_err(ApiError::Internal)?)?;
             if n < per_page {
                 return Ok(());
@@ -243,7 +276,7 @@ fn export_line(
     decisions: &[store::review::Decision],
 ) -> Vec<String> {
     let mut line = Vec::new();
-    for f in fields {
+    for f in fields.iter().filter(|f| scalar(f)) {
         let name = &f.field_name;
         let (value, version) = match r.view.show(name, r.status) {
             Shown::Value(v, c) => (v, c),
@@ -282,12 +315,65 @@ fn export_line(
     line
 }
 
+/// The sub-field columns of the line-items export: every array field's, in schema order, each
+/// name once (two tables that share a column name share the column).
+fn element_columns(arrays: &[&FieldDef]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in arrays.iter().flat_map(|f| f.items.iter().flatten()) {
+        if !out.contains(&s.field_name) {
+            out.push(s.field_name.clone());
+        }
+    }
+    out
+}
+
+/// A delivered row's line items: one line per element of each array field whose value is
+/// shown (a held field has none yet). An element that is not an object (an array without
+/// sub-fields) stands in a `value` column of its own.
+fn element_lines(r: &Row, arrays: &[&FieldDef], columns: &[String]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for f in arrays {
+        let Shown::Value(Value::Array(list), _) = r.view.show(&f.field_name, r.status) else {
+            continue;
+        };
+        for (i, e) in list.iter().enumerate() {
+            let mut line = vec![
+                r.document_id.clone(),
+                csv_out::neutralize(&r.filename),
+                f.field_name.clone(),
+                i.to_string(),
+            ];
+            match e {
+                Value::Object(obj) => line.extend(
+                    columns
+                        .iter()
+                        .map(|k| obj.get(k).map(csv_out::cell).unwrap_or_default()),
+                ),
+                other => {
+                    line.push(csv_out::cell(other));
+                    line.extend(std::iter::repeat_n(
+                        String::new(),
+                        columns.len().saturating_sub(1),
+                    ));
+                }
+            }
+            out.push(line);
+        }
+    }
+    out
+}
+
 pub async fn export_plain(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
-    export(call, id, false).await
+    export(call, id, Export::Plain).await
 }
 
 pub async fn export_audit(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
-    export(call, id, true).await
+    export(call, id, Export::Audit).await
+}
+
+/// `GET /v1/data-products/{id}/export/lines`: the array fields' elements, one line each.
+pub async fn export_lines(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiError> {
+    export(call, id, Export::Lines).await
 }
 
 /// Limits a replay to one run; every settled run of the schema when absent.

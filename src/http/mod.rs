@@ -302,6 +302,7 @@ route_table! {
     "/v1/data-products/{id}/results" => { get => data_products::results },
     "/v1/data-products/{id}/export/plain" => { get => data_products::export_plain },
     "/v1/data-products/{id}/export/audit" => { get => data_products::export_audit },
+    "/v1/data-products/{id}/export/lines" => { get => data_products::export_lines },
     "/v1/schemas/{id}/validation-stages/{stage_id}/replay-blocking" => { post => data_products::replay_blocking },
     "/v1/field-reviews" => { get => reviews::list },
     "/v1/field-reviews/summary" => { get => reviews::summary },

@@ -391,6 +391,10 @@ fn describe(method: &str, path: &str) -> Option<Op> {
         ("GET", "/v1/data-products/{id}/export/audit") => {
             op("Audit CSV export", "data products").csv("CSV, UTF-8 with BOM")
         }
+        ("GET", "/v1/data-products/{id}/export/lines") => {
+            op("Line-items CSV export: one row per element of each array field", "data products")
+                .csv("CSV, UTF-8 with BOM")
+        }
         ("GET", "/v1/field-reviews") => op("The review queue, newest first (or oldest)", "reviews")
             .page(100)
             .query(vec![

@@ -167,7 +167,10 @@ pub fn locate_row(pages: &[super::Page], line: &str) -> Option<Provenance> {
     let longest = line.split(" | ").max_by_key(|c| c.len())?;
     let printed = match printing_words(&page.words, longest.trim()) {
         Some(anchor) => {
-            let (y, half) = (center(anchor[0]), (anchor[0].y1 - anchor[0].y0).max(1.0) / 2.0);
+            let (y, half) = (
+                center(anchor[0]),
+                (anchor[0].y1 - anchor[0].y0).max(1.0) / 2.0,
+            );
             let tokens: std::collections::HashSet<&str> = line.split_whitespace().collect();
             page.words
                 .iter()
@@ -176,12 +179,7 @@ pub fn locate_row(pages: &[super::Page], line: &str) -> Option<Provenance> {
         }
         None => Vec::new(),
     };
-    Some(placed(
-        page,
-        chars(at),
-        chars(at + line.len()),
-        &printed,
-    ))
+    Some(placed(page, chars(at), chars(at + line.len()), &printed))
 }
 
 /// A span of a page with the box around the words that print it and their OCR confidence.

@@ -24,6 +24,7 @@ mod hygiene;
 mod intake;
 mod isolation;
 mod layering;
+mod line_items;
 mod load;
 mod memory;
 mod models;

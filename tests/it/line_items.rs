@@ -1,0 +1,381 @@
+//! Fields that hold tables (issue 21): array fields with sub-fields in the three schema forms,
+//! described by the schema, the Field Registry and the OpenAPI document; tables read from a PDF,
+//! Markdown and CSV with each row's place; the line-items export; corrections checked element
+//! by element.
+
+use crate::common::*;
+use quire::tools::pdf_writer::{pdf, Line};
+use serde_json::{json, Value};
+
+/// An invoice number and a table of positions.
+fn fields() -> Value {
+    json!([
+        {"field_name": "invoice_number", "synonyms": ["Invoice number"]},
+        {"field_name": "lines", "data_type": "array", "items": [
+            {"field_name": "description", "synonyms": ["Item"]},
+            {"field_name": "quantity", "data_type": "number", "synonyms": ["Qty"]},
+            {"field_name": "unit_price", "data_type": "number"},
+            {"field_name": "amount", "data_type": "number"}
+        ]}
+    ])
+}
+
+fn invoice_pdf() -> Vec<u8> {
+    let row = |y: f32, cells: [&'static str; 4]| -> Vec<Line> {
+        [50.0, 250.0, 320.0, 450.0]
+            .into_iter()
+            .zip(cells)
+            .map(|(x, t)| Line::at(x, y, t))
+            .collect()
+    };
+    let mut page = vec![
+        Line::at(50.0, 50.0, "ACME Supplies GmbH"),
+        Line::at(50.0, 80.0, "Invoice number"),
+        Line::at(380.0, 80.0, "INV-77"),
+    ];
+    page.extend(row(120.0, ["Description", "Qty", "Unit price", "Amount"]));
+    page.extend(row(136.0, ["Consulting services", "3", "100.00", "300.00"]));
+    page.extend(row(152.0, ["Travel", "1", "80.00", "80.00"]));
+    page.push(Line::at(320.0, 190.0, "Total"));
+    page.push(Line::at(450.0, 190.0, "380.00"));
+    pdf(&[page])
+}
+
+const MARKDOWN: &str = "# Invoice\n\nInvoice number: INV-78\n\n\
+    | Item | Qty | Unit price | Amount |\n|---|---|---|---|\n\
+    | Widget | 2 | 12.50 | 25.00 |\n| Gadget | 1 | 1.234,50 | 1.234,50 |\n\
+    | | | Total | 1.259,50 |\n";
+
+const CSV: &str = "Invoice number,Item,Qty,Amount\nINV-79,=1+2,4,10.00\nINV-79,Bolt,1,2.50\n";
+
+fn rows_of(row: &Value) -> Value {
+    row["fields"]["lines"].clone()
+}
+
+#[test]
+fn an_array_field_is_accepted_in_the_three_forms_and_described_everywhere() {
+    let api = start();
+    let list = api.create_schema(&json!({"name": "List", "fields": fields()}));
+    let map = api.create_schema(&json!({"name": "Map", "fields": {
+        "invoice_number": "string",
+        "lines": [{"description": "string", "quantity": "number", "unit_price": "number", "amount": "number"}]}}));
+    let def = api.create_schema(
+        &json!({"name": "Definition", "definition": {"type": "object", "properties": {
+        "invoice_number": {"type": "string"},
+        "lines": {"type": "array", "items": {"type": "object", "properties": {
+            "description": {"type": "string"}, "quantity": {"type": "number"},
+            "unit_price": {"type": "number"}, "amount": {"type": "number"}}}}}}}),
+    );
+    let items = |s: &Value| -> Vec<(String, String)> {
+        let lines = s["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field_name"] == "lines")
+            .unwrap();
+        assert_eq!(lines["data_type"], "array", "{s}");
+        lines["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("items in {s}"))
+            .iter()
+            .map(|i| {
+                (
+                    i["field_name"].as_str().unwrap().to_string(),
+                    i["data_type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let want = vec![
+        ("description".to_string(), "string".to_string()),
+        ("quantity".into(), "number".into()),
+        ("unit_price".into(), "number".into()),
+        ("amount".into(), "number".into()),
+    ];
+    for s in [&list, &map, &def] {
+        assert_eq!(items(s), want);
+        assert_eq!(
+            s["definition"]["properties"]["lines"]["items"]["properties"]["quantity"]["type"],
+            "number",
+            "{s}"
+        );
+    }
+    let read = api.get(&format!("/v1/schemas/{}", list["id"].as_str().unwrap()));
+    assert_eq!(items(&read.body), want);
+    let registry = api.get("/v1/fields?search=lines").body;
+    let lines = registry["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["canonical_name"] == "lines")
+        .unwrap_or_else(|| panic!("lines in {registry}"));
+    assert_eq!(lines["items"][1]["field_name"], "quantity", "{lines}");
+    let openapi = api.get("/openapi.json").body;
+    let field_def = &openapi["components"]["schemas"]["FieldDef"]["properties"];
+    assert!(field_def.get("items").is_some(), "{field_def}");
+    assert!(
+        openapi["paths"]
+            .get("/v1/data-products/{id}/export/lines")
+            .is_some(),
+        "the line-items export is described"
+    );
+}
+
+#[test]
+fn bad_items_are_refused_with_the_reason_and_nothing_is_created() {
+    let api = start();
+    let count = |api: &Api| api.get("/v1/schemas").body["pagination"]["total"].clone();
+    let before = count(&api);
+    for (fields, says) in [
+        (
+            json!({"lines": [{"nested": "array"}]}),
+            "must be of a scalar type",
+        ),
+        (
+            json!([{"field_name": "total", "data_type": "number", "items": {"a": "string"}}]),
+            "only an array field has items",
+        ),
+        (json!({"lines": [{"Amount": "number"}]}), "sub-field name"),
+        (json!({"lines": [{"a": "money"}]}), "fields.lines[0]"),
+    ] {
+        let r = api.post("/v1/schemas", &json!({"name": "Bad", "fields": fields}));
+        assert_envelope(&r, 400, "bad_request");
+        assert!(r.text.contains(says), "{says}: {}", r.text);
+    }
+    assert_eq!(count(&api), before);
+}
+
+#[test]
+fn tables_in_a_pdf_markdown_and_csv_become_arrays_and_each_row_keeps_its_place() {
+    let api = start();
+    let pdf_doc = upload_bytes(&api, "invoice.pdf", &invoice_pdf(), None);
+    assert_eq!(pdf_doc.status, 201, "{}", pdf_doc.text);
+    let pdf_doc = pdf_doc.body["id"].as_str().unwrap().to_string();
+    let md_doc = upload(&api, "invoice.md", MARKDOWN);
+    let csv_doc = upload(&api, "invoice.csv", CSV);
+    let (pid, rows) = run_rules(&api, fields(), &[pdf_doc.clone(), md_doc, csv_doc]);
+    let by_name = |n: &str| {
+        rows.iter()
+            .find(|r| r["filename"] == n)
+            .unwrap_or_else(|| panic!("{n} in {rows:?}"))
+            .clone()
+    };
+    let pdf_row = by_name("invoice.pdf");
+    assert_eq!(pdf_row["fields"]["invoice_number"], "INV-77", "{pdf_row}");
+    assert_eq!(
+        rows_of(&pdf_row),
+        json!([
+            {"description": "Consulting services", "quantity": 3, "unit_price": 100, "amount": 300},
+            {"description": "Travel", "quantity": 1, "unit_price": 80, "amount": 80}
+        ]),
+        "the total beneath the table is not a position"
+    );
+    assert_eq!(
+        rows_of(&by_name("invoice.md")),
+        json!([
+            {"description": "Widget", "quantity": 2, "unit_price": 12.5, "amount": 25},
+            {"description": "Gadget", "quantity": 1, "unit_price": 1234.5, "amount": 1234.5}
+        ])
+    );
+    let csv_row = by_name("invoice.csv");
+    assert_eq!(csv_row["fields"]["invoice_number"], "INV-79");
+    assert_eq!(
+        rows_of(&csv_row),
+        json!([
+            {"description": "=1+2", "quantity": 4, "unit_price": null, "amount": 10},
+            {"description": "Bolt", "quantity": 1, "unit_price": null, "amount": 2.5}
+        ]),
+        "every record under the header, a column the table lacks null"
+    );
+
+    // Each row of the PDF's table: its text, page, span and box.
+    let pd = pdf_row["pipeline_document_id"].as_str().unwrap();
+    let cell = field_cells(&api, &pid, pd, "lines");
+    let version = cell["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["source"] == "rules_extraction")
+        .unwrap_or_else(|| panic!("an extracted version: {cell}"))
+        .clone();
+    let page: Vec<char> = api.get(&format!("/v1/documents/{pdf_doc}/pages/1")).body["text"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .collect();
+    let placed = version["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{version}"));
+    assert_eq!(placed.len(), 2, "{version}");
+    let mut tops = Vec::new();
+    for (r, starts) in placed.iter().zip(["Consulting services", "Travel"]) {
+        let text = r["source_text"].as_str().unwrap();
+        assert!(text.starts_with(starts), "{r}");
+        let p = &r["provenance"];
+        assert_eq!(p["page"], 1, "{r}");
+        let (s, e) = (
+            p["start"].as_u64().unwrap() as usize,
+            p["end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(page[s..e].iter().collect::<String>(), text, "{r}");
+        let bbox = p["bbox"].as_array().unwrap_or_else(|| panic!("a box: {r}"));
+        assert!(
+            bbox[0].as_f64().unwrap() < 60.0,
+            "the row starts at its first cell: {r}"
+        );
+        assert!(
+            bbox[2].as_f64().unwrap() > 450.0,
+            "and ends at its last: {r}"
+        );
+        tops.push(bbox[1].as_f64().unwrap());
+    }
+    assert!(
+        tops[0] < tops[1],
+        "the second row stands below the first: {tops:?}"
+    );
+    // The Markdown rows keep their text (a text format has no page).
+    let md = by_name("invoice.md");
+    let md_cell = field_cells(
+        &api,
+        &pid,
+        md["pipeline_document_id"].as_str().unwrap(),
+        "lines",
+    );
+    let md_rows = &md_cell["versions"][0]["rows"];
+    assert_eq!(
+        md_rows[0]["source_text"], "| Widget | 2 | 12.50 | 25.00 |",
+        "{md_cell}"
+    );
+    assert!(md_rows[0].get("provenance").is_none(), "{md_cell}");
+}
+
+#[test]
+fn the_line_items_export_has_a_row_per_element_and_the_plain_export_stays_scalar() {
+    let api = start();
+    let docs = [
+        upload(&api, "invoice.csv", CSV),
+        upload(&api, "invoice.md", MARKDOWN),
+    ];
+    let (pid, _) = run_rules(&api, fields(), &docs);
+    let dp = api.post(&format!("/v1/pipelines/{pid}/data-product"), &json!({}));
+    assert!(dp.status == 201 || dp.status == 200, "{}", dp.text);
+    let dpid = dp.body["dataProduct"]["id"].as_str().unwrap().to_string();
+    let results = api.get(&format!("/v1/data-products/{dpid}/results")).body;
+    assert_eq!(
+        results["data"][0]["fields"]["lines"][1]["description"], "Bolt",
+        "{results}"
+    );
+
+    let r = api.get(&format!("/v1/data-products/{dpid}/export/lines"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/csv; charset=utf-8")
+    );
+    let text = r.text.trim_start_matches('\u{feff}');
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        [
+            "document_id",
+            "filename",
+            "field",
+            "index",
+            "description",
+            "quantity",
+            "unit_price",
+            "amount"
+        ]
+    );
+    let lines: Vec<Vec<String>> = rdr
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(lines.len(), 4, "two elements of each document: {text}");
+    assert_eq!(lines[0][0], docs[0]);
+    assert_eq!(
+        lines[0][2..],
+        ["lines", "0", "'=1+2", "4", "", "10"].map(String::from)
+    );
+    assert_eq!(lines[1][3..5], ["1".to_string(), "Bolt".to_string()]);
+    assert_eq!(
+        lines[3][..4],
+        [
+            docs[1].clone(),
+            "invoice.md".into(),
+            "lines".into(),
+            "1".into()
+        ]
+    );
+    assert_eq!(lines[3][7], "1234.5");
+
+    let plain = api
+        .get(&format!("/v1/data-products/{dpid}/export/plain"))
+        .text;
+    let first = plain.trim_start_matches('\u{feff}').lines().next().unwrap();
+    assert_eq!(
+        first, "invoice_number",
+        "arrays are the line-items export's"
+    );
+    let audit = api
+        .get(&format!("/v1/data-products/{dpid}/export/audit"))
+        .text;
+    assert!(!audit.contains("lines"), "{audit}");
+}
+
+#[test]
+fn a_held_table_is_corrected_whole_and_a_bad_element_is_refused_by_its_index() {
+    let api = start();
+    let mut f = fields();
+    f[1]["requires_review"] = json!(true);
+    let (pid, rows) = run_rules(&api, f, &[upload(&api, "invoice.md", MARKDOWN)]);
+    let row = &rows[0];
+    assert_eq!(
+        row["fields"]["lines"],
+        Value::Null,
+        "held for review: {row}"
+    );
+    let pd = row["pipeline_document_id"].as_str().unwrap();
+    let resolve = |body: Value| {
+        send(
+            api.http
+                .post(api.url(&format!("/v1/field-reviews/{pd}/lines/resolve")))
+                .bearer_auth(api.key())
+                .header("X-Reviewer", "Ada")
+                .json(&body),
+        )
+    };
+    for (bad, says) in [
+        (
+            json!([{"description": "A", "amount": "ten"}]),
+            "element 0: 'amount' must be JSON of type number",
+        ),
+        (
+            json!([{"description": "A"}, {"colour": "red"}]),
+            "element 1 names an unknown sub-field 'colour'",
+        ),
+        (
+            json!([{"description": "A"}, 7]),
+            "element 1 must be an object",
+        ),
+        (json!({"description": "A"}), "must be JSON of type array"),
+    ] {
+        let r = resolve(json!({"action": "correct", "corrected_value": bad}));
+        assert_envelope(&r, 400, "bad_request");
+        assert!(r.text.contains(says), "{says}: {}", r.text);
+    }
+    let fixed = json!([
+        {"description": "Widget", "quantity": 2, "unit_price": 12.5, "amount": 25},
+        {"description": "Gadget", "quantity": 1, "unit_price": 1234.5, "amount": 1234.5},
+        {"description": "Freight", "quantity": null, "unit_price": null, "amount": 9.9}
+    ]);
+    let r = resolve(json!({"action": "correct", "corrected_value": fixed}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let row = wait_for(30, || {
+        let rows = api.get(&format!("/v1/pipelines/{pid}/results")).body;
+        let row = rows["data"][0].clone();
+        (row["status"] == "complete").then_some(row)
+    });
+    assert_eq!(row["fields"]["lines"], fixed, "{row}");
+}
