@@ -688,6 +688,20 @@ pub struct ReviewDetail {
     /// Fields of the document that wait on this one (they depend on it and are held until it
     /// is decided).
     pub waiting_dependents: Vec<String>,
+    /// For an array field held by a check on every element: the elements that failed it.
+    pub failing_elements: Vec<FailingElement>,
+}
+
+/// An element of an array field that failed a gate's check, as it stands now.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingElement {
+    /// From 0: `lines[index]`.
+    pub index: usize,
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// The table row it was read from, where it was read from one.
+    pub row: Option<crate::domain::cells::RowSource>,
 }
 
 /// The field after a decision.

@@ -1,6 +1,12 @@
 //! The small, safe arithmetic language of `compute` rules: numbers, field names, `+ - * /`,
-//! parentheses, unary minus, and `round(x, n)`, `min(...)`, `max(...)`, `abs(x)`.
+//! parentheses, unary minus, and `round(x, n)`, `min(...)`, `max(...)`, `abs(x)`, `sum(...)`,
+//! `avg(...)`. An array field's elements are named by paths (`domain::path`): one element's
+//! value as `lines[2].amount`, every element's as `lines[].amount`, which only an aggregate
+//! takes: `sum(lines[].amount)`, `avg(…)`, `min(…)`, `max(…)`, and `count(lines)` or
+//! `count(lines[].amount)` (the elements, or those with a value).
 
+use super::path;
+use serde_json::Value;
 use std::collections::BTreeSet;
 
 pub const MAX_LEN: usize = 1000;
@@ -13,6 +19,8 @@ pub enum Expr {
     Neg(Box<Expr>),
     Bin(char, Box<Expr>, Box<Expr>),
     Call(Func, Vec<Expr>),
+    /// `lines[].amount`: every element's value, the argument of an aggregate.
+    Each(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,6 +29,28 @@ pub enum Func {
     Min,
     Max,
     Abs,
+    Sum,
+    Avg,
+    Count,
+}
+
+/// What an expression reads: fields' numbers (a field, or one element's `lines[2].amount`),
+/// and the values a path names in every element (`lines[].amount`).
+pub trait Env {
+    fn number(&self, name: &str) -> Result<f64, String>;
+    fn values(&self, path: &str) -> Result<Vec<Value>, String>;
+}
+
+/// An environment of numbers only: no field is an array.
+struct Numbers<'a>(&'a dyn Fn(&str) -> Result<f64, String>);
+
+impl Env for Numbers<'_> {
+    fn number(&self, name: &str) -> Result<f64, String> {
+        (self.0)(name)
+    }
+    fn values(&self, path: &str) -> Result<Vec<Value>, String> {
+        Err(format!("'{}' is not an array field", path::base(path)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +87,7 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
             }
             out.push(Tok::Ident(chars[start..i].iter().collect()));
-        } else if "+-*/(),".contains(c) {
+        } else if "+-*/(),[].".contains(c) {
             out.push(Tok::Op(c));
             i += 1;
         } else {
@@ -144,12 +174,18 @@ impl Parser {
             }
             Some(Tok::Ident(name)) => {
                 self.pos += 1;
+                if self.peek() == Some(&Tok::Op('[')) {
+                    return self.path(name);
+                }
                 if self.eat('(') {
                     let f = match name.as_str() {
                         "round" => Func::Round,
                         "min" => Func::Min,
                         "max" => Func::Max,
                         "abs" => Func::Abs,
+                        "sum" => Func::Sum,
+                        "avg" => Func::Avg,
+                        "count" => Func::Count,
                         other => return Err(format!("unknown function '{other}'")),
                     };
                     let mut args = Vec::new();
@@ -167,10 +203,20 @@ impl Parser {
                     let ok = match f {
                         Func::Round => args.len() == 1 || args.len() == 2,
                         Func::Abs => args.len() == 1,
-                        Func::Min | Func::Max => !args.is_empty(),
+                        Func::Count => {
+                            args.len() == 1 && matches!(args[0], Expr::Each(_) | Expr::Var(_))
+                        }
+                        Func::Min | Func::Max | Func::Sum | Func::Avg => !args.is_empty(),
                     };
                     if !ok {
                         return Err(format!("wrong number of arguments to '{name}'"));
+                    }
+                    let aggregates = !matches!(f, Func::Round | Func::Abs);
+                    let many = args.iter().filter(|a| matches!(a, Expr::Each(_))).count();
+                    if many > 0 && !(aggregates && args.len() == 1) {
+                        return Err(format!(
+                            "'{name}' takes a path to every element (lines[].amount) as its only argument"
+                        ));
                     }
                     Ok(Expr::Call(f, args))
                 } else {
@@ -188,6 +234,39 @@ impl Parser {
             Some(Tok::Op(c)) => Err(format!("unexpected '{c}'")),
             None => Err("unexpected end of expression".into()),
         }
+    }
+
+    /// After a field's name, at `[`: `[]` or `[n]`, then `.sub` or nothing.
+    fn path(&mut self, field: String) -> Result<Expr, String> {
+        self.eat('[');
+        let index = match self.peek().cloned() {
+            Some(Tok::Num(n)) if n.fract() == 0.0 && n >= 0.0 => {
+                self.pos += 1;
+                format!("{n}")
+            }
+            Some(Tok::Op(']')) => String::new(),
+            _ => return Err(format!("'{field}[' needs ']' or a whole number and ']'")),
+        };
+        if !self.eat(']') {
+            return Err(format!("'{field}[{index}' needs ']'"));
+        }
+        let sub = if self.eat('.') {
+            match self.peek().cloned() {
+                Some(Tok::Ident(s)) => {
+                    self.pos += 1;
+                    format!(".{s}")
+                }
+                _ => return Err(format!("'{field}[{index}].' needs a sub-field name")),
+            }
+        } else {
+            String::new()
+        };
+        let p = format!("{field}[{index}]{sub}");
+        Ok(if index.is_empty() {
+            Expr::Each(p)
+        } else {
+            Expr::Var(p)
+        })
     }
 }
 
@@ -208,7 +287,26 @@ pub fn parse(src: &str) -> Result<Expr, String> {
     if p.pos != p.toks.len() {
         return Err("unexpected input after the expression".into());
     }
+    if let Some(path) = loose_each(&e) {
+        return Err(format!(
+            "'{path}' names a value per element: take sum(), avg(), min(), max() or count() of it"
+        ));
+    }
     Ok(e)
+}
+
+/// A path to every element that stands anywhere but as an aggregate's one argument.
+fn loose_each(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Each(p) => Some(p),
+        Expr::Num(_) | Expr::Var(_) => None,
+        Expr::Neg(x) => loose_each(x),
+        Expr::Bin(_, a, b) => loose_each(a).or_else(|| loose_each(b)),
+        Expr::Call(f, args) => match args.as_slice() {
+            [Expr::Each(_)] if !matches!(f, Func::Round | Func::Abs) => None,
+            _ => args.iter().find_map(loose_each),
+        },
+    }
 }
 
 impl Expr {
@@ -220,8 +318,8 @@ impl Expr {
     fn collect(&self, out: &mut BTreeSet<String>) {
         match self {
             Expr::Num(_) => {}
-            Expr::Var(v) => {
-                out.insert(v.clone());
+            Expr::Var(v) | Expr::Each(v) => {
+                out.insert(path::base(v).to_string());
             }
             Expr::Neg(e) => e.collect(out),
             Expr::Bin(_, a, b) => {
@@ -236,7 +334,7 @@ impl Expr {
     /// valid digits, or every document would fail on it.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            Expr::Num(_) | Expr::Var(_) => Ok(()),
+            Expr::Num(_) | Expr::Var(_) | Expr::Each(_) => Ok(()),
             Expr::Neg(e) => e.check(),
             Expr::Bin(_, a, b) => a.check().and(b.check()),
             Expr::Call(f, args) => {
@@ -253,12 +351,24 @@ impl Expr {
     }
 
     pub fn eval(&self, var: &dyn Fn(&str) -> Result<f64, String>) -> Result<f64, String> {
+        self.eval_in(&Numbers(var))
+    }
+
+    pub fn eval_in(&self, env: &dyn Env) -> Result<f64, String> {
         let v = match self {
             Expr::Num(n) => *n,
-            Expr::Var(name) => var(name)?,
-            Expr::Neg(e) => -e.eval(var)?,
+            Expr::Var(name) => env.number(name)?,
+            Expr::Each(path) => {
+                return Err(format!("'{path}' names a value per element"));
+            }
+            Expr::Neg(e) => -e.eval_in(env)?,
+            Expr::Call(f, args)
+                if matches!(args.as_slice(), [Expr::Each(_)]) || *f == Func::Count =>
+            {
+                aggregate(*f, &args[0], env)?
+            }
             Expr::Bin(op, a, b) => {
-                let (x, y) = (a.eval(var)?, b.eval(var)?);
+                let (x, y) = (a.eval_in(env)?, b.eval_in(env)?);
                 match op {
                     '+' => x + y,
                     '-' => x - y,
@@ -274,13 +384,16 @@ impl Expr {
             Expr::Call(f, args) => {
                 let vals = args
                     .iter()
-                    .map(|a| a.eval(var))
+                    .map(|a| a.eval_in(env))
                     .collect::<Result<Vec<_>, _>>()?;
                 match f {
                     Func::Abs => vals[0].abs(),
                     Func::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
                     Func::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                     Func::Round => round_to(vals[0], round_digits(vals.get(1).copied())?)?,
+                    Func::Sum => vals.iter().sum(),
+                    Func::Avg => vals.iter().sum::<f64>() / vals.len() as f64,
+                    Func::Count => vals.len() as f64,
                 }
             }
         };
@@ -289,6 +402,45 @@ impl Expr {
         }
         Ok(v)
     }
+}
+
+/// An aggregate over every element: `count` counts the elements (of a field) or the values
+/// (of a path), the others read the values there are as numbers; an element without a value
+/// is passed over, one whose value is not a number is an error naming it. Over no values,
+/// `sum` is 0 and `avg`, `min` and `max` have no value.
+fn aggregate(f: Func, arg: &Expr, env: &dyn Env) -> Result<f64, String> {
+    let (path, values) = match arg {
+        Expr::Var(field) if !path::is_path(field) => {
+            let p = format!("{field}[]");
+            let all = env.values(&p)?;
+            return Ok(all.len() as f64);
+        }
+        Expr::Each(p) | Expr::Var(p) => (p, env.values(p)?),
+        _ => return Err("count takes an array field or a path to every element".into()),
+    };
+    let parsed = path::parse(path)?;
+    let mut nums = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        if v.is_null() {
+            continue;
+        }
+        match super::policy::as_number(v) {
+            Some(n) => nums.push(n),
+            None if f == Func::Count => nums.push(0.0),
+            None => return Err(format!("{} is not a number ({v})", parsed.at(i))),
+        }
+    }
+    let none = || format!("{path} has no values");
+    Ok(match f {
+        Func::Count => nums.len() as f64,
+        Func::Sum => nums.iter().sum(),
+        Func::Avg if nums.is_empty() => return Err(none()),
+        Func::Avg => nums.iter().sum::<f64>() / nums.len() as f64,
+        Func::Min | Func::Max if nums.is_empty() => return Err(none()),
+        Func::Min => nums.iter().copied().fold(f64::INFINITY, f64::min),
+        Func::Max => nums.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        Func::Round | Func::Abs => return Err("round and abs take one value".into()),
+    })
 }
 
 /// The digits `round` accepts. An f64 holds about 15 significant decimal digits, so a count

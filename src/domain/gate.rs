@@ -1,5 +1,6 @@
 //! Validation gates: configuration, checks and verdicts.
 
+use super::path;
 use super::policy::as_number;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -73,7 +74,25 @@ pub enum Check {
 }
 
 impl Check {
+    /// The field a failure holds: an element path's array field (`lines` for
+    /// `lines[].amount`).
     pub fn failing_field(&self) -> &str {
+        path::base(self.failing_path())
+    }
+
+    /// The single-field checks' field, as written (a field name or a path into elements).
+    fn single(&self) -> Option<&str> {
+        match self {
+            Check::Required { field }
+            | Check::Enum { field, .. }
+            | Check::Regex { field, .. }
+            | Check::Range { field, .. }
+            | Check::Length { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    fn failing_path(&self) -> &str {
         match self {
             Check::Required { field }
             | Check::Enum { field, .. }
@@ -99,6 +118,7 @@ impl Check {
             Check::Sum { .. } => "sum",
         }
     }
+    /// The names it reads, as written (fields or paths into elements).
     fn referenced(&self) -> Vec<&str> {
         match self {
             Check::Compare { left, right, .. } => {
@@ -115,7 +135,16 @@ impl Check {
                 }
                 v
             }
-            other => vec![other.failing_field()],
+            other => vec![other.failing_path()],
+        }
+    }
+
+    /// Whether a name may be a path to every element here: a single-field check runs on each
+    /// element, a sum adds them; anything else compares one value.
+    fn takes_every(&self, name: &str) -> bool {
+        match self {
+            Check::Sum { fields, .. } => fields.iter().any(|f| f == name),
+            other => other.single() == Some(name),
         }
     }
 }
@@ -281,8 +310,12 @@ pub fn compile(
                     let rat = format!("{at}.rules[{j}]");
                     let c = parse_check(r, &rat)?;
                     for f in c.referenced() {
-                        if !schema_fields.iter().any(|s| s == f) {
-                            return Err(format!("{rat} names '{f}', which is not a field of the schema"));
+                        let p = path::parse(f).map_err(|e| format!("{rat}: {e}"))?;
+                        if !schema_fields.iter().any(|s| *s == p.field) {
+                            return Err(format!("{rat} names '{}', which is not a field of the schema", p.field));
+                        }
+                        if p.each() && !c.takes_every(f) {
+                            return Err(format!("{rat}: '{f}' names a value per element; compare one (lines[2].amount) or their sum"));
                         }
                     }
                     let ff = c.failing_field();
@@ -382,8 +415,67 @@ fn compare_values(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
-/// `lookup(name)` gives a field's canonical value and whether it is held.
-fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Reasoning) {
+/// `lookup(name)` gives a field's canonical value and whether it is held. A single-field check
+/// on every element (`lines[].amount`) judges each element, fails when any fails, and names
+/// each failing element; a path to one element reads that element's value.
+fn run_check(
+    c: &Check,
+    lookup: &dyn Fn(&str) -> (Value, bool),
+) -> (Outcome, Reasoning, Vec<usize>) {
+    let one = |name: &str| -> (Value, bool) {
+        match path::parse(name) {
+            Ok(p) if p.index.is_some() && !p.each() => {
+                let (v, held) = lookup(&p.field);
+                (p.values(&v).pop().unwrap_or(Value::Null), held)
+            }
+            _ => lookup(name),
+        }
+    };
+    let every = c
+        .single()
+        .and_then(|f| path::parse(f).ok())
+        .filter(path::Path::each);
+    let Some(p) = every else {
+        let (o, r) = run_scalar(c, &one);
+        return (o, r, Vec::new());
+    };
+    let name = c.name();
+    let (v, held) = lookup(&p.field);
+    if held {
+        let why = Reasoning::fixed(format!("{name}: input held"));
+        return (Outcome::Skip, why, Vec::new());
+    }
+    let Some(list) = v.as_array() else {
+        let (o, why) = match v {
+            Value::Null => (Outcome::Skip, Reasoning::fixed(format!("{name}: no value"))),
+            other => (
+                Outcome::Fail,
+                Reasoning::new(
+                    format!("{name}: {VALUE} is not a list"),
+                    vec![display(&other)],
+                ),
+            ),
+        };
+        return (o, why, Vec::new());
+    };
+    let mut failing = Vec::new();
+    let mut notes = Vec::new();
+    for (i, x) in p.values(&v).into_iter().enumerate() {
+        let (o, r) = run_scalar(c, &|_| (x.clone(), false));
+        if o == Outcome::Fail {
+            failing.push(i);
+            notes.push(r.after(&format!("{}: ", p.at(i))));
+        }
+    }
+    if failing.is_empty() {
+        let n = list.len();
+        let why = Reasoning::fixed(format!("{name}: every element passes ({n})"));
+        return (Outcome::Pass, why, failing);
+    }
+    (Outcome::Fail, Reasoning::join(notes, "; "), failing)
+}
+
+fn run_scalar(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Reasoning) {
     let get = |f: &str| -> Option<Value> {
         let (v, held) = lookup(f);
         (!held && !v.is_null()).then_some(v)
@@ -527,6 +619,26 @@ fn run_check(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Rea
         } => {
             let mut total = 0.0;
             for f in fields {
+                if let Some(p) = path::parse(f).ok().filter(path::Path::each) {
+                    // Every element's value; an element without one adds nothing.
+                    let (v, held) = lookup(&p.field);
+                    if held || !v.is_array() {
+                        return skip("an input has no value");
+                    }
+                    for (i, x) in p.values(&v).iter().enumerate() {
+                        match (x, as_number(x)) {
+                            (Value::Null, _) => {}
+                            (_, Some(n)) => total += n,
+                            (_, None) => {
+                                return verdict(
+                                    false,
+                                    not_a_number(x).after(&format!("{}: ", p.at(i))),
+                                )
+                            }
+                        }
+                    }
+                    continue;
+                }
                 match get(f) {
                     None => return skip("an input has no value"),
                     Some(v) => match as_number(&v) {
@@ -564,6 +676,9 @@ pub struct MechanismResult {
     pub outcome: Outcome,
     pub confidence: Option<f64>,
     pub reasoning: Reasoning,
+    /// The elements of an array field that failed a check on every element, by index
+    /// (`failingElements` on the wire, absent when none did).
+    pub elements: Vec<usize>,
 }
 
 impl MechanismResult {
@@ -665,7 +780,15 @@ pub fn mechanism_template(m: &MechanismResult) -> (String, Vec<String>) {
         }
         push_json_escaped(&mut t, piece);
     }
-    t.push_str("\"}");
+    t.push('"');
+    if !m.elements.is_empty() {
+        t.push_str(",\"failingElements\":[");
+        t.push(VALUE);
+        t.push(']');
+        let list: Vec<String> = m.elements.iter().map(usize::to_string).collect();
+        fragments.push(list.join(","));
+    }
+    t.push('}');
     (t, fragments)
 }
 
@@ -719,6 +842,7 @@ fn mech(
         outcome,
         confidence,
         reasoning,
+        elements: Vec::new(),
     }
 }
 
@@ -736,6 +860,7 @@ pub fn judge(
     let mut any_fail = false;
     let mut any_pass = false;
     for m in &gate.mechanisms {
+        let mut elements: Vec<usize> = Vec::new();
         let (outcome, confidence, reasoning, kind) = match m {
             Mechanism::BusinessRules(checks) => {
                 let mine: Vec<&Check> = checks
@@ -748,7 +873,8 @@ pub fn judge(
                 let mut out = Outcome::Skip;
                 let mut notes = Vec::new();
                 for c in mine {
-                    let (o, note) = run_check(c, lookup);
+                    let (o, note, failing) = run_check(c, lookup);
+                    elements.extend(failing);
                     if o == Outcome::Fail {
                         out = Outcome::Fail;
                         if matches!(c, Check::Required { .. }) {
@@ -759,6 +885,8 @@ pub fn judge(
                     }
                     notes.push(note);
                 }
+                elements.sort_unstable();
+                elements.dedup();
                 (out, None, Reasoning::join(notes, "; "), "business_rules")
             }
             Mechanism::Evidence => {
@@ -846,7 +974,9 @@ pub fn judge(
             Outcome::Pass => any_pass = true,
             Outcome::Skip => {}
         }
-        mechanisms.push(mech(kind, outcome, confidence, reasoning));
+        let mut result = mech(kind, outcome, confidence, reasoning);
+        result.elements = elements;
+        mechanisms.push(result);
     }
     let outcome = if any_fail {
         Outcome::Fail
@@ -884,6 +1014,7 @@ mod tests {
             "invoice_number",
             "supplier",
             "issued",
+            "lines",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1054,6 +1185,7 @@ mod tests {
                 format!("confidence {VALUE} vs threshold 0.5"),
                 vec!["0.87".into()],
             ),
+            elements: Vec::new(),
         };
         let (t, f) = mechanism_template(&m);
         assert!(!t.contains("0.87"), "{t}");
@@ -1098,6 +1230,76 @@ mod tests {
             &[],
         );
         assert_eq!(skip.outcome, Outcome::Skip);
+    }
+
+    #[test]
+    fn checks_on_every_element_name_each_failing_element_and_a_sum_adds_them() {
+        let lines = json!([{"amount": 10}, {"amount": -5}, {"amount": null}, {"amount": 300}]);
+        let g = gate(json!([{"check": "range", "field": "lines[].amount", "min": 0, "max": 100}]));
+        assert_eq!(g.mechanisms.len(), 1);
+        let j = judge_with(&g, "lines", &[("lines", lines.clone())], &[]);
+        assert_eq!(j.outcome, Outcome::Fail);
+        let why = j.mechanisms[0].reasoning.text();
+        assert_eq!(j.mechanisms[0].elements, vec![1, 3]);
+        let (t, f) = mechanism_template(&j.mechanisms[0]);
+        let stored: Value = serde_json::from_str(&fill(&t, &f).unwrap()).unwrap();
+        assert_eq!(stored["failingElements"], json!([1, 3]), "{stored}");
+        assert!(
+            why.contains("lines[1].amount: range: -5 is not in range"),
+            "{why}"
+        );
+        assert!(
+            why.contains("lines[3].amount: range: 300 is not in range"),
+            "{why}"
+        );
+        assert!(
+            !why.contains("lines[0]") && !why.contains("lines[2]"),
+            "{why}"
+        );
+        let fine = json!([{"amount": 10}, {"amount": null}]);
+        let j = judge_with(&g, "lines", &[("lines", fine)], &[]);
+        assert_eq!(
+            j.outcome,
+            Outcome::Pass,
+            "an element without a value is not judged"
+        );
+        let held = judge_with(&g, "lines", &[("lines", lines.clone())], &["lines"]);
+        assert_eq!(held.outcome, Outcome::Skip);
+
+        let sum = gate(
+            json!([{"check": "sum", "fields": ["lines[].amount"], "equals": "net", "tolerance": 0.01}]),
+        );
+        let with =
+            |net: Value| judge_with(&sum, "net", &[("lines", lines.clone()), ("net", net)], &[]);
+        assert_eq!(with(json!(305)).outcome, Outcome::Pass);
+        assert_eq!(with(json!(306)).outcome, Outcome::Fail);
+        let one =
+            gate(json!([{"check": "compare", "left": "lines[0].amount", "op": "==", "right": 10}]));
+        assert_eq!(
+            judge_with(&one, "lines", &[("lines", lines)], &[]).outcome,
+            Outcome::Pass
+        );
+        let refuse = |rules: Value| {
+            compile(
+                "blocking",
+                &[],
+                &json!([{"type": "business_rules", "rules": rules}]),
+                &fields(),
+            )
+            .unwrap_err()
+        };
+        assert!(refuse(
+            json!([{"check": "compare", "left": "lines[].amount", "op": "<", "right": 1}])
+        )
+        .contains("per element"));
+        assert!(
+            refuse(json!([{"check": "range", "field": "rows[].amount", "max": 1}]))
+                .contains("'rows', which is not a field")
+        );
+        assert!(
+            refuse(json!([{"check": "range", "field": "lines[x].amount", "max": 1}]))
+                .contains("not a path")
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod gate;
 pub mod ids;
 pub mod keys;
 pub mod labels;
+pub mod path;
 pub mod policy;
 pub mod prompt;
 pub mod query;

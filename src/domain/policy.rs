@@ -668,6 +668,31 @@ pub fn over_budget(size: usize, limit: usize) -> String {
     format!("the value would be {size} bytes, over the budget of {limit} bytes per value")
 }
 
+/// A compute rule's inputs: fields' values, and through paths their elements'.
+struct Inputs<'a>(&'a dyn Fn(&str) -> Value);
+
+impl expr::Env for Inputs<'_> {
+    fn number(&self, name: &str) -> Result<f64, String> {
+        let val = match super::path::parse(name)? {
+            p if p.index.is_none() => (self.0)(name),
+            p => p.values(&(self.0)(&p.field)).pop().unwrap_or(Value::Null),
+        };
+        if val.is_null() {
+            return Err(format!("input '{name}' has no value"));
+        }
+        as_number(&val).ok_or_else(|| format!("input '{name}' is not a number ({val})"))
+    }
+
+    fn values(&self, path: &str) -> Result<Vec<Value>, String> {
+        let p = super::path::parse(path)?;
+        match (self.0)(&p.field) {
+            Value::Null => Err(format!("input '{}' has no value", p.field)),
+            v @ Value::Array(_) => Ok(p.values(&v)),
+            other => Err(format!("input '{}' is not an array ({other})", p.field)),
+        }
+    }
+}
+
 pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Result<Value, String> {
     match rule {
         Rule::Direct { from } => Ok(input(from)),
@@ -754,13 +779,7 @@ pub fn apply(rule: &Rule, current: &Value, input: &dyn Fn(&str) -> Value) -> Res
             other => other.clone(),
         }),
         Rule::Compute { expr } => {
-            let v = expr.eval(&|name| {
-                let val = input(name);
-                if val.is_null() {
-                    return Err(format!("input '{name}' has no value"));
-                }
-                as_number(&val).ok_or_else(|| format!("input '{name}' is not a number ({val})"))
-            })?;
+            let v = expr.eval_in(&Inputs(input))?;
             Ok(number_value(round_to(v, 10)?))
         }
         Rule::Unit { factor } => match current {
@@ -790,6 +809,58 @@ mod tests {
             "name" => json!("Acme"),
             _ => Value::Null,
         })
+    }
+
+    #[test]
+    fn compute_sums_counts_and_names_the_element_that_is_not_a_number() {
+        let lines =
+            json!([{"amount": 10, "qty": 2}, {"amount": "2.5", "qty": null}, {"amount": null}]);
+        let with = |src: &str, lines: &Value| {
+            let r = compile("compute", &json!({ "expr": src }))?;
+            apply(&r, &Value::Null, &|f| match f {
+                "lines" => lines.clone(),
+                "net" => json!(12.5),
+                _ => Value::Null,
+            })
+        };
+        assert_eq!(with("sum(lines[].amount)", &lines), Ok(json!(12.5)));
+        assert_eq!(with("count(lines)", &lines), Ok(json!(3)));
+        assert_eq!(with("count(lines[].qty)", &lines), Ok(json!(1)));
+        assert_eq!(with("net - sum(lines[].amount)", &lines), Ok(json!(0)));
+        assert_eq!(
+            with("lines[0].amount * lines[0].qty", &lines),
+            Ok(json!(20))
+        );
+        assert_eq!(with("max(lines[].amount)", &lines), Ok(json!(10)));
+        assert_eq!(with("avg(lines[].amount)", &lines), Ok(json!(6.25)));
+        let bad = json!([{"amount": 1}, {"amount": "ten"}]);
+        assert_eq!(
+            with("sum(lines[].amount)", &bad).unwrap_err(),
+            "lines[1].amount is not a number (\"ten\")"
+        );
+        assert!(with("sum(lines[].amount)", &json!("x"))
+            .unwrap_err()
+            .contains("not an array"));
+        assert!(with("lines[5].amount", &lines)
+            .unwrap_err()
+            .contains("no value"));
+        assert_eq!(with("sum(lines[].amount)", &json!([])), Ok(json!(0)));
+        for wrong in [
+            "lines[].amount + 1",
+            "round(lines[].amount)",
+            "sum(lines[].amount, net)",
+            "count(1)",
+        ] {
+            assert!(
+                compile("compute", &json!({ "expr": wrong })).is_err(),
+                "{wrong}"
+            );
+        }
+        let r = compile("compute", &json!({"expr": "sum(lines[].amount) + net"})).unwrap();
+        assert_eq!(
+            r.inputs().into_iter().collect::<Vec<_>>(),
+            vec!["lines", "net"]
+        );
     }
 
     #[test]

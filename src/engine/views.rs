@@ -323,3 +323,39 @@ pub fn verdict(v: &VerdictRow, phases: &[PhaseRow]) -> Verdict {
         mechanisms: v.mechanisms.clone(),
     }
 }
+
+/// The elements a field's latest failed verdict at its holding gate named (`failingElements`
+/// of its mechanisms), each with its value now and the row it was read from.
+pub fn failing_elements(
+    verdicts: &[crate::answers::Verdict],
+    stage_id: Option<&str>,
+    value: &Value,
+    rows: Option<&[crate::domain::cells::RowSource]>,
+) -> Vec<crate::answers::FailingElement> {
+    let Some(v) = verdicts
+        .iter()
+        .rev()
+        .find(|v| v.outcome == "fail" && stage_id.is_none_or(|s| s == v.stage_id))
+    else {
+        return Vec::new();
+    };
+    let mut indexes: Vec<usize> = v
+        .mechanisms
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("failingElements")?.as_array())
+        .flatten()
+        .filter_map(|i| i.as_u64().map(|i| i as usize))
+        .collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    indexes
+        .into_iter()
+        .map(|index| crate::answers::FailingElement {
+            index,
+            value: value.get(index).cloned().unwrap_or(Value::Null),
+            row: rows.and_then(|r| r.get(index)).cloned(),
+        })
+        .collect()
+}

@@ -298,11 +298,18 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             }
         };
         let phases = store::pipelines::phases(c, &l.pd.pipeline_id)?;
-        let verdicts = store::pipelines::verdicts(c, l.pd.seq)?
+        let verdicts: Vec<_> = store::pipelines::verdicts(c, l.pd.seq)?
             .iter()
             .filter(|v| v.field == field)
             .map(|v| views::verdict(v, &phases))
             .collect();
+        let stage = l.view.states.get(&field).and_then(|s| s.stage_id.clone());
+        let failing_elements = views::failing_elements(
+            &verdicts,
+            stage.as_deref(),
+            &value,
+            extracted.and_then(|c| c.rows.as_deref()),
+        );
         let decisions = store::review::decisions_for(c, l.pd.seq, &field)?;
         let waiting_dependents = l
             .fields
@@ -318,6 +325,7 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .collect();
         Ok(ReviewDetail {
             waiting_dependents,
+            failing_elements,
             item: item_json(l, &field),
             field: fdef.clone(),
             cell_history: history,

@@ -379,3 +379,106 @@ fn a_held_table_is_corrected_whole_and_a_bad_element_is_refused_by_its_index() {
     });
     assert_eq!(row["fields"]["lines"], fixed, "{row}");
 }
+
+/// A Spec over `lines`, `net` and `line_count` (computed from the table), judged by a blocking
+/// gate on every element and on their sum.
+fn gated_spec(api: &Api) -> String {
+    let schema = api.create_schema(&json!({"name": "Gated", "fields": [
+        {"field_name": "net", "data_type": "number"},
+        {"field_name": "line_count", "data_type": "number"},
+        {"field_name": "lines", "data_type": "array", "items": [
+            {"field_name": "description"}, {"field_name": "amount", "data_type": "number"}]}
+    ]}));
+    let sid = schema["id"].as_str().unwrap().to_string();
+    let p = api.post("/v1/data-policies", &json!({"name": "Counts"}));
+    assert_eq!(p.status, 201, "{}", p.text);
+    let policy = p.body["id"].as_str().unwrap().to_string();
+    for (f, t) in [("lines", "array"), ("line_count", "number")] {
+        let r = api.post(
+            &format!("/v1/data-policies/{policy}/fields"),
+            &json!({"field_key": f, "type": t}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = api.post(
+        &format!("/v1/data-policies/{policy}/rules"),
+        &json!({"field_key": "line_count", "rule_type": "compute", "config": {"expr": "count(lines) + 0 * sum(lines[].amount)"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let g = api.post(
+        &format!("/v1/schemas/{sid}/validation-stages"),
+        &json!({"name": "Lines", "severity": "blocking", "mechanisms": [
+        {"type": "business_rules", "rules": [
+            {"check": "range", "field": "lines[].amount", "min": 0},
+            {"check": "sum", "fields": ["lines[].amount"], "equals": "net", "tolerance": 0.01}]}]}),
+    );
+    assert_eq!(g.status, 201, "{}", g.text);
+    let gate = g.body["id"].as_str().unwrap().to_string();
+    let rail = json!({"rail": [{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [gate]}},
+        {"type": "resolve", "json": {"policy_ids": [policy]}}]});
+    let r = api.put(&format!("/v1/schemas/{sid}/rail"), &rail);
+    assert_eq!(r.status, 200, "{}", r.text);
+    sid
+}
+
+#[test]
+fn a_failing_element_holds_the_table_and_its_dependents_and_the_review_names_it() {
+    let api = start();
+    let sid = gated_spec(&api);
+    let good = "Net: 30\n\n| Description | Amount |\n|---|---|\n| A | 10 |\n| B | 20 |\n";
+    let bad = "Net: 30\n\n| Description | Amount |\n|---|---|\n| A | 40 |\n| B | -10 |\n";
+    let ids = [upload(&api, "good.md", good), upload(&api, "bad.md", bad)];
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": ids}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    let rows = api
+        .get(&format!("/v1/pipelines/{pid}/results?include=cells"))
+        .body;
+    let row = |n: &str| {
+        rows["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["filename"] == n)
+            .unwrap()
+            .clone()
+    };
+    let good = row("good.md");
+    assert_eq!(good["status"], "complete", "{good}");
+    assert_eq!(good["fields"]["line_count"], 2, "count(lines): {good}");
+    let bad = row("bad.md");
+    assert_eq!(bad["cells"]["lines"]["status"], "blocked", "{bad}");
+    assert_eq!(
+        bad["cells"]["line_count"]["status"], "waiting",
+        "a dependent waits: {bad}"
+    );
+    assert_eq!(bad["fields"]["line_count"], Value::Null);
+    let queue = api
+        .get(&format!("/v1/field-reviews?pipeline_id={pid}"))
+        .body;
+    let item = &queue["data"][0];
+    assert_eq!(item["field_key"], "lines", "{queue}");
+    let pd = item["pipeline_document_id"].as_str().unwrap();
+    let detail = api.get(&format!("/v1/field-reviews/{pd}/lines")).body;
+    let failing = &detail["failingElements"];
+    assert_eq!(failing.as_array().map(Vec::len), Some(1), "{detail}");
+    assert_eq!(failing[0]["index"], 1);
+    assert_eq!(
+        failing[0]["value"],
+        json!({"description": "B", "amount": -10})
+    );
+    assert_eq!(failing[0]["row"]["source_text"], "| B | -10 |", "{detail}");
+    let said = detail["verdicts"].to_string();
+    assert!(
+        said.contains("lines[1].amount: range: -10 is not in range"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("lines[0].amount: range"),
+        "only the failing element: {said}"
+    );
+}
