@@ -311,7 +311,7 @@ pub fn compile(
                     let c = parse_check(r, &rat)?;
                     for f in c.referenced() {
                         let p = path::parse(f).map_err(|e| format!("{rat}: {e}"))?;
-                        if !schema_fields.iter().any(|s| *s == p.field) {
+                        if !schema_fields.contains(&p.field) {
                             return Err(format!("{rat} names '{}', which is not a field of the schema", p.field));
                         }
                         if p.each() && !c.takes_every(f) {
