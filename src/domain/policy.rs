@@ -330,10 +330,20 @@ pub fn compiled_order(fields: &[String], rules: &[RuleDef]) -> Result<Vec<String
     sorted.sort_by_key(|r| r.order);
     for r in &sorted {
         let name = format!("rule {} ({} on {})", r.id, r.rule_type, r.field_key);
-        if !fields.contains(&r.field_key) {
+        // `lines[].amount`: the rule runs on that sub-field of every element of `lines`.
+        let target = super::path::base(&r.field_key).to_string();
+        if super::path::is_path(&r.field_key) {
+            let p = super::path::parse(&r.field_key).map_err(|e| format!("{name}: {e}"))?;
+            if !p.each() || p.sub.is_none() {
+                return Err(format!(
+                    "{name}: a rule on elements names a sub-field of every element, as {}[].amount",
+                    p.field
+                ));
+            }
+        }
+        if !fields.contains(&target) {
             return Err(format!(
-                "{name}: field '{}' is not a field of this policy",
-                r.field_key
+                "{name}: field '{target}' is not a field of this policy"
             ));
         }
         let compiled = validate(&r.rule_type, &r.config).map_err(|e| format!("{name}: {e}"))?;
@@ -343,8 +353,8 @@ pub fn compiled_order(fields: &[String], rules: &[RuleDef]) -> Result<Vec<String
                     "{name}: input '{input}' is not a field of this policy"
                 ));
             }
-            if input != r.field_key {
-                reads.entry(r.field_key.clone()).or_default().insert(input);
+            if input != target {
+                reads.entry(target.clone()).or_default().insert(input);
             }
         }
         match by_field.iter_mut().find(|(f, _)| f == &r.field_key) {
@@ -374,16 +384,22 @@ pub fn compiled_order(fields: &[String], rules: &[RuleDef]) -> Result<Vec<String
             }
         }
         state.insert(f.to_string(), 2);
-        if let Some((_, list)) = by_field.iter().find(|(name, _)| name == f) {
+        // The field's own chain, then those on its elements' sub-fields, in first-rule order.
+        let own = by_field.iter().filter(|(key, _)| key == f);
+        let elements = by_field
+            .iter()
+            .filter(|(key, _)| key != f && super::path::base(key) == f);
+        for (_, list) in own.chain(elements) {
             out.extend(list.iter().map(|r| r.id.clone()));
         }
         Ok(())
     }
     for (f, _) in &by_field {
+        let f = super::path::base(f);
         visit(f, &by_field, &reads, &mut state, &mut out).map_err(|at| {
             let rule = by_field
                 .iter()
-                .find(|(name, _)| name == &at)
+                .find(|(name, _)| super::path::base(name) == at)
                 .and_then(|(_, l)| l.first())
                 .map(|r| format!("rule {} ({} on {})", r.id, r.rule_type, r.field_key))
                 .unwrap_or_else(|| format!("field '{at}'"));
@@ -1213,6 +1229,38 @@ mod tests {
             rule_type: t.into(),
             config,
             order,
+        }
+    }
+
+    #[test]
+    fn rules_on_elements_order_with_their_array_field_and_must_name_every_element() {
+        let fields: Vec<String> = ["lines", "net"].iter().map(|s| s.to_string()).collect();
+        let rules = vec![
+            rule(
+                "sum",
+                "net",
+                "compute",
+                json!({"expr": "sum(lines[].amount)"}),
+                1,
+            ),
+            rule("unit", "lines[].amount", "number", json!({}), 2),
+            rule("own", "lines", "default", json!({"value": []}), 3),
+            rule(
+                "desc",
+                "lines[].description",
+                "format",
+                json!({"op": "trim"}),
+                4,
+            ),
+        ];
+        assert_eq!(
+            compiled_order(&fields, &rules).unwrap(),
+            vec!["own", "unit", "desc", "sum"],
+            "the array's own chain, its elements' chains, then what reads it"
+        );
+        for bad in ["lines[0].amount", "lines[]", "rows[].amount", "lines[].a.b"] {
+            let r = vec![rule("x", bad, "format", json!({"op": "trim"}), 1)];
+            assert!(compiled_order(&fields, &r).is_err(), "{bad}");
         }
     }
 

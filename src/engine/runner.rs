@@ -83,13 +83,11 @@ impl RunSpec {
         for p in &phases {
             if let PhaseConfig::Resolution { rules } = &p.config {
                 for (def, rule) in rules {
-                    let reads: BTreeSet<String> = rule
-                        .inputs()
-                        .into_iter()
-                        .filter(|i| i != &def.field_key)
-                        .collect();
+                    let target = crate::domain::path::base(&def.field_key);
+                    let reads: BTreeSet<String> =
+                        rule.inputs().into_iter().filter(|i| i != target).collect();
                     deps.computed
-                        .entry(def.field_key.clone())
+                        .entry(target.to_string())
                         .or_default()
                         .extend(reads);
                 }
@@ -521,24 +519,30 @@ fn resolve(
         work.insert(f.clone(), (v, conf));
     }
     let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut noted: BTreeSet<String> = BTreeSet::new();
     let mut k = 0;
     while k < rules.len() {
-        let field = rules[k].0.field_key.clone();
+        let key = rules[k].0.field_key.clone();
         let chain_end = rules[k..]
             .iter()
-            .position(|(d, _)| d.field_key != field)
+            .position(|(d, _)| d.field_key != key)
             .map(|p| k + p)
             .unwrap_or(rules.len());
         let chain = &rules[k..chain_end];
         k = chain_end;
+        // A chain on `lines[].amount` runs on that sub-field of each element of `lines`.
+        let field = crate::domain::path::base(&key).to_string();
+        let each = crate::domain::path::parse(&key)
+            .ok()
+            .and_then(|p| p.sub.filter(|_| p.index.is_some()));
         let playing = ctx
             .states
             .get(&field)
             .is_some_and(|s| s.in_play_at(i) && !s.pinned);
-        if done.contains(&field) {
+        if done.contains(&key) {
             continue;
         }
-        done.insert(field.clone());
+        done.insert(key.clone());
         if !playing {
             // A field not in play keeps what this phase made of it in an earlier pass; the
             // rules after its chain read that, as they did then.
@@ -550,45 +554,35 @@ fn resolve(
             continue;
         }
         let (input, input_conf) = work.get(&field).cloned().unwrap_or((Value::Null, None));
-        let mut current = input.clone();
         let mut confs: Vec<f64> = input_conf.into_iter().collect();
-        let mut last_changer: Option<String> = None;
-        let mut failed: Option<String> = None;
-        for (def, rule) in chain {
+        for (_, rule) in chain {
             for read in rule.inputs() {
                 if let Some(c) = work.get(&read).and_then(|w| w.1) {
                     confs.push(c);
                 }
             }
-            // The chain's own field reads its value so far; other fields read the phase's work.
-            let lookup = |name: &str| {
-                if name == field {
-                    current.clone()
-                } else {
-                    work.get(name).map(|w| w.0.clone()).unwrap_or(Value::Null)
-                }
-            };
-            match policy::apply_within(rule, &current, &lookup, ctx.budget.value) {
-                Ok(v) => {
-                    if !policy::same_value(&v, &current) {
-                        last_changer = Some(def.rule_type.clone());
-                    }
-                    current = v;
-                }
-                Err(note) => {
-                    failed = Some(format!("{} rule {}: {note}", def.rule_type, def.id));
-                    break;
-                }
-            }
         }
+        let outcome = match &each {
+            None => run_chain(chain, &field, &input, &work, ctx.budget.value),
+            Some(sub) => run_chain_on_elements(chain, &key, sub, &input, &work, ctx.budget.value),
+        };
+        let (current, last_changer, failed) = match outcome {
+            Ok((v, changer)) => (v, changer, None),
+            Err(note) => (input.clone(), None, Some(note)),
+        };
         if let Some(note) = failed {
             if let Some(st) = ctx.states.get_mut(&field) {
                 st.note = Some(note);
             }
+            noted.insert(field);
             continue;
         }
-        if let Some(st) = ctx.states.get_mut(&field) {
-            st.note = None;
+        // A field's chains on its elements share its note: a later one that passes does not
+        // clear what an earlier one's failure said.
+        if !noted.contains(&field) {
+            if let Some(st) = ctx.states.get_mut(&field) {
+                st.note = None;
+            }
         }
         if !policy::same_value(&current, &input) {
             let conf = confs
@@ -611,6 +605,74 @@ fn resolve(
             work.insert(field, (current, conf));
         }
     }
+}
+
+type Work = HashMap<String, (Value, Option<f64>)>;
+
+/// Runs a chain of rules on a value: the chain's own field (`own`) reads the value so far,
+/// other fields the phase's work. The result and the type of the last rule that changed it,
+/// or the note of the rule that failed.
+fn run_chain(
+    chain: &[(RuleDef, Rule)],
+    own: &str,
+    input: &Value,
+    work: &Work,
+    limit: usize,
+) -> Result<(Value, Option<String>), String> {
+    let mut current = input.clone();
+    let mut last_changer = None;
+    for (def, rule) in chain {
+        let lookup = |name: &str| {
+            if name == own {
+                current.clone()
+            } else {
+                work.get(name).map(|w| w.0.clone()).unwrap_or(Value::Null)
+            }
+        };
+        match policy::apply_within(rule, &current, &lookup, limit) {
+            Ok(v) => {
+                if !policy::same_value(&v, &current) {
+                    last_changer = Some(def.rule_type.clone());
+                }
+                current = v;
+            }
+            Err(note) => return Err(format!("{} rule {}: {note}", def.rule_type, def.id)),
+        }
+    }
+    Ok((current, last_changer))
+}
+
+/// A chain on `lines[].amount`: run on the `amount` of every element of the array, which keeps
+/// its other sub-fields. An element rule that fails names the element; a value that is not an
+/// array (or null) passes unchanged.
+fn run_chain_on_elements(
+    chain: &[(RuleDef, Rule)],
+    key: &str,
+    sub: &str,
+    input: &Value,
+    work: &Work,
+    limit: usize,
+) -> Result<(Value, Option<String>), String> {
+    let Value::Array(list) = input else {
+        return Ok((input.clone(), None));
+    };
+    let path = crate::domain::path::parse(key).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(list.len());
+    let mut last_changer = None;
+    for (n, element) in list.iter().enumerate() {
+        let Value::Object(obj) = element else {
+            out.push(element.clone());
+            continue;
+        };
+        let x = obj.get(sub).cloned().unwrap_or(Value::Null);
+        let (v, changer) =
+            run_chain(chain, key, &x, work, limit).map_err(|e| format!("{}: {e}", path.at(n)))?;
+        let mut obj = obj.clone();
+        obj.insert(sub.to_string(), v);
+        last_changer = changer.or(last_changer);
+        out.push(Value::Object(obj));
+    }
+    Ok((Value::Array(out), last_changer))
 }
 
 fn validate(

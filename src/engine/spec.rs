@@ -25,8 +25,9 @@ fn policy_info(p: &PolicyRow) -> PolicyInfo {
                 }
             }
         }
-        if !fields.contains(&r.field_key) {
-            fields.push(r.field_key.clone());
+        let target = crate::domain::path::base(&r.field_key).to_string();
+        if !fields.contains(&target) {
+            fields.push(target);
         }
     }
     PolicyInfo {

@@ -185,7 +185,9 @@ pub async fn delete_field(call: Call<Write>, Id(id): Id) -> Result<HttpResponse,
 #[derive(Deserialize, ToSchema)]
 #[schema(as = RuleInput)]
 pub struct RuleBody {
-    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
+    /// A field of the policy, or a sub-field of every element of an array field
+    /// (`lines[].amount`).
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,63}(\\[\\]\\.[a-z][a-z0-9_]{0,63})?$")]
     field_key: Option<String>,
     #[schema(
         pattern = "^(direct|format|date|number|currency|lookup|regex_replace|default|compute|unit)$"

@@ -482,3 +482,69 @@ fn a_failing_element_holds_the_table_and_its_dependents_and_the_review_names_it(
         "only the failing element: {said}"
     );
 }
+
+#[test]
+fn rules_on_every_element_normalize_the_table_before_what_reads_it_is_computed() {
+    let api = start();
+    let schema = api.create_schema(&json!({"name": "Cents", "fields": [
+        {"field_name": "net", "data_type": "number"},
+        {"field_name": "lines", "data_type": "array", "items": [
+            {"field_name": "description"}, {"field_name": "amount", "data_type": "number"}]}
+    ]}));
+    let sid = schema["id"].as_str().unwrap().to_string();
+    let p = api.post("/v1/data-policies", &json!({"name": "Cents"}));
+    let policy = p.body["id"].as_str().unwrap().to_string();
+    for (f, t) in [("lines", "array"), ("net", "number")] {
+        let r = api.post(
+            &format!("/v1/data-policies/{policy}/fields"),
+            &json!({"field_key": f, "type": t}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // Added in this order on purpose: the compute comes first, yet it runs after the rules
+    // on the elements of the array it reads.
+    for (key, rule_type, config) in [
+        ("net", "compute", json!({"expr": "sum(lines[].amount)"})),
+        ("lines[].amount", "unit", json!({"from": "m", "to": "cm"})),
+        ("lines[].description", "format", json!({"op": "uppercase"})),
+    ] {
+        let r = api.post(
+            &format!("/v1/data-policies/{policy}/rules"),
+            &json!({"field_key": key, "rule_type": rule_type, "config": config}),
+        );
+        assert_eq!(r.status, 201, "{key}: {}", r.text);
+    }
+    for bad in ["lines[0].amount", "lines[]", "rows[].amount"] {
+        let r = api.post(
+            &format!("/v1/data-policies/{policy}/rules"),
+            &json!({"field_key": bad, "rule_type": "format", "config": {"op": "trim"}}),
+        );
+        assert_envelope(&r, 400, "bad_request");
+    }
+    let rail = json!({"rail": [{"type": "schema"}, {"type": "resolve", "json": {"policy_ids": [policy]}}]});
+    assert_eq!(
+        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
+        200
+    );
+    let doc = upload(
+        &api,
+        "a.md",
+        "| Description | Amount |\n|---|---|\n| tea | 1.25 |\n| cake | 2.5 |\n",
+    );
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": [doc]}),
+    );
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    let row = &api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0];
+    assert_eq!(
+        row["fields"]["lines"],
+        json!([{"description": "TEA", "amount": 125}, {"description": "CAKE", "amount": 250}]),
+        "{row}"
+    );
+    assert_eq!(
+        row["fields"]["net"], 375,
+        "summed after the amounts were converted: {row}"
+    );
+}
