@@ -105,6 +105,39 @@ impl Path {
     }
 }
 
+/// Sets what a path to one element names (`lines[3].amount`, `lines[3]`) in a field's value;
+/// `false` when the value has no such element (or the path names no one element).
+pub fn set(field_value: &mut Value, p: &Path, x: Value) -> bool {
+    let Some(Index::At(n)) = p.index else {
+        return false;
+    };
+    let Some(element) = field_value.as_array_mut().and_then(|l| l.get_mut(n)) else {
+        return false;
+    };
+    match (&p.sub, element) {
+        (None, e) => *e = x,
+        (Some(k), Value::Object(obj)) => {
+            obj.insert(k.clone(), x);
+        }
+        (Some(_), _) => return false,
+    }
+    true
+}
+
+/// A field's value with a reviewer's element pins put back over it, in the order they were
+/// set; the pins whose element the value does not have.
+pub fn apply_pins(field_value: &Value, pins: &[(String, Value)]) -> (Value, Vec<String>) {
+    let mut out = field_value.clone();
+    let mut missing = Vec::new();
+    for (at, x) in pins {
+        let applied = parse(at).is_ok_and(|p| set(&mut out, &p, x.clone()));
+        if !applied {
+            missing.push(at.clone());
+        }
+    }
+    (out, missing)
+}
+
 impl std::fmt::Display for Path {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.field)?;
@@ -155,6 +188,23 @@ mod tests {
         }
         assert_eq!(base("lines[].amount"), "lines");
         assert_eq!(base("total"), "total");
+    }
+
+    #[test]
+    fn pins_are_put_back_over_a_new_value_and_missing_elements_named() {
+        let new = json!([{"amount": 1, "d": "a"}, {"amount": 2, "d": "b"}]);
+        let pins = vec![
+            ("lines[1].amount".to_string(), json!(20)),
+            ("lines[0]".to_string(), json!({"amount": 10, "d": "A"})),
+            ("lines[5].amount".to_string(), json!(9)),
+        ];
+        let (v, missing) = apply_pins(&new, &pins);
+        assert_eq!(
+            v,
+            json!([{"amount": 10, "d": "A"}, {"amount": 20, "d": "b"}])
+        );
+        assert_eq!(missing, vec!["lines[5].amount"]);
+        assert_eq!(apply_pins(&json!(null), &pins[..1]).1.len(), 1);
     }
 
     #[test]

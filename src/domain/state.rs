@@ -86,6 +86,11 @@ pub struct FieldState {
     pub pinned: bool,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub pin: Value,
+    /// A reviewer's corrections of single elements of an array field, `(path, value)` in the
+    /// order they were made (`lines[3].amount`, `lines[3]`): each stands over what any phase
+    /// computes for that element, while the rest of the array is computed as usual.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub element_pins: Vec<(String, Value)>,
     /// Gate phase indices under a loop guard (approve or override).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guards: Vec<usize>,

@@ -34,6 +34,7 @@ fn reset_state(st: &FieldState, restart: usize) -> FieldState {
     FieldState {
         pinned: st.pinned,
         pin: st.pin.clone(),
+        element_pins: st.element_pins.clone(),
         guards: st.guards.clone(),
         reopened_after: st.reopened_after,
         resumed: st.resumed.clone(),

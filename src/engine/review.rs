@@ -6,6 +6,7 @@ use super::spec::load_run_spec;
 use super::views::DocView;
 use super::EngineError;
 use crate::answers::ResolveAnswer;
+use crate::domain::path;
 use crate::domain::rail::PhaseType;
 use crate::domain::schema::{self, FieldDef};
 use crate::domain::state::{
@@ -69,6 +70,59 @@ pub fn check_type(f: &FieldDef, v: &Value) -> Result<(), String> {
             .map_err(|e| format!("corrected_value for '{}': {e}", f.field_name)),
         None => Ok(()),
     }
+}
+
+/// The field's value with one element (`lines[3]`) or one element's sub-field
+/// (`lines[3].amount`) corrected to `v`, checked against the field's sub-fields.
+fn element_corrected(
+    f: &FieldDef,
+    current: &Value,
+    p: &path::Path,
+    v: Value,
+) -> Result<Value, String> {
+    let name = &f.field_name;
+    if f.data_type != "array" {
+        return Err(format!(
+            "'{name}' is not an array field: address it as '{name}'"
+        ));
+    }
+    let Some(path::Index::At(n)) = p.index else {
+        return Err(format!(
+            "a correction names one element, as {name}[3] or {name}[3].amount"
+        ));
+    };
+    let len = current.as_array().map_or(0, Vec::len);
+    if n >= len {
+        return Err(format!(
+            "'{name}' has {len} elements (from 0): {p} is not one of them"
+        ));
+    }
+    match (&p.sub, &f.items) {
+        (Some(k), Some(items)) => {
+            let s = items
+                .iter()
+                .find(|s| &s.field_name == k)
+                .ok_or_else(|| format!("'{k}' is not a sub-field of '{name}'"))?;
+            if !v.is_null() && !schema::fits(&s.data_type, &v) {
+                return Err(format!(
+                    "corrected_value for {p} must be {}",
+                    schema::wanted(&s.data_type)
+                ));
+            }
+        }
+        (Some(_), None) => return Err(format!("'{name}' has no sub-fields: correct {name}[{n}]")),
+        (None, Some(items)) => schema::check_elements(items, &Value::Array(vec![v.clone()]))
+            .map_err(|e| {
+                format!(
+                    "corrected_value for {p}: {}",
+                    e.replacen("element 0", "the element", 1)
+                )
+            })?,
+        (None, None) => {}
+    }
+    let mut out = current.clone();
+    path::set(&mut out, p, v);
+    Ok(out)
 }
 
 /// One document loaded for review work.
@@ -397,8 +451,10 @@ fn log_decision(
     action: &str,
     prior_value: &Value,
     final_value: Option<&Value>,
+    element: Option<&str>,
 ) -> Result<(), EngineError> {
     let entry = NewDecision {
+        element,
         org_id: org,
         pipeline_id: &doc.pd.pipeline_id,
         pd_seq: doc.pd.seq,
@@ -433,9 +489,15 @@ pub fn resolve(
     c: &Connection,
     org: &str,
     pd_id: &str,
-    field: &str,
+    addressed: &str,
     req: &ResolveRequest,
 ) -> Result<(ResolveAnswer, bool), EngineError> {
+    // `lines[3].amount` or `lines[3]`: a correction of one element of an array field.
+    let element = match path::is_path(addressed) {
+        true => Some(path::parse(addressed).map_err(EngineError::Invalid)?),
+        false => None,
+    };
+    let field = path::base(addressed);
     let pd = store::review::find_pd(c, org, pd_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
     let doc = Doc::load(c, pd)?;
@@ -476,11 +538,14 @@ pub fn resolve(
             stage_name: last.stage_name.as_deref(),
             phase_index: last.phase_index,
         };
-        log_decision(c, org, &doc, field, req, held, "reopen", &canonical, None)?;
+        log_decision(
+            c, org, &doc, field, req, held, "reopen", &canonical, None, None,
+        )?;
         let cut = store::review::max_cell_seq(c, doc.pd.seq)?;
         let s = states.get_mut(field).expect("field exists");
         s.pinned = false;
         s.pin = Value::Null;
+        s.element_pins.clear();
         s.guards.clear();
         s.reopened_after = Some(cut);
         s.status = Status::PendingReview;
@@ -537,8 +602,20 @@ pub fn resolve(
             st.status.as_str()
         )));
     }
-    let final_value = match req.action {
-        Action::Approve => {
+    let final_value = match (&element, req.action) {
+        (Some(p), Action::Correct | Action::Override) => {
+            let v = req.corrected_value.clone().ok_or_else(|| {
+                EngineError::Invalid(format!("a correction of {p} needs corrected_value"))
+            })?;
+            element_corrected(&fdef, &canonical, p, v).map_err(EngineError::Invalid)?
+        }
+        (Some(p), _) => {
+            return Err(EngineError::Invalid(format!(
+                "{} applies to the whole field: address '{field}', not {p}",
+                req.action.as_str()
+            )))
+        }
+        (None, Action::Approve) => {
             if req.corrected_value.is_some() {
                 return Err(EngineError::Invalid(
                     "approve keeps the held value: corrected_value is not allowed".into(),
@@ -546,7 +623,7 @@ pub fn resolve(
             }
             canonical.clone()
         }
-        Action::Correct => {
+        (None, Action::Correct) => {
             let v = req
                 .corrected_value
                 .clone()
@@ -554,14 +631,14 @@ pub fn resolve(
             check_type(&fdef, &v).map_err(EngineError::Invalid)?;
             v
         }
-        Action::Override => match &req.corrected_value {
+        (None, Action::Override) => match &req.corrected_value {
             Some(v) => {
                 check_type(&fdef, v).map_err(EngineError::Invalid)?;
                 v.clone()
             }
             None => canonical.clone(),
         },
-        Action::Reopen => unreachable!("handled above"),
+        (None, Action::Reopen) => unreachable!("handled above"),
     };
     let trigger = st.trigger.clone().unwrap_or_else(|| "gate".into());
     let gate_phase = if trigger == "gate" {
@@ -606,12 +683,28 @@ pub fn resolve(
         action,
         &canonical,
         Some(&final_value),
+        element.as_ref().map(ToString::to_string).as_deref(),
     )?;
     {
         let s = states.get_mut(field).expect("field exists");
-        if matches!(req.action, Action::Correct | Action::Override) {
-            s.pinned = true;
-            s.pin = final_value.clone();
+        match (&element, req.action) {
+            // One element corrected: that element is pinned, the rest of the array is still
+            // computed (a whole pin already set takes the corrected array).
+            (Some(p), _) if !s.pinned => {
+                let at = p.to_string();
+                let within = |pinned: &str| {
+                    pinned == at || (p.sub.is_none() && pinned.starts_with(&format!("{at}.")))
+                };
+                s.element_pins.retain(|(pinned, _)| !within(pinned));
+                s.element_pins
+                    .push((at, p.values(&final_value).pop().unwrap_or_default()));
+            }
+            (_, Action::Correct | Action::Override) => {
+                s.pinned = true;
+                s.pin = final_value.clone();
+                s.element_pins.clear();
+            }
+            _ => {}
         }
         if let (Some(g), Action::Approve | Action::Override) = (gate_phase, req.action) {
             if !s.guards.contains(&g) {
@@ -695,12 +788,14 @@ pub fn correct(
         "correct",
         &canonical,
         Some(value),
+        None,
     )?;
     let s = states
         .get_mut(field)
         .ok_or_else(|| EngineError::Internal(format!("no state for field '{field}'")))?;
     s.pinned = true;
     s.pin = value.clone();
+    s.element_pins.clear();
     if changed {
         s.flags.clear();
     }
@@ -940,6 +1035,7 @@ mod tests {
             decided_by_name: "Ada".into(),
             decided_at: at.into(),
             judged_from,
+            element: None,
         }
     }
 

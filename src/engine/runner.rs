@@ -194,6 +194,26 @@ impl DocCtx {
         }
     }
 
+    /// `v` with a reviewer's corrections of single elements of `field` put back over it: a
+    /// phase recomputes the array, never the elements a person set. A correction whose element
+    /// the new value lacks is kept (for a later value that has it) and named in the note.
+    fn with_element_pins(&mut self, field: &str, v: Value) -> Value {
+        let Some(st) = self.states.get_mut(field) else {
+            return v;
+        };
+        if st.element_pins.is_empty() {
+            return v;
+        }
+        let (out, missing) = crate::domain::path::apply_pins(&v, &st.element_pins);
+        if !missing.is_empty() {
+            st.note = Some(format!(
+                "a reviewer's correction of {} finds no such element in the new value; it is kept for when one has it",
+                missing.join(", ")
+            ));
+        }
+        out
+    }
+
     fn next_version(&self, field: &str) -> i64 {
         self.cells
             .iter()
@@ -253,6 +273,7 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                         .iter()
                         .find(|(k, v)| !v.is_null() && names.contains(&fold_key(k)));
                     if let Some((k, v)) = hit.map(|(k, v)| (k.clone(), v.clone())) {
+                        let v = ctx.with_element_pins(&f.field_name, v);
                         if over_value_budget(ctx, &f.field_name, &v) {
                             continue;
                         }
@@ -350,10 +371,11 @@ pub fn run(spec: &RunSpec, ctx: &mut DocCtx) -> RunResult {
                             Some(ocr) => x.confidence * f64::from(ocr),
                             None => x.confidence,
                         };
+                        let value = ctx.with_element_pins(&f.field_name, x.value.clone());
                         let mut c = cell(
                             ctx,
                             &f.field_name,
-                            x.value.clone(),
+                            value,
                             if model.is_some() {
                                 "model_extraction"
                             } else {
@@ -584,6 +606,7 @@ fn resolve(
                 st.note = None;
             }
         }
+        let current = ctx.with_element_pins(&field, current);
         if !policy::same_value(&current, &input) {
             let conf = confs
                 .iter()

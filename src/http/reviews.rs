@@ -510,6 +510,7 @@ pub async fn decisions_export(call: Call<Read>) -> Result<HttpResponse, ApiError
                 "decidedBy",
                 "decidedByName",
                 "decidedAt",
+                "element",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -536,6 +537,7 @@ pub async fn decisions_export(call: Call<Read>) -> Result<HttpResponse, ApiError
                         d.decided_by.clone(),
                         csv_out::neutralize(&d.decided_by_name),
                         d.decided_at.clone(),
+                        s(&d.element),
                     ]
                 })
                 .collect();

@@ -231,13 +231,13 @@ struct Lazy {
 }
 
 /// Fields of a document's states that a restart keeps whatever phase it restarts from (a pin,
-/// guards, a reopen, a superseded pass, a review time). The same expression as the partial index
-/// `pipeline_docs_sticky` (migration 12), which SQLite uses only for a query carrying its exact
-/// condition.
+/// guards, a reopen, a superseded pass, a review time, a pinned element). The same expression
+/// as the partial index `pipeline_docs_sticky` (migration 15), which SQLite uses only for a
+/// query carrying its exact condition.
 const STICKY: &str =
     "(instr(field_states, '\"pinned\":true') > 0 OR instr(field_states, '\"guards\"') > 0
    OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0
-   OR instr(field_states, '\"review_at\"') > 0)";
+   OR instr(field_states, '\"review_at\"') > 0 OR instr(field_states, '\"element_pins\"') > 0)";
 
 /// The documents a whole-run rerun from `from` must reset in its call, because their reset keeps
 /// something: sticky states, a flag raised before `from`, or a field held at a gate before
@@ -491,10 +491,11 @@ pub fn held_of_run(
 /// The targeted documents of a run: all, or the pipeline document ids in a JSON array.
 const TARGET: &str = "pipeline_id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
 const RESTART: &str = restart!();
-/// Field states that hold something a rerun keeps (a block, a pin, guards, flags, a reopen);
-/// every other document's states simply reset.
+/// Field states that hold something a rerun keeps (a block, a pin, guards, flags, a reopen, a
+/// pinned element); every other document's states simply reset.
 const KEEPS: &str = "(instr(field_states, '\"blocked\"') > 0 OR instr(field_states, '\"pinned\":true') > 0
-    OR instr(field_states, '\"guards\"') > 0 OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0)";
+    OR instr(field_states, '\"guards\"') > 0 OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0
+    OR instr(field_states, '\"element_pins\"') > 0)";
 
 pub fn target_count(
     c: &Connection,

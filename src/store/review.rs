@@ -135,6 +135,10 @@ pub struct Decision {
     pub decided_by: String,
     pub decided_by_name: String,
     pub decided_at: String,
+    /// The element of an array field it changed (`lines[3].amount`); absent for a decision on
+    /// the whole field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub element: Option<String>,
     #[serde(skip)]
     /// `(generation, pass)` of the document's first run to follow the decision (NULL on rows
     /// older than migration 3): a verdict of an earlier pass judged before the decision.
@@ -157,14 +161,15 @@ pub struct NewDecision<'a> {
     pub decided_by: &'a str,
     pub decided_by_name: &'a str,
     pub judged_from: (i64, i64),
+    pub element: Option<&'a str>,
 }
 
 pub fn insert_decision(c: &Connection, d: NewDecision) -> Result<(i64, String), StoreError> {
     let now = now_rfc3339();
     c.prepare_cached(
         "INSERT INTO review_decisions(id, org_id, pipeline_id, pd_seq, field_key, trigger_type, stage_id, stage_name, phase_index,
-         action, prior_value, final_value, reason, decided_by, decided_by_name, decided_at, judged_generation, judged_pass)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+         action, prior_value, final_value, reason, decided_by, decided_by_name, decided_at, judged_generation, judged_pass, element)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?
     .execute(params![
         new_id(),
@@ -184,14 +189,15 @@ pub fn insert_decision(c: &Connection, d: NewDecision) -> Result<(i64, String), 
         d.decided_by_name,
         now,
         d.judged_from.0,
-        d.judged_from.1
+        d.judged_from.1,
+        d.element
     ])?;
     Ok((c.last_insert_rowid(), now))
 }
 
 const DEC_SELECT: &str = "SELECT r.seq, r.id, r.pipeline_id, pd.id, pd.document_id, d.filename, r.field_key, r.trigger_type,
     r.stage_id, r.stage_name, r.phase_index, r.action, r.prior_value, r.final_value, r.reason, r.decided_by, r.decided_by_name,
-    r.decided_at, r.judged_generation, r.judged_pass FROM review_decisions r JOIN pipeline_documents pd ON pd.seq = r.pd_seq JOIN documents d ON d.id = pd.document_id";
+    r.decided_at, r.judged_generation, r.judged_pass, r.element FROM review_decisions r JOIN pipeline_documents pd ON pd.seq = r.pd_seq JOIN documents d ON d.id = pd.document_id";
 
 fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
     Ok(Decision {
@@ -217,6 +223,7 @@ fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
             (Some(g), Some(p)) => Some((g, p)),
             _ => None,
         },
+        element: r.get(20)?,
     })
 }
 

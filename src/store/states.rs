@@ -222,6 +222,7 @@ mod tests {
             r#""reopened_after""#,
             r#""resumed""#,
             r#""review_at""#,
+            r#""element_pins""#,
         ];
         for status in [Status::Completed, Status::Progressing] {
             for next in [0, 1, 5, 99] {

@@ -464,6 +464,7 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
             "DROP TABLE schema_migrations;
              ALTER TABLE cells DROP COLUMN rows;
              ALTER TABLE registry_fields DROP COLUMN items;
+             ALTER TABLE review_decisions DROP COLUMN element;
              DROP TABLE verdicts;
              DROP TABLE interned;
              CREATE TABLE verdicts (

@@ -548,3 +548,147 @@ fn rules_on_every_element_normalize_the_table_before_what_reads_it_is_computed()
         "summed after the amounts were converted: {row}"
     );
 }
+
+fn resolve_as(api: &Api, pd: &str, addressed: &str, body: Value) -> Resp {
+    send(
+        api.http
+            .post(api.url(&format!("/v1/field-reviews/{pd}/{addressed}/resolve")))
+            .bearer_auth(api.key())
+            .header("X-Reviewer", "Ada")
+            .json(&body),
+    )
+}
+
+#[test]
+fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_rerun() {
+    let api = start();
+    let sid = gated_spec(&api);
+    let doc = "Net: 30\n\n| Description | Amount |\n|---|---|\n| A | 40 |\n| B | -10 |\n";
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": [upload(&api, "a.md", doc)]}),
+    );
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    let row = api
+        .get(&format!("/v1/pipelines/{pid}/results?include=cells"))
+        .body["data"][0]
+        .clone();
+    assert_eq!(row["cells"]["lines"]["status"], "blocked", "{row}");
+    let pd = row["pipeline_document_id"].as_str().unwrap().to_string();
+
+    for (addressed, body, says) in [
+        (
+            "lines[5].amount",
+            json!({"action": "correct", "corrected_value": 1}),
+            "has 2 elements",
+        ),
+        (
+            "lines[0].colour",
+            json!({"action": "correct", "corrected_value": 1}),
+            "not a sub-field",
+        ),
+        (
+            "lines[1].amount",
+            json!({"action": "correct", "corrected_value": "ten"}),
+            "must be JSON of type number",
+        ),
+        (
+            "lines[1]",
+            json!({"action": "correct", "corrected_value": {"amount": "x"}}),
+            "the element: 'amount'",
+        ),
+        (
+            "lines[0]",
+            json!({"action": "approve"}),
+            "applies to the whole field",
+        ),
+        (
+            "lines[].amount",
+            json!({"action": "correct", "corrected_value": 1}),
+            "one element",
+        ),
+        (
+            "lines[1].amount",
+            json!({"action": "correct"}),
+            "needs corrected_value",
+        ),
+    ] {
+        let r = resolve_as(&api, &pd, addressed, body);
+        assert_envelope(&r, 400, "bad_request");
+        assert!(r.text.contains(says), "{addressed}: {says}: {}", r.text);
+    }
+    // Brackets percent-encoded, as a browser's fetch may send them.
+    let r = resolve_as(
+        &api,
+        &pd,
+        "lines%5B1%5D.amount",
+        json!({"action": "correct", "corrected_value": 10, "reason": "sign misread"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let done = wait_for(30, || {
+        let row = api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0].clone();
+        (row["status"] == "complete").then_some(row)
+    });
+    let corrected = json!([{"description": "A", "amount": 40}, {"description": "B", "amount": 10}]);
+    assert_eq!(done["fields"]["lines"], corrected, "{done}");
+    assert_eq!(
+        done["fields"]["line_count"], 2,
+        "the dependent computed from the decision: {done}"
+    );
+
+    let log = api
+        .get(&format!("/v1/field-reviews/decisions?pipeline_id={pid}"))
+        .body;
+    let d = &log["entries"][0];
+    assert_eq!(d["fieldKey"], "lines", "{log}");
+    assert_eq!(d["element"], "lines[1].amount", "{log}");
+    assert_eq!(d["finalValue"], corrected);
+    assert_eq!(d["priorValue"][1]["amount"], -10);
+    let csv = api
+        .get(&format!(
+            "/v1/field-reviews/decisions/export?pipeline_id={pid}"
+        ))
+        .text;
+    let head = csv.trim_start_matches('\u{feff}').lines().next().unwrap();
+    assert!(head.ends_with(",element"), "{head}");
+    assert!(
+        csv.lines().nth(1).unwrap().ends_with(",lines[1].amount"),
+        "{csv}"
+    );
+
+    // A rerun from extraction reads the table again: element 1 keeps the reviewer's amount,
+    // the rest comes from the document.
+    let r = api.post(
+        &format!("/v1/pipelines/{pid}/rerun"),
+        &json!({"from_phase": "extraction"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    settle(&api, &pid);
+    let after = api
+        .get(&format!("/v1/pipelines/{pid}/results?include=cells"))
+        .body["data"][0]
+        .clone();
+    assert_eq!(after["fields"]["lines"], corrected, "{after}");
+    assert_eq!(after["cells"]["lines"]["status"], "completed", "{after}");
+    // The gate judged again what the reviewer decided: the amounts now add up to 50, not to
+    // the invoice's net of 30, so the net is held.
+    assert_eq!(after["cells"]["net"]["status"], "blocked", "{after}");
+    let net = api.get(&format!("/v1/field-reviews/{pd}/net")).body;
+    assert!(
+        net["verdicts"].to_string().contains("sum: sum 50 vs 30"),
+        "{net}"
+    );
+    let cell = field_cells(&api, &pid, &pd, "lines");
+    let newest = cell["versions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["source"], "rules_extraction", "re-extracted: {cell}");
+    assert_eq!(newest["generation"], 2, "{cell}");
+    assert_eq!(
+        newest["value"], corrected,
+        "the pin put back over the new reading: {cell}"
+    );
+    let log = api
+        .get(&format!("/v1/field-reviews/decisions?pipeline_id={pid}"))
+        .body;
+    assert_eq!(log["entries"].as_array().unwrap().len(), 1, "{log}");
+}
