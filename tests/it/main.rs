@@ -31,6 +31,7 @@ mod models;
 mod prop_http;
 mod prop_parsers;
 mod prop_rerun;
+mod prop_tables;
 mod quick;
 mod real_invoices;
 mod soak;
