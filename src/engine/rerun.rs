@@ -87,16 +87,10 @@ fn fresh_snapshots(
                 }
                 let snap = policy_snapshot(&pol)
                     .map_err(|e| EngineError::Invalid(format!("{at}: {e}")))?;
-                let rules: Vec<crate::domain::policy::RuleDef> =
-                    serde_json::from_value(snap["rules"].clone()).unwrap_or_default();
-                let mut used: Vec<String> = pol.field_keys();
-                for r in &rules {
-                    used.push(r.field_key.clone());
-                    if let Ok(rule) = crate::domain::policy::compile(&r.rule_type, &r.config) {
-                        used.extend(rule.inputs());
-                    }
-                }
-                if let Some(f) = used.iter().find(|f| !names.contains(f)) {
+                if let Some(f) = super::spec::fields_used(&pol)
+                    .iter()
+                    .find(|f| !names.contains(f))
+                {
                     return Err(EngineError::Invalid(format!("{at}: policy '{}' uses field '{f}', which is not a field of the run's schema", pol.name)));
                 }
                 out.push((ph.index, snap));

@@ -162,15 +162,21 @@ impl Doc {
             + 1
     }
 
-    /// `field`'s value as phase `p` read it: its newest live version written before `p`.
+    /// `field`'s value as phase `p` read it: its newest live version written before `p`, with
+    /// the elements a person corrected put back over it.
     fn input_at(&self, field: &str, p: usize) -> Value {
-        self.view
+        let v = self
+            .view
             .cells
             .iter()
             .filter(|(_, c, _)| c.field == field && c.phase_index < p && self.view.is_live(c))
             .max_by_key(|(seq, c, _)| (c.phase_index, *seq))
             .map(|(_, c, _)| c.value.clone())
-            .unwrap_or(Value::Null)
+            .unwrap_or(Value::Null);
+        match self.view.states.get(field) {
+            Some(st) if !st.element_pins.is_empty() => path::apply_pins(&v, &st.element_pins).0,
+            _ => v,
+        }
     }
 
     /// Stores a person's value of `field` as its next version, at confidence 1.0, placed at

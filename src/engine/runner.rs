@@ -176,20 +176,26 @@ impl DocCtx {
             .find(|c| c.field == field && c.phase_index < phase && self.is_live(c))
     }
 
-    /// Input of a phase: the pin, else the newest live earlier version, else null.
+    /// Input of a phase: the pin, else the newest live earlier version (with the elements a
+    /// person corrected put back over it), else null.
     pub fn input(&self, field: &str, phase: usize) -> (Value, Option<&Cell>) {
-        if let Some(st) = self.states.get(field) {
-            if st.pinned {
-                let human = self
-                    .cells
-                    .iter()
-                    .rev()
-                    .find(|c| c.field == field && c.source == "human_review");
-                return (st.pin.clone(), human);
-            }
+        let st = self.states.get(field);
+        if let Some(st) = st.filter(|s| s.pinned) {
+            let human = self
+                .cells
+                .iter()
+                .rev()
+                .find(|c| c.field == field && c.source == "human_review");
+            return (st.pin.clone(), human);
         }
         match self.newest_before(field, phase) {
-            Some(c) => (c.value.clone(), Some(c)),
+            Some(c) => match st.filter(|s| !s.element_pins.is_empty()) {
+                Some(st) => (
+                    crate::domain::path::apply_pins(&c.value, &st.element_pins).0,
+                    Some(c),
+                ),
+                None => (c.value.clone(), Some(c)),
+            },
             None => (Value::Null, None),
         }
     }

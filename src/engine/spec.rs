@@ -15,7 +15,9 @@ use crate::store::Connection;
 use crate::store::StoreError;
 use serde_json::{json, Value};
 
-fn policy_info(p: &PolicyRow) -> PolicyInfo {
+/// The fields a policy reads or writes: its declared fields, its rules' inputs and targets (a
+/// rule on `lines[].amount` writes `lines`).
+pub(super) fn fields_used(p: &PolicyRow) -> Vec<String> {
     let mut fields = p.field_keys();
     for r in &p.rules {
         if let Ok(rule) = policy::compile(&r.rule_type, &r.config) {
@@ -30,10 +32,14 @@ fn policy_info(p: &PolicyRow) -> PolicyInfo {
             fields.push(target);
         }
     }
+    fields
+}
+
+fn policy_info(p: &PolicyRow) -> PolicyInfo {
     PolicyInfo {
         name: p.name.clone(),
         active: p.active(),
-        fields,
+        fields: fields_used(p),
     }
 }
 

@@ -6,6 +6,11 @@
 //! The oracle is independent of the engine: a straightforward computation of each document from
 //! its text, the pins the test itself made, and the policies, in rail order. Every field the
 //! service shows as completed must carry exactly that value; every other field shows nothing.
+//!
+//! One field is a table (`lines`, an array of `{sku, count}` read from the document's table):
+//! a policy converts every element, another sums the elements into `tax`, a gate judges every
+//! element, and a correction addresses one element (`lines[0].count`), which pins that element
+//! only.
 
 use crate::common::*;
 use proptest::prelude::*;
@@ -13,16 +18,19 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-const FIELDS: [&str; 3] = ["net", "tax", "total"];
+const FIELDS: [&str; 4] = ["net", "tax", "total", "lines"];
 
 /// Policies: A `total = net + tax`; B `tax = round(tax * 1.5, 1)`; N `net: number`;
-/// AN both of N and A in one policy (normalization and compute in the same phase).
+/// AN both of N and A in one policy (normalization and compute in the same phase); L every
+/// element's count from metres to centimetres (`lines[].count`); S `tax = sum(lines[].count)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     A,
     B,
     N,
     AN,
+    L,
+    S,
     GateX,
     GateY,
 }
@@ -33,6 +41,8 @@ struct Fixture {
     b: String,
     n: String,
     an: String,
+    l: String,
+    s: String,
 }
 
 fn fixture() -> &'static Fixture {
@@ -44,9 +54,10 @@ fn fixture() -> &'static Fixture {
             let p = api.post("/v1/data-policies", &json!({"name": name}));
             let id = p.body["id"].as_str().unwrap().to_string();
             for f in FIELDS {
+                let t = if f == "lines" { "array" } else { "number" };
                 api.post(
                     &format!("/v1/data-policies/{id}/fields"),
-                    &json!({"field_key": f, "type": "number"}),
+                    &json!({"field_key": f, "type": t}),
                 );
             }
             for (f, t, c) in rules {
@@ -67,7 +78,23 @@ fn fixture() -> &'static Fixture {
         );
         let n = mk("N", std::slice::from_ref(&norm));
         let an = mk("AN", &[norm, sum]);
-        Fixture { api, a, b, n, an }
+        let l = mk(
+            "L",
+            &[("lines[].count", "unit", json!({"from": "m", "to": "cm"}))],
+        );
+        let s = mk(
+            "S",
+            &[("tax", "compute", json!({"expr": "sum(lines[].count)"}))],
+        );
+        Fixture {
+            api,
+            a,
+            b,
+            n,
+            an,
+            l,
+            s,
+        }
     })
 }
 
@@ -77,6 +104,8 @@ struct Doc {
     euro: bool,
     tax: u32,
     total: Option<u32>,
+    /// The counts of the document's table (none: no table).
+    lines: Vec<u32>,
 }
 
 impl Doc {
@@ -89,6 +118,12 @@ impl Doc {
         let mut t = format!("Net: {net}\nTax: {}\n", self.tax);
         if let Some(x) = self.total {
             t.push_str(&format!("Total: {x}\n"));
+        }
+        if !self.lines.is_empty() {
+            t.push_str("\nSku | Count\n");
+            for (k, n) in self.lines.iter().enumerate() {
+                t.push_str(&format!("S{k} | {n}\n"));
+            }
         }
         t
     }
@@ -126,6 +161,8 @@ fn case() -> impl Strategy<Value = Case> {
         Just(Stage::B),
         Just(Stage::N),
         Just(Stage::AN),
+        Just(Stage::L),
+        Just(Stage::S),
         Just(Stage::GateX),
         Just(Stage::GateY)
     ];
@@ -134,12 +171,14 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         0u32..60,
         proptest::option::of(0u32..400),
+        proptest::collection::vec(0u32..80, 0..4),
     )
-        .prop_map(|(net, euro, tax, total)| Doc {
+        .prop_map(|(net, euro, tax, total, lines)| Doc {
             net,
             euro,
             tax,
             total,
+            lines,
         });
     let step = prop_oneof![
         3 => (proptest::collection::vec((0usize..8, 0u8..3, 0u32..300), 1..4), 0u8..3)
@@ -150,7 +189,7 @@ fn case() -> impl Strategy<Value = Case> {
     ];
     (
         any::<bool>(),
-        proptest::collection::vec(stage, 0..5),
+        proptest::collection::vec(stage, 0..6),
         proptest::collection::vec(doc, 1..4),
         proptest::collection::vec(step, 1..6),
         any::<bool>(),
@@ -193,21 +232,49 @@ fn extracted(d: &Doc) -> BTreeMap<&'static str, Value> {
     } else {
         d.net.to_string()
     };
+    let lines = if d.lines.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(
+            d.lines
+                .iter()
+                .enumerate()
+                .map(|(k, n)| json!({"sku": format!("S{k}"), "count": n}))
+                .collect(),
+        )
+    };
     BTreeMap::from([
         ("net", json!(net)),
         ("tax", json!(d.tax)),
         ("total", d.total.map(|t| json!(t)).unwrap_or(Value::Null)),
+        ("lines", lines),
     ])
 }
 
+/// `lines` with the counts a person set on single elements put back (where the table has
+/// that element).
+fn with_element_pins(lines: &Value, element_pins: &[(usize, Value)]) -> Value {
+    let mut out = lines.clone();
+    for (k, x) in element_pins {
+        if let Some(e) = out.as_array_mut().and_then(|l| l.get_mut(*k)) {
+            e["count"] = x.clone();
+        }
+    }
+    out
+}
+
 /// Each field's value after every policy of the rail ran, in order, over the stated values with
-/// the pins in place. A rule that cannot produce a value leaves its input.
+/// the pins in place. A rule that cannot produce a value leaves its input. A count pinned on
+/// one element stands over every value computed for the table.
 fn oracle(
     stages: &[Stage],
     d: &Doc,
     pins: &BTreeMap<&str, Value>,
+    element_pins: &[(usize, Value)],
 ) -> BTreeMap<&'static str, Value> {
     let mut v = extracted(d);
+    let pinned = with_element_pins(&v["lines"], element_pins);
+    v.insert("lines", pinned);
     for (f, p) in pins {
         let key = FIELDS.iter().find(|k| *k == f).expect("a field");
         v.insert(key, p.clone());
@@ -254,6 +321,25 @@ fn oracle(
                 let o = sum(&v);
                 apply(&mut v, "total", o);
             }
+            Stage::L => {
+                let o = v["lines"].as_array().map(|l| {
+                    let cm = l
+                        .iter()
+                        .map(|e| {
+                            let n = as_number(&e["count"]).map(|n| json!(n * 100.0));
+                            json!({"sku": e["sku"], "count": n.unwrap_or(Value::Null)})
+                        })
+                        .collect();
+                    with_element_pins(&Value::Array(cm), element_pins)
+                });
+                apply(&mut v, "lines", o);
+            }
+            Stage::S => {
+                let o = v["lines"].as_array().map(|l| {
+                    json!(l.iter().filter_map(|e| as_number(&e["count"])).sum::<f64>())
+                });
+                apply(&mut v, "tax", o);
+            }
             Stage::GateX | Stage::GateY => {}
         }
     }
@@ -264,6 +350,12 @@ fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-9
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
         }
         _ => a == b,
     }
@@ -280,6 +372,8 @@ struct Run<'a> {
     pds: Vec<String>,
     /// `(document, field)` → the value a person pinned.
     pins: BTreeMap<(usize, &'static str), Value>,
+    /// Per document, the counts a person set on single elements of `lines`, in order.
+    element_pins: BTreeMap<usize, Vec<(usize, Value)>>,
     /// Fields with a decision since their last reopen.
     decided: BTreeSet<(usize, &'static str)>,
     data_product: Option<String>,
@@ -364,7 +458,8 @@ impl Run<'_> {
             .filter(|((d, _), _)| *d == doc)
             .map(|((_, f), v)| (*f, v.clone()))
             .collect();
-        oracle(&self.case.stages, &self.case.docs[doc], &pins)
+        let element_pins = self.element_pins.get(&doc).cloned().unwrap_or_default();
+        oracle(&self.case.stages, &self.case.docs[doc], &pins, &element_pins)
     }
 
     /// Every completed field carries the oracle's value; every other field shows null.
@@ -473,7 +568,8 @@ impl Run<'_> {
         }
     }
 
-    /// Records a successful decision in the test's own model.
+    /// Records a successful decision in the test's own model (a whole pin replaces the
+    /// element pins of `lines`).
     fn record(&mut self, doc: usize, field: &'static str, body: &Value, held_value: &Value) {
         match body["action"].as_str().unwrap() {
             "correct" => {
@@ -484,6 +580,9 @@ impl Run<'_> {
                 self.pins.insert((doc, field), held_value.clone());
             }
             _ => {}
+        }
+        if body["action"] != "approve" && field == "lines" {
+            self.element_pins.remove(&doc);
         }
         self.decided.insert((doc, field));
     }
@@ -526,13 +625,29 @@ impl Run<'_> {
         if !matches!(item["status"].as_str(), Some("blocked" | "pending_review")) {
             return Ok(());
         }
+        let doc = self.doc_of(pd);
+        if field == "lines" && action == 2 {
+            // A correction of the table's first element only.
+            let count = json!(value % 50);
+            let body = json!({"action": "correct", "corrected_value": count});
+            let r = self.api.post(
+                &format!("/v1/field-reviews/{pd}/lines[0].count/resolve"),
+                &body,
+            );
+            prop_assert_eq!(r.status, 200, "{}", r.text);
+            prop_assert_eq!(&r.body["fieldKey"], "lines", "{}", r.text);
+            let pins = self.element_pins.entry(doc).or_default();
+            pins.retain(|(k, _)| *k != 0);
+            pins.push((0, count));
+            self.decided.insert((doc, "lines"));
+            return Ok(());
+        }
         let body = Self::body_for(field, action, value);
         let r = self
             .api
             .post(&format!("/v1/field-reviews/{pd}/{field}/resolve"), &body);
         prop_assert_eq!(r.status, 200, "{}", r.text);
         self.check_answer(&item, &body, &r.body)?;
-        let doc = self.doc_of(pd);
         self.record(doc, field_name(field), &body, &item["current_value"]);
         Ok(())
     }
@@ -580,8 +695,8 @@ impl Run<'_> {
                 prop_assert_eq!(results.len(), mine.len());
                 for (res, it) in results.iter().zip(&mine) {
                     let f = it["field_key"].as_str().unwrap();
-                    // One value for all: a number is not a valid text for `net`.
-                    let type_error = f == "net" && action == 2;
+                    // One value for all: a number is not a valid text for `net`, nor a table.
+                    let type_error = (f == "net" || f == "lines") && action == 2;
                     prop_assert_eq!(res["ok"].as_bool(), Some(!type_error), "{}", r.text);
                     if !type_error {
                         let doc = self.doc_of(pd.as_str().unwrap());
@@ -640,6 +755,9 @@ impl Run<'_> {
         );
         prop_assert_eq!(r.status, 200, "{}", r.text);
         self.pins.remove(&(doc, f));
+        if f == "lines" {
+            self.element_pins.remove(&doc);
+        }
         self.decided.remove(&(doc, f));
         self.settle();
         // Back in review; a field computed again first waits while an input it reads is held.
@@ -866,7 +984,8 @@ fn check(c: Case) -> Result<(), TestCaseError> {
     let api = &fx.api;
     // A case that failed while it held the executor paused left it so: start running.
     api.srv.resume_executor();
-    let s = api.create_schema(&json!({"name": "prop", "fields": [{"field_name": "net"}, {"field_name": "tax", "data_type": "number"}, {"field_name": "total", "data_type": "number"}]}));
+    let s = api.create_schema(&json!({"name": "prop", "fields": [{"field_name": "net"}, {"field_name": "tax", "data_type": "number"}, {"field_name": "total", "data_type": "number"},
+        {"field_name": "lines", "data_type": "array", "items": [{"field_name": "sku"}, {"field_name": "count", "data_type": "number"}]}]}));
     let sid = s["id"].as_str().unwrap().to_string();
     let gate = |name: &str, severity: &str, rules: Value| {
         let r = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": name, "severity": severity, "mechanisms": [{"type": "business_rules", "rules": rules}]}));
@@ -875,7 +994,7 @@ fn check(c: Case) -> Result<(), TestCaseError> {
     let x = gate(
         "X",
         "blocking",
-        json!([{"field": "net", "check": "range", "max": 150}]),
+        json!([{"field": "net", "check": "range", "max": 150}, {"field": "lines[].count", "check": "range", "max": 50}]),
     );
     let y = gate(
         "Y",
@@ -894,6 +1013,8 @@ fn check(c: Case) -> Result<(), TestCaseError> {
             Stage::B => policy(&fx.b),
             Stage::N => policy(&fx.n),
             Stage::AN => policy(&fx.an),
+            Stage::L => policy(&fx.l),
+            Stage::S => policy(&fx.s),
             Stage::GateX => json!({"type": "valid", "json": {"stage_ids": [x]}}),
             Stage::GateY => json!({"type": "valid", "json": {"stage_ids": [y]}}),
         });
@@ -920,6 +1041,7 @@ fn check(c: Case) -> Result<(), TestCaseError> {
         phases,
         pds: Vec::new(),
         pins: BTreeMap::new(),
+        element_pins: BTreeMap::new(),
         decided: BTreeSet::new(),
         data_product: None,
     };
@@ -968,25 +1090,37 @@ fn the_oracle_computes_policies_in_rail_order_with_pins() {
         euro: true,
         tax: 10,
         total: Some(7),
+        lines: vec![],
     };
     let none = BTreeMap::new();
     // Without normalization first, the sum cannot read "€ 100": the stated total stays.
-    let v = oracle(&[Stage::A, Stage::N], &d, &none);
+    let v = oracle(&[Stage::A, Stage::N], &d, &none, &[]);
     assert_eq!(
         (v["net"].clone(), v["total"].clone()),
         (json!(100.0), json!(7))
     );
-    let v = oracle(&[Stage::AN, Stage::B], &d, &none);
+    let v = oracle(&[Stage::AN, Stage::B], &d, &none, &[]);
     assert_eq!(
         (v["total"].clone(), v["tax"].clone()),
         (json!(110.0), json!(15.0))
     );
     let pins = BTreeMap::from([("tax", json!(1))]);
-    let v = oracle(&[Stage::B, Stage::AN], &d, &pins);
+    let v = oracle(&[Stage::B, Stage::AN], &d, &pins, &[]);
     assert_eq!(
         (v["total"].clone(), v["tax"].clone()),
         (json!(101.0), json!(1))
     );
+    // The table: converted, its first count pinned by a person, then summed into the tax.
+    let d = Doc {
+        lines: vec![3, 4],
+        ..d
+    };
+    let v = oracle(&[Stage::L, Stage::S], &d, &none, &[(0, json!(7)), (5, json!(1))]);
+    assert_eq!(
+        v["lines"],
+        json!([{"sku": "S0", "count": 7}, {"sku": "S1", "count": 400.0}])
+    );
+    assert_eq!(v["tax"], json!(407.0));
 }
 
 /// Found by the property test: an override, a rerun from the start, a reopen and an approval of
@@ -1001,6 +1135,7 @@ fn an_approval_after_override_rerun_and_reopen_shows_the_extracted_value() {
             euro: true,
             tax: 0,
             total: None,
+            lines: vec![],
         }],
         steps: vec![
             Step::Decide {
@@ -1033,6 +1168,7 @@ fn decisions_after_two_reruns_recompute_what_depends_on_them() {
         euro,
         tax,
         total,
+        lines: vec![],
     };
     let rerun = |from| Step::Rerun {
         from,
@@ -1077,6 +1213,7 @@ fn a_reopened_bulk_decision_and_a_full_rerun_reproduce_the_values() {
             euro: false,
             tax: 41,
             total: None,
+            lines: vec![],
         }],
         steps: vec![
             Step::Decide {
