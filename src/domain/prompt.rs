@@ -98,14 +98,18 @@ fn expected_format(f: &FieldDef) -> &'static str {
 
 /// The chat messages for one chunk of a document's text.
 pub fn messages(fields: &[FieldDef], text: &str) -> Vec<Value> {
-    let mut spec = String::new();
-    for f in fields {
-        spec.push_str(&format!(
-            "- {} ({}): {}",
+    // `total (Total): a JSON number`
+    let named = |f: &FieldDef| {
+        format!(
+            "{} ({}): {}",
             f.field_name,
             f.display_name,
             expected_format(f)
-        ));
+        )
+    };
+    let mut spec = String::new();
+    for f in fields {
+        spec.push_str(&format!("- {}", named(f)));
         if let Some(d) = &f.description {
             spec.push_str(&format!("; {d}"));
         }
@@ -118,12 +122,7 @@ pub fn messages(fields: &[FieldDef], text: &str) -> Vec<Value> {
         if let Some(items) = &f.items {
             spec.push_str("; a table, one object per row, with");
             for s in items {
-                spec.push_str(&format!(
-                    " {} ({}): {};",
-                    s.field_name,
-                    s.display_name,
-                    expected_format(s)
-                ));
+                spec.push_str(&format!(" {};", named(s)));
             }
             spec.push_str(" and quote: the row's exact text");
         }

@@ -935,6 +935,63 @@ mod tests {
                {"field_name": "total", "data_type": "number"}, {"field_name": "vendor"}])
     }
 
+    /// A table whose amounts a policy converts and sums, one of its amounts corrected by a
+    /// person: every phase's value carries the person's amount, and the sum reads it.
+    #[test]
+    fn a_pinned_element_stands_over_what_extraction_and_policies_compute_and_sums_read_it() {
+        let fields = json!([{"field_name": "net", "data_type": "number"},
+            {"field_name": "lines", "data_type": "array", "items": {"item": "string", "amount": "number"}}]);
+        let rules = vec![
+            rule(
+                "unit",
+                "lines[].amount",
+                "unit",
+                json!({"from": "m", "to": "cm"}),
+                1,
+            ),
+            rule(
+                "sum",
+                "net",
+                "compute",
+                json!({"expr": "sum(lines[].amount)"}),
+                2,
+            ),
+        ];
+        let spec = spec(fields, rules, json!([]), "blocking");
+        let doc = "| Item | Amount |\n|---|---|\n| a | 1 |\n| b | 2 |\n";
+        let mut c = ctx(&spec, doc, json!({}));
+        c.states.get_mut("lines").unwrap().element_pins = vec![
+            ("lines[1].amount".into(), json!(5)),
+            ("lines[7].amount".into(), json!(9)),
+        ];
+        let out = run(&spec, &mut c);
+        assert!(out.error.is_none(), "{:?}", out.error);
+        let written = |phase: usize, field: &str| {
+            out.steps
+                .iter()
+                .find(|s| s.phase_index == phase)
+                .and_then(|s| s.cells.iter().find(|c| c.field == field))
+                .map(|c| c.value.clone())
+        };
+        assert_eq!(
+            written(1, "lines"),
+            Some(json!([{"item": "a", "amount": 1}, {"item": "b", "amount": 5}])),
+            "extraction wrote the person's amount"
+        );
+        assert_eq!(
+            written(2, "lines"),
+            Some(json!([{"item": "a", "amount": 100}, {"item": "b", "amount": 5}])),
+            "the conversion ran on every element but the pinned one"
+        );
+        assert_eq!(
+            written(2, "net"),
+            Some(json!(105)),
+            "the sum read the pinned amount"
+        );
+        let note = c.states["lines"].note.clone().unwrap_or_default();
+        assert!(note.contains("lines[7].amount"), "{note}");
+    }
+
     #[test]
     fn phases_write_versions_only_when_values_change() {
         let s = spec(

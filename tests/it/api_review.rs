@@ -68,16 +68,6 @@ fn queue(api: &Api, query: &str) -> Vec<Value> {
     r.body["data"].as_array().unwrap().clone()
 }
 
-fn resolve(api: &Api, pd: &str, field: &str, body: Value) -> Resp {
-    send(
-        api.http
-            .post(api.url(&format!("/v1/field-reviews/{pd}/{field}/resolve")))
-            .bearer_auth(api.key())
-            .header("X-Reviewer", "Ada")
-            .json(&body),
-    )
-}
-
 fn item<'a>(items: &'a [Value], doc: &str, field: &str) -> &'a Value {
     items
         .iter()

@@ -337,15 +337,7 @@ fn a_held_table_is_corrected_whole_and_a_bad_element_is_refused_by_its_index() {
         "held for review: {row}"
     );
     let pd = row["pipeline_document_id"].as_str().unwrap();
-    let resolve = |body: Value| {
-        send(
-            api.http
-                .post(api.url(&format!("/v1/field-reviews/{pd}/lines/resolve")))
-                .bearer_auth(api.key())
-                .header("X-Reviewer", "Ada")
-                .json(&body),
-        )
-    };
+    let resolve = |body: Value| resolve(&api, pd, "lines", body);
     for (bad, says) in [
         (
             json!([{"description": "A", "amount": "ten"}]),
@@ -549,16 +541,6 @@ fn rules_on_every_element_normalize_the_table_before_what_reads_it_is_computed()
     );
 }
 
-fn resolve_as(api: &Api, pd: &str, addressed: &str, body: Value) -> Resp {
-    send(
-        api.http
-            .post(api.url(&format!("/v1/field-reviews/{pd}/{addressed}/resolve")))
-            .bearer_auth(api.key())
-            .header("X-Reviewer", "Ada")
-            .json(&body),
-    )
-}
-
 #[test]
 fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_rerun() {
     let api = start();
@@ -614,12 +596,12 @@ fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_reru
             "needs corrected_value",
         ),
     ] {
-        let r = resolve_as(&api, &pd, addressed, body);
+        let r = resolve(&api, &pd, addressed, body);
         assert_envelope(&r, 400, "bad_request");
         assert!(r.text.contains(says), "{addressed}: {says}: {}", r.text);
     }
     // Brackets percent-encoded, as a browser's fetch may send them.
-    let r = resolve_as(
+    let r = resolve(
         &api,
         &pd,
         "lines%5B1%5D.amount",

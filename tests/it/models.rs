@@ -570,3 +570,58 @@ fn a_value_of_the_wrong_type_is_asked_again_once_then_left_with_a_note() {
         "{total}"
     );
 }
+
+#[test]
+fn a_model_is_asked_for_a_table_row_by_row_and_each_row_keeps_its_quoted_line() {
+    let stub = ModelStub::start(|_| {
+        StubReply::json_content(
+            &json!({"fields": {"lines": {"value": [
+                {"description": "Widget", "amount": "25,00", "quote": "Widget | 25,00"},
+                {"description": "Gadget", "amount": 7.5, "quote": "Gadget | 7,50", "colour": "red"}
+            ], "quote": null}}})
+            .to_string(),
+        )
+    });
+    let api = with_model(&stub, "");
+    let schema = api.create_schema(&json!({"name": "Model table", "fields": {
+        "lines": [{"description": "string", "amount": "number"}]}}));
+    let sid = schema["id"].as_str().unwrap().to_string();
+    let rail =
+        json!({"rail": [{"type": "schema", "json": {"extractor": "model", "model": "stub"}}]});
+    assert_eq!(
+        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
+        200
+    );
+    let doc = upload(
+        &api,
+        "t.txt",
+        "Invoice\nDescription | Amount\nWidget | 25,00\nGadget | 7,50\n",
+    );
+    let pid = run(&api, &sid, &[doc]);
+    let asked = &stub.requests()[0];
+    let value = &asked["response_format"]["json_schema"]["schema"]["properties"]["fields"]
+        ["properties"]["lines"]["properties"]["value"];
+    let columns: Vec<&String> = value["items"]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the rows' schema: {value}"))
+        .keys()
+        .collect();
+    assert_eq!(columns, ["description", "amount", "quote"], "{value}");
+    assert!(
+        asked["messages"]
+            .to_string()
+            .contains("a table, one object per row"),
+        "{asked}"
+    );
+    let row = &rows(&api, &pid)[0];
+    assert_eq!(
+        row["fields"]["lines"],
+        json!([{"description": "Widget", "amount": 25}, {"description": "Gadget", "amount": 7.5}]),
+        "typed like the rules' values, made-up keys dropped: {row}"
+    );
+    let pd = row["pipeline_document_id"].as_str().unwrap();
+    let cell = field_cells(&api, &pid, pd, "lines");
+    let placed = &cell["versions"][0]["rows"];
+    assert_eq!(placed[0]["source_text"], "Widget | 25,00", "{cell}");
+    assert_eq!(placed[1]["source_text"], "Gadget | 7,50", "{cell}");
+}

@@ -335,9 +335,9 @@ fn oracle(
                 apply(&mut v, "lines", o);
             }
             Stage::S => {
-                let o = v["lines"].as_array().map(|l| {
-                    json!(l.iter().filter_map(|e| as_number(&e["count"])).sum::<f64>())
-                });
+                let o = v["lines"]
+                    .as_array()
+                    .map(|l| json!(l.iter().filter_map(|e| as_number(&e["count"])).sum::<f64>()));
                 apply(&mut v, "tax", o);
             }
             Stage::GateX | Stage::GateY => {}
@@ -459,7 +459,12 @@ impl Run<'_> {
             .map(|((_, f), v)| (*f, v.clone()))
             .collect();
         let element_pins = self.element_pins.get(&doc).cloned().unwrap_or_default();
-        oracle(&self.case.stages, &self.case.docs[doc], &pins, &element_pins)
+        oracle(
+            &self.case.stages,
+            &self.case.docs[doc],
+            &pins,
+            &element_pins,
+        )
     }
 
     /// Every completed field carries the oracle's value; every other field shows null.
@@ -1115,7 +1120,12 @@ fn the_oracle_computes_policies_in_rail_order_with_pins() {
         lines: vec![3, 4],
         ..d
     };
-    let v = oracle(&[Stage::L, Stage::S], &d, &none, &[(0, json!(7)), (5, json!(1))]);
+    let v = oracle(
+        &[Stage::L, Stage::S],
+        &d,
+        &none,
+        &[(0, json!(7)), (5, json!(1))],
+    );
     assert_eq!(
         v["lines"],
         json!([{"sku": "S0", "count": 7}, {"sku": "S1", "count": 400.0}])

@@ -443,6 +443,18 @@ pub fn run_rules(api: &Api, fields: Value, docs: &[String]) -> (String, Vec<Valu
     (pid, rows)
 }
 
+/// Resolves a held field (or, for an array field, one element: `lines[3].amount`) as the
+/// reviewer "Ada".
+pub fn resolve(api: &Api, pd: &str, field: &str, body: Value) -> Resp {
+    send(
+        api.http
+            .post(api.url(&format!("/v1/field-reviews/{pd}/{field}/resolve")))
+            .bearer_auth(api.key())
+            .header("X-Reviewer", "Ada")
+            .json(&body),
+    )
+}
+
 /// One field of a pipeline document's cells answer: its status, pin and every version.
 pub fn field_cells(api: &Api, pid: &str, pd: &str, field: &str) -> Value {
     let r = api.get(&format!("/v1/pipelines/{pid}/documents/{pd}/cells"));
