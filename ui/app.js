@@ -494,8 +494,11 @@ async function itemView(pd, field, gen) {
   const source = await sourceView(d);
   if (!current(gen)) return;
   state.action = null;
+  // An array field's element being corrected (its index), or null for the whole value.
+  state.element = null;
   const held = ["blocked", "pending_review"].includes(d.item.status);
   const { input, read } = valueInput(d.field, d.item.current_value);
+  const valueLabel = h("span", { id: "value-label" }, `Value (${d.field.data_type})`);
   const reason = h("input", { id: "reason", placeholder: "reason (optional)" });
   const error = h("p", { class: "error-text", id: "value-error" });
   const buttons = {};
@@ -511,7 +514,18 @@ async function itemView(pd, field, gen) {
     // One decision per confirmation: a second Enter while the first is out does nothing.
     if (busy) return;
     const body = { action };
-    if (action === "correct" || (action === "override" && input.value.trim() !== "" && input.value.trim() !== show(d.item.current_value))) {
+    const element = state.element;
+    if (element !== null && action !== "correct" && action !== "override") {
+      error.textContent = "One element can be corrected or overridden only; choose c or o.";
+      return;
+    }
+    if (element !== null) {
+      // The element as JSON: an object of the table's columns.
+      let v;
+      try { v = JSON.parse(input.value.trim()); } catch { v = undefined; }
+      if (!v || typeof v !== "object" || Array.isArray(v)) { error.textContent = "The element as a JSON object, please."; input.focus(); return; }
+      body.corrected_value = v;
+    } else if (action === "correct" || (action === "override" && input.value.trim() !== "" && input.value.trim() !== show(d.item.current_value))) {
       const v = read();
       if (v.error) { error.textContent = v.error; input.focus(); return; }
       body.corrected_value = v.value;
@@ -521,7 +535,8 @@ async function itemView(pd, field, gen) {
     busy = true;
     submit.disabled = true;
     try {
-      await api("POST", `/v1/field-reviews/${pd}/${field}/resolve`, body);
+      const addressed = element === null ? field : encodeURIComponent(`${field}[${element}]`);
+      await api("POST", `/v1/field-reviews/${pd}/${addressed}/resolve`, body);
     } finally {
       busy = false;
       submit.disabled = false;
@@ -537,7 +552,7 @@ async function itemView(pd, field, gen) {
   }
   const form = h("form", { class: "actions", id: "actions" },
     h("div", { class: "filters" }, Object.values(buttons)),
-    held ? h("label", {}, `Value (${d.field.data_type})`, input) : null, error,
+    held ? h("label", {}, valueLabel, input) : null, error,
     h("label", {}, "Reason", reason),
     submit);
   form.addEventListener("submit", (ev) => { ev.preventDefault(); confirm(); });
@@ -546,6 +561,19 @@ async function itemView(pd, field, gen) {
     Array.isArray(v.mechanisms) && v.mechanisms.length
       ? h("ul", {}, v.mechanisms.map((m) => h("li", {}, `${m.validatorType || "check"}: ${m.verdict || ""}`, m.reasoning ? ` — ${m.reasoning}` : "")))
       : null)));
+  // The elements of a table that a check failed: each can be corrected on its own.
+  const failing = (d.failingElements || []).length
+    ? h("table", { class: "grid", id: "failing" },
+      h("tr", {}, ["Element", "Value now", "Read from", ""].map((t) => h("th", {}, t))),
+      d.failingElements.map((e) => h("tr", {},
+        h("td", {}, `${field}[${e.index}]`), h("td", {}, show(e.value)), h("td", {}, show(e.row ? e.row.source_text : null)),
+        h("td", {}, held ? h("button", { type: "button", class: "fix-element", id: `fix-${e.index}`, onclick: () => {
+          state.element = e.index;
+          input.value = JSON.stringify(e.value);
+          valueLabel.textContent = `Value (${field}[${e.index}], a JSON object)`;
+          choose("correct");
+        } }, "Correct this element") : null))))
+    : null;
   const history = h("table", { class: "grid", id: "history" },
     h("tr", {}, ["Version", "Source", "Value", "Read from"].map((t) => h("th", {}, t))),
     d.cellHistory.map((c) => h("tr", {}, h("td", {}, c.cellVersion), h("td", {}, c.source), h("td", {}, show(c.value)), h("td", {}, show(c.sourceText)))));
@@ -561,6 +589,7 @@ async function itemView(pd, field, gen) {
       h("div", {},
         h("p", {}, "Held value: ", h("span", { class: "value", id: "held-value" }, show(d.item.current_value))),
         form,
+        failing ? h("h2", {}, "Failing elements") : null, failing,
         h("h2", {}, "Verdicts"), verdicts,
         h("h2", {}, "Waiting on this field"),
         d.waitingDependents.length ? h("p", { id: "dependents" }, d.waitingDependents.join(", ")) : h("p", { class: "muted" }, "Nothing waits."),

@@ -600,3 +600,72 @@ fn the_workbench_is_served_with_a_strict_policy_and_cors_is_off_unless_allowed()
     );
     assert_eq!(oversized.header("vary").as_deref(), Some("Origin"));
 }
+
+#[test]
+fn a_reviewer_sees_a_tables_failing_element_and_corrects_it_alone() {
+    let Some(b) = Browser::start("line-items") else {
+        return;
+    };
+    let api = start();
+    let schema = api.create_schema(&json!({"name": "Tables", "fields": {
+        "lines": [{"description": "string", "amount": "number"}]}}));
+    let sid = schema["id"].as_str().unwrap().to_string();
+    let g = api.post(&format!("/v1/schemas/{sid}/validation-stages"), &json!({"name": "No negative amounts", "severity": "blocking",
+        "mechanisms": [{"type": "business_rules", "rules": [{"check": "range", "field": "lines[].amount", "min": 0}]}]}));
+    let gate = g.body["id"].as_str().unwrap().to_string();
+    let rail =
+        json!({"rail": [{"type": "schema"}, {"type": "valid", "json": {"stage_ids": [gate]}}]});
+    assert_eq!(
+        api.put(&format!("/v1/schemas/{sid}/rail"), &rail).status,
+        200
+    );
+    let doc = upload(
+        &api,
+        "t.md",
+        "| Description | Amount |\n|---|---|\n| A | 40 |\n| B | -10 |\n",
+    );
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "document_ids": [doc]}),
+    );
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(&api, &pid);
+    let pd = api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0]
+        ["pipeline_document_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.goto(&api.url("/"));
+    b.type_into("#key", api.key());
+    b.type_into("#reviewer", "Ada");
+    b.click("#signin button[type=submit]");
+    b.text_until("#pipelines", |t| t.contains("Tables"));
+    b.goto(&api.url(&format!("/ui/#/queue/{pd}/lines")));
+    let failing = b.text_until("#failing", |t| t.contains("lines[1]"));
+    assert!(
+        failing.contains("-10") && failing.contains("| B | -10 |"),
+        "{failing}"
+    );
+    assert!(
+        !failing.contains("lines[0]"),
+        "only the failing element: {failing}"
+    );
+    b.save("browser-shots", "failing-element");
+    b.click("#fix-1");
+    assert!(b.text("#value-label").contains("lines[1]"));
+    b.type_into("#value", r#"{"description": "B", "amount": 10}"#);
+    b.click("#confirm");
+    let row = wait_for(20, || {
+        let row = api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0].clone();
+        (row["status"] == "complete").then_some(row)
+    });
+    assert_eq!(
+        row["fields"]["lines"],
+        json!([{"description": "A", "amount": 40}, {"description": "B", "amount": 10}])
+    );
+    let log = api
+        .get(&format!("/v1/field-reviews/decisions?pipeline_id={pid}"))
+        .body;
+    assert_eq!(log["entries"][0]["element"], "lines[1]", "{log}");
+    assert_eq!(log["entries"][0]["decidedByName"], "Ada", "{log}");
+}
