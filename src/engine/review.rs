@@ -72,6 +72,27 @@ pub fn check_type(f: &FieldDef, v: &Value) -> Result<(), String> {
     }
 }
 
+/// Pins a person's value: the whole field, or with `element` that element only (the rest of
+/// the array is still computed); a field already pinned whole takes the new array whole.
+fn pin(s: &mut FieldState, element: Option<&path::Path>, final_value: &Value) {
+    match element {
+        Some(p) if !s.pinned => {
+            let at = p.to_string();
+            let within = |pinned: &str| {
+                pinned == at || (p.sub.is_none() && pinned.starts_with(&format!("{at}.")))
+            };
+            s.element_pins.retain(|(pinned, _)| !within(pinned));
+            s.element_pins
+                .push((at, p.values(final_value).pop().unwrap_or_default()));
+        }
+        _ => {
+            s.pinned = true;
+            s.pin = final_value.clone();
+            s.element_pins.clear();
+        }
+    }
+}
+
 /// The field's value with one element (`lines[3]`) or one element's sub-field
 /// (`lines[3].amount`) corrected to `v`, checked against the field's sub-fields.
 fn element_corrected(
@@ -693,24 +714,8 @@ pub fn resolve(
     )?;
     {
         let s = states.get_mut(field).expect("field exists");
-        match (&element, req.action) {
-            // One element corrected: that element is pinned, the rest of the array is still
-            // computed (a whole pin already set takes the corrected array).
-            (Some(p), _) if !s.pinned => {
-                let at = p.to_string();
-                let within = |pinned: &str| {
-                    pinned == at || (p.sub.is_none() && pinned.starts_with(&format!("{at}.")))
-                };
-                s.element_pins.retain(|(pinned, _)| !within(pinned));
-                s.element_pins
-                    .push((at, p.values(&final_value).pop().unwrap_or_default()));
-            }
-            (_, Action::Correct | Action::Override) => {
-                s.pinned = true;
-                s.pin = final_value.clone();
-                s.element_pins.clear();
-            }
-            _ => {}
+        if element.is_some() || matches!(req.action, Action::Correct | Action::Override) {
+            pin(s, element.as_ref(), &final_value);
         }
         if let (Some(g), Action::Approve | Action::Override) = (gate_phase, req.action) {
             if !s.guards.contains(&g) {
@@ -743,10 +748,16 @@ pub fn correct(
     c: &Connection,
     org: &str,
     pd_id: &str,
-    field: &str,
+    addressed: &str,
     value: &Value,
     req: &ResolveRequest,
 ) -> Result<(), EngineError> {
+    // `lines[3].amount`: one element of an array field.
+    let element = match path::is_path(addressed) {
+        true => Some(path::parse(addressed).map_err(EngineError::Invalid)?),
+        false => None,
+    };
+    let field = path::base(addressed);
     let pd = store::review::find_pd(c, org, pd_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
     let doc = Doc::load(c, pd)?;
@@ -767,8 +778,16 @@ pub fn correct(
             "Field '{field}' is held for review: resolve it with POST /v1/field-reviews/{pd_id}/{field}/resolve"
         )));
     }
-    check_type(&fdef, value).map_err(EngineError::Invalid)?;
     let (canonical, _) = doc.view.canonical(field);
+    let value = &match &element {
+        Some(p) => {
+            element_corrected(&fdef, &canonical, p, value.clone()).map_err(EngineError::Invalid)?
+        }
+        None => {
+            check_type(&fdef, value).map_err(EngineError::Invalid)?;
+            value.clone()
+        }
+    };
     let changed = !crate::domain::policy::same_value(value, &canonical);
     // Confirming the value as it stands is a correction too: a person's version, at 1.0.
     doc.write_human_version(
@@ -794,14 +813,12 @@ pub fn correct(
         "correct",
         &canonical,
         Some(value),
-        None,
+        element.as_ref().map(ToString::to_string).as_deref(),
     )?;
     let s = states
         .get_mut(field)
         .ok_or_else(|| EngineError::Internal(format!("no state for field '{field}'")))?;
-    s.pinned = true;
-    s.pin = value.clone();
-    s.element_pins.clear();
+    pin(s, element.as_ref(), value);
     if changed {
         s.flags.clear();
     }

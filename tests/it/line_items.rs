@@ -674,3 +674,42 @@ fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_reru
         .body;
     assert_eq!(log["entries"].as_array().unwrap().len(), 1, "{log}");
 }
+
+#[test]
+fn a_patch_of_the_quick_tier_corrects_one_element_by_its_path() {
+    let api = start();
+    let doc = upload(&api, "t.md", MARKDOWN);
+    let schema = json!({"type": "object", "properties": {"lines": {"type": "array", "items": {
+        "type": "object", "properties": {"description": {"type": "string", "x-synonyms": ["Item"]},
+            "amount": {"type": "number"}}}}}});
+    let x = api.post(
+        "/v1/extract",
+        &json!({"document_id": doc, "schema": schema}),
+    );
+    assert!(x.status == 200 || x.status == 201, "{}", x.text);
+    let id = x.body["id"].as_str().unwrap().to_string();
+    assert_eq!(x.body["data"]["lines"][1]["amount"], 1234.5, "{}", x.text);
+    let r = api.patch(
+        &format!("/v1/extractions/{id}/data"),
+        &json!({"corrections": [{"path": "lines[9].amount", "value": 1}]}),
+    );
+    assert_envelope(&r, 400, "bad_request");
+    assert!(r.text.contains("has 2 elements"), "{}", r.text);
+    let r = api.patch(
+        &format!("/v1/extractions/{id}/data"),
+        &json!({"corrections": [{"path": "lines[1].amount", "value": 1200, "reason": "discount"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["data"]["lines"],
+        json!([{"description": "Widget", "amount": 25}, {"description": "Gadget", "amount": 1200}])
+    );
+    let log = api.get("/v1/field-reviews/decisions").body;
+    let d = &log["entries"][0];
+    assert_eq!(
+        (&d["fieldKey"], &d["element"]),
+        (&json!("lines"), &json!("lines[1].amount")),
+        "{log}"
+    );
+    assert_eq!(d["triggerType"], "correction");
+}
