@@ -515,8 +515,8 @@ async function itemView(pd, field, gen) {
     if (busy) return;
     const body = { action };
     const element = state.element;
-    if (element !== null && action !== "correct" && action !== "override") {
-      error.textContent = "One element can be corrected or overridden only; choose c or o.";
+    if (element !== null && action !== "correct") {
+      error.textContent = "One element is corrected (c); approve and override decide the whole field.";
       return;
     }
     if (element !== null) {

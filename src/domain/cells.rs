@@ -62,6 +62,21 @@ pub struct Provenance {
     pub ocr_confidence: Option<f32>,
 }
 
+/// The version an array field's value comes from when a person corrected some of its elements:
+/// the newest that a phase computed (`newest_first` are the candidates, newest first), with the
+/// pins put back over it. The person's own whole-array versions record the decisions; the
+/// pins carry them, over whatever the phases compute now. Without a computed version, the
+/// newest of any.
+pub fn computed_first<'a, I>(newest_first: I) -> Option<&'a Cell>
+where
+    I: Iterator<Item = &'a Cell> + Clone,
+{
+    newest_first
+        .clone()
+        .find(|c| c.source != "human_review")
+        .or_else(|| newest_first.into_iter().next())
+}
+
 /// Whether a version was written by an extractor (the rules or a model).
 pub fn is_extracted(source: &str) -> bool {
     matches!(source, "rules_extraction" | "model_extraction")

@@ -315,6 +315,27 @@ impl Expr {
         self.collect(&mut out);
         out
     }
+    /// The paths into array fields it reads, as written (`lines[].amount`, `lines[2].amount`).
+    pub fn paths(&self) -> BTreeSet<String> {
+        fn walk(e: &Expr, out: &mut BTreeSet<String>) {
+            match e {
+                Expr::Var(v) | Expr::Each(v) if path::is_path(v) => {
+                    out.insert(v.clone());
+                }
+                Expr::Num(_) | Expr::Var(_) | Expr::Each(_) => {}
+                Expr::Neg(x) => walk(x, out),
+                Expr::Bin(_, a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                Expr::Call(_, args) => args.iter().for_each(|a| walk(a, out)),
+            }
+        }
+        let mut out = BTreeSet::new();
+        walk(self, &mut out);
+        out
+    }
+
     fn collect(&self, out: &mut BTreeSet<String>) {
         match self {
             Expr::Num(_) => {}

@@ -761,7 +761,18 @@ pub fn extract_with(
                 let rec = rec.map_err(|e| format!("the document is not valid CSV ({e})"))?;
                 rows.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
             }
-            let key_value = rows.iter().all(|r| r.len() <= 2)
+            // Every record under a header that names a table's columns is an element of it;
+            // such a CSV is a table, not a list of labels and values.
+            let tables: Vec<(usize, super::tables::Table)> = matcher
+                .tables
+                .iter()
+                .filter_map(|(i, columns)| {
+                    super::tables::from_records(&rows, &fields[*i].items, columns, c.day_first)
+                        .map(|t| (*i, t))
+                })
+                .collect();
+            let key_value = tables.is_empty()
+                && rows.iter().all(|r| r.len() <= 2)
                 && rows
                     .iter()
                     .any(|r| r.len() == 2 && c.matcher.best(&r[0]).is_some());
@@ -777,14 +788,9 @@ pub fn extract_with(
                 for (h, v) in header.iter().zip(first.iter()) {
                     c.offer(h, Value::String(v.trim().to_string()), &line);
                 }
-                // Every record under the header is an element of a table field.
-                for (i, columns) in &matcher.tables {
-                    let found =
-                        super::tables::from_records(&rows, &fields[*i].items, columns, c.day_first);
-                    if let Some(t) = found {
-                        c.table(*i, t);
-                    }
-                }
+            }
+            for (i, t) in tables {
+                c.table(i, t);
             }
         }
         _ => {

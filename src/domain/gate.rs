@@ -166,6 +166,21 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// The paths into array fields its checks name (`lines[].amount`), to be checked against
+    /// the schema's sub-fields.
+    pub fn paths(&self) -> Vec<&str> {
+        self.mechanisms
+            .iter()
+            .filter_map(|m| match m {
+                Mechanism::BusinessRules(checks) => Some(checks),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(Check::referenced)
+            .filter(|n| path::is_path(n))
+            .collect()
+    }
+
     /// Whether judging reads the document's text (only the evidence check does): the text is
     /// folded for such gates alone.
     pub fn reads_text(&self) -> bool {
@@ -899,6 +914,15 @@ pub fn judge(
                         Reasoning::fixed("no value"),
                         "evidence",
                     )
+                } else if ev.value.is_array() || ev.value.is_object() {
+                    // A table is never printed as its JSON: its rows are judged by checks on
+                    // its elements, and each keeps the row it was read from.
+                    (
+                        Outcome::Skip,
+                        None,
+                        Reasoning::fixed("a table or object is not looked for as one value"),
+                        "evidence",
+                    )
                 } else if exempt {
                     (
                         Outcome::Skip,
@@ -1299,6 +1323,33 @@ mod tests {
         assert!(
             refuse(json!([{"check": "range", "field": "lines[x].amount", "max": 1}]))
                 .contains("not a path")
+        );
+    }
+
+    #[test]
+    fn the_evidence_check_passes_over_a_table_instead_of_failing_it() {
+        let g = compile("blocking", &[], &json!([{"type": "evidence"}]), &fields()).unwrap();
+        let table = json!([{"amount": 1234.5}]);
+        let ev = Evidence {
+            value: &table,
+            source: Some("rules_extraction"),
+            rule_type: None,
+            confidence: Some(0.95),
+            extracted: Some(&table),
+            samples: None,
+        };
+        let j = judge(
+            &g,
+            "lines",
+            &ev,
+            &|_| (Value::Null, false),
+            &fold_text("| Widget | 1.234,50 |"),
+        );
+        assert_eq!(
+            j.outcome,
+            Outcome::Skip,
+            "{}",
+            j.mechanisms[0].reasoning.text()
         );
     }
 

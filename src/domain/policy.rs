@@ -314,6 +314,14 @@ impl Rule {
         }
     }
 
+    /// The paths into array fields it reads (a compute's `sum(lines[].amount)`).
+    pub fn paths(&self) -> BTreeSet<String> {
+        match self {
+            Rule::Compute { expr } => expr.paths(),
+            _ => BTreeSet::new(),
+        }
+    }
+
     /// Whether values written by this rule are exempt from the evidence check.
     pub fn not_from_text(rule_type: &str) -> bool {
         matches!(rule_type, "default" | "compute" | "lookup" | "direct")

@@ -396,6 +396,7 @@ fn table(list: &[Value], f: &FieldSpec, text: &str, day_first: bool) -> (Value, 
     let mut rows = Vec::with_capacity(list.len());
     let elements = list
         .iter()
+        .take(super::tables::MAX_ROWS)
         .map(|row| {
             let quote = row.get("quote").and_then(Value::as_str).unwrap_or_default();
             let line = find_quote(text, quote)

@@ -368,6 +368,11 @@ fn check_items(f: &FieldDef) -> Result<(), String> {
     }
     check_names(items, &format!("field '{name}': sub-field"))?;
     for s in items {
+        if s.field_name == "quote" {
+            return Err(format!(
+                "field '{name}': sub-field name 'quote' is reserved (a model answers each row's quote under it)"
+            ));
+        }
         if matches!(s.data_type.as_str(), "array" | "object") {
             return Err(format!(
                 "field '{name}': sub-field '{}' must be of a scalar type, not {}",
@@ -428,6 +433,30 @@ pub fn merge_fields(base: &[FieldDef], patch: Vec<FieldDef>) -> Vec<FieldDef> {
         }
     }
     out
+}
+
+/// Checks a name a rule, expression or gate uses against the schema: a field, or a path into an
+/// array field's elements whose sub-field the field's `items` has (`lines[].amount`).
+pub fn check_path(fields: &[FieldDef], name: &str) -> Result<(), String> {
+    let p = super::path::parse(name)?;
+    let f = fields
+        .iter()
+        .find(|f| f.field_name == p.field)
+        .ok_or_else(|| format!("'{}' is not a field of the schema", p.field))?;
+    if p.index.is_none() {
+        return Ok(());
+    }
+    if f.data_type != "array" {
+        return Err(format!("'{name}': '{}' is not an array field", p.field));
+    }
+    match (&p.sub, &f.items) {
+        (None, _) => Ok(()),
+        (Some(k), Some(items)) if items.iter().any(|s| &s.field_name == k) => Ok(()),
+        (Some(k), _) => Err(format!(
+            "'{name}': '{k}' is not a sub-field of '{}'",
+            p.field
+        )),
+    }
 }
 
 /// Whether a value is of a data type, strictly: a date as `YYYY-MM-DD`, a currency as an ISO

@@ -304,6 +304,14 @@ mod tests {
     }
 
     #[test]
+    fn a_two_column_csv_table_is_a_table_not_labels_and_values() {
+        let csv = "Item,Amount\nWidget,25.00\nTotal,25.00\n";
+        let x = read(csv, "text/csv").expect("a table");
+        assert_eq!(x.value.as_array().map(Vec::len), Some(2), "{}", x.value);
+        assert_eq!(x.value[0]["description"], json!("Widget"));
+    }
+
+    #[test]
     fn no_header_no_table_and_a_label_never_fills_an_array() {
         assert!(read("Lines: 4\nQty 2\n", "text/plain").is_none());
         assert!(read("Description | Notes\nA | b\n", "text/plain").is_none());

@@ -77,7 +77,9 @@ fn settled(s: &SchemaRow, d: GateDraft, base: Option<&GateRow>) -> Result<Stored
         (v, _) => blocking_config(v)?,
     };
     let names: Vec<String> = s.fields.iter().map(|f| f.field_name.clone()).collect();
-    gate::compile(&severity, &field_scope, &mechanisms, &names).map_err(EngineError::Invalid)?;
+    gate::compile(&severity, &field_scope, &mechanisms, &names)
+        .and_then(|g| super::spec::check_gate_paths(&g, &s.fields))
+        .map_err(EngineError::Invalid)?;
     Ok(Stored {
         name,
         severity,

@@ -85,7 +85,8 @@ fn fresh_snapshots(
                         pol.name
                     )));
                 }
-                let snap = policy_snapshot(&pol)
+                let snap = super::spec::check_policy_paths(&pol, &p.fields)
+                    .and_then(|_| policy_snapshot(&pol))
                     .map_err(|e| EngineError::Invalid(format!("{at}: {e}")))?;
                 if let Some(f) = super::spec::fields_used(&pol)
                     .iter()
@@ -100,6 +101,7 @@ fn fresh_snapshots(
                     continue;
                 };
                 gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &names)
+                    .and_then(|compiled| super::spec::check_gate_paths(&compiled, &p.fields))
                     .map_err(|e| EngineError::Invalid(format!("{at}: {e}")))?;
                 out.push((ph.index, gate_snapshot(&g)));
             }

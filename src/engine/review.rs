@@ -186,17 +186,25 @@ impl Doc {
     /// `field`'s value as phase `p` read it: its newest live version written before `p`, with
     /// the elements a person corrected put back over it.
     fn input_at(&self, field: &str, p: usize) -> Value {
-        let v = self
+        let mut earlier: Vec<&(i64, Cell, String)> = self
             .view
             .cells
             .iter()
             .filter(|(_, c, _)| c.field == field && c.phase_index < p && self.view.is_live(c))
-            .max_by_key(|(seq, c, _)| (c.phase_index, *seq))
-            .map(|(_, c, _)| c.value.clone())
-            .unwrap_or(Value::Null);
+            .collect();
+        earlier.sort_by_key(|(seq, c, _)| std::cmp::Reverse((c.phase_index, *seq)));
+        let newest_first = earlier.iter().map(|(_, c, _)| c);
         match self.view.states.get(field) {
-            Some(st) if !st.element_pins.is_empty() => path::apply_pins(&v, &st.element_pins).0,
-            _ => v,
+            Some(st) if !st.element_pins.is_empty() => {
+                crate::domain::cells::computed_first(newest_first)
+                    .map(|c| path::apply_pins(&c.value, &st.element_pins).0)
+                    .unwrap_or(Value::Null)
+            }
+            _ => newest_first
+                .clone()
+                .next()
+                .map(|c| c.value.clone())
+                .unwrap_or(Value::Null),
         }
     }
 
@@ -265,7 +273,9 @@ impl Doc {
 fn first_rule_phase(spec: &RunSpec, field: &str) -> Option<usize> {
     spec.phases.iter().find_map(|p| match &p.config {
         super::runner::PhaseConfig::Resolution { rules }
-            if rules.iter().any(|(def, _)| def.field_key == field) =>
+            if rules
+                .iter()
+                .any(|(def, _)| path::base(&def.field_key) == field) =>
         {
             Some(p.index)
         }
@@ -278,7 +288,7 @@ fn first_compute(spec: &RunSpec, states: &States, d: &str, f: &str) -> Option<us
     for p in &spec.phases {
         if let super::runner::PhaseConfig::Resolution { rules } = &p.config {
             for (def, rule) in rules {
-                if def.field_key != d {
+                if path::base(&def.field_key) != d {
                     continue;
                 }
                 if rule
@@ -525,6 +535,14 @@ pub fn resolve(
         false => None,
     };
     let field = path::base(addressed);
+    if let Some(p) = element.as_ref().filter(|_| req.action != Action::Correct) {
+        // An override or approval passes the gate for the whole field, and a reopen returns
+        // the whole field to review: they name the field.
+        return Err(EngineError::Invalid(format!(
+            "{} applies to the whole field: address '{field}', not {p} (an element is corrected)",
+            req.action.as_str()
+        )));
+    }
     let pd = store::review::find_pd(c, org, pd_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
     let doc = Doc::load(c, pd)?;
@@ -630,7 +648,7 @@ pub fn resolve(
         )));
     }
     let final_value = match (&element, req.action) {
-        (Some(p), Action::Correct | Action::Override) => {
+        (Some(p), Action::Correct) => {
             let v = req.corrected_value.clone().ok_or_else(|| {
                 EngineError::Invalid(format!("a correction of {p} needs corrected_value"))
             })?;

@@ -188,14 +188,22 @@ impl DocCtx {
                 .find(|c| c.field == field && c.source == "human_review");
             return (st.pin.clone(), human);
         }
-        match self.newest_before(field, phase) {
-            Some(c) => match st.filter(|s| !s.element_pins.is_empty()) {
-                Some(st) => (
+        if let Some(st) = st.filter(|s| !s.element_pins.is_empty()) {
+            let earlier = self
+                .cells
+                .iter()
+                .rev()
+                .filter(|c| c.field == field && c.phase_index < phase && self.is_live(c));
+            return match crate::domain::cells::computed_first(earlier) {
+                Some(c) => (
                     crate::domain::path::apply_pins(&c.value, &st.element_pins).0,
                     Some(c),
                 ),
-                None => (c.value.clone(), Some(c)),
-            },
+                None => (Value::Null, None),
+            };
+        }
+        match self.newest_before(field, phase) {
+            Some(c) => (c.value.clone(), Some(c)),
             None => (Value::Null, None),
         }
     }

@@ -43,6 +43,31 @@ fn policy_info(p: &PolicyRow) -> PolicyInfo {
     }
 }
 
+/// Every path into an array field that a policy's rules write or read names a sub-field the
+/// schema's field has (a typo would otherwise read nothing, or write a new key into every
+/// element).
+pub(super) fn check_policy_paths(p: &PolicyRow, fields: &[FieldDef]) -> Result<(), String> {
+    for r in &p.rules {
+        let mut names: Vec<String> = vec![r.field_key.clone()];
+        if let Ok(rule) = policy::compile(&r.rule_type, &r.config) {
+            names.extend(rule.paths());
+        }
+        for n in names.iter().filter(|n| crate::domain::path::is_path(n)) {
+            crate::domain::schema::check_path(fields, n)
+                .map_err(|e| format!("policy '{}', rule {}: {e}", p.name, r.id))?;
+        }
+    }
+    Ok(())
+}
+
+/// The same for a gate's checks.
+pub(super) fn check_gate_paths(g: &gate::Gate, fields: &[FieldDef]) -> Result<(), String> {
+    for n in g.paths() {
+        crate::domain::schema::check_path(fields, n)?;
+    }
+    Ok(())
+}
+
 /// The snapshot of a policy as a resolution phase runs it: its rules in compiled order.
 pub fn policy_snapshot(p: &PolicyRow) -> Result<Value, String> {
     let order = policy::compiled_order(&p.field_keys(), &p.rules)?;
@@ -109,9 +134,11 @@ pub fn compile_rail(
                         p.index, p.name
                     ))
                 })?;
-                policy_snapshot(&pol).map_err(|e| {
-                    EngineError::Invalid(format!("phase {} ({}): {e}", p.index, p.name))
-                })?
+                check_policy_paths(&pol, &schema.fields)
+                    .and_then(|_| policy_snapshot(&pol))
+                    .map_err(|e| {
+                        EngineError::Invalid(format!("phase {} ({}): {e}", p.index, p.name))
+                    })?
             }
             PhaseType::Validation => {
                 let g = gates
@@ -120,9 +147,11 @@ pub fn compile_rail(
                     .ok_or_else(|| {
                         EngineError::Invalid(format!("phase {}: gate not found", p.index))
                     })?;
-                gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &field_names).map_err(
-                    |e| EngineError::Invalid(format!("phase {} ({}): {e}", p.index, p.name)),
-                )?;
+                gate::compile(&g.severity, &g.field_scope, &g.mechanisms, &field_names)
+                    .and_then(|compiled| check_gate_paths(&compiled, &schema.fields))
+                    .map_err(|e| {
+                        EngineError::Invalid(format!("phase {} ({}): {e}", p.index, p.name))
+                    })?;
                 gate_snapshot(g)
             }
         };
@@ -139,7 +168,9 @@ pub fn fields_used_by_rail(
 ) -> Result<Vec<String>, EngineError> {
     let stages: Vec<Stage> = serde_json::from_value(schema.rail.clone()).unwrap_or_default();
     let mut used: Vec<String> = Vec::new();
+    // A path into an array field (`lines[].amount`) uses the array field.
     let mut add = |f: &str| {
+        let f = crate::domain::path::base(f);
         if !used.iter().any(|u| u == f) {
             used.push(f.to_string());
         }

@@ -43,13 +43,26 @@ impl DocView {
                 .find(|c| c.field == field && c.source == "human_review");
             return (st.pin.clone(), human);
         }
-        match self
+        let live = self
             .cells
             .iter()
             .rev()
             .map(|(_, c, _)| c)
-            .find(|c| c.field == field && self.is_live(c))
+            .filter(|c| c.field == field && self.is_live(c));
+        if let Some(st) = self
+            .states
+            .get(field)
+            .filter(|s| !s.element_pins.is_empty())
         {
+            return match crate::domain::cells::computed_first(live) {
+                Some(c) => (
+                    crate::domain::path::apply_pins(&c.value, &st.element_pins).0,
+                    Some(c),
+                ),
+                None => (Value::Null, None),
+            };
+        }
+        match live.clone().next() {
             Some(c) => (c.value.clone(), Some(c)),
             None => (Value::Null, None),
         }

@@ -203,9 +203,10 @@ enum Export {
     Lines,
 }
 
-/// The fields a plain or audit export has a column for: arrays are the line-items export's.
+/// The fields a plain or audit export has a column for: every field but the tables (arrays
+/// with sub-fields), which are the line-items export's. A plain list stays a JSON cell.
 fn scalar(f: &FieldDef) -> bool {
-    f.data_type != "array"
+    f.items.is_none()
 }
 
 async fn export(call: Call<Read>, id: String, kind: Export) -> Result<HttpResponse, ApiError> {
@@ -327,9 +328,8 @@ fn element_columns(arrays: &[&FieldDef]) -> Vec<String> {
     out
 }
 
-/// A delivered row's line items: one line per element of each array field whose value is
-/// shown (a held field has none yet). An element that is not an object (an array without
-/// sub-fields) stands in a `value` column of its own.
+/// A delivered row's line items: one line per element of each table field whose value is
+/// shown (a held field has none yet).
 fn element_lines(r: &Row, arrays: &[&FieldDef], columns: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for f in arrays {
@@ -343,20 +343,12 @@ fn element_lines(r: &Row, arrays: &[&FieldDef], columns: &[String]) -> Vec<Vec<S
                 f.field_name.clone(),
                 i.to_string(),
             ];
-            match e {
-                Value::Object(obj) => line.extend(
-                    columns
-                        .iter()
-                        .map(|k| obj.get(k).map(csv_out::cell).unwrap_or_default()),
-                ),
-                other => {
-                    line.push(csv_out::cell(other));
-                    line.extend(std::iter::repeat_n(
-                        String::new(),
-                        columns.len().saturating_sub(1),
-                    ));
-                }
-            }
+            // An element that is not an object (which no table field accepts) has no columns.
+            line.extend(
+                columns
+                    .iter()
+                    .map(|k| e.get(k).map(csv_out::cell).unwrap_or_default()),
+            );
             out.push(line);
         }
     }
