@@ -1,6 +1,7 @@
 #![no_main]
 //! The `rules` extractor over arbitrary bytes, read as each of the four text formats it knows.
-//! Whatever arrives, it answers `Ok` or a message, and what it extracts is well formed.
+//! Whatever arrives, it answers `Ok` or a message, and what it extracts is well formed: a
+//! table field's value is a list of objects of its sub-fields, one row each.
 
 use libfuzzer_sys::fuzz_target;
 use quire::domain::extract::{extract_with, FieldSpec, Matcher};
@@ -19,6 +20,7 @@ fn spec(name: &str, display: &str, data_type: &str, synonyms: &[&str]) -> FieldS
         display_name: display.into(),
         data_type: data_type.into(),
         synonyms: synonyms.iter().map(|s| s.to_string()).collect(),
+        items: Vec::new(),
     }
 }
 
@@ -37,6 +39,13 @@ fn fields() -> &'static (Vec<FieldSpec>, Matcher) {
             spec("paid", "Paid", "boolean", &[]),
             spec("issue_date", "Issue Date", "date", &["Datum"]),
             spec("notes", "Notes", "string", &["Größe", ""]),
+            FieldSpec {
+                items: vec![
+                    spec("description", "Description", "string", &["Item"]),
+                    spec("amount", "Amount", "number", &["Betrag"]),
+                ],
+                ..spec("lines", "Lines", "array", &["Positions"])
+            },
         ];
         let matcher = Matcher::new(&fields);
         (fields, matcher)
@@ -68,6 +77,29 @@ fuzz_target!(|data: &[u8]| {
                 got.source_text.chars().count() <= 500,
                 "{mime}: long source"
             );
+            if name == "lines" {
+                let rows = got.value.as_array().expect("a table is a list");
+                assert!(
+                    !rows.is_empty() && rows.len() <= 10_000,
+                    "{mime}: {} rows",
+                    rows.len()
+                );
+                assert_eq!(rows.len(), got.rows.len(), "{mime}: one row each");
+                for r in rows {
+                    let keys: Vec<&String> = r
+                        .as_object()
+                        .expect("an element is an object")
+                        .keys()
+                        .collect();
+                    assert_eq!(keys, ["description", "amount"], "{mime}: {r}");
+                }
+                assert!(
+                    got.rows.iter().all(|r| r.chars().count() <= 500),
+                    "{mime}: long row"
+                );
+            } else {
+                assert!(got.rows.is_empty(), "{mime}: rows for a scalar");
+            }
         }
     }
 });

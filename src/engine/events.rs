@@ -167,28 +167,36 @@ pub fn data_product_ready(c: &Connection, org: &str, dp: &DataProduct) -> Result
     })
 }
 
+/// What a decision event tells: the decision, its field (and the element of a table it
+/// changed, when it changed one), the action and who took it.
+pub struct DecisionEvent<'a> {
+    pub pd_seq: i64,
+    pub decision_id: &'a str,
+    pub field_key: &'a str,
+    pub element: Option<&'a str>,
+    pub action: &'a str,
+    pub decided_by_name: &'a str,
+}
+
 /// A decision entered the log.
-pub fn decision_made(
-    c: &Connection,
-    org: &str,
-    pd_seq: i64,
-    decision_id: &str,
-    field_key: &str,
-    action: &str,
-    decided_by_name: &str,
-) -> Result<(), StoreError> {
+pub fn decision_made(c: &Connection, org: &str, d: DecisionEvent) -> Result<(), StoreError> {
     emit(c, org, "review.decision_made", |c| {
-        let pd = store::review::pd_by_seq(c, pd_seq)?
-            .ok_or_else(|| StoreError::Refused(format!("pipeline document {pd_seq} vanished")))?;
-        Ok(json!({
-            "decision_id": decision_id,
+        let pd = store::review::pd_by_seq(c, d.pd_seq)?.ok_or_else(|| {
+            StoreError::Refused(format!("pipeline document {} vanished", d.pd_seq))
+        })?;
+        let mut data = json!({
+            "decision_id": d.decision_id,
             "pipeline_id": pd.pipeline_id,
             "pipeline_document_id": pd.id,
             "document_id": pd.document_id,
-            "field_key": field_key,
-            "action": action,
-            "decided_by_name": decided_by_name,
-        }))
+            "field_key": d.field_key,
+            "action": d.action,
+            "decided_by_name": d.decided_by_name,
+        });
+        if let Some(e) = d.element {
+            data["element"] = json!(e);
+        }
+        Ok(data)
     })
 }
 

@@ -509,15 +509,15 @@ fn log_decision(
         judged_from: doc.next_run(),
     };
     let (_, decision_id) = store::review::insert_decision(c, entry)?;
-    super::events::decision_made(
-        c,
-        org,
-        doc.pd.seq,
-        &decision_id,
-        field,
+    let event = super::events::DecisionEvent {
+        pd_seq: doc.pd.seq,
+        decision_id: &decision_id,
+        field_key: field,
+        element,
         action,
-        &req.reviewer,
-    )?;
+        decided_by_name: &req.reviewer,
+    };
+    super::events::decision_made(c, org, event)?;
     Ok(())
 }
 

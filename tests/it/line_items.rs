@@ -543,7 +543,8 @@ fn rules_on_every_element_normalize_the_table_before_what_reads_it_is_computed()
 
 #[test]
 fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_rerun() {
-    let api = start();
+    // The receiver of decisions below listens on this machine.
+    let api = start_with(|c| c.webhooks.allow_private = true);
     let sid = gated_spec(&api);
     let doc = "Net: 30\n\n| Description | Amount |\n|---|---|\n| A | 40 |\n| B | -10 |\n";
     let r = api.post(
@@ -600,6 +601,13 @@ fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_reru
         assert_envelope(&r, 400, "bad_request");
         assert!(r.text.contains(says), "{addressed}: {says}: {}", r.text);
     }
+    // A receiver of decisions learns which element was corrected.
+    let rx = crate::common::receiver::Receiver::start();
+    let hook = api.post(
+        "/v1/webhooks",
+        &json!({"url": rx.url("/"), "events": ["review.decision_made"]}),
+    );
+    assert_eq!(hook.status, 201, "{}", hook.text);
     // Brackets percent-encoded, as a browser's fetch may send them.
     let r = resolve(
         &api,
@@ -627,6 +635,9 @@ fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_reru
     assert_eq!(d["element"], "lines[1].amount", "{log}");
     assert_eq!(d["finalValue"], corrected);
     assert_eq!(d["priorValue"][1]["amount"], -10);
+    let sent = wait_for(30, || rx.accepted().first().map(|r| r.json()));
+    assert_eq!(sent["data"]["element"], "lines[1].amount", "{sent}");
+    assert_eq!(sent["data"]["field_key"], "lines", "{sent}");
     let csv = api
         .get(&format!(
             "/v1/field-reviews/decisions/export?pipeline_id={pid}"
