@@ -62,19 +62,33 @@ pub struct Provenance {
     pub ocr_confidence: Option<f32>,
 }
 
-/// The version an array field's value comes from when a person corrected some of its elements:
-/// the newest that a phase computed (`newest_first` are the candidates, newest first), with the
-/// pins put back over it. The person's own whole-array versions record the decisions; the
-/// pins carry them, over whatever the phases compute now. Without a computed version, the
-/// newest of any.
-pub fn computed_first<'a, I>(newest_first: I) -> Option<&'a Cell>
+/// A field's value from its live versions (`newest_first`) and the version it comes from: the
+/// newest. For a field a person corrected single elements of (`element_pins`), the newest that
+/// a phase computed, with those elements put back over it: the person's own whole-array
+/// versions record the decisions, the pins carry them over whatever the phases compute now
+/// (without a computed version, the newest of any).
+pub fn current<'a, I>(
+    newest_first: I,
+    element_pins: &[(String, Value)],
+) -> (Value, Option<&'a Cell>)
 where
     I: Iterator<Item = &'a Cell> + Clone,
 {
-    newest_first
-        .clone()
-        .find(|c| c.source != "human_review")
-        .or_else(|| newest_first.into_iter().next())
+    let found = match element_pins {
+        [] => newest_first.into_iter().next(),
+        _ => newest_first
+            .clone()
+            .find(|c| c.source != "human_review")
+            .or_else(|| newest_first.into_iter().next()),
+    };
+    match found {
+        Some(c) if element_pins.is_empty() => (c.value.clone(), Some(c)),
+        Some(c) => (
+            crate::domain::path::apply_pins(&c.value, element_pins).0,
+            Some(c),
+        ),
+        None => (Value::Null, None),
+    }
 }
 
 /// Whether a version was written by an extractor (the rules or a model).

@@ -211,13 +211,8 @@ impl Parser {
                     if !ok {
                         return Err(format!("wrong number of arguments to '{name}'"));
                     }
-                    let aggregates = !matches!(f, Func::Round | Func::Abs);
-                    let many = args.iter().filter(|a| matches!(a, Expr::Each(_))).count();
-                    if many > 0 && !(aggregates && args.len() == 1) {
-                        return Err(format!(
-                            "'{name}' takes a path to every element (lines[].amount) as its only argument"
-                        ));
-                    }
+                    // A path to every element anywhere but as an aggregate's one argument is
+                    // refused once the whole expression is read (`loose_each`).
                     Ok(Expr::Call(f, args))
                 } else {
                     Ok(Expr::Var(name))

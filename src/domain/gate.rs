@@ -438,6 +438,9 @@ fn run_check(
     lookup: &dyn Fn(&str) -> (Value, bool),
 ) -> (Outcome, Reasoning, Vec<usize>) {
     let one = |name: &str| -> (Value, bool) {
+        if !path::is_path(name) {
+            return lookup(name);
+        }
         match path::parse(name) {
             Ok(p) if p.index.is_some() && !p.each() => {
                 let (v, held) = lookup(&p.field);
@@ -446,10 +449,7 @@ fn run_check(
             _ => lookup(name),
         }
     };
-    let every = c
-        .single()
-        .and_then(|f| path::parse(f).ok())
-        .filter(path::Path::each);
+    let every = c.single().and_then(path::every);
     let Some(p) = every else {
         let (o, r) = run_scalar(c, &one);
         return (o, r, Vec::new());
@@ -634,7 +634,7 @@ fn run_scalar(c: &Check, lookup: &dyn Fn(&str) -> (Value, bool)) -> (Outcome, Re
         } => {
             let mut total = 0.0;
             for f in fields {
-                if let Some(p) = path::parse(f).ok().filter(path::Path::each) {
+                if let Some(p) = path::every(f) {
                     // Every element's value; an element without one adds nothing.
                     let (v, held) = lookup(&p.field);
                     if held || !v.is_array() {

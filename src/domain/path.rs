@@ -29,6 +29,15 @@ pub fn is_path(name: &str) -> bool {
     name.contains('[')
 }
 
+/// The path `name` is when it names every element (`lines[].amount`), else `None`. A plain
+/// field name is told apart without parsing (the common case, on every check a gate runs).
+pub fn every(name: &str) -> Option<Path> {
+    if !is_path(name) {
+        return None;
+    }
+    parse(name).ok().filter(Path::each)
+}
+
 /// Reads `field`, `field[]`, `field[n]`, `field[].sub` or `field[n].sub`.
 pub fn parse(s: &str) -> Result<Path, String> {
     let bad = |why: &str| {

@@ -697,9 +697,11 @@ struct Inputs<'a>(&'a dyn Fn(&str) -> Value);
 
 impl expr::Env for Inputs<'_> {
     fn number(&self, name: &str) -> Result<f64, String> {
-        let val = match super::path::parse(name)? {
-            p if p.index.is_none() => (self.0)(name),
-            p => p.values(&(self.0)(&p.field)).pop().unwrap_or(Value::Null),
+        let val = if super::path::is_path(name) {
+            let p = super::path::parse(name)?;
+            p.values(&(self.0)(&p.field)).pop().unwrap_or(Value::Null)
+        } else {
+            (self.0)(name)
         };
         if val.is_null() {
             return Err(format!("input '{name}' has no value"));

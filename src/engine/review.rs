@@ -72,6 +72,16 @@ pub fn check_type(f: &FieldDef, v: &Value) -> Result<(), String> {
     }
 }
 
+/// What a decision addresses: a field (`lines`), or one element of an array field
+/// (`lines[3].amount`, `lines[3]`); the field's name and the element's path.
+fn addressed_field(addressed: &str) -> Result<(&str, Option<path::Path>), EngineError> {
+    let element = match path::is_path(addressed) {
+        true => Some(path::parse(addressed).map_err(EngineError::Invalid)?),
+        false => None,
+    };
+    Ok((path::base(addressed), element))
+}
+
 /// Pins a person's value: the whole field, or with `element` that element only (the rest of
 /// the array is still computed); a field already pinned whole takes the new array whole.
 fn pin(s: &mut FieldState, element: Option<&path::Path>, final_value: &Value) {
@@ -194,18 +204,12 @@ impl Doc {
             .collect();
         earlier.sort_by_key(|(seq, c, _)| std::cmp::Reverse((c.phase_index, *seq)));
         let newest_first = earlier.iter().map(|(_, c, _)| c);
-        match self.view.states.get(field) {
-            Some(st) if !st.element_pins.is_empty() => {
-                crate::domain::cells::computed_first(newest_first)
-                    .map(|c| path::apply_pins(&c.value, &st.element_pins).0)
-                    .unwrap_or(Value::Null)
-            }
-            _ => newest_first
-                .clone()
-                .next()
-                .map(|c| c.value.clone())
-                .unwrap_or(Value::Null),
-        }
+        let pins = self
+            .view
+            .states
+            .get(field)
+            .map_or(&[][..], |s| s.element_pins.as_slice());
+        crate::domain::cells::current(newest_first, pins).0
     }
 
     /// Stores a person's value of `field` as its next version, at confidence 1.0, placed at
@@ -529,12 +533,7 @@ pub fn resolve(
     addressed: &str,
     req: &ResolveRequest,
 ) -> Result<(ResolveAnswer, bool), EngineError> {
-    // `lines[3].amount` or `lines[3]`: a correction of one element of an array field.
-    let element = match path::is_path(addressed) {
-        true => Some(path::parse(addressed).map_err(EngineError::Invalid)?),
-        false => None,
-    };
-    let field = path::base(addressed);
+    let (field, element) = addressed_field(addressed)?;
     if let Some(p) = element.as_ref().filter(|_| req.action != Action::Correct) {
         // An override or approval passes the gate for the whole field, and a reopen returns
         // the whole field to review: they name the field.
@@ -648,17 +647,12 @@ pub fn resolve(
         )));
     }
     let final_value = match (&element, req.action) {
-        (Some(p), Action::Correct) => {
+        // Only a correction addresses an element (refused above for any other action).
+        (Some(p), _) => {
             let v = req.corrected_value.clone().ok_or_else(|| {
                 EngineError::Invalid(format!("a correction of {p} needs corrected_value"))
             })?;
             element_corrected(&fdef, &canonical, p, v).map_err(EngineError::Invalid)?
-        }
-        (Some(p), _) => {
-            return Err(EngineError::Invalid(format!(
-                "{} applies to the whole field: address '{field}', not {p}",
-                req.action.as_str()
-            )))
         }
         (None, Action::Approve) => {
             if req.corrected_value.is_some() {
@@ -770,12 +764,7 @@ pub fn correct(
     value: &Value,
     req: &ResolveRequest,
 ) -> Result<(), EngineError> {
-    // `lines[3].amount`: one element of an array field.
-    let element = match path::is_path(addressed) {
-        true => Some(path::parse(addressed).map_err(EngineError::Invalid)?),
-        false => None,
-    };
-    let field = path::base(addressed);
+    let (field, element) = addressed_field(addressed)?;
     let pd = store::review::find_pd(c, org, pd_id)?
         .ok_or_else(|| EngineError::NotFound("Pipeline document not found".into()))?;
     let doc = Doc::load(c, pd)?;

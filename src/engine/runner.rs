@@ -168,14 +168,6 @@ impl DocCtx {
         is_live(c, &self.restarts, &self.states)
     }
 
-    /// The newest live version written by a phase before `phase`.
-    pub fn newest_before(&self, field: &str, phase: usize) -> Option<&Cell> {
-        self.cells
-            .iter()
-            .rev()
-            .find(|c| c.field == field && c.phase_index < phase && self.is_live(c))
-    }
-
     /// Input of a phase: the pin, else the newest live earlier version (with the elements a
     /// person corrected put back over it), else null.
     pub fn input(&self, field: &str, phase: usize) -> (Value, Option<&Cell>) {
@@ -188,24 +180,13 @@ impl DocCtx {
                 .find(|c| c.field == field && c.source == "human_review");
             return (st.pin.clone(), human);
         }
-        if let Some(st) = st.filter(|s| !s.element_pins.is_empty()) {
-            let earlier = self
-                .cells
-                .iter()
-                .rev()
-                .filter(|c| c.field == field && c.phase_index < phase && self.is_live(c));
-            return match crate::domain::cells::computed_first(earlier) {
-                Some(c) => (
-                    crate::domain::path::apply_pins(&c.value, &st.element_pins).0,
-                    Some(c),
-                ),
-                None => (Value::Null, None),
-            };
-        }
-        match self.newest_before(field, phase) {
-            Some(c) => (c.value.clone(), Some(c)),
-            None => (Value::Null, None),
-        }
+        let earlier = self
+            .cells
+            .iter()
+            .rev()
+            .filter(|c| c.field == field && c.phase_index < phase && self.is_live(c));
+        let pins = st.map_or(&[][..], |s| s.element_pins.as_slice());
+        crate::domain::cells::current(earlier, pins)
     }
 
     /// `v` with a reviewer's corrections of single elements of `field` put back over it: a
@@ -568,9 +549,7 @@ fn resolve(
         k = chain_end;
         // A chain on `lines[].amount` runs on that sub-field of each element of `lines`.
         let field = crate::domain::path::base(&key).to_string();
-        let each = crate::domain::path::parse(&key)
-            .ok()
-            .and_then(|p| p.sub.filter(|_| p.index.is_some()));
+        let each = crate::domain::path::every(&key).filter(|p| p.sub.is_some());
         let playing = ctx
             .states
             .get(&field)
@@ -600,7 +579,7 @@ fn resolve(
         }
         let outcome = match &each {
             None => run_chain(chain, &field, &input, &work, ctx.budget.value),
-            Some(sub) => run_chain_on_elements(chain, &key, sub, &input, &work, ctx.budget.value),
+            Some(path) => run_chain_on_elements(chain, path, &input, &work, ctx.budget.value),
         };
         let (current, last_changer, failed) = match outcome {
             Ok((v, changer)) => (v, changer, None),
@@ -684,8 +663,7 @@ fn run_chain(
 /// array (or null) passes unchanged.
 fn run_chain_on_elements(
     chain: &[(RuleDef, Rule)],
-    key: &str,
-    sub: &str,
+    path: &crate::domain::path::Path,
     input: &Value,
     work: &Work,
     limit: usize,
@@ -693,7 +671,7 @@ fn run_chain_on_elements(
     let Value::Array(list) = input else {
         return Ok((input.clone(), None));
     };
-    let path = crate::domain::path::parse(key).map_err(|e| e.to_string())?;
+    let (key, sub) = (path.to_string(), path.sub.as_deref().unwrap_or_default());
     let mut out = Vec::with_capacity(list.len());
     let mut last_changer = None;
     for (n, element) in list.iter().enumerate() {
@@ -703,7 +681,7 @@ fn run_chain_on_elements(
         };
         let x = obj.get(sub).cloned().unwrap_or(Value::Null);
         let (v, changer) =
-            run_chain(chain, key, &x, work, limit).map_err(|e| format!("{}: {e}", path.at(n)))?;
+            run_chain(chain, &key, &x, work, limit).map_err(|e| format!("{}: {e}", path.at(n)))?;
         let mut obj = obj.clone();
         obj.insert(sub.to_string(), v);
         last_changer = changer.or(last_changer);

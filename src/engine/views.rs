@@ -49,23 +49,11 @@ impl DocView {
             .rev()
             .map(|(_, c, _)| c)
             .filter(|c| c.field == field && self.is_live(c));
-        if let Some(st) = self
+        let pins = self
             .states
             .get(field)
-            .filter(|s| !s.element_pins.is_empty())
-        {
-            return match crate::domain::cells::computed_first(live) {
-                Some(c) => (
-                    crate::domain::path::apply_pins(&c.value, &st.element_pins).0,
-                    Some(c),
-                ),
-                None => (Value::Null, None),
-            };
-        }
-        match live.clone().next() {
-            Some(c) => (c.value.clone(), Some(c)),
-            None => (Value::Null, None),
-        }
+            .map_or(&[][..], |s| s.element_pins.as_slice());
+        crate::domain::cells::current(live, pins)
     }
 
     /// The one rule for what every reader of canonical values shows (results, data products,

@@ -84,6 +84,11 @@ impl Corrupt {
     }
 }
 
+/// An optional value as the text of a JSON column (NULL when absent).
+pub(crate) fn json_text<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
+    v.as_ref().and_then(|x| serde_json::to_string(x).ok())
+}
+
 /// A fresh database in a temporary directory, for the store's own tests (the directory goes
 /// with the first value).
 #[cfg(test)]

@@ -480,20 +480,14 @@ pub fn insert_step_rows(
         let mut args: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 16);
         let mut phases: Vec<i64> = Vec::with_capacity(chunk.len());
         phases.extend(chunk.iter().map(|(cell, _)| cell.phase_index as i64));
-        let provenances: Vec<Option<String>> = chunk
+        // The JSON columns of each version: where it was read, and where each element was.
+        let placed: Vec<(Option<String>, Option<String>)> = chunk
             .iter()
             .map(|(cell, _)| {
-                cell.provenance
-                    .as_ref()
-                    .and_then(|p| serde_json::to_string(p).ok())
-            })
-            .collect();
-        let sources: Vec<Option<String>> = chunk
-            .iter()
-            .map(|(cell, _)| {
-                cell.rows
-                    .as_ref()
-                    .and_then(|r| serde_json::to_string(r).ok())
+                (
+                    super::json_text(&cell.provenance),
+                    super::json_text(&cell.rows),
+                )
             })
             .collect();
         for (k, (cell, value)) in chunk.iter().enumerate() {
@@ -516,8 +510,8 @@ pub fn insert_step_rows(
                 &cell.rule_type,
                 &cell.note,
                 &now,
-                &provenances[k],
-                &sources[k],
+                &placed[k].0,
+                &placed[k].1,
             ]);
         }
         c.prepare_cached(&sql)?.execute(args.as_slice())?;

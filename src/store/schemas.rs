@@ -198,7 +198,7 @@ fn register_fields(
 ) -> Result<(), StoreError> {
     for f in after {
         // An array field's sub-fields as the newest schema that names it gives them.
-        let items = f.items.as_ref().and_then(|i| serde_json::to_string(i).ok());
+        let items = super::json_text(&f.items);
         let existing: Option<(i64, Vec<String>)> = c
             .query_row(
                 "SELECT seq, synonyms FROM registry_fields WHERE org_id = ?1 AND canonical_name = ?2",
