@@ -624,12 +624,7 @@ fn a_reviewer_sees_a_tables_failing_element_and_corrects_it_alone() {
         "t.md",
         "| Description | Amount |\n|---|---|\n| A | 40 |\n| B | -10 |\n",
     );
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": [doc]}),
-    );
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(&api, &pid);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let pd = api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0]
         ["pipeline_document_id"]
         .as_str()

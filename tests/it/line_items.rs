@@ -420,13 +420,7 @@ fn a_failing_element_holds_the_table_and_its_dependents_and_the_review_names_it(
     let good = "Net: 30\n\n| Description | Amount |\n|---|---|\n| A | 10 |\n| B | 20 |\n";
     let bad = "Net: 30\n\n| Description | Amount |\n|---|---|\n| A | 40 |\n| B | -10 |\n";
     let ids = [upload(&api, "good.md", good), upload(&api, "bad.md", bad)];
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": ids}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(&api, &pid);
+    let pid = run_pipeline(&api, &sid, &ids);
     let rows = api
         .get(&format!("/v1/pipelines/{pid}/results?include=cells"))
         .body;
@@ -523,12 +517,7 @@ fn rules_on_every_element_normalize_the_table_before_what_reads_it_is_computed()
         "a.md",
         "| Description | Amount |\n|---|---|\n| tea | 1.25 |\n| cake | 2.5 |\n",
     );
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": [doc]}),
-    );
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(&api, &pid);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let row = &api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0];
     assert_eq!(
         row["fields"]["lines"],
@@ -547,12 +536,7 @@ fn correcting_one_element_pins_only_it_is_logged_by_its_path_and_survives_a_reru
     let api = start_with(|c| c.webhooks.allow_private = true);
     let sid = gated_spec(&api);
     let doc = "Net: 30\n\n| Description | Amount |\n|---|---|\n| A | 40 |\n| B | -10 |\n";
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": [upload(&api, "a.md", doc)]}),
-    );
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(&api, &pid);
+    let pid = run_pipeline(&api, &sid, &[upload(&api, "a.md", doc)]);
     let row = api
         .get(&format!("/v1/pipelines/{pid}/results?include=cells"))
         .body["data"][0]
@@ -808,12 +792,7 @@ fn after_a_rule_is_tuned_the_table_is_what_the_phases_compute_now_with_the_perso
         "t.md",
         "| Description | Amount |\n|---|---|\n| A | 5 |\n| B | 20 |\n",
     );
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": [doc]}),
-    );
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(&api, &pid);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let row = api.get(&format!("/v1/pipelines/{pid}/results")).body["data"][0].clone();
     let pd = row["pipeline_document_id"].as_str().unwrap().to_string();
     let r = resolve(

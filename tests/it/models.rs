@@ -63,17 +63,6 @@ fn model_schema(api: &Api) -> String {
     sid
 }
 
-fn run(api: &Api, sid: &str, docs: &[String]) -> String {
-    let r = api.post(
-        "/v1/pipelines",
-        &json!({"schema_id": sid, "document_ids": docs}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(api, &pid);
-    pid
-}
-
 fn rows(api: &Api, pid: &str) -> Vec<Value> {
     api.get(&format!("/v1/pipelines/{pid}/results?limit=100"))
         .body["data"]
@@ -104,7 +93,7 @@ fn a_model_extracts_with_its_quotes_placed_and_reruns_never_pay_twice() {
     let api = with_model(&stub, ",model=stub-7b,price_in=1,price_out=2");
     let sid = model_schema(&api);
     let doc = upload(&api, "a.txt", DOC);
-    let pid = run(&api, &sid, std::slice::from_ref(&doc));
+    let pid = run_pipeline(&api, &sid, std::slice::from_ref(&doc));
     let row = &rows(&api, &pid)[0];
     assert_eq!(row["status"], "complete", "{row}");
     assert_eq!(
@@ -160,7 +149,7 @@ fn a_model_extracts_with_its_quotes_placed_and_reruns_never_pay_twice() {
     assert_eq!(rows(&api, &pid)[0]["fields"]["invoice_number"], "INV-7");
     // So does another run over the same content.
     let same = upload(&api, "copy.txt", DOC);
-    run(&api, &sid, &[same]);
+    run_pipeline(&api, &sid, &[same]);
     assert_eq!(stub.calls(), 2, "answers are kept by content");
 
     let models = api.get("/v1/models");
@@ -190,7 +179,7 @@ fn rate_limits_server_errors_and_an_unusable_answer_are_asked_again() {
     let api = with_model(&stub, "");
     let sid = model_schema(&api);
     let doc = upload(&api, "a.txt", DOC);
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let row = &rows(&api, &pid)[0];
     assert_eq!(row["fields"]["invoice_number"], "INV-7", "{row}");
     let outcomes: Vec<Value> = calls(&api, &pid, row)
@@ -226,7 +215,7 @@ fn a_model_that_answers_nothing_usable_ends_the_document_in_error_with_why() {
     let api = with_model(&stub, "");
     let sid = model_schema(&api);
     let doc = upload(&api, "a.txt", DOC);
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let row = &rows(&api, &pid)[0];
     assert_eq!(row["status"], "error", "{row}");
     let error = row["error"].as_str().unwrap();
@@ -252,7 +241,7 @@ fn a_model_that_answers_nothing_usable_ends_the_document_in_error_with_why() {
     let api = with_model(&refusing, ",api_key_env=QUIRE_TEST_NO_SUCH_KEY");
     let sid = model_schema(&api);
     let doc = upload(&api, "b.txt", DOC);
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let row = &rows(&api, &pid)[0];
     assert_eq!(row["status"], "error");
     assert!(row["error"].as_str().unwrap().contains("HTTP 401"), "{row}");
@@ -276,7 +265,7 @@ fn a_server_without_structured_output_is_asked_in_json_mode() {
     let api = with_model(&stub, "");
     let sid = model_schema(&api);
     let doc = upload(&api, "a.txt", DOC);
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     assert_eq!(rows(&api, &pid)[0]["fields"]["total"], 1234.5);
     let kinds: Vec<Value> = stub
         .requests()
@@ -305,7 +294,7 @@ fn calls_in_flight_are_bounded_per_model_not_by_the_executors_workers() {
     let api = with_model(&stub, ",concurrency=3");
     let sid = model_schema(&api);
     let docs = invoices(&api, 9);
-    let pid = run(&api, &sid, &docs);
+    let pid = run_pipeline(&api, &sid, &docs);
     let mut got: Vec<String> = rows(&api, &pid)
         .iter()
         .map(|r| r["fields"]["invoice_number"].as_str().unwrap().to_string())
@@ -476,7 +465,7 @@ fn an_n_shot_gate_samples_the_model_at_extraction_and_holds_what_it_is_unsure_of
         200
     );
     let doc = upload(&api, "a.txt", DOC);
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     assert_eq!(stub.calls(), 3, "the answer and two samples, at extraction");
     let temps: Vec<Value> = stub
         .requests()
@@ -514,7 +503,7 @@ fn a_slow_answer_times_out_and_is_asked_again_and_a_wrong_quote_costs_confidence
     let api = with_model(&stub, ",timeout=1");
     let sid = model_schema(&api);
     let doc = upload(&api, "a.txt", DOC);
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let row = &rows(&api, &pid)[0];
     assert_eq!(row["fields"]["total"], 1234.5, "{row}");
     let outcomes: Vec<Value> = calls(&api, &pid, row)
@@ -549,7 +538,7 @@ fn a_value_of_the_wrong_type_is_asked_again_once_then_left_with_a_note() {
     let api = with_model(&stub, "");
     let sid = model_schema(&api);
     let doc = upload(&api, "a.txt", DOC);
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     assert_eq!(stub.calls(), 2, "asked once more");
     let second = stub.requests()[1]["messages"].to_string();
     assert!(
@@ -597,7 +586,7 @@ fn a_model_is_asked_for_a_table_row_by_row_and_each_row_keeps_its_quoted_line() 
         "t.txt",
         "Invoice\nDescription | Amount\nWidget | 25,00\nGadget | 7,50\n",
     );
-    let pid = run(&api, &sid, &[doc]);
+    let pid = run_pipeline(&api, &sid, &[doc]);
     let asked = &stub.requests()[0];
     let value = &asked["response_format"]["json_schema"]["schema"]["properties"]["fields"]
         ["properties"]["lines"]["properties"]["value"];

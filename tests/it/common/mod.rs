@@ -443,6 +443,18 @@ pub fn run_rules(api: &Api, fields: Value, docs: &[String]) -> (String, Vec<Valu
     (pid, rows)
 }
 
+/// Starts a run of the schema `sid` over stored documents and waits until it settles; its id.
+pub fn run_pipeline(api: &Api, sid: &str, docs: &[String]) -> String {
+    let r = api.post(
+        "/v1/pipelines",
+        &serde_json::json!({"schema_id": sid, "document_ids": docs}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    settle(api, &pid);
+    pid
+}
+
 /// Resolves a held field (or, for an array field, one element: `lines[3].amount`) as the
 /// reviewer "Ada".
 pub fn resolve(api: &Api, pd: &str, field: &str, body: Value) -> Resp {
