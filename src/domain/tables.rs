@@ -111,7 +111,10 @@ pub fn from_text(
 ) -> Option<Table> {
     let lines: Vec<(&str, Vec<&str>)> = text.lines().map(|l| (l, cells_of(l))).collect();
     let mut best: Option<(Table, usize)> = None;
-    for (k, (line, cells)) in lines.iter().enumerate() {
+    let mut k = 0;
+    while k < lines.len() {
+        let (line, cells) = &lines[k];
+        k += 1;
         if cells.is_empty() {
             continue;
         }
@@ -124,28 +127,33 @@ pub fn from_text(
             header: cut(line),
             rows: Vec::new(),
         };
-        for (row, cells) in &lines[k + 1..] {
+        // The lines under a header are not read again as headers of another table: each line
+        // is looked at at most twice, so a text of thousands of header-like lines costs its
+        // length, not its square.
+        let mut j = k;
+        while let Some((row, cells)) = lines.get(j) {
             if row.trim().is_empty() || table.elements.len() >= MAX_ROWS {
                 break;
             }
-            if cells.is_empty() {
-                continue;
+            if !cells.is_empty() {
+                if cells.len() != h.columns.len() {
+                    break;
+                }
+                let empty_column = cells
+                    .iter()
+                    .zip(&h.columns)
+                    .any(|(c, col)| col.is_some() && clean_value(c).is_empty());
+                if empty_column && cells.iter().any(|c| is_label(c)) {
+                    break;
+                }
+                if let Some(e) = element(cells, &h, items, day_first) {
+                    table.elements.push(e);
+                    table.rows.push(cut(row));
+                }
             }
-            if cells.len() != h.columns.len() {
-                break;
-            }
-            let empty_column = cells
-                .iter()
-                .zip(&h.columns)
-                .any(|(c, col)| col.is_some() && clean_value(c).is_empty());
-            if empty_column && cells.iter().any(|c| is_label(c)) {
-                break;
-            }
-            if let Some(e) = element(cells, &h, items, day_first) {
-                table.elements.push(e);
-                table.rows.push(cut(row));
-            }
+            j += 1;
         }
+        k = j;
         if !table.elements.is_empty() && better(&table, h.matched, &best) {
             best = Some((table, h.matched));
         }
@@ -301,6 +309,20 @@ mod tests {
         assert_eq!(x.value[0]["amount"], json!(1.5));
         assert_eq!(x.value[1]["quantity"], json!(2));
         assert_eq!(x.value[1]["amount"], json!(3));
+    }
+
+    #[test]
+    fn lines_that_all_look_like_headers_are_one_table_under_the_first() {
+        // Each line would have been read as the header of a table of all the lines after it:
+        // 20,000 lines, 10,000 rows each. Under the first, they are its rows, read once.
+        let doc = "Description | Amount\n".repeat(20_000);
+        let x = read(&doc, "text/plain").expect("a table");
+        assert_eq!(x.value.as_array().map(Vec::len), Some(MAX_ROWS));
+        assert_eq!(
+            x.value[0],
+            json!({"description": "Description", "quantity": null,
+            "unit_price": null, "amount": "Amount"})
+        );
     }
 
     #[test]
