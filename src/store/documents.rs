@@ -98,12 +98,12 @@ pub fn insert_or_find(
     } else {
         "completed"
     };
-    c.prepare_cached(
+    let seq = c.prepare_cached(
         "INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, metadata, content, created_at,
                                status, error, pages, language, kind, text)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING seq",
     )?
-    .execute(params![
+    .query_row(params![
         id,
         org_id,
         d.filename,
@@ -119,8 +119,7 @@ pub fn insert_or_find(
         layer.language,
         layer.kind,
         layer.text,
-    ])?;
-    let seq = c.last_insert_rowid();
+    ], |r| r.get::<_, i64>(0))?;
     let mut add = c.prepare_cached(
         "INSERT INTO document_pages(document_seq, number, width, height, text, markdown, words, ocr)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -201,8 +200,9 @@ pub fn keep_page_image(
     png: &[u8],
 ) -> Result<(), StoreError> {
     c.prepare_cached(
-        "INSERT OR IGNORE INTO document_page_images(document_seq, number, png)
-         SELECT seq, ?2, ?3 FROM documents WHERE id = ?1",
+        "INSERT INTO document_page_images(document_seq, number, png)
+         SELECT seq, ?2, ?3 FROM documents WHERE id = ?1
+         ON CONFLICT(document_seq, number) DO NOTHING",
     )?
     .execute(params![id, number, png])?;
     Ok(())

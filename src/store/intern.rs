@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 /// Stores `text` and answers its new id.
 pub fn id(c: &Connection, text: &str) -> Result<i64, StoreError> {
-    c.prepare_cached("INSERT INTO interned(text) VALUES (?1)")?
-        .execute(params![text])?;
-    Ok(c.last_insert_rowid())
+    Ok(
+        c.prepare_cached("INSERT INTO interned(text) VALUES (?1) RETURNING id")?
+            .query_row(params![text], |r| r.get(0))?,
+    )
 }
 
 /// Above this many remembered texts the cache keeps only those asked for again since the last

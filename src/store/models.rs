@@ -102,8 +102,10 @@ pub fn answered(
         Err(e) => (None, Some(e)),
     };
     c.prepare_cached(
-        "INSERT OR REPLACE INTO model_responses(key, model, answer, error, pd_seq, generation, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO model_responses(key, model, answer, error, pd_seq, generation, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(key) DO UPDATE SET model = excluded.model, answer = excluded.answer, error = excluded.error,
+           pd_seq = excluded.pd_seq, generation = excluded.generation, created_at = excluded.created_at",
     )?
     .execute(params![key, model, answer, error, pd_seq, generation, now])?;
     insert_calls(c, pd_seq, calls, &now)?;

@@ -616,9 +616,10 @@ pub fn active_count(c: &Connection, pipeline_id: &str) -> Result<i64, StoreError
 /// Creates the record set when the run has a complete or partial document and none yet.
 pub fn ensure_record_set(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
     c.execute(
-        "INSERT OR IGNORE INTO record_sets(pipeline_id, created_at)
+        "INSERT INTO record_sets(pipeline_id, created_at)
          SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
-            WHERE pd.pipeline_id = ?1 AND pd.status IN ('complete', 'partial') AND pd.generation >= p.lazy_generation)",
+            WHERE pd.pipeline_id = ?1 AND pd.status IN ('complete', 'partial') AND pd.generation >= p.lazy_generation)
+         ON CONFLICT(pipeline_id) DO NOTHING",
         params![pipeline_id, now_rfc3339()],
     )?;
     Ok(())

@@ -304,7 +304,8 @@ pub fn start_lazy(
     .execute(params![pipeline_id, generation])?;
     c.prepare_cached(
         "UPDATE pipelines SET lazy_generation = ?2, lazy_from = ?3, lazy_at = ?4,
-         lazy_pending = EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)
+         lazy_pending = CASE WHEN EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)
+           THEN 1 ELSE 0 END
          WHERE id = ?1",
     )?
     .execute(params![pipeline_id, generation, from as i64, now_rfc3339()])?;
@@ -426,8 +427,9 @@ pub fn claim_pending(
 /// writer finds them; a run's busy state reads the documents themselves).
 pub fn recount_lazy(c: &Connection) -> Result<(), StoreError> {
     c.execute(
-        "UPDATE pipelines SET lazy_pending = EXISTS(
+        "UPDATE pipelines SET lazy_pending = CASE WHEN EXISTS(
             SELECT 1 FROM pipeline_docs pd WHERE pd.pipeline_id = pipelines.id AND pd.generation < pipelines.lazy_generation)
+           THEN 1 ELSE 0 END
          WHERE lazy_generation > 0",
         [],
     )?;

@@ -166,12 +166,12 @@ pub struct NewDecision<'a> {
 
 pub fn insert_decision(c: &Connection, d: NewDecision) -> Result<(i64, String), StoreError> {
     let now = now_rfc3339();
-    c.prepare_cached(
+    let seq = c.prepare_cached(
         "INSERT INTO review_decisions(id, org_id, pipeline_id, pd_seq, field_key, trigger_type, stage_id, stage_name, phase_index,
          action, prior_value, final_value, reason, decided_by, decided_by_name, decided_at, judged_generation, judged_pass, element)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) RETURNING seq",
     )?
-    .execute(params![
+    .query_row(params![
         new_id(),
         d.org_id,
         d.pipeline_id,
@@ -191,8 +191,8 @@ pub fn insert_decision(c: &Connection, d: NewDecision) -> Result<(i64, String), 
         d.judged_from.0,
         d.judged_from.1,
         d.element
-    ])?;
-    Ok((c.last_insert_rowid(), now))
+    ], |r| r.get::<_, i64>(0))?;
+    Ok((seq, now))
 }
 
 const DEC_SELECT: &str = "SELECT r.seq, r.id, r.pipeline_id, pd.id, pd.document_id, d.filename, r.field_key, r.trigger_type,

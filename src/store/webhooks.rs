@@ -113,7 +113,7 @@ pub fn update(
     c.execute(
         "UPDATE webhooks SET url = ?2, events = ?3, description = ?4, active = ?5, updated_at = ?6,
              disabled_reason = CASE WHEN ?5 THEN NULL ELSE disabled_reason END,
-             failing_since_ms = CASE WHEN (?5 AND NOT active) OR url <> ?2 THEN NULL ELSE failing_since_ms END
+             failing_since_ms = CASE WHEN (?5 = 1 AND active = 0) OR url <> ?2 THEN NULL ELSE failing_since_ms END
          WHERE seq = ?1",
         params![
             seq,
@@ -156,7 +156,7 @@ pub fn delete(c: &Connection, seq: i64) -> Result<(), StoreError> {
 /// the event is not written, nor its data gathered.
 pub fn subscribers(c: &Connection, org_id: &str, event: &str) -> Result<Vec<i64>, StoreError> {
     Ok(c.prepare_cached(
-        "SELECT w.seq FROM webhooks w WHERE w.org_id = ?1 AND w.active
+        "SELECT w.seq FROM webhooks w WHERE w.org_id = ?1 AND w.active = 1
              AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN (?2, '*'))",
     )?
     .query_map(params![org_id, event], |r| r.get(0))?
@@ -202,19 +202,21 @@ fn insert_event(
     data: &Value,
 ) -> Result<i64, StoreError> {
     let now = chrono::Utc::now();
-    c.prepare_cached(
+    Ok(c.prepare_cached(
         "INSERT INTO webhook_events (id, org_id, event, data, created_at, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
     )?
-    .execute(params![
-        format!("evt_{}", new_id().replace('-', "")),
-        org_id,
-        event,
-        data.to_string(),
-        format_time(now),
-        now.timestamp_millis()
-    ])?;
-    Ok(c.last_insert_rowid())
+    .query_row(
+        params![
+            format!("evt_{}", new_id().replace('-', "")),
+            org_id,
+            event,
+            data.to_string(),
+            format_time(now),
+            now.timestamp_millis()
+        ],
+        |r| r.get(0),
+    )?)
 }
 
 fn insert_delivery(
@@ -363,7 +365,7 @@ pub fn claim(
              FROM webhook_deliveries d
              JOIN webhook_events e ON e.seq = d.event_seq
              JOIN webhooks w ON w.seq = d.webhook_seq
-             WHERE d.status = 'pending' AND d.next_ms <= ?1 AND NOT d.leased AND w.active
+             WHERE d.status = 'pending' AND d.next_ms <= ?1 AND d.leased = 0 AND w.active = 1
                AND w.seq NOT IN (SELECT value FROM json_each(?2))
              ORDER BY d.next_ms, d.seq LIMIT ?3",
         )?
@@ -396,7 +398,7 @@ pub fn next_due(c: &Connection, busy: &[i64]) -> Result<Option<i64>, StoreError>
     let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
     Ok(c.prepare_cached(
         "SELECT min(d.next_ms) FROM webhook_deliveries d JOIN webhooks w ON w.seq = d.webhook_seq
-         WHERE d.status = 'pending' AND NOT d.leased AND w.active
+         WHERE d.status = 'pending' AND d.leased = 0 AND w.active = 1
            AND w.seq NOT IN (SELECT value FROM json_each(?1))",
     )?
     .query_row([busy], |r| r.get(0))?)
@@ -405,7 +407,7 @@ pub fn next_due(c: &Connection, busy: &[i64]) -> Result<Option<i64>, StoreError>
 /// Leases of a process that is gone: every attempt in flight then is due again.
 pub fn release_leases(c: &Connection) -> Result<usize, StoreError> {
     Ok(c.execute(
-        "UPDATE webhook_deliveries SET leased = 0 WHERE leased AND status = 'pending'",
+        "UPDATE webhook_deliveries SET leased = 0 WHERE leased = 1 AND status = 'pending'",
         [],
     )?)
 }
@@ -438,7 +440,7 @@ pub fn record(
         c.prepare_cached(
             "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, leased = 0,
                  response_code = ?2, latency_ms = ?3, error = NULL, response_body = NULL,
-                 updated_at = ?4, delivered_at = ?4 WHERE seq = ?1 AND leased",
+                 updated_at = ?4, delivered_at = ?4 WHERE seq = ?1 AND leased = 1",
         )?
         .execute(params![a.delivery_seq, a.response_code, a.latency_ms, now])?;
         c.prepare_cached("UPDATE webhooks SET failing_since_ms = NULL WHERE seq = ?1")?
@@ -448,7 +450,7 @@ pub fn record(
     c.prepare_cached(
         "UPDATE webhook_deliveries SET status = CASE WHEN ?6 IS NULL THEN 'failed' ELSE 'pending' END,
              attempts = attempts + 1, leased = 0, response_code = ?2, latency_ms = ?3, error = ?4,
-             response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7 WHERE seq = ?1 AND leased",
+             response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7 WHERE seq = ?1 AND leased = 1",
     )?
     .execute(params![
         a.delivery_seq,
@@ -464,7 +466,7 @@ pub fn record(
     )?
     .execute(params![a.webhook_seq, a.at_ms])?;
     let since: Option<i64> = c
-        .prepare_cached("SELECT failing_since_ms FROM webhooks WHERE seq = ?1 AND active")?
+        .prepare_cached("SELECT failing_since_ms FROM webhooks WHERE seq = ?1 AND active = 1")?
         .query_row([a.webhook_seq], |r| r.get(0))
         .optional()?
         .flatten();
