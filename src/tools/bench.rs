@@ -471,6 +471,11 @@ fn timed_rerun(
         last["finished_at"].as_str().unwrap_or(""),
     )?;
     let (c, v) = db.rows_of(generation)?;
+    note(&format!(
+        "rerun from {phase} done: {:.0} docs/s, {:.0} rows/s",
+        n as f64 / secs,
+        (c + v) as f64 / secs
+    ));
     Ok((call_ms, n as f64 / secs, (c + v) as f64 / secs))
 }
 
@@ -548,7 +553,8 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         done["completed_at"].as_str().unwrap_or(""),
     )?;
     let first_written = written_bytes() - written;
-    note("first run done");
+    // Each figure is printed as soon as it is known, so a long run stopped early keeps them.
+    note(&format!("first run done: {:.0} docs/s", n as f64 / first_s));
     let db_path = args.db.clone().unwrap_or_else(|| srv.db_arg());
     let db = BenchDb::open(&db_path)?;
     // Pages in use, not the file: the WAL's size says when the checkpointer last ran.
@@ -591,7 +597,10 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let per_phase = db.cells_per_phase(1)?;
     let first_rows = (cells + verdicts) as f64;
     let ceiling_rps = db.ceiling(cells, verdicts, n)?;
-    note("ceiling measured");
+    note(&format!(
+        "ceiling measured: {ceiling_rps:.0} rows/s, the first run at {:.1}% of it",
+        100.0 * first_rows / first_s / ceiling_rps
+    ));
 
     let written = written_bytes();
     let (val_call, val_dps, val_rps) = timed_rerun(&h, &pid, "validation", &db, 2, n)?;
@@ -608,7 +617,9 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let review = review(&h, &pid, expected_partial)?;
     note("review measured");
     let results_page_max_ms = results_pages(&h, &pid, n)?;
-    note("results pages read");
+    note(&format!(
+        "results pages read: the slowest in {results_page_max_ms:.1} ms"
+    ));
     // Retention: what the two reruns superseded, purged at once.
     let t = Instant::now();
     let purge = crate::engine::retention::purge(

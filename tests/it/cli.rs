@@ -784,14 +784,21 @@ fn bench_prints_its_summary_with_bytes_per_document_and_compares_with_an_earlier
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stdout}{stderr}");
+        (stdout, stderr)
     };
-    let first = bench(&[]);
+    let (first, notes) = bench(&[]);
+    // Each figure is in the notes as soon as it is measured, before the summary at the end.
+    for note in [
+        "bench: first run done: ",
+        "bench: ceiling measured: ",
+        "bench: rerun from validation done: ",
+        "bench: rerun from resolution done: ",
+        "bench: results pages read: the slowest in ",
+    ] {
+        assert!(notes.contains(note), "{note:?} in {notes}");
+    }
     let summary: serde_json::Value = serde_json::from_str(first.lines().last().unwrap()).unwrap();
     for key in [
         "first_run_ratio_to_ceiling",
@@ -814,7 +821,7 @@ fn bench_prints_its_summary_with_bytes_per_document_and_compares_with_an_earlier
     assert!(summary["pdf_pages_per_s"].is_null(), "{summary}");
     let saved = dir.path().join("earlier.txt");
     std::fs::write(&saved, &first).unwrap();
-    let second = bench(&["--compare", saved.to_str().unwrap()]);
+    let (second, _) = bench(&["--compare", saved.to_str().unwrap()]);
     let table: Vec<&str> = second
         .lines()
         .skip_while(|l| !l.starts_with("Against the earlier run"))
