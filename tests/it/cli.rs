@@ -805,6 +805,8 @@ fn bench_prints_its_summary_with_bytes_per_document_and_compares_with_an_earlier
         "rerun_validation_ratio_to_ceiling",
         "rerun_call_ms",
         "results_page_max_ms",
+        "results_page_p50_ms",
+        "results_page_p99_ms",
         "progress_during_run_p99_ms",
         "written_bytes_per_doc_first_run",
         "bytes_before_purge",
