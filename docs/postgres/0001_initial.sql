@@ -1,4 +1,4 @@
--- Quire's PostgreSQL schema: one baseline equal to the SQLite schema after migrations 0001-0015
+-- Quire's PostgreSQL schema: one baseline equal to the SQLite schema after migrations 0001-0016
 -- (same tables, columns in the same order, indexes, triggers and view). PG >= 13.
 --
 -- Type mapping (see plan.md 3.1):
@@ -207,13 +207,16 @@ CREATE TABLE pipelines (
     lazy_from       BIGINT NOT NULL DEFAULT 0,
     lazy_at         TEXT COLLATE "C",
     -- Set while some document is still pending, so the writer finds work without a scan.
-    lazy_pending    BIGINT NOT NULL DEFAULT 0
+    lazy_pending    BIGINT NOT NULL DEFAULT 0,
+    -- Some pending document may still have review rows, which readers skip (migration 16).
+    lazy_held       BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX pipelines_org ON pipelines(org_id, seq);
 CREATE INDEX pipelines_schema ON pipelines(schema_id);
 CREATE INDEX pipelines_status ON pipelines(org_id, status);
 CREATE INDEX pipelines_kind ON pipelines(org_id, kind, seq);
 CREATE INDEX pipelines_lazy_pending ON pipelines(seq) WHERE lazy_pending = 1;
+CREATE INDEX pipelines_lazy_held ON pipelines(seq) WHERE lazy_held = 1;
 
 CREATE TABLE pipeline_phases (
     pipeline_id TEXT COLLATE "C" NOT NULL REFERENCES pipelines(id),

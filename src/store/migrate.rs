@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "interned_verdicts", "0013_interned_verdicts.sql"),
     migration!(14, "short_field_states", "0014_short_field_states.sql"),
     migration!(15, "line_items", "0015_line_items.sql"),
+    migration!(16, "lazy_held", "0016_lazy_held.sql"),
 ];
 
 pub fn latest_version() -> i64 {

@@ -674,7 +674,15 @@ pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
     let documents = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
-    let review_queue = c.query_row("SELECT COUNT(*) FROM held_fields", [], |r| r.get(0))?;
+    // Less the stale rows of documents pending a whole-run rerun's reset (migration 16).
+    let review_queue = c.query_row(
+        "SELECT (SELECT count(*) FROM held_fields)
+              - (SELECT count(*) FROM pipelines p CROSS JOIN held_fields h CROSS JOIN pipeline_docs pd
+                 WHERE p.lazy_held = 1 AND h.pipeline_id = p.id AND pd.seq = h.pd_seq
+                   AND pd.generation < p.lazy_generation)",
+        [],
+        |r| r.get(0),
+    )?;
     Ok(Gauges {
         documents,
         review_queue,

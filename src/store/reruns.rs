@@ -228,6 +228,8 @@ struct Lazy {
     generation: i64,
     from: i64,
     at: String,
+    /// Some pending document may still have review rows (`start_lazy`).
+    held: bool,
 }
 
 /// Fields of a document's states that a restart keeps whatever phase it restarts from (a pin,
@@ -288,8 +290,9 @@ fn doc_state(r: &rusqlite::Row) -> rusqlite::Result<DocState> {
 
 /// Opens a whole-run rerun's reset of every document of a generation before `generation`,
 /// without touching them: the view `pipeline_documents` shows each as reset from here on, and
-/// the writer resets the stored rows as it claims them (`claim_pending`). Their held rows go now: a reset field no
-/// longer waits for a person (found through the review index, O(held fields)).
+/// the writer resets the stored rows as it claims them (`claim_pending`). Their review rows stay
+/// too, marked by `lazy_held`: readers of the review index skip a pending document's rows, and
+/// the writer deletes them (`clear_stale_held`). O(1) in the run's size and its held fields.
 pub fn start_lazy(
     c: &Connection,
     pipeline_id: &str,
@@ -297,25 +300,45 @@ pub fn start_lazy(
     from: usize,
 ) -> Result<(), StoreError> {
     c.prepare_cached(
-        "DELETE FROM held_fields WHERE pipeline_id = ?1 AND pd_seq IN (
-            SELECT h.pd_seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
-            WHERE h.pipeline_id = ?1 AND pd.generation < ?2)",
-    )?
-    .execute(params![pipeline_id, generation])?;
-    c.prepare_cached(
         "UPDATE pipelines SET lazy_generation = ?2, lazy_from = ?3, lazy_at = ?4,
          lazy_pending = CASE WHEN EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)
-           THEN 1 ELSE 0 END
+           THEN 1 ELSE 0 END,
+         lazy_held = CASE WHEN EXISTS(SELECT 1 FROM held_fields WHERE pipeline_id = ?1) THEN 1 ELSE 0 END
          WHERE id = ?1",
     )?
     .execute(params![pipeline_id, generation, from as i64, now_rfc3339()])?;
     Ok(())
 }
 
+/// How many stale review rows the writer deletes per claim round: small enough to keep a
+/// round short, large enough that 20,000 held fields are gone within the rerun's first seconds.
+const STALE_HELD_CHUNK: i64 = 2000;
+
+/// Deletes up to a chunk of a run's review rows whose document is pending, clearing the run's
+/// `lazy_held` when none is left. Rows are found through `held_fields_pipeline` in insertion
+/// order, so the stale rows (all older than the rerun) come before the ones it writes.
+fn clear_stale_held(c: &Connection, pipeline_id: &str, l: &Lazy) -> Result<(), StoreError> {
+    if !l.held {
+        return Ok(());
+    }
+    let n = c
+        .prepare_cached(
+            "DELETE FROM held_fields WHERE seq IN (
+                SELECT h.seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
+                WHERE h.pipeline_id = ?1 AND pd.generation < ?2 LIMIT ?3)",
+        )?
+        .execute(params![pipeline_id, l.generation, STALE_HELD_CHUNK])?;
+    if (n as i64) < STALE_HELD_CHUNK {
+        c.prepare_cached("UPDATE pipelines SET lazy_held = 0 WHERE id = ?1")?
+            .execute([pipeline_id])?;
+    }
+    Ok(())
+}
+
 fn lazy(c: &Connection, pipeline_id: &str) -> Result<Option<Lazy>, StoreError> {
     Ok(c
         .prepare_cached(
-            "SELECT lazy_generation, lazy_from, lazy_at FROM pipelines WHERE id = ?1 AND lazy_pending = 1",
+            "SELECT lazy_generation, lazy_from, lazy_at, lazy_held FROM pipelines WHERE id = ?1 AND lazy_pending = 1",
         )?
         .query_row([pipeline_id], |r| lazy_row(r, 0))
         .optional()?)
@@ -327,6 +350,7 @@ fn lazy_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Lazy> {
         generation: r.get(at)?,
         from: r.get(at + 1)?,
         at: r.get::<_, Option<String>>(at + 2)?.unwrap_or_default(),
+        held: r.get::<_, i64>(at + 3)? == 1,
     })
 }
 
@@ -359,6 +383,14 @@ pub fn materialize_all(c: &Connection, pipeline_id: &str) -> Result<usize, Store
     let Some(l) = lazy(c, pipeline_id)? else {
         return Ok(0);
     };
+    if l.held {
+        c.prepare_cached(
+            "DELETE FROM held_fields WHERE seq IN (
+                SELECT h.seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
+                WHERE h.pipeline_id = ?1 AND pd.generation < ?2)",
+        )?
+        .execute(params![pipeline_id, l.generation])?;
+    }
     let n = c
         .prepare_cached(&materialize_sql("pipeline_id = ?1 AND generation < ?2"))?
         .execute(params![pipeline_id, l.generation, l.from, l.at])?;
@@ -376,10 +408,11 @@ pub fn has_pending(c: &Connection, pipeline_id: &str) -> Result<bool, StoreError
 }
 
 /// Clears a run's mark with its last pending document, so that the commit of its last document
-/// settles it (a run with the mark is busy).
+/// settles it (a run with the mark is busy). Each reset deleted its document's review rows, so
+/// none is stale then either.
 fn clear_when_done(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> {
     if !has_pending(c, pipeline_id)? {
-        c.prepare_cached("UPDATE pipelines SET lazy_pending = 0 WHERE id = ?1")?
+        c.prepare_cached("UPDATE pipelines SET lazy_pending = 0, lazy_held = 0 WHERE id = ?1")?
             .execute([pipeline_id])?;
     }
     Ok(())
@@ -401,11 +434,18 @@ pub fn claim_pending(
     let Some(l) = lazy(c, pipeline_id)? else {
         return Ok(Vec::new());
     };
-    c.prepare_cached(&materialize_sql(
+    clear_stale_held(c, pipeline_id, &l)?;
+    const SUSPECTS: &str =
         "seq IN (SELECT seq FROM pipeline_docs INDEXED BY pipeline_documents_suspects
-                 WHERE unclean_exits > 0 AND pipeline_id = ?1 AND generation < ?2)",
-    ))?
-    .execute(params![pipeline_id, l.generation, l.from, now])?;
+                 WHERE unclean_exits > 0 AND pipeline_id = ?1 AND generation < ?2)";
+    if l.held {
+        c.prepare_cached(&format!(
+            "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {SUSPECTS})"
+        ))?
+        .execute(params![pipeline_id, l.generation])?;
+    }
+    c.prepare_cached(&materialize_sql(SUSPECTS))?
+        .execute(params![pipeline_id, l.generation, l.from, now])?;
     let mut claimed: Vec<(i64, i64, usize)> = c
         .prepare_cached(&format!(
             "UPDATE pipeline_docs SET status = 'processing', attempts = 1, claim_token = ?5, updated_at = ?4, {RESET_COLUMNS}
@@ -419,6 +459,13 @@ pub fn claim_pending(
         )?
         .collect::<Result<_, _>>()?;
     claimed.sort_unstable();
+    if l.held && !claimed.is_empty() {
+        let seqs: Vec<i64> = claimed.iter().map(|(seq, _, _)| *seq).collect();
+        c.prepare_cached(
+            "DELETE FROM held_fields WHERE pd_seq IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([serde_json::to_string(&seqs).unwrap_or_else(|_| "[]".into())])?;
+    }
     clear_when_done(c, pipeline_id)?;
     Ok(claimed)
 }
@@ -440,7 +487,7 @@ pub fn recount_lazy(c: &Connection) -> Result<(), StoreError> {
 pub fn materialize_doc(c: &Connection, seq: i64) -> Result<bool, StoreError> {
     let pending: Option<(String, Lazy)> = c
         .prepare_cached(
-            "SELECT p.id, p.lazy_generation, p.lazy_from, p.lazy_at
+            "SELECT p.id, p.lazy_generation, p.lazy_from, p.lazy_at, p.lazy_held
              FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
              WHERE pd.seq = ?1 AND pd.generation < p.lazy_generation AND p.lazy_pending = 1",
         )?
@@ -449,6 +496,10 @@ pub fn materialize_doc(c: &Connection, seq: i64) -> Result<bool, StoreError> {
     let Some((pipeline_id, l)) = pending else {
         return Ok(false);
     };
+    if l.held {
+        c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1")?
+            .execute([seq])?;
+    }
     c.prepare_cached(&materialize_sql("seq = ?1 AND generation < ?2"))?
         .execute(params![seq, l.generation, l.from, l.at])?;
     clear_when_done(c, &pipeline_id)?;
@@ -481,13 +532,13 @@ pub fn held_of_run(
     c: &Connection,
     pipeline_id: &str,
 ) -> Result<Vec<(i64, String, String)>, StoreError> {
-    Ok(c
-        .prepare(
-            "SELECT pd.ordinal, h.field_key, h.status FROM held_fields h
-             JOIN pipeline_documents pd ON pd.seq = h.pd_seq WHERE h.pipeline_id = ?1 ORDER BY 1, 2",
-        )?
-        .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?)
+    Ok(c.prepare(
+        "SELECT pd.ordinal, h.field_key, h.status FROM held_fields h
+             JOIN pipeline_docs pd ON pd.seq = h.pd_seq JOIN pipelines p ON p.id = pd.pipeline_id
+             WHERE h.pipeline_id = ?1 AND pd.generation >= p.lazy_generation ORDER BY 1, 2",
+    )?
+    .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    .collect::<Result<_, _>>()?)
 }
 
 /// The targeted documents of a run: all, or the pipeline document ids in a JSON array.
@@ -657,6 +708,99 @@ mod tests {
             lazy(&c, "r").unwrap().is_none(),
             "the mark clears with the last one"
         );
+    }
+
+    fn hold(c: &Connection, seq: i64, field: &str) {
+        c.execute(
+            "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at, blocked_at)
+             VALUES (?1, ?2, 'o', 'r', 'blocked', 'gate', 'review_queue', 't', 2)",
+            params![seq, field],
+        )
+        .unwrap();
+    }
+
+    fn raw_held(c: &Connection) -> Vec<(i64, String)> {
+        c.prepare("SELECT pd_seq, field_key FROM held_fields ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// What every reader of the review index counts for organization `o`: the queue's page and
+    /// its count, the summary, and the gauge.
+    fn seen_held(c: &Connection) -> (usize, i64, i64, i64) {
+        let f = crate::store::review::QueueFilter {
+            org_id: "o",
+            pipeline_id: None,
+            trigger: None,
+            status: None,
+            hold: false,
+            field_key: None,
+            stage_id: None,
+            ascending: true,
+        };
+        let (page, total) = crate::store::review::queue(c, &f, None, 5000).unwrap();
+        let summary = crate::store::review::queue_summary(c, "o").unwrap();
+        let gauge = crate::store::pipelines::metric_gauges(c)
+            .unwrap()
+            .review_queue;
+        (page.len(), total, summary.iter().map(|s| s.3).sum(), gauge)
+    }
+
+    #[test]
+    fn a_whole_run_rerun_leaves_the_review_rows_of_pending_documents_to_the_writer_and_no_reader_sees_them(
+    ) {
+        let (_dir, db) = crate::store::scratch_db();
+        let c = db.dedicated().unwrap();
+        pending_run(&c);
+        // More stale rows than one chunk on document 5, then one each on 2 (claimed next) and
+        // on the suspect 3 (reset to the queue by the claim).
+        for i in 0..STALE_HELD_CHUNK + 100 {
+            hold(&c, 5, &format!("f{i}"));
+        }
+        hold(&c, 2, "a");
+        hold(&c, 3, "a");
+        start_lazy(&c, "r", 2, 2).unwrap();
+        assert!(lazy(&c, "r").unwrap().unwrap().held);
+        assert_eq!(
+            raw_held(&c).len() as i64,
+            STALE_HELD_CHUNK + 102,
+            "the call deletes none"
+        );
+        assert_eq!(
+            seen_held(&c),
+            (0, 0, 0, 0),
+            "every document is pending: nothing is held"
+        );
+        assert!(held_of_run(&c, "r").unwrap().is_empty());
+
+        // Document 1 is in flight; the claim takes 2, resets the suspect 3, and clears a chunk.
+        assert_eq!(
+            claim_pending(&c, "r", 1, "tok", "now", "[1]").unwrap(),
+            vec![(2, 2, 1)]
+        );
+        let left = raw_held(&c);
+        assert_eq!(
+            left.len(),
+            100,
+            "a chunk, the claimed document's and the suspect's rows went"
+        );
+        assert!(left.iter().all(|(seq, _)| *seq == 5));
+        assert!(lazy(&c, "r").unwrap().unwrap().held, "some are left");
+        assert_eq!(seen_held(&c), (0, 0, 0, 0));
+
+        // A row the new generation writes for a reset document is seen, and stays.
+        hold(&c, 2, "b");
+        assert_eq!(seen_held(&c), (1, 1, 1, 1));
+        claim_pending(&c, "r", 1, "tok", "now", "[1]").unwrap();
+        assert_eq!(raw_held(&c), vec![(2, "b".to_string())]);
+        assert!(
+            !lazy(&c, "r").unwrap().unwrap().held,
+            "none is stale: the mark is cleared"
+        );
+        assert_eq!(seen_held(&c), (1, 1, 1, 1));
     }
 
     #[test]

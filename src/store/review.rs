@@ -323,11 +323,14 @@ macro_rules! queue_filters {
 }
 const QUEUE_FILTERS: &str = queue_filters!();
 /// A held field of the organization ?1 in the queue: its filters, and its document not in
-/// error, held by the gate ?7 when one is named.
+/// error and not pending a whole-run rerun's reset (migration 16: its row is stale), held by
+/// the gate ?7 when one is named. The stored row, not the view: for a document that is not
+/// pending they agree.
 const QUEUE_WHERE: &str = concat!(
     "h.org_id = ?1 AND ",
     queue_filters!(),
-    " AND EXISTS (SELECT 1 FROM pipeline_documents pd WHERE pd.seq = h.pd_seq AND pd.status <> 'error'
+    " AND EXISTS (SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+        WHERE pd.seq = h.pd_seq AND pd.status <> 'error' AND pd.generation >= p.lazy_generation
         AND (?7 IS NULL OR json_extract(pd.field_states, '$.\"' || h.field_key || '\".stage_id') = ?7))",
 );
 
@@ -374,14 +377,21 @@ pub fn queue(
 
 /// The queue's count when no gate is named (`stage_id` is not read): the held fields less
 /// those of error documents, found from the runs' error documents (CROSS JOIN keeps that
-/// order). Reading each held field's document cost 45 ms a page at 20,000 held, this 4 ms.
+/// order), and less the stale rows of documents pending a whole-run rerun's reset, found from
+/// the runs that may have some. Reading each held field's document cost 45 ms a page at
+/// 20,000 held, this 4 ms.
 pub fn held_count(c: &Connection, f: &QueueFilter) -> Result<i64, StoreError> {
     Ok(c.query_row(
         &format!(
             "SELECT (SELECT count(*) FROM held_fields h WHERE h.org_id = ?1 AND {QUEUE_FILTERS})
                   - (SELECT count(*) FROM pipelines p CROSS JOIN pipeline_docs pd CROSS JOIN held_fields h
                      WHERE p.org_id = ?1 AND (?2 IS NULL OR p.id = ?2) AND pd.pipeline_id = p.id
-                       AND pd.status = 'error' AND h.pd_seq = pd.seq AND {QUEUE_FILTERS})"
+                       AND pd.status = 'error' AND pd.generation >= p.lazy_generation
+                       AND h.pd_seq = pd.seq AND {QUEUE_FILTERS})
+                  - (SELECT count(*) FROM pipelines p CROSS JOIN held_fields h CROSS JOIN pipeline_docs pd
+                     WHERE p.org_id = ?1 AND (?2 IS NULL OR p.id = ?2) AND p.lazy_held = 1
+                       AND h.pipeline_id = p.id AND pd.seq = h.pd_seq AND pd.generation < p.lazy_generation
+                       AND {QUEUE_FILTERS})"
         ),
         rusqlite::params_from_iter(f.binds()),
         |r| r.get(0),
@@ -396,8 +406,9 @@ pub fn queue_summary(
     let rows = c
         .prepare_cached(
             "SELECT h.trigger_type, h.pipeline_id, p.name, count(*) FROM held_fields h JOIN pipelines p ON p.id = h.pipeline_id
-             JOIN pipeline_documents pd ON pd.seq = h.pd_seq
-             WHERE h.org_id = ?1 AND h.routing <> 'hold' AND pd.status <> 'error' GROUP BY 1, 2, 3",
+             JOIN pipeline_docs pd ON pd.seq = h.pd_seq
+             WHERE h.org_id = ?1 AND h.routing <> 'hold' AND pd.status <> 'error' AND pd.generation >= p.lazy_generation
+             GROUP BY 1, 2, 3",
         )?
         .query_map([org_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<Vec<_>, _>>()?;

@@ -112,7 +112,7 @@ pub fn update(
 ) -> Result<(), StoreError> {
     c.execute(
         "UPDATE webhooks SET url = ?2, events = ?3, description = ?4, active = ?5, updated_at = ?6,
-             disabled_reason = CASE WHEN ?5 THEN NULL ELSE disabled_reason END,
+             disabled_reason = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_reason END,
              failing_since_ms = CASE WHEN (?5 = 1 AND active = 0) OR url <> ?2 THEN NULL ELSE failing_since_ms END
          WHERE seq = ?1",
         params![

@@ -488,12 +488,11 @@ fn timed_rerun(
         last["finished_at"].as_str().unwrap_or(""),
     )?;
     let (c, v) = db.rows_of(generation)?;
+    let (docs_per_s, rows_per_s) = (n as f64 / secs, (c + v) as f64 / secs);
     note(&format!(
-        "rerun from {phase} done: {:.0} docs/s, {:.0} rows/s",
-        n as f64 / secs,
-        (c + v) as f64 / secs
+        "rerun from {phase} done: {docs_per_s:.0} docs/s, {rows_per_s:.0} rows/s"
     ));
-    Ok((call_ms, n as f64 / secs, (c + v) as f64 / secs))
+    Ok((call_ms, docs_per_s, rows_per_s))
 }
 
 pub fn run(args: BenchArgs) -> Result<Value, String> {

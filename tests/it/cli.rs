@@ -457,7 +457,7 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 15 undone, and no ledger of applied migrations.
+    // to 16 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
@@ -481,6 +481,8 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
              DROP INDEX pipeline_docs_flagged;
              ALTER TABLE pipeline_docs DROP COLUMN flag_phase;
              ALTER TABLE pipeline_docs RENAME TO pipeline_documents;
+             DROP INDEX pipelines_lazy_held;
+             ALTER TABLE pipelines DROP COLUMN lazy_held;
              DROP INDEX pipelines_lazy_pending;
              ALTER TABLE pipelines DROP COLUMN lazy_generation;
              ALTER TABLE pipelines DROP COLUMN lazy_from;

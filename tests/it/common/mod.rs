@@ -427,13 +427,7 @@ pub fn run_rules(api: &Api, fields: Value, docs: &[String]) -> (String, Vec<Valu
     let rail = serde_json::json!({"rail": [{"type": "registry"}, {"type": "schema"}]});
     let r = api.put(&format!("/v1/schemas/{sid}/rail"), &rail);
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = api.post(
-        "/v1/pipelines",
-        &serde_json::json!({"schema_id": sid, "document_ids": docs}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let pid = r.body["id"].as_str().unwrap().to_string();
-    settle(api, &pid);
+    let pid = run_pipeline(api, sid, docs);
     let rows = api
         .get(&format!("/v1/pipelines/{pid}/results?limit=100"))
         .body["data"]
