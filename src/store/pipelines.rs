@@ -693,7 +693,7 @@ pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
 /// Held fields of a run that still wait for a person (error documents are not waited on).
 /// Counted as the run's held fields less those of its error documents: reading each held
 /// field's document instead cost 40 ms per results page at 1,000,000 documents (20,000 held),
-/// this 4 ms. A pending document has no held fields (its rerun's call deleted them).
+/// this 4 ms. A pending document's stale rows are not counted (`held_count`).
 pub fn pending_review_count(
     c: &Connection,
     org_id: &str,

@@ -797,6 +797,8 @@ fn bench_prints_its_summary_with_bytes_per_document_and_compares_with_an_earlier
         "bench: ceiling measured: ",
         "bench: rerun from validation done: ",
         "bench: rerun from resolution done: ",
+        "bench: rerun from validation called: ",
+        "bench: queue pages read: the slowest in ",
         "bench: results pages read: the slowest in ",
     ] {
         assert!(notes.contains(note), "{note:?} in {notes}");
@@ -809,6 +811,8 @@ fn bench_prints_its_summary_with_bytes_per_document_and_compares_with_an_earlier
         "results_page_max_ms",
         "results_page_p50_ms",
         "results_page_p99_ms",
+        "queue_page_p50_ms",
+        "queue_page_p99_ms",
         "progress_during_run_p99_ms",
         "written_bytes_per_doc_first_run",
         "bytes_before_purge",
