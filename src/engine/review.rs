@@ -394,6 +394,9 @@ fn persist(
     after: &States,
     org: &str,
 ) -> Result<bool, EngineError> {
+    // A document an open rerun has not reset yet was read as reset: store the reset (which
+    // drops its stale review rows) before writing the rows of what the review changed.
+    store::reruns::materialize_doc(c, doc.pd.seq)?;
     sync_held(c, doc.pd.seq, &doc.pd.pipeline_id, org, before, after)?;
     let encoded = crate::store::states::encode(after);
     let pd = &doc.pd;

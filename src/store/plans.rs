@@ -251,12 +251,34 @@ fn a_whole_run_rerun_and_the_claims_that_reset_its_documents_read_by_index() {
              VALUES ('{RUN}', '{ORG}', 's', 's', 'n', 'active', '[]', 3, 0, 't', 't', 2, 1);"
         ))
         .unwrap();
+        // Four documents of the earlier generation with a field in review each, so that every
+        // statement that deletes stale review rows runs (migration 16).
+        for seq in 1..=4 {
+            c.execute(
+                "INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, cursor, generation, created_at, updated_at)
+                 VALUES (?1, 'pd' || ?1, ?2, 'd', ?1, 'complete', 3, 1, 't', 't')",
+                rusqlite::params![seq, RUN],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at, blocked_at)
+                 VALUES (?1, 'a', ?2, ?3, 'blocked', 'gate', 'review_queue', 't', 2)",
+                rusqlite::params![seq, ORG, RUN],
+            )
+            .unwrap();
+        }
         super::reruns::has_record_set(c, RUN).unwrap();
         super::pipelines::active_count(c, RUN).unwrap();
         super::reruns::eager_docs(c, RUN, 2).unwrap();
         super::reruns::start_lazy(c, RUN, 2, 2).unwrap();
         super::reruns::lazy_runs(c).unwrap();
-        super::reruns::claim_pending(c, RUN, 16, "token", "t", "[]").unwrap();
+        super::pipelines::pending_review_count(c, ORG, RUN).unwrap();
+        super::reruns::claim_pending(c, RUN, 1, "token", "t", "[]").unwrap();
+        super::reruns::materialize_doc(c, 2).unwrap();
+        super::reruns::materialize_all(c, RUN).unwrap();
+        c.execute("UPDATE pipelines SET lazy_held = 1 WHERE id = ?1", [RUN])
+            .unwrap();
+        super::reruns::clear_stale_held(c).unwrap();
         super::pipelines::settle(c, RUN).unwrap();
     });
 }

@@ -303,7 +303,8 @@ pub fn start_lazy(
         "UPDATE pipelines SET lazy_generation = ?2, lazy_from = ?3, lazy_at = ?4,
          lazy_pending = CASE WHEN EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)
            THEN 1 ELSE 0 END,
-         lazy_held = CASE WHEN EXISTS(SELECT 1 FROM held_fields WHERE pipeline_id = ?1) THEN 1 ELSE 0 END
+         lazy_held = CASE WHEN EXISTS(SELECT 1 FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2)
+           AND EXISTS(SELECT 1 FROM held_fields WHERE pipeline_id = ?1) THEN 1 ELSE 0 END
          WHERE id = ?1",
     )?
     .execute(params![pipeline_id, generation, from as i64, now_rfc3339()])?;
@@ -314,20 +315,32 @@ pub fn start_lazy(
 /// round short, large enough that 20,000 held fields are gone within the rerun's first seconds.
 const STALE_HELD_CHUNK: i64 = 2000;
 
-/// Deletes up to a chunk of a run's review rows whose document is pending, clearing the run's
-/// `lazy_held` when none is left. Rows are found through `held_fields_pipeline` in insertion
-/// order, so the stale rows (all older than the rerun) come before the ones it writes.
-fn clear_stale_held(c: &Connection, pipeline_id: &str, l: &Lazy) -> Result<(), StoreError> {
-    if !l.held {
-        return Ok(());
+/// Deletes up to a chunk of stale review rows of every run that may have some, each claim
+/// round whether or not it claims any of the run's documents (a run behind another in the
+/// claim order still sheds its rows). Clears a run's `lazy_held` when none is left.
+pub fn clear_stale_held(c: &Connection) -> Result<(), StoreError> {
+    let runs: Vec<(String, i64)> = c
+        .prepare_cached("SELECT id, lazy_generation FROM pipelines WHERE lazy_held = 1")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (pipeline_id, generation) in runs {
+        clear_stale_chunk(c, &pipeline_id, generation)?;
     }
+    Ok(())
+}
+
+/// One run's chunk, found through `held_fields_pipeline` in insertion order, so the stale rows
+/// (all older than the rerun) come before the ones it writes. Rows the call kept on the
+/// documents it reset itself (holds before the restart) are stepped over in each round, a
+/// cost bounded by those rows times the rounds it takes.
+fn clear_stale_chunk(c: &Connection, pipeline_id: &str, generation: i64) -> Result<(), StoreError> {
     let n = c
         .prepare_cached(
             "DELETE FROM held_fields WHERE seq IN (
                 SELECT h.seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
                 WHERE h.pipeline_id = ?1 AND pd.generation < ?2 LIMIT ?3)",
         )?
-        .execute(params![pipeline_id, l.generation, STALE_HELD_CHUNK])?;
+        .execute(params![pipeline_id, generation, STALE_HELD_CHUNK])?;
     if (n as i64) < STALE_HELD_CHUNK {
         c.prepare_cached("UPDATE pipelines SET lazy_held = 0 WHERE id = ?1")?
             .execute([pipeline_id])?;
@@ -434,7 +447,6 @@ pub fn claim_pending(
     let Some(l) = lazy(c, pipeline_id)? else {
         return Ok(Vec::new());
     };
-    clear_stale_held(c, pipeline_id, &l)?;
     const SUSPECTS: &str =
         "seq IN (SELECT seq FROM pipeline_docs INDEXED BY pipeline_documents_suspects
                  WHERE unclean_exits > 0 AND pipeline_id = ?1 AND generation < ?2)";
@@ -478,6 +490,10 @@ pub fn recount_lazy(c: &Connection) -> Result<(), StoreError> {
             SELECT 1 FROM pipeline_docs pd WHERE pd.pipeline_id = pipelines.id AND pd.generation < pipelines.lazy_generation)
            THEN 1 ELSE 0 END
          WHERE lazy_generation > 0",
+        [],
+    )?;
+    c.execute(
+        "UPDATE pipelines SET lazy_held = 0 WHERE lazy_held = 1 AND lazy_pending = 0",
         [],
     )?;
     Ok(())
@@ -776,7 +792,9 @@ mod tests {
         );
         assert!(held_of_run(&c, "r").unwrap().is_empty());
 
-        // Document 1 is in flight; the claim takes 2, resets the suspect 3, and clears a chunk.
+        // Document 1 is in flight; the claim round clears a chunk, takes 2 and resets the
+        // suspect 3.
+        clear_stale_held(&c).unwrap();
         assert_eq!(
             claim_pending(&c, "r", 1, "tok", "now", "[1]").unwrap(),
             vec![(2, 2, 1)]
@@ -794,7 +812,7 @@ mod tests {
         // A row the new generation writes for a reset document is seen, and stays.
         hold(&c, 2, "b");
         assert_eq!(seen_held(&c), (1, 1, 1, 1));
-        claim_pending(&c, "r", 1, "tok", "now", "[1]").unwrap();
+        clear_stale_held(&c).unwrap();
         assert_eq!(raw_held(&c), vec![(2, "b".to_string())]);
         assert!(
             !lazy(&c, "r").unwrap().unwrap().held,
