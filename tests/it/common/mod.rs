@@ -271,8 +271,11 @@ impl Remote {
         Remote {
             base: format!("http://127.0.0.1:{port}"),
             key: key.to_string(),
+            // Generous: these servers are debug builds, and the memory test's data product
+            // (a replay over 100,000 fields, 7 s in a release build) took over a minute in a
+            // loaded CI run. A request that hangs still fails, later.
             http: Client::builder()
-                .timeout(Duration::from_secs(60))
+                .timeout(Duration::from_secs(240))
                 .build()
                 .expect("client"),
         }
