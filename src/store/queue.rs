@@ -235,9 +235,10 @@ pub fn claim(
             )));
         }
     }
+    // A chunk of the review rows whole-run reruns left stale, every round.
+    super::reruns::clear_stale_held(c)?;
     // Then the documents a whole-run rerun left to the writer: each is reset as it is claimed,
     // in the claim's own statement (a suspect runs alone, so none are added to it).
-    super::reruns::clear_stale_held(c)?;
     if suspect.is_none() && out.len() < limit {
         let runs = super::reruns::lazy_runs(c)?;
         // Serialized only when some run has pending documents: most claim rounds have none.

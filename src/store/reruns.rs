@@ -311,6 +311,11 @@ pub fn start_lazy(
     Ok(())
 }
 
+/// A run's (?1) stale review rows: those of its documents still below its generation ?2.
+const STALE_HELD: &str =
+    "SELECT h.seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
+    WHERE h.pipeline_id = ?1 AND pd.generation < ?2";
+
 /// How many stale review rows the writer deletes per claim round: small enough to keep a
 /// round short, large enough that 20,000 held fields are gone within the rerun's first seconds.
 const STALE_HELD_CHUNK: i64 = 2000;
@@ -335,11 +340,9 @@ pub fn clear_stale_held(c: &Connection) -> Result<(), StoreError> {
 /// cost bounded by those rows times the rounds it takes.
 fn clear_stale_chunk(c: &Connection, pipeline_id: &str, generation: i64) -> Result<(), StoreError> {
     let n = c
-        .prepare_cached(
-            "DELETE FROM held_fields WHERE seq IN (
-                SELECT h.seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
-                WHERE h.pipeline_id = ?1 AND pd.generation < ?2 LIMIT ?3)",
-        )?
+        .prepare_cached(&format!(
+            "DELETE FROM held_fields WHERE seq IN ({STALE_HELD} LIMIT ?3)"
+        ))?
         .execute(params![pipeline_id, generation, STALE_HELD_CHUNK])?;
     if (n as i64) < STALE_HELD_CHUNK {
         c.prepare_cached("UPDATE pipelines SET lazy_held = 0 WHERE id = ?1")?
@@ -397,11 +400,9 @@ pub fn materialize_all(c: &Connection, pipeline_id: &str) -> Result<usize, Store
         return Ok(0);
     };
     if l.held {
-        c.prepare_cached(
-            "DELETE FROM held_fields WHERE seq IN (
-                SELECT h.seq FROM held_fields h JOIN pipeline_docs pd ON pd.seq = h.pd_seq
-                WHERE h.pipeline_id = ?1 AND pd.generation < ?2)",
-        )?
+        c.prepare_cached(&format!(
+            "DELETE FROM held_fields WHERE seq IN ({STALE_HELD})"
+        ))?
         .execute(params![pipeline_id, l.generation])?;
     }
     let n = c
