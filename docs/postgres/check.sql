@@ -178,6 +178,28 @@ UPDATE pipeline_docs SET field_states = '{"a":{"flags":[]}}' WHERE id = 'pd2';
 SELECT pg_temp.expect((SELECT flag_phase FROM pipeline_docs WHERE id = 'pd2') IS NULL, 'empty flags: NULL');
 SELECT pg_temp.counts_match('the flag_phase updates');
 
+-- held_counts -----------------------------------------------------------------------------------
+CREATE FUNCTION pg_temp.held_match(what text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT pipeline_id, CASE WHEN routing = 'hold' THEN 1 ELSE 0 END, count(*) FROM held_fields GROUP BY 1, 2
+               EXCEPT SELECT pipeline_id, hold, count FROM held_counts WHERE count <> 0)
+       OR EXISTS (SELECT pipeline_id, hold, count FROM held_counts WHERE count <> 0
+               EXCEPT SELECT pipeline_id, CASE WHEN routing = 'hold' THEN 1 ELSE 0 END, count(*) FROM held_fields GROUP BY 1, 2) THEN
+        RAISE EXCEPTION 'FAIL held_counts differ from a GROUP BY after %', what;
+    END IF;
+    RAISE NOTICE 'ok: held_counts right after %', what;
+END $$;
+INSERT INTO held_fields(pd_seq, field_key, org_id, pipeline_id, status, trigger_type, routing, requested_at, blocked_at)
+SELECT pd.seq, f, 'o1', pd.pipeline_id, 'blocked', 'gate', CASE WHEN f = 'c' THEN 'hold' ELSE 'review_queue' END, 't', 2
+FROM pipeline_docs pd CROSS JOIN (VALUES ('a'), ('b'), ('c')) v(f);
+SELECT pg_temp.held_match('inserts');
+DELETE FROM held_fields WHERE field_key = 'b' OR (field_key = 'c' AND pd_seq % 2 = 0);
+SELECT pg_temp.held_match('deletes');
+UPDATE held_fields SET requested_at = 'u', status = 'pending_review';
+SELECT pg_temp.held_match('an update of other columns');
+SELECT pg_temp.expect_error($$UPDATE held_fields SET routing = 'hold'$$, 'run and routing are fixed', 'moving a review row to another routing');
+SELECT pg_temp.expect_error($$TRUNCATE held_fields$$, 'held_fields is counted', 'TRUNCATE held_fields');
+
 -- partial indexes are usable with the PG forms of the queries -----------------------------------
 SET enable_seqscan = off;
 CREATE FUNCTION pg_temp.plan_uses(q text, idx text) RETURNS void LANGUAGE plpgsql AS $$

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "short_field_states", "0014_short_field_states.sql"),
     migration!(15, "line_items", "0015_line_items.sql"),
     migration!(16, "lazy_held", "0016_lazy_held.sql"),
+    migration!(17, "held_counts", "0017_held_counts.sql"),
 ];
 
 pub fn latest_version() -> i64 {

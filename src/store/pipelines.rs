@@ -676,7 +676,7 @@ pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
         .collect::<Result<Vec<_>, _>>()?;
     // Less the stale rows of documents pending a whole-run rerun's reset (migration 16).
     let review_queue = c.query_row(
-        "SELECT (SELECT count(*) FROM held_fields)
+        "SELECT (SELECT coalesce(sum(count), 0) FROM held_counts)
               - (SELECT count(*) FROM pipelines p CROSS JOIN held_fields h CROSS JOIN pipeline_docs pd
                  WHERE p.lazy_held = 1 AND h.pipeline_id = p.id AND pd.seq = h.pd_seq
                    AND pd.generation < p.lazy_generation)",
