@@ -457,11 +457,16 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 16 undone, and no ledger of applied migrations.
+    // to 17 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
+             DROP INDEX held_fields_blocked;
+             DROP TRIGGER held_fields_fixed_count;
+             DROP TRIGGER held_counts_insert;
+             DROP TRIGGER held_counts_delete;
+             DROP TABLE held_counts;
              ALTER TABLE cells DROP COLUMN rows;
              ALTER TABLE registry_fields DROP COLUMN items;
              ALTER TABLE review_decisions DROP COLUMN element;
