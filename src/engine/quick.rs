@@ -148,7 +148,7 @@ impl Extraction {
             EngineError::Internal(format!("document {} is missing", pd.document_id))
         })?;
         let order: Vec<String> = run.fields.iter().map(|f| f.field_name.clone()).collect();
-        let view = views::load(c, std::slice::from_ref(&pd), &order, true)?
+        let view = views::load(c, std::slice::from_ref(&pd), &order)?
             .pop()
             .ok_or_else(|| EngineError::Internal("no view of the document".into()))?;
         Ok(Extraction {
@@ -300,7 +300,7 @@ fn each_document(
         if rows.is_empty() {
             return Ok(());
         }
-        let views = views::load(c, &rows, &order, true)?;
+        let views = views::load(c, &rows, &order)?;
         for (pd, v) in rows.iter().zip(&views) {
             f(pd, v);
         }

@@ -160,6 +160,7 @@ impl World {
     fn doc(&self) -> (Value, DocStatus, Vec<(i64, usize)>, String) {
         self.db
             .read(|c| {
+                shown_as_in_full_views(c, &self.pipeline);
                 let docs = store::pipelines::documents(c, &self.pipeline, None, 10, None)?;
                 let d = docs.into_iter().next().expect("one document");
                 let cells = store::pipelines::cells(c, &[d.seq])?;
@@ -233,6 +234,61 @@ fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
     let (gross, status, _, _) = w.doc();
     assert_eq!(gross, json!(157));
     assert_eq!(status, DocStatus::Complete);
+    w.executor.shutdown();
+}
+
+/// A page of results reads each field's newest version alone unless that version might not be
+/// the one that counts: a correction (a pin), a reopen that leaves the person's version behind,
+/// a rerun the writer has not reached (its restart leaves the second, unreviewed document's
+/// newest versions behind; the first, which keeps decisions, is reset in the call).
+#[test]
+fn a_page_shows_the_same_from_newest_versions_through_pins_reopens_and_pending_reruns() {
+    let w = world_of(&["Net: 100\nTax: 90", "Net: 10\nTax: 5"]);
+    w.settled();
+    let (gross, status, _, pd) = w.doc();
+    assert_eq!(
+        (gross, status),
+        (Value::Null, DocStatus::Partial),
+        "190 is held"
+    );
+    let decide = |action, value: Option<Value>| {
+        let req = super::review::ResolveRequest {
+            action,
+            corrected_value: value,
+            ..approval()
+        };
+        write(&w.db, |tx| {
+            super::review::resolve(tx, &w.org, &pd, "gross", &req).map(|_| ())
+        });
+        w.executor.wake();
+        w.settled();
+    };
+    decide(super::review::Action::Correct, Some(json!(150)));
+    assert_eq!(w.doc().0, json!(150), "the correction shows");
+    decide(super::review::Action::Reopen, None);
+    assert_eq!(w.doc().0, Value::Null, "reopened: held again");
+    decide(super::review::Action::Approve, None);
+    assert_eq!(w.doc().0, json!(190), "the computed value, approved");
+    w.executor.pause();
+    write(&w.db, |tx| {
+        let req = RerunRequest {
+            from_phase: PhaseType::Resolution,
+            document_ids: None,
+            dry_run: false,
+            refresh_extraction: false,
+            requested_by: "test".into(),
+        };
+        rerun(tx, &w.org, &w.pipeline, req)
+    });
+    let pending =
+        w.db.read(|c| store::reruns::pending_count(c, &w.pipeline))
+            .expect("read");
+    assert_eq!(pending, 1, "the unreviewed document waits for the writer");
+    w.doc();
+    w.executor.resume();
+    w.executor.wake();
+    w.settled();
+    w.doc();
     w.executor.shutdown();
 }
 
@@ -448,6 +504,7 @@ fn readers_of(c: &Connection, pipeline_id: &str) -> Value {
     let order: Vec<String> = ["net", "tax", "gross"].map(String::from).to_vec();
     let docs = store::pipelines::documents(c, pipeline_id, None, 100, None).expect("documents");
     let seqs: Vec<i64> = docs.iter().map(|d| d.seq).collect();
+    shown_as_in_full_views(c, pipeline_id);
     let mut cells = store::pipelines::cells(c, &seqs).expect("cells");
     let shown: Vec<Value> = docs
         .iter()
@@ -494,6 +551,38 @@ fn readers_of(c: &Connection, pipeline_id: &str) -> Value {
         .expect("pending"),
         "delivered": store::pipelines::delivered_count(c, pipeline_id).expect("delivered"),
     })
+}
+
+/// The oracle of `views::load_shown`: every field of every document of the run shows the same
+/// value, from the same version, as in a view of all its versions.
+fn shown_as_in_full_views(c: &Connection, pipeline_id: &str) {
+    let order: Vec<String> = ["net", "tax", "gross"].map(String::from).to_vec();
+    let docs = store::pipelines::documents(c, pipeline_id, None, 100, None).expect("documents");
+    let full = super::views::load(c, &docs, &order).expect("every version");
+    let newest = super::views::load_shown(c, &docs, &order).expect("newest versions");
+    let phases = store::pipelines::phases(c, pipeline_id).expect("phases");
+    for ((d, f), n) in docs.iter().zip(&full).zip(&newest) {
+        for field in &order {
+            assert_eq!(
+                n.shown(field, d.status),
+                f.shown(field, d.status),
+                "{} {field}",
+                d.id
+            );
+            assert_eq!(
+                n.canonical(field).1.map(|c| c.seq),
+                f.canonical(field).1.map(|c| c.seq),
+                "{} {field}: the version shown",
+                d.id
+            );
+            assert_eq!(
+                json!(super::views::cell_summary(n, field, d.status, &phases)),
+                json!(super::views::cell_summary(f, field, d.status, &phases)),
+                "{} {field}: the cell's summary",
+                d.id
+            );
+        }
+    }
 }
 
 /// A whole-run rerun resets its documents when the writer reaches them. The oracle is the reset

@@ -56,6 +56,16 @@ impl DocView {
         crate::domain::cells::current(live, pins)
     }
 
+    /// Whether, with only each field's newest version loaded, `canonical` answers as it would
+    /// with every version: no field is pinned or has pinned elements (those read older human
+    /// versions), and every newest version is live (else an older one would count).
+    fn newest_counts(&self) -> bool {
+        self.states
+            .values()
+            .all(|s| !s.pinned && s.element_pins.is_empty())
+            && self.cells.iter().all(|(_, c, _)| self.is_live(c))
+    }
+
     /// The one rule for what every reader of canonical values shows (results, data products,
     /// CSV exports, cells): a held field shows as held; a field of an errored document, or one
     /// still in play in a queued or processing document, has no value to show yet.
@@ -90,20 +100,65 @@ pub enum Shown<'a> {
     NotYet,
 }
 
-/// The views of a page of a run's documents, their cells read in one query (with each cell's
-/// provenance only when the caller shows it).
+/// The views of a page of a run's documents, every version with its provenance, read in one
+/// query.
 pub fn load(
     c: &crate::store::Connection,
     rows: &[PipelineDoc],
     order: &[String],
-    with_provenance: bool,
 ) -> Result<Vec<DocView>, crate::store::StoreError> {
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let mut by_doc = crate::store::pipelines::cells_by_doc_with(c, &seqs, with_provenance)?;
+    let mut by_doc = crate::store::pipelines::cells_by_doc(c, &seqs)?;
     Ok(rows
         .iter()
         .map(|pd| DocView::new(pd, by_doc.remove(&pd.seq).unwrap_or_default(), order))
         .collect())
+}
+
+/// Views of a page of a run's documents that answer `show` and `canonical` (a page of results
+/// without provenance), read as `fill_shown` reads them.
+pub fn load_shown(
+    c: &crate::store::Connection,
+    rows: &[PipelineDoc],
+    order: &[String],
+) -> Result<Vec<DocView>, crate::store::StoreError> {
+    let mut views: Vec<(i64, DocView)> = rows
+        .iter()
+        .map(|pd| (pd.seq, DocView::new(pd, Vec::new(), order)))
+        .collect();
+    fill_shown(c, &mut views)?;
+    Ok(views.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Gives views (keyed by document seq, their cells empty) what `show` and `canonical` need,
+/// read from each field's newest version alone. A document where that version might not be the
+/// one that counts (a pinned or element-pinned field, a newest version a restart or a reopen
+/// left behind) is read whole, so every view answers as one with every version would. The
+/// others hold only those newest versions: they must not reach `versions`, `cells` or anything
+/// else that lists a field's history.
+pub fn fill_shown(
+    c: &crate::store::Connection,
+    views: &mut [(i64, DocView)],
+) -> Result<(), crate::store::StoreError> {
+    let seqs: Vec<i64> = views.iter().map(|(seq, _)| *seq).collect();
+    let mut newest = crate::store::pipelines::newest_cells_by_doc(c, &seqs)?;
+    for (seq, v) in views.iter_mut() {
+        v.cells = newest.remove(seq).unwrap_or_default();
+    }
+    let whole: Vec<i64> = views
+        .iter()
+        .filter(|(_, v)| !v.newest_counts())
+        .map(|(seq, _)| *seq)
+        .collect();
+    if !whole.is_empty() {
+        let mut all = crate::store::pipelines::cells_by_doc_with(c, &whole, false)?;
+        for (seq, v) in views.iter_mut() {
+            if let Some(cells) = all.remove(seq) {
+                v.cells = cells;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn phase_id(phases: &[PhaseRow], index: usize) -> Option<String> {

@@ -372,7 +372,11 @@ pub async fn results(call: Call<Read>, Id(id): Id) -> Result<HttpResponse, ApiEr
         let w = pagination::PageWriter::begin(sink, &head, page.limit)?;
         w.rows(page.after, total, &cursors, false, |after, n| {
             let rows = store::pipelines::documents(c, &id, after, n, doc_filter.as_deref())?;
-            let views = views::load(c, &rows, &order, with_prov)?;
+            let views = if with_prov {
+                views::load(c, &rows, &order)?
+            } else {
+                views::load_shown(c, &rows, &order)?
+            };
             Ok(rows
                 .iter()
                 .zip(&views)
@@ -400,7 +404,7 @@ pub async fn cells(call: Call<Read>) -> Result<HttpResponse, ApiError> {
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
         let phases = store::pipelines::phases(c, &id)?;
         let order: Vec<String> = p.fields.iter().map(|f| f.field_name.clone()).collect();
-        let views = views::load(c, std::slice::from_ref(&pd), &order, true)?;
+        let views = views::load(c, std::slice::from_ref(&pd), &order)?;
         Ok(views::cells(&views[0], &order, pd.status, &phases))
     })
     .await

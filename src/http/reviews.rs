@@ -27,11 +27,17 @@ struct Loaded {
     view: DocView,
 }
 
-fn load_docs(c: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Loaded>, ApiError> {
-    let mut out = HashMap::new();
-    let mut cells = store::pipelines::cells_by_doc(c, seqs)?;
+/// The documents of review items with their views: every version with its provenance when
+/// `history` (an item's detail), else what shows an item's canonical value and confidence.
+fn load_docs(
+    c: &Connection,
+    seqs: &[i64],
+    history: bool,
+) -> Result<HashMap<i64, Loaded>, ApiError> {
+    let mut docs = Vec::new();
+    let mut shown = Vec::new();
     for seq in seqs {
-        if out.contains_key(seq) {
+        if docs.iter().any(|(s, _, _)| s == seq) {
             continue;
         }
         let Some(pd) = store::review::pd_by_seq(c, *seq)? else {
@@ -40,13 +46,26 @@ fn load_docs(c: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Loaded>, ApiEr
         let fields: Vec<FieldDef> = pd.fields.clone();
         let order: Vec<String> = fields.iter().map(|f| f.field_name.clone()).collect();
         let view = DocView {
-            cells: cells.remove(seq).unwrap_or_default(),
+            cells: Vec::new(),
             restarts: pd.restarts.clone(),
             states: with_fields(pd.field_states.clone(), &order),
         };
-        out.insert(*seq, Loaded { pd, fields, view });
+        shown.push((*seq, view));
+        docs.push((*seq, pd, fields));
     }
-    Ok(out)
+    if history {
+        let mut cells = store::pipelines::cells_by_doc(c, seqs)?;
+        for (seq, view) in shown.iter_mut() {
+            view.cells = cells.remove(seq).unwrap_or_default();
+        }
+    } else {
+        views::fill_shown(c, &mut shown)?;
+    }
+    Ok(docs
+        .into_iter()
+        .zip(shown)
+        .map(|((seq, pd, fields), (_, view))| (seq, Loaded { pd, fields, view }))
+        .collect())
 }
 
 fn item_json(l: &Loaded, field: &str) -> ReviewItem {
@@ -156,7 +175,7 @@ pub async fn list(call: Call<Read>) -> Result<HttpResponse, ApiError> {
         };
         let (rows, total) = store::review::queue(c, &f, page.after, page.limit + 1)?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.pd_seq).collect();
-        let docs = load_docs(c, &seqs)?;
+        let docs = load_docs(c, &seqs, false)?;
         // Read in the same snapshot as the queue rows: a row whose document did not load is a
         // storage fault, not an item to show.
         let items = rows
@@ -245,7 +264,7 @@ pub async fn detail(call: Call<Read>) -> Result<HttpResponse, ApiError> {
     call.answer(move |c, org| {
         let pd = store::review::find_pd(c, org, &pd_id)?
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;
-        let docs = load_docs(c, &[pd.seq])?;
+        let docs = load_docs(c, &[pd.seq], true)?;
         let l = docs
             .get(&pd.seq)
             .ok_or_else(|| ApiError::not_found("Pipeline document"))?;

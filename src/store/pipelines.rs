@@ -507,6 +507,39 @@ pub fn cells_with(
     Ok(rows)
 }
 
+/// Each document's newest version of each field (the last by seq, the first `canonical`
+/// considers), oldest first, without provenance, keyed by document seq: what a page of results
+/// shows when each of those versions is the one that counts (see `views::load_shown`). A page
+/// then decodes one row per field, not every version of every generation.
+pub fn newest_cells_by_doc(c: &Connection, pd_seqs: &[i64]) -> Result<CellsByDoc, StoreError> {
+    let mut out = CellsByDoc::new();
+    if pd_seqs.is_empty() {
+        return Ok(out);
+    }
+    let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
+    // The newest seqs come from `cells_pd` alone (a seq is the rowid, in every index entry);
+    // only their rows are read.
+    let mut st = c.prepare_cached(
+        "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
+         config_version, rule_type, note, created_at, NULL, NULL FROM cells
+         WHERE seq IN (SELECT max(seq) FROM cells WHERE pd_seq IN (SELECT value FROM json_each(?1))
+                       GROUP BY pd_seq, field_key)",
+    )?;
+    let rows = st.query_map([list], |r| {
+        Ok((r.get::<_, i64>(1)?, cell_of(r)?, r.get::<_, String>(14)?))
+    })?;
+    for row in rows {
+        let (pd_seq, cell, created_at) = row?;
+        out.entry(pd_seq)
+            .or_default()
+            .push((cell.seq, cell, created_at));
+    }
+    for cells in out.values_mut() {
+        cells.sort_unstable_by_key(|(seq, _, _)| *seq);
+    }
+    Ok(out)
+}
+
 /// The version in a row whose columns start as `cells_with` selects them.
 fn cell_of(r: &rusqlite::Row) -> rusqlite::Result<crate::domain::cells::Cell> {
     Ok(crate::domain::cells::Cell {

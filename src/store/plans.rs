@@ -167,6 +167,7 @@ fn a_page_of_a_runs_results_reads_by_position() {
         super::pipelines::documents(c, RUN, Some(5000), 50, None).unwrap();
         super::pipelines::documents(c, RUN, None, 50, Some("doc")).unwrap();
         super::pipelines::cells_by_doc(c, &[1, 2, 3]).unwrap();
+        super::pipelines::newest_cells_by_doc(c, &[1, 2, 3]).unwrap();
         super::pipelines::delivered_count(c, RUN).unwrap();
         super::pipelines::pending_review_count(c, ORG, RUN).unwrap();
     });
