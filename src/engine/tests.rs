@@ -198,14 +198,12 @@ fn a_run_reruns_from_resolution_and_a_held_field_resolves_without_http() {
     write(&w.db, |tx| {
         store::policies::update_rule(tx, &w.policy, &w.rule, &json!({"expr": "net + tax * 3"}))?;
         store::policies::touch(tx, &w.policy)?;
-        let req = RerunRequest {
-            from_phase: PhaseType::Resolution,
-            document_ids: None,
-            dry_run: false,
-            refresh_extraction: false,
-            requested_by: "test".into(),
-        };
-        rerun(tx, &w.org, &w.pipeline, req)
+        rerun(
+            tx,
+            &w.org,
+            &w.pipeline,
+            rerun_request(PhaseType::Resolution, None),
+        )
     });
     w.executor.wake();
     w.settled();
@@ -271,14 +269,12 @@ fn a_page_shows_the_same_from_newest_versions_through_pins_reopens_and_pending_r
     assert_eq!(w.doc().0, json!(190), "the computed value, approved");
     w.executor.pause();
     write(&w.db, |tx| {
-        let req = RerunRequest {
-            from_phase: PhaseType::Resolution,
-            document_ids: None,
-            dry_run: false,
-            refresh_extraction: false,
-            requested_by: "test".into(),
-        };
-        rerun(tx, &w.org, &w.pipeline, req)
+        rerun(
+            tx,
+            &w.org,
+            &w.pipeline,
+            rerun_request(PhaseType::Resolution, None),
+        )
     });
     let pending =
         w.db.read(|c| store::reruns::pending_count(c, &w.pipeline))
@@ -290,6 +286,17 @@ fn a_page_shows_the_same_from_newest_versions_through_pins_reopens_and_pending_r
     w.settled();
     w.doc();
     w.executor.shutdown();
+}
+
+/// A rerun from `from` of the named documents, or of the whole run.
+fn rerun_request(from: PhaseType, ids: Option<Vec<String>>) -> RerunRequest {
+    RerunRequest {
+        from_phase: from,
+        document_ids: ids,
+        dry_run: false,
+        refresh_extraction: false,
+        requested_by: "test".into(),
+    }
 }
 
 /// Ada approves a held value.
@@ -406,14 +413,7 @@ fn an_extraction_runs_the_quick_rail_and_a_correction_outlives_a_rerun_without_h
     );
     // A full rerun extracts again; the person's value stays, as any decision does (DESIGN §7).
     write(&db, |tx| {
-        let req = RerunRequest {
-            from_phase: PhaseType::Transfer,
-            document_ids: None,
-            dry_run: false,
-            refresh_extraction: false,
-            requested_by: "test".into(),
-        };
-        rerun(tx, &org, &id, req)
+        rerun(tx, &org, &id, rerun_request(PhaseType::Transfer, None))
     });
     settle(&db, &executor, &org, &id);
     let x = load();
@@ -629,13 +629,7 @@ fn a_whole_run_rerun_reads_as_if_every_document_were_reset_in_the_call() {
 
     for from in [PhaseType::Validation, PhaseType::Resolution] {
         w.executor.pause();
-        let request = |ids: Option<Vec<String>>| RerunRequest {
-            from_phase: from,
-            document_ids: ids,
-            dry_run: false,
-            refresh_extraction: false,
-            requested_by: "test".into(),
-        };
+        let request = |ids| rerun_request(from, ids);
         write(&w.db, |tx| rerun(tx, &w.org, &w.pipeline, request(None)));
         let pending =
             w.db.read(|c| store::reruns::pending_count(c, &w.pipeline))
