@@ -205,7 +205,12 @@ pub async fn answer_streamed(
                 heavy,
                 permit,
             };
-            let outcome = produce(&mut sink);
+            // A panic after the first byte would otherwise end the stream as if it were whole.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&mut sink)))
+                    .unwrap_or_else(|_| {
+                        Err(ApiError::Internal("the answer's producer panicked".into()))
+                    });
             sink.finish(outcome);
         })
         .map_err(|e| ApiError::Unavailable(format!("cannot start the answer: {e}")))?;
@@ -317,5 +322,68 @@ impl ChunkSink {
             // The client must not take a cut answer for a whole one: the error aborts it.
             let _ = self.send(Err(e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(
+        produce: impl FnOnce(&mut ChunkSink) -> Result<(), ApiError> + Send + 'static,
+    ) -> Result<(u16, Bytes), String> {
+        actix_web::rt::System::new().block_on(async move {
+            let answer = answer_streamed(HeavyReads::new(1), None, "text/plain", produce)
+                .await
+                .map_err(|e| format!("refused: {e}"))?;
+            let status = answer.status().as_u16();
+            let body = actix_web::body::to_bytes(answer.into_body())
+                .await
+                .map_err(|e| format!("cut: {e}"))?;
+            Ok((status, body))
+        })
+    }
+
+    #[test]
+    fn a_small_answer_is_sent_whole_and_a_large_one_streams_complete() {
+        let (status, small) = body_of(|s| s.write(b"small")).unwrap();
+        assert_eq!((status, &small[..]), (200, &b"small"[..]));
+        let (_, large) = body_of(|s| {
+            for _ in 0..40 {
+                s.write(&[b'x'; 64 * 1024])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(large.len(), 40 * 64 * 1024);
+    }
+
+    #[test]
+    fn a_failure_before_the_first_byte_is_an_error_and_after_it_cuts_the_answer() {
+        let early = body_of(|s| {
+            s.write(b"partial")?;
+            Err(ApiError::bad("nope"))
+        });
+        assert!(matches!(early, Err(e) if e.starts_with("refused")));
+        let late = body_of(|s| {
+            s.write(&vec![b'x'; 2 * WHOLE_MAX])?;
+            Err(ApiError::Internal("disk".into()))
+        });
+        assert!(
+            matches!(late, Err(e) if e.starts_with("cut")),
+            "a late failure must cut"
+        );
+    }
+
+    #[test]
+    fn a_producer_that_panics_after_the_first_byte_cuts_the_answer() {
+        let late = body_of(|s| {
+            s.write(&vec![b'x'; 2 * WHOLE_MAX])?;
+            panic!("a bug in a producer");
+        });
+        assert!(
+            matches!(late, Err(e) if e.starts_with("cut")),
+            "a panic must not end the answer as if it were whole"
+        );
     }
 }

@@ -9,7 +9,6 @@ use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const ENTER: &str = "\u{E007}";
@@ -43,10 +42,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let http = Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client");
+        let http = crate::common::client(60);
         let base = format!("http://127.0.0.1:{port}");
         wait_for(20, || {
             http.get(format!("{base}/status"))

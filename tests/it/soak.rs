@@ -54,10 +54,7 @@ impl Client {
     fn new(port: u16) -> Self {
         Client {
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            http: crate::common::client(30),
         }
     }
     fn get(&self, path: &str) -> Option<Resp> {

@@ -52,11 +52,21 @@ pub fn start() -> Api {
 pub fn start_with(tune: impl FnOnce(&mut Config)) -> Api {
     test_log();
     let srv = TestServer::start_with(tune);
-    let http = Client::builder()
-        .timeout(Duration::from_secs(30))
+    Api {
+        srv,
+        http: client(30),
+    }
+}
+
+/// A client whose pooled connections idle out before the server's keep-alive (5 s) does: a
+/// request sent on a connection the server is closing at that instant fails with "connection
+/// closed before message completed", which says nothing about Quire.
+pub fn client(timeout_secs: u64) -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(timeout_secs))
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
-        .expect("client");
-    Api { srv, http }
+        .expect("client")
 }
 
 pub fn send(rb: RequestBuilder) -> Resp {
@@ -248,8 +258,16 @@ pub fn spawn_server(db: &str, key: &str, extra: &[&str]) -> (std::process::Child
             break;
         }
     }
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining the log so the child never blocks on a full pipe; its warnings and errors
+    // go to the test's captured output, so a failing test shows what the server said.
+    let pid = child.id();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked") {
+                println!("[quire {pid}] {line}");
+            }
+        }
+    });
     match port {
         Some(p) => (child, p),
         None => {
@@ -274,10 +292,7 @@ impl Remote {
             // Generous: these servers are debug builds, and the memory test's data product
             // (a replay over 100,000 fields, 7 s in a release build) took over a minute in a
             // loaded CI run. A request that hangs still fails, later.
-            http: Client::builder()
-                .timeout(Duration::from_secs(240))
-                .build()
-                .expect("client"),
+            http: client(240),
         }
     }
     pub fn get(&self, path: &str) -> Resp {
