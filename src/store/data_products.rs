@@ -1,8 +1,8 @@
 //! Data products: a finished run's delivery, one per pipeline.
 
+use super::conn::{params, Connection, DbResult, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
-use rusqlite::{params, Connection};
 
 /// A data product: the delivered view of a finished run, as stored and as answered.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -19,7 +19,7 @@ pub struct DataProduct {
 
 const DP_COLS: &str = "seq, id, name, pipeline_id, status, created_at, updated_at";
 
-fn dp(r: &rusqlite::Row) -> rusqlite::Result<DataProduct> {
+fn dp(r: &Row) -> DbResult<DataProduct> {
     Ok(DataProduct {
         seq: r.get(0)?,
         id: r.get(1)?,

@@ -1,7 +1,7 @@
+use super::conn::{params, Connection, DbResult, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::intake::Page;
-use rusqlite::{params, Connection};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct DocumentRow {
 const COLS: &str =
     "seq, id, filename, mime_type, size_bytes, sha256, metadata, created_at, status, error, pages, language, kind";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<DocumentRow> {
+fn row(r: &Row) -> DbResult<DocumentRow> {
     Ok(DocumentRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -219,7 +219,7 @@ pub fn pages(c: &Connection, id: &str) -> Result<Vec<PageRow>, StoreError> {
     .collect::<Result<Vec<_>, _>>()?)
 }
 
-fn page_row(r: &rusqlite::Row) -> rusqlite::Result<PageRow> {
+fn page_row(r: &Row) -> DbResult<PageRow> {
     Ok(PageRow {
         page: Page {
             number: r.get(0)?,
@@ -254,6 +254,7 @@ pub fn read_content<E: From<StoreError>>(
         .and_then(|mut st| st.query_row([id], |r| r.get(0)))
         .map_err(StoreError::from)?;
     let mut blob = c
+        .sqlite()
         .blob_open(rusqlite::MAIN_DB, "documents", "content", rowid, true)
         .map_err(StoreError::from)?;
     let mut buf = vec![0u8; piece.max(1)];

@@ -1,6 +1,6 @@
+use super::conn::{params, Connection, DbResult, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
-use rusqlite::{params, Connection};
 use serde_json::Value;
 
 /// A validation gate (validation stage) of a schema, as stored and as answered.
@@ -35,7 +35,7 @@ impl GateRow {
 
 const COLS: &str = "id, schema_id, name, ordinal, severity, field_scope, mechanisms, blocking_config, version, created_at, updated_at";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<GateRow> {
+fn row(r: &Row) -> DbResult<GateRow> {
     Ok(GateRow {
         id: r.get(0)?,
         schema_id: r.get(1)?,

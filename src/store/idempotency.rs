@@ -1,8 +1,8 @@
 //! Stored responses of POSTs made with an `Idempotency-Key`.
 
+use super::conn::{params, Connection, OptionalExtension};
 use super::StoreError;
 use crate::domain::ids::{now_ms, now_rfc3339};
-use rusqlite::{params, Connection, OptionalExtension};
 
 pub const TTL_MS: i64 = 24 * 3600 * 1000;
 pub const IN_FLIGHT_MS: i64 = 60 * 1000;

@@ -4,8 +4,8 @@
 //! remembers the ids of what it stored, and a text it no longer remembers (after a restart) is
 //! stored again under a new id, which costs a row, never a wrong answer.
 
+use super::conn::{params, Connection, OptionalExtension};
 use super::StoreError;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -167,7 +167,7 @@ mod tests {
         let mut c = db.conn().unwrap();
         let mut i = Interner::default();
 
-        let tx = c.transaction().unwrap();
+        let tx = c.begin_immediate().unwrap();
         let a = i.id(&tx, "alpha").unwrap();
         assert_eq!(i.id(&tx, "alpha").unwrap(), a, "pending ids are reused");
         tx.commit().unwrap();
@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(i.id(&c, "alpha").unwrap(), a);
         assert_eq!(count(&c), 1);
 
-        let tx = c.transaction().unwrap();
+        let tx = c.begin_immediate().unwrap();
         i.id(&tx, "beta").unwrap();
         drop(tx);
         i.rolled_back();

@@ -1,7 +1,7 @@
+use super::conn::{params, Connection, DbResult, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::domain::keys::{hash_key, key_prefix, parse_scopes, scopes_to_string, Scope};
-use rusqlite::{params, Connection};
 
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
@@ -22,7 +22,7 @@ pub struct KeyRecord {
 const SELECT: &str = "SELECT k.id, k.org_id, o.name, k.name, k.prefix, k.key_hash, k.scopes, k.rate_limit,
     k.expires_at, k.revoked_at, k.bootstrap, k.created_at FROM api_keys k JOIN organizations o ON o.id = k.org_id";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<KeyRecord> {
+fn row(r: &Row) -> DbResult<KeyRecord> {
     let scopes: String = r.get(6)?;
     Ok(KeyRecord {
         id: r.get(0)?,

@@ -3,8 +3,8 @@
 //! longer matches the binary's file is refused at start: an edited migration would otherwise
 //! leave databases migrated before and after the edit quietly different.
 
+use super::conn::{params, Connection, OptionalExtension};
 use super::StoreError;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 pub struct Migration {
@@ -129,7 +129,7 @@ pub fn apply_after(c: &Connection, current: i64) -> Result<(), StoreError> {
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         c.execute_batch(m.sql)?;
         record(c, m, &crate::domain::ids::now_rfc3339())?;
-        c.pragma_update(None, "user_version", m.version)?;
+        c.sqlite().pragma_update(None, "user_version", m.version)?;
         tracing::info!("applied database migration {} ({})", m.version, m.name);
     }
     Ok(())
@@ -186,8 +186,11 @@ mod tests {
         for m in MIGRATIONS.iter().filter(|m| m.version <= version) {
             c.execute_batch(m.sql).unwrap();
         }
-        c.pragma_update(None, "user_version", version).unwrap();
-        c.pragma_update(None, "application_id", APPLICATION_ID)
+        c.sqlite()
+            .pragma_update(None, "user_version", version)
+            .unwrap();
+        c.sqlite()
+            .pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
     }
 

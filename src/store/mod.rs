@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod bench;
+pub mod conn;
 pub mod data_products;
 pub mod documents;
 pub mod gates;
@@ -25,12 +26,13 @@ pub mod settings;
 pub mod states;
 pub mod webhooks;
 
-use r2d2::{Pool, PooledConnection};
-use r2d2_sqlite::SqliteConnectionManager;
 /// The connection and transaction types the layers above pass back into the store: they hold
 /// one, never use it themselves (`tests/it/layering.rs` keeps SQL below `src/store`).
-pub use rusqlite::{Connection, Transaction};
-use rusqlite::{ErrorCode, OpenFlags, TransactionBehavior};
+pub use conn::{Connection, Transaction};
+use conn::{DbError, DbResult, Manager, Row};
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{ErrorCode, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,7 +48,7 @@ pub enum StoreError {
     #[error("database is read-only")]
     ReadOnly,
     #[error("database error: {0}")]
-    Sqlite(rusqlite::Error),
+    Db(DbError),
     #[error("pool error: {0}")]
     Pool(String),
     #[error("{0}")]
@@ -115,46 +117,47 @@ pub fn keyset(ascending: bool) -> (&'static str, &'static str, i64) {
 /// Reads column `idx` of a row as JSON. The row is named by the query's first column (its key:
 /// every query of a JSON column selects the row's id or seq first).
 pub fn json<T: serde::de::DeserializeOwned>(
-    r: &rusqlite::Row,
+    r: &Row,
     idx: usize,
     table: &'static str,
-) -> rusqlite::Result<T> {
+) -> DbResult<T> {
     json_opt(r, idx, table)?.ok_or_else(|| {
         rusqlite::Error::InvalidColumnType(idx, column_name(r, idx), rusqlite::types::Type::Null)
+            .into()
     })
 }
 
 /// `json` for a nullable column: NULL is `None`, a value that does not decode is `Corrupt`.
 /// The text is parsed where SQLite holds it, without a copy.
 pub fn json_opt<T: serde::de::DeserializeOwned>(
-    r: &rusqlite::Row,
+    r: &Row,
     idx: usize,
     table: &'static str,
-) -> rusqlite::Result<Option<T>> {
+) -> DbResult<Option<T>> {
     match r.get_ref(idx)? {
         rusqlite::types::ValueRef::Null => Ok(None),
         rusqlite::types::ValueRef::Text(t) => decode(r, idx, table, t).map(Some),
-        other => Err(rusqlite::Error::InvalidColumnType(
-            idx,
-            column_name(r, idx),
-            other.data_type(),
-        )),
+        other => {
+            Err(
+                rusqlite::Error::InvalidColumnType(idx, column_name(r, idx), other.data_type())
+                    .into(),
+            )
+        }
     }
 }
 
-fn column_name(r: &rusqlite::Row, idx: usize) -> String {
-    r.as_ref()
-        .column_name(idx)
+fn column_name(r: &Row, idx: usize) -> String {
+    r.column_name(idx)
         .map(str::to_string)
         .unwrap_or_else(|_| idx.to_string())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
-    r: &rusqlite::Row,
+    r: &Row,
     idx: usize,
     table: &'static str,
     text: &[u8],
-) -> rusqlite::Result<T> {
+) -> DbResult<T> {
     serde_json::from_slice(text).map_err(|e| {
         let column = column_name(r, idx);
         let row = match r.get_ref(0) {
@@ -172,6 +175,7 @@ fn decode<T: serde::de::DeserializeOwned>(
                 cause: e.to_string(),
             }),
         )
+        .into()
     })
 }
 
@@ -205,7 +209,15 @@ impl From<rusqlite::Error> for StoreError {
                 _ => {}
             }
         }
-        StoreError::Sqlite(e)
+        StoreError::Db(DbError::Sqlite(e))
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlite(e) => e.into(),
+        }
     }
 }
 
@@ -215,13 +227,13 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
-pub type Conn = PooledConnection<SqliteConnectionManager>;
+pub type Conn = PooledConnection<Manager>;
 
 /// Where the database lives. `:memory:` is a file in a private temporary directory that is
 /// removed when the `Db` is dropped: WAL needs a real file.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool<SqliteConnectionManager>,
+    pool: Pool<Manager>,
     path: PathBuf,
     /// The page cap applied before every write (`--max-db-pages`); 0 when never configured.
     page_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -242,7 +254,7 @@ const DEDICATED_CACHE_KIB: i64 = 2048;
 const NO_PAGE_CAP: u64 = 4_294_967_294;
 
 fn apply_pragmas(
-    c: &Connection,
+    c: &rusqlite::Connection,
     max_pages: u64,
     cache_kib: i64,
     read_only: bool,
@@ -298,7 +310,7 @@ fn check_existing(path: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     let shown = path.display();
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    let c = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| StoreError::Refused(format!("cannot open {shown}: {e}")))?;
     let not_db =
         |e: rusqlite::Error| StoreError::Refused(format!("{shown} is not a Quire database ({e})"));
@@ -391,7 +403,7 @@ impl Db {
             .max_size(opts.max_connections)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
-            .build(manager)
+            .build(Manager::sqlite(manager))
             .map_err(|e| StoreError::Refused(format!("cannot open {}: {e}", path.display())))?;
         let db = Db {
             pool,
@@ -436,7 +448,7 @@ impl Db {
     pub fn cap_pages(&self, c: &Connection) -> Result<(), StoreError> {
         let v = self.page_limit.load(std::sync::atomic::Ordering::SeqCst);
         if v != 0 {
-            c.pragma_update(None, "max_page_count", v as i64)?;
+            c.sqlite().pragma_update(None, "max_page_count", v as i64)?;
         }
         Ok(())
     }
@@ -480,8 +492,8 @@ impl Db {
             // An upgrade: keep the database as the older version left it, next to it.
             let dest = PathBuf::from(format!("{}.bak-{current}", self.path.display()));
             if !dest.exists() {
-                let mut out = Connection::open(&dest)?;
-                rusqlite::backup::Backup::new(&c, &mut out)?.run_to_completion(
+                let mut out = rusqlite::Connection::open(&dest)?;
+                rusqlite::backup::Backup::new(c.sqlite(), &mut out)?.run_to_completion(
                     256,
                     Duration::from_millis(5),
                     None,
@@ -500,11 +512,12 @@ impl Db {
             // already has its header (WAL mode), so the VACUUM of an empty database applies it.
             c.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
         }
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = c.begin_immediate()?;
         migrate::verify(&tx, current, true, &shown)?;
         migrate::apply_after(&tx, current)?;
         if pending {
-            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.sqlite()
+                .pragma_update(None, "application_id", APPLICATION_ID)?;
         }
         tx.commit()?;
         Ok(())
@@ -551,26 +564,25 @@ impl Db {
         let mut c = self.conn()?;
         self.cap_pages(&c)?;
         if durable {
-            c.pragma_update(None, "synchronous", "FULL")
+            c.sqlite()
+                .pragma_update(None, "synchronous", "FULL")
                 .map_err(StoreError::from)?;
         }
         let result = (|| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
+            let tx = c.begin_immediate().map_err(StoreError::from)?;
             let out = f(&tx)?;
             tx.commit().map_err(StoreError::from)?;
             Ok(out)
         })();
         if durable {
-            let _ = c.pragma_update(None, "synchronous", "NORMAL");
+            let _ = c.sqlite().pragma_update(None, "synchronous", "NORMAL");
         }
         result
     }
 
     /// A plain connection outside the pool, for long-lived single users (key cache, writer).
     pub fn dedicated(&self) -> Result<Connection, StoreError> {
-        let c = Connection::open_with_flags(&self.path, open_flags(self.read_only))?;
+        let c = rusqlite::Connection::open_with_flags(&self.path, open_flags(self.read_only))?;
         apply_pragmas(
             &c,
             self.page_limit.load(std::sync::atomic::Ordering::SeqCst),
@@ -578,7 +590,7 @@ impl Db {
             self.read_only,
         )?;
         c.set_prepared_statement_cache_capacity(128);
-        Ok(c)
+        Ok(Connection::from_sqlite(c))
     }
 }
 
@@ -682,7 +694,7 @@ impl Drop for Savepoint<'_> {
 /// A write transaction on a connection of one's own (the executor's writer), under the
 /// process's write gate like every other writer.
 pub fn begin_immediate(c: &mut Connection) -> Result<Transaction<'_>, StoreError> {
-    Ok(c.transaction_with_behavior(TransactionBehavior::Immediate)?)
+    Ok(c.begin_immediate()?)
 }
 
 /// Copies what it can of the WAL into the database without waiting for readers.
@@ -702,12 +714,8 @@ pub fn data_version(c: &Connection) -> Result<i64, StoreError> {
     Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
-pub fn optional<T>(r: rusqlite::Result<T>) -> Result<Option<T>, StoreError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+pub fn optional<T>(r: DbResult<T>) -> Result<Option<T>, StoreError> {
+    Ok(conn::OptionalExtension::optional(r)?)
 }
 
 /// Copies the live database at `db` to `dest` with SQLite's online backup API: a consistent
@@ -720,9 +728,9 @@ pub fn backup(db: &Db, dest: &Path) -> Result<(), StoreError> {
         )));
     }
     let src = db.dedicated()?;
-    let mut out = Connection::open(dest)?;
+    let mut out = rusqlite::Connection::open(dest)?;
     {
-        let b = rusqlite::backup::Backup::new(&src, &mut out)?;
+        let b = rusqlite::backup::Backup::new(src.sqlite(), &mut out)?;
         b.run_to_completion(256, Duration::from_millis(5), None)?;
     }
     out.pragma_update(None, "journal_mode", "WAL")?;
@@ -800,6 +808,7 @@ mod tests {
         let db = Db::open(newer.to_str().unwrap(), OpenOptions::default()).unwrap();
         db.conn()
             .unwrap()
+            .sqlite()
             .pragma_update(None, "user_version", 999)
             .unwrap();
         drop(db);

@@ -1,10 +1,10 @@
 //! Model extraction's rows: answers by content (the response cache), every call per document,
 //! and documents waiting in the queue for an answer.
 
+use super::conn::{params, OptionalExtension};
 use super::{Connection, StoreError};
 use crate::domain::ids::now_rfc3339;
 use crate::domain::prompt::Answer;
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// One HTTP call to a model, as `GET …/documents/{pd}/calls` answers it.

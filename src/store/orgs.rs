@@ -1,6 +1,6 @@
+use super::conn::{params, Connection, DbResult, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
-use rusqlite::{params, Connection};
 
 #[derive(Debug, Clone)]
 pub struct Org {
@@ -9,7 +9,7 @@ pub struct Org {
     pub created_at: String,
 }
 
-fn org_of(r: &rusqlite::Row) -> rusqlite::Result<Org> {
+fn org_of(r: &Row) -> DbResult<Org> {
     Ok(Org {
         id: r.get(0)?,
         name: r.get(1)?,

@@ -1,8 +1,8 @@
+use super::conn::{params, Connection, DbResult, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::domain::rail::{Phase, PhaseType};
 use crate::domain::schema::FieldDef;
-use rusqlite::{params, Connection};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct PipelineRow {
 
 const COLS: &str = "seq, id, schema_id, schema_name, name, status, generation, fields, phase_count, document_count, created_at, updated_at, completed_at, kind, options";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<PipelineRow> {
+fn row(r: &Row) -> DbResult<PipelineRow> {
     Ok(PipelineRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -359,7 +359,7 @@ pub struct PipelineDoc {
 const PD_COLS: &str = "pd.seq, pd.id, pd.document_id, d.filename, pd.ordinal, pd.status, pd.cursor, pd.generation, pd.pass,
     pd.error, pd.error_phase_index, pd.field_states, pd.restarts, pd.updated_at, pd.completed_at, pd.waiting_for";
 
-fn pd_row(r: &rusqlite::Row) -> rusqlite::Result<PipelineDoc> {
+fn pd_row(r: &Row) -> DbResult<PipelineDoc> {
     Ok(PipelineDoc {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -541,7 +541,7 @@ pub fn newest_cells_by_doc(c: &Connection, pd_seqs: &[i64]) -> Result<CellsByDoc
 }
 
 /// The version in a row whose columns start as `cells_with` selects them.
-fn cell_of(r: &rusqlite::Row) -> rusqlite::Result<crate::domain::cells::Cell> {
+fn cell_of(r: &Row) -> DbResult<crate::domain::cells::Cell> {
     Ok(crate::domain::cells::Cell {
         seq: r.get(0)?,
         field: r.get(2)?,
@@ -808,7 +808,7 @@ pub struct FailedDocument {
 }
 
 pub fn failed_document(c: &Connection, pd_seq: i64) -> Result<Option<FailedDocument>, StoreError> {
-    use rusqlite::OptionalExtension;
+    use super::conn::OptionalExtension;
     Ok(c
         .prepare_cached(
             "SELECT pd.id, p.org_id, pd.pipeline_id, pd.document_id, d.filename, pd.error, pd.error_phase_index
@@ -832,9 +832,10 @@ pub fn failed_document(c: &Connection, pd_seq: i64) -> Result<Option<FailedDocum
 
 #[cfg(test)]
 mod tests {
+    use super::super::conn::{params, Connection};
 
     /// The trigger-kept counts against a `GROUP BY` over the documents themselves.
-    fn agree(c: &rusqlite::Connection) {
+    fn agree(c: &Connection) {
         let q = |sql: &str| -> Vec<(String, i64, String, i64, i64, i64)> {
             c.prepare(sql)
                 .unwrap()
@@ -883,14 +884,14 @@ mod tests {
             c.execute(
                 "INSERT INTO cells(pd_seq, field_key, version, value, source, phase_index, generation, pass, created_at)
                  VALUES (?1, ?2, ?3, '1', 'rules', 1, 1, 1, 't')",
-                rusqlite::params![pd, field, version],
+                params![pd, field, version],
             )
             .unwrap();
         }
         let seq_of = |pd: i64, field: &str, version: i64| -> i64 {
             c.query_row(
                 "SELECT seq FROM cells WHERE pd_seq = ?1 AND field_key = ?2 AND version = ?3",
-                rusqlite::params![pd, field, version],
+                params![pd, field, version],
                 |r| r.get(0),
             )
             .unwrap()
@@ -931,7 +932,7 @@ mod tests {
             c.execute(
                 "INSERT INTO pipeline_docs(id, pipeline_id, document_id, ordinal, status, cursor, created_at, updated_at)
                  VALUES (?1, ?2, 'd', ?3, ?4, ?5, 't', 't')",
-                rusqlite::params![format!("pd{next}"), pipeline, next, status, cursor],
+                params![format!("pd{next}"), pipeline, next, status, cursor],
             )
             .unwrap();
         };

@@ -45,15 +45,12 @@ fn partial_indexes(c: &rusqlite::Connection) -> Vec<String> {
 }
 
 /// Runs `page` on a fresh database and returns each statement it ran with its costly plan lines.
-fn plans_of(page: impl FnOnce(&rusqlite::Connection)) -> Vec<(String, Vec<String>)> {
+fn plans_of(page: impl FnOnce(&super::Connection)) -> Vec<(String, Vec<String>)> {
     plans_with(false, page)
 }
 
 /// `plans_of`, with the plans of `UPDATE` and `DELETE` statements too when `writes`.
-fn plans_with(
-    writes: bool,
-    page: impl FnOnce(&rusqlite::Connection),
-) -> Vec<(String, Vec<String>)> {
+fn plans_with(writes: bool, page: impl FnOnce(&super::Connection)) -> Vec<(String, Vec<String>)> {
     plan_lines(writes, costly, page)
 }
 
@@ -62,7 +59,7 @@ fn plans_with(
 fn plan_lines(
     writes: bool,
     keep: fn(&str, &[String]) -> bool,
-    page: impl FnOnce(&rusqlite::Connection),
+    page: impl FnOnce(&super::Connection),
 ) -> Vec<(String, Vec<String>)> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("plans.db");
@@ -79,12 +76,13 @@ fn plan_lines(
     static ONE: Mutex<()> = Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     SEEN.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    c.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(record));
+    c.sqlite()
+        .trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(record));
     page(&c);
-    c.trace_v2(TraceEventCodes::empty(), None);
+    c.sqlite().trace_v2(TraceEventCodes::empty(), None);
     let seen: Vec<String> = std::mem::take(&mut *SEEN.lock().unwrap_or_else(|e| e.into_inner()));
     assert!(!seen.is_empty(), "the page ran no statement");
-    let partial = partial_indexes(&c);
+    let partial = partial_indexes(c.sqlite());
     assert!(!partial.is_empty(), "the queue's partial indexes exist");
     let mut out = Vec::new();
     for sql in seen {
@@ -94,6 +92,7 @@ fn plan_lines(
             continue;
         }
         let bad: Vec<String> = c
+            .sqlite()
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .and_then(|mut s| {
                 // The plan is made at prepare time, before any value is bound: NULLs do.
@@ -110,11 +109,11 @@ fn plan_lines(
     out
 }
 
-fn assert_no_scan(what: &str, page: impl FnOnce(&rusqlite::Connection)) {
+fn assert_no_scan(what: &str, page: impl FnOnce(&super::Connection)) {
     assert_no_scan_with(false, what, page)
 }
 
-fn assert_no_scan_with(writes: bool, what: &str, page: impl FnOnce(&rusqlite::Connection)) {
+fn assert_no_scan_with(writes: bool, what: &str, page: impl FnOnce(&super::Connection)) {
     let bad: Vec<String> = plans_with(writes, page)
         .into_iter()
         .filter(|(_, b)| !b.is_empty())

@@ -1,7 +1,7 @@
+use super::conn::{params, Connection, DbResult, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::domain::policy::RuleDef;
-use rusqlite::{params, Connection};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ fn load_parts(c: &Connection, mut p: PolicyRow) -> Result<PolicyRow, StoreError>
     Ok(p)
 }
 
-fn head(r: &rusqlite::Row) -> rusqlite::Result<PolicyRow> {
+fn head(r: &Row) -> DbResult<PolicyRow> {
     Ok(PolicyRow {
         seq: r.get(0)?,
         id: r.get(1)?,

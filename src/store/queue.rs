@@ -1,10 +1,10 @@
 //! The executor's storage: claims, loading a document's situation, and fenced step commits.
 
+use super::conn::{params, Connection, OptionalExtension};
 use super::StoreError;
 use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::ids::now_rfc3339;
 use crate::domain::state::{FieldState, States};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone)]
@@ -155,11 +155,7 @@ pub fn claim(
             "SELECT seq FROM pipeline_docs WHERE unclean_exits > 0 AND status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT 1",
         )?
         .query_row([], |r| r.get(0))
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?;
     if suspect.is_some() && others_in_flight {
         return Ok((out, gave_up));
     }
@@ -469,7 +465,7 @@ pub fn insert_step_rows(
     interner: &mut super::intern::Interner,
     now: &str,
 ) -> Result<(), StoreError> {
-    use rusqlite::ToSql;
+    use super::conn::ToSql;
     // Multi-row INSERTs: one statement step per chunk instead of per row (the writer thread
     // is the executor's bottleneck).
     const CHUNK: usize = 24;

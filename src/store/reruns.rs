@@ -1,6 +1,6 @@
+use super::conn::{params, Connection, DbResult, OptionalExtension, Row};
 use super::StoreError;
 use crate::domain::ids::{new_id, now_rfc3339};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 /// What a rerun needs of each of the run's documents.
@@ -285,7 +285,7 @@ pub fn docs_by_seq(c: &Connection, seqs: &[i64]) -> Result<Vec<DocState>, StoreE
     Ok(rows)
 }
 
-fn doc_state(r: &rusqlite::Row) -> rusqlite::Result<DocState> {
+fn doc_state(r: &Row) -> DbResult<DocState> {
     Ok(DocState {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -369,7 +369,7 @@ fn lazy(c: &Connection, pipeline_id: &str) -> Result<Option<Lazy>, StoreError> {
 }
 
 /// A run's open lazy reset from its three columns, the first at `at`.
-fn lazy_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Lazy> {
+fn lazy_row(r: &Row, at: usize) -> DbResult<Lazy> {
     Ok(Lazy {
         generation: r.get(at)?,
         from: r.get(at + 1)?,

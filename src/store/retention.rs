@@ -3,8 +3,8 @@
 //! delete through only inside a purge window and only for a machine version that a later
 //! generation's restart superseded.
 
+use super::conn::{params, OptionalExtension};
 use super::{Connection, StoreError};
-use rusqlite::{params, OptionalExtension};
 
 /// How long an organization keeps superseded versions (`None`: for ever).
 pub fn days(c: &Connection, org_id: &str) -> Result<Option<i64>, StoreError> {

@@ -1,8 +1,8 @@
 //! The review queue's index, the append-only decision log, and data products.
 
+use super::conn::{params, params_from_iter, Connection, DbResult, Row, ToSql};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
-use rusqlite::{params, Connection};
 use serde_json::Value;
 
 /// A pipeline document located by its id within an organization.
@@ -28,7 +28,7 @@ const PD_SELECT: &str = "SELECT pd.seq, pd.id, pd.pipeline_id, p.name, pd.docume
     pd.generation, pd.pass, pd.field_states, pd.restarts, p.phase_count, p.fields
     FROM pipeline_documents pd JOIN pipelines p ON p.id = pd.pipeline_id JOIN documents d ON d.id = pd.document_id";
 
-fn pd_ref(r: &rusqlite::Row) -> rusqlite::Result<PdRef> {
+fn pd_ref(r: &Row) -> DbResult<PdRef> {
     Ok(PdRef {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -199,7 +199,7 @@ const DEC_SELECT: &str = "SELECT r.seq, r.id, r.pipeline_id, pd.id, pd.document_
     r.stage_id, r.stage_name, r.phase_index, r.action, r.prior_value, r.final_value, r.reason, r.decided_by, r.decided_by_name,
     r.decided_at, r.judged_generation, r.judged_pass, r.element FROM review_decisions r JOIN pipeline_documents pd ON pd.seq = r.pd_seq JOIN documents d ON d.id = pd.document_id";
 
-fn decision(r: &rusqlite::Row) -> rusqlite::Result<Decision> {
+fn decision(r: &Row) -> DbResult<Decision> {
     Ok(Decision {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -301,7 +301,7 @@ pub struct QueueFilter<'a> {
 
 impl QueueFilter<'_> {
     /// ?1 to ?6 of the queue's statements: the organization and the held field's own filters.
-    fn binds(&self) -> [&dyn rusqlite::ToSql; 6] {
+    fn binds(&self) -> [&dyn ToSql; 6] {
         [
             &self.org_id,
             &self.pipeline_id,
@@ -346,8 +346,8 @@ pub fn queue(
     let rows = c
         .prepare_cached(&sql)?
         .query_map(
-            rusqlite::params_from_iter(f.binds().into_iter().chain([
-                &f.stage_id as &dyn rusqlite::ToSql,
+            params_from_iter(f.binds().into_iter().chain([
+                &f.stage_id as &dyn ToSql,
                 &before,
                 &limit,
             ])),
@@ -363,11 +363,7 @@ pub fn queue(
     let total = match f.stage_id {
         Some(_) => c.query_row(
             &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
-            rusqlite::params_from_iter(
-                f.binds()
-                    .into_iter()
-                    .chain([&f.stage_id as &dyn rusqlite::ToSql]),
-            ),
+            params_from_iter(f.binds().into_iter().chain([&f.stage_id as &dyn ToSql])),
             |r| r.get(0),
         )?,
         None => held_count(c, f)?,
@@ -403,7 +399,7 @@ pub fn held_count(c: &Connection, f: &QueueFilter) -> Result<i64, StoreError> {
                        AND h.pipeline_id = p.id AND pd.seq = h.pd_seq AND pd.generation < p.lazy_generation
                        AND {QUEUE_FILTERS})"
         ),
-        rusqlite::params_from_iter(f.binds()),
+        params_from_iter(f.binds()),
         |r| r.get(0),
     )?)
 }

@@ -1,7 +1,7 @@
+use super::conn::{params, Connection, DbResult, OptionalExtension, Row};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339, short_id};
 use crate::domain::schema::{to_definition, FieldDef};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 /// A schema (Spec) as stored; answered with its field count and link (`answers::Schema`).
@@ -31,7 +31,7 @@ pub struct SchemaRow {
 
 const COLS: &str = "seq, id, short_id, name, description, definition, fields, version, rail, deleted_at, created_at, updated_at, hidden";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<SchemaRow> {
+fn row(r: &Row) -> DbResult<SchemaRow> {
     Ok(SchemaRow {
         seq: r.get(0)?,
         id: r.get(1)?,

@@ -1,7 +1,7 @@
 //! Process-wide secrets and values kept in the `settings` table.
 
+use super::conn::Connection;
 use super::{optional, Db, StoreError};
-use rusqlite::Connection;
 
 fn get(c: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     optional(

@@ -9,6 +9,7 @@
 //! and flag indexes, `json_extract` of a held field's stage) relies on; a short string never
 //! contains any of those patterns. Objects written before this form still read.
 
+use super::conn::{DbResult, Row};
 use crate::domain::state::{FieldState, States, Status};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -118,7 +119,7 @@ impl<'de> Deserialize<'de> for StoredStates {
 
 /// The field states in column `idx` of a row; text that does not decode is `Corrupt`, as for
 /// every JSON column.
-pub fn column(r: &rusqlite::Row, idx: usize, table: &'static str) -> rusqlite::Result<States> {
+pub fn column(r: &Row, idx: usize, table: &'static str) -> DbResult<States> {
     super::json::<StoredStates>(r, idx, table).map(|s| s.0)
 }
 

@@ -1,8 +1,8 @@
 //! Webhooks, their outbox of events and the deliveries of each event to each endpoint.
 
+use super::conn::{params, DbResult, OptionalExtension, Row};
 use super::{Connection, StoreError};
 use crate::domain::ids::{format_ms, format_time, new_id, now_ms, now_rfc3339};
-use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct WebhookRow {
 const COLS: &str = "seq, id, org_id, url, events, description, active, secret, previous_secret,
     previous_secret_until, failing_since_ms, disabled_reason, created_at, updated_at";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<WebhookRow> {
+fn row(r: &Row) -> DbResult<WebhookRow> {
     Ok(WebhookRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -260,7 +260,7 @@ const DELIVERY_COLS: &str = "d.seq, d.id, e.id, e.event, d.status, d.attempts, d
     d.response_code, d.latency_ms, d.error, d.response_body, d.redelivery_of, e.data,
     d.created_at, d.updated_at, d.delivered_at";
 
-fn delivery(r: &rusqlite::Row) -> rusqlite::Result<DeliveryRow> {
+fn delivery(r: &Row) -> DbResult<DeliveryRow> {
     Ok(DeliveryRow {
         seq: r.get(0)?,
         id: r.get(1)?,
