@@ -1,4 +1,4 @@
--- Behaviour checks of 0001_initial.sql on a fresh database where it was applied.
+-- Behaviour checks of migrations/pg/0001_initial.sql on a fresh database where it was applied.
 -- Run: psql -h /tmp/pgtest -p 55432 -U postgres -d DB -v ON_ERROR_STOP=1 -f check.sql
 -- Every check is a DO block that raises (and so stops the script) when it fails, and prints a
 -- NOTICE "ok: ..." when it passes. Structural parity (tables, columns, indexes, trigger names)

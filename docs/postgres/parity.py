@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Schema parity between the SQLite schema (/tmp/schema.db, after migrations 0001-0017) and the
-PG baseline (0001_initial.sql applied to database $PGDB), plus a differential run: the same DML
+PG baseline (migrations/pg/0001_initial.sql applied to database $PGDB), plus a differential run: the same DML
 on a copy of the SQLite schema and on a PG database, comparing what the triggers and the view
 leave behind.
 

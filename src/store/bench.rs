@@ -124,7 +124,11 @@ impl BenchDb {
         let now = crate::domain::ids::now_rfc3339();
         {
             // Parents, not timed.
-            let tx = c.sqlite_mut().transaction().map_err(|e| e.to_string())?;
+            let tx = c
+                .sqlite_mut()
+                .map_err(|e| e.to_string())?
+                .transaction()
+                .map_err(|e| e.to_string())?;
             tx.execute(
                 "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', ?1)",
                 [&now],
@@ -161,7 +165,11 @@ impl BenchDb {
             tx.commit().map_err(|e| e.to_string())?;
         }
         let started = Instant::now();
-        let tx = c.sqlite_mut().transaction().map_err(|e| e.to_string())?;
+        let tx = c
+            .sqlite_mut()
+            .map_err(|e| e.to_string())?
+            .transaction()
+            .map_err(|e| e.to_string())?;
         {
             let mut ins_c = tx
             .prepare(

@@ -5,8 +5,9 @@
 //! values still travel as rusqlite's `ToSql`/`FromSql`, which the plan keeps as the neutral
 //! value model.
 
-use rusqlite::types::{FromSql, ValueRef};
-use rusqlite::RowIndex;
+mod pg;
+
+use rusqlite::types::{FromSql, FromSqlError, ValueRef};
 use std::path::Path;
 
 pub use rusqlite::params;
@@ -71,18 +72,46 @@ where
 pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[error("{}", pg_message(.0))]
+    Pg(#[from] postgres::Error),
+    #[error("query returned no rows")]
+    NoRows,
+    /// A value that does not fit where it goes (a PostgreSQL type the store does not use).
+    #[error("{0}")]
+    Value(String),
+    /// SQLite's own machinery (pragmas, blobs, backup) asked of another backend.
+    #[error("{0} is SQLite's; this database is PostgreSQL")]
+    SqliteOnly(&'static str),
 }
 
 pub type DbResult<T> = Result<T, DbError>;
 
+/// PostgreSQL's own words for an error from the server (the client's `Display` says only "db
+/// error"), with its code.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => e.to_string(),
+    }
+}
+
 impl DbError {
-    /// The query that expected a row found none.
-    pub fn no_rows() -> Self {
-        DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows)
+    pub fn is_no_rows(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows) | DbError::NoRows
+        )
     }
 
-    pub fn is_no_rows(&self) -> bool {
-        matches!(self, DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    /// PostgreSQL's five-character code for the error, when it is one of PostgreSQL's.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            DbError::Pg(e) => e.code().map(|c| c.code()),
+            _ => None,
+        }
     }
 }
 
@@ -109,7 +138,14 @@ pub struct Connection {
 
 enum Inner {
     Sqlite(rusqlite::Connection),
+    Pg(Box<pg::PgConn>),
 }
+
+/// The store's lock for writers in PostgreSQL ("QUIR", then the schema): every write
+/// transaction takes it, as SQLite's `BEGIN IMMEDIATE` takes the database's write lock, so the
+/// single-writer reasoning of the store holds across processes. Per schema, so that Quires in
+/// two schemas of one database do not wait for each other.
+pub const PG_WRITE_LOCK: i32 = 0x5155_4952;
 
 impl Connection {
     pub(crate) fn from_sqlite(c: rusqlite::Connection) -> Self {
@@ -123,26 +159,65 @@ impl Connection {
         Ok(Self::from_sqlite(rusqlite::Connection::open(path)?))
     }
 
-    /// The SQLite connection underneath, for what only SQLite has (pragmas, blobs, backup).
-    pub(crate) fn sqlite(&self) -> &rusqlite::Connection {
+    /// Connects to PostgreSQL (`postgres://…`), with the session settings the store relies on:
+    /// a lock not granted in 5 s is an error (the store's "busy", as SQLite's busy timeout).
+    pub fn connect_pg(url: &str) -> DbResult<Self> {
+        let client = postgres::Client::connect(url, postgres::NoTls)?;
+        Self::from_pg(client)
+    }
+
+    fn from_pg(client: postgres::Client) -> DbResult<Self> {
+        let c = Connection {
+            inner: Inner::Pg(Box::new(pg::PgConn::new(client))),
+        };
+        c.execute_batch("SET lock_timeout = '5s'; SET application_name = 'quire'")?;
+        Ok(c)
+    }
+
+    /// The SQL dialect this connection speaks (`store::sql`).
+    pub fn dialect(&self) -> super::sql::Dialect {
         match &self.inner {
-            Inner::Sqlite(c) => c,
+            Inner::Sqlite(_) => super::sql::Dialect::Sqlite,
+            Inner::Pg(_) => super::sql::Dialect::Postgres,
         }
     }
 
-    pub(crate) fn sqlite_mut(&mut self) -> &mut rusqlite::Connection {
+    /// The SQLite connection underneath, for what only SQLite has (pragmas, blobs, backup);
+    /// `what` names it in the error another backend answers.
+    pub(crate) fn sqlite_for(&self, what: &'static str) -> DbResult<&rusqlite::Connection> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c),
+            Inner::Pg(_) => Err(DbError::SqliteOnly(what)),
+        }
+    }
+
+    pub(crate) fn sqlite(&self) -> DbResult<&rusqlite::Connection> {
+        self.sqlite_for("this operation")
+    }
+
+    pub(crate) fn sqlite_mut(&mut self) -> DbResult<&mut rusqlite::Connection> {
         match &mut self.inner {
-            Inner::Sqlite(c) => c,
+            Inner::Sqlite(c) => Ok(c),
+            Inner::Pg(_) => Err(DbError::SqliteOnly("this operation")),
         }
     }
 
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> DbResult<usize> {
-        Ok(params.with_values(|v| self.sqlite().execute(sql, v))?)
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(params.with_values(|v| c.execute(sql, v))?),
+            Inner::Pg(c) => {
+                let st = c.statement(sql, false)?;
+                params.with_values(|v| c.execute(&st, v))
+            }
+        }
     }
 
     /// Runs statements separated by semicolons, without parameters.
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
-        Ok(self.sqlite().execute_batch(sql)?)
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Inner::Pg(c) => c.batch(sql),
+        }
     }
 
     /// The first row's mapping; an error when there is none.
@@ -156,36 +231,51 @@ impl Connection {
     }
 
     pub fn prepare(&self, sql: &str) -> DbResult<Statement<'_>> {
-        Ok(Statement {
-            inner: StatementInner::Plain(self.sqlite().prepare(sql)?),
-        })
+        let inner = match &self.inner {
+            Inner::Sqlite(c) => StatementInner::Plain(c.prepare(sql)?),
+            Inner::Pg(c) => StatementInner::Pg(c, c.statement(sql, false)?),
+        };
+        Ok(Statement { inner })
     }
 
     /// A statement from the connection's cache of prepared statements.
     pub fn prepare_cached(&self, sql: &str) -> DbResult<Statement<'_>> {
-        Ok(Statement {
-            inner: StatementInner::Cached(self.sqlite().prepare_cached(sql)?),
-        })
+        let inner = match &self.inner {
+            Inner::Sqlite(c) => StatementInner::Cached(c.prepare_cached(sql)?),
+            Inner::Pg(c) => StatementInner::Pg(c, c.statement(sql, true)?),
+        };
+        Ok(Statement { inner })
     }
 
-    /// Rows changed by the most recent statement.
-    pub fn changes(&self) -> u64 {
-        self.sqlite().changes()
-    }
-
-    /// A deferred transaction on a shared reference: the caller keeps it to one thread and does
-    /// not nest it (the store never does).
+    /// A transaction that reads one snapshot, on a shared reference: the caller keeps it to one
+    /// thread and does not nest it (the store never does).
     pub fn unchecked_transaction(&self) -> DbResult<Transaction<'_>> {
-        Transaction::begin(self, "BEGIN DEFERRED")
+        match self.inner {
+            Inner::Sqlite(_) => Transaction::begin(self, "BEGIN DEFERRED"),
+            Inner::Pg(_) => Transaction::begin(self, "BEGIN ISOLATION LEVEL REPEATABLE READ"),
+        }
     }
 
     /// A write transaction that takes the write lock at once.
     pub fn begin_immediate(&mut self) -> DbResult<Transaction<'_>> {
-        Transaction::begin(self, "BEGIN IMMEDIATE")
+        match self.inner {
+            Inner::Sqlite(_) => Transaction::begin(self, "BEGIN IMMEDIATE"),
+            Inner::Pg(_) => Transaction::begin(
+                self,
+                &format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK}, hashtext(current_schema()))"
+                ),
+            ),
+        }
     }
 
+    /// Whether a transaction is open. PostgreSQL's client does not say, so there it is assumed
+    /// (a rollback outside one only warns).
     fn in_transaction(&self) -> bool {
-        !self.sqlite().is_autocommit()
+        match &self.inner {
+            Inner::Sqlite(c) => !c.is_autocommit(),
+            Inner::Pg(c) => !c.is_closed(),
+        }
     }
 }
 
@@ -198,11 +288,26 @@ pub struct Transaction<'c> {
 
 impl<'c> Transaction<'c> {
     fn begin(conn: &'c Connection, sql: &str) -> DbResult<Self> {
-        conn.execute_batch(sql)?;
+        if let Err(e) = conn.execute_batch(sql) {
+            // PostgreSQL's `BEGIN` may have run before the lock it waited for timed out.
+            if conn.in_transaction() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            return Err(e);
+        }
         Ok(Transaction { conn, done: false })
     }
 
     pub fn commit(mut self) -> DbResult<()> {
+        if let Inner::Pg(c) = &self.conn.inner {
+            // PostgreSQL answers the COMMIT of an aborted transaction by rolling it back, without
+            // an error: the caller must not take that for a commit.
+            if c.failed() {
+                return Err(DbError::Value(
+                    "the transaction was rolled back: a statement in it failed".into(),
+                ));
+            }
+        }
         self.conn.execute_batch("COMMIT")?;
         self.done = true;
         Ok(())
@@ -233,22 +338,29 @@ pub struct Statement<'c> {
 enum StatementInner<'c> {
     Plain(rusqlite::Statement<'c>),
     Cached(rusqlite::CachedStatement<'c>),
+    Pg(&'c pg::PgConn, postgres::Statement),
 }
 
-impl<'c> Statement<'c> {
-    fn sqlite(&mut self) -> &mut rusqlite::Statement<'c> {
+impl Statement<'_> {
+    pub fn execute<P: Params>(&mut self, params: P) -> DbResult<usize> {
         match &mut self.inner {
-            StatementInner::Plain(s) => s,
-            StatementInner::Cached(s) => s,
+            StatementInner::Plain(s) => Ok(params.with_values(|v| s.execute(v))?),
+            StatementInner::Cached(s) => Ok(params.with_values(|v| s.execute(v))?),
+            StatementInner::Pg(c, st) => params.with_values(|v| c.execute(st, v)),
         }
     }
 
-    pub fn execute<P: Params>(&mut self, params: P) -> DbResult<usize> {
-        Ok(params.with_values(|v| self.sqlite().execute(v))?)
-    }
-
     pub fn query<P: Params>(&mut self, params: P) -> DbResult<Rows<'_>> {
-        let inner = params.with_values(move |v| self.sqlite().query(v))?;
+        let inner = match &mut self.inner {
+            StatementInner::Plain(s) => RowsInner::Sqlite(params.with_values(move |v| s.query(v))?),
+            StatementInner::Cached(s) => {
+                RowsInner::Sqlite(params.with_values(move |v| s.query(v))?)
+            }
+            StatementInner::Pg(c, st) => RowsInner::Pg {
+                rows: params.with_values(|v| c.query(st, v))?,
+                at: 0,
+            },
+        };
         Ok(Rows { inner })
     }
 
@@ -273,7 +385,7 @@ impl<'c> Statement<'c> {
         let mut rows = self.query(params)?;
         match rows.next()? {
             Some(r) => f(&r),
-            None => Err(DbError::no_rows()),
+            None => Err(DbError::NoRows),
         }
     }
 
@@ -285,13 +397,33 @@ impl<'c> Statement<'c> {
 
 /// The rows of a running query.
 pub struct Rows<'s> {
-    inner: rusqlite::Rows<'s>,
+    inner: RowsInner<'s>,
+}
+
+enum RowsInner<'s> {
+    Sqlite(rusqlite::Rows<'s>),
+    /// PostgreSQL's rows, all read when the query ran.
+    Pg {
+        rows: Vec<postgres::Row>,
+        at: usize,
+    },
 }
 
 impl Rows<'_> {
     #[allow(clippy::should_implement_trait)] // a lending iterator: each row borrows the cursor
     pub fn next(&mut self) -> DbResult<Option<Row<'_>>> {
-        Ok(self.inner.next()?.map(|inner| Row { inner }))
+        match &mut self.inner {
+            RowsInner::Sqlite(rows) => Ok(rows.next()?.map(|r| Row {
+                inner: RowInner::Sqlite(r),
+            })),
+            RowsInner::Pg { rows, at } => {
+                let row = rows.get(*at);
+                *at += 1;
+                Ok(row.map(|r| Row {
+                    inner: RowInner::Pg(r),
+                }))
+            }
+        }
     }
 }
 
@@ -316,56 +448,135 @@ where
     }
 }
 
+/// A column's position in a row, from 0 (by position only: no store code reads by name).
+pub trait ColumnIndex: Copy {
+    fn position(self) -> usize;
+}
+
+impl ColumnIndex for usize {
+    fn position(self) -> usize {
+        self
+    }
+}
+
 /// One row of a result.
 pub struct Row<'s> {
-    inner: &'s rusqlite::Row<'s>,
+    inner: RowInner<'s>,
+}
+
+enum RowInner<'s> {
+    Sqlite(&'s rusqlite::Row<'s>),
+    Pg(&'s postgres::Row),
 }
 
 impl Row<'_> {
-    pub fn get<I: RowIndex, T: FromSql>(&self, idx: I) -> DbResult<T> {
-        Ok(self.inner.get(idx)?)
+    /// Column `idx` (from 0) as `T`, decoded from the value SQLite would give in either backend.
+    pub fn get<I: ColumnIndex, T: FromSql>(&self, idx: I) -> DbResult<T> {
+        let idx = idx.position();
+        match self.inner {
+            RowInner::Sqlite(r) => Ok(r.get(idx)?),
+            RowInner::Pg(r) => {
+                let v = pg::value_ref(r, idx)?;
+                // The same error SQLite's driver gives, so a corrupt value reads as corrupt.
+                T::column_result(v).map_err(|e| {
+                    DbError::Sqlite(match e {
+                        FromSqlError::Other(cause) => {
+                            rusqlite::Error::FromSqlConversionFailure(idx, v.data_type(), cause)
+                        }
+                        FromSqlError::InvalidType => rusqlite::Error::InvalidColumnType(
+                            idx,
+                            r.columns()[idx].name().to_owned(),
+                            v.data_type(),
+                        ),
+                        other => rusqlite::Error::FromSqlConversionFailure(
+                            idx,
+                            v.data_type(),
+                            Box::new(other),
+                        ),
+                    })
+                })
+            }
+        }
     }
 
-    pub fn get_ref<I: RowIndex>(&self, idx: I) -> DbResult<ValueRef<'_>> {
-        Ok(self.inner.get_ref(idx)?)
+    pub fn get_ref<I: ColumnIndex>(&self, idx: I) -> DbResult<ValueRef<'_>> {
+        let idx = idx.position();
+        match self.inner {
+            RowInner::Sqlite(r) => Ok(r.get_ref(idx)?),
+            RowInner::Pg(r) => pg::value_ref(r, idx),
+        }
     }
 
     /// The name of column `idx`, for messages.
     pub fn column_name(&self, idx: usize) -> DbResult<&str> {
-        Ok(self.inner.as_ref().column_name(idx)?)
+        match self.inner {
+            RowInner::Sqlite(r) => Ok(r.as_ref().column_name(idx)?),
+            RowInner::Pg(r) => r
+                .columns()
+                .get(idx)
+                .map(|c| c.name())
+                .ok_or_else(|| DbError::Value(format!("no column {idx}"))),
+        }
     }
 }
 
-/// The pool's connection manager: the driver's, handing out the store's `Connection`.
+/// The pool's connection manager, handing out the store's `Connection`. PostgreSQL connects
+/// with the `postgres` client directly: `r2d2_postgres` would hand out a bare client, while the
+/// pool here holds the store's connection, which owns its client and its statements.
 pub struct Manager {
-    sqlite: r2d2_sqlite::SqliteConnectionManager,
+    inner: ManagerInner,
+}
+
+enum ManagerInner {
+    Sqlite(r2d2_sqlite::SqliteConnectionManager),
+    Pg(postgres::Config),
 }
 
 impl Manager {
     pub fn sqlite(sqlite: r2d2_sqlite::SqliteConnectionManager) -> Self {
-        Manager { sqlite }
+        Manager {
+            inner: ManagerInner::Sqlite(sqlite),
+        }
+    }
+
+    /// A manager for the PostgreSQL database at `url` (`postgres://user@host/db`).
+    pub fn pg(url: &str) -> DbResult<Self> {
+        Ok(Manager {
+            inner: ManagerInner::Pg(url.parse()?),
+        })
     }
 }
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Connection;
-    type Error = rusqlite::Error;
+    type Error = DbError;
 
-    fn connect(&self) -> Result<Connection, rusqlite::Error> {
-        self.sqlite.connect().map(Connection::from_sqlite)
+    fn connect(&self) -> Result<Connection, DbError> {
+        match &self.inner {
+            ManagerInner::Sqlite(m) => Ok(m.connect().map(Connection::from_sqlite)?),
+            ManagerInner::Pg(config) => Connection::from_pg(config.connect(postgres::NoTls)?),
+        }
     }
 
-    fn is_valid(&self, c: &mut Connection) -> Result<(), rusqlite::Error> {
-        self.sqlite.is_valid(c.sqlite_mut())
+    fn is_valid(&self, c: &mut Connection) -> Result<(), DbError> {
+        match &self.inner {
+            ManagerInner::Sqlite(m) => Ok(m.is_valid(c.sqlite_mut()?)?),
+            ManagerInner::Pg(_) => c.execute_batch(""),
+        }
     }
 
     fn has_broken(&self, c: &mut Connection) -> bool {
-        self.sqlite.has_broken(c.sqlite_mut())
+        match (&self.inner, &mut c.inner) {
+            (ManagerInner::Sqlite(m), Inner::Sqlite(c)) => m.has_broken(c),
+            (_, Inner::Pg(c)) => c.is_closed(),
+            (ManagerInner::Pg(_), Inner::Sqlite(_)) => true,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{pg_url, scratch};
     use super::*;
 
     #[test]
@@ -435,5 +646,235 @@ mod tests {
             .unwrap_err()
             .is_no_rows());
         assert!(c.prepare_cached("SELECT 1").unwrap().exists([]).unwrap());
+    }
+
+    #[test]
+    fn postgres_binds_and_reads_the_values_sqlite_would() {
+        let Some(s) = scratch() else { return };
+        let c = &s.c;
+        assert_eq!(c.dialect(), super::super::sql::Dialect::Postgres);
+        c.execute_batch(
+            "CREATE TABLE t(seq BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, n BIGINT, flag INTEGER,
+                            ratio DOUBLE PRECISION, name TEXT, doc TEXT, bytes BYTEA, small SMALLINT)",
+        )
+        .unwrap();
+        let seq: i64 = c
+            .query_row(
+                "INSERT INTO t(n, flag, ratio, name, doc, bytes, small) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 RETURNING seq",
+                params![
+                    1i64 << 40,
+                    true,
+                    0.25,
+                    "a'b",
+                    r#"{"k":[1,2]}"#,
+                    vec![0u8, 255],
+                    3
+                ],
+                |r| r.get(0),
+            )
+            .unwrap();
+        c.execute(
+            "INSERT INTO t(n, flag, name) VALUES (?1, ?2, ?3)",
+            params![None::<i64>, false, None::<String>],
+        )
+        .unwrap();
+        let (n, flag, ratio, name, bytes, small): (i64, bool, f64, String, Vec<u8>, u16) = c
+            .query_row(
+                "SELECT n, flag, ratio, name, bytes, small FROM t WHERE seq = ?1",
+                [seq],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (n, flag, ratio, name.as_str(), bytes, small),
+            (1 << 40, true, 0.25, "a'b", vec![0, 255], 3)
+        );
+        // JSON stays text; the database looks inside it where a statement asks.
+        let k: i64 = c
+            .query_row(
+                "SELECT (doc::jsonb -> 'k' ->> 1)::bigint FROM t WHERE seq = ?1",
+                [seq],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(k, 2);
+        let nulls: (Option<i64>, bool, Option<String>) = c
+            .query_row("SELECT n, flag, name FROM t WHERE seq <> ?1", [seq], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(nulls, (None, false, None));
+        // A boolean parameter and a JSON list, as the store's statements write them.
+        let d = c.dialect();
+        let in_list = super::super::sql::in_list(d, 1, super::super::sql::Elem::Int);
+        let found: Vec<i64> = c
+            .prepare_cached(&format!(
+                "SELECT seq FROM t WHERE seq IN ({in_list}) AND (?2 OR flag = 1) ORDER BY seq"
+            ))
+            .unwrap()
+            .query_map(params![format!("[{seq}, 999]"), false], |r| r.get(0))
+            .unwrap()
+            .collect::<DbResult<_>>()
+            .unwrap();
+        assert_eq!(found, vec![seq]);
+    }
+
+    #[test]
+    fn postgres_refuses_what_the_store_never_reads_and_says_when_a_row_is_missing() {
+        let Some(s) = scratch() else { return };
+        let c = &s.c;
+        c.execute_batch("CREATE TABLE t(x BIGINT UNIQUE)").unwrap();
+        c.execute("INSERT INTO t(x) VALUES (?1)", [1]).unwrap();
+        let sum = c.query_row("SELECT sum(x) FROM t", [], |r| r.get::<_, i64>(0));
+        assert!(sum.is_err(), "NUMERIC is refused: the SQL casts sums");
+        let none: Option<i64> = c
+            .query_row("SELECT x FROM t WHERE x = ?1", [2], |r| r.get(0))
+            .optional()
+            .unwrap();
+        assert_eq!(none, None);
+        let dup = c.execute("INSERT INTO t(x) VALUES (?1)", [1]).unwrap_err();
+        assert_eq!(dup.sqlstate(), Some("23505"));
+        assert!(matches!(
+            super::super::StoreError::from(dup),
+            super::super::StoreError::Db(_)
+        ));
+        assert!(
+            c.sqlite().is_err(),
+            "SQLite's machinery is refused, not faked"
+        );
+    }
+
+    #[test]
+    fn postgres_transactions_roll_back_unless_committed_and_writers_take_one_lock() {
+        let Some(mut s) = scratch() else { return };
+        s.c.execute_batch("CREATE TABLE t(x BIGINT)").unwrap();
+        {
+            let tx = s.c.unchecked_transaction().unwrap();
+            tx.execute("INSERT INTO t VALUES (?1)", [1]).unwrap();
+        }
+        {
+            // A failed statement aborts PostgreSQL's transaction: its commit is an error (the
+            // server would roll back quietly), and the connection goes on.
+            let tx = s.c.unchecked_transaction().unwrap();
+            tx.execute("INSERT INTO t VALUES (?1)", [9]).unwrap();
+            assert!(tx.execute("INSERT INTO nowhere VALUES (1)", []).is_err());
+            assert!(
+                tx.commit().is_err(),
+                "an aborted transaction does not commit"
+            );
+        }
+        {
+            // Rolled back to a savepoint, it is whole again.
+            let tx = s.c.unchecked_transaction().unwrap();
+            tx.execute("INSERT INTO t VALUES (?1)", [5]).unwrap();
+            tx.execute_batch("SAVEPOINT item").unwrap();
+            assert!(tx.execute("INSERT INTO nowhere VALUES (1)", []).is_err());
+            tx.execute_batch("ROLLBACK TO item; RELEASE item").unwrap();
+            tx.commit().unwrap();
+        }
+        let other = Connection::connect_pg(&pg_url().unwrap()).unwrap();
+        other
+            .execute_batch(&format!(
+                "SET search_path TO {}; SET lock_timeout = '200ms'",
+                s.schema
+            ))
+            .unwrap();
+        let mut other = other;
+        let tx = s.c.begin_immediate().unwrap();
+        tx.execute("INSERT INTO t VALUES (?1)", [2]).unwrap();
+        // A second writer waits for the lock, then gives up as busy.
+        let busy = other.begin_immediate().err().expect("the lock is held");
+        assert!(matches!(
+            super::super::StoreError::from(busy),
+            super::super::StoreError::Busy
+        ));
+        tx.commit().unwrap();
+        let tx = other.begin_immediate().unwrap();
+        tx.execute("INSERT INTO t VALUES (?1)", [3]).unwrap();
+        tx.commit().unwrap();
+        let xs: Vec<i64> =
+            s.c.prepare("SELECT x FROM t ORDER BY x")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<DbResult<_>>()
+                .unwrap();
+        assert_eq!(xs, vec![2, 3, 5]);
+    }
+
+    #[test]
+    fn a_pool_of_postgres_connections_hands_out_store_connections() {
+        let Some(url) = pg_url() else { return };
+        let pool = r2d2::Pool::builder()
+            .max_size(2)
+            .build(Manager::pg(&url).unwrap())
+            .unwrap();
+        let a = pool.get().unwrap();
+        let b = pool.get().unwrap();
+        let pid = |c: &Connection| -> i64 {
+            c.query_row("SELECT pg_backend_pid()::bigint", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_ne!(pid(&a), pid(&b));
+        let lock: String = a.query_row("SHOW lock_timeout", [], |r| r.get(0)).unwrap();
+        assert_eq!(lock, "5s");
+        assert!(Manager::pg("not a url").is_err());
+    }
+}
+
+/// PostgreSQL for tests: a server named by `QUIRE_TEST_POSTGRES_URL`, a schema per test.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Connection;
+
+    /// A connection to the PostgreSQL of `QUIRE_TEST_POSTGRES_URL` in a schema of its own,
+    /// dropped with it; `None` (and a notice) without one, unless `QUIRE_REQUIRE_OPTIONAL` says
+    /// every optional part is installed.
+    pub(crate) struct Scratch {
+        pub c: Connection,
+        pub schema: String,
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = self.c.execute_batch("ROLLBACK");
+            let _ = self
+                .c
+                .execute_batch(&format!("DROP SCHEMA {} CASCADE", self.schema));
+        }
+    }
+
+    pub(crate) fn pg_url() -> Option<String> {
+        match std::env::var("QUIRE_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                assert!(
+                    std::env::var_os("QUIRE_REQUIRE_OPTIONAL").is_none(),
+                    "PostgreSQL is required here (QUIRE_REQUIRE_OPTIONAL is set) but QUIRE_TEST_POSTGRES_URL is not set"
+                );
+                eprintln!("notice: QUIRE_TEST_POSTGRES_URL is not set; skipping a PostgreSQL test");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn scratch() -> Option<Scratch> {
+        let c = Connection::connect_pg(&pg_url()?).expect("connect to QUIRE_TEST_POSTGRES_URL");
+        let schema = format!("quire_test_{:016x}", rand::random::<u64>());
+        c.execute_batch(&format!(
+            "CREATE SCHEMA {schema}; SET search_path TO {schema}"
+        ))
+        .expect("a schema of its own");
+        Some(Scratch { c, schema })
     }
 }

@@ -1,4 +1,5 @@
 use super::conn::{params, Connection, DbResult, Row};
+use super::sql::{self, Sql};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::intake::Page;
@@ -255,6 +256,7 @@ pub fn read_content<E: From<StoreError>>(
         .map_err(StoreError::from)?;
     let mut blob = c
         .sqlite()
+        .map_err(StoreError::from)?
         .blob_open(rusqlite::MAIN_DB, "documents", "content", rowid, true)
         .map_err(StoreError::from)?;
     let mut buf = vec![0u8; piece.max(1)];
@@ -314,10 +316,21 @@ pub fn list_filtered(
     pos: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<DocumentRow>, i64), StoreError> {
-    let filter = "org_id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR status = ?2)
-        AND (?3 IS NULL OR instr(lower(filename), lower(?3)) > 0)
-        AND (?4 IS NULL OR created_at > ?4) AND (?5 IS NULL OR created_at < ?5)
-        AND (?6 IS NULL OR json_extract(metadata, '$.source_id') = ?6)";
+    let d = c.dialect();
+    let null = |n| sql::is_null(d, n, "text");
+    let filter = format!(
+        "org_id = ?1 AND deleted_at IS NULL AND ({} OR status = ?2)
+        AND ({} OR {})
+        AND ({} OR created_at > ?4) AND ({} OR created_at < ?5)
+        AND ({} OR {} = ?6)",
+        null(2),
+        null(3),
+        sql::contains(d, "lower(filename)", "lower(?3)"),
+        null(4),
+        null(5),
+        null(6),
+        sql::json_member(d, "metadata", "source_id"),
+    );
     let (cmp, dir, start) = super::keyset(f.ascending);
     let sql = format!(
         "SELECT {COLS} FROM documents WHERE {filter} AND seq {cmp} ?7 ORDER BY seq {dir} LIMIT ?8"
@@ -354,15 +367,24 @@ pub fn search(
     q: &str,
     limit: i64,
 ) -> Result<Vec<DocumentRow>, StoreError> {
-    let sql = format!(
-        "SELECT {COLS} FROM documents WHERE org_id = ?1 AND deleted_at IS NULL
-           AND (instr(lower(filename), lower(?2)) > 0
-             OR instr(lower(coalesce(text, CASE WHEN mime_type LIKE 'text/%' OR mime_type = 'application/json'
-                                            THEN CAST(content AS TEXT) END, '')), lower(?2)) > 0)
-         ORDER BY seq DESC LIMIT ?3"
-    );
+    static SEARCH: Sql = Sql::new(|d| {
+        let text = format!(
+            "lower(coalesce(text, CASE WHEN mime_type {} 'text/%' OR mime_type = 'application/json'
+                                            THEN {} END, ''))",
+            sql::like_ci(d),
+            sql::blob_as_text(d, "content"),
+        );
+        format!(
+            "SELECT {COLS} FROM documents WHERE org_id = ?1 AND deleted_at IS NULL
+           AND ({}
+             OR {})
+         ORDER BY seq DESC LIMIT ?3",
+            sql::contains(d, "lower(filename)", "lower(?2)"),
+            sql::contains(d, &text, "lower(?2)"),
+        )
+    });
     let rows = c
-        .prepare_cached(&sql)?
+        .prepare_cached(SEARCH.text(c.dialect()))?
         .query_map(params![org_id, q, limit], row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)

@@ -2,6 +2,10 @@
 //! in order, and recorded with the SHA-256 of its text. A database whose applied migration no
 //! longer matches the binary's file is refused at start: an edited migration would otherwise
 //! leave databases migrated before and after the edit quietly different.
+//!
+//! PostgreSQL has its own texts under `migrations/pg/`, with the same versions and names: its
+//! store began at version 17, so `pg/0001_initial.sql` is that whole schema and 0002–0017 are
+//! comments. Its ledger is the same table, and its version is the ledger's highest.
 
 use super::conn::{params, Connection, OptionalExtension};
 use super::StoreError;
@@ -11,6 +15,8 @@ pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+    /// The same step in PostgreSQL's dialect.
+    pub pg: &'static str,
 }
 
 macro_rules! migration {
@@ -19,6 +25,7 @@ macro_rules! migration {
             version: $version,
             name: $name,
             sql: include_str!(concat!("../../migrations/", $file)),
+            pg: include_str!(concat!("../../migrations/pg/", $file)),
         }
     };
 }
@@ -52,6 +59,10 @@ pub fn latest_version() -> i64 {
 impl Migration {
     pub fn sha256(&self) -> String {
         hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+
+    fn pg_sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.pg.as_bytes()))
     }
 
     fn file(&self) -> String {
@@ -123,13 +134,92 @@ fn record(c: &Connection, m: &Migration, when: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The ledger in PostgreSQL's dialect (the same table as `pg/0001_initial.sql` declares).
+const PG_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    BIGINT PRIMARY KEY,
+    name       TEXT COLLATE \"C\" NOT NULL,
+    sha256     TEXT COLLATE \"C\" NOT NULL,
+    applied_at TEXT COLLATE \"C\" NOT NULL
+)";
+
+/// Brings the PostgreSQL schema of `c` (its `search_path`) to the binary's latest version, in
+/// one transaction under the writers' lock, so that two processes starting together migrate
+/// once: checks the recorded checksums, then applies and records what is missing. Refuses a
+/// schema that holds tables but no ledger (not Quire's), one a newer binary migrated, and an
+/// applied migration whose text changed. Answers the version the schema had.
+pub fn migrate_pg(c: &mut Connection, shown: &str) -> Result<i64, StoreError> {
+    let tx = c.begin_immediate()?;
+    let tables: i64 = tx.query_row(
+        "SELECT count(*)::bigint FROM information_schema.tables
+         WHERE table_schema = current_schema() AND table_name <> 'schema_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    let has_ledger: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM information_schema.tables
+         WHERE table_schema = current_schema() AND table_name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_ledger && tables > 0 {
+        return Err(StoreError::Refused(format!(
+            "{shown}: the schema holds {tables} tables but no schema_migrations: not a Quire database \
+             (point Quire at an empty database or schema)"
+        )));
+    }
+    tx.execute(PG_LEDGER, [])?;
+    let current: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0)::bigint FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    if current > latest_version() {
+        return Err(StoreError::Refused(format!(
+            "{shown}: the schema is at migration {current}, newer than this binary's {}; \
+             run a newer Quire",
+            latest_version()
+        )));
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version <= current) {
+        let recorded: Option<String> = tx
+            .query_row(
+                "SELECT sha256 FROM schema_migrations WHERE version = ?1",
+                [m.version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if recorded.as_deref() != Some(m.pg_sha256().as_str()) {
+            return Err(StoreError::Refused(format!(
+                "{shown}: migration {} ({}) was applied from a text that differs from this binary's \
+                 migrations/pg/{:04}_{}.sql (sha256 recorded {}, now {}); refusing to start on it",
+                m.version,
+                m.name,
+                m.version,
+                m.name,
+                recorded.as_deref().unwrap_or("nothing"),
+                m.pg_sha256()
+            )));
+        }
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.execute_batch(m.pg)?;
+        tx.execute(
+            "INSERT INTO schema_migrations(version, name, sha256, applied_at) VALUES (?1, ?2, ?3, ?4)",
+            params![m.version, m.name, m.pg_sha256(), crate::domain::ids::now_rfc3339()],
+        )?;
+        tracing::info!("applied PostgreSQL migration {} ({})", m.version, m.name);
+    }
+    tx.commit()?;
+    Ok(current)
+}
+
 /// Applies every migration after `current`, recording each; the caller owns the transaction.
 pub fn apply_after(c: &Connection, current: i64) -> Result<(), StoreError> {
     c.execute(LEDGER, [])?;
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         c.execute_batch(m.sql)?;
         record(c, m, &crate::domain::ids::now_rfc3339())?;
-        c.sqlite().pragma_update(None, "user_version", m.version)?;
+        c.sqlite()?.pragma_update(None, "user_version", m.version)?;
         tracing::info!("applied database migration {} ({})", m.version, m.name);
     }
     Ok(())
@@ -143,16 +233,22 @@ mod tests {
     #[test]
     fn the_list_names_every_file_in_the_migrations_folder_in_order() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        files.sort();
+        let files_of = |dir: &str| {
+            let mut files: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_type().unwrap().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            files
+        };
         let listed: Vec<String> = MIGRATIONS
             .iter()
             .map(|m| m.file().trim_start_matches("migrations/").to_string())
             .collect();
-        assert_eq!(files, listed);
+        assert_eq!(files_of(dir), listed);
+        assert_eq!(files_of(&format!("{dir}/pg")), listed, "PostgreSQL's texts");
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(
                 m.version,
@@ -187,9 +283,11 @@ mod tests {
             c.execute_batch(m.sql).unwrap();
         }
         c.sqlite()
+            .unwrap()
             .pragma_update(None, "user_version", version)
             .unwrap();
         c.sqlite()
+            .unwrap()
             .pragma_update(None, "application_id", APPLICATION_ID)
             .unwrap();
     }

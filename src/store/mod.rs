@@ -13,6 +13,8 @@ pub mod keys;
 pub mod migrate;
 pub mod models;
 pub mod orgs;
+#[cfg(test)]
+mod pg_tests;
 pub mod pipelines;
 #[cfg(test)]
 mod plans;
@@ -23,6 +25,7 @@ pub mod retention;
 pub mod review;
 pub mod schemas;
 pub mod settings;
+pub mod sql;
 pub mod states;
 pub mod webhooks;
 
@@ -215,8 +218,21 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
+        if let Some(code) = e.sqlstate() {
+            match code {
+                // serialization_failure, deadlock_detected, lock_not_available (lock_timeout)
+                "40001" | "40P01" | "55P03" => return StoreError::Busy,
+                "53100" => return StoreError::Full,
+                "25006" => return StoreError::ReadOnly,
+                // connection_exception and its kinds: the server is not reachable
+                c if c.starts_with("08") => return StoreError::Pool(e.to_string()),
+                _ => {}
+            }
+        }
         match e {
             DbError::Sqlite(e) => e.into(),
+            DbError::Pg(e) if e.is_closed() => StoreError::Pool(e.to_string()),
+            other => StoreError::Db(other),
         }
     }
 }
@@ -448,7 +464,8 @@ impl Db {
     pub fn cap_pages(&self, c: &Connection) -> Result<(), StoreError> {
         let v = self.page_limit.load(std::sync::atomic::Ordering::SeqCst);
         if v != 0 {
-            c.sqlite().pragma_update(None, "max_page_count", v as i64)?;
+            c.sqlite()?
+                .pragma_update(None, "max_page_count", v as i64)?;
         }
         Ok(())
     }
@@ -493,7 +510,7 @@ impl Db {
             let dest = PathBuf::from(format!("{}.bak-{current}", self.path.display()));
             if !dest.exists() {
                 let mut out = rusqlite::Connection::open(&dest)?;
-                rusqlite::backup::Backup::new(c.sqlite(), &mut out)?.run_to_completion(
+                rusqlite::backup::Backup::new(c.sqlite()?, &mut out)?.run_to_completion(
                     256,
                     Duration::from_millis(5),
                     None,
@@ -516,7 +533,7 @@ impl Db {
         migrate::verify(&tx, current, true, &shown)?;
         migrate::apply_after(&tx, current)?;
         if pending {
-            tx.sqlite()
+            tx.sqlite()?
                 .pragma_update(None, "application_id", APPLICATION_ID)?;
         }
         tx.commit()?;
@@ -565,6 +582,7 @@ impl Db {
         self.cap_pages(&c)?;
         if durable {
             c.sqlite()
+                .map_err(StoreError::from)?
                 .pragma_update(None, "synchronous", "FULL")
                 .map_err(StoreError::from)?;
         }
@@ -575,7 +593,9 @@ impl Db {
             Ok(out)
         })();
         if durable {
-            let _ = c.sqlite().pragma_update(None, "synchronous", "NORMAL");
+            if let Ok(s) = c.sqlite() {
+                let _ = s.pragma_update(None, "synchronous", "NORMAL");
+            }
         }
         result
     }
@@ -730,7 +750,7 @@ pub fn backup(db: &Db, dest: &Path) -> Result<(), StoreError> {
     let src = db.dedicated()?;
     let mut out = rusqlite::Connection::open(dest)?;
     {
-        let b = rusqlite::backup::Backup::new(src.sqlite(), &mut out)?;
+        let b = rusqlite::backup::Backup::new(src.sqlite()?, &mut out)?;
         b.run_to_completion(256, Duration::from_millis(5), None)?;
     }
     out.pragma_update(None, "journal_mode", "WAL")?;
@@ -809,6 +829,7 @@ mod tests {
         db.conn()
             .unwrap()
             .sqlite()
+            .unwrap()
             .pragma_update(None, "user_version", 999)
             .unwrap();
         drop(db);

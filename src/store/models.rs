@@ -2,6 +2,7 @@
 //! and documents waiting in the queue for an answer.
 
 use super::conn::{params, OptionalExtension};
+use super::sql::{self, Sql};
 use super::{Connection, StoreError};
 use crate::domain::ids::now_rfc3339;
 use crate::domain::prompt::Answer;
@@ -58,12 +59,19 @@ pub fn cached(
 /// Puts a claimed document back in the queue to wait for a model's answer; the claim does not
 /// count as an attempt.
 pub fn wait(c: &Connection, seq: i64, token: &str, why: &str) -> Result<bool, StoreError> {
-    Ok(c.prepare_cached(
-        "UPDATE pipeline_docs SET status = 'queued', claim_token = NULL, waiting_for = ?3,
-         attempts = max(attempts - 1, 0), updated_at = ?4 WHERE seq = ?1 AND claim_token = ?2",
-    )?
-    .execute(params![seq, token, why, now_rfc3339()])?
-        == 1)
+    static WAIT: Sql = Sql::new(|d| {
+        format!(
+            "UPDATE pipeline_docs SET status = 'queued', claim_token = NULL, waiting_for = ?3,
+         attempts = {}, updated_at = ?4 WHERE seq = ?1 AND claim_token = ?2",
+            sql::greatest(d, "attempts - 1", "0")
+        )
+    });
+    Ok(c.prepare_cached(WAIT.text(c.dialect()))?.execute(params![
+        seq,
+        token,
+        why,
+        now_rfc3339()
+    ])? == 1)
 }
 
 /// Whether a document still waits for an answer (a cancelled run's does not).

@@ -1,4 +1,5 @@
 use super::conn::{params, Connection, DbResult, Row};
+use super::sql::{self, Elem, Sql};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::domain::rail::{Phase, PhaseType};
@@ -155,8 +156,12 @@ pub fn list_of_kind(
     limit: i64,
 ) -> Result<(Vec<PipelineRow>, i64), StoreError> {
     let wanted = statuses.map(|s| serde_json::to_string(s).unwrap_or_default());
-    let filter =
-        "org_id = ?1 AND kind = ?2 AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3)))";
+    let d = c.dialect();
+    let filter = format!(
+        "org_id = ?1 AND kind = ?2 AND ({} OR status IN ({}))",
+        sql::is_null(d, 3, "text"),
+        sql::in_list(d, 3, Elem::Text)
+    );
     let sql = format!(
         "SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5"
     );
@@ -186,9 +191,15 @@ pub fn list_extractions(
     limit: i64,
 ) -> Result<(Vec<PipelineRow>, i64), StoreError> {
     let wanted = statuses.map(|s| serde_json::to_string(s).unwrap_or_default());
-    let filter = "p.org_id = ?1 AND p.kind = 'extraction'
-        AND (?2 IS NULL OR pd.document_id = ?2)
-        AND (?3 IS NULL OR pd.status IN (SELECT value FROM json_each(?3)))";
+    let d = c.dialect();
+    let filter = format!(
+        "p.org_id = ?1 AND p.kind = 'extraction'
+        AND ({} OR pd.document_id = ?2)
+        AND ({} OR pd.status IN ({}))",
+        sql::is_null(d, 2, "text"),
+        sql::is_null(d, 3, "text"),
+        sql::in_list(d, 3, Elem::Text)
+    );
     let cols = COLS
         .split(", ")
         .map(|c| format!("p.{c}"))
@@ -279,17 +290,22 @@ pub struct StatusGroup {
 pub fn status_counts(c: &Connection, pipeline_id: &str) -> Result<Vec<StatusGroup>, StoreError> {
     // A document of a generation before the run's open lazy reset counts as the reset leaves it:
     // queued at the restart (the same rule as the `pipeline_documents` view).
-    let rows = c
-        .prepare_cached(
+    static COUNTS: Sql = Sql::new(|d| {
+        format!(
             "SELECT CASE WHEN s.generation < p.lazy_generation THEN 'queued' ELSE s.status END,
                     CASE WHEN s.generation < p.lazy_generation THEN
-                        CASE WHEN s.status = 'error' THEN min(p.lazy_from, max(s.error_phase, 0)) ELSE p.lazy_from END
+                        CASE WHEN s.status = 'error' THEN {} ELSE p.lazy_from END
                     ELSE s.cursor END,
                     CASE WHEN s.generation < p.lazy_generation THEN NULL ELSE nullif(s.error_phase, -1) END,
-                    sum(s.count)
+                    {}
              FROM pipeline_status_counts s JOIN pipelines p ON p.id = s.pipeline_id
              WHERE s.pipeline_id = ?1 AND s.count > 0 GROUP BY 1, 2, 3",
-        )?
+            sql::least(d, "p.lazy_from", &sql::greatest(d, "s.error_phase", "0")),
+            sql::sum_int(d, "s.count")
+        )
+    });
+    let rows = c
+        .prepare_cached(COUNTS.text(c.dialect()))?
         .query_map([pipeline_id], |r| {
             Ok(StatusGroup {
                 status: r.get(0)?,
@@ -488,11 +504,15 @@ pub fn cells_with(
     // come in `cells_pd` order (document, field, version) and are sorted here: for a page's
     // 1,400–1,800 versions SQLite's sorter would copy every record once more.
     let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
-    let mut st = c.prepare_cached(
-        "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
+    static CELLS: Sql = Sql::new(|d| {
+        format!(
+            "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
          config_version, rule_type, note, created_at, CASE WHEN ?2 THEN provenance END,
-         CASE WHEN ?2 THEN rows END FROM cells WHERE pd_seq IN (SELECT value FROM json_each(?1))",
-    )?;
+         CASE WHEN ?2 THEN rows END FROM cells WHERE pd_seq IN ({})",
+            sql::in_list(d, 1, Elem::Int)
+        )
+    });
+    let mut st = c.prepare_cached(CELLS.text(c.dialect()))?;
     let mut rows: Vec<CellRow> = st
         .query_map(params![list, with_provenance], |r| {
             Ok(CellRow {
@@ -519,12 +539,16 @@ pub fn newest_cells_by_doc(c: &Connection, pd_seqs: &[i64]) -> Result<CellsByDoc
     let list = serde_json::to_string(pd_seqs).unwrap_or_else(|_| "[]".into());
     // The newest seqs come from `cells_pd` alone (a seq is the rowid, in every index entry);
     // only their rows are read.
-    let mut st = c.prepare_cached(
-        "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
+    static NEWEST: Sql = Sql::new(|d| {
+        format!(
+            "SELECT seq, pd_seq, field_key, version, value, source, phase_index, generation, pass, confidence, source_text,
          config_version, rule_type, note, created_at, NULL, NULL FROM cells
-         WHERE seq IN (SELECT max(seq) FROM cells WHERE pd_seq IN (SELECT value FROM json_each(?1))
+         WHERE seq IN (SELECT max(seq) FROM cells WHERE pd_seq IN ({})
                        GROUP BY pd_seq, field_key)",
-    )?;
+            sql::in_list(d, 1, Elem::Int)
+        )
+    });
+    let mut st = c.prepare_cached(NEWEST.text(c.dialect()))?;
     let rows = st.query_map([list], |r| {
         Ok((r.get::<_, i64>(1)?, cell_of(r)?, r.get::<_, String>(14)?))
     })?;

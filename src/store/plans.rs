@@ -76,13 +76,13 @@ fn plan_lines(
     static ONE: Mutex<()> = Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     SEEN.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    c.sqlite()
-        .trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(record));
+    let s = c.sqlite().expect("SQLite");
+    s.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(record));
     page(&c);
-    c.sqlite().trace_v2(TraceEventCodes::empty(), None);
+    s.trace_v2(TraceEventCodes::empty(), None);
     let seen: Vec<String> = std::mem::take(&mut *SEEN.lock().unwrap_or_else(|e| e.into_inner()));
     assert!(!seen.is_empty(), "the page ran no statement");
-    let partial = partial_indexes(c.sqlite());
+    let partial = partial_indexes(s);
     assert!(!partial.is_empty(), "the queue's partial indexes exist");
     let mut out = Vec::new();
     for sql in seen {
@@ -91,8 +91,7 @@ fn plan_lines(
         if !(head.starts_with("SELECT") || head.starts_with("WITH") || (writes && write)) {
             continue;
         }
-        let bad: Vec<String> = c
-            .sqlite()
+        let bad: Vec<String> = s
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .and_then(|mut s| {
                 // The plan is made at prepare time, before any value is bound: NULLs do.

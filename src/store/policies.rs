@@ -1,4 +1,5 @@
 use super::conn::{params, Connection, DbResult, Row};
+use super::sql;
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::domain::policy::RuleDef;
@@ -156,9 +157,10 @@ pub fn rails_referencing(
 ) -> Result<Vec<String>, StoreError> {
     let pattern = format!("%{id}%");
     let rows = c
-        .prepare_cached(
-            "SELECT name FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND rail LIKE ?2",
-        )?
+        .prepare_cached(&format!(
+            "SELECT name FROM schemas WHERE org_id = ?1 AND deleted_at IS NULL AND rail {} ?2",
+            sql::like_ci(c.dialect())
+        ))?
         .query_map(params![org_id, pattern], |r| r.get(0))?
         .collect::<Result<Vec<String>, _>>()?;
     Ok(rows)

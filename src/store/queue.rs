@@ -1,6 +1,7 @@
 //! The executor's storage: claims, loading a document's situation, and fenced step commits.
 
 use super::conn::{params, Connection, OptionalExtension};
+use super::sql::{self, Elem, Sql};
 use super::StoreError;
 use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::ids::now_rfc3339;
@@ -80,8 +81,11 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     )?;
     let step = if in_flight == 1 { 1 } else { 0 };
     c.execute(
-        "UPDATE pipeline_docs SET unclean_exits = max(unclean_exits, 1) + ?1
+        &format!(
+            "UPDATE pipeline_docs SET unclean_exits = {} + ?1
          WHERE status = 'processing' AND abort_cause IS NULL",
+            sql::greatest(c.dialect(), "unclean_exits", "1")
+        ),
         [step],
     )?;
     let repeat: Vec<(i64, String)> = c
@@ -150,26 +154,38 @@ pub fn claim(
     let mut gave_up = Vec::new();
     // A suspect of an unclean exit runs alone, so that if it takes the process down again it is
     // the only document in flight and nothing innocent is blamed with it.
+    // In PostgreSQL each read takes the rows it claims, skipping what another writer holds.
+    static SUSPECT: Sql = Sql::new(|d| {
+        format!(
+            "SELECT seq FROM pipeline_docs WHERE unclean_exits > 0 AND status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT 1{}",
+            sql::skip_locked(d)
+        )
+    });
+    static ONE: Sql = Sql::new(|d| {
+        format!(
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_docs
+             WHERE seq = ?1{}",
+            sql::skip_locked(d)
+        )
+    });
+    static QUEUED: Sql = Sql::new(|d| {
+        format!(
+            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_docs
+             WHERE status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT ?1{}",
+            sql::skip_locked(d)
+        )
+    });
+    let d = c.dialect();
     let suspect: Option<i64> = c
-        .prepare_cached(
-            "SELECT seq FROM pipeline_docs WHERE unclean_exits > 0 AND status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT 1",
-        )?
+        .prepare_cached(SUSPECT.text(d))?
         .query_row([], |r| r.get(0))
         .optional()?;
     if suspect.is_some() && others_in_flight {
         return Ok((out, gave_up));
     }
     let (sql, arg) = match suspect {
-        Some(seq) => (
-            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_docs
-             WHERE seq = ?1",
-            seq,
-        ),
-        None => (
-            "SELECT seq, pipeline_id, generation, pass, cursor, attempts FROM pipeline_docs
-             WHERE status = 'queued' AND waiting_for IS NULL ORDER BY seq LIMIT ?1",
-            limit as i64,
-        ),
+        Some(seq) => (ONE.text(d), seq),
+        None => (QUEUED.text(d), limit as i64),
     };
     let candidates: Vec<(i64, String, i64, i64, i64, i64)> = c
         .prepare_cached(sql)?
@@ -218,11 +234,15 @@ pub fn claim(
     if !out.is_empty() {
         // One statement for the whole round; the rows were read in this same transaction, so
         // every one of them is still queued.
-        let n = c
-            .prepare_cached(
+        static CLAIM: Sql = Sql::new(|d| {
+            format!(
                 "UPDATE pipeline_docs SET status = 'processing', claim_token = ?1, attempts = attempts + 1, updated_at = ?2
-                 WHERE seq IN (SELECT value FROM json_each(?3)) AND status = 'queued'",
-            )?
+                 WHERE seq IN ({}) AND status = 'queued'",
+                sql::in_list(d, 3, Elem::Int)
+            )
+        });
+        let n = c
+            .prepare_cached(CLAIM.text(d))?
             .execute(params![token, now, seqs])?;
         if n != out.len() {
             return Err(StoreError::Refused(format!(
@@ -308,15 +328,19 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
         Option<String>,
         String,
     );
-    let head: Option<Head> = c
-        .prepare_cached(
+    static HEAD: Sql = Sql::new(|d| {
+        format!(
             "SELECT pd.seq, pd.restarts, pd.field_states,
-                    CASE WHEN d.text IS NULL THEN d.content ELSE CAST(d.text AS BLOB) END,
+                    CASE WHEN d.text IS NULL THEN d.content ELSE {} END,
                     CASE WHEN d.text IS NULL THEN d.mime_type ELSE 'text/plain' END,
                     d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END, d.language, d.sha256
              FROM pipeline_docs pd
              JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
-        )?
+            sql::text_as_blob(d, "d.text")
+        )
+    });
+    let head: Option<Head> = c
+        .prepare_cached(HEAD.text(c.dialect()))?
         .query_row([seq], |r| {
             Ok((
                 super::json(r, 1, "pipeline_docs")?,

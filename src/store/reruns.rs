@@ -1,4 +1,5 @@
 use super::conn::{params, Connection, DbResult, OptionalExtension, Row};
+use super::sql::{self, Dialect, Elem, Sql};
 use super::StoreError;
 use crate::domain::ids::{new_id, now_rfc3339};
 use serde_json::Value;
@@ -236,10 +237,28 @@ struct Lazy {
 /// guards, a reopen, a superseded pass, a review time, a pinned element). The same expression
 /// as the partial index `pipeline_docs_sticky` (migration 15), which SQLite uses only for a
 /// query carrying its exact condition.
-const STICKY: &str =
-    "(instr(field_states, '\"pinned\":true') > 0 OR instr(field_states, '\"guards\"') > 0
-   OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0
-   OR instr(field_states, '\"review_at\"') > 0 OR instr(field_states, '\"element_pins\"') > 0)";
+fn sticky(d: Dialect) -> String {
+    states_hold(
+        d,
+        &[
+            r#"'"pinned":true'"#,
+            r#"'"guards"'"#,
+            r#"'"reopened_after"'"#,
+            r#"'"resumed"'"#,
+            r#"'"review_at"'"#,
+            r#"'"element_pins"'"#,
+        ],
+    )
+}
+
+/// Whether a document's field states contain any of the quoted `patterns`.
+fn states_hold(d: Dialect, patterns: &[&str]) -> String {
+    let any: Vec<String> = patterns
+        .iter()
+        .map(|p| sql::contains(d, "field_states", p))
+        .collect();
+    format!("({})", any.join(" OR "))
+}
 
 /// A review row whose field a restart may keep held (`held_before`). The held rows are read in two
 /// ranges of `held_fields_blocked` (migration 17), not `blocked_at IS NULL OR blocked_at < ?2`:
@@ -254,8 +273,9 @@ const KEPT_HELD: &str =
 /// from the start, and is left to the writer (`claim_pending`). Read through three indexes:
 /// O(those documents), not O(the run).
 pub fn eager_docs(c: &Connection, pipeline_id: &str, from: usize) -> Result<Vec<i64>, StoreError> {
+    let sticky = sticky(c.dialect());
     let sql = format!(
-        "SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND {STICKY}
+        "SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND {sticky}
          UNION ALL
          SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND flag_phase < ?2
          UNION ALL
@@ -275,11 +295,15 @@ pub fn eager_docs(c: &Connection, pipeline_id: &str, from: usize) -> Result<Vec<
 /// What a rerun needs of the documents `seqs`.
 pub fn docs_by_seq(c: &Connection, seqs: &[i64]) -> Result<Vec<DocState>, StoreError> {
     let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
-    let rows = c
-        .prepare_cached(
+    static BY_SEQ: Sql = Sql::new(|d| {
+        format!(
             "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_docs
-             WHERE seq IN (SELECT value FROM json_each(?1)) ORDER BY seq",
-        )?
+             WHERE seq IN ({}) ORDER BY seq",
+            sql::in_list(d, 1, Elem::Int)
+        )
+    });
+    let rows = c
+        .prepare_cached(BY_SEQ.text(c.dialect()))?
         .query_map([list], doc_state)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -379,27 +403,37 @@ fn lazy_row(r: &Row, at: usize) -> DbResult<Lazy> {
 }
 
 /// A document's restart index (?3 the start): the start, or earlier for an error document.
-macro_rules! restart {
-    () => {
-        "CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END"
-    };
+fn restart(d: Dialect) -> String {
+    format!(
+        "CASE WHEN status = 'error' THEN {} ELSE ?3 END",
+        sql::least(d, "?3", "coalesce(error_phase_index, 0)")
+    )
 }
 
 /// The stored columns a reset writes, as the view shows a pending document (?2 generation, ?3
 /// start); the status, attempts, claim and time are the caller's.
-const RESET_COLUMNS: &str = concat!(
-    "cursor = ",
-    restart!(),
-    ", generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{}', waiting_for = NULL,
-    restarts = json_insert(restarts, '$[#]', json_array(?2, ",
-    restart!(),
-    ")), completed_at = NULL"
-);
+fn reset_columns(d: Dialect) -> String {
+    let restart = restart(d);
+    format!(
+        "cursor = {restart}, generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{{}}', waiting_for = NULL,
+    restarts = {}, completed_at = NULL",
+        sql::json_append_pair(d, "restarts", "?2", &restart)
+    )
+}
 
 /// A reset to the queue (?4 time).
-fn materialize_sql(filter: &str) -> String {
-    format!("UPDATE pipeline_docs SET status = 'queued', attempts = 0, claim_token = NULL, updated_at = ?4, {RESET_COLUMNS} WHERE {filter}")
+fn materialize_sql(d: Dialect, filter: &str) -> String {
+    format!(
+        "UPDATE pipeline_docs SET status = 'queued', attempts = 0, claim_token = NULL, updated_at = ?4, {} WHERE {filter}",
+        reset_columns(d)
+    )
 }
+
+/// A reset of the pending documents of run ?1 (?2 generation).
+static MATERIALIZE_RUN: Sql =
+    Sql::new(|d| materialize_sql(d, "pipeline_id = ?1 AND generation < ?2"));
+/// A reset of the pending document ?1 (?2 generation).
+static MATERIALIZE_DOC: Sql = Sql::new(|d| materialize_sql(d, "seq = ?1 AND generation < ?2"));
 
 /// Resets every pending document of a run in the stored rows (before a cancel, which ends the
 /// queued ones) and clears the run's mark. Answers how many.
@@ -414,7 +448,7 @@ pub fn materialize_all(c: &Connection, pipeline_id: &str) -> Result<usize, Store
         .execute(params![pipeline_id, l.generation])?;
     }
     let n = c
-        .prepare_cached(&materialize_sql("pipeline_id = ?1 AND generation < ?2"))?
+        .prepare_cached(MATERIALIZE_RUN.text(c.dialect()))?
         .execute(params![pipeline_id, l.generation, l.from, l.at])?;
     clear_when_done(c, pipeline_id)?;
     Ok(n)
@@ -456,36 +490,69 @@ pub fn claim_pending(
     let Some(l) = lazy(c, pipeline_id)? else {
         return Ok(Vec::new());
     };
-    const SUSPECTS: &str =
-        "seq IN (SELECT seq FROM pipeline_docs INDEXED BY pipeline_documents_suspects
-                 WHERE unclean_exits > 0 AND pipeline_id = ?1 AND generation < ?2)";
-    if l.held {
-        c.prepare_cached(&format!(
-            "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {SUSPECTS})"
-        ))?
-        .execute(params![pipeline_id, l.generation])?;
+    fn suspects(d: Dialect) -> String {
+        format!(
+            "seq IN (SELECT seq FROM pipeline_docs{}
+                 WHERE unclean_exits > 0 AND pipeline_id = ?1 AND generation < ?2)",
+            sql::indexed_by(d, "pipeline_documents_suspects")
+        )
     }
-    c.prepare_cached(&materialize_sql(SUSPECTS))?
-        .execute(params![pipeline_id, l.generation, l.from, now])?;
-    let mut claimed: Vec<(i64, i64, usize)> = c
-        .prepare_cached(&format!(
-            "UPDATE pipeline_docs SET status = 'processing', attempts = 1, claim_token = ?5, updated_at = ?4, {RESET_COLUMNS}
+    static SUSPECTS_HELD: Sql = Sql::new(|d| {
+        format!(
+            "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {})",
+            suspects(d)
+        )
+    });
+    static SUSPECTS_RESET: Sql = Sql::new(|d| materialize_sql(d, &suspects(d)));
+    // In PostgreSQL the chosen rows are locked, skipping any another writer holds.
+    static CLAIM: Sql = Sql::new(|d| {
+        format!(
+            "UPDATE pipeline_docs SET status = 'processing', attempts = 1, claim_token = ?5, updated_at = ?4, {}
              WHERE seq IN (SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2
-                           AND seq NOT IN (SELECT value FROM json_each(?7)) LIMIT ?6)
-             RETURNING seq, generation, cursor"
-        ))?
+                           AND seq NOT IN ({}) LIMIT ?6{})
+             RETURNING seq, generation, cursor",
+            reset_columns(d),
+            sql::in_list(d, 7, Elem::Int),
+            sql::skip_locked(d)
+        )
+    });
+    static CLAIMED_HELD: Sql = Sql::new(|d| {
+        format!(
+            "DELETE FROM held_fields WHERE pd_seq IN ({})",
+            sql::in_list(d, 1, Elem::Int)
+        )
+    });
+    let d = c.dialect();
+    if l.held {
+        c.prepare_cached(SUSPECTS_HELD.text(d))?
+            .execute(params![pipeline_id, l.generation])?;
+    }
+    c.prepare_cached(SUSPECTS_RESET.text(d))?.execute(params![
+        pipeline_id,
+        l.generation,
+        l.from,
+        now
+    ])?;
+    let mut claimed: Vec<(i64, i64, usize)> = c
+        .prepare_cached(CLAIM.text(d))?
         .query_map(
-            params![pipeline_id, l.generation, l.from, now, token, limit, in_flight],
+            params![
+                pipeline_id,
+                l.generation,
+                l.from,
+                now,
+                token,
+                limit,
+                in_flight
+            ],
             |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize)),
         )?
         .collect::<Result<_, _>>()?;
     claimed.sort_unstable();
     if l.held && !claimed.is_empty() {
         let seqs: Vec<i64> = claimed.iter().map(|(seq, _, _)| *seq).collect();
-        c.prepare_cached(
-            "DELETE FROM held_fields WHERE pd_seq IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([serde_json::to_string(&seqs).unwrap_or_else(|_| "[]".into())])?;
+        c.prepare_cached(CLAIMED_HELD.text(d))?
+            .execute([serde_json::to_string(&seqs).unwrap_or_else(|_| "[]".into())])?;
     }
     clear_when_done(c, pipeline_id)?;
     Ok(claimed)
@@ -525,7 +592,7 @@ pub fn materialize_doc(c: &Connection, seq: i64) -> Result<bool, StoreError> {
         c.prepare_cached("DELETE FROM held_fields WHERE pd_seq = ?1")?
             .execute([seq])?;
     }
-    c.prepare_cached(&materialize_sql("seq = ?1 AND generation < ?2"))?
+    c.prepare_cached(MATERIALIZE_DOC.text(c.dialect()))?
         .execute(params![seq, l.generation, l.from, l.at])?;
     clear_when_done(c, &pipeline_id)?;
     Ok(true)
@@ -567,13 +634,31 @@ pub fn held_of_run(
 }
 
 /// The targeted documents of a run: all, or the pipeline document ids in a JSON array.
-const TARGET: &str = "pipeline_id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))";
-const RESTART: &str = restart!();
+fn target(d: Dialect) -> String {
+    format!(
+        "pipeline_id = ?1 AND ({} OR id IN ({}))",
+        sql::is_null(d, 2, "text"),
+        sql::in_list(d, 2, Elem::Text)
+    )
+}
+
 /// Field states that hold something a rerun keeps (a block, a pin, guards, flags, a reopen, a
 /// pinned element); every other document's states simply reset.
-const KEEPS: &str = "(instr(field_states, '\"blocked\"') > 0 OR instr(field_states, '\"pinned\":true') > 0
-    OR instr(field_states, '\"guards\"') > 0 OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0
-    OR instr(field_states, '\"element_pins\"') > 0)";
+fn keeps(d: Dialect) -> String {
+    states_hold(
+        d,
+        &[
+            r#"'"blocked"'"#,
+            r#"'"pinned":true'"#,
+            r#"'"guards"'"#,
+            r#"'"flags"'"#,
+            r#"'"reopened_after"'"#,
+            r#"'"resumed"'"#,
+            r#"'"review_at"'"#,
+            r#"'"element_pins"'"#,
+        ],
+    )
+}
 
 pub fn target_count(
     c: &Connection,
@@ -581,7 +666,10 @@ pub fn target_count(
     ids: Option<&str>,
 ) -> Result<i64, StoreError> {
     Ok(c.query_row(
-        &format!("SELECT count(*) FROM pipeline_docs WHERE {TARGET}"),
+        &format!(
+            "SELECT count(*) FROM pipeline_docs WHERE {}",
+            target(c.dialect())
+        ),
         params![pipeline_id, ids],
         |r| r.get(0),
     )?)
@@ -594,7 +682,11 @@ pub fn earliest_restart(
     from: usize,
 ) -> Result<Option<i64>, StoreError> {
     Ok(c.query_row(
-        &format!("SELECT min({RESTART}) FROM pipeline_docs WHERE {TARGET}"),
+        &format!(
+            "SELECT min({}) FROM pipeline_docs WHERE {}",
+            restart(c.dialect()),
+            target(c.dialect())
+        ),
         params![pipeline_id, ids, from as i64],
         |r| r.get(0),
     )?)
@@ -606,7 +698,10 @@ pub fn target_decisions(
     ids: Option<&str>,
 ) -> Result<i64, StoreError> {
     Ok(c.query_row(
-        &format!("SELECT count(*) FROM review_decisions WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {TARGET})"),
+        &format!(
+            "SELECT count(*) FROM review_decisions WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {})",
+            target(c.dialect())
+        ),
         params![pipeline_id, ids],
         |r| r.get(0),
     )?)
@@ -622,7 +717,9 @@ pub fn keeping_docs(
 ) -> Result<Vec<DocState>, StoreError> {
     let sql = format!(
         "SELECT seq, id, status, error_phase_index, field_states, restarts FROM pipeline_docs
-         WHERE {TARGET} AND {KEEPS} AND seq > ?3 ORDER BY seq LIMIT ?4"
+         WHERE {} AND {} AND seq > ?3 ORDER BY seq LIMIT ?4",
+        target(c.dialect()),
+        keeps(c.dialect())
     );
     let rows = c
         .prepare(&sql)?
@@ -640,18 +737,22 @@ pub fn restart_rest(
     from: usize,
     generation: i64,
 ) -> Result<usize, StoreError> {
+    let d = c.dialect();
+    let target = target(d);
+    let restart = restart(d);
     c.execute(
         &format!(
-            "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {TARGET} AND generation < ?3)"
+            "DELETE FROM held_fields WHERE pd_seq IN (SELECT seq FROM pipeline_docs WHERE {target} AND generation < ?3)"
         ),
         params![pipeline_id, ids, generation],
     )?;
     let n = c.execute(
         &format!(
-            "UPDATE pipeline_docs SET status = 'queued', cursor = {RESTART}, generation = ?4, pass = 1, attempts = 0,
+            "UPDATE pipeline_docs SET status = 'queued', cursor = {restart}, generation = ?4, pass = 1, attempts = 0,
              claim_token = NULL, error = NULL, error_phase_index = NULL, field_states = '{{}}', waiting_for = NULL,
-             restarts = json_insert(restarts, '$[#]', json_array(?4, {RESTART})), updated_at = ?5, completed_at = NULL
-             WHERE {TARGET} AND generation < ?4"
+             restarts = {}, updated_at = ?5, completed_at = NULL
+             WHERE {target} AND generation < ?4",
+            sql::json_append_pair(d, "restarts", "?4", &restart)
         ),
         params![pipeline_id, ids, from as i64, generation, now_rfc3339()],
     )?;
@@ -661,6 +762,70 @@ pub fn restart_rest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn squeezed(s: &str) -> String {
+        s.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The SQLite rendering of each fragment is the text before the dialect seam (whitespace
+    /// aside): the sticky condition must stay the partial index's, the rest what the plans
+    /// tests and the suite were written against.
+    #[test]
+    fn sqlite_renders_the_statements_as_before_the_seam() {
+        let d = Dialect::Sqlite;
+        assert_eq!(
+            squeezed(&sticky(d)),
+            squeezed(
+                "(instr(field_states, '\"pinned\":true') > 0 OR instr(field_states, '\"guards\"') > 0
+   OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0
+   OR instr(field_states, '\"review_at\"') > 0 OR instr(field_states, '\"element_pins\"') > 0)"
+            )
+        );
+        assert_eq!(
+            squeezed(&keeps(d)),
+            squeezed(
+                "(instr(field_states, '\"blocked\"') > 0 OR instr(field_states, '\"pinned\":true') > 0
+    OR instr(field_states, '\"guards\"') > 0 OR instr(field_states, '\"flags\"') > 0 OR instr(field_states, '\"reopened_after\"') > 0 OR instr(field_states, '\"resumed\"') > 0 OR instr(field_states, '\"review_at\"') > 0
+    OR instr(field_states, '\"element_pins\"') > 0)"
+            )
+        );
+        assert_eq!(
+            target(d),
+            "pipeline_id = ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))"
+        );
+        assert_eq!(
+            squeezed(MATERIALIZE_DOC.text(d)),
+            squeezed(
+                "UPDATE pipeline_docs SET status = 'queued', attempts = 0, claim_token = NULL, updated_at = ?4,
+                 cursor = CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END,
+                 generation = ?2, pass = 1, error = NULL, error_phase_index = NULL, field_states = '{}', waiting_for = NULL,
+                 restarts = json_insert(restarts, '$[#]', json_array(?2, CASE WHEN status = 'error' THEN min(?3, coalesce(error_phase_index, 0)) ELSE ?3 END)),
+                 completed_at = NULL WHERE seq = ?1 AND generation < ?2"
+            )
+        );
+    }
+
+    /// The PostgreSQL rendering speaks PostgreSQL: no SQLite function is left in it.
+    #[test]
+    fn postgres_renders_no_sqlite_function() {
+        let d = Dialect::Postgres;
+        for text in [
+            sticky(d),
+            keeps(d),
+            target(d),
+            MATERIALIZE_RUN.text(d).to_string(),
+        ] {
+            for sqlite_only in [
+                "instr(",
+                "json_each",
+                "json_insert",
+                "json_array(",
+                "min(?3",
+            ] {
+                assert!(!text.contains(sqlite_only), "{sqlite_only} in {text}");
+            }
+        }
+    }
 
     /// A run of five documents whose generation-1 rows are all pending after a whole-run rerun
     /// to generation 2 from phase 2: one still held by a worker (a cancel ended it while it

@@ -4,6 +4,7 @@
 //! generation's restart superseded.
 
 use super::conn::{params, OptionalExtension};
+use super::sql::{self, Dialect, Elem};
 use super::{Connection, StoreError};
 
 /// How long an organization keeps superseded versions (`None`: for ever).
@@ -63,14 +64,18 @@ pub struct Purged {
 /// The rows of the documents `seqs` that a restart requested before `cutoff` (RFC 3339)
 /// superseded: same generation rule as every reader's liveness (`runner::is_live`), people's
 /// versions excepted. `join` names them; `extra` narrows further.
-fn superseded(table: &str, extra: &str) -> String {
+fn superseded(d: Dialect, table: &str, extra: &str) -> String {
+    let generation = sql::json_index(d, "r.value", 0);
     format!(
         "SELECT x.seq FROM pipeline_documents pd
-           JOIN json_each(pd.restarts) r
-           JOIN reruns rr ON rr.pipeline_id = pd.pipeline_id AND rr.generation = json_extract(r.value, '$[0]')
+           {}
+           JOIN reruns rr ON rr.pipeline_id = pd.pipeline_id AND rr.generation = {generation}
            JOIN {table} x ON x.pd_seq = pd.seq
-         WHERE pd.seq IN (SELECT value FROM json_each(?1)) AND rr.requested_at < ?2
-           AND x.generation < json_extract(r.value, '$[0]') AND x.phase_index >= json_extract(r.value, '$[1]') {extra}"
+         WHERE pd.seq IN ({}) AND rr.requested_at < ?2
+           AND x.generation < {generation} AND x.phase_index >= {} {extra}",
+        sql::join_json_elems(d, "pd.restarts", "r"),
+        sql::in_list(d, 1, Elem::Int),
+        sql::json_index(d, "r.value", 1),
     )
 }
 
@@ -97,7 +102,7 @@ pub fn has_superseded(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<bool
     let list = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
     let any = |table: &str, kept: &str| -> Result<bool, StoreError> {
         Ok(c.query_row(
-            &format!("SELECT EXISTS({})", superseded(table, kept)),
+            &format!("SELECT EXISTS({})", superseded(c.dialect(), table, kept)),
             params![list, cutoff],
             |r| r.get(0),
         )?)
@@ -113,14 +118,14 @@ pub fn purge_documents(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<Pur
     let versions = c.execute(
         &format!(
             "DELETE FROM cells WHERE seq IN ({})",
-            superseded("cells", CELLS_KEPT)
+            superseded(c.dialect(), "cells", CELLS_KEPT)
         ),
         params![list, cutoff],
     )?;
     let verdicts = c.execute(
         &format!(
             "DELETE FROM verdicts WHERE seq IN ({})",
-            superseded("verdicts", VERDICTS_KEPT)
+            superseded(c.dialect(), "verdicts", VERDICTS_KEPT)
         ),
         params![list, cutoff],
     )?;

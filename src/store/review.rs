@@ -1,6 +1,7 @@
 //! The review queue's index, the append-only decision log, and data products.
 
 use super::conn::{params, params_from_iter, Connection, DbResult, Row, ToSql};
+use super::sql::{self, Dialect, Sql};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use serde_json::Value;
@@ -314,25 +315,32 @@ impl QueueFilter<'_> {
 }
 
 /// A held field's own filters but its organization (?2 to ?6).
-macro_rules! queue_filters {
-    () => {
-        "(?2 IS NULL OR h.pipeline_id = ?2) AND (?3 IS NULL OR h.trigger_type = ?3)
-    AND (?4 IS NULL OR h.status = ?4) AND ((?5 AND h.routing = 'hold') OR (NOT ?5 AND h.routing <> 'hold'))
-    AND (?6 IS NULL OR h.field_key = ?6)"
-    };
+fn queue_filters(d: Dialect) -> String {
+    let null = |n| sql::is_null(d, n, "text");
+    format!(
+        "({} OR h.pipeline_id = ?2) AND ({} OR h.trigger_type = ?3)
+    AND ({} OR h.status = ?4) AND ((?5 AND h.routing = 'hold') OR (NOT ?5 AND h.routing <> 'hold'))
+    AND ({} OR h.field_key = ?6)",
+        null(2),
+        null(3),
+        null(4),
+        null(6)
+    )
 }
-const QUEUE_FILTERS: &str = queue_filters!();
 /// A held field of the organization ?1 in the queue: its filters, and its document not in
 /// error and not pending a whole-run rerun's reset (migration 16: its row is stale), held by
 /// the gate ?7 when one is named. The stored row, not the view: for a document that is not
 /// pending they agree.
-const QUEUE_WHERE: &str = concat!(
-    "h.org_id = ?1 AND ",
-    queue_filters!(),
-    " AND EXISTS (SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
+static QUEUE_WHERE: Sql = Sql::new(|d| {
+    format!(
+        "h.org_id = ?1 AND {} AND EXISTS (SELECT 1 FROM pipeline_docs pd JOIN pipelines p ON p.id = pd.pipeline_id
         WHERE pd.seq = h.pd_seq AND pd.status <> 'error' AND pd.generation >= p.lazy_generation
-        AND (?7 IS NULL OR json_extract(pd.field_states, '$.\"' || h.field_key || '\".stage_id') = ?7))",
-);
+        AND ({} OR {} = ?7))",
+        queue_filters(d),
+        sql::is_null(d, 7, "text"),
+        sql::json_nested_member(d, "pd.field_states", "h.field_key", "stage_id")
+    )
+});
 
 pub fn queue(
     c: &Connection,
@@ -341,7 +349,8 @@ pub fn queue(
     limit: i64,
 ) -> Result<(Vec<HeldRow>, i64), StoreError> {
     let (cmp, dir, start) = super::keyset(f.ascending);
-    let sql = format!("SELECT h.seq, h.pd_seq, h.field_key FROM held_fields h WHERE {QUEUE_WHERE} AND h.seq {cmp} ?8 ORDER BY h.seq {dir} LIMIT ?9");
+    let queue_where = QUEUE_WHERE.text(c.dialect());
+    let sql = format!("SELECT h.seq, h.pd_seq, h.field_key FROM held_fields h WHERE {queue_where} AND h.seq {cmp} ?8 ORDER BY h.seq {dir} LIMIT ?9");
     let before = before.unwrap_or(start);
     let rows = c
         .prepare_cached(&sql)?
@@ -362,7 +371,7 @@ pub fn queue(
         .collect::<Result<Vec<_>, _>>()?;
     let total = match f.stage_id {
         Some(_) => c.query_row(
-            &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
+            &format!("SELECT count(*) FROM held_fields h WHERE {queue_where}"),
             params_from_iter(f.binds().into_iter().chain([&f.stage_id as &dyn ToSql])),
             |r| r.get(0),
         )?,
@@ -380,24 +389,30 @@ pub fn queue(
 /// Filtered by run and routing alone (a results page's count), the held fields are read from
 /// `held_counts` (migration 17): one row a run instead of an index entry per held field.
 pub fn held_count(c: &Connection, f: &QueueFilter) -> Result<i64, StoreError> {
+    let d = c.dialect();
+    let filters = queue_filters(d);
+    let run = sql::is_null(d, 2, "text");
     let held = if f.trigger.is_none() && f.status.is_none() && f.field_key.is_none() {
-        "(SELECT coalesce(sum(hc.count), 0) FROM pipelines p JOIN held_counts hc ON hc.pipeline_id = p.id
-          WHERE p.org_id = ?1 AND (?2 IS NULL OR p.id = ?2) AND hc.hold = ?5)"
-            .to_string()
+        format!(
+            "(SELECT coalesce({}, 0) FROM pipelines p JOIN held_counts hc ON hc.pipeline_id = p.id
+          WHERE p.org_id = ?1 AND ({run} OR p.id = ?2) AND hc.hold = {})",
+            sql::sum_int(d, "hc.count"),
+            sql::flag(d, "?5")
+        )
     } else {
-        format!("(SELECT count(*) FROM held_fields h WHERE h.org_id = ?1 AND {QUEUE_FILTERS})")
+        format!("(SELECT count(*) FROM held_fields h WHERE h.org_id = ?1 AND {filters})")
     };
     Ok(c.query_row(
         &format!(
             "SELECT {held}
                   - (SELECT count(*) FROM pipelines p CROSS JOIN pipeline_docs pd CROSS JOIN held_fields h
-                     WHERE p.org_id = ?1 AND (?2 IS NULL OR p.id = ?2) AND pd.pipeline_id = p.id
+                     WHERE p.org_id = ?1 AND ({run} OR p.id = ?2) AND pd.pipeline_id = p.id
                        AND pd.status = 'error' AND +pd.generation >= p.lazy_generation
-                       AND h.pd_seq = pd.seq AND {QUEUE_FILTERS})
+                       AND h.pd_seq = pd.seq AND {filters})
                   - (SELECT count(*) FROM pipelines p CROSS JOIN held_fields h CROSS JOIN pipeline_docs pd
-                     WHERE p.org_id = ?1 AND (?2 IS NULL OR p.id = ?2) AND p.lazy_held = 1
+                     WHERE p.org_id = ?1 AND ({run} OR p.id = ?2) AND p.lazy_held = 1
                        AND h.pipeline_id = p.id AND pd.seq = h.pd_seq AND pd.generation < p.lazy_generation
-                       AND {QUEUE_FILTERS})"
+                       AND {filters})"
         ),
         params_from_iter(f.binds()),
         |r| r.get(0),
@@ -469,6 +484,17 @@ pub fn insert_human_cell(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_condition_renders_per_dialect() {
+        let sqlite = QUEUE_WHERE.text(sql::Dialect::Sqlite);
+        assert!(sqlite.contains(
+            "json_extract(pd.field_states, '$.\"' || h.field_key || '\".stage_id') = ?7"
+        ));
+        let pg = QUEUE_WHERE.text(sql::Dialect::Postgres);
+        assert!(pg.contains("(pd.field_states::jsonb -> h.field_key ->> 'stage_id') = ?7"));
+        assert!(!pg.contains("json_extract"));
+    }
 
     /// The queue's count without a gate filter (held fields less those of error documents)
     /// against the count that reads each held field's document.
@@ -551,7 +577,10 @@ mod tests {
                     let (_, total) = queue(c, &f, None, 50).unwrap();
                     let each: i64 = c
                         .query_row(
-                            &format!("SELECT count(*) FROM held_fields h WHERE {QUEUE_WHERE}"),
+                            &format!(
+                                "SELECT count(*) FROM held_fields h WHERE {}",
+                                QUEUE_WHERE.text(c.dialect())
+                            ),
                             params![
                                 org,
                                 pipeline,

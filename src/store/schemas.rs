@@ -1,4 +1,5 @@
 use super::conn::{params, Connection, DbResult, OptionalExtension, Row};
+use super::sql;
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339, short_id};
 use crate::domain::schema::{to_definition, FieldDef};
@@ -241,8 +242,11 @@ fn register_fields(
     for b in before {
         if !after.iter().any(|a| a.field_name == b.field_name) {
             c.execute(
-                "UPDATE registry_fields SET occurrence_count = max(occurrence_count - 1, 0)
+                &format!(
+                    "UPDATE registry_fields SET occurrence_count = {}
                  WHERE org_id = ?1 AND canonical_name = ?2",
+                    sql::greatest(c.dialect(), "occurrence_count - 1", "0")
+                ),
                 params![org_id, b.field_name],
             )?;
         }

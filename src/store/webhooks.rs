@@ -1,6 +1,7 @@
 //! Webhooks, their outbox of events and the deliveries of each event to each endpoint.
 
 use super::conn::{params, DbResult, OptionalExtension, Row};
+use super::sql::{self, Elem, Sql};
 use super::{Connection, StoreError};
 use crate::domain::ids::{format_ms, format_time, new_id, now_ms, now_rfc3339};
 use serde_json::Value;
@@ -155,12 +156,16 @@ pub fn delete(c: &Connection, seq: i64) -> Result<(), StoreError> {
 /// The active endpoints of the organization that subscribe to the event. When there are none,
 /// the event is not written, nor its data gathered.
 pub fn subscribers(c: &Connection, org_id: &str, event: &str) -> Result<Vec<i64>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT w.seq FROM webhooks w WHERE w.org_id = ?1 AND w.active = 1
-             AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value IN (?2, '*'))",
-    )?
-    .query_map(params![org_id, event], |r| r.get(0))?
-    .collect::<Result<_, _>>()?)
+    static SUBSCRIBERS: Sql = Sql::new(|d| {
+        format!(
+            "SELECT w.seq FROM webhooks w WHERE w.org_id = ?1 AND w.active = 1
+             AND EXISTS (SELECT 1 FROM {} WHERE value IN (?2, '*'))",
+            sql::json_elems(d, "w.events")
+        )
+    });
+    Ok(c.prepare_cached(SUBSCRIBERS.text(c.dialect()))?
+        .query_map(params![org_id, event], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
 }
 
 /// Writes an event into the outbox with a delivery for each of `hooks` (its `subscribers`),
@@ -358,17 +363,22 @@ pub fn claim(
     busy: &[i64],
 ) -> Result<Vec<Due>, StoreError> {
     let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
-    let due = c
-        .prepare_cached(
+    static DUE: Sql = Sql::new(|d| {
+        format!(
             "SELECT d.seq, d.id, d.attempts, e.id, e.event, e.data, w.seq, w.url, w.secret,
                     w.previous_secret, w.previous_secret_until
              FROM webhook_deliveries d
              JOIN webhook_events e ON e.seq = d.event_seq
              JOIN webhooks w ON w.seq = d.webhook_seq
              WHERE d.status = 'pending' AND d.next_ms <= ?1 AND d.leased = 0 AND w.active = 1
-               AND w.seq NOT IN (SELECT value FROM json_each(?2))
-             ORDER BY d.next_ms, d.seq LIMIT ?3",
-        )?
+               AND w.seq NOT IN ({})
+             ORDER BY d.next_ms, d.seq LIMIT ?3{}",
+            sql::in_list(d, 2, Elem::Int),
+            sql::skip_locked_of(d, "d")
+        )
+    });
+    let due = c
+        .prepare_cached(DUE.text(c.dialect()))?
         .query_map(params![now_ms, busy, limit as i64], |r| {
             Ok(Due {
                 seq: r.get(0)?,
@@ -396,12 +406,16 @@ pub fn claim(
 /// not in `busy`), if any.
 pub fn next_due(c: &Connection, busy: &[i64]) -> Result<Option<i64>, StoreError> {
     let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
-    Ok(c.prepare_cached(
-        "SELECT min(d.next_ms) FROM webhook_deliveries d JOIN webhooks w ON w.seq = d.webhook_seq
+    static NEXT_DUE: Sql = Sql::new(|d| {
+        format!(
+            "SELECT min(d.next_ms) FROM webhook_deliveries d JOIN webhooks w ON w.seq = d.webhook_seq
          WHERE d.status = 'pending' AND d.leased = 0 AND w.active = 1
-           AND w.seq NOT IN (SELECT value FROM json_each(?1))",
-    )?
-    .query_row([busy], |r| r.get(0))?)
+           AND w.seq NOT IN ({})",
+            sql::in_list(d, 1, Elem::Int)
+        )
+    });
+    Ok(c.prepare_cached(NEXT_DUE.text(c.dialect()))?
+        .query_row([busy], |r| r.get(0))?)
 }
 
 /// Leases of a process that is gone: every attempt in flight then is due again.

@@ -1,0 +1,3 @@
+-- PostgreSQL: nothing to do. The PostgreSQL store began at version 17, so its baseline
+-- (0001_initial.sql) already holds what migrations/0015_line_items.sql did in SQLite; this file keeps
+-- the two ledgers' versions and names aligned.
