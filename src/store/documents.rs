@@ -200,12 +200,18 @@ pub fn keep_page_image(
     number: u32,
     png: &[u8],
 ) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO document_page_images(document_seq, number, png)
-         SELECT seq, ?2, ?3 FROM documents WHERE id = ?1
+    // PostgreSQL types a parameter in a select list by itself (as text): the casts say.
+    static KEEP: Sql = Sql::new(|d| {
+        format!(
+            "INSERT INTO document_page_images(document_seq, number, png)
+         SELECT seq, {}, {} FROM documents WHERE id = ?1
          ON CONFLICT(document_seq, number) DO NOTHING",
-    )?
-    .execute(params![id, number, png])?;
+            sql::typed(d, 2, "bigint"),
+            sql::typed(d, 3, "bytea")
+        )
+    });
+    c.prepare_cached(KEEP.text(c.dialect()))?
+        .execute(params![id, number, png])?;
     Ok(())
 }
 

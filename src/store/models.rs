@@ -122,14 +122,29 @@ pub fn answered(
     let (tokens_in, tokens_out, cost) = calls.iter().fold((0i64, 0i64, 0.0), |(i, o, k), x| {
         (i + x.tokens_in as i64, o + x.tokens_out as i64, k + x.cost)
     });
-    c.prepare_cached(
-        "INSERT INTO model_usage(pipeline_id, calls, tokens_in, tokens_out, cost)
-         SELECT pipeline_id, ?2, ?3, ?4, ?5 FROM pipeline_docs WHERE seq = ?1
-         ON CONFLICT(pipeline_id) DO UPDATE SET calls = calls + excluded.calls,
-           tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
-           cost = cost + excluded.cost",
-    )?
-    .execute(params![pd_seq, calls.len() as i64, tokens_in, tokens_out, cost])?;
+    // PostgreSQL types a parameter in a select list by itself (as text): the casts say. The
+    // target's columns are qualified: in PostgreSQL a bare name there is ambiguous.
+    static USAGE: Sql = Sql::new(|d| {
+        let t = |n, ty| sql::typed(d, n, ty);
+        format!(
+            "INSERT INTO model_usage(pipeline_id, calls, tokens_in, tokens_out, cost)
+         SELECT pipeline_id, {}, {}, {}, {} FROM pipeline_docs WHERE seq = ?1
+         ON CONFLICT(pipeline_id) DO UPDATE SET calls = model_usage.calls + excluded.calls,
+           tokens_in = model_usage.tokens_in + excluded.tokens_in, tokens_out = model_usage.tokens_out + excluded.tokens_out,
+           cost = model_usage.cost + excluded.cost",
+            t(2, "bigint"),
+            t(3, "bigint"),
+            t(4, "bigint"),
+            t(5, "float8")
+        )
+    });
+    c.prepare_cached(USAGE.text(c.dialect()))?.execute(params![
+        pd_seq,
+        calls.len() as i64,
+        tokens_in,
+        tokens_out,
+        cost
+    ])?;
     Ok(())
 }
 

@@ -130,6 +130,51 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
     );
     let (claims, _) = queue::claim(c, 10, &HashSet::new(), false).unwrap();
     assert_eq!(claims.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1]);
+    // The fenced commit: with the states it expects, and with any.
+    let claim = &claims[0];
+    let fin = queue::Final::Continue(claim.cursor + 1);
+    assert!(
+        !queue::commit_document(c, claim, 2, "{}", fin, "t", Some("{\"x\":1}")).unwrap(),
+        "the fence holds against other states"
+    );
+    let fin = queue::Final::Continue(claim.cursor + 1);
+    assert!(queue::commit_document(c, claim, 2, "{}", fin, "t", None).unwrap());
+    documents::keep_page_image(c, "d", 1, b"png").unwrap();
+    documents::keep_page_image(c, "d", 1, b"png").unwrap();
+    for _ in 0..2 {
+        models::answered(c, "k", "m", 1, 2, Err("no answer"), &[]).unwrap();
+    }
+    let usage: (i64, f64) = c
+        .query_row(
+            "SELECT calls, cost FROM model_usage WHERE pipeline_id = ?1",
+            [run],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(usage, (0, 0.0));
+    pipelines::list(c, "o", Some("active"), None, None, 10).unwrap();
+    assert_eq!(
+        pipelines::documents(c, run, None, 10, Some("d"))
+            .unwrap()
+            .len(),
+        3
+    );
+    pipelines::ensure_record_set(c, run).unwrap();
+    review::list_decisions(c, "o", None, None, 10).unwrap();
+    retention::next_documents(c, Some("o"), 0, 10).unwrap();
+    webhooks::rotate(c, 1, "secret", None).unwrap();
+    webhooks::deliveries(c, 1, None, None, 10).unwrap();
+    let attempt = webhooks::Attempt {
+        delivery_seq: 1,
+        webhook_seq: 1,
+        at_ms: 0,
+        response_code: None,
+        latency_ms: 1,
+        error: Some("refused".into()),
+        response_body: None,
+        retry_at_ms: None,
+    };
+    webhooks::record(c, &attempt, 1000).unwrap();
     reruns::materialize_all(c, run).unwrap();
     reruns::materialize_doc(c, 1).unwrap();
     reruns::eager_docs(c, run, 2).unwrap();
@@ -173,4 +218,324 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
         };
         review::queue(c, &f, None, 50).unwrap();
     }
+}
+
+/// Organizations, keys, idempotency records, interned texts and data products: written and read
+/// back on PostgreSQL through the store's own functions.
+#[test]
+fn postgres_keeps_organizations_keys_replays_and_data_products() {
+    let Some(mut s) = scratch() else { return };
+    migrate_pg(&mut s.c, "pg").unwrap();
+    let c = &s.c;
+    let org = orgs::create(c, "acme")
+        .unwrap()
+        .expect("a new organization");
+    assert!(
+        orgs::create(c, "acme").unwrap().is_none(),
+        "names are unique"
+    );
+    assert_eq!(orgs::count(c).unwrap(), 1);
+    assert_eq!(
+        orgs::find_by_name_or_id(c, &org.id)
+            .unwrap()
+            .map(|o| o.name),
+        Some("acme".to_string())
+    );
+    assert_eq!(orgs::list(c).unwrap().len(), 1);
+
+    let epoch = keys::keys_epoch(c).unwrap();
+    let plain = "qk_live_0123456789abcdef";
+    let id = keys::insert(
+        c,
+        keys::NewKey {
+            org_id: &org.id,
+            name: "ci",
+            plain,
+            scopes: &[crate::domain::keys::Scope::Read],
+            rate_limit: Some(5),
+            expires_at: None,
+            bootstrap: true,
+        },
+    )
+    .unwrap();
+    let found = keys::find_by_hash(c, &crate::domain::keys::hash_key(plain))
+        .unwrap()
+        .expect("the key by its hash");
+    assert_eq!(
+        (
+            found.id.as_str(),
+            found.rate_limit,
+            found.bootstrap,
+            found.org_name.as_str()
+        ),
+        (id.as_str(), Some(5), true, "acme")
+    );
+    assert!(keys::revoke(c, &id).unwrap());
+    assert!(!keys::revoke(c, &id).unwrap());
+    assert!(
+        keys::keys_epoch(c).unwrap() > epoch,
+        "a key change bumps the epoch"
+    );
+    assert_eq!(keys::list(c).unwrap().len(), 1);
+
+    let fresh = |c: &Connection| idempotency::claim(c, &org.id, "k1", "fp", 0).unwrap();
+    assert!(matches!(fresh(c), idempotency::Claim::Proceed));
+    assert!(matches!(fresh(c), idempotency::Claim::InFlight));
+    idempotency::complete(c, &org.id, "k1", 201, "application/json", b"{}").unwrap();
+    match fresh(c) {
+        idempotency::Claim::Replay { status, body, .. } => {
+            assert_eq!((status, body), (201, b"{}".to_vec()))
+        }
+        _ => panic!("a completed key replays"),
+    }
+    assert!(matches!(
+        idempotency::claim(c, &org.id, "k1", "other", 0).unwrap(),
+        idempotency::Claim::Mismatch
+    ));
+    idempotency::purge_expired(c).unwrap();
+
+    let a = intern::id(c, "rule a").unwrap();
+    assert_ne!(a, intern::id(c, "rule b").unwrap());
+
+    drop(s);
+    let Some(mut s) = scratch() else { return };
+    migrate_pg(&mut s.c, "pg").unwrap();
+    let c = &s.c;
+    pending_run(c);
+    let (dp, created) = data_products::upsert(c, "o", "r", None, "run r").unwrap();
+    assert!(created);
+    let (again, created) = data_products::upsert(c, "o", "r", Some("renamed"), "run r").unwrap();
+    assert!(!created);
+    assert_eq!(
+        (again.id.as_str(), again.name.as_str()),
+        (dp.id.as_str(), "renamed")
+    );
+    assert!(data_products::get(c, "o", &dp.id).unwrap().is_some());
+    assert_eq!(data_products::list(c, "o", None, 10).unwrap().1, 1);
+    assert!(data_products::of_pipeline(c, "r").unwrap().is_some());
+}
+
+/// An endpoint, its events and deliveries on PostgreSQL: subscribe, enqueue, claim (leased
+/// once), a failed attempt scheduled again, a success, a patch, a rotation, the purge.
+#[test]
+fn postgres_delivers_webhook_events_once_each() {
+    let Some(mut s) = scratch() else { return };
+    migrate_pg(&mut s.c, "pg").unwrap();
+    let c = &s.c;
+    let org = orgs::create(c, "acme").unwrap().unwrap();
+    let events = vec!["run.completed".to_string()];
+    let hook = webhooks::create(
+        c,
+        &org.id,
+        webhooks::NewWebhook {
+            url: "https://example.com/hook",
+            events: &events,
+            description: Some("ci"),
+            active: true,
+            secret: "s1",
+        },
+    )
+    .unwrap();
+    assert!(hook.active);
+    assert_eq!(
+        webhooks::subscribers(c, &org.id, "run.completed").unwrap(),
+        vec![hook.seq]
+    );
+    assert!(webhooks::subscribers(c, &org.id, "other")
+        .unwrap()
+        .is_empty());
+    let data = serde_json::json!({"run": "r"});
+    assert_eq!(
+        webhooks::enqueue(c, &org.id, "run.completed", &[hook.seq], &data).unwrap(),
+        1
+    );
+    let due = webhooks::claim(c, i64::MAX, 10, &[]).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].data, data);
+    assert!(
+        webhooks::claim(c, i64::MAX, 10, &[]).unwrap().is_empty(),
+        "leased once"
+    );
+    let failed = webhooks::Attempt {
+        delivery_seq: due[0].seq,
+        webhook_seq: hook.seq,
+        at_ms: 1_000,
+        response_code: Some(500),
+        latency_ms: 3,
+        error: Some("server error".into()),
+        response_body: Some("oops".into()),
+        retry_at_ms: Some(2_000),
+    };
+    assert_eq!(webhooks::record(c, &failed, i64::MAX).unwrap(), None);
+    assert_eq!(webhooks::next_due(c, &[]).unwrap(), Some(2_000));
+    let again = webhooks::claim(c, 2_000, 10, &[]).unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    let ok = webhooks::Attempt {
+        response_code: Some(200),
+        error: None,
+        response_body: None,
+        retry_at_ms: None,
+        ..failed
+    };
+    webhooks::record(c, &ok, i64::MAX).unwrap();
+    let (rows, total) = webhooks::deliveries(c, hook.seq, Some("delivered"), None, 10).unwrap();
+    assert_eq!((rows.len(), total, rows[0].attempts), (1, 1, 2));
+    webhooks::update(c, hook.seq, "https://example.com/2", &events, None, false).unwrap();
+    webhooks::rotate(c, hook.seq, "s2", Some("2030-01-01T00:00:00Z")).unwrap();
+    let hook = webhooks::get(c, &org.id, &hook.id).unwrap().unwrap();
+    assert_eq!(
+        (
+            hook.active,
+            hook.secret.as_str(),
+            hook.previous_secret.as_deref()
+        ),
+        (false, "s2", Some("s1"))
+    );
+    assert_eq!(
+        webhooks::counts(c).unwrap(),
+        vec![("delivered".to_string(), 1)]
+    );
+    assert_eq!(webhooks::purge(c, i64::MAX).unwrap(), 1);
+}
+
+/// Schemas with the field registry they keep, and gates in order, on PostgreSQL.
+#[test]
+fn postgres_keeps_schemas_their_registry_and_gates() {
+    let Some(mut s) = scratch() else { return };
+    migrate_pg(&mut s.c, "pg").unwrap();
+    let c = &s.c;
+    let org = orgs::create(c, "acme").unwrap().unwrap();
+    let field = |name: &str| -> crate::domain::schema::FieldDef {
+        serde_json::from_value(serde_json::json!({
+            "field_name": name, "display_name": name, "data_type": "string", "description": null,
+            "is_required": false, "requires_review": false, "synonyms": ["alias"], "depends_on": []
+        }))
+        .unwrap()
+    };
+    let one = schemas::insert(
+        c,
+        &org.id,
+        "invoice",
+        None,
+        &[field("total"), field("vendor")],
+    )
+    .unwrap();
+    let two = schemas::insert(c, &org.id, "receipt", Some("r"), &[field("total")]).unwrap();
+    let count = |name: &str| {
+        schemas::list_registry(c, &org.id, None, 50)
+            .unwrap()
+            .0
+            .into_iter()
+            .find(|f| f.canonical_name == name)
+            .map(|f| f.occurrence_count)
+    };
+    assert_eq!((count("total"), count("vendor")), (Some(2), Some(1)));
+    // Dropping a field from a schema counts it down (never below zero).
+    schemas::update(c, &org.id, &one, "invoice", None, &[field("total")]).unwrap();
+    schemas::soft_delete(c, &org.id, &two).unwrap();
+    assert_eq!((count("total"), count("vendor")), (Some(1), Some(0)));
+    let hidden = schemas::find_or_insert_hidden(c, &org.id, "inline-1", &[field("x")]).unwrap();
+    assert!(hidden.hidden);
+    assert_eq!(
+        schemas::find_or_insert_hidden(c, &org.id, "inline-1", &[field("x")])
+            .unwrap()
+            .id,
+        hidden.id
+    );
+
+    let scope = vec!["total".to_string()];
+    let (mechanisms, blocking) = (serde_json::json!([]), serde_json::json!({}));
+    let gate = |name| gates::GateInput {
+        name,
+        severity: "blocking",
+        field_scope: &scope,
+        mechanisms: &mechanisms,
+        blocking_config: &blocking,
+    };
+    let a = gates::create(c, &org.id, &one.id, gate("first")).unwrap();
+    let b = gates::create(c, &org.id, &one.id, gate("second")).unwrap();
+    assert_eq!((a.ordinal, b.ordinal), (1, 2));
+    gates::set_ordinal(c, &b.id, 0).unwrap();
+    let names: Vec<String> = gates::list(c, &one.id)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, vec!["second", "first"]);
+    assert_eq!(gates::name(c, &a.id).unwrap().as_deref(), Some("first"));
+}
+
+/// A document with its pages and bytes, found again by its content, listed and searched, on
+/// PostgreSQL.
+#[test]
+fn postgres_keeps_documents_with_their_pages() {
+    let Some(mut s) = scratch() else { return };
+    migrate_pg(&mut s.c, "pg").unwrap();
+    let c = &s.c;
+    let org = orgs::create(c, "acme").unwrap().unwrap();
+    let page = crate::intake::Page {
+        number: 1,
+        width: 595.5,
+        height: 842.0,
+        text: "Total | 12.50".into(),
+        markdown: "Total 12.50".into(),
+        words: vec![crate::intake::Word {
+            text: "Total".into(),
+            x0: 1.0,
+            y0: 2.0,
+            x1: 3.0,
+            y1: 4.0,
+            conf: Some(0.5),
+        }],
+        ocr: true,
+    };
+    let content = vec![0u8, 159, 146, 150, 255];
+    let metadata = serde_json::json!({"source_id": "s-1"});
+    let new = || documents::NewDocument {
+        filename: "Invoice.pdf",
+        mime_type: "application/pdf",
+        sha256: "abc",
+        metadata: &metadata,
+        content: &content,
+        layer: documents::Layer {
+            pages: std::slice::from_ref(&page),
+            text: Some("Total | 12.50"),
+            error: None,
+            language: Some("en"),
+            kind: None,
+        },
+    };
+    let (doc, existed) = documents::insert_or_find(c, &org.id, new()).unwrap();
+    assert!(!existed);
+    assert_eq!(
+        (doc.pages, doc.size_bytes, doc.metadata.clone()),
+        (1, 5, metadata.clone())
+    );
+    let (again, existed) = documents::insert_or_find(c, &org.id, new()).unwrap();
+    assert!(existed);
+    assert_eq!(again.id, doc.id);
+    assert_eq!(
+        documents::content(c, &doc.id).unwrap(),
+        content,
+        "bytes exactly"
+    );
+    let pages = documents::pages(c, &doc.id).unwrap();
+    assert_eq!(pages.len(), 1);
+    assert_eq!(
+        (
+            pages[0].page.width,
+            pages[0].page.ocr,
+            pages[0].page.words[0].conf
+        ),
+        (595.5, true, Some(0.5))
+    );
+    let filter = documents::DocFilter {
+        search: Some("invoice".into()),
+        source_id: Some("s-1".into()),
+        ..Default::default()
+    };
+    let (rows, total) = documents::list_filtered(c, &org.id, &filter, None, 10).unwrap();
+    assert_eq!((rows.len(), total), (1, 1));
+    assert_eq!(documents::search(c, &org.id, "12.50", 10).unwrap().len(), 1);
+    assert!(documents::owned(c, &org.id, &doc.id).unwrap());
 }

@@ -126,7 +126,12 @@ pub fn list(
     before: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<PipelineRow>, i64), StoreError> {
-    let filter = "org_id = ?1 AND kind != 'extraction' AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR schema_id = ?3)";
+    let d = c.dialect();
+    let filter = format!(
+        "org_id = ?1 AND kind != 'extraction' AND ({} OR status = ?2) AND ({} OR schema_id = ?3)",
+        sql::is_null(d, 2, "text"),
+        sql::is_null(d, 3, "text")
+    );
     let sql = format!(
         "SELECT {COLS} FROM pipelines WHERE {filter} AND seq < ?4 ORDER BY seq DESC LIMIT ?5"
     );
@@ -428,7 +433,8 @@ pub fn documents(
 ) -> Result<Vec<PipelineDoc>, StoreError> {
     let sql = format!(
         "SELECT {PD_COLS} FROM pipeline_documents pd JOIN documents d ON d.id = pd.document_id
-         WHERE pd.pipeline_id = ?1 AND pd.ordinal > ?2 AND (?3 IS NULL OR pd.document_id = ?3) ORDER BY pd.ordinal LIMIT ?4"
+         WHERE pd.pipeline_id = ?1 AND pd.ordinal > ?2 AND ({} OR pd.document_id = ?3) ORDER BY pd.ordinal LIMIT ?4",
+        sql::is_null(c.dialect(), 3, "text")
     );
     let rows = c
         .prepare_cached(&sql)?

@@ -1,7 +1,7 @@
 //! The executor's storage: claims, loading a document's situation, and fenced step commits.
 
 use super::conn::{params, Connection, OptionalExtension};
-use super::sql::{self, Elem, Sql};
+use super::sql::{self, Dialect, Elem, Sql};
 use super::StoreError;
 use crate::domain::cells::{Cell, NewVerdict, Step};
 use crate::domain::ids::now_rfc3339;
@@ -609,8 +609,35 @@ pub fn commit_document(
     expect_states: Option<&str>,
 ) -> Result<bool, StoreError> {
     // `?6` is the field states the caller expects to find (NULL: any).
-    const FENCE: &str = "WHERE seq = ?1 AND status = 'processing' AND generation = ?2 AND pass = ?3 AND claim_token = ?4
-        AND cursor = ?5 AND (?6 IS NULL OR field_states = ?6)";
+    fn fence(d: Dialect) -> String {
+        format!(
+            "WHERE seq = ?1 AND status = 'processing' AND generation = ?2 AND pass = ?3 AND claim_token = ?4
+        AND cursor = ?5 AND ({} OR field_states = ?6)",
+            sql::is_null(d, 6, "text")
+        )
+    }
+    static TERMINAL: Sql = Sql::new(|d| {
+        format!(
+            "UPDATE pipeline_docs SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0, unclean_exits = 0,
+                 error = NULL, error_phase_index = NULL, updated_at = ?10, completed_at = ?10 {}",
+            fence(d)
+        )
+    });
+    static ERROR: Sql = Sql::new(|d| {
+        format!(
+            "UPDATE pipeline_docs SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0, unclean_exits = 0,
+                 error = ?9, error_phase_index = ?7, updated_at = ?10, completed_at = ?10 {}",
+            fence(d)
+        )
+    });
+    static CONTINUE: Sql = Sql::new(|d| {
+        format!(
+            "UPDATE pipeline_docs SET status = 'queued', cursor = ?7, pass = pass + 1, field_states = ?8, claim_token = NULL,
+                 attempts = 0, unclean_exits = 0, updated_at = ?9 {}",
+            fence(d)
+        )
+    });
+    let d = c.dialect();
     let (seq, generation, pass, token, start) = (
         claim.seq,
         claim.generation,
@@ -619,24 +646,41 @@ pub fn commit_document(
         claim.cursor as i64,
     );
     let n = match fin {
-        Final::Terminal(status) => c
-            .prepare_cached(&format!(
-                "UPDATE pipeline_docs SET status = ?7, cursor = ?8, field_states = ?9, claim_token = NULL, attempts = 0, unclean_exits = 0,
-                 error = NULL, error_phase_index = NULL, updated_at = ?10, completed_at = ?10 {FENCE}"
-            ))?
-            .execute(params![seq, generation, pass, token, start, expect_states, status, cursor as i64, states, now])?,
-        Final::Error(phase, message) => c
-            .prepare_cached(&format!(
-                "UPDATE pipeline_docs SET status = 'error', cursor = ?7, field_states = ?8, claim_token = NULL, attempts = 0, unclean_exits = 0,
-                 error = ?9, error_phase_index = ?7, updated_at = ?10, completed_at = ?10 {FENCE}"
-            ))?
-            .execute(params![seq, generation, pass, token, start, expect_states, phase as i64, states, message, now])?,
-        Final::Continue(next) => c
-            .prepare_cached(&format!(
-                "UPDATE pipeline_docs SET status = 'queued', cursor = ?7, pass = pass + 1, field_states = ?8, claim_token = NULL,
-                 attempts = 0, unclean_exits = 0, updated_at = ?9 {FENCE}"
-            ))?
-            .execute(params![seq, generation, pass, token, start, expect_states, next as i64, states, now])?,
+        Final::Terminal(status) => c.prepare_cached(TERMINAL.text(d))?.execute(params![
+            seq,
+            generation,
+            pass,
+            token,
+            start,
+            expect_states,
+            status,
+            cursor as i64,
+            states,
+            now
+        ])?,
+        Final::Error(phase, message) => c.prepare_cached(ERROR.text(d))?.execute(params![
+            seq,
+            generation,
+            pass,
+            token,
+            start,
+            expect_states,
+            phase as i64,
+            states,
+            message,
+            now
+        ])?,
+        Final::Continue(next) => c.prepare_cached(CONTINUE.text(d))?.execute(params![
+            seq,
+            generation,
+            pass,
+            token,
+            start,
+            expect_states,
+            next as i64,
+            states,
+            now
+        ])?,
     };
     Ok(n == 1)
 }

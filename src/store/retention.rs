@@ -4,7 +4,7 @@
 //! generation's restart superseded.
 
 use super::conn::{params, OptionalExtension};
-use super::sql::{self, Dialect, Elem};
+use super::sql::{self, Dialect, Elem, Sql};
 use super::{Connection, StoreError};
 
 /// How long an organization keeps superseded versions (`None`: for ever).
@@ -44,14 +44,18 @@ pub fn next_documents(
     after: i64,
     limit: i64,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT pd.seq FROM pipeline_documents pd JOIN pipelines p ON p.id = pd.pipeline_id
+    static NEXT: Sql = Sql::new(|d| {
+        format!(
+            "SELECT pd.seq FROM pipeline_documents pd JOIN pipelines p ON p.id = pd.pipeline_id
              WHERE pd.seq > ?1 AND pd.restarts <> '[]' AND pd.status NOT IN ('queued', 'processing')
-               AND (?2 IS NULL OR p.org_id = ?2)
+               AND ({} OR p.org_id = ?2)
              ORDER BY pd.seq LIMIT ?3",
-    )?
-    .query_map(params![after, org_id, limit], |r| r.get(0))?
-    .collect::<Result<_, _>>()?)
+            sql::is_null(d, 2, "text")
+        )
+    });
+    Ok(c.prepare_cached(NEXT.text(c.dialect()))?
+        .query_map(params![after, org_id, limit], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
 }
 
 /// What one purge removed.

@@ -263,7 +263,10 @@ pub fn list_decisions(
     before: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<Decision>, i64), StoreError> {
-    let filter = "r.org_id = ?1 AND (?2 IS NULL OR r.pipeline_id = ?2)";
+    let filter = format!(
+        "r.org_id = ?1 AND ({} OR r.pipeline_id = ?2)",
+        sql::is_null(c.dialect(), 2, "text")
+    );
     let sql = format!("{DEC_SELECT} WHERE {filter} AND r.seq < ?3 ORDER BY r.seq DESC LIMIT ?4");
     let rows = c
         .prepare_cached(&sql)?

@@ -111,11 +111,18 @@ pub fn update(
     description: Option<&str>,
     active: bool,
 ) -> Result<(), StoreError> {
+    // PostgreSQL would type `?5` twice (the column's bigint, the literal's integer): one cast.
+    static UPDATE: Sql = Sql::new(|d| {
+        let on = sql::typed(d, 5, "bigint");
+        format!(
+            "UPDATE webhooks SET url = ?2, events = ?3, description = ?4, active = {on}, updated_at = ?6,
+             disabled_reason = CASE WHEN {on} = 1 THEN NULL ELSE disabled_reason END,
+             failing_since_ms = CASE WHEN ({on} = 1 AND active = 0) OR url <> ?2 THEN NULL ELSE failing_since_ms END
+         WHERE seq = ?1"
+        )
+    });
     c.execute(
-        "UPDATE webhooks SET url = ?2, events = ?3, description = ?4, active = ?5, updated_at = ?6,
-             disabled_reason = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_reason END,
-             failing_since_ms = CASE WHEN (?5 = 1 AND active = 0) OR url <> ?2 THEN NULL ELSE failing_since_ms END
-         WHERE seq = ?1",
+        UPDATE.text(c.dialect()),
         params![
             seq,
             url,
@@ -136,8 +143,11 @@ pub fn rotate(
     previous_until: Option<&str>,
 ) -> Result<(), StoreError> {
     c.execute(
-        "UPDATE webhooks SET previous_secret = CASE WHEN ?3 IS NULL THEN NULL ELSE secret END,
+        &format!(
+            "UPDATE webhooks SET previous_secret = CASE WHEN {} THEN NULL ELSE secret END,
              previous_secret_until = ?3, secret = ?2, updated_at = ?4 WHERE seq = ?1",
+            sql::is_null(c.dialect(), 3, "text")
+        ),
         params![seq, secret, previous_until, now_rfc3339()],
     )?;
     Ok(())
@@ -294,9 +304,10 @@ pub fn deliveries(
     before: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<DeliveryRow>, i64), StoreError> {
+    let any_status = sql::is_null(c.dialect(), 2, "text");
     let sql = format!(
         "SELECT {DELIVERY_COLS} FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq
-         WHERE d.webhook_seq = ?1 AND (?2 IS NULL OR d.status = ?2) AND d.seq < ?3
+         WHERE d.webhook_seq = ?1 AND ({any_status} OR d.status = ?2) AND d.seq < ?3
          ORDER BY d.seq DESC LIMIT ?4"
     );
     let rows = c
@@ -307,9 +318,9 @@ pub fn deliveries(
         )?
         .collect::<Result<Vec<_>, _>>()?;
     let total = c
-        .prepare_cached(
-            "SELECT count(*) FROM webhook_deliveries WHERE webhook_seq = ?1 AND (?2 IS NULL OR status = ?2)",
-        )?
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_seq = ?1 AND ({any_status} OR status = ?2)"
+        ))?
         .query_row(params![webhook_seq, status], |r| r.get(0))?;
     Ok((rows, total))
 }
@@ -461,20 +472,24 @@ pub fn record(
             .execute([a.webhook_seq])?;
         return Ok(None);
     }
-    c.prepare_cached(
-        "UPDATE webhook_deliveries SET status = CASE WHEN ?6 IS NULL THEN 'failed' ELSE 'pending' END,
+    static FAILED: Sql = Sql::new(|d| {
+        format!(
+            "UPDATE webhook_deliveries SET status = CASE WHEN {} THEN 'failed' ELSE 'pending' END,
              attempts = attempts + 1, leased = 0, response_code = ?2, latency_ms = ?3, error = ?4,
              response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7 WHERE seq = ?1 AND leased = 1",
-    )?
-    .execute(params![
-        a.delivery_seq,
-        a.response_code,
-        a.latency_ms,
-        a.error,
-        a.response_body,
-        a.retry_at_ms,
-        now
-    ])?;
+            sql::is_null(d, 6, "bigint")
+        )
+    });
+    c.prepare_cached(FAILED.text(c.dialect()))?
+        .execute(params![
+            a.delivery_seq,
+            a.response_code,
+            a.latency_ms,
+            a.error,
+            a.response_body,
+            a.retry_at_ms,
+            now
+        ])?;
     c.prepare_cached(
         "UPDATE webhooks SET failing_since_ms = coalesce(failing_since_ms, ?2) WHERE seq = ?1",
     )?
