@@ -42,10 +42,11 @@ pub enum StartError {
 
 /// One `quire serve` per database file: an advisory lock on `<db>.lock`, holding the pid of the
 /// process that has it. SQLite itself would let two services share the file, and two executors
-/// claiming the same queue is not a supported setup.
+/// claiming the same queue is not a supported setup. (A PostgreSQL schema is locked in the
+/// database instead, once it is open: `Db::lock_for_serve`.)
 fn lock_database(db: &str, allow_shared: bool) -> Result<Option<std::fs::File>, StartError> {
     use std::io::{Read, Seek, Write};
-    if db == ":memory:" || allow_shared {
+    if db == ":memory:" || allow_shared || store::is_postgres_url(db) {
         return Ok(None);
     }
     let path = format!("{db}.lock");
@@ -82,8 +83,10 @@ pub struct Application {
     state: web::Data<AppState>,
     /// The key created on the first start of an empty database, to be shown once.
     pub first_key: Option<String>,
-    /// The database's lock, held while the service runs.
+    /// The database's lock, held while the service runs: a file beside SQLite's, a session
+    /// holding an advisory lock on PostgreSQL.
     _lock: Option<std::fs::File>,
+    _session_lock: Option<store::Connection>,
 }
 
 impl Application {
@@ -96,6 +99,14 @@ impl Application {
                 max_db_pages: config.max_db_pages,
             },
         )?;
+        let session_lock = if config.allow_shared {
+            None
+        } else {
+            db.lock_for_serve().map_err(|e| match e {
+                store::StoreError::Refused(why) => StartError::InUse(why),
+                e => StartError::Store(e),
+            })?
+        };
         let first_key = admin::ensure_bootstrap(&db, config.bootstrap_key.as_deref())?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr).map_err(|e| StartError::Bind(addr.clone(), e))?;
@@ -137,7 +148,7 @@ impl Application {
         tracing::info!(
             "quire listening on http://{}:{port} (database {})",
             config.host,
-            state.db.path().display()
+            state.db.shown()
         );
         Ok(Application {
             port,
@@ -145,6 +156,7 @@ impl Application {
             state,
             first_key,
             _lock: lock,
+            _session_lock: session_lock,
         })
     }
 

@@ -11,11 +11,13 @@ use std::thread::JoinHandle;
 pub struct TestServer {
     pub url: String,
     pub api_key: String,
+    /// What `--db` names: a SQLite file, or a PostgreSQL URL (`testing_postgres()`).
     pub db_path: PathBuf,
     handle: actix_web::dev::ServerHandle,
     state: actix_web::web::Data<crate::http::AppState>,
     thread: Option<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    /// Last: the database goes after the server that uses it.
+    _store: TestDb,
 }
 
 impl TestServer {
@@ -25,11 +27,10 @@ impl TestServer {
 
     /// Starts with a configuration adjusted by `tune` (database path, key and port are set first).
     pub fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let db_path = dir.path().join("quire.db");
+        let store = TestDb::fresh();
         let key = generate_key("test");
         let mut config = Config::ephemeral(Some(key.clone()));
-        config.db = db_path.to_string_lossy().into_owned();
+        config.db = store.db.clone();
         config.reader.exe = quire_binary();
         tune(&mut config);
         // A tuned configuration may point at an existing database and its key.
@@ -64,7 +65,7 @@ impl TestServer {
             handle,
             state,
             thread: Some(thread),
-            _dir: dir,
+            _store: store,
         }
     }
 
@@ -93,6 +94,18 @@ impl TestServer {
     pub fn db_arg(&self) -> String {
         self.db_path.to_string_lossy().into_owned()
     }
+
+    /// A connection of the test's own to the service's database, SQLite or PostgreSQL, for
+    /// looking inside (or breaking) what the service stored.
+    pub fn store_connection(&self) -> crate::store::Connection {
+        let db = self.db_arg();
+        let c = if crate::store::is_postgres_url(&db) {
+            crate::store::Connection::connect_pg(&db)
+        } else {
+            crate::store::Connection::open(&self.db_path)
+        };
+        c.expect("a connection to the test server's database")
+    }
 }
 
 impl Drop for TestServer {
@@ -104,6 +117,72 @@ impl Drop for TestServer {
         let _ = stopper.join();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// A fresh database for one test, on the store `QUIRE_TEST_STORE` names: a SQLite file in a
+/// temporary directory (unset, or `sqlite`), or a schema of its own in the PostgreSQL of
+/// `QUIRE_TEST_POSTGRES_URL` (`postgres`), dropped with it. The same tests run on either.
+pub struct TestDb {
+    /// What `--db` takes: the file's path, or a URL whose `search_path` is the schema.
+    pub db: String,
+    place: TestPlace,
+}
+
+enum TestPlace {
+    File { _dir: tempfile::TempDir },
+    Postgres { server: String, schema: String },
+}
+
+/// Whether `QUIRE_TEST_STORE` asks for PostgreSQL.
+pub fn testing_postgres() -> bool {
+    match std::env::var("QUIRE_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("") | Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("QUIRE_TEST_STORE={other}: expected sqlite or postgres"),
+    }
+}
+
+impl TestDb {
+    pub fn fresh() -> Self {
+        if !testing_postgres() {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let db = dir.path().join("quire.db").to_string_lossy().into_owned();
+            return TestDb {
+                db,
+                place: TestPlace::File { _dir: dir },
+            };
+        }
+        let server = std::env::var("QUIRE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .expect("QUIRE_TEST_STORE=postgres needs QUIRE_TEST_POSTGRES_URL");
+        let schema = format!("quire_test_{:016x}", rand::random::<u64>());
+        crate::store::pg_schema(&server, &schema, true)
+            .expect("a schema of its own in QUIRE_TEST_POSTGRES_URL");
+        let glue = if server.contains('?') { '&' } else { '?' };
+        TestDb {
+            db: format!("{server}{glue}options=-c%20search_path%3D{schema}"),
+            place: TestPlace::Postgres { server, schema },
+        }
+    }
+
+    /// The SQLite file, for tests that look inside it; `None` on PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match &self.place {
+            TestPlace::File { .. } => Some(PathBuf::from(&self.db)),
+            TestPlace::Postgres { .. } => None,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestPlace::Postgres { server, schema } = &self.place {
+            if let Err(e) = crate::store::pg_schema(server, schema, false) {
+                eprintln!("warning: the test schema {schema} was not dropped: {e}");
+            }
         }
     }
 }

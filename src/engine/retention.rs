@@ -29,9 +29,7 @@ pub struct PurgeReport {
 }
 
 fn file_bytes(db: &Db) -> u64 {
-    let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let path = db.path().to_path_buf();
-    size(path.clone()) + size(std::path::PathBuf::from(format!("{}-wal", path.display())))
+    db.stored_bytes().unwrap_or(0)
 }
 
 /// Purges what reruns requested more than `older_than` ago superseded, in `org` or in every

@@ -23,6 +23,8 @@ struct World {
     pipeline: String,
     policy: String,
     rule: String,
+    /// Last: the schema goes after everything that uses it.
+    _store: crate::testing::TestDb,
 }
 
 /// Stores `a.txt` with `content` in the organization.
@@ -58,8 +60,15 @@ fn world(text: &str) -> World {
     world_of(&[text])
 }
 
+/// A fresh database on the store `QUIRE_TEST_STORE` names (`testing::TestDb`).
+fn fresh_db() -> (crate::testing::TestDb, Db) {
+    let store = crate::testing::TestDb::fresh();
+    let db = Db::open(&store.db, OpenOptions::default()).expect("db");
+    (store, db)
+}
+
 fn world_of(texts: &[&str]) -> World {
-    let db = Db::open(":memory:", OpenOptions::default()).expect("db");
+    let (store, db) = fresh_db();
     let (org, schema, docs, pipeline, policy, rule) = write(&db, |tx| {
         let org = store::orgs::create(tx, "acme")?.expect("new org").id;
         let fields = crate::domain::schema::fields_from_input(&json!([
@@ -135,6 +144,7 @@ fn world_of(texts: &[&str]) -> World {
         pipeline,
         policy,
         rule,
+        _store: store,
     }
 }
 
@@ -329,7 +339,7 @@ fn settle(db: &Db, executor: &Executor, org: &str, id: &str) {
 
 #[test]
 fn an_extraction_runs_the_quick_rail_and_a_correction_outlives_a_rerun_without_http() {
-    let db = Db::open(":memory:", OpenOptions::default()).expect("db");
+    let (_store, db) = fresh_db();
     let text = "Net: 100\nTax: 19";
     let (org, id) = write(&db, |tx| {
         let org = store::orgs::create(tx, "acme")?.expect("new org").id;
@@ -425,7 +435,7 @@ fn an_extraction_runs_the_quick_rail_and_a_correction_outlives_a_rerun_without_h
 #[test]
 fn a_job_reads_queued_processing_complete_or_failed_in_talonics_words() {
     use super::quick::{job_status_word, JobStats};
-    let db = Db::open(":memory:", OpenOptions::default()).expect("db");
+    let (_store, db) = fresh_db();
     let run = |status: RunStatus| {
         let mut p = db
             .write(true, |tx| {

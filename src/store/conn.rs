@@ -80,8 +80,10 @@ pub enum DbError {
     #[error("{0}")]
     Value(String),
     /// SQLite's own machinery (pragmas, blobs, backup) asked of another backend.
-    #[error("{0} is SQLite's; this database is PostgreSQL")]
-    SqliteOnly(&'static str),
+    #[error(
+        "SQLite's own machinery (a pragma, a blob, a backup) was asked of a PostgreSQL database"
+    )]
+    SqliteOnly,
 }
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -147,6 +149,14 @@ enum Inner {
 /// two schemas of one database do not wait for each other.
 pub const PG_WRITE_LOCK: i32 = 0x5155_4952;
 
+/// A writer's `BEGIN` in PostgreSQL: the transaction, then the writers' lock of this schema.
+const PG_WRITE_BEGIN: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock(1364543826, hashtext(current_schema()))";
+
+/// The lock one `quire serve` holds for its whole life on a PostgreSQL schema ("QUIS"), as
+/// `<db>.lock` on a SQLite file; a session lock, apart from the writers' transaction lock.
+pub const PG_SERVE_LOCK: i32 = 0x5155_4953;
+
 impl Connection {
     pub(crate) fn from_sqlite(c: rusqlite::Connection) -> Self {
         Connection {
@@ -154,16 +164,24 @@ impl Connection {
         }
     }
 
-    /// Opens a SQLite file with the driver's defaults (tests and one-off tools).
+    /// Opens a SQLite file with the driver's defaults and the store's busy timeout (tests and
+    /// one-off tools).
     pub fn open(path: impl AsRef<Path>) -> DbResult<Self> {
-        Ok(Self::from_sqlite(rusqlite::Connection::open(path)?))
+        let c = rusqlite::Connection::open(path)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self::from_sqlite(c))
     }
 
     /// Connects to PostgreSQL (`postgres://…`), with the session settings the store relies on:
     /// a lock not granted in 5 s is an error (the store's "busy", as SQLite's busy timeout).
     pub fn connect_pg(url: &str) -> DbResult<Self> {
-        let client = postgres::Client::connect(url, postgres::NoTls)?;
+        let client = pg::off_runtime(|| postgres::Client::connect(url, postgres::NoTls))?;
         Self::from_pg(client)
+    }
+
+    /// Connects to the PostgreSQL database `config` describes, as `connect_pg`.
+    pub fn connect_pg_config(config: &postgres::Config) -> DbResult<Self> {
+        Self::from_pg(pg::off_runtime(|| config.connect(postgres::NoTls))?)
     }
 
     fn from_pg(client: postgres::Client) -> DbResult<Self> {
@@ -182,23 +200,18 @@ impl Connection {
         }
     }
 
-    /// The SQLite connection underneath, for what only SQLite has (pragmas, blobs, backup);
-    /// `what` names it in the error another backend answers.
-    pub(crate) fn sqlite_for(&self, what: &'static str) -> DbResult<&rusqlite::Connection> {
+    /// The SQLite connection underneath, for what only SQLite has (pragmas, blobs, backup).
+    pub(crate) fn sqlite(&self) -> DbResult<&rusqlite::Connection> {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c),
-            Inner::Pg(_) => Err(DbError::SqliteOnly(what)),
+            Inner::Pg(_) => Err(DbError::SqliteOnly),
         }
-    }
-
-    pub(crate) fn sqlite(&self) -> DbResult<&rusqlite::Connection> {
-        self.sqlite_for("this operation")
     }
 
     pub(crate) fn sqlite_mut(&mut self) -> DbResult<&mut rusqlite::Connection> {
         match &mut self.inner {
             Inner::Sqlite(c) => Ok(c),
-            Inner::Pg(_) => Err(DbError::SqliteOnly("this operation")),
+            Inner::Pg(_) => Err(DbError::SqliteOnly),
         }
     }
 
@@ -260,21 +273,15 @@ impl Connection {
     pub fn begin_immediate(&mut self) -> DbResult<Transaction<'_>> {
         match self.inner {
             Inner::Sqlite(_) => Transaction::begin(self, "BEGIN IMMEDIATE"),
-            Inner::Pg(_) => Transaction::begin(
-                self,
-                &format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK}, hashtext(current_schema()))"
-                ),
-            ),
+            Inner::Pg(_) => Transaction::begin(self, PG_WRITE_BEGIN),
         }
     }
 
-    /// Whether a transaction is open. PostgreSQL's client does not say, so there it is assumed
-    /// (a rollback outside one only warns).
+    /// Whether a transaction is open.
     fn in_transaction(&self) -> bool {
         match &self.inner {
             Inner::Sqlite(c) => !c.is_autocommit(),
-            Inner::Pg(c) => !c.is_closed(),
+            Inner::Pg(c) => c.in_transaction(),
         }
     }
 }
@@ -541,9 +548,13 @@ impl Manager {
 
     /// A manager for the PostgreSQL database at `url` (`postgres://user@host/db`).
     pub fn pg(url: &str) -> DbResult<Self> {
-        Ok(Manager {
-            inner: ManagerInner::Pg(url.parse()?),
-        })
+        Ok(Self::pg_config(url.parse()?))
+    }
+
+    pub fn pg_config(config: postgres::Config) -> Self {
+        Manager {
+            inner: ManagerInner::Pg(config),
+        }
     }
 }
 
@@ -554,7 +565,7 @@ impl r2d2::ManageConnection for Manager {
     fn connect(&self) -> Result<Connection, DbError> {
         match &self.inner {
             ManagerInner::Sqlite(m) => Ok(m.connect().map(Connection::from_sqlite)?),
-            ManagerInner::Pg(config) => Connection::from_pg(config.connect(postgres::NoTls)?),
+            ManagerInner::Pg(config) => Connection::connect_pg_config(config),
         }
     }
 
@@ -631,6 +642,12 @@ mod tests {
             .unwrap(),
             "789"
         );
+    }
+
+    #[test]
+    fn the_writers_begin_takes_the_writers_lock() {
+        assert!(PG_WRITE_BEGIN.contains(&format!("({PG_WRITE_LOCK}, ")));
+        assert_ne!(PG_WRITE_LOCK, PG_SERVE_LOCK);
     }
 
     #[test]
@@ -780,8 +797,13 @@ mod tests {
             tx.execute_batch("SAVEPOINT item").unwrap();
             assert!(tx.execute("INSERT INTO nowhere VALUES (1)", []).is_err());
             tx.execute_batch("ROLLBACK TO item; RELEASE item").unwrap();
+            assert!(
+                tx.in_transaction(),
+                "a savepoint's rollback ends no transaction"
+            );
             tx.commit().unwrap();
         }
+        assert!(!s.c.in_transaction());
         let other = Connection::connect_pg(&pg_url().unwrap()).unwrap();
         other
             .execute_batch(&format!(
@@ -794,6 +816,10 @@ mod tests {
         tx.execute("INSERT INTO t VALUES (?1)", [2]).unwrap();
         // A second writer waits for the lock, then gives up as busy.
         let busy = other.begin_immediate().err().expect("the lock is held");
+        assert!(
+            !other.in_transaction(),
+            "the BEGIN whose lock timed out was rolled back"
+        );
         assert!(matches!(
             super::super::StoreError::from(busy),
             super::super::StoreError::Busy

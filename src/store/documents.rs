@@ -1,5 +1,5 @@
 use super::conn::{params, Connection, DbResult, Row};
-use super::sql::{self, Sql};
+use super::sql::{self, Dialect, Sql};
 use super::{optional, StoreError};
 use crate::domain::ids::{new_id, now_rfc3339};
 use crate::intake::Page;
@@ -247,8 +247,10 @@ pub fn content(c: &Connection, id: &str) -> Result<Vec<u8>, StoreError> {
     )
 }
 
-/// Reads a document's content a piece at a time (SQLite's incremental blob I/O), so a large
-/// document is never held whole; `f` gets each piece in order.
+/// Reads a document's content a piece at a time (SQLite's incremental blob I/O; PostgreSQL's
+/// `substring` of the stored bytes), so a large document is never held whole; `f` gets each
+/// piece in order. PostgreSQL's pieces agree with each other inside a snapshot
+/// (`Db::read_snapshot`).
 pub fn read_content<E: From<StoreError>>(
     c: &Connection,
     id: &str,
@@ -256,6 +258,9 @@ pub fn read_content<E: From<StoreError>>(
     mut f: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
     use std::io::Read;
+    if c.dialect() == Dialect::Postgres {
+        return read_content_in_pieces(c, id, piece, f);
+    }
     let rowid: i64 = c
         .prepare_cached("SELECT seq FROM documents WHERE id = ?1")
         .and_then(|mut st| st.query_row([id], |r| r.get(0)))
@@ -275,6 +280,41 @@ pub fn read_content<E: From<StoreError>>(
         }
         f(&buf[..n])?;
     }
+}
+
+fn read_content_in_pieces<E: From<StoreError>>(
+    c: &Connection,
+    id: &str,
+    piece: usize,
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let len: i64 = c
+        .query_row(
+            "SELECT octet_length(content)::bigint FROM documents WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .map_err(StoreError::from)?;
+    let piece = i64::try_from(piece.max(1))
+        .unwrap_or(i64::MAX)
+        .min(i32::MAX as i64);
+    let mut st = c
+        .prepare_cached(
+            "SELECT substring(content FROM ?2::integer FOR ?3::integer) FROM documents WHERE id = ?1",
+        )
+        .map_err(StoreError::from)?;
+    let mut at = 0;
+    while at < len {
+        let bytes: Vec<u8> = st
+            .query_row(params![id, at + 1, piece], |r| r.get(0))
+            .map_err(StoreError::from)?;
+        if bytes.is_empty() {
+            break;
+        }
+        at += bytes.len() as i64;
+        f(&bytes)?;
+    }
+    Ok(())
 }
 
 pub fn list(

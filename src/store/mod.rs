@@ -32,7 +32,7 @@ pub mod webhooks;
 /// The connection and transaction types the layers above pass back into the store: they hold
 /// one, never use it themselves (`tests/it/layering.rs` keeps SQL below `src/store`).
 pub use conn::{Connection, Transaction};
-use conn::{DbError, DbResult, Manager, Row};
+use conn::{DbError, DbResult, Manager, OptionalExtension, Row};
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{ErrorCode, OpenFlags};
@@ -245,12 +245,15 @@ impl From<r2d2::Error> for StoreError {
 
 pub type Conn = PooledConnection<Manager>;
 
-/// Where the database lives. `:memory:` is a file in a private temporary directory that is
-/// removed when the `Db` is dropped: WAL needs a real file.
+/// Where the database lives: a SQLite file (`:memory:` is a file in a private temporary
+/// directory that is removed when the `Db` is dropped: WAL needs a real file), or a PostgreSQL
+/// database named by a `postgres://` URL.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<Manager>,
-    path: PathBuf,
+    place: Place,
+    /// The database as logs and errors name it (a URL without its password).
+    shown: std::sync::Arc<str>,
     /// The page cap applied before every write (`--max-db-pages`); 0 when never configured.
     page_limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Opened on a file without write permission: reads are served, writes refused.
@@ -259,7 +262,35 @@ pub struct Db {
     /// (which sleeps in growing steps and made writes under load wait ~100 ms for a lock
     /// that was free after a few).
     write_gate: std::sync::Arc<parking_lot::Mutex<()>>,
-    _tmp: Option<std::sync::Arc<tempfile::TempDir>>,
+}
+
+#[derive(Clone)]
+enum Place {
+    File {
+        path: PathBuf,
+        _tmp: Option<std::sync::Arc<tempfile::TempDir>>,
+    },
+    Postgres(Box<postgres::Config>),
+}
+
+/// Whether `db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// `url` with its password, if any, replaced: what logs and errors may show.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}{}", &rest[authority_end..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Page cache per pooled connection, in KiB; the executor's own connections get more.
@@ -386,8 +417,12 @@ impl Default for OpenOptions {
 }
 
 impl Db {
-    /// Opens (creating if needed) and migrates the database at `path` (`:memory:` for a temporary one).
+    /// Opens (creating if needed) and migrates the database at `path` (`:memory:` for a temporary
+    /// one, a `postgres://` URL for PostgreSQL).
     pub fn open(path: &str, opts: OpenOptions) -> Result<Db, StoreError> {
+        if is_postgres_url(path) {
+            return Self::open_pg(path, opts);
+        }
         let (path, tmp) = if path == ":memory:" {
             let dir = tempfile::Builder::new()
                 .prefix("quire-")
@@ -423,20 +458,64 @@ impl Db {
             .map_err(|e| StoreError::Refused(format!("cannot open {}: {e}", path.display())))?;
         let db = Db {
             pool,
-            path,
+            shown: path.display().to_string().into(),
+            place: Place::File { path, _tmp: tmp },
             page_limit,
             read_only,
             write_gate: Default::default(),
-            _tmp: tmp,
         };
         db.migrate()?;
         if read_only {
             tracing::warn!(
                 "{} is read-only: serving reads, refusing writes with 503",
-                db.path.display()
+                db.shown
             );
         }
         Ok(db)
+    }
+
+    /// Connects to the PostgreSQL database at `url` and migrates its schema (the first of the
+    /// connection's `search_path`, `public` by default).
+    fn open_pg(url: &str, opts: OpenOptions) -> Result<Db, StoreError> {
+        let shown = without_password(url);
+        let refused =
+            |e: &dyn std::fmt::Display| StoreError::Refused(format!("cannot open {shown}: {e}"));
+        if opts.max_db_pages.is_some() {
+            return Err(StoreError::Refused(format!(
+                "{shown} is PostgreSQL: --max-db-pages caps a SQLite file; limit the database's size in PostgreSQL instead"
+            )));
+        }
+        let config: postgres::Config = url.parse().map_err(|e| refused(&e))?;
+        // Connected once first so that a wrong host or password says why at once, instead of
+        // after the pool's timeout.
+        Connection::connect_pg_config(&config).map_err(|e| refused(&e))?;
+        let pool = Pool::builder()
+            .max_size(opts.max_connections)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(Manager::pg_config(config.clone()))
+            .map_err(|e| refused(&e))?;
+        let db = Db {
+            pool,
+            shown: shown.into(),
+            place: Place::Postgres(Box::new(config)),
+            page_limit: Default::default(),
+            read_only: false,
+            write_gate: Default::default(),
+        };
+        let mut c = db.conn()?;
+        migrate::migrate_pg(&mut c, &db.shown)?;
+        Ok(db)
+    }
+
+    /// Whether this is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.place, Place::Postgres(_))
+    }
+
+    /// The database as logs and messages name it.
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
     pub fn read_only(&self) -> bool {
@@ -463,7 +542,7 @@ impl Db {
     /// Applies the current page cap to a connection about to write; nothing when none was set.
     pub fn cap_pages(&self, c: &Connection) -> Result<(), StoreError> {
         let v = self.page_limit.load(std::sync::atomic::Ordering::SeqCst);
-        if v != 0 {
+        if v != 0 && !self.is_postgres() {
             c.sqlite()?
                 .pragma_update(None, "max_page_count", v as i64)?;
         }
@@ -471,12 +550,23 @@ impl Db {
     }
 
     /// Whether writes can go on: false when read-only, within 64 pages of the page cap, or when
-    /// the file system has less than 4 MiB free.
+    /// the file system has less than 4 MiB free; on PostgreSQL, false on a standby or a
+    /// read-only session.
     pub fn writable(&self) -> Result<bool, StoreError> {
         if self.read_only {
             return Ok(false);
         }
         let c = self.conn()?;
+        let path = match &self.place {
+            Place::File { path, .. } => path,
+            Place::Postgres(_) => {
+                return Ok(c.query_row(
+                    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            }
+        };
         self.cap_pages(&c)?;
         let max: i64 = c.query_row("PRAGMA max_page_count", [], |r| r.get(0))?;
         let count: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
@@ -484,30 +574,32 @@ impl Db {
         if max - count + free < 64 {
             return Ok(false);
         }
-        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
         Ok(fs4::available_space(dir).map_or(true, |b| b >= 4 << 20))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
+        let Place::File { _tmp, .. } = &self.place else {
+            return Ok(());
+        };
         let mut c = self.conn()?;
         let current: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let shown = self.path.display().to_string();
+        let shown = self.shown.to_string();
         // Checked before anything is written, the backup included: a refused file is untouched.
         migrate::verify(&c, current, false, &shown)?;
         if self.read_only {
             if current < latest_version() {
                 return Err(StoreError::Refused(format!(
-                    "{} is read-only and needs schema migration {} first; make it writable once",
-                    self.path.display(),
+                    "{shown} is read-only and needs schema migration {} first; make it writable once",
                     latest_version()
                 )));
             }
             return Ok(());
         }
         let pending = current < latest_version();
-        if pending && current > 0 && self._tmp.is_none() {
+        if pending && current > 0 && _tmp.is_none() {
             // An upgrade: keep the database as the older version left it, next to it.
-            let dest = PathBuf::from(format!("{}.bak-{current}", self.path.display()));
+            let dest = PathBuf::from(format!("{shown}.bak-{current}"));
             if !dest.exists() {
                 let mut out = rusqlite::Connection::open(&dest)?;
                 rusqlite::backup::Backup::new(c.sqlite()?, &mut out)?.run_to_completion(
@@ -516,8 +608,7 @@ impl Db {
                     None,
                 )?;
                 tracing::info!(
-                    "backed up {} to {} before migrating it from schema version {current} to {}",
-                    self.path.display(),
+                    "backed up {shown} to {} before migrating it from schema version {current} to {}",
                     dest.display(),
                     latest_version()
                 );
@@ -540,8 +631,72 @@ impl Db {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The SQLite file; `None` for PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.place {
+            Place::File { path, .. } => Some(path),
+            Place::Postgres(_) => None,
+        }
+    }
+
+    /// What the database occupies: the SQLite file and its WAL, or the PostgreSQL schema's
+    /// tables with their indexes and TOAST.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        match &self.place {
+            Place::File { path, .. } => {
+                let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                let wal = PathBuf::from(format!("{}-wal", path.display()));
+                Ok(size(path) + size(&wal))
+            }
+            Place::Postgres(_) => {
+                let bytes: i64 = self.conn()?.query_row(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok(bytes.max(0) as u64)
+            }
+        }
+    }
+
+    /// Held by one `quire serve` on a PostgreSQL schema for as long as the returned connection
+    /// lives; `Refused` when another holds it. (A SQLite file is locked through `<db>.lock`
+    /// before it is opened; `None` here.)
+    pub fn lock_for_serve(&self) -> Result<Option<Connection>, StoreError> {
+        if !self.is_postgres() {
+            return Ok(None);
+        }
+        let c = self.dedicated()?;
+        let got: bool = c.query_row(
+            &format!(
+                "SELECT pg_try_advisory_lock({}, hashtext(current_schema()))",
+                conn::PG_SERVE_LOCK
+            ),
+            [],
+            |r| r.get(0),
+        )?;
+        if !got {
+            let holder: Option<i64> = c
+                .query_row(
+                    &format!(
+                        "SELECT pid::bigint FROM pg_locks
+                         WHERE locktype = 'advisory' AND classid = {} AND objid = hashtext(current_schema())::oid
+                           AND granted LIMIT 1",
+                        conn::PG_SERVE_LOCK
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let holder = holder.map_or_else(String::new, |p| format!(" (server process {p})"));
+            return Err(StoreError::Refused(format!(
+                "the database {} is in use by another quire serve{holder}; stop it, or pass --allow-shared to start anyway",
+                self.shown
+            )));
+        }
+        Ok(Some(c))
     }
 
     pub fn conn(&self) -> Result<Conn, StoreError> {
@@ -580,6 +735,8 @@ impl Db {
         let _turn = self.write_gate();
         let mut c = self.conn()?;
         self.cap_pages(&c)?;
+        // PostgreSQL commits durably whatever is asked (`synchronous_commit` stays on).
+        let durable = durable && !self.is_postgres();
         if durable {
             c.sqlite()
                 .map_err(StoreError::from)?
@@ -602,7 +759,11 @@ impl Db {
 
     /// A plain connection outside the pool, for long-lived single users (key cache, writer).
     pub fn dedicated(&self) -> Result<Connection, StoreError> {
-        let c = rusqlite::Connection::open_with_flags(&self.path, open_flags(self.read_only))?;
+        let path = match &self.place {
+            Place::File { path, .. } => path,
+            Place::Postgres(config) => return Ok(Connection::connect_pg_config(config)?),
+        };
+        let c = rusqlite::Connection::open_with_flags(path, open_flags(self.read_only))?;
         apply_pragmas(
             &c,
             self.page_limit.load(std::sync::atomic::Ordering::SeqCst),
@@ -622,6 +783,9 @@ const WAL_RESET_FRAMES: i64 = 8192;
 /// past `WAL_RESET_FRAMES`, one short pass under the write gate copies the rest so the next
 /// commit starts the log from its beginning; when writes stop, the log is truncated.
 pub fn checkpointer(db: Db, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    if db.is_postgres() {
+        return;
+    }
     let conn = match db.dedicated() {
         Ok(c) => c,
         Err(e) => {
@@ -655,6 +819,28 @@ pub fn checkpointer(db: Db, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
         }
         last_log = log;
     }
+}
+
+/// Creates (`create`) or drops, with everything in it, the schema `name` of the PostgreSQL
+/// server at `url`: the disposable databases of test suites (`testing::TestDb`).
+pub fn pg_schema(url: &str, name: &str, create: bool) -> Result<(), StoreError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Refused(format!(
+            "{name:?} is not a plain schema name"
+        )));
+    }
+    let c = Connection::connect_pg(url)?;
+    let sql = if create {
+        format!("CREATE SCHEMA {name}")
+    } else {
+        format!("DROP SCHEMA {name} CASCADE")
+    };
+    c.execute_batch(&sql)?;
+    Ok(())
 }
 
 /// Reads an optional row: `Ok(None)` when no row matched.
@@ -719,19 +905,35 @@ pub fn begin_immediate(c: &mut Connection) -> Result<Transaction<'_>, StoreError
 
 /// Copies what it can of the WAL into the database without waiting for readers.
 pub fn checkpoint_passive(c: &Connection) -> Result<(), StoreError> {
+    if c.dialect() == sql::Dialect::Postgres {
+        return Ok(());
+    }
     c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
     Ok(())
 }
 
 /// Folds the whole WAL back into the database file (at a clean stop).
 pub fn checkpoint_truncate(c: &Connection) -> Result<(), StoreError> {
+    if c.dialect() == sql::Dialect::Postgres {
+        return Ok(());
+    }
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     Ok(())
 }
 
-/// A counter that changes whenever another connection commits (SQLite's `data_version`).
+/// A counter that changes whenever another connection commits (SQLite's `data_version`). On
+/// PostgreSQL, a hash of the current snapshot: a commit anywhere in the cluster changes it (it
+/// leaves the in-progress list, or the next transaction id moved), and equal snapshots see the
+/// same rows; other databases' commits only cost a cache a miss.
 pub fn data_version(c: &Connection) -> Result<i64, StoreError> {
-    Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    match c.dialect() {
+        sql::Dialect::Sqlite => Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?),
+        sql::Dialect::Postgres => Ok(c.query_row(
+            "SELECT hashtextextended(pg_current_snapshot()::text, 0)",
+            [],
+            |r| r.get(0),
+        )?),
+    }
 }
 
 pub fn optional<T>(r: DbResult<T>) -> Result<Option<T>, StoreError> {
@@ -741,6 +943,13 @@ pub fn optional<T>(r: DbResult<T>) -> Result<Option<T>, StoreError> {
 /// Copies the live database at `db` to `dest` with SQLite's online backup API: a consistent
 /// snapshot while the service keeps running. `dest` must not exist.
 pub fn backup(db: &Db, dest: &Path) -> Result<(), StoreError> {
+    if db.is_postgres() {
+        return Err(StoreError::Refused(format!(
+            "{} is PostgreSQL: back it up with PostgreSQL's own tools, e.g. `pg_dump --format=custom --file={} '<the same URL>'` (quire backup copies SQLite files)",
+            db.shown,
+            dest.display()
+        )));
+    }
     if dest.exists() {
         return Err(StoreError::Refused(format!(
             "{} exists; choose a new file",
@@ -771,10 +980,7 @@ impl ChangeWatch {
     }
 
     pub fn version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .lock()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        data_version(&self.conn.lock())
     }
 }
 
@@ -842,7 +1048,7 @@ mod tests {
     #[test]
     fn memory_database_is_a_real_file_removed_on_drop() {
         let db = Db::open(":memory:", OpenOptions::default()).unwrap();
-        let p = db.path().to_path_buf();
+        let p = db.path().unwrap().to_path_buf();
         assert!(p.exists());
         let mode: String = db
             .conn()

@@ -246,7 +246,7 @@ pub struct KindUsage {
 pub fn org_usage(c: &Connection, org_id: &str, since: &str) -> Result<Vec<KindUsage>, StoreError> {
     let rows = c
         .prepare_cached(
-            "SELECT p.kind, mc.model, count(*), sum(mc.tokens_in), sum(mc.tokens_out), sum(mc.cost)
+            "SELECT p.kind, mc.model, count(*), CAST(sum(mc.tokens_in) AS BIGINT), CAST(sum(mc.tokens_out) AS BIGINT), sum(mc.cost)
              FROM model_calls mc JOIN pipeline_docs pd ON pd.seq = mc.pd_seq
              JOIN pipelines p ON p.id = pd.pipeline_id
              WHERE p.org_id = ?1 AND mc.created_at >= ?2

@@ -730,7 +730,7 @@ pub struct Settled {
 /// fields waiting for a reviewer.
 pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
     let mut st = c.prepare_cached(
-        "SELECT CASE WHEN s.generation < p.lazy_generation THEN 'queued' ELSE s.status END, sum(s.count)
+        "SELECT CASE WHEN s.generation < p.lazy_generation THEN 'queued' ELSE s.status END, CAST(sum(s.count) AS BIGINT)
          FROM pipeline_status_counts s JOIN pipelines p ON p.id = s.pipeline_id
          WHERE s.count > 0 GROUP BY 1 ORDER BY 1",
     )?;
@@ -739,10 +739,10 @@ pub fn metric_gauges(c: &Connection) -> Result<Gauges, StoreError> {
         .collect::<Result<Vec<_>, _>>()?;
     // Less the stale rows of documents pending a whole-run rerun's reset (migration 16).
     let review_queue = c.query_row(
-        "SELECT (SELECT coalesce(sum(count), 0) FROM held_counts)
+        "SELECT CAST((SELECT coalesce(sum(count), 0) FROM held_counts)
               - (SELECT count(*) FROM pipelines p CROSS JOIN held_fields h CROSS JOIN pipeline_docs pd
                  WHERE p.lazy_held = 1 AND h.pipeline_id = p.id AND pd.seq = h.pd_seq
-                   AND pd.generation < p.lazy_generation)",
+                   AND pd.generation < p.lazy_generation) AS BIGINT)",
         [],
         |r| r.get(0),
     )?;

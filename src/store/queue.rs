@@ -753,7 +753,14 @@ pub fn org_of(c: &Connection, pipeline_id: &str) -> Result<String, StoreError> {
 /// The executor writer's own connection. Multi-row statements keep a statement journal; the
 /// writer's transactions are bounded (a batch), so it can live in memory. API transactions keep
 /// theirs on file: a rerun of 100,000 documents would journal hundreds of MB.
+///
+/// On PostgreSQL its commits do not wait for the server's WAL flush (`synchronous_commit =
+/// off`), as SQLite's writer commits with `synchronous = NORMAL`: a server crash may lose the
+/// last moments of progress, which the queue redoes, never a client's acknowledged write.
 pub fn writer_pragmas(c: &Connection) -> Result<(), StoreError> {
-    c.execute_batch("PRAGMA temp_store=MEMORY")?;
+    match c.dialect() {
+        Dialect::Sqlite => c.execute_batch("PRAGMA temp_store=MEMORY")?,
+        Dialect::Postgres => c.execute_batch("SET synchronous_commit = off")?,
+    }
     Ok(())
 }

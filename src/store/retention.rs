@@ -143,6 +143,10 @@ pub fn purge_documents(c: &Connection, seqs: &[i64], cutoff: &str) -> Result<Pur
 /// Gives up to `pages` free pages back to the file system (databases created with incremental
 /// auto-vacuum); returns how many free pages are left.
 pub fn vacuum_step(c: &Connection, pages: i64) -> Result<i64, StoreError> {
+    if c.dialect() == Dialect::Postgres {
+        // Autovacuum makes the space reusable; PostgreSQL gives none back to the file system.
+        return Ok(0);
+    }
     // The pragma frees one page per row it steps: every row must be read.
     let mut st = c.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
     let mut rows = st.query([])?;
@@ -153,6 +157,9 @@ pub fn vacuum_step(c: &Connection, pages: i64) -> Result<i64, StoreError> {
 /// Whether the file can shrink: auto-vacuum is incremental (2). Databases made before
 /// migration 10 keep their free pages for later writes instead.
 pub fn shrinks(c: &Connection) -> Result<bool, StoreError> {
+    if c.dialect() == Dialect::Postgres {
+        return Ok(false);
+    }
     Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 2)
 }
 

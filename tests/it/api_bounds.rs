@@ -303,7 +303,7 @@ fn a_page_that_cannot_be_read_is_an_error_envelope_not_an_empty_success() {
     let pid = r.body["id"].as_str().unwrap().to_string();
     settle(&api, &pid);
     // A stored value that no longer decodes (a damaged row): reading it must fail loudly.
-    let db = rusqlite::Connection::open(api.srv.db_arg()).unwrap();
+    let db = api.srv.store_connection();
     db.execute("UPDATE pipeline_docs SET restarts = '[[2,' ", [])
         .unwrap();
     drop(db);

@@ -621,7 +621,7 @@ fn the_decision_log_and_cells_refuse_update_and_delete_through_sql() {
         .status,
         200
     );
-    let c = rusqlite::Connection::open(&api.srv.db_path).unwrap();
+    let c = api.srv.store_connection();
     for sql in [
         "UPDATE review_decisions SET action = 'approve'",
         "DELETE FROM review_decisions",

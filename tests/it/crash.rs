@@ -165,8 +165,7 @@ fn a_document_claimed_three_times_without_a_commit_ends_error_and_the_run_settle
     );
     assert_eq!(r.status, 201, "{}", r.text);
     let pid = r.body["id"].as_str().unwrap().to_string();
-    let db = rusqlite::Connection::open(&api.srv.db_path).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let db = api.srv.store_connection();
     let n = db
         .execute(
             "UPDATE pipeline_docs SET attempts = 3 WHERE pipeline_id = ?1 AND ordinal = 0",

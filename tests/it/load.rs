@@ -181,7 +181,7 @@ fn load(secs: u64) {
     for p in &t.pipelines {
         crate::common::world::wait_settled(&api, p);
     }
-    let db = rusqlite::Connection::open(&api.srv.db_path).unwrap();
+    let db = api.srv.store_connection();
     let exists = |sql: &str, id: &str| -> bool { db.query_row(sql, [id], |_| Ok(())).is_ok() };
     for d in &t.documents {
         assert!(

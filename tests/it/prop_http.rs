@@ -8,34 +8,86 @@ use quire::http::ROUTES;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-/// A digest of every row of every table: equal digests mean nothing was written.
-fn fingerprint(db: &rusqlite::Connection) -> String {
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+/// The service's database as the test reads it: the SQLite file, or the PostgreSQL schema.
+enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(quire::store::Connection),
+}
+
+/// The columns of `table` that the request writes: the webhook dispatcher records its attempts
+/// beside the requests (the World has a webhook), and those columns are its writes.
+fn written_columns(table: &str) -> &'static str {
+    match table {
+        "webhook_deliveries" => "seq, id, webhook_seq, event_seq, redelivery_of, created_at",
+        "webhooks" => "seq, id, org_id, url, events, description, active, secret, previous_secret, previous_secret_until, disabled_reason, created_at, updated_at",
+        _ => "*",
+    }
+}
+
+/// A digest of every row of every table: equal digests mean nothing was written. Rows are
+/// digested one by one and sorted, so the order a table is read in does not matter.
+fn fingerprint(db: &Db) -> String {
     let mut h = Sha256::new();
-    for t in tables {
-        // The webhook dispatcher records its attempts beside the requests (the World has a
-        // webhook): those columns are its writes, not the request's.
-        let columns = match t.as_str() {
-            "webhook_deliveries" => "seq, id, webhook_seq, event_seq, redelivery_of, created_at",
-            "webhooks" => "seq, id, org_id, url, events, description, active, secret, previous_secret, previous_secret_until, disabled_reason, created_at, updated_at",
-            _ => "*",
-        };
-        let mut st = db
-            .prepare(&format!("SELECT {columns} FROM \"{t}\""))
-            .unwrap();
-        let n = st.column_count();
-        let mut rows = st.query([]).unwrap();
-        h.update(t.as_bytes());
-        while let Some(row) = rows.next().unwrap() {
-            for i in 0..n {
-                let v: rusqlite::types::Value = row.get(i).unwrap();
-                h.update(format!("{v:?}|").as_bytes());
+    match db {
+        Db::Sqlite(db) => {
+            let tables: Vec<String> = db
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            for t in tables {
+                let columns = written_columns(&t);
+                let mut st = db
+                    .prepare(&format!("SELECT {columns} FROM \"{t}\""))
+                    .unwrap();
+                let n = st.column_count();
+                let mut rows = st.query([]).unwrap();
+                let mut digests = Vec::new();
+                while let Some(row) = rows.next().unwrap() {
+                    let mut r = String::new();
+                    for i in 0..n {
+                        let v: rusqlite::types::Value = row.get(i).unwrap();
+                        r.push_str(&format!("{v:?}|"));
+                    }
+                    digests.push(r);
+                }
+                digests.sort();
+                h.update(t.as_bytes());
+                for d in digests {
+                    h.update(d.as_bytes());
+                }
+            }
+        }
+        Db::Postgres(db) => {
+            let tables: Vec<String> = db
+                .prepare(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1",
+                )
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            for t in tables {
+                let columns = match written_columns(&t) {
+                    "*" => "x.*",
+                    some => some,
+                };
+                let mut digests: Vec<String> = db
+                    .prepare(&format!("SELECT md5(ROW({columns})::text) FROM \"{t}\" x"))
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                digests.sort();
+                h.update(t.as_bytes());
+                for d in digests {
+                    h.update(d.as_bytes());
+                }
             }
         }
     }
@@ -137,7 +189,11 @@ fn write_routes() -> Vec<(&'static str, &'static str)> {
 fn arbitrary_bodies_at_every_write_route_never_5xx_and_refusals_write_nothing() {
     let api = start();
     let world = World::build(&api);
-    let db = rusqlite::Connection::open(&api.srv.db_path).unwrap();
+    let db = if on_postgres() {
+        Db::Postgres(api.srv.store_connection())
+    } else {
+        Db::Sqlite(rusqlite::Connection::open(&api.srv.db_path).unwrap())
+    };
     let routes = write_routes();
     assert!(routes.len() >= 20, "{routes:?}");
     let cases = std::env::var("PROPTEST_CASES")

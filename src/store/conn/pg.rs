@@ -20,20 +20,25 @@ type BoxError = Box<dyn Error + Sync + Send>;
 const CACHE_LIMIT: usize = 1024;
 
 pub(super) struct PgConn {
-    client: RefCell<postgres::Client>,
+    /// Dropped by hand (`Drop`): closing the client blocks too.
+    client: std::mem::ManuallyDrop<RefCell<postgres::Client>>,
     /// Prepared statements by their text as the store wrote it (`?N`).
     statements: RefCell<HashMap<String, postgres::Statement>>,
     /// A statement failed since the last `BEGIN` or `ROLLBACK`: PostgreSQL has aborted the
     /// transaction, and would answer its `COMMIT` by rolling back without an error.
     failed: Cell<bool>,
+    /// A transaction is open: a `BEGIN` ran and no `COMMIT` or `ROLLBACK` (but to a savepoint)
+    /// ended it. The client does not say, and a rollback outside one only warns.
+    open: Cell<bool>,
 }
 
 impl PgConn {
     pub(super) fn new(client: postgres::Client) -> Self {
         PgConn {
-            client: RefCell::new(client),
+            client: std::mem::ManuallyDrop::new(RefCell::new(client)),
             statements: RefCell::new(HashMap::new()),
             failed: Cell::new(false),
+            open: Cell::new(false),
         }
     }
 
@@ -43,6 +48,15 @@ impl PgConn {
             self.failed.set(true);
         }
         r
+    }
+
+    fn on_client<R: Send>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<R, postgres::Error> + Send,
+    ) -> DbResult<R> {
+        let mut client = self.client.borrow_mut();
+        let client: &mut postgres::Client = &mut client;
+        Ok(off_runtime(|| f(client))?)
     }
 
     /// Whether a statement failed since the transaction began (or a savepoint was rolled back to).
@@ -55,12 +69,8 @@ impl PgConn {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let prepared = self.noted(
-            self.client
-                .borrow_mut()
-                .prepare(&crate::store::sql::numbered(sql))
-                .map_err(DbError::from),
-        )?;
+        let text = crate::store::sql::numbered(sql);
+        let prepared = self.noted(self.on_client(|c| c.prepare(&text)))?;
         if cached {
             let mut cache = self.statements.borrow_mut();
             if cache.len() >= CACHE_LIMIT {
@@ -77,10 +87,7 @@ impl PgConn {
         values: &[&dyn ToSql],
     ) -> DbResult<usize> {
         let n = self.noted(with_bound(values, |bound| {
-            self.client
-                .borrow_mut()
-                .execute(st, bound)
-                .map_err(DbError::from)
+            self.on_client(|c| c.execute(st, bound))
         }))?;
         Ok(n as usize)
     }
@@ -93,31 +100,66 @@ impl PgConn {
         values: &[&dyn ToSql],
     ) -> DbResult<Vec<postgres::Row>> {
         self.noted(with_bound(values, |bound| {
-            self.client
-                .borrow_mut()
-                .query(st, bound)
-                .map_err(DbError::from)
+            self.on_client(|c| c.query(st, bound))
         }))
     }
 
     pub(super) fn batch(&self, sql: &str) -> DbResult<()> {
-        let head = sql.trim_start().get(..8).unwrap_or("").to_ascii_uppercase();
+        let head = sql.trim_start();
+        let begins = starts_with_ci(head, "BEGIN");
+        let rolls_back = starts_with_ci(head, "ROLLBACK");
+        // `BEGIN` counts as run even when a later statement of its batch failed (the writers'
+        // lock timing out): the transaction is then open, and aborted.
+        if begins {
+            self.open.set(true);
+        } else if starts_with_ci(head, "COMMIT")
+            || (rolls_back && !starts_with_ci(head.get(8..).unwrap_or("").trim_start(), "TO"))
+        {
+            // Ended either way: a failed COMMIT rolls back too.
+            self.open.set(false);
+        }
+        let r = self.noted(self.on_client(|c| c.batch_execute(sql)));
         // A new transaction, or a rollback (to a savepoint too), clears PostgreSQL's aborted state.
-        let clears = head.starts_with("BEGIN") || head.starts_with("ROLLBACK");
-        let r = self.noted(
-            self.client
-                .borrow_mut()
-                .batch_execute(sql)
-                .map_err(DbError::from),
-        );
-        if r.is_ok() && clears {
+        if r.is_ok() && (begins || rolls_back) {
             self.failed.set(false);
         }
         r
     }
 
+    pub(super) fn in_transaction(&self) -> bool {
+        self.open.get() && !self.is_closed()
+    }
+
     pub(super) fn is_closed(&self) -> bool {
         self.client.borrow().is_closed()
+    }
+}
+
+/// Runs `f`, which drives the client, where the client may block. The synchronous client
+/// runs its own runtime with `block_on`, which tokio refuses on a thread inside another
+/// runtime (actix's, where start-up and middleware run); there a thread of the moment runs it,
+/// borrowing what it needs. Elsewhere (the blocking pool, the executor) it runs in place.
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|h| h.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and `self.client` is never used again.
+        let client = unsafe { std::mem::ManuallyDrop::take(&mut self.client) };
+        off_runtime(move || drop(client));
     }
 }
 

@@ -45,6 +45,21 @@ fn test_log() {
     }
 }
 
+/// Whether this run's store is PostgreSQL (`QUIRE_TEST_STORE=postgres`, `testing::TestDb`).
+pub fn on_postgres() -> bool {
+    quire::testing::testing_postgres()
+}
+
+/// True, with a notice, when the store is PostgreSQL: for tests of what only a SQLite file has
+/// (a page cap, file permissions, a damaged file, the online backup).
+pub fn sqlite_only(what: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("notice: {what} is SQLite's own; skipped on PostgreSQL");
+    }
+    skip
+}
+
 pub fn start() -> Api {
     start_with(|_| {})
 }
