@@ -98,13 +98,7 @@ impl TestServer {
     /// A connection of the test's own to the service's database, SQLite or PostgreSQL, for
     /// looking inside (or breaking) what the service stored.
     pub fn store_connection(&self) -> crate::store::Connection {
-        let db = self.db_arg();
-        let c = if crate::store::is_postgres_url(&db) {
-            crate::store::Connection::connect_pg(&db)
-        } else {
-            crate::store::Connection::open(&self.db_path)
-        };
-        c.expect("a connection to the test server's database")
+        connect(&self.db_arg()).expect("a connection to the test server's database")
     }
 }
 
@@ -180,11 +174,24 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let TestPlace::Postgres { server, schema } = &self.place {
+            let journal =
+                crate::alloc_journal::journal_path(&crate::store::state_path_of(&self.db));
+            let _ = std::fs::remove_file(journal);
             if let Err(e) = crate::store::pg_schema(server, schema, false) {
                 eprintln!("warning: the test schema {schema} was not dropped: {e}");
             }
         }
     }
+}
+
+/// A connection of a test's own to the database `db` names (what `--db` takes), SQLite or
+/// PostgreSQL.
+pub fn connect(db: &str) -> Result<crate::store::Connection, crate::store::StoreError> {
+    Ok(if crate::store::is_postgres_url(db) {
+        crate::store::Connection::connect_pg(db)?
+    } else {
+        crate::store::Connection::open(db)?
+    })
 }
 
 /// The `quire` binary beside a test executable (`target/<profile>/quire` for

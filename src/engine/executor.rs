@@ -98,11 +98,7 @@ impl Executor {
         if db.read_only() {
             return Ok(Self::idle(shutdown_timeout));
         }
-        // The journal sits beside a SQLite file; PostgreSQL has no file of ours to sit beside.
-        let failed_allocations = db
-            .path()
-            .map(crate::alloc_journal::read)
-            .unwrap_or_default();
+        let failed_allocations = crate::alloc_journal::read(&db.state_path());
         let r = db.write(false, |tx| {
             for e in &failed_allocations {
                 let cause = format!("an allocation of {} bytes failed", e.bytes);
@@ -128,11 +124,7 @@ impl Executor {
         for (seq, why) in &r.quarantined {
             tracing::warn!("document {seq} quarantined: {why}");
         }
-        let journal = match db.path() {
-            Some(path) => crate::alloc_journal::open(path).map_err(|e| e.to_string()),
-            None => Err("the database is PostgreSQL".to_string()),
-        };
-        if let Err(e) = journal {
+        if let Err(e) = crate::alloc_journal::open(&db.state_path()) {
             tracing::warn!("no allocation journal (a failed allocation will need two unclean exits to quarantine its document): {e}");
         }
         let limits = Arc::new(limits);

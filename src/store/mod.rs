@@ -278,6 +278,20 @@ pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
+/// `Db::state_path` of the database `db` names, without opening it.
+pub fn state_path_of(db: &str) -> PathBuf {
+    if is_postgres_url(db) {
+        pg_state_path(&without_password(db))
+    } else {
+        PathBuf::from(db)
+    }
+}
+
+fn pg_state_path(shown: &str) -> PathBuf {
+    let digest = crate::domain::canonical::sha256_hex(shown.as_bytes());
+    std::env::temp_dir().join(format!("quire-{}", &digest[..16]))
+}
+
 /// `url` with its password, if any, replaced: what logs and errors may show.
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -636,6 +650,16 @@ impl Db {
         match &self.place {
             Place::File { path, .. } => Some(path),
             Place::Postgres(_) => None,
+        }
+    }
+
+    /// Where this process keeps its own files about the database (the allocation journal):
+    /// beside the SQLite file, or, for PostgreSQL, in the temporary directory under a name
+    /// drawn from the database's URL, so a restart on the same host finds what it left.
+    pub fn state_path(&self) -> PathBuf {
+        match &self.place {
+            Place::File { path, .. } => path.clone(),
+            Place::Postgres(_) => pg_state_path(&self.shown),
         }
     }
 
@@ -1043,6 +1067,33 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("newer Quire"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password_and_keeps_its_state_apart() {
+        assert!(is_postgres_url("postgres://u@h/db") && is_postgres_url("postgresql://h/db"));
+        assert!(!is_postgres_url("quire.db") && !is_postgres_url("postgres.db"));
+        assert_eq!(
+            without_password("postgres://quire:s3cret@db.example:5432/q?sslmode=disable"),
+            "postgres://quire:***@db.example:5432/q?sslmode=disable"
+        );
+        assert_eq!(
+            without_password("postgresql://quire@db/q"),
+            "postgresql://quire@db/q"
+        );
+        // An `@` in the query is not the authority's.
+        assert_eq!(
+            without_password("postgresql://db/q?options=a@b"),
+            "postgresql://db/q?options=a@b"
+        );
+        let a = state_path_of("postgres://u:one@h/a");
+        assert_eq!(
+            a,
+            state_path_of("postgres://u:two@h/a"),
+            "the password is not part of it"
+        );
+        assert_ne!(a, state_path_of("postgres://u@h/b"));
+        assert_eq!(state_path_of("x/quire.db"), PathBuf::from("x/quire.db"));
     }
 
     #[test]

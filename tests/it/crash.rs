@@ -47,8 +47,8 @@ fn spec(api: &Remote) -> String {
 
 #[test]
 fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db").to_string_lossy().into_owned();
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.clone();
     let (mut child, port) = spawn_server(&db, KEY, &["--workers", "2"]);
     let api = Remote::new(port, KEY);
     let sid = spec(&api);
@@ -108,11 +108,11 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let c = rusqlite::Connection::open(&db).unwrap();
+    let c = quire::testing::connect(&db).unwrap();
     let dups: i64 = c
         .query_row(
             "SELECT count(*) FROM (SELECT pd_seq, field_key, phase_index, generation, pass FROM cells
-             GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1)",
+             GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1) AS d",
             [],
             |r| r.get(0),
         )
@@ -121,7 +121,7 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
     let vdups: i64 = c
         .query_row(
             "SELECT count(*) FROM (SELECT pd_seq, field_key, phase_index, generation, pass FROM verdicts
-             GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1)",
+             GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1) AS d",
             [],
             |r| r.get(0),
         )
@@ -129,7 +129,7 @@ fn a_killed_run_finishes_after_restart_with_no_duplicate_or_missing_versions() {
     assert_eq!(vdups, 0, "duplicate verdicts");
     let full: i64 = c
         .query_row(
-            "SELECT count(*) FROM (SELECT pd_seq FROM cells WHERE phase_index = 1 GROUP BY pd_seq HAVING count(*) = 7)",
+            "SELECT count(*) FROM (SELECT pd_seq FROM cells WHERE phase_index = 1 GROUP BY pd_seq HAVING count(*) = 7) AS d",
             [],
             |r| r.get(0),
         )
@@ -230,7 +230,7 @@ fn poison_run(db: &str, flags: &[&str], n: usize) -> (std::process::Child, Strin
         _ => {
             let mut child = child;
             dies(&mut child);
-            let c = rusqlite::Connection::open(db).unwrap();
+            let c = quire::testing::connect(db).unwrap();
             let id: String = c
                 .query_row("SELECT id FROM pipelines", [], |r| r.get(0))
                 .unwrap();
@@ -243,9 +243,7 @@ fn poison_run(db: &str, flags: &[&str], n: usize) -> (std::process::Child, Strin
 /// Waits for the process to die on its own.
 /// Whether a document of the database was set aside (quarantined), read beside the service.
 fn quarantined(db: &str) -> bool {
-    let Ok(c) =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
+    let Ok(c) = quire::testing::connect(db) else {
         return false;
     };
     c.query_row(
@@ -285,8 +283,8 @@ fn settled_with_one_quarantined(port: u16, pid: &str, n: usize, why: &str) {
 
 #[test]
 fn a_document_whose_worker_recorded_its_abort_is_quarantined_after_one_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("poison.db").to_string_lossy().into_owned();
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.clone();
     let flags = ["--workers", "2", "--fault-abort-on", POISON];
     let (mut child, pid) = poison_run(&db, &flags, 60);
     dies(&mut child);
@@ -307,8 +305,8 @@ fn a_document_whose_allocation_failed_is_quarantined_after_one_restart_by_the_jo
     // The worker itself records nothing: the process dies of a failed allocation, and only the
     // binary's allocator, writing to the allocation journal before Rust aborts, can tell which
     // document it was on. Without the journal the poison would need two more exits alone.
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("poison.db").to_string_lossy().into_owned();
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.clone();
     let flags = [
         "--workers",
         "2",
@@ -318,7 +316,10 @@ fn a_document_whose_allocation_failed_is_quarantined_after_one_restart_by_the_jo
     ];
     let (mut child, pid) = poison_run(&db, &flags, 60);
     dies(&mut child);
-    let journal = std::fs::read_to_string(format!("{db}.alloc-journal")).unwrap();
+    let journal = std::fs::read_to_string(quire::alloc_journal::journal_path(
+        &quire::store::state_path_of(&db),
+    ))
+    .unwrap();
     assert!(
         journal.lines().any(|l| l.ends_with(" 4611686018427387904")),
         "the failed allocation is journaled: {journal:?}"
@@ -334,7 +335,10 @@ fn a_document_whose_allocation_failed_is_quarantined_after_one_restart_by_the_jo
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        std::fs::read_to_string(format!("{db}.alloc-journal")).unwrap(),
+        std::fs::read_to_string(quire::alloc_journal::journal_path(
+            &quire::store::state_path_of(&db)
+        ))
+        .unwrap(),
         "",
         "a new process starts an empty journal"
     );
@@ -342,8 +346,8 @@ fn a_document_whose_allocation_failed_is_quarantined_after_one_restart_by_the_jo
 
 #[test]
 fn a_document_in_flight_at_two_consecutive_unclean_exits_is_quarantined_and_no_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("poison.db").to_string_lossy().into_owned();
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.clone();
     let flags = [
         "--workers",
         "2",

@@ -283,8 +283,8 @@ fn poison(c: &Client, sid: &str) {
 }
 
 fn soak(kills: usize, seed: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("soak.db").to_string_lossy().into_owned();
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut ledger = Ledger::default();
     let mut serial = 0;
@@ -378,7 +378,7 @@ fn soak(kills: usize, seed: u64) {
     let _ = child.kill();
     child.wait().unwrap();
 
-    let db = rusqlite::Connection::open(&db).unwrap();
+    let db = quire::testing::connect(&db).unwrap();
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
     let deliveries: Vec<(String, String)> = db
         .prepare("SELECT d.id, e.event FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq WHERE d.status = 'delivered'")
@@ -448,12 +448,12 @@ fn soak(kills: usize, seed: u64) {
         )]
     );
     assert_eq!(
-        count("SELECT count(*) FROM (SELECT 1 FROM cells GROUP BY pd_seq, field_key, phase_index, generation, pass HAVING count(*) > 1)"),
+        count("SELECT count(*) FROM (SELECT 1 FROM cells GROUP BY pd_seq, field_key, phase_index, generation, pass HAVING count(*) > 1) AS d"),
         0,
         "duplicated versions"
     );
     assert_eq!(
-        count("SELECT count(*) FROM (SELECT 1 FROM verdicts GROUP BY pd_seq, field_key, phase_index, generation, pass HAVING count(*) > 1)"),
+        count("SELECT count(*) FROM (SELECT 1 FROM verdicts GROUP BY pd_seq, field_key, phase_index, generation, pass HAVING count(*) > 1) AS d"),
         0,
         "duplicated verdicts"
     );
