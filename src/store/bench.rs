@@ -1,7 +1,9 @@
 //! What `quire bench` reads of the run it measured, and the ceiling it compares against: the
-//! same rows inserted by a bare prepared-statement loop, the fastest this SQLite can store them.
+//! same rows inserted by a bare prepared-statement loop, the fastest this database (the SQLite
+//! file's, or the PostgreSQL server's) can store them.
 
-use rusqlite::{params, Connection, OpenFlags};
+use super::conn::{params, Connection};
+use super::sql::Dialect;
 use std::time::Instant;
 
 /// A stored version's columns, to insert again in the ceiling database.
@@ -28,29 +30,87 @@ type VerdictTemplate = (
     String,
 );
 
-/// The benchmark's database, read-only beside the running service.
-pub struct BenchDb(Connection);
+/// The benchmark's database, read beside the running service.
+pub struct BenchDb {
+    c: Connection,
+    /// What `--db` named: the ceiling is measured in a database of the same kind.
+    db: String,
+}
+
+/// Whether `db` names a database the benchmark may fill: a file that does not exist yet, or a
+/// PostgreSQL schema without tables.
+pub fn is_fresh(db: &str) -> Result<bool, String> {
+    if !super::is_postgres_url(db) {
+        return Ok(!std::path::Path::new(db).exists());
+    }
+    let c = Connection::connect_pg(db).map_err(|e| e.to_string())?;
+    let tables: i64 = c
+        .query_row(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(tables == 0)
+}
 
 impl BenchDb {
-    pub fn open(path: &str) -> Result<Self, String> {
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map(BenchDb)
-            .map_err(|e| e.to_string())
+    pub fn open(db: &str) -> Result<Self, String> {
+        let c = if super::is_postgres_url(db) {
+            Connection::connect_pg(db)
+        } else {
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map(Connection::from_sqlite)
+                .map_err(Into::into)
+        };
+        Ok(BenchDb {
+            c: c.map_err(|e| e.to_string())?,
+            db: db.to_string(),
+        })
     }
 
-    /// Bytes of the pages in use (the database's size without free pages or its WAL).
+    /// Bytes in use: SQLite's pages without free pages or the WAL; PostgreSQL's tables with
+    /// their indexes and TOAST.
     pub fn used_bytes(&self) -> Result<i64, String> {
+        if self.c.dialect() == Dialect::Postgres {
+            return self
+                .c
+                .query_row(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| e.to_string());
+        }
         let q = |p: &str| {
-            self.0
+            self.c
                 .query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0))
                 .map_err(|e| e.to_string())
         };
         Ok((q("page_count")? - q("freelist_count")?) * q("page_size")?)
     }
 
+    /// Bytes the PostgreSQL server has written to its WAL so far (the service's writes are the
+    /// server's, not this process's); `None` for SQLite, whose writes this process makes.
+    pub fn server_written_bytes(&self) -> Result<Option<f64>, String> {
+        if self.c.dialect() != Dialect::Postgres {
+            return Ok(None);
+        }
+        self.c
+            .query_row(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8",
+                [],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
     /// Documents of a run that ended `partial`.
     pub fn partial_count(&self, pipeline_id: &str) -> Result<i64, String> {
-        self.0
+        self.c
             .query_row(
                 "SELECT count(*) FROM pipeline_documents WHERE pipeline_id = ?1 AND status = 'partial'",
                 [pipeline_id],
@@ -61,7 +121,7 @@ impl BenchDb {
 
     /// Versions written in a generation, by phase.
     pub fn cells_per_phase(&self, generation: i64) -> Result<Vec<(i64, i64)>, String> {
-        self.0
+        self.c
             .prepare("SELECT phase_index, count(*) FROM cells WHERE generation = ?1 GROUP BY phase_index ORDER BY phase_index")
             .and_then(|mut s| s.query_map([generation], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(|e| e.to_string())
@@ -70,7 +130,7 @@ impl BenchDb {
     /// (cells, verdicts) written in a generation.
     pub fn rows_of(&self, generation: i64) -> Result<(i64, i64), String> {
         let q = |sql: &str| {
-            self.0
+            self.c
                 .query_row(sql, [generation], |r| r.get::<_, i64>(0))
                 .map_err(|e| e.to_string())
         };
@@ -81,19 +141,37 @@ impl BenchDb {
     }
 
     /// The same rows (same tables, count and shape) inserted by a bare prepared-statement loop in
-    /// one transaction into a fresh database made from the same migrations.
+    /// one transaction into a fresh database made from the same migrations: a file beside, or a
+    /// schema of its own in the same PostgreSQL server (dropped after).
     pub fn ceiling(&self, cells: i64, verdicts: i64, docs: usize) -> Result<f64, String> {
-        let bench_db = &self.0;
+        let pg = self.c.dialect() == Dialect::Postgres;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let db = super::Db::open(
-            dir.path()
-                .join("ceiling.db")
-                .to_str()
-                .unwrap_or("ceiling.db"),
-            Default::default(),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut c = db.conn().map_err(|e| e.to_string())?;
+        let schema = format!("quire_ceiling_{:016x}", rand::random::<u64>());
+        let target = if pg {
+            super::pg_schema(&self.db, &schema, true).map_err(|e| e.to_string())?;
+            let glue = if self.db.contains('?') { '&' } else { '?' };
+            format!("{}{glue}options=-c%20search_path%3D{schema}", self.db)
+        } else {
+            dir.path().join("ceiling.db").to_string_lossy().into_owned()
+        };
+        let measured = self.ceiling_in(&target, cells, verdicts, docs);
+        if pg {
+            super::pg_schema(&self.db, &schema, false).map_err(|e| e.to_string())?;
+        }
+        measured
+    }
+
+    fn ceiling_in(
+        &self,
+        target: &str,
+        cells: i64,
+        verdicts: i64,
+        docs: usize,
+    ) -> Result<f64, String> {
+        let bench_db = &self.c;
+        let pg = bench_db.dialect() == Dialect::Postgres;
+        let db = super::Db::open(target, Default::default()).map_err(|e| e.to_string())?;
+        let c = db.conn().map_err(|e| e.to_string())?;
         let cell_tpl: Vec<CellTemplate> = bench_db
         .prepare("SELECT field_key, version, value, source, phase_index, confidence, source_text, config_version, rule_type FROM cells WHERE pd_seq = (SELECT min(pd_seq) FROM cells) AND generation = 1")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?.collect())
@@ -108,14 +186,21 @@ impl BenchDb {
         // The texts the template's verdicts refer to, copied with their ids; and how many texts
         // the run interned in all (measured right after the first run, so all of them are its):
         // the ceiling stores as many, so both sides write the same rows.
+        let mechanism_ids = if pg {
+            "SELECT CASE jsonb_typeof(e) WHEN 'array' THEN (e ->> 0)::bigint
+                      WHEN 'number' THEN (e #>> '{}')::bigint END
+             FROM verdicts v, jsonb_array_elements(v.mechanisms::jsonb) e"
+        } else {
+            "SELECT CASE e.type WHEN 'array' THEN json_extract(e.value, '$[0]') ELSE e.value END
+             FROM verdicts v, json_each(v.mechanisms) e"
+        };
         let tpl_interned: Vec<(i64, String)> = bench_db
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, text FROM interned WHERE id IN (
                      SELECT stage FROM verdicts WHERE pd_seq = (SELECT min(pd_seq) FROM verdicts) AND generation = 1
-                     UNION SELECT CASE e.type WHEN 'array' THEN json_extract(e.value, '$[0]') ELSE e.value END
-                     FROM verdicts v, json_each(v.mechanisms) e
-                     WHERE v.pd_seq = (SELECT min(pd_seq) FROM verdicts) AND v.generation = 1)",
-            )
+                     UNION {mechanism_ids}
+                     WHERE v.pd_seq = (SELECT min(pd_seq) FROM verdicts) AND v.generation = 1)"
+            ))
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(|e| e.to_string())?;
         let interned: i64 = bench_db
@@ -124,11 +209,7 @@ impl BenchDb {
         let now = crate::domain::ids::now_rfc3339();
         {
             // Parents, not timed.
-            let tx = c
-                .sqlite_mut()
-                .map_err(|e| e.to_string())?
-                .transaction()
-                .map_err(|e| e.to_string())?;
+            let tx = c.unchecked_transaction().map_err(|e| e.to_string())?;
             tx.execute(
                 "INSERT INTO organizations(id, name, created_at) VALUES ('o', 'o', ?1)",
                 [&now],
@@ -145,11 +226,12 @@ impl BenchDb {
             params![now, docs as i64],
         )
         .map_err(|e| e.to_string())?;
-            let mut d = tx.prepare("INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at) VALUES (?1, 'o', 'f', 'text/plain', 1, 'x', x'00', ?2)").map_err(|e| e.to_string())?;
+            let mut d = tx.prepare("INSERT INTO documents(id, org_id, filename, mime_type, size_bytes, sha256, content, created_at) VALUES (?1, 'o', 'f', 'text/plain', 1, 'x', ?3, ?2)").map_err(|e| e.to_string())?;
             let mut pd = tx.prepare("INSERT INTO pipeline_docs(seq, id, pipeline_id, document_id, ordinal, status, created_at, updated_at) VALUES (?1, ?2, 'p', ?2, ?1, 'complete', ?3, ?3)").map_err(|e| e.to_string())?;
             for i in 0..docs {
                 let did = format!("d{i}");
-                d.execute(params![did, now]).map_err(|e| e.to_string())?;
+                d.execute(params![did, now, [0u8].as_slice()])
+                    .map_err(|e| e.to_string())?;
                 pd.execute(params![i as i64 + 1, did, now])
                     .map_err(|e| e.to_string())?;
             }
@@ -162,14 +244,17 @@ impl BenchDb {
                 i.execute(params![id, text]).map_err(|e| e.to_string())?;
             }
             drop(i);
+            if pg {
+                // Explicit ids leave PostgreSQL's identity behind them; the timed texts follow.
+                tx.execute_batch(
+                    "SELECT setval(pg_get_serial_sequence('interned', 'id'), coalesce(max(id), 0) + 1, false) FROM interned",
+                )
+                .map_err(|e| e.to_string())?;
+            }
             tx.commit().map_err(|e| e.to_string())?;
         }
         let started = Instant::now();
-        let tx = c
-            .sqlite_mut()
-            .map_err(|e| e.to_string())?
-            .transaction()
-            .map_err(|e| e.to_string())?;
+        let tx = c.unchecked_transaction().map_err(|e| e.to_string())?;
         {
             let mut ins_c = tx
             .prepare(

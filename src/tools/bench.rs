@@ -504,8 +504,8 @@ fn timed_rerun(
 pub fn run(args: BenchArgs) -> Result<Value, String> {
     let n = args.docs.max(1);
     if let Some(db) = &args.db {
-        if std::path::Path::new(db).exists() {
-            return Err(format!("--db {db} exists; the benchmark needs a fresh file so it measures only its own work"));
+        if !crate::store::bench::is_fresh(db)? {
+            return Err(format!("--db {db} exists (a file, or a PostgreSQL schema with tables); the benchmark needs a fresh one so it measures only its own work"));
         }
     }
     let sink = match args.webhook_sink {
@@ -536,6 +536,16 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         "bench: {n} documents, database {}",
         args.db.as_deref().unwrap_or(&srv.db_arg())
     );
+    let db_path = args.db.clone().unwrap_or_else(|| srv.db_arg());
+    let db = BenchDb::open(&db_path)?;
+    // What the database's writes cost the disk: this process's writes for SQLite, the
+    // server's WAL for PostgreSQL.
+    let written_bytes = || {
+        db.server_written_bytes()
+            .ok()
+            .flatten()
+            .unwrap_or_else(written_bytes)
+    };
     let schema = setup_spec(&h)?;
     let hook = match &sink {
         Some(s) => Some(id(
@@ -577,8 +587,6 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let first_written = written_bytes() - written;
     // Each figure is printed as soon as it is known, so a long run stopped early keeps them.
     note(&format!("first run done: {:.0} docs/s", n as f64 / first_s));
-    let db_path = args.db.clone().unwrap_or_else(|| srv.db_arg());
-    let db = BenchDb::open(&db_path)?;
     // Pages in use, not the file: the WAL's size says when the checkpointer last ran.
     let stored_after_first = db.used_bytes()? as f64;
 
@@ -862,6 +870,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let out = json!({
         "webhook_deliveries": webhooks.as_ref().map(|w| w.delivered),
         "docs": n,
+        "store": if crate::store::is_postgres_url(&db_path) { "postgres" } else { "sqlite" },
         "first_run_docs_per_s": first_dps.round(),
         "first_run_rows_per_s": first_rps.round(),
         "ceiling_rows_per_s": ceiling_rps.round(),
