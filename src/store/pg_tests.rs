@@ -539,3 +539,182 @@ fn postgres_keeps_documents_with_their_pages() {
     assert_eq!(documents::search(c, &org.id, "12.50", 10).unwrap().len(), 1);
     assert!(documents::owned(c, &org.id, &doc.id).unwrap());
 }
+
+/// Rows of `sql` (no parameters) as strings, on either connection.
+fn strings(c: &Connection, sql: &str) -> Vec<Vec<String>> {
+    let mut st = c.prepare(sql).unwrap();
+    let mut rows = st.query([]).unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        let mut row = Vec::new();
+        let mut i = 0;
+        while let Ok(v) = r.get_ref(i) {
+            row.push(match v {
+                rusqlite::types::ValueRef::Null => String::new(),
+                rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            });
+            i += 1;
+        }
+        out.push(row);
+    }
+    out
+}
+
+/// The shape of a schema: per table its columns in order with NOT NULL, its primary key, its
+/// UNIQUE constraints, its foreign keys (columns → table, on delete), and the explicit indexes.
+#[derive(Debug, PartialEq)]
+struct Shape {
+    tables: std::collections::BTreeMap<String, TableShape>,
+    indexes: std::collections::BTreeSet<String>,
+}
+
+#[derive(Debug, PartialEq, Default)]
+struct TableShape {
+    columns: Vec<(String, bool)>,
+    primary_key: Vec<String>,
+    unique: std::collections::BTreeSet<Vec<String>>,
+    foreign_keys: std::collections::BTreeSet<(Vec<String>, String, String)>,
+}
+
+fn sqlite_shape(c: &Connection) -> Shape {
+    let mut tables = std::collections::BTreeMap::new();
+    for t in strings(
+        c,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    ) {
+        let t = &t[0];
+        let mut shape = TableShape::default();
+        let info = strings(c, &format!("SELECT name, \"notnull\", pk FROM pragma_table_info('{t}') ORDER BY cid"));
+        let mut pk: Vec<(i64, String)> = Vec::new();
+        for r in &info {
+            let in_pk: i64 = r[2].parse().unwrap();
+            shape.columns.push((r[0].clone(), r[1] == "1" || in_pk > 0));
+            if in_pk > 0 {
+                pk.push((in_pk, r[0].clone()));
+            }
+        }
+        pk.sort();
+        shape.primary_key = pk.into_iter().map(|(_, n)| n).collect();
+        for idx in strings(c, &format!("SELECT name, origin FROM pragma_index_list('{t}')")) {
+            let cols: Vec<String> = strings(
+                c,
+                &format!("SELECT name FROM pragma_index_info('{}') ORDER BY seqno", idx[0]),
+            )
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+            match idx[1].as_str() {
+                "u" => {
+                    shape.unique.insert(cols);
+                }
+                "pk" if shape.primary_key.is_empty() => shape.primary_key = cols,
+                _ => {}
+            }
+        }
+        let fks = strings(
+            c,
+            &format!("SELECT id, \"from\", \"table\", on_delete FROM pragma_foreign_key_list('{t}') ORDER BY id, seq"),
+        );
+        let mut by_id: std::collections::BTreeMap<String, (Vec<String>, String, String)> =
+            Default::default();
+        for r in fks {
+            let e = by_id
+                .entry(r[0].clone())
+                .or_insert_with(|| (Vec::new(), r[2].clone(), r[3].clone()));
+            e.0.push(r[1].clone());
+        }
+        shape.foreign_keys = by_id.into_values().collect();
+        tables.insert(t.clone(), shape);
+    }
+    let indexes = strings(
+        c,
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
+    Shape { tables, indexes }
+}
+
+fn postgres_shape(c: &Connection) -> Shape {
+    let mut tables = std::collections::BTreeMap::new();
+    for r in strings(
+        c,
+        "SELECT table_name::text, column_name::text, (is_nullable = 'NO')::int
+         FROM information_schema.columns
+         WHERE table_schema = current_schema()
+           AND table_name IN (SELECT tablename FROM pg_tables WHERE schemaname = current_schema())
+         ORDER BY table_name, ordinal_position",
+    ) {
+        tables
+            .entry(r[0].clone())
+            .or_insert_with(TableShape::default)
+            .columns
+            .push((r[1].clone(), r[2] == "1"));
+    }
+    let cols = |list: &str| -> Vec<String> {
+        list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    for r in strings(
+        c,
+        "SELECT cl.relname::text, con.contype::text,
+                (SELECT string_agg(a.attname, ',' ORDER BY k.i) FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
+                   JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n),
+                coalesce(fc.relname::text, ''),
+                CASE con.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'NO ACTION' END
+         FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid
+         LEFT JOIN pg_class fc ON fc.oid = con.confrelid
+         JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE n.nspname = current_schema()",
+    ) {
+        let Some(t) = tables.get_mut(&r[0]) else {
+            continue;
+        };
+        match r[1].as_str() {
+            "p" => t.primary_key = cols(&r[2]),
+            "u" => {
+                t.unique.insert(cols(&r[2]));
+            }
+            "f" => {
+                t.foreign_keys
+                    .insert((cols(&r[2]), r[3].clone(), r[4].clone()));
+            }
+            _ => {}
+        }
+    }
+    let indexes = strings(
+        c,
+        "SELECT i.indexname::text FROM pg_indexes i WHERE i.schemaname = current_schema()
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                           WHERE c.conindid = (quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass)",
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
+    Shape { tables, indexes }
+}
+
+#[test]
+fn postgres_migrations_make_the_same_tables_columns_keys_and_indexes_as_sqlite() {
+    let Some(mut s) = scratch() else { return };
+    migrate_pg(&mut s.c, "pg").unwrap();
+    let (_dir, db) = scratch_db();
+    let sqlite = sqlite_shape(&db.conn().unwrap());
+    let pg = postgres_shape(&s.c);
+    assert!(sqlite.tables.len() > 30, "{:?}", sqlite.tables.keys());
+    // Not equal for want of anything to compare.
+    let count = |f: fn(&TableShape) -> usize| sqlite.tables.values().map(f).sum::<usize>();
+    assert!(count(|t| t.foreign_keys.len()) > 20);
+    assert!(count(|t| t.unique.len()) > 3);
+    assert!(count(|t| t.columns.iter().filter(|c| c.1).count()) > 150);
+    assert!(sqlite.indexes.len() > 20, "{:?}", sqlite.indexes);
+    assert_eq!(
+        sqlite.tables.keys().collect::<Vec<_>>(),
+        pg.tables.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &sqlite.tables {
+        assert_eq!(Some(t), pg.tables.get(name), "table {name}");
+    }
+    assert_eq!(sqlite.indexes, pg.indexes);
+}
