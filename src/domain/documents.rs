@@ -111,7 +111,9 @@ pub fn detect_type(
     }
 }
 
-/// Metadata is a JSON object of scalars.
+/// Metadata is a JSON object of scalars. No key or string holds the NUL character: filters
+/// look inside stored metadata, and PostgreSQL cannot read a NUL out of JSON (it means nothing
+/// in a key or a label either).
 pub fn check_metadata(v: &Value) -> Result<(), String> {
     let obj = v.as_object().ok_or("metadata must be a JSON object")?;
     if obj.len() > 1000 {
@@ -121,6 +123,12 @@ pub fn check_metadata(v: &Value) -> Result<(), String> {
         if val.is_object() || val.is_array() {
             return Err(format!(
                 "metadata.{k} must be a string, number, boolean or null"
+            ));
+        }
+        if k.contains('\0') || val.as_str().is_some_and(|s| s.contains('\0')) {
+            return Err(format!(
+                "metadata.{} must not contain the NUL character (\\u0000)",
+                k.replace('\0', "\\u0000")
             ));
         }
     }
@@ -176,5 +184,9 @@ mod tests {
         assert!(check_metadata(&json!({"a": 1, "b": "x", "c": null})).is_ok());
         assert!(check_metadata(&json!({"a": {"b": 1}})).is_err());
         assert!(check_metadata(&json!([1])).is_err());
+        let e = check_metadata(&json!({"a": "x\u{0}y"})).unwrap_err();
+        assert!(e.contains("metadata.a") && e.contains("NUL"), "{e}");
+        let e = check_metadata(&json!({"a\u{0}": 1})).unwrap_err();
+        assert!(e.contains("metadata.a\\u0000"), "{e}");
     }
 }

@@ -731,6 +731,26 @@ mod tests {
             })
             .unwrap();
         assert_eq!(nulls, (None, false, None));
+        // PostgreSQL's text cannot hold a NUL: it is stored as the replacement character, where
+        // SQLite would keep it, rather than failing the write; bytes keep theirs.
+        let nul: String = c
+            .query_row(
+                "UPDATE t SET name = ?2 WHERE seq = ?1 RETURNING name",
+                params![seq, "a\0b\0"],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(nul, "a\u{fffd}b\u{fffd}");
+        // Bytes that are not UTF-8 read as text without failing (a search's fallback).
+        let as_text = super::super::sql::blob_as_text(c.dialect(), "bytes");
+        let t: String = c
+            .query_row(
+                &format!("SELECT {as_text} FROM t WHERE seq = ?1"),
+                [seq],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(t.starts_with("\\000"), "{t}");
         // A boolean parameter and a JSON list, as the store's statements write them.
         let d = c.dialect();
         let in_list = super::super::sql::in_list(d, 1, super::super::sql::Elem::Int);

@@ -586,7 +586,10 @@ fn sqlite_shape(c: &Connection) -> Shape {
     ) {
         let t = &t[0];
         let mut shape = TableShape::default();
-        let info = strings(c, &format!("SELECT name, \"notnull\", pk FROM pragma_table_info('{t}') ORDER BY cid"));
+        let info = strings(
+            c,
+            &format!("SELECT name, \"notnull\", pk FROM pragma_table_info('{t}') ORDER BY cid"),
+        );
         let mut pk: Vec<(i64, String)> = Vec::new();
         for r in &info {
             let in_pk: i64 = r[2].parse().unwrap();
@@ -597,10 +600,16 @@ fn sqlite_shape(c: &Connection) -> Shape {
         }
         pk.sort();
         shape.primary_key = pk.into_iter().map(|(_, n)| n).collect();
-        for idx in strings(c, &format!("SELECT name, origin FROM pragma_index_list('{t}')")) {
+        for idx in strings(
+            c,
+            &format!("SELECT name, origin FROM pragma_index_list('{t}')"),
+        ) {
             let cols: Vec<String> = strings(
                 c,
-                &format!("SELECT name FROM pragma_index_info('{}') ORDER BY seqno", idx[0]),
+                &format!(
+                    "SELECT name FROM pragma_index_info('{}') ORDER BY seqno",
+                    idx[0]
+                ),
             )
             .into_iter()
             .map(|r| r[0].clone())
@@ -655,7 +664,10 @@ fn postgres_shape(c: &Connection) -> Shape {
             .push((r[1].clone(), r[2] == "1"));
     }
     let cols = |list: &str| -> Vec<String> {
-        list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+        list.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     for r in strings(
         c,

@@ -110,7 +110,9 @@ pub fn contains(d: Dialect, hay: &str, needle: &str) -> String {
 pub fn json_member(d: Dialect, col: &str, key: &str) -> String {
     match d {
         Dialect::Sqlite => format!("json_extract({col}, '$.{key}')"),
-        Dialect::Postgres => format!("({col}::jsonb ->> '{key}')"),
+        // `json`, not `jsonb`: only the member is decoded, so a NUL escape elsewhere in the
+        // object (which PostgreSQL's text cannot hold) does not fail the statement.
+        Dialect::Postgres => format!("({col}::json ->> '{key}')"),
     }
 }
 
@@ -146,7 +148,9 @@ pub fn json_append_pair(d: Dialect, col: &str, a: &str, b: &str) -> String {
 pub fn blob_as_text(d: Dialect, col: &str) -> String {
     match d {
         Dialect::Sqlite => format!("CAST({col} AS TEXT)"),
-        Dialect::Postgres => format!("convert_from({col}, 'UTF8')"),
+        // Not `convert_from`, which fails the statement on bytes that are not UTF-8 (or a NUL):
+        // ASCII reads as itself, other bytes as octal escapes.
+        Dialect::Postgres => format!("encode({col}, 'escape')"),
     }
 }
 

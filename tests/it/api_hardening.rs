@@ -544,3 +544,54 @@ fn refusals_written_by_actix_itself_are_bare_and_documented() {
     // The same requests, well formed, get our answers.
     assert_eq!(api.get("/healthz").status, 200);
 }
+
+/// The NUL character, which PostgreSQL's text cannot hold, fails nothing on either store: in a
+/// document's text and name it is kept by SQLite and read back as U+FFFD from PostgreSQL, a run
+/// over it completes, a search and an extraction answer; in metadata it is refused alike.
+#[test]
+fn a_nul_character_in_names_text_and_values_fails_no_request_on_either_store() {
+    let api = start();
+    let r = api.post(
+        "/v1/schemas",
+        &json!({"name": "nul\u{0}name", "fields": [{"field_name": "net", "data_type": "number"}, {"field_name": "note"}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sid = r.body["id"].as_str().unwrap().to_string();
+    let shown = api.get(&format!("/v1/schemas/{sid}")).body["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let replaced = if on_postgres() { '\u{fffd}' } else { '\u{0}' };
+    assert_eq!(shown, format!("nul{replaced}name"));
+    let put = api.put(
+        &format!("/v1/schemas/{sid}/rail"),
+        &json!({"rail": [{"type": "schema"}]}),
+    );
+    assert_eq!(put.status, 200, "{}", put.text);
+    let doc = upload_bytes(
+        &api,
+        "a\u{0}b.txt",
+        b"Net: 100\nNote: x\0y\n",
+        Some("text/plain"),
+    );
+    assert!(doc.status == 201 || doc.status == 200, "{}", doc.text);
+    let did = doc.body["id"].as_str().unwrap().to_string();
+    let pid = run_pipeline(&api, &sid, std::slice::from_ref(&did));
+    let p = settle(&api, &pid);
+    assert_eq!(p["errorDocuments"], 0, "{p}");
+    let rows = api.get(&format!("/v1/pipelines/{pid}/results")).body;
+    assert_eq!(rows["data"][0]["fields"]["net"], 100, "{rows}");
+    let search = api.get("/v1/documents?search=x%00y");
+    assert_eq!(search.status, 200, "{}", search.text);
+    let x = api.post(
+        "/v1/extract",
+        &json!({"content": "Net: 7\u{0}", "filename": "n\u{0}.txt", "schema": {"net": "number"}}),
+    );
+    assert!(x.status < 500, "{}", x.text);
+    let meta = api.post(
+        "/v1/documents",
+        &json!({"filename": "m.txt", "content": "Net: 1", "metadata": {"source_id": "a\u{0}"}}),
+    );
+    assert_envelope(&meta, 400, "bad_request");
+    assert!(meta.text.contains("NUL"), "{}", meta.text);
+}

@@ -234,7 +234,7 @@ impl PgToSql for Bound<'_> {
                         out.put_slice(text.as_bytes());
                     }
                     Type::BYTEA => out.put_slice(bytes),
-                    _ if is_text(ty) => out.put_slice(text.as_bytes()),
+                    _ if is_text(ty) => put_text(out, text),
                     _ => return Err(format!("text cannot be bound to a {ty} parameter").into()),
                 }
                 Ok(IsNull::No)
@@ -245,7 +245,7 @@ impl PgToSql for Bound<'_> {
                     Ok(IsNull::No)
                 }
                 _ if is_text(ty) => {
-                    out.put_slice(std::str::from_utf8(bytes)?.as_bytes());
+                    put_text(out, std::str::from_utf8(bytes)?);
                     Ok(IsNull::No)
                 }
                 _ => Err(format!("a blob cannot be bound to a {ty} parameter").into()),
@@ -258,6 +258,23 @@ impl PgToSql for Bound<'_> {
     }
 
     postgres::types::to_sql_checked!();
+}
+
+/// Text for a text-like parameter. PostgreSQL's text cannot hold the NUL character (SQLite's
+/// can): each becomes U+FFFD, the replacement character, rather than failing the statement, so
+/// no text a document or a request carries can fail a write. The document's own bytes are
+/// `bytea` and kept as sent.
+fn put_text(out: &mut BytesMut, text: &str) {
+    if !text.contains('\0') {
+        out.put_slice(text.as_bytes());
+        return;
+    }
+    for (i, part) in text.split('\0').enumerate() {
+        if i > 0 {
+            out.put_slice("\u{fffd}".as_bytes());
+        }
+        out.put_slice(part.as_bytes());
+    }
 }
 
 /// A text-like column as text: text and names, and JSON, which the store reads as text.
