@@ -383,9 +383,10 @@ fn operator_commands_refuse_a_database_that_does_not_exist_naming_the_path() {
 
 #[test]
 fn a_second_start_says_how_to_make_a_key_and_a_second_server_on_one_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("q.db");
-    let db = db.to_str().unwrap();
+    // A file's lock is `<db>.lock`, naming the holder's pid; a PostgreSQL schema's is a session
+    // advisory lock, naming the holder's server process.
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.as_str();
     let (mut first, _, _) = serve(db, &[], &[]);
     first.kill().unwrap();
     first.wait().unwrap();
@@ -403,9 +404,13 @@ fn a_second_start_says_how_to_make_a_key_and_a_second_server_on_one_file_is_refu
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    let holder = if crate::common::on_postgres() {
+        "(server process ".to_string()
+    } else {
+        format!("pid {}", again.id())
+    };
     assert!(
-        err.contains("in use by another quire serve")
-            && err.contains(&format!("pid {}", again.id())),
+        err.contains("in use by another quire serve") && err.contains(&holder),
         "{err}"
     );
     let (mut shared, _, _) = serve(db, &[], &["--allow-shared"]);
