@@ -148,6 +148,12 @@ impl TestDb {
                 place: TestPlace::File { _dir: dir },
             };
         }
+        Self::fresh_postgres()
+    }
+
+    /// A schema of its own on the server of `QUIRE_TEST_POSTGRES_URL`, whatever
+    /// `QUIRE_TEST_STORE` says.
+    pub fn fresh_postgres() -> Self {
         let server = std::env::var("QUIRE_TEST_POSTGRES_URL")
             .ok()
             .filter(|u| !u.is_empty())

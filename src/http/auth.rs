@@ -27,18 +27,24 @@ struct CacheState {
 }
 
 /// Keys looked up once and kept until a change to `api_keys` (from this process or the CLI) is
-/// seen through `PRAGMA data_version` and the keys epoch.
+/// seen through the database's data version and the keys epoch.
 pub struct KeyCache {
+    watch: std::sync::Arc<crate::store::ChangeWatch>,
     inner: Mutex<CacheState>,
 }
 
 const CACHE_LIMIT: usize = 10_000;
 
 impl KeyCache {
-    pub fn new(conn: Connection) -> Result<Self, StoreError> {
+    pub fn new(
+        conn: Connection,
+        watch: std::sync::Arc<crate::store::ChangeWatch>,
+    ) -> Result<Self, StoreError> {
+        // The version first: a change between the two reads is then seen at the first lookup.
+        let data_version = watch.version()?;
         let epoch = keys_epoch(&conn)?;
-        let data_version = crate::store::data_version(&conn)?;
         Ok(KeyCache {
+            watch,
             inner: Mutex::new(CacheState {
                 conn,
                 data_version,
@@ -49,8 +55,9 @@ impl KeyCache {
     }
 
     pub fn lookup(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
+        // Outside the cache's lock: concurrent requests share the watch's reads.
+        let dv = self.watch.version()?;
         let mut st = self.inner.lock();
-        let dv: i64 = crate::store::data_version(&st.conn)?;
         if dv != st.data_version {
             st.data_version = dv;
             let epoch = keys_epoch(&st.conn)?;

@@ -66,15 +66,15 @@ type ProgressMap = std::collections::HashMap<(String, String), serde_json::Value
 
 /// Progress of settled runs, keyed by (organization, pipeline), dropped on any commit.
 pub struct ProgressCache {
-    watch: crate::store::ChangeWatch,
+    watch: std::sync::Arc<crate::store::ChangeWatch>,
     /// The data version the map was filled at, and the map.
     inner: parking_lot::Mutex<(i64, ProgressMap)>,
 }
 
 impl ProgressCache {
-    fn new(db: &Db) -> Result<Self, StoreError> {
+    fn new(watch: std::sync::Arc<crate::store::ChangeWatch>) -> Result<Self, StoreError> {
         Ok(ProgressCache {
-            watch: crate::store::ChangeWatch::new(db)?,
+            watch,
             inner: parking_lot::Mutex::new((-1, Default::default())),
         })
     }
@@ -117,10 +117,12 @@ impl AppState {
         webhooks: std::sync::Arc<crate::webhooks::Dispatcher>,
         housekeeper: std::sync::Arc<crate::housekeeping::Housekeeper>,
     ) -> Result<Self, StoreError> {
-        let keys = auth::KeyCache::new(db.dedicated()?)?;
+        // One watch for both caches: a request's key check and its progress answer share reads.
+        let watch = std::sync::Arc::new(crate::store::ChangeWatch::new(&db)?);
+        let keys = auth::KeyCache::new(db.dedicated()?, watch.clone())?;
         let cursors =
             pagination::CursorKey::new(crate::store::settings::cursor_secret(&db)?.as_bytes());
-        let progress_cache = ProgressCache::new(&db)?;
+        let progress_cache = ProgressCache::new(watch)?;
         Ok(AppState {
             progress_cache,
             heavy: limits::HeavyReads::new(config.max_heavy_reads),

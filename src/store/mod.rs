@@ -990,21 +990,41 @@ pub fn backup(db: &Db, dest: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A read-only watcher of `PRAGMA data_version`: it changes whenever another connection
-/// commits, so caches of derived answers can tell when they may be stale.
+/// A read-only watcher of `data_version`: it changes whenever another connection commits, so
+/// caches of derived answers can tell when they may be stale.
 pub struct ChangeWatch {
     conn: parking_lot::Mutex<Connection>,
+    /// Reads begun so far.
+    begun: std::sync::atomic::AtomicU64,
+    /// The newest finished read: its number and the version it saw.
+    seen: parking_lot::Mutex<(u64, i64)>,
 }
 
 impl ChangeWatch {
     pub fn new(db: &Db) -> Result<Self, StoreError> {
         Ok(ChangeWatch {
             conn: parking_lot::Mutex::new(db.dedicated()?),
+            begun: Default::default(),
+            seen: parking_lot::Mutex::new((0, 0)),
         })
     }
 
+    /// The version as of some moment after this call began. Callers that queue behind one
+    /// read share the next, which began after all of them arrived and so sees every commit
+    /// made before any of them asked: on PostgreSQL a read is a round trip, and every request
+    /// asks (the key cache, the progress cache).
     pub fn version(&self) -> Result<i64, StoreError> {
-        data_version(&self.conn.lock())
+        use std::sync::atomic::Ordering::SeqCst;
+        let arrived = self.begun.load(SeqCst);
+        let conn = self.conn.lock();
+        let (number, version) = *self.seen.lock();
+        if number > arrived {
+            return Ok(version);
+        }
+        let number = self.begun.fetch_add(1, SeqCst) + 1;
+        let version = data_version(&conn)?;
+        *self.seen.lock() = (number, version);
+        Ok(version)
     }
 }
 
@@ -1094,6 +1114,33 @@ mod tests {
         );
         assert_ne!(a, state_path_of("postgres://u@h/b"));
         assert_eq!(state_path_of("x/quire.db"), PathBuf::from("x/quire.db"));
+    }
+
+    /// Every call that begins after a commit sees a version other than one read before it,
+    /// however many threads ask at once and share reads.
+    pub(crate) fn a_change_watch_sees_every_commit_made_before_it_was_asked(db: &Db) {
+        let watch = std::sync::Arc::new(ChangeWatch::new(db).unwrap());
+        for round in 0..20 {
+            let before = watch.version().unwrap();
+            db.write(false, |tx| orgs::create(tx, &format!("watch-{round}")))
+                .unwrap();
+            let seen: Vec<i64> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| watch.version().unwrap()))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(
+                seen.iter().all(|v| *v != before),
+                "round {round}: {before} then {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_change_watch_on_sqlite_sees_every_commit() {
+        let (_dir, db) = scratch_db();
+        a_change_watch_sees_every_commit_made_before_it_was_asked(&db);
     }
 
     #[test]

@@ -730,3 +730,13 @@ fn postgres_migrations_make_the_same_tables_columns_keys_and_indexes_as_sqlite()
     }
     assert_eq!(sqlite.indexes, pg.indexes);
 }
+
+#[test]
+fn a_change_watch_on_postgres_sees_every_commit() {
+    if super::conn::testing::pg_url().is_none() {
+        return;
+    }
+    let store = crate::testing::TestDb::fresh_postgres();
+    let db = Db::open(&store.db, OpenOptions::default()).unwrap();
+    super::tests::a_change_watch_sees_every_commit_made_before_it_was_asked(&db);
+}
