@@ -149,7 +149,16 @@ pub fn ensure_bootstrap(db: &Db, bootstrap: Option<&str>) -> Result<Option<Strin
 /// Opens an existing database for the operator commands. Only `serve` (and `demo`, `bench` on
 /// files of their own) creates one: a mistyped `--db` must not quietly make an empty database.
 pub fn open(path: &str) -> Result<Db, StoreError> {
-    if path != ":memory:" && !store::is_postgres_url(path) && !std::path::Path::new(path).exists() {
+    if store::is_postgres_url(path) {
+        if !store::pg_has_quire(path)? {
+            return Err(StoreError::Refused(format!(
+                "no Quire database at {}: its schema has no schema_migrations; pass the URL `quire serve` uses with --db (or QUIRE_DB)",
+                store::shown_db(path)
+            )));
+        }
+        return Db::open(path, store::OpenOptions::default());
+    }
+    if path != ":memory:" && !std::path::Path::new(path).exists() {
         let shown = std::path::absolute(path)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| path.to_string());

@@ -197,10 +197,15 @@ pub fn open(db: &Path) -> std::io::Result<()> {
     if !ENABLED.load(Ordering::SeqCst) {
         return Ok(());
     }
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never through a link, and readable by this user only: for PostgreSQL the journal may sit
+    // in a shared directory (`store::Db::state_path`).
     let f = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(journal_path(db))?;
     let fd = f.into_raw_fd();
     let old = FD.swap(fd, Ordering::SeqCst);

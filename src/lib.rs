@@ -83,10 +83,9 @@ pub struct Application {
     state: web::Data<AppState>,
     /// The key created on the first start of an empty database, to be shown once.
     pub first_key: Option<String>,
-    /// The database's lock, held while the service runs: a file beside SQLite's, a session
-    /// holding an advisory lock on PostgreSQL.
+    /// The database file's lock, held while the service runs (a PostgreSQL schema's is a
+    /// session the `Db` holds: `OpenOptions::serve_lock`).
     _lock: Option<std::fs::File>,
-    _session_lock: Option<store::Connection>,
 }
 
 impl Application {
@@ -97,16 +96,9 @@ impl Application {
             store::OpenOptions {
                 max_connections: 8,
                 max_db_pages: config.max_db_pages,
+                serve_lock: !config.allow_shared,
             },
         )?;
-        let session_lock = if config.allow_shared {
-            None
-        } else {
-            db.lock_for_serve().map_err(|e| match e {
-                store::StoreError::Refused(why) => StartError::InUse(why),
-                e => StartError::Store(e),
-            })?
-        };
         let first_key = admin::ensure_bootstrap(&db, config.bootstrap_key.as_deref())?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&addr).map_err(|e| StartError::Bind(addr.clone(), e))?;
@@ -156,7 +148,6 @@ impl Application {
             state,
             first_key,
             _lock: lock,
-            _session_lock: session_lock,
         })
     }
 

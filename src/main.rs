@@ -536,7 +536,7 @@ fn serve(config: Config, ready_json: bool) -> ExitCode {
             // A second start shows no key (keys are shown once): say how to get one.
             println!(
                 "No new key was made: this database already has one. To make another:\n    quire --db {} keys create --org {} --name 'my key'",
-                config.db,
+                quire::store::shown_db(&config.db),
                 admin::DEFAULT_ORG
             );
         }

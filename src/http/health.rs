@@ -20,6 +20,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     if !writable {
         let why = if state.db.read_only() {
             "The database file is read-only: reads are served, writes answer 503"
+        } else if state.db.is_postgres() {
+            "PostgreSQL refuses writes here (a standby or a read-only session), or the session holding this server's lock on the schema was lost: see the log"
         } else {
             "The database is full: reads are served, writes answer 503 and documents wait in the queue until space returns"
         };

@@ -190,7 +190,7 @@ pub async fn block<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, actix_web::error::BlockingError> {
     let span = tracing::Span::current();
-    web::block(move || span.in_scope(f)).await
+    web::block(move || span.in_scope(|| crate::store::blocking_section(f))).await
 }
 
 /// Runs blocking database work off the actix worker.

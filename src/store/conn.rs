@@ -6,6 +6,7 @@
 //! value model.
 
 mod pg;
+pub use pg::blocking_section;
 
 use rusqlite::types::{FromSql, FromSqlError, ValueRef};
 use std::path::Path;
@@ -175,20 +176,24 @@ impl Connection {
     /// Connects to PostgreSQL (`postgres://…`), with the session settings the store relies on:
     /// a lock not granted in 5 s is an error (the store's "busy", as SQLite's busy timeout).
     pub fn connect_pg(url: &str) -> DbResult<Self> {
-        let client = pg::off_runtime(|| postgres::Client::connect(url, postgres::NoTls))?;
+        let client = pg::off_runtime(|| postgres::Client::connect(url, postgres::NoTls))??;
         Self::from_pg(client)
     }
 
     /// Connects to the PostgreSQL database `config` describes, as `connect_pg`.
     pub fn connect_pg_config(config: &postgres::Config) -> DbResult<Self> {
-        Self::from_pg(pg::off_runtime(|| config.connect(postgres::NoTls))?)
+        Self::from_pg(pg::off_runtime(|| config.connect(postgres::NoTls))??)
     }
 
     fn from_pg(client: postgres::Client) -> DbResult<Self> {
         let c = Connection {
             inner: Inner::Pg(Box::new(pg::PgConn::new(client))),
         };
-        c.execute_batch("SET lock_timeout = '5s'; SET application_name = 'quire'")?;
+        // Acknowledged writes commit durably whatever the database's or role's default says;
+        // the executor's writer alone turns it off (`queue::writer_pragmas`).
+        c.execute_batch(
+            "SET lock_timeout = '5s'; SET application_name = 'quire'; SET synchronous_commit = on",
+        )?;
         Ok(c)
     }
 

@@ -282,6 +282,8 @@ pub fn read_content<E: From<StoreError>>(
     }
 }
 
+const PG_PIECE: usize = 8 << 20;
+
 fn read_content_in_pieces<E: From<StoreError>>(
     c: &Connection,
     id: &str,
@@ -295,7 +297,9 @@ fn read_content_in_pieces<E: From<StoreError>>(
             |r| r.get(0),
         )
         .map_err(StoreError::from)?;
-    let piece = i64::try_from(piece.max(1))
+    // Large pieces: compressed content is decompressed from its start for every `substring`,
+    // so small ones would make a long document's read quadratic.
+    let piece = i64::try_from(piece.max(PG_PIECE))
         .unwrap_or(i64::MAX)
         .min(i32::MAX as i64);
     let mut st = c

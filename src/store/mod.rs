@@ -31,6 +31,7 @@ pub mod webhooks;
 
 /// The connection and transaction types the layers above pass back into the store: they hold
 /// one, never use it themselves (`tests/it/layering.rs` keeps SQL below `src/store`).
+pub use conn::blocking_section;
 pub use conn::{Connection, Transaction};
 use conn::{DbError, DbResult, Manager, OptionalExtension, Row};
 use r2d2::{Pool, PooledConnection};
@@ -262,6 +263,8 @@ pub struct Db {
     /// (which sleeps in growing steps and made writes under load wait ~100 ms for a lock
     /// that was free after a few).
     write_gate: std::sync::Arc<parking_lot::Mutex<()>>,
+    /// The session holding PostgreSQL's serve lock for as long as any clone of this lives.
+    _serve_lock: Option<std::sync::Arc<parking_lot::Mutex<Connection>>>,
 }
 
 #[derive(Clone)]
@@ -273,6 +276,53 @@ enum Place {
     Postgres(Box<postgres::Config>),
 }
 
+/// Takes, on `c`, the session lock one `quire serve` holds on a PostgreSQL schema for its life
+/// (`Refused`, naming the holder's server process, when another has it).
+fn take_serve_lock(c: Connection, shown: &str) -> Result<Connection, StoreError> {
+    let got: bool = c.query_row(
+        &format!(
+            "SELECT pg_try_advisory_lock({}, hashtext(current_schema()))",
+            conn::PG_SERVE_LOCK
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    if got {
+        return Ok(c);
+    }
+    // A two-key advisory lock is (classid, objid) with objsubid 2, in this database.
+    let holder: Option<i64> = c
+        .query_row(
+            &format!(
+                "SELECT pid::bigint FROM pg_locks
+                 WHERE locktype = 'advisory' AND classid = {} AND objid = hashtext(current_schema())::oid
+                   AND objsubid = 2 AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 LIMIT 1",
+                conn::PG_SERVE_LOCK
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let holder = holder.map_or_else(String::new, |p| format!(" (server process {p})"));
+    Err(StoreError::Refused(format!(
+        "the database {shown} is in use by another quire serve{holder}; stop it, or pass --allow-shared to start anyway"
+    )))
+}
+
+/// Whether the PostgreSQL schema at `url` holds a Quire database (its migrations' ledger), read
+/// without changing anything: operator commands must not create one by a mistyped URL.
+pub fn pg_has_quire(url: &str) -> Result<bool, StoreError> {
+    let c = Connection::connect_pg(url)
+        .map_err(|e| StoreError::Refused(format!("cannot open {}: {e}", shown_db(url))))?;
+    Ok(c.query_row(
+        "SELECT to_regclass('schema_migrations') IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
 pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
@@ -281,30 +331,52 @@ pub fn is_postgres_url(db: &str) -> bool {
 /// `Db::state_path` of the database `db` names, without opening it.
 pub fn state_path_of(db: &str) -> PathBuf {
     if is_postgres_url(db) {
-        pg_state_path(&without_password(db))
+        pg_state_path(&shown_db(db))
     } else {
         PathBuf::from(db)
     }
 }
 
+/// For PostgreSQL, in systemd's `StateDirectory=` when the service has one (`packaging/`), or
+/// else the temporary directory.
 fn pg_state_path(shown: &str) -> PathBuf {
     let digest = crate::domain::canonical::sha256_hex(shown.as_bytes());
-    std::env::temp_dir().join(format!("quire-{}", &digest[..16]))
+    let dir = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|d| std::env::split_paths(&d).next())
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("quire-{}", &digest[..16]))
 }
 
-/// `url` with its password, if any, replaced: what logs and errors may show.
-fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            let name = user.split(':').next().unwrap_or("");
-            format!("{scheme}://{name}:***@{host}{}", &rest[authority_end..])
-        }
-        _ => url.to_string(),
+/// `db` as logs and messages may show it: a PostgreSQL URL rebuilt from what the client reads
+/// in it (user, hosts, ports, database, options), so no password, wherever the URL carried it,
+/// is shown; anything else as it is.
+pub fn shown_db(db: &str) -> String {
+    if !is_postgres_url(db) {
+        return db.to_string();
     }
+    let Ok(c) = db.parse::<postgres::Config>() else {
+        return "postgres://(a URL the client cannot read)".into();
+    };
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+    let mut out = format!(
+        "postgres://{}@{}:{}/{}",
+        c.get_user().unwrap_or(""),
+        hosts.join(","),
+        ports.join(","),
+        c.get_dbname().unwrap_or("")
+    );
+    if let Some(options) = c.get_options() {
+        out.push_str(&format!("?options={options}"));
+    }
+    out
 }
 
 /// Page cache per pooled connection, in KiB; the executor's own connections get more.
@@ -419,6 +491,9 @@ fn check_existing(path: &Path) -> Result<(), StoreError> {
 pub struct OpenOptions {
     pub max_connections: u32,
     pub max_db_pages: Option<u64>,
+    /// Hold the database for one `quire serve` on PostgreSQL, taken before anything is migrated
+    /// (a SQLite file is held through `<db>.lock`, taken before it is opened).
+    pub serve_lock: bool,
 }
 
 impl Default for OpenOptions {
@@ -426,6 +501,7 @@ impl Default for OpenOptions {
         OpenOptions {
             max_connections: 16,
             max_db_pages: None,
+            serve_lock: false,
         }
     }
 }
@@ -477,6 +553,7 @@ impl Db {
             page_limit,
             read_only,
             write_gate: Default::default(),
+            _serve_lock: None,
         };
         db.migrate()?;
         if read_only {
@@ -491,7 +568,7 @@ impl Db {
     /// Connects to the PostgreSQL database at `url` and migrates its schema (the first of the
     /// connection's `search_path`, `public` by default).
     fn open_pg(url: &str, opts: OpenOptions) -> Result<Db, StoreError> {
-        let shown = without_password(url);
+        let shown = shown_db(url);
         let refused =
             |e: &dyn std::fmt::Display| StoreError::Refused(format!("cannot open {shown}: {e}"));
         if opts.max_db_pages.is_some() {
@@ -501,8 +578,15 @@ impl Db {
         }
         let config: postgres::Config = url.parse().map_err(|e| refused(&e))?;
         // Connected once first so that a wrong host or password says why at once, instead of
-        // after the pool's timeout.
-        Connection::connect_pg_config(&config).map_err(|e| refused(&e))?;
+        // after the pool's timeout; and a second serve is refused before it migrates anything
+        // under the first.
+        let first = Connection::connect_pg_config(&config).map_err(|e| refused(&e))?;
+        let serve_lock = match opts.serve_lock {
+            true => Some(std::sync::Arc::new(parking_lot::Mutex::new(
+                take_serve_lock(first, &shown)?,
+            ))),
+            false => None,
+        };
         let pool = Pool::builder()
             .max_size(opts.max_connections)
             .min_idle(Some(1))
@@ -516,6 +600,7 @@ impl Db {
             page_limit: Default::default(),
             read_only: false,
             write_gate: Default::default(),
+            _serve_lock: serve_lock,
         };
         let mut c = db.conn()?;
         migrate::migrate_pg(&mut c, &db.shown)?;
@@ -574,11 +659,22 @@ impl Db {
         let path = match &self.place {
             Place::File { path, .. } => path,
             Place::Postgres(_) => {
+                // The serve lock lives as long as its session: one the server ended (a restart,
+                // `idle_session_timeout`) no longer keeps a second serve out.
+                if let Some(lock) = &self._serve_lock {
+                    if let Err(e) = lock.lock().execute_batch("SELECT 1") {
+                        tracing::error!(
+                            "the session holding {}'s serve lock is gone: {e}",
+                            self.shown
+                        );
+                        return Ok(false);
+                    }
+                }
                 return Ok(c.query_row(
                     "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
                     [],
                     |r| r.get(0),
-                )?)
+                )?);
             }
         };
         self.cap_pages(&c)?;
@@ -654,8 +750,9 @@ impl Db {
     }
 
     /// Where this process keeps its own files about the database (the allocation journal):
-    /// beside the SQLite file, or, for PostgreSQL, in the temporary directory under a name
-    /// drawn from the database's URL, so a restart on the same host finds what it left.
+    /// beside the SQLite file, or, for PostgreSQL, in systemd's state directory or the
+    /// temporary directory under a name drawn from the database's URL, so a restart on the same
+    /// host finds what it left.
     pub fn state_path(&self) -> PathBuf {
         match &self.place {
             Place::File { path, .. } => path.clone(),
@@ -683,44 +780,6 @@ impl Db {
                 Ok(bytes.max(0) as u64)
             }
         }
-    }
-
-    /// Held by one `quire serve` on a PostgreSQL schema for as long as the returned connection
-    /// lives; `Refused` when another holds it. (A SQLite file is locked through `<db>.lock`
-    /// before it is opened; `None` here.)
-    pub fn lock_for_serve(&self) -> Result<Option<Connection>, StoreError> {
-        if !self.is_postgres() {
-            return Ok(None);
-        }
-        let c = self.dedicated()?;
-        let got: bool = c.query_row(
-            &format!(
-                "SELECT pg_try_advisory_lock({}, hashtext(current_schema()))",
-                conn::PG_SERVE_LOCK
-            ),
-            [],
-            |r| r.get(0),
-        )?;
-        if !got {
-            let holder: Option<i64> = c
-                .query_row(
-                    &format!(
-                        "SELECT pid::bigint FROM pg_locks
-                         WHERE locktype = 'advisory' AND classid = {} AND objid = hashtext(current_schema())::oid
-                           AND granted LIMIT 1",
-                        conn::PG_SERVE_LOCK
-                    ),
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let holder = holder.map_or_else(String::new, |p| format!(" (server process {p})"));
-            return Err(StoreError::Refused(format!(
-                "the database {} is in use by another quire serve{holder}; stop it, or pass --allow-shared to start anyway",
-                self.shown
-            )));
-        }
-        Ok(Some(c))
     }
 
     pub fn conn(&self) -> Result<Conn, StoreError> {
@@ -1093,19 +1152,31 @@ mod tests {
     fn a_postgres_url_is_shown_without_its_password_and_keeps_its_state_apart() {
         assert!(is_postgres_url("postgres://u@h/db") && is_postgres_url("postgresql://h/db"));
         assert!(!is_postgres_url("quire.db") && !is_postgres_url("postgres.db"));
+        for (url, secret) in [
+            (
+                "postgres://quire:s3cret@db.example:5432/q?sslmode=disable",
+                "s3cret",
+            ),
+            (
+                "postgresql://quire@db/q?password=s3cret&sslmode=disable",
+                "s3cret",
+            ),
+            ("postgres://u:pa/ss@h/db", "pa/ss"),
+            ("postgres://u:p%40ss@h/db", "p@ss"),
+        ] {
+            let shown = shown_db(url);
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+            assert!(!shown.contains(&secret.replace('@', "%40")), "{shown}");
+        }
         assert_eq!(
-            without_password("postgres://quire:s3cret@db.example:5432/q?sslmode=disable"),
-            "postgres://quire:***@db.example:5432/q?sslmode=disable"
+            shown_db("postgres://quire:s3cret@db.example:5432/q?sslmode=disable"),
+            "postgres://quire@db.example:5432/q"
         );
         assert_eq!(
-            without_password("postgresql://quire@db/q"),
-            "postgresql://quire@db/q"
+            shown_db("postgresql://db/q?options=-c%20search_path%3Dx"),
+            "postgres://@db:5432/q?options=-c search_path=x"
         );
-        // An `@` in the query is not the authority's.
-        assert_eq!(
-            without_password("postgresql://db/q?options=a@b"),
-            "postgresql://db/q?options=a@b"
-        );
+        assert_eq!(shown_db("quire.db"), "quire.db");
         let a = state_path_of("postgres://u:one@h/a");
         assert_eq!(
             a,

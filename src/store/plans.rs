@@ -67,7 +67,7 @@ fn plan_lines(
         path.to_str().expect("utf-8 path"),
         OpenOptions {
             max_connections: 2,
-            max_db_pages: None,
+            ..OpenOptions::default()
         },
     )
     .expect("database");

@@ -110,8 +110,8 @@ pub fn contains(d: Dialect, hay: &str, needle: &str) -> String {
 pub fn json_member(d: Dialect, col: &str, key: &str) -> String {
     match d {
         Dialect::Sqlite => format!("json_extract({col}, '$.{key}')"),
-        // `json`, not `jsonb`: only the member is decoded, so a NUL escape elsewhere in the
-        // object (which PostgreSQL's text cannot hold) does not fail the statement.
+        // `json`: the text is parsed for the one member, not converted to `jsonb` whole. (A NUL
+        // escape anywhere in it would still fail the statement: metadata refuses them.)
         Dialect::Postgres => format!("({col}::json ->> '{key}')"),
     }
 }

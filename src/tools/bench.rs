@@ -505,7 +505,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let n = args.docs.max(1);
     if let Some(db) = &args.db {
         if !crate::store::bench::is_fresh(db)? {
-            return Err(format!("--db {db} exists (a file, or a PostgreSQL schema with tables); the benchmark needs a fresh one so it measures only its own work"));
+            return Err(format!("--db {} exists (a file, or a PostgreSQL schema with tables); the benchmark needs a fresh one so it measures only its own work", crate::store::shown_db(db)));
         }
     }
     let sink = match args.webhook_sink {
@@ -534,7 +534,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
     let h = Http::new(&srv.url, &srv.api_key);
     eprintln!(
         "bench: {n} documents, database {}",
-        args.db.as_deref().unwrap_or(&srv.db_arg())
+        crate::store::shown_db(args.db.as_deref().unwrap_or(&srv.db_arg()))
     );
     let db_path = args.db.clone().unwrap_or_else(|| srv.db_arg());
     let db = BenchDb::open(&db_path)?;

@@ -316,8 +316,9 @@ fn the_demo_runs_the_whole_tour_and_stays_up_until_interrupted() {
 
 #[test]
 fn an_expiry_out_of_range_is_refused_with_a_message_and_creates_no_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    // `orgs` and `keys` on either store.
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.clone();
     created_by_serve(&db);
     assert!(quire(&db)
         .args(["orgs", "create", "acme"])
@@ -379,6 +380,36 @@ fn operator_commands_refuse_a_database_that_does_not_exist_naming_the_path() {
         "nothing was created"
     );
     assert!(!dir.path().join("b.db").exists());
+}
+
+#[test]
+fn operator_commands_refuse_a_postgres_schema_without_quire_and_create_nothing() {
+    if !crate::common::on_postgres() {
+        return;
+    }
+    let store = quire::testing::TestDb::fresh();
+    let secret_url = store
+        .db
+        .replacen("://postgres@", "://postgres:s3cret-pw@", 1);
+    for args in [
+        vec!["orgs", "list"],
+        vec!["keys", "create", "--org", "default"],
+    ] {
+        let out = quire(&secret_url).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains("no Quire database at"), "{args:?}: {err}");
+        assert!(!err.contains("s3cret-pw"), "the password was shown: {err}");
+    }
+    let tables = quire::testing::connect(&store.db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "nothing was created");
 }
 
 #[test]

@@ -56,7 +56,7 @@ impl PgConn {
     ) -> DbResult<R> {
         let mut client = self.client.borrow_mut();
         let client: &mut postgres::Client = &mut client;
-        Ok(off_runtime(|| f(client))?)
+        Ok(off_runtime(|| f(client))??)
     }
 
     /// Whether a statement failed since the transaction began (or a savepoint was rolled back to).
@@ -135,17 +135,43 @@ impl PgConn {
     }
 }
 
+thread_local! {
+    /// This thread may block on the client in place (`blocking_section`).
+    static MAY_BLOCK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` marking its thread as one where the PostgreSQL client may block in place: the
+/// threads of actix's blocking pool carry a tokio handle, as its runtime threads do, but are
+/// not inside a runtime's `block_on`, and nothing else tells them apart.
+pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MAY_BLOCK.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(MAY_BLOCK.with(|b| b.replace(true)));
+    f()
+}
+
 /// Runs `f`, which drives the client, where the client may block. The synchronous client
 /// runs its own runtime with `block_on`, which tokio refuses on a thread inside another
-/// runtime (actix's, where start-up and middleware run); there a thread of the moment runs it,
-/// borrowing what it needs. Elsewhere (the blocking pool, the executor) it runs in place.
-pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
+/// runtime (actix's, where start-up and the key check run); there a thread of the moment runs
+/// it, borrowing what it needs. Threads without a runtime (the executor, the dispatchers) and
+/// the blocking pool's run it in place.
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> DbResult<R> {
+    if MAY_BLOCK.with(Cell::get) || tokio::runtime::Handle::try_current().is_err() {
+        return Ok(f());
     }
-    std::thread::scope(|s| match s.spawn(f).join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
+    std::thread::scope(|s| {
+        let thread = std::thread::Builder::new()
+            .name("quire-pg".into())
+            .spawn_scoped(s, f)
+            .map_err(|e| DbError::Value(format!("cannot start a thread for the database: {e}")))?;
+        match thread.join() {
+            Ok(r) => Ok(r),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     })
 }
 
@@ -159,7 +185,7 @@ impl Drop for PgConn {
     fn drop(&mut self) {
         // SAFETY: taken once, here, and `self.client` is never used again.
         let client = unsafe { std::mem::ManuallyDrop::take(&mut self.client) };
-        off_runtime(move || drop(client));
+        let _ = off_runtime(move || drop(client));
     }
 }
 
@@ -394,5 +420,40 @@ mod tests {
         assert_eq!(Text::from_sql(&Type::JSON, b"[1]").unwrap().0, "[1]");
         assert!(Text::from_sql(&Type::JSONB, b"\x02{}").is_err());
         assert!(!<Text as FromSql>::accepts(&Type::NUMERIC));
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::{blocking_section, off_runtime};
+
+    fn runs_on() -> Option<String> {
+        off_runtime(|| std::thread::current().name().map(str::to_string)).unwrap()
+    }
+
+    #[test]
+    fn the_client_runs_in_place_except_inside_a_runtimes_block_on() {
+        let here = std::thread::current().name().map(str::to_string);
+        assert_eq!(runs_on(), here, "no runtime: in place");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let inside = rt.block_on(async { runs_on() });
+        assert_eq!(
+            inside.as_deref(),
+            Some("quire-pg"),
+            "inside block_on: a thread of its own"
+        );
+        let pooled = rt.block_on(async {
+            tokio::task::spawn_blocking(|| blocking_section(runs_on))
+                .await
+                .unwrap()
+        });
+        assert_ne!(
+            pooled.as_deref(),
+            Some("quire-pg"),
+            "the blocking pool: in place"
+        );
     }
 }
