@@ -525,7 +525,7 @@ fn worker(
     limits: Arc<Limits>,
     registry: Arc<Registry>,
 ) {
-    let conn = match db.dedicated() {
+    let mut conn = match db.dedicated() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("worker cannot open the database: {e}");
@@ -533,6 +533,10 @@ fn worker(
         }
     };
     while let Ok(claim) = rx.recv() {
+        // A connection the server closed fails this claim (it is retried) and is opened again.
+        if let Err(e) = db.renew(&mut conn) {
+            tracing::warn!("worker cannot open the database again: {e}");
+        }
         let outcome = process(&conn, &cache, &metrics, &limits, &registry, &claim);
         if tx.send(WorkResult { claim, outcome }).is_err() {
             break;
@@ -695,6 +699,9 @@ impl Writer {
             return Ok(Some(Vec::new()));
         }
         let _turn = self.db.write_gate();
+        if self.db.renew(&mut self.conn)? {
+            store::queue::writer_pragmas(&self.conn)?;
+        }
         self.db.cap_pages(&self.conn)?;
         let tx = store::begin_immediate(&mut self.conn)?;
         let now = now_rfc3339();

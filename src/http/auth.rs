@@ -29,6 +29,7 @@ struct CacheState {
 /// Keys looked up once and kept until a change to `api_keys` (from this process or the CLI) is
 /// seen through the database's data version and the keys epoch.
 pub struct KeyCache {
+    db: crate::store::Db,
     watch: std::sync::Arc<crate::store::ChangeWatch>,
     inner: Mutex<CacheState>,
 }
@@ -37,13 +38,15 @@ const CACHE_LIMIT: usize = 10_000;
 
 impl KeyCache {
     pub fn new(
-        conn: Connection,
+        db: &crate::store::Db,
         watch: std::sync::Arc<crate::store::ChangeWatch>,
     ) -> Result<Self, StoreError> {
+        let conn = db.dedicated()?;
         // The version first: a change between the two reads is then seen at the first lookup.
         let data_version = watch.version()?;
         let epoch = keys_epoch(&conn)?;
         Ok(KeyCache {
+            db: db.clone(),
             watch,
             inner: Mutex::new(CacheState {
                 conn,
@@ -58,6 +61,7 @@ impl KeyCache {
         // Outside the cache's lock: concurrent requests share the watch's reads.
         let dv = self.watch.version()?;
         let mut st = self.inner.lock();
+        self.db.renew(&mut st.conn)?;
         if dv != st.data_version {
             st.data_version = dv;
             let epoch = keys_epoch(&st.conn)?;

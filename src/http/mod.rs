@@ -119,7 +119,7 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         // One watch for both caches: a request's key check and its progress answer share reads.
         let watch = std::sync::Arc::new(crate::store::ChangeWatch::new(&db)?);
-        let keys = auth::KeyCache::new(db.dedicated()?, watch.clone())?;
+        let keys = auth::KeyCache::new(&db, watch.clone())?;
         let cursors =
             pagination::CursorKey::new(crate::store::settings::cursor_secret(&db)?.as_bytes());
         let progress_cache = ProgressCache::new(watch)?;

@@ -282,6 +282,15 @@ impl Connection {
         }
     }
 
+    /// Whether the server closed this connection (a PostgreSQL restart, a terminated backend):
+    /// a connection held for long must then be opened again. A SQLite file's never is.
+    pub fn is_broken(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite(_) => false,
+            Inner::Pg(c) => c.is_closed(),
+        }
+    }
+
     /// Whether a transaction is open.
     fn in_transaction(&self) -> bool {
         match &self.inner {

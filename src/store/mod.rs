@@ -840,6 +840,19 @@ impl Db {
         result
     }
 
+    /// Opens `c`, a connection of `dedicated`'s, again if the server closed it; whether it did.
+    pub fn renew(&self, c: &mut Connection) -> Result<bool, StoreError> {
+        if !c.is_broken() {
+            return Ok(false);
+        }
+        tracing::warn!(
+            "{}: a connection was closed by the server; opening it again",
+            self.shown
+        );
+        *c = self.dedicated()?;
+        Ok(true)
+    }
+
     /// A plain connection outside the pool, for long-lived single users (key cache, writer).
     pub fn dedicated(&self) -> Result<Connection, StoreError> {
         let path = match &self.place {
@@ -1052,6 +1065,7 @@ pub fn backup(db: &Db, dest: &Path) -> Result<(), StoreError> {
 /// A read-only watcher of `data_version`: it changes whenever another connection commits, so
 /// caches of derived answers can tell when they may be stale.
 pub struct ChangeWatch {
+    db: Db,
     conn: parking_lot::Mutex<Connection>,
     /// Reads begun so far.
     begun: std::sync::atomic::AtomicU64,
@@ -1062,6 +1076,7 @@ pub struct ChangeWatch {
 impl ChangeWatch {
     pub fn new(db: &Db) -> Result<Self, StoreError> {
         Ok(ChangeWatch {
+            db: db.clone(),
             conn: parking_lot::Mutex::new(db.dedicated()?),
             begun: Default::default(),
             seen: parking_lot::Mutex::new((0, 0)),
@@ -1075,12 +1090,13 @@ impl ChangeWatch {
     pub fn version(&self) -> Result<i64, StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
         let arrived = self.begun.load(SeqCst);
-        let conn = self.conn.lock();
+        let mut conn = self.conn.lock();
         let (number, version) = *self.seen.lock();
         if number > arrived {
             return Ok(version);
         }
         let number = self.begun.fetch_add(1, SeqCst) + 1;
+        self.db.renew(&mut conn)?;
         let version = data_version(&conn)?;
         *self.seen.lock() = (number, version);
         Ok(version)

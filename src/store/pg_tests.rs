@@ -740,3 +740,34 @@ fn a_change_watch_on_postgres_sees_every_commit() {
     let db = Db::open(&store.db, OpenOptions::default()).unwrap();
     super::tests::a_change_watch_sees_every_commit_made_before_it_was_asked(&db);
 }
+
+#[test]
+fn a_connection_the_server_closed_is_opened_again() {
+    if super::conn::testing::pg_url().is_none() {
+        return;
+    }
+    let store = crate::testing::TestDb::fresh_postgres();
+    let db = Db::open(&store.db, OpenOptions::default()).unwrap();
+    let mut c = db.dedicated().unwrap();
+    assert!(!db.renew(&mut c).unwrap(), "a live connection is kept");
+    let pid: i32 = c
+        .query_row("SELECT pg_backend_pid()", [], |r| r.get(0))
+        .unwrap();
+    let killed: bool = db
+        .read(|other| {
+            Ok::<_, StoreError>(
+                other.query_row("SELECT pg_terminate_backend(?1)", [pid], |r| r.get(0))?,
+            )
+        })
+        .unwrap();
+    assert!(killed);
+    // The first statement finds out; the connection then says so and is opened again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !c.is_broken() {
+        let _ = c.query_row("SELECT 1", [], |r| r.get::<_, i32>(0));
+        assert!(std::time::Instant::now() < deadline, "never seen as closed");
+    }
+    assert!(db.renew(&mut c).unwrap());
+    let one: i32 = c.query_row("SELECT 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(one, 1);
+}
