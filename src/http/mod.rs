@@ -117,9 +117,13 @@ impl AppState {
         webhooks: std::sync::Arc<crate::webhooks::Dispatcher>,
         housekeeper: std::sync::Arc<crate::housekeeping::Housekeeper>,
     ) -> Result<Self, StoreError> {
-        // One watch for both caches: a request's key check and its progress answer share reads.
+        // A watch each: on PostgreSQL a read is a round trip on the watch's one connection, and
+        // a request's key check and its progress answer are asked from different threads.
+        let keys = auth::KeyCache::new(
+            &db,
+            std::sync::Arc::new(crate::store::ChangeWatch::new(&db)?),
+        )?;
         let watch = std::sync::Arc::new(crate::store::ChangeWatch::new(&db)?);
-        let keys = auth::KeyCache::new(&db, watch.clone())?;
         let cursors =
             pagination::CursorKey::new(crate::store::settings::cursor_secret(&db)?.as_bytes());
         let progress_cache = ProgressCache::new(watch)?;
