@@ -23,6 +23,9 @@ use utoipa::ToSchema;
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// On `/readyz`: the id this node claims work under (`name/…`, fresh at each start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// An organization's retention of superseded versions.

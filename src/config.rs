@@ -26,6 +26,28 @@ pub fn parse_secs(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("'{s}' is not a duration such as 30s: {e}"))
 }
 
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}': a node id is 1 to 64 letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
+/// A lease in seconds, at least one.
+fn parse_lease(s: &str) -> Result<u64, String> {
+    match parse_secs(s)? {
+        0 => Err(format!("'{s}': a lease is at least 1s")),
+        n => Ok(n),
+    }
+}
+
 fn parse_schedule_text(s: &str) -> Result<String, String> {
     crate::webhooks::parse_schedule(s).map(|_| s.trim().to_string())
 }
@@ -96,6 +118,14 @@ pub struct ServeArgs {
     /// Start even when another `quire serve` holds this database's lock file.
     #[arg(long, env = "QUIRE_ALLOW_SHARED")]
     pub allow_shared: bool,
+    /// This node's name among several `quire serve` processes on one PostgreSQL database
+    /// (letters, digits, `.`, `_`, `-`); each running node needs its own.
+    #[arg(long, env = "QUIRE_NODE_ID", default_value = "default", value_parser = parse_node_id)]
+    pub node_id: String,
+    /// How long a node's claims outlive its last heartbeat, e.g. 30s: after it, other nodes
+    /// take back the work of a node that stopped answering.
+    #[arg(long, env = "QUIRE_LEASE", default_value = "30", value_parser = parse_lease)]
+    pub lease: u64,
     /// Time a client has to send a whole request body once its head arrived, e.g. 30s (else 400).
     #[arg(long, env = "QUIRE_BODY_TIMEOUT", default_value = "30", value_parser = parse_secs)]
     pub body_timeout: u64,
@@ -277,6 +307,9 @@ pub struct Config {
     pub max_client_requests: usize,
     pub max_heavy_reads: usize,
     pub allow_shared: bool,
+    pub node_id: String,
+    /// Seconds.
+    pub lease: u64,
     /// How binary documents are read into pages.
     pub reader: crate::intake::child::Reader,
     /// Model servers a rail may extract with.
@@ -314,6 +347,8 @@ impl Config {
             max_db_pages: a.max_db_pages,
             metrics_token: a.metrics_token.clone().filter(|t| !t.is_empty()),
             allow_shared: a.allow_shared,
+            node_id: a.node_id.clone(),
+            lease: a.lease,
             body_timeout: a.body_timeout.max(1),
             max_client_requests: a.max_client_requests.max(1),
             max_heavy_reads: a.max_heavy_reads.max(1),
@@ -382,6 +417,8 @@ impl Config {
             metrics_token: None,
             limits: Default::default(),
             allow_shared: false,
+            node_id: "default".into(),
+            lease: 30,
             body_timeout: 30,
             max_client_requests: 256,
             max_heavy_reads: 4,

@@ -15,6 +15,7 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod models;
+pub mod node;
 pub mod store;
 pub mod testing;
 pub mod tools;
@@ -96,7 +97,7 @@ impl Application {
             store::OpenOptions {
                 max_connections: 8,
                 max_db_pages: config.max_db_pages,
-                serve_lock: !config.allow_shared,
+                serve_lock: (!config.allow_shared).then(|| config.node_id.clone()),
             },
         )?;
         let first_key = admin::ensure_bootstrap(&db, config.bootstrap_key.as_deref())?;
@@ -109,6 +110,14 @@ impl Application {
         let metrics = std::sync::Arc::new(metrics::Metrics::default());
         let models =
             std::sync::Arc::new(models::Registry::new(&config.models).map_err(StartError::Config)?);
+        if config.node_id != node::DEFAULT {
+            logging::set_node(&config.node_id);
+        }
+        let node = node::Node::new(
+            &config.node_id,
+            std::time::Duration::from_secs(config.lease),
+            !config.allow_shared,
+        );
         let executor = std::sync::Arc::new(engine::executor::Executor::start(
             db.clone(),
             metrics.clone(),
@@ -116,10 +125,12 @@ impl Application {
             std::time::Duration::from_secs(config.shutdown_timeout),
             config.limits.clone(),
             models.clone(),
+            node.clone(),
         )?);
         let webhooks = std::sync::Arc::new(webhooks::Dispatcher::start(
             db.clone(),
             config.webhooks.clone(),
+            node.clone(),
         )?);
         let housekeeper = std::sync::Arc::new(
             housekeeping::Housekeeper::start(db.clone())

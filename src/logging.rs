@@ -32,6 +32,27 @@ pub fn filter(default: &str) -> EnvFilter {
     }
 }
 
+static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's node on every line from now on (`node=` after the time in text, a
+/// `node` key in JSON): set when several nodes share a database (`--node-id`).
+pub fn set_node(name: &str) {
+    let _ = NODE.set(name.to_string());
+}
+
+/// The time, then the node when one is named.
+struct NodeTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for NodeTime {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        tracing_subscriber::fmt::time::SystemTime.format_time(w)?;
+        match NODE.get() {
+            Some(n) => write!(w, " node={n}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The target of the request span (`http::middleware::RequestSpan`).
 pub const REQUEST_SPAN_TARGET: &str = "quire::request";
 
@@ -88,6 +109,7 @@ where
             registry.with(
                 layer
                     .with_ansi(ansi)
+                    .with_timer(NodeTime)
                     .fmt_fields(TextFields)
                     .with_filter(filter),
             ),
@@ -172,6 +194,9 @@ where
         line.insert("time".into(), crate::domain::ids::now_rfc3339().into());
         line.insert("level".into(), meta.level().as_str().into());
         line.insert("target".into(), meta.target().into());
+        if let Some(n) = NODE.get() {
+            line.insert("node".into(), n.as_str().into());
+        }
         line.insert(
             "message".into(),
             own.0.shift_remove("message").unwrap_or_else(|| "".into()),

@@ -431,6 +431,27 @@ fn render_process(out: &mut String) {
     );
 }
 
+/// This node among the nodes sharing the database. The other gauges about stored data (runs,
+/// documents, deliveries) read the shared database and so say the same on every node; the
+/// counters are this process's own.
+pub fn render_node(out: &mut String, node: &crate::node::Node, live_nodes: i64) {
+    let _ = writeln!(
+        out,
+        "# HELP quire_node_info The id this node claims work under.\n# TYPE quire_node_info gauge\nquire_node_info{{node=\"{}\",name=\"{}\"}} 1",
+        escape(&node.id()),
+        escape(&node.name)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP quire_node_lease_remaining_seconds How long this node's claims outlive it without another heartbeat.\n# TYPE quire_node_lease_remaining_seconds gauge\nquire_node_lease_remaining_seconds {:.3}",
+        node.lease_left().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP quire_nodes_live Nodes registered on the database with a lease not run out.\n# TYPE quire_nodes_live gauge\nquire_nodes_live {live_nodes}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

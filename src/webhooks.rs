@@ -13,6 +13,7 @@
 
 use crate::domain::ids::{format_time, now_ms};
 use crate::domain::webhooks::{self as rules, forbidden_ip};
+use crate::node::Node;
 use crate::store::webhooks::{Attempt, Due};
 use crate::store::{self, Db, StoreError};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
@@ -85,8 +86,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Takes back every lease of an earlier process, purges old events and starts delivering.
-    pub fn start(db: Db, settings: Settings) -> Result<Self, StoreError> {
+    /// Purges old events and starts delivering, leasing deliveries as `node` (the executor's
+    /// start took back the leases of earlier processes).
+    pub fn start(db: Db, settings: Settings, node: Arc<Node>) -> Result<Self, StoreError> {
         let (wake_tx, wake_rx) = bounded::<()>(1);
         let stop = Arc::new(AtomicBool::new(false));
         if db.read_only() {
@@ -95,12 +97,6 @@ impl Dispatcher {
                 wake: wake_tx,
                 thread: Default::default(),
             });
-        }
-        let released = db.write(false, |tx| store::webhooks::release_leases(tx))?;
-        if released > 0 {
-            tracing::info!(
-                "{released} webhook delivery(ies) interrupted by the last exit will be sent again"
-            );
         }
         // A blocking client cannot be built on an async runtime's thread (the server starts
         // inside one): build it on a thread of its own.
@@ -112,6 +108,7 @@ impl Dispatcher {
         let (done_tx, done_rx) = unbounded::<Attempt>();
         let loop_state = Loop {
             db,
+            node,
             settings: Arc::new(settings),
             client,
             done_tx,
@@ -152,6 +149,7 @@ impl Dispatcher {
 
 struct Loop {
     db: Db,
+    node: Arc<Node>,
     settings: Arc<Settings>,
     client: reqwest::blocking::Client,
     done_tx: Sender<Attempt>,
@@ -248,9 +246,10 @@ impl Loop {
                 .read(|c| store::webhooks::next_due(c, &busy))?
                 .is_some_and(|at| at <= now);
             if due_now {
-                let due = self
-                    .db
-                    .write(false, |tx| store::webhooks::claim(tx, now, room, &busy))?;
+                let node = self.node.id();
+                let due = self.db.write(false, |tx| {
+                    store::webhooks::claim(tx, &node, now, room, &busy)
+                })?;
                 for d in due {
                     self.waiting.entry(d.webhook_seq).or_default().push_back(d);
                 }
@@ -301,10 +300,11 @@ impl Loop {
         let mut all = std::mem::take(&mut self.unrecorded);
         all.extend(batch);
         let disable_after = self.settings.disable_after.as_millis() as i64;
+        let node = self.node.id();
         let r = self.db.write(false, |tx| {
             let mut turned_off = Vec::new();
             for a in &all {
-                if let Some(why) = store::webhooks::record(tx, a, disable_after)? {
+                if let Some(why) = store::webhooks::record(tx, &node, a, disable_after)? {
                     turned_off.push((a.webhook_seq, why));
                 }
             }

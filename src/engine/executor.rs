@@ -9,6 +9,7 @@ use crate::domain::status::DocStatus;
 use crate::metrics::Metrics;
 use crate::models::dispatch::{self, Dispatcher, Job};
 use crate::models::Registry;
+use crate::node::Node;
 use crate::store;
 use crate::store::queue::{Claim, Final};
 use crate::store::{Connection, Db, StoreError};
@@ -40,6 +41,9 @@ enum Outcome {
     Ran(Box<Ran>),
     /// Nothing to commit: storage trouble while loading, or a panic in computation.
     Requeue(String),
+    /// The claim was taken back before the work began (a cancel, a rerun, another node's
+    /// reaping): nothing to commit or requeue.
+    Dropped,
     /// The run needs a model's answer that is not kept yet: the document waits in the queue
     /// while the dispatcher asks.
     Wait(Box<Job>),
@@ -77,6 +81,7 @@ pub enum AbortHow {
 }
 
 pub struct Executor {
+    node: Arc<Node>,
     wake_tx: Sender<()>,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
@@ -94,37 +99,29 @@ impl Executor {
         shutdown_timeout: Duration,
         limits: Limits,
         registry: Arc<Registry>,
+        node: Arc<Node>,
     ) -> Result<Self, StoreError> {
         if db.read_only() {
-            return Ok(Self::idle(shutdown_timeout));
+            return Ok(Self::idle(shutdown_timeout, node));
         }
-        let failed_allocations = crate::alloc_journal::read(&db.state_path());
-        let r = db.write(false, |tx| {
+        let journal = node.state_path(&db);
+        let failed_allocations = crate::alloc_journal::read(&journal);
+        let (id, gone, (r, hooks)) = db.write(false, |tx| {
             for e in &failed_allocations {
                 let cause = format!("an allocation of {} bytes failed", e.bytes);
                 store::queue::record_abort_of_claim(tx, e.seq, &e.token, &cause)?;
             }
-            // Whatever was being asked of a model is asked again when its document is claimed.
-            store::models::stop_waiting(tx)?;
-            let r = store::queue::recover_after_exit(tx)?;
-            for (seq, _) in &r.quarantined {
-                super::events::document_failed(tx, *seq)?;
-            }
-            for p in &r.pipelines {
-                super::events::settle(tx, p)?;
-            }
-            Ok::<_, StoreError>(r)
+            let id = store::nodes::register(tx, &node.name, node.lease_ms())?;
+            // Holding the name's lock, any earlier incarnation of it is gone: its work is
+            // taken back now rather than when its lease runs out.
+            let predecessors = node.exclusive.then_some((node.name.as_str(), id.as_str()));
+            let gone = store::nodes::reap(tx, predecessors)?;
+            Ok::<_, StoreError>((id, gone, take_back(tx)?))
         })?;
-        if r.requeued > 0 {
-            tracing::info!(
-                "recovered {} interrupted document(s) into the queue",
-                r.requeued
-            );
-        }
-        for (seq, why) in &r.quarantined {
-            tracing::warn!("document {seq} quarantined: {why}");
-        }
-        if let Err(e) = crate::alloc_journal::open(&db.state_path()) {
+        tracing::info!("registered as node {id}");
+        node.registered(id);
+        report_taken_back(&gone, &r, hooks);
+        if let Err(e) = crate::alloc_journal::open(&journal) {
             tracing::warn!("no allocation journal (a failed allocation will need two unclean exits to quarantine its document): {e}");
         }
         let limits = Arc::new(limits);
@@ -185,7 +182,12 @@ impl Executor {
             EXECUTOR_NICENESS,
             move || crate::store::checkpointer(cdb, cstop),
         )?);
+        handles.push(
+            node.start_heartbeat(db.clone())
+                .map_err(|e| StoreError::Refused(format!("cannot start the heartbeat: {e}")))?,
+        );
         let models2 = models.clone();
+        let this_node = node.clone();
         let writer = spawn("quire-writer".into(), WRITER_NICENESS, move || {
             Writer {
                 db: writer_db,
@@ -202,11 +204,15 @@ impl Executor {
                 shutdown_timeout,
                 models: models2,
                 interner: Default::default(),
+                last_reap: Instant::now(),
+                reregistered: None,
+                node,
             }
             .run()
         })?;
         let _ = wake_tx.try_send(());
         Ok(Executor {
+            node: this_node,
             wake_tx,
             stop,
             paused,
@@ -217,9 +223,10 @@ impl Executor {
     }
 
     /// An executor that never runs anything: the database is read-only.
-    fn idle(shutdown_timeout: Duration) -> Self {
+    fn idle(shutdown_timeout: Duration, node: Arc<Node>) -> Self {
         let (wake_tx, _) = bounded::<()>(1);
         Executor {
+            node,
             wake_tx,
             stop: Arc::new(AtomicBool::new(true)),
             paused: Arc::new(AtomicBool::new(true)),
@@ -227,6 +234,11 @@ impl Executor {
             workers: Mutex::new(Vec::new()),
             shutdown_timeout,
         }
+    }
+
+    /// This process as a node of the database.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
     }
 
     /// Tells the writer there may be queued work.
@@ -347,13 +359,13 @@ fn process(
         .unchecked_transaction()
         .map_err(StoreError::from)
         .and_then(|tx| {
-            let l = store::queue::load(&tx, claim.seq)?;
+            let l = store::queue::load(&tx, claim.seq, &claim.token)?;
             tx.commit()?;
             Ok(l)
         });
     let load = match loaded {
         Ok(Some(l)) => l,
-        Ok(None) => return Outcome::Requeue("document vanished".into()),
+        Ok(None) => return Outcome::Dropped,
         Err(e) => return Outcome::Requeue(format!("cannot load the document: {e}")),
     };
     if let Some(marker) = &limits.abort_on {
@@ -365,8 +377,12 @@ fn process(
             tracing::error!("fault injection: aborting on document {}", claim.seq);
             match limits.abort_how {
                 AbortHow::Recorded => {
-                    let _ =
-                        store::queue::record_abort(c, claim.seq, "the worker aborted the process");
+                    let _ = store::queue::record_abort_of_claim(
+                        c,
+                        claim.seq,
+                        &claim.token,
+                        "the worker aborted the process",
+                    );
                     std::process::abort();
                 }
                 AbortHow::Unrecorded => std::process::abort(),
@@ -560,6 +576,11 @@ struct Writer {
     models: Arc<Dispatcher>,
     /// Ids of the texts verdicts repeat, so most verdicts cost no lookup.
     interner: store::intern::Interner,
+    node: Arc<Node>,
+    /// When this node last looked for nodes whose lease ran out.
+    last_reap: Instant,
+    /// The id registered in the transaction being committed, after this node was reaped.
+    reregistered: Option<String>,
 }
 
 impl Writer {
@@ -650,8 +671,17 @@ impl Writer {
                 }
             }
         }
-        // Whatever did not finish goes back to the queue for the next start.
-        match store::queue::return_unfinished(&self.conn) {
+        // Whatever did not finish goes back to the queue, and the node leaves, so no one waits
+        // out its lease for the rest of what it held (its webhook leases).
+        let id = self.node.id();
+        let left = store::begin_immediate(&mut self.conn).and_then(|tx| {
+            let n = store::queue::return_unfinished(&tx, &id)?;
+            store::nodes::deregister(&tx, &id)?;
+            tx.commit()?;
+            Ok(n)
+        });
+        self.node.retire();
+        match left {
             Ok(n) if n > 0 => tracing::info!("returned {n} unfinished document(s) to the queue"),
             Ok(_) => {}
             Err(e) => tracing::warn!("could not return unfinished documents to the queue: {e}"),
@@ -706,6 +736,25 @@ impl Writer {
         let tx = store::begin_immediate(&mut self.conn)?;
         let now = now_rfc3339();
         let mut touched: HashSet<String> = HashSet::new();
+        let mut id = self.node.id();
+        // A node the others reaped lost every claim it held: what it still computes is fenced
+        // off by the claim tokens. It registers again, under a new id, before claiming.
+        let mut may_claim = claim_more;
+        if !store::nodes::registered(&tx, &id)? {
+            let fresh = store::nodes::register(&tx, &self.node.name, self.node.lease_ms())?;
+            tracing::warn!("node {id} was reaped by another node; registered again as {fresh}");
+            self.reregistered = Some(fresh.clone());
+            id = fresh;
+            may_claim = false;
+        }
+        let reaping = self.last_reap.elapsed() >= self.node.lease / 2;
+        let taken_back = if reaping {
+            let gone = store::nodes::reap(&tx, None)?;
+            let (r, hooks) = take_back(&tx)?;
+            Some((gone, r, hooks))
+        } else {
+            None
+        };
         let mut orgs: HashMap<String, String> = HashMap::new();
         // Versions written per (run, generation), for the open rerun's outcome.
         let mut versions: HashMap<(String, i64), u64> = HashMap::new();
@@ -744,13 +793,13 @@ impl Writer {
         let mut claims = Vec::new();
         // Read again under the write gate: a pause that returned before another writer's
         // transaction began must keep this commit from claiming what that transaction queued.
-        if claim_more && !self.paused.load(Ordering::SeqCst) {
+        if may_claim && !self.paused.load(Ordering::SeqCst) {
             let free = self
                 .capacity
                 .saturating_sub(self.in_flight.len().saturating_sub(batch.len()));
             if free > 0 {
                 let others = self.in_flight.len() > batch.len();
-                let (c, gave_up) = store::queue::claim(&tx, free, &self.in_flight, others)?;
+                let (c, gave_up) = store::queue::claim(&tx, &id, free, &self.in_flight, others)?;
                 claims = c;
                 for (seq, p) in gave_up {
                     super::events::document_failed(&tx, seq)?;
@@ -769,6 +818,15 @@ impl Writer {
         }
         tx.commit()?;
         self.interner.committed();
+        if let Some(fresh) = self.reregistered.take() {
+            self.node.registered(fresh);
+            // Everything claimed before is someone else's now (or queued again).
+            self.in_flight.clear();
+        }
+        if let Some((gone, r, hooks)) = taken_back {
+            self.last_reap = Instant::now();
+            report_taken_back(&gone, &r, hooks);
+        }
         for (p, status) in settled {
             tracing::info!("pipeline {p} settled: {status}");
         }
@@ -830,6 +888,40 @@ fn decide<'a>(
 }
 
 /// Applies one document's result; true when the document left the active set.
+/// Takes back, in the writers' transaction, what nodes that are gone held: their documents in
+/// flight (queued again or quarantined, `queue::recover_orphans`) and their webhook leases.
+fn take_back(tx: &Connection) -> Result<(store::queue::Recovered, usize), StoreError> {
+    let r = store::queue::recover_orphans(tx)?;
+    for (seq, _) in &r.quarantined {
+        super::events::document_failed(tx, *seq)?;
+    }
+    for p in &r.pipelines {
+        super::events::settle(tx, p)?;
+    }
+    let hooks = store::webhooks::release_orphan_leases(tx)?;
+    Ok((r, hooks))
+}
+
+fn report_taken_back(gone: &[String], r: &store::queue::Recovered, hooks: usize) {
+    for id in gone {
+        tracing::warn!("node {id} is gone (its lease ran out, or it was this node's last start): taking back its work");
+    }
+    if r.requeued > 0 {
+        tracing::info!(
+            "recovered {} interrupted document(s) into the queue",
+            r.requeued
+        );
+    }
+    for (seq, why) in &r.quarantined {
+        tracing::warn!("document {seq} quarantined: {why}");
+    }
+    if hooks > 0 {
+        tracing::info!(
+            "{hooks} webhook delivery(ies) interrupted by a node's exit will be sent again"
+        );
+    }
+}
+
 fn apply_result(
     c: &Connection,
     r: &WorkResult,
@@ -844,6 +936,7 @@ fn apply_result(
             store::queue::requeue(c, claim)?;
             return Ok((false, 0));
         }
+        Outcome::Dropped => return Ok((false, 0)),
         Outcome::Wait(job) => {
             store::models::wait(
                 c,

@@ -132,6 +132,7 @@ fn world_of(texts: &[&str]) -> World {
         Duration::from_secs(5),
         Limits::default(),
         Arc::new(crate::models::Registry::default()),
+        crate::node::Node::new("default", Duration::from_secs(30), true),
     )
     .expect("executor");
     executor.wake();
@@ -369,6 +370,7 @@ fn an_extraction_runs_the_quick_rail_and_a_correction_outlives_a_rerun_without_h
         Duration::from_secs(5),
         Limits::default(),
         Arc::new(crate::models::Registry::default()),
+        crate::node::Node::new("default", Duration::from_secs(30), true),
     )
     .expect("executor");
     settle(&db, &executor, &org, &id);

@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok".into(),
+        node: None,
     })
 }
 
@@ -27,8 +28,15 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         };
         return Err(ApiError::Unavailable(why.into()));
     }
+    if state.node.lapsed() {
+        return Err(ApiError::Unavailable(format!(
+            "This node's lease ran out (it was paused, or could not reach the database for {}s): other nodes may have taken back its work; it registers again before it claims more",
+            state.node.lease.as_secs()
+        )));
+    }
     Ok(HttpResponse::Ok().json(Health {
         status: "ready".into(),
+        node: Some(state.node.id()),
     }))
 }
 
@@ -49,12 +57,18 @@ pub async fn metrics(
         }
     }
     let st = state.clone();
-    let gauges = super::blocking(move || {
-        st.db
-            .read(|c| Ok(crate::store::pipelines::metric_gauges(c)?))
+    let (gauges, nodes) = super::blocking(move || {
+        st.db.read(|c| {
+            Ok((
+                crate::store::pipelines::metric_gauges(c)?,
+                crate::store::nodes::live(c)?,
+            ))
+        })
     })
     .await?;
+    let mut body = state.metrics.render(&gauges);
+    crate::metrics::render_node(&mut body, &state.node, nodes);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&gauges)))
+        .body(body))
 }

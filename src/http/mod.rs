@@ -46,6 +46,8 @@ pub struct AppState {
     pub webhooks: std::sync::Arc<crate::webhooks::Dispatcher>,
     /// Applies retention settings.
     pub housekeeper: std::sync::Arc<crate::housekeeping::Housekeeper>,
+    /// This process among the nodes sharing the database.
+    pub node: std::sync::Arc<crate::node::Node>,
     pub config: Config,
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
@@ -129,6 +131,7 @@ impl AppState {
         let progress_cache = ProgressCache::new(watch)?;
         Ok(AppState {
             progress_cache,
+            node: executor.node().clone(),
             heavy: limits::HeavyReads::new(config.max_heavy_reads),
             db,
             executor,

@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "line_items", "0015_line_items.sql"),
     migration!(16, "lazy_held", "0016_lazy_held.sql"),
     migration!(17, "held_counts", "0017_held_counts.sql"),
+    migration!(18, "nodes", "0018_nodes.sql"),
 ];
 
 pub fn latest_version() -> i64 {

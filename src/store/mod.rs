@@ -12,6 +12,7 @@ pub mod intern;
 pub mod keys;
 pub mod migrate;
 pub mod models;
+pub mod nodes;
 pub mod orgs;
 #[cfg(test)]
 mod pg_tests;
@@ -276,15 +277,15 @@ enum Place {
     Postgres(Box<postgres::Config>),
 }
 
-/// Takes, on `c`, the session lock one `quire serve` holds on a PostgreSQL schema for its life
-/// (`Refused`, naming the holder's server process, when another has it).
-fn take_serve_lock(c: Connection, shown: &str) -> Result<Connection, StoreError> {
+/// Takes, on `c`, the session lock one `quire serve` node named `node` holds on a PostgreSQL
+/// schema for its life (`Refused`, naming the holder's server process, when another has it).
+fn take_serve_lock(c: Connection, shown: &str, node: &str) -> Result<Connection, StoreError> {
     let got: bool = c.query_row(
         &format!(
-            "SELECT pg_try_advisory_lock({}, hashtext(current_schema()))",
+            "SELECT pg_try_advisory_lock({}, hashtext(current_schema() || '/' || ?1))",
             conn::PG_SERVE_LOCK
         ),
-        [],
+        [node],
         |r| r.get(0),
     )?;
     if got {
@@ -295,19 +296,19 @@ fn take_serve_lock(c: Connection, shown: &str) -> Result<Connection, StoreError>
         .query_row(
             &format!(
                 "SELECT pid::bigint FROM pg_locks
-                 WHERE locktype = 'advisory' AND classid = {} AND objid = hashtext(current_schema())::oid
+                 WHERE locktype = 'advisory' AND classid = {} AND objid = hashtext(current_schema() || '/' || ?1)::oid
                    AND objsubid = 2 AND granted
                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                  LIMIT 1",
                 conn::PG_SERVE_LOCK
             ),
-            [],
+            [node],
             |r| r.get(0),
         )
         .optional()?;
     let holder = holder.map_or_else(String::new, |p| format!(" (server process {p})"));
     Err(StoreError::Refused(format!(
-        "the database {shown} is in use by another quire serve{holder}; stop it, or pass --allow-shared to start anyway"
+        "the database {shown} is in use by another quire serve with node id '{node}'{holder}; stop it, or give this one another --node-id to run several nodes"
     )))
 }
 
@@ -491,9 +492,10 @@ fn check_existing(path: &Path) -> Result<(), StoreError> {
 pub struct OpenOptions {
     pub max_connections: u32,
     pub max_db_pages: Option<u64>,
-    /// Hold the database for one `quire serve` on PostgreSQL, taken before anything is migrated
-    /// (a SQLite file is held through `<db>.lock`, taken before it is opened).
-    pub serve_lock: bool,
+    /// Hold the database for one `quire serve` node of this name on PostgreSQL, taken before
+    /// anything is migrated (a SQLite file is held through `<db>.lock`, taken before it is
+    /// opened).
+    pub serve_lock: Option<String>,
 }
 
 impl Default for OpenOptions {
@@ -501,7 +503,7 @@ impl Default for OpenOptions {
         OpenOptions {
             max_connections: 16,
             max_db_pages: None,
-            serve_lock: false,
+            serve_lock: None,
         }
     }
 }
@@ -581,11 +583,11 @@ impl Db {
         // after the pool's timeout; and a second serve is refused before it migrates anything
         // under the first.
         let first = Connection::connect_pg_config(&config).map_err(|e| refused(&e))?;
-        let serve_lock = match opts.serve_lock {
-            true => Some(std::sync::Arc::new(parking_lot::Mutex::new(
-                take_serve_lock(first, &shown)?,
+        let serve_lock = match &opts.serve_lock {
+            Some(node) => Some(std::sync::Arc::new(parking_lot::Mutex::new(
+                take_serve_lock(first, &shown, node)?,
             ))),
-            false => None,
+            None => None,
         };
         let pool = Pool::builder()
             .max_size(opts.max_connections)

@@ -175,14 +175,6 @@ fn insert_calls(c: &Connection, pd_seq: i64, calls: &[Call], now: &str) -> Resul
     Ok(())
 }
 
-/// At start: nothing is being asked any more, so nothing waits.
-pub fn stop_waiting(c: &Connection) -> Result<usize, StoreError> {
-    Ok(c.execute(
-        "UPDATE pipeline_docs SET waiting_for = NULL WHERE waiting_for IS NOT NULL",
-        [],
-    )?)
-}
-
 /// A document's calls, oldest first.
 pub fn calls(c: &Connection, pd_seq: i64) -> Result<Vec<Call>, StoreError> {
     Ok(c.prepare_cached(

@@ -118,9 +118,8 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
     );
     assert_eq!(reruns::earliest_restart(c, run, None, 1).unwrap(), Some(1));
     assert_eq!(documents::search(c, "o", "INVOICE", 10).unwrap().len(), 1);
-    assert!(queue::load(c, 1).unwrap().is_some());
     // The lazy claim resets the suspect to the queue and claims the other two.
-    let claimed = reruns::claim_pending(c, run, 10, "token", "t", "[]").unwrap();
+    let claimed = reruns::claim_pending(c, "n", run, 10, "token", "t", "[]").unwrap();
     assert_eq!(
         claimed
             .iter()
@@ -128,10 +127,12 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
             .collect::<Vec<_>>(),
         vec![(2, 2), (3, 2)]
     );
-    let (claims, _) = queue::claim(c, 10, &HashSet::new(), false).unwrap();
+    let (claims, _) = queue::claim(c, "n", 10, &HashSet::new(), false).unwrap();
     assert_eq!(claims.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1]);
     // The fenced commit: with the states it expects, and with any.
     let claim = &claims[0];
+    assert!(queue::load(c, claim.seq, &claim.token).unwrap().is_some());
+    assert!(queue::load(c, claim.seq, "another").unwrap().is_none());
     let fin = queue::Final::Continue(claim.cursor + 1);
     assert!(
         !queue::commit_document(c, claim, 2, "{}", fin, "t", Some("{\"x\":1}")).unwrap(),
@@ -174,7 +175,7 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
         response_body: None,
         retry_at_ms: None,
     };
-    webhooks::record(c, &attempt, 1000).unwrap();
+    webhooks::record(c, "n", &attempt, 1000).unwrap();
     reruns::materialize_all(c, run).unwrap();
     reruns::materialize_doc(c, 1).unwrap();
     reruns::eager_docs(c, run, 2).unwrap();
@@ -185,7 +186,7 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
     reruns::target_decisions(c, run, None).unwrap();
     reruns::keeping_docs(c, run, None, 0, 10).unwrap();
     reruns::restart_rest(c, run, None, 2, 3).unwrap();
-    reruns::claim_pending(c, run, 10, "token", "t", "[]").unwrap();
+    reruns::claim_pending(c, "n", run, 10, "token", "t", "[]").unwrap();
     reruns::materialize_all(c, run).unwrap();
     reruns::materialize_doc(c, 1).unwrap();
     pipelines::status_counts(c, run).unwrap();
@@ -193,9 +194,9 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
     pipelines::list_extractions(c, "o", None, Some(&["complete"]), None, 10).unwrap();
     pipelines::cells(c, &[1]).unwrap();
     pipelines::newest_cells_by_doc(c, &[1]).unwrap();
-    queue::claim(c, 10, &HashSet::new(), false).unwrap();
-    queue::recover_after_exit(c).unwrap();
-    queue::load(c, 1).unwrap();
+    queue::claim(c, "n", 10, &HashSet::new(), false).unwrap();
+    queue::recover_orphans(c).unwrap();
+    queue::load(c, 1, "token").unwrap();
     models::wait(c, 1, "token", "model").unwrap();
     documents::list_filtered(c, "o", &documents::DocFilter::default(), None, 10).unwrap();
     documents::search(c, "o", "invoice", 10).unwrap();
@@ -203,7 +204,7 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
     retention::has_superseded(c, &[1], "t").unwrap();
     retention::purge_documents(c, &[1], "t").unwrap();
     webhooks::subscribers(c, "o", "run.completed").unwrap();
-    webhooks::claim(c, 0, 10, &[1]).unwrap();
+    webhooks::claim(c, "n", 0, 10, &[1]).unwrap();
     webhooks::next_due(c, &[1]).unwrap();
     for stage_id in [None, Some("stage-1")] {
         let f = review::QueueFilter {
@@ -349,11 +350,13 @@ fn postgres_delivers_webhook_events_once_each() {
         webhooks::enqueue(c, &org.id, "run.completed", &[hook.seq], &data).unwrap(),
         1
     );
-    let due = webhooks::claim(c, i64::MAX, 10, &[]).unwrap();
+    let due = webhooks::claim(c, "n", i64::MAX, 10, &[]).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].data, data);
     assert!(
-        webhooks::claim(c, i64::MAX, 10, &[]).unwrap().is_empty(),
+        webhooks::claim(c, "n", i64::MAX, 10, &[])
+            .unwrap()
+            .is_empty(),
         "leased once"
     );
     let failed = webhooks::Attempt {
@@ -366,9 +369,9 @@ fn postgres_delivers_webhook_events_once_each() {
         response_body: Some("oops".into()),
         retry_at_ms: Some(2_000),
     };
-    assert_eq!(webhooks::record(c, &failed, i64::MAX).unwrap(), None);
+    assert_eq!(webhooks::record(c, "n", &failed, i64::MAX).unwrap(), None);
     assert_eq!(webhooks::next_due(c, &[]).unwrap(), Some(2_000));
-    let again = webhooks::claim(c, 2_000, 10, &[]).unwrap();
+    let again = webhooks::claim(c, "n", 2_000, 10, &[]).unwrap();
     assert_eq!((again.len(), again[0].attempts), (1, 1));
     let ok = webhooks::Attempt {
         response_code: Some(200),
@@ -377,7 +380,7 @@ fn postgres_delivers_webhook_events_once_each() {
         retry_at_ms: None,
         ..failed
     };
-    webhooks::record(c, &ok, i64::MAX).unwrap();
+    webhooks::record(c, "n", &ok, i64::MAX).unwrap();
     let (rows, total) = webhooks::deliveries(c, hook.seq, Some("delivered"), None, 10).unwrap();
     assert_eq!((rows.len(), total, rows[0].attempts), (1, 1, 2));
     webhooks::update(c, hook.seq, "https://example.com/2", &events, None, false).unwrap();

@@ -244,7 +244,7 @@ fn pages_of_every_list_read_by_position() {
 #[test]
 fn the_writer_claims_queued_documents_without_a_scan() {
     assert_no_scan("the executor's claim", |c| {
-        super::queue::claim(c, 16, &Default::default(), false).unwrap();
+        super::queue::claim(c, "n", 16, &Default::default(), false).unwrap();
     });
 }
 
@@ -304,7 +304,7 @@ fn a_whole_run_rerun_and_the_claims_that_reset_its_documents_read_by_index() {
         super::reruns::start_lazy(c, RUN, 2, 2).unwrap();
         super::reruns::lazy_runs(c).unwrap();
         super::pipelines::pending_review_count(c, ORG, RUN).unwrap();
-        super::reruns::claim_pending(c, RUN, 1, "token", "t", "[]").unwrap();
+        super::reruns::claim_pending(c, "n", RUN, 1, "token", "t", "[]").unwrap();
         super::reruns::materialize_doc(c, 2).unwrap();
         super::reruns::materialize_all(c, RUN).unwrap();
         c.execute("UPDATE pipelines SET lazy_held = 1 WHERE id = ?1", [RUN])

@@ -20,16 +20,17 @@ pub struct Claim {
 
 pub const MAX_ATTEMPTS: i64 = 3;
 
-/// At start-up: every document that was processing is queued again.
-/// At a clean stop: documents still in flight go back to the queue, no questions asked.
-pub fn return_unfinished(c: &Connection) -> Result<usize, StoreError> {
+/// At a clean stop: the node's documents still in flight go back to the queue, no questions
+/// asked.
+pub fn return_unfinished(c: &Connection, node: &str) -> Result<usize, StoreError> {
     Ok(c.execute(
-        "UPDATE pipeline_docs SET status = 'queued', claim_token = NULL WHERE status = 'processing'",
-        [],
+        "UPDATE pipeline_docs SET status = 'queued', claim_token = NULL
+         WHERE status = 'processing' AND claimed_by = ?1",
+        [node],
     )?)
 }
 
-/// What a start found of the previous process's work.
+/// What reaping found of the work of nodes that are gone.
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub requeued: usize,
@@ -43,20 +44,39 @@ pub struct Recovered {
 /// aside.
 pub const QUARANTINE_AFTER: i64 = 2;
 
-/// At start: a clean stop leaves nothing `processing`, so what is still `processing` was in
-/// flight when the process died. A document whose worker recorded why it was dying, or that
-/// was in flight alone at two consecutive unclean exits, ends `error` (quarantined); every
-/// other one goes back to the queue, a suspect until it commits. Suspects run alone, so a
+/// Claimed by no registered node: claimed by a node that was reaped (or stopped without
+/// returning its work), or before nodes were recorded.
+const ORPHAN: &str = "(claimed_by IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = pipeline_docs.claimed_by))";
+
+/// Takes back the work of nodes that are gone (`nodes::reap` deleted them, or a start found
+/// its predecessor's). A clean stop leaves nothing `processing`, so what such a node still had
+/// `processing` was in flight when it died. A document whose worker recorded why it was dying,
+/// or that was in flight alone at two consecutive unclean exits, ends `error` (quarantined);
+/// every other one goes back to the queue, a suspect until it commits. Suspects run alone, so a
 /// document killed with a crowd is never blamed, and an innocent one would have to be the one
-/// running at two random kills in a row.
-pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
+/// running at two random kills in a row. What the dead node was asking a model is asked again
+/// when its document is claimed. Runs in the writers' transaction, as nothing else changes
+/// claims meanwhile.
+pub fn recover_orphans(c: &Connection) -> Result<Recovered, StoreError> {
     let now = now_rfc3339();
     let mut r = Recovered::default();
+    c.execute(
+        &format!("UPDATE pipeline_docs SET waiting_for = NULL WHERE waiting_for IS NOT NULL AND {ORPHAN}"),
+        [],
+    )?;
+    let in_flight: i64 = c.query_row(
+        &format!("SELECT count(*) FROM pipeline_docs WHERE status = 'processing' AND {ORPHAN}"),
+        [],
+        |r| r.get(0),
+    )?;
+    if in_flight == 0 {
+        return Ok(r);
+    }
     let dying: Vec<(i64, String, String)> = c
-        .prepare(
+        .prepare(&format!(
             "SELECT seq, pipeline_id, abort_cause FROM pipeline_docs
-             WHERE status = 'processing' AND abort_cause IS NOT NULL",
-        )?
+             WHERE status = 'processing' AND abort_cause IS NOT NULL AND {ORPHAN}"
+        ))?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (seq, pipeline, cause) in dying {
@@ -74,24 +94,20 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     // with it (a SIGKILL, an out-of-memory kill of the whole process). Alone in flight, which is
     // how suspects run, the exit counts against it (+1). A document whose own cause is known
     // counts in the crowd too: beside a known culprit no one else was alone.
-    let in_flight: i64 = c.query_row(
-        "SELECT count(*) FROM pipeline_docs WHERE status = 'processing'",
-        [],
-        |r| r.get(0),
-    )?;
     let step = if in_flight == 1 { 1 } else { 0 };
     c.execute(
         &format!(
             "UPDATE pipeline_docs SET unclean_exits = {} + ?1
-         WHERE status = 'processing' AND abort_cause IS NULL",
+         WHERE status = 'processing' AND abort_cause IS NULL AND {ORPHAN}",
             sql::greatest(c.dialect(), "unclean_exits", "1")
         ),
         [step],
     )?;
     let repeat: Vec<(i64, String)> = c
-        .prepare(
-            "SELECT seq, pipeline_id FROM pipeline_docs WHERE status = 'processing' AND unclean_exits >= ?1",
-        )?
+        .prepare(&format!(
+            "SELECT seq, pipeline_id FROM pipeline_docs
+             WHERE status = 'processing' AND unclean_exits >= ?1 AND {ORPHAN}"
+        ))?
         .query_map([QUARANTINE_AFTER + 1], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (seq, pipeline) in repeat {
@@ -108,23 +124,20 @@ pub fn recover_after_exit(c: &Connection) -> Result<Recovered, StoreError> {
     for (seq, why) in &r.quarantined {
         end.execute(params![seq, why, now])?;
     }
-    r.requeued = return_unfinished(c)?;
+    r.requeued = c.execute(
+        &format!(
+            "UPDATE pipeline_docs SET status = 'queued', claim_token = NULL WHERE status = 'processing' AND {ORPHAN}"
+        ),
+        [],
+    )?;
     r.pipelines.sort();
     r.pipelines.dedup();
     Ok(r)
 }
 
-/// A worker about to take the process down says which document it was on, and why.
-pub fn record_abort(c: &Connection, seq: i64, cause: &str) -> Result<(), StoreError> {
-    c.execute(
-        "UPDATE pipeline_docs SET abort_cause = ?2 WHERE seq = ?1",
-        params![seq, cause],
-    )?;
-    Ok(())
-}
-
-/// The allocation journal's word, at start, for a document that may still be claimed by the
-/// claim that was running when an allocation failed (a later claim of it is not blamed).
+/// Why a claim took its process down: said by a worker about to abort, or, at the next start,
+/// by the allocation journal for a failed allocation. Fenced by the claim, so a later claim of
+/// the document (after a reaping, say) is not blamed.
 pub fn record_abort_of_claim(
     c: &Connection,
     seq: i64,
@@ -146,6 +159,7 @@ pub type GaveUp = (i64, String);
 
 pub fn claim(
     c: &Connection,
+    node: &str,
     limit: usize,
     in_flight: &std::collections::HashSet<i64>,
     others_in_flight: bool,
@@ -236,14 +250,14 @@ pub fn claim(
         // every one of them is still queued.
         static CLAIM: Sql = Sql::new(|d| {
             format!(
-                "UPDATE pipeline_docs SET status = 'processing', claim_token = ?1, attempts = attempts + 1, updated_at = ?2
-                 WHERE seq IN ({}) AND status = 'queued'",
+                "UPDATE pipeline_docs SET status = 'processing', claim_token = ?1, attempts = attempts + 1, updated_at = ?2,
+                 claimed_by = ?4 WHERE seq IN ({}) AND status = 'queued'",
                 sql::in_list(d, 3, Elem::Int)
             )
         });
         let n = c
             .prepare_cached(CLAIM.text(d))?
-            .execute(params![token, now, seqs])?;
+            .execute(params![token, now, seqs, node])?;
         if n != out.len() {
             return Err(StoreError::Refused(format!(
                 "claimed {n} of {} queued documents",
@@ -266,7 +280,7 @@ pub fn claim(
         for run in runs {
             let want = (limit - out.len()) as i64;
             for (seq, generation, cursor) in
-                super::reruns::claim_pending(c, &run, want, &token, &now, &busy)?
+                super::reruns::claim_pending(c, node, &run, want, &token, &now, &busy)?
             {
                 out.push(Claim {
                     seq,
@@ -315,7 +329,9 @@ pub struct DocLoad {
     pub decisions: Vec<(String, Value)>,
 }
 
-pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
+/// Reads a claimed document's situation; `None` when `token` no longer holds its claim (a
+/// cancel, a rerun or another node's reaping took it back meanwhile).
+pub fn load(c: &Connection, seq: i64, token: &str) -> Result<Option<DocLoad>, StoreError> {
     type Head = (
         Vec<(i64, usize)>,
         String,
@@ -335,13 +351,13 @@ pub fn load(c: &Connection, seq: i64) -> Result<Option<DocLoad>, StoreError> {
                     CASE WHEN d.text IS NULL THEN d.mime_type ELSE 'text/plain' END,
                     d.metadata, d.error, CASE WHEN d.text IS NULL THEN NULL ELSE d.id END, d.language, d.sha256
              FROM pipeline_docs pd
-             JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1",
+             JOIN documents d ON d.id = pd.document_id WHERE pd.seq = ?1 AND pd.claim_token = ?2",
             sql::text_as_blob(d, "d.text")
         )
     });
     let head: Option<Head> = c
         .prepare_cached(HEAD.text(c.dialect()))?
-        .query_row([seq], |r| {
+        .query_row(params![seq, token], |r| {
             Ok((
                 super::json(r, 1, "pipeline_docs")?,
                 r.get(2)?,

@@ -481,6 +481,7 @@ fn clear_when_done(c: &Connection, pipeline_id: &str) -> Result<(), StoreError> 
 /// the claim runs it alone.
 pub fn claim_pending(
     c: &Connection,
+    node: &str,
     pipeline_id: &str,
     limit: i64,
     token: &str,
@@ -507,7 +508,7 @@ pub fn claim_pending(
     // In PostgreSQL the chosen rows are locked, skipping any another writer holds.
     static CLAIM: Sql = Sql::new(|d| {
         format!(
-            "UPDATE pipeline_docs SET status = 'processing', attempts = 1, claim_token = ?5, updated_at = ?4, {}
+            "UPDATE pipeline_docs SET status = 'processing', attempts = 1, claim_token = ?5, updated_at = ?4, claimed_by = ?8, {}
              WHERE seq IN (SELECT seq FROM pipeline_docs WHERE pipeline_id = ?1 AND generation < ?2
                            AND seq NOT IN ({}) LIMIT ?6{})
              RETURNING seq, generation, cursor",
@@ -543,7 +544,8 @@ pub fn claim_pending(
                 now,
                 token,
                 limit,
-                in_flight
+                in_flight,
+                node
             ],
             |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize)),
         )?
@@ -870,7 +872,7 @@ mod tests {
         let c = db.dedicated().unwrap();
         pending_run(&c);
         assert_eq!(pending_count(&c, "r").unwrap(), 5);
-        let claimed = claim_pending(&c, "r", 10, "tok", "now", "[1]").unwrap();
+        let claimed = claim_pending(&c, "n", "r", 10, "tok", "now", "[1]").unwrap();
         // Document 2 ended in error at phase 1 and restarts there, before the rerun's phase;
         // document 4 ended in error with no phase and restarts from the start.
         assert_eq!(claimed, vec![(2, 2, 1), (4, 2, 0), (5, 2, 2)]);
@@ -890,7 +892,7 @@ mod tests {
             "the run still has work left"
         );
         assert_eq!(
-            claim_pending(&c, "r", 10, "tok", "now", "[]").unwrap(),
+            claim_pending(&c, "n", "r", 10, "tok", "now", "[]").unwrap(),
             vec![(1, 2, 2)]
         );
         assert_eq!(pending_count(&c, "r").unwrap(), 0);
@@ -970,7 +972,7 @@ mod tests {
         // suspect 3.
         clear_stale_held(&c).unwrap();
         assert_eq!(
-            claim_pending(&c, "r", 1, "tok", "now", "[1]").unwrap(),
+            claim_pending(&c, "n", "r", 1, "tok", "now", "[1]").unwrap(),
             vec![(2, 2, 1)]
         );
         let left = raw_held(&c);

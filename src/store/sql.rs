@@ -280,6 +280,15 @@ pub fn numbered(sql: &str) -> String {
     out
 }
 
+/// The database's clock in Unix milliseconds: every node reads leases off one clock, so no
+/// clock skew between hosts decides who is alive.
+pub fn now_ms(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+        Dialect::Postgres => "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -369,6 +369,7 @@ pub struct Due {
 /// the endpoints in `busy` (at their concurrency limit).
 pub fn claim(
     c: &Connection,
+    node: &str,
     now_ms: i64,
     limit: usize,
     busy: &[i64],
@@ -406,9 +407,11 @@ pub fn claim(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut lease = c.prepare_cached("UPDATE webhook_deliveries SET leased = 1 WHERE seq = ?1")?;
+    let mut lease = c.prepare_cached(
+        "UPDATE webhook_deliveries SET leased = 1, leased_by = ?2 WHERE seq = ?1",
+    )?;
     for d in &due {
-        lease.execute([d.seq])?;
+        lease.execute(params![d.seq, node])?;
     }
     Ok(due)
 }
@@ -429,10 +432,13 @@ pub fn next_due(c: &Connection, busy: &[i64]) -> Result<Option<i64>, StoreError>
         .query_row([busy], |r| r.get(0))?)
 }
 
-/// Leases of a process that is gone: every attempt in flight then is due again.
-pub fn release_leases(c: &Connection) -> Result<usize, StoreError> {
+/// Leases of nodes that are gone (reaped, or stopped): every attempt they had in flight is due
+/// again, under the same delivery id.
+pub fn release_orphan_leases(c: &Connection) -> Result<usize, StoreError> {
     Ok(c.execute(
-        "UPDATE webhook_deliveries SET leased = 0 WHERE leased = 1 AND status = 'pending'",
+        "UPDATE webhook_deliveries SET leased = 0, leased_by = NULL
+         WHERE leased = 1 AND status = 'pending'
+           AND (leased_by IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = webhook_deliveries.leased_by))",
         [],
     )?)
 }
@@ -452,22 +458,27 @@ pub struct Attempt {
     pub retry_at_ms: Option<i64>,
 }
 
-/// Records an attempt. A success clears the endpoint's failing streak; a failure starts it, and
-/// turns the endpoint off once it has lasted `disable_after_ms`. Answers the reason when this
-/// attempt turned it off.
+/// Records an attempt made under `node`'s lease. A success clears the endpoint's failing
+/// streak; a failure starts it, and turns the endpoint off once it has lasted
+/// `disable_after_ms`. Answers the reason when this attempt turned it off. An attempt whose
+/// lease was taken back (its node was reaped) records nothing: the delivery is another's now.
 pub fn record(
     c: &Connection,
+    node: &str,
     a: &Attempt,
     disable_after_ms: i64,
 ) -> Result<Option<String>, StoreError> {
     let now = format_ms(a.at_ms);
     if a.error.is_none() {
-        c.prepare_cached(
+        let n = c.prepare_cached(
             "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, leased = 0,
                  response_code = ?2, latency_ms = ?3, error = NULL, response_body = NULL,
-                 updated_at = ?4, delivered_at = ?4 WHERE seq = ?1 AND leased = 1",
+                 updated_at = ?4, delivered_at = ?4, leased_by = NULL WHERE seq = ?1 AND leased = 1 AND leased_by = ?5",
         )?
-        .execute(params![a.delivery_seq, a.response_code, a.latency_ms, now])?;
+        .execute(params![a.delivery_seq, a.response_code, a.latency_ms, now, node])?;
+        if n == 0 {
+            return Ok(None);
+        }
         c.prepare_cached("UPDATE webhooks SET failing_since_ms = NULL WHERE seq = ?1")?
             .execute([a.webhook_seq])?;
         return Ok(None);
@@ -476,11 +487,13 @@ pub fn record(
         format!(
             "UPDATE webhook_deliveries SET status = CASE WHEN {} THEN 'failed' ELSE 'pending' END,
              attempts = attempts + 1, leased = 0, response_code = ?2, latency_ms = ?3, error = ?4,
-             response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7 WHERE seq = ?1 AND leased = 1",
+             response_body = ?5, next_ms = coalesce(?6, next_ms), updated_at = ?7, leased_by = NULL
+             WHERE seq = ?1 AND leased = 1 AND leased_by = ?8",
             sql::is_null(d, 6, "bigint")
         )
     });
-    c.prepare_cached(FAILED.text(c.dialect()))?
+    let n = c
+        .prepare_cached(FAILED.text(c.dialect()))?
         .execute(params![
             a.delivery_seq,
             a.response_code,
@@ -488,8 +501,12 @@ pub fn record(
             a.error,
             a.response_body,
             a.retry_at_ms,
-            now
+            now,
+            node
         ])?;
+    if n == 0 {
+        return Ok(None);
+    }
     c.prepare_cached(
         "UPDATE webhooks SET failing_since_ms = coalesce(failing_since_ms, ?2) WHERE seq = ?1",
     )?
@@ -641,10 +658,18 @@ mod tests {
             .unwrap();
         }
         let now = now_ms();
-        let due = db.write(false, |tx| claim(tx, now, 10, &[b.seq])).unwrap();
+        let me = db
+            .write(false, |tx| crate::store::nodes::register(tx, "n", 60_000))
+            .unwrap();
+        let me = me.as_str();
+        let due = db
+            .write(false, |tx| claim(tx, me, now, 10, &[b.seq]))
+            .unwrap();
         assert_eq!(due.len(), 3, "only a's: b is busy");
         assert!(due.iter().all(|d| d.webhook_seq == a.seq));
-        let again = db.write(false, |tx| claim(tx, now, 10, &[b.seq])).unwrap();
+        let again = db
+            .write(false, |tx| claim(tx, me, now, 10, &[b.seq]))
+            .unwrap();
         assert!(again.is_empty(), "leased deliveries are not claimed twice");
         // Failed with a retry due later: pending, not due now; the endpoint is failing.
         let fail = |d: &Due, retry: Option<i64>, at: i64| Attempt {
@@ -659,10 +684,21 @@ mod tests {
         };
         let off = db
             .write(false, |tx| {
-                record(tx, &fail(&due[0], Some(now + 60_000), now), 1000)
+                record(tx, me, &fail(&due[0], Some(now + 60_000), now), 1000)
             })
             .unwrap();
         assert!(off.is_none());
+        // An attempt under a lease that was taken back records nothing.
+        let late = fail(&due[1], None, now);
+        assert!(db
+            .write(false, |tx| record(tx, "gone/1", &late, 0))
+            .unwrap()
+            .is_none());
+        let d1 = db
+            .read(|c| delivery_of(c, a.seq, &due[1].id))
+            .unwrap()
+            .unwrap();
+        assert_eq!((d1.status.as_str(), d1.attempts), ("pending", 0));
         let d0 = db
             .read(|c| delivery_of(c, a.seq, &due[0].id))
             .unwrap()
@@ -672,12 +708,14 @@ mod tests {
             ("pending", 1, now + 60_000)
         );
         assert!(db
-            .write(false, |tx| claim(tx, now, 10, &[b.seq]))
+            .write(false, |tx| claim(tx, me, now, 10, &[b.seq]))
             .unwrap()
             .is_empty());
         // The schedule spent: failed, with the answer kept.
-        db.write(false, |tx| record(tx, &fail(&due[1], None, now + 10), 1000))
-            .unwrap();
+        db.write(false, |tx| {
+            record(tx, me, &fail(&due[1], None, now + 10), 1000)
+        })
+        .unwrap();
         let d1 = db
             .read(|c| delivery_of(c, a.seq, &due[1].id))
             .unwrap()
@@ -689,22 +727,28 @@ mod tests {
         // Failing for longer than allowed: turned off with why; its deliveries wait.
         let why = db
             .write(false, |tx| {
-                record(tx, &fail(&due[2], Some(now), now + 2000), 1000)
+                record(tx, me, &fail(&due[2], Some(now), now + 2000), 1000)
             })
             .unwrap();
         assert!(why.unwrap().contains("HTTP 500"));
         let w = db.read(|c| get(c, &org, &a.id)).unwrap().unwrap();
         assert!(!w.active && w.disabled_reason.is_some());
         assert!(db
-            .write(false, |tx| claim(tx, now + 5000, 10, &[b.seq]))
+            .write(false, |tx| claim(tx, me, now + 5000, 10, &[b.seq]))
             .unwrap()
             .is_empty());
-        // A restart releases what was leased: b's deliveries, once not busy, are claimed.
-        let bs = db.write(false, |tx| claim(tx, now, 10, &[])).unwrap();
+        // What a live node leased stays leased; once it is gone, it is released: b's
+        // deliveries, once not busy, are claimed.
+        let bs = db.write(false, |tx| claim(tx, me, now, 10, &[])).unwrap();
         assert_eq!(bs.len(), 3);
-        assert_eq!(db.write(false, |tx| release_leases(tx)).unwrap(), 3);
+        assert_eq!(db.write(false, |tx| release_orphan_leases(tx)).unwrap(), 0);
+        db.write(false, |tx| crate::store::nodes::deregister(tx, me))
+            .unwrap();
+        assert_eq!(db.write(false, |tx| release_orphan_leases(tx)).unwrap(), 3);
         assert_eq!(
-            db.write(false, |tx| claim(tx, now, 10, &[])).unwrap().len(),
+            db.write(false, |tx| claim(tx, me, now, 10, &[]))
+                .unwrap()
+                .len(),
             3
         );
     }

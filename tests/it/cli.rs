@@ -493,11 +493,17 @@ fn an_older_database_is_backed_up_next_to_itself_before_it_is_migrated() {
     let db = db.to_str().unwrap();
     created_by_serve(db);
     // What the previous version (schema 3, before migrations were recorded) left: migrations 4
-    // to 17 undone, and no ledger of applied migrations.
+    // to 18 undone, and no ledger of applied migrations.
     {
         let c = rusqlite::Connection::open(db).unwrap();
         c.execute_batch(
             "DROP TABLE schema_migrations;
+             DROP INDEX pipeline_docs_waiting;
+             ALTER TABLE pipeline_docs DROP COLUMN claimed_by;
+             ALTER TABLE webhook_deliveries DROP COLUMN leased_by;
+             ALTER TABLE idempotency_keys DROP COLUMN node;
+             DROP INDEX nodes_name;
+             DROP TABLE nodes;
              DROP INDEX held_fields_blocked;
              DROP TRIGGER held_fields_fixed_count;
              DROP TRIGGER held_counts_insert;

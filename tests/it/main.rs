@@ -28,6 +28,7 @@ mod line_items;
 mod load;
 mod memory;
 mod models;
+mod nodes;
 mod prop_http;
 mod prop_parsers;
 mod prop_rerun;

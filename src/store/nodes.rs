@@ -1,0 +1,104 @@
+//! Nodes: the `quire serve` processes sharing one database, each holding its claims under a
+//! lease the others reap once it runs out.
+
+use super::conn::{params, Connection};
+use super::sql::{self, Sql};
+use super::StoreError;
+
+/// Registers a node named `name` under a fresh id, leased for `lease_ms` from now.
+pub fn register(c: &Connection, name: &str, lease_ms: i64) -> Result<String, StoreError> {
+    let id = format!("{name}/{:012x}", rand::random::<u64>() >> 16);
+    static INSERT: Sql = Sql::new(|d| {
+        let now = sql::now_ms(d);
+        format!(
+            "INSERT INTO nodes(id, name, host, pid, started_ms, lease_ms, lease_until_ms)
+             VALUES (?1, ?2, ?3, ?4, {now}, ?5, {now} + ?5)"
+        )
+    });
+    c.prepare_cached(INSERT.text(c.dialect()))?
+        .execute(params![
+            id,
+            name,
+            host_name(),
+            std::process::id() as i64,
+            lease_ms
+        ])?;
+    Ok(id)
+}
+
+/// Renews a node's lease; false when the node is no longer registered (others reaped it).
+pub fn heartbeat(c: &Connection, id: &str) -> Result<bool, StoreError> {
+    static BEAT: Sql = Sql::new(|d| {
+        format!(
+            "UPDATE nodes SET lease_until_ms = {} + lease_ms WHERE id = ?1",
+            sql::now_ms(d)
+        )
+    });
+    Ok(c.prepare_cached(BEAT.text(c.dialect()))?.execute([id])? == 1)
+}
+
+/// Whether a node is still registered (a node others reaped must not claim under its id).
+pub fn registered(c: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT count(*) FROM nodes WHERE id = ?1")?
+            .query_row([id], |r| r.get::<_, i64>(0))?
+            > 0,
+    )
+}
+
+/// Deletes the nodes whose lease ran out, and, when `predecessors_of` names a node, every
+/// other incarnation of that name (its caller holds the name's lock, so they are gone);
+/// answers the ids deleted. Their claims are then orphans (`queue::recover_orphans`).
+pub fn reap(
+    c: &Connection,
+    predecessors_of: Option<(&str, &str)>,
+) -> Result<Vec<String>, StoreError> {
+    static EXPIRED: Sql = Sql::new(|d| {
+        format!(
+            "SELECT id FROM nodes WHERE lease_until_ms < {} OR (name = ?1 AND id <> ?2) ORDER BY id",
+            sql::now_ms(d)
+        )
+    });
+    let (name, me) = predecessors_of.unwrap_or(("", ""));
+    let name = if predecessors_of.is_some() {
+        Some(name)
+    } else {
+        None
+    };
+    let gone: Vec<String> = c
+        .prepare_cached(EXPIRED.text(c.dialect()))?
+        .query_map(params![name, me], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut del = c.prepare_cached("DELETE FROM nodes WHERE id = ?1")?;
+    for id in &gone {
+        del.execute([id])?;
+    }
+    Ok(gone)
+}
+
+/// A node's clean stop: it leaves nothing claimed, so no one need wait out its lease.
+pub fn deregister(c: &Connection, id: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM nodes WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// The registered nodes, for `/metrics`.
+pub fn live(c: &Connection) -> Result<i64, StoreError> {
+    static LIVE: Sql = Sql::new(|d| {
+        format!(
+            "SELECT count(*) FROM nodes WHERE lease_until_ms >= {}",
+            sql::now_ms(d)
+        )
+    });
+    Ok(c.prepare_cached(LIVE.text(c.dialect()))?
+        .query_row([], |r| r.get(0))?)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
