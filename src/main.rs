@@ -86,6 +86,10 @@ enum Command {
         /// (the figures with and without it show what delivery costs the executor).
         #[arg(long)]
         webhook_sink: bool,
+        /// Serve the database from this many nodes (PostgreSQL only): this process and
+        /// `quire serve` children, each with its share of the cores as workers.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+        nodes: u64,
     },
     /// A guided tour on a live instance that stays up until Ctrl-C (a temporary database
     /// unless --db names one; logs at warn unless RUST_LOG says otherwise).
@@ -272,6 +276,7 @@ fn main() -> ExitCode {
             stub_in_flight,
             held_every,
             webhook_sink,
+            nodes,
         } => {
             // Read before measuring: a missing or unreadable file fails in a second, not after
             // the five minutes of the run.
@@ -296,6 +301,7 @@ fn main() -> ExitCode {
                     held_every: held_every as usize,
                     webhook_sink,
                     documents,
+                    nodes: nodes as usize,
                 })
             };
             match summary {

@@ -83,6 +83,8 @@ pub enum AbortHow {
 pub struct Executor {
     node: Arc<Node>,
     wake_tx: Sender<()>,
+    /// Wakes the other nodes (PostgreSQL): `notifier` sends what this carries.
+    tell_others: Option<Sender<()>>,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -211,8 +213,24 @@ impl Executor {
             .run()
         })?;
         let _ = wake_tx.try_send(());
+        let tell_others = match db.is_postgres() {
+            true => {
+                let (tx, rx) = bounded::<()>(1);
+                let (ldb, lwake, lstop) = (db.clone(), wake_tx.clone(), stop.clone());
+                handles.push(spawn("quire-listen".into(), 0, move || {
+                    listen(ldb, lwake, lstop)
+                })?);
+                let (ndb, nstop) = (db.clone(), stop.clone());
+                handles.push(spawn("quire-notify".into(), 0, move || {
+                    notifier(ndb, rx, nstop)
+                })?);
+                Some(tx)
+            }
+            false => None,
+        };
         Ok(Executor {
             node: this_node,
+            tell_others,
             wake_tx,
             stop,
             paused,
@@ -227,6 +245,7 @@ impl Executor {
         let (wake_tx, _) = bounded::<()>(1);
         Executor {
             node,
+            tell_others: None,
             wake_tx,
             stop: Arc::new(AtomicBool::new(true)),
             paused: Arc::new(AtomicBool::new(true)),
@@ -241,9 +260,12 @@ impl Executor {
         &self.node
     }
 
-    /// Tells the writer there may be queued work.
+    /// Tells the writer, and the other nodes' writers, there may be queued work.
     pub fn wake(&self) {
         let _ = self.wake_tx.try_send(());
+        if let Some(t) = &self.tell_others {
+            let _ = t.try_send(());
+        }
     }
 
     /// Stops claiming new documents until `resume`; claimed ones still finish. Test suites use
@@ -289,6 +311,71 @@ impl Executor {
 impl Drop for Executor {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Wakes this node's writer when another node says there is queued work (PostgreSQL's
+/// `LISTEN`). Polling stays the fallback: a notification lost while the connection was down
+/// costs at most the idle wait, and each reconnection wakes the writer once.
+fn listen(db: Db, wake: Sender<()>, stop: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        let conn = match db.dedicated().and_then(|c| {
+            store::nodes::listen(&c)?;
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot listen for other nodes' wake-ups ({e}); polling meanwhile");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let _ = wake.try_send(());
+        while !stop.load(Ordering::SeqCst) {
+            match conn.wait_notifications(Duration::from_millis(500)) {
+                Ok(0) if conn.is_broken() => break,
+                Ok(0) => {}
+                Ok(_) => {
+                    let _ = wake.try_send(());
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "lost the connection for other nodes' wake-ups ({e}); connecting again"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the other nodes there is queued work, once per burst of wake-ups, from a thread of
+/// its own: a request's commit never waits for it.
+fn notifier(db: Db, rx: Receiver<()>, stop: Arc<AtomicBool>) {
+    let mut conn: Option<Connection> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if rx.recv_timeout(Duration::from_millis(200)).is_err() {
+            continue;
+        }
+        let sent = (|| {
+            let c = match &mut conn {
+                Some(c) => {
+                    db.renew(c)?;
+                    c
+                }
+                None => conn.insert(db.dedicated()?),
+            };
+            store::nodes::notify(c, "queue")
+        })();
+        if let Err(e) = sent {
+            tracing::warn!(
+                "cannot wake the other nodes ({e}); they find the work when they next poll"
+            );
+            conn = None;
+        }
     }
 }
 

@@ -91,10 +91,10 @@ where
         .as_bytes(),
     );
     let org = auth.org_id.clone();
-    let (k, fp, started) = (key.clone(), fingerprint.clone(), state.started_ms);
+    let (k, fp, node) = (key.clone(), fingerprint.clone(), state.node.id());
     let claim = super::block(move || {
         st.db.write(false, |tx| {
-            idempotency::claim(tx, &org, &k, &fp, started).map_err(ApiError::from)
+            idempotency::claim(tx, &org, &k, &fp, &node).map_err(ApiError::from)
         })
     })
     .await??;

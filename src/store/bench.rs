@@ -119,6 +119,28 @@ impl BenchDb {
             .map_err(|e| e.to_string())
     }
 
+    /// Documents of a run by the node that last committed them (its name, without the
+    /// incarnation).
+    pub fn finished_by_node(&self, pipeline_id: &str) -> Result<Vec<(String, i64)>, String> {
+        self.c
+            .prepare(
+                "SELECT coalesce(claimed_by, ''), count(*) FROM pipeline_docs WHERE pipeline_id = ?1 GROUP BY 1 ORDER BY 1",
+            )
+            .and_then(|mut s| {
+                s.query_map([pipeline_id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<(String, i64)>, _>>()
+            })
+            .map(|rows| {
+                let mut by: std::collections::BTreeMap<String, i64> = Default::default();
+                for (id, n) in rows {
+                    let name = id.split('/').next().unwrap_or_default().to_string();
+                    *by.entry(name).or_default() += n;
+                }
+                by.into_iter().collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+
     /// Versions written in a generation, by phase.
     pub fn cells_per_phase(&self, generation: i64) -> Result<Vec<(i64, i64)>, String> {
         self.c

@@ -284,6 +284,18 @@ impl Connection {
 
     /// Whether the server closed this connection (a PostgreSQL restart, a terminated backend):
     /// a connection held for long must then be opened again. A SQLite file's never is.
+    /// PostgreSQL: waits up to `timeout` for notifications on the channels this session
+    /// `LISTEN`s to, answering how many arrived. SQLite has none: it sleeps and answers 0.
+    pub fn wait_notifications(&self, timeout: std::time::Duration) -> DbResult<usize> {
+        match &self.inner {
+            Inner::Sqlite(_) => {
+                std::thread::sleep(timeout);
+                Ok(0)
+            }
+            Inner::Pg(c) => c.wait_notifications(timeout),
+        }
+    }
+
     pub fn is_broken(&self) -> bool {
         match &self.inner {
             Inner::Sqlite(_) => false,

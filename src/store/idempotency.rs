@@ -32,28 +32,35 @@ type StoredRow = (
     i64,
 );
 
-/// Looks the key up and, when it is free, marks it running. `process_start_ms` makes markers of
-/// a previous process count as absent.
+/// Looks the key up and, when it is free, marks it running for `node`. A marker of a node that
+/// is no longer registered (it stopped, died or was reaped: its request will never finish)
+/// counts as absent, whichever node the client asks now.
 pub fn claim(
     c: &Connection,
     org_id: &str,
     key: &str,
     fingerprint: &str,
-    process_start_ms: i64,
+    node: &str,
 ) -> Result<Claim, StoreError> {
     let now = now_ms();
-    let row: Option<StoredRow> = c
+    let row: Option<(StoredRow, bool)> = c
         .query_row(
-            "SELECT fingerprint, state, response_status, content_type, body, started_ms FROM idempotency_keys
-             WHERE org_id = ?1 AND key = ?2",
+            "SELECT fingerprint, state, response_status, content_type, body, started_ms,
+                    CASE WHEN node IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = idempotency_keys.node)
+                         THEN 1 ELSE 0 END
+             FROM idempotency_keys WHERE org_id = ?1 AND key = ?2",
             params![org_id, key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| {
+                Ok((
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                    r.get::<_, i64>(6)? == 1,
+                ))
+            },
         )
         .optional()?;
-    if let Some((fp, state, status, ct, body, started)) = row {
+    if let Some(((fp, state, status, ct, body, started), gone)) = row {
         let expired = now - started > TTL_MS;
-        let stale_marker =
-            state == "running" && (now - started > IN_FLIGHT_MS || started < process_start_ms);
+        let stale_marker = state == "running" && (now - started > IN_FLIGHT_MS || gone);
         if !expired && !stale_marker {
             if fp != fingerprint {
                 return Ok(Claim::Mismatch);
@@ -69,12 +76,12 @@ pub fn claim(
         }
     }
     c.execute(
-        "INSERT INTO idempotency_keys(org_id, key, fingerprint, state, started_at, started_ms)
-         VALUES (?1, ?2, ?3, 'running', ?4, ?5)
+        "INSERT INTO idempotency_keys(org_id, key, fingerprint, state, started_at, started_ms, node)
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)
          ON CONFLICT(org_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, state = 'running',
            response_status = NULL, content_type = NULL, body = NULL,
-           started_at = excluded.started_at, started_ms = excluded.started_ms",
-        params![org_id, key, fingerprint, now_rfc3339(), now],
+           started_at = excluded.started_at, started_ms = excluded.started_ms, node = excluded.node",
+        params![org_id, key, fingerprint, now_rfc3339(), now, node],
     )?;
     Ok(Claim::Proceed)
 }
@@ -118,10 +125,12 @@ mod tests {
     use crate::store::{Db, OpenOptions};
 
     #[test]
-    fn in_flight_markers_conflict_until_stale_or_from_an_older_process() {
+    fn in_flight_markers_conflict_until_stale_or_of_a_node_that_is_gone() {
         let db = Db::open(":memory:", OpenOptions::default()).unwrap();
         let c = db.conn().unwrap();
-        let start = now_ms() - 1000;
+        let start = crate::store::nodes::register(&c, "a", 60_000).unwrap();
+        let start = start.as_str();
+        let other = crate::store::nodes::register(&c, "b", 60_000).unwrap();
         assert!(matches!(
             claim(&c, "o", "k", "fp", start).unwrap(),
             Claim::Proceed
@@ -134,11 +143,17 @@ mod tests {
             claim(&c, "o", "k", "other", start).unwrap(),
             Claim::Mismatch
         ));
-        // A process that started after the marker was written treats it as absent.
+        // Another live node sees the marker in flight; once its node is gone, it is absent.
         assert!(matches!(
-            claim(&c, "o", "k", "fp", now_ms() + 1000).unwrap(),
+            claim(&c, "o", "k", "fp", &other).unwrap(),
+            Claim::InFlight
+        ));
+        crate::store::nodes::deregister(&c, start).unwrap();
+        assert!(matches!(
+            claim(&c, "o", "k", "fp", &other).unwrap(),
             Claim::Proceed
         ));
+        let start = other.as_str();
         complete(&c, "o", "k", 201, "application/json", b"{}").unwrap();
         assert!(matches!(
             claim(&c, "o", "k", "fp", start).unwrap(),
@@ -156,7 +171,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            claim(&c, "o2", "k", "third", start - 120_000).unwrap(),
+            claim(&c, "o2", "k", "third", start).unwrap(),
             Claim::Proceed
         ));
         release(&c, "o2", "k").unwrap();

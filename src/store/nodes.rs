@@ -102,3 +102,60 @@ fn host_name() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// The channel the nodes of this schema wake each other on (PostgreSQL).
+fn channel(c: &Connection) -> Result<String, StoreError> {
+    Ok(c.query_row(
+        "SELECT 'quire_' || to_hex(hashtext(current_schema()))",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Makes `c` receive the wake-ups of this schema's nodes (PostgreSQL).
+pub fn listen(c: &Connection) -> Result<(), StoreError> {
+    let channel = channel(c)?;
+    c.execute_batch(&format!("LISTEN \"{channel}\""))?;
+    Ok(())
+}
+
+/// Wakes the other nodes of this schema: there is queued work (PostgreSQL; sent at once, as
+/// its caller's transaction has committed).
+pub fn notify(c: &Connection, topic: &str) -> Result<(), StoreError> {
+    let channel = channel(c)?;
+    c.query_row(
+        "SELECT 1 FROM (SELECT pg_notify(?1, ?2)) AS sent",
+        params![channel, topic],
+        |r| r.get::<_, i64>(0),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, OpenOptions};
+
+    #[test]
+    fn leases_run_out_on_the_database_clock_and_names_reap_their_predecessors() {
+        let db = Db::open(":memory:", OpenOptions::default()).unwrap();
+        let c = db.conn().unwrap();
+        let a = register(&c, "a", 60_000).unwrap();
+        let b = register(&c, "b", 60_000).unwrap();
+        assert!(a.starts_with("a/") && b.starts_with("b/"));
+        assert!(reap(&c, None).unwrap().is_empty(), "leases still running");
+        assert!(heartbeat(&c, &a).unwrap());
+        // A lease already over (a negative one) is reaped by anyone.
+        let gone = register(&c, "c", -1).unwrap();
+        assert_eq!(reap(&c, None).unwrap(), vec![gone.clone()]);
+        assert!(!heartbeat(&c, &gone).unwrap(), "a reaped node learns it");
+        assert!(!registered(&c, &gone).unwrap());
+        // A new incarnation of a name, holding its lock, reaps the old one at once.
+        let a2 = register(&c, "a", 60_000).unwrap();
+        assert_eq!(reap(&c, Some(("a", &a2))).unwrap(), vec![a.clone()]);
+        assert!(registered(&c, &a2).unwrap() && registered(&c, &b).unwrap());
+        assert_eq!(live(&c).unwrap(), 2);
+        deregister(&c, &b).unwrap();
+        assert_eq!(live(&c).unwrap(), 1);
+    }
+}

@@ -279,7 +279,10 @@ fn postgres_keeps_organizations_keys_replays_and_data_products() {
     );
     assert_eq!(keys::list(c).unwrap().len(), 1);
 
-    let fresh = |c: &Connection| idempotency::claim(c, &org.id, "k1", "fp", 0).unwrap();
+    let node = nodes::register(c, "n", 60_000).unwrap();
+    assert!(nodes::heartbeat(c, &node).unwrap());
+    assert!(nodes::registered(c, &node).unwrap());
+    let fresh = |c: &Connection| idempotency::claim(c, &org.id, "k1", "fp", &node).unwrap();
     assert!(matches!(fresh(c), idempotency::Claim::Proceed));
     assert!(matches!(fresh(c), idempotency::Claim::InFlight));
     idempotency::complete(c, &org.id, "k1", 201, "application/json", b"{}").unwrap();
@@ -290,7 +293,7 @@ fn postgres_keeps_organizations_keys_replays_and_data_products() {
         _ => panic!("a completed key replays"),
     }
     assert!(matches!(
-        idempotency::claim(c, &org.id, "k1", "other", 0).unwrap(),
+        idempotency::claim(c, &org.id, "k1", "other", &node).unwrap(),
         idempotency::Claim::Mismatch
     ));
     idempotency::purge_expired(c).unwrap();
@@ -734,23 +737,55 @@ fn postgres_migrations_make_the_same_tables_columns_keys_and_indexes_as_sqlite()
     assert_eq!(sqlite.indexes, pg.indexes);
 }
 
-#[test]
-fn a_change_watch_on_postgres_sees_every_commit() {
-    if super::conn::testing::pg_url().is_none() {
-        return;
-    }
+/// A Quire database in a schema of its own; `None` without a server.
+fn fresh_db() -> Option<(crate::testing::TestDb, Db)> {
+    super::conn::testing::pg_url()?;
     let store = crate::testing::TestDb::fresh_postgres();
     let db = Db::open(&store.db, OpenOptions::default()).unwrap();
+    Some((store, db))
+}
+
+#[test]
+fn nodes_wake_each_other_through_notifications_on_their_schema_only() {
+    let Some((_store, db)) = fresh_db() else {
+        return;
+    };
+    let Some((_other_store, other)) = fresh_db() else {
+        return;
+    };
+    let listener = db.dedicated().unwrap();
+    nodes::listen(&listener).unwrap();
+    let quiet = std::time::Duration::from_millis(200);
+    assert_eq!(listener.wait_notifications(quiet).unwrap(), 0);
+    // Another schema's nodes are not this one's.
+    nodes::notify(&other.conn().unwrap(), "queue").unwrap();
+    assert_eq!(listener.wait_notifications(quiet).unwrap(), 0);
+    let sender = db.conn().unwrap();
+    nodes::notify(&sender, "queue").unwrap();
+    nodes::notify(&sender, "queue").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut got = 0;
+    while got < 2 {
+        got += listener
+            .wait_notifications(std::time::Duration::from_secs(1))
+            .unwrap();
+        assert!(std::time::Instant::now() < deadline, "{got} of 2 arrived");
+    }
+}
+
+#[test]
+fn a_change_watch_on_postgres_sees_every_commit() {
+    let Some((_store, db)) = fresh_db() else {
+        return;
+    };
     super::tests::a_change_watch_sees_every_commit_made_before_it_was_asked(&db);
 }
 
 #[test]
 fn a_connection_the_server_closed_is_opened_again() {
-    if super::conn::testing::pg_url().is_none() {
+    let Some((_store, db)) = fresh_db() else {
         return;
-    }
-    let store = crate::testing::TestDb::fresh_postgres();
-    let db = Db::open(&store.db, OpenOptions::default()).unwrap();
+    };
     let mut c = db.dedicated().unwrap();
     assert!(!db.renew(&mut c).unwrap(), "a live connection is kept");
     let pid: i32 = c

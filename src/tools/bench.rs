@@ -18,6 +18,51 @@ pub struct BenchArgs {
     pub webhook_sink: bool,
     /// Also measure PDF intake and OCR.
     pub documents: bool,
+    /// Nodes serving the database (PostgreSQL only): this process and `nodes - 1` children.
+    pub nodes: usize,
+}
+
+/// The other nodes of a several-node bench: `quire serve` children on the same database, killed
+/// when the bench ends however it ends.
+struct Nodes(Vec<std::process::Child>);
+
+impl Nodes {
+    fn start(db: &str, extra: usize, workers: usize) -> Result<Nodes, String> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().map_err(|e| format!("the quire binary: {e}"))?;
+        let mut nodes = Nodes(Vec::new());
+        for k in 2..extra + 2 {
+            let mut child = std::process::Command::new(&exe)
+                .args(["--db", db, "serve", "--port", "0", "--ready-json"])
+                .args(["--node-id", &format!("bench-{k}")])
+                .args(["--workers", &workers.to_string(), "--rate-limit", "0"])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("cannot start node bench-{k}: {e}"))?;
+            let ready = child.stdout.take().and_then(|out| {
+                std::io::BufReader::new(out)
+                    .lines()
+                    .next()
+                    .and_then(Result::ok)
+            });
+            nodes.0.push(child);
+            if ready.is_none() {
+                return Err(format!("node bench-{k} did not start (see its log above)"));
+            }
+        }
+        Ok(nodes)
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// The fields the data policy normalizes are declared text, so extraction keeps them as printed
@@ -508,6 +553,21 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
             return Err(format!("--db {} exists (a file, or a PostgreSQL schema with tables); the benchmark needs a fresh one so it measures only its own work", crate::store::shown_db(db)));
         }
     }
+    let nodes = args.nodes.max(1);
+    if nodes > 1
+        && !args
+            .db
+            .as_deref()
+            .is_some_and(crate::store::is_postgres_url)
+    {
+        return Err("--nodes needs --db postgres://…: several nodes share a PostgreSQL database (a SQLite file has one)".into());
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(2);
+    // The cores are shared: each node gets its part, so one and several nodes compare at the
+    // same compute.
+    let workers = args.workers.unwrap_or((cores / nodes).max(1)).max(1);
     let sink = match args.webhook_sink {
         true => Some(
             crate::tools::webhook_sink::WebhookSink::start()
@@ -520,17 +580,21 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         c.webhooks.allow_private = sink.is_some();
         c.max_pipeline_documents = n.max(10_000);
         c.max_body = 64 * 1024 * 1024;
-        if let Some(w) = args.workers {
-            c.workers = w.max(1);
-        } else {
-            c.workers = std::thread::available_parallelism()
-                .map(|p| p.get())
-                .unwrap_or(2);
+        c.workers = workers;
+        if nodes > 1 {
+            c.node_id = "bench-1".into();
         }
         if let Some(db) = &args.db {
             c.db = db.clone();
         }
     });
+    let _others = match (&args.db, nodes) {
+        (Some(db), 2..) => Some(Nodes::start(db, nodes - 1, workers)?),
+        _ => None,
+    };
+    if nodes > 1 {
+        eprintln!("bench: {nodes} nodes of {workers} worker(s) each");
+    }
     let h = Http::new(&srv.url, &srv.api_key);
     eprintln!(
         "bench: {n} documents, database {}",
@@ -585,6 +649,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         done["completed_at"].as_str().unwrap_or(""),
     )?;
     let first_written = written_bytes() - written;
+    let per_node = db.finished_by_node(&pid)?;
     // Each figure is printed as soon as it is known, so a long run stopped early keeps them.
     note(&format!("first run done: {:.0} docs/s", n as f64 / first_s));
     // Pages in use, not the file: the WAL's size says when the checkpointer last ran.
@@ -871,6 +936,9 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         "webhook_deliveries": webhooks.as_ref().map(|w| w.delivered),
         "docs": n,
         "store": if crate::store::is_postgres_url(&db_path) { "postgres" } else { "sqlite" },
+        "nodes": nodes,
+        "workers_per_node": workers,
+        "first_run_finished_by_node": per_node.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "first_run_docs_per_s": first_dps.round(),
         "first_run_rows_per_s": first_rps.round(),
         "ceiling_rows_per_s": ceiling_rps.round(),

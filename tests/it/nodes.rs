@@ -372,10 +372,41 @@ fn a_node_frozen_past_its_lease_is_fenced_off_and_registers_again() {
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["fields"], fixtures::invoice(11, i as u64).expected);
     }
-    // And A claims work again.
+    // A cancel through one node stops both nodes' work on the run.
+    let doomed = start_run(&b, &sid, 13, 3000);
+    wait_for(120, || {
+        let holders = count(
+            &db,
+            "SELECT count(DISTINCT split_part(claimed_by, '/', 1)) FROM pipeline_docs WHERE pipeline_id = ?1 AND status = 'processing'",
+            &doomed,
+        );
+        (holders == 2).then_some(())
+    });
+    let r = a.post(&format!("/v1/pipelines/{doomed}/cancel"), &json!({}));
+    assert!(r.status < 300, "{}", r.text);
+    let cells_of = || {
+        count(
+            &db,
+            "SELECT count(*) FROM cells c JOIN pipeline_docs pd ON pd.seq = c.pd_seq WHERE pd.pipeline_id = ?1",
+            &doomed,
+        )
+    };
+    let at_cancel = cells_of();
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pipeline_docs WHERE pipeline_id = ?1 AND status IN ('queued', 'processing')",
+            &doomed,
+        ),
+        0
+    );
+
+    // And A claims work again; by the time a later run settles, the claims both nodes had
+    // queued for their workers before the cancel are behind them, and none was committed.
     let more = start_run(&a, &sid, 12, 400);
     let p = settled(&a, &more, 120);
     assert_eq!(p["completedDocuments"], 400, "{p}");
+    assert_eq!(cells_of(), at_cancel, "no versions after the cancel");
     for child in [&mut child_a, &mut child_b] {
         child.kill().unwrap();
         child.wait().unwrap();

@@ -59,6 +59,21 @@ impl PgConn {
         Ok(off_runtime(|| f(client))??)
     }
 
+    /// Waits up to `timeout` for notifications on the channels this session listens to; how
+    /// many arrived (0 at the timeout).
+    pub(super) fn wait_notifications(&self, timeout: std::time::Duration) -> DbResult<usize> {
+        use postgres::fallible_iterator::FallibleIterator;
+        self.on_client(|c| {
+            let mut n = c.notifications();
+            let mut got = usize::from(n.timeout_iter(timeout).next()?.is_some());
+            // What arrived with it is taken now, so one wake-up answers a burst.
+            while n.iter().next()?.is_some() {
+                got += 1;
+            }
+            Ok(got)
+        })
+    }
+
     /// Whether a statement failed since the transaction began (or a savepoint was rolled back to).
     pub(super) fn failed(&self) -> bool {
         self.failed.get()
