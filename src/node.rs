@@ -121,16 +121,9 @@ impl Node {
             if id.is_empty() {
                 continue;
             }
-            let beat = (|| {
-                let c = match &mut conn {
-                    Some(c) => {
-                        db.renew(c)?;
-                        c
-                    }
-                    None => conn.insert(db.dedicated()?),
-                };
-                store::nodes::heartbeat(c, &id)
-            })();
+            let beat = db
+                .kept(&mut conn)
+                .and_then(|c| store::nodes::heartbeat(c, &id));
             match beat {
                 Ok(true) => self.renewed(),
                 Ok(false) if self.id() == id => {

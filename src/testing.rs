@@ -161,9 +161,8 @@ impl TestDb {
         let schema = format!("quire_test_{:016x}", rand::random::<u64>());
         crate::store::pg_schema(&server, &schema, true)
             .expect("a schema of its own in QUIRE_TEST_POSTGRES_URL");
-        let glue = if server.contains('?') { '&' } else { '?' };
         TestDb {
-            db: format!("{server}{glue}options=-c%20search_path%3D{schema}"),
+            db: crate::store::url_with_schema(&server, &schema),
             place: TestPlace::Postgres { server, schema },
         }
     }

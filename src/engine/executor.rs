@@ -360,16 +360,9 @@ fn notifier(db: Db, rx: Receiver<()>, stop: Arc<AtomicBool>) {
         if rx.recv_timeout(Duration::from_millis(200)).is_err() {
             continue;
         }
-        let sent = (|| {
-            let c = match &mut conn {
-                Some(c) => {
-                    db.renew(c)?;
-                    c
-                }
-                None => conn.insert(db.dedicated()?),
-            };
-            store::nodes::notify(c, "queue")
-        })();
+        let sent = db
+            .kept(&mut conn)
+            .and_then(|c| store::nodes::notify(c, "queue"));
         if let Err(e) = sent {
             tracing::warn!(
                 "cannot wake the other nodes ({e}); they find the work when they next poll"

@@ -73,15 +73,8 @@ impl BenchDb {
     /// their indexes and TOAST.
     pub fn used_bytes(&self) -> Result<i64, String> {
         if self.c.dialect() == Dialect::Postgres {
-            return self
-                .c
-                .query_row(
-                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
-                    [],
-                    |r| r.get(0),
-                )
+            return super::schema_bytes(&self.c)
+                .map(|b| b as i64)
                 .map_err(|e| e.to_string());
         }
         let q = |p: &str| {
@@ -171,8 +164,7 @@ impl BenchDb {
         let schema = format!("quire_ceiling_{:016x}", rand::random::<u64>());
         let target = if pg {
             super::pg_schema(&self.db, &schema, true).map_err(|e| e.to_string())?;
-            let glue = if self.db.contains('?') { '&' } else { '?' };
-            format!("{}{glue}options=-c%20search_path%3D{schema}", self.db)
+            super::url_with_schema(&self.db, &schema)
         } else {
             dir.path().join("ceiling.db").to_string_lossy().into_owned()
         };

@@ -324,6 +324,24 @@ pub fn pg_has_quire(url: &str) -> Result<bool, StoreError> {
     )?)
 }
 
+/// What the connection's PostgreSQL schema occupies: its tables with their indexes and TOAST.
+pub fn schema_bytes(c: &Connection) -> Result<u64, StoreError> {
+    let bytes: i64 = c.query_row(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(bytes.max(0) as u64)
+}
+
+/// `url` with `schema` first in the connection's search_path: Quire's tables live there.
+pub fn url_with_schema(url: &str, schema: &str) -> String {
+    let glue = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{glue}options=-c%20search_path%3D{schema}")
+}
+
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
 pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
@@ -743,14 +761,6 @@ impl Db {
         Ok(())
     }
 
-    /// The SQLite file; `None` for PostgreSQL.
-    pub fn path(&self) -> Option<&Path> {
-        match &self.place {
-            Place::File { path, .. } => Some(path),
-            Place::Postgres(_) => None,
-        }
-    }
-
     /// Where this process keeps its own files about the database (the allocation journal):
     /// beside the SQLite file, or, for PostgreSQL, in systemd's state directory or the
     /// temporary directory under a name drawn from the database's URL, so a restart on the same
@@ -771,16 +781,7 @@ impl Db {
                 let wal = PathBuf::from(format!("{}-wal", path.display()));
                 Ok(size(path) + size(&wal))
             }
-            Place::Postgres(_) => {
-                let bytes: i64 = self.conn()?.query_row(
-                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')",
-                    [],
-                    |r| r.get(0),
-                )?;
-                Ok(bytes.max(0) as u64)
-            }
+            Place::Postgres(_) => schema_bytes(&*self.conn()?),
         }
     }
 
@@ -853,6 +854,18 @@ impl Db {
         );
         *c = self.dedicated()?;
         Ok(true)
+    }
+
+    /// The dedicated connection kept in `slot`: opened when there is none, opened again when
+    /// the server closed it.
+    pub fn kept<'a>(&self, slot: &'a mut Option<Connection>) -> Result<&'a Connection, StoreError> {
+        match slot {
+            Some(c) => {
+                self.renew(c)?;
+                Ok(c)
+            }
+            None => Ok(slot.insert(self.dedicated()?)),
+        }
     }
 
     /// A plain connection outside the pool, for long-lived single users (key cache, writer).
@@ -1235,7 +1248,7 @@ mod tests {
     #[test]
     fn memory_database_is_a_real_file_removed_on_drop() {
         let db = Db::open(":memory:", OpenOptions::default()).unwrap();
-        let p = db.path().unwrap().to_path_buf();
+        let p = db.state_path();
         assert!(p.exists());
         let mode: String = db
             .conn()

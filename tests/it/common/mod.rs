@@ -335,6 +335,40 @@ impl Remote {
     }
 }
 
+/// The invoice Spec the crash and node tests run on a spawned server: the fixtures' fields, a
+/// data policy normalizing them, `gate` as its validation stage; the schema's id.
+pub fn invoice_spec(api: &Remote, gate: &Value) -> String {
+    use quire::tools::fixtures;
+    use serde_json::json;
+    let s = api.post(
+        "/v1/schemas",
+        &json!({"name": "Invoices", "fields": fixtures::schema_fields()}),
+    );
+    assert_eq!(s.status, 201, "{}", s.text);
+    let sid = s.body["id"].as_str().unwrap().to_string();
+    let p = api.post("/v1/data-policies", &json!({"name": "Normalize"}));
+    let pid = p.body["id"].as_str().unwrap().to_string();
+    for (field, rule, config) in fixtures::policy_rules() {
+        let f = api.post(
+            &format!("/v1/data-policies/{pid}/fields"),
+            &json!({"field_key": field, "type": "string"}),
+        );
+        assert_eq!(f.status, 201, "{}", f.text);
+        let r = api.post(
+            &format!("/v1/data-policies/{pid}/rules"),
+            &json!({"field_key": field, "rule_type": rule, "config": config}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let g = api.post(&format!("/v1/schemas/{sid}/validation-stages"), gate);
+    assert_eq!(g.status, 201, "{}", g.text);
+    let rail = json!({"rail": [{"type": "registry"}, {"type": "schema"},
+        {"type": "resolve", "json": {"policy_ids": [pid]}}, {"type": "valid"}]});
+    let r = api.put(&format!("/v1/schemas/{sid}/rail"), &rail);
+    assert_eq!(r.status, 200, "{}", r.text);
+    sid
+}
+
 /// Uploads a text document; its id.
 pub fn upload(api: &Api, name: &str, content: &str) -> String {
     let r = api.post(
