@@ -116,9 +116,8 @@ impl Executor {
             let id = store::nodes::register(tx, &node.name, node.lease_ms())?;
             // Holding the name's lock, any earlier incarnation of it is gone: its work is
             // taken back now rather than when its lease runs out.
-            let predecessors = node.exclusive.then_some((node.name.as_str(), id.as_str()));
-            let gone = store::nodes::reap(tx, predecessors)?;
-            Ok::<_, StoreError>((id, gone, take_back(tx)?))
+            let gone = store::nodes::reap(tx, &id, node.exclusive)?;
+            Ok::<_, StoreError>((id, gone, take_back(tx, true)?))
         })?;
         tracing::info!("registered as node {id}");
         node.registered(id);
@@ -290,6 +289,8 @@ impl Executor {
         };
         let started = Instant::now();
         let _ = w.join();
+        // Also when the writer panicked: the heartbeat must not keep a lease nobody serves.
+        self.node.retire();
         for h in self.workers.lock().drain(..) {
             let _ = h.join();
         }
@@ -829,8 +830,8 @@ impl Writer {
         }
         let reaping = self.last_reap.elapsed() >= self.node.lease / 2;
         let taken_back = if reaping {
-            let gone = store::nodes::reap(&tx, None)?;
-            let (r, hooks) = take_back(&tx)?;
+            let gone = store::nodes::reap(&tx, &id, false)?;
+            let (r, hooks) = take_back(&tx, false)?;
             Some((gone, r, hooks))
         } else {
             None
@@ -899,9 +900,10 @@ impl Writer {
         tx.commit()?;
         self.interner.committed();
         if let Some(fresh) = self.reregistered.take() {
+            // What it claimed before is someone else's now, or queued again. Those claims stay
+            // in flight here until their workers hand them back (dropped, or fenced at commit),
+            // so none of them is claimed twice meanwhile.
             self.node.registered(fresh);
-            // Everything claimed before is someone else's now (or queued again).
-            self.in_flight.clear();
         }
         if let Some((gone, r, hooks)) = taken_back {
             self.last_reap = Instant::now();
@@ -970,8 +972,11 @@ fn decide<'a>(
 /// Applies one document's result; true when the document left the active set.
 /// Takes back, in the writers' transaction, what nodes that are gone held: their documents in
 /// flight (queued again or quarantined, `queue::recover_orphans`) and their webhook leases.
-fn take_back(tx: &Connection) -> Result<(store::queue::Recovered, usize), StoreError> {
-    let r = store::queue::recover_orphans(tx)?;
+fn take_back(
+    tx: &Connection,
+    at_start: bool,
+) -> Result<(store::queue::Recovered, usize), StoreError> {
+    let r = store::queue::recover_orphans(tx, at_start)?;
     for (seq, _) in &r.quarantined {
         super::events::document_failed(tx, *seq)?;
     }

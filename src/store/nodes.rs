@@ -46,33 +46,30 @@ pub fn registered(c: &Connection, id: &str) -> Result<bool, StoreError> {
     )
 }
 
-/// Deletes the nodes whose lease ran out, and, when `predecessors_of` names a node, every
-/// other incarnation of that name (its caller holds the name's lock, so they are gone);
-/// answers the ids deleted. Their claims are then orphans (`queue::recover_orphans`).
-pub fn reap(
-    c: &Connection,
-    predecessors_of: Option<(&str, &str)>,
-) -> Result<Vec<String>, StoreError> {
+/// Deletes the other nodes whose lease ran out and, with `predecessors`, every other
+/// incarnation of `me`'s name (its caller holds the name's lock, so they are gone); answers the
+/// ids deleted. Their claims are then orphans (`queue::recover_orphans`). The expiry is checked
+/// in the delete itself, so a heartbeat that lands first keeps its node.
+pub fn reap(c: &Connection, me: &str, predecessors: bool) -> Result<Vec<String>, StoreError> {
     static EXPIRED: Sql = Sql::new(|d| {
         format!(
-            "SELECT id FROM nodes WHERE lease_until_ms < {} OR (name = ?1 AND id <> ?2) ORDER BY id",
+            "DELETE FROM nodes WHERE id <> ?1 AND lease_until_ms < {} RETURNING id",
             sql::now_ms(d)
         )
     });
-    let (name, me) = predecessors_of.unwrap_or(("", ""));
-    let name = if predecessors_of.is_some() {
-        Some(name)
-    } else {
-        None
-    };
-    let gone: Vec<String> = c
+    let mut gone: Vec<String> = c
         .prepare_cached(EXPIRED.text(c.dialect()))?
-        .query_map(params![name, me], |r| r.get(0))?
+        .query_map([me], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut del = c.prepare_cached("DELETE FROM nodes WHERE id = ?1")?;
-    for id in &gone {
-        del.execute([id])?;
+    if predecessors {
+        let name = me.split('/').next().unwrap_or_default();
+        let earlier: Vec<String> = c
+            .prepare_cached("DELETE FROM nodes WHERE name = ?1 AND id <> ?2 RETURNING id")?
+            .query_map([name, me], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        gone.extend(earlier);
     }
+    gone.sort();
     Ok(gone)
 }
 
@@ -143,16 +140,20 @@ mod tests {
         let a = register(&c, "a", 60_000).unwrap();
         let b = register(&c, "b", 60_000).unwrap();
         assert!(a.starts_with("a/") && b.starts_with("b/"));
-        assert!(reap(&c, None).unwrap().is_empty(), "leases still running");
+        assert!(
+            reap(&c, &b, false).unwrap().is_empty(),
+            "leases still running"
+        );
         assert!(heartbeat(&c, &a).unwrap());
-        // A lease already over (a negative one) is reaped by anyone.
+        // A lease already over (a negative one) is reaped by anyone else, never by itself.
         let gone = register(&c, "c", -1).unwrap();
-        assert_eq!(reap(&c, None).unwrap(), vec![gone.clone()]);
+        assert!(reap(&c, &gone, false).unwrap().is_empty());
+        assert_eq!(reap(&c, &b, false).unwrap(), vec![gone.clone()]);
         assert!(!heartbeat(&c, &gone).unwrap(), "a reaped node learns it");
         assert!(!registered(&c, &gone).unwrap());
         // A new incarnation of a name, holding its lock, reaps the old one at once.
         let a2 = register(&c, "a", 60_000).unwrap();
-        assert_eq!(reap(&c, Some(("a", &a2))).unwrap(), vec![a.clone()]);
+        assert_eq!(reap(&c, &a2, true).unwrap(), vec![a.clone()]);
         assert!(registered(&c, &a2).unwrap() && registered(&c, &b).unwrap());
         assert_eq!(live(&c).unwrap(), 2);
         deregister(&c, &b).unwrap();

@@ -195,7 +195,7 @@ fn postgres_runs_the_statements_the_dialect_seam_renders() {
     pipelines::cells(c, &[1]).unwrap();
     pipelines::newest_cells_by_doc(c, &[1]).unwrap();
     queue::claim(c, "n", 10, &HashSet::new(), false).unwrap();
-    queue::recover_orphans(c).unwrap();
+    queue::recover_orphans(c, true).unwrap();
     queue::load(c, 1, "token").unwrap();
     models::wait(c, 1, "token", "model").unwrap();
     documents::list_filtered(c, "o", &documents::DocFilter::default(), None, 10).unwrap();

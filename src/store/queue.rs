@@ -57,7 +57,11 @@ const ORPHAN: &str = "(claimed_by IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n W
 /// running at two random kills in a row. What the dead node was asking a model is asked again
 /// when its document is claimed. Runs in the writers' transaction, as nothing else changes
 /// claims meanwhile.
-pub fn recover_orphans(c: &Connection) -> Result<Recovered, StoreError> {
+///
+/// `at_start`: the process's own start, which also recounts the lazy reruns' marks and clears
+/// the suspects that were not in flight, as every start always did; a periodic reap that finds
+/// nothing in flight changes nothing.
+pub fn recover_orphans(c: &Connection, at_start: bool) -> Result<Recovered, StoreError> {
     let now = now_rfc3339();
     let mut r = Recovered::default();
     c.execute(
@@ -69,7 +73,7 @@ pub fn recover_orphans(c: &Connection) -> Result<Recovered, StoreError> {
         [],
         |r| r.get(0),
     )?;
-    if in_flight == 0 {
+    if in_flight == 0 && !at_start {
         return Ok(r);
     }
     let dying: Vec<(i64, String, String)> = c
