@@ -542,8 +542,10 @@ async function itemView(pd, field, gen) {
       submit.disabled = false;
     }
     flash(`${d.field.display_name}: ${action} recorded.`, "ok");
+    // Recorded either way; only a reviewer still on this item is taken to the next.
+    if (!current(gen)) return;
     state.stickyFlash = true;
-    await nextItem(pd, field);
+    await nextItem(pd, field, gen);
   });
   const submit = h("button", { type: "submit", class: "primary", id: "confirm" }, "Confirm (Enter)");
   for (const [a, label] of [["approve", "Approve (a)"], ["correct", "Correct (c)"], ["override", "Override (o)"], ["reopen", "Reopen (r)"]]) {
@@ -598,8 +600,9 @@ async function itemView(pd, field, gen) {
   state.itemKeys = { choose, confirm, held };
 }
 
-/** After a decision: the next item of the queue as it stands, or the queue when none is left. */
-async function nextItem(pd, field) {
+/** After a decision: the next item of the queue as it stands, or the queue when none is left
+ * (unless the reviewer went elsewhere meanwhile: `gen` is the item view's). */
+async function nextItem(pd, field, gen) {
   const q = state.queue;
   const key = pd + "/" + field;
   q.selected.delete(key);
@@ -614,6 +617,8 @@ async function nextItem(pd, field) {
   }
   if (!next) {
     await loadQueue(false);
+    // The reviewer went elsewhere while the queue loaded: stay where they went.
+    if (!current(gen)) return;
     next = q.items.find((it) => !same(it)) || null;
   }
   if (next) {
