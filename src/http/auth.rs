@@ -1,7 +1,7 @@
 //! Bearer keys: a cached lookup by SHA-256, scopes, expiry, revocation, then the rate limit.
 
 use super::error::ApiError;
-use super::rate_limit::{Charge, Decision};
+use super::rate_limit::{Charge, Decision, RateInfo};
 use super::AppState;
 use crate::domain::keys::{hash_key, is_well_formed, Scope};
 use crate::store::keys::{find_by_hash, keys_epoch, KeyRecord};
@@ -107,31 +107,65 @@ fn unauthorized() -> ApiError {
     ApiError::Unauthorized("Missing, malformed, unknown, revoked or expired API key".into())
 }
 
+/// A key checked: the caller, or why not, and the rate-limit figures its answer carries (every
+/// answer to a known key carries them).
+struct Checked {
+    auth: Result<AuthContext, ApiError>,
+    figures: Option<RateInfo>,
+}
+
+impl Checked {
+    fn refused(e: ApiError) -> Self {
+        Checked {
+            auth: Err(e),
+            figures: None,
+        }
+    }
+}
+
 impl AppState {
     /// 401 → 403 → 429, in that order (two `Authorization` headers: 400 before all of them, as
     /// no key can be named). Records the rate-limit figures for the response headers.
     pub fn authorize(&self, req: &HttpRequest, scope: Scope) -> Result<AuthContext, ApiError> {
         let raw = authorization(req)?.ok_or_else(unauthorized)?;
-        let key = raw
+        let checked = if self.db.is_postgres() {
+            // The key cache's change watch and the shared rate bucket are a round trip each,
+            // which the client cannot make on actix's runtime: one thread of the moment makes
+            // both.
+            crate::store::off_runtime(|| self.check_key(raw, scope)).map_err(StoreError::from)?
+        } else {
+            self.check_key(raw, scope)
+        };
+        if let Some(info) = checked.figures {
+            req.extensions_mut().insert(info);
+        }
+        checked.auth
+    }
+
+    fn check_key(&self, raw: &str, scope: Scope) -> Checked {
+        let Some(key) = raw
             .strip_prefix("Bearer ")
             .or_else(|| raw.strip_prefix("bearer "))
             .map(str::trim)
-            .ok_or_else(unauthorized)?;
-        if !is_well_formed(key) {
-            return Err(unauthorized());
-        }
+            .filter(|k| is_well_formed(k))
+        else {
+            return Checked::refused(unauthorized());
+        };
         let hash = hash_key(key);
-        let rec = self.keys.lookup(&hash)?.ok_or_else(unauthorized)?;
-        if !bool::from(rec.key_hash.as_slice().ct_eq(hash.as_slice())) {
-            return Err(unauthorized());
-        }
-        if rec.revoked_at.is_some() {
-            return Err(unauthorized());
-        }
-        if let Some(exp) = &rec.expires_at {
-            if exp.as_str() <= crate::domain::ids::now_rfc3339().as_str() {
-                return Err(unauthorized());
-            }
+        let rec = match self.keys.lookup(&hash) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Checked::refused(unauthorized()),
+            Err(e) => return Checked::refused(e.into()),
+        };
+        let expired = rec
+            .expires_at
+            .as_ref()
+            .is_some_and(|exp| exp.as_str() <= crate::domain::ids::now_rfc3339().as_str());
+        if !bool::from(rec.key_hash.as_slice().ct_eq(hash.as_slice()))
+            || rec.revoked_at.is_some()
+            || expired
+        {
+            return Checked::refused(unauthorized());
         }
         let charge = Charge {
             key_id: &rec.id,
@@ -142,22 +176,25 @@ impl AppState {
         // A 403 comes before the rate limit and costs no token, but it answers a known key, and
         // every authenticated answer carries the figures.
         if !scope.granted_by(&rec.scopes) {
-            req.extensions_mut().insert(self.limiter.peek(charge));
-            return Err(ApiError::InsufficientScope(scope.as_str()));
+            return Checked {
+                figures: self.limiter.peek(charge).ok(),
+                auth: Err(ApiError::InsufficientScope(scope.as_str())),
+            };
         }
-        match self.limiter.check(charge) {
-            Decision::Allowed(info) => {
-                req.extensions_mut().insert(info);
+        let (figures, auth) = match self.limiter.check(charge) {
+            Ok(Decision::Allowed(info)) => (
+                Some(info),
+                Ok(AuthContext {
+                    key_id: rec.id,
+                    key_name: rec.name,
+                    org_id: rec.org_id,
+                }),
+            ),
+            Ok(Decision::Limited { info, retry_after }) => {
+                (Some(info), Err(ApiError::RateLimited(retry_after)))
             }
-            Decision::Limited { info, retry_after } => {
-                req.extensions_mut().insert(info);
-                return Err(ApiError::RateLimited(retry_after));
-            }
-        }
-        Ok(AuthContext {
-            key_id: rec.id,
-            key_name: rec.name,
-            org_id: rec.org_id,
-        })
+            Err(e) => (None, Err(e.into())),
+        };
+        Checked { auth, figures }
     }
 }

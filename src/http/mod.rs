@@ -51,7 +51,6 @@ pub struct AppState {
     pub config: Config,
     pub keys: auth::KeyCache,
     pub limiter: rate_limit::RateLimiter,
-    pub started_ms: i64,
     /// Seals and opens pagination cursors.
     pub cursors: pagination::CursorKey,
     /// Progress answers of settled runs, valid until the database changes.
@@ -129,6 +128,7 @@ impl AppState {
         let cursors =
             pagination::CursorKey::new(crate::store::settings::cursor_secret(&db)?.as_bytes());
         let progress_cache = ProgressCache::new(watch)?;
+        let limiter = rate_limit::RateLimiter::for_db(&db);
         Ok(AppState {
             progress_cache,
             node: executor.node().clone(),
@@ -141,8 +141,7 @@ impl AppState {
             housekeeper,
             config,
             keys,
-            limiter: Default::default(),
-            started_ms: crate::domain::ids::now_ms(),
+            limiter,
             cursors,
             clients: Default::default(),
             ready: AtomicBool::new(false),

@@ -1,6 +1,7 @@
 //! Token buckets: capacity `PER_MINUTE`, refilled at `PER_MINUTE/60` per second, one per API key
 //! and, when `--org-rate-limit` is set, one per organization as well.
 
+use crate::store::StoreError;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -32,14 +33,22 @@ impl Bucket {
 }
 
 #[derive(Default)]
-struct Buckets {
+pub struct Buckets {
     keys: HashMap<String, Bucket>,
     orgs: HashMap<String, Bucket>,
 }
 
-#[derive(Default)]
-pub struct RateLimiter {
-    buckets: Mutex<Buckets>,
+/// Where the buckets live: in this process (a SQLite file has one node), or in the database,
+/// shared by every node on it, so that a client spread over several nodes sees one limit.
+pub enum RateLimiter {
+    Local(Mutex<Buckets>),
+    Shared(crate::store::Db),
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter::Local(Default::default())
+    }
 }
 
 /// The buckets one request draws from; a limit of 0 means that bucket does not apply.
@@ -71,76 +80,114 @@ fn bucket<'m>(
 }
 
 impl RateLimiter {
+    /// Shared buckets on a writable PostgreSQL database, local ones otherwise.
+    pub fn for_db(db: &crate::store::Db) -> Self {
+        if db.is_postgres() && !db.read_only() {
+            RateLimiter::Shared(db.clone())
+        } else {
+            RateLimiter::default()
+        }
+    }
+
     /// Takes one token from every bucket that applies, or from none: a request refused by its
     /// organization's bucket must not also drain its key's.
-    pub fn check(&self, charge: Charge<'_>) -> Decision {
+    pub fn check(&self, charge: Charge<'_>) -> Result<Decision, StoreError> {
         self.run(charge, true)
     }
 
     /// The figures for a request answered before it is charged (a 403): it takes no token.
-    pub fn peek(&self, charge: Charge<'_>) -> RateInfo {
-        match self.run(charge, false) {
+    pub fn peek(&self, charge: Charge<'_>) -> Result<RateInfo, StoreError> {
+        Ok(match self.run(charge, false)? {
             Decision::Allowed(info) | Decision::Limited { info, .. } => info,
-        }
+        })
     }
 
-    fn run(&self, charge: Charge<'_>, take: bool) -> Decision {
-        let now = Instant::now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let mut guard = self.buckets.lock();
-        let Buckets { keys, orgs } = &mut *guard;
-        // The key's bucket first, so that it names the headers on a tie.
-        let mut active: Vec<(u32, &mut Bucket)> = Vec::with_capacity(2);
-        if charge.key_per_minute > 0 {
-            let b = bucket(keys, charge.key_id, charge.key_per_minute, now);
-            active.push((charge.key_per_minute, b));
-        }
-        if charge.org_per_minute > 0 {
-            let b = bucket(orgs, charge.org_id, charge.org_per_minute, now);
-            active.push((charge.org_per_minute, b));
-        }
-        if active.is_empty() {
-            return Decision::Allowed(RateInfo {
+    fn run(&self, charge: Charge<'_>, take: bool) -> Result<Decision, StoreError> {
+        if charge.key_per_minute == 0 && charge.org_per_minute == 0 {
+            return Ok(Decision::Allowed(RateInfo {
                 limit: UNLIMITED,
                 remaining: UNLIMITED,
-                reset: unix.floor() as u64,
-            });
+                reset: unix_now().floor() as u64,
+            }));
         }
-        let allowed = active.iter().all(|(_, b)| b.tokens >= 1.0);
-        if allowed && take {
-            for (_, b) in active.iter_mut() {
-                b.tokens -= 1.0;
+        // The key's bucket first, so that it names the headers on a tie.
+        let limits = [charge.key_per_minute, charge.org_per_minute];
+        let (tokens, allowed) = match self {
+            RateLimiter::Local(buckets) => {
+                let now = Instant::now();
+                let mut guard = buckets.lock();
+                let Buckets { keys, orgs } = &mut *guard;
+                let mut active: [Option<&mut Bucket>; 2] = [None, None];
+                if charge.key_per_minute > 0 {
+                    active[0] = Some(bucket(keys, charge.key_id, charge.key_per_minute, now));
+                }
+                if charge.org_per_minute > 0 {
+                    active[1] = Some(bucket(orgs, charge.org_id, charge.org_per_minute, now));
+                }
+                let allowed = active.iter().flatten().all(|b| b.tokens >= 1.0);
+                if allowed && take {
+                    for b in active.iter_mut().flatten() {
+                        b.tokens -= 1.0;
+                    }
+                }
+                let tokens = active.map(|b| b.map(|b| b.tokens));
+                (tokens, allowed)
             }
-        }
-        // Seconds until every bucket holds a token again, i.e. until the next request passes.
-        let wait = active
-            .iter()
-            .map(|(per_minute, b)| (1.0 - b.tokens).max(0.0) * 60.0 / f64::from(*per_minute))
-            .fold(0.0, f64::max);
-        let (limit, tightest) = active
-            .iter()
-            .min_by(|a, b| a.1.tokens.floor().total_cmp(&b.1.tokens.floor()))
-            .map(|(l, b)| (u64::from(*l), b.tokens))
-            .unwrap_or((UNLIMITED, f64::from(u32::MAX)));
-        let info = RateInfo {
-            limit,
-            remaining: tightest.floor().max(0.0) as u64,
-            reset: if wait > 0.0 {
-                (unix + wait).ceil() as u64
-            } else {
-                unix.floor() as u64
-            },
+            RateLimiter::Shared(db) => {
+                let c = db.conn()?;
+                let t = crate::store::rate_buckets::take(
+                    &c,
+                    (charge.key_id, charge.key_per_minute),
+                    (charge.org_id, charge.org_per_minute),
+                    take,
+                )?;
+                ([t.key_tokens, t.org_tokens], t.allowed)
+            }
         };
-        if allowed || !take {
-            Decision::Allowed(info)
+        let active: Vec<(u32, f64)> = limits
+            .into_iter()
+            .zip(tokens)
+            .filter_map(|(limit, tokens)| Some((limit, tokens?)))
+            .collect();
+        Ok(verdict(&active, allowed, take))
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The answer for buckets holding `active` (limit, tokens left after the call), wherever they
+/// live: the tightest names the headers, and `reset` is when every one holds a token again.
+fn verdict(active: &[(u32, f64)], allowed: bool, take: bool) -> Decision {
+    let unix = unix_now();
+    let wait = active
+        .iter()
+        .map(|(per_minute, tokens)| (1.0 - tokens).max(0.0) * 60.0 / f64::from(*per_minute))
+        .fold(0.0, f64::max);
+    let (limit, tightest) = active
+        .iter()
+        .min_by(|a, b| a.1.floor().total_cmp(&b.1.floor()))
+        .map(|(l, tokens)| (u64::from(*l), *tokens))
+        .unwrap_or((UNLIMITED, f64::from(u32::MAX)));
+    let info = RateInfo {
+        limit,
+        remaining: tightest.floor().max(0.0) as u64,
+        reset: if wait > 0.0 {
+            (unix + wait).ceil() as u64
         } else {
-            Decision::Limited {
-                info,
-                retry_after: wait.ceil().max(1.0) as u64,
-            }
+            unix.floor() as u64
+        },
+    };
+    if allowed || !take {
+        Decision::Allowed(info)
+    } else {
+        Decision::Limited {
+            info,
+            retry_after: wait.ceil().max(1.0) as u64,
         }
     }
 }
@@ -163,25 +210,28 @@ mod tests {
         let rl = RateLimiter::default();
         for i in 0..3 {
             assert!(
-                matches!(rl.check(key("k", 3)), Decision::Allowed(_)),
+                matches!(rl.check(key("k", 3)).unwrap(), Decision::Allowed(_)),
                 "call {i}"
             );
         }
-        match rl.check(key("k", 3)) {
+        match rl.check(key("k", 3)).unwrap() {
             Decision::Limited { retry_after, info } => {
                 assert!(retry_after >= 1);
                 assert_eq!(info.remaining, 0);
             }
             d => panic!("fourth call should be limited: {d:?}"),
         }
-        assert!(matches!(rl.check(key("other", 3)), Decision::Allowed(_)));
+        assert!(matches!(
+            rl.check(key("other", 3)).unwrap(),
+            Decision::Allowed(_)
+        ));
     }
 
     #[test]
     fn no_limit_answers_unlimited_figures_that_never_run_out() {
         let rl = RateLimiter::default();
         for _ in 0..10 {
-            match rl.check(key("k", 0)) {
+            match rl.check(key("k", 0)).unwrap() {
                 Decision::Allowed(info) => {
                     assert_eq!((info.limit, info.remaining), (UNLIMITED, UNLIMITED))
                 }
@@ -200,13 +250,16 @@ mod tests {
                 .as_secs()
         };
         // 60 per minute, one token per second: with tokens left, the next call passes now.
-        match rl.check(key("k", 60)) {
+        match rl.check(key("k", 60)).unwrap() {
             Decision::Allowed(info) => assert!(info.reset <= now()),
             d => panic!("{d:?}"),
         }
         let rl = RateLimiter::default();
-        assert!(matches!(rl.check(key("k", 1)), Decision::Allowed(_)));
-        match rl.check(key("k", 1)) {
+        assert!(matches!(
+            rl.check(key("k", 1)).unwrap(),
+            Decision::Allowed(_)
+        ));
+        match rl.check(key("k", 1)).unwrap() {
             Decision::Limited { info, retry_after } => {
                 assert!((59..=60).contains(&retry_after), "{retry_after}");
                 let t = now();
@@ -225,15 +278,24 @@ mod tests {
             org_id: "o",
             org_per_minute: 3,
         };
-        assert!(matches!(rl.check(charge("a")), Decision::Allowed(_)));
-        assert!(matches!(rl.check(charge("a")), Decision::Allowed(_)));
-        match rl.check(charge("b")) {
+        assert!(matches!(
+            rl.check(charge("a")).unwrap(),
+            Decision::Allowed(_)
+        ));
+        assert!(matches!(
+            rl.check(charge("a")).unwrap(),
+            Decision::Allowed(_)
+        ));
+        match rl.check(charge("b")).unwrap() {
             // b's own bucket has 1 left after this call, the organization's 0: the tighter names
             // the headers.
             Decision::Allowed(info) => assert_eq!((info.limit, info.remaining), (3, 0)),
             d => panic!("{d:?}"),
         }
-        assert!(matches!(rl.check(charge("b")), Decision::Limited { .. }));
+        assert!(matches!(
+            rl.check(charge("b")).unwrap(),
+            Decision::Limited { .. }
+        ));
         // Another organization is unaffected, and b's refused call did not cost it a token.
         let other = Charge {
             key_id: "b",
@@ -241,7 +303,7 @@ mod tests {
             org_id: "p",
             org_per_minute: 3,
         };
-        match rl.check(other) {
+        match rl.check(other).unwrap() {
             Decision::Allowed(info) => assert_eq!((info.limit, info.remaining), (2, 0)),
             d => panic!("{d:?}"),
         }

@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(16, "lazy_held", "0016_lazy_held.sql"),
     migration!(17, "held_counts", "0017_held_counts.sql"),
     migration!(18, "nodes", "0018_nodes.sql"),
+    migration!(19, "rate_buckets", "0019_rate_buckets.sql"),
 ];
 
 pub fn latest_version() -> i64 {

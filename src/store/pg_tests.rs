@@ -809,3 +809,66 @@ fn a_connection_the_server_closed_is_opened_again() {
     let one: i32 = c.query_row("SELECT 1", [], |r| r.get(0)).unwrap();
     assert_eq!(one, 1);
 }
+
+#[test]
+fn shared_rate_buckets_take_from_both_or_neither_and_lose_no_token_under_contention() {
+    use super::rate_buckets::take;
+    let Some((_store, db)) = fresh_db() else {
+        return;
+    };
+    let c = db.conn().unwrap();
+    // A key of 3 per minute and no organization limit: three pass, the fourth does not.
+    for left in [2.0, 1.0, 0.0] {
+        let t = take(&c, ("k", 3), ("o", 0), true).unwrap();
+        assert!(t.allowed && t.org_tokens.is_none(), "{t:?}");
+        assert!((t.key_tokens.unwrap() - left).abs() < 0.1, "{t:?}");
+    }
+    let t = take(&c, ("k", 3), ("o", 0), true).unwrap();
+    assert!(!t.allowed && t.key_tokens.unwrap() < 1.0, "{t:?}");
+    // Looking takes nothing.
+    let other = take(&c, ("k2", 2), ("o", 0), false).unwrap();
+    assert!(other.allowed && other.key_tokens == Some(2.0), "{other:?}");
+
+    // Keys a and b (2 per minute each) share organization p's 3 per minute; b's refused call
+    // costs b's own bucket nothing.
+    for _ in 0..2 {
+        assert!(take(&c, ("a", 2), ("p", 3), true).unwrap().allowed);
+    }
+    assert!(take(&c, ("b", 2), ("p", 3), true).unwrap().allowed);
+    let refused = take(&c, ("b", 2), ("p", 3), true).unwrap();
+    assert!(!refused.allowed, "{refused:?}");
+    assert!(refused.key_tokens.unwrap() >= 1.0 && refused.org_tokens.unwrap() < 1.0);
+
+    // A bucket idle for a minute is full again, and never above its limit.
+    c.execute("UPDATE rate_buckets SET at_ms = at_ms - 600000", [])
+        .unwrap();
+    let t = take(&c, ("k", 3), ("o", 0), true).unwrap();
+    assert!(
+        t.allowed && (t.key_tokens.unwrap() - 2.0).abs() < 1e-9,
+        "{t:?}"
+    );
+
+    // Eight connections race for a bucket of 20 that cannot refill meanwhile (its clock is an
+    // hour ahead): exactly 20 of 80 calls pass.
+    c.execute(
+        "INSERT INTO rate_buckets(scope, id, tokens, at_ms)
+         VALUES ('k', 'race', 20, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 3600000)",
+        [],
+    )
+    .unwrap();
+    let passed: usize = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let db = db.clone();
+                s.spawn(move || {
+                    let c = db.dedicated().unwrap();
+                    (0..10)
+                        .filter(|_| take(&c, ("race", 20), ("o", 0), true).unwrap().allowed)
+                        .count()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).sum()
+    });
+    assert_eq!(passed, 20);
+}

@@ -389,3 +389,66 @@ fn a_node_frozen_past_its_lease_is_fenced_off_and_registers_again() {
         child.wait().unwrap();
     }
 }
+
+#[test]
+fn a_client_spread_over_two_nodes_sees_one_rate_limit() {
+    if !needs_postgres("a rate limit shared by nodes") {
+        return;
+    }
+    let store = quire::testing::TestDb::fresh();
+    let db = store.db.clone();
+    let (mut child_a, a) = node(&db, "a");
+    let (mut child_b, b) = node(&db, "b");
+    let create = |org: &str, extra: &[&str]| {
+        let cli = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_quire"))
+                .args(["--db", &db])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        cli(&["orgs", "create", org]);
+        let mut args = vec!["keys", "create", "--org", org, "--scopes", "read"];
+        args.extend_from_slice(extra);
+        let out = cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // 6 per minute: one token back every 10 s, so none comes back during these requests.
+    let key = create("slow", &["--rate-limit", "6"]);
+    let as_key = |node: &Remote, key: &str| Remote {
+        base: node.base.clone(),
+        key: key.to_string(),
+        http: client(30),
+    };
+    let nodes = [as_key(&a, &key), as_key(&b, &key)];
+    let remaining =
+        |r: &Resp| -> u64 { r.header("x-ratelimit-remaining").unwrap().parse().unwrap() };
+    // Alternating between the nodes, the six tokens are spent once: 5, 4, … 0 left.
+    for i in 0..6u64 {
+        let r = nodes[(i % 2) as usize].get("/v1/schemas");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text);
+        assert_eq!(remaining(&r), 5 - i, "request {i}");
+        assert_eq!(r.header("x-ratelimit-limit").as_deref(), Some("6"));
+    }
+    for node in &nodes {
+        let r = node.get("/v1/schemas");
+        assert_envelope(&r, 429, "rate_limited");
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=10).contains(&retry), "retry-after {retry}");
+        assert_eq!(remaining(&r), 0);
+    }
+    // Another key of the same limit has its own bucket, on either node.
+    let other = create("other", &["--rate-limit", "6"]);
+    let r = as_key(&b, &other).get("/v1/schemas");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(remaining(&r), 5);
+    for child in [&mut child_a, &mut child_b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

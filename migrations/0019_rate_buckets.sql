@@ -1,0 +1,4 @@
+-- SQLite: nothing to do. Rate-limit buckets are shared through the database only on
+-- PostgreSQL, where several nodes serve one client (migrations/pg/0019_rate_buckets.sql); a
+-- SQLite file has one node, which keeps its buckets in memory. This file keeps the two
+-- ledgers' versions and names aligned.
