@@ -90,6 +90,11 @@ enum Command {
         /// `quire serve` children, each with its share of the cores as workers.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
         nodes: u64,
+        /// Charge every request to a rate limit of this many per minute (0, the default: no
+        /// limit), to measure what the check costs: on PostgreSQL a round trip to the bucket
+        /// the nodes share. Set it above what the bench sends, e.g. 100000000.
+        #[arg(long, default_value_t = 0)]
+        rate_limit: u32,
     },
     /// A guided tour on a live instance that stays up until Ctrl-C (a temporary database
     /// unless --db names one; logs at warn unless RUST_LOG says otherwise).
@@ -277,6 +282,7 @@ fn main() -> ExitCode {
             held_every,
             webhook_sink,
             nodes,
+            rate_limit,
         } => {
             // Read before measuring: a missing or unreadable file fails in a second, not after
             // the five minutes of the run.
@@ -302,6 +308,7 @@ fn main() -> ExitCode {
                     webhook_sink,
                     documents,
                     nodes: nodes as usize,
+                    rate_limit,
                 })
             };
             match summary {

@@ -357,13 +357,21 @@ fn listen(db: Db, wake: Sender<()>, stop: Arc<AtomicBool>) {
 /// its own: a request's commit never waits for it.
 fn notifier(db: Db, rx: Receiver<()>, stop: Arc<AtomicBool>) {
     let mut conn: Option<Connection> = None;
+    // Asked once: the schema, and so its channel, never changes.
+    let mut channel: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
         if rx.recv_timeout(Duration::from_millis(200)).is_err() {
             continue;
         }
-        let sent = db
-            .kept(&mut conn)
-            .and_then(|c| store::nodes::notify(c, "queue"));
+        let sent = db.kept(&mut conn).and_then(|c| {
+            let name = match channel.take() {
+                Some(name) => name,
+                None => store::nodes::channel(c)?,
+            };
+            let sent = store::nodes::notify(c, &name, "queue");
+            channel = Some(name);
+            sent
+        });
         if let Err(e) = sent {
             tracing::warn!(
                 "cannot wake the other nodes ({e}); they find the work when they next poll"
@@ -821,7 +829,8 @@ impl Writer {
         // A node the others reaped lost every claim it held: what it still computes is fenced
         // off by the claim tokens. It registers again, under a new id, before claiming.
         let mut may_claim = claim_more;
-        if !store::nodes::registered(&tx, &id)? {
+        // Asked only before claiming: a commit of a reaped node's results is fenced already.
+        if claim_more && !store::nodes::registered(&tx, &id)? {
             let fresh = store::nodes::register(&tx, &self.node.name, self.node.lease_ms())?;
             tracing::warn!("node {id} was reaped by another node; registered again as {fresh}");
             self.reregistered = Some(fresh.clone());

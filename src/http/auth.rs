@@ -103,15 +103,15 @@ pub fn authorization(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     Ok(first.and_then(|v| v.to_str().ok()))
 }
 
-fn unauthorized() -> ApiError {
+pub(super) fn unauthorized() -> ApiError {
     ApiError::Unauthorized("Missing, malformed, unknown, revoked or expired API key".into())
 }
 
 /// A key checked: the caller, or why not, and the rate-limit figures its answer carries (every
 /// answer to a known key carries them).
-struct Checked {
-    auth: Result<AuthContext, ApiError>,
-    figures: Option<RateInfo>,
+pub(super) struct Checked {
+    pub auth: Result<AuthContext, ApiError>,
+    pub figures: Option<RateInfo>,
 }
 
 impl Checked {
@@ -125,24 +125,19 @@ impl Checked {
 
 impl AppState {
     /// 401 → 403 → 429, in that order (two `Authorization` headers: 400 before all of them, as
-    /// no key can be named). Records the rate-limit figures for the response headers.
+    /// no key can be named), where it can be answered without waiting (SQLite). Records the
+    /// rate-limit figures for the response headers.
     pub fn authorize(&self, req: &HttpRequest, scope: Scope) -> Result<AuthContext, ApiError> {
         let raw = authorization(req)?.ok_or_else(unauthorized)?;
-        let checked = if self.db.is_postgres() {
-            // The key cache's change watch and the shared rate bucket are a round trip each,
-            // which the client cannot make on actix's runtime: one thread of the moment makes
-            // both.
-            crate::store::off_runtime(|| self.check_key(raw, scope)).map_err(StoreError::from)?
-        } else {
-            self.check_key(raw, scope)
-        };
+        let checked = self.check_key(raw, scope);
         if let Some(info) = checked.figures {
             req.extensions_mut().insert(info);
         }
         checked.auth
     }
 
-    fn check_key(&self, raw: &str, scope: Scope) -> Checked {
+    /// The key `raw` (the `Authorization` value) checked for `scope` and charged.
+    pub(super) fn check_key(&self, raw: &str, scope: Scope) -> Checked {
         let Some(key) = raw
             .strip_prefix("Bearer ")
             .or_else(|| raw.strip_prefix("bearer "))

@@ -2,11 +2,14 @@
 //! → 400 (malformed path id), read off the handler's signature instead of repeated in its body.
 //!
 //! Actix builds every extractor of a handler at once and polls them in argument order, returning
-//! the first error it meets. These answer at once (no I/O), so argument order is check order.
-//! Existence (404) and the body (415/413/400) stay in the handler, after them: they wait on I/O,
-//! and a waiting extractor would let a later one answer first.
+//! the first error it meets. On SQLite these answer at once (no I/O), so argument order is check
+//! order. On PostgreSQL the key check waits on the database (the key cache's change watch and
+//! the shared rate bucket are round trips), so it runs on the blocking pool, off actix's
+//! worker; a malformed path id's 400 then waits for it (`KeyCheckPending`), and argument order
+//! is check order still. Existence (404) and the body (415/413/400) stay in the handler, after
+//! them.
 
-use super::auth::AuthContext;
+use super::auth::{authorization, unauthorized, AuthContext};
 use super::body::{json_body, typed};
 use super::error::ApiError;
 use super::idempotency::{self, Reply};
@@ -17,12 +20,13 @@ use crate::domain::canonical::{canonical_json, sha256_hex};
 use crate::domain::keys::Scope;
 use crate::store::{Connection, Transaction};
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::future::{ready, Ready};
+use std::future::ready;
 use std::marker::PhantomData;
 use std::ops::Deref;
 
@@ -72,16 +76,73 @@ fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
         .ok_or_else(|| ApiError::Internal("the application state is missing".into()))
 }
 
+/// Set while a request's key is being checked off the worker: the path ids' extractors hold
+/// their 400 until it is over, so that a 401/403/429 answers first.
+#[derive(Clone)]
+struct KeyCheckPending(tokio::sync::watch::Receiver<bool>);
+
+type Authenticated = (web::Data<AppState>, AuthContext);
+
+/// The caller's key checked for `scope`: in place on SQLite, on the blocking pool on
+/// PostgreSQL.
+fn authenticate(
+    req: &HttpRequest,
+    scope: Scope,
+) -> LocalBoxFuture<'static, Result<Authenticated, ApiError>> {
+    let st = match app_state(req) {
+        Ok(st) => st.clone(),
+        Err(e) => return Box::pin(ready(Err(e))),
+    };
+    if !st.db.is_postgres() {
+        let auth = st.authorize(req, scope);
+        return Box::pin(ready(auth.map(|a| (st, a))));
+    }
+    let raw = match authorization(req) {
+        Ok(Some(raw)) => raw.to_string(),
+        Ok(None) => return Box::pin(ready(Err(unauthorized()))),
+        Err(e) => return Box::pin(ready(Err(e))),
+    };
+    let (done, pending) = tokio::sync::watch::channel(false);
+    req.extensions_mut().insert(KeyCheckPending(pending));
+    let req = req.clone();
+    Box::pin(async move {
+        let checking = st.clone();
+        let checked = super::block(move || checking.check_key(&raw, scope)).await;
+        let _ = done.send(true);
+        let checked = checked?;
+        if let Some(info) = checked.figures {
+            req.extensions_mut().insert(info);
+        }
+        checked.auth.map(|a| (st, a))
+    })
+}
+
+/// A path extractor's answer, an error held until the request's key check is over.
+fn after_key_check<T: 'static>(
+    req: &HttpRequest,
+    parsed: Result<T, ApiError>,
+) -> LocalBoxFuture<'static, Result<T, ApiError>> {
+    let pending = match &parsed {
+        Err(_) => req.extensions().get::<KeyCheckPending>().cloned(),
+        Ok(_) => None,
+    };
+    match pending {
+        None => Box::pin(ready(parsed)),
+        Some(KeyCheckPending(mut done)) => Box::pin(async move {
+            // A check dropped unfinished (the request ended) closes the channel: answer then.
+            let _ = done.wait_for(|d| *d).await;
+            parsed
+        }),
+    }
+}
+
 impl<S: NeedsScope> FromRequest for Authed<S> {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            app_state(req)
-                .and_then(|st| st.authorize(req, S::SCOPE))
-                .map(|a| Authed(a, PhantomData)),
-        )
+        let auth = authenticate(req, S::SCOPE);
+        Box::pin(async move { Ok(Authed(auth.await?.1, PhantomData)) })
     }
 }
 
@@ -92,10 +153,10 @@ macro_rules! path_ids {
 
         impl FromRequest for $name {
             type Error = ApiError;
-            type Future = Ready<Result<Self, ApiError>>;
+            type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
             fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-                ready(path_id(req, $param).map($name))
+                after_key_check(req, path_id(req, $param).map($name))
             }
         }
     )+};
@@ -115,19 +176,18 @@ pub struct SchemaRef(pub String);
 
 impl FromRequest for SchemaRef {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let raw = req.match_info().get("id").unwrap_or("");
-        ready(
-            crate::domain::ids::parse_schema_ref(raw)
-                .map(SchemaRef)
-                .ok_or_else(|| {
-                    ApiError::bad(format!(
-                        "'{raw}' is not a valid schema id (expected a UUID or SCH-XXXXXXXX)"
-                    ))
-                }),
-        )
+        let parsed = crate::domain::ids::parse_schema_ref(raw)
+            .map(SchemaRef)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "'{raw}' is not a valid schema id (expected a UUID or SCH-XXXXXXXX)"
+                ))
+            });
+        after_key_check(req, parsed)
     }
 }
 
@@ -142,17 +202,19 @@ pub struct Call<S> {
 
 impl<S: NeedsScope> FromRequest for Call<S> {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(app_state(req).and_then(|st| {
-            let auth = st.authorize(req, S::SCOPE)?;
+        let auth = authenticate(req, S::SCOPE);
+        let req = req.clone();
+        Box::pin(async move {
+            let (state, auth) = auth.await?;
             Ok(Call {
-                state: st.clone(),
-                req: req.clone(),
+                state,
+                req,
                 auth: Authed(auth, PhantomData),
             })
-        }))
+        })
     }
 }
 

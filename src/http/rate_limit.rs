@@ -42,12 +42,63 @@ pub struct Buckets {
 /// shared by every node on it, so that a client spread over several nodes sees one limit.
 pub enum RateLimiter {
     Local(Mutex<Buckets>),
-    Shared(crate::store::Db),
+    Shared(SharedBuckets),
 }
+
+/// The database's buckets, charged through connections of their own: a request's charge must
+/// not wait for a pooled connection behind the reads it precedes. At most `CHARGERS` of them:
+/// a node's requests usually share one key, and more charges at once would only queue on its
+/// row's lock in the database, each opening a connection first.
+pub struct SharedBuckets {
+    db: crate::store::Db,
+    /// The idle connections, and how many are open in all.
+    idle: Mutex<(Vec<crate::store::Connection>, usize)>,
+    freed: parking_lot::Condvar,
+}
+
+const CHARGERS: usize = 2;
 
 impl Default for RateLimiter {
     fn default() -> Self {
         RateLimiter::Local(Default::default())
+    }
+}
+
+impl SharedBuckets {
+    fn take(
+        &self,
+        charge: &Charge<'_>,
+        take: bool,
+    ) -> Result<crate::store::rate_buckets::Taken, StoreError> {
+        let mut c = {
+            let mut idle = self.idle.lock();
+            loop {
+                if let Some(c) = idle.0.pop() {
+                    break Some(c);
+                }
+                if idle.1 < CHARGERS {
+                    idle.1 += 1;
+                    break None;
+                }
+                self.freed.wait(&mut idle);
+            }
+        };
+        let result = (|| {
+            let conn = self.db.kept(&mut c)?;
+            crate::store::rate_buckets::take(
+                conn,
+                (charge.key_id, charge.key_per_minute),
+                (charge.org_id, charge.org_per_minute),
+                take,
+            )
+        })();
+        let mut idle = self.idle.lock();
+        match c {
+            Some(c) => idle.0.push(c),
+            None => idle.1 -= 1,
+        }
+        self.freed.notify_one();
+        result
     }
 }
 
@@ -83,7 +134,11 @@ impl RateLimiter {
     /// Shared buckets on a writable PostgreSQL database, local ones otherwise.
     pub fn for_db(db: &crate::store::Db) -> Self {
         if db.is_postgres() && !db.read_only() {
-            RateLimiter::Shared(db.clone())
+            RateLimiter::Shared(SharedBuckets {
+                db: db.clone(),
+                idle: Mutex::new((Vec::new(), 0)),
+                freed: Default::default(),
+            })
         } else {
             RateLimiter::default()
         }
@@ -133,14 +188,8 @@ impl RateLimiter {
                 let tokens = active.map(|b| b.map(|b| b.tokens));
                 (tokens, allowed)
             }
-            RateLimiter::Shared(db) => {
-                let c = db.conn()?;
-                let t = crate::store::rate_buckets::take(
-                    &c,
-                    (charge.key_id, charge.key_per_minute),
-                    (charge.org_id, charge.org_per_minute),
-                    take,
-                )?;
+            RateLimiter::Shared(shared) => {
+                let t = shared.take(&charge, take)?;
                 ([t.key_tokens, t.org_tokens], t.allowed)
             }
         };

@@ -6,7 +6,7 @@
 //! value model.
 
 mod pg;
-pub use pg::{blocking_section, off_runtime};
+pub use pg::blocking_section;
 
 use rusqlite::types::{FromSql, FromSqlError, ValueRef};
 use std::path::Path;

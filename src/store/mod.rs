@@ -33,7 +33,7 @@ pub mod webhooks;
 
 /// The connection and transaction types the layers above pass back into the store: they hold
 /// one, never use it themselves (`tests/it/layering.rs` keeps SQL below `src/store`).
-pub use conn::{blocking_section, off_runtime};
+pub use conn::blocking_section;
 pub use conn::{Connection, Transaction};
 use conn::{DbError, DbResult, Manager, OptionalExtension, Row};
 use r2d2::{Pool, PooledConnection};

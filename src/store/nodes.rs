@@ -101,7 +101,9 @@ fn host_name() -> String {
 }
 
 /// The channel the nodes of this schema wake each other on (PostgreSQL).
-fn channel(c: &Connection) -> Result<String, StoreError> {
+/// The schema's channel for wake-ups; the same for every connection to it, so a caller that
+/// sends often asks once.
+pub fn channel(c: &Connection) -> Result<String, StoreError> {
     Ok(c.query_row(
         "SELECT 'quire_' || to_hex(hashtext(current_schema()))",
         [],
@@ -116,10 +118,9 @@ pub fn listen(c: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Wakes the other nodes of this schema: there is queued work (PostgreSQL; sent at once, as
-/// its caller's transaction has committed).
-pub fn notify(c: &Connection, topic: &str) -> Result<(), StoreError> {
-    let channel = channel(c)?;
+/// Wakes the other nodes of this schema (its `channel`): there is queued work (PostgreSQL;
+/// sent at once, as its caller's transaction has committed).
+pub fn notify(c: &Connection, channel: &str, topic: &str) -> Result<(), StoreError> {
     c.query_row(
         "SELECT 1 FROM (SELECT pg_notify(?1, ?2)) AS sent",
         params![channel, topic],

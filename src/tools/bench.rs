@@ -20,6 +20,8 @@ pub struct BenchArgs {
     pub documents: bool,
     /// Nodes serving the database (PostgreSQL only): this process and `nodes - 1` children.
     pub nodes: usize,
+    /// Requests per minute per key (0: no limit), on every node.
+    pub rate_limit: u32,
 }
 
 /// The other nodes of a several-node bench: `quire serve` children on the same database, killed
@@ -27,7 +29,7 @@ pub struct BenchArgs {
 struct Nodes(Vec<std::process::Child>);
 
 impl Nodes {
-    fn start(db: &str, extra: usize, workers: usize) -> Result<Nodes, String> {
+    fn start(db: &str, extra: usize, workers: usize, rate_limit: u32) -> Result<Nodes, String> {
         use std::io::BufRead;
         let exe = std::env::current_exe().map_err(|e| format!("the quire binary: {e}"))?;
         let mut nodes = Nodes(Vec::new());
@@ -35,7 +37,8 @@ impl Nodes {
             let mut child = std::process::Command::new(&exe)
                 .args(["--db", db, "serve", "--port", "0", "--ready-json"])
                 .args(["--node-id", &format!("bench-{k}")])
-                .args(["--workers", &workers.to_string(), "--rate-limit", "0"])
+                .args(["--workers", &workers.to_string()])
+                .args(["--rate-limit", &rate_limit.to_string()])
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::inherit())
@@ -576,7 +579,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         false => None,
     };
     let srv = TestServer::start_with(|c| {
-        c.rate_limit = 0;
+        c.rate_limit = args.rate_limit;
         c.webhooks.allow_private = sink.is_some();
         c.max_pipeline_documents = n.max(10_000);
         c.max_body = 64 * 1024 * 1024;
@@ -589,7 +592,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         }
     });
     let _others = match (&args.db, nodes) {
-        (Some(db), 2..) => Some(Nodes::start(db, nodes - 1, workers)?),
+        (Some(db), 2..) => Some(Nodes::start(db, nodes - 1, workers, args.rate_limit)?),
         _ => None,
     };
     if nodes > 1 {
@@ -937,6 +940,7 @@ pub fn run(args: BenchArgs) -> Result<Value, String> {
         "docs": n,
         "store": if crate::store::is_postgres_url(&db_path) { "postgres" } else { "sqlite" },
         "nodes": nodes,
+        "rate_limit": args.rate_limit,
         "workers_per_node": workers,
         "first_run_finished_by_node": per_node.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "first_run_docs_per_s": first_dps.round(),

@@ -210,6 +210,25 @@ fn the_order_of_checks_puts_auth_before_everything() {
             .body("x"),
     );
     assert_envelope(&r, 401, "unauthorized");
+    // So does a key that is looked up and not found (on PostgreSQL the lookup waits on the
+    // database, off actix's worker, and the path id's 400 must wait for it).
+    let r = send(
+        api.http
+            .put(api.url("/v1/schemas/bad-id"))
+            .bearer_auth("tlnc_test_unknownunknownunknownunknownunkn01")
+            .json(&json!({"name": "x"})),
+    );
+    assert_envelope(&r, 401, "unauthorized");
+    // 429 beats 400.
+    let slow = api.new_org_key("slow", "read,write", &["--rate-limit", "1"]);
+    assert_eq!(api.get_as(&slow, "/v1/schemas").status, 200);
+    let r = send(
+        api.http
+            .put(api.url("/v1/schemas/bad-id"))
+            .bearer_auth(&slow)
+            .json(&json!({"name": "x"})),
+    );
+    assert_envelope(&r, 429, "rate_limited");
     // 403 beats 400 and 413.
     let r = send(
         api.http

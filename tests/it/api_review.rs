@@ -776,17 +776,7 @@ fn the_queue_filters_by_field_and_gate_orders_oldest_first_and_an_item_names_its
     let q = |query: &str| -> Vec<(String, String)> {
         let r = api.get(&format!("/v1/field-reviews{query}"));
         assert_eq!(r.status, 200, "{query}: {}", r.text);
-        r.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["pipeline_document_id"].as_str().unwrap().to_string(),
-                    i["field_key"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+        queue_items(&r)
     };
     let all = q("");
     assert_eq!(all.len(), 1);
@@ -835,4 +825,82 @@ fn the_queue_filters_by_field_and_gate_orders_oldest_first_and_an_item_names_its
     ));
     assert_eq!(d.status, 200, "{}", d.text);
     assert!(d.body["waitingDependents"].is_array(), "{}", d.text);
+}
+
+#[test]
+fn a_settled_run_s_queue_lists_what_it_counts_and_empties_when_every_item_is_resolved() {
+    const KEY: &str = "tlnc_test_queuequeuequeuequeuequeuequeue01";
+    let store = quire::testing::TestDb::fresh();
+    let (mut child, port) = spawn_server(&store.db, KEY, &["--workers", "2"]);
+    let api = Remote::new(port, KEY);
+    let sid = invoice_spec(
+        &api,
+        &json!({"name": "Limit", "severity": "blocking",
+            "mechanisms": [{"type": "business_rules", "rules": [{"field": "net", "check": "range", "max": 5000}]}]}),
+    );
+    let docs: Vec<Value> = (0..200)
+        .map(|i| {
+            let f = quire::tools::fixtures::invoice(5, i);
+            json!({"filename": f.filename, "content": f.content, "mime_type": f.mime_type})
+        })
+        .collect();
+    let r = api.post(
+        "/v1/pipelines",
+        &json!({"schema_id": sid, "documents": docs}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["id"].as_str().unwrap().to_string();
+    let settled = || {
+        wait_for(120, || {
+            let p = api.get(&format!("/v1/pipelines/{pid}/progress")).body;
+            (p["status"] != "active" && p["status"] != "queued").then_some(p)
+        })
+    };
+    settled();
+    let rows = || {
+        db_count(
+            &store.db,
+            "SELECT count(*) FROM held_fields WHERE pipeline_id = ?1",
+            &pid,
+        )
+    };
+    let held = rows();
+    assert!(held > 0, "the run holds no field");
+    // Every page lists what the count says, each item once.
+    let mut items: Vec<(String, String)> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = api.get(&format!(
+            "/v1/field-reviews?pipeline_id={pid}&limit=20&cursor={cursor}"
+        ));
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert_eq!(
+            page.body["pagination"]["total"], held,
+            "{}",
+            page.body["pagination"]
+        );
+        items.extend(queue_items(&page));
+        match page.body["pagination"]["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let listed = items.len();
+    items.sort();
+    items.dedup();
+    assert_eq!((listed, items.len() as i64), (items.len(), held));
+    for (pd, field) in &items {
+        let r = api.post(
+            &format!("/v1/field-reviews/{pd}/{field}/resolve"),
+            &json!({"action": "override", "corrected_value": 4999, "reason": "checked"}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    settled();
+    assert_eq!(rows(), 0, "a resolved field leaves the queue's index");
+    let queue = api.get(&format!("/v1/field-reviews?pipeline_id={pid}"));
+    assert_eq!(queue.body["pagination"]["total"], 0, "{}", queue.text);
+    assert!(queue_items(&queue).is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -78,11 +78,15 @@ fn finished_by(db: &str, pid: &str) -> Vec<(String, i64)> {
     rows
 }
 
-fn count(db: &str, sql: &str, arg: &str) -> i64 {
-    quire::testing::connect(db)
-        .unwrap()
-        .query_row(sql, [arg], |r| r.get(0))
-        .unwrap()
+use crate::common::db_count as count;
+
+/// Documents of run `pid` that node `a` holds claimed.
+fn held_by_a(db: &str, pid: &str) -> i64 {
+    count(
+        db,
+        "SELECT count(*) FROM pipeline_docs WHERE pipeline_id = ?1 AND status = 'processing' AND claimed_by LIKE 'a/%'",
+        pid,
+    )
 }
 
 /// No (document, field, phase, generation, pass) has two versions or two verdicts.
@@ -159,17 +163,7 @@ fn two_nodes_share_reruns_reviews_and_a_killed_node_s_work() {
     let before = a.get(&format!("/v1/pipelines/{first}/progress")).body;
     let queue = a.get(&format!("/v1/field-reviews?pipeline_id={small}&limit=100"));
     assert_eq!(queue.status, 200, "{}", queue.text);
-    let mut held: Vec<(String, String)> = queue.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["pipeline_document_id"].as_str().unwrap().to_string(),
-                i["field_key"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let mut held = queue_items(&queue);
     held.sort();
     held.dedup();
     assert!(!held.is_empty(), "the small run holds no field");
@@ -250,21 +244,13 @@ fn two_nodes_share_reruns_reviews_and_a_killed_node_s_work() {
     // Kill A once both nodes have finished documents of the big run and A holds some claims.
     wait_for(120, || {
         let by = finished_by(&db, &big);
-        let held_by_a = count(
-            &db,
-            "SELECT count(*) FROM pipeline_docs WHERE pipeline_id = ?1 AND status = 'processing' AND claimed_by LIKE 'a/%'",
-            &big,
-        );
-        (by.len() == 2 && held_by_a > 0).then_some(())
+        let held = held_by_a(&db, &big);
+        (by.len() == 2 && held > 0).then_some(())
     });
     child_a.kill().unwrap();
     child_a.wait().unwrap();
     let killed_at = Instant::now();
-    let stranded = count(
-        &db,
-        "SELECT count(*) FROM pipeline_docs WHERE pipeline_id = ?1 AND status = 'processing' AND claimed_by LIKE 'a/%'",
-        &big,
-    );
+    let stranded = held_by_a(&db, &big);
     println!("killed node a holding {stranded} claims");
     assert!(
         stranded > 0,
@@ -272,11 +258,7 @@ fn two_nodes_share_reruns_reviews_and_a_killed_node_s_work() {
     );
     // B takes A's claims back once A's lease runs out (B looks every half lease).
     wait_for(60, || {
-        let left = count(
-            &db,
-            "SELECT count(*) FROM pipeline_docs WHERE pipeline_id = ?1 AND status = 'processing' AND claimed_by LIKE 'a/%'",
-            &big,
-        );
+        let left = held_by_a(&db, &big);
         (left == 0).then_some(())
     });
     let taken_back = killed_at.elapsed();
@@ -323,12 +305,8 @@ fn a_node_frozen_past_its_lease_is_fenced_off_and_registers_again() {
     let n = 1500u64;
     let big = start_run(&b, &sid, 11, n);
     wait_for(120, || {
-        let held_by_a = count(
-            &db,
-            "SELECT count(*) FROM pipeline_docs WHERE pipeline_id = ?1 AND status = 'processing' AND claimed_by LIKE 'a/%'",
-            &big,
-        );
-        (held_by_a > 0).then_some(())
+        let held = held_by_a(&db, &big);
+        (held > 0).then_some(())
     });
     let pid_a = child_a.id() as i32;
     // SAFETY: signals to a child process this test started.

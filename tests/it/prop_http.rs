@@ -20,6 +20,9 @@ fn written_columns(table: &str) -> &'static str {
     match table {
         // A node's lease is renewed by its heartbeat, whatever the requests do.
         "nodes" => "id, name, host, pid, started_ms, lease_ms",
+        // Every request is charged to its key's rate bucket (PostgreSQL), refused or not: the
+        // tokens are accounting, not what the request asked to change.
+        "rate_buckets" => "scope, id",
         "webhook_deliveries" => "seq, id, webhook_seq, event_seq, redelivery_of, created_at",
         "webhooks" => "seq, id, org_id, url, events, description, active, secret, previous_secret, previous_secret_until, disabled_reason, created_at, updated_at",
         _ => "*",

@@ -174,7 +174,7 @@ pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
 /// runtime (actix's, where start-up and the key check run); there a thread of the moment runs
 /// it, borrowing what it needs. Threads without a runtime (the executor, the dispatchers) and
 /// the blocking pool's run it in place.
-pub fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> DbResult<R> {
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> DbResult<R> {
     if MAY_BLOCK.with(Cell::get) || tokio::runtime::Handle::try_current().is_err() {
         return Ok(f());
     }

@@ -540,3 +540,26 @@ pub fn field_cells(api: &Api, pid: &str, pd: &str, field: &str) -> Value {
         .unwrap_or_else(|| panic!("{field} in {}", r.text))
         .clone()
 }
+
+/// `count(*)`-like answer of `sql` (one `?1`, bound to `arg`) on the database `db` names.
+pub fn db_count(db: &str, sql: &str, arg: &str) -> i64 {
+    quire::testing::connect(db)
+        .unwrap()
+        .query_row(sql, [arg], |r| r.get(0))
+        .unwrap()
+}
+
+/// A review-queue page's items as `(pipeline document, field)`.
+pub fn queue_items(page: &Resp) -> Vec<(String, String)> {
+    page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["pipeline_document_id"].as_str().unwrap().to_string(),
+                i["field_key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
