@@ -15,9 +15,11 @@ CREATE UNLOGGED TABLE rate_buckets (
 -- (always in that order, so two calls never wait on each other's rows crosswise), each row
 -- locked until the call ends, and with `take` takes a token from both or from neither: a
 -- request refused by its organization's bucket must not drain its key's. A limit of 0 leaves
--- that bucket out (its tokens answer NULL). Answers the tokens left after the call.
-CREATE FUNCTION rate_take(key_id TEXT, key_per_minute INTEGER, org_id TEXT,
-                          org_per_minute INTEGER, take BOOLEAN,
+-- that bucket out (its tokens answer NULL). Answers the tokens left after the call. The time
+-- since a bucket's last call counts up to a minute (a minute fills any bucket) and never below
+-- zero, so neither a long idle spell nor the clock stepping back breaks the arithmetic.
+CREATE FUNCTION rate_take(key_id TEXT, key_per_minute BIGINT, org_id TEXT,
+                          org_per_minute BIGINT, take BOOLEAN,
                           OUT key_tokens DOUBLE PRECISION, OUT org_tokens DOUBLE PRECISION,
                           OUT allowed BOOLEAN)
 LANGUAGE plpgsql AS $$
@@ -28,18 +30,20 @@ BEGIN
         INSERT INTO rate_buckets AS b (scope, id, tokens, at_ms)
         VALUES ('k', key_id, key_per_minute, now_ms)
         ON CONFLICT (scope, id) DO UPDATE
-        SET tokens = least(b.tokens + greatest(now_ms - b.at_ms, 0) * key_per_minute / 60000.0,
+        SET tokens = least(b.tokens + least(greatest(now_ms - b.at_ms, 0), 60000)::DOUBLE PRECISION
+                                      * key_per_minute / 60000.0,
                            key_per_minute),
-            at_ms = greatest(b.at_ms, now_ms)
+            at_ms = now_ms
         RETURNING b.tokens INTO key_tokens;
     END IF;
     IF org_per_minute > 0 THEN
         INSERT INTO rate_buckets AS b (scope, id, tokens, at_ms)
         VALUES ('o', org_id, org_per_minute, now_ms)
         ON CONFLICT (scope, id) DO UPDATE
-        SET tokens = least(b.tokens + greatest(now_ms - b.at_ms, 0) * org_per_minute / 60000.0,
+        SET tokens = least(b.tokens + least(greatest(now_ms - b.at_ms, 0), 60000)::DOUBLE PRECISION
+                                      * org_per_minute / 60000.0,
                            org_per_minute),
-            at_ms = greatest(b.at_ms, now_ms)
+            at_ms = now_ms
         RETURNING b.tokens INTO org_tokens;
     END IF;
     allowed := coalesce(key_tokens >= 1, TRUE) AND coalesce(org_tokens >= 1, TRUE);

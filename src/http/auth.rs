@@ -172,24 +172,26 @@ impl AppState {
         // every authenticated answer carries the figures.
         if !scope.granted_by(&rec.scopes) {
             return Checked {
-                figures: self.limiter.peek(charge).ok(),
+                figures: Some(self.limiter.peek(charge)),
                 auth: Err(ApiError::InsufficientScope(scope.as_str())),
             };
         }
-        let (figures, auth) = match self.limiter.check(charge) {
-            Ok(Decision::Allowed(info)) => (
-                Some(info),
+        let (info, auth) = match self.limiter.check(charge) {
+            Decision::Allowed(info) => (
+                info,
                 Ok(AuthContext {
                     key_id: rec.id,
                     key_name: rec.name,
                     org_id: rec.org_id,
                 }),
             ),
-            Ok(Decision::Limited { info, retry_after }) => {
-                (Some(info), Err(ApiError::RateLimited(retry_after)))
+            Decision::Limited { info, retry_after } => {
+                (info, Err(ApiError::RateLimited(retry_after)))
             }
-            Err(e) => (None, Err(e.into())),
         };
-        Checked { auth, figures }
+        Checked {
+            auth,
+            figures: Some(info),
+        }
     }
 }
