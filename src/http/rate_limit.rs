@@ -433,10 +433,7 @@ mod shared_tests {
             Decision::Allowed(info) => assert_eq!(info.remaining, 1),
             d => panic!("{d:?}"),
         }
-        db.conn()
-            .unwrap()
-            .execute_batch("DROP FUNCTION rate_take")
-            .unwrap();
+        crate::store::rate_buckets::withdraw(&db.conn().unwrap()).unwrap();
         // The node's own buckets answer, with the same rule, instead of an error.
         assert!(matches!(rl.check(charge()), Decision::Allowed(_)));
         assert!(matches!(rl.check(charge()), Decision::Allowed(_)));

@@ -36,3 +36,11 @@ pub fn take(
         },
     )?)
 }
+
+/// Takes the charging function away, as a database that cannot charge would (tests of the
+/// fallback).
+#[cfg(test)]
+pub(crate) fn withdraw(c: &Connection) -> Result<(), StoreError> {
+    c.execute_batch("DROP FUNCTION rate_take")?;
+    Ok(())
+}
